@@ -1,0 +1,25 @@
+//! `migrator`: the operator CLI. Each group of subcommands lives in its own file under `cmd/`
+//! and is flattened into one command line here.
+
+mod cmd;
+
+use clap::Parser;
+
+/// Move a shared-hosting platform between datacenters while the sites keep running.
+#[derive(Parser)]
+#[command(name = "migrator", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: cmd::Command,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cmd::run(cli.command) {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! MySQL wire-protocol proxy that keeps old database endpoints answering, routes each database
+//! to the old or new datacenter and switches it without failing client queries.
