@@ -1,0 +1,84 @@
+//! Real servers for tests, on loopback, each behind a guard that stops it on `Drop`.
+//!
+//! Layout:
+//! - [`process`]: a child process guard that stops exactly the PID it started (TERM, then KILL).
+//! - [`mariadb`]: a private MariaDB instance ([`MariaDb`]) in a temporary data directory, on a
+//!   free loopback port, with an admin account for the test.
+//! - [`sshd`]: a private OpenSSH server ([`Sshd`]) with generated host keys, a client key pair,
+//!   an `authorized_keys` and a `known_hosts` file, on a free loopback port.
+//!
+//! Why a crate: the proxy, the migrator and the cross-crate tests all need the same real servers,
+//! started the same careful way (no fixed ports, no global pid files, no killing by name).
+//! Every guard owns a `tempfile::TempDir`, so a test that panics still removes its files, and the
+//! process guard kills only the PID it spawned.
+
+pub mod mariadb;
+pub mod process;
+pub mod sshd;
+
+pub use mariadb::{MariaDb, MariaDbOptions};
+pub use process::ChildGuard;
+pub use sshd::Sshd;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+/// The error type of this crate: what failed, in words a test failure message can show.
+#[derive(Debug)]
+pub struct Error(pub String);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub(crate) fn err(msg: impl Into<String>) -> Error {
+    Error(msg.into())
+}
+
+/// A loopback TCP port that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| err(format!("bind 127.0.0.1:0: {e}")))?;
+    let port = l
+        .local_addr()
+        .map_err(|e| err(format!("local_addr: {e}")))?
+        .port();
+    Ok(port)
+}
+
+/// Polls `ready` every 20 ms until it returns true or `timeout` passes.
+pub(crate) fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ready()
+}
+
+/// Whether this process runs as root (the lab and netns tests need it; CI runs as root).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Finds an executable in the usual Debian locations, for servers that live in `/usr/sbin`
+/// (not on a non-root PATH).
+pub fn find_program(name: &str) -> Result<std::path::PathBuf> {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"] {
+        let p = std::path::Path::new(dir).join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(err(format!(
+        "{name} not found in /usr/sbin, /usr/bin, /sbin, /bin, /usr/local/bin: run scripts/install-deps.sh as root"
+    )))
+}
