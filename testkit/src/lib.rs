@@ -7,15 +7,22 @@
 //! - [`sshd`]: a private OpenSSH server ([`Sshd`]) with generated host keys, a client key pair,
 //!   an `authorized_keys` and a `known_hosts` file, on a free loopback port.
 //!
+//! - [`knot`]: a private Knot DNS server ([`Knot`]) authoritative for one zone, TSIG updates only.
+//! - [`haproxy`]: a private HAProxy ([`Haproxy`]) with one backend per site and its runtime API.
+//!
 //! Why a crate: the proxy, the migrator and the cross-crate tests all need the same real servers,
 //! started the same careful way (no fixed ports, no global pid files, no killing by name).
 //! Every guard owns a `tempfile::TempDir`, so a test that panics still removes its files, and the
 //! process guard kills only the PID it spawned.
 
+pub mod haproxy;
+pub mod knot;
 pub mod mariadb;
 pub mod process;
 pub mod sshd;
 
+pub use haproxy::{Backend, Haproxy};
+pub use knot::Knot;
 pub use mariadb::{MariaDb, MariaDbOptions};
 pub use process::ChildGuard;
 pub use sshd::Sshd;

@@ -1,0 +1,130 @@
+//! The HAProxy driver against a real HAProxy: switch a site's backend server between two real
+//! HTTP servers through the runtime API, and hold it with maint (503) and release it.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use drivers::haproxy::{AdminState, Haproxy, LoadBalancer};
+use drivers::DriverError;
+use testkit::{Backend, Haproxy as HaproxyServer};
+
+/// A minimal HTTP server answering `body` to every request, until dropped.
+struct TinyHttp {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl TinyHttp {
+    fn start(body: &'static str) -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        c.set_nonblocking(false).unwrap();
+                        let mut buf = [0u8; 4096];
+                        let _ = c.read(&mut buf);
+                        let _ = write!(
+                            c,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    Err(_) => thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+        });
+        Self { addr, stop }
+    }
+}
+
+impl Drop for TinyHttp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn get(port: u16, host: &str) -> (u16, String) {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        c,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[test]
+fn switch_hold_and_release_a_site_backend() {
+    let old = TinyHttp::start("served-by-old");
+    let new = TinyHttp::start("served-by-new");
+    let hp = HaproxyServer::start(&[
+        Backend {
+            name: "site1".into(),
+            addr: old.addr.to_string(),
+        },
+        Backend {
+            name: "site2".into(),
+            addr: old.addr.to_string(),
+        },
+    ])
+    .unwrap();
+    let lb = Haproxy::new(hp.socket());
+
+    let st = lb.server_state("site1", "srv").unwrap();
+    assert_eq!(st.addr, old.addr);
+    assert_eq!(st.admin, AdminState::Ready);
+    assert_eq!(get(hp.port(), "site1"), (200, "served-by-old".into()));
+
+    // Freeze: maint → HAProxy answers 503 for this site only.
+    lb.set_server_admin("site1", "srv", AdminState::Maint)
+        .unwrap();
+    assert_eq!(get(hp.port(), "site1").0, 503);
+    assert_eq!(get(hp.port(), "site2"), (200, "served-by-old".into()));
+
+    // Switch while held, then release: the site now serves from the new side.
+    lb.set_server_addr("site1", "srv", new.addr).unwrap();
+    lb.set_server_admin("site1", "srv", AdminState::Ready)
+        .unwrap();
+    assert_eq!(get(hp.port(), "site1"), (200, "served-by-new".into()));
+    assert_eq!(get(hp.port(), "site2"), (200, "served-by-old".into()));
+    assert_eq!(lb.server_state("site1", "srv").unwrap().addr, new.addr);
+
+    lb.set_server_weight("site1", "srv", 50).unwrap();
+    assert_eq!(lb.server_state("site1", "srv").unwrap().weight, 50);
+
+    // Unknown names are HAProxy's refusals, carried as such.
+    match lb.set_server_admin("nosuch", "srv", AdminState::Ready) {
+        Err(DriverError::Rejected { answer, .. }) => {
+            assert!(!answer.is_empty())
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(matches!(
+        lb.server_state("site1", "nosuch"),
+        Err(DriverError::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_missing_socket_is_a_clear_io_error() {
+    let lb = Haproxy::new("/nonexistent/haproxy.sock");
+    let e = lb.server_state("b", "s").unwrap_err();
+    assert!(e.is_retryable());
+    assert!(e.to_string().contains("/nonexistent/haproxy.sock"), "{e}");
+}
