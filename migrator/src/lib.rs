@@ -4,3 +4,22 @@
 //! Layout: one file per pipeline stage, named by its role (`journal`, `sync_files`, `copy_db`,
 //! `verify`, `cutover`, `rollback`, `wave`). The `migrator` binary (`src/main.rs`) wires the
 //! command-line groups in `src/cmd/`.
+//!
+//! - [`journal`]: the durable journal (SQLite, WAL) behind the [`journal::JournalStore`] trait:
+//!   plan reference, per-site state, steps recorded before and after they run, checkpoints of
+//!   committed progress.
+//! - [`manifest`]: what a home holds (parallel walk) and the diff of two manifests.
+//! - [`apply`]: destination-side operations (atomic writes), shared by local sync and
+//!   `migrator receive`.
+//! - [`sync_files`]: one sync pass: walk both sides, plan, apply in batches, journal it.
+//! - [`wire`] and [`remote`]: the framed batch protocol and the SSH destination (`russh`,
+//!   host keys checked against known_hosts) talking to `migrator receive`.
+//! - [`copy_db`]: database copy with `mysql_async`; [`checksum`]: per-table checksums.
+//! - [`verify`]: compares manifests and table checksums of both sides.
+
+pub mod apply;
+pub mod fixtures;
+pub mod journal;
+pub mod manifest;
+pub mod sync_files;
+pub mod verify;

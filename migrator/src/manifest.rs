@@ -1,0 +1,512 @@
+//! File manifests: what a home directory holds, entry by entry, and the difference between two.
+//!
+//! A manifest is built by a parallel walk (`walkdir` per top-level subtree, `rayon` across
+//! subtrees and for hashing). Paths are relative, `/`-separated raw bytes, so names that are not
+//! UTF-8 survive. Symlinks are recorded, never followed; on the source side a symlink whose
+//! target resolves outside the home is left out with a warning. Sockets, FIFOs and devices are
+//! left out with a warning. Hard links are recorded as a group named by the group's smallest
+//! path (its "leader"), which is comparable across both sides, unlike inode numbers.
+
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Prefix of the temporary names the receiver writes before an atomic rename. Walks skip them
+/// and report them so a killed pass's leftovers are removed by the next one.
+pub const TEMP_PREFIX: &[u8] = b".~migrator-tmp.";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("walking {path}: {source}")]
+    Walk {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("hashing {path}: {source}")]
+    Hash {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// One entry of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    /// Relative path, `/`-separated, raw bytes; empty for the root itself.
+    pub path: Vec<u8>,
+    pub kind: Kind,
+    /// Bytes for files; 0 otherwise (a symlink's size is its target's length and not compared).
+    pub size: u64,
+    pub mtime_s: i64,
+    pub mtime_ns: u32,
+    /// Permission bits including setuid/setgid/sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub link_target: Option<Vec<u8>>,
+    /// The hard-link group's leader (smallest path of the group) when the file has more than one
+    /// name inside the tree.
+    pub hardlink: Option<Vec<u8>>,
+    pub blake3: Option<[u8; 32]>,
+}
+
+/// A manifest and what the walk had to leave out.
+#[derive(Debug, Clone, Default)]
+pub struct Manifest {
+    /// Sorted by path (bytewise).
+    pub entries: Vec<Entry>,
+    /// Things left out, in words for the operator (escaping symlinks, sockets, devices).
+    pub warnings: Vec<String>,
+    /// Leftover temporary files of an interrupted pass (relative paths).
+    pub temp_files: Vec<Vec<u8>>,
+}
+
+impl Manifest {
+    pub fn total_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+
+    /// A digest of the whole manifest, stored in the journal as the pass's checksum.
+    pub fn digest(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        for e in &self.entries {
+            h.update(&(e.path.len() as u64).to_le_bytes());
+            h.update(&e.path);
+            h.update(&[e.kind as u8]);
+            h.update(&e.size.to_le_bytes());
+            h.update(&e.mtime_s.to_le_bytes());
+            h.update(&e.mtime_ns.to_le_bytes());
+            h.update(&e.mode.to_le_bytes());
+            h.update(&e.uid.to_le_bytes());
+            h.update(&e.gid.to_le_bytes());
+            if let Some(t) = &e.link_target {
+                h.update(t);
+            }
+            if let Some(l) = &e.hardlink {
+                h.update(l);
+            }
+        }
+        h.finalize().to_hex().to_string()
+    }
+}
+
+/// Options of a walk.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WalkOptions {
+    /// Compute BLAKE3 of every regular file (slow: reads everything).
+    pub checksum: bool,
+    /// Leave out symlinks resolving outside the root (the source side).
+    pub refuse_escaping_symlinks: bool,
+}
+
+/// Lexical resolution of a symlink target: does `link` (relative path of the link inside the
+/// root) pointing at `target` stay inside the root? Absolute targets count as inside only when
+/// they lie under `root_abs`.
+pub fn symlink_stays_inside(root_abs: &Path, link: &[u8], target: &[u8]) -> bool {
+    let mut stack: Vec<&[u8]> = Vec::new();
+    let rest: &[u8] = if target.first() == Some(&b'/') {
+        let root = root_abs.as_os_str().as_bytes();
+        let root = root.strip_suffix(b"/").unwrap_or(root);
+        match target.strip_prefix(root) {
+            Some(r) if r.is_empty() || r[0] == b'/' => r,
+            _ => return false,
+        }
+    } else {
+        // Start from the link's parent directory.
+        let parent = match link.iter().rposition(|&b| b == b'/') {
+            Some(i) => &link[..i],
+            None => &link[..0],
+        };
+        for c in parent.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            stack.push(c);
+        }
+        target
+    };
+    for c in rest.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                if stack.pop().is_none() {
+                    return false;
+                }
+            }
+            c => stack.push(c),
+        }
+    }
+    true
+}
+
+fn rel_bytes(root: &Path, p: &Path) -> Vec<u8> {
+    p.strip_prefix(root)
+        .map(|r| r.as_os_str().as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+/// Joins a relative manifest path to a root.
+pub fn join(root: &Path, rel: &[u8]) -> PathBuf {
+    if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(OsStr::from_bytes(rel))
+    }
+}
+
+struct Raw {
+    entry: Entry,
+    /// (dev, ino) for files with nlink > 1, to build hard-link groups.
+    inode: Option<(u64, u64)>,
+}
+
+enum Seen {
+    Keep(Raw),
+    Warn(String),
+    Temp(Vec<u8>),
+}
+
+fn classify(root: &Path, path: &Path, md: &std::fs::Metadata, opts: &WalkOptions) -> Seen {
+    let rel = rel_bytes(root, path);
+    if let Some(name) = path.file_name() {
+        if name.as_bytes().starts_with(TEMP_PREFIX) {
+            return Seen::Temp(rel);
+        }
+    }
+    let ft = md.file_type();
+    let (kind, size, link_target) = if ft.is_dir() {
+        (Kind::Dir, 0, None)
+    } else if ft.is_file() {
+        (Kind::File, md.len(), None)
+    } else if ft.is_symlink() {
+        let target = match std::fs::read_link(path) {
+            Ok(t) => t.as_os_str().as_bytes().to_vec(),
+            Err(e) => return Seen::Warn(format!("{}: cannot read symlink: {e}", path.display())),
+        };
+        if opts.refuse_escaping_symlinks && !symlink_stays_inside(root, &rel, &target) {
+            return Seen::Warn(format!(
+                "{}: symlink to {} resolves outside the home; not copied",
+                path.display(),
+                String::from_utf8_lossy(&target)
+            ));
+        }
+        (Kind::Symlink, 0, Some(target))
+    } else {
+        return Seen::Warn(format!(
+            "{}: socket, FIFO or device file; not copied",
+            path.display()
+        ));
+    };
+    let inode = (kind == Kind::File && md.nlink() > 1).then(|| (md.dev(), md.ino()));
+    Seen::Keep(Raw {
+        entry: Entry {
+            path: rel,
+            kind,
+            size,
+            mtime_s: md.mtime(),
+            mtime_ns: md.mtime_nsec() as u32,
+            mode: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+            link_target,
+            hardlink: None,
+            blake3: None,
+        },
+        inode,
+    })
+}
+
+fn walk_subtree(root: &Path, start: &Path, opts: &WalkOptions) -> Result<Vec<Seen>, ManifestError> {
+    let mut out = Vec::new();
+    let mut it = walkdir::WalkDir::new(start).follow_links(false).into_iter();
+    while let Some(item) = it.next() {
+        let de = item.map_err(|e| ManifestError::Walk {
+            path: e
+                .path()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| start.to_path_buf()),
+            source: e.into(),
+        })?;
+        let md = de.metadata().map_err(|e| ManifestError::Walk {
+            path: de.path().to_path_buf(),
+            source: e.into(),
+        })?;
+        let seen = classify(root, de.path(), &md, opts);
+        if de.file_type().is_dir() && matches!(seen, Seen::Temp(_)) {
+            it.skip_current_dir();
+        }
+        out.push(seen);
+    }
+    Ok(out)
+}
+
+/// Walks `root` into a manifest. A missing root gives an empty manifest (a fresh destination).
+pub fn build(root: &Path, opts: &WalkOptions) -> Result<Manifest, ManifestError> {
+    let root_md = match std::fs::symlink_metadata(root) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
+        Err(source) => {
+            return Err(ManifestError::Walk {
+                path: root.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut seen = vec![classify(root, root, &root_md, opts)];
+    let children: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|source| ManifestError::Walk {
+            path: root.to_path_buf(),
+            source,
+        })?
+        .map(|r| r.map(|d| d.path()))
+        .collect::<Result<_, _>>()
+        .map_err(|source| ManifestError::Walk {
+            path: root.to_path_buf(),
+            source,
+        })?;
+    let parts: Vec<Vec<Seen>> = children
+        .par_iter()
+        .map(|c| walk_subtree(root, c, opts))
+        .collect::<Result<_, _>>()?;
+    seen.extend(parts.into_iter().flatten());
+
+    let mut m = Manifest::default();
+    let mut raws = Vec::with_capacity(seen.len());
+    for s in seen {
+        match s {
+            Seen::Keep(r) => raws.push(r),
+            Seen::Warn(w) => m.warnings.push(w),
+            Seen::Temp(t) => m.temp_files.push(t),
+        }
+    }
+    raws.par_sort_unstable_by(|a, b| a.entry.path.cmp(&b.entry.path));
+    // Hard-link groups: the leader is the smallest path, which the sort visits first.
+    let mut leaders: HashMap<(u64, u64), (Vec<u8>, usize)> = HashMap::new();
+    for r in &raws {
+        if let Some(ino) = r.inode {
+            leaders
+                .entry(ino)
+                .and_modify(|(_, n)| *n += 1)
+                .or_insert_with(|| (r.entry.path.clone(), 1));
+        }
+    }
+    m.entries = raws
+        .into_iter()
+        .map(|mut r| {
+            if let Some(ino) = r.inode {
+                if let Some((leader, n)) = leaders.get(&ino) {
+                    if *n > 1 {
+                        r.entry.hardlink = Some(leader.clone());
+                    }
+                }
+            }
+            r.entry
+        })
+        .collect();
+    if opts.checksum {
+        hash_files(root, &mut m.entries)?;
+    }
+    m.warnings.sort();
+    Ok(m)
+}
+
+/// Fills in BLAKE3 of every regular file, in parallel.
+pub fn hash_files(root: &Path, entries: &mut [Entry]) -> Result<(), ManifestError> {
+    entries
+        .par_iter_mut()
+        .filter(|e| e.kind == Kind::File)
+        .try_for_each(|e| {
+            let p = join(root, &e.path);
+            let mut h = blake3::Hasher::new();
+            let res = std::fs::File::open(&p).and_then(|mut f| std::io::copy(&mut f, &mut h));
+            res.map_err(|source| ManifestError::Hash { path: p, source })?;
+            e.blake3 = Some(*h.finalize().as_bytes());
+            Ok(())
+        })
+}
+
+/// How one path differs between source and destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Missing on the destination.
+    Added(Entry),
+    /// Present on both sides, content (or type, or link target, or hard-link group) differs.
+    Modified { src: Entry, dst: Entry },
+    /// Only metadata (mode, owner, mtime) differs.
+    Metadata { src: Entry, dst: Entry },
+    /// Only on the destination.
+    Removed(Entry),
+}
+
+impl Change {
+    pub fn path(&self) -> &[u8] {
+        match self {
+            Change::Added(e) | Change::Removed(e) => &e.path,
+            Change::Modified { src, .. } | Change::Metadata { src, .. } => &src.path,
+        }
+    }
+}
+
+fn content_differs(s: &Entry, d: &Entry) -> bool {
+    if s.kind != d.kind || s.link_target != d.link_target || s.hardlink != d.hardlink {
+        return true;
+    }
+    if s.kind == Kind::File {
+        if s.size != d.size || s.mtime_s != d.mtime_s || s.mtime_ns != d.mtime_ns {
+            return true;
+        }
+        if let (Some(a), Some(b)) = (&s.blake3, &d.blake3) {
+            return a != b;
+        }
+    }
+    false
+}
+
+fn meta_differs(s: &Entry, d: &Entry) -> bool {
+    let mode_differs = s.kind != Kind::Symlink && s.mode != d.mode;
+    mode_differs
+        || s.uid != d.uid
+        || s.gid != d.gid
+        || s.mtime_s != d.mtime_s
+        || s.mtime_ns != d.mtime_ns
+}
+
+/// Compares two manifests (both sorted by path). `owners`: compare uid/gid (off when the
+/// destination cannot set ownership, i.e. not running as root).
+pub fn diff(src: &Manifest, dst: &Manifest, owners: bool) -> Vec<Change> {
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    let norm = |e: &Entry| {
+        let mut e = e.clone();
+        if !owners {
+            e.uid = 0;
+            e.gid = 0;
+        }
+        e
+    };
+    while i < src.entries.len() || j < dst.entries.len() {
+        let ord = match (src.entries.get(i), dst.entries.get(j)) {
+            (Some(s), Some(d)) => s.path.cmp(&d.path),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match ord {
+            std::cmp::Ordering::Less => {
+                out.push(Change::Added(src.entries[i].clone()));
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(Change::Removed(dst.entries[j].clone()));
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                let (s, d) = (norm(&src.entries[i]), norm(&dst.entries[j]));
+                if content_differs(&s, &d) {
+                    out.push(Change::Modified {
+                        src: src.entries[i].clone(),
+                        dst: dst.entries[j].clone(),
+                    });
+                } else if meta_differs(&s, &d) {
+                    out.push(Change::Metadata {
+                        src: src.entries[i].clone(),
+                        dst: dst.entries[j].clone(),
+                    });
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+/// A path for messages: lossless where it is UTF-8, escaped bytes where not.
+pub fn display(path: &[u8]) -> String {
+    if path.is_empty() {
+        return ".".to_string();
+    }
+    path.escape_ascii().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlink_escape_is_lexical_and_bounded_by_root() {
+        let root = Path::new("/homez.1/alice");
+        assert!(symlink_stays_inside(root, b"www/link", b"../data/x"));
+        assert!(symlink_stays_inside(root, b"link", b"www/./index.php"));
+        assert!(!symlink_stays_inside(root, b"link", b"../bob/secret"));
+        assert!(!symlink_stays_inside(
+            root,
+            b"www/link",
+            b"../../../etc/passwd"
+        ));
+        assert!(symlink_stays_inside(root, b"l", b"/homez.1/alice/www"));
+        assert!(!symlink_stays_inside(root, b"l", b"/homez.1/alicex/www"));
+        assert!(!symlink_stays_inside(root, b"l", b"/etc/passwd"));
+    }
+
+    fn entry(path: &str, kind: Kind, size: u64) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind,
+            size,
+            mtime_s: 1,
+            mtime_ns: 0,
+            mode: 0o644,
+            uid: 1,
+            gid: 1,
+            link_target: None,
+            hardlink: None,
+            blake3: None,
+        }
+    }
+
+    #[test]
+    fn diff_finds_added_modified_metadata_removed() {
+        let src = Manifest {
+            entries: vec![
+                entry("a", Kind::File, 1),
+                entry("b", Kind::File, 2),
+                entry("c", Kind::File, 3),
+            ],
+            ..Default::default()
+        };
+        let mut b = entry("b", Kind::File, 2);
+        b.mode = 0o600;
+        let dst = Manifest {
+            entries: vec![b, entry("c", Kind::File, 4), entry("d", Kind::File, 1)],
+            ..Default::default()
+        };
+        let d = diff(&src, &dst, true);
+        let kinds: Vec<_> = d
+            .iter()
+            .map(|c| match c {
+                Change::Added(_) => "added",
+                Change::Modified { .. } => "modified",
+                Change::Metadata { .. } => "metadata",
+                Change::Removed(_) => "removed",
+            })
+            .collect();
+        assert_eq!(kinds, ["added", "metadata", "modified", "removed"]);
+        assert!(diff(&src, &src, true).is_empty());
+    }
+
+    #[test]
+    fn display_escapes_non_utf8() {
+        assert_eq!(display(b"caf\xe9 menu"), "caf\\xe9 menu");
+        assert_eq!(display(b""), ".");
+    }
+}

@@ -1,0 +1,437 @@
+//! File sync: one pass = walk both sides, diff the manifests, move only the differences.
+//!
+//! A pass turns the diff into ordered operations ([`plan`]): leftover temporaries and deletions
+//! first, then directories (parents first), file and symlink writes (parallel), hard links
+//! (after their leader is in place), and last the metadata of changed entries and directories,
+//! deepest first, so writing a child does not disturb its parent's mtime afterwards.
+//! A [`Destination`] applies them: [`LocalDestination`] in-process, or the SSH destination
+//! (`remote.rs`) streaming batches to `migrator receive` on the far side.
+//!
+//! Resume: every file lands under its final name only complete (temporary name + rename), so
+//! after a kill the next pass's diff sees exactly the committed files and redoes nothing else.
+
+use crate::apply::{Applied, Applier, ApplyError, Data, Meta, Op};
+use crate::manifest::{self, Change, Entry, Kind, Manifest, ManifestError, WalkOptions};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("source: {0}")]
+    SourceWalk(#[source] ManifestError),
+    #[error("destination: {0}")]
+    DestinationWalk(#[source] ManifestError),
+    #[error("destination: {0}")]
+    Apply(#[from] ApplyError),
+    #[error("reading source file {path}: {source}")]
+    ReadSource {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("remote destination: {0}")]
+    Remote(String),
+    #[error("journal: {0}")]
+    Journal(#[from] crate::journal::JournalError),
+}
+
+/// The far side of a sync.
+pub trait Destination: Send {
+    /// Walks the destination (no escape check: the destination is ours).
+    fn manifest(&mut self, checksum: bool) -> Result<Manifest, SyncError>;
+    /// Sends or applies one batch. Remote destinations may pipeline: errors can surface on a
+    /// later call or on [`Destination::finish`].
+    fn apply(&mut self, ops: Vec<Op>) -> Result<(), SyncError>;
+    /// Waits for everything sent, makes it durable, and reports the totals.
+    fn finish(&mut self) -> Result<Applied, SyncError>;
+    /// Whether ownership is preserved there (so uid/gid are compared).
+    fn sets_owner(&self) -> bool;
+}
+
+/// A destination directory on this host (a mounted filer).
+pub struct LocalDestination {
+    applier: Applier,
+    total: Applied,
+}
+
+impl LocalDestination {
+    pub fn new(root: &Path) -> LocalDestination {
+        LocalDestination {
+            applier: Applier::new(root),
+            total: Applied::default(),
+        }
+    }
+}
+
+impl Destination for LocalDestination {
+    fn manifest(&mut self, checksum: bool) -> Result<Manifest, SyncError> {
+        let opts = WalkOptions {
+            checksum,
+            refuse_escaping_symlinks: false,
+        };
+        manifest::build(self.applier.root(), &opts).map_err(SyncError::DestinationWalk)
+    }
+    fn apply(&mut self, ops: Vec<Op>) -> Result<(), SyncError> {
+        let a = self.applier.apply(&ops)?;
+        self.total.bytes += a.bytes;
+        self.total.files += a.files;
+        self.total.warnings.extend(a.warnings);
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<Applied, SyncError> {
+        self.applier.sync()?;
+        Ok(std::mem::take(&mut self.total))
+    }
+    fn sets_owner(&self) -> bool {
+        self.applier.sets_owner()
+    }
+}
+
+/// The operations of one pass plus what they amount to.
+#[derive(Debug, Default, Clone)]
+pub struct Plan {
+    pub ops: Vec<Op>,
+    /// Files (and symlinks) to write, bytes of file content to move.
+    pub write_files: u64,
+    pub write_bytes: u64,
+    pub deletes: u64,
+    pub metadata_only: u64,
+    pub changes: Vec<Change>,
+}
+
+fn parent(p: &[u8]) -> Option<&[u8]> {
+    if p.is_empty() {
+        return None;
+    }
+    Some(match p.iter().rposition(|&b| b == b'/') {
+        Some(i) => &p[..i],
+        None => &p[..0],
+    })
+}
+
+fn is_under(p: &[u8], dir: &[u8]) -> bool {
+    p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/'
+}
+
+/// Turns a diff into ordered operations. `src_root` is where file content is read from.
+pub fn plan(src_root: &Path, src: &Manifest, dst: &Manifest, owners: bool) -> Plan {
+    let changes = manifest::diff(src, dst, owners);
+    let mut p = Plan::default();
+    let mut deletes = Vec::new();
+    let mut mkdirs = Vec::new();
+    let mut writes = Vec::new();
+    let mut links = Vec::new();
+    let mut metas: Vec<(Vec<u8>, Kind, Meta)> = Vec::new();
+    let mut touched_dirs: HashSet<Vec<u8>> = HashSet::new();
+    let mut rewritten_leaders: HashSet<Vec<u8>> = HashSet::new();
+    let mut linked: HashSet<Vec<u8>> = HashSet::new();
+
+    for t in &dst.temp_files {
+        p.ops.push(Op::RemoveTemp { path: t.clone() });
+    }
+    let mut last_deleted_dir: Option<Vec<u8>> = None;
+    let mut write = |e: &Entry, p: &mut Plan, writes: &mut Vec<Op>, mkdirs: &mut Vec<Op>| {
+        let meta = Meta::of(e);
+        match e.kind {
+            Kind::Dir => mkdirs.push(Op::Mkdir {
+                path: e.path.clone(),
+                meta,
+            }),
+            Kind::Symlink => {
+                p.write_files += 1;
+                writes.push(Op::Symlink {
+                    path: e.path.clone(),
+                    target: e.link_target.clone().unwrap_or_default(),
+                    meta,
+                });
+            }
+            Kind::File => {
+                if matches!(&e.hardlink, Some(l) if *l != e.path) {
+                    return; // a follower: linked after its leader
+                }
+                if e.hardlink.is_some() {
+                    rewritten_leaders.insert(e.path.clone());
+                }
+                p.write_files += 1;
+                p.write_bytes += e.size;
+                writes.push(Op::File {
+                    path: e.path.clone(),
+                    meta,
+                    data: Data::Local(manifest::join(src_root, &e.path)),
+                });
+            }
+        }
+    };
+    for c in &changes {
+        if let Some(par) = parent(c.path()) {
+            touched_dirs.insert(par.to_vec());
+        }
+        match c {
+            Change::Removed(d) => {
+                if matches!(&last_deleted_dir, Some(dir) if is_under(&d.path, dir)) {
+                    continue;
+                }
+                p.deletes += 1;
+                deletes.push(Op::Delete {
+                    path: d.path.clone(),
+                });
+                if d.kind == Kind::Dir {
+                    last_deleted_dir = Some(d.path.clone());
+                }
+            }
+            Change::Added(s) => {
+                write(s, &mut p, &mut writes, &mut mkdirs);
+                if s.kind == Kind::Dir {
+                    touched_dirs.insert(s.path.clone());
+                }
+            }
+            Change::Modified { src: s, dst: d } => {
+                if s.kind != d.kind && (s.kind == Kind::Dir || d.kind == Kind::Dir) {
+                    p.deletes += 1;
+                    deletes.push(Op::Delete {
+                        path: d.path.clone(),
+                    });
+                    if d.kind == Kind::Dir {
+                        last_deleted_dir = Some(d.path.clone());
+                    }
+                }
+                if s.kind == Kind::Dir {
+                    touched_dirs.insert(s.path.clone());
+                }
+                write(s, &mut p, &mut writes, &mut mkdirs);
+            }
+            Change::Metadata { src: s, .. } => {
+                p.metadata_only += 1;
+                if s.kind == Kind::Dir {
+                    touched_dirs.insert(s.path.clone());
+                } else {
+                    metas.push((s.path.clone(), s.kind, Meta::of(s)));
+                }
+            }
+        }
+    }
+    // Hard-link followers: (re)link when they changed or their leader's inode was replaced.
+    let changed: HashSet<&[u8]> = changes
+        .iter()
+        .filter(|c| !matches!(c, Change::Removed(_) | Change::Metadata { .. }))
+        .map(|c| c.path())
+        .collect();
+    for e in &src.entries {
+        if let (Kind::File, Some(leader)) = (e.kind, &e.hardlink) {
+            if *leader != e.path
+                && (changed.contains(e.path.as_slice()) || rewritten_leaders.contains(leader))
+                && linked.insert(e.path.clone())
+            {
+                p.write_files += 1;
+                links.push(Op::HardLink {
+                    path: e.path.clone(),
+                    leader: leader.clone(),
+                });
+                if let Some(par) = parent(&e.path) {
+                    touched_dirs.insert(par.to_vec());
+                }
+            }
+        }
+    }
+    // Directory metadata last, deepest first; ancestors of touched dirs too (their mtime may
+    // not change, but mode and owner are cheap to reassert only where needed).
+    let mut dirs: Vec<&Entry> = src
+        .entries
+        .iter()
+        .filter(|e| e.kind == Kind::Dir && touched_dirs.contains(&e.path))
+        .collect();
+    dirs.sort_by(|a, b| b.path.cmp(&a.path));
+    p.ops.extend(deletes);
+    p.ops.extend(mkdirs);
+    p.ops.extend(writes);
+    p.ops.extend(links);
+    for (path, kind, meta) in metas {
+        p.ops.push(Op::SetMeta { path, kind, meta });
+    }
+    for d in dirs {
+        p.ops.push(Op::SetMeta {
+            path: d.path.clone(),
+            kind: Kind::Dir,
+            meta: Meta::of(d),
+        });
+    }
+    p.changes = changes;
+    p
+}
+
+/// Options of one pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PassOptions {
+    pub checksum: bool,
+    pub dry_run: bool,
+}
+
+/// Progress of a pass, reported after each batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub files_done: u64,
+    pub files_total: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+/// The result of one pass.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PassReport {
+    pub dry_run: bool,
+    pub source_entries: u64,
+    pub source_bytes: u64,
+    pub files_written: u64,
+    pub bytes_written: u64,
+    pub deleted: u64,
+    pub metadata_only: u64,
+    /// Digest of the source manifest this pass brought the destination to.
+    pub manifest_digest: String,
+    pub warnings: Vec<String>,
+    /// For a dry run: what would change, one line each.
+    pub would_change: Vec<String>,
+    pub seconds: f64,
+}
+
+const BATCH_OPS: usize = 512;
+const BATCH_BYTES: u64 = 16 << 20;
+
+/// Runs one pass from `src_root` to `dst`.
+pub fn run_pass(
+    src_root: &Path,
+    dst: &mut dyn Destination,
+    opts: PassOptions,
+    progress: &dyn Fn(Progress),
+) -> Result<PassReport, SyncError> {
+    let t0 = std::time::Instant::now();
+    let walk = WalkOptions {
+        checksum: opts.checksum,
+        refuse_escaping_symlinks: true,
+    };
+    let (src, dstm) = rayon::join(
+        || manifest::build(src_root, &walk).map_err(SyncError::SourceWalk),
+        || dst.manifest(opts.checksum),
+    );
+    let (src, dstm) = (src?, dstm?);
+    let plan = plan(src_root, &src, &dstm, dst.sets_owner());
+    let mut report = PassReport {
+        dry_run: opts.dry_run,
+        source_entries: src.entries.len() as u64,
+        source_bytes: src.total_bytes(),
+        deleted: plan.deletes,
+        metadata_only: plan.metadata_only,
+        manifest_digest: src.digest(),
+        warnings: src.warnings.clone(),
+        ..Default::default()
+    };
+    if opts.dry_run {
+        report.files_written = plan.write_files;
+        report.bytes_written = plan.write_bytes;
+        report.would_change = plan
+            .changes
+            .iter()
+            .map(|c| {
+                let (what, size) = match c {
+                    Change::Added(e) => ("add", e.size),
+                    Change::Modified { src, .. } => ("update", src.size),
+                    Change::Metadata { .. } => ("metadata", 0),
+                    Change::Removed(_) => ("delete", 0),
+                };
+                format!("{what} {} ({size} bytes)", manifest::display(c.path()))
+            })
+            .collect();
+        report.seconds = t0.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    let mut pr = Progress {
+        files_total: plan.write_files,
+        bytes_total: plan.write_bytes,
+        ..Default::default()
+    };
+    progress(pr);
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0;
+    let mut batch_files = 0;
+    for op in plan.ops {
+        match &op {
+            Op::File {
+                data: Data::Local(p),
+                ..
+            } => {
+                batch_bytes += std::fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0);
+                batch_files += 1;
+            }
+            Op::Symlink { .. } | Op::HardLink { .. } => batch_files += 1,
+            _ => {}
+        }
+        batch.push(op);
+        if batch.len() >= BATCH_OPS || batch_bytes >= BATCH_BYTES {
+            dst.apply(std::mem::take(&mut batch))?;
+            pr.files_done += batch_files;
+            pr.bytes_done += batch_bytes;
+            progress(pr);
+            batch_bytes = 0;
+            batch_files = 0;
+        }
+    }
+    if !batch.is_empty() {
+        dst.apply(batch)?;
+        pr.files_done += batch_files;
+        pr.bytes_done += batch_bytes;
+        progress(pr);
+    }
+    let applied = dst.finish()?;
+    report.files_written = applied.files;
+    report.bytes_written = applied.bytes;
+    report.warnings.extend(applied.warnings);
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// A pass recorded in the journal: the step is written before it runs and finished (with
+/// bytes and the manifest digest) only after the destination synced; the checkpoint says which
+/// source manifest the destination was last brought to.
+pub fn run_pass_journaled(
+    journal: &mut dyn crate::journal::JournalStore,
+    site: &str,
+    src_root: &Path,
+    dst: &mut dyn Destination,
+    opts: PassOptions,
+    progress: &dyn Fn(Progress),
+) -> Result<PassReport, SyncError> {
+    if opts.dry_run {
+        return run_pass(src_root, dst, opts, progress);
+    }
+    let id = journal.begin_step(site, "sync-files")?;
+    match run_pass(src_root, dst, opts, progress) {
+        Ok(r) => {
+            journal.finish_step(
+                id,
+                &crate::journal::StepOutcome {
+                    bytes: r.bytes_written,
+                    checksum: Some(r.manifest_digest.clone()),
+                },
+            )?;
+            let saved = SyncCheckpoint {
+                manifest_digest: r.manifest_digest.clone(),
+                files_written: r.files_written,
+                bytes_written: r.bytes_written,
+            };
+            let json = serde_json::to_string(&saved).expect("checkpoint serializes");
+            journal.put_checkpoint_raw("sync-files", site, &json)?;
+            Ok(r)
+        }
+        Err(e) => {
+            journal.fail_step(id, &e.to_string())?;
+            Err(e)
+        }
+    }
+}
+
+/// Committed progress of the last complete pass of a site.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct SyncCheckpoint {
+    pub manifest_digest: String,
+    pub files_written: u64,
+    pub bytes_written: u64,
+}

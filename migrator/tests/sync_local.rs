@@ -1,0 +1,188 @@
+//! File sync between two local directories (a filer mounted on the migrator host): the
+//! generated home of the acceptance criteria, a second pass that copies nothing, and a changed,
+//! an added and a deleted file caught by the next pass.
+
+use migrator::fixtures::{generate_home, HomeSpec};
+use migrator::journal::{JournalExt, JournalStore, SqliteJournal, StepStatus};
+use migrator::sync_files::{
+    run_pass_journaled, LocalDestination, PassOptions, Progress, SyncCheckpoint,
+};
+use migrator::verify::verify_files;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+
+fn no_progress(_: Progress) {}
+
+#[test]
+fn local_sync_of_generated_home_then_no_change_then_delta() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("homez.1/alice");
+    let dst = tmp.path().join("homez.9/alice");
+    let mut spec = HomeSpec::small(20_000);
+    spec.big_file = Some(200 << 20);
+    let t = std::time::Instant::now();
+    generate_home(&src, &spec).unwrap();
+    eprintln!("generated in {:?}", t.elapsed());
+    let mut journal = SqliteJournal::open(&tmp.path().join("journal.sqlite")).unwrap();
+    let mut dest = LocalDestination::new(&dst);
+
+    // Dry run: says what it would copy, copies nothing.
+    let dry = run_pass_journaled(
+        &mut journal,
+        "alice",
+        &src,
+        &mut dest,
+        PassOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+        &no_progress,
+    )
+    .unwrap();
+    assert!(dry.files_written > 20_000, "{}", dry.files_written);
+    assert!(dry.bytes_written > 200 << 20);
+    assert!(!dst.exists(), "a dry run must not create the destination");
+
+    eprintln!("dry run at {:?}", t.elapsed());
+    let first = run_pass_journaled(
+        &mut journal,
+        "alice",
+        &src,
+        &mut dest,
+        PassOptions::default(),
+        &no_progress,
+    )
+    .unwrap();
+    // 20,000 files + big + odd (3 names, 2 hard-link names, leader, 4 symlinks, script).
+    assert!(first.files_written >= 20_010, "{first:?}");
+    assert_eq!(first.bytes_written, dry.bytes_written);
+    assert!(first
+        .warnings
+        .iter()
+        .any(|w| w.contains("link-escape") && w.contains("outside the home")));
+    assert!(first.warnings.iter().any(|w| w.contains("a-fifo")));
+
+    // What landed: odd names, hard links sharing an inode, symlinks not followed, no escape.
+    let odd = dst.join("odd");
+    assert_eq!(
+        std::fs::read(odd.join(OsStr::from_bytes(b"caf\xe9-latin1.txt"))).unwrap(),
+        b"latin1\n"
+    );
+    assert!(odd.join("name with spaces.txt").is_file());
+    let a = std::fs::metadata(odd.join("leader.txt")).unwrap();
+    let b = std::fs::metadata(odd.join("second-name.txt")).unwrap();
+    let c = std::fs::metadata(dst.join("third-name.txt")).unwrap();
+    assert_eq!((a.ino(), a.nlink()), (b.ino(), 3));
+    assert_eq!(a.ino(), c.ino());
+    assert_eq!(
+        std::fs::read_link(odd.join("link-inside")).unwrap(),
+        std::path::Path::new("leader.txt")
+    );
+    assert!(std::fs::symlink_metadata(odd.join("link-escape")).is_err());
+    assert!(std::fs::symlink_metadata(odd.join("a-fifo")).is_err());
+    assert_eq!(
+        std::fs::metadata(odd.join("script.sh")).unwrap().mode() & 0o7777,
+        0o750
+    );
+    assert_eq!(
+        std::fs::metadata(src.join("big.bin")).unwrap().mtime(),
+        std::fs::metadata(dst.join("big.bin")).unwrap().mtime()
+    );
+
+    eprintln!("first pass at {:?}", t.elapsed());
+    let v = verify_files(&src, &mut dest, false).unwrap();
+    assert!(v.equal(), "{:?}", v.differences);
+    assert_eq!(v.source_entries, v.destination_entries);
+
+    // Second pass: nothing to do.
+    let second = run_pass_journaled(
+        &mut journal,
+        "alice",
+        &src,
+        &mut dest,
+        PassOptions::default(),
+        &no_progress,
+    )
+    .unwrap();
+    eprintln!("second pass at {:?}", t.elapsed());
+    assert_eq!((second.files_written, second.bytes_written), (0, 0));
+    assert_eq!((second.deleted, second.metadata_only), (0, 0));
+
+    // A changed, an added and a deleted file.
+    let changed = src.join("d000/s0000/f000001.dat");
+    std::fs::write(&changed, b"changed content").unwrap();
+    std::fs::write(src.join("d000/new file.txt"), b"added").unwrap();
+    std::fs::remove_file(src.join("d000/s0001/f000050.dat")).unwrap();
+    let v = verify_files(&src, &mut dest, false).unwrap();
+    let files: Vec<_> = v
+        .differences
+        .iter()
+        .filter(|d| d.contains(".dat") || d.contains(".txt"))
+        .collect();
+    assert_eq!(files.len(), 3, "{:?}", v.differences);
+    assert!(files[0].starts_with("only on source: d000/new file.txt"));
+    assert!(files[1].starts_with("differs: d000/s0000/f000001.dat: size 15 vs"));
+    assert!(files[2].starts_with("only on destination: d000/s0001/f000050.dat"));
+    let third = run_pass_journaled(
+        &mut journal,
+        "alice",
+        &src,
+        &mut dest,
+        PassOptions::default(),
+        &no_progress,
+    )
+    .unwrap();
+    assert_eq!(third.files_written, 2, "{third:?}");
+    assert_eq!(third.bytes_written, 15 + 5);
+    assert_eq!(third.deleted, 1);
+    assert_eq!(
+        std::fs::read(dst.join("d000/s0000/f000001.dat")).unwrap(),
+        b"changed content"
+    );
+    assert!(!dst.join("d000/s0001/f000050.dat").exists());
+    let v = verify_files(&src, &mut dest, false).unwrap();
+    assert!(v.equal(), "{:?}", v.differences);
+
+    // The journal has the three real passes, done, with the digest of what was copied.
+    let steps = journal.steps("alice").unwrap();
+    assert_eq!(steps.len(), 3);
+    assert!(steps.iter().all(|s| s.status == StepStatus::Done));
+    assert_eq!(steps[0].bytes, first.bytes_written);
+    let cp: SyncCheckpoint = journal.checkpoint("sync-files", "alice").unwrap().unwrap();
+    assert_eq!(cp.manifest_digest, third.manifest_digest);
+}
+
+#[test]
+fn checksum_mode_catches_same_size_same_mtime_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    generate_home(&src, &HomeSpec::small(200)).unwrap();
+    let mut dest = LocalDestination::new(&dst);
+    migrator::sync_files::run_pass(&src, &mut dest, PassOptions::default(), &no_progress).unwrap();
+    // Corrupt one destination byte without changing size or mtime.
+    let p = dst.join("d000/s0000/f000003.dat");
+    let md = std::fs::metadata(&p).unwrap();
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&p, &bytes).unwrap();
+    let t = std::fs::FileTimes::new().set_modified(md.modified().unwrap());
+    std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_times(t)
+        .unwrap();
+    assert!(verify_files(&src, &mut dest, false).unwrap().equal());
+    let v = verify_files(&src, &mut dest, true).unwrap();
+    assert_eq!(v.differences.len(), 1, "{:?}", v.differences);
+    assert!(v.differences[0].contains("f000003.dat"));
+    let opts = PassOptions {
+        checksum: true,
+        ..Default::default()
+    };
+    let r = migrator::sync_files::run_pass(&src, &mut dest, opts, &no_progress).unwrap();
+    assert_eq!(r.files_written, 1);
+    assert!(verify_files(&src, &mut dest, true).unwrap().equal());
+}
