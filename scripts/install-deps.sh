@@ -9,11 +9,13 @@ PACKAGES=(
   # remote hosts: sshd for the SSH transport, rsync for the benchmark comparison
   openssh-server openssh-client rsync
   # web stack and cutover targets in the lab
-  nginx php-fpm php-mysql haproxy knot knot-dnsutils
+  nginx php-fpm php-mysql haproxy knot knot-dnsutils bind9-dnsutils
   # tunnel: userspace WireGuard (no kernel module here) and its tools
   wireguard-go wireguard-tools iproute2
   # small tools the lab and the benchmarks use
   socat curl procps time ca-certificates
+  # tunnel check/health: latency and loss probes over the tunnel
+  iputils-ping
 )
 
 if [ "$(id -u)" -ne 0 ]; then

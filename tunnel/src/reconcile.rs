@@ -1,0 +1,537 @@
+//! Reconcile: compute the desired state of a side from the config and keys, read the actual
+//! state (daemon, interface, addresses, WireGuard device, routes), and turn the difference
+//! into a list of [`Change`]s. `plan` prints them, `up` applies them in order (a second `up`
+//! finds none: "no changes"), `down` removes what the state file says `up` created.
+
+use crate::backend::{self, Backend, Handle};
+use crate::cidr::Cidr;
+use crate::config::Config;
+use crate::daemon;
+use crate::error::{Error, Result};
+use crate::ip;
+use crate::keys;
+use crate::netns;
+use crate::side::{read_state, write_state, Resolved, Side, SideState};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+use wireguard_control::{DeviceUpdate, Key, PeerConfigBuilder};
+
+/// One step from actual to desired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
+    /// Start wireguard-go (userspace) or create the kernel link.
+    CreateInterface {
+        backend: Backend,
+    },
+    SetPrivateKey {
+        public_key: String,
+    },
+    SetListenPort {
+        from: Option<u16>,
+        to: u16,
+    },
+    /// Replace the peer list (sent in one UAPI transaction with all desired peers).
+    SetPeer {
+        name: String,
+        public_key: String,
+        endpoint: SocketAddr,
+        allowed_ips: Vec<String>,
+        keepalive: u16,
+    },
+    RemovePeer {
+        public_key: String,
+    },
+    SetMtu {
+        from: Option<u32>,
+        to: u32,
+    },
+    AddAddress {
+        address: String,
+    },
+    RemoveAddress {
+        address: String,
+    },
+    SetLinkUp,
+    AddRoute {
+        prefix: String,
+    },
+    RemoveRoute {
+        prefix: String,
+    },
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::CreateInterface { backend } => write!(f, "+ interface ({backend})"),
+            Change::SetPrivateKey { public_key } => {
+                write!(f, "~ private key (public {public_key})")
+            }
+            Change::SetListenPort { from, to } => match from {
+                Some(p) => write!(f, "~ listen port {p} -> {to}"),
+                None => write!(f, "+ listen port {to}"),
+            },
+            Change::SetPeer {
+                name,
+                public_key,
+                endpoint,
+                allowed_ips,
+                keepalive,
+            } => write!(
+                f,
+                "+ peer {name} {public_key} endpoint {endpoint} allowed-ips {} keepalive {keepalive}s",
+                allowed_ips.join(",")
+            ),
+            Change::RemovePeer { public_key } => write!(f, "- peer {public_key}"),
+            Change::SetMtu { from, to } => match from {
+                Some(m) => write!(f, "~ mtu {m} -> {to}"),
+                None => write!(f, "+ mtu {to}"),
+            },
+            Change::AddAddress { address } => write!(f, "+ address {address}"),
+            Change::RemoveAddress { address } => write!(f, "- address {address}"),
+            Change::SetLinkUp => write!(f, "~ link up"),
+            Change::AddRoute { prefix } => write!(f, "+ route {prefix}"),
+            Change::RemoveRoute { prefix } => write!(f, "- route {prefix}"),
+        }
+    }
+}
+
+/// The difference between desired and actual on one side.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub side: String,
+    pub netns: Option<String>,
+    pub interface: String,
+    pub backend: Backend,
+    pub changes: Vec<Change>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ns = self
+            .netns
+            .as_deref()
+            .map(|n| format!(" in netns {n}"))
+            .unwrap_or_default();
+        if self.changes.is_empty() {
+            return writeln!(f, "{} ({}{ns}): no changes", self.interface, self.side);
+        }
+        writeln!(
+            f,
+            "{} ({}{ns}): {} change(s)",
+            self.interface,
+            self.side,
+            self.changes.len()
+        )?;
+        for c in &self.changes {
+            writeln!(f, "  {c}")?;
+        }
+        Ok(())
+    }
+}
+
+struct DesiredPeer {
+    name: String,
+    key: Key,
+    endpoint: SocketAddr,
+    allowed: BTreeSet<Cidr>,
+}
+
+struct Desired {
+    private: Key,
+    peers: Vec<DesiredPeer>,
+    routes: BTreeSet<Cidr>,
+}
+
+fn desired(r: &Resolved) -> Result<Desired> {
+    let private = keys::load_private(&r.cfg.private_key_path(&r.dc.name))?;
+    let mut peers = Vec::new();
+    let mut routes = BTreeSet::new();
+    for p in r.cfg.peers_of(&r.dc.name) {
+        let key = keys::load_public(&r.cfg.public_key_path(&p.name))?;
+        let mut allowed: BTreeSet<Cidr> = p.prefixes.iter().copied().collect();
+        allowed.insert(Cidr::host(p.address.addr));
+        routes.extend(p.prefixes.iter().copied());
+        if !r.dc.address.contains(p.address.addr) {
+            routes.insert(Cidr::host(p.address.addr));
+        }
+        peers.push(DesiredPeer {
+            name: p.name.clone(),
+            key,
+            endpoint: p.endpoint,
+            allowed,
+        });
+    }
+    Ok(Desired {
+        private,
+        peers,
+        routes,
+    })
+}
+
+/// The actual state of a side, as far as reconcile cares.
+pub(crate) struct Actual {
+    pub state: Option<SideState>,
+    /// The interface exists and is ours (our live daemon / our recorded kernel link).
+    pub running: bool,
+    pub link: Option<ip::Link>,
+}
+
+pub(crate) fn actual(r: &Resolved, backend: Backend) -> Result<Actual> {
+    netns::ensure_exists(r.ns())?;
+    let state = read_state(&r.state_path)?;
+    let link = ip::link(r.ns(), r.iface())?;
+    let ours = match (&state, backend) {
+        (Some(s), Backend::Userspace) => s.daemon.is_some_and(|d| d.alive()),
+        (Some(s), Backend::Kernel) => s.backend == Backend::Kernel && link.is_some(),
+        (None, _) => false,
+    };
+    if link.is_some() && !ours {
+        return Err(Error::ForeignInterface {
+            interface: r.iface().to_string(),
+            where_: r.where_(),
+        });
+    }
+    Ok(Actual {
+        state,
+        running: ours && link.is_some(),
+        link,
+    })
+}
+
+fn resolve<'a>(cfg: &'a Config, side: &Side) -> Result<(Resolved<'a>, Backend)> {
+    let r = Resolved::new(cfg, side)?;
+    let backend = backend::select(r.choice)?;
+    Ok((r, backend))
+}
+
+/// The changes `up` would make on `side`.
+pub fn plan(cfg: &Config, side: &Side) -> Result<Plan> {
+    let (r, backend) = resolve(cfg, side)?;
+    let want = desired(&r)?;
+    let have = actual(&r, backend)?;
+    diff(&r, backend, &want, &have)
+}
+
+fn diff(r: &Resolved, backend: Backend, want: &Desired, have: &Actual) -> Result<Plan> {
+    let cfg = r.cfg;
+    let mut changes = Vec::new();
+    let peer_changes = |changes: &mut Vec<Change>| {
+        for p in &want.peers {
+            changes.push(Change::SetPeer {
+                name: p.name.clone(),
+                public_key: p.key.to_base64(),
+                endpoint: p.endpoint,
+                allowed_ips: p.allowed.iter().map(|c| c.to_string()).collect(),
+                keepalive: cfg.keepalive,
+            });
+        }
+    };
+    if !have.running {
+        changes.push(Change::CreateInterface { backend });
+        changes.push(Change::SetPrivateKey {
+            public_key: want.private.get_public().to_base64(),
+        });
+        changes.push(Change::SetListenPort {
+            from: None,
+            to: cfg.listen_port,
+        });
+        peer_changes(&mut changes);
+        changes.push(Change::SetMtu {
+            from: None,
+            to: cfg.mtu,
+        });
+        changes.push(Change::AddAddress {
+            address: r.dc.address.to_string(),
+        });
+        changes.push(Change::SetLinkUp);
+        for p in &want.routes {
+            changes.push(Change::AddRoute {
+                prefix: p.to_string(),
+            });
+        }
+    } else {
+        let dev = Handle::of(r, backend).get()?;
+        if dev.private_key.as_ref() != Some(&want.private) {
+            changes.push(Change::SetPrivateKey {
+                public_key: want.private.get_public().to_base64(),
+            });
+        }
+        if dev.listen_port != Some(cfg.listen_port) {
+            changes.push(Change::SetListenPort {
+                from: dev.listen_port,
+                to: cfg.listen_port,
+            });
+        }
+        let peers_match = dev.peers.len() == want.peers.len()
+            && want.peers.iter().all(|w| {
+                dev.peers.iter().any(|p| {
+                    let c = &p.config;
+                    let allowed: BTreeSet<Cidr> = c
+                        .allowed_ips
+                        .iter()
+                        .filter_map(|a| Cidr::new(a.address, a.cidr))
+                        .collect();
+                    c.public_key == w.key
+                        && c.endpoint == Some(w.endpoint)
+                        && allowed == w.allowed
+                        && c.persistent_keepalive_interval.unwrap_or(0) == cfg.keepalive
+                })
+            });
+        if !peers_match {
+            for p in &dev.peers {
+                if !want.peers.iter().any(|w| w.key == p.config.public_key) {
+                    changes.push(Change::RemovePeer {
+                        public_key: p.config.public_key.to_base64(),
+                    });
+                }
+            }
+            peer_changes(&mut changes);
+        }
+        let link = have.link.as_ref().expect("running implies link");
+        if link.mtu != cfg.mtu {
+            changes.push(Change::SetMtu {
+                from: Some(link.mtu),
+                to: cfg.mtu,
+            });
+        }
+        for a in &link.addresses {
+            if *a != r.dc.address {
+                changes.push(Change::RemoveAddress {
+                    address: a.to_string(),
+                });
+            }
+        }
+        if !link.addresses.contains(&r.dc.address) {
+            changes.push(Change::AddAddress {
+                address: r.dc.address.to_string(),
+            });
+        }
+        if !link.up {
+            changes.push(Change::SetLinkUp);
+        }
+        let routes: BTreeSet<Cidr> = ip::routes(r.ns(), r.iface())?.into_iter().collect();
+        for p in routes.difference(&want.routes) {
+            changes.push(Change::RemoveRoute {
+                prefix: p.to_string(),
+            });
+        }
+        for p in want.routes.difference(&routes) {
+            changes.push(Change::AddRoute {
+                prefix: p.to_string(),
+            });
+        }
+    }
+    Ok(Plan {
+        side: r.dc.name.clone(),
+        netns: r.netns.clone(),
+        interface: r.iface().to_string(),
+        backend,
+        changes,
+    })
+}
+
+/// Makes the side's actual state equal the desired one and returns what it changed (an empty
+/// plan means "no changes"). Safe to re-run; heals a dead daemon.
+pub fn up(cfg: &Config, side: &Side) -> Result<Plan> {
+    let (r, backend) = resolve(cfg, side)?;
+    let want = desired(&r)?;
+    let have = actual(&r, backend)?;
+    let plan = diff(&r, backend, &want, &have)?;
+    if plan.is_empty() {
+        return Ok(plan);
+    }
+    let ns = r.ns();
+    let dev = r.iface();
+    if plan
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::CreateInterface { .. }))
+    {
+        create(&r, backend, have.state.as_ref())?;
+    }
+    // One UAPI transaction for key, port and peers.
+    let mut update = DeviceUpdate::new();
+    let mut touched = false;
+    let mut replace_peers = false;
+    for c in &plan.changes {
+        match c {
+            Change::SetPrivateKey { .. } => {
+                update = update.set_private_key(want.private.clone());
+                touched = true;
+            }
+            Change::SetListenPort { to, .. } => {
+                update = update.set_listen_port(*to);
+                touched = true;
+            }
+            Change::SetPeer { .. } | Change::RemovePeer { .. } => replace_peers = true,
+            _ => {}
+        }
+    }
+    if replace_peers {
+        update = update.replace_peers();
+        for p in &want.peers {
+            update = update.add_peer(peer_builder(p, cfg.keepalive));
+        }
+        touched = true;
+    }
+    if touched {
+        Handle::of(&r, backend).apply(update)?;
+    }
+    for c in &plan.changes {
+        match c {
+            Change::SetMtu { to, .. } => ip::set_mtu(ns, dev, *to)?,
+            Change::RemoveAddress { address } => ip::del_address(ns, dev, &parse(address))?,
+            _ => {}
+        }
+    }
+    for c in &plan.changes {
+        match c {
+            Change::AddAddress { address } => ip::add_address(ns, dev, &parse(address))?,
+            Change::SetLinkUp => ip::set_up(ns, dev)?,
+            _ => {}
+        }
+    }
+    for c in &plan.changes {
+        match c {
+            Change::RemoveRoute { prefix } => ip::del_route(ns, dev, &parse(prefix))?,
+            Change::AddRoute { prefix } => ip::add_route(ns, dev, &parse(prefix))?,
+            _ => {}
+        }
+    }
+    Ok(plan)
+}
+
+fn parse(s: &str) -> Cidr {
+    s.parse().expect("plan holds canonical prefixes")
+}
+
+fn peer_builder(p: &DesiredPeer, keepalive: u16) -> PeerConfigBuilder {
+    let mut b = PeerConfigBuilder::new(&p.key)
+        .set_endpoint(p.endpoint)
+        .replace_allowed_ips();
+    for a in &p.allowed {
+        b = b.add_allowed_ip(a.addr, a.prefix);
+    }
+    if keepalive > 0 {
+        b.set_persistent_keepalive_interval(keepalive)
+    } else {
+        b.unset_persistent_keepalive()
+    }
+}
+
+/// Starts the daemon or creates the kernel link, then records it in the state file.
+fn create(r: &Resolved, backend: Backend, old: Option<&SideState>) -> Result<()> {
+    let ns = r.ns();
+    // A previous daemon that died left a dangling alias link (and a zombie we reap).
+    if let Some(d) = old.and_then(|s| s.daemon) {
+        d.stop(Duration::from_secs(2))?;
+    }
+    backend::unlink_alias(&r.alias);
+    let daemon = match backend {
+        Backend::Userspace => {
+            if let Some(dir) = r.log_path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::State {
+                    path: dir.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+            }
+            let d = daemon::start(ns, r.iface(), &r.log_path)?;
+            if let Err(e) = backend::link_alias(&r.alias, &d, r.iface()) {
+                let _ = d.stop(Duration::from_secs(2));
+                return Err(e);
+            }
+            Some(d)
+        }
+        Backend::Kernel => {
+            ip::add_wireguard_link(ns, r.iface())?;
+            None
+        }
+    };
+    let state = SideState {
+        side: r.dc.name.clone(),
+        netns: r.netns.clone(),
+        interface: r.iface().to_string(),
+        backend,
+        daemon,
+    };
+    write_state(&r.state_path, &state)
+}
+
+/// What `down` removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownReport {
+    pub side: String,
+    pub netns: Option<String>,
+    pub removed: Vec<String>,
+}
+
+/// Removes exactly what `up` recorded: the daemon (by PID) or kernel link — with it the
+/// interface, its addresses and routes — the UAPI alias link, the state file and the log.
+/// Touches nothing when the state file is absent.
+pub fn down(cfg: &Config, side: &Side) -> Result<DownReport> {
+    let r = Resolved::new(cfg, side)?;
+    let mut removed = Vec::new();
+    let Some(state) = read_state(&r.state_path)? else {
+        return Ok(DownReport {
+            side: r.dc.name.clone(),
+            netns: r.netns.clone(),
+            removed,
+        });
+    };
+    let ns_alive = state
+        .netns
+        .as_deref()
+        .is_none_or(|n| netns::path(n).exists());
+    if let Some(d) = state.daemon {
+        if d.alive() {
+            d.stop(Duration::from_secs(3))?;
+            removed.push(format!("wireguard-go process {}", d.pid));
+        }
+    }
+    if ns_alive {
+        // wireguard-go's TUN device goes away with the process; wait briefly for the kernel.
+        let mut link = ip::link(state.netns.as_deref(), &state.interface)?;
+        for _ in 0..100 {
+            if link.is_none() || state.backend == Backend::Kernel {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            link = ip::link(state.netns.as_deref(), &state.interface)?;
+        }
+        if link.is_some() {
+            ip::del_link(state.netns.as_deref(), &state.interface)?;
+        }
+        if link.is_some() || state.daemon.is_some() {
+            removed.push(format!("interface {}{}", state.interface, r.where_()));
+        }
+    }
+    if backend::alias_socket(&r.alias).symlink_metadata().is_ok() {
+        backend::unlink_alias(&r.alias);
+        removed.push(format!(
+            "UAPI link {}",
+            backend::alias_socket(&r.alias).display()
+        ));
+    }
+    let _ = std::fs::remove_file(&r.log_path);
+    std::fs::remove_file(&r.state_path).map_err(|e| Error::State {
+        path: r.state_path.clone(),
+        message: e.to_string(),
+    })?;
+    removed.push(format!("state {}", r.state_path.display()));
+    Ok(DownReport {
+        side: r.dc.name.clone(),
+        netns: r.netns.clone(),
+        removed,
+    })
+}
