@@ -22,7 +22,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn addr(round: usize) -> IpAddr {
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         "192.0.2.10".parse().unwrap()
     } else {
         "192.0.2.20".parse().unwrap()
