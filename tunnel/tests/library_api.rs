@@ -1,0 +1,133 @@
+//! The Rust API as the lab and the migrator use it: sides in network namespaces, the health
+//! gate with its reasons, idempotent `up`, and `down` leaving foreign things alone.
+//! Needs root (CI runs as root).
+
+mod common;
+
+use common::*;
+use tunnel::{Config, Error, Side};
+
+fn side(lab: &Lab, s: &str) -> Side {
+    Side::new(Lab::side_name(s))
+        .in_netns(lab.ns(s))
+        .with_state_dir(&lab.state_dir)
+}
+
+#[test]
+fn health_gate_follows_the_tunnel() {
+    let lab = Lab::new("wgapi0");
+    lab.keys();
+    let cfg_a = Config::load(lab.config("a")).unwrap();
+    let cfg_b = Config::load(lab.config("b")).unwrap();
+    let (a, b) = (side(&lab, "a"), side(&lab, "b"));
+
+    let h = tunnel::health(&cfg_a, &a);
+    assert!(!h.healthy);
+    assert!(
+        h.reason.contains("tunnel is not up on old-dc"),
+        "{}",
+        h.reason
+    );
+
+    assert!(!tunnel::up(&cfg_a, &a).unwrap().is_empty());
+    // Only one side up: the peer cannot answer.
+    let h = tunnel::health(&cfg_a, &a);
+    assert!(!h.healthy);
+    assert!(h.reason.contains("does not answer"), "{}", h.reason);
+
+    assert!(!tunnel::up(&cfg_b, &b).unwrap().is_empty());
+    assert!(
+        tunnel::up(&cfg_a, &a).unwrap().is_empty(),
+        "second up is a no-op"
+    );
+    assert!(tunnel::plan(&cfg_b, &b).unwrap().is_empty());
+    let h = tunnel::health(&cfg_a, &a);
+    assert!(h.healthy, "{}", h.reason);
+    assert_eq!(h.probes.len(), 1);
+    assert_eq!(h.probes[0].received, 3);
+
+    let st = tunnel::status(&cfg_b, &b).unwrap();
+    assert_eq!(st.peers.len(), 1);
+    assert_eq!(st.peers[0].name.as_deref(), Some("old-dc"));
+    assert!(st.peers[0].last_handshake_age_secs.is_some());
+
+    // Drift is planned and repaired: an extra address on the interface and a lost route.
+    sh(&[
+        "ip",
+        "-n",
+        &lab.ns_a,
+        "addr",
+        "add",
+        "10.99.0.77/24",
+        "dev",
+        "wgapi0",
+    ]);
+    sh(&[
+        "ip", "-n", &lab.ns_a, "route", "del", B_PREFIX, "dev", "wgapi0",
+    ]);
+    let plan = tunnel::plan(&cfg_a, &a).unwrap();
+    let text = plan.to_string();
+    assert!(text.contains("- address 10.99.0.77/24"), "{text}");
+    assert!(text.contains("+ route 10.30.0.0/24"), "{text}");
+    assert_eq!(plan.changes.len(), 2, "{text}");
+    tunnel::up(&cfg_a, &a).unwrap();
+    assert!(tunnel::plan(&cfg_a, &a).unwrap().is_empty());
+
+    // Daemon gone: the gate closes with the PID in the reason.
+    let pid = tunnel::status(&cfg_b, &b).unwrap().daemon_pid.unwrap();
+    // SAFETY: kill by the PID `up` recorded.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let h = tunnel::health(&cfg_b, &b);
+    assert!(!h.healthy);
+    assert!(
+        h.reason
+            .contains(&format!("wireguard-go daemon (pid {pid}) is not running")),
+        "{}",
+        h.reason
+    );
+    tunnel::up(&cfg_b, &b).unwrap();
+    let h = tunnel::health(&cfg_b, &b);
+    assert!(h.healthy, "{}", h.reason);
+
+    let rep = tunnel::down(&cfg_a, &a).unwrap();
+    assert!(rep
+        .removed
+        .iter()
+        .any(|r| r.contains("wireguard-go process")));
+    tunnel::down(&cfg_b, &b).unwrap();
+    assert!(!tunnel::health(&cfg_b, &b).healthy);
+}
+
+#[test]
+fn foreign_interface_is_never_adopted_nor_removed() {
+    let lab = Lab::new("wgforeign0");
+    lab.keys();
+    let cfg = Config::load(lab.config("a")).unwrap();
+    let a = side(&lab, "a");
+    // Someone else's interface with our name (veth: this kernel has no dummy module).
+    sh(&[
+        "ip",
+        "-n",
+        &lab.ns_a,
+        "link",
+        "add",
+        "wgforeign0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "wgforeign0p",
+    ]);
+    match tunnel::up(&cfg, &a) {
+        Err(Error::ForeignInterface { interface, .. }) => assert_eq!(interface, "wgforeign0"),
+        other => panic!("expected ForeignInterface, got {other:?}"),
+    }
+    let rep = tunnel::down(&cfg, &a).unwrap();
+    assert!(rep.removed.is_empty(), "{:?}", rep.removed);
+    let links = String::from_utf8_lossy(&sh(&["ip", "-n", &lab.ns_a, "link"]).stdout).into_owned();
+    assert!(
+        links.contains("wgforeign0"),
+        "foreign interface must survive down"
+    );
+}
