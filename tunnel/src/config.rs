@@ -342,3 +342,95 @@ fn parse_endpoint(s: &str, default_port: u16) -> Result<SocketAddr, String> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen_port = 51820
+key_dir = "keys"
+[[datacenter]]
+name = "old-dc"
+endpoint = "192.0.2.1"
+address = "10.99.0.1/24"
+prefixes = ["10.20.0.0/16"]
+[[datacenter]]
+name = "new-dc"
+endpoint = "198.51.100.1:4000"
+address = "10.99.0.2/24"
+prefixes = ["10.30.0.0/16", "fd00:30::/64"]
+netns = "lab-new"
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new("/etc/tunnel/t.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn good_config_with_defaults() {
+        let c = Config::parse(GOOD, Path::new("/etc/tunnel/t.toml")).unwrap();
+        assert_eq!(c.interface, "wg0");
+        assert_eq!((c.mtu, c.keepalive), (1420, 25));
+        assert_eq!(c.key_dir, PathBuf::from("/etc/tunnel/keys"));
+        assert_eq!(c.datacenters[0].endpoint.to_string(), "192.0.2.1:51820");
+        assert_eq!(c.datacenters[1].endpoint.port(), 4000);
+        assert_eq!(c.datacenters[1].netns.as_deref(), Some("lab-new"));
+        assert_eq!(c.peers_of("old-dc").count(), 1);
+        assert_eq!(c.backend, BackendChoice::Auto);
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let e = err(&GOOD.replace("listen_port = 51820\n", ""));
+        assert!(
+            e.contains("/etc/tunnel/t.toml") && e.contains("`listen_port`"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("10.20.0.0/16", "10.20.0.1/16"));
+        assert!(
+            e.contains("datacenter[0].prefixes[0]") && e.contains("10.20.0.0/16"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("10.30.0.0/16", "10.20.128.0/17"));
+        assert!(
+            e.contains("datacenter[1].prefixes[0]") && e.contains("overlaps"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("name = \"new-dc\"", "name = \"old-dc\""));
+        assert!(
+            e.contains("datacenter[1].name") && e.contains("twice"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("198.51.100.1:4000", "db.example:4000"));
+        assert!(
+            e.contains("datacenter[1].endpoint") && e.contains("not resolved"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("10.99.0.2/24", "10.99.0.1/24"));
+        assert!(e.contains("datacenter[1].address"), "{e}");
+        let e = err(&format!("mtu = 100\n{GOOD}"));
+        assert!(e.contains("`mtu`"), "{e}");
+        let e = err(&format!("interface = \"a-very-long-interface\"\n{GOOD}"));
+        assert!(e.contains("`interface`"), "{e}");
+        let e = err(&format!("backend = \"fast\"\n{GOOD}"));
+        assert!(e.contains("backend") && e.contains("line 1"), "{e}");
+        let one = GOOD
+            .split("[[datacenter]]")
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("[[datacenter]]");
+        let e = err(&one);
+        assert!(
+            e.contains("`datacenter`") && e.contains("at least two"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace(
+            "prefixes = [\"10.20.0.0/16\"]",
+            "prefixes = [\"10.99.0.0/16\"]",
+        ));
+        assert!(e.contains("tunnel subnet"), "{e}");
+    }
+}
