@@ -1,2 +1,36 @@
 //! The staging lab: two datacenters on one machine (network namespaces) with real MariaDB,
 //! nginx + php-fpm, HAProxy, Knot DNS, sshd and a WireGuard tunnel; scenario files for dry runs.
+//!
+//! # Layout
+//! - [`lab`]: `up` / `down` / [`lab::LabGuard`], the order in which the lab is built.
+//! - [`topology`]: namespaces, veth "internet", DC LANs, resolv.conf, mount namespaces.
+//! - [`dc_services`]: MariaDB, php-fpm, nginx, HAProxy, sshd of one datacenter.
+//! - [`dns`]: Knot with TSIG-only updates for the hosted zone.
+//! - [`tunnel_link`]: the WireGuard link old-dc ↔ new-dc through the `tunnel` crate.
+//! - [`sites`] and [`php_app`]: synthetic customer sites (files, databases, PHP code).
+//! - [`secrets`]: passwords, TSIG and SSH keys (0600 files).
+//! - [`state`]: the JSON state file the migrator reads; [`process`]: daemons by PID.
+//! - [`status`]: `lab status` probes.
+//! - [`traffic`]: the bounded traffic generator (runs in the `client` namespace).
+//! - [`check`]: proves zero lost writes and counts failures from a traffic log.
+//! - [`scenario`]: `scenario.toml` + `expect.toml`, `scenarios run <name>`.
+
+pub mod check;
+pub mod dc_services;
+pub mod dns;
+pub mod error;
+pub mod lab;
+pub mod php_app;
+pub mod process;
+pub mod scenario;
+pub mod secrets;
+pub mod sites;
+pub mod state;
+pub mod status;
+pub mod topology;
+pub mod traffic;
+pub mod tunnel_link;
+
+pub use error::{LabError, Result};
+pub use lab::{LabConfig, LabGuard};
+pub use state::LabState;

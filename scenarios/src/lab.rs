@@ -1,0 +1,504 @@
+//! `lab up` / `lab down` and the `LabGuard` that tears a lab down on `Drop`.
+//!
+//! `up` records every resource in the state file right after creating it (namespace names are
+//! derived from the run id, so even a crash between creating and recording one is cleaned up
+//! by name). `up` on a healthy lab changes nothing; on a half-built or unhealthy one it tears
+//! the old run down and builds a fresh one under a new run id.
+
+use crate::dc_services::{self as svc, DcDirs};
+use crate::error::{LabError, Result};
+use crate::process::{self, ProcRecord};
+use crate::secrets;
+use crate::sites::{self, SiteSpec};
+use crate::state::*;
+use crate::topology;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// What `lab up` builds.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    /// Lab name: the state lives in `<state_root>/<name>`.
+    pub name: String,
+    pub state_root: PathBuf,
+    pub sites: usize,
+    pub spec: SiteSpec,
+    /// Bring up the WireGuard tunnel between old-dc and new-dc.
+    pub tunnel: bool,
+}
+
+impl LabConfig {
+    pub fn new(name: &str, state_root: &Path, sites: usize) -> Self {
+        LabConfig {
+            name: name.to_string(),
+            state_root: state_root.to_path_buf(),
+            sites,
+            spec: SiteSpec::default(),
+            tunnel: true,
+        }
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_root.join(&self.name)
+    }
+}
+
+/// Default state root.
+pub const DEFAULT_STATE_ROOT: &str = "/var/lib/hostmove-lab";
+/// The hosted zone.
+pub const ZONE: &str = "lab.test";
+const READY: Duration = Duration::from_secs(30);
+
+fn require_root() -> Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(LabError::NotRoot)
+    }
+}
+
+fn dc_skeleton(side: Side, run: &str, dir: &Path, filer: u32) -> DcState {
+    let (n, tag) = match side {
+        Side::Old => (1u8, "old"),
+        Side::New => (2u8, "new"),
+    };
+    let root = dir.join(side.label());
+    let private = root.join("private");
+    DcState {
+        side,
+        netns: format!("hm{run}-{tag}"),
+        mount_ns: dir.join("ns").join(format!("{tag}.mnt")),
+        internet_addr: Ipv4Addr::new(172, 31, 0, 1 + n),
+        vip: Ipv4Addr::new(172, 31, 0, 10 * n),
+        lan_cidr: format!("10.{n}.0.0/24"),
+        web_addr: Ipv4Addr::new(10, n, 0, 10),
+        sql_addr: Ipv4Addr::new(10, n, 0, 20),
+        sql_port: 3306,
+        sql_hostname: format!("sql1.{tag}.{ZONE}"),
+        sql_socket: private.join("mysql.sock"),
+        db_admin_credentials: private.join("db-admin.cnf"),
+        ssh_addr: Ipv4Addr::new(10, n, 0, 22),
+        ssh_port: 22,
+        known_hosts: dir.join("known_hosts"),
+        ssh_client_key: dir.join("private").join("migrator_ed25519"),
+        haproxy_admin_socket: private.join("haproxy.sock"),
+        haproxy_map: root.join("haproxy-sites.map"),
+        nginx_sites_map: root.join("nginx-sites.map"),
+        php_fpm_socket: root.join("php-fpm.sock"),
+        filer: FilerState {
+            number: filer,
+            path: PathBuf::from(format!("/homez.{filer}")),
+            backing_dir: dir.join("filers").join(format!("homez.{filer}")),
+        },
+    }
+}
+
+fn skeleton(cfg: &LabConfig, run: &str, old_filer: u32, new_filer: u32) -> LabState {
+    let dir = cfg.state_dir();
+    LabState {
+        version: STATE_VERSION,
+        name: cfg.name.clone(),
+        run_id: run.to_string(),
+        phase: Phase::Starting,
+        state_dir: dir.clone(),
+        zone: ZONE.to_string(),
+        internet_netns: format!("hm{run}-net"),
+        old: dc_skeleton(Side::Old, run, &dir, old_filer),
+        new: dc_skeleton(Side::New, run, &dir, new_filer),
+        dns: DnsState {
+            netns: format!("hm{run}-dns"),
+            addr: Ipv4Addr::new(172, 31, 0, 53),
+            port: 53,
+            tsig_key_file: dir.join("private").join("tsig.key"),
+            tsig_key_name: "hostmove-lab".into(),
+            tsig_algorithm: "hmac-sha256".into(),
+            knot_conf: dir.join("dns").join("knot.conf"),
+            knot_control_socket: dir.join("dns").join("run").join("knot.sock"),
+        },
+        client: ClientState {
+            netns: format!("hm{run}-cli"),
+            addr: Ipv4Addr::new(172, 31, 0, 100),
+        },
+        tunnel: None,
+        site_secrets: dir.join("private").join("site-db-passwords.json"),
+        sites: Vec::new(),
+        processes: Vec::new(),
+        mounts: Vec::new(),
+        created_paths: Vec::new(),
+        up_secs: 0.0,
+    }
+}
+
+/// Brings the lab up (idempotent: a healthy lab with the same size is left as it is).
+pub fn up(cfg: &LabConfig) -> Result<LabState> {
+    require_root()?;
+    let dir = cfg.state_dir();
+    if LabState::path(&dir).exists() {
+        let old = LabState::load(&dir)?;
+        let healthy = crate::status::status(&old).iter().all(|s| s.healthy);
+        if old.phase == Phase::Up && old.sites.len() == cfg.sites && healthy {
+            return Ok(old);
+        }
+        down_state(&old, false);
+    }
+    let started = Instant::now();
+    std::fs::create_dir_all(&dir).map_err(LabError::io("creating state dir", &dir))?;
+    secrets::private_dir(&dir.join("private"))?;
+    let run = secrets::run_id()?;
+    let old_filer = topology::claim_filer_number(100)?;
+    let new_filer = match topology::claim_filer_number(old_filer + 1) {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_dir(format!("/homez.{old_filer}"));
+            return Err(e);
+        }
+    };
+    let mut st = skeleton(cfg, &run, old_filer, new_filer);
+    st.created_paths.push(st.old.filer.path.clone());
+    st.created_paths.push(st.new.filer.path.clone());
+    st.save()?;
+    match build(&mut st, cfg) {
+        Ok(()) => {
+            st.phase = Phase::Up;
+            st.up_secs = started.elapsed().as_secs_f64();
+            st.save()?;
+            Ok(st)
+        }
+        Err(e) => {
+            // Keep the files (logs) for inspection; `lab down` removes them.
+            down_state(&st, true);
+            Err(e)
+        }
+    }
+}
+
+fn build(st: &mut LabState, cfg: &LabConfig) -> Result<()> {
+    topology::create_network(st)?;
+    let etc = topology::write_resolv_confs(st)?;
+    st.created_paths.extend(etc);
+    st.save()?;
+
+    // Filers and the DCs' private mount namespaces.
+    let ns_dir = st.state_dir.join("ns");
+    std::fs::create_dir_all(&ns_dir).map_err(LabError::io("creating ns dir", &ns_dir))?;
+    topology::make_private_mount(&ns_dir)?;
+    st.mounts.push(ns_dir.clone());
+    st.save()?;
+    for side in [Side::Old, Side::New] {
+        let dc = st.dc(side).clone();
+        let dirs = DcDirs::new(&st.state_dir, &dc);
+        for d in [&dirs.root, &dirs.logs, &dc.filer.backing_dir] {
+            std::fs::create_dir_all(d).map_err(LabError::io("creating dc dir", d))?;
+        }
+        secrets::private_dir(&dirs.private)?;
+        let m = topology::create_dc_mount_ns(&dc)?;
+        st.mounts.extend(m);
+        st.save()?;
+    }
+
+    // Secrets: TSIG key, SSH keys, per-database passwords.
+    secrets::tsig_key(&st.dns.tsig_key_name, &st.dns.tsig_key_file)?;
+    let client_pub = secrets::ssh_key(&st.old.ssh_client_key, "hostmove-migrator")?;
+    let authorized = st.state_dir.join("private").join("authorized_keys");
+    secrets::write_secret(&authorized, format!("{client_pub}\n").as_bytes())?;
+    let mut known = String::new();
+    let mut host_keys = BTreeMap::new();
+    for dc in [&st.old, &st.new] {
+        let key = DcDirs::new(&st.state_dir, dc)
+            .private
+            .join("ssh_host_ed25519_key");
+        let pubkey = secrets::ssh_key(&key, &format!("{}-host", dc.side.label()))?;
+        let tag = if dc.side == Side::Old { "old" } else { "new" };
+        let mut parts = pubkey.split_whitespace();
+        let algo_key = format!(
+            "{} {}",
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or("")
+        );
+        known.push_str(&format!(
+            "{},ssh.{tag}.{} {algo_key}\n",
+            dc.ssh_addr, st.zone
+        ));
+        host_keys.insert(dc.side.label(), key);
+    }
+    let kh = st.old.known_hosts.clone();
+    std::fs::write(&kh, known).map_err(LabError::io("writing known_hosts", &kh))?;
+
+    let mut plan = sites::plan_sites(cfg.sites, &st.zone, st.old.filer.number);
+    sites::mark_shared_owners(&mut plan);
+    let mut passwords = BTreeMap::new();
+    for s in &plan {
+        if !passwords.contains_key(&s.db_user) {
+            passwords.insert(s.db_user.clone(), secrets::password(20)?);
+        }
+    }
+    let pw_json = serde_json::to_vec_pretty(&passwords).map_err(|source| LabError::State {
+        path: st.site_secrets.clone(),
+        source,
+    })?;
+    secrets::write_secret(&st.site_secrets, &pw_json)?;
+    st.sites = plan;
+    st.save()?;
+
+    // In parallel: databases, file trees, DNS.
+    let records: Mutex<Vec<ProcRecord>> = Mutex::new(Vec::new());
+    let snapshot = st.clone();
+    let result: Result<()> = std::thread::scope(|scope| {
+        let db = scope.spawn(|| -> Result<()> {
+            for (i, side) in [Side::Old, Side::New].into_iter().enumerate() {
+                let dc = snapshot.dc(side);
+                let dirs = DcDirs::new(&snapshot.state_dir, dc);
+                svc::mariadb_install(&dirs)?;
+                let rec = svc::mariadb_start(dc, &dirs, i as u32 + 1)?;
+                records.lock().expect("records lock").push(rec);
+                wait_tcp(dc, "mariadb", SocketAddr::from((dc.sql_addr, dc.sql_port)))?;
+                wait_socket(dc, &dc.sql_socket)?;
+                svc::mariadb_admin(dc)?;
+            }
+            let sql = sites::databases_sql(
+                &snapshot.sites,
+                &|u| passwords.get(u).cloned().unwrap_or_default(),
+                cfg.spec.rows,
+            );
+            svc::mariadb_exec(&snapshot.old, &sql)?;
+            Ok(())
+        });
+        let dns = scope.spawn(|| -> Result<()> {
+            let lines = sites::zone_records(&snapshot.sites, snapshot.old.vip);
+            let rec = crate::dns::knot_start(&snapshot, &lines)?;
+            records.lock().expect("records lock").push(rec);
+            process::wait_until(READY, || crate::dns::zone_loaded(&snapshot)).map_err(|detail| {
+                LabError::NotReady {
+                    service: "knot".into(),
+                    namespace: snapshot.dns.netns.clone(),
+                    address: format!("{}:{}", snapshot.dns.addr, snapshot.dns.port),
+                    secs: READY.as_secs(),
+                    detail,
+                }
+            })
+        });
+        let files = write_trees(&snapshot, &cfg.spec, &passwords);
+        let db = db
+            .join()
+            .map_err(|_| LabError::Tunnel("db thread panicked".into()))?;
+        let dns = dns
+            .join()
+            .map_err(|_| LabError::Tunnel("dns thread panicked".into()))?;
+        db.and(dns).and(files)
+    });
+    st.processes
+        .extend(records.into_inner().expect("records lock"));
+    st.save()?;
+    result?;
+
+    // Web tier of both DCs.
+    for side in [Side::Old, Side::New] {
+        let dc = st.dc(side).clone();
+        let dirs = DcDirs::new(&st.state_dir, &dc);
+        let served: Vec<SiteState> = if side == Side::Old {
+            st.sites.clone()
+        } else {
+            Vec::new()
+        };
+        std::fs::write(&dc.nginx_sites_map, sites::nginx_map(&served))
+            .map_err(LabError::io("writing nginx map", &dc.nginx_sites_map))?;
+        // Both HAProxies know every site; the new DC's servers start in maintenance.
+        let (map, backends) = sites::haproxy_sites(&st.sites, dc.web_addr, side == Side::Old);
+        std::fs::write(&dc.haproxy_map, map)
+            .map_err(LabError::io("writing haproxy map", &dc.haproxy_map))?;
+        let host_key = &host_keys[dc.side.label()];
+        st.processes.push(svc::php_fpm_start(&dc, &dirs)?);
+        st.save()?;
+        st.processes.push(svc::nginx_start(&dc, &dirs)?);
+        st.save()?;
+        st.processes
+            .push(svc::haproxy_start(&dc, &dirs, &backends)?);
+        st.save()?;
+        st.processes
+            .push(svc::sshd_start(&dc, &dirs, host_key, &authorized)?);
+        st.save()?;
+    }
+    for side in [Side::Old, Side::New] {
+        let dc = st.dc(side);
+        wait_socket(dc, &dc.php_fpm_socket)?;
+        wait_socket(dc, &dc.haproxy_admin_socket)?;
+        wait_tcp(dc, "nginx", SocketAddr::from((dc.web_addr, 80)))?;
+        wait_tcp(dc, "haproxy", SocketAddr::from((dc.vip, 80)))?;
+        wait_tcp(dc, "sshd", SocketAddr::from((dc.ssh_addr, dc.ssh_port)))?;
+    }
+    if cfg.tunnel {
+        crate::tunnel_link::up(st)?;
+        st.save()?;
+    }
+    Ok(())
+}
+
+fn write_trees(st: &LabState, spec: &SiteSpec, pw: &BTreeMap<String, String>) -> Result<()> {
+    let workers = 2;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                scope.spawn(move || -> Result<()> {
+                    for (i, s) in st.sites.iter().enumerate().skip(w).step_by(workers) {
+                        let pass = pw.get(&s.db_user).map(String::as_str).unwrap_or("");
+                        sites::write_site_tree(
+                            &st.old.filer.backing_dir,
+                            s,
+                            i + 1,
+                            spec,
+                            &st.old.sql_hostname,
+                            pass,
+                        )?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(LabError::Tunnel("tree writer panicked".into())))
+            })
+            .collect::<Result<Vec<()>>>()
+            .map(|_| ())
+    })
+}
+
+fn wait_tcp(dc: &DcState, service: &str, addr: SocketAddr) -> Result<()> {
+    process::wait_until(READY, || topology::tcp_probe(&dc.netns, addr)).map_err(|detail| {
+        LabError::NotReady {
+            service: format!("{}/{service}", dc.side.label()),
+            namespace: dc.netns.clone(),
+            address: addr.to_string(),
+            secs: READY.as_secs(),
+            detail,
+        }
+    })
+}
+
+fn wait_socket(dc: &DcState, path: &Path) -> Result<()> {
+    process::wait_until(READY, || {
+        if path.exists() {
+            Ok(())
+        } else {
+            Err("socket not created yet".into())
+        }
+    })
+    .map_err(|detail| LabError::NotReady {
+        service: format!("{}/{}", dc.side.label(), path.display()),
+        namespace: dc.netns.clone(),
+        address: path.display().to_string(),
+        secs: READY.as_secs(),
+        detail,
+    })
+}
+
+/// What `down` could not remove (empty when the machine is clean).
+#[derive(Debug, Default)]
+pub struct DownReport {
+    pub leftovers: Vec<String>,
+}
+
+/// Tears down the lab named `name`.
+pub fn down(name: &str, state_root: &Path) -> Result<DownReport> {
+    require_root()?;
+    let dir = state_root.join(name);
+    if !LabState::path(&dir).exists() {
+        return Err(LabError::NotUp {
+            name: name.to_string(),
+            path: LabState::path(&dir),
+        });
+    }
+    let st = LabState::load(&dir)?;
+    Ok(down_state(&st, false))
+}
+
+/// Stops every process (recorded PIDs, then any process left in our namespaces), unmounts,
+/// deletes namespaces and the paths we created; removes the state dir unless `keep_files`.
+pub fn down_state(st: &LabState, keep_files: bool) -> DownReport {
+    // Before anything else: the tunnel crate must see its namespaces to undo its own work.
+    crate::tunnel_link::down(st);
+    for rec in st.processes.iter().rev() {
+        process::stop(rec, Duration::from_secs(10));
+    }
+    for ns in st.namespaces() {
+        for pid in process::pids_in_netns(ns) {
+            let rec = ProcRecord {
+                service: format!("leftover in {ns}"),
+                pid,
+                start_time: process::start_time(pid).unwrap_or(0),
+            };
+            process::stop(&rec, Duration::from_secs(5));
+        }
+    }
+    for m in st.mounts.iter().rev() {
+        topology::unmount_all(m);
+    }
+    for ns in st.namespaces() {
+        topology::delete_netns(ns);
+    }
+    for p in st.created_paths.iter().rev() {
+        if p.starts_with("/etc/netns") {
+            let _ = std::fs::remove_dir_all(p);
+        } else {
+            // Mount points: only ever removed when empty (never recursive outside the state dir).
+            let _ = std::fs::remove_dir(p);
+        }
+    }
+    if !keep_files && !st.mounts.iter().any(|m| topology::is_mounted(m)) {
+        let _ = std::fs::remove_dir_all(&st.state_dir);
+    }
+    leftovers(st)
+}
+
+/// Lists anything of the lab that still exists.
+pub fn leftovers(st: &LabState) -> DownReport {
+    let mut r = DownReport::default();
+    for ns in st.namespaces() {
+        if topology::netns_exists(ns) {
+            r.leftovers.push(format!("network namespace {ns}"));
+        }
+    }
+    for rec in &st.processes {
+        if process::alive(rec) {
+            r.leftovers
+                .push(format!("process {} ({})", rec.pid, rec.service));
+        }
+    }
+    for m in &st.mounts {
+        if topology::is_mounted(m) {
+            r.leftovers.push(format!("mount {}", m.display()));
+        }
+    }
+    for p in &st.created_paths {
+        if p.exists() {
+            r.leftovers.push(format!("path {}", p.display()));
+        }
+    }
+    r
+}
+
+/// Brings a lab up and tears it down when dropped (tests, scenarios), even after a panic.
+pub struct LabGuard {
+    pub state: LabState,
+}
+
+impl LabGuard {
+    pub fn up(cfg: &LabConfig) -> Result<Self> {
+        up(cfg).map(|state| LabGuard { state })
+    }
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        // Reload: the migrator may have recorded more (e.g. processes) since up.
+        let st = LabState::load(&self.state.state_dir).unwrap_or_else(|_| self.state.clone());
+        let report = down_state(&st, false);
+        if !report.leftovers.is_empty() {
+            eprintln!("lab {}: left behind: {:?}", st.name, report.leftovers);
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! `scenarios`: the staging lab (`lab up|status|down`), scenario runs, and the traffic
+//! generator the scenarios start inside the client namespace.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use scenarios::lab::{self, LabConfig, DEFAULT_STATE_ROOT};
+use scenarios::sites::SiteSpec;
+use scenarios::{check, scenario, status, traffic, LabState};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "scenarios",
+    about = "Staging lab: two datacenters on one machine, and scenario runs"
+)]
+struct Cli {
+    /// Where labs keep their state (one directory per lab name).
+    #[arg(long, global = true, env = "HOSTMOVE_LAB_ROOT", default_value = DEFAULT_STATE_ROOT)]
+    state_root: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Bring the lab up, show it, or tear it down.
+    Lab {
+        #[command(subcommand)]
+        cmd: LabCmd,
+    },
+    /// Run scenario <name>: lab up, traffic, check expect.toml, lab down.
+    Run {
+        name: String,
+        /// Folder holding <name>/scenario.toml (default: ./scenarios, then the crate's folder).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Generate traffic (run inside the client namespace: `ip netns exec <client> …`).
+    Traffic {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// TrafficSpec as JSON (see scenario.toml [traffic]); defaults if omitted.
+        #[arg(long)]
+        spec: Option<String>,
+    },
+    /// Probe every site from the client namespace: read, write, read-your-write (JSON out).
+    Probe {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Check a traffic log against the lab: failed requests and lost writes.
+    Check {
+        #[arg(long, default_value = "lab")]
+        name: String,
+        #[arg(long)]
+        log: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Build the lab (a healthy lab of the same size is left untouched).
+    Up {
+        #[arg(long, default_value = "lab")]
+        name: String,
+        #[arg(long, default_value_t = 50)]
+        sites: usize,
+        /// Do not bring the WireGuard tunnel up.
+        #[arg(long)]
+        no_tunnel: bool,
+        #[arg(long)]
+        small_files: Option<usize>,
+        #[arg(long)]
+        large_files: Option<usize>,
+        #[arg(long)]
+        large_file_kib: Option<usize>,
+        #[arg(long)]
+        rows: Option<usize>,
+        /// Print what would be built, build nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Every service with its address and health.
+    Status {
+        #[arg(long, default_value = "lab")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every process by PID, unmount, delete namespaces and the lab's files.
+    Down {
+        #[arg(long, default_value = "lab")]
+        name: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Lab { cmd } => match cmd {
+            LabCmd::Up {
+                name,
+                sites,
+                no_tunnel,
+                small_files,
+                large_files,
+                large_file_kib,
+                rows,
+                dry_run,
+            } => {
+                let d = SiteSpec::default();
+                let mut cfg = LabConfig::new(&name, &cli.state_root, sites);
+                cfg.tunnel = !no_tunnel;
+                cfg.spec = SiteSpec {
+                    small_files: small_files.unwrap_or(d.small_files),
+                    large_files: large_files.unwrap_or(d.large_files),
+                    large_file_kib: large_file_kib.unwrap_or(d.large_file_kib),
+                    rows: rows.unwrap_or(d.rows),
+                };
+                if dry_run {
+                    println!(
+                        "would build lab `{name}` in {}: namespaces old-dc, new-dc, dns, client, internet; \
+{sites} sites ({} small + {} large files of {} KiB, {} rows each) on old-dc; tunnel: {}",
+                        cfg.state_dir().display(),
+                        cfg.spec.small_files,
+                        cfg.spec.large_files,
+                        cfg.spec.large_file_kib,
+                        cfg.spec.rows,
+                        cfg.tunnel
+                    );
+                    return Ok(());
+                }
+                let st = lab::up(&cfg).with_context(|| format!("lab up `{name}`"))?;
+                println!(
+                    "lab `{}` up in {:.1} s: {} sites, state {}",
+                    st.name,
+                    st.up_secs,
+                    st.sites.len(),
+                    LabState::path(&st.state_dir).display()
+                );
+                print!("{}", status::render(&st, &status::status(&st)));
+            }
+            LabCmd::Status { name, json } => {
+                let st = LabState::load(&cli.state_root.join(&name))
+                    .with_context(|| format!("lab `{name}` is not up"))?;
+                let lines = status::status(&st);
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&lines)?);
+                } else {
+                    print!("{}", status::render(&st, &lines));
+                }
+                if lines.iter().any(|l| !l.healthy) {
+                    std::process::exit(1);
+                }
+            }
+            LabCmd::Down { name } => {
+                let report = lab::down(&name, &cli.state_root)?;
+                if report.leftovers.is_empty() {
+                    println!("lab `{name}` is down; nothing left behind");
+                } else {
+                    bail!("lab `{name}`: left behind: {:?}", report.leftovers);
+                }
+            }
+        },
+        Cmd::Run { name, dir } => {
+            let base = match dir {
+                Some(d) => d,
+                None if PathBuf::from("scenarios").join(&name).is_dir() => {
+                    PathBuf::from("scenarios")
+                }
+                None => PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            };
+            let exe = std::env::current_exe().context("locating the scenarios binary")?;
+            std::fs::create_dir_all(&cli.state_root)?;
+            let report = scenario::run(&base.join(&name), &cli.state_root, &exe)
+                .with_context(|| format!("scenario `{name}`"))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.passed() {
+                bail!("scenario `{name}` FAILED: {}", report.violations.join("; "));
+            }
+            println!("scenario `{name}` passed");
+        }
+        Cmd::Traffic {
+            state_dir,
+            out,
+            spec,
+        } => {
+            let st = LabState::load(&state_dir)?;
+            let spec: traffic::TrafficSpec = match spec {
+                Some(s) => serde_json::from_str(&s).context("--spec is not a TrafficSpec")?,
+                None => traffic::TrafficSpec::default(),
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let summary = rt
+                .block_on(traffic::run(&st, &spec, &out))
+                .map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string(&summary)?);
+        }
+        Cmd::Probe { state_dir } => {
+            let st = LabState::load(&state_dir)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let probes = rt.block_on(traffic::probe_sites(&st));
+            println!("{}", serde_json::to_string_pretty(&probes)?);
+            if probes
+                .iter()
+                .any(|p| !(p.read_ok && p.write_ok && p.visible))
+            {
+                std::process::exit(1);
+            }
+        }
+        Cmd::Check { name, log } => {
+            let st = LabState::load(&cli.state_root.join(&name))?;
+            let report = check::check(&st, &check::read_log(&log)?)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if report.failed > 0 || report.lost() > 0 {
+                std::process::exit(1);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! The lab's JSON state file: everything the migrator (and `lab down`) needs to find the lab —
+//! namespaces, addresses, sockets, key and credential paths, the site list, recorded PIDs,
+//! mounts and paths we created. Saved after every step of `lab up`, so a crashed `up` can still
+//! be torn down from what it recorded.
+
+use crate::error::{LabError, Result};
+use crate::process::ProcRecord;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// Schema version of `state.json`.
+pub const STATE_VERSION: u32 = 1;
+
+/// How far `lab up` got.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// `up` is running or crashed mid-way: only `down` is valid.
+    Starting,
+    /// Every service started and answered its probe.
+    Up,
+}
+
+/// Which datacenter.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Old,
+    New,
+}
+
+impl Side {
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Old => "old-dc",
+            Side::New => "new-dc",
+        }
+    }
+}
+
+/// The whole lab.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    pub version: u32,
+    pub name: String,
+    /// Random per run; part of every namespace name, so leftovers never collide.
+    pub run_id: String,
+    pub phase: Phase,
+    pub state_dir: PathBuf,
+    /// The hosted DNS zone (sites, DB hostnames, VIP names).
+    pub zone: String,
+    /// Namespace holding the "internet" bridge.
+    pub internet_netns: String,
+    pub old: DcState,
+    pub new: DcState,
+    pub dns: DnsState,
+    pub client: ClientState,
+    pub tunnel: Option<TunnelState>,
+    /// Per-site database passwords (file 0600), used by the traffic generator.
+    pub site_secrets: PathBuf,
+    pub sites: Vec<SiteState>,
+    /// Daemons we started, stopped by PID on `down`.
+    pub processes: Vec<ProcRecord>,
+    /// Mount points we created, unmounted in reverse order on `down`.
+    pub mounts: Vec<PathBuf>,
+    /// Files and directories outside the state dir we created (`/homez.N`, `/etc/netns/NS`).
+    pub created_paths: Vec<PathBuf>,
+    /// Seconds `lab up` took.
+    pub up_secs: f64,
+}
+
+/// One datacenter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DcState {
+    pub side: Side,
+    pub netns: String,
+    /// Persistent mount namespace (nsfs bind mount): its own `/homez.*`. Enter with
+    /// `nsenter --mount=<this> ip netns exec <netns> …`.
+    pub mount_ns: PathBuf,
+    /// Address on the "internet" link.
+    pub internet_addr: Ipv4Addr,
+    /// HAProxy VIP (on the internet link), port 80.
+    pub vip: Ipv4Addr,
+    /// Private LAN of the DC (reachable from the other DC through the tunnel).
+    pub lan_cidr: String,
+    pub web_addr: Ipv4Addr,
+    pub sql_addr: Ipv4Addr,
+    pub sql_port: u16,
+    /// The DB hostname customers' code uses for this DC's shared SQL server.
+    pub sql_hostname: String,
+    /// MariaDB unix socket (reachable from the host without entering the namespace).
+    pub sql_socket: PathBuf,
+    /// `[client]` option file with the admin user and password (0600).
+    pub db_admin_credentials: PathBuf,
+    pub ssh_addr: Ipv4Addr,
+    pub ssh_port: u16,
+    /// known_hosts with this DC's sshd host key (by address and by name).
+    pub known_hosts: PathBuf,
+    /// Private key the migrator logs in with (root), 0600.
+    pub ssh_client_key: PathBuf,
+    /// HAProxy runtime API socket (level admin), in a 0700 directory.
+    pub haproxy_admin_socket: PathBuf,
+    /// `Host` → backend map; one backend `be_<login>` with one server `web` per site.
+    pub haproxy_map: PathBuf,
+    /// nginx `map $host $site_root` include file; reload nginx (SIGHUP) after editing.
+    pub nginx_sites_map: PathBuf,
+    pub php_fpm_socket: PathBuf,
+    pub filer: FilerState,
+}
+
+/// A filer: the absolute path customers' code uses and where its bytes live on the host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FilerState {
+    pub number: u32,
+    /// `/homez.<number>` as seen inside the DC's mount namespace.
+    pub path: PathBuf,
+    /// The same tree from the host's mount namespace.
+    pub backing_dir: PathBuf,
+}
+
+/// The DNS server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DnsState {
+    pub netns: String,
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    /// TSIG key in Knot's YAML format (0600), from `keymgr -t`.
+    pub tsig_key_file: PathBuf,
+    pub tsig_key_name: String,
+    pub tsig_algorithm: String,
+    pub knot_conf: PathBuf,
+    pub knot_control_socket: PathBuf,
+}
+
+/// The traffic client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientState {
+    pub netns: String,
+    pub addr: Ipv4Addr,
+}
+
+/// The WireGuard link between old-dc and new-dc.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TunnelState {
+    pub old_addr: Ipv4Addr,
+    pub new_addr: Ipv4Addr,
+    pub config_dir: PathBuf,
+    pub detail: String,
+}
+
+/// One synthetic customer site.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteState {
+    pub login: String,
+    pub domain: String,
+    pub filer: u32,
+    /// `/homez.<filer>/<login>`.
+    pub home: PathBuf,
+    pub database: String,
+    pub db_user: String,
+    /// Another site using the same database, if shared.
+    pub shares_db_with: Option<String>,
+    /// Which side serves the site now (the migrator updates it after cutover).
+    pub serving: Side,
+}
+
+impl LabState {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("state.json")
+    }
+
+    /// Writes the state atomically (temp file + rename).
+    pub fn save(&self) -> Result<()> {
+        let path = Self::path(&self.state_dir);
+        let tmp = path.with_extension("json.tmp");
+        let json = serde_json::to_vec_pretty(self).map_err(|source| LabError::State {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::write(&tmp, json).map_err(LabError::io("writing state", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(LabError::io("writing state", &path))
+    }
+
+    pub fn load(state_dir: &Path) -> Result<Self> {
+        let path = Self::path(state_dir);
+        let data = std::fs::read(&path).map_err(LabError::io("reading state", &path))?;
+        serde_json::from_slice(&data).map_err(|source| LabError::State { path, source })
+    }
+
+    pub fn dc(&self, side: Side) -> &DcState {
+        match side {
+            Side::Old => &self.old,
+            Side::New => &self.new,
+        }
+    }
+
+    /// All network namespaces of the lab.
+    pub fn namespaces(&self) -> Vec<&str> {
+        vec![
+            &self.old.netns,
+            &self.new.netns,
+            &self.dns.netns,
+            &self.client.netns,
+            &self.internet_netns,
+        ]
+    }
+}

@@ -1,0 +1,160 @@
+//! `lab status`: every service with its namespace, address, PID and a live health probe.
+
+use crate::dc_services::haproxy_command;
+use crate::process;
+use crate::state::{DcState, LabState};
+use crate::topology;
+use serde::Serialize;
+use std::net::SocketAddr;
+
+/// One line of `lab status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    pub service: String,
+    pub namespace: String,
+    pub address: String,
+    pub pid: Option<i32>,
+    pub healthy: bool,
+    pub detail: String,
+}
+
+fn pid_of(st: &LabState, service: &str) -> Option<(i32, bool)> {
+    st.processes
+        .iter()
+        .rev()
+        .find(|p| p.service == service)
+        .map(|p| (p.pid, process::alive(p)))
+}
+
+fn line(
+    st: &LabState,
+    service: String,
+    namespace: &str,
+    address: String,
+    probe: std::result::Result<String, String>,
+) -> ServiceStatus {
+    let pid = pid_of(st, &service);
+    let (healthy, detail) = match (&pid, probe) {
+        (Some((_, false)), _) => (false, "process not running".to_string()),
+        (None, _) if !service.starts_with("tunnel") => (false, "no recorded process".to_string()),
+        (_, Ok(d)) => (true, d),
+        (_, Err(e)) => (false, e),
+    };
+    ServiceStatus {
+        service,
+        namespace: namespace.to_string(),
+        address,
+        pid: pid.map(|p| p.0),
+        healthy,
+        detail,
+    }
+}
+
+fn dc_lines(st: &LabState, dc: &DcState, out: &mut Vec<ServiceStatus>) {
+    let l = dc.side.label();
+    let sql = SocketAddr::from((dc.sql_addr, dc.sql_port));
+    out.push(line(
+        st,
+        format!("{l}/mariadb"),
+        &dc.netns,
+        format!("{} ({sql})", dc.sql_hostname),
+        topology::tcp_probe(&dc.netns, sql).map(|_| "accepts TCP".into()),
+    ));
+    out.push(line(
+        st,
+        format!("{l}/php-fpm"),
+        &dc.netns,
+        dc.php_fpm_socket.display().to_string(),
+        if dc.php_fpm_socket.exists() {
+            Ok("socket present".into())
+        } else {
+            Err("socket missing".into())
+        },
+    ));
+    let web = SocketAddr::from((dc.web_addr, 80));
+    out.push(line(
+        st,
+        format!("{l}/nginx"),
+        &dc.netns,
+        web.to_string(),
+        topology::http_get(&dc.netns, web, "health", "/healthz").and_then(|(code, _)| {
+            if code == 200 {
+                Ok("GET /healthz 200".into())
+            } else {
+                Err(format!("GET /healthz {code}"))
+            }
+        }),
+    ));
+    let probe = haproxy_command(&dc.haproxy_admin_socket, "show info")
+        .map_err(|e| format!("admin socket: {e}"))
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("Uptime:"))
+                .map(|u| format!("runtime API ok, {}", u.trim()))
+                .ok_or_else(|| "admin socket gave no info".to_string())
+        })
+        .and_then(|d| topology::tcp_probe(&dc.netns, SocketAddr::from((dc.vip, 80))).map(|_| d));
+    out.push(line(
+        st,
+        format!("{l}/haproxy"),
+        &dc.netns,
+        format!("{}:80 admin {}", dc.vip, dc.haproxy_admin_socket.display()),
+        probe,
+    ));
+    let ssh = SocketAddr::from((dc.ssh_addr, dc.ssh_port));
+    out.push(line(
+        st,
+        format!("{l}/sshd"),
+        &dc.netns,
+        ssh.to_string(),
+        topology::tcp_probe(&dc.netns, ssh).map(|_| "accepts TCP".into()),
+    ));
+}
+
+/// Probes every service of the lab.
+pub fn status(st: &LabState) -> Vec<ServiceStatus> {
+    let mut out = Vec::new();
+    let dns = SocketAddr::from((st.dns.addr, st.dns.port));
+    out.push(line(
+        st,
+        "dns/knot".into(),
+        &st.dns.netns,
+        format!("{dns} zone {}", st.zone),
+        topology::tcp_probe(&st.dns.netns, dns)
+            .and_then(|_| crate::dns::zone_loaded(st))
+            .map(|_| "zone loaded".into()),
+    ));
+    dc_lines(st, &st.old, &mut out);
+    dc_lines(st, &st.new, &mut out);
+    if st.tunnel.is_some() {
+        out.push(crate::tunnel_link::status(st));
+    }
+    out
+}
+
+/// Renders the status as an aligned table.
+pub fn render(st: &LabState, lines: &[ServiceStatus]) -> String {
+    let mut s = format!(
+        "lab {} (run {}, {} sites, state {})\n",
+        st.name,
+        st.run_id,
+        st.sites.len(),
+        LabState::path(&st.state_dir).display()
+    );
+    s.push_str(&format!(
+        "{:<16} {:<14} {:<58} {:>7}  {:<7} {}\n",
+        "SERVICE", "NAMESPACE", "ADDRESS", "PID", "HEALTH", "DETAIL"
+    ));
+    for l in lines {
+        s.push_str(&format!(
+            "{:<16} {:<14} {:<58} {:>7}  {:<7} {}\n",
+            l.service,
+            l.namespace,
+            l.address,
+            l.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            if l.healthy { "ok" } else { "FAIL" },
+            l.detail
+        ));
+    }
+    s
+}

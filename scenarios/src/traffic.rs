@@ -1,0 +1,465 @@
+//! The bounded traffic generator, run inside the `client` namespace (so names resolve through
+//! the lab's Knot): HTTP reads, writes and read-your-write checks through each site's DNS name
+//! (→ VIP → HAProxy → nginx/php → MariaDB), and SQL reads and writes through the old DB
+//! hostname. Every request's result goes to a JSONL log; every acknowledged write carries its
+//! token, so `check` can prove that no acknowledged write was lost.
+
+use crate::sites::XorShift;
+use crate::state::LabState;
+use mysql_async::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How much traffic, and which mix (weights).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrafficSpec {
+    /// Hard stop, seconds.
+    pub duration_secs: u64,
+    /// Hard stop, requests.
+    pub max_requests: u64,
+    pub concurrency: usize,
+    pub http_read: u32,
+    pub http_write: u32,
+    pub http_verify: u32,
+    pub sql_read: u32,
+    pub sql_write: u32,
+    pub seed: u64,
+}
+
+impl Default for TrafficSpec {
+    fn default() -> Self {
+        TrafficSpec {
+            duration_secs: 10,
+            max_requests: 2_000,
+            concurrency: 8,
+            http_read: 40,
+            http_write: 20,
+            http_verify: 15,
+            sql_read: 15,
+            sql_write: 10,
+            seed: 1,
+        }
+    }
+}
+
+/// Kinds of requests.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    HttpRead,
+    HttpWrite,
+    HttpVerify,
+    SqlRead,
+    SqlWrite,
+}
+
+impl Op {
+    /// True for requests that create data (their token must survive).
+    pub fn is_write(self) -> bool {
+        matches!(self, Op::HttpWrite | Op::SqlWrite)
+    }
+}
+
+/// One line of the traffic log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub seq: u64,
+    /// Milliseconds since the start of the run.
+    pub t_ms: u64,
+    pub op: Op,
+    pub site: String,
+    pub token: Option<String>,
+    /// For writes: acknowledged. For reads: answered correctly.
+    pub ok: bool,
+    pub status: Option<u16>,
+    pub ms: f64,
+    pub error: Option<String>,
+    /// Web server address that answered (`SERVER_ADDR`), to see which DC served.
+    pub server: Option<String>,
+}
+
+/// Totals printed at the end of a run.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct TrafficSummary {
+    pub requests: u64,
+    pub failed: u64,
+    pub acked_writes: u64,
+    pub by_op: BTreeMap<String, (u64, u64)>,
+    pub secs: f64,
+}
+
+/// Parses a raw HTTP/1.x response into (status, body).
+pub fn parse_http_response(buf: &[u8]) -> Result<(u16, String), String> {
+    let text = String::from_utf8_lossy(buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("truncated HTTP response ({} bytes)", buf.len()))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line: {}", head.lines().next().unwrap_or("")))?;
+    Ok((status, body.to_string()))
+}
+
+async fn http(
+    host: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, serde_json::Value), String> {
+    let addr = tokio::net::lookup_host((host, 80))
+        .await
+        .map_err(|e| format!("resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("resolve {host}: no address"))?;
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)
+        .await
+        .map_err(|e| format!("receive: {e}"))?;
+    let (status, body) = parse_http_response(&buf)?;
+    // Chunked bodies: the JSON object is the part between the first '{' and the last '}'.
+    let json = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) if b > a => serde_json::from_str(&body[a..=b])
+            .map_err(|e| format!("HTTP {status}: bad JSON: {e}"))?,
+        _ => return Err(format!("HTTP {status}: no JSON body: {}", body.trim())),
+    };
+    Ok((status, json))
+}
+
+struct Site {
+    login: String,
+    domain: String,
+    db: String,
+    user: String,
+    pass: String,
+}
+
+struct Shared {
+    sites: Vec<Site>,
+    sql_host: String,
+    sql_port: u16,
+    spec: TrafficSpec,
+    run_tag: String,
+    counter: AtomicU64,
+    start: Instant,
+    log: Mutex<std::io::BufWriter<std::fs::File>>,
+    /// Acknowledged HTTP write tokens per site, for read-your-write checks.
+    acked: Mutex<HashMap<usize, Vec<String>>>,
+    summary: Mutex<TrafficSummary>,
+}
+
+/// Runs the traffic against the lab described by `state`, logging to `log_path`.
+pub async fn run(
+    state: &LabState,
+    spec: &TrafficSpec,
+    log_path: &Path,
+) -> Result<TrafficSummary, String> {
+    let pw_data = std::fs::read(&state.site_secrets)
+        .map_err(|e| format!("{}: {e}", state.site_secrets.display()))?;
+    let passwords: BTreeMap<String, String> = serde_json::from_slice(&pw_data)
+        .map_err(|e| format!("{}: {e}", state.site_secrets.display()))?;
+    let sites = state
+        .sites
+        .iter()
+        .map(|s| Site {
+            login: s.login.clone(),
+            domain: s.domain.clone(),
+            db: s.database.clone(),
+            user: s.db_user.clone(),
+            pass: passwords.get(&s.db_user).cloned().unwrap_or_default(),
+        })
+        .collect::<Vec<_>>();
+    if sites.is_empty() {
+        return Err("the lab has no sites".into());
+    }
+    let file =
+        std::fs::File::create(log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let shared = Arc::new(Shared {
+        sites,
+        sql_host: state.old.sql_hostname.clone(),
+        sql_port: state.old.sql_port,
+        spec: spec.clone(),
+        run_tag: format!("{}{}", state.run_id, std::process::id()),
+        counter: AtomicU64::new(0),
+        start: Instant::now(),
+        log: Mutex::new(std::io::BufWriter::new(file)),
+        acked: Mutex::new(HashMap::new()),
+        summary: Mutex::new(TrafficSummary::default()),
+    });
+    let mut tasks = Vec::new();
+    for w in 0..spec.concurrency.max(1) {
+        let sh = shared.clone();
+        tasks.push(tokio::spawn(async move { worker(sh, w).await }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| format!("worker: {e}"))?;
+    }
+    shared
+        .log
+        .lock()
+        .expect("log lock")
+        .flush()
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let mut summary = shared.summary.lock().expect("summary lock").clone();
+    summary.secs = shared.start.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn pick_op(spec: &TrafficSpec, rng: &mut XorShift) -> Op {
+    let weights = [
+        (Op::HttpRead, spec.http_read),
+        (Op::HttpWrite, spec.http_write),
+        (Op::HttpVerify, spec.http_verify),
+        (Op::SqlRead, spec.sql_read),
+        (Op::SqlWrite, spec.sql_write),
+    ];
+    let total: u64 = weights.iter().map(|w| w.1 as u64).sum();
+    let mut x = rng.below(total.max(1));
+    for (op, w) in weights {
+        if x < w as u64 {
+            return op;
+        }
+        x -= w as u64;
+    }
+    Op::HttpRead
+}
+
+async fn worker(sh: Arc<Shared>, w: usize) {
+    let mut rng = XorShift::new(sh.spec.seed.wrapping_mul(7919) + w as u64);
+    let deadline = Duration::from_secs(sh.spec.duration_secs);
+    loop {
+        if sh.start.elapsed() >= deadline {
+            return;
+        }
+        let seq = sh.counter.fetch_add(1, Ordering::SeqCst);
+        if seq >= sh.spec.max_requests {
+            return;
+        }
+        let idx = rng.below(sh.sites.len() as u64) as usize;
+        let mut op = pick_op(&sh.spec, &mut rng);
+        let verify_token = if op == Op::HttpVerify {
+            let acked = sh.acked.lock().expect("acked lock");
+            acked.get(&idx).and_then(|v| v.last().cloned())
+        } else {
+            None
+        };
+        if op == Op::HttpVerify && verify_token.is_none() {
+            op = Op::HttpRead;
+        }
+        let token = match op {
+            Op::HttpWrite | Op::SqlWrite => Some(format!("{}-{w}-{seq}", sh.run_tag)),
+            Op::HttpVerify => verify_token,
+            _ => None,
+        };
+        let t0 = Instant::now();
+        let t_ms = sh.start.elapsed().as_millis() as u64;
+        let result = tokio::time::timeout(
+            Duration::from_secs(15),
+            request(&sh, idx, op, token.as_deref()),
+        )
+        .await
+        .unwrap_or_else(|_| Err((None, "timed out after 15 s".into())));
+        let (ok, status, error, server) = match result {
+            Ok((status, server)) => (true, status, None, server),
+            Err((status, e)) => (false, status, Some(e), None),
+        };
+        if ok && op == Op::HttpWrite {
+            if let Some(t) = &token {
+                sh.acked
+                    .lock()
+                    .expect("acked lock")
+                    .entry(idx)
+                    .or_default()
+                    .push(t.clone());
+            }
+        }
+        let rec = LogRecord {
+            seq,
+            t_ms,
+            op,
+            site: sh.sites[idx].login.clone(),
+            token,
+            ok,
+            status,
+            ms: t0.elapsed().as_secs_f64() * 1000.0,
+            error,
+            server,
+        };
+        {
+            let mut s = sh.summary.lock().expect("summary lock");
+            s.requests += 1;
+            let e = s.by_op.entry(format!("{op:?}")).or_default();
+            e.0 += 1;
+            if !ok {
+                e.1 += 1;
+                s.failed += 1;
+            } else if op.is_write() {
+                s.acked_writes += 1;
+            }
+        }
+        if let Ok(line) = serde_json::to_string(&rec) {
+            let mut log = sh.log.lock().expect("log lock");
+            let _ = writeln!(log, "{line}");
+        }
+    }
+}
+
+type ReqResult = Result<(Option<u16>, Option<String>), (Option<u16>, String)>;
+
+async fn request(sh: &Shared, idx: usize, op: Op, token: Option<&str>) -> ReqResult {
+    let site = &sh.sites[idx];
+    match op {
+        Op::HttpRead | Op::HttpWrite | Op::HttpVerify => {
+            let (method, path, body) = match op {
+                Op::HttpRead => ("GET", "/?op=read".to_string(), String::new()),
+                Op::HttpWrite => (
+                    "POST",
+                    format!("/?op=write&token={}", token.unwrap_or("")),
+                    format!("upload from the lab client for {}", site.login),
+                ),
+                _ => (
+                    "GET",
+                    format!("/?op=get&token={}", token.unwrap_or("")),
+                    String::new(),
+                ),
+            };
+            let (status, json) = http(&site.domain, method, &path, &body)
+                .await
+                .map_err(|e| (None, e))?;
+            let server = json["server"].as_str().map(str::to_string);
+            if status != 200 || json["ok"] != serde_json::Value::Bool(true) {
+                return Err((Some(status), format!("HTTP {status}: {json}")));
+            }
+            if json["site"].as_str() != Some(site.login.as_str()) {
+                return Err((Some(status), format!("wrong site answered: {json}")));
+            }
+            if op == Op::HttpVerify && (json["found"] != true || json["file"] != true) {
+                return Err((
+                    Some(status),
+                    format!("acknowledged write not visible on the next read: {json}"),
+                ));
+            }
+            Ok((Some(status), server))
+        }
+        Op::SqlRead | Op::SqlWrite => {
+            let opts = mysql_async::OptsBuilder::default()
+                .ip_or_hostname(sh.sql_host.clone())
+                .tcp_port(sh.sql_port)
+                .user(Some(site.user.clone()))
+                .pass(Some(site.pass.clone()))
+                .db_name(Some(site.db.clone()));
+            let mut conn = mysql_async::Conn::new(opts)
+                .await
+                .map_err(|e| (None, format!("connect {}: {e}", sh.sql_host)))?;
+            let res = if op == Op::SqlWrite {
+                conn.exec_drop(
+                    "INSERT INTO events (token, site, body) VALUES (?, ?, 'sql')",
+                    (token.unwrap_or(""), site.login.as_str()),
+                )
+                .await
+                .map(|_| ())
+            } else {
+                conn.query_first::<u64, _>("SELECT COUNT(*) FROM articles")
+                    .await
+                    .map(|_| ())
+            };
+            let _ = conn.disconnect().await;
+            res.map(|_| (None, None)).map_err(|e| (None, e.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_status_and_body() {
+        let (s, b) =
+            parse_http_response(b"HTTP/1.1 503 Service Unavailable\r\nA: b\r\n\r\n{}").unwrap();
+        assert_eq!((s, b.as_str()), (503, "{}"));
+        assert!(parse_http_response(b"HTTP/1.1 200").is_err());
+    }
+
+    #[test]
+    fn op_mix_follows_weights() {
+        let spec = TrafficSpec {
+            http_read: 0,
+            http_write: 0,
+            http_verify: 0,
+            sql_read: 0,
+            sql_write: 1,
+            ..TrafficSpec::default()
+        };
+        let mut rng = XorShift::new(3);
+        assert!((0..100).all(|_| pick_op(&spec, &mut rng) == Op::SqlWrite));
+    }
+}
+
+/// Result of probing one site from the client (`scenarios probe`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteProbe {
+    pub site: String,
+    pub read_ok: bool,
+    pub write_ok: bool,
+    /// The write was visible (row and upload file) on the next read.
+    pub visible: bool,
+    pub token: String,
+    /// Absolute path the PHP code reported writing the upload to.
+    pub upload_path: Option<String>,
+    pub server: Option<String>,
+    pub error: Option<String>,
+}
+
+/// For every site: a read, a write, and a read of that write, through its DNS name.
+pub async fn probe_sites(state: &LabState) -> Vec<SiteProbe> {
+    let mut out = Vec::new();
+    for (i, s) in state.sites.iter().enumerate() {
+        let token = format!("probe-{}-{i}", std::process::id());
+        let mut p = SiteProbe {
+            site: s.login.clone(),
+            read_ok: false,
+            write_ok: false,
+            visible: false,
+            token: token.clone(),
+            upload_path: None,
+            server: None,
+            error: None,
+        };
+        let steps = async {
+            let (st, j) = http(&s.domain, "GET", "/?op=read", "").await?;
+            p.read_ok = st == 200 && j["ok"] == true && j["site"] == s.login.as_str();
+            p.server = j["server"].as_str().map(str::to_string);
+            let path = format!("/?op=write&token={token}");
+            let (st, j) = http(&s.domain, "POST", &path, "probe").await?;
+            p.write_ok = st == 200 && j["ok"] == true;
+            p.upload_path = j["file"].as_str().map(str::to_string);
+            let (st, j) = http(&s.domain, "GET", &format!("/?op=get&token={token}"), "").await?;
+            p.visible = st == 200 && j["found"] == true && j["file"] == true;
+            Ok::<(), String>(())
+        };
+        if let Err(e) = steps.await {
+            p.error = Some(e);
+        }
+        out.push(p);
+    }
+    out
+}

@@ -1,0 +1,230 @@
+//! Integration tests against the real lab: real namespaces, MariaDB, nginx + php-fpm, HAProxy,
+//! Knot, sshd and the WireGuard tunnel. They need root (CI runs as root).
+
+use scenarios::lab::{self, LabConfig, LabGuard};
+use scenarios::sites::SiteSpec;
+use scenarios::state::LabState;
+use scenarios::traffic::SiteProbe;
+use scenarios::{scenario, status, topology};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A unique state root per test (PID + counter), removed at the end.
+fn state_root() -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let p = std::env::temp_dir().join(format!("hostmove-lab-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+fn small_spec() -> SiteSpec {
+    SiteSpec {
+        small_files: 20,
+        large_files: 1,
+        large_file_kib: 128,
+        rows: 50,
+    }
+}
+
+fn assert_nothing_left(st: &LabState) {
+    let report = lab::leftovers(st);
+    assert!(
+        report.leftovers.is_empty(),
+        "left behind: {:?}",
+        report.leftovers
+    );
+    for ns in st.namespaces() {
+        assert!(!topology::netns_exists(ns), "namespace {ns} still exists");
+    }
+    assert!(
+        !st.old.filer.path.exists(),
+        "{} left",
+        st.old.filer.path.display()
+    );
+    assert!(
+        !st.new.filer.path.exists(),
+        "{} left",
+        st.new.filer.path.display()
+    );
+    for ns in [&st.old.netns, &st.new.netns, &st.client.netns] {
+        assert!(!Path::new("/etc/netns").join(ns).exists());
+    }
+    for rec in &st.processes {
+        assert!(
+            !scenarios::process::alive(rec),
+            "{} still runs",
+            rec.service
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&*st.state_dir.to_string_lossy()),
+        "a mount under the state dir is left"
+    );
+    assert!(!st.state_dir.exists(), "state dir left");
+}
+
+#[test]
+fn lab_with_20_sites_serves_every_site_end_to_end_and_leaves_nothing() {
+    if !is_root() {
+        eprintln!("skipped: the lab needs root (namespaces, mounts, daemons); CI runs as root");
+        return;
+    }
+    let root = state_root();
+    let mut cfg = LabConfig::new("it", &root, 20);
+    cfg.spec = small_spec();
+    let guard = LabGuard::up(&cfg).expect("lab up");
+    let st = guard.state.clone();
+    assert_eq!(st.sites.len(), 20);
+
+    // `lab up` twice is safe: the same run, nothing rebuilt.
+    let again = lab::up(&cfg).expect("second lab up");
+    assert_eq!(again.run_id, st.run_id);
+
+    // Every service answers.
+    let lines = status::status(&st);
+    let bad: Vec<_> = lines.iter().filter(|l| !l.healthy).collect();
+    assert!(bad.is_empty(), "unhealthy: {bad:?}");
+
+    // From the client: DNS → old VIP → HAProxy → nginx/php → MariaDB, for every site;
+    // a write is visible on the next read.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &st.client.netns,
+            env!("CARGO_BIN_EXE_scenarios"),
+        ])
+        .args(["probe", "--state-dir", &st.state_dir.to_string_lossy()])
+        .output()
+        .expect("run probe");
+    let probes: Vec<SiteProbe> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "probe output: {e}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(probes.len(), 20);
+    for (p, site) in probes.iter().zip(&st.sites) {
+        assert!(p.read_ok && p.write_ok && p.visible, "site failed: {p:?}");
+        assert_eq!(p.server.as_deref(), Some(&*st.old.web_addr.to_string()));
+        // The PHP code wrote to its ABSOLUTE path, which is the old filer in old-dc's mount
+        // namespace; the bytes are in the filer's backing directory.
+        let abs = site
+            .home
+            .join("www/uploads")
+            .join(format!("{}.txt", p.token));
+        assert_eq!(p.upload_path.as_deref(), Some(&*abs.to_string_lossy()));
+        assert!(abs.starts_with(format!("/homez.{}", st.old.filer.number)));
+        let backing = st
+            .old
+            .filer
+            .backing_dir
+            .join(&site.login)
+            .join("www/uploads")
+            .join(format!("{}.txt", p.token));
+        assert_eq!(std::fs::read_to_string(&backing).unwrap(), "probe");
+    }
+    // The row is in the site's database on the old shared SQL server.
+    let rows = scenarios::dc_services::mariadb_exec(
+        &st.old,
+        &format!(
+            "SELECT COUNT(*) FROM `{}`.events WHERE token = '{}'",
+            st.sites[0].database, probes[0].token
+        ),
+    )
+    .unwrap();
+    assert_eq!(rows.trim(), "1");
+    // Shared databases: site0010 uses site0009's database.
+    assert_eq!(st.sites[9].database, st.sites[8].database);
+
+    // The migrator's SSH access: host key verified against the lab's known_hosts, and the
+    // old DC's sshd sees the filer at its absolute path.
+    let ssh = Command::new("ip")
+        .args(["netns", "exec", &st.client.netns, "ssh"])
+        .args(["-i", &st.old.ssh_client_key.to_string_lossy()])
+        .args([
+            "-o",
+            &format!("UserKnownHostsFile={}", st.old.known_hosts.display()),
+        ])
+        .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+        .arg(format!("root@ssh.old.{}", st.zone))
+        .arg(format!("ls {}/www/index.php", st.sites[0].home.display()))
+        .output()
+        .unwrap();
+    assert!(
+        ssh.status.success(),
+        "ssh: {}",
+        String::from_utf8_lossy(&ssh.stderr)
+    );
+
+    // old-dc and new-dc reach each other's LAN through the tunnel.
+    if cfg.tunnel {
+        let new_sql = SocketAddr::from((st.new.sql_addr, st.new.sql_port));
+        topology::tcp_probe(&st.old.netns, new_sql).expect("old-dc → new-dc SQL via tunnel");
+        let old_web = SocketAddr::from((st.old.web_addr, 80));
+        let (code, _) = topology::http_get(&st.new.netns, old_web, "health", "/healthz")
+            .expect("new-dc → old-dc web via tunnel");
+        assert_eq!(code, 200);
+    }
+
+    drop(guard);
+    assert_nothing_left(&st);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn baseline_scenario_passes_with_zero_errors_and_zero_lost_writes() {
+    if !is_root() {
+        eprintln!("skipped: the lab needs root (namespaces, mounts, daemons); CI runs as root");
+        return;
+    }
+    let root = state_root();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("baseline");
+    let report = scenario::run(&dir, &root, Path::new(env!("CARGO_BIN_EXE_scenarios")))
+        .expect("scenario run");
+    assert!(report.passed(), "violations: {:?}", report.violations);
+    assert!(report.check.requests >= 500);
+    assert_eq!(report.check.failed, 0);
+    assert_eq!(report.check.lost(), 0);
+    assert!(report.check.acked_writes >= 100);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn a_lab_that_fails_to_come_up_leaves_nothing() {
+    if !is_root() {
+        eprintln!("skipped: the lab needs root (namespaces, mounts, daemons); CI runs as root");
+        return;
+    }
+    let root = state_root();
+    // A lab whose site tree cannot be written: rows fine, but the filer dir is made a file.
+    let mut cfg = LabConfig::new("broken", &root, 2);
+    cfg.spec = small_spec();
+    cfg.tunnel = false;
+    // Occupy the state path with a file where a directory must go: the DC dir creation fails
+    // after namespaces and mounts exist.
+    std::fs::create_dir_all(root.join("broken")).unwrap();
+    std::fs::write(root.join("broken").join("old-dc"), b"not a directory").unwrap();
+    let err = lab::up(&cfg).expect_err("up must fail");
+    assert!(err.to_string().contains("old-dc"), "{err}");
+    let st = LabState::load(&root.join("broken")).expect("state kept for inspection");
+    let report = lab::leftovers(&st);
+    assert!(
+        report.leftovers.is_empty(),
+        "left behind: {:?}",
+        report.leftovers
+    );
+    lab::down("broken", &root).unwrap();
+    assert!(!root.join("broken").exists());
+    std::fs::remove_dir_all(&root).unwrap();
+}
