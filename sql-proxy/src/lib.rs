@@ -1,8 +1,33 @@
 //! MySQL wire-protocol proxy that keeps old database endpoints answering, routes each database
 //! to the old or new datacenter and switches it without failing client queries.
+//!
+//! Layout (a client's bytes flow top to bottom):
+//! - [`wire`]: frames and logical packets (≥ 16 MiB split/join), bounds-checked field reader.
+//! - [`protocol`]: handshake v10, login packet, auth switch, OK / ERR / EOF, capability flags.
+//! - [`auth`]: `mysql_native_password` from stored hashes; the user store file.
+//! - [`sync`]: loading hashes and grants from the old server (`sync-users`).
+//! - [`server`]: one listener per old endpoint.
+//! - [`session`]: login of one client and its backend connection; [`commands`]: the command
+//!   loop with the gate (hold / re-home / read_only) and prepared-statement id mapping.
+//! - [`relay`]: one command's round trip, frames forwarded without decoding rows;
+//!   [`response`]: where a response ends.
+//! - [`classify`]: write detection for read_only; [`session_state`]: SET / USE tracking.
+//! - [`route`]: live routes, modes, session registry, counters; [`switch`]: pause → drain →
+//!   resume; [`admin`]: HTTP API and Prometheus metrics; [`config`]: the TOML file.
+//! - [`backend`]: the proxy's own backend logins and queries.
+pub mod admin;
 pub mod auth;
+pub mod backend;
 pub mod classify;
+pub mod commands;
+pub mod config;
 pub mod protocol;
+pub mod relay;
 pub mod response;
+pub mod route;
+pub mod server;
+pub mod session;
 pub mod session_state;
+pub mod switch;
+pub mod sync;
 pub mod wire;

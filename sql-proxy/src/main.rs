@@ -1,1 +1,148 @@
-fn main() {}
+//! `sql-proxy`: the daemon (`run`) and the user sync (`sync-users`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use sql_proxy::admin::{router, AdminState};
+use sql_proxy::auth::UserStore;
+use sql_proxy::config::Config;
+use sql_proxy::route::Shared;
+
+#[derive(Parser)]
+#[command(
+    name = "sql-proxy",
+    about = "MySQL proxy that keeps old database endpoints answering while databases move"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the configured listeners and the admin API.
+    Run {
+        /// The TOML configuration (see sql-proxy/README.md).
+        #[arg(long, env = "SQL_PROXY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Read password hashes and database grants from the old server into the user store.
+    SyncUsers {
+        /// Old server address, e.g. 10.0.0.5:3306.
+        #[arg(long)]
+        from: SocketAddr,
+        /// Admin account allowed to read mysql.user and mysql.db.
+        #[arg(long)]
+        user: String,
+        /// File holding that account's password (one line; keep it 0600).
+        #[arg(long)]
+        password_file: PathBuf,
+        /// Where to write the store (written 0600, hashes only).
+        #[arg(long)]
+        out: PathBuf,
+        /// Show what would be written (user names, plugins, databases; never hashes).
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match cli.cmd {
+            Cmd::Run { config } => run(config).await,
+            Cmd::SyncUsers {
+                from,
+                user,
+                password_file,
+                out,
+                dry_run,
+            } => {
+                let pw = std::fs::read_to_string(&password_file)
+                    .with_context(|| format!("reading {}", password_file.display()))?;
+                let store =
+                    sql_proxy::sync::load_users(from, &user, pw.trim_end_matches(['\n', '\r']))
+                        .await?;
+                for (name, u) in &store.users {
+                    println!("{name}\t{}\t{}", u.plugin, u.databases.join(","));
+                }
+                if dry_run {
+                    println!(
+                        "dry run: {} users, nothing written to {}",
+                        store.users.len(),
+                        out.display()
+                    );
+                } else {
+                    store.save(&out)?;
+                    println!("wrote {} users to {}", store.users.len(), out.display());
+                }
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn run(config: PathBuf) -> Result<()> {
+    let cfg = Config::load(&config)?;
+    let users = UserStore::load(&cfg.users_file)?;
+    let shared = Shared::new(&cfg, users);
+    let (bound, _tasks) = sql_proxy::server::listen(shared.clone(), &cfg.listen).await?;
+    for a in &bound {
+        tracing::info!(listen = %a, "serving MySQL clients");
+    }
+    if let Some(admin) = &cfg.admin {
+        let token = std::fs::read_to_string(&admin.token_file)
+            .with_context(|| format!("reading admin token {}", admin.token_file.display()))?
+            .trim()
+            .to_string();
+        if token.len() < 16 {
+            bail!(
+                "admin token in {} is shorter than 16 characters",
+                admin.token_file.display()
+            );
+        }
+        let app = router(AdminState {
+            shared: shared.clone(),
+            token: Arc::from(token),
+            users_file: cfg.users_file.clone(),
+        });
+        let l = tokio::net::TcpListener::bind(admin.listen)
+            .await
+            .with_context(|| format!("admin listen on {}", admin.listen))?;
+        tracing::info!(listen = %l.local_addr()?, "admin API");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        });
+    }
+    // SIGHUP reloads the user store without touching sessions.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match UserStore::load(&cfg.users_file) {
+                Ok(u) => {
+                    tracing::info!(users = u.users.len(), "user store reloaded");
+                    *shared.users.write().expect("users lock") = Arc::new(u);
+                }
+                Err(e) => tracing::error!(error = %e, "user store reload failed; keeping the old one"),
+            },
+            _ = term.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}

@@ -30,15 +30,14 @@ pub mod cap {
     pub const SESSION_TRACK: u32 = 1 << 23;
     pub const DEPRECATE_EOF: u32 = 1 << 24;
 
-    /// What the proxy offers clients. Deliberately absent: COMPRESS (refused), SSL (no TLS
+    /// What the proxy offers clients. Deliberately absent: NO_SCHEMA and ODBC (legacy),
+    /// COMPRESS (refused), SSL (no TLS
     /// configured), SESSION_TRACK and DEPRECATE_EOF (the relay reads classic EOF packets to find
     /// the end of a result set), and MariaDB's extended capabilities.
     pub const PROXY_OFFER: u32 = LONG_PASSWORD
         | FOUND_ROWS
         | LONG_FLAG
         | CONNECT_WITH_DB
-        | NO_SCHEMA
-        | ODBC
         | LOCAL_FILES
         | IGNORE_SPACE
         | PROTOCOL_41

@@ -38,6 +38,14 @@ const NAMES_KEYS: [&str; 4] = [
 ];
 
 impl SessionState {
+    pub fn new(database: Option<String>, charset: u8) -> Self {
+        Self {
+            database,
+            charset,
+            sets: Vec::new(),
+        }
+    }
+
     pub fn apply(&mut self, changes: Vec<Change>) {
         for c in changes {
             match c {
@@ -91,10 +99,8 @@ pub fn changes_of(sql: &[u8]) -> Vec<Change> {
     let mut out = Vec::new();
     for s in &stmts {
         match s {
-            Statement::Use(u) => {
-                if let Use::Object(n) | Use::Database(n) | Use::Schema(n) = u {
-                    out.push(Change::Database(unquote(&n.to_string())));
-                }
+            Statement::Use(Use::Object(n) | Use::Database(n) | Use::Schema(n)) => {
+                out.push(Change::Database(unquote(&n.to_string())));
             }
             Statement::Set(set) => set_changes(set, &mut out),
             _ => {}
@@ -114,10 +120,8 @@ fn set_changes(set: &Set, out: &mut Vec<Change>) {
             variable,
             values,
             ..
-        } => {
-            if *scope != Some(ContextModifier::Global) && values.len() == 1 {
-                push_assignment(&variable.to_string(), &values[0], out);
-            }
+        } if *scope != Some(ContextModifier::Global) && values.len() == 1 => {
+            push_assignment(&variable.to_string(), &values[0], out);
         }
         Set::MultipleAssignments { assignments } => {
             for a in assignments {

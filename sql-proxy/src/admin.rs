@@ -1,0 +1,312 @@
+//! Admin API (HTTP + JSON, `Authorization: Bearer <token>` on every path, 401 without) and
+//! Prometheus metrics. The migrator drives cutover through it; see `sql-proxy/README.md`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::auth::UserStore;
+use crate::route::{Mode, Shared};
+use crate::switch;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub shared: Arc<Shared>,
+    pub token: Arc<str>,
+    pub users_file: PathBuf,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/routes", get(list_routes))
+        .route("/routes/{db}", get(get_route).put(set_route))
+        .route("/routes/{db}/pause", post(pause))
+        .route("/routes/{db}/resume", post(resume))
+        .route("/routes/{db}/switch", post(switch_db))
+        .route("/sessions", get(list_sessions))
+        .route("/reload", post(reload))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let want = st.token.as_bytes();
+    let ok = given.len() == want.len()
+        && given.bytes().zip(want).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+    if !ok {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "missing or wrong bearer token"})),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+fn err(code: StatusCode, msg: impl std::fmt::Display) -> Response {
+    (code, Json(json!({"error": msg.to_string()}))).into_response()
+}
+
+#[derive(Serialize)]
+struct RouteView {
+    database: String,
+    side: String,
+    mode: Mode,
+    sessions: usize,
+}
+
+fn view(shared: &Shared, db: &str) -> RouteView {
+    let r = shared.route(db);
+    let st = r.state.borrow().clone();
+    RouteView {
+        database: db.into(),
+        side: st.side.to_string(),
+        mode: st.mode,
+        sessions: shared.sessions_of(db).len(),
+    }
+}
+
+async fn list_routes(State(st): State<AdminState>) -> Response {
+    let mut names: Vec<String> = st
+        .shared
+        .routes
+        .read()
+        .expect("routes lock")
+        .keys()
+        .cloned()
+        .collect();
+    names.sort();
+    let v: Vec<_> = names.iter().map(|n| view(&st.shared, n)).collect();
+    Json(v).into_response()
+}
+
+async fn get_route(State(st): State<AdminState>, Path(db): Path<String>) -> Response {
+    Json(view(&st.shared, &db)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetRoute {
+    side: Option<String>,
+    mode: Option<Mode>,
+}
+
+async fn set_route(
+    State(st): State<AdminState>,
+    Path(db): Path<String>,
+    Json(b): Json<SetRoute>,
+) -> Response {
+    if let Some(s) = &b.side {
+        if st.shared.backend_addr(s).is_none() {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("side {s:?} is not a configured backend"),
+            );
+        }
+    }
+    if b.mode == Some(Mode::Paused) {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "use POST /routes/{db}/pause to pause",
+        );
+    }
+    st.shared.set_route(&db, b.side.as_deref(), b.mode);
+    Json(view(&st.shared, &db)).into_response()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PauseBody {
+    txn_deadline_ms: Option<u64>,
+}
+
+fn deadlines(st: &AdminState, txn: Option<u64>) -> (Duration, Duration) {
+    let l = &st.shared.limits;
+    (
+        Duration::from_millis(txn.unwrap_or(l.switch_txn_deadline_ms)),
+        Duration::from_millis(l.switch_statement_grace_ms),
+    )
+}
+
+async fn pause(
+    State(st): State<AdminState>,
+    Path(db): Path<String>,
+    body: Option<Json<PauseBody>>,
+) -> Response {
+    let b = body.map(|j| j.0).unwrap_or_default();
+    let (txn, grace) = deadlines(&st, b.txn_deadline_ms);
+    let route = st.shared.route(&db);
+    let _g = route.switch_lock.lock().await;
+    match switch::pause(&st.shared, &db, txn, grace).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => err(StatusCode::CONFLICT, e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ResumeBody {
+    side: Option<String>,
+}
+
+async fn resume(
+    State(st): State<AdminState>,
+    Path(db): Path<String>,
+    body: Option<Json<ResumeBody>>,
+) -> Response {
+    let b = body.map(|j| j.0).unwrap_or_default();
+    match switch::resume(&st.shared, &db, b.side.as_deref()) {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => err(StatusCode::CONFLICT, e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchBody {
+    to: String,
+    txn_deadline_ms: Option<u64>,
+}
+
+async fn switch_db(
+    State(st): State<AdminState>,
+    Path(db): Path<String>,
+    Json(b): Json<SwitchBody>,
+) -> Response {
+    let (txn, grace) = deadlines(&st, b.txn_deadline_ms);
+    match switch::switch(&st.shared, &db, &b.to, txn, grace).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => err(StatusCode::CONFLICT, e),
+    }
+}
+
+async fn list_sessions(State(st): State<AdminState>) -> Response {
+    let sessions: Vec<_> = st
+        .shared
+        .sessions
+        .lock()
+        .expect("sessions lock")
+        .values()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "user": s.user,
+                "client": s.client.to_string(),
+                "database": *s.database.lock().expect("db lock"),
+                "side": s.side.lock().expect("side lock").to_string(),
+                "in_transaction": s.in_txn.load(Ordering::Relaxed),
+                "prepared_statements": s.prepared.load(Ordering::Relaxed),
+                "tracked_variables": *s.tracked.lock().expect("tracked lock"),
+                "age_s": s.started.elapsed().as_secs(),
+            })
+        })
+        .collect();
+    Json(sessions).into_response()
+}
+
+/// Re-reads the user store; sessions stay connected.
+async fn reload(State(st): State<AdminState>) -> Response {
+    match UserStore::load(&st.users_file) {
+        Ok(u) => {
+            let n = u.users.len();
+            *st.shared.users.write().expect("users lock") = Arc::new(u);
+            Json(json!({"users": n})).into_response()
+        }
+        Err(e) => err(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn metrics(State(st): State<AdminState>) -> Response {
+    let mut out = String::new();
+    let counters = st.shared.counters.lock().expect("counters lock").clone();
+    let mut keys: Vec<_> = counters.keys().cloned().collect();
+    keys.sort();
+    type Get = fn(&crate::route::Counters) -> u64;
+    let series: [(&str, &str, &str, Get); 5] = [
+        (
+            "sqlproxy_queries_total",
+            "counter",
+            "Commands relayed",
+            |c| c.queries.load(Ordering::Relaxed),
+        ),
+        (
+            "sqlproxy_errors_total",
+            "counter",
+            "Commands answered with an error",
+            |c| c.errors.load(Ordering::Relaxed),
+        ),
+        (
+            "sqlproxy_held_queries_total",
+            "counter",
+            "Commands held while paused",
+            |c| c.held.load(Ordering::Relaxed),
+        ),
+        (
+            "sqlproxy_hold_timeouts_total",
+            "counter",
+            "Held commands that hit their deadline",
+            |c| c.hold_timeouts.load(Ordering::Relaxed),
+        ),
+        ("sqlproxy_sessions", "gauge", "Open client sessions", |c| {
+            c.sessions.load(Ordering::Relaxed)
+        }),
+    ];
+    for (name, kind, help, get) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for k in &keys {
+            let _ = writeln!(
+                out,
+                "{name}{{database=\"{}\",side=\"{}\"}} {}",
+                esc(&k.0),
+                esc(&k.1),
+                get(&counters[k])
+            );
+        }
+    }
+    let pauses = st.shared.pauses.lock().expect("pauses lock").clone();
+    let _ = writeln!(out, "# HELP sqlproxy_pause_seconds Pauses seen by clients during switches\n# TYPE sqlproxy_pause_seconds summary");
+    for (db, (n, sum, max)) in &pauses {
+        let db = esc(db);
+        let _ = writeln!(out, "sqlproxy_pause_seconds_count{{database=\"{db}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "sqlproxy_pause_seconds_sum{{database=\"{db}\"}} {}",
+            sum / 1e3
+        );
+        let _ = writeln!(
+            out,
+            "sqlproxy_pause_seconds_max{{database=\"{db}\"}} {}",
+            max / 1e3
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE sqlproxy_held_bytes gauge\nsqlproxy_held_bytes {}",
+        st.shared.held_bytes.load(Ordering::Relaxed)
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,445 @@
+//! The command loop of a session: the gate before each command (hold while paused, re-home
+//! after a switch, refuse writes in read_only), then per-command handling: statement id
+//! mapping for prepared statements, state tracking for SET/USE/COM_INIT_DB, COM_CHANGE_USER.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::AuthOutcome;
+use crate::protocol::{build_auth_switch, build_ok, cap, status, ErrPacket, NATIVE_PASSWORD};
+use crate::relay::{exchange, write_client, RelayError};
+use crate::response::Expect;
+use crate::route::Mode;
+use crate::session::{routed_database, Session, Stmt};
+use crate::session_state::changes_of;
+use crate::wire::{Packet, Reader};
+
+pub const COM_QUIT: u8 = 0x01;
+pub const COM_INIT_DB: u8 = 0x02;
+pub const COM_QUERY: u8 = 0x03;
+pub const COM_FIELD_LIST: u8 = 0x04;
+pub const COM_STATISTICS: u8 = 0x09;
+pub const COM_DEBUG: u8 = 0x0d;
+pub const COM_PING: u8 = 0x0e;
+pub const COM_CHANGE_USER: u8 = 0x11;
+pub const COM_STMT_PREPARE: u8 = 0x16;
+pub const COM_STMT_EXECUTE: u8 = 0x17;
+pub const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
+pub const COM_STMT_CLOSE: u8 = 0x19;
+pub const COM_STMT_RESET: u8 = 0x1a;
+pub const COM_SET_OPTION: u8 = 0x1b;
+pub const COM_STMT_FETCH: u8 = 0x1c;
+pub const COM_RESET_CONNECTION: u8 = 0x1f;
+
+fn read_only_error() -> ErrPacket {
+    ErrPacket::new(
+        1290,
+        "HY000",
+        "The MariaDB server is running with the --read-only option so it cannot execute this statement",
+    )
+}
+
+impl Session {
+    pub(crate) async fn command_loop(&mut self) -> Result<(), RelayError> {
+        loop {
+            let p = self.next_command().await?;
+            let Some(&cmd) = p.payload.first() else {
+                return Err(RelayError::ClientDecode(crate::wire::bad(
+                    "command",
+                    "empty packet",
+                )));
+            };
+            if cmd == COM_QUIT {
+                return Ok(());
+            }
+            self.info.in_flight.store(true, Ordering::SeqCst);
+            let r = self.run(cmd, p).await;
+            let long_data = self.stmts.values().any(|s| s.long_data);
+            if long_data {
+                self.info.in_txn.store(true, Ordering::SeqCst);
+            }
+            self.info.in_flight.store(false, Ordering::SeqCst);
+            r?;
+        }
+    }
+
+    /// Before a command: hold while the database is paused (unless this session is inside a
+    /// transaction, which must be allowed to finish), move to the route's current side.
+    /// Returns the mode the command runs under.
+    pub(crate) async fn gate(&mut self, bytes: usize) -> Result<Mode, ErrPacket> {
+        loop {
+            let st = self.route_rx.borrow_and_update().clone();
+            let in_txn = self.info.in_txn.load(Ordering::SeqCst);
+            if st.mode == Mode::Paused && !in_txn {
+                self.hold(bytes).await?;
+                continue;
+            }
+            let current = self.info.side.lock().expect("side lock").clone();
+            if self.backend.is_none() || (*st.side != *current && !in_txn) {
+                self.connect_backend(&st.side).await?;
+            }
+            return Ok(st.mode);
+        }
+    }
+
+    async fn hold(&mut self, bytes: usize) -> Result<(), ErrPacket> {
+        let db = self.route.name.clone();
+        let limits = &self.shared.limits;
+        let held = self.shared.held_bytes.fetch_add(bytes, Ordering::SeqCst);
+        if held + bytes > limits.hold_buffer_bytes {
+            self.shared.held_bytes.fetch_sub(bytes, Ordering::SeqCst);
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            return Err(ErrPacket::new(
+                1040,
+                "HY000",
+                format!("sql-proxy: database '{db}' is paused for a move and the hold buffer is full; retry shortly"),
+            ));
+        }
+        self.counters.held.fetch_add(1, Ordering::Relaxed);
+        self.info.in_flight.store(false, Ordering::SeqCst);
+        let deadline = Duration::from_millis(limits.hold_deadline_ms);
+        let rx = &mut self.route_rx;
+        let waited = tokio::time::timeout(deadline, async {
+            loop {
+                if rx.borrow_and_update().mode != Mode::Paused {
+                    return true;
+                }
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await;
+        self.info.in_flight.store(true, Ordering::SeqCst);
+        self.shared.held_bytes.fetch_sub(bytes, Ordering::SeqCst);
+        match waited {
+            Ok(true) => Ok(()),
+            _ => {
+                self.counters.hold_timeouts.fetch_add(1, Ordering::Relaxed);
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                Err(ErrPacket::new(
+                    1205,
+                    "HY000",
+                    format!(
+                        "sql-proxy: database '{db}' stayed paused for a move longer than {} ms; \
+                         the query was not run, retry it",
+                        deadline.as_millis()
+                    ),
+                ))
+            }
+        }
+    }
+
+    async fn reply_err(&mut self, seq: u8, e: &ErrPacket) -> Result<(), RelayError> {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        write_client(&mut self.client, seq, &e.build()).await?;
+        Ok(())
+    }
+
+    async fn run(&mut self, cmd: u8, mut p: Packet) -> Result<(), RelayError> {
+        let seq = p.last_seq.wrapping_add(1);
+        let mode = match self.gate(p.payload.len()).await {
+            Ok(m) => m,
+            Err(e) => return self.reply_err(seq, &e).await,
+        };
+        if let Some(e) = self.pending_error.take() {
+            if !matches!(cmd, COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA) {
+                return self.reply_err(seq, &e).await;
+            }
+        }
+        self.counters.queries.fetch_add(1, Ordering::Relaxed);
+        let expect = match cmd {
+            COM_QUERY => {
+                if mode == Mode::ReadOnly && is_write_cmd(&p.payload[1..]) {
+                    return self.reply_err(seq, &read_only_error()).await;
+                }
+                Expect::Results { binary: false }
+            }
+            COM_INIT_DB | COM_PING | COM_STATISTICS | COM_DEBUG | COM_SET_OPTION
+            | COM_RESET_CONNECTION | COM_STMT_RESET => Expect::Single,
+            COM_FIELD_LIST => Expect::FieldList,
+            COM_STMT_PREPARE => {
+                if mode == Mode::ReadOnly && is_write_cmd(&p.payload[1..]) {
+                    return self.reply_err(seq, &read_only_error()).await;
+                }
+                Expect::Prepare
+            }
+            COM_STMT_EXECUTE => Expect::Results { binary: true },
+            COM_STMT_FETCH => Expect::Rows,
+            COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA => return self.stmt_no_reply(cmd, p).await,
+            COM_CHANGE_USER => return self.change_user(p).await,
+            _ => {
+                let e = ErrPacket::new(
+                    1047,
+                    "08S01",
+                    format!("sql-proxy: command 0x{cmd:02x} is not supported"),
+                );
+                return self.reply_err(seq, &e).await;
+            }
+        };
+        let mut client_stmt_id = None;
+        let mut changes = Vec::new();
+        match cmd {
+            COM_QUERY => changes = changes_of(&p.payload[1..]),
+            COM_STMT_PREPARE => client_stmt_id = Some(self.next_stmt),
+            COM_STMT_EXECUTE | COM_STMT_RESET | COM_STMT_FETCH => {
+                if let Err(e) = self.map_stmt(cmd, mode, &mut p.payload) {
+                    return self.reply_err(seq, &e).await;
+                }
+            }
+            _ => {}
+        }
+        let be = self.backend.as_mut().expect("gate connected a backend");
+        let out = exchange(
+            &mut self.client,
+            &mut self.cbuf,
+            be,
+            &p.payload,
+            seq,
+            expect,
+            client_stmt_id,
+        )
+        .await?;
+        if let Some(st) = out.scanner.status {
+            self.info
+                .in_txn
+                .store(st & status::IN_TRANS != 0, Ordering::SeqCst);
+        }
+        if out.scanner.error {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        match cmd {
+            COM_QUERY if !changes.is_empty() => {
+                self.state.apply(changes);
+                *self.info.tracked.lock().expect("tracked lock") = self.state.tracked();
+            }
+            COM_INIT_DB => {
+                self.state.database = Some(String::from_utf8_lossy(&p.payload[1..]).into_owned())
+            }
+            COM_SET_OPTION => {
+                self.set_option = Reader::new(&p.payload[1..]).u16("option").ok();
+            }
+            COM_RESET_CONNECTION => {
+                self.state.reset();
+                self.stmts.clear();
+                self.set_option = None;
+                self.info.prepared.store(0, Ordering::Relaxed);
+            }
+            COM_STMT_RESET => {
+                if let Some(st) = self.stmt_mut(&p.payload) {
+                    st.long_data = false;
+                }
+            }
+            COM_STMT_EXECUTE => {
+                if let Some(st) = self.stmt_mut(&p.payload) {
+                    st.long_data = false;
+                }
+            }
+            COM_STMT_PREPARE => {
+                if let Some((bid, params, _)) = out.prepared {
+                    let sql = p.payload[1..].to_vec();
+                    let write = is_write_cmd(&sql);
+                    self.stmts.insert(
+                        self.next_stmt,
+                        Stmt {
+                            sql,
+                            backend_id: bid,
+                            params,
+                            write,
+                            types: None,
+                            needs_types: false,
+                            long_data: false,
+                        },
+                    );
+                    self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
+                    self.info
+                        .prepared
+                        .store(self.stmts.len(), Ordering::Relaxed);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn client_stmt_id(payload: &[u8]) -> Option<u32> {
+        Reader::new(payload.get(1..)?).u32("statement id").ok()
+    }
+
+    fn stmt_mut(&mut self, payload: &[u8]) -> Option<&mut Stmt> {
+        let id = Self::client_stmt_id(payload)?;
+        self.stmts.get_mut(&id)
+    }
+
+    /// Rewrites the client's statement id to the backend's; for COM_STMT_EXECUTE also re-sends
+    /// parameter types the new backend has not seen yet.
+    fn map_stmt(&mut self, cmd: u8, mode: Mode, payload: &mut Vec<u8>) -> Result<(), ErrPacket> {
+        let unknown = || {
+            ErrPacket::new(
+                1243,
+                "HY000",
+                "Unknown prepared statement handler given to mysqld_stmt_execute",
+            )
+        };
+        let id = Self::client_stmt_id(payload).ok_or_else(unknown)?;
+        if id == u32::MAX {
+            return Ok(()); // MariaDB: "the statement prepared last"; no mapping.
+        }
+        let st = self.stmts.get_mut(&id).ok_or_else(unknown)?;
+        if cmd == COM_STMT_EXECUTE && mode == Mode::ReadOnly && st.write {
+            return Err(read_only_error());
+        }
+        payload[1..5].copy_from_slice(&st.backend_id.to_le_bytes());
+        if cmd == COM_STMT_EXECUTE && st.params > 0 {
+            let n = st.params as usize;
+            let flag_at = 1 + 4 + 1 + 4 + n.div_ceil(8);
+            match payload.get(flag_at) {
+                Some(1) => {
+                    if let Some(types) = payload.get(flag_at + 1..flag_at + 1 + 2 * n) {
+                        st.types = Some(types.to_vec());
+                        st.needs_types = false;
+                    }
+                }
+                Some(0) if st.needs_types => {
+                    if let Some(types) = &st.types {
+                        payload[flag_at] = 1;
+                        let tail = payload.split_off(flag_at + 1);
+                        payload.extend_from_slice(types);
+                        payload.extend_from_slice(&tail);
+                        st.needs_types = false;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA: forwarded, no answer expected.
+    async fn stmt_no_reply(&mut self, cmd: u8, mut p: Packet) -> Result<(), RelayError> {
+        let Some(id) = Self::client_stmt_id(&p.payload) else {
+            return Ok(());
+        };
+        let Some(st) = self.stmts.get_mut(&id) else {
+            return Ok(());
+        };
+        p.payload[1..5].copy_from_slice(&st.backend_id.to_le_bytes());
+        if cmd == COM_STMT_SEND_LONG_DATA {
+            st.long_data = true;
+        } else {
+            self.stmts.remove(&id);
+            self.info
+                .prepared
+                .store(self.stmts.len(), Ordering::Relaxed);
+        }
+        if let Some(be) = self.backend.as_mut() {
+            if let Err(e) = be.write_packet(0, &p.payload).await {
+                return Err(RelayError::Backend {
+                    side: be.side.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// COM_CHANGE_USER: checked against the user store like a login, then a fresh backend
+    /// login as the new user (session state and statements start over, as on a server).
+    async fn change_user(&mut self, p: Packet) -> Result<(), RelayError> {
+        let mut seq = p.last_seq.wrapping_add(1);
+        let caps = self.login.capabilities;
+        let parsed = (|| {
+            let mut r = Reader::new(&p.payload[1..]);
+            let user = String::from_utf8_lossy(r.nul_str("user")?).into_owned();
+            let auth = if caps & cap::SECURE_CONNECTION != 0 {
+                let n = r.u8("auth length")? as usize;
+                r.take(n, "auth response")?.to_vec()
+            } else {
+                r.nul_str("auth response")?.to_vec()
+            };
+            let db = if r.is_empty() {
+                Vec::new()
+            } else {
+                r.nul_str("database")?.to_vec()
+            };
+            let charset = if r.remaining() >= 2 {
+                Some(r.u16("charset")?)
+            } else {
+                None
+            };
+            let plugin = if caps & cap::PLUGIN_AUTH != 0 && !r.is_empty() {
+                Some(String::from_utf8_lossy(r.nul_str("plugin")?).into_owned())
+            } else {
+                None
+            };
+            Ok::<_, crate::wire::DecodeError>((user, auth, db, charset, plugin))
+        })();
+        let (user, mut token, db, charset, plugin) = match parsed {
+            Ok(v) => v,
+            Err(e) => {
+                let e = ErrPacket::new(
+                    1043,
+                    "08S01",
+                    format!("sql-proxy: bad COM_CHANGE_USER: {e}"),
+                );
+                return self.reply_err(seq, &e).await;
+            }
+        };
+        if plugin.as_deref().is_some_and(|p| p != NATIVE_PASSWORD) {
+            write_client(
+                &mut self.client,
+                seq,
+                &build_auth_switch(NATIVE_PASSWORD, &self.scramble),
+            )
+            .await?;
+            let p = crate::relay::read_client_packet(&mut self.client, &mut self.cbuf).await?;
+            seq = p.last_seq.wrapping_add(1);
+            token = p.payload;
+        }
+        let host = self.info.client.ip().to_string();
+        let users = self.shared.users.read().expect("users lock").clone();
+        let stage1 = match users.check(&user, &host, &token, &self.scramble) {
+            AuthOutcome::Ok(s) => s,
+            AuthOutcome::Denied(e) => {
+                self.reply_err(seq, &e).await?;
+                return Err(RelayError::ClientClosed);
+            }
+        };
+        let db = (!db.is_empty()).then(|| String::from_utf8_lossy(&db).into_owned());
+        let routed = routed_database(&users, &user, db.as_deref());
+        self.login.user = user.clone();
+        self.login.stage1 = stage1;
+        if let Some(c) = charset {
+            self.login.charset = c as u8;
+        }
+        self.state = crate::session_state::SessionState::new(db, self.login.charset);
+        self.stmts.clear();
+        self.set_option = None;
+        self.backend = None;
+        self.route = self.shared.route(&routed);
+        self.route_rx = self.route.state.subscribe();
+        *self.info.database.lock().expect("db lock") = routed;
+        let side: Arc<str> = self.route_rx.borrow().side.clone();
+        match self.connect_backend(&side).await {
+            Ok(()) => {
+                write_client(
+                    &mut self.client,
+                    seq,
+                    &build_ok(0, 0, status::AUTOCOMMIT, 0),
+                )
+                .await?;
+                Ok(())
+            }
+            Err(e) => {
+                self.reply_err(seq, &e).await?;
+                Err(RelayError::ClientClosed)
+            }
+        }
+    }
+}
+
+fn is_write_cmd(sql: &[u8]) -> bool {
+    crate::classify::is_write(sql)
+}

@@ -1,0 +1,169 @@
+//! The daemon's TOML configuration: listeners, backends (sides), initial routes, limits, admin.
+//!
+//! ```toml
+//! listen = ["127.0.0.1:3306", "10.0.0.5:3306"]
+//! users_file = "/var/lib/sql-proxy/users.json"
+//! default_side = "old"
+//! [backends]
+//! old = "10.0.0.5:3307"
+//! new = "10.1.0.7:3306"
+//! [databases.shop]
+//! side = "old"
+//! mode = "open"
+//! [admin]
+//! listen = "127.0.0.1:9090"
+//! token_file = "/etc/sql-proxy/admin.token"
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::route::Mode;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Every old endpoint the proxy answers on.
+    pub listen: Vec<SocketAddr>,
+    /// The user store written by `sql-proxy sync-users` (hashes only).
+    pub users_file: PathBuf,
+    /// Backend used for databases without an explicit route.
+    pub default_side: String,
+    /// Side name → backend address.
+    pub backends: BTreeMap<String, SocketAddr>,
+    /// Initial routes.
+    #[serde(default)]
+    pub databases: BTreeMap<String, RouteConfig>,
+    #[serde(default)]
+    pub limits: Limits,
+    pub admin: Option<AdminConfig>,
+    /// Version string shown to clients ("5.5.5-" makes MariaDB clients recognise MariaDB).
+    #[serde(default = "default_version")]
+    pub server_version: String,
+}
+
+fn default_version() -> String {
+    "5.5.5-10.11.0-MariaDB-sql-proxy".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub side: String,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// How long one query may be held while its database is paused.
+    pub hold_deadline_ms: u64,
+    /// Total bytes of held queries across all sessions; beyond it, queries fail at once.
+    pub hold_buffer_bytes: usize,
+    /// How long a switch waits for open transactions before aborting them.
+    pub switch_txn_deadline_ms: u64,
+    /// How long a switch waits, after aborting, for statements still running.
+    pub switch_statement_grace_ms: u64,
+    /// Backend connect + login timeout.
+    pub backend_connect_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            hold_deadline_ms: 30_000,
+            hold_buffer_bytes: 64 << 20,
+            switch_txn_deadline_ms: 5_000,
+            switch_statement_grace_ms: 5_000,
+            backend_connect_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// File holding the bearer token (one line).
+    pub token_file: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("config {path}: {what}")]
+    Invalid { path: String, what: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        let cfg: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: p.clone(),
+            source: Box::new(source),
+        })?;
+        cfg.validate()
+            .map_err(|what| ConfigError::Invalid { path: p, what })?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.listen.is_empty() {
+            return Err("listen: at least one address is needed".into());
+        }
+        if !self.backends.contains_key(&self.default_side) {
+            return Err(format!(
+                "default_side {:?} is not a key of [backends]",
+                self.default_side
+            ));
+        }
+        for (db, r) in &self.databases {
+            if !self.backends.contains_key(&r.side) {
+                return Err(format!(
+                    "databases.{db}.side {:?} is not a key of [backends]",
+                    r.side
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses_and_bad_side_is_named() {
+        let text = r#"
+            listen = ["127.0.0.1:3306"]
+            users_file = "users.json"
+            default_side = "old"
+            [backends]
+            old = "127.0.0.1:3307"
+            [databases.shop]
+            side = "new"
+        "#;
+        let cfg: Config = toml::from_str(text).unwrap();
+        assert_eq!(cfg.databases["shop"].mode, Mode::Open);
+        let err = cfg.validate().unwrap_err();
+        assert!(err.contains("databases.shop.side"), "{err}");
+    }
+}

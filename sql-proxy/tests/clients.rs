@@ -1,0 +1,218 @@
+//! Real clients through the proxy against a real MariaDB: the `mariadb` CLI and `mysql_async`.
+
+mod common;
+
+use common::*;
+use mysql_async::prelude::*;
+
+async fn run_cli(
+    p: std::net::SocketAddr,
+    user: &'static str,
+    pw: &'static str,
+    args: Vec<&'static str>,
+    sql: String,
+) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cli(p, user, pw, &args, &sql))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_cli_queries_multi_results_and_load_data_local() {
+    let db = backend();
+    let p = proxy(&db, None, Default::default()).await;
+    let out = run_cli(
+        p.addr,
+        APP_USER,
+        APP_PASSWORD,
+        vec!["shop"],
+        "SELECT 1+1; SELECT 'a' UNION SELECT 'b'; SELECT DATABASE()".into(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2\na\nb\nshop\n");
+
+    // A stored procedure returning two result sets (multi-results).
+    db.exec("DELIMITER //\nCREATE PROCEDURE shop.two() BEGIN SELECT 10; SELECT 20; END//")
+        .unwrap();
+    let out = run_cli(
+        p.addr,
+        APP_USER,
+        APP_PASSWORD,
+        vec!["shop"],
+        "CALL two(); SELECT 30".into(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "10\n20\n30\n");
+
+    // LOAD DATA LOCAL INFILE.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rows.csv");
+    let rows: String = (1..=5000).map(|i| format!("{i},name-{i}\n")).collect();
+    std::fs::write(&file, rows).unwrap();
+    let sql = format!(
+        "CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(32)); \
+         LOAD DATA LOCAL INFILE '{}' INTO TABLE t FIELDS TERMINATED BY ','; \
+         SELECT COUNT(*), SUM(id) FROM t",
+        file.display()
+    );
+    let out = run_cli(
+        p.addr,
+        APP_USER,
+        APP_PASSWORD,
+        vec!["shop", "--local-infile=1"],
+        sql,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "5000\t12502500\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_unknown_user_and_other_plugins_are_refused() {
+    let db = backend();
+    let p = proxy(&db, None, Default::default()).await;
+    for (user, pw) in [(APP_USER, "wrong"), ("nobody", "x")] {
+        let out = run_cli(p.addr, user, pw, vec![], "SELECT 1".into()).await;
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("ERROR 1045 (28000): Access denied for user '{user}'@'127.0.0.1' (using password: YES)")),
+            "{err}"
+        );
+    }
+    // Same message as the server itself gives for a wrong password.
+    let direct = tokio::task::spawn_blocking({
+        let a = addr(&db);
+        move || cli(a, APP_USER, "wrong", &[], "SELECT 1")
+    })
+    .await
+    .unwrap();
+    let direct_err = String::from_utf8_lossy(&direct.stderr);
+    assert!(
+        direct_err.contains("ERROR 1045 (28000): Access denied for user 'app'@'localhost'")
+            || direct_err.contains("ERROR 1045 (28000): Access denied for user 'app'@'127.0.0.1'"),
+        "{direct_err}"
+    );
+    if p.shared.users.read().unwrap().users.contains_key("other") {
+        let out = run_cli(p.addr, "other", "x", vec![], "SELECT 1".into()).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("only mysql_native_password is supported"),
+            "{err}"
+        );
+    }
+    // Compression is refused with a clear message.
+    let out = run_cli(
+        p.addr,
+        APP_USER,
+        APP_PASSWORD,
+        vec!["--compress"],
+        "SELECT 1".into(),
+    )
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || err.contains("compression is not supported"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_async_prepared_statements_blobs_and_session_commands() {
+    let db = backend();
+    let p = proxy(&db, None, Default::default()).await;
+    let mut conn = mysql_async::Conn::from_url(url(p.addr, "shop"))
+        .await
+        .unwrap();
+    conn.query_drop("CREATE TABLE b (id INT PRIMARY KEY, data LONGBLOB, note VARCHAR(20))")
+        .await
+        .unwrap();
+    // Prepared statements with binary rows, including NULLs.
+    let ins = conn
+        .prep("INSERT INTO b (id, data, note) VALUES (?, ?, ?)")
+        .await
+        .unwrap();
+    for i in 0..20i32 {
+        let note: Option<String> = (i % 2 == 0).then(|| format!("n{i}"));
+        conn.exec_drop(&ins, (i, vec![i as u8; 100], note))
+            .await
+            .unwrap();
+    }
+    let rows: Vec<(i32, Vec<u8>, Option<String>)> = conn
+        .exec(
+            "SELECT id, data, note FROM b WHERE id >= ? ORDER BY id",
+            (15,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 5);
+    assert_eq!(rows[0], (15, vec![15u8; 100], None));
+    assert_eq!(rows[1].2.as_deref(), Some("n16"));
+    conn.close(ins).await.unwrap();
+
+    // A 20 MiB blob both ways (packets over 16 MiB), as text query and prepared statement.
+    let blob: Vec<u8> = (0..20 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
+    conn.exec_drop("INSERT INTO b (id, data) VALUES (100, ?)", (blob.clone(),))
+        .await
+        .unwrap();
+    let back: Option<Vec<u8>> = conn
+        .exec_first("SELECT data FROM b WHERE id = ?", (100,))
+        .await
+        .unwrap();
+    assert!(
+        back.as_deref() == Some(&blob[..]),
+        "prepared 20 MiB blob differs"
+    );
+    let back: Option<Vec<u8>> = conn
+        .query_first("SELECT data FROM b WHERE id = 100")
+        .await
+        .unwrap();
+    assert!(
+        back.as_deref() == Some(&blob[..]),
+        "text 20 MiB blob differs"
+    );
+    let len: Option<i64> = conn
+        .query_first(format!("SELECT LENGTH('{}')", "x".repeat(17 << 20)))
+        .await
+        .unwrap();
+    assert_eq!(len, Some(17 << 20));
+
+    // Multi-statement text query with several result sets.
+    let mut res = conn
+        .query_iter("SELECT 1; SELECT 2, 3; UPDATE b SET note = 'u' WHERE id = 1")
+        .await
+        .unwrap();
+    let first: Vec<i32> = res.collect().await.unwrap();
+    let second: Vec<(i32, i32)> = res.collect().await.unwrap();
+    drop(res);
+    assert_eq!((first, second), (vec![1], vec![(2, 3)]));
+
+    // Ping, reset connection (clears user variables), change user.
+    conn.ping().await.unwrap();
+    conn.query_drop("SET @v = 5").await.unwrap();
+    conn.reset().await.unwrap();
+    let v: Option<Option<i32>> = conn.query_first("SELECT @v").await.unwrap();
+    assert_eq!(v, Some(None));
+    let opts = mysql_async::ChangeUserOpts::new()
+        .with_user(Some(APP_USER.into()))
+        .with_pass(Some(APP_PASSWORD.into()))
+        .with_db_name(Some("shop".into()));
+    conn.change_user(opts).await.unwrap();
+    let n: Option<i64> = conn.query_first("SELECT COUNT(*) FROM b").await.unwrap();
+    assert_eq!(n, Some(21));
+    conn.disconnect().await.unwrap();
+}

@@ -1,0 +1,118 @@
+//! Shared test setup: real MariaDB instances (testkit), an account `app` with a database
+//! `shop`, and the proxy running in-process on a free loopback port.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use sql_proxy::config::{Config, Limits};
+use sql_proxy::route::Shared;
+use testkit::{MariaDb, MariaDbOptions};
+
+pub const APP_USER: &str = "app";
+pub const APP_PASSWORD: &str = "app-secret-pw";
+
+/// A MariaDB with the app account and database.
+pub fn backend() -> MariaDb {
+    let db = MariaDb::start_with(MariaDbOptions {
+        extra_args: vec!["--local-infile=1".into()],
+        ..Default::default()
+    })
+    .expect("start mariadb");
+    db.exec(&format!(
+        "CREATE DATABASE shop; CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{APP_PASSWORD}'; \
+         GRANT ALL ON shop.* TO '{APP_USER}'@'%'; \
+         CREATE USER 'other'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('x'); FLUSH PRIVILEGES;"
+    ))
+    .or_else(|_| {
+        db.exec(&format!(
+            "CREATE DATABASE IF NOT EXISTS shop; CREATE USER IF NOT EXISTS '{APP_USER}'@'%' IDENTIFIED BY '{APP_PASSWORD}'; \
+             GRANT ALL ON shop.* TO '{APP_USER}'@'%'; FLUSH PRIVILEGES;"
+        ))
+    })
+    .expect("create app account");
+    db
+}
+
+pub fn addr(db: &MariaDb) -> SocketAddr {
+    format!("127.0.0.1:{}", db.port()).parse().unwrap()
+}
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the proxy with sides `old` (and `new` if given); users synced from `old`.
+pub async fn proxy(old: &MariaDb, new: Option<&MariaDb>, limits: Limits) -> Proxy {
+    let mut backends = BTreeMap::new();
+    backends.insert("old".to_string(), addr(old));
+    if let Some(n) = new {
+        backends.insert("new".to_string(), addr(n));
+    }
+    let cfg = Config {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        users_file: "unused".into(),
+        default_side: "old".into(),
+        backends,
+        databases: BTreeMap::new(),
+        limits,
+        admin: None,
+        server_version: "5.5.5-10.11.0-MariaDB-sql-proxy".into(),
+    };
+    let users = sql_proxy::sync::load_users(
+        addr(old),
+        testkit::mariadb::ADMIN_USER,
+        testkit::mariadb::ADMIN_PASSWORD,
+    )
+    .await
+    .expect("sync users");
+    let shared = Shared::new(&cfg, users);
+    let (bound, tasks) = sql_proxy::server::listen(shared.clone(), &cfg.listen)
+        .await
+        .unwrap();
+    Proxy {
+        addr: bound[0],
+        shared,
+        tasks,
+    }
+}
+
+/// Runs the `mariadb` CLI against the proxy.
+pub fn cli(proxy: SocketAddr, user: &str, password: &str, args: &[&str], sql: &str) -> Output {
+    Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "--protocol=TCP",
+            "-h",
+            "127.0.0.1",
+            "--batch",
+            "--skip-column-names",
+        ])
+        .arg(format!("--port={}", proxy.port()))
+        .arg(format!("--user={user}"))
+        .arg(format!("--password={password}"))
+        .args(args)
+        .args(["-e", sql])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mariadb client")
+}
+
+pub fn url(proxy: SocketAddr, db: &str) -> String {
+    format!(
+        "mysql://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{}/{db}",
+        proxy.port()
+    )
+}
