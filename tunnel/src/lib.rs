@@ -12,7 +12,7 @@
 //! - [`backend`]: kernel vs userspace detection and the `wireguard-control` handle of a device.
 //! - [`reconcile`]: desired vs actual → [`Plan`]; [`up`] applies it, [`down`] undoes `up`.
 //! - [`health`]: [`status`], [`health()`] (the cutover gate) and [`check`].
-//! - [`rotate`](mod@rotate): coordinated key rotation.
+//! - [`rotate`](mod@rotate): coordinated key rotation; [`outage`] measures its interruption.
 //!
 //! # Using it from Rust
 //! ```no_run
@@ -35,6 +35,7 @@ pub mod health;
 pub mod ip;
 pub mod keys;
 pub mod netns;
+pub mod outage;
 pub mod reconcile;
 pub mod rotate;
 pub mod side;

@@ -272,8 +272,8 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
             let rep = tunnel::rotate(&cfg, &side, &[(&pcfg, &pside)])?;
             emit(out, json, &rep, |r| {
                 format!(
-                    "rotated {}: {} -> {}\n  keys disagreed for {:.2} ms; first echo after {:.1} ms; converged: {}\n",
-                    r.side, r.old_public_key, r.new_public_key, r.switch_window_ms, r.interruption_ms, r.converged
+                    "rotated {}: {} -> {}\n  keys disagreed for {:.2} ms; first echo after {:.1} ms; longest gap in a 1 kHz UDP stream {:.1} ms, {} lost; converged: {}\n",
+                    r.side, r.old_public_key, r.new_public_key, r.switch_window_ms, r.first_echo_ms, r.interruption_ms, r.probes_lost, r.converged
                 )
             })?;
         }

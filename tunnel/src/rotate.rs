@@ -8,21 +8,28 @@
 //!
 //! 1. stage: generate `<name>.key.next` / `<name>.pub.next` (nothing changes on the wire);
 //! 2. every peer, one transaction each: remove the old public key, add the new one with the
-//!    same endpoint, allowed IPs and keepalive;
-//! 3. the rotating side: set the new private key;
-//! 4. measure: ping each peer's tunnel address every ~10 ms until it answers — the
-//!    interruption is reported from step 2's start to that first answer (an upper bound:
-//!    it includes starting `ping`);
-//! 5. commit: rename the staged files over the current ones and copy the new public key into
-//!    each peer's key folder, then re-plan every side (must say "no changes").
+//!    same endpoint and allowed IPs but *no keepalive yet* (a keepalive makes the new peer
+//!    initiate at once, towards a key the rotating side does not hold yet; that initiation is
+//!    dropped and WireGuard waits REKEY_TIMEOUT, 5 s, before the peer tries again);
+//! 3. the rotating side: set the new private key; its next packet initiates the handshake;
+//! 4. measure: a 1 kHz UDP stream to each peer's tunnel address runs from before step 2
+//!    until a datagram sent after step 3 is echoed; the interruption is the longest gap
+//!    between consecutive echoes (resolution ~1 ms), reported with the lost datagrams.
+//!    Safety net: if no echo comes back within 100 ms (the peer had its own traffic for us
+//!    and initiated too early, as above), the peer entry is re-created with a keepalive,
+//!    which initiates at once now that both sides hold the new keys: ~100 ms, not 5 s;
+//! 5. restore each peer's keepalive, commit: rename the staged files over the current ones
+//!    and copy the new public key into each peer's key folder, then re-plan every side (must
+//!    say "no changes").
 //!
-//! If step 2 or 3 fails nothing is committed: `up` on each side restores the old keys.
+//! If a step fails before the commit, the staged files stay as `.next` and `tunnel up` on
+//! each side restores the old keys.
 
 use crate::backend::Handle;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::netns;
+use crate::outage::OutageProbe;
 use crate::reconcile;
 use crate::side::{read_state, Resolved, Side};
 use serde::Serialize;
@@ -36,8 +43,13 @@ pub struct RotateReport {
     pub new_public_key: String,
     /// Time the sides disagreed on keys: first peer update to the new private key in place.
     pub switch_window_ms: f64,
-    /// First peer update to the first echo answered over the tunnel with the new keys.
+    /// First peer update to the first echo (of a datagram sent after the switch) received.
+    pub first_echo_ms: f64,
+    /// Longest gap between consecutive echoes of a 1 kHz UDP stream over the tunnel, across
+    /// the rotation: the interruption a flow sees.
     pub interruption_ms: f64,
+    /// Datagrams of that stream that never came back.
+    pub probes_lost: usize,
     /// Every side re-planned to "no changes" after the commit.
     pub converged: bool,
 }
@@ -79,48 +91,89 @@ pub fn rotate(cfg: &Config, side: &Side, peers: &[(&Config, &Side)]) -> Result<R
             b = b.set_endpoint(ep);
         }
         b = b.add_allowed_ips(&entry.config.allowed_ips);
-        if let Some(k) = entry
+        // The keepalive is restored only once the new session is up: a new peer with a
+        // keepalive initiates a handshake at once, which the rotating side (still on its old
+        // key) would drop, and WireGuard then waits REKEY_TIMEOUT (5 s) before trying again.
+        let keepalive = entry
             .config
             .persistent_keepalive_interval
-            .filter(|k| *k > 0)
-        {
-            b = b.set_persistent_keepalive_interval(k);
+            .filter(|k| *k > 0);
+        updates.push((
+            DeviceUpdate::new()
+                .remove_peer_by_key(&old_pub)
+                .add_peer(b.clone()),
+            (keepalive, b),
+        ));
+    }
+
+    // A 1 kHz UDP stream to every peer over the tunnel measures the interruption.
+    let mut probes = Vec::new();
+    for (pr, _) in &peer_sides {
+        let p = OutageProbe::start(
+            r.ns(),
+            pr.ns(),
+            pr.dc.address.addr,
+            Duration::from_millis(1),
+        )?;
+        if !p.wait_echo_sent_after(Instant::now(), Duration::from_secs(3)) {
+            p.finish();
+            return Err(Error::Rotate(format!(
+                "{} does not answer over the tunnel before rotation; nothing changed",
+                pr.dc.name
+            )));
         }
-        updates.push(DeviceUpdate::new().remove_peer_by_key(&old_pub).add_peer(b));
+        probes.push(p);
     }
 
     let t0 = Instant::now();
-    for ((pr, pstate), u) in peer_sides.iter().zip(updates) {
+    let mut keepalives = Vec::new();
+    for ((pr, pstate), (u, k)) in peer_sides.iter().zip(updates) {
         Handle::of(pr, pstate.backend).apply(u)?;
+        keepalives.push(k);
     }
     Handle::of(&r, state.backend).apply(DeviceUpdate::new().set_private_key(new_priv))?;
     let switch_window = t0.elapsed();
 
-    let deadline = t0 + Duration::from_secs(10);
-    for (pr, _) in &peer_sides {
-        let addr = pr.dc.address.addr.to_string();
-        loop {
-            let ok = netns::command(r.ns(), "ping", &["-n", "-q", "-c", "1", "-W", "1", &addr])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if ok {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Rotate(format!(
-                    "{} does not answer over the tunnel 10 s after the key change; staged keys left in {} (not committed)",
-                    pr.dc.name,
-                    cfg.key_dir.display()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(10));
+    let mut stats = Vec::new();
+    for (((pr, pstate), probe), (keepalive, fresh)) in peer_sides.iter().zip(probes).zip(keepalives)
+    {
+        let handle = Handle::of(pr, pstate.backend);
+        let after = t0 + switch_window;
+        let mut ok = probe.wait_echo_sent_after(after, Duration::from_millis(100));
+        if !ok {
+            // Safety net for a handshake lost in the switch (e.g. the peer had traffic for us
+            // and initiated towards the new key too early): a fresh peer entry with a
+            // keepalive initiates at once, now that both sides hold the new keys.
+            handle.apply(
+                DeviceUpdate::new()
+                    .remove_peer_by_key(&new_pub)
+                    .add_peer(fresh.set_persistent_keepalive_interval(keepalive.unwrap_or(25))),
+            )?;
+            ok = probe.wait_echo_sent_after(after, Duration::from_secs(10));
         }
+        let first_echo = t0.elapsed();
+        if ok {
+            let restore = PeerConfigBuilder::new(&new_pub);
+            handle.apply(DeviceUpdate::new().add_peer(match keepalive {
+                Some(k) => restore.set_persistent_keepalive_interval(k),
+                None => restore.unset_persistent_keepalive(),
+            }))?;
+        }
+        // Keep the stream running a little so the gap after the switch is fully seen.
+        std::thread::sleep(Duration::from_millis(30));
+        let st = probe.finish();
+        if !ok {
+            return Err(Error::Rotate(format!(
+                "{} does not answer over the tunnel 10 s after the key change; staged keys left in {} (not committed); run `tunnel up` on both sides to restore the old keys",
+                pr.dc.name,
+                cfg.key_dir.display()
+            )));
+        }
+        stats.push((first_echo, st));
     }
-    let interruption = t0.elapsed();
+    let first_echo = stats.iter().map(|s| s.0).max().unwrap_or_default();
+    let interruption_ms = stats.iter().map(|s| s.1.longest_gap_ms).fold(0.0, f64::max);
+    let probes_lost = stats.iter().map(|s| s.1.lost).sum();
 
     keys::commit_next(&cfg.key_dir, &r.dc.name)?;
     for (pcfg, _) in peers {
@@ -137,7 +190,9 @@ pub fn rotate(cfg: &Config, side: &Side, peers: &[(&Config, &Side)]) -> Result<R
         old_public_key: old_pub.to_base64(),
         new_public_key: staged.public_key,
         switch_window_ms: switch_window.as_secs_f64() * 1e3,
-        interruption_ms: interruption.as_secs_f64() * 1e3,
+        first_echo_ms: first_echo.as_secs_f64() * 1e3,
+        interruption_ms,
+        probes_lost,
         converged,
     })
 }

@@ -141,11 +141,16 @@ fn up_traffic_kill_heal_rotate_down() {
         new_pub,
         "the peer's copy of the public key follows the rotation"
     );
+    let gap = rot["interruption_ms"].as_f64().unwrap();
     eprintln!(
-        "rotation: keys disagreed {:.2} ms, first echo after {:.1} ms",
+        "rotation: keys disagreed {:.2} ms, first echo after {:.1} ms, longest gap {gap:.1} ms, {} lost",
         rot["switch_window_ms"].as_f64().unwrap(),
-        rot["interruption_ms"].as_f64().unwrap()
+        rot["first_echo_ms"].as_f64().unwrap(),
+        rot["probes_lost"]
     );
+    // The stream ran at 1 kHz through the rotation: a gap was measured, and it is bounded by
+    // the 10 s give-up (a functional bound; the figure itself goes to BENCHMARKS.md).
+    assert!(gap > 0.0 && gap < 10_000.0, "{out}");
     assert_eq!(tcp_echo(&lab.ns_b, &lab.ns_a, b_tun, &payload), payload);
     assert!(lab.tunnel_ok("b", &["up"]).contains("no changes"));
 
