@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::ip;
 use crate::keys;
 use crate::netns;
-use crate::side::{read_state, write_state, Resolved, Side, SideState};
+use crate::side::{lock_dir, read_state, write_state, Resolved, Side, SideState};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::fmt;
@@ -345,6 +345,7 @@ fn diff(r: &Resolved, backend: Backend, want: &Desired, have: &Actual) -> Result
 /// plan means "no changes"). Safe to re-run; heals a dead daemon.
 pub fn up(cfg: &Config, side: &Side) -> Result<Plan> {
     let (r, backend) = resolve(cfg, side)?;
+    let _lock = lock_dir(&side.state_dir)?;
     let want = desired(&r)?;
     let have = actual(&r, backend)?;
     let plan = diff(&r, backend, &want, &have)?;
@@ -481,6 +482,7 @@ pub struct DownReport {
 /// Touches nothing when the state file is absent.
 pub fn down(cfg: &Config, side: &Side) -> Result<DownReport> {
     let r = Resolved::new(cfg, side)?;
+    let _lock = lock_dir(&side.state_dir)?;
     let mut removed = Vec::new();
     let Some(state) = read_state(&r.state_path)? else {
         return Ok(DownReport {

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::outage::OutageProbe;
 use crate::reconcile;
-use crate::side::{read_state, Resolved, Side};
+use crate::side::{lock_dir, read_state, Resolved, Side};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 use wireguard_control::{DeviceUpdate, PeerConfigBuilder};
@@ -58,6 +58,7 @@ pub struct RotateReport {
 /// configs (they may share `cfg`). All sides must be up and reachable from this process.
 pub fn rotate(cfg: &Config, side: &Side, peers: &[(&Config, &Side)]) -> Result<RotateReport> {
     let r = Resolved::new(cfg, side)?;
+    let _lock = lock_dir(&side.state_dir)?;
     let state = read_state(&r.state_path)?
         .ok_or_else(|| Error::Rotate(format!("{} is not up", r.dc.name)))?;
     let mut peer_sides = Vec::new();

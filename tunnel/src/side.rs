@@ -169,6 +169,25 @@ pub fn write_state(path: &Path, state: &SideState) -> Result<()> {
     fs::rename(&tmp, path).map_err(err)
 }
 
+/// An exclusive `flock` on the state folder, held while a side is changed (`up`, `down`,
+/// `rotate`) so two concurrent runs never start two daemons. Released on drop; leaves no file.
+pub(crate) struct DirLock(#[allow(dead_code)] fs::File);
+
+pub(crate) fn lock_dir(dir: &Path) -> Result<DirLock> {
+    use std::os::fd::AsRawFd;
+    let err = |e: std::io::Error| Error::State {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    };
+    fs::create_dir_all(dir).map_err(err)?;
+    let f = fs::File::open(dir).map_err(err)?;
+    // SAFETY: flock on a descriptor we own; blocks until the other holder is done.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    Ok(DirLock(f))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

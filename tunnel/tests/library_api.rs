@@ -131,3 +131,29 @@ fn foreign_interface_is_never_adopted_nor_removed() {
         "foreign interface must survive down"
     );
 }
+
+#[test]
+fn concurrent_ups_start_one_daemon() {
+    let lab = Lab::new("wgconc0");
+    lab.keys();
+    let cfg = Config::load(lab.config("a")).unwrap();
+    let a = side(&lab, "a");
+    let results: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3).map(|_| s.spawn(|| tunnel::up(&cfg, &a))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let changed = results
+        .iter()
+        .filter(|r| !r.as_ref().expect("up").is_empty())
+        .count();
+    assert_eq!(changed, 1, "exactly one of the concurrent ups did the work");
+    assert_eq!(lab.recorded_pids().len(), 1);
+    let out = sh(&["ps", "-eo", "args"]);
+    let daemons = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("wireguard-go -f wgconc0"))
+        .count();
+    // Other tests may run their own daemons, but not on this interface name.
+    assert_eq!(daemons, 1);
+    tunnel::down(&cfg, &a).unwrap();
+}
