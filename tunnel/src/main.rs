@@ -46,6 +46,9 @@ enum Cmd {
         /// Replace an existing private key (every peer then needs the new public key).
         #[arg(long)]
         force: bool,
+        /// Print the files that would be written, write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print the difference between desired and actual state (changes nothing).
     Plan {
@@ -92,6 +95,9 @@ enum Cmd {
         peer_netns: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Print the steps, change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -103,7 +109,11 @@ fn main() -> ExitCode {
             | Cmd::Up { json: true, .. }
             | Cmd::Status { json: true }
             | Cmd::Check { json: true, .. }
-            | Cmd::Rotate { json: true, .. }
+            | Cmd::Rotate {
+                json: true,
+                dry_run: false,
+                ..
+            }
     );
     // wireguard-control println!s unknown UAPI keys: with --json, fd 1 goes to stderr and the
     // JSON document is written to a saved copy of the real stdout.
@@ -143,7 +153,23 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
     side.netns = cli.netns.clone();
     side.backend = cli.backend;
     match cli.cmd {
-        Cmd::Keygen { force } => {
+        Cmd::Keygen { force, dry_run } => {
+            if dry_run {
+                let private = cfg.private_key_path(&side.name);
+                let exists = private.exists();
+                writeln!(
+                    out,
+                    "dry run: would write {} (0600) and {}{}",
+                    private.display(),
+                    cfg.public_key_path(&side.name).display(),
+                    match (exists, force) {
+                        (true, false) => " — refused: the private key exists (use --force)",
+                        (true, true) => " — replacing the existing private key",
+                        _ => "",
+                    }
+                )?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let k = tunnel::keys::generate(&cfg.key_dir, &side.name, force)?;
             writeln!(out, "private key: {} (0600)", k.private.display())?;
             writeln!(
@@ -261,6 +287,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
             peer_side,
             peer_netns,
             json,
+            dry_run,
         } => {
             let pcfg = match &peer_config {
                 Some(p) => Config::load(p)?,
@@ -269,6 +296,28 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
             let mut pside = Side::new(peer_side).with_state_dir(&cli.state_dir);
             pside.netns = peer_netns;
             pside.backend = cli.backend;
+            if dry_run {
+                let at = |ns: &Option<String>| {
+                    ns.as_deref()
+                        .map(|n| format!(" (netns {n})"))
+                        .unwrap_or_default()
+                };
+                writeln!(
+                    out,
+                    "dry run, rotate would:\n  1. stage {}.next and {}.next\n  2. on {}{}: replace peer {} (key from {}) by the new key, same endpoint and allowed IPs\n  3. on {}{}: set the new private key\n  4. measure the gap with a 1 kHz UDP stream; restore the peer's keepalive\n  5. rename the staged files over {} and copy the new public key to {}",
+                    cfg.private_key_path(&side.name).display(),
+                    cfg.public_key_path(&side.name).display(),
+                    pside.name,
+                    at(&pside.netns),
+                    side.name,
+                    cfg.public_key_path(&side.name).display(),
+                    side.name,
+                    at(&side.netns),
+                    cfg.private_key_path(&side.name).display(),
+                    pcfg.public_key_path(&side.name).display(),
+                )?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let rep = tunnel::rotate(&cfg, &side, &[(&pcfg, &pside)])?;
             emit(out, json, &rep, |r| {
                 format!(

@@ -120,6 +120,23 @@ fn up_traffic_kill_heal_rotate_down() {
     // Rotate A's key with B; both sides converge and traffic flows with the new key.
     let old_pub = std::fs::read_to_string(lab.key_dir("a").join("old-dc.pub")).unwrap();
     let cfg_b = lab.config("b").to_str().unwrap().to_string();
+    let dry = lab.tunnel_ok(
+        "a",
+        &[
+            "rotate",
+            "--peer-config",
+            &cfg_b,
+            "--peer-side",
+            "new-dc",
+            "--dry-run",
+        ],
+    );
+    assert!(dry.contains("dry run, rotate would"), "{dry}");
+    assert_eq!(
+        std::fs::read_to_string(lab.key_dir("a").join("old-dc.pub")).unwrap(),
+        old_pub,
+        "dry run changed nothing"
+    );
     let out = lab.tunnel_ok(
         "a",
         &[
@@ -157,6 +174,12 @@ fn up_traffic_kill_heal_rotate_down() {
     // down leaves no interface, route, socket, state or process behind, and nothing else moves.
     let pids = lab.recorded_pids();
     assert_eq!(pids.len(), 2);
+    let dry = lab.tunnel_ok("a", &["down", "--dry-run"]);
+    assert!(dry.contains("would remove: wireguard-go process"), "{dry}");
+    assert!(
+        link_names(&lab.ns_a).contains(&"wg0".to_string()),
+        "dry run removed nothing"
+    );
     for side in ["a", "b"] {
         let out = lab.tunnel_ok(side, &["down"]);
         assert!(out.contains("removed wireguard-go process"), "{out}");
