@@ -110,9 +110,11 @@ pub fn cli(proxy: SocketAddr, user: &str, password: &str, args: &[&str], sql: &s
         .expect("run mariadb client")
 }
 
+/// prefer_socket=false: otherwise mysql_async asks the server for its unix socket and
+/// reconnects there, bypassing the proxy.
 pub fn url(proxy: SocketAddr, db: &str) -> String {
     format!(
-        "mysql://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{}/{db}",
+        "mysql://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{}/{db}?prefer_socket=false",
         proxy.port()
     )
 }
