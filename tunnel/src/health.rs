@@ -133,6 +133,8 @@ pub struct Probe {
     pub rtt_min_ms: Option<f64>,
     pub rtt_avg_ms: Option<f64>,
     pub rtt_max_ms: Option<f64>,
+    /// The probe itself could not run (stderr of `ping`); loss figures are then meaningless.
+    pub error: Option<String>,
 }
 
 /// The verdict a caller gates on.
@@ -171,10 +173,23 @@ fn ping(ns: Option<&str>, peer: &str, addr: IpAddr, count: u32, size: u32, flood
     let out = netns::command(ns, "ping", &args)
         .stdin(std::process::Stdio::null())
         .output();
-    let text = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    parse_ping(peer, addr, count, &text)
+    let (text, err) = match out {
+        Ok(o) => (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        ),
+        Err(e) => (String::new(), format!("cannot run ping: {e}")),
+    };
+    let mut probe = parse_ping(peer, addr, count, &text);
+    if !text.contains("packets transmitted") {
+        // No summary: ping itself failed (missing binary, bad namespace, no route...).
+        probe.error = Some(if err.is_empty() {
+            "ping printed no summary".to_string()
+        } else {
+            err
+        });
+    }
+    probe
 }
 
 /// Parses iputils `ping -q` summary lines. Missing lines mean nothing came back.
@@ -221,6 +236,7 @@ pub(crate) fn parse_ping(peer: &str, addr: IpAddr, count: u32, text: &str) -> Pr
         rtt_min_ms: rtt.0,
         rtt_avg_ms: rtt.1,
         rtt_max_ms: rtt.2,
+        error: None,
     }
 }
 
@@ -290,6 +306,13 @@ fn judge(cfg: &Config, st: &Status, probes: Vec<Probe>) -> Health {
         return Health::bad(reason, probes);
     }
     for p in &probes {
+        if let Some(e) = &p.error {
+            let reason = format!(
+                "cannot probe peer {} ({}) over the tunnel: {e} (is iputils-ping installed?)",
+                p.peer, p.address
+            );
+            return Health::bad(reason, probes);
+        }
         if p.received == 0 {
             let reason = format!(
                 "peer {} ({}) does not answer over the tunnel: {}/{} probes lost",
