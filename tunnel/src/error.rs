@@ -90,6 +90,9 @@ pub enum Error {
     )]
     ForeignInterface { interface: String, where_: String },
 
+    #[error("UDP port {port} (listen_port){where_} is already in use; stop its user or change listen_port")]
+    PortInUse { port: u16, where_: String },
+
     #[error("state file {path}: {message}")]
     State { path: PathBuf, message: String },
 

@@ -357,6 +357,13 @@ pub fn up(cfg: &Config, side: &Side) -> Result<Plan> {
     if plan
         .changes
         .iter()
+        .any(|c| matches!(c, Change::SetListenPort { .. }))
+    {
+        port_free(&r)?;
+    }
+    if plan
+        .changes
+        .iter()
         .any(|c| matches!(c, Change::CreateInterface { .. }))
     {
         create(&r, backend, have.state.as_ref())?;
@@ -411,6 +418,20 @@ pub fn up(cfg: &Config, side: &Side) -> Result<Plan> {
         }
     }
     Ok(plan)
+}
+
+/// The listen port must be free in the side's namespace before we start anything: the UAPI
+/// answer to a taken port is a bare errno, so we check first and say which port and where.
+fn port_free(r: &Resolved) -> Result<()> {
+    let port = r.cfg.listen_port;
+    match netns::run_in(r.ns(), || std::net::UdpSocket::bind(("0.0.0.0", port)))? {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::PortInUse {
+            port,
+            where_: r.where_(),
+        }),
+        Err(_) => Ok(()), // anything else: let the daemon report it
+    }
 }
 
 fn parse(s: &str) -> Cidr {

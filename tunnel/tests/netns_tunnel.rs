@@ -265,6 +265,29 @@ fn bad_config_and_loose_key_give_clear_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("side `mars-dc` is not a datacenter"));
 
+    // The listen port taken by someone else in the namespace: nothing started, port named.
+    let squatter = tunnel::netns::run_in(Some(&lab.ns_a), || {
+        std::net::UdpSocket::bind(("0.0.0.0", 51820))
+    })
+    .unwrap()
+    .unwrap();
+    let (code, _, err) = lab.tunnel("a", &["up"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("UDP port 51820 (listen_port) in netns"),
+        "{err}"
+    );
+    assert!(lab.recorded_pids().is_empty(), "no daemon started");
+    drop(squatter);
+
+    // The kernel backend, forced where the kernel has no WireGuard: refused clearly (the
+    // kernel code path can only be exercised on a machine with the module).
+    if !Path::new("/sys/module/wireguard").exists() {
+        let (code, _, err) = lab.tunnel("a", &["--backend", "kernel", "up"]);
+        assert_eq!(code, 2);
+        assert!(err.contains("this kernel has no wireguard module"), "{err}");
+    }
+
     // A namespace that does not exist.
     let (code, _, err) = lab.tunnel("a", &["--netns", "no-such-ns-tunnel-test", "plan"]);
     assert_eq!(code, 2);
