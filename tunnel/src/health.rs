@@ -241,11 +241,11 @@ pub(crate) fn parse_ping(peer: &str, addr: IpAddr, count: u32, text: &str) -> Pr
 }
 
 /// Is the tunnel of `side` usable right now? Checks, in order: `up` ran, the daemon lives,
-/// the interface exists and is up, every peer answers pings over the tunnel (3 probes,
+/// the interface exists and is up, every peer answers pings over the tunnel (5 probes,
 /// loss within `max_loss_percent`) and has a handshake younger than `handshake_max_age`.
 /// Never fails: any error becomes an unhealthy verdict with its reason.
 pub fn health(cfg: &Config, side: &Side) -> Health {
-    health_with(cfg, side, 3)
+    health_with(cfg, side, 5)
 }
 
 pub(crate) fn health_with(cfg: &Config, side: &Side, pings: u32) -> Health {

@@ -44,7 +44,8 @@ fn health_gate_follows_the_tunnel() {
     let h = tunnel::health(&cfg_a, &a);
     assert!(h.healthy, "{}", h.reason);
     assert_eq!(h.probes.len(), 1);
-    assert_eq!(h.probes[0].received, 3);
+    assert_eq!(h.probes[0].sent, 5);
+    assert!(h.probes[0].received >= 4);
 
     let st = tunnel::status(&cfg_b, &b).unwrap();
     assert_eq!(st.peers.len(), 1);

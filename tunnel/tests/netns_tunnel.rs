@@ -114,7 +114,7 @@ fn up_traffic_kill_heal_rotate_down() {
     let new_pid = status_json(&lab, "b")["daemon_pid"].as_u64().unwrap() as u32;
     assert_ne!(new_pid, b_pid);
     assert_eq!(tcp_echo(&lab.ns_b, &lab.ns_a, b_routed, &payload), payload);
-    let (code, out, err) = lab.tunnel("a", &["check", "--pings", "3", "--echoes", "50"]);
+    let (code, out, err) = lab.tunnel("a", &["check", "--pings", "5", "--echoes", "50"]);
     assert_eq!(code, 0, "after heal: {out} {err}");
 
     // Rotate A's key with B; both sides converge and traffic flows with the new key.
