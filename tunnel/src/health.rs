@@ -396,6 +396,8 @@ pub struct Throughput {
 pub struct CheckReport {
     pub health: Health,
     pub throughput: Vec<Throughput>,
+    /// Per peer after the probes: handshake age, rx/tx bytes, endpoint (empty if unreadable).
+    pub peers: Vec<PeerStatus>,
 }
 
 /// `health` with more pings and a bounded throughput probe per peer.
@@ -426,7 +428,12 @@ pub fn check(cfg: &Config, side: &Side, opts: &CheckOptions) -> CheckReport {
             }
         }
     }
-    CheckReport { health, throughput }
+    let peers = status(cfg, side).map(|s| s.peers).unwrap_or_default();
+    CheckReport {
+        health,
+        throughput,
+        peers,
+    }
 }
 
 #[cfg(test)]

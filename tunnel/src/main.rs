@@ -265,6 +265,18 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
                         ms(p.rtt_max_ms)
                     );
                 }
+                for p in &r.peers {
+                    s += &format!(
+                        "  {} handshake {}, endpoint {}, rx {} B, tx {} B\n",
+                        p.name.as_deref().unwrap_or(&p.public_key),
+                        p.last_handshake_age_secs
+                            .map(|a| format!("{a} s ago"))
+                            .unwrap_or_else(|| "never".into()),
+                        p.endpoint.as_deref().unwrap_or("-"),
+                        p.rx_bytes,
+                        p.tx_bytes
+                    );
+                }
                 for t in &r.throughput {
                     s += &format!(
                         "  {} echo throughput: {} ({} of {} echoes)\n",
