@@ -516,13 +516,20 @@ pub fn down(cfg: &Config, side: &Side) -> Result<DownReport> {
         .netns
         .as_deref()
         .is_none_or(|n| netns::path(n).exists());
-    if let Some(d) = state.daemon {
-        if d.alive() {
-            d.stop(Duration::from_secs(3))?;
-            removed.push(format!("wireguard-go process {}", d.pid));
-        }
+    // The interface is ours only while our daemon lives (userspace) or, for the kernel
+    // backend, as recorded; a same-named link that appeared after our daemon died is not.
+    let daemon_alive = state.daemon.is_some_and(|d| d.alive());
+    let ours = match state.backend {
+        Backend::Userspace => daemon_alive,
+        Backend::Kernel => true,
+    };
+    let had_link =
+        ns_alive && ours && ip::link(state.netns.as_deref(), &state.interface)?.is_some();
+    if let Some(d) = state.daemon.filter(|_| daemon_alive) {
+        d.stop(Duration::from_secs(3))?;
+        removed.push(format!("wireguard-go process {}", d.pid));
     }
-    if ns_alive {
+    if had_link {
         // wireguard-go's TUN device goes away with the process; wait briefly for the kernel.
         let mut link = ip::link(state.netns.as_deref(), &state.interface)?;
         for _ in 0..100 {
@@ -535,9 +542,7 @@ pub fn down(cfg: &Config, side: &Side) -> Result<DownReport> {
         if link.is_some() {
             ip::del_link(state.netns.as_deref(), &state.interface)?;
         }
-        if link.is_some() || state.daemon.is_some() {
-            removed.push(format!("interface {}{}", state.interface, r.where_()));
-        }
+        removed.push(format!("interface {}{}", state.interface, r.where_()));
     }
     if backend::alias_socket(&r.alias).symlink_metadata().is_ok() {
         backend::unlink_alias(&r.alias);

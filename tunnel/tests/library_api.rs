@@ -158,3 +158,36 @@ fn concurrent_ups_start_one_daemon() {
     assert_eq!(daemons, 1);
     tunnel::down(&cfg, &a).unwrap();
 }
+
+#[test]
+fn down_after_daemon_death_spares_a_same_named_newcomer() {
+    let lab = Lab::new("wgnew0");
+    lab.keys();
+    let cfg = Config::load(lab.config("a")).unwrap();
+    let a = side(&lab, "a");
+    tunnel::up(&cfg, &a).unwrap();
+    let pid = tunnel::status(&cfg, &a).unwrap().daemon_pid.unwrap();
+    // SAFETY: kill by the PID `up` recorded.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    for _ in 0..100 {
+        let gone = !String::from_utf8_lossy(&sh(&["ip", "-n", &lab.ns_a, "link"]).stdout)
+            .contains("wgnew0");
+        if gone {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Someone else now creates an interface with that name: not ours to remove.
+    sh(&[
+        "ip", "-n", &lab.ns_a, "link", "add", "wgnew0", "type", "veth", "peer", "name", "wgnew0p",
+    ]);
+    let rep = tunnel::down(&cfg, &a).unwrap();
+    assert!(
+        !rep.removed.iter().any(|r| r.starts_with("interface")),
+        "{:?}",
+        rep.removed
+    );
+    assert!(rep.removed.iter().any(|r| r.starts_with("state")));
+    let links = String::from_utf8_lossy(&sh(&["ip", "-n", &lab.ns_a, "link"]).stdout).into_owned();
+    assert!(links.contains("wgnew0"), "the newcomer survives down");
+}

@@ -79,7 +79,10 @@ fn up_traffic_kill_heal_rotate_down() {
     assert_eq!(code, 0, "check on a healthy tunnel: {out} {err}");
     assert!(out.starts_with("healthy"), "{out}");
     assert!(out.contains("echo throughput"), "{out}");
-    assert!(out.contains("new-dc handshake ") && out.contains("s ago"), "{out}");
+    assert!(
+        out.contains("new-dc handshake ") && out.contains("s ago"),
+        "{out}"
+    );
 
     // Kill B's daemon: B reports it by PID, A reports the peer silent; both exit 1.
     let b_pid = status_json(&lab, "b")["daemon_pid"].as_u64().unwrap() as u32;
