@@ -11,7 +11,7 @@
 //! - [`daemon`]: the supervised `wireguard-go` process (started, checked and stopped by PID).
 //! - [`backend`]: kernel vs userspace detection and the `wireguard-control` handle of a device.
 //! - [`reconcile`]: desired vs actual → [`Plan`]; [`up`] applies it, [`down`] undoes `up`.
-//! - [`health`]: [`status`], [`health()`] (the cutover gate) and [`check`].
+//! - [`mod@health`]: [`status`], [`health()`] (the cutover gate) and [`check`].
 //! - [`rotate`](mod@rotate): coordinated key rotation; [`outage`] measures its interruption.
 //!
 //! # Using it from Rust
