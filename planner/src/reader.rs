@@ -1,0 +1,192 @@
+//! Streamed, parallel line reading: the file is read in large blocks, each block is cut at line
+//! boundaries into sub-chunks parsed on all cores, and results are merged back in file order so
+//! that loading stays deterministic. Memory stays bounded by the block size, not the file size.
+//! The file's BLAKE3 checksum is computed on the way.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use crate::error::{InventoryError, RowError};
+
+const BLOCK: usize = 16 << 20;
+const SUB_CHUNK: usize = 256 << 10;
+
+/// A problem found by a worker, with a line number local to its sub-chunk.
+#[derive(Debug)]
+pub(crate) struct LocalErr {
+    pub line: u32,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl LocalErr {
+    pub fn new(line: u32, field: Option<&str>, message: impl Into<String>) -> Self {
+        LocalErr {
+            line,
+            field: field.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses the lines of one sub-chunk into an accumulator.
+pub(crate) trait LineParser: Sync {
+    type Out: Send + Default;
+    /// `line` is 0-based within the sub-chunk; blank lines are never passed.
+    fn line(&self, text: &[u8], line: u32, out: &mut Self::Out, errs: &mut Vec<LocalErr>);
+}
+
+/// Reads `path` and feeds every non-blank line to `parser`; `merge` receives each sub-chunk's
+/// output in file order with the 1-based line number of the sub-chunk's first line.
+/// Stops early once `errors` holds `max_errors` problems. Returns the file's BLAKE3 hex.
+pub(crate) fn read_lines<P: LineParser>(
+    path: &Path,
+    label: &str,
+    skip_header: bool,
+    parser: &P,
+    max_errors: usize,
+    errors: &mut Vec<RowError>,
+    mut merge: impl FnMut(P::Out, u64),
+) -> Result<String, InventoryError> {
+    let io = |source| InventoryError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK + (1 << 20));
+    let mut next_line: u64 = 1;
+    let mut header_pending = skip_header;
+    let mut eof = false;
+    while !eof {
+        // Fill the buffer up to BLOCK bytes (after any carried-over partial line).
+        let start = buf.len();
+        let target = if start < BLOCK { BLOCK } else { start + BLOCK };
+        buf.resize(target, 0);
+        let mut filled = start;
+        while filled < buf.len() {
+            let n = file.read(&mut buf[filled..]).map_err(io)?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            filled += n;
+        }
+        buf.truncate(filled);
+        hasher.update(&buf[start..filled]);
+        let end = if eof {
+            buf.len()
+        } else {
+            match memchr::memrchr(b'\n', &buf) {
+                Some(i) => i + 1,
+                None => {
+                    // A line longer than a block: keep reading.
+                    continue;
+                }
+            }
+        };
+        let mut body = &buf[..end];
+        if header_pending {
+            header_pending = false;
+            match memchr::memchr(b'\n', body) {
+                Some(i) => body = &body[i + 1..],
+                None => body = &[],
+            }
+            next_line += 1;
+        }
+        let chunks = split_chunks(body);
+        let results: Vec<(P::Out, Vec<LocalErr>, u32)> = chunks
+            .par_iter()
+            .map(|chunk| {
+                let mut out = P::Out::default();
+                let mut errs = Vec::new();
+                let mut n = 0u32;
+                for raw in chunk.split_inclusive(|&b| b == b'\n') {
+                    let mut l = raw;
+                    if let Some(x) = l.strip_suffix(b"\n") {
+                        l = x;
+                    }
+                    if let Some(x) = l.strip_suffix(b"\r") {
+                        l = x;
+                    }
+                    if !l.iter().all(u8::is_ascii_whitespace) {
+                        parser.line(l, n, &mut out, &mut errs);
+                    }
+                    n += 1;
+                }
+                (out, errs, n)
+            })
+            .collect();
+        for (out, errs, n) in results {
+            for e in errs {
+                errors.push(RowError {
+                    file: label.to_string(),
+                    line: next_line + e.line as u64,
+                    field: e.field,
+                    message: e.message,
+                });
+            }
+            merge(out, next_line);
+            next_line += n as u64;
+        }
+        if errors.len() >= max_errors {
+            break;
+        }
+        buf.drain(..end);
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+fn split_chunks(body: &[u8]) -> Vec<&[u8]> {
+    let mut chunks = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        if rest.len() <= SUB_CHUNK {
+            chunks.push(rest);
+            break;
+        }
+        let cut = match memchr::memchr(b'\n', &rest[SUB_CHUNK..]) {
+            Some(i) => SUB_CHUNK + i + 1,
+            None => rest.len(),
+        };
+        chunks.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    chunks
+}
+
+/// Parses one JSON line into `T`; on failure names the field at fault when serde can tell.
+pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(
+    text: &'a [u8],
+) -> Result<T, (Option<String>, String)> {
+    match serde_json::from_slice::<T>(text) {
+        Ok(v) => Ok(v),
+        Err(first) => {
+            // Slow path, only on errors: find the path of the failing field.
+            let mut de = serde_json::Deserializer::from_slice(text);
+            match serde_path_to_error::deserialize::<_, T>(&mut de) {
+                Err(e) => {
+                    let path = e.path().to_string();
+                    let field = if path.chars().all(|c| c == '.' || c == '?') {
+                        None
+                    } else {
+                        Some(path)
+                    };
+                    Err((field, strip_position(e.into_inner().to_string())))
+                }
+                Ok(_) => Err((None, first.to_string())),
+            }
+        }
+    }
+}
+
+/// serde_json appends " at line 1 column N": the line is ours to report, the column is kept.
+fn strip_position(msg: String) -> String {
+    match msg.rfind(" at line 1 column ") {
+        Some(i) => format!("{} (column {})", &msg[..i], &msg[i + 18..]),
+        None => msg,
+    }
+}

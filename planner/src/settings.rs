@@ -1,0 +1,258 @@
+//! Planner settings: every knob an operator may turn, with defaults, a TOML file format and
+//! validation naming the setting at fault. The plan file records the settings it was made with.
+//!
+//! ```toml
+//! bandwidth = "10Gbit/s"        # tunnel bandwidth between the datacenters
+//! efficiency = 0.7              # share of it a wave really gets
+//! max_sites_per_wave = 20000
+//! max_databases_per_wave = 13000
+//! headroom_percent = 15         # keep this share of every destination free
+//! canary_ramp = [10, 100, 1000] # sizes of the first waves, then full waves
+//! pin_last = ["big-customer-1", "big-customer-2"]   # these sites go in the final wave(s)
+//! exclude = ["do-not-move"]                         # these sites (and their groups) stay
+//! [pin_wave]
+//! "early-bird" = 4                                   # this site goes in wave 4
+//! [[windows]]                                        # the windows waves may run in
+//! name = "night"
+//! start = "22:00"
+//! end = "06:00"
+//! tz = "+01:00"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::SettingsError;
+use crate::window::{UtcWindow, Window};
+
+/// A window waves may run in. Each wave runs in one of them; a site whose customer declared a
+/// maintenance window only goes in a wave whose window lies inside the customer's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaveWindow {
+    pub name: String,
+    pub start: String,
+    pub end: String,
+    pub tz: String,
+}
+
+impl WaveWindow {
+    pub fn to_utc(&self) -> Result<UtcWindow, SettingsError> {
+        Window::new(&self.start, &self.end, &self.tz)
+            .to_utc()
+            .map_err(|e| SettingsError::Invalid {
+                field: format!("windows[{}].{}", self.name, e.part),
+                message: e.message,
+            })
+    }
+}
+
+/// Everything the planner needs besides the inventory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Tunnel bandwidth, e.g. `"10Gbit/s"`, `"800Mbit/s"`, `"1.2GB/s"`.
+    pub bandwidth: String,
+    /// Share of the bandwidth a wave gets (protocol overhead, retries, contention), 0 < e <= 1.
+    pub efficiency: f64,
+    pub max_sites_per_wave: u32,
+    pub max_databases_per_wave: u32,
+    /// Percentage of every destination's disk, site slots and database slots kept free.
+    pub headroom_percent: f64,
+    /// Site caps of the first waves (canaries); later waves are full waves.
+    pub canary_ramp: Vec<u32>,
+    /// A group larger than this never goes in a canary wave.
+    pub canary_max_bytes: u64,
+    /// Windows waves may run in (the first that fits is used).
+    pub windows: Vec<WaveWindow>,
+    /// How many groups a wave may skip in a row (too big, wrong window) before it is closed.
+    pub lookahead: u32,
+    /// Site ids to put in the final wave(s), after everything else.
+    pub pin_last: Vec<String>,
+    /// Site id → wave number.
+    pub pin_wave: BTreeMap<String, u32>,
+    /// Site ids not to move; their whole group stays.
+    pub exclude: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            bandwidth: "10Gbit/s".into(),
+            efficiency: 0.7,
+            max_sites_per_wave: 20_000,
+            max_databases_per_wave: 13_000,
+            headroom_percent: 15.0,
+            canary_ramp: vec![10, 100, 1000],
+            canary_max_bytes: 2 << 30,
+            windows: vec![
+                WaveWindow {
+                    name: "night".into(),
+                    start: "22:00".into(),
+                    end: "06:00".into(),
+                    tz: "UTC".into(),
+                },
+                WaveWindow {
+                    name: "late-night".into(),
+                    start: "00:00".into(),
+                    end: "04:00".into(),
+                    tz: "UTC".into(),
+                },
+            ],
+            lookahead: 50_000,
+            pin_last: Vec::new(),
+            pin_wave: BTreeMap::new(),
+            exclude: Vec::new(),
+        }
+    }
+}
+
+/// Parses `"10Gbit/s"`, `"800 Mbit/s"`, `"1.5GB/s"`, `"125000000"` (bytes/s) into bytes per second.
+pub fn parse_bandwidth(s: &str) -> Result<f64, String> {
+    let t = s.trim().replace(' ', "");
+    let t = t
+        .strip_suffix("/s")
+        .or_else(|| t.strip_suffix("ps"))
+        .unwrap_or(&t);
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a rate like 10Gbit/s or 1.2GB/s, got {s:?}"))?;
+    let factor = match unit {
+        "" | "B" => 1.0,
+        "bit" | "b" => 1.0 / 8.0,
+        "kbit" | "Kbit" | "kb" => 1e3 / 8.0,
+        "Mbit" | "Mb" => 1e6 / 8.0,
+        "Gbit" | "Gb" => 1e9 / 8.0,
+        "Tbit" | "Tb" => 1e12 / 8.0,
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "MiB" => (1u64 << 20) as f64,
+        "GiB" => (1u64 << 30) as f64,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {s:?} (use bit/s or B/s units)"
+            ))
+        }
+    };
+    let v = n * factor;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("bandwidth must be > 0, got {s:?}"))
+    }
+}
+
+impl Settings {
+    /// Reads a TOML settings file; missing keys keep their defaults.
+    pub fn from_toml_file(path: &Path) -> Result<Settings, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| SettingsError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Bytes per second the tunnel carries.
+    pub fn bandwidth_bytes_per_sec(&self) -> Result<f64, SettingsError> {
+        parse_bandwidth(&self.bandwidth).map_err(|message| SettingsError::Invalid {
+            field: "bandwidth".into(),
+            message,
+        })
+    }
+
+    /// Checks every setting; the error names the one at fault.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |field: &str, message: String| {
+            Err(SettingsError::Invalid {
+                field: field.into(),
+                message,
+            })
+        };
+        self.bandwidth_bytes_per_sec()?;
+        if !(self.efficiency > 0.0 && self.efficiency <= 1.0) {
+            return bad(
+                "efficiency",
+                format!("must be in (0, 1], got {}", self.efficiency),
+            );
+        }
+        if self.max_sites_per_wave == 0 {
+            return bad("max_sites_per_wave", "must be at least 1".into());
+        }
+        if self.max_databases_per_wave == 0 {
+            return bad("max_databases_per_wave", "must be at least 1".into());
+        }
+        if !(self.headroom_percent >= 0.0 && self.headroom_percent < 100.0) {
+            return bad(
+                "headroom_percent",
+                format!("must be in [0, 100), got {}", self.headroom_percent),
+            );
+        }
+        if let Some(c) = self.canary_ramp.iter().find(|&&c| c == 0) {
+            return bad(
+                "canary_ramp",
+                format!("a canary wave of {c} sites is empty"),
+            );
+        }
+        if self.windows.is_empty() {
+            return bad("windows", "at least one wave window is needed".into());
+        }
+        if self.windows.len() > 64 {
+            return bad("windows", "at most 64 wave windows".into());
+        }
+        for w in &self.windows {
+            w.to_utc()?;
+        }
+        if self.lookahead == 0 {
+            return bad("lookahead", "must be at least 1".into());
+        }
+        if let Some((site, _)) = self.pin_wave.iter().find(|(_, &w)| w == 0) {
+            return bad("pin_wave", format!("{site:?}: waves are numbered from 1"));
+        }
+        Ok(())
+    }
+
+    /// Byte budget of a wave in window `w`: bandwidth × window length × efficiency.
+    pub fn wave_budget(&self, w: &UtcWindow) -> Result<u64, SettingsError> {
+        Ok((self.bandwidth_bytes_per_sec()? * w.seconds() as f64 * self.efficiency) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bandwidth_units() {
+        assert_eq!(parse_bandwidth("10Gbit/s").unwrap(), 1.25e9);
+        assert_eq!(parse_bandwidth("800 Mbit/s").unwrap(), 1e8);
+        assert_eq!(parse_bandwidth("1.5GB/s").unwrap(), 1.5e9);
+        assert!(parse_bandwidth("fast").is_err());
+        assert!(parse_bandwidth("10 furlongs").is_err());
+    }
+
+    #[test]
+    fn toml_partial_and_unknown_keys() {
+        let s: Settings = toml::from_str("efficiency = 0.5\npin_last = [\"a\"]").unwrap();
+        assert_eq!(s.efficiency, 0.5);
+        assert_eq!(s.max_sites_per_wave, 20_000);
+        assert!(toml::from_str::<Settings>("efficency = 0.5").is_err());
+        let bad = Settings {
+            efficiency: 1.5,
+            ..Settings::default()
+        };
+        match bad.validate() {
+            Err(SettingsError::Invalid { field, .. }) => assert_eq!(field, "efficiency"),
+            other => panic!("expected an invalid efficiency, got {other:?}"),
+        }
+    }
+}
