@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Benchmark: sysbench oltp_point_select and oltp_read_write, direct to MariaDB vs HAProxy
+# (TCP mode) vs sql-proxy, alternating (direct, haproxy, proxy) per round after a warm-up, in
+# one run; then the proxy's RSS with 1,000 idle client connections.
+#
+# Usage: sql-proxy/bench/compare.sh [ROUNDS=5] [SECONDS=10] [THREADS=8]
+# Needs: release build of sql-proxy and the idle_conns example
+#   CARGO_TARGET_DIR=/work/target-sqlproxy cargo build --release -p sql-proxy --example idle_conns
+set -euo pipefail
+ROUNDS=${1:-5}
+SECS=${2:-10}
+THREADS=${3:-8}
+T=${CARGO_TARGET_DIR:-/work/target-sqlproxy}/release
+BIN=$T/sql-proxy
+IDLE=$T/examples/idle_conns
+W=$(mktemp -d /tmp/sqlproxy-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 1
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+DBP=$(free_port)
+mariadb-install-db --no-defaults --datadir="$W/data" --user=root --auth-root-authentication-method=normal --skip-test-db >/dev/null
+mariadbd --no-defaults --datadir="$W/data" --port="$DBP" --bind-address=127.0.0.1 --socket="$W/s" \
+  --pid-file="$W/pid" --log-error="$W/err" --user=root --skip-name-resolve --max-connections=3000 \
+  --innodb-buffer-pool-size=256M --innodb-flush-log-at-trx-commit=2 &
+PIDS+=($!)
+for _ in $(seq 100); do mariadb --no-defaults -S "$W/s" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
+mariadb --no-defaults -S "$W/s" -uroot -e "CREATE DATABASE shop; CREATE USER app@'%' IDENTIFIED BY 'bench-pw'; GRANT ALL ON shop.* TO app@'%'; CREATE USER admin@'%' IDENTIFIED BY 'admin-pw'; GRANT ALL ON *.* TO admin@'%';"
+
+HP=$(free_port)
+cat > "$W/haproxy.cfg" <<CFG
+global
+  maxconn 4000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+frontend fe
+  bind 127.0.0.1:$HP
+  default_backend be
+backend be
+  server db 127.0.0.1:$DBP
+CFG
+haproxy -db -f "$W/haproxy.cfg" &
+PIDS+=($!)
+
+PP=$(free_port)
+echo admin-pw > "$W/admin.pw"
+"$BIN" sync-users --from "127.0.0.1:$DBP" --user admin --password-file "$W/admin.pw" --out "$W/users.json" >/dev/null
+cat > "$W/proxy.toml" <<CFG
+listen = ["127.0.0.1:$PP"]
+users_file = "$W/users.json"
+default_side = "old"
+[backends]
+old = "127.0.0.1:$DBP"
+CFG
+RUST_LOG=warn "$BIN" run --config "$W/proxy.toml" &
+PROXY_PID=$!
+PIDS+=($PROXY_PID)
+sleep 1
+
+sb() { # port workload seconds
+  sysbench "$2" --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$1" --mysql-user=app \
+    --mysql-password=bench-pw --mysql-db=shop --tables=4 --table-size=10000 --threads="$THREADS" \
+    --time="$3" --percentile=99 --report-interval=0 run
+}
+sysbench oltp_read_write --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$DBP" --mysql-user=app \
+  --mysql-password=bench-pw --mysql-db=shop --tables=4 --table-size=10000 prepare >/dev/null
+declare -A PORT=([direct]=$DBP [haproxy]=$HP [proxy]=$PP)
+for t in direct haproxy proxy; do sb "${PORT[$t]}" oltp_point_select 3 >/dev/null; done
+echo -e "workload\tround\ttarget\tqps\tp99_ms" > "$W/raw.tsv"
+for wl in oltp_point_select oltp_read_write; do
+  for r in $(seq "$ROUNDS"); do
+    for t in direct haproxy proxy; do
+      out=$(sb "${PORT[$t]}" "$wl" "$SECS")
+      qps=$(echo "$out" | awk '/queries:/ {gsub("\\(","",$3); print $3}')
+      p99=$(echo "$out" | awk '/99th percentile:/ {print $3}')
+      err=$(echo "$out" | awk '/ignored errors:/ {print $3}')
+      echo -e "$wl\t$r\t$t\t$qps\t$p99\terrors=$err" | tee -a "$W/raw.tsv" >&2
+    done
+  done
+done
+python3 - "$W/raw.tsv" <<'PY'
+import sys, statistics as st
+rows=[l.rstrip("\n").split("\t") for l in open(sys.argv[1]).readlines()[1:]]
+for wl in ["oltp_point_select","oltp_read_write"]:
+    m={}
+    for t in ["direct","haproxy","proxy"]:
+        q=[float(r[3]) for r in rows if r[0]==wl and r[2]==t]
+        p=[float(r[4]) for r in rows if r[0]==wl and r[2]==t]
+        m[t]=(st.median(q),min(q),max(q),st.median(p),min(p),max(p))
+        print(f"{wl}\t{t}\tqps median {m[t][0]:.0f} (min {m[t][1]:.0f}, max {m[t][2]:.0f})\tp99 median {m[t][3]:.2f} ms (min {m[t][4]:.2f}, max {m[t][5]:.2f})")
+    print(f"{wl}\tproxy/direct qps {m['proxy'][0]/m['direct'][0]:.3f}\tproxy/haproxy qps {m['proxy'][0]/m['haproxy'][0]:.3f}\tp99 added vs direct {m['proxy'][3]-m['direct'][3]:+.2f} ms")
+PY
+rss() { awk '/VmRSS/ {print $2}' "/proc/$PROXY_PID/status"; }
+before=$(rss)
+IDLE_PASSWORD=bench-pw "$IDLE" "127.0.0.1:$PP" app 1000 20 > "$W/idle.out" &
+IDLEPID=$!
+PIDS+=($IDLEPID)
+for _ in $(seq 300); do grep -q ready "$W/idle.out" 2>/dev/null && break; sleep 0.1; done
+sleep 2
+echo "proxy RSS: ${before} kB before, $(rss) kB with $(cat "$W/idle.out") idle client connections"

@@ -1,0 +1,151 @@
+//! The admin API over real HTTP: token required, routes and sessions listed, switch with the
+//! measured pause, metrics per database and side.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use mysql_async::prelude::*;
+use sql_proxy::admin::{router, AdminState};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_needs_a_token_lists_switches_and_reports_metrics() {
+    let a = backend();
+    let b = backend();
+    a.exec("CREATE TABLE shop.t (id INT); INSERT INTO shop.t VALUES (1)")
+        .unwrap();
+    b.exec("CREATE TABLE shop.t (id INT); INSERT INTO shop.t VALUES (2)")
+        .unwrap();
+    let p = proxy(&a, Some(&b), Default::default()).await;
+    let token = "0123456789abcdef-test-token";
+    let app = router(AdminState {
+        shared: p.shared.clone(),
+        token: Arc::from(token),
+        users_file: "/nonexistent/users.json".into(),
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = l.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+
+    for (m, path) in [
+        ("GET", "/routes"),
+        ("GET", "/metrics"),
+        ("POST", "/routes/shop/switch"),
+    ] {
+        assert_eq!(http(admin, m, path, None, "").await.0, 401, "{m} {path}");
+        assert_eq!(
+            http(admin, m, path, Some("wrong-token-wrong-token-x"), "")
+                .await
+                .0,
+            401
+        );
+    }
+
+    let mut conn = mysql_async::Conn::from_url(url(p.addr, "shop"))
+        .await
+        .unwrap();
+    let v: Option<i32> = conn.query_first("SELECT id FROM t").await.unwrap();
+    assert_eq!(v, Some(1));
+
+    let (code, body) = http(admin, "GET", "/routes", Some(token), "").await;
+    assert_eq!(code, 200);
+    let routes: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(routes[0]["database"], "shop");
+    assert_eq!(routes[0]["side"], "old");
+    assert_eq!(routes[0]["sessions"], 1);
+    let (_, body) = http(admin, "GET", "/sessions", Some(token), "").await;
+    let sessions: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(sessions[0]["user"], APP_USER);
+
+    let (code, body) = http(
+        admin,
+        "POST",
+        "/routes/shop/switch",
+        Some(token),
+        r#"{"to":"new"}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(report["resume"]["pause_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(report["resume"]["side"], "new");
+    let v: Option<i32> = conn.query_first("SELECT id FROM t").await.unwrap();
+    assert_eq!(v, Some(2), "session did not move to the new side");
+
+    let (code, body) = http(
+        admin,
+        "PUT",
+        "/routes/shop",
+        Some(token),
+        r#"{"mode":"read_only"}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(conn.query_drop("DELETE FROM t").await.is_err());
+    let (code, _) = http(
+        admin,
+        "PUT",
+        "/routes/shop",
+        Some(token),
+        r#"{"side":"nowhere"}"#,
+    )
+    .await;
+    assert_eq!(code, 400);
+    let (code, _) = http(
+        admin,
+        "POST",
+        "/routes/shop/switch",
+        Some(token),
+        r#"{"to":"nowhere"}"#,
+    )
+    .await;
+    assert_eq!(code, 409);
+
+    let (code, metrics) = http(admin, "GET", "/metrics", Some(token), "").await;
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("sqlproxy_queries_total{database=\"shop\",side=\"old\"} "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sqlproxy_sessions{database=\"shop\",side=\"new\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sqlproxy_errors_total{database=\"shop\",side=\"new\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sqlproxy_pause_seconds_count{database=\"shop\"} 1"),
+        "{metrics}"
+    );
+    server.abort();
+}
