@@ -216,3 +216,34 @@ async fn mysql_async_prepared_statements_blobs_and_session_commands() {
     assert_eq!(n, Some(21));
     conn.disconnect().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_proxy_answers_on_several_endpoints() {
+    let db = backend();
+    let p = proxy(&db, None, Default::default()).await;
+    let addrs: Vec<std::net::SocketAddr> = vec![
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.2:0".parse().unwrap(),
+    ];
+    let (bound, tasks) = sql_proxy::server::listen(p.shared.clone(), &addrs)
+        .await
+        .unwrap();
+    assert_eq!(bound.len(), 2);
+    let mut conns = Vec::new();
+    for a in &bound {
+        let u = format!(
+            "mysql://{APP_USER}:{APP_PASSWORD}@{}:{}/shop?prefer_socket=false",
+            a.ip(),
+            a.port()
+        );
+        let mut conn = mysql_async::Conn::from_url(u).await.unwrap();
+        let v: Option<String> = conn.query_first("SELECT DATABASE()").await.unwrap();
+        assert_eq!(v.as_deref(), Some("shop"));
+        conns.push(conn);
+    }
+    let open = p.shared.sessions.lock().unwrap().len();
+    assert_eq!(open, 2);
+    for t in tasks {
+        t.abort();
+    }
+}
