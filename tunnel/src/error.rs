@@ -93,6 +93,12 @@ pub enum Error {
     #[error("UDP port {port} (listen_port){where_} is already in use; stop its user or change listen_port")]
     PortInUse { port: u16, where_: String },
 
+    #[error("this side is up with the {running} backend, {wanted} was asked for; run `tunnel down` first, then `tunnel up`")]
+    BackendChanged {
+        running: crate::backend::Backend,
+        wanted: crate::backend::Backend,
+    },
+
     #[error("state file {path}: {message}")]
     State { path: PathBuf, message: String },
 

@@ -191,6 +191,12 @@ pub(crate) fn actual(r: &Resolved, backend: Backend) -> Result<Actual> {
     netns::ensure_exists(r.ns())?;
     let state = read_state(&r.state_path)?;
     let link = ip::link(r.ns(), r.iface())?;
+    if let Some(s) = state.as_ref().filter(|s| s.backend != backend) {
+        return Err(Error::BackendChanged {
+            running: s.backend,
+            wanted: backend,
+        });
+    }
     let ours = match (&state, backend) {
         (Some(s), Backend::Userspace) => s.daemon.is_some_and(|d| d.alive()),
         (Some(s), Backend::Kernel) => s.backend == Backend::Kernel && link.is_some(),
