@@ -40,6 +40,8 @@ pub struct Config {
     #[serde(default)]
     pub limits: Limits,
     pub admin: Option<AdminConfig>,
+    /// TLS to clients (offered with CLIENT_SSL; plain clients still work).
+    pub tls: Option<TlsConfig>,
     /// Version string shown to clients ("5.5.5-" makes MariaDB clients recognise MariaDB).
     #[serde(default = "default_version")]
     pub server_version: String,
@@ -82,6 +84,15 @@ impl Default for Limits {
             backend_connect_ms: 5_000,
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

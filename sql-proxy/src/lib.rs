@@ -6,7 +6,7 @@
 //! - [`protocol`]: handshake v10, login packet, auth switch, OK / ERR / EOF, capability flags.
 //! - [`auth`]: `mysql_native_password` from stored hashes; the user store file.
 //! - [`sync`]: loading hashes and grants from the old server (`sync-users`).
-//! - [`server`]: one listener per old endpoint.
+//! - [`server`]: one listener per old endpoint; [`stream`]: plain or TLS client streams.
 //! - [`session`]: login of one client and its backend connection; [`commands`]: the command
 //!   loop with the gate (hold / re-home / read_only) and prepared-statement id mapping.
 //! - [`relay`]: one command's round trip, frames forwarded without decoding rows;
@@ -28,6 +28,7 @@ pub mod route;
 pub mod server;
 pub mod session;
 pub mod session_state;
+pub mod stream;
 pub mod switch;
 pub mod sync;
 pub mod wire;

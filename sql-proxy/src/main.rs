@@ -98,7 +98,11 @@ fn main() -> Result<()> {
 async fn run(config: PathBuf) -> Result<()> {
     let cfg = Config::load(&config)?;
     let users = UserStore::load(&cfg.users_file)?;
-    let shared = Shared::new(&cfg, users);
+    let tls = match &cfg.tls {
+        Some(t) => Some(sql_proxy::stream::acceptor(&t.cert_file, &t.key_file)?),
+        None => None,
+    };
+    let shared = Shared::new(&cfg, users, tls);
     let (bound, _tasks) = sql_proxy::server::listen(shared.clone(), &cfg.listen).await?;
     for a in &bound {
         tracing::info!(listen = %a, "serving MySQL clients");

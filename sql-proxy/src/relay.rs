@@ -4,9 +4,9 @@
 //! client sees the proxy's id, which survives a switch). LOCAL INFILE data flows the other way
 //! in the middle of the exchange.
 
+use crate::stream::ClientStream;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::backend::BackendConn;
 use crate::response::{Expect, Scanner, Step};
@@ -42,7 +42,7 @@ pub struct Outcome {
 /// `client_seq` is the sequence id the client expects next (its command's last id + 1).
 /// `client_stmt_id` replaces the backend's id in a prepare-OK packet.
 pub async fn exchange(
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     cbuf: &mut BytesMut,
     be: &mut BackendConn,
     payload: &[u8],
@@ -132,7 +132,7 @@ pub async fn exchange(
 /// Forwards the client's file packets to the backend until the empty packet that ends them.
 /// Returns the next client and backend sequence ids.
 async fn relay_infile(
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     cbuf: &mut BytesMut,
     be: &mut BackendConn,
     mut backend_seq: u8,
@@ -158,7 +158,7 @@ async fn relay_infile(
 
 /// Reads one logical packet from the client.
 pub async fn read_client_packet(
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     cbuf: &mut BytesMut,
 ) -> Result<crate::wire::Packet, RelayError> {
     loop {
@@ -184,7 +184,7 @@ pub fn shrink(buf: &mut BytesMut) {
 
 /// Writes one packet to the client.
 pub async fn write_client(
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     seq: u8,
     payload: &[u8],
 ) -> Result<u8, RelayError> {

@@ -87,10 +87,16 @@ pub struct Shared {
     pub next_session: AtomicU64,
     pub limits: Limits,
     pub server_version: String,
+    /// TLS for clients that ask for it; `None` means CLIENT_SSL is not offered.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Shared {
-    pub fn new(cfg: &Config, users: UserStore) -> Arc<Self> {
+    pub fn new(
+        cfg: &Config,
+        users: UserStore,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Arc<Self> {
         let s = Arc::new(Self {
             routes: RwLock::new(HashMap::new()),
             backends: RwLock::new(cfg.backends.clone()),
@@ -103,6 +109,7 @@ impl Shared {
             next_session: AtomicU64::new(1),
             limits: cfg.limits.clone(),
             server_version: cfg.server_version.clone(),
+            tls,
         });
         for (db, r) in &cfg.databases {
             s.set_route(db, Some(&r.side), Some(r.mode));

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rand::Rng;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -23,6 +24,7 @@ use crate::protocol::{
 use crate::relay::{read_client_packet, write_client, RelayError};
 use crate::route::{Counters, DbRoute, RouteState, SessionInfo, Shared};
 use crate::session_state::SessionState;
+use crate::stream::ClientStream;
 
 /// A prepared statement as the client sees it.
 pub(crate) struct Stmt {
@@ -40,7 +42,7 @@ pub(crate) struct Stmt {
 pub struct Session {
     pub(crate) shared: Arc<Shared>,
     pub(crate) info: Arc<SessionInfo>,
-    pub(crate) client: TcpStream,
+    pub(crate) client: ClientStream,
     pub(crate) cbuf: BytesMut,
     pub(crate) backend: Option<BackendConn>,
     pub(crate) login: Login,
@@ -99,9 +101,31 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
     }
 }
 
+/// Reads exactly one single-frame packet (no read-ahead: TLS may start right after it).
+async fn read_exact_packet(tcp: &mut TcpStream) -> Result<crate::wire::Packet, RelayError> {
+    let mut h = [0u8; 4];
+    tcp.read_exact(&mut h).await.map_err(RelayError::Client)?;
+    let len = h[0] as usize | (h[1] as usize) << 8 | (h[2] as usize) << 16;
+    if len >= crate::wire::MAX_FRAME {
+        return Err(RelayError::ClientDecode(crate::wire::bad(
+            "login packet",
+            "too large",
+        )));
+    }
+    let mut payload = vec![0u8; len];
+    tcp.read_exact(&mut payload)
+        .await
+        .map_err(RelayError::Client)?;
+    Ok(crate::wire::Packet {
+        seq: h[3],
+        last_seq: h[3],
+        payload,
+    })
+}
+
 async fn login(
     shared: Arc<Shared>,
-    mut client: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     id: u64,
 ) -> Result<Option<Session>, RelayError> {
@@ -110,25 +134,30 @@ async fn login(
         server_version: shared.server_version.clone(),
         connection_id: id as u32,
         scramble: scramble.to_vec(),
-        capabilities: cap::PROXY_OFFER,
+        capabilities: cap::PROXY_OFFER | if shared.tls.is_some() { cap::SSL } else { 0 },
         charset: 45,
         status: status::AUTOCOMMIT,
         auth_plugin: NATIVE_PASSWORD.into(),
     };
-    write_client(&mut client, 0, &greeting.build()).await?;
-    let mut cbuf = BytesMut::with_capacity(1024);
-    let p = read_client_packet(&mut client, &mut cbuf).await?;
-    let mut seq = p.last_seq.wrapping_add(1);
-    let host = peer.ip().to_string();
-    if HandshakeResponse::is_ssl_request(&p.payload) {
-        let e = ErrPacket::new(
-            1043,
-            "08S01",
-            "sql-proxy: TLS is not enabled on this endpoint; connect without SSL",
-        );
-        write_client(&mut client, seq, &e.build()).await?;
-        return Ok(None);
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut out = BytesMut::new();
+        crate::wire::encode_packet(&mut out, 0, &greeting.build());
+        tcp.write_all(&out).await.map_err(RelayError::Client)?;
     }
+    let mut cbuf = BytesMut::with_capacity(1024);
+    let mut p = read_exact_packet(&mut tcp).await?;
+    let host = peer.ip().to_string();
+    let mut client = ClientStream::Plain(tcp);
+    if HandshakeResponse::is_ssl_request(&p.payload) {
+        let (Some(acceptor), ClientStream::Plain(tcp)) = (shared.tls.clone(), client) else {
+            return Ok(None); // SSL was not offered; a conforming client never asks.
+        };
+        let tls = acceptor.accept(tcp).await.map_err(RelayError::Client)?;
+        client = ClientStream::Tls(Box::new(tls));
+        p = read_client_packet(&mut client, &mut cbuf).await?;
+    }
+    let mut seq = p.last_seq.wrapping_add(1);
     let resp = match HandshakeResponse::parse(&p.payload) {
         Ok(r) => r,
         Err(e) => {

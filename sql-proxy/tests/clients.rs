@@ -247,3 +247,73 @@ async fn one_proxy_answers_on_several_endpoints() {
         t.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_offered_to_clients_that_ask_and_plain_clients_still_work() {
+    let db = backend();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let acceptor = sql_proxy::stream::acceptor(&cert, &key).unwrap();
+    let p = proxy_tls(&db, None, Default::default(), Some(acceptor)).await;
+    let out = run_cli(
+        p.addr,
+        APP_USER,
+        APP_PASSWORD,
+        vec!["--ssl", "--ssl-verify-server-cert=0"],
+        "status".into(),
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Cipher in use is"), "{stdout}");
+    let out = run_cli(
+        p.addr,
+        APP_USER,
+        APP_PASSWORD,
+        vec!["--ssl", "--ssl-verify-server-cert=0"],
+        "SELECT 6*7".into(),
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "42\n");
+    let out = run_cli(
+        p.addr,
+        APP_USER,
+        APP_PASSWORD,
+        vec!["--skip-ssl"],
+        "SELECT 6*7".into(),
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "42\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A wrong certificate file is named in the error.
+    let e = sql_proxy::stream::acceptor(&key, &key).err().unwrap();
+    assert!(e.to_string().contains("key.pem"), "{e}");
+}

@@ -56,6 +56,16 @@ impl Drop for Proxy {
 
 /// Starts the proxy with sides `old` (and `new` if given); users synced from `old`.
 pub async fn proxy(old: &MariaDb, new: Option<&MariaDb>, limits: Limits) -> Proxy {
+    proxy_tls(old, new, limits, None).await
+}
+
+/// As [`proxy`], offering TLS to clients when an acceptor is given.
+pub async fn proxy_tls(
+    old: &MariaDb,
+    new: Option<&MariaDb>,
+    limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Proxy {
     let mut backends = BTreeMap::new();
     backends.insert("old".to_string(), addr(old));
     if let Some(n) = new {
@@ -69,6 +79,7 @@ pub async fn proxy(old: &MariaDb, new: Option<&MariaDb>, limits: Limits) -> Prox
         databases: BTreeMap::new(),
         limits,
         admin: None,
+        tls: None,
         server_version: "5.5.5-10.11.0-MariaDB-sql-proxy".into(),
     };
     let users = sql_proxy::sync::load_users(
@@ -78,7 +89,7 @@ pub async fn proxy(old: &MariaDb, new: Option<&MariaDb>, limits: Limits) -> Prox
     )
     .await
     .expect("sync users");
-    let shared = Shared::new(&cfg, users);
+    let shared = Shared::new(&cfg, users, tls);
     let (bound, tasks) = sql_proxy::server::listen(shared.clone(), &cfg.listen)
         .await
         .unwrap();
