@@ -52,13 +52,19 @@ fn write(path: &Path, data: &str) -> Result<()> {
 /// `mariadb-install-db` into `<dc>/mysql`.
 pub fn mariadb_install(dirs: &DcDirs) -> Result<()> {
     let datadir = dirs.root.join("mysql");
-    run(Command::new("mariadb-install-db").args([
-        "--no-defaults",
-        &format!("--datadir={}", datadir.display()),
-        "--user=root",
-        "--auth-root-authentication-method=normal",
-        "--skip-test-db",
-    ]))?;
+    // Its own tmpdir: concurrent bootstraps sharing /tmp collide on temporary table files.
+    let tmp = dirs.root.join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(LabError::io("creating mariadb tmpdir", &tmp))?;
+    run(Command::new("mariadb-install-db")
+        .env("TMPDIR", &tmp)
+        .args([
+            "--no-defaults",
+            &format!("--datadir={}", datadir.display()),
+            "--user=root",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+            &format!("--tmpdir={}", tmp.display()),
+        ]))?;
     Ok(())
 }
 

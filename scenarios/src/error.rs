@@ -62,6 +62,9 @@ pub enum LabError {
         #[source]
         source: mysql_async::Error,
     },
+    /// A worker thread of `lab up` panicked (a bug, reported instead of propagated).
+    #[error("internal: {0}")]
+    Internal(String),
     /// The tunnel between the datacenters could not be brought up.
     #[error("tunnel between old-dc and new-dc: {0}")]
     Tunnel(String),

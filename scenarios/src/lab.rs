@@ -50,6 +50,8 @@ pub const DEFAULT_STATE_ROOT: &str = "/var/lib/hostmove-lab";
 /// The hosted zone.
 pub const ZONE: &str = "lab.test";
 const READY: Duration = Duration::from_secs(30);
+/// Parallel SQL sessions creating the site databases.
+const DB_SESSIONS: usize = 4;
 
 fn require_root() -> Result<()> {
     if nix::unistd::geteuid().is_root() {
@@ -128,6 +130,8 @@ fn skeleton(cfg: &LabConfig, run: &str, old_filer: u32, new_filer: u32) -> LabSt
         mounts: Vec::new(),
         created_paths: Vec::new(),
         up_secs: 0.0,
+        step_secs: Vec::new(),
+        inventory_dir: None,
     }
 }
 
@@ -174,8 +178,30 @@ pub fn up(cfg: &LabConfig) -> Result<LabState> {
     }
 }
 
+/// Times steps of `up` into a shared list.
+struct Steps(Mutex<Vec<(String, f64)>>);
+
+impl Steps {
+    fn time<T>(&self, name: &str, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let out = f();
+        self.0
+            .lock()
+            .expect("steps lock")
+            .push((name.to_string(), t.elapsed().as_secs_f64()));
+        out
+    }
+}
+
 fn build(st: &mut LabState, cfg: &LabConfig) -> Result<()> {
-    topology::create_network(st)?;
+    let steps = Steps(Mutex::new(Vec::new()));
+    let r = build_steps(st, cfg, &steps);
+    st.step_secs = steps.0.into_inner().expect("steps lock");
+    r
+}
+
+fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> {
+    steps.time("network", || topology::create_network(st))?;
     let etc = topology::write_resolv_confs(st)?;
     st.created_paths.extend(etc);
     st.save()?;
@@ -247,45 +273,101 @@ fn build(st: &mut LabState, cfg: &LabConfig) -> Result<()> {
     let snapshot = st.clone();
     let result: Result<()> = std::thread::scope(|scope| {
         let db = scope.spawn(|| -> Result<()> {
-            for (i, side) in [Side::Old, Side::New].into_iter().enumerate() {
-                let dc = snapshot.dc(side);
-                let dirs = DcDirs::new(&snapshot.state_dir, dc);
-                svc::mariadb_install(&dirs)?;
-                let rec = svc::mariadb_start(dc, &dirs, i as u32 + 1)?;
-                records.lock().expect("records lock").push(rec);
-                wait_tcp(dc, "mariadb", SocketAddr::from((dc.sql_addr, dc.sql_port)))?;
-                wait_socket(dc, &dc.sql_socket)?;
-                svc::mariadb_admin(dc)?;
-            }
-            let sql = sites::databases_sql(
-                &snapshot.sites,
-                &|u| passwords.get(u).cloned().unwrap_or_default(),
-                cfg.spec.rows,
-            );
-            svc::mariadb_exec(&snapshot.old, &sql)?;
+            // Both DCs' servers install and start in parallel.
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = [Side::Old, Side::New]
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, side)| {
+                        let (snapshot, records) = (&snapshot, &records);
+                        sc.spawn(move || {
+                            let dc = snapshot.dc(side);
+                            let dirs = DcDirs::new(&snapshot.state_dir, dc);
+                            steps.time(&format!("{}: mariadb install+start", side.label()), || {
+                                svc::mariadb_install(&dirs)?;
+                                let rec = svc::mariadb_start(dc, &dirs, i as u32 + 1)?;
+                                records.lock().expect("records lock").push(rec);
+                                wait_tcp(
+                                    dc,
+                                    "mariadb",
+                                    SocketAddr::from((dc.sql_addr, dc.sql_port)),
+                                )?;
+                                wait_socket(dc, &dc.sql_socket)?;
+                                svc::mariadb_admin(dc)
+                            })
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(LabError::Internal("mariadb setup thread panicked".into()))
+                        })
+                    })
+                    .collect::<Result<Vec<()>>>()
+            })?;
+            // Several client sessions in parallel: DDL is bound by fsync latency, not CPU.
+            let chunk = snapshot.sites.len().div_ceil(DB_SESSIONS).max(1);
+            steps.time("old-dc: create site databases", || {
+                std::thread::scope(|sc| {
+                    let handles: Vec<_> = snapshot
+                        .sites
+                        .chunks(chunk)
+                        .map(|part| {
+                            let passwords = &passwords;
+                            let old = &snapshot.old;
+                            sc.spawn(move || {
+                                let sql = sites::databases_sql(
+                                    part,
+                                    &|u| passwords.get(u).cloned().unwrap_or_default(),
+                                    cfg.spec.rows,
+                                );
+                                svc::mariadb_exec(old, &sql).map(|_| ())
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                Err(LabError::Internal("db session thread panicked".into()))
+                            })
+                        })
+                        .collect::<Result<Vec<()>>>()
+                })
+            })?;
             Ok(())
         });
         let dns = scope.spawn(|| -> Result<()> {
+            let t = Instant::now();
             let lines = sites::zone_records(&snapshot.sites, snapshot.old.vip);
             let rec = crate::dns::knot_start(&snapshot, &lines)?;
             records.lock().expect("records lock").push(rec);
-            process::wait_until(READY, || crate::dns::zone_loaded(&snapshot)).map_err(|detail| {
-                LabError::NotReady {
+            let r = process::wait_until(READY, || crate::dns::zone_loaded(&snapshot)).map_err(
+                |detail| LabError::NotReady {
                     service: "knot".into(),
                     namespace: snapshot.dns.netns.clone(),
                     address: format!("{}:{}", snapshot.dns.addr, snapshot.dns.port),
                     secs: READY.as_secs(),
                     detail,
-                }
-            })
+                },
+            );
+            steps.0.lock().expect("steps lock").push((
+                "dns: knot up, zone loaded".into(),
+                t.elapsed().as_secs_f64(),
+            ));
+            r
         });
-        let files = write_trees(&snapshot, &cfg.spec, &passwords);
+        let files = steps.time("old-dc: site file trees", || {
+            write_trees(&snapshot, &cfg.spec, &passwords)
+        });
         let db = db
             .join()
-            .map_err(|_| LabError::Tunnel("db thread panicked".into()))?;
+            .map_err(|_| LabError::Internal("db thread panicked".into()))?;
         let dns = dns
             .join()
-            .map_err(|_| LabError::Tunnel("dns thread panicked".into()))?;
+            .map_err(|_| LabError::Internal("dns thread panicked".into()))?;
         db.and(dns).and(files)
     });
     st.processes
@@ -293,6 +375,7 @@ fn build(st: &mut LabState, cfg: &LabConfig) -> Result<()> {
     st.save()?;
     result?;
 
+    let t_web = Instant::now();
     // Web tier of both DCs.
     for side in [Side::Old, Side::New] {
         let dc = st.dc(side).clone();
@@ -328,8 +411,13 @@ fn build(st: &mut LabState, cfg: &LabConfig) -> Result<()> {
         wait_tcp(dc, "haproxy", SocketAddr::from((dc.vip, 80)))?;
         wait_tcp(dc, "sshd", SocketAddr::from((dc.ssh_addr, dc.ssh_port)))?;
     }
+    steps.0.lock().expect("steps lock").push((
+        "web tier, haproxy, sshd up".into(),
+        t_web.elapsed().as_secs_f64(),
+    ));
+    st.inventory_dir = Some(crate::inventory::write(st, &cfg.spec)?);
     if cfg.tunnel {
-        crate::tunnel_link::up(st)?;
+        steps.time("tunnel up and healthy", || crate::tunnel_link::up(st))?;
         st.save()?;
     }
     Ok(())
@@ -360,7 +448,7 @@ fn write_trees(st: &LabState, spec: &SiteSpec, pw: &BTreeMap<String, String>) ->
             .into_iter()
             .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(LabError::Tunnel("tree writer panicked".into())))
+                    .unwrap_or_else(|_| Err(LabError::Internal("tree writer panicked".into())))
             })
             .collect::<Result<Vec<()>>>()
             .map(|_| ())

@@ -10,7 +10,7 @@
 //! - [`sites`] and [`php_app`]: synthetic customer sites (files, databases, PHP code).
 //! - [`secrets`]: passwords, TSIG and SSH keys (0600 files).
 //! - [`state`]: the JSON state file the migrator reads; [`process`]: daemons by PID.
-//! - [`status`]: `lab status` probes.
+//! - [`status`]: `lab status` probes; [`inventory`]: planner-compatible inventory files.
 //! - [`traffic`]: the bounded traffic generator (runs in the `client` namespace).
 //! - [`check`]: proves zero lost writes and counts failures from a traffic log.
 //! - [`scenario`]: `scenario.toml` + `expect.toml`, `scenarios run <name>`.
@@ -19,6 +19,7 @@ pub mod check;
 pub mod dc_services;
 pub mod dns;
 pub mod error;
+pub mod inventory;
 pub mod lab;
 pub mod php_app;
 pub mod process;

@@ -140,6 +140,9 @@ fn main() -> anyhow::Result<()> {
                     st.sites.len(),
                     LabState::path(&st.state_dir).display()
                 );
+                for (step, secs) in &st.step_secs {
+                    println!("  {secs:>7.2} s  {step}");
+                }
                 print!("{}", status::render(&st, &status::status(&st)));
             }
             LabCmd::Status { name, json } => {

@@ -170,12 +170,24 @@ pub fn write_site_tree(
     if spec.large_files > 0 {
         mk(&big_dir)?;
     }
+    // Large files: one random 64 KiB block per file, repeated with the block number stamped
+    // in (cheap to generate, distinct blocks, same bytes on every run).
+    let mut block = vec![0u8; 64 * 1024];
     for f in 0..spec.large_files {
+        for chunk in block.chunks_mut(8) {
+            chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+        }
         let size = spec.large_file_kib * 1024;
-        let mut data = vec![0u8; size];
-        for chunk in data.chunks_mut(8) {
-            let v = rng.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
+        let mut data = Vec::with_capacity(size);
+        let mut n = 0u64;
+        while data.len() < size {
+            let take = (size - data.len()).min(block.len());
+            let start = data.len();
+            data.extend_from_slice(&block[..take]);
+            let stamp = n.to_le_bytes();
+            let k = stamp.len().min(take);
+            data[start..start + k].copy_from_slice(&stamp[..k]);
+            n += 1;
         }
         write(big_dir.join(format!("archive-{f}.bin")), &data)?;
     }

@@ -68,6 +68,12 @@ pub struct LabState {
     pub created_paths: Vec<PathBuf>,
     /// Seconds `lab up` took.
     pub up_secs: f64,
+    /// Seconds per step of `lab up` (steps in parallel overlap), for BENCHMARKS.md.
+    #[serde(default)]
+    pub step_secs: Vec<(String, f64)>,
+    /// Planner-compatible inventory of the lab (`datacenters.jsonl`, … `sites.jsonl`).
+    #[serde(default)]
+    pub inventory_dir: Option<PathBuf>,
 }
 
 /// One datacenter.

@@ -208,7 +208,7 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
         Ok(f())
     })
     .join()
-    .map_err(|_| LabError::Tunnel("probe thread panicked".into()))?
+    .map_err(|_| LabError::Internal("probe thread panicked".into()))?
 }
 
 /// TCP connect probe from inside a namespace.

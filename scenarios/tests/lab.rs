@@ -167,6 +167,44 @@ fn lab_with_20_sites_serves_every_site_end_to_end_and_leaves_nothing() {
         String::from_utf8_lossy(&ssh.stderr)
     );
 
+    // DNS: Knot refuses unsigned updates and accepts TSIG-signed ones.
+    let upd = root.join("update.txt");
+    std::fs::write(
+        &upd,
+        format!(
+            "server {} {}\nzone {}.\nupdate add tsig-probe.{}. 60 A 10.9.9.9\nsend\n",
+            st.dns.addr, st.dns.port, st.zone, st.zone
+        ),
+    )
+    .unwrap();
+    let knsupdate = |key: Option<&Path>| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &st.client.netns, "knsupdate"]);
+        if let Some(k) = key {
+            c.arg("-k").arg(k);
+        }
+        c.arg(&upd).output().unwrap()
+    };
+    assert!(
+        !knsupdate(None).status.success(),
+        "unsigned update accepted"
+    );
+    let key_line = std::fs::read_to_string(&st.dns.tsig_key_file).unwrap();
+    let key_line = key_line.lines().next().unwrap().trim_start_matches("# ");
+    let keyfile = root.join("private-key.txt");
+    scenarios::secrets::write_secret(&keyfile, key_line.as_bytes()).unwrap();
+    let signed = knsupdate(Some(&keyfile));
+    assert!(
+        signed.status.success(),
+        "signed update refused: {}",
+        String::from_utf8_lossy(&signed.stdout)
+    );
+
+    // The planner-compatible inventory lists every site with its absolute home.
+    let inv = scenarios::inventory::read_sites(st.inventory_dir.as_ref().unwrap()).unwrap();
+    assert_eq!(inv.len(), 20);
+    assert_eq!(inv[0]["home"], st.sites[0].home.to_string_lossy().as_ref());
+
     // old-dc and new-dc reach each other's LAN through the tunnel.
     if cfg.tunnel {
         let new_sql = SocketAddr::from((st.new.sql_addr, st.new.sql_port));
