@@ -190,7 +190,17 @@ pub(crate) struct Actual {
 pub(crate) fn actual(r: &Resolved, backend: Backend) -> Result<Actual> {
     netns::ensure_exists(r.ns())?;
     let state = read_state(&r.state_path)?;
-    let link = ip::link(r.ns(), r.iface())?;
+    let mut link = ip::link(r.ns(), r.iface())?;
+    if let Some(d) = state.as_ref().and_then(|s| s.daemon) {
+        // Our daemon just died: the kernel unregisters its TUN device a moment after the
+        // process is gone. Give it up to 2 s before calling the interface someone else's.
+        let mut tries = 0;
+        while link.is_some() && !d.alive() && tries < 100 {
+            std::thread::sleep(Duration::from_millis(20));
+            link = ip::link(r.ns(), r.iface())?;
+            tries += 1;
+        }
+    }
     if let Some(s) = state.as_ref().filter(|s| s.backend != backend) {
         return Err(Error::BackendChanged {
             running: s.backend,
@@ -203,9 +213,15 @@ pub(crate) fn actual(r: &Resolved, backend: Backend) -> Result<Actual> {
         (None, _) => false,
     };
     if link.is_some() && !ours {
+        let hint = match orphan_daemon(r) {
+            Some(pid) => format!(
+                " (it looks like a wireguard-go started by tunnel whose state file is gone: pid {pid}; stop it with `kill {pid}`, then run `tunnel up`)"
+            ),
+            None => String::new(),
+        };
         return Err(Error::ForeignInterface {
             interface: r.iface().to_string(),
-            where_: r.where_(),
+            where_: format!("{}{hint}", r.where_()),
         });
     }
     Ok(Actual {
@@ -213,6 +229,25 @@ pub(crate) fn actual(r: &Resolved, backend: Backend) -> Result<Actual> {
         running: ours && link.is_some(),
         link,
     })
+}
+
+/// A live wireguard-go our alias link still points at, in this side's namespace: our own
+/// daemon that lost its state file. Only named in the error, never adopted or killed.
+fn orphan_daemon(r: &Resolved) -> Option<u32> {
+    let target = std::fs::read_link(backend::alias_socket(&r.alias)).ok()?;
+    let pid: u32 = target
+        .strip_prefix("/proc")
+        .ok()?
+        .components()
+        .next()?
+        .as_os_str()
+        .to_str()?
+        .parse()
+        .ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    let their_ns = std::fs::metadata(format!("/proc/{pid}/ns/net")).ok()?;
+    use std::os::unix::fs::MetadataExt;
+    (comm.trim() == "wireguard-go" && their_ns.ino() == netns::inode(r.ns()).ok()?).then_some(pid)
 }
 
 fn resolve<'a>(cfg: &'a Config, side: &Side) -> Result<(Resolved<'a>, Backend)> {
@@ -360,6 +395,17 @@ pub fn up(cfg: &Config, side: &Side) -> Result<Plan> {
     }
     let ns = r.ns();
     let dev = r.iface();
+    let creating = plan
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::CreateInterface { .. }));
+    if creating {
+        // A daemon being replaced (dying, or alive without its interface) must be gone
+        // before its port is checked and a new one starts.
+        if let Some(d) = have.state.as_ref().and_then(|s| s.daemon) {
+            d.stop(Duration::from_secs(2))?;
+        }
+    }
     if plan
         .changes
         .iter()
@@ -367,11 +413,7 @@ pub fn up(cfg: &Config, side: &Side) -> Result<Plan> {
     {
         port_free(&r)?;
     }
-    if plan
-        .changes
-        .iter()
-        .any(|c| matches!(c, Change::CreateInterface { .. }))
-    {
+    if creating {
         create(&r, backend, have.state.as_ref())?;
     }
     // One UAPI transaction for key, port and peers.

@@ -76,9 +76,7 @@ fn health_gate_follows_the_tunnel() {
 
     // Daemon gone: the gate closes with the PID in the reason.
     let pid = tunnel::status(&cfg_b, &b).unwrap().daemon_pid.unwrap();
-    // SAFETY: kill by the PID `up` recorded.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    kill_and_wait(pid, libc::SIGKILL);
     let h = tunnel::health(&cfg_b, &b);
     assert!(!h.healthy);
     assert!(
@@ -167,16 +165,8 @@ fn down_after_daemon_death_spares_a_same_named_newcomer() {
     let a = side(&lab, "a");
     tunnel::up(&cfg, &a).unwrap();
     let pid = tunnel::status(&cfg, &a).unwrap().daemon_pid.unwrap();
-    // SAFETY: kill by the PID `up` recorded.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    for _ in 0..100 {
-        let gone = !String::from_utf8_lossy(&sh(&["ip", "-n", &lab.ns_a, "link"]).stdout)
-            .contains("wgnew0");
-        if gone {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    kill_and_wait(pid, libc::SIGKILL);
+    wait_link_gone(&lab.ns_a, "wgnew0");
     // Someone else now creates an interface with that name: not ours to remove.
     sh(&[
         "ip", "-n", &lab.ns_a, "link", "add", "wgnew0", "type", "veth", "peer", "name", "wgnew0p",
@@ -190,4 +180,33 @@ fn down_after_daemon_death_spares_a_same_named_newcomer() {
     assert!(rep.removed.iter().any(|r| r.starts_with("state")));
     let links = String::from_utf8_lossy(&sh(&["ip", "-n", &lab.ns_a, "link"]).stdout).into_owned();
     assert!(links.contains("wgnew0"), "the newcomer survives down");
+}
+
+#[test]
+fn orphaned_daemon_is_named_not_adopted() {
+    let lab = Lab::new("wgorph0");
+    lab.keys();
+    let cfg = Config::load(lab.config("a")).unwrap();
+    let a = side(&lab, "a");
+    tunnel::up(&cfg, &a).unwrap();
+    let pid = tunnel::status(&cfg, &a).unwrap().daemon_pid.unwrap();
+    // The state file is lost (kept under another name so the Drop guard still kills the PID).
+    let state = lab.state_dir.join(format!(
+        "{}.json",
+        tunnel::side::alias(Some(&lab.ns_a), "wgorph0")
+    ));
+    std::fs::rename(&state, lab.state_dir.join("orphan-backup.json")).unwrap();
+    match tunnel::up(&cfg, &a) {
+        Err(e @ Error::ForeignInterface { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("pid {pid}")), "{msg}");
+            assert!(msg.contains("state file is gone"), "{msg}");
+        }
+        other => panic!("expected ForeignInterface, got {other:?}"),
+    }
+    // The operator stops it by PID as told; up then works again.
+    kill_and_wait(pid, libc::SIGTERM);
+    wait_link_gone(&lab.ns_a, "wgorph0");
+    assert!(!tunnel::up(&cfg, &a).unwrap().is_empty());
+    tunnel::down(&cfg, &a).unwrap();
 }

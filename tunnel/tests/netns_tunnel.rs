@@ -13,15 +13,6 @@ fn status_json(lab: &Lab, side: &str) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {out}"))
 }
 
-fn pid_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            let state = s.rsplit(')').next().unwrap_or("").trim_start();
-            !state.starts_with('Z') && !state.starts_with('X')
-        })
-        .unwrap_or(false)
-}
-
 fn link_names(ns: &str) -> Vec<String> {
     let out = sh(&["ip", "-n", ns, "-j", "link", "show"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -86,14 +77,7 @@ fn up_traffic_kill_heal_rotate_down() {
 
     // Kill B's daemon: B reports it by PID, A reports the peer silent; both exit 1.
     let b_pid = status_json(&lab, "b")["daemon_pid"].as_u64().unwrap() as u32;
-    // SAFETY: kill by the PID `up` recorded.
-    unsafe { libc::kill(b_pid as i32, libc::SIGKILL) };
-    for _ in 0..100 {
-        if !pid_alive(b_pid) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    kill_and_wait(b_pid, libc::SIGKILL);
     let st = status_json(&lab, "b");
     assert_eq!(st["daemon_running"], false);
     let (code, out, _) = lab.tunnel("b", &["check", "--pings", "3"]);

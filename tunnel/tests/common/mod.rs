@@ -43,6 +43,45 @@ pub fn sh(args: &[&str]) -> Output {
     out
 }
 
+/// Alive and not a zombie.
+pub fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        })
+        .unwrap_or(false)
+}
+
+/// Kills `pid` (recorded by `up`) with `sig` and waits up to 10 s until it is dead.
+pub fn kill_and_wait(pid: u32, sig: i32) {
+    // SAFETY: kill by a PID the test read from the tunnel's own state.
+    unsafe { libc::kill(pid as i32, sig) };
+    for _ in 0..500 {
+        if !pid_alive(pid) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("pid {pid} still alive 10 s after signal {sig}");
+}
+
+/// Waits up to 10 s until interface `name` is gone from `ns` (the kernel unregisters a TUN
+/// device a moment after its process died).
+pub fn wait_link_gone(ns: &str, name: &str) {
+    for _ in 0..500 {
+        let out = sh(&["ip", "-n", ns, "-o", "link", "show"]);
+        let present = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.split(':').nth(1).map(|n| n.trim()) == Some(name));
+        if !present {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("interface {name} still in {ns} after 10 s");
+}
+
 pub struct Lab {
     pub interface: String,
     pub ns_a: String,
