@@ -147,12 +147,21 @@ fn concurrent_ups_start_one_daemon() {
         .count();
     assert_eq!(changed, 1, "exactly one of the concurrent ups did the work");
     assert_eq!(lab.recorded_pids().len(), 1);
-    let out = sh(&["ps", "-eo", "args"]);
-    let daemons = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("wireguard-go -f wgconc0"))
+    // Count wireguard-go processes living in this lab's namespace (other test processes may
+    // run their own elsewhere).
+    use std::os::unix::fs::MetadataExt;
+    let ns_ino = std::fs::metadata(format!("/run/netns/{}", lab.ns_a))
+        .unwrap()
+        .ino();
+    let daemons = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let ino = std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino());
+            comm.trim() == "wireguard-go" && pid_alive(*pid) && ino.ok() == Some(ns_ino)
+        })
         .count();
-    // Other tests may run their own daemons, but not on this interface name.
     assert_eq!(daemons, 1);
     tunnel::down(&cfg, &a).unwrap();
 }
