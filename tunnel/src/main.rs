@@ -52,6 +52,7 @@ enum Cmd {
     },
     /// Print the difference between desired and actual state (changes nothing).
     Plan {
+        /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -60,21 +61,25 @@ enum Cmd {
         /// Print what would change, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Print the applied changes as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Remove exactly what `up` created (daemon, interface with its addresses and routes).
     Down {
+        /// Print what would be removed, remove nothing.
         #[arg(long)]
         dry_run: bool,
     },
     /// Per peer: last handshake age, rx/tx bytes, endpoint.
     Status {
+        /// Print the status as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Health verdict with latency, loss and a bounded throughput probe; exit 1 if unhealthy.
     Check {
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
         /// Latency pings per peer.
@@ -89,10 +94,13 @@ enum Cmd {
         /// The peer side's config (default: the same file).
         #[arg(long)]
         peer_config: Option<PathBuf>,
+        /// The peer datacenter's name.
         #[arg(long)]
         peer_side: String,
+        /// The network namespace the peer side runs in (overrides its config's `netns`).
         #[arg(long)]
         peer_netns: Option<String>,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
         /// Print the steps, change nothing.
