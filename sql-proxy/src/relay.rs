@@ -50,14 +50,15 @@ pub async fn exchange(
     expect: Expect,
     client_stmt_id: Option<u32>,
 ) -> Result<Outcome, RelayError> {
-    let side = be.side.clone();
-    let be_err = |source| RelayError::Backend {
-        side: side.clone(),
+    let be_err = |side: &str, source| RelayError::Backend {
+        side: side.to_string(),
         source,
     };
     let mut out = BytesMut::with_capacity(payload.len() + 8);
     encode_packet(&mut out, 0, payload);
-    be.stream.write_all(&out).await.map_err(be_err)?;
+    if let Err(e) = be.stream.write_all(&out).await {
+        return Err(be_err(&be.side, e));
+    }
     let mut scanner = Scanner::new(expect);
     let mut prepared = None;
     // Whether the next frame continues a packet of 0xFFFFFF bytes (not a new packet).
@@ -75,13 +76,15 @@ pub async fn exchange(
             be.buf[pos + 3] = client_seq;
             client_seq = client_seq.wrapping_add(1);
             if !continuation {
-                let step =
-                    scanner
-                        .feed(&be.buf[pos + 4..end])
-                        .map_err(|source| RelayError::Decode {
-                            side: side.clone(),
+                let step = match scanner.feed(&be.buf[pos + 4..end]) {
+                    Ok(s) => s,
+                    Err(source) => {
+                        return Err(RelayError::Decode {
+                            side: be.side.clone(),
                             source,
-                        })?;
+                        })
+                    }
+                };
                 match step {
                     Step::Prepared {
                         stmt_id,
@@ -122,9 +125,10 @@ pub async fn exchange(
             continue;
         }
         be.buf.reserve(16 * 1024);
-        let n = be.stream.read_buf(&mut be.buf).await.map_err(be_err)?;
-        if n == 0 {
-            return Err(be_err(std::io::ErrorKind::UnexpectedEof.into()));
+        match be.stream.read_buf(&mut be.buf).await {
+            Ok(0) => return Err(be_err(&be.side, std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => {}
+            Err(e) => return Err(be_err(&be.side, e)),
         }
     }
 }

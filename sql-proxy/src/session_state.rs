@@ -83,8 +83,7 @@ impl SessionState {
 /// The state changes a COM_QUERY would make if it succeeds. Cheap for the common case: a
 /// statement that does not start with SET or USE and has no second statement is not parsed.
 pub fn changes_of(sql: &[u8]) -> Vec<Change> {
-    let kw = first_keyword(sql);
-    let interesting = matches!(kw.as_deref(), Some("SET") | Some("USE"))
+    let interesting = starts_with_set_or_use(sql)
         || (sql.contains(&b';') && {
             let s = String::from_utf8_lossy(sql).to_ascii_uppercase();
             s.contains("SET") || s.contains("USE")
@@ -107,6 +106,26 @@ pub fn changes_of(sql: &[u8]) -> Vec<Change> {
         }
     }
     out
+}
+
+/// `first_keyword` is SET or USE; without allocating for the common plain statement.
+fn starts_with_set_or_use(sql: &[u8]) -> bool {
+    let head = sql
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map_or(&sql[..0], |i| &sql[i..]);
+    match head.first() {
+        Some(b'/' | b'#' | b'-' | b'(') => {
+            matches!(first_keyword(sql).as_deref(), Some("SET") | Some("USE"))
+        }
+        _ => {
+            head.len() >= 4
+                && (head[..3].eq_ignore_ascii_case(b"SET")
+                    || head[..3].eq_ignore_ascii_case(b"USE"))
+                && !head[3].is_ascii_alphanumeric()
+                && head[3] != b'_'
+        }
+    }
 }
 
 fn unquote(s: &str) -> String {
@@ -214,6 +233,11 @@ mod tests {
     fn plain_queries_are_not_parsed_and_change_nothing() {
         assert!(changes_of(b"SELECT c FROM sbtest1 WHERE id = 5").is_empty());
         assert!(changes_of(b"INSERT INTO t VALUES ('SET')").is_empty());
+        assert!(changes_of(b"SETTINGS").is_empty());
+        assert!(starts_with_set_or_use(b"  set @a = 1"));
+        assert!(starts_with_set_or_use(b"/* c */ USE x"));
+        assert!(!starts_with_set_or_use(b"USER()"));
+        assert_eq!(changes_of(b"\tuse shop").len(), 1);
     }
 
     #[test]
