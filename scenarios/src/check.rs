@@ -23,6 +23,9 @@ pub struct Expect {
     pub min_requests: u64,
     #[serde(default)]
     pub min_acked_writes: u64,
+    /// For fault scenarios: the fault must be visible.
+    #[serde(default)]
+    pub min_failed_requests: u64,
 }
 
 /// Result of checking one traffic log.
@@ -67,6 +70,12 @@ impl CheckReport {
             v.push(format!(
                 "only {} requests < {}",
                 self.requests, expect.min_requests
+            ));
+        }
+        if self.failed < expect.min_failed_requests {
+            v.push(format!(
+                "only {} failed requests < {} expected from the injected fault",
+                self.failed, expect.min_failed_requests
             ));
         }
         if self.acked_writes < expect.min_acked_writes {

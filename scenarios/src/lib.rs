@@ -13,12 +13,14 @@
 //! - [`status`]: `lab status` probes; [`inventory`]: planner-compatible inventory files.
 //! - [`traffic`]: the bounded traffic generator (runs in the `client` namespace).
 //! - [`check`]: proves zero lost writes and counts failures from a traffic log.
+//! - [`faults`]: faults injected during a scenario (HAProxy maintenance, SQL server pause).
 //! - [`scenario`]: `scenario.toml` + `expect.toml`, `scenarios run <name>`.
 
 pub mod check;
 pub mod dc_services;
 pub mod dns;
 pub mod error;
+pub mod faults;
 pub mod inventory;
 pub mod lab;
 pub mod php_app;

@@ -173,6 +173,8 @@ pub fn stop(rec: &ProcRecord, grace: Duration) {
         return;
     }
     signal_pid(rec.pid, libc::SIGTERM);
+    // A process frozen by a fault (SIGSTOP) only handles SIGTERM once continued.
+    signal_pid(rec.pid, libc::SIGCONT);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         reap(rec.pid);

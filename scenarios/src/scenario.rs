@@ -4,6 +4,7 @@
 
 use crate::check::{self, CheckReport, Expect};
 use crate::error::{LabError, Result};
+use crate::faults::{self, Fault};
 use crate::lab::{LabConfig, LabGuard};
 use crate::process::{in_ns, run as run_cmd};
 use crate::sites::SiteSpec;
@@ -20,6 +21,9 @@ pub struct Scenario {
     pub lab: LabSection,
     #[serde(default)]
     pub traffic: TrafficSpec,
+    /// Faults injected while the traffic runs.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
 }
 
 /// `[lab]` of a scenario.
@@ -66,6 +70,8 @@ pub struct ScenarioReport {
     pub check: CheckReport,
     pub violations: Vec<String>,
     pub log: PathBuf,
+    /// What the fault injector did, with times.
+    pub faults: Vec<String>,
 }
 
 impl ScenarioReport {
@@ -105,10 +111,19 @@ pub fn run(dir: &Path, state_root: &Path, exe: &Path) -> Result<ScenarioReport> 
         "--spec",
         &spec,
     ]);
-    run_cmd(&mut cmd)?;
+    let started = Instant::now();
+    let state = &guard.state;
+    let fault_list = &sc.faults;
+    let (traffic, fault_log) = std::thread::scope(|scope| {
+        let injector = scope.spawn(move || faults::run(state, fault_list, started));
+        let traffic = run_cmd(&mut cmd);
+        (traffic, injector.join().unwrap_or_default())
+    });
+    traffic?;
     let records = check::read_log(&log)?;
     let report = check::check(&guard.state, &records)?;
-    let violations = report.violations(&expect);
+    let mut violations = report.violations(&expect);
+    violations.extend(fault_log.iter().filter(|l| l.contains("FAILED")).cloned());
     drop(guard);
     Ok(ScenarioReport {
         name,
@@ -116,5 +131,6 @@ pub fn run(dir: &Path, state_root: &Path, exe: &Path) -> Result<ScenarioReport> 
         check: report,
         violations,
         log,
+        faults: fault_log,
     })
 }

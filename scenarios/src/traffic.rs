@@ -25,6 +25,8 @@ pub struct TrafficSpec {
     /// Hard stop, requests.
     pub max_requests: u64,
     pub concurrency: usize,
+    /// Overall request rate limit (0 = as fast as the workers go).
+    pub rate_per_sec: u64,
     pub http_read: u32,
     pub http_write: u32,
     pub http_verify: u32,
@@ -39,6 +41,7 @@ impl Default for TrafficSpec {
             duration_secs: 10,
             max_requests: 2_000,
             concurrency: 8,
+            rate_per_sec: 0,
             http_read: 40,
             http_write: 20,
             http_verify: 15,
@@ -252,6 +255,14 @@ async fn worker(sh: Arc<Shared>, w: usize) {
         let seq = sh.counter.fetch_add(1, Ordering::SeqCst);
         if seq >= sh.spec.max_requests {
             return;
+        }
+        if sh.spec.rate_per_sec > 0 {
+            // Request `seq` is due at seq / rate seconds after the start.
+            let due = Duration::from_secs_f64(seq as f64 / sh.spec.rate_per_sec as f64);
+            if due >= deadline {
+                return;
+            }
+            tokio::time::sleep(due.saturating_sub(sh.start.elapsed())).await;
         }
         let idx = rng.below(sh.sites.len() as u64) as usize;
         let mut op = pick_op(&sh.spec, &mut rng);

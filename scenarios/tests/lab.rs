@@ -266,3 +266,22 @@ fn a_lab_that_fails_to_come_up_leaves_nothing() {
     assert!(!root.join("broken").exists());
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn injected_haproxy_maintenance_is_seen_as_failures_of_that_site_only() {
+    if !is_root() {
+        eprintln!("skipped: the lab needs root (namespaces, mounts, daemons); CI runs as root");
+        return;
+    }
+    let root = state_root();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("maint-one-site");
+    let report = scenario::run(&dir, &root, Path::new(env!("CARGO_BIN_EXE_scenarios")))
+        .expect("scenario run");
+    assert!(report.passed(), "violations: {:?}", report.violations);
+    assert!(report.check.failed >= 20, "the fault must be visible");
+    let log = scenarios::check::read_log(&report.log).unwrap();
+    assert!(log.iter().filter(|r| !r.ok).all(|r| r.site == "site0003"));
+    assert_eq!(report.check.lost(), 0);
+    assert_eq!(report.faults.len(), 2, "{:?}", report.faults);
+    std::fs::remove_dir_all(&root).unwrap();
+}
