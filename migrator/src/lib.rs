@@ -18,8 +18,12 @@
 //! - [`verify`]: compares manifests and table checksums of both sides.
 
 pub mod apply;
+pub mod copy_db;
+pub mod db_schema;
 pub mod fixtures;
 pub mod journal;
 pub mod manifest;
+pub mod remote;
 pub mod sync_files;
 pub mod verify;
+pub mod wire;

@@ -64,7 +64,7 @@ pub struct Entry {
 }
 
 /// A manifest and what the walk had to leave out.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Manifest {
     /// Sorted by path (bytewise).
     pub entries: Vec<Entry>,

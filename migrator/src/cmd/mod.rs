@@ -1,6 +1,9 @@
 //! Subcommand groups. Each file owns one group; `Command` flattens them into one CLI.
 
+pub mod db;
+pub mod files;
 pub mod planning;
+mod progress;
 
 use clap::Subcommand;
 
@@ -8,11 +11,17 @@ use clap::Subcommand;
 pub enum Command {
     #[command(flatten)]
     Planning(planning::PlanningCommand),
+    #[command(flatten)]
+    Files(files::FilesCommand),
+    #[command(flatten)]
+    Db(db::DbCommand),
 }
 
 /// Runs a command and returns the process exit code.
 pub fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Planning(c) => planning::run(c),
+        Command::Files(c) => files::run(c),
+        Command::Db(c) => db::run(c),
     }
 }

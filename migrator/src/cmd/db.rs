@@ -1,0 +1,253 @@
+//! `migrator copy-db` and `migrator verify`.
+//!
+//! Database URLs carry credentials, so they never appear on the command line: each side's
+//! `mysql://user:password@host:port` URL comes from an environment variable or from a file
+//! readable only by its owner (mode 0600). URLs and passwords are never printed or logged.
+
+use super::files::FileSides;
+use super::progress::Reporter;
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use migrator::copy_db::{self, CopyOptions};
+use migrator::journal::{JournalStore, SqliteJournal};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Where the database URLs of both sides come from.
+#[derive(Args, Debug, Clone)]
+pub struct DbSides {
+    /// Environment variable holding the source server's URL (mysql://user:pass@host:port).
+    #[arg(long, value_name = "VAR", default_value = "MIGRATOR_SRC_DB_URL")]
+    pub src_url_env: String,
+    /// Environment variable holding the destination server's URL.
+    #[arg(long, value_name = "VAR", default_value = "MIGRATOR_DST_DB_URL")]
+    pub dst_url_env: String,
+    /// File (mode 0600) holding the source URL; wins over --src-url-env.
+    #[arg(long, value_name = "FILE")]
+    pub src_url_file: Option<PathBuf>,
+    /// File (mode 0600) holding the destination URL; wins over --dst-url-env.
+    #[arg(long, value_name = "FILE")]
+    pub dst_url_file: Option<PathBuf>,
+}
+
+fn url_from(file: &Option<PathBuf>, var: &str, side: &str) -> anyhow::Result<mysql_async::Opts> {
+    let text = match file {
+        Some(f) => {
+            let md =
+                std::fs::metadata(f).with_context(|| format!("{side} URL file {}", f.display()))?;
+            if md.permissions().mode() & 0o077 != 0 {
+                bail!(
+                    "{side} URL file {} is readable by group or others (mode {:o}): chmod 600 it",
+                    f.display(),
+                    md.permissions().mode() & 0o777
+                );
+            }
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
+        None => std::env::var(var)
+            .with_context(|| format!("{side} database URL: set {var} or pass --{side}-url-file"))?,
+    };
+    // The error must not echo the URL: it holds a password.
+    text.trim().parse::<mysql_async::Opts>().map_err(|_| {
+        anyhow::anyhow!(
+            "{side} database URL (from {}) is not a valid mysql:// URL",
+            file.as_ref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_else(|| var.to_string())
+        )
+    })
+}
+
+impl DbSides {
+    pub fn urls(&self) -> anyhow::Result<(mysql_async::Opts, mysql_async::Opts)> {
+        Ok((
+            url_from(&self.src_url_file, &self.src_url_env, "src")?,
+            url_from(&self.dst_url_file, &self.dst_url_env, "dst")?,
+        ))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Copy one database (accounts with the same password hash, schema, rows, objects).
+    CopyDb {
+        /// Database name (the same on both sides).
+        db: String,
+        #[command(flatten)]
+        sides: DbSides,
+        /// The journal file (SQLite); created if missing.
+        #[arg(long, value_name = "FILE")]
+        journal: PathBuf,
+        /// Re-copy only tables whose checksum differs between the sides.
+        #[arg(long)]
+        delta: bool,
+        /// Tables copied in parallel.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Print what would be copied (tables, estimated rows and bytes), change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print a JSON summary on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare a site's files (manifests) and databases (table checksums) on both sides and
+    /// print every difference. Exit code 1 when anything differs.
+    Verify {
+        /// Site name (for the journal).
+        site: String,
+        #[command(flatten)]
+        files: FileSides,
+        /// Databases of the site to compare (repeatable).
+        #[arg(long = "db", value_name = "NAME")]
+        dbs: Vec<String>,
+        #[command(flatten)]
+        sides: DbSides,
+        /// The journal file: the verification is recorded as a step.
+        #[arg(long, value_name = "FILE")]
+        journal: Option<PathBuf>,
+        /// Print a JSON summary on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+pub fn run(command: DbCommand) -> anyhow::Result<i32> {
+    match command {
+        DbCommand::CopyDb {
+            db,
+            sides,
+            journal,
+            delta,
+            threads,
+            dry_run,
+            json,
+        } => {
+            let (src, dst) = sides.urls()?;
+            let j = SqliteJournal::open(&journal)?;
+            let j: Arc<Mutex<dyn JournalStore + Send>> = Arc::new(Mutex::new(j));
+            let step = if dry_run {
+                None
+            } else {
+                Some(j.lock().expect("journal").begin_step(&db, "copy-db")?)
+            };
+            let reporter = Reporter::new("tables", json);
+            let opts = CopyOptions {
+                threads,
+                delta,
+                dry_run,
+            };
+            let res =
+                runtime()?.block_on(copy_db::copy_database(&src, &dst, &db, j.clone(), &opts));
+            reporter.finish();
+            let report = match res {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Some(id) = step {
+                        j.lock().expect("journal").fail_step(id, &e.to_string())?;
+                    }
+                    return Err(e).with_context(|| format!("copy-db {db}"));
+                }
+            };
+            let bytes: u64 = report.tables.iter().map(|t| t.bytes).sum();
+            if let Some(id) = step {
+                let sums: Vec<String> = report
+                    .tables
+                    .iter()
+                    .map(|t| format!("{}={}", t.table, t.source_checksum))
+                    .collect();
+                j.lock().expect("journal").finish_step(
+                    id,
+                    &migrator::journal::StepOutcome {
+                        bytes,
+                        checksum: Some(sums.join(",")),
+                    },
+                )?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for t in &report.tables {
+                    println!(
+                        "{:<30} {:<13} {:>10} rows {:>12} bytes {}",
+                        t.table, t.action, t.rows, t.bytes, t.source_checksum
+                    );
+                }
+                println!(
+                    "{db}: {}{} tables copied of {}, {} bytes, {} accounts, {} views, {} triggers/routines/events, {:.2}s",
+                    if dry_run { "DRY RUN: " } else { "" },
+                    report.tables.iter().filter(|t| t.copied).count(),
+                    report.tables.len(),
+                    bytes,
+                    report.users.len(),
+                    report.views,
+                    report.other_objects,
+                    report.seconds
+                );
+            }
+            Ok(0)
+        }
+        DbCommand::Verify {
+            site,
+            files,
+            dbs,
+            sides,
+            journal,
+            json,
+        } => {
+            let mut out = serde_json::Map::new();
+            let mut differences: Vec<String> = Vec::new();
+            if files.configured() {
+                let src = files.src()?;
+                let mut dst = files.destination()?;
+                let r = migrator::verify::verify_files(&src, dst.as_mut(), files.checksum)?;
+                differences.extend(r.differences.iter().map(|d| format!("files: {d}")));
+                out.insert("files".into(), serde_json::to_value(&r)?);
+            }
+            if !dbs.is_empty() {
+                let (s, d) = sides.urls()?;
+                let rt = runtime()?;
+                for db in &dbs {
+                    let diffs = rt.block_on(copy_db::verify_database(&s, &d, db))?;
+                    differences.extend(diffs.iter().map(|x| format!("database {db}: {x}")));
+                    out.insert(format!("db:{db}"), serde_json::to_value(&diffs)?);
+                }
+            }
+            if !files.configured() && dbs.is_empty() {
+                bail!("nothing to verify: give --src/--dst for files and/or --db NAME");
+            }
+            if let Some(path) = journal {
+                let mut j = SqliteJournal::open(&path)?;
+                let id = j.begin_step(&site, "verify")?;
+                if differences.is_empty() {
+                    j.finish_step(id, &migrator::journal::StepOutcome::default())?;
+                } else {
+                    j.fail_step(id, &differences.join("\n"))?;
+                }
+            }
+            out.insert(
+                "equal".into(),
+                serde_json::Value::Bool(differences.is_empty()),
+            );
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else if differences.is_empty() {
+                println!("{site}: both sides are equal");
+            } else {
+                for d in &differences {
+                    println!("{d}");
+                }
+                println!("{site}: {} difference(s)", differences.len());
+            }
+            Ok(if differences.is_empty() { 0 } else { 1 })
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! `migrator sync-files`, `migrator verify` and `migrator receive` (the far side over SSH).
+
+use super::progress::Reporter;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use migrator::journal::SqliteJournal;
+use migrator::remote::{SshDestination, SshOptions, SshTarget};
+use migrator::sync_files::{self, Destination, LocalDestination, PassOptions};
+use std::path::PathBuf;
+
+/// Both sides of a site's home.
+#[derive(Args, Debug, Clone)]
+pub struct FileSides {
+    /// The site's home on the old side, a local path (the filer mounted on this host).
+    #[arg(long, value_name = "PATH")]
+    pub src: Option<PathBuf>,
+    /// The home on the new side: a local path, or ssh://[user@]host[:port]/path.
+    #[arg(long, value_name = "PATH|URL")]
+    pub dst: Option<String>,
+    /// known_hosts file the SSH host key must match (unknown or changed key = refusal).
+    #[arg(long, value_name = "FILE", default_value = "~/.ssh/known_hosts")]
+    pub known_hosts: String,
+    /// Private key for SSH (must be 0600).
+    #[arg(long, value_name = "FILE", default_value = "~/.ssh/id_ed25519")]
+    pub identity: String,
+    /// The `migrator` binary on the far host.
+    #[arg(long, value_name = "CMD", default_value = "migrator")]
+    pub remote_migrator: String,
+    /// Compare content by BLAKE3 too (reads every file on both sides).
+    #[arg(long)]
+    pub checksum: bool,
+}
+
+fn expand(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+fn current_user() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "root".to_string())
+}
+
+impl FileSides {
+    pub fn configured(&self) -> bool {
+        self.src.is_some() || self.dst.is_some()
+    }
+
+    pub fn src(&self) -> anyhow::Result<PathBuf> {
+        self.src.clone().context("--src PATH is required for files")
+    }
+
+    /// Opens the destination: local directory or SSH connection.
+    pub fn destination(&self) -> anyhow::Result<Box<dyn Destination>> {
+        let dst = self
+            .dst
+            .as_deref()
+            .context("--dst PATH|URL is required for files")?;
+        if dst.starts_with("ssh://") {
+            let target = SshTarget::parse(dst, &current_user())?;
+            let opts = SshOptions {
+                known_hosts: expand(&self.known_hosts),
+                identity: expand(&self.identity),
+                remote_migrator: self.remote_migrator.clone(),
+            };
+            Ok(Box::new(SshDestination::connect(&target, &opts)?))
+        } else {
+            Ok(Box::new(LocalDestination::new(&PathBuf::from(dst))))
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FilesCommand {
+    /// Copy a site's home to the new side: only differences move; deletions propagate.
+    SyncFiles {
+        /// Site name (the key in the journal).
+        site: String,
+        #[command(flatten)]
+        sides: FileSides,
+        /// The journal file (SQLite); created if missing.
+        #[arg(long, value_name = "FILE")]
+        journal: PathBuf,
+        /// Print what would be copied (files, bytes), change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print a JSON summary on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve a sync on this host (started by `sync-files` over SSH; not for interactive use).
+    #[command(hide = true)]
+    Receive {
+        #[arg(long)]
+        root: PathBuf,
+    },
+}
+
+pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
+    match command {
+        FilesCommand::SyncFiles {
+            site,
+            sides,
+            journal,
+            dry_run,
+            json,
+        } => {
+            let src = sides.src()?;
+            let mut dst = sides.destination()?;
+            let mut journal = SqliteJournal::open(&journal)?;
+            let reporter = Reporter::new("files", json);
+            let progress = |p: sync_files::Progress| {
+                reporter.update(p.files_done, p.files_total, p.bytes_done, p.bytes_total)
+            };
+            let opts = PassOptions {
+                checksum: sides.checksum,
+                dry_run,
+            };
+            let report = sync_files::run_pass_journaled(
+                &mut journal,
+                &site,
+                &src,
+                dst.as_mut(),
+                opts,
+                &progress,
+            )
+            .with_context(|| format!("sync-files {site}"))?;
+            reporter.finish();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for w in &report.warnings {
+                    eprintln!("warning: {w}");
+                }
+                for line in &report.would_change {
+                    println!("would {line}");
+                }
+                println!(
+                    "{site}: {}{} files, {} bytes written, {} deleted, {} metadata-only, \
+                     source {} entries / {} bytes, {:.2}s",
+                    if dry_run { "DRY RUN: would have " } else { "" },
+                    report.files_written,
+                    report.bytes_written,
+                    report.deleted,
+                    report.metadata_only,
+                    report.source_entries,
+                    report.source_bytes,
+                    report.seconds
+                );
+            }
+            Ok(0)
+        }
+        FilesCommand::Receive { root } => {
+            migrator::wire::serve(&root, std::io::stdin().lock(), std::io::stdout().lock())
+                .with_context(|| format!("receive into {}", root.display()))?;
+            Ok(0)
+        }
+    }
+}

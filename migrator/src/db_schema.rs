@@ -1,0 +1,335 @@
+//! What a database is besides rows: its charset and collation, its users (with the *same*
+//! password hash, never a plaintext password), tables' DDL, views, triggers, routines and
+//! events, read from the source and replayed on the destination. Also per-table checksums.
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Row};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{side} server: {context}: {source}")]
+    Sql {
+        side: Side,
+        context: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("database `{db}` does not exist on the source server")]
+    NoSuchDatabase { db: String },
+    #[error("table `{table}`: checksum after copy differs: source {src}, destination {dst}")]
+    ChecksumMismatch {
+        table: String,
+        src: String,
+        dst: String,
+    },
+    #[error("views that could not be created (circular or missing dependencies): {0}")]
+    Views(String),
+    #[error("journal: {0}")]
+    Journal(#[from] crate::journal::JournalError),
+}
+
+/// Which server an error comes from: the operator needs to know where to look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Destination,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Source => "source",
+            Side::Destination => "destination",
+        })
+    }
+}
+
+pub type Result<T> = std::result::Result<T, DbError>;
+
+/// Adds side and context to a mysql_async error.
+pub fn ctx(
+    side: Side,
+    context: impl FnOnce() -> String,
+) -> impl FnOnce(mysql_async::Error) -> DbError {
+    move |source| DbError::Sql {
+        side,
+        context: context(),
+        source,
+    }
+}
+
+/// Quotes an identifier with backticks.
+pub fn ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+/// Quotes a string literal (for account names in SHOW CREATE USER and the like).
+pub fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// A table's column list (without generated columns) and primary key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableInfo {
+    pub name: String,
+    pub columns: Vec<String>,
+    /// Primary key columns in key order; empty when the table has none.
+    pub pk: Vec<String>,
+    /// Estimated bytes (information_schema), for dry runs and progress.
+    pub approx_bytes: u64,
+    pub approx_rows: u64,
+}
+
+/// Base tables of `db` with their columns and primary keys.
+pub async fn tables(conn: &mut Conn, side: Side, db: &str) -> Result<Vec<TableInfo>> {
+    let rows: Vec<(String, u64, u64)> = conn
+        .exec(
+            "SELECT TABLE_NAME, COALESCE(DATA_LENGTH, 0), COALESCE(TABLE_ROWS, 0)
+             FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'
+             ORDER BY TABLE_NAME",
+            (db,),
+        )
+        .await
+        .map_err(ctx(side, || format!("listing tables of `{db}`")))?;
+    let cols: Vec<(String, String, String)> = conn
+        .exec(
+            "SELECT TABLE_NAME, COLUMN_NAME, EXTRA FROM information_schema.COLUMNS
+             WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, ORDINAL_POSITION",
+            (db,),
+        )
+        .await
+        .map_err(ctx(side, || format!("listing columns of `{db}`")))?;
+    let pks: Vec<(String, String)> = conn
+        .exec(
+            "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE
+             WHERE TABLE_SCHEMA = ? AND CONSTRAINT_NAME = 'PRIMARY'
+             ORDER BY TABLE_NAME, ORDINAL_POSITION",
+            (db,),
+        )
+        .await
+        .map_err(ctx(side, || format!("listing primary keys of `{db}`")))?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, bytes, nrows)| TableInfo {
+            columns: cols
+                .iter()
+                .filter(|(t, _, extra)| {
+                    let e = extra.to_ascii_uppercase();
+                    *t == name
+                        && !e.contains("GENERATED")
+                        && !e.contains("PERSISTENT")
+                        && !e.contains("VIRTUAL")
+                })
+                .map(|(_, c, _)| c.clone())
+                .collect(),
+            pk: pks
+                .iter()
+                .filter(|(t, _)| *t == name)
+                .map(|(_, c)| c.clone())
+                .collect(),
+            name,
+            approx_bytes: bytes,
+            approx_rows: nrows,
+        })
+        .collect())
+}
+
+/// A checksum of a table's content, independent of row order and storage format:
+/// row count, sum and xor of a per-row CRC32 over all (non-generated) columns.
+pub async fn table_checksum(
+    conn: &mut Conn,
+    side: Side,
+    db: &str,
+    t: &TableInfo,
+) -> Result<String> {
+    let cols: Vec<String> = t.columns.iter().map(|c| ident(c)).collect();
+    let nulls: Vec<String> = cols.iter().map(|c| format!("ISNULL({c})")).collect();
+    let row = format!(
+        "CRC32(CONCAT_WS(0x1f, {}, CONCAT({})))",
+        cols.join(", "),
+        nulls.join(", ")
+    );
+    let sql = format!(
+        "SELECT COUNT(*), COALESCE(SUM({row}), 0), COALESCE(BIT_XOR({row}), 0) FROM {}.{}",
+        ident(db),
+        ident(&t.name)
+    );
+    let r: Option<(u64, String, u64)> = conn
+        .query_first(sql)
+        .await
+        .map_err(ctx(side, || format!("checksum of `{}`", t.name)))?;
+    let (n, sum, xor) = r.unwrap_or((0, "0".into(), 0));
+    Ok(format!("{n}:{sum}:{xor:08x}"))
+}
+
+/// Charset and collation of a database; `None` when it does not exist.
+pub async fn schema_charset(
+    conn: &mut Conn,
+    side: Side,
+    db: &str,
+) -> Result<Option<(String, String)>> {
+    conn.exec_first(
+        "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME
+         FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+        (db,),
+    )
+    .await
+    .map_err(ctx(side, || format!("reading charset of `{db}`")))
+}
+
+/// Statements recreating the accounts that have privileges on `db`: `CREATE USER … IDENTIFIED
+/// BY PASSWORD '*…'` (the hash, as the server shows it) and their grants.
+pub async fn user_statements(conn: &mut Conn, db: &str) -> Result<Vec<(String, Vec<String>)>> {
+    let escaped = db.replace('_', "\\_");
+    let users: Vec<(String, String)> = conn
+        .exec(
+            "SELECT DISTINCT User, Host FROM mysql.db WHERE Db = ? OR Db = ?",
+            (db, escaped.as_str()),
+        )
+        .await
+        .map_err(ctx(Side::Source, || format!("listing users of `{db}`")))?;
+    let mut out = Vec::new();
+    for (user, host) in users {
+        let account = format!("{}@{}", literal(&user), literal(&host));
+        let create: Option<String> = conn
+            .query_first(format!("SHOW CREATE USER {account}"))
+            .await
+            .map_err(ctx(Side::Source, || format!("SHOW CREATE USER {account}")))?;
+        let grants: Vec<String> = conn
+            .query(format!("SHOW GRANTS FOR {account}"))
+            .await
+            .map_err(ctx(Side::Source, || format!("SHOW GRANTS FOR {account}")))?;
+        let mut stmts = Vec::new();
+        if let Some(c) = create {
+            // Idempotent on re-run: an existing account keeps its hash, which is the same one.
+            stmts.push(c.replacen("CREATE USER", "CREATE USER IF NOT EXISTS", 1));
+        }
+        stmts.extend(grants);
+        out.push((format!("{user}@{host}"), stmts));
+    }
+    Ok(out)
+}
+
+/// Views, triggers, routines and events of `db`, as statements to replay on the destination
+/// (each preceded by the sql_mode it was created with).
+#[derive(Debug, Default, Clone)]
+pub struct Objects {
+    /// (name, CREATE statement)
+    pub views: Vec<(String, String)>,
+    /// (kind, name, sql_mode, CREATE statement)
+    pub others: Vec<(&'static str, String, String, String)>,
+}
+
+pub async fn objects(conn: &mut Conn, db: &str) -> Result<Objects> {
+    let src = Side::Source;
+    let mut o = Objects::default();
+    let views: Vec<String> = conn
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ?",
+            (db,),
+        )
+        .await
+        .map_err(ctx(src, || format!("listing views of `{db}`")))?;
+    for v in views {
+        let row: Option<Row> = conn
+            .query_first(format!("SHOW CREATE VIEW {}.{}", ident(db), ident(&v)))
+            .await
+            .map_err(ctx(src, || format!("SHOW CREATE VIEW `{v}`")))?;
+        if let Some(create) = row.and_then(|mut r| r.take::<String, _>(1)) {
+            o.views.push((v, create));
+        }
+    }
+    let mut named: Vec<(&'static str, String)> = Vec::new();
+    let triggers: Vec<String> = conn
+        .exec(
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ?",
+            (db,),
+        )
+        .await
+        .map_err(ctx(src, || format!("listing triggers of `{db}`")))?;
+    named.extend(triggers.into_iter().map(|t| ("TRIGGER", t)));
+    let routines: Vec<(String, String)> = conn
+        .exec(
+            "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES
+             WHERE ROUTINE_SCHEMA = ?",
+            (db,),
+        )
+        .await
+        .map_err(ctx(src, || format!("listing routines of `{db}`")))?;
+    for (kind, name) in routines {
+        named.push((
+            if kind == "FUNCTION" {
+                "FUNCTION"
+            } else {
+                "PROCEDURE"
+            },
+            name,
+        ));
+    }
+    let events: Vec<String> = conn
+        .exec(
+            "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ?",
+            (db,),
+        )
+        .await
+        .map_err(ctx(src, || format!("listing events of `{db}`")))?;
+    named.extend(events.into_iter().map(|e| ("EVENT", e)));
+    for (kind, name) in named {
+        let row: Option<Row> = conn
+            .query_first(format!("SHOW CREATE {kind} {}.{}", ident(db), ident(&name)))
+            .await
+            .map_err(ctx(src, || format!("SHOW CREATE {kind} `{name}`")))?;
+        let Some(mut row) = row else { continue };
+        // Column layout: TRIGGER (name, sql_mode, statement, …); PROCEDURE/FUNCTION (name,
+        // sql_mode, statement, …); EVENT (name, sql_mode, time_zone, statement, …).
+        let stmt_idx = if kind == "EVENT" { 3 } else { 2 };
+        let sql_mode: String = row.take(1).unwrap_or_default();
+        let Some(stmt) = row.take::<Option<String>, _>(stmt_idx).flatten() else {
+            continue; // no privilege to see the body: nothing faithful to replay
+        };
+        o.others.push((kind, name, sql_mode, stmt));
+    }
+    Ok(o)
+}
+
+/// Replays views (retrying until dependencies resolve) and the other objects on `dst`, which
+/// must have `db` as its current database.
+pub async fn create_objects(dst: &mut Conn, o: &Objects) -> Result<()> {
+    let d = Side::Destination;
+    let mut pending: Vec<&(String, String)> = o.views.iter().collect();
+    while !pending.is_empty() {
+        let mut failed = Vec::new();
+        let mut last_err = None;
+        for v in &pending {
+            let stmt = v.1.replacen("CREATE ", "CREATE OR REPLACE ", 1);
+            if let Err(e) = dst.query_drop(stmt).await {
+                last_err = Some(e);
+                failed.push(*v);
+            }
+        }
+        if failed.len() == pending.len() {
+            let names: Vec<_> = failed.iter().map(|v| v.0.as_str()).collect();
+            return Err(DbError::Views(format!(
+                "{}: {}",
+                names.join(", "),
+                last_err.map(|e| e.to_string()).unwrap_or_default()
+            )));
+        }
+        pending = failed;
+    }
+    for (kind, name, sql_mode, stmt) in &o.others {
+        dst.query_drop(format!("DROP {kind} IF EXISTS {}", ident(name)))
+            .await
+            .map_err(ctx(d, || format!("DROP {kind} `{name}`")))?;
+        dst.query_drop(format!("SET SESSION sql_mode = {}", literal(sql_mode)))
+            .await
+            .map_err(ctx(d, || format!("sql_mode for {kind} `{name}`")))?;
+        dst.query_drop(stmt.as_str())
+            .await
+            .map_err(ctx(d, || format!("creating {kind} `{name}`")))?;
+    }
+    dst.query_drop("SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'")
+        .await
+        .map_err(ctx(d, || "restoring sql_mode".into()))?;
+    Ok(())
+}

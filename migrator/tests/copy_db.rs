@@ -1,0 +1,231 @@
+//! Database copy between two real MariaDB instances: 10 tables (one without a primary key,
+//! utf8mb4 text, blobs), a view, a trigger, a routine, an account with a password; verified by
+//! checksums; a delta pass after writes re-copies only the changed tables; a resume from a
+//! checkpoint continues a table instead of starting it over.
+
+use migrator::copy_db::{copy_database, verify_database, CopyOptions, TableCheckpoint};
+use migrator::journal::{JournalStore, SqliteJournal};
+use std::sync::{Arc, Mutex};
+use testkit::MariaDb;
+
+fn setup(src: &MariaDb) {
+    let mut sql = String::from(
+        "CREATE DATABASE shop CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci; USE shop;
+         CREATE USER 'shop'@'%' IDENTIFIED BY 's3cret-pw'; GRANT ALL ON shop.* TO 'shop'@'%';
+         CREATE TABLE nopk (a INT, b VARCHAR(20));
+         INSERT INTO nopk VALUES (1,'x'),(1,'x'),(2,NULL);
+         CREATE TABLE blobs (id INT PRIMARY KEY AUTO_INCREMENT, data LONGBLOB, note TEXT) AUTO_INCREMENT=500;
+         CREATE TABLE audit (id INT PRIMARY KEY AUTO_INCREMENT, what VARCHAR(50));
+         CREATE TRIGGER t1_ins AFTER INSERT ON t1 FOR EACH ROW INSERT INTO audit(what) VALUES (CONCAT('t1 ', NEW.id));
+         CREATE FUNCTION twice(x INT) RETURNS INT DETERMINISTIC RETURN x * 2;
+         ",
+    );
+    // The trigger needs t1 first: create t1..t7 before it.
+    let mut tables = String::new();
+    for i in 1..=7 {
+        tables.push_str(&format!(
+            "CREATE TABLE t{i} (id INT PRIMARY KEY, name VARCHAR(100) CHARACTER SET utf8mb4, v DOUBLE, \
+             k2 INT, ts TIMESTAMP NULL, UNIQUE KEY (k2)) ENGINE=InnoDB;"
+        ));
+    }
+    sql = sql.replacen("CREATE TRIGGER", &format!("{tables} CREATE TRIGGER"), 1);
+    sql.push_str("CREATE TABLE composite (a INT, b VARCHAR(10), c TEXT, PRIMARY KEY (a, b));");
+    sql.push_str("CREATE VIEW big_t1 AS SELECT id, name FROM t1 WHERE id > 10;");
+    src.exec(&sql).unwrap();
+    // Rows: t1 gets 45,000 rows (three chunks), others a few hundred.
+    src.exec(
+        "SET NAMES utf8mb4; USE shop;
+         INSERT INTO t1 SELECT seq, CONCAT('näme ✓ ', seq, ' 🚀'), seq / 3, seq, '2024-01-02 03:04:05'
+           FROM seq_1_to_45000;
+         INSERT INTO t2 SELECT id, CONCAT('it''s \\\\ \"q\" ', id), v, k2, ts FROM t1 WHERE id <= 300;
+         INSERT INTO t3 SELECT id, NULL, NULL, NULL, NULL FROM t1 WHERE id <= 200;
+         INSERT INTO t4 SELECT id, name, v, k2, ts FROM t1 WHERE id <= 100;
+         INSERT INTO t5 VALUES (0, 'zero id', 0, 0, NULL);
+         INSERT INTO blobs(data, note) VALUES (UNHEX('00FF27225C0A0D1A'), 'bin'), (REPEAT(UNHEX('DEADBEEF'), 100000), 'big'), ('', 'empty'), (NULL, 'null');
+         INSERT INTO composite VALUES (1, 'a', 'x'), (1, 'b', 'y'), (2, 'a', NULL);",
+    )
+    .unwrap();
+}
+
+fn opts() -> CopyOptions {
+    CopyOptions {
+        threads: 3,
+        delta: false,
+        dry_run: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_verifies_and_delta_copies_only_changed_tables() {
+    let src = MariaDb::start().unwrap();
+    let dst = MariaDb::start().unwrap();
+    setup(&src);
+    let tmp = tempfile::tempdir().unwrap();
+    let j: Arc<Mutex<dyn JournalStore + Send>> = Arc::new(Mutex::new(
+        SqliteJournal::open(&tmp.path().join("j.sqlite")).unwrap(),
+    ));
+    let su: mysql_async::Opts = src.admin_url().parse().unwrap();
+    let du: mysql_async::Opts = dst.admin_url().parse().unwrap();
+
+    let dry = copy_database(
+        &su,
+        &du,
+        "shop",
+        j.clone(),
+        &CopyOptions {
+            dry_run: true,
+            ..opts()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(dry.tables.len(), 11);
+    assert!(dry.tables.iter().all(|t| t.action == "would copy"));
+    assert_eq!(dst.exec("SHOW DATABASES LIKE 'shop'").unwrap().trim(), "");
+
+    let r = copy_database(&su, &du, "shop", j.clone(), &opts())
+        .await
+        .unwrap();
+    assert_eq!(r.tables.len(), 11);
+    assert!(r.tables.iter().all(|t| t.copied), "{r:?}");
+    assert_eq!(r.users, vec!["shop@%".to_string()]);
+    assert!(verify_database(&su, &du, "shop").await.unwrap().is_empty());
+
+    // Same password hash, collation, AUTO_INCREMENT, objects; the trigger did not double audit.
+    let hash = "SELECT authentication_string FROM mysql.user WHERE User='shop'";
+    let q = "SELECT PASSWORD('s3cret-pw')";
+    assert_eq!(src.exec(q).unwrap(), dst.exec(q).unwrap());
+    assert_eq!(src.exec(hash).unwrap(), dst.exec(hash).unwrap());
+    let ddl =
+        "SELECT DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME='shop'";
+    assert_eq!(dst.exec(ddl).unwrap().trim(), "utf8mb4_unicode_ci");
+    let ai = "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND TABLE_NAME='blobs'";
+    assert_eq!(src.exec(ai).unwrap(), dst.exec(ai).unwrap());
+    assert_eq!(dst.exec("SELECT shop.twice(21)").unwrap().trim(), "42");
+    assert_eq!(
+        dst.exec("SELECT COUNT(*) FROM shop.big_t1").unwrap().trim(),
+        "44990"
+    );
+    // The source trigger wrote 45,000 audit rows; the copy must not have fired it again.
+    let audit = "SELECT COUNT(*) FROM shop.audit";
+    assert_eq!(dst.exec(audit).unwrap(), src.exec(audit).unwrap());
+    assert_eq!(
+        dst.exec("SET NAMES utf8mb4; SELECT name FROM shop.t1 WHERE id = 7")
+            .unwrap()
+            .trim(),
+        "näme ✓ 7 🚀"
+    );
+    assert_eq!(
+        dst.exec("SELECT HEX(data) FROM shop.blobs WHERE note='bin'")
+            .unwrap()
+            .trim(),
+        "00FF27225C0A0D1A"
+    );
+    assert_eq!(
+        dst.exec("SELECT COUNT(*) FROM shop.nopk").unwrap().trim(),
+        "3"
+    );
+    assert_eq!(
+        dst.exec("SELECT name FROM shop.t5 WHERE id = 0")
+            .unwrap()
+            .trim(),
+        "zero id"
+    );
+    // The trigger works on the destination.
+    dst.exec("INSERT INTO shop.t1 VALUES (99999, 'n', 1, 99999, NULL)")
+        .unwrap();
+    let fired = "SELECT COUNT(*) FROM shop.audit WHERE what = 't1 99999'";
+    assert_eq!(dst.exec(fired).unwrap().trim(), "1");
+    dst.exec(
+        "DELETE FROM shop.t1 WHERE id = 99999; DELETE FROM shop.audit WHERE what = 't1 99999'",
+    )
+    .unwrap();
+
+    // Writes on the source touch t2 and nopk; the delta pass re-copies exactly those.
+    src.exec(
+        "UPDATE shop.t2 SET name = 'changed' WHERE id = 5; INSERT INTO shop.nopk VALUES (3, 'y')",
+    )
+    .unwrap();
+    let diffs = verify_database(&su, &du, "shop").await.unwrap();
+    assert_eq!(diffs.len(), 2, "{diffs:?}");
+    let delta = copy_database(
+        &su,
+        &du,
+        "shop",
+        j.clone(),
+        &CopyOptions {
+            delta: true,
+            ..opts()
+        },
+    )
+    .await
+    .unwrap();
+    let copied: Vec<_> = delta
+        .tables
+        .iter()
+        .filter(|t| t.copied)
+        .map(|t| t.table.as_str())
+        .collect();
+    assert_eq!(copied, ["nopk", "t2"]);
+    assert!(verify_database(&su, &du, "shop").await.unwrap().is_empty());
+
+    // Resume: a checkpoint says t1 was copied up to id 20000 in an interrupted run; rows past
+    // it on the destination (a partial chunk) are removed and the copy continues from there.
+    dst.exec("DELETE FROM shop.t1 WHERE id > 25000").unwrap();
+    dst.exec("UPDATE shop.t1 SET name = 'kept' WHERE id = 1")
+        .unwrap();
+    let cp = TableCheckpoint {
+        last_pk: Some(vec![Some("20000".into())]),
+        rows: 20000,
+        done: false,
+        checksum: None,
+    };
+    j.lock()
+        .unwrap()
+        .put_checkpoint_raw("copy-db:shop", "t1", &serde_json::to_string(&cp).unwrap())
+        .unwrap();
+    let done = TableCheckpoint {
+        last_pk: None,
+        rows: 300,
+        done: true,
+        checksum: Some("x".into()),
+    };
+    j.lock()
+        .unwrap()
+        .put_checkpoint_raw("copy-db:shop", "t2", &serde_json::to_string(&done).unwrap())
+        .unwrap();
+    let err = copy_database(&su, &du, "shop", j.clone(), &opts())
+        .await
+        .unwrap_err();
+    // Row 1 was before the checkpoint: committed work, not redone, so the edit we made on the
+    // destination is still there, and the checksum after the copy catches it.
+    assert!(
+        matches!(&err, migrator::db_schema::DbError::ChecksumMismatch { table, .. } if table == "t1"),
+        "{err}"
+    );
+    assert_eq!(
+        dst.exec("SELECT name FROM shop.t1 WHERE id = 1")
+            .unwrap()
+            .trim(),
+        "kept"
+    );
+    assert_eq!(
+        dst.exec("SELECT COUNT(*) FROM shop.t1").unwrap().trim(),
+        "45000"
+    );
+    // The failed table starts over on the next run; the table marked done is not redone.
+    let again = copy_database(&su, &du, "shop", j.clone(), &opts())
+        .await
+        .unwrap();
+    let t1 = again.tables.iter().find(|t| t.table == "t1").unwrap();
+    assert_eq!((t1.action.as_str(), t1.rows), ("copied", 45000));
+    let t2 = again.tables.iter().find(|t| t.table == "t2").unwrap();
+    assert_eq!(t2.action, "already done");
+    assert!(verify_database(&su, &du, "shop").await.unwrap().is_empty());
+    assert!(j
+        .lock()
+        .unwrap()
+        .checkpoints("copy-db:shop")
+        .unwrap()
+        .is_empty());
+}
