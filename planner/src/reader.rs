@@ -56,6 +56,7 @@ pub(crate) fn read_lines<P: LineParser>(
         source,
     };
     let mut file = File::open(path).map_err(io)?;
+    let mut left = file.metadata().map_err(io)?.len() as usize;
     let mut hasher = blake3::Hasher::new();
     let mut buf: Vec<u8> = Vec::with_capacity(BLOCK + (1 << 20));
     let mut next_line: u64 = 1;
@@ -64,8 +65,9 @@ pub(crate) fn read_lines<P: LineParser>(
     while !eof {
         // Fill the buffer up to BLOCK bytes (after any carried-over partial line).
         let start = buf.len();
-        let target = if start < BLOCK { BLOCK } else { start + BLOCK };
-        buf.resize(target, 0);
+        // Never zero more than the file still holds (small files stay cheap).
+        let want = if start < BLOCK { BLOCK - start } else { BLOCK };
+        buf.resize(start + want.min(left + 1), 0);
         let mut filled = start;
         while filled < buf.len() {
             let n = file.read(&mut buf[filled..]).map_err(io)?;
@@ -74,9 +76,10 @@ pub(crate) fn read_lines<P: LineParser>(
                 break;
             }
             filled += n;
+            left = left.saturating_sub(n);
         }
         buf.truncate(filled);
-        hasher.update(&buf[start..filled]);
+        let fresh = start..filled;
         let end = if eof {
             buf.len()
         } else {
@@ -98,28 +101,13 @@ pub(crate) fn read_lines<P: LineParser>(
             next_line += 1;
         }
         let chunks = split_chunks(body);
-        let results: Vec<(P::Out, Vec<LocalErr>, u32)> = chunks
-            .par_iter()
-            .map(|chunk| {
-                let mut out = P::Out::default();
-                let mut errs = Vec::new();
-                let mut n = 0u32;
-                for raw in chunk.split_inclusive(|&b| b == b'\n') {
-                    let mut l = raw;
-                    if let Some(x) = l.strip_suffix(b"\n") {
-                        l = x;
-                    }
-                    if let Some(x) = l.strip_suffix(b"\r") {
-                        l = x;
-                    }
-                    if !l.iter().all(u8::is_ascii_whitespace) {
-                        parser.line(l, n, &mut out, &mut errs);
-                    }
-                    n += 1;
-                }
-                (out, errs, n)
-            })
-            .collect();
+        // Hash the new bytes on one core while the others parse.
+        let (_, results) = rayon::join(
+            || {
+                hasher.update(&buf[fresh]);
+            },
+            || parse_chunks(parser, &chunks),
+        );
         for (out, errs, n) in results {
             for e in errs {
                 errors.push(RowError {
@@ -138,6 +126,32 @@ pub(crate) fn read_lines<P: LineParser>(
         buf.drain(..end);
     }
     Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// Parses sub-chunks on all cores: (output, problems, lines) per sub-chunk, in order.
+fn parse_chunks<P: LineParser>(parser: &P, chunks: &[&[u8]]) -> Vec<(P::Out, Vec<LocalErr>, u32)> {
+    chunks
+        .par_iter()
+        .map(|chunk| {
+            let mut out = P::Out::default();
+            let mut errs = Vec::new();
+            let mut n = 0u32;
+            for raw in chunk.split_inclusive(|&b| b == b'\n') {
+                let mut l = raw;
+                if let Some(x) = l.strip_suffix(b"\n") {
+                    l = x;
+                }
+                if let Some(x) = l.strip_suffix(b"\r") {
+                    l = x;
+                }
+                if !l.iter().all(u8::is_ascii_whitespace) {
+                    parser.line(l, n, &mut out, &mut errs);
+                }
+                n += 1;
+            }
+            (out, errs, n)
+        })
+        .collect()
 }
 
 fn split_chunks(body: &[u8]) -> Vec<&[u8]> {
