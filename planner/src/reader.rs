@@ -49,7 +49,7 @@ pub(crate) fn read_lines<P: LineParser>(
     parser: &P,
     max_errors: usize,
     errors: &mut Vec<RowError>,
-    mut merge: impl FnMut(P::Out, u64),
+    mut merge: impl FnMut(P::Out, u64) + Send,
 ) -> Result<String, InventoryError> {
     let io = |source| InventoryError::Io {
         path: path.to_path_buf(),
@@ -62,6 +62,8 @@ pub(crate) fn read_lines<P: LineParser>(
     let mut next_line: u64 = 1;
     let mut header_pending = skip_header;
     let mut eof = false;
+    // Results of the previous block: merged on one core while the next block is parsed.
+    let mut pending: Option<Vec<Parsed<P>>> = None;
     while !eof {
         // Fill the buffer up to BLOCK bytes (after any carried-over partial line).
         let start = buf.len();
@@ -87,6 +89,7 @@ pub(crate) fn read_lines<P: LineParser>(
                 Some(i) => i + 1,
                 None => {
                     // A line longer than a block: keep reading.
+                    hasher.update(&buf[fresh]);
                     continue;
                 }
             }
@@ -101,35 +104,56 @@ pub(crate) fn read_lines<P: LineParser>(
             next_line += 1;
         }
         let chunks = split_chunks(body);
-        // Hash the new bytes on one core while the others parse.
+        // One core hashes the new bytes and merges the previous block; all parse this one.
+        let prev = pending.take();
         let (_, results) = rayon::join(
             || {
                 hasher.update(&buf[fresh]);
+                if let Some(r) = prev {
+                    deliver::<P>(r, label, &mut next_line, errors, &mut merge);
+                }
             },
             || parse_chunks(parser, &chunks),
         );
-        for (out, errs, n) in results {
-            for e in errs {
-                errors.push(RowError {
-                    file: label.to_string(),
-                    line: next_line + e.line as u64,
-                    field: e.field,
-                    message: e.message,
-                });
-            }
-            merge(out, next_line);
-            next_line += n as u64;
-        }
+        pending = Some(results);
         if errors.len() >= max_errors {
             break;
         }
         buf.drain(..end);
     }
+    if let Some(r) = pending {
+        deliver::<P>(r, label, &mut next_line, errors, &mut merge);
+    }
     Ok(hasher.finalize().to_hex().to_string())
 }
 
+/// One sub-chunk's output, problems and line count.
+type Parsed<P> = (<P as LineParser>::Out, Vec<LocalErr>, u32);
+
+/// Hands parsed sub-chunks to `merge` in order, numbering lines and problems.
+fn deliver<P: LineParser>(
+    results: Vec<Parsed<P>>,
+    label: &str,
+    next_line: &mut u64,
+    errors: &mut Vec<RowError>,
+    merge: &mut impl FnMut(P::Out, u64),
+) {
+    for (out, errs, n) in results {
+        for e in errs {
+            errors.push(RowError {
+                file: label.to_string(),
+                line: *next_line + e.line as u64,
+                field: e.field,
+                message: e.message,
+            });
+        }
+        merge(out, *next_line);
+        *next_line += n as u64;
+    }
+}
+
 /// Parses sub-chunks on all cores: (output, problems, lines) per sub-chunk, in order.
-fn parse_chunks<P: LineParser>(parser: &P, chunks: &[&[u8]]) -> Vec<(P::Out, Vec<LocalErr>, u32)> {
+fn parse_chunks<P: LineParser>(parser: &P, chunks: &[&[u8]]) -> Vec<Parsed<P>> {
     chunks
         .par_iter()
         .map(|chunk| {
