@@ -257,7 +257,7 @@ impl Ctx<'_> {
     }
 
     /// Writes the plan file.
-    pub fn write(&self, overview: &PlanOverview, mut w: impl Write) -> io::Result<()> {
+    pub fn write(&self, overview: &PlanOverview, mut w: impl Write + Send) -> io::Result<()> {
         let json = |v: &dyn erased::Ser| v.to_vec();
         write!(
             w,
@@ -271,30 +271,24 @@ impl Ctx<'_> {
         w.write_all(&json(&overview.summary))?;
         w.write_all(b",\n\"waves\":[")?;
         const BATCH: usize = 8;
+        // All cores serialize the next batch of waves while one writes the previous batch.
+        let mut previous: Vec<Vec<u8>> = Vec::new();
         for (bi, batch) in overview.waves.chunks(BATCH).enumerate() {
-            let bufs: Vec<Vec<u8>> = batch
-                .par_iter()
-                .enumerate()
-                .map(|(k, header)| {
-                    let idx = bi * BATCH + k;
-                    let mut buf = Vec::with_capacity(1 << 20);
-                    if idx > 0 {
-                        buf.push(b',');
-                    }
-                    buf.push(b'\n');
-                    let mut head = json(header);
-                    // The header ends with `"groups":[]}`: open the array instead.
-                    head.truncate(head.len() - 2);
-                    buf.extend_from_slice(&head);
-                    let gids = &self.out.waves[idx].groups;
-                    self.groups_into(&mut buf, gids);
-                    buf.extend_from_slice(b"]}");
-                    buf
-                })
-                .collect();
-            for b in bufs {
-                w.write_all(&b)?;
-            }
+            let (written, bufs) = rayon::join(
+                || previous.iter().try_for_each(|b| w.write_all(b)),
+                || {
+                    batch
+                        .par_iter()
+                        .enumerate()
+                        .map(|(k, header)| self.wave_bytes(bi * BATCH + k, header))
+                        .collect::<Vec<Vec<u8>>>()
+                },
+            );
+            written?;
+            previous = bufs;
+        }
+        for b in &previous {
+            w.write_all(b)?;
         }
         w.write_all(b"\n],\n\"unplaced\":[")?;
         let (mut unplaced, mut excluded) = (Vec::new(), Vec::new());
@@ -312,6 +306,22 @@ impl Ctx<'_> {
         buf.extend_from_slice(b"]}\n");
         w.write_all(&buf)?;
         w.flush()
+    }
+
+    /// One wave, serialized: header fields, then its groups one per line.
+    fn wave_bytes(&self, idx: usize, header: &Wave) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(1 << 20);
+        if idx > 0 {
+            buf.push(b',');
+        }
+        buf.push(b'\n');
+        let mut head = serde_json::to_vec(header).unwrap_or_default();
+        // The header ends with `"groups":[]}`: open the array instead.
+        head.truncate(head.len().saturating_sub(2));
+        buf.extend_from_slice(&head);
+        self.groups_into(&mut buf, &self.out.waves[idx].groups);
+        buf.extend_from_slice(b"]}");
+        buf
     }
 
     fn groups_into(&self, buf: &mut Vec<u8>, gids: &[u32]) {
