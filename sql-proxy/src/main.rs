@@ -95,6 +95,38 @@ fn main() -> Result<()> {
     })
 }
 
+/// SIGHUP: re-read the user store and the config's backends and new routes. Sessions stay;
+/// routes already known keep their live state (the admin API owns it); listeners, limits and
+/// TLS need a restart.
+fn reload(config: &std::path::Path, old: &Config, shared: &Arc<Shared>) {
+    match UserStore::load(&old.users_file) {
+        Ok(u) => {
+            tracing::info!(users = u.users.len(), "user store reloaded");
+            *shared.users.write().expect("users lock") = Arc::new(u);
+        }
+        Err(e) => tracing::error!(error = %e, "user store reload failed; keeping the old one"),
+    }
+    match Config::load(config) {
+        Ok(cfg) => {
+            *shared.backends.write().expect("backends lock") = cfg.backends.clone();
+            let known: Vec<String> = shared
+                .routes
+                .read()
+                .expect("routes lock")
+                .keys()
+                .cloned()
+                .collect();
+            for (db, r) in &cfg.databases {
+                if !known.contains(db) {
+                    shared.set_route(db, Some(&r.side), Some(r.mode));
+                }
+            }
+            tracing::info!(backends = cfg.backends.len(), "config reloaded");
+        }
+        Err(e) => tracing::error!(error = %e, "config reload failed; keeping the old one"),
+    }
+}
+
 async fn run(config: PathBuf) -> Result<()> {
     let cfg = Config::load(&config)?;
     let users = UserStore::load(&cfg.users_file)?;
@@ -138,13 +170,7 @@ async fn run(config: PathBuf) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
-            _ = hup.recv() => match UserStore::load(&cfg.users_file) {
-                Ok(u) => {
-                    tracing::info!(users = u.users.len(), "user store reloaded");
-                    *shared.users.write().expect("users lock") = Arc::new(u);
-                }
-                Err(e) => tracing::error!(error = %e, "user store reload failed; keeping the old one"),
-            },
+            _ = hup.recv() => reload(&config, &cfg, &shared),
             _ = term.recv() => return Ok(()),
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
