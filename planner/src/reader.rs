@@ -228,3 +228,54 @@ fn strip_position(msg: String) -> String {
         None => msg,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts lines and bytes, and records the first byte of each line.
+    struct Count;
+    impl LineParser for Count {
+        type Out = Vec<(u32, usize, u8)>;
+        fn line(&self, text: &[u8], line: u32, out: &mut Self::Out, _: &mut Vec<LocalErr>) {
+            out.push((line, text.len(), text[0]));
+        }
+    }
+
+    #[test]
+    fn lines_across_blocks_and_longer_than_a_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.jsonl");
+        let mut data = Vec::new();
+        let mut expect = Vec::new();
+        for i in 0..200_000u64 {
+            let len = 1 + (i * 7919 % 97) as usize;
+            data.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, len));
+            data.push(b'\n');
+            expect.push((i + 1, len));
+            if i == 150_000 {
+                // One line longer than a whole block, then a blank line.
+                data.extend(std::iter::repeat_n(b'L', BLOCK + 123));
+                data.extend_from_slice(b"\n\n");
+                expect.push((i + 2, BLOCK + 123));
+            }
+        }
+        // Fix up line numbers after the long line and the blank line.
+        for e in expect.iter_mut().skip(150_002) {
+            e.0 += 2;
+        }
+        data.extend_from_slice(b"tail-without-newline");
+        expect.push((200_003, 20));
+        std::fs::write(&path, &data).unwrap();
+        let mut got = Vec::new();
+        let mut errors = Vec::new();
+        let sum = read_lines(&path, "x", false, &Count, 10, &mut errors, |out, base| {
+            got.extend(out.into_iter().map(|(l, n, _)| (base + l as u64, n)));
+        })
+        .unwrap();
+        assert!(errors.is_empty());
+        assert_eq!(got.len(), expect.len());
+        assert_eq!(got, expect);
+        assert_eq!(sum, blake3::hash(&data).to_hex().to_string());
+    }
+}
