@@ -286,6 +286,14 @@ pub(crate) fn load_sites(
     })?;
     drop(ctx);
     sums.push((name.to_string(), sum));
+    if t.text.len() > u32::MAX as usize || t.recs.len() > u32::MAX as usize / 2 {
+        errors.push(RowError {
+            file: name.into(),
+            line: 1,
+            field: None,
+            message: "too many sites for this build (text over 4 GiB): split the inventory".into(),
+        });
+    }
     if !errors.is_empty() {
         return Ok(());
     }
