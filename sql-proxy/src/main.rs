@@ -58,9 +58,16 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // SQL_PROXY_WORKER_THREADS: runtime worker threads (default: one per core).
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Ok(n) = std::env::var("SQL_PROXY_WORKER_THREADS") {
+        let n: usize =
+            n.parse().ok().filter(|n| *n > 0).with_context(|| {
+                format!("SQL_PROXY_WORKER_THREADS={n:?} is not a positive number")
+            })?;
+        builder.worker_threads(n);
+    }
+    let rt = builder.enable_all().build()?;
     rt.block_on(async {
         match cli.cmd {
             Cmd::Run { config } => run(config).await,
