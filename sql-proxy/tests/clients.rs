@@ -112,6 +112,40 @@ async fn mariadb_cli_queries_multi_results_and_load_data_local() {
         names.push(String::from_utf8_lossy(r.lenenc_bytes("name").unwrap().unwrap()).into_owned());
     }
     assert_eq!(names, vec!["id", "name"]);
+    // A server-side cursor: COM_STMT_EXECUTE with CURSOR_TYPE_READ_ONLY, then COM_STMT_FETCH.
+    let id = c
+        .prepare(b"SELECT id FROM t WHERE id <= 3 ORDER BY id")
+        .await
+        .unwrap();
+    let mut exec = vec![0x17];
+    exec.extend_from_slice(&id.to_le_bytes());
+    exec.push(1);
+    exec.extend_from_slice(&1u32.to_le_bytes());
+    c.write_packet(0, &exec).await.unwrap();
+    let mut eof_status = 0;
+    for _ in 0..3 {
+        let pk = c.read_packet().await.unwrap();
+        if sql_proxy::protocol::is_eof(&pk.payload) {
+            eof_status = sql_proxy::protocol::eof_status(&pk.payload).unwrap();
+        }
+    }
+    assert_ne!(eof_status & sql_proxy::protocol::status::CURSOR_EXISTS, 0);
+    let mut fetch = vec![0x1c];
+    fetch.extend_from_slice(&id.to_le_bytes());
+    fetch.extend_from_slice(&2u32.to_le_bytes());
+    let mut fetched = 0;
+    for _ in 0..2 {
+        c.write_packet(0, &fetch).await.unwrap();
+        loop {
+            let pk = c.read_packet().await.unwrap();
+            assert_ne!(pk.payload[0], 0xFF, "fetch failed");
+            if sql_proxy::protocol::is_eof(&pk.payload) {
+                break;
+            }
+            fetched += 1;
+        }
+    }
+    assert_eq!(fetched, 3);
     assert_eq!(
         c.query("SELECT COUNT(*) FROM t").await.unwrap(),
         vec![vec![Some("5000".to_string())]]
