@@ -343,6 +343,23 @@ pub fn run_pass(
         report.seconds = t0.elapsed().as_secs_f64();
         return Ok(report);
     }
+    // Sizes for progress, from the manifest (no second stat per file).
+    let sizes: std::collections::HashMap<PathBuf, u64> = plan
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::File {
+                data: Data::Local(p),
+                path,
+                ..
+            } => src
+                .entries
+                .binary_search_by(|e| e.path.as_slice().cmp(path))
+                .ok()
+                .map(|i| (p.clone(), src.entries[i].size)),
+            _ => None,
+        })
+        .collect();
     let mut pr = Progress {
         files_total: plan.write_files,
         bytes_total: plan.write_bytes,
@@ -358,7 +375,7 @@ pub fn run_pass(
                 data: Data::Local(p),
                 ..
             } => {
-                batch_bytes += std::fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0);
+                batch_bytes += sizes.get(p.as_path()).copied().unwrap_or(0);
                 batch_files += 1;
             }
             Op::Symlink { .. } | Op::HardLink { .. } => batch_files += 1,

@@ -12,11 +12,24 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
+/// Scratch space for generated homes: tmpfs when the machine has one, so creating and
+/// deleting tens of thousands of files does not hit the ext4 inode-reuse slowdown
+/// (shared/BENCHMARKS.md) and the suite stays fast.
+fn scratch() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(t) = tempfile::tempdir_in(shm) {
+            return t;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
 fn no_progress(_: Progress) {}
 
 #[test]
 fn local_sync_of_generated_home_then_no_change_then_delta() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch();
     let src = tmp.path().join("homez.1/alice");
     let dst = tmp.path().join("homez.9/alice");
     let mut spec = HomeSpec::small(20_000);
@@ -133,6 +146,7 @@ fn local_sync_of_generated_home_then_no_change_then_delta() {
         &no_progress,
     )
     .unwrap();
+    eprintln!("third pass at {:?}", t.elapsed());
     assert_eq!(third.files_written, 2, "{third:?}");
     assert_eq!(third.bytes_written, 15 + 5);
     assert_eq!(third.deleted, 1);
@@ -151,11 +165,12 @@ fn local_sync_of_generated_home_then_no_change_then_delta() {
     assert_eq!(steps[0].bytes, first.bytes_written);
     let cp: SyncCheckpoint = journal.checkpoint("sync-files", "alice").unwrap().unwrap();
     assert_eq!(cp.manifest_digest, third.manifest_digest);
+    eprintln!("end at {:?}", t.elapsed());
 }
 
 #[test]
 fn checksum_mode_catches_same_size_same_mtime_change() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch();
     let src = tmp.path().join("src");
     let dst = tmp.path().join("dst");
     generate_home(&src, &HomeSpec::small(200)).unwrap();

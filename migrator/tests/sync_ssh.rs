@@ -10,6 +10,19 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use testkit::Sshd;
 
+/// Scratch space for generated homes: tmpfs when the machine has one, so creating and
+/// deleting tens of thousands of files does not hit the ext4 inode-reuse slowdown
+/// (shared/BENCHMARKS.md) and the suite stays fast.
+fn scratch() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(t) = tempfile::tempdir_in(shm) {
+            return t;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
 fn no_progress(_: Progress) {}
 
 fn target(sshd: &Sshd, path: &std::path::Path) -> SshTarget {
@@ -35,7 +48,7 @@ fn ssh_sync_of_generated_home_then_no_change_then_delta() {
     let t0 = std::time::Instant::now();
     let sshd = Sshd::start().unwrap();
     eprintln!("sshd up at {:?}", t0.elapsed());
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch();
     let src = tmp.path().join("old/alice");
     let dst = tmp.path().join("new/alice");
     let mut spec = HomeSpec::small(20_000);
@@ -97,7 +110,7 @@ fn ssh_sync_of_generated_home_then_no_change_then_delta() {
 #[test]
 fn changed_host_key_is_refused_before_anything_is_sent() {
     let sshd = Sshd::start().unwrap();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch();
     let dst = tmp.path().join("never");
     let opts = options(&sshd, sshd.known_hosts_with_wrong_key().unwrap());
     let err = match SshDestination::connect(&target(&sshd, &dst), &opts) {

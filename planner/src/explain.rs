@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::error::PlanError;
 use crate::plan::{Plan, PlannedGroup, Reason};
-use crate::waves::WaveKind;
+use crate::waves::{Constraint, WaveKind};
 
 /// The answer to `plan explain <site>`.
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +98,12 @@ pub fn explain(plan: &Plan, site: &str) -> Result<Explanation, PlanError> {
             "Why this wave: site {site} is pinned to wave {wave}, past the end of the plan, so it \
              goes in the last wave."
         ),
+        Reason::Unplaced {
+            constraint: Constraint::Window,
+            pinned_by: None,
+        } => "Why no wave: no wave window (setting `windows`) lies inside the maintenance window \
+              of every site in this group; add a wave window that fits, or ask the customer."
+            .to_string(),
         Reason::Unplaced {
             constraint,
             pinned_by,

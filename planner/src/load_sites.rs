@@ -8,7 +8,6 @@
 //! booleans are `true`/`false` (or `1`/`0`).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::path::Path;
 
 use crate::error::{InventoryError, RowError};
@@ -60,8 +59,8 @@ struct SiteChunk {
 }
 
 struct Ctx<'m> {
-    filers: HashMap<&'m str, (u32, bool)>,
-    clusters: HashMap<&'m str, (u32, bool)>,
+    filers: FastMap<&'m str, (u32, bool)>,
+    clusters: FastMap<&'m str, (u32, bool)>,
     dbs: FastMap<&'m str, u32>,
     csv: Option<CsvColumns>,
 }
@@ -135,13 +134,18 @@ impl Ctx<'_> {
                 0
             }
         };
-        let want_home = format!("/homez.{}/{}", r.filer, r.login);
-        if r.home != want_home {
+        let home_ok = r
+            .home
+            .strip_prefix("/homez.")
+            .and_then(|h| h.strip_prefix(&*r.filer))
+            .and_then(|h| h.strip_prefix('/'))
+            .is_some_and(|h| h == r.login);
+        if !home_ok {
             err(
                 "home",
                 format!(
-                    "expected {want_home:?} (/homez.<filer>/<login>), got {:?}",
-                    r.home
+                    "expected \"/homez.{}/{}\" (/homez.<filer>/<login>), got {:?}",
+                    r.filer, r.login, r.home
                 ),
             );
         }
@@ -282,6 +286,14 @@ pub(crate) fn load_sites(
     })?;
     drop(ctx);
     sums.push((name.to_string(), sum));
+    if t.text.len() > u32::MAX as usize || t.recs.len() > u32::MAX as usize / 2 {
+        errors.push(RowError {
+            file: name.into(),
+            line: 1,
+            field: None,
+            message: "too many sites for this build (text over 4 GiB): split the inventory".into(),
+        });
+    }
     if !errors.is_empty() {
         return Ok(());
     }

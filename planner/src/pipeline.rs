@@ -109,7 +109,7 @@ impl Planned {
     }
 
     /// Writes the plan file to `w`.
-    pub fn write_to(&self, w: impl std::io::Write) -> std::io::Result<()> {
+    pub fn write_to(&self, w: impl std::io::Write + Send) -> std::io::Result<()> {
         self.ctx().write(&self.overview, w)
     }
 

@@ -96,6 +96,8 @@ pub struct Wave {
     pub databases: u64,
     pub bytes: u64,
     pub budget_bytes: u64,
+    /// Most sites this wave may hold (a canary step, or `max_sites_per_wave`).
+    pub site_cap: u32,
     /// `bytes / (bandwidth × efficiency)`.
     pub est_seconds: f64,
     /// The constraint that closed the wave.

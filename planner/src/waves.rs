@@ -342,18 +342,23 @@ pub fn plan_waves(
             None => queue.push(g),
         }
     }
-    let key = |g: &u32| {
-        let s = groups.sites_of(*g as usize)[0] as usize;
-        let r = &recs[s];
-        (
-            filer_rank[r.filer as usize],
-            cluster_rank[r.cluster as usize],
-            *g,
-        )
-    };
+    // Draining order: (filer rank, cluster rank) packed in a u64, then group id.
     use rayon::prelude::*;
-    queue.par_sort_unstable_by_key(key);
-    last.par_sort_unstable_by_key(key);
+    let order = |list: &mut Vec<u32>| {
+        let mut keyed: Vec<(u64, u32)> = list
+            .par_iter()
+            .map(|&g| {
+                let r = &recs[groups.sites_of(g as usize)[0] as usize];
+                let k = ((filer_rank[r.filer as usize] as u64) << 32)
+                    | cluster_rank[r.cluster as usize] as u64;
+                (k, g)
+            })
+            .collect();
+        keyed.par_sort_unstable();
+        *list = keyed.into_iter().map(|(_, g)| g).collect();
+    };
+    order(&mut queue);
+    order(&mut last);
 
     let mut waves = Vec::new();
     cx.run(&mut waves, queue, pinned, false);

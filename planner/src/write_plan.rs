@@ -7,10 +7,7 @@ use rayon::prelude::*;
 
 use crate::groups::Groups;
 use crate::inventory::Inventory;
-use crate::plan::{
-    Deferral, Link, PlanInventory, PlannedGroup, Reason, Retires, Summary, Wave, PLAN_FORMAT,
-    PLAN_VERSION,
-};
+use crate::plan::{Deferral, PlanInventory, Retires, Summary, Wave, PLAN_FORMAT, PLAN_VERSION};
 use crate::settings::Settings;
 use crate::waves::{WavesOutcome, Why};
 
@@ -33,12 +30,12 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn site(&self, s: u32) -> String {
-        self.inv.site_id(s as usize).to_string()
+    fn site(&self, s: u32) -> &str {
+        self.inv.site_id(s as usize)
     }
 
-    /// The plan record of group `g`.
-    pub fn group(&self, g: u32) -> PlannedGroup {
+    /// The plan record of group `g`, borrowing from the inventory (no copies of the text).
+    fn group(&self, g: u32) -> GroupOut<'_> {
         let (inv, gs, o) = (self.inv, self.groups, &self.out.groups[g as usize]);
         let sites = gs.sites_of(g as usize);
         let first = &inv.sites.recs[sites[0] as usize];
@@ -49,29 +46,29 @@ impl Ctx<'_> {
             _ => None,
         };
         let reason = if let Some(s) = o.excluded_by {
-            Reason::Excluded { site: self.site(s) }
+            ReasonOut::Excluded { site: self.site(s) }
         } else if let Some(c) = o.unplaced {
-            Reason::Unplaced {
+            ReasonOut::Unplaced {
                 constraint: c,
                 pinned_by: pin_site,
             }
         } else {
             match o.why {
-                Why::Drain => Reason::Drain {
-                    filer: inv.filers[first.filer as usize].id.clone(),
+                Why::Drain => ReasonOut::Drain {
+                    filer: &inv.filers[first.filer as usize].id,
                     filer_rank: self.out.filer_rank[first.filer as usize] + 1,
-                    cluster: inv.clusters[first.cluster as usize].id.clone(),
+                    cluster: &inv.clusters[first.cluster as usize].id,
                     cluster_rank: self.out.cluster_rank[first.cluster as usize] + 1,
                 },
-                Why::Canary(wave) => Reason::Canary { wave },
-                Why::Pinned { site, wave } => Reason::Pinned {
+                Why::Canary(wave) => ReasonOut::Canary { wave },
+                Why::Pinned { site, wave } => ReasonOut::Pinned {
                     site: self.site(site),
                     wave,
                 },
-                Why::PinnedLast { site } => Reason::PinnedLast {
+                Why::PinnedLast { site } => ReasonOut::PinnedLast {
                     site: self.site(site),
                 },
-                Why::PinnedBeyondEnd { site, wave } => Reason::PinnedBeyondEnd {
+                Why::PinnedBeyondEnd { site, wave } => ReasonOut::PinnedBeyondEnd {
                     site: self.site(site),
                     wave,
                 },
@@ -80,15 +77,15 @@ impl Ctx<'_> {
         let mut links = Vec::new();
         if sites.len() > 1 {
             for &d in gs.dbs_of(g as usize) {
-                let users: Vec<String> = sites
+                let users: Vec<&str> = sites
                     .iter()
                     .filter(|&&s| inv.site_dbs(s as usize).contains(&d))
                     .map(|&s| self.site(s))
                     .collect();
                 if users.len() > 1 {
-                    links.push(Link {
-                        via: "database".into(),
-                        name: inv.db_name(d as usize).to_string(),
+                    links.push(LinkOut {
+                        via: "database",
+                        name: inv.db_name(d as usize),
                         sites: users,
                     });
                 }
@@ -100,27 +97,27 @@ impl Ctx<'_> {
             logins.sort();
             for run in logins.chunk_by(|a, b| a.0 == b.0) {
                 if run.len() > 1 {
-                    links.push(Link {
-                        via: "login".into(),
-                        name: run[0].0.to_string(),
+                    links.push(LinkOut {
+                        via: "login",
+                        name: run[0].0,
                         sites: run.iter().map(|&(_, s)| self.site(s)).collect(),
                     });
                 }
             }
         }
-        PlannedGroup {
+        GroupOut {
             id: g,
             sites: sites.iter().map(|&s| self.site(s)).collect(),
             databases: gs
                 .dbs_of(g as usize)
                 .iter()
-                .map(|&d| inv.db_name(d as usize).to_string())
+                .map(|&d| inv.db_name(d as usize))
                 .collect(),
             bytes: gs.bytes[g as usize],
             destination: (o.dest_cluster != NEVER)
-                .then(|| inv.clusters[o.dest_cluster as usize].id.clone()),
+                .then(|| inv.clusters[o.dest_cluster as usize].id.as_str()),
             destination_sql: (o.dest_sql != NEVER)
-                .then(|| inv.sql_servers[o.dest_sql as usize].id.clone()),
+                .then(|| inv.sql_servers[o.dest_sql as usize].id.as_str()),
             reason,
             deferred: o.deferred_by.map(|c| Deferral {
                 from_wave: o.deferred_from,
@@ -184,6 +181,7 @@ impl Ctx<'_> {
                 databases: w.databases as u64,
                 bytes: w.bytes,
                 budget_bytes: w.budget_bytes,
+                site_cap: w.site_cap,
                 est_seconds: (w.bytes as f64 / bps * 10.0).round() / 10.0,
                 limited_by: w.limited_by,
                 retires: Retires::default(),
@@ -259,7 +257,7 @@ impl Ctx<'_> {
     }
 
     /// Writes the plan file.
-    pub fn write(&self, overview: &PlanOverview, mut w: impl Write) -> io::Result<()> {
+    pub fn write(&self, overview: &PlanOverview, mut w: impl Write + Send) -> io::Result<()> {
         let json = |v: &dyn erased::Ser| v.to_vec();
         write!(
             w,
@@ -273,30 +271,24 @@ impl Ctx<'_> {
         w.write_all(&json(&overview.summary))?;
         w.write_all(b",\n\"waves\":[")?;
         const BATCH: usize = 8;
+        // All cores serialize the next batch of waves while one writes the previous batch.
+        let mut previous: Vec<Vec<u8>> = Vec::new();
         for (bi, batch) in overview.waves.chunks(BATCH).enumerate() {
-            let bufs: Vec<Vec<u8>> = batch
-                .par_iter()
-                .enumerate()
-                .map(|(k, header)| {
-                    let idx = bi * BATCH + k;
-                    let mut buf = Vec::with_capacity(1 << 20);
-                    if idx > 0 {
-                        buf.push(b',');
-                    }
-                    buf.push(b'\n');
-                    let mut head = json(header);
-                    // The header ends with `"groups":[]}`: open the array instead.
-                    head.truncate(head.len() - 2);
-                    buf.extend_from_slice(&head);
-                    let gids = &self.out.waves[idx].groups;
-                    self.groups_into(&mut buf, gids);
-                    buf.extend_from_slice(b"]}");
-                    buf
-                })
-                .collect();
-            for b in bufs {
-                w.write_all(&b)?;
-            }
+            let (written, bufs) = rayon::join(
+                || previous.iter().try_for_each(|b| w.write_all(b)),
+                || {
+                    batch
+                        .par_iter()
+                        .enumerate()
+                        .map(|(k, header)| self.wave_bytes(bi * BATCH + k, header))
+                        .collect::<Vec<Vec<u8>>>()
+                },
+            );
+            written?;
+            previous = bufs;
+        }
+        for b in &previous {
+            w.write_all(b)?;
         }
         w.write_all(b"\n],\n\"unplaced\":[")?;
         let (mut unplaced, mut excluded) = (Vec::new(), Vec::new());
@@ -314,6 +306,22 @@ impl Ctx<'_> {
         buf.extend_from_slice(b"]}\n");
         w.write_all(&buf)?;
         w.flush()
+    }
+
+    /// One wave, serialized: header fields, then its groups one per line.
+    fn wave_bytes(&self, idx: usize, header: &Wave) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(1 << 20);
+        if idx > 0 {
+            buf.push(b',');
+        }
+        buf.push(b'\n');
+        let mut head = serde_json::to_vec(header).unwrap_or_default();
+        // The header ends with `"groups":[]}`: open the array instead.
+        head.truncate(head.len().saturating_sub(2));
+        buf.extend_from_slice(&head);
+        self.groups_into(&mut buf, &self.out.waves[idx].groups);
+        buf.extend_from_slice(b"]}");
+        buf
     }
 
     fn groups_into(&self, buf: &mut Vec<u8>, gids: &[u32]) {
@@ -339,4 +347,66 @@ mod erased {
             serde_json::to_vec(self).unwrap_or_default()
         }
     }
+}
+
+/// Borrowed twin of [`crate::plan::PlannedGroup`]: same JSON, written without copying text.
+/// The acceptance tests read every written plan back as [`crate::plan::Plan`].
+#[derive(serde::Serialize)]
+struct GroupOut<'a> {
+    id: u32,
+    sites: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    databases: Vec<&'a str>,
+    bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destination: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destination_sql: Option<&'a str>,
+    reason: ReasonOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deferred: Option<Deferral>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    links: Vec<LinkOut<'a>>,
+}
+
+/// Borrowed twin of [`crate::plan::Reason`].
+#[derive(serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum ReasonOut<'a> {
+    Drain {
+        filer: &'a str,
+        filer_rank: u32,
+        cluster: &'a str,
+        cluster_rank: u32,
+    },
+    Canary {
+        wave: u32,
+    },
+    Pinned {
+        site: &'a str,
+        wave: u32,
+    },
+    PinnedLast {
+        site: &'a str,
+    },
+    PinnedBeyondEnd {
+        site: &'a str,
+        wave: u32,
+    },
+    Unplaced {
+        constraint: crate::waves::Constraint,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pinned_by: Option<&'a str>,
+    },
+    Excluded {
+        site: &'a str,
+    },
+}
+
+/// Borrowed twin of [`crate::plan::Link`].
+#[derive(serde::Serialize)]
+struct LinkOut<'a> {
+    via: &'static str,
+    name: &'a str,
+    sites: Vec<&'a str>,
 }

@@ -13,6 +13,8 @@ use std::process::Command;
 /// Where a DC keeps its configs, data and logs (`<state_dir>/<old-dc|new-dc>`).
 pub struct DcDirs {
     pub root: PathBuf,
+    /// Bulk data (MariaDB datadir and tmpdir) on the lab's tmpfs (`<state_dir>/data/<dc>`).
+    pub data: PathBuf,
     /// 0700: admin socket, keys, credentials, the MariaDB socket.
     pub private: PathBuf,
     pub logs: PathBuf,
@@ -22,6 +24,7 @@ impl DcDirs {
     pub fn new(state_dir: &Path, dc: &DcState) -> Self {
         let root = state_dir.join(dc.side.label());
         DcDirs {
+            data: state_dir.join("data").join(dc.side.label()),
             private: root.join("private"),
             logs: root.join("logs"),
             root,
@@ -51,9 +54,9 @@ fn write(path: &Path, data: &str) -> Result<()> {
 
 /// `mariadb-install-db` into `<dc>/mysql`.
 pub fn mariadb_install(dirs: &DcDirs) -> Result<()> {
-    let datadir = dirs.root.join("mysql");
+    let datadir = dirs.data.join("mysql");
     // Its own tmpdir: concurrent bootstraps sharing /tmp collide on temporary table files.
-    let tmp = dirs.root.join("tmp");
+    let tmp = dirs.data.join("tmp");
     std::fs::create_dir_all(&tmp).map_err(LabError::io("creating mariadb tmpdir", &tmp))?;
     run(Command::new("mariadb-install-db")
         .env("TMPDIR", &tmp)
@@ -70,7 +73,7 @@ pub fn mariadb_install(dirs: &DcDirs) -> Result<()> {
 
 /// Starts mariadbd on the DC's SQL address, with a binlog (the migrator's catch-up needs it).
 pub fn mariadb_start(dc: &DcState, dirs: &DcDirs, server_id: u32) -> Result<ProcRecord> {
-    let datadir = dirs.root.join("mysql");
+    let datadir = dirs.data.join("mysql");
     let args = [
         "--no-defaults".to_string(),
         format!("--datadir={}", datadir.display()),

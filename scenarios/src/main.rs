@@ -70,6 +70,9 @@ enum LabCmd {
         /// Do not bring the WireGuard tunnel up.
         #[arg(long)]
         no_tunnel: bool,
+        /// Keep filers and MariaDB data on the state root's disk instead of a tmpfs.
+        #[arg(long)]
+        on_disk: bool,
         #[arg(long)]
         small_files: Option<usize>,
         #[arg(long)]
@@ -104,6 +107,7 @@ fn main() -> anyhow::Result<()> {
                 name,
                 sites,
                 no_tunnel,
+                on_disk,
                 small_files,
                 large_files,
                 large_file_kib,
@@ -113,6 +117,7 @@ fn main() -> anyhow::Result<()> {
                 let d = SiteSpec::default();
                 let mut cfg = LabConfig::new(&name, &cli.state_root, sites);
                 cfg.tunnel = !no_tunnel;
+                cfg.tmpfs = !on_disk;
                 cfg.spec = SiteSpec {
                     small_files: small_files.unwrap_or(d.small_files),
                     large_files: large_files.unwrap_or(d.large_files),
@@ -160,6 +165,9 @@ fn main() -> anyhow::Result<()> {
             }
             LabCmd::Down { name } => {
                 let report = lab::down(&name, &cli.state_root)?;
+                for (step, secs) in &report.step_secs {
+                    println!("  {secs:>7.2} s  {step}");
+                }
                 if report.leftovers.is_empty() {
                     println!("lab `{name}` is down; nothing left behind");
                 } else {

@@ -122,12 +122,9 @@ pub fn write_site_tree(
     }
     let uploads = www.join("uploads");
     mk(&uploads)?;
-    nix::unistd::chown(
-        &uploads,
-        Some(nix::unistd::Uid::from_raw(33)),
-        Some(nix::unistd::Gid::from_raw(33)),
-    )
-    .map_err(|e| LabError::io("chown uploads to www-data", &uploads)(e.into()))?;
+    let (uid, gid) = www_data();
+    nix::unistd::chown(&uploads, Some(uid), Some(gid))
+        .map_err(|e| LabError::io("chown uploads to www-data", &uploads)(e.into()))?;
     let abs_www = site.home.join("www");
     let write = |p: PathBuf, data: &[u8]| {
         std::fs::write(&p, data).map_err(LabError::io("writing site file", p))
@@ -198,6 +195,17 @@ pub fn write_site_tree(
             .map_err(LabError::io("creating site symlink", &link))?;
     }
     Ok(())
+}
+
+/// php-fpm's user (Debian's `www-data`, uid 33 when the lookup fails).
+fn www_data() -> (nix::unistd::Uid, nix::unistd::Gid) {
+    match nix::unistd::User::from_name("www-data") {
+        Ok(Some(u)) => (u.uid, u.gid),
+        _ => (
+            nix::unistd::Uid::from_raw(33),
+            nix::unistd::Gid::from_raw(33),
+        ),
+    }
 }
 
 struct ByteWriter<'a>(&'a mut Vec<u8>);

@@ -58,9 +58,16 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // SQL_PROXY_WORKER_THREADS: runtime worker threads (default: one per core).
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Ok(n) = std::env::var("SQL_PROXY_WORKER_THREADS") {
+        let n: usize =
+            n.parse().ok().filter(|n| *n > 0).with_context(|| {
+                format!("SQL_PROXY_WORKER_THREADS={n:?} is not a positive number")
+            })?;
+        builder.worker_threads(n);
+    }
+    let rt = builder.enable_all().build()?;
     rt.block_on(async {
         match cli.cmd {
             Cmd::Run { config } => run(config).await,
@@ -93,6 +100,38 @@ fn main() -> Result<()> {
             }
         }
     })
+}
+
+/// SIGHUP: re-read the user store and the config's backends and new routes. Sessions stay;
+/// routes already known keep their live state (the admin API owns it); listeners, limits and
+/// TLS need a restart.
+fn reload(config: &std::path::Path, old: &Config, shared: &Arc<Shared>) {
+    match UserStore::load(&old.users_file) {
+        Ok(u) => {
+            tracing::info!(users = u.users.len(), "user store reloaded");
+            *shared.users.write().expect("users lock") = Arc::new(u);
+        }
+        Err(e) => tracing::error!(error = %e, "user store reload failed; keeping the old one"),
+    }
+    match Config::load(config) {
+        Ok(cfg) => {
+            *shared.backends.write().expect("backends lock") = cfg.backends.clone();
+            let known: Vec<String> = shared
+                .routes
+                .read()
+                .expect("routes lock")
+                .keys()
+                .cloned()
+                .collect();
+            for (db, r) in &cfg.databases {
+                if !known.contains(db) {
+                    shared.set_route(db, Some(&r.side), Some(r.mode));
+                }
+            }
+            tracing::info!(backends = cfg.backends.len(), "config reloaded");
+        }
+        Err(e) => tracing::error!(error = %e, "config reload failed; keeping the old one"),
+    }
 }
 
 async fn run(config: PathBuf) -> Result<()> {
@@ -138,13 +177,7 @@ async fn run(config: PathBuf) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
-            _ = hup.recv() => match UserStore::load(&cfg.users_file) {
-                Ok(u) => {
-                    tracing::info!(users = u.users.len(), "user store reloaded");
-                    *shared.users.write().expect("users lock") = Arc::new(u);
-                }
-                Err(e) => tracing::error!(error = %e, "user store reload failed; keeping the old one"),
-            },
+            _ = hup.recv() => reload(&config, &cfg, &shared),
             _ = term.recv() => return Ok(()),
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }

@@ -47,20 +47,36 @@ impl MariaDb {
         let datadir = dir.path().join("data");
         let socket = dir.path().join("mysqld.sock");
         let log = dir.path().join("error.log");
+        // Private tmpdir: the bootstrap server keeps temporary tables there, and a shared /tmp
+        // that someone else cleans under our feet makes mariadb-install-db fail.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| err(format!("create tmpdir: {e}")))?;
         let install = find_program("mariadb-install-db")?;
-        let out = Command::new(&install)
-            .args(["--no-defaults", "--user=root", "--skip-test-db"])
-            .arg("--auth-root-authentication-method=normal")
-            .arg(format!("--datadir={}", datadir.display()))
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| err(format!("run {}: {e}", install.display())))?;
-        if !out.status.success() {
-            return Err(err(format!(
+        let mut install_error = String::new();
+        for attempt in 0..3 {
+            if attempt > 0 {
+                let _ = std::fs::remove_dir_all(&datadir);
+            }
+            let out = Command::new(&install)
+                .args(["--no-defaults", "--user=root", "--skip-test-db"])
+                .arg("--auth-root-authentication-method=normal")
+                .arg(format!("--datadir={}", datadir.display()))
+                .arg(format!("--tmpdir={}", tmp.display()))
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| err(format!("run {}: {e}", install.display())))?;
+            if out.status.success() {
+                install_error.clear();
+                break;
+            }
+            install_error = format!(
                 "mariadb-install-db failed ({}): {}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
-            )));
+            );
+        }
+        if !install_error.is_empty() {
+            return Err(err(install_error));
         }
         let mariadbd = find_program("mariadbd")?;
         // A port found free may be taken by the time mariadbd binds it: retry a few times.
@@ -78,6 +94,7 @@ impl MariaDb {
                     dir.path().join("mysqld.pid").display()
                 ))
                 .arg(format!("--log-error={}", log.display()))
+                .arg(format!("--tmpdir={}", tmp.display()))
                 .arg("--user=root")
                 .arg("--skip-name-resolve")
                 .arg("--max-connections=2000")

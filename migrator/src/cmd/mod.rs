@@ -2,6 +2,7 @@
 
 pub mod db;
 pub mod files;
+pub mod journal;
 pub mod planning;
 mod progress;
 
@@ -15,6 +16,8 @@ pub enum Command {
     Files(files::FilesCommand),
     #[command(flatten)]
     Db(db::DbCommand),
+    #[command(flatten)]
+    Journal(journal::JournalCommand),
 }
 
 /// Runs a command and returns the process exit code.
@@ -23,5 +26,6 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Planning(c) => planning::run(c),
         Command::Files(c) => files::run(c),
         Command::Db(c) => db::run(c),
+        Command::Journal(c) => journal::run(c),
     }
 }

@@ -118,6 +118,19 @@ fn stats(v: &[f64]) -> (f64, f64, f64) {
     (s[s.len() / 2], s[0], s[s.len() - 1])
 }
 
+/// CPU seconds (user + system) this process has used: on a shared, busy machine the CPU ratio
+/// is steadier than the wall-clock ratio.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // Fields 14 and 15 of stat (utime, stime) are 12 and 13 after the command name.
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
+}
+
 fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -165,8 +178,9 @@ fn main() {
         .unwrap_or(0);
     let out = a.dir.join("plan.json");
     let settings = Settings::default();
-    let run_plan = || -> f64 {
+    let run_plan = || -> (f64, f64) {
         let t = Instant::now();
+        let c = cpu_secs();
         let mut p = plan_dir(&inv, &settings, &LoadOptions::default()).unwrap_or_else(|e| {
             eprintln!("plan: {e}");
             std::process::exit(1)
@@ -176,26 +190,29 @@ fn main() {
             std::process::exit(1)
         });
         let el = t.elapsed().as_secs_f64();
+        let cpu = cpu_secs() - c;
         let tm = &p.timings;
         println!(
-            "  plan  {el:.3}s (load {:.3}, group {:.3}, waves {:.3}, write {:.3}; {} waves)",
+            "  plan  {el:.3}s wall, {cpu:.2}s CPU (load {:.3}, group {:.3}, waves {:.3}, write {:.3}; {} waves)",
             tm.load.as_secs_f64(),
             tm.group.as_secs_f64(),
             tm.waves.as_secs_f64(),
             tm.write.as_secs_f64(),
             p.overview.summary.waves
         );
-        el
+        (el, cpu)
     };
-    let run_parse = || -> f64 {
+    let run_parse = || -> (f64, f64) {
         let t = Instant::now();
+        let c = cpu_secs();
         let n = bare_parse(&inv).unwrap_or_else(|e| {
             eprintln!("parse: {e}");
             std::process::exit(1)
         });
         let el = t.elapsed().as_secs_f64();
-        println!("  parse {el:.3}s ({n} lines)");
-        el
+        let cpu = cpu_secs() - c;
+        println!("  parse {el:.3}s wall, {cpu:.2}s CPU ({n} lines)");
+        (el, cpu)
     };
     println!(
         "inventory {} ({:.0} MiB), {} threads; warm-up:",
@@ -205,17 +222,29 @@ fn main() {
     );
     run_parse();
     run_plan();
-    let (mut parse, mut plan) = (Vec::new(), Vec::new());
+    let (mut parse, mut plan, mut parse_cpu, mut plan_cpu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..a.pairs {
         println!("pair {}:", i + 1);
-        parse.push(run_parse());
-        plan.push(run_plan());
+        let (w, c) = run_parse();
+        parse.push(w);
+        parse_cpu.push(c);
+        let (w, c) = run_plan();
+        plan.push(w);
+        plan_cpu.push(c);
     }
     let (pm, pmin, pmax) = stats(&parse);
     let (lm, lmin, lmax) = stats(&plan);
     println!("bare parse: median {pm:.3}s (min {pmin:.3}, max {pmax:.3})");
     println!("full plan:  median {lm:.3}s (min {lmin:.3}, max {lmax:.3})");
     println!("ratio plan/parse (medians): {:.2}", lm / pm);
+    let (pc, pcmin, pcmax) = stats(&parse_cpu);
+    let (lc, lcmin, lcmax) = stats(&plan_cpu);
+    println!(
+        "CPU seconds: parse median {pc:.2} ({pcmin:.2}-{pcmax:.2}), plan median {lc:.2} \
+         ({lcmin:.2}-{lcmax:.2}), ratio {:.2}",
+        lc / pc
+    );
     if let Some(m) = peak_rss_mib() {
         println!("peak RSS of this process: {m:.0} MiB");
     }

@@ -189,11 +189,18 @@ pub fn check_plan(
             "wave {} totals",
             w.number
         );
-        let cap = if w.kind == WaveKind::Canary {
-            s.canary_ramp[i] as u64
+        let cap = w.site_cap as u64;
+        if w.kind == WaveKind::Canary {
+            assert!(
+                s.canary_ramp.contains(&w.site_cap) || w.site_cap == s.max_sites_per_wave,
+                "canary cap {} from the ramp {:?} (max {})",
+                w.site_cap,
+                s.canary_ramp,
+                s.max_sites_per_wave
+            );
         } else {
-            s.max_sites_per_wave as u64
-        };
+            assert_eq!(w.site_cap, s.max_sites_per_wave);
+        }
         assert!(
             nsites <= cap.min(s.max_sites_per_wave as u64),
             "wave {} has {nsites} sites > {cap}",
@@ -241,8 +248,16 @@ pub fn check_plan(
             }
             let gdb: u64 = g.databases.iter().map(|d| db_bytes[d.as_str()]).sum();
             assert_eq!(g.bytes, sb + gdb, "group bytes");
-            if w.kind == WaveKind::Canary && !matches!(g.reason, Reason::Pinned { .. }) {
-                assert!(g.bytes <= s.canary_max_bytes, "canary group too large");
+            if w.kind == WaveKind::Canary
+                && !matches!(
+                    g.reason,
+                    Reason::Pinned { .. } | Reason::PinnedBeyondEnd { .. }
+                )
+            {
+                assert!(
+                    g.bytes <= s.canary_max_bytes,
+                    "canary group too large: {g:?}"
+                );
             }
             let d = g
                 .destination
@@ -302,13 +317,16 @@ pub fn check_plan(
         if x.excluded || s.exclude.contains(&x.id) {
             assert_eq!(p, None, "excluded site {} is placed", x.id);
         }
-        if let (Some(Pin::Wave(n)), Some(w)) = (x.pin, p) {
-            // Another member of its group may carry a later pin.
-            assert!(
-                w >= n.min(plan.summary.waves) || w == n,
-                "pinned site {} in wave {w}",
-                x.id
-            );
+        if x.pin.is_some() || s.pin_last.contains(&x.id) || s.pin_wave.contains_key(&x.id) {
+            // A pinned site's group is placed by a pin (of some member), or not at all.
+            let (w, g) = plan.locate(&x.id).unwrap();
+            match (&g.reason, w) {
+                (Reason::Pinned { wave, .. }, Some(w)) => assert_eq!(*wave, w),
+                (Reason::PinnedBeyondEnd { wave, .. }, Some(w)) => assert!(w < *wave),
+                (Reason::PinnedLast { .. }, Some(_)) => {}
+                (Reason::Unplaced { .. } | Reason::Excluded { .. }, None) => {}
+                other => panic!("pinned site {} placed as {other:?}", x.id),
+            }
         }
     }
 }
