@@ -14,6 +14,8 @@ PACKAGES=(
   wireguard-go wireguard-tools iproute2
   # small tools the lab and the benchmarks use
   socat curl procps time ca-certificates
+  # sql-proxy TLS test: a throwaway self-signed certificate
+  openssl
   # tunnel check/health: latency and loss probes over the tunnel
   iputils-ping
 )

@@ -209,33 +209,80 @@ impl Applier {
     }
 
     fn write_file(&self, rel: &[u8], meta: &Meta, data: &Data) -> Result<Applied, ApplyError> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
         let dst = join(&self.root, rel);
         let tmp = temp_path(&self.root, rel);
         let mut applied = Applied::default();
-        match data {
-            Data::Local(src) => match std::fs::copy(src, &tmp) {
-                Ok(n) => applied.bytes = n,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !src.exists() => {
-                    let _ = std::fs::remove_file(&tmp);
-                    applied.warnings.push(format!(
-                        "{}: vanished from the source during the pass; the next pass will reconcile",
-                        src.display()
-                    ));
-                    return Ok(applied);
-                }
-                Err(e) => return Err(err("copy to", &tmp)(e)),
-            },
+        // Metadata is set through the open descriptor (no path lookups), then one rename.
+        let create = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(err("create", &tmp))
+        };
+        let mut out = match data {
+            Data::Local(src) => {
+                let mut input = match std::fs::File::open(src) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        applied.warnings.push(format!(
+                            "{}: vanished from the source during the pass; the next pass will reconcile",
+                            src.display()
+                        ));
+                        return Ok(applied);
+                    }
+                    Err(e) => return Err(err("open source", src)(e)),
+                };
+                let mut out = create()?;
+                // File to file: the standard library uses copy_file_range.
+                applied.bytes =
+                    std::io::copy(&mut input, &mut out).map_err(err("copy to", &tmp))?;
+                out
+            }
             Data::Inline(bytes) => {
-                let mut f = std::fs::File::create(&tmp).map_err(err("create", &tmp))?;
-                f.write_all(bytes).map_err(err("write", &tmp))?;
+                let mut out = create()?;
+                out.write_all(bytes).map_err(err("write", &tmp))?;
                 applied.bytes = bytes.len() as u64;
+                out
             }
             Data::Staged => {
-                let md = std::fs::metadata(&tmp).map_err(err("find staged", &tmp))?;
-                applied.bytes = md.len();
+                let out = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&tmp)
+                    .map_err(err("find staged", &tmp))?;
+                applied.bytes = out.metadata().map_err(err("stat", &tmp))?.len();
+                out
             }
+        };
+        if self.chown {
+            std::os::unix::fs::fchown(&out, Some(meta.uid), Some(meta.gid))
+                .map_err(err("chown", &tmp))?;
         }
-        self.finish_meta(&tmp, Kind::File, meta)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            out.set_permissions(std::fs::Permissions::from_mode(meta.mode))
+                .map_err(err("chmod", &tmp))?;
+        }
+        let ts = [
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+            libc::timespec {
+                tv_sec: meta.mtime_s as libc::time_t,
+                tv_nsec: meta.mtime_ns as _,
+            },
+        ];
+        // SAFETY: the descriptor is open for the lifetime of `out`; ts holds two timespecs.
+        if unsafe { libc::futimens(out.as_raw_fd(), ts.as_ptr()) } != 0 {
+            return Err(err("set times of", &tmp)(std::io::Error::last_os_error()));
+        }
+        out.flush().map_err(err("write", &tmp))?;
+        drop(out);
         std::fs::rename(&tmp, &dst).map_err(err("rename into", &dst))?;
         applied.files = 1;
         Ok(applied)

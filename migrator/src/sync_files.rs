@@ -291,6 +291,8 @@ pub struct PassReport {
     /// For a dry run: what would change, one line each.
     pub would_change: Vec<String>,
     pub seconds: f64,
+    /// Of which: waiting for the destination to finish and make everything durable (syncfs).
+    pub finish_seconds: f64,
 }
 
 const BATCH_OPS: usize = 512;
@@ -397,7 +399,9 @@ pub fn run_pass(
         pr.bytes_done += batch_bytes;
         progress(pr);
     }
+    let tf = std::time::Instant::now();
     let applied = dst.finish()?;
+    report.finish_seconds = tf.elapsed().as_secs_f64();
     report.files_written = applied.files;
     report.bytes_written = applied.bytes;
     report.warnings.extend(applied.warnings);

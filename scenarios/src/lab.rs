@@ -11,6 +11,7 @@ use crate::process::{self, ProcRecord};
 use crate::secrets;
 use crate::sites::{self, SiteSpec};
 use crate::state::*;
+pub use crate::teardown::{down, down_state, leftovers, DownReport, LabGuard};
 use crate::topology;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -56,7 +57,7 @@ const READY: Duration = Duration::from_secs(30);
 /// Parallel SQL sessions creating the site databases.
 const DB_SESSIONS: usize = 4;
 
-fn require_root() -> Result<()> {
+pub(crate) fn require_root() -> Result<()> {
     if nix::unistd::geteuid().is_root() {
         Ok(())
     } else {
@@ -505,133 +506,4 @@ fn wait_socket(dc: &DcState, path: &Path) -> Result<()> {
         secs: READY.as_secs(),
         detail,
     })
-}
-
-/// What `down` could not remove (empty when the machine is clean).
-#[derive(Debug, Default)]
-pub struct DownReport {
-    pub leftovers: Vec<String>,
-    /// Seconds per step of `down`.
-    pub step_secs: Vec<(String, f64)>,
-}
-
-/// Tears down the lab named `name`.
-pub fn down(name: &str, state_root: &Path) -> Result<DownReport> {
-    require_root()?;
-    let dir = state_root.join(name);
-    if !LabState::path(&dir).exists() {
-        return Err(LabError::NotUp {
-            name: name.to_string(),
-            path: LabState::path(&dir),
-        });
-    }
-    let st = LabState::load(&dir)?;
-    Ok(down_state(&st, false))
-}
-
-/// Stops every process (recorded PIDs, then any process left in our namespaces), unmounts,
-/// deletes namespaces and the paths we created; removes the state dir unless `keep_files`.
-pub fn down_state(st: &LabState, keep_files: bool) -> DownReport {
-    let mut steps = Vec::new();
-    let mut t = Instant::now();
-    let mut lap = |name: &str, t: &mut Instant| {
-        steps.push((name.to_string(), t.elapsed().as_secs_f64()));
-        *t = Instant::now();
-    };
-    // Before anything else: the tunnel crate must see its namespaces to undo its own work.
-    crate::tunnel_link::down(st);
-    lap("tunnel down", &mut t);
-    // Ask every daemon to stop at once, then wait for each: shutdowns overlap.
-    for rec in st.processes.iter().rev() {
-        if process::alive(rec) {
-            process::signal_pid(rec.pid, libc::SIGTERM);
-            process::signal_pid(rec.pid, libc::SIGCONT);
-        }
-    }
-    for rec in st.processes.iter().rev() {
-        process::stop(rec, Duration::from_secs(30));
-    }
-    lap("daemons stopped", &mut t);
-    for ns in st.namespaces() {
-        for pid in process::pids_in_netns(ns) {
-            let rec = ProcRecord {
-                service: format!("leftover in {ns}"),
-                pid,
-                start_time: process::start_time(pid).unwrap_or(0),
-            };
-            process::stop(&rec, Duration::from_secs(5));
-        }
-    }
-    lap("leftover processes", &mut t);
-    for m in st.mounts.iter().rev() {
-        topology::unmount_all(m);
-    }
-    for ns in st.namespaces() {
-        topology::delete_netns(ns);
-    }
-    for p in st.created_paths.iter().rev() {
-        if p.starts_with("/etc/netns") {
-            let _ = std::fs::remove_dir_all(p);
-        } else {
-            // Mount points: only ever removed when empty (never recursive outside the state dir).
-            let _ = std::fs::remove_dir(p);
-        }
-    }
-    lap("mounts, namespaces, paths", &mut t);
-    if !keep_files && !st.mounts.iter().any(|m| topology::is_mounted(m)) {
-        let _ = std::fs::remove_dir_all(&st.state_dir);
-    }
-    lap("state dir removed", &mut t);
-    let mut r = leftovers(st);
-    r.step_secs = steps;
-    r
-}
-
-/// Lists anything of the lab that still exists.
-pub fn leftovers(st: &LabState) -> DownReport {
-    let mut r = DownReport::default();
-    for ns in st.namespaces() {
-        if topology::netns_exists(ns) {
-            r.leftovers.push(format!("network namespace {ns}"));
-        }
-    }
-    for rec in &st.processes {
-        if process::alive(rec) {
-            r.leftovers
-                .push(format!("process {} ({})", rec.pid, rec.service));
-        }
-    }
-    for m in &st.mounts {
-        if topology::is_mounted(m) {
-            r.leftovers.push(format!("mount {}", m.display()));
-        }
-    }
-    for p in &st.created_paths {
-        if p.exists() {
-            r.leftovers.push(format!("path {}", p.display()));
-        }
-    }
-    r
-}
-
-/// Brings a lab up and tears it down when dropped (tests, scenarios), even after a panic.
-pub struct LabGuard {
-    pub state: LabState,
-}
-
-impl LabGuard {
-    pub fn up(cfg: &LabConfig) -> Result<Self> {
-        up(cfg).map(|state| LabGuard { state })
-    }
-}
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        // Reload: the migrator may have recorded more (e.g. processes) since up.
-        let st = LabState::load(&self.state.state_dir).unwrap_or_else(|_| self.state.clone());
-        let report = down_state(&st, false);
-        if !report.leftovers.is_empty() {
-            eprintln!("lab {}: left behind: {:?}", st.name, report.leftovers);
-        }
-    }
 }

@@ -2,7 +2,7 @@
 //! nginx + php-fpm, HAProxy, Knot DNS, sshd and a WireGuard tunnel; scenario files for dry runs.
 //!
 //! # Layout
-//! - [`lab`]: `up` / `down` / [`lab::LabGuard`], the order in which the lab is built.
+//! - [`lab`]: `up`, the order in which the lab is built; [`teardown`]: `down`, [`lab::LabGuard`].
 //! - [`topology`]: namespaces, veth "internet", DC LANs, resolv.conf, mount namespaces.
 //! - [`dc_services`]: MariaDB, php-fpm, nginx, HAProxy, sshd of one datacenter.
 //! - [`dns`]: Knot with TSIG-only updates for the hosted zone.
@@ -30,6 +30,7 @@ pub mod secrets;
 pub mod sites;
 pub mod state;
 pub mod status;
+pub mod teardown;
 pub mod topology;
 pub mod traffic;
 pub mod tunnel_link;

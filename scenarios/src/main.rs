@@ -137,7 +137,16 @@ fn main() -> anyhow::Result<()> {
                     );
                     return Ok(());
                 }
+                let before = LabState::load(&cfg.state_dir()).ok().map(|s| s.run_id);
                 let st = lab::up(&cfg).with_context(|| format!("lab up `{name}`"))?;
+                if before.as_deref() == Some(st.run_id.as_str()) {
+                    println!(
+                        "lab `{name}` is already up and healthy (run {}): nothing changed",
+                        st.run_id
+                    );
+                    print!("{}", status::render(&st, &status::status(&st)));
+                    return Ok(());
+                }
                 println!(
                     "lab `{}` up in {:.1} s: {} sites, state {}",
                     st.name,

@@ -204,6 +204,12 @@ fn lab_with_20_sites_serves_every_site_end_to_end_and_leaves_nothing() {
     let inv = scenarios::inventory::read_sites(st.inventory_dir.as_ref().unwrap()).unwrap();
     assert_eq!(inv.len(), 20);
     assert_eq!(inv[0]["home"], st.sites[0].home.to_string_lossy().as_ref());
+    let loaded = planner::load(
+        st.inventory_dir.as_ref().unwrap(),
+        &planner::LoadOptions::default(),
+    )
+    .expect("the planner accepts the lab's inventory");
+    assert_eq!(loaded.sites.recs.len(), 20);
 
     // old-dc and new-dc reach each other's LAN through the tunnel.
     if cfg.tunnel {

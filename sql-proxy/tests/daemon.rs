@@ -1,0 +1,121 @@
+//! The `sql-proxy` binary end to end: `sync-users` writes a 0600 store with hashes only, `run`
+//! serves clients from a config file, and nothing secret reaches its logs.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sync_users_and_run_serve_clients_without_logging_secrets() {
+    let db = backend();
+    let bin = env!("CARGO_BIN_EXE_sql-proxy");
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("admin.pw");
+    std::fs::write(&pw_file, format!("{}\n", testkit::mariadb::ADMIN_PASSWORD)).unwrap();
+    let users = dir.path().join("users.json");
+    let out = Command::new(bin)
+        .args(["sync-users", "--user", "admin", "--from"])
+        .arg(format!("127.0.0.1:{}", db.port()))
+        .arg("--password-file")
+        .arg(&pw_file)
+        .arg("--out")
+        .arg(&users)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = std::fs::read_to_string(&users).unwrap();
+    let mode = std::fs::metadata(&users).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let hash = db
+        .exec(&format!("SELECT PASSWORD('{APP_PASSWORD}')"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(store.contains(&hash), "{store}");
+    assert!(!store.contains(APP_PASSWORD) && !store.contains(testkit::mariadb::ADMIN_PASSWORD));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("app\tmysql_native_password\tshop"));
+
+    let port = testkit::free_port().unwrap();
+    let admin_port = testkit::free_port().unwrap();
+    let token = "daemon-test-token-0123456789";
+    std::fs::write(dir.path().join("token"), token).unwrap();
+    let cfg = dir.path().join("proxy.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = [\"127.0.0.1:{port}\"]\nusers_file = \"{}\"\ndefault_side = \"old\"\n\
+             [backends]\nold = \"127.0.0.1:{}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
+             token_file = \"{}\"\n",
+            users.display(),
+            db.port(),
+            dir.path().join("token").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("proxy.log");
+    let daemon = Daemon(
+        Command::new(bin)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let up = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(
+        up,
+        "proxy did not listen: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let ok = cli(
+        addr,
+        APP_USER,
+        APP_PASSWORD,
+        &["shop"],
+        "SELECT CONCAT('o', 'k')",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout),
+        "ok\n",
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = cli(addr, APP_USER, "wrong-secret-pw", &[], "SELECT 1");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("ERROR 1045 (28000)"));
+    drop(daemon);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("login refused"), "{text}");
+    for secret in [
+        APP_PASSWORD,
+        "wrong-secret-pw",
+        &hash,
+        &hash[1..],
+        token,
+        testkit::mariadb::ADMIN_PASSWORD,
+    ] {
+        assert!(!text.contains(secret), "log contains a secret: {text}");
+    }
+}
