@@ -19,7 +19,8 @@
 //! - Cutover: [`site_spec`] (one site's endpoints on both sides), [`systems`] (traits over the
 //!   outside systems), [`dry_run`] (recording/printing implementation), [`real_systems`]
 //!   (HAProxy, DNS, sql-proxy admin API, tunnel health, local copy), [`phase`] (named, timed,
-//!   journaled phases), [`cutover`] (one site's state machine), [`rollback`], [`wave`].
+//!   journaled phases), [`cutover`] (one site's state machine), [`rollback`], [`wave`];
+//!   [`lab_spec`] derives site specs from the staging lab's `state.json`.
 
 pub mod apply;
 pub mod copy_db;
@@ -30,6 +31,7 @@ pub mod db_schema;
 pub mod dry_run;
 pub mod fixtures;
 pub mod journal;
+pub mod lab_spec;
 pub mod manifest;
 pub mod phase;
 pub mod real_systems;

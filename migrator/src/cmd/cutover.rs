@@ -46,6 +46,30 @@ pub enum SiteCmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Write a site spec file for every site of the staging lab (from its state.json).
+    SpecsFromLab {
+        /// The lab's state file (`<state-root>/<name>/state.json`).
+        #[arg(long, value_name = "FILE")]
+        state: PathBuf,
+        /// Where to write the spec file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The sql-proxy admin API on the old DB endpoint side.
+        #[arg(long, value_name = "ADDR")]
+        proxy_admin: std::net::SocketAddr,
+        /// The proxy's bearer token file (0600).
+        #[arg(long, value_name = "FILE")]
+        proxy_token_file: PathBuf,
+        /// Tunnel config whose health gates each freeze.
+        #[arg(long, value_name = "FILE")]
+        tunnel_config: Option<PathBuf>,
+        /// The tunnel side to check (with --tunnel-config).
+        #[arg(long, default_value = "old")]
+        tunnel_side: String,
+        /// Network namespace of that tunnel side.
+        #[arg(long)]
+        tunnel_netns: Option<String>,
+    },
     /// A site's timeline from the journal: each phase, when, how long, bytes, errors.
     Show {
         site: String,
@@ -213,6 +237,37 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             max_failures,
         }) => wave(number, &plan, &common, concurrency, max_failures),
         CutoverCommand::Site(SiteCmd::Show { site, journal }) => show(&site, &journal),
+        CutoverCommand::Site(SiteCmd::SpecsFromLab {
+            state,
+            out,
+            proxy_admin,
+            proxy_token_file,
+            tunnel_config,
+            tunnel_side,
+            tunnel_netns,
+        }) => {
+            let secrets_dir = out
+                .parent()
+                .map(|p| p.join("secrets"))
+                .unwrap_or_else(|| PathBuf::from("secrets"));
+            let opts = migrator::lab_spec::LabOptions {
+                proxy_admin,
+                proxy_token_file,
+                tunnel: tunnel_config.map(|config| migrator::site_spec::TunnelSpec {
+                    config,
+                    side: tunnel_side,
+                    netns: tunnel_netns,
+                    state_dir: None,
+                }),
+                secrets_dir,
+                budget: Default::default(),
+            };
+            let f = migrator::lab_spec::specs_from_lab(&state, &opts)?;
+            std::fs::write(&out, serde_json::to_string_pretty(&f)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("{} site(s) written to {}", f.sites.len(), out.display());
+            Ok(0)
+        }
         CutoverCommand::Status { journal } => status(&journal),
     }
 }
