@@ -41,6 +41,8 @@ pub struct Recorder {
     world: Arc<Mutex<World>>,
     /// Print each action on stdout as it is recorded (the `--dry-run` output).
     print: bool,
+    /// The site the printed lines belong to (sites of a wave interleave).
+    label: String,
 }
 
 impl Recorder {
@@ -52,6 +54,7 @@ impl Recorder {
                 ..Default::default()
             })),
             print,
+            label: spec.site.clone(),
         };
         r.add_site(spec);
         r
@@ -92,13 +95,18 @@ impl Recorder {
 
     /// The systems of one site, all backed by this recorder.
     pub fn systems(&self, spec: &SiteSpec) -> Systems {
+        let me = Recorder {
+            label: spec.site.clone(),
+            ..self.clone()
+        };
+        me.systems_labelled(spec.dns.is_some())
+    }
+
+    fn systems_labelled(&self, has_dns: bool) -> Systems {
         Systems {
             lb_old: Arc::new(RecLb(self.clone(), Dc::Old)),
             lb_new: Arc::new(RecLb(self.clone(), Dc::New)),
-            dns: spec
-                .dns
-                .as_ref()
-                .map(|_| Arc::new(self.clone()) as Arc<dyn Dns>),
+            dns: has_dns.then(|| Arc::new(self.clone()) as Arc<dyn Dns>),
             proxy: Arc::new(self.clone()),
             tunnel: Some(Arc::new(self.clone())),
             data: Arc::new(self.clone()),
@@ -154,7 +162,7 @@ impl Recorder {
         match trap {
             None => {
                 if self.print {
-                    println!("[dry-run] {system:<8} {dc}: {line}");
+                    println!("[dry-run] {} {system:<9} {dc}: {line}", self.label);
                 }
                 Ok(())
             }
