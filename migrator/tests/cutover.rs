@@ -202,6 +202,36 @@ fn site_moves_through_real_haproxy_and_rolls_back_with_new_side_writes() {
         .unwrap()
         .iter()
         .any(|s| s.phase == "rollback-copy" && s.bytes > 0));
+    drop(j);
+
+    // The operator's views read the same journal.
+    let bin = env!("CARGO_BIN_EXE_migrator");
+    let out = std::process::Command::new(bin)
+        .args(["site", "show", "shop", "--journal"])
+        .arg(&jp)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with("shop: rolled_back"), "{text}");
+    for phase in [
+        "prepare",
+        "freeze",
+        "switch",
+        "unfreeze",
+        "rollback-copy",
+        "rollback-unfreeze",
+    ] {
+        assert!(text.contains(phase), "missing {phase} in:\n{text}");
+    }
+    let out = std::process::Command::new(bin)
+        .args(["status", "--journal"])
+        .arg(&jp)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 sites: rolled_back 1"), "{text}");
+    assert!(text.contains("freeze p50"), "{text}");
 }
 
 #[test]
