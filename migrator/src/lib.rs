@@ -16,14 +16,30 @@
 //!   host keys checked against known_hosts) talking to `migrator receive`.
 //! - [`copy_db`]: database copy with `mysql_async`; [`checksum`]: per-table checksums.
 //! - [`verify`]: compares manifests and table checksums of both sides.
+//! - Cutover: [`site_spec`] (one site's endpoints on both sides), [`systems`] (traits over the
+//!   outside systems), [`dry_run`] (recording/printing implementation), [`real_systems`]
+//!   (HAProxy, DNS, sql-proxy admin API, tunnel health, local copy), [`phase`] (named, timed,
+//!   journaled phases), [`cutover`] (one site's state machine), [`rollback`], [`wave`];
+//!   [`lab_spec`] derives site specs from the staging lab's `state.json`.
 
 pub mod apply;
 pub mod copy_db;
+pub mod cutover;
+#[cfg(test)]
+mod cutover_tests;
 pub mod db_schema;
+pub mod dry_run;
 pub mod fixtures;
 pub mod journal;
+pub mod lab_spec;
 pub mod manifest;
+pub mod phase;
+pub mod real_systems;
 pub mod remote;
+pub mod rollback;
+pub mod site_spec;
 pub mod sync_files;
+pub mod systems;
 pub mod verify;
+pub mod wave;
 pub mod wire;

@@ -230,7 +230,9 @@ pub fn haproxy_start(dc: &DcState, dirs: &DcDirs, backends: &str) -> Result<Proc
         &conf,
         &format!(
             "global\n    stats socket {sock} mode 600 level admin\n    maxconn 4096\n\n\
-defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n    retries 2\n\n\
+defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n    retries 2\n    \
+# A site frozen for cutover (server in maint) answers 503 with Retry-After.\n    \
+http-error status 503 content-type text/plain string \"site under maintenance, retry shortly\\n\" hdr Retry-After 2\n\n\
 frontend vip\n    bind {vip}:80\n    use_backend %[req.hdr(host),lower,word(1,:),map({map},be_unknown)]\n\n\
 backend be_unknown\n    http-request return status 404 content-type text/plain string \"unknown site\\n\"\n\n{backends}",
             sock = dc.haproxy_admin_socket.display(),

@@ -1,5 +1,6 @@
 //! Subcommand groups. Each file owns one group; `Command` flattens them into one CLI.
 
+pub mod cutover;
 pub mod db;
 pub mod files;
 pub mod journal;
@@ -18,6 +19,8 @@ pub enum Command {
     Db(db::DbCommand),
     #[command(flatten)]
     Journal(journal::JournalCommand),
+    #[command(flatten)]
+    Cutover(cutover::CutoverCommand),
 }
 
 /// Runs a command and returns the process exit code.
@@ -27,5 +30,6 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Files(c) => files::run(c),
         Command::Db(c) => db::run(c),
         Command::Journal(c) => journal::run(c),
+        Command::Cutover(c) => cutover::run(c),
     }
 }

@@ -1,0 +1,569 @@
+//! One site's cutover: `planned → prepared → synced → frozen → final_synced → verified →
+//! switched → live` (ARCHITECTURE.md §4), resumable from whatever the journal says.
+//!
+//! Phases and their side effects, in order:
+//! - **prepare**: destination homes, databases, users (same hash), compat paths, new-side web
+//!   config; hosted DNS TTL lowered.
+//! - **sync**: file passes and database copies (snapshot, then changed tables) until one pass
+//!   moves at most the budget's delta.
+//! - gate: the tunnel must be healthy (waited for, bounded) and the delta within budget, or the
+//!   site is not frozen and stays `synced` on the old side.
+//! - **freeze**: HAProxy server of the site in maint on both VIPs (503 + Retry-After), proxy
+//!   pauses the site's databases (returns once drained). The write-unavailability clock starts
+//!   (stored in the journal so a resumed run measures it too).
+//! - **final-sync**: last file pass and changed tables; **verify**: manifests and checksums.
+//! - **switch**: old VIP's server pointed at the new web server (read back), hosted DNS replaced
+//!   and confirmed on every authoritative server, then the proxy resumes each database on the
+//!   new side: that is the commit point.
+//! - **unfreeze**: HAProxy servers ready (old VIP through the tunnel, new VIP directly): `live`.
+//! - **post-check**: the site's HTTP answer must equal the fingerprint taken before the freeze;
+//!   if not, the site is rolled back.
+//!
+//! Failure before the commit point → **abort**: every system is put back from what it reports
+//! (not from what we believe), the site serves from the old side, state `aborted`.
+//! Crash recovery follows the same rule: a site found `frozen`/`final_synced` is aborted and
+//! retried; one found `verified` completes its switch (each action is idempotent).
+
+use crate::journal::{JournalStore, SiteState};
+use crate::phase::{run_phase, CutoverError, Phase};
+use crate::rollback;
+use crate::site_spec::SiteSpec;
+use crate::systems::{Direction, Systems};
+use drivers::haproxy::AdminState;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Knobs of a run.
+#[derive(Clone)]
+pub struct EngineOptions {
+    /// Set by a signal handler. Obeyed only outside the critical section.
+    pub interrupt: Arc<AtomicBool>,
+    /// How long to wait for an unhealthy tunnel before giving up on freezing the site.
+    pub gate_wait: Duration,
+    pub gate_poll: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            interrupt: Arc::new(AtomicBool::new(false)),
+            gate_wait: Duration::from_secs(60),
+            gate_poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What one site's run did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SiteReport {
+    pub site: String,
+    pub state: String,
+    /// Write-unavailability: freeze start to unfreeze end, ms.
+    pub freeze_ms: Option<f64>,
+    /// Phase name and duration (ms), in order.
+    pub phases: Vec<(String, f64)>,
+    /// An interrupt arrived inside the critical section and was deferred.
+    pub deferred_signal: bool,
+}
+
+pub(crate) const SCOPE: &str = "cutover";
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// What a phase's body may touch: the outside systems (never the journal, which [`run_phase`]
+/// writes around it).
+pub(crate) struct Ctx<'a> {
+    pub sys: &'a Systems,
+}
+
+/// The engine for one site.
+pub struct Engine<'a> {
+    pub spec: &'a SiteSpec,
+    pub sys: &'a Systems,
+    pub journal: &'a mut dyn JournalStore,
+    pub opts: &'a EngineOptions,
+    pub report: SiteReport,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(
+        spec: &'a SiteSpec,
+        sys: &'a Systems,
+        journal: &'a mut dyn JournalStore,
+        opts: &'a EngineOptions,
+    ) -> Engine<'a> {
+        Engine {
+            report: SiteReport {
+                site: spec.site.clone(),
+                ..Default::default()
+            },
+            spec,
+            sys,
+            journal,
+            opts,
+        }
+    }
+
+    pub(crate) fn state(&self) -> Result<SiteState, CutoverError> {
+        Ok(self
+            .journal
+            .site_state(&self.spec.site)?
+            .unwrap_or(SiteState::Planned))
+    }
+
+    /// Runs `f` as a journaled phase (recorded before it runs and after).
+    pub(crate) fn phase<T>(
+        &mut self,
+        phase: Phase,
+        f: impl FnOnce(&Ctx<'a>) -> Result<(T, u64), CutoverError>,
+    ) -> Result<T, CutoverError> {
+        let ctx = Ctx { sys: self.sys };
+        let site = self.spec.site.clone();
+        let (v, ms) = run_phase(self.journal, &site, phase, || f(&ctx))?;
+        self.report.phases.push((phase.name().to_string(), ms));
+        Ok(v)
+    }
+
+    /// Moves the site to `live` on the new side, resuming from the journal's state.
+    pub fn migrate(mut self) -> Result<SiteReport, CutoverError> {
+        if rollback::in_progress(self.journal, &self.spec.site)? {
+            // A rollback was killed: finish it first, the site must end on one side.
+            rollback::run(&mut self)?;
+            self.report.state = self.state()?.as_str().to_string();
+            return Ok(self.report);
+        }
+        let mut state = self.state()?;
+        if matches!(
+            state,
+            SiteState::Frozen | SiteState::FinalSynced | SiteState::Failed
+        ) {
+            // Killed inside the critical section before the commit point.
+            self.abort_now()?;
+            state = SiteState::Aborted;
+        }
+        loop {
+            state = match state {
+                SiteState::Planned | SiteState::Aborted | SiteState::RolledBack => {
+                    self.check_interrupt()?;
+                    self.prepare()?;
+                    SiteState::Prepared
+                }
+                SiteState::Prepared => {
+                    self.check_interrupt()?;
+                    self.sync()?;
+                    SiteState::Synced
+                }
+                SiteState::Synced => {
+                    self.check_interrupt()?;
+                    self.gate()?;
+                    self.critical_section()?;
+                    SiteState::Live
+                }
+                SiteState::Frozen | SiteState::FinalSynced | SiteState::Failed => {
+                    unreachable!("aborted above")
+                }
+                SiteState::Verified => {
+                    self.switch()?;
+                    SiteState::Switched
+                }
+                SiteState::Switched => {
+                    self.unfreeze()?;
+                    self.post_check()?;
+                    SiteState::Live
+                }
+                SiteState::Live | SiteState::Finalized => break,
+            };
+        }
+        if self.opts.interrupt.load(Ordering::SeqCst) && self.report.freeze_ms.is_some() {
+            self.report.deferred_signal = true;
+        }
+        self.report.state = self.state()?.as_str().to_string();
+        Ok(self.report)
+    }
+
+    fn check_interrupt(&self) -> Result<(), CutoverError> {
+        if self.opts.interrupt.load(Ordering::SeqCst) {
+            return Err(CutoverError::Interrupted);
+        }
+        Ok(())
+    }
+
+    fn prepare(&mut self) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        self.phase(Phase::Prepare, |e| {
+            let err = CutoverError::system(Phase::Prepare);
+            e.sys.data.prepare(spec).map_err(err)?;
+            if let (Some(dns), Some(d)) = (&e.sys.dns, &spec.dns) {
+                let cur = dns
+                    .current(&d.name)
+                    .map_err(CutoverError::system(Phase::Prepare))?;
+                dns.set_ttl(&d.name, &cur, d.low_ttl)
+                    .map_err(CutoverError::system(Phase::Prepare))?;
+            }
+            // The fingerprint the post-check compares against, taken while the site is healthy.
+            let fp = e
+                .sys
+                .data
+                .fingerprint(spec)
+                .map_err(CutoverError::system(Phase::Prepare))?;
+            Ok((fp, 0))
+        })
+        .and_then(|fp| {
+            if let Some(fp) = fp {
+                self.journal.put_checkpoint_raw(
+                    SCOPE,
+                    &format!("{}.fingerprint", spec.site),
+                    &serde_json::Value::String(fp).to_string(),
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Databases still served from the old side (the ones this cutover moves).
+    pub(crate) fn dbs_on_old(&self) -> Result<Vec<String>, CutoverError> {
+        let mut out = Vec::new();
+        for db in &self.spec.databases {
+            let r = self
+                .sys
+                .proxy
+                .route(db)
+                .map_err(CutoverError::system(Phase::Sync))?;
+            if r.side == self.spec.proxy.old_side {
+                out.push(db.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    fn sync(&mut self) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        let dbs = self.dbs_on_old()?;
+        let budget = spec.budget.clone();
+        let last = self.phase(Phase::Sync, |e| {
+            let err = || CutoverError::system(Phase::Sync);
+            let mut total = 0;
+            let mut last = u64::MAX;
+            for pass in 0..budget.max_sync_passes {
+                let files = e
+                    .sys
+                    .data
+                    .sync_files(spec, Direction::Forward)
+                    .map_err(err())?;
+                let db = e
+                    .sys
+                    .data
+                    .copy_dbs(spec, &dbs, Direction::Forward, pass > 0)
+                    .map_err(err())?;
+                last = files + db;
+                total += last;
+                if pass > 0 && last <= budget.max_delta_bytes {
+                    break;
+                }
+            }
+            Ok((last, total))
+        })?;
+        self.journal.put_checkpoint_raw(
+            SCOPE,
+            &format!("{}.last_delta", spec.site),
+            &last.to_string(),
+        )?;
+        Ok(())
+    }
+
+    /// Refuses the freeze while the tunnel is unhealthy (after waiting up to `gate_wait`) or the
+    /// last pass was larger than the budget.
+    fn gate(&mut self) -> Result<(), CutoverError> {
+        let site = &self.spec.site;
+        let last: u64 = self
+            .journal
+            .checkpoint_raw(SCOPE, &format!("{site}.last_delta"))?
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if last > self.spec.budget.max_delta_bytes {
+            return Err(CutoverError::DeltaTooLarge {
+                bytes: last,
+                budget: self.spec.budget.max_delta_bytes,
+                passes: self.spec.budget.max_sync_passes,
+            });
+        }
+        if let Some(t) = &self.sys.tunnel {
+            let deadline = Instant::now() + self.opts.gate_wait;
+            loop {
+                match t.check() {
+                    Ok(_) => break,
+                    Err(reason) if Instant::now() >= deadline => {
+                        return Err(CutoverError::Gate(reason))
+                    }
+                    Err(_) => {
+                        self.check_interrupt()?;
+                        std::thread::sleep(self.opts.gate_poll);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Freeze through unfreeze; any failure before the commit point aborts to the old side.
+    fn critical_section(&mut self) -> Result<(), CutoverError> {
+        let res = self
+            .freeze()
+            .and_then(|_| self.final_sync())
+            .and_then(|_| self.verify());
+        if let Err(cause) = res {
+            return match self.abort_now() {
+                Ok(()) => Err(CutoverError::Aborted {
+                    cause: Box::new(cause),
+                }),
+                Err(abort) => Err(CutoverError::AbortFailed {
+                    cause: Box::new(cause),
+                    abort: Box::new(abort),
+                }),
+            };
+        }
+        self.switch()?;
+        self.unfreeze()?;
+        self.post_check()
+    }
+
+    fn freeze(&mut self) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        let dbs = self.dbs_on_old()?;
+        let key = format!("{}.freeze_started_ms", spec.site);
+        self.journal
+            .put_checkpoint_raw(SCOPE, &key, &now_ms().to_string())?;
+        self.phase(Phase::Freeze, |e| {
+            let err = || CutoverError::system(Phase::Freeze);
+            let lb =
+                |dc, lbs: &crate::site_spec::LbSpec, l: &dyn drivers::haproxy::LoadBalancer| {
+                    l.set_server_admin(&lbs.backend, &lbs.server, AdminState::Maint)
+                        .map_err(|x| crate::systems::SystemError::from_driver("haproxy", dc, x))
+                };
+            lb(crate::systems::Dc::Old, &spec.old_lb, e.sys.lb_old.as_ref()).map_err(err())?;
+            lb(crate::systems::Dc::New, &spec.new_lb, e.sys.lb_new.as_ref()).map_err(err())?;
+            for db in &dbs {
+                let r = e.sys.proxy.route(db).map_err(err())?;
+                if !r.paused() {
+                    e.sys.proxy.pause(db).map_err(err())?;
+                }
+            }
+            Ok(((), 0))
+        })
+    }
+
+    fn final_sync(&mut self) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        let dbs: Vec<String> = self.spec.databases.clone();
+        self.phase(Phase::FinalSync, |e| {
+            let err = || CutoverError::system(Phase::FinalSync);
+            let dbs = paused_dbs(e, &dbs, &spec.proxy.old_side)?;
+            let files = e
+                .sys
+                .data
+                .sync_files(spec, Direction::Forward)
+                .map_err(err())?;
+            let db = e
+                .sys
+                .data
+                .copy_dbs(spec, &dbs, Direction::Forward, true)
+                .map_err(err())?;
+            Ok(((), files + db))
+        })
+    }
+
+    fn verify(&mut self) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        self.phase(Phase::Verify, |e| {
+            let dbs = paused_dbs(e, &spec.databases, &spec.proxy.old_side)?;
+            let diffs = e
+                .sys
+                .data
+                .verify(spec, &dbs)
+                .map_err(CutoverError::system(Phase::Verify))?;
+            if diffs.is_empty() {
+                Ok(((), 0))
+            } else {
+                Err(CutoverError::VerifyFailed(diffs))
+            }
+        })
+    }
+
+    /// Idempotent: each action checks what the system reports first.
+    fn switch(&mut self) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        self.phase(Phase::Switch, |e| {
+            let err = || CutoverError::system(Phase::Switch);
+            let drv =
+                |x| crate::systems::SystemError::from_driver("haproxy", crate::systems::Dc::Old, x);
+            let cur = e
+                .sys
+                .lb_old
+                .server_state(&spec.old_lb.backend, &spec.old_lb.server)
+                .map_err(drv)
+                .map_err(err())?;
+            if cur.addr != spec.new_web {
+                e.sys
+                    .lb_old
+                    .set_server_addr(&spec.old_lb.backend, &spec.old_lb.server, spec.new_web)
+                    .map_err(drv)
+                    .map_err(err())?;
+            }
+            if let (Some(dns), Some(d)) = (&e.sys.dns, &spec.dns) {
+                let cur = dns.current(&d.name).map_err(err())?;
+                if cur != [spec.new_vip] {
+                    dns.replace_confirmed(&d.name, &cur, &[spec.new_vip], d.low_ttl)
+                        .map_err(err())?;
+                }
+            }
+            // Commit point: writes now land on the new side.
+            for db in &spec.databases {
+                let r = e.sys.proxy.route(db).map_err(err())?;
+                if r.paused() {
+                    e.sys
+                        .proxy
+                        .resume(db, Some(&spec.proxy.new_side))
+                        .map_err(err())?;
+                }
+            }
+            Ok(((), 0))
+        })
+    }
+
+    fn unfreeze(&mut self) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        self.phase(Phase::Unfreeze, |e| {
+            let err = || CutoverError::system(Phase::Unfreeze);
+            e.sys
+                .lb_new
+                .set_server_admin(&spec.new_lb.backend, &spec.new_lb.server, AdminState::Ready)
+                .map_err(|x| {
+                    crate::systems::SystemError::from_driver("haproxy", crate::systems::Dc::New, x)
+                })
+                .map_err(err())?;
+            e.sys
+                .lb_old
+                .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Ready)
+                .map_err(|x| {
+                    crate::systems::SystemError::from_driver("haproxy", crate::systems::Dc::Old, x)
+                })
+                .map_err(err())?;
+            Ok(((), 0))
+        })?;
+        self.report.freeze_ms = self.freeze_elapsed()?;
+        if let Some(ms) = self.report.freeze_ms {
+            self.journal.put_checkpoint_raw(
+                SCOPE,
+                &format!("{}.freeze_ms", spec.site),
+                &format!("{ms:.1}"),
+            )?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn freeze_elapsed(&self) -> Result<Option<f64>, CutoverError> {
+        let key = format!("{}.freeze_started_ms", self.spec.site);
+        Ok(self
+            .journal
+            .checkpoint_raw(SCOPE, &key)?
+            .and_then(|s| s.parse::<i64>().ok())
+            .map(|t| (now_ms() - t) as f64))
+    }
+
+    fn post_check(&mut self) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        let before: Option<String> = self
+            .journal
+            .checkpoint_raw(SCOPE, &format!("{}.fingerprint", spec.site))?
+            .and_then(|s| serde_json::from_str(&s).ok());
+        let Some(before) = before else { return Ok(()) };
+        let res = self.phase(Phase::PostCheck, |e| {
+            let after = e
+                .sys
+                .data
+                .fingerprint(spec)
+                .map_err(CutoverError::system(Phase::PostCheck))?
+                .unwrap_or_default();
+            if after == before {
+                Ok(((), 0))
+            } else {
+                Err(CutoverError::PostCheck {
+                    before: before.clone(),
+                    after,
+                })
+            }
+        });
+        if let Err(cause) = res {
+            // Live but wrong: put it back on the old side now rather than leave it broken.
+            rollback::run(self)?;
+            return Err(cause);
+        }
+        Ok(())
+    }
+
+    /// Puts every system back on the old side from what it reports. Idempotent.
+    pub(crate) fn abort_now(&mut self) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        self.phase(Phase::Abort, |e| {
+            let err = || CutoverError::system(Phase::Abort);
+            let old = crate::systems::Dc::Old;
+            let drv = move |x| crate::systems::SystemError::from_driver("haproxy", old, x);
+            for db in &spec.databases {
+                let r = e.sys.proxy.route(db).map_err(err())?;
+                if r.paused() && r.side == spec.proxy.old_side {
+                    e.sys.proxy.resume(db, None).map_err(err())?;
+                }
+            }
+            let cur = e
+                .sys
+                .lb_old
+                .server_state(&spec.old_lb.backend, &spec.old_lb.server)
+                .map_err(drv)
+                .map_err(err())?;
+            if cur.addr != spec.old_web {
+                e.sys
+                    .lb_old
+                    .set_server_addr(&spec.old_lb.backend, &spec.old_lb.server, spec.old_web)
+                    .map_err(drv)
+                    .map_err(err())?;
+            }
+            if let (Some(dns), Some(d)) = (&e.sys.dns, &spec.dns) {
+                let cur = dns.current(&d.name).map_err(err())?;
+                if cur != [spec.old_vip] {
+                    dns.replace_confirmed(&d.name, &cur, &[spec.old_vip], d.low_ttl)
+                        .map_err(err())?;
+                }
+            }
+            e.sys
+                .lb_old
+                .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Ready)
+                .map_err(drv)
+                .map_err(err())?;
+            Ok(((), 0))
+        })?;
+        self.report.freeze_ms = self.freeze_elapsed()?;
+        Ok(())
+    }
+}
+
+/// The databases of `all` that are paused on `side` (the ones this freeze holds).
+fn paused_dbs(e: &Ctx<'_>, all: &[String], side: &str) -> Result<Vec<String>, CutoverError> {
+    let mut out = Vec::new();
+    for db in all {
+        let r = e
+            .sys
+            .proxy
+            .route(db)
+            .map_err(CutoverError::system(Phase::FinalSync))?;
+        if r.paused() && r.side == side {
+            out.push(db.clone());
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,354 @@
+//! Engine tests against the recording world ([`crate::dry_run::Recorder`]): the state machine,
+//! abort, gates, rollback, and a simulated SIGKILL at every action followed by a resume.
+//! The real systems are exercised by the lab scenarios.
+
+use crate::cutover::{Engine, EngineOptions};
+use crate::dry_run::{Recorder, Trap};
+use crate::journal::{JournalStore, SiteState, SqliteJournal, StepStatus};
+use crate::phase::CutoverError;
+use crate::rollback::rollback_site;
+use crate::site_spec::{sample, FingerprintSpec, SiteSpec};
+use crate::systems::Dc;
+use crate::wave::{run_wave, WaveOptions};
+use drivers::haproxy::AdminState;
+use std::path::Path;
+use std::time::Duration;
+
+fn opts() -> EngineOptions {
+    EngineOptions {
+        gate_wait: Duration::from_millis(50),
+        gate_poll: Duration::from_millis(10),
+        ..Default::default()
+    }
+}
+
+fn migrate(spec: &SiteSpec, rec: &Recorder, path: &Path) -> Result<String, CutoverError> {
+    let sys = rec.systems(spec);
+    let mut j = SqliteJournal::open(path).unwrap();
+    let o = opts();
+    Engine::new(spec, &sys, &mut j, &o)
+        .migrate()
+        .map(|r| r.state)
+}
+
+fn rollback(spec: &SiteSpec, rec: &Recorder, path: &Path) -> Result<String, CutoverError> {
+    let sys = rec.systems(spec);
+    let mut j = SqliteJournal::open(path).unwrap();
+    let o = opts();
+    rollback_site(Engine::new(spec, &sys, &mut j, &o)).map(|r| r.state)
+}
+
+/// Which side serves the site, or an error when it is frozen or split.
+fn serving(spec: &SiteSpec, rec: &Recorder) -> Result<Dc, String> {
+    let old = rec
+        .server(Dc::Old, &spec.old_lb.backend, &spec.old_lb.server)
+        .unwrap();
+    let new = rec
+        .server(Dc::New, &spec.new_lb.backend, &spec.new_lb.server)
+        .unwrap();
+    let route = rec.route(&spec.databases[0]).unwrap();
+    let dns = rec.dns_of(&spec.dns.as_ref().unwrap().name).unwrap();
+    if route.paused() || old.admin != AdminState::Ready {
+        return Err(format!(
+            "frozen: route {route:?}, old server {:?}",
+            old.admin
+        ));
+    }
+    if old.addr == spec.old_web && route.side == "old" && dns == [spec.old_vip] {
+        if new.admin == AdminState::Ready {
+            return Err("new VIP serves while the old side owns the data".into());
+        }
+        return Ok(Dc::Old);
+    }
+    if old.addr == spec.new_web
+        && route.side == "new"
+        && dns == [spec.new_vip]
+        && new.admin == AdminState::Ready
+    {
+        return Ok(Dc::New);
+    }
+    Err(format!(
+        "split: old server at {}, route {route:?}, dns {dns:?}, new {:?}",
+        old.addr, new.admin
+    ))
+}
+
+fn phases(path: &Path, site: &str) -> Vec<String> {
+    let j = SqliteJournal::open(path).unwrap();
+    j.steps(site)
+        .unwrap()
+        .into_iter()
+        .map(|s| format!("{}:{}", s.phase, s.status.name()))
+        .collect()
+}
+
+#[test]
+fn site_goes_live_with_every_phase_journaled() {
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let mut spec = sample("shop");
+    spec.fingerprint = Some(FingerprintSpec {
+        addr: "172.31.0.10:80".parse().unwrap(),
+        host: "shop.lab.test".into(),
+        path: "/?op=read".into(),
+    });
+    let rec = Recorder::for_site(&spec, false);
+    rec.set_deltas(vec![5_000_000, 10, 0]);
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(serving(&spec, &rec), Ok(Dc::New));
+    assert_eq!(
+        phases(&jp, "shop"),
+        [
+            "prepare:done",
+            "sync:done",
+            "freeze:done",
+            "final-sync:done",
+            "verify:done",
+            "switch:done",
+            "unfreeze:done",
+            "post-check:done"
+        ]
+    );
+    let log = rec.log();
+    let pos = |k: &str| log.iter().position(|l| l.starts_with(k)).unwrap();
+    // TTL lowered before anything moves; maint before the pause; DNS before the commit point.
+    assert!(pos("dns.ttl") < pos("data.sync_files"));
+    assert!(pos("haproxy.maint") < pos("proxy.pause"));
+    assert!(pos("dns.replace") < pos("proxy.resume"));
+    // Running again changes nothing.
+    let before = rec.log().len();
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(rec.log().len(), before);
+}
+
+#[test]
+fn verify_failure_aborts_to_the_old_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let spec = sample("shop");
+    let rec = Recorder::for_site(&spec, false);
+    rec.set_verify_diffs(vec!["table `orders`: checksums differ".into()]);
+    let err = migrate(&spec, &rec, &jp).unwrap_err();
+    assert!(matches!(err, CutoverError::Aborted { .. }), "{err}");
+    assert!(err.to_string().contains("orders"));
+    assert_eq!(serving(&spec, &rec), Ok(Dc::Old));
+    let j = SqliteJournal::open(&jp).unwrap();
+    assert_eq!(j.site_state("shop").unwrap(), Some(SiteState::Aborted));
+    // Nothing past the commit point ran.
+    assert!(!rec.log().iter().any(|l| l.starts_with("dns.replace")));
+    // Once the difference is gone, the same command moves the site.
+    rec.set_verify_diffs(vec![]);
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(serving(&spec, &rec), Ok(Dc::New));
+}
+
+#[test]
+fn unhealthy_tunnel_or_large_delta_refuses_the_freeze() {
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let spec = sample("shop");
+    let rec = Recorder::for_site(&spec, false);
+    rec.set_tunnel_healthy(false);
+    let err = migrate(&spec, &rec, &jp).unwrap_err();
+    assert!(matches!(err, CutoverError::Gate(_)), "{err}");
+    assert!(!rec.log().iter().any(|l| l.starts_with("haproxy.maint")));
+    assert_eq!(serving(&spec, &rec), Ok(Dc::Old));
+    let j = SqliteJournal::open(&jp).unwrap();
+    assert_eq!(j.site_state("shop").unwrap(), Some(SiteState::Synced));
+    drop(j);
+    rec.set_tunnel_healthy(true);
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let jp2 = dir2.path().join("j");
+    let rec2 = Recorder::for_site(&spec, false);
+    rec2.set_deltas(vec![1 << 40; 10]);
+    let err = migrate(&spec, &rec2, &jp2).unwrap_err();
+    assert!(matches!(err, CutoverError::DeltaTooLarge { .. }), "{err}");
+    assert_eq!(serving(&spec, &rec2), Ok(Dc::Old));
+
+    // The healed tunnel lets the first site through.
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+}
+
+const ACTIONS: [&str; 11] = [
+    "data.prepare",
+    "dns.ttl",
+    "data.sync_files",
+    "haproxy.maint",
+    "proxy.pause",
+    "data.copy_dbs",
+    "data.verify",
+    "haproxy.addr",
+    "dns.replace",
+    "proxy.resume",
+    "haproxy.ready",
+];
+
+fn crash(f: impl FnOnce() -> Result<String, CutoverError>) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    assert!(r.is_err(), "the injected crash did not fire");
+}
+
+#[test]
+fn killed_at_every_action_then_resumed_ends_live_never_frozen() {
+    for action in ACTIONS {
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let spec = sample("shop");
+        let rec = Recorder::for_site(&spec, false);
+        rec.set_trap(action, Trap::Crash);
+        crash(|| migrate(&spec, &rec, &jp));
+        let state = migrate(&spec, &rec, &jp).unwrap_or_else(|e| panic!("{action}: {e}"));
+        assert_eq!(state, "live", "{action}");
+        assert_eq!(
+            serving(&spec, &rec),
+            Ok(Dc::New),
+            "after a kill at {action}"
+        );
+        // The kill shows in the journal as a step that started and never ended.
+        if action != "dns.ttl" && action != "data.prepare" {
+            assert!(
+                phases(&jp, "shop").iter().any(|p| p.ends_with(":started")),
+                "{action}: {:?}",
+                phases(&jp, "shop")
+            );
+        }
+    }
+}
+
+#[test]
+fn rollback_carries_the_new_side_back_and_is_resumable() {
+    for action in [
+        None,
+        Some("haproxy.maint"),
+        Some("proxy.pause"),
+        Some("data.sync_files"),
+        Some("haproxy.addr"),
+        Some("dns.replace"),
+        Some("proxy.resume"),
+        Some("haproxy.ready"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let spec = sample("shop");
+        let rec = Recorder::for_site(&spec, false);
+        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+        let n = rec.log().len();
+        if let Some(a) = action {
+            rec.set_trap(a, Trap::Crash);
+            crash(|| rollback(&spec, &rec, &jp));
+            // A wave re-run finishes the rollback rather than leave the site frozen.
+            assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "rolled_back", "{a}");
+        } else {
+            assert_eq!(rollback(&spec, &rec, &jp).unwrap(), "rolled_back");
+        }
+        assert_eq!(serving(&spec, &rec), Ok(Dc::Old), "{action:?}");
+        let log = rec.log()[n..].to_vec();
+        let copy_back = log
+            .iter()
+            .position(|l| l.starts_with("data.sync_files") && l.contains("new -> old"))
+            .expect("files copied back");
+        let resume_old = log
+            .iter()
+            .position(|l| l.contains("\"side\":\"old\""))
+            .expect("proxy resumed on old");
+        assert!(copy_back < resume_old, "{log:?}");
+        // After a rollback the site can go again.
+        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    }
+}
+
+#[test]
+fn rollback_refuses_a_site_that_never_switched() {
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let spec = sample("shop");
+    let rec = Recorder::for_site(&spec, false);
+    let err = rollback(&spec, &rec, &jp).unwrap_err();
+    assert!(matches!(
+        err,
+        CutoverError::WrongState {
+            state: SiteState::Planned,
+            ..
+        }
+    ));
+    assert!(rec.log().is_empty());
+}
+
+#[test]
+fn failed_rollback_verification_keeps_serving_from_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let spec = sample("shop");
+    let rec = Recorder::for_site(&spec, false);
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    rec.set_verify_diffs(vec!["file x differs".into()]);
+    let err = rollback(&spec, &rec, &jp).unwrap_err();
+    assert!(matches!(err, CutoverError::VerifyFailed(_)));
+    assert_eq!(serving(&spec, &rec), Ok(Dc::New));
+}
+
+#[test]
+fn interrupt_before_the_freeze_leaves_the_site_on_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let spec = sample("shop");
+    let rec = Recorder::for_site(&spec, false);
+    let sys = rec.systems(&spec);
+    let mut j = SqliteJournal::open(&jp).unwrap();
+    let o = opts();
+    o.interrupt.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = Engine::new(&spec, &sys, &mut j, &o).migrate().unwrap_err();
+    assert!(matches!(err, CutoverError::Interrupted));
+    assert!(rec.log().is_empty());
+}
+
+#[test]
+fn wave_runs_sites_concurrently_and_stops_on_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let specs: Vec<SiteSpec> = (0..6).map(|i| sample(&format!("s{i}"))).collect();
+    let rec = Recorder::for_site(&specs[0], false);
+    for s in &specs[1..] {
+        rec.add_site(s);
+    }
+    let build = |s: &SiteSpec| Ok(rec.systems(s));
+    let w = WaveOptions {
+        concurrency: 3,
+        max_failures: 0,
+    };
+    let report = run_wave(&jp, &specs, &build, &w, &opts(), &|_| {});
+    assert_eq!(report.live, 6, "{report:?}");
+    assert!(report.freeze_p50_ms.is_some() && report.freeze_p99_ms.is_some());
+    for s in &specs {
+        assert_eq!(serving(s, &rec), Ok(Dc::New));
+    }
+    let j = SqliteJournal::open(&jp).unwrap();
+    assert!(j
+        .steps("s3")
+        .unwrap()
+        .iter()
+        .all(|s| s.status == StepStatus::Done));
+    drop(j);
+
+    // Every site fails verification: after more than one failure no new site starts.
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let rec = Recorder::for_site(&specs[0], false);
+    for s in &specs[1..] {
+        rec.add_site(s);
+    }
+    rec.set_verify_diffs(vec!["x".into()]);
+    let build = |s: &SiteSpec| Ok(rec.systems(s));
+    let w = WaveOptions {
+        concurrency: 1,
+        max_failures: 1,
+    };
+    let report = run_wave(&jp, &specs, &build, &w, &opts(), &|_| {});
+    assert_eq!(report.failed, 2);
+    assert_eq!(report.not_started.len(), 4);
+    assert!(report.stopped.unwrap().contains("more than the limit of 1"));
+    for s in &specs {
+        assert_eq!(serving(s, &rec), Ok(Dc::Old));
+    }
+}

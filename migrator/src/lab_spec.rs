@@ -1,0 +1,265 @@
+//! Site specs derived from the staging lab's `state.json` (scenarios' `LabState`), so the lab
+//! scenarios and the runbook drive the same engine as production.
+//!
+//! Read tolerantly (only the fields used here), so the lab can grow without breaking this.
+//! Database admin credentials come from each DC's `[client]` option file (0600) and are written
+//! as `mysql://` URL files (0600) next to the output, never printed. The migrator is meant to
+//! run inside the lab's client namespace, which routes to both LANs, the VIPs and the DNS.
+
+use crate::site_spec::{
+    Budget, DnsSpec, FingerprintSpec, HomeSpec, LbSpec, ProxySpec, SiteSpec, SpecError, SpecFile,
+    TunnelSpec,
+};
+use serde::Deserialize;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Deserialize)]
+struct Lab {
+    zone: String,
+    old: Dc,
+    new: Dc,
+    dns: DnsState,
+    sites: Vec<LabSite>,
+}
+
+#[derive(Deserialize)]
+struct Dc {
+    vip: Ipv4Addr,
+    web_addr: Ipv4Addr,
+    db_admin_credentials: PathBuf,
+    haproxy_admin_socket: PathBuf,
+    filer: Filer,
+}
+
+#[derive(Deserialize)]
+struct Filer {
+    number: u32,
+    backing_dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct DnsState {
+    addr: Ipv4Addr,
+    port: u16,
+    tsig_key_file: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct LabSite {
+    login: String,
+    domain: String,
+    database: String,
+}
+
+/// What the lab does not know yet and the operator passes.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    pub proxy_admin: SocketAddr,
+    pub proxy_token_file: PathBuf,
+    pub tunnel: Option<TunnelSpec>,
+    /// Where the DB URL files are written.
+    pub secrets_dir: PathBuf,
+    pub budget: Budget,
+}
+
+fn invalid(path: &Path, message: String) -> SpecError {
+    SpecError::Invalid {
+        path: path.to_path_buf(),
+        site: "-".into(),
+        message,
+    }
+}
+
+/// Turns a `[client]` option file into a `mysql://` URL (kept in memory and in a 0600 file).
+fn url_from_cnf(cnf: &Path) -> Result<String, SpecError> {
+    let text = std::fs::read_to_string(cnf).map_err(|source| SpecError::Io {
+        path: cnf.to_path_buf(),
+        source,
+    })?;
+    let get = |k: &str| {
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .find(|(a, _)| a.trim() == k)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let (Some(user), Some(pw), Some(host), Some(port)) =
+        (get("user"), get("password"), get("host"), get("port"))
+    else {
+        return Err(invalid(cnf, "needs user, password, host and port".into()));
+    };
+    // The lab's generated passwords are alphanumeric; refuse anything needing URL escaping.
+    if !pw
+        .chars()
+        .chain(user.chars())
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(invalid(cnf, "user or password needs URL escaping".into()));
+    }
+    Ok(format!("mysql://{user}:{pw}@{host}:{port}"))
+}
+
+fn write_secret(path: &Path, text: &str) -> Result<(), SpecError> {
+    let io = |source| SpecError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)
+}
+
+/// Reads the lab state and returns a spec for every site.
+pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecError> {
+    let text = std::fs::read_to_string(state).map_err(|source| SpecError::Io {
+        path: state.to_path_buf(),
+        source,
+    })?;
+    let de = &mut serde_json::Deserializer::from_str(&text);
+    let lab: Lab = serde_path_to_error::deserialize(de).map_err(|e| SpecError::Field {
+        path: state.to_path_buf(),
+        field: e.path().to_string(),
+        message: e.inner().to_string(),
+    })?;
+    std::fs::create_dir_all(&opts.secrets_dir).map_err(|source| SpecError::Io {
+        path: opts.secrets_dir.clone(),
+        source,
+    })?;
+    let old_url = opts.secrets_dir.join("old-db.url");
+    let new_url = opts.secrets_dir.join("new-db.url");
+    write_secret(&old_url, &url_from_cnf(&lab.old.db_admin_credentials)?)?;
+    write_secret(&new_url, &url_from_cnf(&lab.new.db_admin_credentials)?)?;
+    let dns_addr = SocketAddr::from((lab.dns.addr, lab.dns.port));
+    let sites = lab
+        .sites
+        .iter()
+        .map(|s| SiteSpec {
+            site: s.login.clone(),
+            dns: Some(DnsSpec {
+                name: s.domain.clone(),
+                zone: lab.zone.clone(),
+                primary: dns_addr,
+                servers: vec![dns_addr],
+                tsig_key_file: lab.dns.tsig_key_file.clone(),
+                low_ttl: 30,
+            }),
+            old_vip: lab.old.vip.into(),
+            new_vip: lab.new.vip.into(),
+            old_lb: LbSpec {
+                socket: lab.old.haproxy_admin_socket.clone(),
+                backend: format!("be_{}", s.login),
+                server: "web".into(),
+            },
+            new_lb: LbSpec {
+                socket: lab.new.haproxy_admin_socket.clone(),
+                backend: format!("be_{}", s.login),
+                server: "web".into(),
+            },
+            old_web: SocketAddr::from((lab.old.web_addr, 80)),
+            new_web: SocketAddr::from((lab.new.web_addr, 80)),
+            homes: vec![HomeSpec {
+                old: lab.old.filer.backing_dir.join(&s.login),
+                new: lab.new.filer.backing_dir.join(&s.login),
+                // The customer's absolute path on the new web servers.
+                compat_link: Some(
+                    PathBuf::from(format!("/homez.{}", lab.old.filer.number)).join(&s.login),
+                ),
+                compat_target: Some(
+                    PathBuf::from(format!("/homez.{}", lab.new.filer.number)).join(&s.login),
+                ),
+            }],
+            databases: vec![s.database.clone()],
+            old_db_url_file: old_url.clone(),
+            new_db_url_file: new_url.clone(),
+            proxy: ProxySpec {
+                admin: opts.proxy_admin,
+                token_file: opts.proxy_token_file.clone(),
+                old_side: "old".into(),
+                new_side: "new".into(),
+            },
+            tunnel: opts.tunnel.clone(),
+            fingerprint: Some(FingerprintSpec {
+                addr: SocketAddr::from((lab.old.vip, 80)),
+                host: s.domain.clone(),
+                path: "/?op=read".into(),
+            }),
+            budget: opts.budget.clone(),
+        })
+        .collect();
+    Ok(SpecFile { sites })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lab_state_becomes_specs_and_private_url_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for side in ["old", "new"] {
+            std::fs::write(
+                d.join(format!("{side}.cnf")),
+                format!("[client]\nuser=labadmin\npassword=Pw{side}1\nhost=10.1.0.20\nport=3306\n"),
+            )
+            .unwrap();
+        }
+        let dc = |side: &str, n: u32, net: u8| {
+            serde_json::json!({
+                "vip": format!("172.31.0.{}", if net == 1 { 10 } else { 20 }),
+                "web_addr": format!("10.{net}.0.10"),
+                "db_admin_credentials": d.join(format!("{side}.cnf")),
+                "haproxy_admin_socket": format!("/run/{side}.sock"),
+                "filer": {"number": n, "path": format!("/homez.{n}"), "backing_dir": format!("/lab/filers/homez.{n}")},
+                "extra": "ignored"
+            })
+        };
+        let state = serde_json::json!({
+            "zone": "lab.test",
+            "old": dc("old", 3, 1),
+            "new": dc("new", 4, 2),
+            "dns": {"addr": "172.31.0.53", "port": 53, "tsig_key_file": "/lab/tsig.key"},
+            "sites": [{"login": "site0001", "domain": "site0001.lab.test", "database": "db_site0001"}]
+        });
+        let sp = d.join("state.json");
+        std::fs::write(&sp, state.to_string()).unwrap();
+        let opts = LabOptions {
+            proxy_admin: "10.1.0.21:9000".parse().unwrap(),
+            proxy_token_file: d.join("token"),
+            tunnel: None,
+            secrets_dir: d.join("secrets"),
+            budget: Budget::default(),
+        };
+        let f = specs_from_lab(&sp, &opts).unwrap();
+        let s = &f.sites[0];
+        assert_eq!(s.old_lb.backend, "be_site0001");
+        assert_eq!(s.new_web, "10.2.0.10:80".parse().unwrap());
+        assert_eq!(
+            s.homes[0].compat_link.as_deref(),
+            Some(Path::new("/homez.3/site0001"))
+        );
+        assert_eq!(
+            s.homes[0].compat_target.as_deref(),
+            Some(Path::new("/homez.4/site0001"))
+        );
+        let md = std::fs::metadata(&s.old_db_url_file).unwrap();
+        assert_eq!(md.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&s.new_db_url_file).unwrap(),
+            "mysql://labadmin:Pwnew1@10.1.0.20:3306"
+        );
+        // A missing field is named.
+        std::fs::write(&sp, r#"{"zone":"lab.test"}"#).unwrap();
+        let e = specs_from_lab(&sp, &opts).unwrap_err().to_string();
+        assert!(e.contains("state.json") && e.contains("old"), "{e}");
+    }
+}

@@ -1,0 +1,184 @@
+//! The named, timed phases of a site's cutover and rollback, and how each is journaled.
+//!
+//! Every phase is written to the journal before it runs (`started`) and after (`done` or
+//! `failed` with the error); on success the site's state moves to the phase's target state in
+//! the same breath. A `started` row without an end is the trace of a killed migrator.
+//!
+//! The critical section is `freeze` through `unfreeze`: while in it, an operator's signal is
+//! recorded and obeyed only once the site is `live` or back on the old side.
+
+use crate::journal::{JournalError, JournalStore, SiteState, StepOutcome};
+use crate::systems::SystemError;
+use std::time::Instant;
+
+/// One phase. The names are stable: they are what the journal stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Prepare,
+    Sync,
+    Freeze,
+    FinalSync,
+    Verify,
+    Switch,
+    Unfreeze,
+    PostCheck,
+    Abort,
+    RollbackFreeze,
+    RollbackCopy,
+    RollbackSwitch,
+    RollbackUnfreeze,
+    RollbackVerify,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Prepare => "prepare",
+            Phase::Sync => "sync",
+            Phase::Freeze => "freeze",
+            Phase::FinalSync => "final-sync",
+            Phase::Verify => "verify",
+            Phase::Switch => "switch",
+            Phase::Unfreeze => "unfreeze",
+            Phase::PostCheck => "post-check",
+            Phase::Abort => "abort",
+            Phase::RollbackFreeze => "rollback-freeze",
+            Phase::RollbackCopy => "rollback-copy",
+            Phase::RollbackSwitch => "rollback-switch",
+            Phase::RollbackUnfreeze => "rollback-unfreeze",
+            Phase::RollbackVerify => "rollback-verify",
+        }
+    }
+
+    /// The state a site is in once the phase succeeded; `None` keeps the current state.
+    pub fn target(self) -> Option<SiteState> {
+        match self {
+            Phase::Prepare => Some(SiteState::Prepared),
+            Phase::Sync => Some(SiteState::Synced),
+            Phase::Freeze => Some(SiteState::Frozen),
+            Phase::FinalSync => Some(SiteState::FinalSynced),
+            Phase::Verify => Some(SiteState::Verified),
+            Phase::Switch => Some(SiteState::Switched),
+            Phase::Unfreeze => Some(SiteState::Live),
+            Phase::Abort => Some(SiteState::Aborted),
+            Phase::RollbackUnfreeze => Some(SiteState::RolledBack),
+            Phase::PostCheck
+            | Phase::RollbackFreeze
+            | Phase::RollbackCopy
+            | Phase::RollbackVerify
+            | Phase::RollbackSwitch => None,
+        }
+    }
+}
+
+/// Why a cutover or rollback stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CutoverError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("phase {phase}: {source}")]
+    System {
+        phase: &'static str,
+        #[source]
+        source: SystemError,
+    },
+    #[error("refusing to freeze: {0}")]
+    Gate(String),
+    #[error(
+        "refusing to freeze: last sync pass moved {bytes} bytes, budget is {budget} bytes \
+         after {passes} passes"
+    )]
+    DeltaTooLarge {
+        bytes: u64,
+        budget: u64,
+        passes: u32,
+    },
+    #[error("verification found {} difference(s): {}", .0.len(), .0.join("; "))]
+    VerifyFailed(Vec<String>),
+    #[error("post-check: the site answered {after:?} after the switch, {before:?} before")]
+    PostCheck { before: String, after: String },
+    #[error("site is {} : cannot {action}", .state.as_str())]
+    WrongState {
+        state: SiteState,
+        action: &'static str,
+    },
+    #[error("interrupted by the operator before the freeze; the site is still on the old side")]
+    Interrupted,
+    #[error("{cause}; the site was aborted back to the old side")]
+    Aborted {
+        #[source]
+        cause: Box<CutoverError>,
+    },
+    #[error("{cause}; then the abort failed too ({abort}): the site needs an operator")]
+    AbortFailed {
+        cause: Box<CutoverError>,
+        abort: Box<CutoverError>,
+    },
+}
+
+impl CutoverError {
+    pub fn system(phase: Phase) -> impl FnOnce(SystemError) -> CutoverError {
+        move |source| CutoverError::System {
+            phase: phase.name(),
+            source,
+        }
+    }
+}
+
+/// Runs `f` as `phase` of `site`: journaled before and after, state moved on success.
+/// Returns the result and the phase's duration in milliseconds.
+pub fn run_phase<T>(
+    journal: &mut dyn JournalStore,
+    site: &str,
+    phase: Phase,
+    f: impl FnOnce() -> Result<(T, u64), CutoverError>,
+) -> Result<(T, f64), CutoverError> {
+    let id = journal.begin_step(site, phase.name())?;
+    let t0 = Instant::now();
+    match f() {
+        Ok((value, bytes)) => {
+            journal.finish_step(
+                id,
+                &StepOutcome {
+                    bytes,
+                    checksum: None,
+                },
+            )?;
+            if let Some(st) = phase.target() {
+                journal.set_site_state(site, st)?;
+            }
+            Ok((value, t0.elapsed().as_secs_f64() * 1e3))
+        }
+        Err(e) => {
+            journal.fail_step(id, &e.to_string())?;
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{SqliteJournal, StepStatus};
+
+    #[test]
+    fn phase_is_journaled_before_and_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = SqliteJournal::open(&dir.path().join("j")).unwrap();
+        let (v, _ms) = run_phase(&mut j, "s", Phase::Freeze, || Ok((7, 3))).unwrap();
+        assert_eq!(v, 7);
+        assert_eq!(j.site_state("s").unwrap(), Some(SiteState::Frozen));
+        let err = run_phase::<()>(&mut j, "s", Phase::FinalSync, || {
+            Err(CutoverError::Gate("x".into()))
+        })
+        .unwrap_err();
+        assert!(matches!(err, CutoverError::Gate(_)));
+        let steps = j.steps("s").unwrap();
+        assert_eq!(steps[0].phase, "freeze");
+        assert_eq!(steps[0].status, StepStatus::Done);
+        assert_eq!(steps[0].bytes, 3);
+        assert_eq!(steps[1].status, StepStatus::Failed);
+        // A failed phase leaves the state where it was.
+        assert_eq!(j.site_state("s").unwrap(), Some(SiteState::Frozen));
+    }
+}

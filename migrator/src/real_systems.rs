@@ -1,0 +1,541 @@
+//! The real outside systems behind [`crate::systems`]: HAProxy's runtime API (`drivers`),
+//! TSIG-signed DNS updates (`drivers::dns`), the sql-proxy admin API (a small HTTP/1.1 client,
+//! bearer token from a 0600 file), tunnel health (`tunnel::health`) and local copies (filers
+//! mounted: `sync_files`, `copy_db`, `verify`).
+
+use crate::copy_db::{self, CopyOptions};
+use crate::journal::{JournalStore, SqliteJournal};
+use crate::site_spec::{DnsSpec, ProxySpec, SiteSpec, TunnelSpec};
+use crate::sync_files::{self, LocalDestination, PassOptions};
+use crate::systems::{
+    DataMover, Dc, Direction, Dns, ProxyControl, Route, SysResult, SystemError, Systems, TunnelGate,
+};
+use drivers::dns::{DnsUpdater, TsigKey};
+use drivers::haproxy::Haproxy;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Reads a secret file that must be readable by its owner only.
+pub fn read_secret(path: &Path, system: &'static str, dc: Dc) -> SysResult<String> {
+    let md = std::fs::metadata(path)
+        .map_err(|e| SystemError::new(system, dc, format!("{}: {e}", path.display())))?;
+    if md.permissions().mode() & 0o077 != 0 {
+        return Err(SystemError::new(
+            system,
+            dc,
+            format!(
+                "{} is readable by group or others (mode {:o}): chmod 600 it",
+                path.display(),
+                md.permissions().mode() & 0o777
+            ),
+        ));
+    }
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| SystemError::new(system, dc, format!("{}: {e}", path.display())))
+}
+
+/// Builds the real systems of one site.
+pub fn systems(spec: &SiteSpec, journal: &Path) -> SysResult<Systems> {
+    Ok(Systems {
+        lb_old: Arc::new(Haproxy::new(&spec.old_lb.socket)),
+        lb_new: Arc::new(Haproxy::new(&spec.new_lb.socket)),
+        dns: match &spec.dns {
+            Some(d) => Some(Arc::new(RealDns::new(d)?)),
+            None => None,
+        },
+        proxy: Arc::new(HttpProxy::new(&spec.proxy)?),
+        tunnel: spec
+            .tunnel
+            .as_ref()
+            .map(|t| Arc::new(TunnelHealth(t.clone())) as Arc<dyn TunnelGate>),
+        data: Arc::new(LocalData {
+            journal: journal.to_path_buf(),
+        }),
+    })
+}
+
+/// Hosted DNS through [`DnsUpdater`].
+pub struct RealDns {
+    updater: DnsUpdater,
+    servers: Vec<SocketAddr>,
+    primary: SocketAddr,
+    rt: tokio::runtime::Runtime,
+}
+
+impl RealDns {
+    pub fn new(d: &DnsSpec) -> SysResult<RealDns> {
+        let drv = |e| SystemError::from_driver("dns", Dc::Old, e);
+        let key = TsigKey::from_file(&d.tsig_key_file).map_err(drv)?;
+        let updater = DnsUpdater::new(d.primary, &d.zone, key).map_err(drv)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SystemError::new("dns", Dc::Old, e.to_string()))?;
+        Ok(RealDns {
+            updater,
+            servers: d.servers.clone(),
+            primary: d.primary,
+            rt,
+        })
+    }
+}
+
+impl Dns for RealDns {
+    fn current(&self, name: &str) -> SysResult<Vec<IpAddr>> {
+        self.rt
+            .block_on(
+                self.updater
+                    .query(self.primary, name, hickory_proto::rr::RecordType::A),
+            )
+            .map(|a| a.addrs)
+            .map_err(|e| SystemError::from_driver("dns", Dc::Old, e))
+    }
+    fn set_ttl(&self, name: &str, addrs: &[IpAddr], ttl: u32) -> SysResult<()> {
+        self.rt
+            .block_on(self.updater.set_ttl(name, addrs, ttl))
+            .map_err(|e| SystemError::from_driver("dns", Dc::Old, e))
+    }
+    fn replace_confirmed(
+        &self,
+        name: &str,
+        current: &[IpAddr],
+        new: &[IpAddr],
+        ttl: u32,
+    ) -> SysResult<()> {
+        let drv = |e| SystemError::from_driver("dns", Dc::New, e);
+        self.rt
+            .block_on(self.updater.replace_addresses(name, current, new, ttl))
+            .map_err(drv)?;
+        // Secondaries may lag the primary by a NOTIFY round: retry for a bounded time.
+        let mut last = None;
+        for _ in 0..50 {
+            match self
+                .rt
+                .block_on(self.updater.verify_everywhere(&self.servers, name, new))
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(drv(last.expect("at least one attempt")))
+    }
+}
+
+/// A minimal HTTP/1.1 exchange (`Connection: close`) for private admin APIs and probes.
+/// Returns the status code and body.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        req.push_str("Content-Type: application/json\r\n");
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+fn bad(msg: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string())
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("HTTP answer without end of headers"))?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("HTTP headers not UTF-8"))?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("HTTP status line"))?;
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let mut body = raw[end + 4..].to_vec();
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let nl = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .ok_or_else(|| bad("chunk size line"))?;
+            let size_txt = std::str::from_utf8(&rest[..nl]).map_err(|_| bad("chunk size"))?;
+            let size = usize::from_str_radix(size_txt.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| bad("chunk size"))?;
+            rest = &rest[nl + 2..];
+            if size == 0 {
+                break;
+            }
+            if rest.len() < size {
+                return Err(bad("truncated chunk"));
+            }
+            out.extend_from_slice(&rest[..size]);
+            rest = rest.get(size + 2..).unwrap_or(&[]);
+        }
+        body = out;
+    }
+    Ok((status, body))
+}
+
+/// The sql-proxy admin API.
+pub struct HttpProxy {
+    addr: SocketAddr,
+    /// `Bearer <token>`; never logged.
+    auth: String,
+}
+
+impl HttpProxy {
+    pub fn new(p: &ProxySpec) -> SysResult<HttpProxy> {
+        let token = read_secret(&p.token_file, "sql-proxy", Dc::Old)?;
+        Ok(HttpProxy {
+            addr: p.admin,
+            auth: format!("Bearer {token}"),
+        })
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> SysResult<serde_json::Value> {
+        let what = format!("{method} {path}");
+        let (status, body) = http(
+            self.addr,
+            method,
+            path,
+            &[("Authorization", &self.auth)],
+            body,
+            Duration::from_secs(60),
+        )
+        .map_err(|e| SystemError {
+            system: "sql-proxy",
+            dc: Dc::Old,
+            message: format!("{what} at {}: {e}", self.addr),
+            retryable: true,
+        })?;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        if status != 200 {
+            let msg = v
+                .get("error")
+                .and_then(|e| e.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            return Err(SystemError::new(
+                "sql-proxy",
+                Dc::Old,
+                format!("{what}: HTTP {status}: {msg}"),
+            ));
+        }
+        Ok(v)
+    }
+}
+
+fn field(v: &serde_json::Value, k: &str) -> String {
+    v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string()
+}
+
+impl ProxyControl for HttpProxy {
+    fn route(&self, db: &str) -> SysResult<Route> {
+        let v = self.call("GET", &format!("/routes/{db}"), None)?;
+        Ok(Route {
+            side: field(&v, "side"),
+            mode: field(&v, "mode"),
+        })
+    }
+    fn pause(&self, db: &str) -> SysResult<()> {
+        self.call("POST", &format!("/routes/{db}/pause"), Some("{}"))
+            .map(|_| ())
+    }
+    fn resume(&self, db: &str, side: Option<&str>) -> SysResult<f64> {
+        let body = match side {
+            Some(s) => serde_json::json!({ "side": s }).to_string(),
+            None => "{}".to_string(),
+        };
+        let v = self.call("POST", &format!("/routes/{db}/resume"), Some(&body))?;
+        Ok(v.get("pause_ms").and_then(|x| x.as_f64()).unwrap_or(0.0))
+    }
+}
+
+/// The tunnel's own health verdict.
+pub struct TunnelHealth(pub TunnelSpec);
+
+impl TunnelGate for TunnelHealth {
+    fn check(&self) -> Result<String, String> {
+        let cfg = tunnel::Config::load(&self.0.config).map_err(|e| e.to_string())?;
+        let mut side = tunnel::Side::new(self.0.side.clone());
+        if let Some(ns) = &self.0.netns {
+            side = side.in_netns(ns.clone());
+        }
+        if let Some(d) = &self.0.state_dir {
+            side.state_dir = d.clone();
+        }
+        let h = tunnel::health(&cfg, &side);
+        if h.healthy {
+            Ok(h.reason)
+        } else {
+            Err(format!("tunnel unhealthy: {}", h.reason))
+        }
+    }
+}
+
+/// Local copies: both sides' filers are mounted here, both SQL servers reachable.
+pub struct LocalData {
+    pub journal: PathBuf,
+}
+
+impl LocalData {
+    fn urls(spec: &SiteSpec) -> SysResult<(mysql_async::Opts, mysql_async::Opts)> {
+        let parse = |p: &Path, dc| -> SysResult<mysql_async::Opts> {
+            read_secret(p, "mariadb", dc)?.parse().map_err(|_| {
+                SystemError::new(
+                    "mariadb",
+                    dc,
+                    format!("{}: not a mysql:// URL", p.display()),
+                )
+            })
+        };
+        Ok((
+            parse(&spec.old_db_url_file, Dc::Old)?,
+            parse(&spec.new_db_url_file, Dc::New)?,
+        ))
+    }
+    fn runtime(dc: Dc) -> SysResult<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SystemError::new("mariadb", dc, e.to_string()))
+    }
+}
+
+impl DataMover for LocalData {
+    fn prepare(&self, spec: &SiteSpec) -> SysResult<()> {
+        for h in &spec.homes {
+            std::fs::create_dir_all(&h.new).map_err(|e| {
+                SystemError::new("files", Dc::New, format!("{}: {e}", h.new.display()))
+            })?;
+            if let (Some(link), Some(target)) = (&h.compat_link, &h.compat_target) {
+                match std::fs::read_link(link) {
+                    Ok(t) if &t == target => {}
+                    Ok(t) => {
+                        return Err(SystemError::new(
+                            "files",
+                            Dc::New,
+                            format!(
+                                "compat path {} points to {}, expected {}",
+                                link.display(),
+                                t.display(),
+                                target.display()
+                            ),
+                        ))
+                    }
+                    Err(_) => {
+                        if let Some(parent) = link.parent() {
+                            std::fs::create_dir_all(parent).map_err(|e| {
+                                SystemError::new(
+                                    "files",
+                                    Dc::New,
+                                    format!("{}: {e}", parent.display()),
+                                )
+                            })?;
+                        }
+                        std::os::unix::fs::symlink(target, link).map_err(|e| {
+                            SystemError::new("files", Dc::New, format!("{}: {e}", link.display()))
+                        })?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_files(&self, spec: &SiteSpec, dir: Direction) -> SysResult<u64> {
+        let mut bytes = 0;
+        for h in &spec.homes {
+            let (src, dst, dc) = match dir {
+                Direction::Forward => (&h.old, &h.new, Dc::New),
+                Direction::Back => (&h.new, &h.old, Dc::Old),
+            };
+            let mut d = LocalDestination::new(dst);
+            let r = sync_files::run_pass(src, &mut d, PassOptions::default(), &|_| {})
+                .map_err(|e| SystemError::new("files", dc, e.to_string()))?;
+            bytes += r.bytes_written;
+        }
+        Ok(bytes)
+    }
+
+    fn copy_dbs(
+        &self,
+        spec: &SiteSpec,
+        dbs: &[String],
+        dir: Direction,
+        delta: bool,
+    ) -> SysResult<u64> {
+        if dbs.is_empty() {
+            return Ok(0);
+        }
+        let (old, new) = LocalData::urls(spec)?;
+        let (src, dst, dc) = match dir {
+            Direction::Forward => (old, new, Dc::New),
+            Direction::Back => (new, old, Dc::Old),
+        };
+        let j = SqliteJournal::open(&self.journal)
+            .map_err(|e| SystemError::new("journal", dc, e.to_string()))?;
+        let j: Arc<Mutex<dyn JournalStore + Send>> = Arc::new(Mutex::new(j));
+        let rt = LocalData::runtime(dc)?;
+        let mut bytes = 0;
+        for db in dbs {
+            let opts = CopyOptions {
+                threads: 2,
+                delta,
+                dry_run: false,
+            };
+            let r = rt
+                .block_on(copy_db::copy_database(&src, &dst, db, j.clone(), &opts))
+                .map_err(|e| SystemError::new("mariadb", dc, format!("copy {db}: {e}")))?;
+            bytes += r
+                .tables
+                .iter()
+                .filter(|t| t.copied)
+                .map(|t| t.bytes)
+                .sum::<u64>();
+        }
+        Ok(bytes)
+    }
+
+    fn verify(&self, spec: &SiteSpec, dbs: &[String]) -> SysResult<Vec<String>> {
+        let mut diffs = Vec::new();
+        for h in &spec.homes {
+            let mut d = LocalDestination::new(&h.new);
+            let r = crate::verify::verify_files(&h.old, &mut d, false)
+                .map_err(|e| SystemError::new("files", Dc::New, e.to_string()))?;
+            diffs.extend(
+                r.differences
+                    .into_iter()
+                    .map(|x| format!("{}: {x}", h.old.display())),
+            );
+        }
+        if !dbs.is_empty() {
+            let (old, new) = LocalData::urls(spec)?;
+            let rt = LocalData::runtime(Dc::New)?;
+            for db in dbs {
+                let d = rt
+                    .block_on(copy_db::verify_database(&old, &new, db))
+                    .map_err(|e| {
+                        SystemError::new("mariadb", Dc::New, format!("verify {db}: {e}"))
+                    })?;
+                diffs.extend(d.into_iter().map(|x| format!("database {db}: {x}")));
+            }
+        }
+        Ok(diffs)
+    }
+
+    fn fingerprint(&self, spec: &SiteSpec) -> SysResult<Option<String>> {
+        let Some(f) = &spec.fingerprint else {
+            return Ok(None);
+        };
+        let (status, body) = http(
+            f.addr,
+            "GET",
+            &f.path,
+            &[("Host", f.host.as_str())],
+            None,
+            Duration::from_secs(10),
+        )
+        .map_err(|e| SystemError::new("http", Dc::Old, format!("GET {}{}: {e}", f.host, f.path)))?;
+        Ok(Some(format!("{status}:{}", blake3::hash(&body).to_hex())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_chunked_answers() {
+        let (s, b) = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
+        assert_eq!((s, b.as_slice()), (200, &b"ok"[..]));
+        let raw = b"HTTP/1.1 409 Conflict\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let (s, b) = parse_response(raw).unwrap();
+        assert_eq!((s, b.as_slice()), (409, &b"abcde"[..]));
+        assert!(parse_response(b"garbage").is_err());
+    }
+
+    #[test]
+    fn secret_file_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("token");
+        std::fs::write(&p, "s3cret\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_secret(&p, "sql-proxy", Dc::Old).unwrap_err();
+        assert!(e.message.contains("chmod 600"), "{e}");
+        assert!(!e.message.contains("s3cret"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_secret(&p, "sql-proxy", Dc::Old).unwrap(), "s3cret");
+    }
+
+    /// The admin client against a one-shot HTTP server on 127.0.0.1 (port 0): the token goes in
+    /// the header and a refusal comes back as an error naming the call.
+    #[test]
+    fn proxy_client_sends_token_and_reports_refusals() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for answer in [
+                "HTTP/1.1 200 OK\r\nContent-Length: 53\r\n\r\n{\"database\":\"d\",\"side\":\"old\",\"mode\":\"open\",\"x\":1}  ",
+                "HTTP/1.1 409 Conflict\r\nContent-Length: 25\r\n\r\n{\"error\":\"d is not paused\"}",
+            ] {
+                let (mut c, _) = l.accept().unwrap();
+                let mut buf = [0u8; 4096];
+                let n = c.read(&mut buf).unwrap();
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                c.write_all(answer.as_bytes()).unwrap();
+            }
+            seen
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let tok = dir.path().join("t");
+        std::fs::write(&tok, "tok123").unwrap();
+        std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let p = HttpProxy::new(&ProxySpec {
+            admin: addr,
+            token_file: tok,
+            old_side: "old".into(),
+            new_side: "new".into(),
+        })
+        .unwrap();
+        let r = p.route("d").unwrap();
+        assert_eq!((r.side.as_str(), r.mode.as_str()), ("old", "open"));
+        let e = p.resume("d", Some("new")).unwrap_err();
+        assert!(
+            e.message.contains("409") && e.message.contains("not paused"),
+            "{e}"
+        );
+        let seen = server.join().unwrap();
+        assert!(seen[0].starts_with("GET /routes/d HTTP/1.1"));
+        assert!(seen[0].contains("Authorization: Bearer tok123"));
+        assert!(seen[1].contains("{\"side\":\"new\"}"));
+    }
+}

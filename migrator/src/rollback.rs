@@ -1,0 +1,197 @@
+//! Per-site rollback after the switch (ARCHITECTURE.md §4): freeze on the new side, copy back
+//! what changed there since the switch (file pass and changed tables, new → old),
+//! verify while still frozen, then switch HAProxy, DNS and the proxy back and unfreeze on the
+//! old side. If the copy back does not verify, the new side serves again (nothing lost).
+//!
+//! A journal checkpoint marks a rollback in progress from its first action to its last, so a
+//! killed rollback is finished by the next `rollback` or `wave run` rather than left frozen.
+//! Every action checks what the system reports first, so re-running is safe.
+
+use crate::cutover::{now_ms, Engine, SiteReport, SCOPE};
+use crate::journal::{JournalStore, SiteState};
+use crate::phase::{CutoverError, Phase};
+use crate::systems::{Dc, Direction, SystemError};
+use drivers::haproxy::AdminState;
+
+fn key(site: &str) -> String {
+    format!("{site}.rollback")
+}
+
+/// Whether a rollback of `site` was started and not finished.
+pub fn in_progress(journal: &dyn JournalStore, site: &str) -> Result<bool, CutoverError> {
+    Ok(journal
+        .checkpoint_raw(SCOPE, &key(site))?
+        .is_some_and(|v| v != "null"))
+}
+
+/// `migrator rollback <site>`: only a switched or live site (or an unfinished rollback).
+pub fn rollback_site(mut engine: Engine<'_>) -> Result<SiteReport, CutoverError> {
+    let state = engine.state()?;
+    let pending = in_progress(engine.journal, &engine.spec.site)?;
+    if !pending && !matches!(state, SiteState::Switched | SiteState::Live) {
+        return Err(CutoverError::WrongState {
+            state,
+            action: "roll back (only a switched or live site can be rolled back)",
+        });
+    }
+    run(&mut engine)?;
+    engine.report.state = engine.state()?.as_str().to_string();
+    Ok(engine.report)
+}
+
+fn drv(dc: Dc) -> impl Fn(drivers::DriverError) -> SystemError {
+    move |x| SystemError::from_driver("haproxy", dc, x)
+}
+
+/// The rollback itself.
+pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
+    let site = engine.spec.site.clone();
+    let spec = engine.spec;
+    engine
+        .journal
+        .put_checkpoint_raw(SCOPE, &key(&site), &now_ms().to_string())?;
+    engine.journal.put_checkpoint_raw(
+        SCOPE,
+        &format!("{site}.freeze_started_ms"),
+        &now_ms().to_string(),
+    )?;
+    engine.phase(Phase::RollbackFreeze, |e| {
+        let err = || CutoverError::system(Phase::RollbackFreeze);
+        e.sys
+            .lb_old
+            .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Maint)
+            .map_err(drv(Dc::Old))
+            .map_err(err())?;
+        e.sys
+            .lb_new
+            .set_server_admin(&spec.new_lb.backend, &spec.new_lb.server, AdminState::Maint)
+            .map_err(drv(Dc::New))
+            .map_err(err())?;
+        for db in &spec.databases {
+            let r = e.sys.proxy.route(db).map_err(err())?;
+            if r.side == spec.proxy.new_side && !r.paused() {
+                e.sys.proxy.pause(db).map_err(err())?;
+            }
+        }
+        Ok(((), 0))
+    })?;
+    let back: Vec<String> = {
+        let mut v = Vec::new();
+        for db in &spec.databases {
+            let r = engine
+                .sys
+                .proxy
+                .route(db)
+                .map_err(CutoverError::system(Phase::RollbackCopy))?;
+            if r.side == spec.proxy.new_side && r.paused() {
+                v.push(db.clone());
+            }
+        }
+        v
+    };
+    engine.phase(Phase::RollbackCopy, |e| {
+        let err = || CutoverError::system(Phase::RollbackCopy);
+        let files = e
+            .sys
+            .data
+            .sync_files(spec, Direction::Back)
+            .map_err(err())?;
+        let db = e
+            .sys
+            .data
+            .copy_dbs(spec, &back, Direction::Back, true)
+            .map_err(err())?;
+        Ok(((), files + db))
+    })?;
+    let verified = engine.phase(Phase::RollbackVerify, |e| {
+        let diffs = e
+            .sys
+            .data
+            .verify(spec, &back)
+            .map_err(CutoverError::system(Phase::RollbackVerify))?;
+        if diffs.is_empty() {
+            Ok(((), 0))
+        } else {
+            Err(CutoverError::VerifyFailed(diffs))
+        }
+    });
+    if let Err(cause) = verified {
+        // The copy back is not exact: the new side keeps the data and serves again.
+        undo_freeze(engine)?;
+        engine
+            .journal
+            .put_checkpoint_raw(SCOPE, &key(&site), "null")?;
+        return Err(cause);
+    }
+    engine.phase(Phase::RollbackSwitch, |e| {
+        let err = || CutoverError::system(Phase::RollbackSwitch);
+        let cur = e
+            .sys
+            .lb_old
+            .server_state(&spec.old_lb.backend, &spec.old_lb.server)
+            .map_err(drv(Dc::Old))
+            .map_err(err())?;
+        if cur.addr != spec.old_web {
+            e.sys
+                .lb_old
+                .set_server_addr(&spec.old_lb.backend, &spec.old_lb.server, spec.old_web)
+                .map_err(drv(Dc::Old))
+                .map_err(err())?;
+        }
+        if let (Some(dns), Some(d)) = (&e.sys.dns, &spec.dns) {
+            let cur = dns.current(&d.name).map_err(err())?;
+            if cur != [spec.old_vip] {
+                dns.replace_confirmed(&d.name, &cur, &[spec.old_vip], d.low_ttl)
+                    .map_err(err())?;
+            }
+        }
+        for db in &spec.databases {
+            let r = e.sys.proxy.route(db).map_err(err())?;
+            if r.paused() {
+                e.sys
+                    .proxy
+                    .resume(db, Some(&spec.proxy.old_side))
+                    .map_err(err())?;
+            }
+        }
+        Ok(((), 0))
+    })?;
+    engine.phase(Phase::RollbackUnfreeze, |e| {
+        e.sys
+            .lb_old
+            .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Ready)
+            .map_err(drv(Dc::Old))
+            .map_err(CutoverError::system(Phase::RollbackUnfreeze))?;
+        Ok(((), 0))
+    })?;
+    engine.report.freeze_ms = engine.freeze_elapsed()?;
+    engine
+        .journal
+        .put_checkpoint_raw(SCOPE, &key(&site), "null")?;
+    Ok(())
+}
+
+/// Serves from the new side again after a rollback that could not verify.
+fn undo_freeze(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
+    let spec = engine.spec;
+    engine.phase(Phase::Unfreeze, |e| {
+        let err = || CutoverError::system(Phase::Unfreeze);
+        for db in &spec.databases {
+            let r = e.sys.proxy.route(db).map_err(err())?;
+            if r.paused() {
+                e.sys.proxy.resume(db, None).map_err(err())?;
+            }
+        }
+        e.sys
+            .lb_new
+            .set_server_admin(&spec.new_lb.backend, &spec.new_lb.server, AdminState::Ready)
+            .map_err(drv(Dc::New))
+            .map_err(err())?;
+        e.sys
+            .lb_old
+            .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Ready)
+            .map_err(drv(Dc::Old))
+            .map_err(err())?;
+        Ok(((), 0))
+    })
+}

@@ -1,0 +1,317 @@
+//! One site's endpoints on both sides: everything the cutover engine touches for it.
+//!
+//! A site spec file is JSON: `{"sites": [SiteSpec, ...]}`. It is written by whoever knows the
+//! platform (the lab writes one from its `state.json`; in production an export of the
+//! information system). Secrets never appear in it: database URLs, the proxy token and the TSIG
+//! key are named by files that must be mode 0600.
+
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// Errors loading a spec file; each names the file and, for bad JSON, the field.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("site spec file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("site spec file {path}: field `{field}`: {message}")]
+    Field {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+    #[error("site spec file {path}: site `{site}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        site: String,
+        message: String,
+    },
+    #[error("site `{0}` is not in the site spec file")]
+    UnknownSite(String),
+}
+
+/// One HAProxy backend server on one side.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LbSpec {
+    /// The runtime API socket (`stats socket ... level admin`).
+    pub socket: PathBuf,
+    pub backend: String,
+    pub server: String,
+}
+
+/// Hosted DNS of the site (absent when the zone is hosted elsewhere).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSpec {
+    /// The record to move, e.g. `site0001.lab.test`.
+    pub name: String,
+    pub zone: String,
+    /// Where signed updates go.
+    pub primary: SocketAddr,
+    /// Every authoritative server; a switch counts only once all of them answer the new set.
+    pub servers: Vec<SocketAddr>,
+    /// TSIG key file (`name:algorithm:base64` or Knot's keymgr output), mode 0600.
+    pub tsig_key_file: PathBuf,
+    /// The TTL used during the migration (lowered in `prepare`).
+    #[serde(default = "default_low_ttl")]
+    pub low_ttl: u32,
+}
+
+fn default_low_ttl() -> u32 {
+    30
+}
+
+/// One home directory: where it is on each side and how the old absolute path keeps resolving.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HomeSpec {
+    /// The home as the migrator reaches it on the old side (local path: filers mounted).
+    pub old: PathBuf,
+    /// The destination home as the migrator reaches it.
+    pub new: PathBuf,
+    /// The customer-visible absolute path (`/homez.N/login`) that must resolve on the new web
+    /// servers; `prepare` creates a symlink at `compat_link` pointing to `compat_target`.
+    #[serde(default)]
+    pub compat_link: Option<PathBuf>,
+    #[serde(default)]
+    pub compat_target: Option<PathBuf>,
+}
+
+/// The SQL proxy that answers on the old DB endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySpec {
+    /// Admin API address (`host:port`, plain HTTP on a private address).
+    pub admin: SocketAddr,
+    /// File holding the bearer token, mode 0600.
+    pub token_file: PathBuf,
+    /// The proxy's names of the two sides.
+    #[serde(default = "default_old")]
+    pub old_side: String,
+    #[serde(default = "default_new")]
+    pub new_side: String,
+}
+
+fn default_old() -> String {
+    "old".into()
+}
+fn default_new() -> String {
+    "new".into()
+}
+
+/// The tunnel whose health gates a freeze.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelSpec {
+    pub config: PathBuf,
+    pub side: String,
+    #[serde(default)]
+    pub netns: Option<String>,
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// How the post-check fetches the page whose answer must not change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FingerprintSpec {
+    /// Where to send the request (the old VIP: what customers' DNS points to).
+    pub addr: SocketAddr,
+    /// The `Host` header.
+    pub host: String,
+    /// A path whose answer does not change with traffic, e.g. `/?op=read`.
+    pub path: String,
+}
+
+/// Limits that decide when a site may freeze.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// The last sync pass before the freeze must have moved at most this many bytes.
+    pub max_delta_bytes: u64,
+    /// Sync passes before giving up on reaching `max_delta_bytes`.
+    pub max_sync_passes: u32,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            max_delta_bytes: 8 << 20,
+            max_sync_passes: 5,
+        }
+    }
+}
+
+/// Everything the engine touches for one site.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSpec {
+    pub site: String,
+    #[serde(default)]
+    pub dns: Option<DnsSpec>,
+    pub old_vip: IpAddr,
+    pub new_vip: IpAddr,
+    pub old_lb: LbSpec,
+    pub new_lb: LbSpec,
+    /// The old web server as the old HAProxy reaches it (where rollback points back to).
+    pub old_web: SocketAddr,
+    /// The new web server as the OLD HAProxy reaches it (through the tunnel).
+    pub new_web: SocketAddr,
+    pub homes: Vec<HomeSpec>,
+    /// The site's databases (the same name on both sides).
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// Files (0600) holding `mysql://user:pass@host:port` of the old and new SQL servers,
+    /// with rights to create databases and users.
+    pub old_db_url_file: PathBuf,
+    pub new_db_url_file: PathBuf,
+    pub proxy: ProxySpec,
+    #[serde(default)]
+    pub tunnel: Option<TunnelSpec>,
+    #[serde(default)]
+    pub fingerprint: Option<FingerprintSpec>,
+    #[serde(default)]
+    pub budget: Budget,
+}
+
+/// The spec file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SpecFile {
+    pub sites: Vec<SiteSpec>,
+}
+
+impl SpecFile {
+    pub fn load(path: &Path) -> Result<SpecFile, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        SpecFile::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<SpecFile, SpecError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let file: SpecFile =
+            serde_path_to_error::deserialize(de).map_err(|e| SpecError::Field {
+                path: path.to_path_buf(),
+                field: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        let mut seen = std::collections::HashSet::new();
+        for s in &file.sites {
+            let bad = |message: String| SpecError::Invalid {
+                path: path.to_path_buf(),
+                site: s.site.clone(),
+                message,
+            };
+            if !seen.insert(s.site.as_str()) {
+                return Err(bad("listed twice".into()));
+            }
+            if s.homes.is_empty() {
+                return Err(bad("no home directory (`homes` is empty)".into()));
+            }
+            for h in &s.homes {
+                if h.compat_link.is_some() != h.compat_target.is_some() {
+                    return Err(bad("`compat_link` and `compat_target` go together".into()));
+                }
+            }
+            if s.budget.max_sync_passes == 0 {
+                return Err(bad("`budget.max_sync_passes` must be at least 1".into()));
+            }
+        }
+        Ok(file)
+    }
+
+    pub fn site(&self, name: &str) -> Result<&SiteSpec, SpecError> {
+        self.sites
+            .iter()
+            .find(|s| s.site == name)
+            .ok_or_else(|| SpecError::UnknownSite(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn sample(site: &str) -> SiteSpec {
+    SiteSpec {
+        site: site.into(),
+        dns: Some(DnsSpec {
+            name: format!("{site}.lab.test"),
+            zone: "lab.test".into(),
+            primary: "172.31.0.53:53".parse().unwrap(),
+            servers: vec!["172.31.0.53:53".parse().unwrap()],
+            tsig_key_file: "/tmp/k".into(),
+            low_ttl: 30,
+        }),
+        old_vip: "172.31.0.10".parse().unwrap(),
+        new_vip: "172.31.0.20".parse().unwrap(),
+        old_lb: LbSpec {
+            socket: "/tmp/old.sock".into(),
+            backend: format!("be_{site}"),
+            server: "web".into(),
+        },
+        new_lb: LbSpec {
+            socket: "/tmp/new.sock".into(),
+            backend: format!("be_{site}"),
+            server: "web".into(),
+        },
+        old_web: "10.1.0.10:80".parse().unwrap(),
+        new_web: "10.2.0.10:80".parse().unwrap(),
+        homes: vec![HomeSpec {
+            old: format!("/srv/old/{site}").into(),
+            new: format!("/srv/new/{site}").into(),
+            compat_link: None,
+            compat_target: None,
+        }],
+        databases: vec![format!("db_{site}")],
+        old_db_url_file: "/tmp/old.url".into(),
+        new_db_url_file: "/tmp/new.url".into(),
+        proxy: ProxySpec {
+            admin: "127.0.0.1:9".parse().unwrap(),
+            token_file: "/tmp/token".into(),
+            old_side: "old".into(),
+            new_side: "new".into(),
+        },
+        tunnel: None,
+        fingerprint: None,
+        budget: Budget::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_field_errors() {
+        let f = SpecFile {
+            sites: vec![sample("a"), sample("b")],
+        };
+        let text = serde_json::to_string(&f).unwrap();
+        let back = SpecFile::parse(&text, Path::new("s.json")).unwrap();
+        assert_eq!(back, f);
+        assert_eq!(back.site("b").unwrap().site, "b");
+        assert!(matches!(back.site("zz"), Err(SpecError::UnknownSite(_))));
+
+        let bad = text.replacen("\"172.31.0.10\"", "\"not-an-ip\"", 1);
+        let err = SpecFile::parse(&bad, Path::new("s.json")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("sites[0].old_vip"), "{msg}");
+        assert!(msg.contains("s.json"), "{msg}");
+    }
+
+    #[test]
+    fn duplicate_site_is_refused() {
+        let f = SpecFile {
+            sites: vec![sample("a"), sample("a")],
+        };
+        let text = serde_json::to_string(&f).unwrap();
+        let err = SpecFile::parse(&text, Path::new("s.json")).unwrap_err();
+        assert!(err.to_string().contains("listed twice"));
+    }
+}

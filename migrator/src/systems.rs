@@ -1,0 +1,140 @@
+//! The outside systems a cutover touches, each behind a small trait, so the engine runs the same
+//! code for real ([`crate::real_systems`]) and in a dry run or a test
+//! ([`crate::dry_run::Recorder`], which prints or records every action and does none).
+
+use crate::site_spec::SiteSpec;
+use drivers::haproxy::LoadBalancer;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Which datacenter an action concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dc {
+    Old,
+    New,
+}
+
+impl std::fmt::Display for Dc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dc::Old => "old-dc",
+            Dc::New => "new-dc",
+        })
+    }
+}
+
+/// A failure of an outside system, with the system, the side and whether retrying may help.
+#[derive(Debug, thiserror::Error)]
+#[error("{system} ({dc}): {message}")]
+pub struct SystemError {
+    pub system: &'static str,
+    pub dc: Dc,
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl SystemError {
+    pub fn new(system: &'static str, dc: Dc, message: impl Into<String>) -> SystemError {
+        SystemError {
+            system,
+            dc,
+            message: message.into(),
+            retryable: false,
+        }
+    }
+    pub fn from_driver(system: &'static str, dc: Dc, e: drivers::DriverError) -> SystemError {
+        SystemError {
+            system,
+            dc,
+            retryable: e.is_retryable(),
+            message: e.to_string(),
+        }
+    }
+}
+
+pub type SysResult<T> = Result<T, SystemError>;
+
+/// Hosted DNS for one site's record.
+pub trait Dns: Send + Sync {
+    /// The current address set as the primary answers it.
+    fn current(&self, name: &str) -> SysResult<Vec<IpAddr>>;
+    fn set_ttl(&self, name: &str, addrs: &[IpAddr], ttl: u32) -> SysResult<()>;
+    /// Atomic in-place replacement, then confirmation on every authoritative server.
+    fn replace_confirmed(
+        &self,
+        name: &str,
+        current: &[IpAddr],
+        new: &[IpAddr],
+        ttl: u32,
+    ) -> SysResult<()>;
+}
+
+/// The proxy's view of one database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub side: String,
+    /// `open`, `read_only` or `paused`.
+    pub mode: String,
+}
+
+impl Route {
+    pub fn paused(&self) -> bool {
+        self.mode == "paused"
+    }
+}
+
+/// The SQL proxy's admin API.
+pub trait ProxyControl: Send + Sync {
+    fn route(&self, db: &str) -> SysResult<Route>;
+    /// Holds new statements of `db` and returns once nothing runs on it.
+    fn pause(&self, db: &str) -> SysResult<()>;
+    /// Ends the pause, on `side` when given; returns the pause clients saw (ms).
+    fn resume(&self, db: &str, side: Option<&str>) -> SysResult<f64>;
+}
+
+/// Whether the tunnel is fit to carry a site's traffic.
+pub trait TunnelGate: Send + Sync {
+    /// `Ok(reason)` when healthy, `Err(reason)` when not.
+    fn check(&self) -> Result<String, String>;
+}
+
+/// Direction of a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// old → new (migration).
+    Forward,
+    /// new → old (rollback).
+    Back,
+}
+
+/// Data movement and destination preparation (files, databases, web config).
+pub trait DataMover: Send + Sync {
+    /// Destination homes, databases and users (same hash), compat paths, new-side web config.
+    /// Idempotent.
+    fn prepare(&self, spec: &SiteSpec) -> SysResult<()>;
+    /// One file pass over every home; returns bytes moved.
+    fn sync_files(&self, spec: &SiteSpec, dir: Direction) -> SysResult<u64>;
+    /// Copies `dbs` (full, or only changed tables with `delta`); returns bytes moved.
+    fn copy_dbs(
+        &self,
+        spec: &SiteSpec,
+        dbs: &[String],
+        dir: Direction,
+        delta: bool,
+    ) -> SysResult<u64>;
+    /// Every difference between the sides (empty = equal).
+    fn verify(&self, spec: &SiteSpec, dbs: &[String]) -> SysResult<Vec<String>>;
+    /// A fingerprint of the site's HTTP answer (status and body digest).
+    fn fingerprint(&self, spec: &SiteSpec) -> SysResult<Option<String>>;
+}
+
+/// Everything the engine needs for one site.
+#[derive(Clone)]
+pub struct Systems {
+    pub lb_old: Arc<dyn LoadBalancer>,
+    pub lb_new: Arc<dyn LoadBalancer>,
+    pub dns: Option<Arc<dyn Dns>>,
+    pub proxy: Arc<dyn ProxyControl>,
+    pub tunnel: Option<Arc<dyn TunnelGate>>,
+    pub data: Arc<dyn DataMover>,
+}

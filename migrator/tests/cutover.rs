@@ -1,0 +1,302 @@
+//! The cutover engine against real systems: two real HAProxies (old VIP and new VIP, runtime
+//! API, every change read back), real web servers answering the fingerprint, real file copies
+//! between two homes; and a rollback that carries a file written on the new side back.
+//! Plus the CLI's `--dry-run`, which prints every action and leaves the journal alone.
+
+use drivers::haproxy::{AdminState, Haproxy, LoadBalancer};
+use migrator::cutover::{Engine, EngineOptions};
+use migrator::dry_run::Recorder;
+use migrator::journal::{JournalStore, SqliteJournal};
+use migrator::real_systems::LocalData;
+use migrator::rollback::rollback_site;
+use migrator::site_spec::{
+    Budget, FingerprintSpec, HomeSpec, LbSpec, ProxySpec, SiteSpec, SpecFile,
+};
+use migrator::systems::Systems;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use testkit::{Backend, Haproxy as HaproxyServer};
+
+/// A web server answering `body` to every request until dropped.
+struct Web {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl Web {
+    fn start(body: &'static str) -> Web {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        c.set_nonblocking(false).unwrap();
+                        let mut buf = [0u8; 4096];
+                        let _ = c.read(&mut buf);
+                        let _ = write!(
+                            c,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Web { addr, stop }
+    }
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn spec(
+    dir: &std::path::Path,
+    old_hp: &HaproxyServer,
+    new_hp: &HaproxyServer,
+    old: &Web,
+    new: &Web,
+) -> SiteSpec {
+    SiteSpec {
+        site: "shop".into(),
+        dns: None,
+        old_vip: "127.0.0.1".parse().unwrap(),
+        new_vip: "127.0.0.2".parse().unwrap(),
+        old_lb: LbSpec {
+            socket: old_hp.socket().to_path_buf(),
+            backend: "be_shop".into(),
+            server: "srv".into(),
+        },
+        new_lb: LbSpec {
+            socket: new_hp.socket().to_path_buf(),
+            backend: "be_shop".into(),
+            server: "srv".into(),
+        },
+        old_web: old.addr,
+        new_web: new.addr,
+        homes: vec![HomeSpec {
+            old: dir.join("old/homez.1/shop"),
+            new: dir.join("new/homez.9/shop"),
+            compat_link: Some(dir.join("new/homez.1/shop")),
+            compat_target: Some(dir.join("new/homez.9/shop")),
+        }],
+        databases: vec![],
+        old_db_url_file: dir.join("old.url"),
+        new_db_url_file: dir.join("new.url"),
+        proxy: ProxySpec {
+            admin: "127.0.0.1:9".parse().unwrap(),
+            token_file: dir.join("token"),
+            old_side: "old".into(),
+            new_side: "new".into(),
+        },
+        tunnel: None,
+        fingerprint: Some(FingerprintSpec {
+            addr: format!("127.0.0.1:{}", old_hp.port()).parse().unwrap(),
+            host: "be_shop".into(),
+            path: "/".into(),
+        }),
+        budget: Budget::default(),
+    }
+}
+
+#[test]
+fn site_moves_through_real_haproxy_and_rolls_back_with_new_side_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let old = Web::start("shop front page");
+    let new = Web::start("shop front page");
+    let be = |addr: SocketAddr| {
+        vec![Backend {
+            name: "be_shop".into(),
+            addr: addr.to_string(),
+        }]
+    };
+    let old_hp = HaproxyServer::start(&be(old.addr)).unwrap();
+    let new_hp = HaproxyServer::start(&be(new.addr)).unwrap();
+    let new_lb = Haproxy::new(new_hp.socket());
+    new_lb
+        .set_server_admin("be_shop", "srv", AdminState::Maint)
+        .unwrap();
+
+    let spec = spec(d, &old_hp, &new_hp, &old, &new);
+    let home = &spec.homes[0];
+    std::fs::create_dir_all(home.old.join("www/uploads")).unwrap();
+    std::fs::write(home.old.join("www/index.php"), "<?php echo 1;").unwrap();
+    std::fs::write(home.old.join("www/uploads/a.txt"), "first upload").unwrap();
+
+    let jp = d.join("journal.sqlite");
+    // Real HAProxy and real file copies; no database, so the proxy is never called.
+    let rec = Recorder::for_site(&spec, false);
+    let sys = Systems {
+        lb_old: Arc::new(Haproxy::new(old_hp.socket())),
+        lb_new: Arc::new(Haproxy::new(new_hp.socket())),
+        dns: None,
+        proxy: rec.systems(&spec).proxy,
+        tunnel: None,
+        data: Arc::new(LocalData {
+            journal: jp.clone(),
+        }),
+    };
+    let opts = EngineOptions::default();
+    let mut j = SqliteJournal::open(&jp).unwrap();
+    let report = Engine::new(&spec, &sys, &mut j, &opts).migrate().unwrap();
+    assert_eq!(report.state, "live");
+    assert!(report.freeze_ms.is_some());
+    let names: Vec<_> = report.phases.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "prepare",
+            "sync",
+            "freeze",
+            "final-sync",
+            "verify",
+            "switch",
+            "unfreeze",
+            "post-check"
+        ]
+    );
+
+    // The old VIP now forwards to the new web server; the new VIP serves too.
+    let old_lb = Haproxy::new(old_hp.socket());
+    let st = old_lb.server_state("be_shop", "srv").unwrap();
+    assert_eq!((st.addr, st.admin), (new.addr, AdminState::Ready));
+    assert_eq!(
+        new_lb.server_state("be_shop", "srv").unwrap().admin,
+        AdminState::Ready
+    );
+    // Files arrived; the old absolute path resolves on the new side through the compat link.
+    let compat = home.compat_link.as_ref().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(compat.join("www/uploads/a.txt")).unwrap(),
+        "first upload"
+    );
+
+    // A customer writes on the new side after the switch; then the site is rolled back.
+    std::fs::write(home.new.join("www/uploads/b.txt"), "written on new").unwrap();
+    let report = rollback_site(Engine::new(&spec, &sys, &mut j, &opts)).unwrap();
+    assert_eq!(report.state, "rolled_back");
+    assert_eq!(
+        std::fs::read_to_string(home.old.join("www/uploads/b.txt")).unwrap(),
+        "written on new",
+        "a write made on the new side was lost by the rollback"
+    );
+    let st = old_lb.server_state("be_shop", "srv").unwrap();
+    assert_eq!((st.addr, st.admin), (old.addr, AdminState::Ready));
+    assert_eq!(
+        new_lb.server_state("be_shop", "srv").unwrap().admin,
+        AdminState::Maint
+    );
+    assert!(j
+        .steps("shop")
+        .unwrap()
+        .iter()
+        .any(|s| s.phase == "rollback-copy" && s.bytes > 0));
+    drop(j);
+
+    // The operator's views read the same journal.
+    let bin = env!("CARGO_BIN_EXE_migrator");
+    let out = std::process::Command::new(bin)
+        .args(["site", "show", "shop", "--journal"])
+        .arg(&jp)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with("shop: rolled_back"), "{text}");
+    for phase in [
+        "prepare",
+        "freeze",
+        "switch",
+        "unfreeze",
+        "rollback-copy",
+        "rollback-unfreeze",
+    ] {
+        assert!(text.contains(phase), "missing {phase} in:\n{text}");
+    }
+    let out = std::process::Command::new(bin)
+        .args(["status", "--journal"])
+        .arg(&jp)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 sites: rolled_back 1"), "{text}");
+    assert!(text.contains("freeze p50"), "{text}");
+}
+
+#[test]
+fn dry_run_prints_every_action_and_leaves_the_journal_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let old = Web::start("x");
+    let new = Web::start("x");
+    let be = |addr: SocketAddr| {
+        vec![Backend {
+            name: "be_shop".into(),
+            addr: addr.to_string(),
+        }]
+    };
+    let old_hp = HaproxyServer::start(&be(old.addr)).unwrap();
+    let new_hp = HaproxyServer::start(&be(new.addr)).unwrap();
+    let mut s = spec(d, &old_hp, &new_hp, &old, &new);
+    s.databases = vec!["db_shop".into()];
+    let file = d.join("sites.json");
+    std::fs::write(
+        &file,
+        serde_json::to_string_pretty(&SpecFile { sites: vec![s] }).unwrap(),
+    )
+    .unwrap();
+    let jp = d.join("journal.sqlite");
+    let bin = env!("CARGO_BIN_EXE_migrator");
+    let out = std::process::Command::new(bin)
+        .args(["site", "migrate", "shop", "--dry-run", "--sites"])
+        .arg(&file)
+        .arg("--journal")
+        .arg(&jp)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "set server be_shop/srv state maint",
+        "POST /routes/db_shop/pause",
+        "POST /routes/db_shop/resume {\"side\":\"new\"}",
+        "set server be_shop/srv addr",
+        "shop: live",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
+    }
+    assert!(!jp.exists(), "a dry run wrote the journal");
+    // Nothing changed on the real HAProxy.
+    let st = Haproxy::new(old_hp.socket())
+        .server_state("be_shop", "srv")
+        .unwrap();
+    assert_eq!(st.addr, old.addr);
+
+    // A site not in the spec file is a clear error naming it.
+    let out = std::process::Command::new(bin)
+        .args(["site", "migrate", "nosuch", "--dry-run", "--sites"])
+        .arg(&file)
+        .arg("--journal")
+        .arg(&jp)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("site `nosuch` is not in the site spec file")
+    );
+}
