@@ -5,12 +5,12 @@
 #
 # Usage: sql-proxy/bench/compare.sh [ROUNDS=5] [SECONDS=10] [THREADS=8]
 # Needs: release build of sql-proxy and the idle_conns example
-#   CARGO_TARGET_DIR=/work/target-sqlproxy cargo build --release -p sql-proxy --example idle_conns
+#   cargo build --release -p sql-proxy --bin sql-proxy --example idle_conns
 set -euo pipefail
 ROUNDS=${1:-5}
 SECS=${2:-10}
 THREADS=${3:-8}
-T=${CARGO_TARGET_DIR:-/work/target-sqlproxy}/release
+T=${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/../.." && pwd)/target}/release
 BIN=$T/sql-proxy
 IDLE=$T/examples/idle_conns
 W=$(mktemp -d /tmp/sqlproxy-bench.XXXXXX)
