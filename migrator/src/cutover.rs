@@ -82,6 +82,53 @@ pub(crate) struct Ctx<'a> {
     pub sys: &'a Systems,
 }
 
+impl Ctx<'_> {
+    /// Points the old VIP's HAProxy server for the site at `web` (the driver reads the change
+    /// back); nothing to do when it already points there. Switch, abort and rollback share it.
+    pub(crate) fn point_old_vip_at(
+        &self,
+        spec: &SiteSpec,
+        web: std::net::SocketAddr,
+        phase: Phase,
+    ) -> Result<(), CutoverError> {
+        let drv =
+            |x| crate::systems::SystemError::from_driver("haproxy", crate::systems::Dc::Old, x);
+        let (backend, server) = (&spec.old_lb.backend, &spec.old_lb.server);
+        let cur = self
+            .sys
+            .lb_old
+            .server_state(backend, server)
+            .map_err(drv)
+            .map_err(CutoverError::system(phase))?;
+        if cur.addr != web {
+            self.sys
+                .lb_old
+                .set_server_addr(backend, server, web)
+                .map_err(drv)
+                .map_err(CutoverError::system(phase))?;
+        }
+        Ok(())
+    }
+
+    /// Moves the site's hosted DNS name (when we host it) to `vip`, confirmed on every
+    /// authoritative server; nothing to do when it already answers `vip`.
+    pub(crate) fn point_dns_at(
+        &self,
+        spec: &SiteSpec,
+        vip: std::net::IpAddr,
+        phase: Phase,
+    ) -> Result<(), CutoverError> {
+        if let (Some(dns), Some(d)) = (&self.sys.dns, &spec.dns) {
+            let cur = dns.current(&d.name).map_err(CutoverError::system(phase))?;
+            if cur != [vip] {
+                dns.replace_confirmed(&d.name, &cur, &[vip], d.low_ttl)
+                    .map_err(CutoverError::system(phase))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The engine for one site.
 pub struct Engine<'a> {
     pub spec: &'a SiteSpec,
@@ -400,28 +447,8 @@ impl<'a> Engine<'a> {
         let spec = self.spec;
         self.phase(Phase::Switch, |e| {
             let err = || CutoverError::system(Phase::Switch);
-            let drv =
-                |x| crate::systems::SystemError::from_driver("haproxy", crate::systems::Dc::Old, x);
-            let cur = e
-                .sys
-                .lb_old
-                .server_state(&spec.old_lb.backend, &spec.old_lb.server)
-                .map_err(drv)
-                .map_err(err())?;
-            if cur.addr != spec.new_web {
-                e.sys
-                    .lb_old
-                    .set_server_addr(&spec.old_lb.backend, &spec.old_lb.server, spec.new_web)
-                    .map_err(drv)
-                    .map_err(err())?;
-            }
-            if let (Some(dns), Some(d)) = (&e.sys.dns, &spec.dns) {
-                let cur = dns.current(&d.name).map_err(err())?;
-                if cur != [spec.new_vip] {
-                    dns.replace_confirmed(&d.name, &cur, &[spec.new_vip], d.low_ttl)
-                        .map_err(err())?;
-                }
-            }
+            e.point_old_vip_at(spec, spec.new_web, Phase::Switch)?;
+            e.point_dns_at(spec, spec.new_vip, Phase::Switch)?;
             // Commit point: writes now land on the new side.
             for db in &spec.databases {
                 let r = e.sys.proxy.route(db).map_err(err())?;
@@ -520,26 +547,8 @@ impl<'a> Engine<'a> {
                     e.sys.proxy.resume(db, None).map_err(err())?;
                 }
             }
-            let cur = e
-                .sys
-                .lb_old
-                .server_state(&spec.old_lb.backend, &spec.old_lb.server)
-                .map_err(drv)
-                .map_err(err())?;
-            if cur.addr != spec.old_web {
-                e.sys
-                    .lb_old
-                    .set_server_addr(&spec.old_lb.backend, &spec.old_lb.server, spec.old_web)
-                    .map_err(drv)
-                    .map_err(err())?;
-            }
-            if let (Some(dns), Some(d)) = (&e.sys.dns, &spec.dns) {
-                let cur = dns.current(&d.name).map_err(err())?;
-                if cur != [spec.old_vip] {
-                    dns.replace_confirmed(&d.name, &cur, &[spec.old_vip], d.low_ttl)
-                        .map_err(err())?;
-                }
-            }
+            e.point_old_vip_at(spec, spec.old_web, Phase::Abort)?;
+            e.point_dns_at(spec, spec.old_vip, Phase::Abort)?;
             e.sys
                 .lb_old
                 .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Ready)

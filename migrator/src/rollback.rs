@@ -125,26 +125,8 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
     }
     engine.phase(Phase::RollbackSwitch, |e| {
         let err = || CutoverError::system(Phase::RollbackSwitch);
-        let cur = e
-            .sys
-            .lb_old
-            .server_state(&spec.old_lb.backend, &spec.old_lb.server)
-            .map_err(drv(Dc::Old))
-            .map_err(err())?;
-        if cur.addr != spec.old_web {
-            e.sys
-                .lb_old
-                .set_server_addr(&spec.old_lb.backend, &spec.old_lb.server, spec.old_web)
-                .map_err(drv(Dc::Old))
-                .map_err(err())?;
-        }
-        if let (Some(dns), Some(d)) = (&e.sys.dns, &spec.dns) {
-            let cur = dns.current(&d.name).map_err(err())?;
-            if cur != [spec.old_vip] {
-                dns.replace_confirmed(&d.name, &cur, &[spec.old_vip], d.low_ttl)
-                    .map_err(err())?;
-            }
-        }
+        e.point_old_vip_at(spec, spec.old_web, Phase::RollbackSwitch)?;
+        e.point_dns_at(spec, spec.old_vip, Phase::RollbackSwitch)?;
         for db in &spec.databases {
             let r = e.sys.proxy.route(db).map_err(err())?;
             if r.paused() {
