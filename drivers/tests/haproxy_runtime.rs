@@ -2,54 +2,11 @@
 //! HTTP servers through the runtime API, and hold it with maint (503) and release it.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread;
+use std::net::TcpStream;
 
 use drivers::haproxy::{AdminState, Haproxy, LoadBalancer};
 use drivers::DriverError;
-use testkit::{Backend, Haproxy as HaproxyServer};
-
-/// A minimal HTTP server answering `body` to every request, until dropped.
-struct TinyHttp {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl TinyHttp {
-    fn start(body: &'static str) -> Self {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.set_nonblocking(true).unwrap();
-        let addr = l.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                match l.accept() {
-                    Ok((mut c, _)) => {
-                        c.set_nonblocking(false).unwrap();
-                        let mut buf = [0u8; 4096];
-                        let _ = c.read(&mut buf);
-                        let _ = write!(
-                            c,
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        );
-                    }
-                    Err(_) => thread::sleep(std::time::Duration::from_millis(5)),
-                }
-            }
-        });
-        Self { addr, stop }
-    }
-}
-
-impl Drop for TinyHttp {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
+use testkit::{Backend, Haproxy as HaproxyServer, TinyHttp};
 
 fn get(port: u16, host: &str) -> (u16, String) {
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -71,8 +28,8 @@ fn get(port: u16, host: &str) -> (u16, String) {
 
 #[test]
 fn switch_hold_and_release_a_site_backend() {
-    let old = TinyHttp::start("served-by-old");
-    let new = TinyHttp::start("served-by-new");
+    let old = TinyHttp::start("served-by-old").unwrap();
+    let new = TinyHttp::start("served-by-new").unwrap();
     let hp = HaproxyServer::start(&[
         Backend {
             name: "site1".into(),

@@ -13,52 +13,12 @@ use migrator::site_spec::{
     Budget, FingerprintSpec, HomeSpec, LbSpec, ProxySpec, SiteSpec, SpecFile,
 };
 use migrator::systems::Systems;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use testkit::{Backend, Haproxy as HaproxyServer};
+use testkit::{Backend, Haproxy as HaproxyServer, TinyHttp};
 
-/// A web server answering `body` to every request until dropped.
-struct Web {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl Web {
-    fn start(body: &'static str) -> Web {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.set_nonblocking(true).unwrap();
-        let addr = l.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                match l.accept() {
-                    Ok((mut c, _)) => {
-                        c.set_nonblocking(false).unwrap();
-                        let mut buf = [0u8; 4096];
-                        let _ = c.read(&mut buf);
-                        let _ = write!(
-                            c,
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        );
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Web { addr, stop }
-    }
-}
-
-impl Drop for Web {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
+/// The web servers behind the load balancers.
+type Web = TinyHttp;
 
 fn spec(
     dir: &std::path::Path,
@@ -113,8 +73,8 @@ fn spec(
 fn site_moves_through_real_haproxy_and_rolls_back_with_new_side_writes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let old = Web::start("shop front page");
-    let new = Web::start("shop front page");
+    let old = Web::start("shop front page").unwrap();
+    let new = Web::start("shop front page").unwrap();
     let be = |addr: SocketAddr| {
         vec![Backend {
             name: "be_shop".into(),
@@ -238,8 +198,8 @@ fn site_moves_through_real_haproxy_and_rolls_back_with_new_side_writes() {
 fn dry_run_prints_every_action_and_leaves_the_journal_alone() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let old = Web::start("x");
-    let new = Web::start("x");
+    let old = Web::start("x").unwrap();
+    let new = Web::start("x").unwrap();
     let be = |addr: SocketAddr| {
         vec![Backend {
             name: "be_shop".into(),

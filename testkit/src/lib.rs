@@ -8,6 +8,7 @@
 //!   an `authorized_keys` and a `known_hosts` file, on a free loopback port.
 //!
 //! - [`knot`]: a private Knot DNS server ([`Knot`]) authoritative for one zone, TSIG updates only.
+//! - [`http`]: a tiny HTTP server ([`TinyHttp`]) answering one fixed body, for web-server stand-ins.
 //! - [`haproxy`]: a private HAProxy ([`Haproxy`]) with one backend per site and its runtime API.
 //!
 //! Why a crate: the proxy, the migrator and the cross-crate tests all need the same real servers,
@@ -16,12 +17,14 @@
 //! process guard kills only the PID it spawned.
 
 pub mod haproxy;
+pub mod http;
 pub mod knot;
 pub mod mariadb;
 pub mod process;
 pub mod sshd;
 
 pub use haproxy::{Backend, Haproxy};
+pub use http::TinyHttp;
 pub use knot::Knot;
 pub use mariadb::{MariaDb, MariaDbOptions};
 pub use process::ChildGuard;
