@@ -115,36 +115,6 @@ async fn paused_queries_wait_then_fail_clearly_after_the_deadline() {
     assert_eq!(v, Some(9));
 }
 
-/// Copies database `shop` from one instance to the other (replacing it there).
-fn copy_shop(from: &testkit::MariaDb, to: &testkit::MariaDb) {
-    to.exec("DROP DATABASE IF EXISTS shop; CREATE DATABASE shop")
-        .unwrap();
-    let dump = std::process::Command::new("mariadb-dump")
-        .args([
-            "--no-defaults",
-            "--user=root",
-            "--single-transaction",
-            "shop",
-        ])
-        .arg(format!("--socket={}", from.socket().display()))
-        .output()
-        .unwrap();
-    assert!(
-        dump.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dump.stderr)
-    );
-    let mut load = std::process::Command::new("mariadb")
-        .args(["--no-defaults", "--user=root", "shop"])
-        .arg(format!("--socket={}", to.socket().display()))
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    load.stdin.take().unwrap().write_all(&dump.stdout).unwrap();
-    assert!(load.wait().unwrap().success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switch_under_load_keeps_sessions_statements_and_rows() {
     let a = backend();
@@ -195,7 +165,7 @@ async fn switch_under_load_keeps_sessions_statements_and_rows() {
         } else {
             (&b, &a, "old")
         };
-        tokio::task::block_in_place(|| copy_shop(from, to));
+        tokio::task::block_in_place(|| from.copy_database_to("shop", to).unwrap());
         let r = switch::resume(&p.shared, "shop", Some(side)).unwrap();
         pauses.push(r.pause_ms);
         on_a = !on_a;

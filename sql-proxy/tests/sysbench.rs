@@ -100,7 +100,7 @@ async fn sysbench_read_write_survives_switches_with_zero_errors() {
         } else {
             (&b, &a, "old")
         };
-        tokio::task::block_in_place(|| copy_db(from, to));
+        tokio::task::block_in_place(|| from.copy_database_to("shop", to).unwrap());
         // Nothing lost in the copy: the copy equals the source while paused.
         assert_eq!(
             checksum(from).replace(&*from.port().to_string(), ""),
@@ -142,33 +142,4 @@ async fn sysbench_read_write_survives_switches_with_zero_errors() {
         .parse()
         .unwrap();
     assert_eq!(total, 40000);
-}
-
-fn copy_db(from: &testkit::MariaDb, to: &testkit::MariaDb) {
-    to.exec("DROP DATABASE IF EXISTS shop; CREATE DATABASE shop")
-        .unwrap();
-    let dump = Command::new("mariadb-dump")
-        .args([
-            "--no-defaults",
-            "--user=root",
-            "--single-transaction",
-            "shop",
-        ])
-        .arg(format!("--socket={}", from.socket().display()))
-        .output()
-        .unwrap();
-    assert!(
-        dump.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dump.stderr)
-    );
-    let mut load = Command::new("mariadb")
-        .args(["--no-defaults", "--user=root", "shop"])
-        .arg(format!("--socket={}", to.socket().display()))
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    load.stdin.take().unwrap().write_all(&dump.stdout).unwrap();
-    assert!(load.wait().unwrap().success());
 }
