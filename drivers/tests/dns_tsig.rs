@@ -11,6 +11,11 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// The A records `server` answers for `name`, sorted.
+async fn a_records(dns: &DnsUpdater, server: SocketAddr, name: &str) -> Vec<IpAddr> {
+    dns.query(server, name, RecordType::A).await.unwrap().addrs
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_replace_is_atomic_checked_and_visible() {
     // Documentation addresses (RFC 5737): record data only, never contacted.
@@ -66,10 +71,7 @@ async fn signed_replace_is_atomic_checked_and_visible() {
         .unwrap_err();
     assert!(matches!(e, DriverError::Rejected { .. }), "{e}");
     assert_eq!(
-        dns.query(server, "www.lab.example", RecordType::A)
-            .await
-            .unwrap()
-            .addrs,
+        a_records(&dns, server, "www.lab.example").await,
         vec![ip("192.0.2.20")]
     );
 
@@ -107,10 +109,7 @@ async fn signed_replace_is_atomic_checked_and_visible() {
         .unwrap_err();
     assert!(matches!(e, DriverError::Rejected { .. }), "{e}");
     assert_eq!(
-        dns.query(server, "www.lab.example", RecordType::A)
-            .await
-            .unwrap()
-            .addrs,
+        a_records(&dns, server, "www.lab.example").await,
         vec![ip("192.0.2.20")]
     );
 }

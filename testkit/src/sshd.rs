@@ -164,29 +164,26 @@ impl Sshd {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ssh_client_logs_in_with_known_host_key() {
-        let sshd = Sshd::start().expect("start sshd");
-        let kh = sshd.known_hosts().unwrap();
-        let out = Command::new("ssh")
-            .args([
-                "-F",
-                "/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=yes",
-            ])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", kh.display()))
+    /// Runs `command` with the OpenSSH client against `sshd`, trusting only `known_hosts`.
+    fn ssh(sshd: &Sshd, known_hosts: &Path, command: &str) -> std::process::Output {
+        Command::new("ssh")
+            .args(["-F", "/dev/null", "-o", "BatchMode=yes"])
+            .args(["-o", "StrictHostKeyChecking=yes", "-o"])
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
             .arg("-i")
             .arg(sshd.client_key())
             .args(["-p", &sshd.port().to_string()])
             .arg(format!("{}@127.0.0.1", sshd.user()))
-            .arg("echo hello-from-sshd")
+            .arg(command)
             .stdin(Stdio::null())
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn ssh_client_logs_in_with_known_host_key() {
+        let sshd = Sshd::start().expect("start sshd");
+        let out = ssh(&sshd, &sshd.known_hosts().unwrap(), "echo hello-from-sshd");
         assert!(
             out.status.success(),
             "ssh failed: {}",
@@ -197,26 +194,7 @@ mod tests {
             "hello-from-sshd"
         );
 
-        let wrong = sshd.known_hosts_with_wrong_key().unwrap();
-        let out = Command::new("ssh")
-            .args([
-                "-F",
-                "/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=yes",
-            ])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", wrong.display()))
-            .arg("-i")
-            .arg(sshd.client_key())
-            .args(["-p", &sshd.port().to_string()])
-            .arg(format!("{}@127.0.0.1", sshd.user()))
-            .arg("true")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = ssh(&sshd, &sshd.known_hosts_with_wrong_key().unwrap(), "true");
         assert!(!out.status.success(), "ssh accepted a wrong host key");
         assert!(String::from_utf8_lossy(&out.stderr).contains("HOST IDENTIFICATION HAS CHANGED"));
     }
