@@ -20,6 +20,22 @@ use testkit::{Backend, Haproxy as HaproxyServer, TinyHttp};
 /// The web servers behind the load balancers.
 type Web = TinyHttp;
 
+/// One web server and one HAProxy (backend `be_shop` → that server) per datacenter:
+/// `(old web, new web, old HAProxy, new HAProxy)`.
+fn two_dcs(body: &'static str) -> (Web, Web, HaproxyServer, HaproxyServer) {
+    let old = Web::start(body).unwrap();
+    let new = Web::start(body).unwrap();
+    let be = |addr: SocketAddr| {
+        vec![Backend {
+            name: "be_shop".into(),
+            addr: addr.to_string(),
+        }]
+    };
+    let old_hp = HaproxyServer::start(&be(old.addr)).unwrap();
+    let new_hp = HaproxyServer::start(&be(new.addr)).unwrap();
+    (old, new, old_hp, new_hp)
+}
+
 fn spec(
     dir: &std::path::Path,
     old_hp: &HaproxyServer,
@@ -73,16 +89,7 @@ fn spec(
 fn site_moves_through_real_haproxy_and_rolls_back_with_new_side_writes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let old = Web::start("shop front page").unwrap();
-    let new = Web::start("shop front page").unwrap();
-    let be = |addr: SocketAddr| {
-        vec![Backend {
-            name: "be_shop".into(),
-            addr: addr.to_string(),
-        }]
-    };
-    let old_hp = HaproxyServer::start(&be(old.addr)).unwrap();
-    let new_hp = HaproxyServer::start(&be(new.addr)).unwrap();
+    let (old, new, old_hp, new_hp) = two_dcs("shop front page");
     let new_lb = Haproxy::new(new_hp.socket());
     new_lb
         .set_server_admin("be_shop", "srv", AdminState::Maint)
@@ -198,16 +205,7 @@ fn site_moves_through_real_haproxy_and_rolls_back_with_new_side_writes() {
 fn dry_run_prints_every_action_and_leaves_the_journal_alone() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let old = Web::start("x").unwrap();
-    let new = Web::start("x").unwrap();
-    let be = |addr: SocketAddr| {
-        vec![Backend {
-            name: "be_shop".into(),
-            addr: addr.to_string(),
-        }]
-    };
-    let old_hp = HaproxyServer::start(&be(old.addr)).unwrap();
-    let new_hp = HaproxyServer::start(&be(new.addr)).unwrap();
+    let (old, new, old_hp, new_hp) = two_dcs("x");
     let mut s = spec(d, &old_hp, &new_hp, &old, &new);
     s.databases = vec!["db_shop".into()];
     let file = d.join("sites.json");
