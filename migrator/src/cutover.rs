@@ -83,6 +83,29 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// One copy pass of the site in `dir`: its files, then `dbs` (only changed tables when
+    /// `delta`). Returns the bytes moved. Sync, final sync and rollback share it.
+    pub(crate) fn copy_pass(
+        &self,
+        spec: &SiteSpec,
+        dbs: &[String],
+        dir: Direction,
+        delta: bool,
+        phase: Phase,
+    ) -> Result<u64, CutoverError> {
+        let files = self
+            .sys
+            .data
+            .sync_files(spec, dir)
+            .map_err(CutoverError::system(phase))?;
+        let db = self
+            .sys
+            .data
+            .copy_dbs(spec, dbs, dir, delta)
+            .map_err(CutoverError::system(phase))?;
+        Ok(files + db)
+    }
+
     /// Points the old VIP's HAProxy server for the site at `web` (the driver reads the change
     /// back); nothing to do when it already points there. Switch, abort and rollback share it.
     pub(crate) fn point_old_vip_at(
@@ -294,21 +317,10 @@ impl<'a> Engine<'a> {
         let dbs = self.dbs_on_old()?;
         let budget = spec.budget.clone();
         let last = self.phase(Phase::Sync, |e| {
-            let err = || CutoverError::system(Phase::Sync);
             let mut total = 0;
             let mut last = u64::MAX;
             for pass in 0..budget.max_sync_passes {
-                let files = e
-                    .sys
-                    .data
-                    .sync_files(spec, Direction::Forward)
-                    .map_err(err())?;
-                let db = e
-                    .sys
-                    .data
-                    .copy_dbs(spec, &dbs, Direction::Forward, pass > 0)
-                    .map_err(err())?;
-                last = files + db;
+                last = e.copy_pass(spec, &dbs, Direction::Forward, pass > 0, Phase::Sync)?;
                 total += last;
                 if pass > 0 && last <= budget.max_delta_bytes {
                     break;
@@ -409,19 +421,9 @@ impl<'a> Engine<'a> {
         let spec = self.spec;
         let dbs: Vec<String> = self.spec.databases.clone();
         self.phase(Phase::FinalSync, |e| {
-            let err = || CutoverError::system(Phase::FinalSync);
             let dbs = paused_dbs(e, &dbs, &spec.proxy.old_side)?;
-            let files = e
-                .sys
-                .data
-                .sync_files(spec, Direction::Forward)
-                .map_err(err())?;
-            let db = e
-                .sys
-                .data
-                .copy_dbs(spec, &dbs, Direction::Forward, true)
-                .map_err(err())?;
-            Ok(((), files + db))
+            let moved = e.copy_pass(spec, &dbs, Direction::Forward, true, Phase::FinalSync)?;
+            Ok(((), moved))
         })
     }
 

@@ -90,18 +90,8 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
         v
     };
     engine.phase(Phase::RollbackCopy, |e| {
-        let err = || CutoverError::system(Phase::RollbackCopy);
-        let files = e
-            .sys
-            .data
-            .sync_files(spec, Direction::Back)
-            .map_err(err())?;
-        let db = e
-            .sys
-            .data
-            .copy_dbs(spec, &back, Direction::Back, true)
-            .map_err(err())?;
-        Ok(((), files + db))
+        let moved = e.copy_pass(spec, &back, Direction::Back, true, Phase::RollbackCopy)?;
+        Ok(((), moved))
     })?;
     let verified = engine.phase(Phase::RollbackVerify, |e| {
         let diffs = e
