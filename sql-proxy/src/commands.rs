@@ -154,6 +154,10 @@ impl Session {
                 if mode == Mode::ReadOnly && is_write_cmd(&p.payload[1..]) {
                     return self.reply_err(seq, &read_only_error()).await;
                 }
+                if let Some(sql) = crate::rewrite::hide_socket(&p.payload[1..]) {
+                    p.payload.truncate(1);
+                    p.payload.extend_from_slice(&sql);
+                }
                 Expect::Results { binary: false }
             }
             COM_INIT_DB | COM_PING | COM_STATISTICS | COM_DEBUG | COM_SET_OPTION
@@ -162,6 +166,10 @@ impl Session {
             COM_STMT_PREPARE => {
                 if mode == Mode::ReadOnly && is_write_cmd(&p.payload[1..]) {
                     return self.reply_err(seq, &read_only_error()).await;
+                }
+                if let Some(sql) = crate::rewrite::hide_socket(&p.payload[1..]) {
+                    p.payload.truncate(1);
+                    p.payload.extend_from_slice(&sql);
                 }
                 Expect::Prepare
             }

@@ -11,7 +11,8 @@
 //!   loop with the gate (hold / re-home / read_only) and prepared-statement id mapping.
 //! - [`relay`]: one command's round trip, frames forwarded without decoding rows;
 //!   [`response`]: where a response ends.
-//! - [`classify`]: write detection for read_only; [`session_state`]: SET / USE tracking.
+//! - [`rewrite`]: `@@socket` answered as NULL (clients must not bypass the proxy);
+//!   [`classify`]: write detection for read_only; [`session_state`]: SET / USE tracking.
 //! - [`route`]: live routes, modes, session registry, counters; [`switch`]: pause → drain →
 //!   resume; [`admin`]: HTTP API and Prometheus metrics; [`config`]: the TOML file.
 //! - [`backend`]: the proxy's own backend logins and queries.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod protocol;
 pub mod relay;
 pub mod response;
+pub mod rewrite;
 pub mod route;
 pub mod server;
 pub mod session;

@@ -386,3 +386,65 @@ async fn tls_is_offered_to_clients_that_ask_and_plain_clients_still_work() {
     let e = sql_proxy::stream::acceptor(&key, &key).err().unwrap();
     assert!(e.to_string().contains("key.pem"), "{e}");
 }
+
+/// mysql_async with `prefer_socket=true` (its default) asks for `@@socket` after login and
+/// reconnects through that unix socket if it exists on its host. The proxy answers NULL, so
+/// every query keeps going through the proxy: the route's mode and the proxy's counters see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_socket_clients_on_the_backend_host_stay_on_the_proxy() {
+    let db = backend();
+    // The hazard is real here: the backend's socket is on this host and the account works
+    // through it.
+    let direct = db.exec("SELECT @@socket").unwrap();
+    assert!(
+        std::path::Path::new(direct.trim()).exists(),
+        "backend socket {direct:?}"
+    );
+    let p = proxy(&db, None, Default::default()).await;
+    let url = format!(
+        "mysql://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{}/shop?prefer_socket=true",
+        p.addr.port()
+    );
+    let mut conn = mysql_async::Conn::from_url(url).await.unwrap();
+    // The settings query's other columns still come from the backend.
+    let row: Option<(Option<String>, u64, u64)> = conn
+        .query_first("SELECT @@socket, @@max_allowed_packet, @@wait_timeout")
+        .await
+        .unwrap();
+    let (socket, max_packet, wait) = row.unwrap();
+    assert_eq!(socket, None);
+    assert!(max_packet >= 1 << 20 && wait > 0, "{max_packet} {wait}");
+
+    let queries = || {
+        p.shared
+            .counters("shop", "old")
+            .queries
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = queries();
+    for i in 0..20u32 {
+        let v: Option<u32> = conn.exec_first("SELECT ?", (i,)).await.unwrap();
+        assert_eq!(v, Some(i));
+    }
+    // 20 prepares (mysql_async caches them: at least the executes) all counted by the proxy.
+    assert!(queries() - before >= 20, "{} -> {}", before, queries());
+    assert_eq!(p.shared.sessions.lock().unwrap().len(), 1);
+
+    // And the proxy's routing applies to this connection: read_only refuses its writes.
+    p.shared
+        .set_route("shop", None, Some(sql_proxy::route::Mode::ReadOnly));
+    let err = conn
+        .query_drop("CREATE TABLE bypass (id INT)")
+        .await
+        .unwrap_err();
+    match err {
+        mysql_async::Error::Server(e) => assert_eq!(e.code, 1290, "{e}"),
+        other => panic!("expected 1290, got {other}"),
+    }
+    p.shared
+        .set_route("shop", None, Some(sql_proxy::route::Mode::Open));
+    conn.query_drop("CREATE TABLE bypass (id INT)")
+        .await
+        .unwrap();
+    conn.disconnect().await.unwrap();
+}

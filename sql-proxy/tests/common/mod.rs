@@ -115,8 +115,8 @@ pub fn cli(proxy: SocketAddr, user: &str, password: &str, args: &[&str], sql: &s
         .expect("run mariadb client")
 }
 
-/// prefer_socket=false: otherwise mysql_async asks the server for its unix socket and
-/// reconnects there, bypassing the proxy.
+/// prefer_socket=false is no longer needed (the proxy answers `@@socket` with NULL; see
+/// `prefer_socket_clients_on_the_backend_host_stay_on_the_proxy`); it keeps logins short.
 pub fn url(proxy: SocketAddr, db: &str) -> String {
     format!(
         "mysql://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{}/{db}?prefer_socket=false",
