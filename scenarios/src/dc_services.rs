@@ -78,7 +78,7 @@ pub fn mariadb_start(dc: &DcState, dirs: &DcDirs, server_id: u32) -> Result<Proc
         "--no-defaults".to_string(),
         format!("--datadir={}", datadir.display()),
         format!("--port={}", dc.sql_port),
-        format!("--bind-address={}", dc.sql_addr),
+        format!("--bind-address={}", dc.mariadb_addr()),
         format!("--socket={}", dc.sql_socket.display()),
         format!("--pid-file={}", dirs.root.join("mariadbd.pid").display()),
         format!(
@@ -132,7 +132,7 @@ DROP USER IF EXISTS ''@'localhost';\nFLUSH PRIVILEGES;\n"
     let cnf = format!(
         "# hostmove lab {}: shared SQL server admin (keep 0600)\n[client]\nuser=labadmin\npassword={pw}\nhost={}\nport={}\n",
         dc.side.label(),
-        dc.sql_addr,
+        dc.mariadb_addr(),
         dc.sql_port
     );
     write_secret(&dc.db_admin_credentials, cnf.as_bytes())

@@ -82,6 +82,8 @@ fn dc_skeleton(side: Side, run: &str, dir: &Path, filer: u32) -> DcState {
         web_addr: Ipv4Addr::new(10, n, 0, 10),
         sql_addr: Ipv4Addr::new(10, n, 0, 20),
         sql_port: 3306,
+        // old-dc's MariaDB hides behind the SQL proxy (which answers on .20).
+        mariadb_addr: (side == Side::Old).then(|| Ipv4Addr::new(10, n, 0, 21)),
         sql_hostname: format!("sql1.{tag}.{ZONE}"),
         sql_socket: private.join("mysql.sock"),
         db_admin_credentials: private.join("db-admin.cnf"),
@@ -139,6 +141,7 @@ fn skeleton(cfg: &LabConfig, run: &str, old_filer: u32, new_filer: u32) -> LabSt
         up_secs: 0.0,
         step_secs: Vec::new(),
         inventory_dir: None,
+        sql_proxy: None,
     }
 }
 
@@ -314,7 +317,7 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
                                 wait_tcp(
                                     dc,
                                     "mariadb",
-                                    SocketAddr::from((dc.sql_addr, dc.sql_port)),
+                                    SocketAddr::from((dc.mariadb_addr(), dc.sql_port)),
                                 )?;
                                 wait_socket(dc, &dc.sql_socket)?;
                                 svc::mariadb_admin(dc)
@@ -398,6 +401,11 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
         .extend(records.into_inner().expect("records lock"));
     st.save()?;
     result?;
+
+    // old-dc's DB endpoint: our SQL proxy, with the users' hashes synced from MariaDB.
+    steps.time("old-dc: sql-proxy (hash sync, start)", || {
+        crate::sql_proxy::start(st)
+    })?;
 
     let t_web = Instant::now();
     // Web tier of both DCs.

@@ -5,6 +5,8 @@
 //! - [`lab`]: `up`, the order in which the lab is built; [`teardown`]: `down`, [`lab::LabGuard`].
 //! - [`topology`]: namespaces, veth "internet", DC LANs, resolv.conf, mount namespaces.
 //! - [`dc_services`]: MariaDB, php-fpm, nginx, HAProxy, sshd of one datacenter.
+//! - [`sql_proxy`]: our `sql-proxy` daemon on old-dc's DB endpoint, MariaDB behind it;
+//!   [`tools`]: finding the workspace binaries the lab runs (`sql-proxy`, `migrator`).
 //! - [`dns`]: Knot with TSIG-only updates for the hosted zone.
 //! - [`tunnel_link`]: the WireGuard link old-dc ↔ new-dc through the `tunnel` crate.
 //! - [`sites`] and [`php_app`]: synthetic customer sites (files, databases, PHP code).
@@ -28,9 +30,11 @@ pub mod process;
 pub mod scenario;
 pub mod secrets;
 pub mod sites;
+pub mod sql_proxy;
 pub mod state;
 pub mod status;
 pub mod teardown;
+pub mod tools;
 pub mod topology;
 pub mod traffic;
 pub mod tunnel_link;

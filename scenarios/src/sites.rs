@@ -76,6 +76,7 @@ pub fn plan_sites(count: usize, zone: &str, filer: u32) -> Vec<SiteState> {
                 shares_db_with: shares,
                 login: l,
                 serving: Side::Old,
+                db_serving: None,
             }
         })
         .collect()

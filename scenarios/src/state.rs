@@ -71,6 +71,9 @@ pub struct LabState {
     /// Seconds per step of `lab up` (steps in parallel overlap), for BENCHMARKS.md.
     #[serde(default)]
     pub step_secs: Vec<(String, f64)>,
+    /// The SQL proxy answering old-dc's DB endpoint (absent in labs built before it existed).
+    #[serde(default)]
+    pub sql_proxy: Option<ProxyState>,
     /// Planner-compatible inventory of the lab (`datacenters.jsonl`, … `sites.jsonl`).
     #[serde(default)]
     pub inventory_dir: Option<PathBuf>,
@@ -91,8 +94,14 @@ pub struct DcState {
     /// Private LAN of the DC (reachable from the other DC through the tunnel).
     pub lan_cidr: String,
     pub web_addr: Ipv4Addr,
+    /// The DB endpoint customers' code reaches (`sql_hostname`). In old-dc the SQL proxy
+    /// answers here and MariaDB sits behind it at `mariadb_addr`.
     pub sql_addr: Ipv4Addr,
     pub sql_port: u16,
+    /// Where this DC's MariaDB really listens, when it is not `sql_addr` (old-dc: behind the
+    /// SQL proxy, on an address no site's configuration names).
+    #[serde(default)]
+    pub mariadb_addr: Option<Ipv4Addr>,
     /// The DB hostname customers' code uses for this DC's shared SQL server.
     pub sql_hostname: String,
     /// MariaDB unix socket (reachable from the host without entering the namespace).
@@ -113,6 +122,32 @@ pub struct DcState {
     pub nginx_sites_map: PathBuf,
     pub php_fpm_socket: PathBuf,
     pub filer: FilerState,
+}
+
+impl DcState {
+    /// The address MariaDB listens on (`mariadb_addr`, else the DB endpoint itself).
+    pub fn mariadb_addr(&self) -> Ipv4Addr {
+        self.mariadb_addr.unwrap_or(self.sql_addr)
+    }
+}
+
+/// Our `sql-proxy` daemon on old-dc's DB endpoint: every database routed to a side (`old` =
+/// old-dc's MariaDB, `new` = new-dc's through the tunnel), admin API behind a bearer token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProxyState {
+    pub netns: String,
+    /// Where clients connect (`sql1.old.<zone>`:3306).
+    pub listen: std::net::SocketAddr,
+    /// Admin API (HTTP, `Authorization: Bearer <token>`), on old-dc's LAN.
+    pub admin: std::net::SocketAddr,
+    /// The bearer token (0600).
+    pub token_file: PathBuf,
+    /// `proxy.toml`.
+    pub config: PathBuf,
+    /// User store from `sql-proxy sync-users` (hashes only, 0600).
+    pub users_file: PathBuf,
+    /// Side name → backend address.
+    pub backends: std::collections::BTreeMap<String, std::net::SocketAddr>,
 }
 
 /// A filer: the absolute path customers' code uses and where its bytes live on the host.
@@ -167,8 +202,13 @@ pub struct SiteState {
     pub db_user: String,
     /// Another site using the same database, if shared.
     pub shares_db_with: Option<String>,
-    /// Which side serves the site now (the migrator updates it after cutover).
+    /// Which side's web server serves the site now (`scenarios check` refreshes it from the
+    /// old VIP's HAProxy after a cutover).
     pub serving: Side,
+    /// Which side's MariaDB holds the site's database now (`scenarios check` refreshes it from
+    /// the SQL proxy's routes); `None` = same as `serving`.
+    #[serde(default)]
+    pub db_serving: Option<Side>,
 }
 
 impl LabState {

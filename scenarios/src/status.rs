@@ -52,14 +52,35 @@ fn line(
 
 fn dc_lines(st: &LabState, dc: &DcState, out: &mut Vec<ServiceStatus>) {
     let l = dc.side.label();
-    let sql = SocketAddr::from((dc.sql_addr, dc.sql_port));
+    let sql = SocketAddr::from((dc.mariadb_addr(), dc.sql_port));
+    let name = if dc.mariadb_addr.is_some() {
+        format!("behind the proxy ({sql})")
+    } else {
+        format!("{} ({sql})", dc.sql_hostname)
+    };
     out.push(line(
         st,
         format!("{l}/mariadb"),
         &dc.netns,
-        format!("{} ({sql})", dc.sql_hostname),
+        name,
         topology::tcp_probe(&dc.netns, sql).map(|_| "accepts TCP".into()),
     ));
+    if let (Some(p), crate::state::Side::Old) = (&st.sql_proxy, dc.side) {
+        out.push(line(
+            st,
+            crate::sql_proxy::SERVICE.into(),
+            &p.netns,
+            format!("{} ({}) admin {}", dc.sql_hostname, p.listen, p.admin),
+            topology::tcp_probe(&p.netns, p.listen)
+                .and_then(|_| crate::sql_proxy::admin_get(st, "/routes"))
+                .map(|body| {
+                    let n = serde_json::from_str::<Vec<serde_json::Value>>(&body)
+                        .map(|v| v.len())
+                        .unwrap_or(0);
+                    format!("accepts TCP, admin API ok, {n} routes")
+                }),
+        ));
+    }
     out.push(line(
         st,
         format!("{l}/php-fpm"),

@@ -74,7 +74,14 @@ pub fn create_network(state: &LabState) -> Result<()> {
         )?;
         // The LAN's service addresses live on `lo` (/32 each): this kernel has no `dummy`
         // driver, and local addresses need no link of their own.
-        for a in [dc.web_addr, dc.sql_addr, dc.ssh_addr] {
+        let mut lan = vec![dc.web_addr, dc.sql_addr, dc.ssh_addr];
+        if let Some(m) = dc.mariadb_addr {
+            lan.push(m);
+        }
+        if dc.side == crate::state::Side::Old {
+            lan.push(crate::sql_proxy::ADMIN_ADDR);
+        }
+        for a in lan {
             let cidr = format!("{a}/32");
             if !ipn(&dc.netns, &["-4", "addr", "show", "dev", "lo"])?.contains(&cidr) {
                 ipn(&dc.netns, &["addr", "add", &cidr, "dev", "lo"])?;

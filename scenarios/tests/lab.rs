@@ -14,7 +14,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        // The lab runs our sql-proxy daemon (a binary of another package).
+        scenarios::tools::find_or_build("sql-proxy").expect("sql-proxy binary");
+    }
+    root
 }
 
 /// A unique state root per test (PID + counter), removed at the end.
@@ -144,6 +149,20 @@ fn lab_with_20_sites_serves_every_site_end_to_end_and_leaves_nothing() {
     )
     .unwrap();
     assert_eq!(rows.trim(), "1");
+    // The DB endpoint is our sql-proxy: every database routed to old-dc, and the sites' SQL
+    // went through it (MariaDB itself listens on another address, named by no site).
+    let routes = scenarios::sql_proxy::routes(&st).expect("proxy admin API");
+    for s in &st.sites {
+        assert_eq!(routes.get(&s.database).map(String::as_str), Some("old"));
+    }
+    let metrics = scenarios::sql_proxy::admin_get(&st, "/metrics").unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sqlproxy_queries_total")),
+        "no query went through the proxy"
+    );
+    assert_ne!(st.old.mariadb_addr(), st.old.sql_addr);
     // Shared databases: site0010 uses site0009's database.
     assert_eq!(st.sites[9].database, st.sites[8].database);
 

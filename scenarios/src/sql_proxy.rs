@@ -1,0 +1,201 @@
+//! Our `sql-proxy` daemon on old-dc's DB endpoint (`sql1.old.<zone>`, 10.1.0.20:3306), the way
+//! an operator installs it in front of a shared SQL server: MariaDB moves to another address
+//! (10.1.0.21, named by no site's configuration), the users' `mysql_native_password` hashes and
+//! grants are synced into the proxy's user store (`sql-proxy sync-users`, 0600, hashes only),
+//! every database gets a route to side `old`, and side `new` is new-dc's MariaDB, reached through
+//! the tunnel. The admin API listens on old-dc's LAN (10.1.0.23:9090) behind a bearer token in a
+//! 0600 file. The daemon runs in old-dc's namespaces, recorded by PID like every other daemon.
+
+use crate::dc_services::DcDirs;
+use crate::error::{LabError, Result};
+use crate::process::{in_ns, run, spawn_daemon, wait_until};
+use crate::secrets::{password, write_secret};
+use crate::state::{LabState, ProxyState};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// Service name in `state.processes` and `lab status`.
+pub const SERVICE: &str = "old-dc/sql-proxy";
+/// The admin API's address on old-dc's LAN.
+pub const ADMIN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 23);
+pub const ADMIN_PORT: u16 = 9090;
+
+/// Reads `key=value` from a `[client]` option file.
+fn cnf_value(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// The proxy's config file.
+pub fn config_toml(p: &ProxyState, databases: &[&str]) -> String {
+    let mut s = format!(
+        "# hostmove lab: sql-proxy on old-dc's DB endpoint\nlisten = [\"{}\"]\nusers_file = \"{}\"\ndefault_side = \"old\"\n\n[backends]\n",
+        p.listen,
+        p.users_file.display()
+    );
+    for (side, addr) in &p.backends {
+        let _ = writeln!(s, "{side} = \"{addr}\"");
+    }
+    for db in databases {
+        let _ = write!(s, "\n[databases.{db}]\nside = \"old\"\nmode = \"open\"\n");
+    }
+    let _ = write!(
+        s,
+        "\n[admin]\nlisten = \"{}\"\ntoken_file = \"{}\"\n",
+        p.admin,
+        p.token_file.display()
+    );
+    s
+}
+
+/// Syncs the hashes, writes the config and token, starts the daemon and waits for both the
+/// client listener and the admin API. Records the process and the proxy in the state.
+pub fn start(st: &mut LabState) -> Result<()> {
+    let bin = crate::tools::find("sql-proxy")?;
+    let old = st.old.clone();
+    let dirs = DcDirs::new(&st.state_dir, &old);
+    let root = dirs.root.join("sql-proxy");
+    std::fs::create_dir_all(&root).map_err(LabError::io("creating sql-proxy dir", &root))?;
+    let backend_old = SocketAddr::from((old.mariadb_addr(), old.sql_port));
+    let backend_new = SocketAddr::from((st.new.mariadb_addr(), st.new.sql_port));
+    let p = ProxyState {
+        netns: old.netns.clone(),
+        listen: SocketAddr::from((old.sql_addr, old.sql_port)),
+        admin: SocketAddr::from((ADMIN_ADDR, ADMIN_PORT)),
+        token_file: dirs.private.join("sql-proxy.token"),
+        config: root.join("proxy.toml"),
+        users_file: dirs.private.join("sql-proxy-users.json"),
+        backends: BTreeMap::from([("old".into(), backend_old), ("new".into(), backend_new)]),
+    };
+    write_secret(&p.token_file, password(32)?.as_bytes())?;
+    // The admin password for the hash sync, in its own 0600 file (never on a command line).
+    let cnf_path = &old.db_admin_credentials;
+    let cnf = std::fs::read_to_string(cnf_path).map_err(LabError::io("reading", cnf_path))?;
+    let (Some(user), Some(pw)) = (cnf_value(&cnf, "user"), cnf_value(&cnf, "password")) else {
+        return Err(LabError::Config {
+            path: cnf_path.clone(),
+            message: "needs user= and password=".into(),
+        });
+    };
+    let pw_file = dirs.private.join("sql-proxy-sync.pw");
+    write_secret(&pw_file, pw.as_bytes())?;
+    let mut sync = in_ns(None, &old.netns, &bin.to_string_lossy());
+    sync.args([
+        "sync-users",
+        "--from",
+        &backend_old.to_string(),
+        "--user",
+        &user,
+        "--password-file",
+        &pw_file.to_string_lossy(),
+        "--out",
+        &p.users_file.to_string_lossy(),
+    ]);
+    run(&mut sync)?;
+    let mut dbs: Vec<&str> = st.sites.iter().map(|s| s.database.as_str()).collect();
+    dbs.sort();
+    dbs.dedup();
+    std::fs::write(&p.config, config_toml(&p, &dbs))
+        .map_err(LabError::io("writing sql-proxy config", &p.config))?;
+    st.sql_proxy = Some(p.clone());
+    st.save()?;
+    let mut cmd = in_ns(Some(&old.mount_ns), &old.netns, &bin.to_string_lossy());
+    cmd.args(["run", "--config", &p.config.to_string_lossy()])
+        .env("SQL_PROXY_WORKER_THREADS", "2")
+        .env("RUST_LOG", "warn");
+    let rec = spawn_daemon(SERVICE, cmd, &dirs.logs.join("sql-proxy.log"))?;
+    st.processes.push(rec);
+    st.save()?;
+    wait_until(Duration::from_secs(30), || {
+        crate::topology::tcp_probe(&p.netns, p.listen)?;
+        admin_get(st, "/routes").map(|_| ())
+    })
+    .map_err(|detail| LabError::NotReady {
+        service: SERVICE.into(),
+        namespace: p.netns.clone(),
+        address: format!("{} (admin {})", p.listen, p.admin),
+        secs: 30,
+        detail,
+    })
+}
+
+/// `GET path` on the proxy's admin API from inside old-dc's namespace; the body on 200.
+pub fn admin_get(st: &LabState, path: &str) -> std::result::Result<String, String> {
+    let p = st.sql_proxy.as_ref().ok_or("the lab has no sql-proxy")?;
+    let token = std::fs::read_to_string(&p.token_file)
+        .map_err(|e| format!("{}: {e}", p.token_file.display()))?;
+    let req = format!(
+        "GET {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        p.admin,
+        token.trim()
+    );
+    let addr = p.admin;
+    let path = path.to_string();
+    crate::topology::in_netns(&p.netns, move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+        let (status, body) = crate::traffic::parse_http_response(&buf)?;
+        if status == 200 {
+            Ok(body)
+        } else {
+            Err(format!("GET {path}: HTTP {status}: {}", body.trim()))
+        }
+    })
+    .map_err(|e| e.to_string())?
+}
+
+/// Every database's side as the proxy routes it now.
+pub fn routes(st: &LabState) -> std::result::Result<BTreeMap<String, String>, String> {
+    let body = admin_get(st, "/routes")?;
+    let v: Vec<serde_json::Value> =
+        serde_json::from_str(&body).map_err(|e| format!("GET /routes: {e}"))?;
+    Ok(v.iter()
+        .filter_map(|r| {
+            Some((
+                r.get("database")?.as_str()?.to_string(),
+                r.get("side")?.as_str()?.to_string(),
+            ))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_routes_every_database_to_old() {
+        let p = ProxyState {
+            netns: "ns".into(),
+            listen: "10.1.0.20:3306".parse().unwrap(),
+            admin: "10.1.0.23:9090".parse().unwrap(),
+            token_file: "/s/token".into(),
+            config: "/s/proxy.toml".into(),
+            users_file: "/s/users.json".into(),
+            backends: BTreeMap::from([
+                ("old".into(), "10.1.0.21:3306".parse().unwrap()),
+                ("new".into(), "10.2.0.20:3306".parse().unwrap()),
+            ]),
+        };
+        let text = config_toml(&p, &["db_a", "db_b"]);
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(v["listen"][0].as_str(), Some("10.1.0.20:3306"));
+        assert_eq!(v["backends"]["new"].as_str(), Some("10.2.0.20:3306"));
+        assert_eq!(v["databases"]["db_b"]["side"].as_str(), Some("old"));
+        assert_eq!(v["admin"]["token_file"].as_str(), Some("/s/token"));
+        assert_eq!(
+            cnf_value("[client]\nuser = u\npassword=p=q\n", "password").as_deref(),
+            Some("p=q")
+        );
+    }
+}
