@@ -25,10 +25,12 @@
 //! retried; one found `verified` completes its switch (each action is idempotent).
 
 use crate::journal::{JournalStore, SiteState};
+use crate::lease;
 use crate::phase::{run_phase, CutoverError, Phase};
 use crate::rollback;
 use crate::site_spec::SiteSpec;
 use crate::systems::{Direction, Systems};
+use crate::throttle::{self, WaveSignals};
 use drivers::haproxy::AdminState;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -42,6 +44,10 @@ pub struct EngineOptions {
     /// How long to wait for an unhealthy tunnel before giving up on freezing the site.
     pub gate_wait: Duration,
     pub gate_poll: Duration,
+    /// The wave this site belongs to (pause, error rate, progress), if any.
+    pub signals: Option<Arc<dyn WaveSignals>>,
+    /// How long a freeze lease lasts without renewal (renewed at every phase of the freeze).
+    pub lease_ttl: Duration,
 }
 
 impl Default for EngineOptions {
@@ -50,6 +56,8 @@ impl Default for EngineOptions {
             interrupt: Arc::new(AtomicBool::new(false)),
             gate_wait: Duration::from_secs(60),
             gate_poll: Duration::from_millis(500),
+            signals: None,
+            lease_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -159,6 +167,8 @@ pub struct Engine<'a> {
     pub journal: &'a mut dyn JournalStore,
     pub opts: &'a EngineOptions,
     pub report: SiteReport,
+    /// This engine holds the site's freeze lease (renewed at every phase until released).
+    pub(crate) leased: bool,
 }
 
 impl<'a> Engine<'a> {
@@ -177,6 +187,7 @@ impl<'a> Engine<'a> {
             sys,
             journal,
             opts,
+            leased: false,
         }
     }
 
@@ -195,18 +206,83 @@ impl<'a> Engine<'a> {
     ) -> Result<T, CutoverError> {
         let ctx = Ctx { sys: self.sys };
         let site = self.spec.site.clone();
-        let (v, ms) = run_phase(self.journal, &site, phase, || f(&ctx))?;
+        if self.leased {
+            lease::take(self.journal, &site, self.opts.lease_ttl)?;
+        }
+        let mut moved = 0;
+        let (v, ms) = run_phase(self.journal, &site, phase, || {
+            f(&ctx).inspect(|(_, b)| moved = *b)
+        })?;
         self.report.phases.push((phase.name().to_string(), ms));
+        if let Some(s) = &self.opts.signals {
+            if let Some(st) = phase.target() {
+                s.state(&site, st);
+            }
+            if moved > 0 {
+                s.bytes(&site, moved);
+            }
+        }
+        drill_pause(phase);
         Ok(v)
+    }
+
+    /// Takes the freeze lease (before the first freezing action).
+    pub(crate) fn take_lease(&mut self) -> Result<(), CutoverError> {
+        lease::take(self.journal, &self.spec.site, self.opts.lease_ttl)?;
+        self.leased = true;
+        Ok(())
+    }
+
+    /// Releases the freeze lease (the site serves from one side again).
+    pub(crate) fn release_lease(&mut self) -> Result<(), CutoverError> {
+        lease::release(self.journal, &self.spec.site)?;
+        self.leased = false;
+        Ok(())
+    }
+
+    /// Puts a site left mid-freeze by a dead migrator back on one side, going no further:
+    /// an unfinished rollback is finished; before the commit point the site is aborted to the
+    /// old side; from `verified` on, the switch is completed and the site unfrozen on the new
+    /// side. The lease is released. Used by the lease watchdog.
+    pub fn recover(mut self) -> Result<SiteReport, CutoverError> {
+        if rollback::in_progress(self.journal, &self.spec.site)? {
+            rollback::run(&mut self)?;
+        } else {
+            match self.state()? {
+                SiteState::Frozen | SiteState::FinalSynced | SiteState::Failed => {
+                    self.abort_now()?
+                }
+                SiteState::Verified => {
+                    self.switch()?;
+                    self.unfreeze()?;
+                }
+                SiteState::Switched => self.unfreeze()?,
+                _ => {}
+            }
+        }
+        self.release_lease()?;
+        self.report.state = self.state()?.as_str().to_string();
+        Ok(self.report)
     }
 
     /// Moves the site to `live` on the new side, resuming from the journal's state.
     pub fn migrate(mut self) -> Result<SiteReport, CutoverError> {
+        self.advance(false)?;
+        if self.opts.interrupt.load(Ordering::SeqCst) && self.report.freeze_ms.is_some() {
+            self.report.deferred_signal = true;
+        }
+        self.report.state = self.state()?.as_str().to_string();
+        Ok(self.report)
+    }
+
+    /// Runs the state machine from the journal's state; with `stop_at_synced`, a site that
+    /// still has to be frozen stops at `synced` (a move group freezes its members together).
+    /// Returns the state reached.
+    pub(crate) fn advance(&mut self, stop_at_synced: bool) -> Result<SiteState, CutoverError> {
         if rollback::in_progress(self.journal, &self.spec.site)? {
             // A rollback was killed: finish it first, the site must end on one side.
-            rollback::run(&mut self)?;
-            self.report.state = self.state()?.as_str().to_string();
-            return Ok(self.report);
+            rollback::run(self)?;
+            return self.state();
         }
         let mut state = self.state()?;
         if matches!(
@@ -229,6 +305,7 @@ impl<'a> Engine<'a> {
                     self.sync()?;
                     SiteState::Synced
                 }
+                SiteState::Synced if stop_at_synced => return Ok(SiteState::Synced),
                 SiteState::Synced => {
                     self.check_interrupt()?;
                     self.gate()?;
@@ -247,17 +324,12 @@ impl<'a> Engine<'a> {
                     self.post_check()?;
                     SiteState::Live
                 }
-                SiteState::Live | SiteState::Finalized => break,
+                SiteState::Live | SiteState::Finalized => return Ok(state),
             };
         }
-        if self.opts.interrupt.load(Ordering::SeqCst) && self.report.freeze_ms.is_some() {
-            self.report.deferred_signal = true;
-        }
-        self.report.state = self.state()?.as_str().to_string();
-        Ok(self.report)
     }
 
-    fn check_interrupt(&self) -> Result<(), CutoverError> {
+    pub(crate) fn check_interrupt(&self) -> Result<(), CutoverError> {
         if self.opts.interrupt.load(Ordering::SeqCst) {
             return Err(CutoverError::Interrupted);
         }
@@ -316,58 +388,27 @@ impl<'a> Engine<'a> {
         let spec = self.spec;
         let dbs = self.dbs_on_old()?;
         let budget = spec.budget.clone();
-        let last = self.phase(Phase::Sync, |e| {
+        let (last, ms) = self.phase(Phase::Sync, |e| {
             let mut total = 0;
-            let mut last = u64::MAX;
+            let mut last = (u64::MAX, 0);
             for pass in 0..budget.max_sync_passes {
-                last = e.copy_pass(spec, &dbs, Direction::Forward, pass > 0, Phase::Sync)?;
-                total += last;
-                if pass > 0 && last <= budget.max_delta_bytes {
+                let t0 = Instant::now();
+                let moved = e.copy_pass(spec, &dbs, Direction::Forward, pass > 0, Phase::Sync)?;
+                last = (moved, t0.elapsed().as_millis() as u64);
+                total += moved;
+                if pass > 0 && moved <= budget.max_delta_bytes && last.1 <= budget.max_lag_ms {
                     break;
                 }
             }
             Ok((last, total))
         })?;
-        self.journal.put_checkpoint_raw(
-            SCOPE,
-            &format!("{}.last_delta", spec.site),
-            &last.to_string(),
-        )?;
-        Ok(())
+        throttle::record_pass(self, last, ms)
     }
 
-    /// Refuses the freeze while the tunnel is unhealthy (after waiting up to `gate_wait`) or the
-    /// last pass was larger than the budget.
-    fn gate(&mut self) -> Result<(), CutoverError> {
-        let site = &self.spec.site;
-        let last: u64 = self
-            .journal
-            .checkpoint_raw(SCOPE, &format!("{site}.last_delta"))?
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        if last > self.spec.budget.max_delta_bytes {
-            return Err(CutoverError::DeltaTooLarge {
-                bytes: last,
-                budget: self.spec.budget.max_delta_bytes,
-                passes: self.spec.budget.max_sync_passes,
-            });
-        }
-        if let Some(t) = &self.sys.tunnel {
-            let deadline = Instant::now() + self.opts.gate_wait;
-            loop {
-                match t.check() {
-                    Ok(_) => break,
-                    Err(reason) if Instant::now() >= deadline => {
-                        return Err(CutoverError::Gate(reason))
-                    }
-                    Err(_) => {
-                        self.check_interrupt()?;
-                        std::thread::sleep(self.opts.gate_poll);
-                    }
-                }
-            }
-        }
-        Ok(())
+    /// The throttle gate before the freeze ([`throttle::obey`]): waits, with a reason, while
+    /// the wave is paused, the tunnel unhealthy, the copy lagging or failures too frequent.
+    pub(crate) fn gate(&mut self) -> Result<(), CutoverError> {
+        throttle::obey(self)
     }
 
     /// Freeze through unfreeze; any failure before the commit point aborts to the old side.
@@ -375,7 +416,8 @@ impl<'a> Engine<'a> {
         let res = self
             .freeze()
             .and_then(|_| self.final_sync())
-            .and_then(|_| self.verify());
+            .and_then(|_| self.verify())
+            .and_then(|_| throttle::tunnel_ok(self));
         if let Err(cause) = res {
             return match self.abort_now() {
                 Ok(()) => Err(CutoverError::Aborted {
@@ -392,10 +434,11 @@ impl<'a> Engine<'a> {
         self.post_check()
     }
 
-    fn freeze(&mut self) -> Result<(), CutoverError> {
+    pub(crate) fn freeze(&mut self) -> Result<(), CutoverError> {
         let spec = self.spec;
         let dbs = self.dbs_on_old()?;
         let key = format!("{}.freeze_started_ms", spec.site);
+        self.take_lease()?;
         self.journal
             .put_checkpoint_raw(SCOPE, &key, &now_ms().to_string())?;
         self.phase(Phase::Freeze, |e| {
@@ -417,7 +460,7 @@ impl<'a> Engine<'a> {
         })
     }
 
-    fn final_sync(&mut self) -> Result<(), CutoverError> {
+    pub(crate) fn final_sync(&mut self) -> Result<(), CutoverError> {
         let spec = self.spec;
         let dbs: Vec<String> = self.spec.databases.clone();
         self.phase(Phase::FinalSync, |e| {
@@ -427,7 +470,7 @@ impl<'a> Engine<'a> {
         })
     }
 
-    fn verify(&mut self) -> Result<(), CutoverError> {
+    pub(crate) fn verify(&mut self) -> Result<(), CutoverError> {
         let spec = self.spec;
         self.phase(Phase::Verify, |e| {
             let dbs = paused_dbs(e, &spec.databases, &spec.proxy.old_side)?;
@@ -445,7 +488,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Idempotent: each action checks what the system reports first.
-    fn switch(&mut self) -> Result<(), CutoverError> {
+    pub(crate) fn switch(&mut self) -> Result<(), CutoverError> {
         let spec = self.spec;
         self.phase(Phase::Switch, |e| {
             let err = || CutoverError::system(Phase::Switch);
@@ -465,7 +508,7 @@ impl<'a> Engine<'a> {
         })
     }
 
-    fn unfreeze(&mut self) -> Result<(), CutoverError> {
+    pub(crate) fn unfreeze(&mut self) -> Result<(), CutoverError> {
         let spec = self.spec;
         self.phase(Phase::Unfreeze, |e| {
             let err = || CutoverError::system(Phase::Unfreeze);
@@ -485,6 +528,7 @@ impl<'a> Engine<'a> {
                 .map_err(err())?;
             Ok(((), 0))
         })?;
+        self.release_lease()?;
         self.report.freeze_ms = self.freeze_elapsed()?;
         if let Some(ms) = self.report.freeze_ms {
             self.journal.put_checkpoint_raw(
@@ -505,7 +549,7 @@ impl<'a> Engine<'a> {
             .map(|t| (now_ms() - t) as f64))
     }
 
-    fn post_check(&mut self) -> Result<(), CutoverError> {
+    pub(crate) fn post_check(&mut self) -> Result<(), CutoverError> {
         let spec = self.spec;
         let before: Option<String> = self
             .journal
@@ -558,8 +602,24 @@ impl<'a> Engine<'a> {
                 .map_err(err())?;
             Ok(((), 0))
         })?;
+        self.release_lease()?;
         self.report.freeze_ms = self.freeze_elapsed()?;
         Ok(())
+    }
+}
+
+/// Crash drills: `MIGRATOR_DRILL_PAUSE_AFTER=<phase>=<ms>` sleeps that long after the named
+/// phase is journaled, so a scenario or test can SIGKILL the migrator at a known point (inside
+/// the freeze, for example). Unset in normal runs; read per phase, so it costs nothing else.
+fn drill_pause(phase: Phase) {
+    if let Ok(v) = std::env::var("MIGRATOR_DRILL_PAUSE_AFTER") {
+        if let Some((p, ms)) = v.split_once('=') {
+            if p == phase.name() {
+                if let Ok(ms) = ms.parse::<u64>() {
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
+            }
+        }
     }
 }
 

@@ -161,10 +161,37 @@ fn unhealthy_tunnel_or_large_delta_refuses_the_freeze() {
     let dir2 = tempfile::tempdir().unwrap();
     let jp2 = dir2.path().join("j");
     let rec2 = Recorder::for_site(&spec, false);
-    rec2.set_deltas(vec![1 << 40; 10]);
+    rec2.set_deltas(vec![1 << 40; 100_000]);
     let err = migrate(&spec, &rec2, &jp2).unwrap_err();
     assert!(matches!(err, CutoverError::DeltaTooLarge { .. }), "{err}");
     assert_eq!(serving(&spec, &rec2), Ok(Dc::Old));
+    // The gate's wait is journaled with its reason.
+    let steps = SqliteJournal::open(&jp2).unwrap().steps("shop").unwrap();
+    let gate = steps.iter().find(|s| s.phase == "gate").unwrap();
+    assert_eq!(gate.status, StepStatus::Failed);
+    assert!(
+        gate.error.as_deref().unwrap().contains("copy lag"),
+        "{gate:?}"
+    );
+
+    // A lag that more passes work off: the gate runs them, then the site goes.
+    let dir3 = tempfile::tempdir().unwrap();
+    let jp3 = dir3.path().join("j");
+    let rec3 = Recorder::for_site(&spec, false);
+    rec3.set_deltas(vec![1 << 40; 7]);
+    let sys = rec3.systems(&spec);
+    let mut j = SqliteJournal::open(&jp3).unwrap();
+    // Long enough for the passes on a loaded machine; the lag ends well before.
+    let o = EngineOptions {
+        gate_wait: Duration::from_secs(60),
+        ..opts()
+    };
+    let r = Engine::new(&spec, &sys, &mut j, &o).migrate().unwrap();
+    assert_eq!(r.state, "live");
+    drop(j);
+    let p = phases(&jp3, "shop");
+    assert!(p.contains(&"gate:done".to_string()), "{p:?}");
+    assert!(p.iter().filter(|x| *x == "sync:done").count() >= 2, "{p:?}");
 
     // The healed tunnel lets the first site through.
     assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
@@ -316,6 +343,7 @@ fn wave_runs_sites_concurrently_and_stops_on_failures() {
     let w = WaveOptions {
         concurrency: 3,
         max_failures: 0,
+        ..Default::default()
     };
     let report = run_wave(&jp, &specs, &build, &w, &opts(), &|_| {});
     assert_eq!(report.live, 6, "{report:?}");
@@ -343,6 +371,7 @@ fn wave_runs_sites_concurrently_and_stops_on_failures() {
     let w = WaveOptions {
         concurrency: 1,
         max_failures: 1,
+        ..Default::default()
     };
     let report = run_wave(&jp, &specs, &build, &w, &opts(), &|_| {});
     assert_eq!(report.failed, 2);

@@ -19,20 +19,30 @@
 //! - Cutover: [`site_spec`] (one site's endpoints on both sides), [`systems`] (traits over the
 //!   outside systems), [`dry_run`] (recording/printing implementation), [`real_systems`]
 //!   (HAProxy, DNS, sql-proxy admin API, tunnel health, local copy), [`phase`] (named, timed,
-//!   journaled phases), [`cutover`] (one site's state machine), [`rollback`], [`wave`];
+//!   journaled phases), [`cutover`] (one site's state machine), [`rollback`], [`wave`]
+//!   ([`group`]: sites sharing a database freeze together); [`throttle`] (reasons not to freeze
+//!   yet), [`monitor`] (a running wave's live picture), [`control`] and [`control_socket`]
+//!   (operator controls kept in the journal, the local socket), [`lease`] (freeze leases and
+//!   the watchdog), [`finalize`];
 //!   [`lab_spec`] derives site specs from the staging lab's `state.json`.
 
 pub mod apply;
+pub mod control;
+pub mod control_socket;
 pub mod copy_db;
 pub mod cutover;
 #[cfg(test)]
 mod cutover_tests;
 pub mod db_schema;
 pub mod dry_run;
+pub mod finalize;
 pub mod fixtures;
+pub mod group;
 pub mod journal;
 pub mod lab_spec;
+pub mod lease;
 pub mod manifest;
+pub mod monitor;
 pub mod phase;
 pub mod real_systems;
 pub mod remote;
@@ -40,6 +50,7 @@ pub mod rollback;
 pub mod site_spec;
 pub mod sync_files;
 pub mod systems;
+pub mod throttle;
 pub mod verify;
 pub mod wave;
 pub mod wire;

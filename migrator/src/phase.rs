@@ -16,6 +16,8 @@ use std::time::Instant;
 pub enum Phase {
     Prepare,
     Sync,
+    /// Waiting before the freeze for a throttle reason (journaled only when it had to wait).
+    Gate,
     Freeze,
     FinalSync,
     Verify,
@@ -28,6 +30,8 @@ pub enum Phase {
     RollbackSwitch,
     RollbackUnfreeze,
     RollbackVerify,
+    /// `migrator finalize`: live → finalized; no rollback after it.
+    Finalize,
 }
 
 impl Phase {
@@ -35,6 +39,7 @@ impl Phase {
         match self {
             Phase::Prepare => "prepare",
             Phase::Sync => "sync",
+            Phase::Gate => "gate",
             Phase::Freeze => "freeze",
             Phase::FinalSync => "final-sync",
             Phase::Verify => "verify",
@@ -47,6 +52,7 @@ impl Phase {
             Phase::RollbackSwitch => "rollback-switch",
             Phase::RollbackUnfreeze => "rollback-unfreeze",
             Phase::RollbackVerify => "rollback-verify",
+            Phase::Finalize => "finalize",
         }
     }
 
@@ -62,7 +68,9 @@ impl Phase {
             Phase::Unfreeze => Some(SiteState::Live),
             Phase::Abort => Some(SiteState::Aborted),
             Phase::RollbackUnfreeze => Some(SiteState::RolledBack),
+            Phase::Finalize => Some(SiteState::Finalized),
             Phase::PostCheck
+            | Phase::Gate
             | Phase::RollbackFreeze
             | Phase::RollbackCopy
             | Phase::RollbackVerify
@@ -102,6 +110,11 @@ pub enum CutoverError {
         state: SiteState,
         action: &'static str,
     },
+    #[error(
+        "site {0} is finalized: rollback is refused (after `migrator finalize` the old side's \
+         copy is no longer kept in step with the site; move it back with a new migration)"
+    )]
+    Finalized(String),
     #[error("interrupted by the operator before the freeze; the site is still on the old side")]
     Interrupted,
     #[error("{cause}; the site was aborted back to the old side")]

@@ -28,6 +28,9 @@ pub fn in_progress(journal: &dyn JournalStore, site: &str) -> Result<bool, Cutov
 pub fn rollback_site(mut engine: Engine<'_>) -> Result<SiteReport, CutoverError> {
     let state = engine.state()?;
     let pending = in_progress(engine.journal, &engine.spec.site)?;
+    if state == SiteState::Finalized {
+        return Err(CutoverError::Finalized(engine.spec.site.clone()));
+    }
     if !pending && !matches!(state, SiteState::Switched | SiteState::Live) {
         return Err(CutoverError::WrongState {
             state,
@@ -50,6 +53,7 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
     engine
         .journal
         .put_checkpoint_raw(SCOPE, &key(&site), &now_ms().to_string())?;
+    engine.take_lease()?;
     engine.journal.put_checkpoint_raw(
         SCOPE,
         &format!("{site}.freeze_started_ms"),
@@ -111,6 +115,7 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
         engine
             .journal
             .put_checkpoint_raw(SCOPE, &key(&site), "null")?;
+        engine.release_lease()?;
         return Err(cause);
     }
     engine.phase(Phase::RollbackSwitch, |e| {
@@ -140,6 +145,7 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
     engine
         .journal
         .put_checkpoint_raw(SCOPE, &key(&site), "null")?;
+    engine.release_lease()?;
     Ok(())
 }
 

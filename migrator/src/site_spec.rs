@@ -136,6 +136,15 @@ pub struct Budget {
     pub max_delta_bytes: u64,
     /// Sync passes before giving up on reaching `max_delta_bytes`.
     pub max_sync_passes: u32,
+    /// The last sync pass before the freeze must have taken at most this long (ms): the final
+    /// pass inside the freeze moves about as much, so this bounds the freeze. Longer is a
+    /// copy lag the wave throttles on (another pass, then the check again).
+    #[serde(default = "default_max_lag_ms")]
+    pub max_lag_ms: u64,
+}
+
+fn default_max_lag_ms() -> u64 {
+    3_000
 }
 
 impl Default for Budget {
@@ -143,6 +152,7 @@ impl Default for Budget {
         Budget {
             max_delta_bytes: 8 << 20,
             max_sync_passes: 5,
+            max_lag_ms: default_max_lag_ms(),
         }
     }
 }
@@ -236,8 +246,9 @@ impl SpecFile {
     }
 }
 
-#[cfg(test)]
-pub(crate) fn sample(site: &str) -> SiteSpec {
+/// An example spec with made-up endpoints (documentation, and the fake world of tests).
+#[doc(hidden)]
+pub fn sample(site: &str) -> SiteSpec {
     SiteSpec {
         site: site.into(),
         dns: Some(DnsSpec {

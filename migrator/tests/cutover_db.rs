@@ -172,6 +172,7 @@ fn database_moves_and_rolls_back_under_writes_with_nothing_lost() {
         budget: Budget {
             max_delta_bytes: 1 << 30,
             max_sync_passes: 3,
+            max_lag_ms: 60_000,
         },
     };
     let jp = d.join("journal.sqlite");

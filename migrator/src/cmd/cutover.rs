@@ -1,4 +1,5 @@
-//! `migrator site migrate|show`, `migrator wave run`, `migrator rollback`, `migrator status`.
+//! `migrator site migrate|show`, `migrator rollback`, `migrator status`; `migrator wave …` in
+//! `cutover/wave.rs`, `migrator finalize` and `migrator lease-watch` in `cutover/finalize.rs`.
 //!
 //! Every mutating command takes `--dry-run`: the same engine runs against a recording world
 //! that prints each action on each system and does none; the real journal is not written
@@ -13,10 +14,12 @@ use migrator::real_systems;
 use migrator::rollback::rollback_site;
 use migrator::site_spec::{SiteSpec, SpecFile};
 use migrator::systems::Systems;
-use migrator::wave::{run_wave, SiteOutcome, WaveOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+mod finalize;
+mod wave;
 
 #[derive(Args, Debug, Clone)]
 pub struct Common {
@@ -35,6 +38,10 @@ pub struct Common {
     /// Print a JSON report on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Seconds a freeze lease lasts without renewal; after that `migrator lease-watch` (or the
+    /// next `wave run`) may unfreeze a site whose migrator died.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub lease: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -79,33 +86,47 @@ pub enum SiteCmd {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum WaveCmd {
-    /// Run (or resume) wave N of a plan: every site in it, a few at a time.
-    Run {
-        /// Wave number in the plan.
-        number: u32,
-        /// The plan file (`migrator plan`).
-        #[arg(long, value_name = "FILE")]
-        plan: PathBuf,
-        #[command(flatten)]
-        common: Common,
-        /// Sites cut over at the same time.
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
-        /// Stop starting new sites once more than this many failed.
-        #[arg(long, default_value_t = 3)]
-        max_failures: usize,
-    },
-}
-
-#[derive(Subcommand, Debug)]
 pub enum CutoverCommand {
     /// One site: migrate, show.
     #[command(subcommand)]
     Site(SiteCmd),
-    /// Waves of a plan.
+    /// Waves of a plan: run one, and steer it while it runs (status, pause, resume, throttle).
     #[command(subcommand)]
-    Wave(WaveCmd),
+    Wave(wave::WaveCmd),
+    /// End a live site's reversibility: live → finalized; rollback is refused afterwards.
+    /// Nothing is deleted: the old side's copies are listed as no longer needed.
+    Finalize {
+        /// The site (or use --wave).
+        #[arg(required_unless_present = "wave", conflicts_with = "wave")]
+        site: Option<String>,
+        /// Every live site of wave N of --plan.
+        #[arg(long, value_name = "N", requires = "plan")]
+        wave: Option<u32>,
+        #[arg(long, value_name = "FILE")]
+        plan: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        sites: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        journal: PathBuf,
+        /// Say what would be finalized, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Watchdog: unfreezes, on the side that owns the data, every site whose freeze lease
+    /// expired or whose migrator died (a crash never leaves a site frozen indefinitely).
+    LeaseWatch {
+        #[arg(long, value_name = "FILE")]
+        sites: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        journal: PathBuf,
+        /// Look once and exit (otherwise every --interval seconds until interrupted).
+        #[arg(long)]
+        once: bool,
+        #[arg(long, default_value_t = 5)]
+        interval: u64,
+    },
     /// Roll a switched or live site back to the old side, carrying its new writes back.
     Rollback {
         site: String,
@@ -130,6 +151,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 fn engine_options(common: &Common) -> EngineOptions {
     let o = EngineOptions {
         gate_wait: Duration::from_secs(common.gate_wait),
+        lease_ttl: Duration::from_secs(common.lease.max(1)),
         ..Default::default()
     };
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -229,13 +251,22 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             print_report(&r, common.json)?;
             Ok(0)
         }
-        CutoverCommand::Wave(WaveCmd::Run {
-            number,
+        CutoverCommand::Wave(c) => wave::run(c),
+        CutoverCommand::Finalize {
+            site,
+            wave,
             plan,
-            common,
-            concurrency,
-            max_failures,
-        }) => wave(number, &plan, &common, concurrency, max_failures),
+            sites,
+            journal,
+            dry_run,
+            json,
+        } => finalize::run(site, wave, plan, &sites, &journal, dry_run, json),
+        CutoverCommand::LeaseWatch {
+            sites,
+            journal,
+            once,
+            interval,
+        } => finalize::lease_watch(&sites, &journal, once, interval),
         CutoverCommand::Site(SiteCmd::Show { site, journal }) => show(&site, &journal),
         CutoverCommand::Site(SiteCmd::SpecsFromLab {
             state,
@@ -270,98 +301,6 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
         }
         CutoverCommand::Status { journal } => status(&journal),
     }
-}
-
-fn wave(
-    number: u32,
-    plan: &Path,
-    common: &Common,
-    concurrency: usize,
-    max_failures: usize,
-) -> anyhow::Result<i32> {
-    let plan_file =
-        planner::Plan::read(plan).with_context(|| format!("plan {}", plan.display()))?;
-    let Some(w) = plan_file.waves.iter().find(|w| w.number == number) else {
-        bail!(
-            "plan {} has no wave {number} (it has {} waves)",
-            plan.display(),
-            plan_file.waves.len()
-        );
-    };
-    let names: Vec<&String> = w.groups.iter().flat_map(|g| g.sites.iter()).collect();
-    let file = SpecFile::load(&common.sites)?;
-    let mut specs = Vec::new();
-    let mut missing = Vec::new();
-    for n in names {
-        match file.site(n) {
-            Ok(s) => specs.push(s.clone()),
-            Err(_) => missing.push(n.clone()),
-        }
-    }
-    if !missing.is_empty() {
-        bail!(
-            "wave {number}: {} site(s) have no entry in {}: {}",
-            missing.len(),
-            common.sites.display(),
-            missing.join(", ")
-        );
-    }
-    let scratch = tempfile::tempdir()?;
-    let jp = journal_for(common, &scratch)?;
-    {
-        let mut j = SqliteJournal::open(&jp)?;
-        j.set_plan(&format!("{}#wave{number}", plan.display()))?;
-    }
-    let o = engine_options(common);
-    let build = |s: &SiteSpec| systems_for(s, common, &jp);
-    let json = common.json;
-    let total = specs.len();
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let on_done = |out: &SiteOutcome| {
-        let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-        if json {
-            return;
-        }
-        match (&out.report, &out.error) {
-            (Some(r), _) => eprintln!(
-                "[{n}/{total}] {}: {} (freeze {})",
-                out.site,
-                r.state,
-                r.freeze_ms
-                    .map(|f| format!("{f:.0} ms"))
-                    .unwrap_or_else(|| "-".into())
-            ),
-            (None, Some(e)) => eprintln!("[{n}/{total}] {}: FAILED: {e}", out.site),
-            (None, None) => {}
-        }
-    };
-    let w = WaveOptions {
-        concurrency,
-        max_failures,
-    };
-    let report = run_wave(&jp, &specs, &build, &w, &o, &on_done);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!(
-            "wave {number}: {} live, {} failed, {} not started in {:.1} s",
-            report.live,
-            report.failed,
-            report.not_started.len(),
-            report.seconds
-        );
-        if let (Some(p50), Some(p99)) = (report.freeze_p50_ms, report.freeze_p99_ms) {
-            println!("freeze p50 {p50:.0} ms, p99 {p99:.0} ms");
-        }
-        if let Some(why) = &report.stopped {
-            println!("stopped: {why}");
-        }
-    }
-    Ok(if report.failed == 0 && report.stopped.is_none() {
-        0
-    } else {
-        1
-    })
 }
 
 fn open_existing(journal: &Path) -> anyhow::Result<SqliteJournal> {

@@ -1,0 +1,325 @@
+//! `migrator wave run|status|pause|resume|throttle`: run a wave and steer it while it runs.
+//!
+//! A running wave serves a local control socket (default `<journal>.wave.sock`, mode 0600)
+//! and obeys the journal's controls; `pause`/`resume`/`throttle` reach it through either
+//! (`--socket` or `--journal`), and both are recorded in the journal with who and when.
+
+use super::{engine_options, journal_for, systems_for, Common};
+use crate::cmd::progress::WaveProgress;
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use migrator::control::{whoami, Action, Controls, WaveStatus};
+use migrator::control_socket::{self, Command as SockCmd, ControlServer};
+use migrator::journal::JournalStore;
+use migrator::journal::SqliteJournal;
+use migrator::monitor::ErrorRate;
+use migrator::site_spec::{SiteSpec, SpecFile};
+use migrator::wave::{new_monitor, run_wave_with, SiteOutcome, WaveOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Where a control goes: a running wave's socket, or the journal it obeys.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// The running wave's control socket.
+    #[arg(long, value_name = "PATH", conflicts_with = "journal")]
+    pub socket: Option<PathBuf>,
+    /// The journal the wave runs on (the control is written there; the wave obeys it within
+    /// a second). Without --socket or --journal: nothing to talk to, an error.
+    #[arg(long, value_name = "FILE")]
+    pub journal: Option<PathBuf>,
+    /// The wave (with --journal; default: the wave that published its status last).
+    #[arg(long, value_name = "N")]
+    pub wave: Option<u32>,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// A note recorded with the control (why).
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WaveCmd {
+    /// Run (or resume) wave N of a plan: every site in it, a few at a time.
+    Run {
+        /// Wave number in the plan.
+        number: u32,
+        /// The plan file (`migrator plan`).
+        #[arg(long, value_name = "FILE")]
+        plan: PathBuf,
+        #[command(flatten)]
+        common: Common,
+        /// Sites (move groups) cut over at the same time.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Pause the wave once more than this many sites failed since the last resume.
+        #[arg(long, default_value_t = 3)]
+        max_failures: usize,
+        /// When the stop rule pauses the wave, wait for `migrator wave resume` instead of
+        /// ending the run.
+        #[arg(long)]
+        hold_on_stop: bool,
+        /// Hold freezes while this many sites failed within the last minute (0: never).
+        #[arg(long, default_value_t = 2)]
+        max_error_rate: usize,
+        /// The control socket (default: the journal's path + `.wave.sock`).
+        #[arg(long, value_name = "PATH")]
+        control_socket: Option<PathBuf>,
+    },
+    /// The running wave's status: sites per state, bytes, rate, ETA, why it waits.
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// No new site starts and no site freezes; sites inside their freeze finish.
+    Pause {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Lifts a pause (an operator's or the stop rule's).
+    Resume {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// At most N sites (move groups) in progress at once; 0 removes the limit.
+    Throttle {
+        n: u32,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+pub fn run(cmd: WaveCmd) -> anyhow::Result<i32> {
+    match cmd {
+        WaveCmd::Run {
+            number,
+            plan,
+            common,
+            concurrency,
+            max_failures,
+            hold_on_stop,
+            max_error_rate,
+            control_socket,
+        } => {
+            let o = WaveOptions {
+                wave: number,
+                concurrency,
+                max_failures,
+                exit_on_stop: !hold_on_stop,
+                errors: ErrorRate {
+                    max_recent: max_error_rate,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            wave_run(&plan, &common, &o, control_socket)
+        }
+        WaveCmd::Status { target } => control(None, &target),
+        WaveCmd::Pause { target } => control(Some(Action::Pause), &target),
+        WaveCmd::Resume { target } => control(Some(Action::Resume), &target),
+        WaveCmd::Throttle { n, target } => control(Some(Action::Throttle(n)), &target),
+    }
+}
+
+fn control(action: Option<Action>, t: &Target) -> anyhow::Result<i32> {
+    let status: WaveStatus = match (&t.socket, &t.journal) {
+        (Some(sock), _) => {
+            let cmd = SockCmd {
+                cmd: action.map_or("status", Action::name).to_string(),
+                value: match action {
+                    Some(Action::Throttle(n)) => Some(n),
+                    _ => None,
+                },
+                who: Some(whoami()),
+                note: t.note.clone(),
+            };
+            let a = control_socket::send(sock, &cmd)?;
+            if !a.ok {
+                bail!(
+                    "control socket {}: {}",
+                    sock.display(),
+                    a.error.unwrap_or_default()
+                );
+            }
+            a.status.context("the wave answered without a status")?
+        }
+        (None, Some(j)) => {
+            if !j.exists() {
+                bail!("journal {} does not exist", j.display());
+            }
+            let c = Controls::open(j)?;
+            let wave = match t.wave {
+                Some(w) => w,
+                None => c.latest_wave()?,
+            };
+            if let Some(a) = action {
+                c.request(wave, a, &whoami(), "cli", t.note.as_deref())?;
+            }
+            let mut st = c.status(Some(wave))?.unwrap_or(WaveStatus {
+                wave,
+                ..Default::default()
+            });
+            st.control = c.current(wave)?;
+            st
+        }
+        (None, None) => bail!(
+            "say which wave to talk to: --socket PATH (a running wave's control socket, \
+             default <journal>.wave.sock) or --journal FILE"
+        ),
+    };
+    if t.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        if let Some(a) = action {
+            println!("{} recorded for wave {}", a.name(), status.wave);
+        }
+        println!("{}", status.line());
+        if status.finished {
+            println!("(the wave has ended)");
+        }
+        for (site, why) in &status.waiting {
+            println!("  {site:<30} waiting: {why}");
+        }
+    }
+    Ok(0)
+}
+
+/// The sites of wave `number` of the plan file, in plan order.
+pub(super) fn plan_sites(number: u32, plan: &Path) -> anyhow::Result<Vec<String>> {
+    let plan_file =
+        planner::Plan::read(plan).with_context(|| format!("plan {}", plan.display()))?;
+    let Some(w) = plan_file.waves.iter().find(|w| w.number == number) else {
+        bail!(
+            "plan {} has no wave {number} (it has {} waves)",
+            plan.display(),
+            plan_file.waves.len()
+        );
+    };
+    Ok(w.groups
+        .iter()
+        .flat_map(|g| g.sites.iter().cloned())
+        .collect())
+}
+
+fn wave_specs(number: u32, plan: &Path, common: &Common) -> anyhow::Result<Vec<SiteSpec>> {
+    let names = plan_sites(number, plan)?;
+    let file = SpecFile::load(&common.sites)?;
+    let mut specs = Vec::new();
+    let mut missing = Vec::new();
+    for n in &names {
+        match file.site(n) {
+            Ok(s) => specs.push(s.clone()),
+            Err(_) => missing.push(n.clone()),
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "wave {number}: {} site(s) have no entry in {}: {}",
+            missing.len(),
+            common.sites.display(),
+            missing.join(", ")
+        );
+    }
+    Ok(specs)
+}
+
+fn wave_run(
+    plan: &Path,
+    common: &Common,
+    o: &WaveOptions,
+    socket: Option<PathBuf>,
+) -> anyhow::Result<i32> {
+    let number = o.wave;
+    let specs = wave_specs(number, plan, common)?;
+    let scratch = tempfile::tempdir()?;
+    let jp = journal_for(common, &scratch)?;
+    {
+        let mut j = SqliteJournal::open(&jp)?;
+        j.set_plan(&format!("{}#wave{number}", plan.display()))?;
+    }
+    let eo = engine_options(common);
+    let build = |s: &SiteSpec| systems_for(s, common, &jp);
+    if !common.dry_run {
+        // Sites of other waves left frozen by a dead migrator: their lease says so.
+        let all = SpecFile::load(&common.sites)?;
+        for r in migrator::lease::recover_expired(&jp, &all.sites, &build, &eo)? {
+            eprintln!(
+                "lease of {} (pid {} on {}) had expired: {}",
+                r.site,
+                r.lease.pid,
+                r.lease.host,
+                match &r.result {
+                    Ok(st) => format!("recovered, now {st}"),
+                    Err(e) => format!("recovery FAILED: {e}"),
+                }
+            );
+        }
+    }
+    let monitor = Arc::new(new_monitor(&jp, &specs, o));
+    let sock_path = socket.unwrap_or_else(|| control_socket::default_path(&common.journal));
+    let _server = if common.dry_run {
+        None
+    } else {
+        let m = monitor.clone();
+        Some(
+            ControlServer::start(&sock_path, number, &jp, Arc::new(move || m.snapshot()))
+                .context("starting the wave's control socket (--control-socket)")?,
+        )
+    };
+    if !common.dry_run && !common.json {
+        eprintln!(
+            "wave {number}: {} sites; control: migrator wave status|pause|resume|throttle N --socket {}",
+            specs.len(),
+            sock_path.display()
+        );
+    }
+    let progress = WaveProgress::start(monitor.clone(), common.json || common.dry_run);
+    let json = common.json;
+    let total = specs.len();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let on_done = |out: &SiteOutcome| {
+        let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+        if json {
+            return;
+        }
+        let line = match (&out.report, &out.error) {
+            (Some(r), _) => format!(
+                "[{n}/{total}] {}: {} (freeze {})",
+                out.site,
+                r.state,
+                r.freeze_ms
+                    .map(|f| format!("{f:.0} ms"))
+                    .unwrap_or_else(|| "-".into())
+            ),
+            (None, Some(e)) => format!("[{n}/{total}] {}: FAILED: {e}", out.site),
+            (None, None) => return,
+        };
+        progress.println(&line);
+    };
+    let report = run_wave_with(&jp, &specs, &build, o, &eo, &monitor, &on_done);
+    progress.finish();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "wave {number}: {} live, {} failed, {} not started in {:.1} s",
+            report.live,
+            report.failed,
+            report.not_started.len(),
+            report.seconds
+        );
+        if let (Some(p50), Some(p99)) = (report.freeze_p50_ms, report.freeze_p99_ms) {
+            println!("freeze p50 {p50:.0} ms, p99 {p99:.0} ms");
+        }
+        if let Some(why) = &report.stopped {
+            println!("stopped: {why}");
+        }
+    }
+    Ok(if report.failed == 0 && report.stopped.is_none() {
+        0
+    } else {
+        1
+    })
+}

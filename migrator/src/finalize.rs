@@ -1,0 +1,80 @@
+//! `migrator finalize SITE|--wave N`: the end of a site's reversibility (ARCHITECTURE.md §2,
+//! invariant 5). A `live` site becomes `finalized`; from then on `migrator rollback` refuses it.
+//!
+//! What finalize does NOT do: delete anything. The old side's home and databases are what a
+//! rollback would have copied back into; once finalized they are no longer needed, but
+//! removing a customer's data is left to the operator's retirement procedure (filers and SQL
+//! servers are drained and retired as a whole). Finalize lists what the old side holds for the
+//! site so that procedure knows what it may release.
+
+use crate::journal::{JournalStore, SiteState};
+use crate::lease;
+use crate::phase::{run_phase, CutoverError, Phase};
+use crate::rollback;
+use crate::site_spec::SiteSpec;
+use std::path::PathBuf;
+
+/// What finalizing one site did and what the old side may now release.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Finalized {
+    pub site: String,
+    /// Already finalized before this call (nothing changed).
+    pub already: bool,
+    /// The old side's homes, kept, no longer needed by the migration.
+    pub old_homes: Vec<PathBuf>,
+    /// The old side's databases (same names), kept, no longer needed by the migration.
+    pub old_databases: Vec<String>,
+}
+
+/// Finalizes `spec`'s site: only a `live` one, with no rollback or freeze in progress.
+pub fn finalize(
+    journal: &mut dyn JournalStore,
+    spec: &SiteSpec,
+) -> Result<Finalized, CutoverError> {
+    let site = &spec.site;
+    let state = journal.site_state(site)?.unwrap_or(SiteState::Planned);
+    let out = |already| Finalized {
+        site: site.clone(),
+        already,
+        old_homes: spec.homes.iter().map(|h| h.old.clone()).collect(),
+        old_databases: spec.databases.clone(),
+    };
+    if state == SiteState::Finalized {
+        return Ok(out(true));
+    }
+    if state != SiteState::Live
+        || rollback::in_progress(journal, site)?
+        || lease::get(journal, site)?.is_some()
+    {
+        return Err(CutoverError::WrongState {
+            state,
+            action: "finalize (only a live site with no rollback or freeze in progress)",
+        });
+    }
+    run_phase(journal, site, Phase::Finalize, || Ok(((), 0)))?;
+    Ok(out(false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::SqliteJournal;
+    use crate::site_spec::sample;
+
+    #[test]
+    fn only_live_sites_finalize_and_it_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = SqliteJournal::open(&dir.path().join("j")).unwrap();
+        let spec = sample("shop");
+        j.set_site_state("shop", SiteState::Switched).unwrap();
+        let e = finalize(&mut j, &spec).unwrap_err();
+        assert!(e.to_string().contains("only a live site"), "{e}");
+        j.set_site_state("shop", SiteState::Live).unwrap();
+        let f = finalize(&mut j, &spec).unwrap();
+        assert!(!f.already);
+        assert_eq!(f.old_databases, spec.databases);
+        assert_eq!(j.site_state("shop").unwrap(), Some(SiteState::Finalized));
+        assert!(finalize(&mut j, &spec).unwrap().already);
+        assert_eq!(j.steps("shop").unwrap().len(), 1, "one finalize step");
+    }
+}

@@ -1,0 +1,142 @@
+//! Shared freeze: sites that share a database move as one group, in one freeze window, so no
+//! member ever writes the shared database on the side that does not own it.
+//!
+//! Each member is prepared and synced on its own; then every member passes the throttle gate,
+//! and only then are they all frozen (each member's HAProxy servers in maint, the shared
+//! databases paused once), final-synced, verified, checked against the tunnel, switched and
+//! unfrozen, in that order. A failure of any member before the commit point aborts every
+//! member back to the old side; a member already `live` (or past the commit point after a
+//! crash) is completed on its own, since the shared database follows the first switch.
+
+use crate::cutover::Engine;
+use crate::journal::{SiteState, SqliteJournal};
+use crate::phase::CutoverError;
+use crate::site_spec::SiteSpec;
+use crate::throttle;
+use crate::wave::{SiteOutcome, SystemsFn};
+use std::path::Path;
+
+/// Migrates `members` together; one outcome per member, in order.
+pub fn migrate_group(
+    journal_path: &Path,
+    members: &[&SiteSpec],
+    systems: SystemsFn<'_>,
+    opts: &crate::cutover::EngineOptions,
+) -> Vec<SiteOutcome> {
+    let fail_all = |e: String| {
+        members
+            .iter()
+            .map(|m| SiteOutcome {
+                site: m.site.clone(),
+                report: None,
+                error: Some(e.clone()),
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut syss = Vec::new();
+    let mut journals = Vec::new();
+    for m in members {
+        match systems(m) {
+            Ok(s) => syss.push(s),
+            Err(e) => return fail_all(format!("{}: {e}", m.site)),
+        }
+        match SqliteJournal::open(journal_path) {
+            Ok(j) => journals.push(j),
+            Err(e) => return fail_all(e.to_string()),
+        }
+    }
+    let mut engines: Vec<Engine<'_>> = members
+        .iter()
+        .zip(&syss)
+        .zip(journals.iter_mut())
+        .map(|((m, s), j)| Engine::new(m, s, j, opts))
+        .collect();
+    let result = run(&mut engines);
+    let group_err = result.err().map(|e| e.to_string());
+    engines
+        .into_iter()
+        .map(|mut e| {
+            let state = e
+                .state()
+                .map(|s| s.as_str().to_string())
+                .map_err(|x| x.to_string());
+            e.report.state = state.clone().unwrap_or_default();
+            let error = match (&group_err, state.as_deref()) {
+                (_, Ok("live")) => None,
+                (Some(g), _) => Some(format!("move group: {g}")),
+                (None, Ok(s)) => Some(format!("ended {s}")),
+                (None, Err(x)) => Some(x.to_string()),
+            };
+            SiteOutcome {
+                site: e.spec.site.clone(),
+                report: error.is_none().then_some(e.report),
+                error,
+            }
+        })
+        .collect()
+}
+
+fn run(engines: &mut [Engine<'_>]) -> Result<(), CutoverError> {
+    // Each member up to `synced` (or completed, when past the commit point after a crash).
+    let mut pending = Vec::new();
+    for (i, e) in engines.iter_mut().enumerate() {
+        if e.advance(true)? == SiteState::Synced {
+            pending.push(i);
+        }
+    }
+    if pending.is_empty() {
+        return Ok(());
+    }
+    for &i in &pending {
+        engines[i].check_interrupt()?;
+        engines[i].gate()?;
+    }
+    // One freeze window for every pending member.
+    let mut res = Ok(());
+    for &i in &pending {
+        res = engines[i].freeze();
+        if res.is_err() {
+            break;
+        }
+    }
+    for step in 0..2 {
+        for &i in &pending {
+            if res.is_ok() {
+                res = match step {
+                    0 => engines[i].final_sync(),
+                    _ => engines[i].verify(),
+                };
+            }
+        }
+    }
+    if res.is_ok() {
+        res = throttle::tunnel_ok(&engines[pending[0]]);
+    }
+    if let Err(cause) = res {
+        let mut abort_err = None;
+        for &i in &pending {
+            if let Err(a) = engines[i].abort_now() {
+                abort_err.get_or_insert(a);
+            }
+        }
+        return Err(match abort_err {
+            None => CutoverError::Aborted {
+                cause: Box::new(cause),
+            },
+            Some(a) => CutoverError::AbortFailed {
+                cause: Box::new(cause),
+                abort: Box::new(a),
+            },
+        });
+    }
+    for &i in &pending {
+        engines[i].switch()?;
+    }
+    for &i in &pending {
+        engines[i].unfreeze()?;
+    }
+    for &i in &pending {
+        engines[i].post_check()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! Freeze leases: a crash never leaves a site frozen indefinitely.
+//!
+//! Before a site is frozen (cutover or rollback) the engine writes a lease to the journal:
+//! owner (host, PID) and an expiry. It renews the lease at every phase of the critical section
+//! and releases it once the site serves again from one side. If the migrator dies in between,
+//! the lease stays behind and says so:
+//! - `migrator wave run` again resumes every site of its wave (a frozen site is aborted to the
+//!   old side or, past the commit point, completed on the new side);
+//! - `migrator lease-watch` (and the start of any `wave run`, for sites outside its wave) finds
+//!   leases that expired, or whose owner process on this host is gone, and recovers those
+//!   sites the same way: unfreeze on the side that owns the data.
+//!
+//! A live owner's unexpired lease is never touched: two migrators never act on one site.
+
+use crate::cutover::{now_ms, Engine, EngineOptions, SCOPE};
+use crate::journal::{JournalStore, SqliteJournal};
+use crate::phase::CutoverError;
+use crate::site_spec::SiteSpec;
+use crate::systems::Systems;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+
+/// A freeze lease as stored (checkpoint `cutover/<site>.lease`, JSON; `null` when released).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    pub host: String,
+    pub pid: u32,
+    pub taken_ms: i64,
+    pub expires_ms: i64,
+}
+
+fn key(site: &str) -> String {
+    format!("{site}.lease")
+}
+
+/// This host's name (leases name their owner host so a PID is only checked where it lives).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for `buf.len()` bytes; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return "unknown-host".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+impl Lease {
+    /// Expired, or held by a process of this host that no longer exists.
+    pub fn expired(&self, now_ms: i64) -> bool {
+        now_ms >= self.expires_ms || (self.host == hostname() && !process_alive(self.pid))
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Takes (or renews) the lease of `site` for `ttl`, owned by this process.
+pub fn take(journal: &mut dyn JournalStore, site: &str, ttl: Duration) -> Result<(), CutoverError> {
+    let now = now_ms();
+    let lease = Lease {
+        host: hostname(),
+        pid: std::process::id(),
+        taken_ms: now,
+        expires_ms: now + ttl.as_millis() as i64,
+    };
+    let json = serde_json::to_string(&lease).expect("lease serializes");
+    journal.put_checkpoint_raw(SCOPE, &key(site), &json)?;
+    Ok(())
+}
+
+/// Releases the lease of `site` (the site serves from one side again).
+pub fn release(journal: &mut dyn JournalStore, site: &str) -> Result<(), CutoverError> {
+    journal.put_checkpoint_raw(SCOPE, &key(site), "null")?;
+    Ok(())
+}
+
+/// The lease of `site`, if one is held.
+pub fn get(journal: &dyn JournalStore, site: &str) -> Result<Option<Lease>, CutoverError> {
+    Ok(journal
+        .checkpoint_raw(SCOPE, &key(site))?
+        .and_then(|s| serde_json::from_str::<Option<Lease>>(&s).ok().flatten()))
+}
+
+/// Every held lease: (site, lease).
+pub fn all(journal: &dyn JournalStore) -> Result<Vec<(String, Lease)>, CutoverError> {
+    let mut out = Vec::new();
+    for (k, v) in journal.checkpoints(SCOPE)? {
+        if let Some(site) = k.strip_suffix(".lease") {
+            if let Ok(Some(l)) = serde_json::from_str::<Option<Lease>>(&v) {
+                out.push((site.to_string(), l));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What the watchdog did for one site.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Recovered {
+    pub site: String,
+    pub lease: Lease,
+    /// The state the site ended in, or why recovery failed.
+    pub result: Result<String, String>,
+}
+
+/// Recovers every site whose lease expired (or whose owner died on this host): the site is
+/// unfrozen on the side that owns its data. `specs` must list those sites; one missing is
+/// reported, never guessed.
+pub fn recover_expired(
+    journal_path: &Path,
+    specs: &[SiteSpec],
+    systems: &(dyn Fn(&SiteSpec) -> Result<Systems, String> + Sync),
+    opts: &EngineOptions,
+) -> Result<Vec<Recovered>, CutoverError> {
+    let leases = {
+        let j = SqliteJournal::open(journal_path)?;
+        all(&j)?
+    };
+    let now = now_ms();
+    let mut out = Vec::new();
+    for (site, lease) in leases {
+        if !lease.expired(now) {
+            continue;
+        }
+        let result = (|| {
+            let spec = specs
+                .iter()
+                .find(|s| s.site == site)
+                .ok_or_else(|| format!("site {site} is not in the site spec file"))?;
+            let sys = systems(spec)?;
+            let mut j = SqliteJournal::open(journal_path).map_err(|e| e.to_string())?;
+            // Re-read under our own connection: another watchdog may have been first.
+            match get(&j, &site).map_err(|e| e.to_string())? {
+                Some(l) if l.expired(now_ms()) => {}
+                _ => return Ok("already recovered".to_string()),
+            }
+            Engine::new(spec, &sys, &mut j, opts)
+                .recover()
+                .map(|r| r.state)
+                .map_err(|e| e.to_string())
+        })();
+        out.push(Recovered {
+            site,
+            lease,
+            result,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_expires_by_time_or_when_its_owner_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = SqliteJournal::open(&dir.path().join("j")).unwrap();
+        assert!(get(&j, "a").unwrap().is_none());
+        take(&mut j, "a", Duration::from_secs(60)).unwrap();
+        let l = get(&j, "a").unwrap().unwrap();
+        assert_eq!(l.pid, std::process::id());
+        assert!(!l.expired(now_ms()), "our own live lease");
+        assert!(l.expired(l.expires_ms));
+        let dead = Lease {
+            pid: i32::MAX as u32, // beyond pid_max: no such process
+            ..l.clone()
+        };
+        assert!(dead.expired(now_ms()));
+        let elsewhere = Lease {
+            host: "another-host".into(),
+            ..dead
+        };
+        assert!(
+            !elsewhere.expired(now_ms()),
+            "a PID on another host is not ours to check"
+        );
+        assert_eq!(all(&j).unwrap().len(), 1);
+        release(&mut j, "a").unwrap();
+        assert!(get(&j, "a").unwrap().is_none());
+        assert!(all(&j).unwrap().is_empty());
+    }
+}
