@@ -1,0 +1,168 @@
+//! A migrator process SIGKILLed (by PID) while a site is frozen, against two real HAProxies and
+//! real file copies: the freeze lease names the dead owner, and `migrator lease-watch --once`
+//! unfreezes the site on the side that owns its data (old before the commit point, new after
+//! it). Then `migrator finalize` ends reversibility and `migrator rollback` refuses, saying why.
+
+use drivers::haproxy::{AdminState, Haproxy, LoadBalancer};
+use migrator::journal::{JournalStore, SiteState, SqliteJournal};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+use testkit::{Backend, Haproxy as HaproxyServer, TinyHttp};
+
+/// Kills the child (SIGKILL, by its PID) if a test fails before it does.
+struct Killer(Child);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_migrator")
+}
+
+fn run(args: &[&str], d: &Path) -> Output {
+    Command::new(bin())
+        .args(args)
+        .args(["--sites"])
+        .arg(d.join("sites.json"))
+        .args(["--journal"])
+        .arg(d.join("j.sqlite"))
+        .output()
+        .unwrap()
+}
+
+fn state(d: &Path) -> Option<SiteState> {
+    let j = SqliteJournal::open(&d.join("j.sqlite")).ok()?;
+    j.site_state("shop").ok().flatten()
+}
+
+/// Starts `site migrate` with a drill pause after `phase`, waits until the journal shows the
+/// site in `reached`, then SIGKILLs the process by PID.
+fn kill_after(d: &Path, phase: &str, reached: SiteState) {
+    let child = Command::new(bin())
+        .args(["site", "migrate", "shop", "--sites"])
+        .arg(d.join("sites.json"))
+        .args(["--journal"])
+        .arg(d.join("j.sqlite"))
+        .env("MIGRATOR_DRILL_PAUSE_AFTER", format!("{phase}=60000"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut k = Killer(child);
+    let t0 = Instant::now();
+    while state(d) != Some(reached) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "never reached {reached:?} (state {:?})",
+            state(d)
+        );
+        assert!(
+            k.0.try_wait().unwrap().is_none(),
+            "the migrator exited early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = k.0.id();
+    // SAFETY: kill(2) on the PID of our own child, which has not been reaped yet.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0);
+    let _ = k.0.wait();
+    let j = SqliteJournal::open(&d.join("j.sqlite")).unwrap();
+    let lease = migrator::lease::get(&j, "shop").unwrap().expect("a lease");
+    assert_eq!(lease.pid, pid, "the lease names the killed migrator");
+}
+
+#[test]
+fn sigkilled_while_frozen_then_the_lease_watchdog_unfreezes_on_the_owning_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let old = TinyHttp::start("shop").unwrap();
+    let new = TinyHttp::start("shop").unwrap();
+    let be = |a: std::net::SocketAddr| {
+        vec![Backend {
+            name: "be_shop".into(),
+            addr: a.to_string(),
+        }]
+    };
+    let old_hp = HaproxyServer::start(&be(old.addr)).unwrap();
+    let new_hp = HaproxyServer::start(&be(new.addr)).unwrap();
+    let (old_lb, new_lb) = (Haproxy::new(old_hp.socket()), Haproxy::new(new_hp.socket()));
+    new_lb
+        .set_server_admin("be_shop", "srv", AdminState::Maint)
+        .unwrap();
+    let token = d.join("token");
+    std::fs::write(&token, "t").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::create_dir_all(d.join("old/shop/www")).unwrap();
+    std::fs::write(d.join("old/shop/www/index.php"), "<?php echo 1;").unwrap();
+    // Written as JSON (not from the struct) so new optional spec fields do not break it.
+    let spec = serde_json::json!({"sites": [{
+        "site": "shop",
+        "old_vip": "127.0.0.1", "new_vip": "127.0.0.2",
+        "old_lb": {"socket": old_hp.socket(), "backend": "be_shop", "server": "srv"},
+        "new_lb": {"socket": new_hp.socket(), "backend": "be_shop", "server": "srv"},
+        "old_web": old.addr, "new_web": new.addr,
+        "homes": [{"old": d.join("old/shop"), "new": d.join("new/shop")}],
+        "old_db_url_file": d.join("old.url"), "new_db_url_file": d.join("new.url"),
+        "proxy": {"admin": "127.0.0.1:9", "token_file": token},
+    }]});
+    std::fs::write(d.join("sites.json"), spec.to_string()).unwrap();
+    let srv = |lb: &Haproxy| lb.server_state("be_shop", "srv").unwrap();
+
+    // Killed inside the freeze, before the commit point: frozen on old, and it stays so.
+    kill_after(d, "final-sync", SiteState::FinalSynced);
+    assert_eq!(srv(&old_lb).admin, AdminState::Maint, "frozen when killed");
+    let out = run(&["lease-watch", "--once"], d);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("recovered, now aborted"), "{text}");
+    let s = srv(&old_lb);
+    assert_eq!(
+        (s.addr, s.admin),
+        (old.addr, AdminState::Ready),
+        "serves from old"
+    );
+    assert_eq!(srv(&new_lb).admin, AdminState::Maint);
+    let j = SqliteJournal::open(&d.join("j.sqlite")).unwrap();
+    assert!(migrator::lease::get(&j, "shop").unwrap().is_none());
+    drop(j);
+    // Nothing left to recover: a second look does nothing.
+    let out = run(&["lease-watch", "--once"], d);
+    assert!(out.status.success() && out.stdout.is_empty());
+
+    // Killed after the switch (the commit point): the watchdog completes on the new side.
+    kill_after(d, "switch", SiteState::Switched);
+    assert_eq!(srv(&old_lb).admin, AdminState::Maint, "frozen when killed");
+    let out = run(&["lease-watch", "--once"], d);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("recovered, now live"), "{text}");
+    let s = srv(&old_lb);
+    assert_eq!(
+        (s.addr, s.admin),
+        (new.addr, AdminState::Ready),
+        "old VIP → new web"
+    );
+    assert_eq!(srv(&new_lb).admin, AdminState::Ready);
+    assert!(d.join("new/shop/www/index.php").exists());
+
+    // Finalize, after which rollback is refused with the reason.
+    let out = run(&["finalize", "shop"], d);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("shop: finalized"), "{text}");
+    assert_eq!(state(d), Some(SiteState::Finalized));
+    let out = run(&["rollback", "shop"], d);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("finalized: rollback is refused"), "{err}");
+    assert_eq!(srv(&old_lb).addr, new.addr, "nothing moved");
+}
