@@ -316,6 +316,26 @@ fn failed_rollback_verification_keeps_serving_from_new() {
 }
 
 #[test]
+fn failed_copy_back_keeps_serving_from_new_and_is_not_left_frozen() {
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let spec = sample("shop");
+    let rec = Recorder::for_site(&spec, false);
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    rec.set_trap("data.sync_files", Trap::Fail);
+    let err = rollback(&spec, &rec, &jp).unwrap_err();
+    assert!(err.to_string().contains("rollback-copy"), "{err}");
+    assert_eq!(serving(&spec, &rec), Ok(Dc::New));
+    let j = SqliteJournal::open(&jp).unwrap();
+    assert!(crate::lease::get(&j, "shop").unwrap().is_none());
+    assert!(!crate::rollback::in_progress(&j, "shop").unwrap());
+    drop(j);
+    // The operator tries again once the copy works.
+    assert_eq!(rollback(&spec, &rec, &jp).unwrap(), "rolled_back");
+    assert_eq!(serving(&spec, &rec), Ok(Dc::Old));
+}
+
+#[test]
 fn interrupt_before_the_freeze_leaves_the_site_on_old() {
     let dir = tempfile::tempdir().unwrap();
     let jp = dir.path().join("j");

@@ -93,24 +93,27 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
         }
         v
     };
-    engine.phase(Phase::RollbackCopy, |e| {
+    let copied = engine.phase(Phase::RollbackCopy, |e| {
         let moved = e.copy_pass(spec, &back, Direction::Back, true, Phase::RollbackCopy)?;
         Ok(((), moved))
-    })?;
-    let verified = engine.phase(Phase::RollbackVerify, |e| {
-        let diffs = e
-            .sys
-            .data
-            .verify(spec, &back)
-            .map_err(CutoverError::system(Phase::RollbackVerify))?;
-        if diffs.is_empty() {
-            Ok(((), 0))
-        } else {
-            Err(CutoverError::VerifyFailed(diffs))
-        }
+    });
+    // A copy back that fails is handled like one that does not verify: never left frozen.
+    let verified = copied.and_then(|()| {
+        engine.phase(Phase::RollbackVerify, |e| {
+            let diffs = e
+                .sys
+                .data
+                .verify(spec, &back)
+                .map_err(CutoverError::system(Phase::RollbackVerify))?;
+            if diffs.is_empty() {
+                Ok(((), 0))
+            } else {
+                Err(CutoverError::VerifyFailed(diffs))
+            }
+        })
     });
     if let Err(cause) = verified {
-        // The copy back is not exact: the new side keeps the data and serves again.
+        // The copy back failed or is not exact: the new side keeps the data and serves again.
         undo_freeze(engine)?;
         engine
             .journal
