@@ -65,6 +65,7 @@ fn database_moves_and_rolls_back_under_writes_with_nothing_lost() {
         users_file: "unused".into(),
         default_side: "old".into(),
         backends,
+        backend_sockets: BTreeMap::new(),
         databases: BTreeMap::new(),
         limits: Default::default(),
         admin: None,

@@ -3,11 +3,14 @@
 //! re-preparing statements, the user sync query).
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::auth::{scramble_token, Stage1};
 use crate::protocol::{
@@ -65,9 +68,53 @@ pub struct Login {
     pub max_packet: u32,
 }
 
+/// TCP, or the same server's unix socket when the proxy runs on its host.
+pub enum BackendStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl AsyncRead for BackendStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for BackendStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Self::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 /// An authenticated backend connection.
 pub struct BackendConn {
-    pub stream: TcpStream,
+    pub stream: BackendStream,
     /// Bytes read from the backend not yet consumed.
     pub buf: BytesMut,
     pub side: String,
@@ -102,14 +149,26 @@ impl BackendConn {
         }
     }
 
-    /// Connects and logs in. `timeout` bounds the whole exchange.
+    /// Connects over TCP and logs in. `timeout` bounds the whole exchange.
     pub async fn connect(
         side: &str,
         addr: SocketAddr,
         login: &Login,
         timeout: Duration,
     ) -> Result<Self, BackendError> {
-        match tokio::time::timeout(timeout, Self::connect_inner(side, addr, login)).await {
+        Self::connect_via(side, addr, None, login, timeout).await
+    }
+
+    /// As [`connect`](Self::connect), through `socket` (the unix socket of the server at
+    /// `addr`) when given; `addr` still names the backend in errors.
+    pub async fn connect_via(
+        side: &str,
+        addr: SocketAddr,
+        socket: Option<&Path>,
+        login: &Login,
+        timeout: Duration,
+    ) -> Result<Self, BackendError> {
+        match tokio::time::timeout(timeout, Self::connect_inner(side, addr, socket, login)).await {
             Ok(r) => r,
             Err(_) => Err(BackendError::Timeout {
                 side: side.into(),
@@ -122,16 +181,27 @@ impl BackendConn {
     async fn connect_inner(
         side: &str,
         addr: SocketAddr,
+        socket: Option<&Path>,
         login: &Login,
     ) -> Result<Self, BackendError> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|source| BackendError::Io {
-                side: side.into(),
-                addr,
-                source,
-            })?;
-        let _ = stream.set_nodelay(true);
+        let io_err = |source: std::io::Error| BackendError::Io {
+            side: side.into(),
+            addr,
+            source,
+        };
+        let stream = match socket {
+            Some(path) => BackendStream::Unix(UnixStream::connect(path).await.map_err(|e| {
+                io_err(std::io::Error::new(
+                    e.kind(),
+                    format!("unix socket {}: {e}", path.display()),
+                ))
+            })?),
+            None => {
+                let s = TcpStream::connect(addr).await.map_err(io_err)?;
+                let _ = s.set_nodelay(true);
+                BackendStream::Tcp(s)
+            }
+        };
         let mut conn = Self {
             stream,
             buf: BytesMut::with_capacity(4096),

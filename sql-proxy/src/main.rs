@@ -58,19 +58,21 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    // SQL_PROXY_WORKER_THREADS: runtime worker threads (default: one per core).
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Ok(n) = std::env::var("SQL_PROXY_WORKER_THREADS") {
-        let n: usize =
-            n.parse().ok().filter(|n| *n > 0).with_context(|| {
+    // SQL_PROXY_WORKER_THREADS: session threads (default: one per core). Accepting, the admin
+    // API and signals run on the main thread.
+    let workers =
+        match std::env::var("SQL_PROXY_WORKER_THREADS") {
+            Ok(n) => n.parse().ok().filter(|n| *n > 0).with_context(|| {
                 format!("SQL_PROXY_WORKER_THREADS={n:?} is not a positive number")
-            })?;
-        builder.worker_threads(n);
-    }
-    let rt = builder.enable_all().build()?;
+            })?,
+            Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         match cli.cmd {
-            Cmd::Run { config } => run(config).await,
+            Cmd::Run { config } => run(config, workers).await,
             Cmd::SyncUsers {
                 from,
                 user,
@@ -116,6 +118,10 @@ fn reload(config: &std::path::Path, old: &Config, shared: &Arc<Shared>) {
     match Config::load(config) {
         Ok(cfg) => {
             *shared.backends.write().expect("backends lock") = cfg.backends.clone();
+            *shared
+                .backend_sockets
+                .write()
+                .expect("backend sockets lock") = cfg.backend_sockets.clone();
             let known: Vec<String> = shared
                 .routes
                 .read()
@@ -134,7 +140,7 @@ fn reload(config: &std::path::Path, old: &Config, shared: &Arc<Shared>) {
     }
 }
 
-async fn run(config: PathBuf) -> Result<()> {
+async fn run(config: PathBuf, workers: usize) -> Result<()> {
     let cfg = Config::load(&config)?;
     let users = UserStore::load(&cfg.users_file)?;
     let tls = match &cfg.tls {
@@ -142,7 +148,9 @@ async fn run(config: PathBuf) -> Result<()> {
         None => None,
     };
     let shared = Shared::new(&cfg, users, tls);
-    let (bound, _tasks) = sql_proxy::server::listen(shared.clone(), &cfg.listen).await?;
+    let workers = sql_proxy::server::Workers::start(workers)?;
+    let (bound, _tasks) =
+        sql_proxy::server::listen_on(shared.clone(), &cfg.listen, Some(workers)).await?;
     for a in &bound {
         tracing::info!(listen = %a, "serving MySQL clients");
     }

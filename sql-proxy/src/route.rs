@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -77,6 +78,8 @@ pub struct SessionInfo {
 pub struct Shared {
     pub routes: RwLock<HashMap<String, Arc<DbRoute>>>,
     pub backends: RwLock<BTreeMap<String, SocketAddr>>,
+    /// Sides reached through a unix socket instead (see `Config::backend_sockets`).
+    pub backend_sockets: RwLock<BTreeMap<String, PathBuf>>,
     pub default_side: RwLock<Arc<str>>,
     pub users: RwLock<Arc<UserStore>>,
     pub sessions: Mutex<BTreeMap<u64, Arc<SessionInfo>>>,
@@ -100,6 +103,7 @@ impl Shared {
         let s = Arc::new(Self {
             routes: RwLock::new(HashMap::new()),
             backends: RwLock::new(cfg.backends.clone()),
+            backend_sockets: RwLock::new(cfg.backend_sockets.clone()),
             default_side: RwLock::new(Arc::from(cfg.default_side.as_str())),
             users: RwLock::new(Arc::new(users)),
             sessions: Mutex::new(BTreeMap::new()),
@@ -162,6 +166,15 @@ impl Shared {
             .expect("backends lock")
             .get(side)
             .copied()
+    }
+
+    /// The unix socket to reach `side` through, if configured.
+    pub fn backend_socket(&self, side: &str) -> Option<PathBuf> {
+        self.backend_sockets
+            .read()
+            .expect("backend sockets lock")
+            .get(side)
+            .cloned()
     }
 
     pub fn counters(&self, db: &str, side: &str) -> Arc<Counters> {

@@ -290,7 +290,8 @@ impl Session {
         let mut login = self.login.clone();
         login.database = self.state.database.clone();
         let timeout = Duration::from_millis(self.shared.limits.backend_connect_ms);
-        let mut be = BackendConn::connect(side, addr, &login, timeout)
+        let socket = self.shared.backend_socket(side);
+        let mut be = BackendConn::connect_via(side, addr, socket.as_deref(), &login, timeout)
             .await
             .map_err(|e| backend_err_to_client(&e, &db))?;
         let fail = |what: &str, e: BackendError| {

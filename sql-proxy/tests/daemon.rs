@@ -1,5 +1,6 @@
 //! The `sql-proxy` binary end to end: `sync-users` writes a 0600 store with hashes only, `run`
-//! serves clients from a config file, and nothing secret reaches its logs.
+//! serves clients from a config file (sessions spread over worker threads, backends over TCP
+//! or their unix socket), and nothing secret reaches its logs.
 
 mod common;
 
@@ -117,5 +118,73 @@ fn sync_users_and_run_serve_clients_without_logging_secrets() {
         testkit::mariadb::ADMIN_PASSWORD,
     ] {
         assert!(!text.contains(secret), "log contains a secret: {text}");
+    }
+}
+
+/// `[backend_sockets]`: the daemon reaches the side through the server's unix socket (the
+/// server sees the proxy's logins from `localhost`), sessions spread over two worker threads.
+#[test]
+fn backend_reached_through_its_unix_socket_from_worker_threads() {
+    let db = backend();
+    let bin = env!("CARGO_BIN_EXE_sql-proxy");
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("admin.pw");
+    std::fs::write(&pw_file, testkit::mariadb::ADMIN_PASSWORD).unwrap();
+    let users = dir.path().join("users.json");
+    let out = Command::new(bin)
+        .args(["sync-users", "--user", "admin", "--from"])
+        .arg(format!("127.0.0.1:{}", db.port()))
+        .arg("--password-file")
+        .arg(&pw_file)
+        .arg("--out")
+        .arg(&users)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let port = testkit::free_port().unwrap();
+    let cfg = dir.path().join("proxy.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = [\"127.0.0.1:{port}\"]\nusers_file = \"{}\"\ndefault_side = \"old\"\n\
+             [backends]\nold = \"127.0.0.1:{}\"\n[backend_sockets]\nold = \"{}\"\n",
+            users.display(),
+            db.port(),
+            db.socket().display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("proxy.log");
+    let _daemon = Daemon(
+        Command::new(bin)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("SQL_PROXY_WORKER_THREADS", "2")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let up = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "{}", std::fs::read_to_string(&log).unwrap());
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Several sessions (round-robin over the workers), each through the socket.
+    for i in 0..4 {
+        let out = cli(
+            addr,
+            APP_USER,
+            APP_PASSWORD,
+            &["shop"],
+            &format!("SELECT USER(), {i}"),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("app@localhost\t{i}\n"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -70,6 +70,7 @@ pub async fn proxy_tls(
         users_file: "unused".into(),
         default_side: "old".into(),
         backends,
+        backend_sockets: BTreeMap::new(),
         databases: BTreeMap::new(),
         limits,
         admin: None,
