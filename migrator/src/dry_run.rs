@@ -367,7 +367,11 @@ impl DataMover for Recorder {
                 "create homes {homes:?}, databases {:?} with users (same hash), compat paths, web config",
                 spec.databases
             ),
-        )
+        )?;
+        for line in crate::web_host::describe(spec) {
+            self.act("data.prepare_web_host", "web-host", Dc::New, line)?;
+        }
+        Ok(())
     }
     fn sync_files(&self, spec: &SiteSpec, dir: Direction) -> SysResult<u64> {
         let (to, line) = match dir {

@@ -5,10 +5,12 @@
 //! Database admin credentials come from each DC's `[client]` option file (0600) and are written
 //! as `mysql://` URL files (0600) next to the output, never printed. The migrator is meant to
 //! run inside the lab's client namespace, which routes to both LANs, the VIPs and the DNS.
+//! The new side is prepared over SSH on new-dc's sshd (host key from the lab's known_hosts),
+//! which runs in new-dc's mount namespace: the compat path and nginx map entry land there.
 
 use crate::site_spec::{
     Budget, DnsSpec, FingerprintSpec, HomeSpec, LbSpec, ProxySpec, SiteSpec, SpecError, SpecFile,
-    TunnelSpec,
+    TunnelSpec, WebHostSpec,
 };
 use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -18,10 +20,18 @@ use std::path::{Path, PathBuf};
 #[derive(Deserialize)]
 struct Lab {
     zone: String,
+    state_dir: PathBuf,
     old: Dc,
     new: Dc,
     dns: DnsState,
     sites: Vec<LabSite>,
+    #[serde(default)]
+    tunnel: Option<LabTunnel>,
+}
+
+#[derive(Deserialize)]
+struct LabTunnel {
+    config_dir: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -31,6 +41,13 @@ struct Dc {
     db_admin_credentials: PathBuf,
     haproxy_admin_socket: PathBuf,
     filer: Filer,
+    ssh_addr: Ipv4Addr,
+    ssh_port: u16,
+    known_hosts: PathBuf,
+    ssh_client_key: PathBuf,
+    nginx_sites_map: PathBuf,
+    #[serde(default)]
+    nginx_pid_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +156,22 @@ pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecE
     write_secret(&old_url, &url_from_cnf(&lab.old.db_admin_credentials)?)?;
     write_secret(&new_url, &url_from_cnf(&lab.new.db_admin_credentials)?)?;
     let dns_addr = SocketAddr::from((lab.dns.addr, lab.dns.port));
+    // The lab's tunnel keeps its runtime state next to its config.
+    let tunnel = opts.tunnel.clone().map(|mut t| {
+        if let (None, Some(lt)) = (&t.state_dir, &lab.tunnel) {
+            if t.config.starts_with(&lt.config_dir) {
+                t.state_dir = Some(lt.config_dir.join("run"));
+            }
+        }
+        t
+    });
+    let nginx_pid = lab
+        .new
+        .nginx_pid_file
+        .clone()
+        .unwrap_or_else(|| lab.state_dir.join("new-dc").join("nginx.pid"));
+    let old_home =
+        |login: &str| PathBuf::from(format!("/homez.{}", lab.old.filer.number)).join(login);
     let sites = lab
         .sites
         .iter()
@@ -170,13 +203,23 @@ pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecE
                 old: lab.old.filer.backing_dir.join(&s.login),
                 new: lab.new.filer.backing_dir.join(&s.login),
                 // The customer's absolute path on the new web servers.
-                compat_link: Some(
-                    PathBuf::from(format!("/homez.{}", lab.old.filer.number)).join(&s.login),
-                ),
+                compat_link: Some(old_home(&s.login)),
                 compat_target: Some(
                     PathBuf::from(format!("/homez.{}", lab.new.filer.number)).join(&s.login),
                 ),
             }],
+            // new-dc's web server, through its sshd (which runs in new-dc's mount namespace,
+            // where the compat path must resolve).
+            new_web_host: Some(WebHostSpec {
+                ssh: format!("root@{}", lab.new.ssh_addr),
+                port: lab.new.ssh_port,
+                known_hosts: lab.new.known_hosts.clone(),
+                identity: lab.new.ssh_client_key.clone(),
+                nginx_map: lab.new.nginx_sites_map.clone(),
+                nginx_reload: format!("kill -HUP \"$(cat '{}')\"", nginx_pid.display()),
+                server_name: s.domain.clone(),
+                document_root: old_home(&s.login).join("www"),
+            }),
             databases: vec![s.database.clone()],
             old_db_url_file: old_url.clone(),
             new_db_url_file: new_url.clone(),
@@ -186,11 +229,12 @@ pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecE
                 old_side: "old".into(),
                 new_side: "new".into(),
             },
-            tunnel: opts.tunnel.clone(),
+            tunnel: tunnel.clone(),
             fingerprint: Some(FingerprintSpec {
                 addr: SocketAddr::from((lab.old.vip, 80)),
                 host: s.domain.clone(),
-                path: "/?op=read".into(),
+                // A page that does not change with traffic or with the serving side.
+                path: "/?op=about".into(),
             }),
             budget: opts.budget.clone(),
         })
@@ -220,11 +264,17 @@ mod tests {
                 "db_admin_credentials": d.join(format!("{side}.cnf")),
                 "haproxy_admin_socket": format!("/run/{side}.sock"),
                 "filer": {"number": n, "path": format!("/homez.{n}"), "backing_dir": format!("/lab/filers/homez.{n}")},
+                "ssh_addr": format!("10.{net}.0.22"),
+                "ssh_port": 22,
+                "known_hosts": "/lab/known_hosts",
+                "ssh_client_key": "/lab/private/migrator_ed25519",
+                "nginx_sites_map": format!("/lab/{side}-dc/nginx-sites.map"),
                 "extra": "ignored"
             })
         };
         let state = serde_json::json!({
             "zone": "lab.test",
+            "state_dir": "/lab",
             "old": dc("old", 3, 1),
             "new": dc("new", 4, 2),
             "dns": {"addr": "172.31.0.53", "port": 53, "tsig_key_file": "/lab/tsig.key"},
@@ -251,6 +301,13 @@ mod tests {
             s.homes[0].compat_target.as_deref(),
             Some(Path::new("/homez.4/site0001"))
         );
+        let w = s.new_web_host.as_ref().unwrap();
+        assert_eq!(w.ssh, "root@10.2.0.22");
+        assert_eq!(w.document_root, Path::new("/homez.3/site0001/www"));
+        assert_eq!(
+            w.nginx_reload,
+            "kill -HUP \"$(cat '/lab/new-dc/nginx.pid')\""
+        );
         let md = std::fs::metadata(&s.old_db_url_file).unwrap();
         assert_eq!(md.permissions().mode() & 0o777, 0o600);
         assert_eq!(
@@ -258,7 +315,7 @@ mod tests {
             "mysql://labadmin:Pwnew1@10.1.0.20:3306"
         );
         // A missing field is named.
-        std::fs::write(&sp, r#"{"zone":"lab.test"}"#).unwrap();
+        std::fs::write(&sp, r#"{"zone":"lab.test","state_dir":"/lab"}"#).unwrap();
         let e = specs_from_lab(&sp, &opts).unwrap_err().to_string();
         assert!(e.contains("state.json") && e.contains("old"), "{e}");
     }

@@ -53,4 +53,5 @@ pub mod systems;
 pub mod throttle;
 pub mod verify;
 pub mod wave;
+pub mod web_host;
 pub mod wire;

@@ -82,6 +82,38 @@ pub struct HomeSpec {
     pub compat_target: Option<PathBuf>,
 }
 
+/// The new web server a site is prepared on, reached over SSH the way an operator reaches it:
+/// the system OpenSSH client, host key checked against `known_hosts` (never added), key
+/// authentication, no prompts. `prepare` runs one idempotent script there (see
+/// [`crate::web_host`]): the compat path (`HomeSpec::compat_link` → `compat_target`, in that
+/// server's own filesystem), the nginx `map` line `server_name document_root;`, and
+/// `nginx_reload` when the map changed. Without it, compat paths are made on the migrator's host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebHostSpec {
+    /// `user@host` of the new web server's sshd.
+    pub ssh: String,
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// known_hosts file holding that server's host key.
+    pub known_hosts: PathBuf,
+    /// Private key (0600) to log in with.
+    pub identity: PathBuf,
+    /// The nginx include file with `map $host $site_root` lines, on that server.
+    pub nginx_map: PathBuf,
+    /// Shell command (run there) that reloads nginx, e.g. `nginx -s reload`.
+    pub nginx_reload: String,
+    /// The site's host name in the map.
+    pub server_name: String,
+    /// The document root the map names: the customer's OLD absolute path (it resolves through
+    /// the compat path).
+    pub document_root: PathBuf,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+
 /// The SQL proxy that answers on the old DB endpoints.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -173,6 +205,9 @@ pub struct SiteSpec {
     /// The new web server as the OLD HAProxy reaches it (through the tunnel).
     pub new_web: SocketAddr,
     pub homes: Vec<HomeSpec>,
+    /// Where `prepare` makes the compat paths and web config (absent: on the migrator's host).
+    #[serde(default)]
+    pub new_web_host: Option<WebHostSpec>,
     /// The site's databases (the same name on both sides).
     #[serde(default)]
     pub databases: Vec<String>,
@@ -279,6 +314,7 @@ pub fn sample(site: &str) -> SiteSpec {
             compat_link: None,
             compat_target: None,
         }],
+        new_web_host: None,
         databases: vec![format!("db_{site}")],
         old_db_url_file: "/tmp/old.url".into(),
         new_db_url_file: "/tmp/new.url".into(),

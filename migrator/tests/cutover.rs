@@ -66,6 +66,7 @@ fn spec(
             compat_link: Some(dir.join("new/homez.1/shop")),
             compat_target: Some(dir.join("new/homez.9/shop")),
         }],
+        new_web_host: None,
         databases: vec![],
         old_db_url_file: dir.join("old.url"),
         new_db_url_file: dir.join("new.url"),

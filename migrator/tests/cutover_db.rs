@@ -159,6 +159,7 @@ fn database_moves_and_rolls_back_under_writes_with_nothing_lost() {
             compat_link: None,
             compat_target: None,
         }],
+        new_web_host: None,
         databases: vec!["shop".into()],
         old_db_url_file: d.join("old.url"),
         new_db_url_file: d.join("new.url"),

@@ -293,3 +293,27 @@ pub fn haproxy_command(socket: &Path, command: &str) -> std::io::Result<String> 
     s.read_to_string(&mut out)?;
     Ok(out)
 }
+
+/// Puts every site's server on this DC's HAProxy in maintenance (runtime API, batches of
+/// `;`-separated commands), and checks the answers are empty (success).
+pub fn haproxy_maint_all(dc: &DcState, sites: &[crate::state::SiteState]) -> Result<()> {
+    for chunk in sites.chunks(100) {
+        let cmd: Vec<String> = chunk
+            .iter()
+            .map(|s| format!("set server be_{}/web state maint", s.login))
+            .collect();
+        let cmd = cmd.join(";");
+        let out = haproxy_command(&dc.haproxy_admin_socket, &cmd).map_err(LabError::io(
+            "haproxy runtime API",
+            &dc.haproxy_admin_socket,
+        ))?;
+        if !out.trim().is_empty() {
+            return Err(LabError::Command {
+                command: format!("haproxy runtime API: {}…", &cmd[..cmd.len().min(60)]),
+                status: "refused".into(),
+                stderr: out.trim().to_string(),
+            });
+        }
+    }
+    Ok(())
+}

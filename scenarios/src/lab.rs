@@ -94,6 +94,7 @@ fn dc_skeleton(side: Side, run: &str, dir: &Path, filer: u32) -> DcState {
         haproxy_admin_socket: private.join("haproxy.sock"),
         haproxy_map: root.join("haproxy-sites.map"),
         nginx_sites_map: root.join("nginx-sites.map"),
+        nginx_pid_file: Some(root.join("nginx.pid")),
         php_fpm_socket: root.join("php-fpm.sock"),
         filer: FilerState {
             number: filer,
@@ -250,6 +251,11 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
         st.mounts.extend(m);
         st.save()?;
     }
+
+    // new-dc's web server has its own (empty) directory at the old filer's path, where the
+    // migrator makes compat paths: a small tmpfs inside new-dc's mount namespace, so they never
+    // touch the host's `/homez.<old>` and vanish with the namespace.
+    topology::mount_compat_root(&st.new, &st.old.filer.path, &st.run_id)?;
 
     // Secrets: TSIG key, SSH keys, per-database passwords.
     secrets::tsig_key(&st.dns.tsig_key_name, &st.dns.tsig_key_file)?;
@@ -420,7 +426,7 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
         std::fs::write(&dc.nginx_sites_map, sites::nginx_map(&served))
             .map_err(LabError::io("writing nginx map", &dc.nginx_sites_map))?;
         // Both HAProxies know every site; the new DC's servers start in maintenance.
-        let (map, backends) = sites::haproxy_sites(&st.sites, dc.web_addr, side == Side::Old);
+        let (map, backends) = sites::haproxy_sites(&st.sites, dc.web_addr);
         std::fs::write(&dc.haproxy_map, map)
             .map_err(LabError::io("writing haproxy map", &dc.haproxy_map))?;
         let host_key = &host_keys[dc.side.label()];
@@ -439,6 +445,10 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
         let dc = st.dc(side);
         wait_socket(dc, &dc.php_fpm_socket)?;
         wait_socket(dc, &dc.haproxy_admin_socket)?;
+        if side == Side::New {
+            // Every site's new-dc server waits in maintenance until its cutover.
+            svc::haproxy_maint_all(dc, &st.sites)?;
+        }
         wait_tcp(dc, "nginx", SocketAddr::from((dc.web_addr, 80)))?;
         wait_tcp(dc, "haproxy", SocketAddr::from((dc.vip, 80)))?;
         wait_tcp(dc, "sshd", SocketAddr::from((dc.ssh_addr, dc.ssh_port)))?;

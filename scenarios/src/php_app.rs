@@ -6,6 +6,8 @@
 //! - `GET  /?op=read`              counts rows in its tables (a read through the DB hostname)
 //! - `POST /?op=write&token=T`     stores the body in `events` and in `<abs home>/www/uploads/T.txt`
 //! - `GET  /?op=get&token=T`       tells whether the row and the upload file exist
+//! - `GET  /?op=about`             site, name and article count: an answer that changes neither
+//!   with traffic nor with the serving side (the migrator's post-cutover fingerprint)
 
 /// `config.php` for one site: the customer's DB hostname, user, password and absolute paths.
 pub fn config_php(
@@ -37,7 +39,7 @@ mysqli_report(MYSQLI_REPORT_ERROR | MYSQLI_REPORT_STRICT);
 function out($code, $data) { http_response_code($code); echo json_encode($data), "\n"; exit; }
 $op = $_GET['op'] ?? 'read';
 $token = $_GET['token'] ?? '';
-if ($op !== 'read' && !preg_match('/^[A-Za-z0-9_-]{1,64}$/', $token)) {
+if ($op !== 'read' && $op !== 'about' && !preg_match('/^[A-Za-z0-9_-]{1,64}$/', $token)) {
     out(400, ['ok' => false, 'error' => 'bad token']);
 }
 try {
@@ -63,6 +65,10 @@ try {
         $file = UPLOAD_DIR . '/' . $token . '.txt';
         out(200, ['ok' => true, 'site' => SITE_LOGIN, 'token' => $token, 'found' => $row !== null,
                   'file' => is_file($file), 'server' => $server]);
+    } elseif ($op === 'about') {
+        $articles = $db->query('SELECT COUNT(*) FROM articles')->fetch_row()[0];
+        $name = $db->query("SELECT value FROM settings WHERE name = 'site_name'")->fetch_row()[0];
+        out(200, ['ok' => true, 'site' => SITE_LOGIN, 'name' => $name, 'articles' => (int)$articles]);
     } else {
         $articles = $db->query('SELECT COUNT(*) FROM articles')->fetch_row()[0];
         $events = $db->query('SELECT COUNT(*) FROM events')->fetch_row()[0];

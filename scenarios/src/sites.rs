@@ -277,21 +277,18 @@ pub fn zone_records(sites: &[SiteState], vip: std::net::Ipv4Addr) -> String {
 }
 
 /// HAProxy map (`Host` → backend) and one backend per site with one server `web`.
-/// `enabled = false` creates the servers in maintenance (the new DC before a cutover).
-pub fn haproxy_sites(
-    sites: &[SiteState],
-    web: std::net::Ipv4Addr,
-    enabled: bool,
-) -> (String, String) {
+/// The new DC's servers are put in maintenance through the runtime API right after start
+/// ([`crate::dc_services::haproxy_maint_all`]): a config `disabled` would be a config-level
+/// maintenance that `set server … state ready` cannot lift at cutover.
+pub fn haproxy_sites(sites: &[SiteState], web: std::net::Ipv4Addr) -> (String, String) {
     let mut map = String::new();
     let mut backends = String::new();
     for s in sites {
         let _ = writeln!(map, "{} be_{}", s.domain, s.login);
         let _ = writeln!(
             backends,
-            "backend be_{}\n    server web {web}:80{}\n",
-            s.login,
-            if enabled { "" } else { " disabled" }
+            "backend be_{}\n    server web {web}:80\n",
+            s.login
         );
     }
     (map, backends)

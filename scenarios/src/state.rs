@@ -120,6 +120,9 @@ pub struct DcState {
     pub haproxy_map: PathBuf,
     /// nginx `map $host $site_root` include file; reload nginx (SIGHUP) after editing.
     pub nginx_sites_map: PathBuf,
+    /// nginx master's pid file (`kill -HUP "$(cat …)"` reloads it).
+    #[serde(default)]
+    pub nginx_pid_file: Option<PathBuf>,
     pub php_fpm_socket: PathBuf,
     pub filer: FilerState,
 }

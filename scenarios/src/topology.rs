@@ -170,6 +170,23 @@ pub fn create_dc_mount_ns(dc: &DcState) -> Result<Vec<PathBuf>> {
     Ok(mounts)
 }
 
+/// Mounts a small tmpfs at `path` inside `dc`'s mount namespace (the directory where that DC's
+/// web server gets compat paths for another filer's absolute paths).
+pub fn mount_compat_root(dc: &DcState, path: &Path, run_id: &str) -> Result<()> {
+    run(Command::new("nsenter").args([
+        &format!("--mount={}", dc.mount_ns.display()),
+        "--",
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "mode=0755,size=16m",
+        &format!("hostmove-compat-{run_id}"),
+        &path.to_string_lossy(),
+    ]))?;
+    Ok(())
+}
+
 /// True if `path` is a mount point in the host's mount namespace.
 pub fn is_mounted(path: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
