@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Benchmark: sysbench oltp_point_select and oltp_read_write, direct to MariaDB vs HAProxy
-# (TCP mode) vs sql-proxy, alternating (direct, haproxy, proxy) per round after a warm-up, in
-# one run; then the proxy's RSS with 1,000 idle client connections.
+# (TCP mode) vs sql-proxy, alternating per round after a warm-up, in one run; then the proxy's
+# RSS with 1,000 idle client connections. Targets: direct; haproxy and proxy reaching MariaDB
+# over TCP; haproxy-unix and proxy-unix reaching it over its unix socket (both on this host).
+# Besides QPS and p99, each run reports CPU time per query of MariaDB, the middle hop and
+# sysbench itself (utime+stime from /proc and getrusage), so the cost of a hop is visible.
+# Everything is started from this script (one session: with autogroup scheduling, processes
+# in different sessions get separate CPU shares, which skews a comparison).
 #
 # Usage: sql-proxy/bench/compare.sh [ROUNDS=5] [SECONDS=10] [THREADS=8]
 # Needs: release build of sql-proxy and the idle_conns example
@@ -29,7 +34,8 @@ mariadb-install-db --no-defaults --datadir="$W/data" --user=root --auth-root-aut
 mariadbd --no-defaults --datadir="$W/data" --port="$DBP" --bind-address=127.0.0.1 --socket="$W/s" \
   --pid-file="$W/pid" --log-error="$W/err" --user=root --skip-name-resolve --max-connections=3000 \
   --innodb-buffer-pool-size=256M --innodb-flush-log-at-trx-commit=2 &
-PIDS+=($!)
+DB_PID=$!
+PIDS+=($DB_PID)
 for _ in $(seq 100); do mariadb --no-defaults -S "$W/s" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
 mariadb --no-defaults -S "$W/s" -uroot -e "CREATE DATABASE shop; CREATE USER app@'%' IDENTIFIED BY 'bench-pw'; GRANT ALL ON shop.* TO app@'%'; CREATE USER admin@'%' IDENTIFIED BY 'admin-pw'; GRANT ALL ON *.* TO admin@'%';"
 
@@ -49,7 +55,14 @@ backend be
   server db 127.0.0.1:$DBP
 CFG
 haproxy -db -f "$W/haproxy.cfg" &
-PIDS+=($!)
+HAPROXY_PID=$!
+PIDS+=($HAPROXY_PID)
+HU=$(free_port)
+sed -e "s|bind 127.0.0.1:$HP|bind 127.0.0.1:$HU|" -e "s|server db 127.0.0.1:$DBP|server db $W/s|" \
+  "$W/haproxy.cfg" > "$W/haproxy-unix.cfg"
+haproxy -db -f "$W/haproxy-unix.cfg" &
+HAPROXYU_PID=$!
+PIDS+=($HAPROXYU_PID)
 
 PP=$(free_port)
 echo admin-pw > "$W/admin.pw"
@@ -64,26 +77,46 @@ CFG
 RUST_LOG=warn "$BIN" run --config "$W/proxy.toml" &
 PROXY_PID=$!
 PIDS+=($PROXY_PID)
+PU=$(free_port)
+sed -e "s|127.0.0.1:$PP|127.0.0.1:$PU|" "$W/proxy.toml" > "$W/proxy-unix.toml"
+printf '[backend_sockets]\nold = "%s"\n' "$W/s" >> "$W/proxy-unix.toml"
+RUST_LOG=warn "$BIN" run --config "$W/proxy-unix.toml" &
+PROXYU_PID=$!
+PIDS+=($PROXYU_PID)
 sleep 1
 
-sb() { # port workload seconds
-  sysbench "$2" --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$1" --mysql-user=app \
+sb() { # port workload seconds; prints sysbench's output, then "SBCPU <seconds>"
+  python3 -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[1:])
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print("SBCPU", r.ru_utime + r.ru_stime)' \
+    sysbench "$2" --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$1" --mysql-user=app \
     --mysql-password=bench-pw --mysql-db=shop --tables=4 --table-size=10000 --threads="$THREADS" \
     --time="$3" --percentile=99 --report-interval=0 run
 }
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; } # utime+stime in clock ticks
 sysbench oltp_read_write --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$DBP" --mysql-user=app \
   --mysql-password=bench-pw --mysql-db=shop --tables=4 --table-size=10000 prepare >/dev/null
-declare -A PORT=([direct]=$DBP [haproxy]=$HP [proxy]=$PP)
-for t in direct haproxy proxy; do sb "${PORT[$t]}" oltp_point_select 3 >/dev/null; done
-echo -e "workload\tround\ttarget\tqps\tp99_ms" > "$W/raw.tsv"
+TARGETS=(direct haproxy proxy haproxy-unix proxy-unix)
+declare -A PORT=([direct]=$DBP [haproxy]=$HP [proxy]=$PP [haproxy-unix]=$HU [proxy-unix]=$PU)
+declare -A MID=([direct]="" [haproxy]=$HAPROXY_PID [proxy]=$PROXY_PID [haproxy-unix]=$HAPROXYU_PID [proxy-unix]=$PROXYU_PID)
+for t in "${TARGETS[@]}"; do sb "${PORT[$t]}" oltp_point_select 3 >/dev/null; done
+TCK=$(getconf CLK_TCK)
+echo -e "workload\tround\ttarget\tqps\tp99_ms\terrors\tdb_us_per_q\tmid_us_per_q\tsysbench_us_per_q" > "$W/raw.tsv"
 for wl in oltp_point_select oltp_read_write; do
   for r in $(seq "$ROUNDS"); do
-    for t in direct haproxy proxy; do
+    for t in "${TARGETS[@]}"; do
+      mid=${MID[$t]}
+      db0=$(ticks "$DB_PID"); mid0=$([ -n "$mid" ] && ticks "$mid" || echo 0)
       out=$(sb "${PORT[$t]}" "$wl" "$SECS")
+      db1=$(ticks "$DB_PID"); mid1=$([ -n "$mid" ] && ticks "$mid" || echo 0)
+      q=$(echo "$out" | awk '/queries:/ {print $2}')
       qps=$(echo "$out" | awk '/queries:/ {gsub("\\(","",$3); print $3}')
       p99=$(echo "$out" | awk '/99th percentile:/ {print $3}')
       err=$(echo "$out" | awk '/ignored errors:/ {print $3}')
-      echo -e "$wl\t$r\t$t\t$qps\t$p99\terrors=$err" | tee -a "$W/raw.tsv" >&2
+      sbcpu=$(echo "$out" | awk '/^SBCPU/ {print $2}')
+      cpu=$(python3 -c "q=$q; t=$TCK; print(f'{($db1-$db0)/t/q*1e6:.1f}\t{($mid1-$mid0)/t/q*1e6:.1f}\t{$sbcpu/q*1e6:.1f}')")
+      echo -e "$wl\t$r\t$t\t$qps\t$p99\t$err\t$cpu" | tee -a "$W/raw.tsv" >&2
     done
   done
 done
@@ -92,12 +125,15 @@ import sys, statistics as st
 rows=[l.rstrip("\n").split("\t") for l in open(sys.argv[1]).readlines()[1:]]
 for wl in ["oltp_point_select","oltp_read_write"]:
     m={}
-    for t in ["direct","haproxy","proxy"]:
-        q=[float(r[3]) for r in rows if r[0]==wl and r[2]==t]
-        p=[float(r[4]) for r in rows if r[0]==wl and r[2]==t]
+    for t in ["direct","haproxy","proxy","haproxy-unix","proxy-unix"]:
+        sel=[r for r in rows if r[0]==wl and r[2]==t]
+        q=[float(r[3]) for r in sel]
+        p=[float(r[4]) for r in sel]
+        cpu=[st.median(float(r[i]) for r in sel) for i in (6,7,8)]
         m[t]=(st.median(q),min(q),max(q),st.median(p),min(p),max(p))
-        print(f"{wl}\t{t}\tqps median {m[t][0]:.0f} (min {m[t][1]:.0f}, max {m[t][2]:.0f})\tp99 median {m[t][3]:.2f} ms (min {m[t][4]:.2f}, max {m[t][5]:.2f})")
-    print(f"{wl}\tproxy/direct qps {m['proxy'][0]/m['direct'][0]:.3f}\tproxy/haproxy qps {m['proxy'][0]/m['haproxy'][0]:.3f}\tp99 added vs direct {m['proxy'][3]-m['direct'][3]:+.2f} ms")
+        print(f"{wl}\t{t}\tqps median {m[t][0]:.0f} (min {m[t][1]:.0f}, max {m[t][2]:.0f})\tp99 median {m[t][3]:.2f} ms (min {m[t][4]:.2f}, max {m[t][5]:.2f})\tCPU us/query: MariaDB {cpu[0]:.1f}, middle {cpu[1]:.1f}, sysbench {cpu[2]:.1f}")
+    for p, h in [("proxy","haproxy"),("proxy-unix","haproxy"),("proxy-unix","haproxy-unix")]:
+        print(f"{wl}\t{p}/direct qps {m[p][0]/m['direct'][0]:.3f}\t{p}/{h} qps {m[p][0]/m[h][0]:.3f}\tp99 added vs direct {m[p][3]-m['direct'][3]:+.2f} ms")
 PY
 rss() { awk '/VmRSS/ {print $2}' "/proc/$PROXY_PID/status"; }
 before=$(rss)

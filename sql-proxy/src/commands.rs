@@ -67,7 +67,19 @@ impl Session {
     /// Before a command: hold while the database is paused (unless this session is inside a
     /// transaction, which must be allowed to finish), move to the route's current side.
     /// Returns the mode the command runs under.
+    ///
+    /// Fast path (every command of a session whose route did not change): one atomic load of
+    /// the route's version. `in_flight` was stored (SeqCst) before; the fence keeps that store
+    /// ahead of the version load, so a concurrent pause either sees this session busy or this
+    /// session sees the pause.
     pub(crate) async fn gate(&mut self, bytes: usize) -> Result<Mode, ErrPacket> {
+        if let Some(mode) = self.gate_ok {
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if self.backend.is_some() && matches!(self.route_rx.has_changed(), Ok(false)) {
+                return Ok(mode);
+            }
+        }
+        self.gate_ok = None;
         loop {
             let st = self.route_rx.borrow_and_update().clone();
             let in_txn = self.info.in_txn.load(Ordering::SeqCst);
@@ -78,6 +90,9 @@ impl Session {
             let current = self.info.side.lock().expect("side lock").clone();
             if self.backend.is_none() || (*st.side != *current && !in_txn) {
                 self.connect_backend(&st.side).await?;
+                self.gate_ok = (st.mode != Mode::Paused).then_some(st.mode);
+            } else if *st.side == *current && st.mode != Mode::Paused {
+                self.gate_ok = Some(st.mode);
             }
             return Ok(st.mode);
         }

@@ -22,7 +22,7 @@ use crate::protocol::{
     NATIVE_PASSWORD,
 };
 use crate::relay::{read_client_packet, write_client, RelayError};
-use crate::route::{Counters, DbRoute, RouteState, SessionInfo, Shared};
+use crate::route::{Counters, DbRoute, Mode, RouteState, SessionInfo, Shared};
 use crate::session_state::SessionState;
 use crate::stream::ClientStream;
 
@@ -57,6 +57,9 @@ pub struct Session {
     /// Last COM_SET_OPTION value (replayed on a new backend).
     pub(crate) set_option: Option<u16>,
     pub(crate) scramble: [u8; 20],
+    /// The mode the gate let the last command through under, while the session is on the
+    /// route's current side; `None` makes the next command take the full gate.
+    pub(crate) gate_ok: Option<Mode>,
 }
 
 fn new_scramble() -> [u8; 20] {
@@ -236,6 +239,7 @@ async fn login(
         pending_error: None,
         set_option: None,
         scramble,
+        gate_ok: None,
     };
     // A new connection to a paused database waits like a query does.
     s.info.in_flight.store(true, Ordering::SeqCst);
@@ -279,6 +283,7 @@ impl Session {
     /// Opens a backend connection on `side` as this session's user, replays tracked state and
     /// re-prepares statements. Replaces the current backend connection only on success.
     pub(crate) async fn connect_backend(&mut self, side: &Arc<str>) -> Result<(), ErrPacket> {
+        self.gate_ok = None;
         let db = self.route.name.clone();
         let Some(addr) = self.shared.backend_addr(side) else {
             return Err(ErrPacket::new(
@@ -349,6 +354,7 @@ impl Session {
     /// Drops the backend connection, which makes the server roll back the open transaction.
     pub(crate) fn abort_transaction(&mut self) {
         self.backend = None;
+        self.gate_ok = None;
         self.info.in_txn.store(false, Ordering::SeqCst);
         self.info.abort_txn.store(false, Ordering::SeqCst);
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
