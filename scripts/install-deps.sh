@@ -18,6 +18,8 @@ PACKAGES=(
   openssl
   # tunnel check/health: latency and loss probes over the tunnel
   iputils-ping
+  # dashboard browser test: headless Chromium driven over WebDriver
+  chromium chromium-driver
 )
 
 if [ "$(id -u)" -ne 0 ]; then

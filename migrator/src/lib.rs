@@ -12,8 +12,6 @@
 //! - [`apply`]: destination-side operations (atomic writes), shared by local sync and
 //!   `migrator receive`.
 //! - [`sync_files`]: one sync pass: walk both sides, plan, apply in batches, journal it.
-//! - [`dest_cache`]: the destination manifest cached in the journal, checked by directory
-//!   stamps, so a no-change pass walks only the source.
 //! - [`wire`] and [`remote`]: the framed batch protocol and the SSH destination (`russh`,
 //!   host keys checked against known_hosts) talking to `migrator receive`.
 //! - [`copy_db`]: database copy with `mysql_async`; [`checksum`]: per-table checksums.
@@ -27,6 +25,8 @@
 //!   (operator controls kept in the journal, the local socket), [`lease`] (freeze leases and
 //!   the watchdog), [`finalize`];
 //!   [`lab_spec`] derives site specs from the staging lab's `state.json`.
+//! - [`serve`]: `migrator serve`, the progress dashboard (pages, JSON API, `/metrics`, wave
+//!   controls and site rollback) over summary tables the journal's triggers keep current.
 
 pub mod apply;
 pub mod control;
@@ -36,7 +36,6 @@ pub mod cutover;
 #[cfg(test)]
 mod cutover_tests;
 pub mod db_schema;
-pub mod dest_cache;
 pub mod dry_run;
 pub mod finalize;
 pub mod fixtures;
@@ -50,6 +49,7 @@ pub mod phase;
 pub mod real_systems;
 pub mod remote;
 pub mod rollback;
+pub mod serve;
 pub mod site_spec;
 pub mod sync_files;
 pub mod systems;

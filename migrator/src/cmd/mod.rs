@@ -6,6 +6,7 @@ pub mod files;
 pub mod journal;
 pub mod planning;
 mod progress;
+pub mod serve;
 
 use clap::Subcommand;
 
@@ -21,6 +22,8 @@ pub enum Command {
     Journal(journal::JournalCommand),
     #[command(flatten)]
     Cutover(cutover::CutoverCommand),
+    #[command(flatten)]
+    Serve(serve::ServeCommand),
 }
 
 /// Runs a command and returns the process exit code.
@@ -31,5 +34,6 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Db(c) => db::run(c),
         Command::Journal(c) => journal::run(c),
         Command::Cutover(c) => cutover::run(c),
+        Command::Serve(c) => serve::run(c),
     }
 }

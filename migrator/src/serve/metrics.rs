@@ -1,0 +1,165 @@
+//! Prometheus text format (version 0.0.4) from the summary tables: sites per state (and per
+//! wave), bytes copied, phase durations and write-unavailability as histograms, failed steps
+//! by phase (the error kind).
+
+use super::summary::PHASE_BUCKETS_MS;
+use rusqlite::Connection;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Buckets (seconds) of the write-unavailability histogram.
+const FREEZE_BUCKETS_MS: [i64; 10] = [
+    100, 250, 500, 1000, 2000, 3000, 5000, 10_000, 30_000, 60_000,
+];
+
+pub fn render(conn: &Connection) -> rusqlite::Result<String> {
+    let mut out = String::new();
+    let mut per_state: BTreeMap<String, i64> = BTreeMap::new();
+    let mut per_wave: Vec<(i64, String, i64)> = Vec::new();
+    {
+        let mut st = conn.prepare_cached("SELECT wave, state, n FROM dash_counts ORDER BY 1, 2")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        for row in rows {
+            let (w, s, n): (i64, String, i64) = row?;
+            *per_state.entry(s.clone()).or_default() += n;
+            per_wave.push((w, s, n));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP migrator_sites Sites per state, from the journal."
+    );
+    let _ = writeln!(out, "# TYPE migrator_sites gauge");
+    for s in crate::journal::SiteState::ALL {
+        let n = per_state.get(s.as_str()).copied().unwrap_or(0);
+        let _ = writeln!(out, "migrator_sites{{state=\"{}\"}} {n}", s.as_str());
+    }
+    let _ = writeln!(out, "# HELP migrator_wave_sites Sites per wave and state.");
+    let _ = writeln!(out, "# TYPE migrator_wave_sites gauge");
+    for (w, s, n) in per_wave {
+        let _ = writeln!(
+            out,
+            "migrator_wave_sites{{wave=\"{w}\",state=\"{}\"}} {n}",
+            esc(&s)
+        );
+    }
+    let bytes: i64 =
+        conn.query_row("SELECT COALESCE(SUM(bytes), 0) FROM dash_minute", [], |r| {
+            r.get(0)
+        })?;
+    let _ = writeln!(
+        out,
+        "# HELP migrator_bytes_copied_total Bytes moved by finished steps."
+    );
+    let _ = writeln!(out, "# TYPE migrator_bytes_copied_total counter");
+    let _ = writeln!(out, "migrator_bytes_copied_total {bytes}");
+    let _ = writeln!(
+        out,
+        "# HELP migrator_step_errors_total Failed steps by phase."
+    );
+    let _ = writeln!(out, "# TYPE migrator_step_errors_total counter");
+    {
+        let mut st = conn.prepare_cached("SELECT phase, n FROM dash_errors ORDER BY phase")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (p, n) = row?;
+            let _ = writeln!(
+                out,
+                "migrator_step_errors_total{{phase=\"{}\"}} {n}",
+                esc(&p)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP migrator_phase_duration_seconds Duration of finished phases."
+    );
+    let _ = writeln!(out, "# TYPE migrator_phase_duration_seconds histogram");
+    let mut phases: BTreeMap<String, (BTreeMap<i64, i64>, i64)> = BTreeMap::new();
+    {
+        let mut st = conn.prepare_cached("SELECT phase, le, n, sum_ms FROM dash_phase_hist")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (p, le, n, sum) = row?;
+            let e = phases.entry(p).or_default();
+            *e.0.entry(le).or_default() += n;
+            e.1 += sum;
+        }
+    }
+    for (p, (buckets, sum_ms)) in &phases {
+        let p = esc(p);
+        let mut cum = 0;
+        for le in PHASE_BUCKETS_MS {
+            cum += buckets.get(&le).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "migrator_phase_duration_seconds_bucket{{phase=\"{p}\",le=\"{}\"}} {cum}",
+                le as f64 / 1000.0
+            );
+        }
+        cum += buckets.get(&-1).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "migrator_phase_duration_seconds_bucket{{phase=\"{p}\",le=\"+Inf\"}} {cum}"
+        );
+        let _ = writeln!(
+            out,
+            "migrator_phase_duration_seconds_sum{{phase=\"{p}\"}} {}",
+            *sum_ms as f64 / 1000.0
+        );
+        let _ = writeln!(
+            out,
+            "migrator_phase_duration_seconds_count{{phase=\"{p}\"}} {cum}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP migrator_write_unavailability_seconds Per-site freeze (write-unavailability)."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE migrator_write_unavailability_seconds histogram"
+    );
+    {
+        let mut st = conn.prepare_cached(
+            "SELECT ms, n FROM dash_freeze_hist WHERE wave = -1 AND n > 0 ORDER BY ms",
+        )?;
+        let rows: Vec<(i64, i64)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let total: i64 = rows.iter().map(|r| r.1).sum();
+        let sum: i64 = rows.iter().map(|r| r.0 * r.1).sum();
+        for le in FREEZE_BUCKETS_MS {
+            let n: i64 = rows.iter().filter(|r| r.0 <= le).map(|r| r.1).sum();
+            let _ = writeln!(
+                out,
+                "migrator_write_unavailability_seconds_bucket{{le=\"{}\"}} {n}",
+                le as f64 / 1000.0
+            );
+        }
+        let _ = writeln!(
+            out,
+            "migrator_write_unavailability_seconds_bucket{{le=\"+Inf\"}} {total}"
+        );
+        let _ = writeln!(
+            out,
+            "migrator_write_unavailability_seconds_sum {}",
+            sum as f64 / 1000.0
+        );
+        let _ = writeln!(out, "migrator_write_unavailability_seconds_count {total}");
+    }
+    Ok(out)
+}

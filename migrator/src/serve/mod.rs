@@ -1,0 +1,269 @@
+//! `migrator serve`: the progress dashboard (pages, JSON API, Prometheus metrics, controls),
+//! an embedded HTTP server (axum) reading the journal.
+//!
+//! Layout:
+//! - [`summary`]: summary tables and triggers in the journal, so every page reads a few hundred
+//!   rows whatever the number of sites;
+//! - [`queries`]: the read model (overview, a page of a wave's sites); [`site`]: one site;
+//! - [`auth`]: the access token (0600 file), sessions, CSRF;
+//! - [`metrics`]: Prometheus text format;
+//! - [`controls`]: pause/resume/throttle a wave (through [`crate::control`], journal-backed, so
+//!   a running `migrator wave run` obeys) and roll back a site (the `migrator rollback` code
+//!   path), each recorded with who and when;
+//! - [`http`]: routes, the authentication layer, pages and assets (`migrator/assets/`, embedded
+//!   in the binary: no CDN).
+
+pub mod auth;
+pub mod controls;
+pub mod http;
+pub mod metrics;
+pub mod queries;
+pub mod site;
+pub mod summary;
+
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Errors of the dashboard.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("journal {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("journal {0} does not exist (point --journal at the file `migrator wave run` writes)")]
+    NoJournal(PathBuf),
+    #[error(transparent)]
+    Token(#[from] auth::TokenError),
+    #[error(transparent)]
+    Plan(#[from] planner::PlanError),
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Read-only connections to the journal, reused across requests.
+pub struct Pool {
+    path: PathBuf,
+    conns: Mutex<Vec<Connection>>,
+}
+
+/// A connection borrowed from the [`Pool`]; returned on drop.
+pub struct Pooled<'a> {
+    pool: &'a Pool,
+    conn: Option<Connection>,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("connection present until drop")
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            self.pool.conns.lock().expect("pool").push(c);
+        }
+    }
+}
+
+impl Pool {
+    pub fn new(path: &Path) -> Pool {
+        Pool {
+            path: path.to_path_buf(),
+            conns: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn get(&self) -> Result<Pooled<'_>, ServeError> {
+        if let Some(c) = self.conns.lock().expect("pool").pop() {
+            return Ok(Pooled {
+                pool: self,
+                conn: Some(c),
+            });
+        }
+        let wrap = |source| ServeError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let c = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(wrap)?;
+        c.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(wrap)?;
+        c.pragma_update(None, "cache_size", -65536).map_err(wrap)?;
+        Ok(Pooled {
+            pool: self,
+            conn: Some(c),
+        })
+    }
+}
+
+/// Prepares a journal for the dashboard: its own tables exist (the journal's, the engine's
+/// control tables, the summary) and the summary is current. Returns what [`summary::install`]
+/// did.
+pub fn prepare_journal(
+    journal: &Path,
+    plan: Option<&Path>,
+) -> Result<summary::Installed, ServeError> {
+    if !journal.exists() {
+        return Err(ServeError::NoJournal(journal.to_path_buf()));
+    }
+    let wrap = |source| ServeError::Sqlite {
+        path: journal.to_path_buf(),
+        source,
+    };
+    // The journal's and the controls' schemas, created by their owners' code.
+    drop(
+        crate::journal::SqliteJournal::open(journal).map_err(|e| match e {
+            crate::journal::JournalError::Sqlite { path, source } => {
+                ServeError::Sqlite { path, source }
+            }
+            other => ServeError::Io(std::io::Error::other(other.to_string())),
+        })?,
+    );
+    drop(crate::control::Controls::open(journal)?);
+    let mut conn = Connection::open(journal).map_err(wrap)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(wrap)?;
+    let plan_path = match plan {
+        Some(p) => Some(p.to_path_buf()),
+        None => queries::current_wave(&conn)
+            .map_err(wrap)?
+            .0
+            .map(|p| PathBuf::from(p.rsplit_once("#wave").map(|(a, _)| a).unwrap_or(&p)))
+            .filter(|p| p.exists()),
+    };
+    let waves = plan_path
+        .as_deref()
+        .map(summary::PlanWaves::read)
+        .transpose()?;
+    summary::install(&mut conn, waves.as_ref()).map_err(wrap)
+}
+
+/// Everything a request handler needs.
+pub struct App {
+    pub journal: PathBuf,
+    pub pool: Pool,
+    pub auth: auth::Auth,
+    pub controls: controls::ControlDesk,
+}
+
+pub type Shared = Arc<App>;
+
+/// How to start a dashboard.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub journal: PathBuf,
+    pub listen: std::net::SocketAddr,
+    /// Where the access token lives (created 0600 at first start).
+    pub token_file: PathBuf,
+    /// The plan whose waves the dashboard shows (default: the journal's plan reference).
+    pub plan: Option<PathBuf>,
+    /// Site specs: enables the rollback control with the sites' real systems.
+    pub sites: Option<PathBuf>,
+}
+
+/// The access token and whether it was created by this start (print it then, once).
+pub struct Token {
+    pub value: String,
+    pub fresh: bool,
+}
+
+/// Opens everything a dashboard needs; `rollback` overrides the rollback runner (tests).
+pub fn build(
+    opts: &ServeOptions,
+    rollback: Option<controls::RollbackRunner>,
+) -> Result<(Shared, Token, summary::Installed), ServeError> {
+    let (value, fresh) = auth::load_or_create_token(&opts.token_file)?;
+    let installed = prepare_journal(&opts.journal, opts.plan.as_deref())?;
+    let rollback = match (rollback, &opts.sites) {
+        (Some(r), _) => Some(r),
+        (None, Some(sites)) => Some(
+            controls::RollbackRunner::real(sites, &opts.journal)
+                .map_err(|e| ServeError::Io(std::io::Error::other(e)))?,
+        ),
+        (None, None) => None,
+    };
+    let app = Arc::new(App {
+        journal: opts.journal.clone(),
+        pool: Pool::new(&opts.journal),
+        auth: auth::Auth::new(value.clone())?,
+        controls: controls::ControlDesk::new(&opts.journal, rollback)?,
+    });
+    Ok((app, Token { value, fresh }, installed))
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    app: Shared,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, http::router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// A dashboard running on its own thread (tests, benchmarks); stopped on drop.
+pub struct Background {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Starts `app` on `listen` (use port 0 for a free port).
+    pub fn start(app: Shared, listen: std::net::SocketAddr) -> Result<Background, ServeError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(listen))
+            .map_err(|source| ServeError::Listen {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let res = rt.block_on(serve(app, listener, async {
+                let _ = rx.await;
+            }));
+            if let Err(e) = res {
+                eprintln!("dashboard: {e}");
+            }
+        });
+        Ok(Background {
+            addr,
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
