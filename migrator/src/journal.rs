@@ -182,6 +182,13 @@ pub trait JournalStore {
     fn clear_checkpoints(&mut self, scope: &str) -> Result<()>;
     /// Every checkpoint of a scope, by key.
     fn checkpoints(&self, scope: &str) -> Result<Vec<(String, String)>>;
+    /// Stores a binary cache (for example a destination manifest) under `key`, replacing the
+    /// previous one. Caches are derived data: losing one costs time, never correctness.
+    fn put_cache(&mut self, key: &str, value: &[u8]) -> Result<()>;
+    fn cache(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Removes a cache; durable when this returns (callers drop it before changing what it
+    /// describes).
+    fn drop_cache(&mut self, key: &str) -> Result<()>;
 }
 
 /// Typed helpers over the raw checkpoint storage.
@@ -230,6 +237,8 @@ CREATE INDEX IF NOT EXISTS steps_site ON steps(site, id);
 CREATE TABLE IF NOT EXISTS checkpoints (
     scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, updated_ms INTEGER NOT NULL,
     PRIMARY KEY (scope, key));
+CREATE TABLE IF NOT EXISTS caches (
+    key TEXT PRIMARY KEY, value BLOB NOT NULL, updated_ms INTEGER NOT NULL);
 ";
 
 fn now_ms() -> i64 {
@@ -454,6 +463,35 @@ impl JournalStore for SqliteJournal {
             .map_err(|e| self.wrap(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.wrap(e))
+    }
+
+    fn put_cache(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO caches(key, value, updated_ms) VALUES(?1, ?2, ?3)
+                 ON CONFLICT(key) DO UPDATE SET value = ?2, updated_ms = ?3",
+                params![key, value, now_ms()],
+            )
+            .map_err(|e| self.wrap(e))?;
+        Ok(())
+    }
+
+    fn cache(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .query_row(
+                "SELECT value FROM caches WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))
+    }
+
+    fn drop_cache(&mut self, key: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM caches WHERE key = ?1", params![key])
+            .map_err(|e| self.wrap(e))?;
+        Ok(())
     }
 }
 

@@ -12,6 +12,8 @@
 //! - [`apply`]: destination-side operations (atomic writes), shared by local sync and
 //!   `migrator receive`.
 //! - [`sync_files`]: one sync pass: walk both sides, plan, apply in batches, journal it.
+//! - [`dest_cache`]: the destination manifest cached in the journal, checked by directory
+//!   stamps, so a no-change pass walks only the source.
 //! - [`wire`] and [`remote`]: the framed batch protocol and the SSH destination (`russh`,
 //!   host keys checked against known_hosts) talking to `migrator receive`.
 //! - [`copy_db`]: database copy with `mysql_async`; [`checksum`]: per-table checksums.
@@ -36,6 +38,7 @@ pub mod cutover;
 #[cfg(test)]
 mod cutover_tests;
 pub mod db_schema;
+pub mod dest_cache;
 pub mod dry_run;
 pub mod finalize;
 pub mod fixtures;

@@ -149,12 +149,6 @@ pub fn symlink_stays_inside(root_abs: &Path, link: &[u8], target: &[u8]) -> bool
     true
 }
 
-fn rel_bytes(root: &Path, p: &Path) -> Vec<u8> {
-    p.strip_prefix(root)
-        .map(|r| r.as_os_str().as_bytes().to_vec())
-        .unwrap_or_default()
-}
-
 /// Joins a relative manifest path to a root.
 pub fn join(root: &Path, rel: &[u8]) -> PathBuf {
     if rel.is_empty() {
@@ -176,12 +170,16 @@ enum Seen {
     Temp(Vec<u8>),
 }
 
-fn classify(root: &Path, path: &Path, md: &std::fs::Metadata, opts: &WalkOptions) -> Seen {
-    let rel = rel_bytes(root, path);
-    if let Some(name) = path.file_name() {
-        if name.as_bytes().starts_with(TEMP_PREFIX) {
-            return Seen::Temp(rel);
-        }
+/// `rel`: the entry's relative path; `name`: its file name (empty for the root).
+fn classify(
+    root: &Path,
+    rel: Vec<u8>,
+    name: &[u8],
+    md: &std::fs::Metadata,
+    opts: &WalkOptions,
+) -> Seen {
+    if name.starts_with(TEMP_PREFIX) {
+        return Seen::Temp(rel);
     }
     let ft = md.file_type();
     let (kind, size, link_target) = if ft.is_dir() {
@@ -189,7 +187,8 @@ fn classify(root: &Path, path: &Path, md: &std::fs::Metadata, opts: &WalkOptions
     } else if ft.is_file() {
         (Kind::File, md.len(), None)
     } else if ft.is_symlink() {
-        let target = match std::fs::read_link(path) {
+        let path = join(root, &rel);
+        let target = match std::fs::read_link(&path) {
             Ok(t) => t.as_os_str().as_bytes().to_vec(),
             Err(e) => return Seen::Warn(format!("{}: cannot read symlink: {e}", path.display())),
         };
@@ -204,7 +203,7 @@ fn classify(root: &Path, path: &Path, md: &std::fs::Metadata, opts: &WalkOptions
     } else {
         return Seen::Warn(format!(
             "{}: socket, FIFO or device file; not copied",
-            path.display()
+            join(root, &rel).display()
         ));
     };
     let inode = (kind == Kind::File && md.nlink() > 1).then(|| (md.dev(), md.ino()));
@@ -226,27 +225,44 @@ fn classify(root: &Path, path: &Path, md: &std::fs::Metadata, opts: &WalkOptions
     })
 }
 
-fn walk_subtree(root: &Path, start: &Path, opts: &WalkOptions) -> Result<Vec<Seen>, ManifestError> {
+/// Walks one directory (absolute `dir`, relative `rel`): entries are stat'ed relative to the
+/// open directory (`fstatat`, no path lookup from the root per file); subdirectories in
+/// parallel.
+fn walk_dir(
+    root: &Path,
+    dir: &Path,
+    rel: &[u8],
+    opts: &WalkOptions,
+) -> Result<Vec<Seen>, ManifestError> {
+    let werr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ManifestError::Walk { path, source }
+    };
     let mut out = Vec::new();
-    let mut it = walkdir::WalkDir::new(start).follow_links(false).into_iter();
-    while let Some(item) = it.next() {
-        let de = item.map_err(|e| ManifestError::Walk {
-            path: e
-                .path()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| start.to_path_buf()),
-            source: e.into(),
-        })?;
-        let md = de.metadata().map_err(|e| ManifestError::Walk {
-            path: de.path().to_path_buf(),
-            source: e.into(),
-        })?;
-        let seen = classify(root, de.path(), &md, opts);
-        if de.file_type().is_dir() && matches!(seen, Seen::Temp(_)) {
-            it.skip_current_dir();
+    let mut subdirs = Vec::new();
+    for de in std::fs::read_dir(dir).map_err(werr(dir))? {
+        let de = de.map_err(werr(dir))?;
+        let name = de.file_name();
+        let md = de.metadata().map_err(werr(&de.path()))?;
+        let mut child = Vec::with_capacity(rel.len() + 1 + name.len());
+        if !rel.is_empty() {
+            child.extend_from_slice(rel);
+            child.push(b'/');
+        }
+        child.extend_from_slice(name.as_bytes());
+        let seen = classify(root, child, name.as_bytes(), &md, opts);
+        if let Seen::Keep(r) = &seen {
+            if r.entry.kind == Kind::Dir {
+                subdirs.push((de.path(), r.entry.path.clone()));
+            }
         }
         out.push(seen);
     }
+    let nested: Vec<Vec<Seen>> = subdirs
+        .par_iter()
+        .map(|(abs, rel)| walk_dir(root, abs, rel, opts))
+        .collect::<Result<_, _>>()?;
+    out.extend(nested.into_iter().flatten());
     Ok(out)
 }
 
@@ -262,23 +278,8 @@ pub fn build(root: &Path, opts: &WalkOptions) -> Result<Manifest, ManifestError>
             })
         }
     };
-    let mut seen = vec![classify(root, root, &root_md, opts)];
-    let children: Vec<PathBuf> = std::fs::read_dir(root)
-        .map_err(|source| ManifestError::Walk {
-            path: root.to_path_buf(),
-            source,
-        })?
-        .map(|r| r.map(|d| d.path()))
-        .collect::<Result<_, _>>()
-        .map_err(|source| ManifestError::Walk {
-            path: root.to_path_buf(),
-            source,
-        })?;
-    let parts: Vec<Vec<Seen>> = children
-        .par_iter()
-        .map(|c| walk_subtree(root, c, opts))
-        .collect::<Result<_, _>>()?;
-    seen.extend(parts.into_iter().flatten());
+    let mut seen = vec![classify(root, Vec::new(), b"", &root_md, opts)];
+    seen.extend(walk_dir(root, root, b"", opts)?);
 
     let mut m = Manifest::default();
     let mut raws = Vec::with_capacity(seen.len());
@@ -372,11 +373,10 @@ fn content_differs(s: &Entry, d: &Entry) -> bool {
     false
 }
 
-fn meta_differs(s: &Entry, d: &Entry) -> bool {
+fn meta_differs(s: &Entry, d: &Entry, owners: bool) -> bool {
     let mode_differs = s.kind != Kind::Symlink && s.mode != d.mode;
     mode_differs
-        || s.uid != d.uid
-        || s.gid != d.gid
+        || (owners && (s.uid != d.uid || s.gid != d.gid))
         || s.mtime_s != d.mtime_s
         || s.mtime_ns != d.mtime_ns
 }
@@ -386,14 +386,6 @@ fn meta_differs(s: &Entry, d: &Entry) -> bool {
 pub fn diff(src: &Manifest, dst: &Manifest, owners: bool) -> Vec<Change> {
     let mut out = Vec::new();
     let (mut i, mut j) = (0, 0);
-    let norm = |e: &Entry| {
-        let mut e = e.clone();
-        if !owners {
-            e.uid = 0;
-            e.gid = 0;
-        }
-        e
-    };
     while i < src.entries.len() || j < dst.entries.len() {
         let ord = match (src.entries.get(i), dst.entries.get(j)) {
             (Some(s), Some(d)) => s.path.cmp(&d.path),
@@ -410,13 +402,13 @@ pub fn diff(src: &Manifest, dst: &Manifest, owners: bool) -> Vec<Change> {
                 j += 1;
             }
             std::cmp::Ordering::Equal => {
-                let (s, d) = (norm(&src.entries[i]), norm(&dst.entries[j]));
-                if content_differs(&s, &d) {
+                let (s, d) = (&src.entries[i], &dst.entries[j]);
+                if content_differs(s, d) {
                     out.push(Change::Modified {
                         src: src.entries[i].clone(),
                         dst: dst.entries[j].clone(),
                     });
-                } else if meta_differs(&s, &d) {
+                } else if meta_differs(s, d, owners) {
                     out.push(Change::Metadata {
                         src: src.entries[i].clone(),
                         dst: dst.entries[j].clone(),

@@ -6,6 +6,7 @@
 //! Authentication is by private key (the file must not be readable by others).
 
 use crate::apply::{Applied, Data, Op};
+use crate::dest_cache::DirStamp;
 use crate::manifest::Manifest;
 use crate::sync_files::{Destination, SyncError};
 use crate::wire::{self, Request, Response};
@@ -193,6 +194,8 @@ pub struct SshDestination {
     /// acknowledgements) while this thread reads source files.
     frames: tokio::sync::mpsc::UnboundedReceiver<Result<Vec<u8>, String>>,
     host: String,
+    /// `ssh://user@host:port/path`, the key of this destination's cached manifest.
+    identity: String,
     sets_owner: bool,
     /// Apply frames sent whose acknowledgement was not read yet (pipelining).
     in_flight: usize,
@@ -233,6 +236,13 @@ impl SshDestination {
             writer: Some(writer),
             frames,
             host: target.host.clone(),
+            identity: format!(
+                "ssh://{}@{}:{}{}",
+                target.user,
+                target.host,
+                target.port,
+                target.path.display()
+            ),
             sets_owner,
             in_flight: 0,
             total: Applied::default(),
@@ -552,6 +562,32 @@ impl Destination for SshDestination {
 
     fn sets_owner(&self) -> bool {
         self.sets_owner
+    }
+
+    fn identity(&self) -> String {
+        self.identity.clone()
+    }
+
+    fn dir_stamps(
+        &mut self,
+        dirs: &[Vec<u8>],
+        settled: bool,
+    ) -> Result<Option<Vec<DirStamp>>, SyncError> {
+        while self.in_flight > 0 {
+            self.ack()?;
+        }
+        self.send(&Request::Stamps {
+            dirs: dirs.to_vec(),
+            settled,
+        })?;
+        match self.recv()? {
+            Response::Stamps(s) if s.len() == dirs.len() => Ok(Some(s)),
+            other => Err(SyncError::Remote(format!(
+                "{}: expected {} directory stamps, got {other:?}",
+                self.host,
+                dirs.len()
+            ))),
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! after a kill the next pass's diff sees exactly the committed files and redoes nothing else.
 
 use crate::apply::{Applied, Applier, ApplyError, Data, Meta, Op};
+use crate::dest_cache::{self, DestCache, DirStamp};
 use crate::manifest::{self, Change, Entry, Kind, Manifest, ManifestError, WalkOptions};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,15 @@ pub trait Destination: Send {
     fn finish(&mut self) -> Result<Applied, SyncError>;
     /// Whether ownership is preserved there (so uid/gid are compared).
     fn sets_owner(&self) -> bool;
+    /// Names this destination (host and path): the key of its cached manifest.
+    fn identity(&self) -> String;
+    /// Stamps of these directories (`dest_cache`), `settled` past the racy window; `None`
+    /// when this destination cannot tell, and then every pass walks it.
+    fn dir_stamps(
+        &mut self,
+        dirs: &[Vec<u8>],
+        settled: bool,
+    ) -> Result<Option<Vec<DirStamp>>, SyncError>;
 }
 
 /// A destination directory on this host (a mounted filer).
@@ -84,6 +94,21 @@ impl Destination for LocalDestination {
     }
     fn sets_owner(&self) -> bool {
         self.applier.sets_owner()
+    }
+    fn identity(&self) -> String {
+        self.applier.root().display().to_string()
+    }
+    fn dir_stamps(
+        &mut self,
+        dirs: &[Vec<u8>],
+        settled: bool,
+    ) -> Result<Option<Vec<DirStamp>>, SyncError> {
+        let root = self.applier.root();
+        Ok(Some(if settled {
+            dest_cache::settled_stamps(root, dirs)
+        } else {
+            dest_cache::current_stamps(root, dirs)
+        }))
     }
 }
 
@@ -264,6 +289,9 @@ pub fn plan(src_root: &Path, src: &Manifest, dst: &Manifest, owners: bool) -> Pl
 pub struct PassOptions {
     pub checksum: bool,
     pub dry_run: bool,
+    /// Walk the destination even when the journal holds a valid cached manifest of it
+    /// (catches files rewritten in place on the destination; see `dest_cache`).
+    pub full: bool,
 }
 
 /// Progress of a pass, reported after each batch.
@@ -293,27 +321,56 @@ pub struct PassReport {
     pub seconds: f64,
     /// Of which: waiting for the destination to finish and make everything durable (syncfs).
     pub finish_seconds: f64,
+    /// The destination manifest came from the journal's cache (its directories unchanged since
+    /// the last committed pass) instead of a walk.
+    pub destination_cached: bool,
+    /// Of the warnings, those from applying (a source file vanished mid-pass): the
+    /// destination then differs from the manifest, so it is not cached.
+    pub apply_warnings: u64,
+    /// Operations applied to the destination (0: nothing touched it).
+    pub operations: u64,
 }
 
 const BATCH_OPS: usize = 512;
 const BATCH_BYTES: u64 = 16 << 20;
 
-/// Runs one pass from `src_root` to `dst`.
+/// Runs one pass from `src_root` to `dst`, walking both sides (never the cache: this is what
+/// the final pass inside the freeze uses).
 pub fn run_pass(
     src_root: &Path,
     dst: &mut dyn Destination,
     opts: PassOptions,
     progress: &dyn Fn(Progress),
 ) -> Result<PassReport, SyncError> {
+    run_pass_with(src_root, dst, opts, progress, None, &mut || Ok(())).map(|(r, _)| r)
+}
+
+/// One pass. `cached`: the destination's manifest when known without a walk; `before_apply`
+/// runs once, just before the first operation is applied. Returns the source manifest too.
+fn run_pass_with(
+    src_root: &Path,
+    dst: &mut dyn Destination,
+    opts: PassOptions,
+    progress: &dyn Fn(Progress),
+    cached: Option<Manifest>,
+    before_apply: &mut dyn FnMut() -> Result<(), SyncError>,
+) -> Result<(PassReport, Manifest), SyncError> {
     let t0 = std::time::Instant::now();
     let walk = WalkOptions {
         checksum: opts.checksum,
         refuse_escaping_symlinks: true,
     };
-    let (src, dstm) = rayon::join(
-        || manifest::build(src_root, &walk).map_err(SyncError::SourceWalk),
-        || dst.manifest(opts.checksum),
-    );
+    let destination_cached = cached.is_some();
+    let (src, dstm) = match cached {
+        Some(c) => (
+            manifest::build(src_root, &walk).map_err(SyncError::SourceWalk),
+            Ok(c),
+        ),
+        None => rayon::join(
+            || manifest::build(src_root, &walk).map_err(SyncError::SourceWalk),
+            || dst.manifest(opts.checksum),
+        ),
+    };
     let (src, dstm) = (src?, dstm?);
     let plan = plan(src_root, &src, &dstm, dst.sets_owner());
     let mut report = PassReport {
@@ -324,6 +381,7 @@ pub fn run_pass(
         metadata_only: plan.metadata_only,
         manifest_digest: src.digest(),
         warnings: src.warnings.clone(),
+        destination_cached,
         ..Default::default()
     };
     if opts.dry_run {
@@ -343,8 +401,15 @@ pub fn run_pass(
             })
             .collect();
         report.seconds = t0.elapsed().as_secs_f64();
-        return Ok(report);
+        return Ok((report, src));
     }
+    if plan.ops.is_empty() && destination_cached {
+        // Nothing to apply to a destination the last committed pass already made durable.
+        report.seconds = t0.elapsed().as_secs_f64();
+        return Ok((report, src));
+    }
+    before_apply()?;
+    report.operations = plan.ops.len() as u64;
     // Sizes for progress, from the manifest (no second stat per file).
     let sizes: std::collections::HashMap<PathBuf, u64> = plan
         .ops
@@ -404,9 +469,10 @@ pub fn run_pass(
     report.finish_seconds = tf.elapsed().as_secs_f64();
     report.files_written = applied.files;
     report.bytes_written = applied.bytes;
+    report.apply_warnings = applied.warnings.len() as u64;
     report.warnings.extend(applied.warnings);
     report.seconds = t0.elapsed().as_secs_f64();
-    Ok(report)
+    Ok((report, src))
 }
 
 /// A pass recorded in the journal: the step is written before it runs and finished (with
@@ -420,12 +486,21 @@ pub fn run_pass_journaled(
     opts: PassOptions,
     progress: &dyn Fn(Progress),
 ) -> Result<PassReport, SyncError> {
+    let key = dest_cache::key(site, src_root, &dst.identity());
+    let (cached, had_cache) = valid_cache(journal, &key, dst, !(opts.checksum || opts.full))?;
     if opts.dry_run {
-        return run_pass(src_root, dst, opts, progress);
+        return run_pass_with(src_root, dst, opts, progress, cached, &mut || Ok(())).map(|r| r.0);
     }
     let id = journal.begin_step(site, "sync-files")?;
-    match run_pass(src_root, dst, opts, progress) {
-        Ok(r) => {
+    let mut drop_cache = || -> Result<(), SyncError> {
+        if had_cache {
+            journal.drop_cache(&key)?;
+        }
+        Ok(())
+    };
+    let outcome = run_pass_with(src_root, dst, opts, progress, cached, &mut drop_cache);
+    match outcome {
+        Ok((r, src)) => {
             journal.finish_step(
                 id,
                 &crate::journal::StepOutcome {
@@ -440,6 +515,18 @@ pub fn run_pass_journaled(
             };
             let json = serde_json::to_string(&saved).expect("checkpoint serializes");
             journal.put_checkpoint_raw("sync-files", site, &json)?;
+            // A cached pass that applied nothing left the cache valid as it is.
+            let unchanged = r.destination_cached && r.operations == 0;
+            if !unchanged && r.apply_warnings == 0 {
+                let dirs = dest_cache::dirs(&src);
+                if let Some(stamps) = dst.dir_stamps(&dirs, true)? {
+                    let blob = dest_cache::encode(&DestCache {
+                        manifest: src,
+                        stamps,
+                    });
+                    journal.put_cache(&key, &blob)?;
+                }
+            }
             Ok(r)
         }
         Err(e) => {
@@ -447,6 +534,28 @@ pub fn run_pass_journaled(
             Err(e)
         }
     }
+}
+
+/// The cached destination manifest, if the journal has one, `usable` is set and every
+/// directory stamp still matches the destination; and whether a cache exists at all.
+fn valid_cache(
+    journal: &mut dyn crate::journal::JournalStore,
+    key: &str,
+    dst: &mut dyn Destination,
+    usable: bool,
+) -> Result<(Option<Manifest>, bool), SyncError> {
+    let Some(blob) = journal.cache(key)? else {
+        return Ok((None, false));
+    };
+    let c = match dest_cache::decode(&blob) {
+        Some(c) if usable => c,
+        _ => return Ok((None, true)),
+    };
+    let dirs = dest_cache::dirs(&c.manifest);
+    Ok(match dst.dir_stamps(&dirs, false)? {
+        Some(now) if now == c.stamps => (Some(c.manifest), true),
+        _ => (None, true),
+    })
 }
 
 /// Committed progress of the last complete pass of a site.

@@ -6,11 +6,12 @@
 //! Hand-written encoding: a handful of message types, raw byte paths, no extra dependency.
 
 use crate::apply::{Applied, Data, Meta, Op};
+use crate::dest_cache::DirStamp;
 use crate::manifest::{Entry, Kind, Manifest};
 use std::io::{Read, Write};
 
 /// Bumped on any incompatible change; both sides must agree.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Refuse absurd frames from a confused peer instead of allocating them.
 const MAX_FRAME: usize = 256 << 20;
 
@@ -32,6 +33,12 @@ pub enum Request {
     Apply(Vec<Op>),
     /// Sync to disk and report totals.
     Finish,
+    /// Stamps of these directories (for a cached destination manifest): `settled` waits out
+    /// the racy window first (after a pass), otherwise they are taken as they are.
+    Stamps {
+        dirs: Vec<Vec<u8>>,
+        settled: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +48,7 @@ pub enum Response {
     Applied(Applied),
     Finished,
     Error(String),
+    Stamps(Vec<DirStamp>),
 }
 
 struct Enc(Vec<u8>);
@@ -306,6 +314,11 @@ pub fn encode_request(r: &Request) -> Vec<u8> {
             list(&mut e, ops, enc_op);
         }
         Request::Finish => e.u8(3),
+        Request::Stamps { dirs, settled } => {
+            e.u8(4);
+            e.u8(*settled as u8);
+            list(&mut e, dirs, |e, d| e.bytes(d));
+        }
     }
     e.0
 }
@@ -318,6 +331,13 @@ pub fn decode_request(b: &[u8]) -> Result<Request, WireError> {
         },
         2 => Request::Apply(dec_list(&mut d, dec_op)?),
         3 => Request::Finish,
+        4 => {
+            let settled = d.u8()? != 0;
+            Request::Stamps {
+                settled,
+                dirs: dec_list(&mut d, |d| d.bytes())?,
+            }
+        }
         _ => return Err(WireError::Malformed("unknown request")),
     })
 }
@@ -334,12 +354,7 @@ pub fn encode_response(r: &Response) -> Vec<u8> {
             e.u32(*version);
             e.u8(*sets_owner as u8);
         }
-        Response::Manifest(m) => {
-            e.u8(0x82);
-            list(&mut e, &m.entries, enc_entry);
-            list(&mut e, &m.warnings, strings);
-            list(&mut e, &m.temp_files, |e, t| e.bytes(t));
-        }
+        Response::Manifest(m) => enc_manifest(&mut e, m),
         Response::Applied(a) => {
             e.u8(0x83);
             e.u64(a.bytes);
@@ -351,8 +366,38 @@ pub fn encode_response(r: &Response) -> Vec<u8> {
             e.u8(0x85);
             e.bytes(s.as_bytes());
         }
+        Response::Stamps(stamps) => {
+            e.u8(0x86);
+            list(&mut e, stamps, |e, s| {
+                e.u64(s.dev);
+                e.u64(s.ino);
+                e.u64(s.ctime_s as u64);
+                e.u64(s.ctime_ns as u64);
+            });
+        }
     }
     e.0
+}
+
+/// A manifest alone, in the wire encoding (the journal's cached destination manifest).
+pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
+    let mut e = Enc(Vec::with_capacity(64 * m.entries.len() + 64));
+    enc_manifest(&mut e, m);
+    e.0
+}
+
+fn enc_manifest(e: &mut Enc, m: &Manifest) {
+    e.u8(0x82);
+    list(e, &m.entries, enc_entry);
+    list(e, &m.warnings, |e, s| e.bytes(s.as_bytes()));
+    list(e, &m.temp_files, |e, t| e.bytes(t));
+}
+
+pub fn decode_manifest(b: &[u8]) -> Result<Manifest, WireError> {
+    match decode_response(b)? {
+        Response::Manifest(m) => Ok(m),
+        _ => Err(WireError::Malformed("not a manifest")),
+    }
 }
 
 pub fn decode_response(b: &[u8]) -> Result<Response, WireError> {
@@ -374,6 +419,14 @@ pub fn decode_response(b: &[u8]) -> Result<Response, WireError> {
         }),
         0x84 => Response::Finished,
         0x85 => Response::Error(d.string()?),
+        0x86 => Response::Stamps(dec_list(&mut d, |d| {
+            Ok(DirStamp {
+                dev: d.u64()?,
+                ino: d.u64()?,
+                ctime_s: d.u64()? as i64,
+                ctime_ns: d.u64()? as i64,
+            })
+        })?),
         _ => return Err(WireError::Malformed("unknown response")),
     })
 }
@@ -443,6 +496,11 @@ pub fn serve(
                 Ok(()) => Response::Finished,
                 Err(e) => Response::Error(e.to_string()),
             },
+            Request::Stamps { dirs, settled } => Response::Stamps(if settled {
+                crate::dest_cache::settled_stamps(root, &dirs)
+            } else {
+                crate::dest_cache::current_stamps(root, &dirs)
+            }),
         };
         write_frame(&mut output, &encode_response(&resp))?;
         output.flush()?;

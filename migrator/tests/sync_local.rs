@@ -121,6 +121,10 @@ fn local_sync_of_generated_home_then_no_change_then_delta() {
     eprintln!("second pass at {:?}", t.elapsed());
     assert_eq!((second.files_written, second.bytes_written), (0, 0));
     assert_eq!((second.deleted, second.metadata_only), (0, 0));
+    assert!(
+        second.destination_cached,
+        "the first pass cached the destination manifest"
+    );
 
     // A changed, an added and a deleted file.
     let changed = src.join("d000/s0000/f000001.dat");
@@ -200,4 +204,79 @@ fn checksum_mode_catches_same_size_same_mtime_change() {
     let r = migrator::sync_files::run_pass(&src, &mut dest, opts, &no_progress).unwrap();
     assert_eq!(r.files_written, 1);
     assert!(verify_files(&src, &mut dest, true).unwrap().equal());
+}
+
+/// The cached destination manifest (`dest_cache`): entries added, removed or renamed on the
+/// destination behind our back make the next pass walk it; a file rewritten in place is only
+/// seen by a `full` pass (the documented rule; the final pass inside the freeze is `run_pass`,
+/// which always walks).
+#[test]
+fn destination_changed_behind_our_back_is_caught() {
+    let tmp = scratch();
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    generate_home(&src, &HomeSpec::small(300)).unwrap();
+    let mut journal = SqliteJournal::open(&tmp.path().join("journal.sqlite")).unwrap();
+    let mut dest = LocalDestination::new(&dst);
+    let mut pass = |journal: &mut SqliteJournal, full: bool| {
+        let opts = PassOptions {
+            full,
+            ..Default::default()
+        };
+        run_pass_journaled(journal, "bob", &src, &mut dest, opts, &no_progress).unwrap()
+    };
+    let first = pass(&mut journal, false);
+    assert!(!first.destination_cached);
+    assert!(first.files_written >= 300);
+    let second = pass(&mut journal, false);
+    assert!(second.destination_cached);
+    assert_eq!((second.files_written, second.deleted), (0, 0));
+
+    // A stray file added and a file deleted on the destination: directory stamps changed.
+    std::fs::write(dst.join("d000/s0000/stray"), b"not ours").unwrap();
+    std::fs::remove_file(dst.join("d000/s0001/f000050.dat")).unwrap();
+    let third = pass(&mut journal, false);
+    assert!(!third.destination_cached, "{third:?}");
+    assert_eq!((third.files_written, third.deleted), (1, 1));
+    assert!(!dst.join("d000/s0000/stray").exists());
+    let mut check = LocalDestination::new(&dst);
+    assert!(verify_files(&src, &mut check, false).unwrap().equal());
+
+    // A file rewritten in place and another chmod'ed: no directory changed, so the cached
+    // pass does not see them; a full pass does.
+    let fourth = pass(&mut journal, false);
+    assert!(fourth.destination_cached);
+    std::fs::write(
+        dst.join("d000/s0000/f000003.dat"),
+        b"edited on the destination",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dst.join("d000/s0000/f000004.dat"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let cached = pass(&mut journal, false);
+    assert!(cached.destination_cached);
+    assert_eq!((cached.files_written, cached.metadata_only), (0, 0));
+    let full = pass(&mut journal, true);
+    assert!(!full.destination_cached);
+    assert_eq!((full.files_written, full.metadata_only), (1, 1), "{full:?}");
+    assert!(verify_files(&src, &mut check, false).unwrap().equal());
+
+    // A source change after a cached pass is applied and the cache refreshed.
+    std::fs::write(src.join("d000/s0000/f000005.dat"), b"new").unwrap();
+    let fifth = pass(&mut journal, false);
+    assert!(fifth.destination_cached);
+    assert_eq!(fifth.files_written, 1);
+    let sixth = pass(&mut journal, false);
+    assert!(sixth.destination_cached);
+    assert_eq!(sixth.files_written, 0);
+    assert!(verify_files(&src, &mut check, false).unwrap().equal());
+
+    // The destination replaced wholesale: new inodes everywhere, full walk.
+    std::fs::remove_dir_all(&dst).unwrap();
+    let seventh = pass(&mut journal, false);
+    assert!(!seventh.destination_cached);
+    assert_eq!(seventh.files_written, first.files_written);
 }

@@ -2,8 +2,9 @@
 //! the exec channel. Host keys are verified: an unknown or changed key is refused.
 
 use migrator::fixtures::{generate_home, HomeSpec};
+use migrator::journal::SqliteJournal;
 use migrator::remote::{SshDestination, SshOptions, SshTarget};
-use migrator::sync_files::{run_pass, PassOptions, Progress, SyncError};
+use migrator::sync_files::{run_pass, run_pass_journaled, PassOptions, Progress, SyncError};
 use migrator::verify::verify_files;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -84,19 +85,41 @@ fn ssh_sync_of_generated_home_then_no_change_then_delta() {
     assert!(v.equal(), "{:?}", v.differences);
 
     eprintln!("verified at {:?}", t.elapsed());
-    let second = run_pass(&src, &mut dest, PassOptions::default(), &no_progress).unwrap();
+    // Journaled passes: the first walks the far side and caches its manifest (stamps taken
+    // by the receiver), the next one only compares directory stamps over the wire.
+    let mut journal = SqliteJournal::open(&tmp.path().join("journal.sqlite")).unwrap();
+    let mut journaled = |dest: &mut SshDestination| {
+        run_pass_journaled(
+            &mut journal,
+            "alice",
+            &src,
+            dest,
+            PassOptions::default(),
+            &no_progress,
+        )
+        .unwrap()
+    };
+    let second = journaled(&mut dest);
     assert_eq!((second.files_written, second.bytes_written), (0, 0));
     assert_eq!(second.deleted, 0);
+    assert!(!second.destination_cached);
+    let cached = journaled(&mut dest);
+    assert!(cached.destination_cached);
+    assert_eq!((cached.files_written, cached.deleted), (0, 0));
+    // A stray file on the far side: its directory's stamp changed, so the next pass walks.
+    std::fs::write(dst.join("odd/stray"), b"not ours").unwrap();
 
     eprintln!("second pass at {:?}", t.elapsed());
     std::fs::write(src.join("d001/s0050/f002500.dat"), b"new content").unwrap();
     std::fs::write(src.join("odd/added file"), b"added").unwrap();
     std::fs::remove_file(src.join("d000/s0000/f000000.dat")).unwrap();
-    let third = run_pass(&src, &mut dest, PassOptions::default(), &no_progress).unwrap();
+    let third = journaled(&mut dest);
+    assert!(!third.destination_cached);
     assert_eq!(
         (third.files_written, third.bytes_written, third.deleted),
-        (2, 11 + 5, 1)
+        (2, 11 + 5, 2)
     );
+    assert!(!dst.join("odd/stray").exists());
     assert_eq!(std::fs::read(dst.join("odd/added file")).unwrap(), b"added");
     eprintln!("third pass at {:?}", t.elapsed());
     let v = verify_files(&src, &mut dest, false).unwrap();

@@ -85,6 +85,10 @@ pub enum FilesCommand {
         /// Print what would be copied (files, bytes), change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Walk the destination even if the journal's cached manifest of it is still valid
+        /// (catches files edited in place on the destination behind the migrator's back).
+        #[arg(long)]
+        full: bool,
         /// Print a JSON summary on stdout.
         #[arg(long)]
         json: bool,
@@ -104,6 +108,7 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
             sides,
             journal,
             dry_run,
+            full,
             json,
         } => {
             let src = sides.src()?;
@@ -116,6 +121,7 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
             let opts = PassOptions {
                 checksum: sides.checksum,
                 dry_run,
+                full,
             };
             let report = sync_files::run_pass_journaled(
                 &mut journal,
