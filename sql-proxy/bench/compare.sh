@@ -9,6 +9,8 @@
 # in different sessions get separate CPU shares, which skews a comparison).
 #
 # Usage: sql-proxy/bench/compare.sh [ROUNDS=5] [SECONDS=10] [THREADS=8]
+# BASELINE_BIN=/path/to/older/sql-proxy adds a target "proxy-baseline" (TCP backend) for an
+# A/B of two builds in the same run.
 # Needs: release build of sql-proxy and the idle_conns example
 #   cargo build --release -p sql-proxy --bin sql-proxy --example idle_conns
 set -euo pipefail
@@ -83,6 +85,15 @@ printf '[backend_sockets]\nold = "%s"\n' "$W/s" >> "$W/proxy-unix.toml"
 RUST_LOG=warn "$BIN" run --config "$W/proxy-unix.toml" &
 PROXYU_PID=$!
 PIDS+=($PROXYU_PID)
+TARGETS=(direct haproxy proxy haproxy-unix proxy-unix)
+if [ -n "${BASELINE_BIN:-}" ]; then
+  PB=$(free_port)
+  sed -e "s|127.0.0.1:$PP|127.0.0.1:$PB|" "$W/proxy.toml" > "$W/proxy-baseline.toml"
+  RUST_LOG=warn "$BASELINE_BIN" run --config "$W/proxy-baseline.toml" &
+  PROXYB_PID=$!
+  PIDS+=($PROXYB_PID)
+  TARGETS+=(proxy-baseline)
+fi
 sleep 1
 
 sb() { # port workload seconds; prints sysbench's output, then "SBCPU <seconds>"
@@ -97,9 +108,8 @@ print("SBCPU", r.ru_utime + r.ru_stime)' \
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; } # utime+stime in clock ticks
 sysbench oltp_read_write --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$DBP" --mysql-user=app \
   --mysql-password=bench-pw --mysql-db=shop --tables=4 --table-size=10000 prepare >/dev/null
-TARGETS=(direct haproxy proxy haproxy-unix proxy-unix)
-declare -A PORT=([direct]=$DBP [haproxy]=$HP [proxy]=$PP [haproxy-unix]=$HU [proxy-unix]=$PU)
-declare -A MID=([direct]="" [haproxy]=$HAPROXY_PID [proxy]=$PROXY_PID [haproxy-unix]=$HAPROXYU_PID [proxy-unix]=$PROXYU_PID)
+declare -A PORT=([direct]=$DBP [haproxy]=$HP [proxy]=$PP [haproxy-unix]=$HU [proxy-unix]=$PU [proxy-baseline]=${PB:-0})
+declare -A MID=([direct]="" [haproxy]=$HAPROXY_PID [proxy]=$PROXY_PID [haproxy-unix]=$HAPROXYU_PID [proxy-unix]=$PROXYU_PID [proxy-baseline]=${PROXYB_PID:-})
 for t in "${TARGETS[@]}"; do sb "${PORT[$t]}" oltp_point_select 3 >/dev/null; done
 TCK=$(getconf CLK_TCK)
 echo -e "workload\tround\ttarget\tqps\tp99_ms\terrors\tdb_us_per_q\tmid_us_per_q\tsysbench_us_per_q" > "$W/raw.tsv"
@@ -120,19 +130,25 @@ for wl in oltp_point_select oltp_read_write; do
     done
   done
 done
+cp "$W/raw.tsv" "${RAW_OUT:-/tmp/sqlproxy-bench-raw.tsv}"
 python3 - "$W/raw.tsv" <<'PY'
 import sys, statistics as st
 rows=[l.rstrip("\n").split("\t") for l in open(sys.argv[1]).readlines()[1:]]
 for wl in ["oltp_point_select","oltp_read_write"]:
     m={}
-    for t in ["direct","haproxy","proxy","haproxy-unix","proxy-unix"]:
+    for t in ["direct","haproxy","proxy","haproxy-unix","proxy-unix","proxy-baseline"]:
         sel=[r for r in rows if r[0]==wl and r[2]==t]
+        if not sel:
+            continue
         q=[float(r[3]) for r in sel]
         p=[float(r[4]) for r in sel]
         cpu=[st.median(float(r[i]) for r in sel) for i in (6,7,8)]
         m[t]=(st.median(q),min(q),max(q),st.median(p),min(p),max(p))
         print(f"{wl}\t{t}\tqps median {m[t][0]:.0f} (min {m[t][1]:.0f}, max {m[t][2]:.0f})\tp99 median {m[t][3]:.2f} ms (min {m[t][4]:.2f}, max {m[t][5]:.2f})\tCPU us/query: MariaDB {cpu[0]:.1f}, middle {cpu[1]:.1f}, sysbench {cpu[2]:.1f}")
-    for p, h in [("proxy","haproxy"),("proxy-unix","haproxy"),("proxy-unix","haproxy-unix")]:
+    pairs=[("proxy","haproxy"),("proxy-unix","haproxy"),("proxy-unix","haproxy-unix")]
+    if "proxy-baseline" in m:
+        pairs.append(("proxy","proxy-baseline"))
+    for p, h in pairs:
         print(f"{wl}\t{p}/direct qps {m[p][0]/m['direct'][0]:.3f}\t{p}/{h} qps {m[p][0]/m[h][0]:.3f}\tp99 added vs direct {m[p][3]-m['direct'][3]:+.2f} ms")
 PY
 rss() { awk '/VmRSS/ {print $2}' "/proc/$PROXY_PID/status"; }
