@@ -61,6 +61,37 @@ pub trait LoadBalancer: Send + Sync {
     fn set_server_admin(&self, backend: &str, server: &str, state: AdminState) -> Result<()>;
     /// Sets the weight, then reads it back.
     fn set_server_weight(&self, backend: &str, server: &str, weight: u32) -> Result<()>;
+    /// Requests the server is handling or has queued now (a freeze waits for 0 after putting
+    /// it in maintenance). 0 when the balancer cannot tell.
+    fn in_flight(&self, _backend: &str, _server: &str) -> Result<u64> {
+        Ok(0)
+    }
+}
+
+/// Current plus queued sessions of `backend/server` in HAProxy's `show stat` CSV (0 when the
+/// server is not listed).
+pub fn parse_in_flight(csv: &str, backend: &str, server: &str) -> u64 {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let col = |n: &str| header.iter().position(|h| *h == n);
+    let (Some(px), Some(sv), Some(q), Some(s)) =
+        (col("pxname"), col("svname"), col("qcur"), col("scur"))
+    else {
+        return 0;
+    };
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|f| f.get(px) == Some(&backend) && f.get(sv) == Some(&server))
+        .map(|f| {
+            let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            n(q) + n(s)
+        })
+        .unwrap_or(0)
 }
 
 /// HAProxy's runtime API on a unix socket.
@@ -225,6 +256,16 @@ impl LoadBalancer for Haproxy {
             .ok_or_else(|| DriverError::NotFound(format!("haproxy server {backend}/{server}")))
     }
 
+    fn in_flight(&self, backend: &str, server: &str) -> Result<u64> {
+        check_name("backend", backend)?;
+        check_name("server", server)?;
+        Ok(parse_in_flight(
+            &self.command("show stat")?,
+            backend,
+            server,
+        ))
+    }
+
     fn set_server_addr(&self, backend: &str, server: &str, addr: SocketAddr) -> Result<()> {
         check_name("backend", backend)?;
         check_name("server", server)?;
@@ -314,6 +355,15 @@ mod tests {
             parse_servers_state(short),
             Err(DriverError::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn in_flight_reads_current_and_queued_sessions() {
+        let csv = "# pxname,svname,qcur,qmax,scur,smax\nbe_a,web,1,0,2,5\nbe_a,BACKEND,0,0,3,5\nbe_b,web,0,0,0,1\n";
+        assert_eq!(parse_in_flight(csv, "be_a", "web"), 3);
+        assert_eq!(parse_in_flight(csv, "be_b", "web"), 0);
+        assert_eq!(parse_in_flight(csv, "be_c", "web"), 0);
+        assert_eq!(parse_in_flight("garbage", "be_a", "web"), 0);
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub struct SiteReport {
 
 pub(crate) const SCOPE: &str = "cutover";
 
+/// How long a freeze waits for the site's in-flight requests on the old VIP.
+pub(crate) const DRAIN_WAIT: Duration = Duration::from_secs(10);
+
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -137,6 +140,66 @@ impl Ctx<'_> {
                 .set_server_addr(backend, server, web)
                 .map_err(drv)
                 .map_err(CutoverError::system(phase))?;
+        }
+        Ok(())
+    }
+
+    /// Waits (up to [`DRAIN_WAIT`]) until the old VIP's server of the site, already in
+    /// maintenance, has no request in flight: a request admitted just before the freeze must
+    /// finish (its upload written, its database write done) before the databases pause and the
+    /// final copy starts. Past the wait the freeze fails, so the site aborts to the old side.
+    pub(crate) fn drain_old_web(&self, spec: &SiteSpec) -> Result<(), CutoverError> {
+        let (b, s) = (&spec.old_lb.backend, &spec.old_lb.server);
+        let deadline = Instant::now() + DRAIN_WAIT;
+        loop {
+            let n = self
+                .sys
+                .lb_old
+                .in_flight(b, s)
+                .map_err(|x| {
+                    crate::systems::SystemError::from_driver("haproxy", crate::systems::Dc::Old, x)
+                })
+                .map_err(CutoverError::system(Phase::Freeze))?;
+            if n == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(CutoverError::system(Phase::Freeze)(
+                    crate::systems::SystemError {
+                        system: "haproxy",
+                        dc: crate::systems::Dc::Old,
+                        message: format!(
+                            "{b}/{s}: {n} request(s) still in flight {} s after maintenance",
+                            DRAIN_WAIT.as_secs()
+                        ),
+                        retryable: true,
+                    },
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The new VIP's HAProxy must already have the site's backend server (the runtime API
+    /// cannot create backends): it is pointed at the new web server when it is not yet (read
+    /// back) and stays in maintenance until the unfreeze.
+    pub(crate) fn new_backend_ready(&self, spec: &SiteSpec) -> Result<(), CutoverError> {
+        let drv =
+            |x| crate::systems::SystemError::from_driver("haproxy", crate::systems::Dc::New, x);
+        let (b, s) = (&spec.new_lb.backend, &spec.new_lb.server);
+        let err = || CutoverError::system(Phase::Prepare);
+        let cur = self
+            .sys
+            .lb_new
+            .server_state(b, s)
+            .map_err(drv)
+            .map_err(err())?;
+        if cur.addr != spec.new_web {
+            self.sys
+                .lb_new
+                .set_server_addr(b, s, spec.new_web)
+                .map_err(drv)
+                .map_err(err())?;
         }
         Ok(())
     }
@@ -341,6 +404,7 @@ impl<'a> Engine<'a> {
         self.phase(Phase::Prepare, |e| {
             let err = CutoverError::system(Phase::Prepare);
             e.sys.data.prepare(spec).map_err(err)?;
+            e.new_backend_ready(spec)?;
             if let (Some(dns), Some(d)) = (&e.sys.dns, &spec.dns) {
                 let cur = dns
                     .current(&d.name)
@@ -435,8 +499,19 @@ impl<'a> Engine<'a> {
     }
 
     pub(crate) fn freeze(&mut self) -> Result<(), CutoverError> {
+        self.freeze_with(true)
+    }
+
+    /// The freeze; with `pause = false` the databases are left to [`Engine::pause_dbs`]: a move
+    /// group holds and drains every member's web first, since a request held on an already
+    /// paused shared database could never drain.
+    pub(crate) fn freeze_with(&mut self, pause: bool) -> Result<(), CutoverError> {
         let spec = self.spec;
-        let dbs = self.dbs_on_old()?;
+        let dbs = if pause {
+            self.dbs_on_old()?
+        } else {
+            Vec::new()
+        };
         let key = format!("{}.freeze_started_ms", spec.site);
         self.take_lease()?;
         self.journal
@@ -450,6 +525,9 @@ impl<'a> Engine<'a> {
                 };
             lb(crate::systems::Dc::Old, &spec.old_lb, e.sys.lb_old.as_ref()).map_err(err())?;
             lb(crate::systems::Dc::New, &spec.new_lb, e.sys.lb_new.as_ref()).map_err(err())?;
+            // Requests admitted before the maintenance finish first (their writes land on
+            // the old side before the final copy), then the databases pause.
+            e.drain_old_web(spec)?;
             for db in &dbs {
                 let r = e.sys.proxy.route(db).map_err(err())?;
                 if !r.paused() {
@@ -458,6 +536,21 @@ impl<'a> Engine<'a> {
             }
             Ok(((), 0))
         })
+    }
+
+    /// Pauses the site's databases still open on the old side (the end of a group's freeze).
+    pub(crate) fn pause_dbs(&mut self) -> Result<(), CutoverError> {
+        for db in self.dbs_on_old()? {
+            let err = CutoverError::system(Phase::Freeze);
+            let r = self.sys.proxy.route(&db).map_err(err)?;
+            if !r.paused() {
+                self.sys
+                    .proxy
+                    .pause(&db)
+                    .map_err(CutoverError::system(Phase::Freeze))?;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn final_sync(&mut self) -> Result<(), CutoverError> {

@@ -114,6 +114,9 @@ fn site_goes_live_with_every_phase_journaled() {
     // TTL lowered before anything moves; maint before the pause; DNS before the commit point.
     assert!(pos("dns.ttl") < pos("data.sync_files"));
     assert!(pos("haproxy.maint") < pos("proxy.pause"));
+    // In-flight requests drain before the databases pause.
+    assert!(pos("haproxy.maint") < pos("haproxy.drain"));
+    assert!(pos("haproxy.drain") < pos("proxy.pause"));
     assert!(pos("dns.replace") < pos("proxy.resume"));
     // Running again changes nothing.
     let before = rec.log().len();

@@ -203,6 +203,14 @@ impl LoadBalancer for RecLb {
     fn server_state(&self, backend: &str, server: &str) -> drivers::Result<ServerState> {
         self.get(backend, server)
     }
+    fn in_flight(&self, backend: &str, server: &str) -> drivers::Result<u64> {
+        self.get(backend, server)?;
+        self.act(
+            "haproxy.drain",
+            format!("wait until {backend}/{server} has no request in flight (show stat: scur + qcur = 0)"),
+        )?;
+        Ok(0)
+    }
     fn set_server_addr(
         &self,
         backend: &str,

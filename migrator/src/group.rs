@@ -92,11 +92,17 @@ fn run(engines: &mut [Engine<'_>]) -> Result<(), CutoverError> {
         engines[i].gate()?;
     }
     // One freeze window for every pending member.
+    // Every member's web held and drained first, then the (shared) databases paused.
     let mut res = Ok(());
     for &i in &pending {
-        res = engines[i].freeze();
+        res = engines[i].freeze_with(false);
         if res.is_err() {
             break;
+        }
+    }
+    for &i in &pending {
+        if res.is_ok() {
+            res = engines[i].pause_dbs();
         }
     }
     for step in 0..2 {

@@ -2,7 +2,7 @@
 //! TSIG-signed DNS updates (`drivers::dns`), the sql-proxy admin API (a small HTTP/1.1 client,
 //! bearer token from a 0600 file), tunnel health (`tunnel::health`), local copies (filers
 //! mounted: `sync_files`, `copy_db`, `verify`) and the new web server's preparation
-//! ([`crate::web_host`], over SSH) after checking the new side's HAProxy backend.
+//! ([`crate::web_host`], over SSH).
 
 use crate::copy_db::{self, CopyOptions};
 use crate::journal::{JournalStore, SqliteJournal};
@@ -301,21 +301,6 @@ impl TunnelGate for TunnelHealth {
     }
 }
 
-/// The new side's HAProxy must already have the site's backend server (the runtime API cannot
-/// create backends); it is pointed at the new web server when it is not yet (read back), and
-/// left in maintenance until the unfreeze.
-fn new_backend_ready(spec: &SiteSpec) -> SysResult<()> {
-    use drivers::haproxy::LoadBalancer;
-    let lb = Haproxy::new(&spec.new_lb.socket);
-    let (b, s) = (&spec.new_lb.backend, &spec.new_lb.server);
-    let drv = |e| SystemError::from_driver("haproxy", Dc::New, e);
-    let cur = lb.server_state(b, s).map_err(drv)?;
-    if cur.addr != spec.new_web {
-        lb.set_server_addr(b, s, spec.new_web).map_err(drv)?;
-    }
-    Ok(())
-}
-
 /// Local copies: both sides' filers are mounted here, both SQL servers reachable.
 pub struct LocalData {
     pub journal: PathBuf,
@@ -347,7 +332,6 @@ impl LocalData {
 
 impl DataMover for LocalData {
     fn prepare(&self, spec: &SiteSpec) -> SysResult<()> {
-        new_backend_ready(spec)?;
         for h in &spec.homes {
             std::fs::create_dir_all(&h.new).map_err(|e| {
                 SystemError::new("files", Dc::New, format!("{}: {e}", h.new.display()))

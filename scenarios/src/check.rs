@@ -26,13 +26,37 @@ pub struct Expect {
     /// For fault scenarios: the fault must be visible.
     #[serde(default)]
     pub min_failed_requests: u64,
+    /// Migration scenarios: the per-site write-unavailability p99 budget (ms).
+    #[serde(default)]
+    pub max_freeze_p99_ms: Option<f64>,
+}
+
+/// Time windows (Unix ms, inclusive) in which failures are expected and counted apart: each
+/// site's freeze windows (from the migrator's journal) and the windows of an injected fault.
+#[derive(Debug, Default, Clone)]
+pub struct Windows {
+    pub freeze: HashMap<String, Vec<(u64, u64)>>,
+    pub fault: Vec<(u64, u64)>,
+}
+
+/// Slack around a window (ms): the journal stamps a phase just before/after the action.
+const SLACK_MS: u64 = 250;
+
+fn overlaps(a: (u64, u64), w: &[(u64, u64)]) -> bool {
+    w.iter()
+        .any(|&(s, e)| a.0 <= e.saturating_add(SLACK_MS) && a.1 + SLACK_MS >= s)
 }
 
 /// Result of checking one traffic log.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct CheckReport {
     pub requests: u64,
+    /// Failed requests outside every freeze and fault window.
     pub failed: u64,
+    /// Failed requests of a site while it (or a site sharing its database) was frozen.
+    pub failed_in_freeze: u64,
+    /// Failed requests while an injected fault lasted.
+    pub failed_in_fault: u64,
     pub failed_by_op: BTreeMap<String, u64>,
     pub acked_writes: u64,
     /// Tokens of acknowledged writes missing from the database.
@@ -105,14 +129,43 @@ pub fn read_log(path: &Path) -> Result<Vec<LogRecord>> {
 
 /// Checks `log` against the lab.
 pub fn check(state: &LabState, log: &[LogRecord]) -> Result<CheckReport> {
+    check_windows(state, log, &Windows::default())
+}
+
+/// Checks `log` against the lab, counting failures inside `windows` apart.
+pub fn check_windows(
+    state: &LabState,
+    log: &[LogRecord],
+    windows: &Windows,
+) -> Result<CheckReport> {
     let mut r = CheckReport::default();
     let sites: HashMap<&str, _> = state.sites.iter().map(|s| (s.login.as_str(), s)).collect();
+    // A site's freeze windows include those of every site sharing its database.
+    let mut by_db: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
+    for s in &state.sites {
+        if let Some(w) = windows.freeze.get(&s.login) {
+            by_db.entry(s.database.as_str()).or_default().extend(w);
+        }
+    }
     // Acked tokens grouped by (serving side, database).
     let mut wanted: BTreeMap<(Side, String), Vec<&str>> = BTreeMap::new();
     let mut uploads: Vec<(PathBuf, String)> = Vec::new();
     for rec in log {
         r.requests += 1;
         if !rec.ok {
+            let span = (rec.at_ms, rec.at_ms + rec.ms.ceil() as u64);
+            let frozen = sites
+                .get(rec.site.as_str())
+                .and_then(|s| by_db.get(s.database.as_str()))
+                .is_some_and(|w| rec.at_ms > 0 && overlaps(span, w));
+            if frozen {
+                r.failed_in_freeze += 1;
+                continue;
+            }
+            if rec.at_ms > 0 && overlaps(span, &windows.fault) {
+                r.failed_in_fault += 1;
+                continue;
+            }
             r.failed += 1;
             *r.failed_by_op.entry(format!("{:?}", rec.op)).or_default() += 1;
             if r.sample_errors.len() < 5 {
@@ -138,7 +191,10 @@ pub fn check(state: &LabState, log: &[LogRecord]) -> Result<CheckReport> {
             continue;
         };
         wanted
-            .entry((site.serving, site.database.clone()))
+            .entry((
+                site.db_serving.unwrap_or(site.serving),
+                site.database.clone(),
+            ))
             .or_default()
             .push(token);
         if rec.op == Op::HttpWrite {

@@ -17,6 +17,9 @@
 //! - [`check`]: proves zero lost writes and counts failures from a traffic log.
 //! - [`faults`]: faults injected during a scenario (HAProxy maintenance, SQL server pause).
 //! - [`scenario`]: `scenario.toml` + `expect.toml`, `scenarios run <name>`.
+//! - [`migration`]: the `[migration]` a scenario runs with the real `migrator` (wave, rollback,
+//!   crash-resume, tunnel flap); [`serving`]: which side serves each site, read from the
+//!   proxy, HAProxy and DNS.
 
 pub mod check;
 pub mod dc_services;
@@ -25,10 +28,12 @@ pub mod error;
 pub mod faults;
 pub mod inventory;
 pub mod lab;
+pub mod migration;
 pub mod php_app;
 pub mod process;
 pub mod scenario;
 pub mod secrets;
+pub mod serving;
 pub mod sites;
 pub mod sql_proxy;
 pub mod state;

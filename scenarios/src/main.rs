@@ -34,6 +34,9 @@ enum Cmd {
         /// Folder holding <name>/scenario.toml (default: ./scenarios, then the crate's folder).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Lab size instead of the scenario's (a wave covering the whole lab follows it).
+        #[arg(long)]
+        sites: Option<usize>,
     },
     /// Generate traffic (run inside the client namespace: `ip netns exec <client> …`).
     Traffic {
@@ -184,7 +187,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         },
-        Cmd::Run { name, dir } => {
+        Cmd::Run { name, dir, sites } => {
             let base = match dir {
                 Some(d) => d,
                 None if PathBuf::from("scenarios").join(&name).is_dir() => {
@@ -194,9 +197,24 @@ fn main() -> anyhow::Result<()> {
             };
             let exe = std::env::current_exe().context("locating the scenarios binary")?;
             std::fs::create_dir_all(&cli.state_root)?;
-            let report = scenario::run(&base.join(&name), &cli.state_root, &exe)
+            let opts = scenario::RunOptions { sites };
+            let report = scenario::run_with(&base.join(&name), &cli.state_root, &exe, &opts)
                 .with_context(|| format!("scenario `{name}`"))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+            if let Some(m) = &report.migration {
+                println!(
+                    "migration: {} sites in {:.1} s ({:.1} sites/min); freeze p50 {} ms, p99 {} ms, max {} ms; failed in freezes {}, during faults {}, outside {}",
+                    m.sites,
+                    m.wave_secs,
+                    m.sites_per_minute,
+                    m.freeze_p50_ms.map(|v| format!("{v:.0}")).unwrap_or("-".into()),
+                    m.freeze_p99_ms.map(|v| format!("{v:.0}")).unwrap_or("-".into()),
+                    m.freeze_max_ms.map(|v| format!("{v:.0}")).unwrap_or("-".into()),
+                    report.check.failed_in_freeze,
+                    report.check.failed_in_fault,
+                    report.check.failed
+                );
+            }
             if !report.passed() {
                 bail!("scenario `{name}` FAILED: {}", report.violations.join("; "));
             }

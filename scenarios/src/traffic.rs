@@ -33,6 +33,9 @@ pub struct TrafficSpec {
     pub sql_read: u32,
     pub sql_write: u32,
     pub seed: u64,
+    /// Stop (like the deadline) once this file exists: a scenario keeps the traffic running
+    /// for as long as its migration takes.
+    pub stop_file: Option<std::path::PathBuf>,
 }
 
 impl Default for TrafficSpec {
@@ -48,6 +51,7 @@ impl Default for TrafficSpec {
             sql_read: 15,
             sql_write: 10,
             seed: 1,
+            stop_file: None,
         }
     }
 }
@@ -76,6 +80,9 @@ pub struct LogRecord {
     pub seq: u64,
     /// Milliseconds since the start of the run.
     pub t_ms: u64,
+    /// Unix time (ms) the request started, to compare with the migrator's journal.
+    #[serde(default)]
+    pub at_ms: u64,
     pub op: Op,
     pub site: String,
     pub token: Option<String>,
@@ -252,6 +259,9 @@ async fn worker(sh: Arc<Shared>, w: usize) {
         if sh.start.elapsed() >= deadline {
             return;
         }
+        if sh.spec.stop_file.as_ref().is_some_and(|f| f.exists()) {
+            return;
+        }
         let seq = sh.counter.fetch_add(1, Ordering::SeqCst);
         if seq >= sh.spec.max_requests {
             return;
@@ -282,6 +292,7 @@ async fn worker(sh: Arc<Shared>, w: usize) {
         };
         let t0 = Instant::now();
         let t_ms = sh.start.elapsed().as_millis() as u64;
+        let at_ms = unix_ms();
         let result = tokio::time::timeout(
             Duration::from_secs(15),
             request(&sh, idx, op, token.as_deref()),
@@ -305,6 +316,7 @@ async fn worker(sh: Arc<Shared>, w: usize) {
         let rec = LogRecord {
             seq,
             t_ms,
+            at_ms,
             op,
             site: sh.sites[idx].login.clone(),
             token,
@@ -331,6 +343,14 @@ async fn worker(sh: Arc<Shared>, w: usize) {
             let _ = writeln!(log, "{line}");
         }
     }
+}
+
+/// Unix time in milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 type ReqResult = Result<(Option<u16>, Option<String>), (Option<u16>, String)>;

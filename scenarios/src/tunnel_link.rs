@@ -105,6 +105,40 @@ pub fn down(st: &LabState) {
     }
 }
 
+/// Takes old-dc's side of the tunnel down (a fault a scenario injects): the `tunnel` crate
+/// removes its interface, so nothing crosses until [`flap_up`].
+pub fn flap_down(st: &LabState) -> Result<()> {
+    let dir = config_dir(st);
+    let cfg =
+        tunnel::Config::load(&dir.join("tunnel.toml")).map_err(|e| err("tunnel config", e))?;
+    tunnel::down(&cfg, &side(OLD, &st.old.netns, &dir))
+        .map_err(|e| err("tunnel down old-dc", e))?;
+    Ok(())
+}
+
+/// Brings old-dc's side back up and waits (up to 20 s) until old-dc sees new-dc healthy.
+pub fn flap_up(st: &LabState) -> Result<()> {
+    let dir = config_dir(st);
+    let cfg =
+        tunnel::Config::load(&dir.join("tunnel.toml")).map_err(|e| err("tunnel config", e))?;
+    let old = side(OLD, &st.old.netns, &dir);
+    tunnel::up(&cfg, &old).map_err(|e| err("tunnel up old-dc", e))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let h = tunnel::health(&cfg, &old);
+        if h.healthy {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(LabError::Tunnel(format!(
+                "not healthy 20 s after up: {}",
+                h.reason
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Health of the tunnel, seen from old-dc.
 pub fn status(st: &LabState) -> ServiceStatus {
     let dir = config_dir(st);

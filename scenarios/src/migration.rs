@@ -1,0 +1,587 @@
+//! The migration a scenario runs while its traffic flows (`[migration]` in `scenario.toml`),
+//! driving the real `migrator` binary inside the client namespace with exactly the commands of
+//! `runbooks/cutover.md`: `migrator site specs-from-lab`, `migrator plan`, `migrator wave run`,
+//! `migrator rollback`. Kinds:
+//! - `wave`: one wave of the plan, every site to `live` on new-dc;
+//! - `rollback`: the wave, then one site rolled back while writes continue;
+//! - `crash_resume`: the wave, its process SIGKILLed (by PID) as soon as each listed phase is
+//!   seen in the journal, then resumed with the same command; a last run finishes it;
+//! - `tunnel_flap`: the wave, with the tunnel taken down (old-dc side, `tunnel` crate) mid-wave
+//!   and brought back up later.
+//!
+//! Afterwards every site's placement is read from the systems ([`crate::serving`]): each site
+//! must be on exactly one side and unfrozen, with the journal state the kind expects. Freeze
+//! windows come from the journal so the check counts failures inside them apart.
+
+use crate::check::Windows;
+use crate::error::{LabError, Result};
+use crate::process::{in_ns, run as run_cmd};
+use crate::serving::SiteSides;
+use crate::state::{LabState, Side};
+use crate::traffic::unix_ms;
+use migrator::journal::{JournalStore, SqliteJournal};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a scenario migrates.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Wave,
+    Rollback,
+    CrashResume,
+    TunnelFlap,
+}
+
+/// `[migration]` of a scenario.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationSection {
+    pub kind: Kind,
+    /// Sites in the wave (the plan's first wave; 0 = every site of the lab).
+    #[serde(default)]
+    pub sites: usize,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Traffic before the migration starts.
+    #[serde(default = "default_warmup")]
+    pub warmup_secs: f64,
+    /// Traffic after it ended.
+    #[serde(default = "default_warmup")]
+    pub tail_secs: f64,
+    /// `--gate-wait`: how long a site waits for an unhealthy tunnel.
+    #[serde(default = "default_gate_wait")]
+    pub gate_wait_secs: u64,
+    /// `rollback`: the site rolled back, and how long it serves from new-dc first.
+    #[serde(default)]
+    pub rollback_site: Option<String>,
+    #[serde(default = "default_warmup")]
+    pub rollback_after_secs: f64,
+    /// `crash_resume`: the phases (journal names) at which the migrator is killed, in turn.
+    #[serde(default)]
+    pub kill_phases: Vec<String>,
+    /// `tunnel_flap`: seconds after the wave starts, and how long the tunnel stays down.
+    #[serde(default = "default_warmup")]
+    pub tunnel_down_after_secs: f64,
+    #[serde(default = "default_warmup")]
+    pub tunnel_down_for_secs: f64,
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+fn default_warmup() -> f64 {
+    3.0
+}
+fn default_gate_wait() -> u64 {
+    300
+}
+
+/// What the migration did, for the scenario report and BENCHMARKS.md.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MigrationReport {
+    pub kind: Option<Kind>,
+    pub sites: usize,
+    /// Wall time of the wave runs (all of them for `crash_resume`).
+    pub wave_secs: f64,
+    pub sites_per_minute: f64,
+    /// Per-site write-unavailability from the journal (freeze start → unfreeze end).
+    pub freeze_p50_ms: Option<f64>,
+    pub freeze_p99_ms: Option<f64>,
+    pub freeze_max_ms: Option<f64>,
+    /// Phase name → (p50, max) ms over the sites.
+    pub phase_ms: BTreeMap<String, (f64, f64)>,
+    /// Journal state → sites.
+    pub states: BTreeMap<String, usize>,
+    /// What happened, in order (kills, tunnel flap, rollback).
+    pub events: Vec<String>,
+    pub violations: Vec<String>,
+    pub migrator_log: PathBuf,
+}
+
+/// The `migrator` binary run in the lab's client namespace, with its files in `dir`.
+pub struct Migrator {
+    exe: PathBuf,
+    client_netns: String,
+    pub dir: PathBuf,
+    pub sites_file: PathBuf,
+    pub plan: PathBuf,
+    pub journal: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Migrator {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = in_ns(None, &self.client_netns, &self.exe.to_string_lossy());
+        c.args(args);
+        c
+    }
+
+    /// Writes the site specs (`specs-from-lab`) and a plan whose wave 1 holds `sites` sites.
+    pub fn setup(st: &LabState, dir: &Path, sites: usize) -> Result<Migrator> {
+        std::fs::create_dir_all(dir).map_err(LabError::io("creating migration dir", dir))?;
+        let m = Migrator {
+            exe: crate::tools::find("migrator")?,
+            client_netns: st.client.netns.clone(),
+            dir: dir.to_path_buf(),
+            sites_file: dir.join("sites.json"),
+            plan: dir.join("plan.json"),
+            journal: dir.join("journal.sqlite"),
+            log: dir.join("migrator.log"),
+        };
+        let p = st
+            .sql_proxy
+            .as_ref()
+            .ok_or_else(|| LabError::Internal("the lab has no sql-proxy".into()))?;
+        let tunnel = st.tunnel.as_ref().map(|t| {
+            t.config_dir
+                .join("tunnel.toml")
+                .to_string_lossy()
+                .into_owned()
+        });
+        let state = crate::state::LabState::path(&st.state_dir);
+        let (admin, token) = (p.admin.to_string(), p.token_file.to_string_lossy());
+        let mut args = vec![
+            "site",
+            "specs-from-lab",
+            "--state",
+            state.to_str().unwrap_or_default(),
+            "--out",
+            m.sites_file.to_str().unwrap_or_default(),
+            "--proxy-admin",
+            &admin,
+            "--proxy-token-file",
+            &token,
+        ];
+        if let Some(t) = &tunnel {
+            args.extend([
+                "--tunnel-config",
+                t,
+                "--tunnel-side",
+                "old-dc",
+                "--tunnel-netns",
+                &st.old.netns,
+            ]);
+        }
+        run_cmd(&mut m.cmd(&args))?;
+        let inv = st
+            .inventory_dir
+            .as_ref()
+            .ok_or_else(|| LabError::Internal("the lab wrote no inventory".into()))?;
+        let n = if sites == 0 { st.sites.len() } else { sites };
+        run_cmd(&mut m.cmd(&[
+            "plan",
+            "--inventory",
+            &inv.to_string_lossy(),
+            "--canary",
+            &n.to_string(),
+            "--out",
+            &m.plan.to_string_lossy(),
+        ]))?;
+        Ok(m)
+    }
+
+    /// `migrator wave run 1 …` as in the runbook.
+    pub fn wave(&self, sec: &MigrationSection) -> Command {
+        let (c, g) = (sec.concurrency.to_string(), sec.gate_wait_secs.to_string());
+        let mut cmd = self.cmd(&[
+            "wave",
+            "run",
+            "1",
+            "--plan",
+            &self.plan.to_string_lossy(),
+            "--sites",
+            &self.sites_file.to_string_lossy(),
+            "--journal",
+            &self.journal.to_string_lossy(),
+            "--concurrency",
+            &c,
+            "--gate-wait",
+            &g,
+            "--max-failures",
+            "1000",
+        ]);
+        self.log_to(&mut cmd);
+        cmd
+    }
+
+    fn log_to(&self, cmd: &mut Command) {
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+        };
+        if let (Ok(a), Ok(b)) = (open(), open()) {
+            cmd.stdout(a).stderr(b);
+        }
+        cmd.stdin(Stdio::null());
+    }
+
+    /// Runs a command to its end; `Ok(exit code)`.
+    fn status(&self, mut cmd: Command) -> Result<i32> {
+        let st = cmd.status().map_err(|e| LabError::Command {
+            command: "migrator".into(),
+            status: "could not start".into(),
+            stderr: e.to_string(),
+        })?;
+        Ok(st.code().unwrap_or(-1))
+    }
+
+    fn journal(&self) -> Result<SqliteJournal> {
+        SqliteJournal::open(&self.journal).map_err(|e| LabError::Internal(format!("journal: {e}")))
+    }
+}
+
+/// Every site's steps from the journal.
+fn steps(m: &Migrator) -> Result<Vec<migrator::journal::StepRecord>> {
+    let j = m.journal()?;
+    let mut all = Vec::new();
+    let e = |e: migrator::journal::JournalError| LabError::Internal(format!("journal: {e}"));
+    for (site, _) in j.sites().map_err(e)? {
+        all.extend(j.steps(&site).map_err(e)?);
+    }
+    Ok(all)
+}
+
+/// Freeze windows per site: `freeze`/`rollback-freeze` start → `unfreeze`/`abort`/
+/// `rollback-unfreeze` end (still open at the end: until now).
+pub fn freeze_windows(m: &Migrator) -> Result<HashMap<String, Vec<(u64, u64)>>> {
+    let mut all = steps(m)?;
+    all.sort_by_key(|s| (s.site.clone(), s.started_ms, s.id));
+    let mut out: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+    let mut open: HashMap<String, u64> = HashMap::new();
+    for s in &all {
+        match s.phase.as_str() {
+            "freeze" | "rollback-freeze" => {
+                open.entry(s.site.clone()).or_insert(s.started_ms as u64);
+            }
+            "unfreeze" | "abort" | "rollback-unfreeze" => {
+                if let Some(start) = open.remove(&s.site) {
+                    let end = s.ended_ms.unwrap_or(s.started_ms) as u64;
+                    out.entry(s.site.clone()).or_default().push((start, end));
+                }
+            }
+            _ => {}
+        }
+    }
+    let now = unix_ms();
+    for (site, start) in open {
+        out.entry(site).or_default().push((start, now));
+    }
+    Ok(out)
+}
+
+fn pct(sorted: &[f64], p: f64) -> Option<f64> {
+    migrator::wave::percentile(sorted, p)
+}
+
+/// Runs the migration of `sec` against the lab (the traffic runs meanwhile). Never panics;
+/// what went wrong is in `violations`. Returns the report and the fault windows.
+pub fn run(
+    st: &LabState,
+    m: &Migrator,
+    sec: &MigrationSection,
+) -> (MigrationReport, Vec<(u64, u64)>) {
+    let mut r = MigrationReport {
+        kind: Some(sec.kind),
+        migrator_log: m.log.clone(),
+        ..Default::default()
+    };
+    let mut faults = Vec::new();
+    let t0 = Instant::now();
+    let res = match sec.kind {
+        Kind::Wave => wave_once(m, sec, &mut r),
+        Kind::Rollback => wave_once(m, sec, &mut r).and_then(|_| rollback(m, sec, &mut r)),
+        Kind::CrashResume => crash_resume(m, sec, &mut r),
+        Kind::TunnelFlap => tunnel_flap(st, m, sec, &mut r, &mut faults),
+    };
+    if r.wave_secs == 0.0 {
+        r.wave_secs = t0.elapsed().as_secs_f64();
+    }
+    if let Err(e) = res {
+        r.violations.push(format!("migration: {e}"));
+    }
+    (r, faults)
+}
+
+fn wave_once(m: &Migrator, sec: &MigrationSection, r: &mut MigrationReport) -> Result<()> {
+    let t = Instant::now();
+    let code = m.status(m.wave(sec))?;
+    r.wave_secs = t.elapsed().as_secs_f64();
+    r.events.push(format!(
+        "wave run 1: exit {code} after {:.1} s",
+        r.wave_secs
+    ));
+    if code != 0 {
+        r.violations.push(format!(
+            "migrator wave run exited {code} (see {})",
+            m.log.display()
+        ));
+    }
+    Ok(())
+}
+
+fn rollback(m: &Migrator, sec: &MigrationSection, r: &mut MigrationReport) -> Result<()> {
+    let site = sec
+        .rollback_site
+        .clone()
+        .ok_or_else(|| LabError::Internal("rollback needs `rollback_site`".into()))?;
+    std::thread::sleep(Duration::from_secs_f64(sec.rollback_after_secs));
+    let mut cmd = m.cmd(&[
+        "rollback",
+        &site,
+        "--sites",
+        &m.sites_file.to_string_lossy(),
+        "--journal",
+        &m.journal.to_string_lossy(),
+    ]);
+    m.log_to(&mut cmd);
+    let t = Instant::now();
+    let code = m.status(cmd)?;
+    r.events.push(format!(
+        "rollback {site}: exit {code} after {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
+    if code != 0 {
+        r.violations
+            .push(format!("migrator rollback {site} exited {code}"));
+    }
+    Ok(())
+}
+
+/// Starts the wave, kills it (SIGKILL, its PID) once `phase` is seen started in the journal
+/// after the start; `true` if it was killed, `false` if the wave ended first.
+fn run_and_kill_at(
+    m: &Migrator,
+    sec: &MigrationSection,
+    phase: &str,
+    r: &mut MigrationReport,
+) -> Result<bool> {
+    let since = unix_ms() as i64;
+    let mut child = m.wave(sec).spawn().map_err(|e| LabError::Command {
+        command: "migrator wave run".into(),
+        status: "could not start".into(),
+        stderr: e.to_string(),
+    })?;
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Ok(Some(code)) = child.try_wait() {
+            r.events.push(format!(
+                "{phase}: the wave ended (exit {code}) before the phase was seen"
+            ));
+            return Ok(false);
+        }
+        if Instant::now() > deadline {
+            crate::process::signal_pid(pid, libc::SIGKILL);
+            let _ = child.wait();
+            return Err(LabError::Internal(format!("{phase}: not reached in 300 s")));
+        }
+        let hit = m.journal().ok().and_then(|j| {
+            let sites = j.sites().ok()?;
+            sites.iter().find_map(|(s, _)| {
+                j.steps(s)
+                    .ok()?
+                    .into_iter()
+                    .find(|x| x.phase == phase && x.started_ms >= since)
+            })
+        });
+        if let Some(step) = hit {
+            crate::process::signal_pid(pid, libc::SIGKILL);
+            let _ = child.wait();
+            let inside = m
+                .journal()
+                .ok()
+                .and_then(|j| j.steps(&step.site).ok())
+                .and_then(|v| v.into_iter().find(|x| x.id == step.id))
+                .is_some_and(|x| x.ended_ms.is_none());
+            r.events.push(format!(
+                "SIGKILL pid {pid} at {phase} of {} ({})",
+                step.site,
+                if inside {
+                    "inside the phase"
+                } else {
+                    "just after it"
+                }
+            ));
+            return Ok(true);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn crash_resume(m: &Migrator, sec: &MigrationSection, r: &mut MigrationReport) -> Result<()> {
+    let t = Instant::now();
+    for phase in &sec.kill_phases {
+        run_and_kill_at(m, sec, phase, r)?;
+    }
+    let code = m.status(m.wave(sec))?;
+    r.events.push(format!("resume to the end: exit {code}"));
+    if code != 0 {
+        r.violations.push(format!(
+            "the final `wave run` exited {code} (see {})",
+            m.log.display()
+        ));
+    }
+    r.wave_secs = t.elapsed().as_secs_f64();
+    Ok(())
+}
+
+fn tunnel_flap(
+    st: &LabState,
+    m: &Migrator,
+    sec: &MigrationSection,
+    r: &mut MigrationReport,
+    faults: &mut Vec<(u64, u64)>,
+) -> Result<()> {
+    let t = Instant::now();
+    let mut child = m.wave(sec).spawn().map_err(|e| LabError::Command {
+        command: "migrator wave run".into(),
+        status: "could not start".into(),
+        stderr: e.to_string(),
+    })?;
+    std::thread::sleep(Duration::from_secs_f64(sec.tunnel_down_after_secs));
+    let down = unix_ms();
+    let res = crate::tunnel_link::flap_down(st);
+    r.events.push(format!("tunnel down (old-dc side): {res:?}"));
+    std::thread::sleep(Duration::from_secs_f64(sec.tunnel_down_for_secs));
+    let res = crate::tunnel_link::flap_up(st);
+    let up = unix_ms();
+    r.events.push(format!(
+        "tunnel up and healthy after {:.1} s down: {res:?}",
+        (up - down) as f64 / 1e3
+    ));
+    faults.push((down, up));
+    let mut code = child.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1);
+    r.events.push(format!("wave run 1: exit {code}"));
+    if code != 0 {
+        // Sites caught inside their freeze when the tunnel fell were aborted back to old-dc
+        // (correct: never switched while down) and the run reports them failed; the runbook's
+        // answer is the same command again once the tunnel is healthy.
+        code = m.status(m.wave(sec))?;
+        r.events.push(format!(
+            "wave run 1 again after the tunnel healed: exit {code}"
+        ));
+    }
+    r.wave_secs = t.elapsed().as_secs_f64();
+    if code != 0 {
+        r.violations.push(format!(
+            "migrator wave run exited {code} (see {})",
+            m.log.display()
+        ));
+    }
+    // No site may start a freeze or a switch while the tunnel is down.
+    for s in steps(m)? {
+        let at = s.started_ms as u64;
+        if matches!(s.phase.as_str(), "freeze" | "switch") && at >= down && at <= up {
+            r.violations.push(format!(
+                "{}: {} started {} ms after the tunnel went down (it was down {} ms)",
+                s.site,
+                s.phase,
+                at - down,
+                up - down
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fills the figures from the journal and checks every site's final placement.
+pub fn finish(
+    st: &LabState,
+    m: &Migrator,
+    sec: &MigrationSection,
+    sides: &[SiteSides],
+    r: &mut MigrationReport,
+) {
+    let wave_sites = if sec.sites == 0 {
+        st.sites.len()
+    } else {
+        sec.sites
+    };
+    r.sites = wave_sites;
+    if r.wave_secs > 0.0 {
+        r.sites_per_minute = wave_sites as f64 * 60.0 / r.wave_secs;
+    }
+    if let Ok(w) = freeze_windows(m) {
+        let mut f: Vec<f64> = w
+            .values()
+            .filter_map(|v| v.last().map(|(a, b)| (b - a) as f64))
+            .collect();
+        f.sort_by(|a, b| a.total_cmp(b));
+        r.freeze_p50_ms = pct(&f, 50.0);
+        r.freeze_p99_ms = pct(&f, 99.0);
+        r.freeze_max_ms = f.last().copied();
+    }
+    if let Ok(all) = steps(m) {
+        let mut per: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for s in all {
+            if let Some(e) = s.ended_ms {
+                per.entry(s.phase)
+                    .or_default()
+                    .push((e - s.started_ms) as f64);
+            }
+        }
+        for (p, mut v) in per {
+            v.sort_by(|a, b| a.total_cmp(b));
+            let p50 = pct(&v, 50.0).unwrap_or(0.0);
+            r.phase_ms
+                .insert(p, (p50, v.last().copied().unwrap_or(0.0)));
+        }
+    }
+    let states: HashMap<String, String> = m
+        .journal()
+        .and_then(|j| j.sites().map_err(|e| LabError::Internal(e.to_string())))
+        .map(|v| {
+            v.into_iter()
+                .map(|(s, st)| (s, st.as_str().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for v in states.values() {
+        *r.states.entry(v.clone()).or_default() += 1;
+    }
+    let wave: Vec<&str> = st
+        .sites
+        .iter()
+        .take(wave_sites)
+        .map(|s| s.login.as_str())
+        .collect();
+    for s in sides {
+        let placed = s.consistent(st);
+        let state = states.get(&s.site).map(String::as_str).unwrap_or("planned");
+        let in_wave = wave.contains(&s.site.as_str());
+        let rolled = sec.rollback_site.as_deref() == Some(s.site.as_str());
+        let want = match (in_wave, rolled && sec.kind == Kind::Rollback) {
+            (_, true) => Some(Side::Old),
+            (true, false) => Some(Side::New),
+            (false, false) => None,
+        };
+        match (placed, want) {
+            (Err(why), _) => r.violations.push(format!("{} ({state}): {why}", s.site)),
+            (Ok(side), Some(w)) if side != w => r.violations.push(format!(
+                "{} ({state}) is served from {}, expected {}",
+                s.site,
+                side.label(),
+                w.label()
+            )),
+            (Ok(Side::New), _) if state != "live" => r.violations.push(format!(
+                "{} serves from new-dc but its journal says {state}",
+                s.site
+            )),
+            _ => {}
+        }
+    }
+}
+
+/// Fault windows and freeze windows for the check.
+pub fn windows(m: &Migrator, faults: Vec<(u64, u64)>) -> Windows {
+    Windows {
+        freeze: freeze_windows(m).unwrap_or_default(),
+        fault: faults,
+    }
+}
