@@ -40,6 +40,7 @@ mod cutover_tests;
 pub mod db_schema;
 pub mod dest_cache;
 pub mod dry_run;
+pub mod file_transport;
 pub mod finalize;
 pub mod fixtures;
 pub mod group;

@@ -7,7 +7,6 @@
 use crate::copy_db::{self, CopyOptions};
 use crate::journal::{JournalStore, SqliteJournal};
 use crate::site_spec::{DnsSpec, ProxySpec, SiteSpec, TunnelSpec};
-use crate::sync_files::{self, LocalDestination, PassOptions};
 use crate::systems::{
     DataMover, Dc, Direction, Dns, ProxyControl, Route, SysResult, SystemError, Systems, TunnelGate,
 };
@@ -333,6 +332,9 @@ impl LocalData {
 impl DataMover for LocalData {
     fn prepare(&self, spec: &SiteSpec) -> SysResult<()> {
         for h in &spec.homes {
+            if crate::file_transport::is_remote(&h.new) {
+                continue; // made by the first pass's receiver on the far host
+            }
             std::fs::create_dir_all(&h.new).map_err(|e| {
                 SystemError::new("files", Dc::New, format!("{}: {e}", h.new.display()))
             })?;
@@ -380,14 +382,7 @@ impl DataMover for LocalData {
     fn sync_files(&self, spec: &SiteSpec, dir: Direction) -> SysResult<u64> {
         let mut bytes = 0;
         for h in &spec.homes {
-            let (src, dst, dc) = match dir {
-                Direction::Forward => (&h.old, &h.new, Dc::New),
-                Direction::Back => (&h.new, &h.old, Dc::Old),
-            };
-            let mut d = LocalDestination::new(dst);
-            let r = sync_files::run_pass(src, &mut d, PassOptions::default(), &|_| {})
-                .map_err(|e| SystemError::new("files", dc, e.to_string()))?;
-            bytes += r.bytes_written;
+            bytes += crate::file_transport::sync_home(h, dir)?;
         }
         Ok(bytes)
     }
@@ -434,14 +429,7 @@ impl DataMover for LocalData {
     fn verify(&self, spec: &SiteSpec, dbs: &[String]) -> SysResult<Vec<String>> {
         let mut diffs = Vec::new();
         for h in &spec.homes {
-            let mut d = LocalDestination::new(&h.new);
-            let r = crate::verify::verify_files(&h.old, &mut d, false)
-                .map_err(|e| SystemError::new("files", Dc::New, e.to_string()))?;
-            diffs.extend(
-                r.differences
-                    .into_iter()
-                    .map(|x| format!("{}: {x}", h.old.display())),
-            );
+            diffs.extend(crate::file_transport::verify_home(h)?);
         }
         if !dbs.is_empty() {
             let (old, new) = LocalData::urls(spec)?;

@@ -31,6 +31,9 @@ pub fn rollback_site(mut engine: Engine<'_>) -> Result<SiteReport, CutoverError>
     if state == SiteState::Finalized {
         return Err(CutoverError::Finalized(engine.spec.site.clone()));
     }
+    // Refused before anything is frozen: a copy back the transport cannot do.
+    crate::file_transport::check_direction(&engine.spec.homes, Direction::Back)
+        .map_err(CutoverError::system(Phase::RollbackCopy))?;
     if !pending && !matches!(state, SiteState::Switched | SiteState::Live) {
         return Err(CutoverError::WrongState {
             state,

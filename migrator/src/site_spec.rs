@@ -265,6 +265,8 @@ impl SpecFile {
                 if h.compat_link.is_some() != h.compat_target.is_some() {
                     return Err(bad("`compat_link` and `compat_target` go together".into()));
                 }
+                crate::file_transport::parse(&h.new)
+                    .map_err(|e| bad(format!("home `new`: {e}")))?;
             }
             if s.budget.max_sync_passes == 0 {
                 return Err(bad("`budget.max_sync_passes` must be at least 1".into()));

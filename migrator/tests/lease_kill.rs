@@ -117,6 +117,13 @@ fn sigkilled_while_frozen_then_the_lease_watchdog_unfreezes_on_the_owning_side()
     // Killed inside the freeze, before the commit point: frozen on old, and it stays so.
     kill_after(d, "final-sync", SiteState::FinalSynced);
     assert_eq!(srv(&old_lb).admin, AdminState::Maint, "frozen when killed");
+    let show = Command::new(bin())
+        .args(["site", "show", "shop", "--journal"])
+        .arg(d.join("j.sqlite"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(text.contains("FROZEN under a lease of pid"), "{text}");
     let out = run(&["lease-watch", "--once"], d);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -330,3 +330,77 @@ fn sites_sharing_a_database_freeze_and_switch_together() {
         assert_eq!((r.side.as_str(), r.paused()), ("old", false));
     }
 }
+
+#[test]
+fn the_cli_steers_through_the_journal_or_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j.sqlite");
+    let bin = env!("CARGO_BIN_EXE_migrator");
+    let c = Controls::open(&jp).unwrap();
+    c.publish(&control::WaveStatus {
+        wave: 5,
+        total: 3,
+        ..Default::default()
+    })
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .env("USER", "cli-operator")
+            .env_remove("SUDO_USER")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let j = jp.to_str().unwrap();
+    let (code, out, err) = run(&["wave", "pause", "--journal", j, "--note", "db slow"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("pause recorded for wave 5"), "{out}");
+    assert!(
+        out.contains("PAUSED: paused by cli-operator (cli)"),
+        "{out}"
+    );
+    let st = control::current(&jp, 5).unwrap();
+    let last = st.last.unwrap();
+    assert_eq!(
+        (
+            last.who.as_str(),
+            last.source.as_str(),
+            last.note.as_deref()
+        ),
+        ("cli-operator", "cli", Some("db slow"))
+    );
+
+    // Through a running wave's socket (served here by the library's server).
+    let sock = control_socket::default_path(&jp);
+    let _server = ControlServer::start(
+        &sock,
+        5,
+        &jp,
+        Arc::new(|| control::WaveStatus {
+            wave: 5,
+            total: 3,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let s = sock.to_str().unwrap();
+    let (code, out, err) = run(&["wave", "throttle", "2", "--socket", s, "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["control"]["concurrency_limit"], 2);
+    assert_eq!(v["control"]["paused"], true);
+    let (code, out, _) = run(&["wave", "resume", "--socket", s]);
+    assert_eq!(code, Some(0));
+    assert!(!out.contains("PAUSED"), "{out}");
+    assert_eq!(c.history(5).unwrap().len(), 3);
+
+    // No target: a clear error, not a guess.
+    let (code, _, err) = run(&["wave", "status"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--socket PATH"), "{err}");
+}

@@ -335,6 +335,14 @@ fn show(site: &str, journal: &Path) -> anyhow::Result<i32> {
     if let Some(f) = j.checkpoint_raw("cutover", &format!("{site}.freeze_ms"))? {
         println!("  write-unavailability {f} ms");
     }
+    if let Some(l) = migrator::lease::get(&j, site)? {
+        println!(
+            "  FROZEN under a lease of pid {} on {} until {} (`migrator lease-watch` recovers it once expired)",
+            l.pid,
+            l.host,
+            migrator::control::utc(l.expires_ms)
+        );
+    }
     Ok(0)
 }
 
@@ -365,6 +373,9 @@ fn status(journal: &Path) -> anyhow::Result<i32> {
             "freeze p50 {p50:.0} ms, p99 {p99:.0} ms ({} sites)",
             freezes.len()
         );
+    }
+    if let Some(w) = migrator::control::Controls::open(journal)?.status(None)? {
+        println!("{}{}", w.line(), if w.finished { " (ended)" } else { "" });
     }
     for (site, st) in &sites {
         println!("  {site:<30} {}", st.as_str());

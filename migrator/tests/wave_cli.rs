@@ -1,0 +1,164 @@
+//! `migrator wave run` end to end as an operator runs it: a plan made by `migrator plan` from a
+//! generated inventory, ten sites behind two real HAProxies, real file copies; while it runs,
+//! `migrator wave status --socket` answers from the wave's control socket; plain progress lines
+//! on stderr (not a terminal); every site live; the socket removed at the end.
+
+use drivers::haproxy::{Haproxy, LoadBalancer};
+use migrator::journal::{JournalStore, SiteState, SqliteJournal};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use testkit::{Backend, Haproxy as HaproxyServer, TinyHttp};
+
+/// Kills the wave (SIGKILL, by its PID) if the test fails before it ends.
+struct Killer(Option<std::process::Child>);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn wave_run_with_a_live_control_socket_and_plain_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bin = env!("CARGO_BIN_EXE_migrator");
+    let ok = |c: &mut Command| {
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    ok(Command::new(bin)
+        .args(["inventory", "generate", "--sites", "30", "--out"])
+        .arg(d.join("inv")));
+    ok(Command::new(bin)
+        .args(["plan", "--inventory"])
+        .arg(d.join("inv"))
+        .arg("--out")
+        .arg(d.join("plan.json")));
+    let plan = planner::Plan::read(&d.join("plan.json")).unwrap();
+    let sites: Vec<String> = plan.waves[0]
+        .groups
+        .iter()
+        .flat_map(|g| g.sites.iter().cloned())
+        .collect();
+    assert!(sites.len() >= 2, "{sites:?}");
+
+    let old = TinyHttp::start("x").unwrap();
+    let new = TinyHttp::start("x").unwrap();
+    let be = |a: std::net::SocketAddr| -> Vec<Backend> {
+        sites
+            .iter()
+            .map(|s| Backend {
+                name: format!("be_{s}"),
+                addr: a.to_string(),
+            })
+            .collect()
+    };
+    let old_hp = HaproxyServer::start(&be(old.addr)).unwrap();
+    let new_hp = HaproxyServer::start(&be(new.addr)).unwrap();
+    let token = d.join("token");
+    std::fs::write(&token, "t").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let specs: Vec<serde_json::Value> = sites
+        .iter()
+        .map(|s| {
+            let home = d.join("old").join(s);
+            std::fs::create_dir_all(&home).unwrap();
+            std::fs::write(home.join("index.php"), s.as_bytes()).unwrap();
+            Haproxy::new(new_hp.socket())
+                .set_server_admin(&format!("be_{s}"), "srv", drivers::haproxy::AdminState::Maint)
+                .unwrap();
+            serde_json::json!({
+                "site": s,
+                "old_vip": "127.0.0.1", "new_vip": "127.0.0.2",
+                "old_lb": {"socket": old_hp.socket(), "backend": format!("be_{s}"), "server": "srv"},
+                "new_lb": {"socket": new_hp.socket(), "backend": format!("be_{s}"), "server": "srv"},
+                "old_web": old.addr, "new_web": new.addr,
+                "homes": [{"old": home, "new": d.join("new").join(s)}],
+                "old_db_url_file": d.join("old.url"), "new_db_url_file": d.join("new.url"),
+                "proxy": {"admin": "127.0.0.1:9", "token_file": token},
+            })
+        })
+        .collect();
+    std::fs::write(
+        d.join("sites.json"),
+        serde_json::json!({ "sites": specs }).to_string(),
+    )
+    .unwrap();
+
+    let jp = d.join("j.sqlite");
+    let sock = d.join("j.sqlite.wave.sock");
+    let child = Command::new(bin)
+        .args(["wave", "run", "1", "--concurrency", "2", "--plan"])
+        .arg(d.join("plan.json"))
+        .arg("--sites")
+        .arg(d.join("sites.json"))
+        .arg("--journal")
+        .arg(&jp)
+        // Slow each site down a little so the wave is still running when we ask.
+        .env("MIGRATOR_DRILL_PAUSE_AFTER", "sync=400")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut k = Killer(Some(child));
+    let t0 = Instant::now();
+    let status = loop {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no socket");
+        if sock.exists() {
+            let out = Command::new(bin)
+                .args(["wave", "status", "--json", "--socket"])
+                .arg(&sock)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                break serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status["wave"], 1);
+    assert_eq!(status["total"], sites.len());
+    assert_eq!(status["finished"], false);
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let child = k.0.take().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let n = sites.len();
+    assert!(
+        stdout.contains(&format!("wave 1: {n} live, 0 failed, 0 not started")),
+        "{stdout}"
+    );
+    assert!(stderr.contains(&format!("[{n}/{n}]")), "{stderr}");
+    assert!(stderr.contains("control: migrator wave status|pause|resume|throttle N --socket"));
+    assert!(
+        stderr.contains(&format!("wave 1: 0/{n} sites")),
+        "plain progress line: {stderr}"
+    );
+    assert!(!sock.exists(), "the socket is removed when the wave ends");
+    let j = SqliteJournal::open(&jp).unwrap();
+    for s in &sites {
+        assert_eq!(j.site_state(s).unwrap(), Some(SiteState::Live), "{s}");
+        assert!(d.join("new").join(s).join("index.php").exists());
+    }
+    // The published status is the final one.
+    let st = migrator::control::Controls::open(&jp)
+        .unwrap()
+        .status(Some(1))
+        .unwrap()
+        .unwrap();
+    assert!(st.finished && st.ended == n, "{st:?}");
+}
