@@ -157,6 +157,47 @@ fn set_times(p: &Path, meta: &Meta) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Copies `input` to the (empty) `out` in the kernel: one `fstat` for the size, then
+/// `copy_file_range` until that many bytes moved or the source ends (a file growing meanwhile
+/// keeps its old manifest mtime, so the next pass copies it again). Falls back to read/write
+/// where the kernel cannot (other file systems, old kernels).
+fn copy_whole(input: &std::fs::File, out: &std::fs::File) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let size = input.metadata()?.len();
+    let mut done = 0u64;
+    while done < size {
+        let want = (size - done).min(1 << 30) as usize;
+        // SAFETY: both descriptors are open for the duration of the call; null offsets mean
+        // "use and advance the file positions".
+        let n = unsafe {
+            libc::copy_file_range(
+                input.as_raw_fd(),
+                std::ptr::null_mut(),
+                out.as_raw_fd(),
+                std::ptr::null_mut(),
+                want,
+                0,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL) => {
+                    let (mut i, mut o) = (input, out);
+                    Ok(done + std::io::copy(&mut i, &mut o)?)
+                }
+                Some(libc::EINTR) => continue,
+                _ => Err(e),
+            };
+        }
+        if n == 0 {
+            break; // shrank meanwhile
+        }
+        done += n as u64;
+    }
+    Ok(done)
+}
+
 fn lchown(p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     let c = cpath(p)?;
     // SAFETY: c is a valid NUL-terminated path.
@@ -226,7 +267,7 @@ impl Applier {
         };
         let mut out = match data {
             Data::Local(src) => {
-                let mut input = match std::fs::File::open(src) {
+                let input = match std::fs::File::open(src) {
                     Ok(f) => f,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         applied.warnings.push(format!(
@@ -237,10 +278,8 @@ impl Applier {
                     }
                     Err(e) => return Err(err("open source", src)(e)),
                 };
-                let mut out = create()?;
-                // File to file: the standard library uses copy_file_range.
-                applied.bytes =
-                    std::io::copy(&mut input, &mut out).map_err(err("copy to", &tmp))?;
+                let out = create()?;
+                applied.bytes = copy_whole(&input, &out).map_err(err("copy to", &tmp))?;
                 out
             }
             Data::Inline(bytes) => {

@@ -18,15 +18,13 @@
 
 use crate::db_schema::{self, ctx, ident, DbError, Result, Side, TableInfo};
 use crate::journal::JournalStore;
-use mysql_async::consts::ColumnType;
+use crate::load_rows::{copy_rows, load_method, LoadMethod};
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Opts, Value};
+use mysql_async::{Conn, Opts};
 use std::sync::{Arc, Mutex};
 
 /// Rows per primary-key chunk.
 const CHUNK_ROWS: usize = 20_000;
-/// An INSERT statement is sent when it reaches this size.
-const STMT_BYTES: usize = 4 << 20;
 
 #[derive(Debug, Clone)]
 pub struct CopyOptions {
@@ -92,151 +90,6 @@ async fn session(url: &Opts, side: Side, db: Option<&str>) -> Result<Conn> {
     Ok(c)
 }
 
-fn is_numeric(t: ColumnType) -> bool {
-    use ColumnType::*;
-    matches!(
-        t,
-        MYSQL_TYPE_TINY
-            | MYSQL_TYPE_SHORT
-            | MYSQL_TYPE_LONG
-            | MYSQL_TYPE_LONGLONG
-            | MYSQL_TYPE_INT24
-            | MYSQL_TYPE_FLOAT
-            | MYSQL_TYPE_DOUBLE
-            | MYSQL_TYPE_DECIMAL
-            | MYSQL_TYPE_NEWDECIMAL
-            | MYSQL_TYPE_YEAR
-    )
-}
-
-/// Appends one value as an SQL literal: numbers raw, binary as hex, text quoted and escaped.
-fn push_value(out: &mut Vec<u8>, v: &Value, numeric: bool, binary: bool) {
-    match v {
-        Value::NULL => out.extend_from_slice(b"NULL"),
-        Value::Bytes(b) if numeric => out.extend_from_slice(b),
-        Value::Bytes(b) if binary => {
-            if b.is_empty() {
-                out.extend_from_slice(b"''");
-            } else {
-                out.extend_from_slice(b"X'");
-                out.extend_from_slice(hex::encode(b).as_bytes());
-                out.push(b'\'');
-            }
-        }
-        Value::Bytes(b) => {
-            out.push(b'\'');
-            for &c in b {
-                match c {
-                    0 => out.extend_from_slice(b"\\0"),
-                    b'\'' => out.extend_from_slice(b"\\'"),
-                    b'\\' => out.extend_from_slice(b"\\\\"),
-                    b'\n' => out.extend_from_slice(b"\\n"),
-                    b'\r' => out.extend_from_slice(b"\\r"),
-                    0x1a => out.extend_from_slice(b"\\Z"),
-                    c => out.push(c),
-                }
-            }
-            out.push(b'\'');
-        }
-        other => out.extend_from_slice(other.as_sql(false).as_bytes()),
-    }
-}
-
-/// Copies one chunk (or the whole table when `where_sql` is empty); returns rows, bytes and
-/// the last row's primary-key values.
-async fn copy_rows(
-    src: &mut Conn,
-    dst: &mut Conn,
-    db: &str,
-    t: &TableInfo,
-    select: String,
-) -> Result<(u64, u64, Option<Vec<Option<String>>>)> {
-    let cols: Vec<String> = t.columns.iter().map(|c| ident(c)).collect();
-    let head = format!(
-        "INSERT INTO {}.{} ({}) VALUES ",
-        ident(db),
-        ident(&t.name),
-        cols.join(",")
-    );
-    let pk_idx: Vec<usize> =
-        t.pk.iter()
-            .filter_map(|p| t.columns.iter().position(|c| c == p))
-            .collect();
-    let mut rows = src
-        .query_iter(select)
-        .await
-        .map_err(ctx(Side::Source, || format!("reading `{}`", t.name)))?;
-    let mut stmt: Vec<u8> = Vec::with_capacity(STMT_BYTES + 65536);
-    let (mut n, mut bytes) = (0u64, 0u64);
-    let mut last_pk = None;
-    let mut pending: Vec<Vec<u8>> = Vec::new();
-    let mut kinds: Option<Vec<(bool, bool)>> = None;
-    while let Some(row) = rows
-        .next()
-        .await
-        .map_err(ctx(Side::Source, || format!("reading `{}`", t.name)))?
-    {
-        let k = kinds.get_or_insert_with(|| {
-            row.columns_ref()
-                .iter()
-                .map(|c| (is_numeric(c.column_type()), c.character_set() == 63))
-                .collect()
-        });
-        let vals = row.unwrap();
-        if !pk_idx.is_empty() {
-            last_pk = Some(
-                pk_idx
-                    .iter()
-                    .map(|&i| match &vals[i] {
-                        Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
-                        _ => None,
-                    })
-                    .collect(),
-            );
-        }
-        if stmt.is_empty() {
-            stmt.extend_from_slice(head.as_bytes());
-        } else {
-            stmt.push(b',');
-        }
-        stmt.push(b'(');
-        for (i, v) in vals.iter().enumerate() {
-            if i > 0 {
-                stmt.push(b',');
-            }
-            push_value(&mut stmt, v, k[i].0, k[i].1);
-        }
-        stmt.push(b')');
-        n += 1;
-        if stmt.len() >= STMT_BYTES {
-            bytes += stmt.len() as u64;
-            pending.push(std::mem::take(&mut stmt));
-        }
-        // Keep memory bounded: flush full statements while the source stream is open.
-        if pending.len() >= 2 {
-            for s in pending.drain(..) {
-                dst.query_drop(String::from_utf8_lossy(&s).into_owned())
-                    .await
-                    .map_err(ctx(Side::Destination, || format!("writing `{}`", t.name)))?;
-            }
-        }
-    }
-    drop(rows);
-    if !stmt.is_empty() {
-        bytes += stmt.len() as u64;
-        pending.push(stmt);
-    }
-    for s in pending {
-        // Text values were read as utf8mb4, binary values are hex: the statement is UTF-8.
-        let s = String::from_utf8(s)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        dst.query_drop(s)
-            .await
-            .map_err(ctx(Side::Destination, || format!("writing `{}`", t.name)))?;
-    }
-    Ok((n, bytes, last_pk))
-}
-
 fn pk_tuple(t: &TableInfo) -> String {
     let cols: Vec<String> = t.pk.iter().map(|c| ident(c)).collect();
     format!("({})", cols.join(","))
@@ -261,6 +114,7 @@ async fn copy_table(
     t: &TableInfo,
     journal: &Journal,
     resume: Option<TableCheckpoint>,
+    method: LoadMethod,
 ) -> Result<TableReport> {
     let mut report = TableReport {
         table: t.name.clone(),
@@ -310,7 +164,7 @@ async fn copy_table(
                 cols.join(",")
             )
         };
-        let (n, bytes, last) = copy_rows(src, dst, db, t, select).await?;
+        let (n, bytes, last) = copy_rows(src, dst, db, t, select, method).await?;
         report.rows += n;
         report.bytes += bytes;
         cp.rows += n;
@@ -325,8 +179,13 @@ async fn copy_table(
             .expect("journal lock")
             .put_checkpoint_raw(&scope(db), &t.name, &json)?;
     }
-    report.source_checksum = db_schema::table_checksum(src, Side::Source, db, t).await?;
-    report.destination_checksum = db_schema::table_checksum(dst, Side::Destination, db, t).await?;
+    // Both sides at once: two servers (or at least two sessions) scanning in parallel.
+    let (sc, dc) = tokio::join!(
+        db_schema::table_checksum(src, Side::Source, db, t),
+        db_schema::table_checksum(dst, Side::Destination, db, t)
+    );
+    report.source_checksum = sc?;
+    report.destination_checksum = dc?;
     if report.source_checksum != report.destination_checksum {
         // Whatever the cause, the next run must copy this table from scratch.
         let fresh = TableCheckpoint {
@@ -550,11 +409,12 @@ pub async fn copy_database(
         let db = db.to_string();
         tasks.push(tokio::spawn(async move {
             let mut dst = session(&dst_url, Side::Destination, Some(&db)).await?;
+            let method = load_method(&mut dst).await?;
             let mut done = Vec::new();
             loop {
                 let next = queue.lock().expect("queue lock").pop();
                 let Some((t, cp)) = next else { break };
-                done.push(copy_table(&mut src, &mut dst, &db, &t, &journal, cp).await?);
+                done.push(copy_table(&mut src, &mut dst, &db, &t, &journal, cp, method).await?);
             }
             let _ = src.query_drop("COMMIT").await;
             Ok::<_, DbError>(done)

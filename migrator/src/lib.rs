@@ -16,7 +16,8 @@
 //!   stamps, so a no-change pass walks only the source.
 //! - [`wire`] and [`remote`]: the framed batch protocol and the SSH destination (`russh`,
 //!   host keys checked against known_hosts) talking to `migrator receive`.
-//! - [`copy_db`]: database copy with `mysql_async`; [`checksum`]: per-table checksums.
+//! - [`copy_db`]: database copy with `mysql_async`; [`load_rows`]: the row stream (`LOAD DATA
+//!   LOCAL` from memory, overlapped reads and writes); [`checksum`]: per-table checksums.
 //! - [`verify`]: compares manifests and table checksums of both sides.
 //! - Cutover: [`site_spec`] (one site's endpoints on both sides), [`systems`] (traits over the
 //!   outside systems), [`dry_run`] (recording/printing implementation), [`real_systems`]
@@ -47,6 +48,7 @@ pub mod group;
 pub mod journal;
 pub mod lab_spec;
 pub mod lease;
+pub mod load_rows;
 pub mod manifest;
 pub mod monitor;
 pub mod phase;
