@@ -10,7 +10,9 @@
 //!   leases that expired, or whose owner process on this host is gone, and recovers those
 //!   sites the same way: unfreeze on the side that owns the data.
 //!
-//! A live owner's unexpired lease is never touched: two migrators never act on one site.
+//! Two migrators never act on one site: on the owner's host a live owner is never preempted;
+//! from another host only an expired lease is taken over (so `--lease` must exceed the
+//! longest phase of a freeze: the lease is renewed at every phase).
 
 use crate::cutover::{now_ms, Engine, EngineOptions, SCOPE};
 use crate::journal::{JournalStore, SqliteJournal};
@@ -47,9 +49,15 @@ pub fn hostname() -> String {
 }
 
 impl Lease {
-    /// Expired, or held by a process of this host that no longer exists.
+    /// Whether a watchdog may take the site over. On this host the owner's PID decides: a live
+    /// owner is never preempted (a long final sync can outlast the expiry between renewals),
+    /// a dead one frees the site at once. An owner on another host is judged by the expiry.
     pub fn expired(&self, now_ms: i64) -> bool {
-        now_ms >= self.expires_ms || (self.host == hostname() && !process_alive(self.pid))
+        if self.host == hostname() {
+            !process_alive(self.pid)
+        } else {
+            now_ms >= self.expires_ms
+        }
     }
 }
 
@@ -169,7 +177,10 @@ mod tests {
         let l = get(&j, "a").unwrap().unwrap();
         assert_eq!(l.pid, std::process::id());
         assert!(!l.expired(now_ms()), "our own live lease");
-        assert!(l.expired(l.expires_ms));
+        assert!(
+            !l.expired(l.expires_ms + 1),
+            "a live owner on this host is never preempted"
+        );
         let dead = Lease {
             pid: i32::MAX as u32, // beyond pid_max: no such process
             ..l.clone()
@@ -182,6 +193,10 @@ mod tests {
         assert!(
             !elsewhere.expired(now_ms()),
             "a PID on another host is not ours to check"
+        );
+        assert!(
+            elsewhere.expired(elsewhere.expires_ms),
+            "there the expiry decides"
         );
         assert_eq!(all(&j).unwrap().len(), 1);
         release(&mut j, "a").unwrap();
