@@ -335,3 +335,113 @@ fn strip_volatile(mut v: serde_json::Value) -> serde_json::Value {
     v["series"]["states"] = serde_json::Value::Null;
     v
 }
+
+#[test]
+fn rollback_from_the_dashboard_runs_the_rollback_code_path_and_records_who() {
+    use migrator::cutover::{Engine, EngineOptions};
+    use migrator::dry_run::Recorder;
+    use migrator::site_spec::{sample, SpecFile};
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.sqlite");
+    let plan = dir.path().join("plan.json");
+    write_plan(&plan, &[(1, vec!["r1".into(), "r2".into()])]);
+    let specs = vec![sample("r1"), sample("r2")];
+    let rec = Recorder::for_site(&specs[0], false);
+    rec.add_site(&specs[1]);
+    let eo = EngineOptions {
+        gate_wait: std::time::Duration::from_millis(50),
+        gate_poll: std::time::Duration::from_millis(10),
+        ..Default::default()
+    };
+    {
+        let mut j = SqliteJournal::open(&journal).unwrap();
+        j.set_plan(&format!("{}#wave1", plan.display())).unwrap();
+        let sys = rec.systems(&specs[0]);
+        let r = Engine::new(&specs[0], &sys, &mut j, &eo).migrate().unwrap();
+        assert_eq!(r.state, "live");
+    }
+    let r2 = rec.clone();
+    let runner = serve::controls::RollbackRunner {
+        specs: SpecFile {
+            sites: specs.clone(),
+        },
+        systems: std::sync::Arc::new(move |s| Ok(r2.systems(s))),
+        options: eo,
+    };
+    let opts = ServeOptions {
+        journal: journal.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token_file: dir.path().join("token"),
+        plan: None,
+        sites: None,
+    };
+    let (app, token, _) = serve::build(&opts, Some(runner)).unwrap();
+    let srv = serve::Background::start(app, opts.listen).unwrap();
+    let a = srv.addr;
+    let r = get(a, &format!("/?token={}", token.value), &[]);
+    let session = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let c = [("Cookie", session.as_str())];
+    let csrf = get(a, "/api/session", &c).json()["csrf"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut h = c.to_vec();
+    h.push(("X-CSRF-Token", csrf.as_str()));
+    let yes = serde_json::json!({ "confirm": true });
+    assert_eq!(
+        get(a, "/api/site/r1", &c).json()["site"]["can_rollback"],
+        true
+    );
+    // A planned site cannot be rolled back; the refusal says why.
+    let r = post_json(a, "/api/site/r2/rollback", &h, &yes);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("only a switched or live site"));
+    let r = post_json(a, "/api/site/r1/rollback", &h, &yes);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let t0 = std::time::Instant::now();
+    let detail = loop {
+        let d = get(a, "/api/site/r1", &c).json();
+        if d["site"]["controls"][0]["result"]
+            .as_str()
+            .is_some_and(|r| r != "started")
+        {
+            break d;
+        }
+        assert!(t0.elapsed().as_secs() < 30, "rollback did not finish: {d}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let ctl = &detail["site"]["controls"][0];
+    assert_eq!(ctl["action"], "rollback");
+    assert_eq!(ctl["who"], "operator");
+    assert_eq!(ctl["result"], "done: site is rolled_back", "{detail}");
+    assert!(ctl["at_ms"].as_i64().unwrap() > 0);
+    assert_eq!(detail["site"]["state"], "rolled_back");
+    let phases: Vec<&str> = detail["site"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["phase"].as_str().unwrap())
+        .collect();
+    assert!(
+        phases.ends_with(&[
+            "rollback-freeze",
+            "rollback-copy",
+            "rollback-verify",
+            "rollback-switch",
+            "rollback-unfreeze"
+        ]),
+        "{phases:?}"
+    );
+    // The recording world agrees: the old side serves again.
+    let route = rec.route("db_r1").unwrap();
+    assert_eq!(route.side, "old");
+}
