@@ -53,7 +53,8 @@ enum Cmd {
         #[arg(long)]
         state_dir: PathBuf,
     },
-    /// Check a traffic log against the lab: failed requests and lost writes.
+    /// Check a traffic log against the lab: failed requests and lost writes (on the side that
+    /// serves each site now, read from the SQL proxy, HAProxy and DNS).
     Check {
         #[arg(long, default_value = "lab")]
         name: String,
@@ -254,7 +255,12 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Check { name, log } => {
-            let st = LabState::load(&cli.state_root.join(&name))?;
+            let mut st = LabState::load(&cli.state_root.join(&name))?;
+            if st.sql_proxy.is_some() {
+                // Which side owns each site now, from the proxy, HAProxy and DNS (recorded in
+                // the state file), so a migrated site's writes are looked for on new-dc.
+                scenarios::serving::refresh(&mut st).context("reading the serving sides")?;
+            }
             let report = check::check(&st, &check::read_log(&log)?)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if report.failed > 0 || report.lost() > 0 {
