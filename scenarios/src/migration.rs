@@ -308,14 +308,39 @@ pub fn run(
     (r, faults)
 }
 
+/// Runs after the first that an unfinished wave gets: the runbook's answer to sites aborted
+/// back to the old side (a verify difference, the tunnel or DNS failing the freeze's checks on
+/// a loaded machine) is the same command again.
+const RERUNS: usize = 2;
+
+/// `wave run` again while it exits non-zero, at most [`RERUNS`] times; the last exit code.
+fn rerun_until_done(
+    m: &Migrator,
+    sec: &MigrationSection,
+    r: &mut MigrationReport,
+    mut code: i32,
+) -> Result<i32> {
+    for _ in 0..RERUNS {
+        if code == 0 {
+            break;
+        }
+        code = m.status(m.wave(sec))?;
+        r.events.push(format!(
+            "wave run 1 again (same command, as the runbook says): exit {code}"
+        ));
+    }
+    Ok(code)
+}
+
 fn wave_once(m: &Migrator, sec: &MigrationSection, r: &mut MigrationReport) -> Result<()> {
     let t = Instant::now();
-    let code = m.status(m.wave(sec))?;
-    r.wave_secs = t.elapsed().as_secs_f64();
+    let first = m.status(m.wave(sec))?;
     r.events.push(format!(
-        "wave run 1: exit {code} after {:.1} s",
-        r.wave_secs
+        "wave run 1: exit {first} after {:.1} s",
+        t.elapsed().as_secs_f64()
     ));
+    let code = rerun_until_done(m, sec, r, first)?;
+    r.wave_secs = t.elapsed().as_secs_f64();
     if code != 0 {
         r.violations.push(format!(
             "migrator wave run exited {code} (see {})",
@@ -421,6 +446,7 @@ fn crash_resume(m: &Migrator, sec: &MigrationSection, r: &mut MigrationReport) -
     }
     let code = m.status(m.wave(sec))?;
     r.events.push(format!("resume to the end: exit {code}"));
+    let code = rerun_until_done(m, sec, r, code)?;
     if code != 0 {
         r.violations.push(format!(
             "the final `wave run` exited {code} (see {})",
@@ -456,17 +482,12 @@ fn tunnel_flap(
         (up - down) as f64 / 1e3
     ));
     faults.push((down, up));
-    let mut code = child.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1);
+    let code = child.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1);
     r.events.push(format!("wave run 1: exit {code}"));
-    if code != 0 {
-        // Sites caught inside their freeze when the tunnel fell were aborted back to old-dc
-        // (correct: never switched while down) and the run reports them failed; the runbook's
-        // answer is the same command again once the tunnel is healthy.
-        code = m.status(m.wave(sec))?;
-        r.events.push(format!(
-            "wave run 1 again after the tunnel healed: exit {code}"
-        ));
-    }
+    // Sites caught inside their freeze when the tunnel fell were aborted back to old-dc
+    // (correct: never switched while down) and the run reports them failed; the runbook's
+    // answer is the same command again once the tunnel is healthy.
+    let code = rerun_until_done(m, sec, r, code)?;
     r.wave_secs = t.elapsed().as_secs_f64();
     if code != 0 {
         r.violations.push(format!(
