@@ -404,3 +404,43 @@ fn wave_runs_sites_concurrently_and_stops_on_failures() {
         assert_eq!(serving(s, &rec), Ok(Dc::Old));
     }
 }
+
+/// Simulates a migrator killed after the rollback's last state change (`rolled_back`
+/// committed) but before its checkpoint was cleared and its lease released.
+fn leave_rollback_pending(path: &Path, site: &str) {
+    let mut j = SqliteJournal::open(path).unwrap();
+    j.put_checkpoint_raw("cutover", &format!("{site}.rollback"), "1")
+        .unwrap();
+    crate::lease::take(&mut j, site, Duration::from_secs(60)).unwrap();
+}
+
+#[test]
+fn finishing_a_rollback_already_rolled_back_copies_nothing_over_the_old_side() {
+    for via_wave in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let spec = sample("shop");
+        let rec = Recorder::for_site(&spec, false);
+        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+        assert_eq!(rollback(&spec, &rec, &jp).unwrap(), "rolled_back");
+        leave_rollback_pending(&jp, "shop");
+        // Writes land on the old side now; a copy new -> old would delete them.
+        let n = rec.log().len();
+        let state = if via_wave {
+            // The next `wave run` finishes the pending rollback (and goes no further).
+            migrate(&spec, &rec, &jp).unwrap()
+        } else {
+            rollback(&spec, &rec, &jp).unwrap()
+        };
+        let log = rec.log()[n..].to_vec();
+        assert!(
+            !log.iter().any(|l| l.contains("new -> old")),
+            "stale copy back over the live old side: {log:?}"
+        );
+        let j = SqliteJournal::open(&jp).unwrap();
+        assert!(!crate::rollback::in_progress(&j, "shop").unwrap());
+        assert_eq!(state, "rolled_back", "via wave: {via_wave}");
+        assert!(crate::lease::get(&j, "shop").unwrap().is_none());
+        assert_eq!(serving(&spec, &rec), Ok(Dc::Old));
+    }
+}

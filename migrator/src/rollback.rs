@@ -53,6 +53,14 @@ fn drv(dc: Dc) -> impl Fn(drivers::DriverError) -> SystemError {
 pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
     let site = engine.spec.site.clone();
     let spec = engine.spec;
+    if engine.state()? == SiteState::RolledBack {
+        // Killed after the rollback's last step: the old side serves and takes writes since;
+        // a copy back now would put stale new-side files over them. Only the cleanup is left.
+        engine
+            .journal
+            .put_checkpoint_raw(SCOPE, &key(&site), "null")?;
+        return engine.release_lease();
+    }
     engine
         .journal
         .put_checkpoint_raw(SCOPE, &key(&site), &now_ms().to_string())?;
