@@ -320,7 +320,15 @@ impl<'a> Engine<'a> {
                     self.unfreeze()?;
                 }
                 SiteState::Switched => self.unfreeze()?,
-                _ => {}
+                // A lease before `verified`: killed inside the freeze phase (maintenance or
+                // pauses may be in place) before it was journaled. Put back from what the
+                // systems report.
+                SiteState::Planned
+                | SiteState::Prepared
+                | SiteState::Synced
+                | SiteState::Aborted
+                | SiteState::RolledBack => self.abort_now()?,
+                SiteState::Live | SiteState::Finalized => {}
             }
         }
         self.release_lease()?;
@@ -348,11 +356,24 @@ impl<'a> Engine<'a> {
             return self.state();
         }
         let mut state = self.state()?;
-        if matches!(
-            state,
-            SiteState::Frozen | SiteState::FinalSynced | SiteState::Failed
-        ) {
-            // Killed inside the critical section before the commit point.
+        let stale_freeze = !self.leased
+            && lease::get(self.journal, &self.spec.site)?.is_some()
+            && matches!(
+                state,
+                SiteState::Planned
+                    | SiteState::Prepared
+                    | SiteState::Synced
+                    | SiteState::Aborted
+                    | SiteState::RolledBack
+            );
+        if stale_freeze
+            || matches!(
+                state,
+                SiteState::Frozen | SiteState::FinalSynced | SiteState::Failed
+            )
+        {
+            // Killed inside the critical section before the commit point (a lease left before
+            // `verified`: killed inside the freeze phase itself, before it was journaled).
             self.abort_now()?;
             state = SiteState::Aborted;
         }

@@ -444,3 +444,37 @@ fn finishing_a_rollback_already_rolled_back_copies_nothing_over_the_old_side() {
         assert_eq!(serving(&spec, &rec), Ok(Dc::Old));
     }
 }
+
+#[test]
+fn killed_inside_the_freeze_phase_is_unfrozen_by_recover_and_by_a_refused_rerun() {
+    for action in ["haproxy.maint", "haproxy.drain", "proxy.pause"] {
+        // The watchdog's recovery: the site serves from the old side again, lease released.
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let spec = sample("shop");
+        let rec = Recorder::for_site(&spec, false);
+        rec.set_trap(action, Trap::Crash);
+        crash(|| migrate(&spec, &rec, &jp));
+        {
+            let sys = rec.systems(&spec);
+            let mut j = SqliteJournal::open(&jp).unwrap();
+            assert_eq!(j.site_state("shop").unwrap(), Some(SiteState::Synced));
+            assert!(crate::lease::get(&j, "shop").unwrap().is_some());
+            let o = opts();
+            Engine::new(&spec, &sys, &mut j, &o).recover().unwrap();
+            assert!(crate::lease::get(&j, "shop").unwrap().is_none());
+        }
+        assert_eq!(serving(&spec, &rec), Ok(Dc::Old), "recover after {action}");
+
+        // A re-run whose gate refuses the freeze must not leave the site frozen either.
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let rec = Recorder::for_site(&spec, false);
+        rec.set_trap(action, Trap::Crash);
+        crash(|| migrate(&spec, &rec, &jp));
+        rec.set_tunnel_healthy(false);
+        let err = migrate(&spec, &rec, &jp).unwrap_err();
+        assert!(matches!(err, CutoverError::Gate(_)), "{action}: {err}");
+        assert_eq!(serving(&spec, &rec), Ok(Dc::Old), "gate after {action}");
+    }
+}
