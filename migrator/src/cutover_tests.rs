@@ -478,3 +478,26 @@ fn killed_inside_the_freeze_phase_is_unfrozen_by_recover_and_by_a_refused_rerun(
         assert_eq!(serving(&spec, &rec), Ok(Dc::Old), "gate after {action}");
     }
 }
+
+#[test]
+fn failed_copy_back_after_a_partial_rollback_switch_serves_from_new_only() {
+    for action in ["dns.replace", "proxy.resume"] {
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let spec = sample("shop");
+        let rec = Recorder::for_site(&spec, false);
+        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+        // Killed inside the rollback's switch: the old VIP already points at the old web.
+        rec.set_trap(action, Trap::Crash);
+        crash(|| rollback(&spec, &rec, &jp));
+        // The resumed rollback cannot copy back: the new side must serve again, alone.
+        rec.set_trap("data.sync_files", Trap::Fail);
+        let err = rollback(&spec, &rec, &jp).unwrap_err();
+        assert!(err.to_string().contains("rollback-copy"), "{action}: {err}");
+        assert_eq!(
+            serving(&spec, &rec),
+            Ok(Dc::New),
+            "after a kill at {action}"
+        );
+    }
+}

@@ -163,15 +163,23 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
     Ok(())
 }
 
-/// Serves from the new side again after a rollback that could not verify.
+/// Serves from the new side again after a rollback that could not verify. A killed earlier
+/// run may have begun the rollback's switch: the forward switch is restored first (old VIP at
+/// the new web, DNS at the new VIP, databases resumed on the new side), from what each system
+/// reports.
 fn undo_freeze(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
     let spec = engine.spec;
     engine.phase(Phase::Unfreeze, |e| {
         let err = || CutoverError::system(Phase::Unfreeze);
+        e.point_old_vip_at(spec, spec.new_web, Phase::Unfreeze)?;
+        e.point_dns_at(spec, spec.new_vip, Phase::Unfreeze)?;
         for db in &spec.databases {
             let r = e.sys.proxy.route(db).map_err(err())?;
             if r.paused() {
-                e.sys.proxy.resume(db, None).map_err(err())?;
+                e.sys
+                    .proxy
+                    .resume(db, Some(&spec.proxy.new_side))
+                    .map_err(err())?;
             }
         }
         e.sys
