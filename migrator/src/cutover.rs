@@ -80,6 +80,11 @@ pub(crate) const SCOPE: &str = "cutover";
 /// How long a freeze waits for the site's in-flight requests on the old VIP.
 pub(crate) const DRAIN_WAIT: Duration = Duration::from_secs(10);
 
+/// Attempts at a switch past the commit point, or at an unfreeze, before giving up (the lease
+/// then stays for the watchdog, which completes the site on the new side).
+pub(crate) const SWITCH_TRIES: u32 = 3;
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -504,19 +509,69 @@ impl<'a> Engine<'a> {
             .and_then(|_| self.verify())
             .and_then(|_| throttle::tunnel_ok(self));
         if let Err(cause) = res {
-            return match self.abort_now() {
-                Ok(()) => Err(CutoverError::Aborted {
-                    cause: Box::new(cause),
-                }),
-                Err(abort) => Err(CutoverError::AbortFailed {
-                    cause: Box::new(cause),
-                    abort: Box::new(abort),
-                }),
-            };
+            return Err(self.abort_after(cause));
         }
-        self.switch()?;
-        self.unfreeze()?;
+        if let Err(cause) = self.switch_retrying() {
+            // Never left frozen: before the commit point the site goes back to the old side.
+            if !self.committed() {
+                return Err(self.abort_after(cause));
+            }
+            return Err(cause);
+        }
+        self.unfreeze_retrying()?;
         self.post_check()
+    }
+
+    /// Aborts to the old side after `cause`; the error says whether the abort worked.
+    pub(crate) fn abort_after(&mut self, cause: CutoverError) -> CutoverError {
+        match self.abort_now() {
+            Ok(()) => CutoverError::Aborted {
+                cause: Box::new(cause),
+            },
+            Err(abort) => CutoverError::AbortFailed {
+                cause: Box::new(cause),
+                abort: Box::new(abort),
+            },
+        }
+    }
+
+    /// Whether the commit point is passed: a database of the site is served on the new side.
+    /// When the proxy cannot tell, it is assumed passed (an abort is then never attempted).
+    pub(crate) fn committed(&self) -> bool {
+        self.spec.databases.iter().any(|db| {
+            self.sys
+                .proxy
+                .route(db)
+                .map(|r| r.side == self.spec.proxy.new_side && !r.paused())
+                .unwrap_or(true)
+        })
+    }
+
+    /// The switch; once past the commit point a failure is retried ([`SWITCH_TRIES`] in all),
+    /// since the site can then only go forward. Before it, the first error is returned.
+    pub(crate) fn switch_retrying(&mut self) -> Result<(), CutoverError> {
+        let mut tries = 1;
+        loop {
+            match self.switch() {
+                Ok(()) => return Ok(()),
+                Err(e) if tries >= SWITCH_TRIES || !self.committed() => return Err(e),
+                Err(_) => tries += 1,
+            }
+            std::thread::sleep(RETRY_PAUSE);
+        }
+    }
+
+    /// The unfreeze, retried ([`SWITCH_TRIES`] in all): the site serves again as soon as it can.
+    pub(crate) fn unfreeze_retrying(&mut self) -> Result<(), CutoverError> {
+        let mut tries = 1;
+        loop {
+            match self.unfreeze() {
+                Ok(()) => return Ok(()),
+                Err(e) if tries >= SWITCH_TRIES => return Err(e),
+                Err(_) => tries += 1,
+            }
+            std::thread::sleep(RETRY_PAUSE);
+        }
     }
 
     pub(crate) fn freeze(&mut self) -> Result<(), CutoverError> {

@@ -501,3 +501,86 @@ fn failed_copy_back_after_a_partial_rollback_switch_serves_from_new_only() {
         );
     }
 }
+
+#[test]
+fn switch_or_unfreeze_errors_never_leave_the_site_frozen() {
+    // Before the commit point a failed switch aborts to the old side.
+    for action in ["haproxy.addr", "dns.replace", "proxy.resume"] {
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let spec = sample("shop");
+        let rec = Recorder::for_site(&spec, false);
+        // Synced first, so the trap fires in the switch (not in an earlier phase).
+        {
+            let sys = rec.systems(&spec);
+            let mut j = SqliteJournal::open(&jp).unwrap();
+            let o = opts();
+            let mut e = Engine::new(&spec, &sys, &mut j, &o);
+            assert_eq!(e.advance(true).unwrap(), SiteState::Synced);
+        }
+        rec.set_trap(action, Trap::Fail);
+        let err = migrate(&spec, &rec, &jp).unwrap_err();
+        assert!(
+            matches!(err, CutoverError::Aborted { .. }),
+            "{action}: {err}"
+        );
+        assert_eq!(
+            serving(&spec, &rec),
+            Ok(Dc::Old),
+            "switch failed at {action}"
+        );
+        let j = SqliteJournal::open(&jp).unwrap();
+        assert!(crate::lease::get(&j, "shop").unwrap().is_none(), "{action}");
+    }
+    // A transient unfreeze error is retried: the site goes live.
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let spec = sample("shop");
+    let rec = Recorder::for_site(&spec, false);
+    rec.set_trap("haproxy.ready", Trap::Fail);
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(serving(&spec, &rec), Ok(Dc::New));
+}
+
+#[test]
+fn group_switch_or_unfreeze_errors_never_leave_members_frozen() {
+    let specs = [sample("ga"), sample("gb")];
+    let members: Vec<&SiteSpec> = specs.iter().collect();
+    for (action, side) in [("dns.replace", Dc::Old), ("haproxy.ready", Dc::New)] {
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let rec = Recorder::for_site(&specs[0], false);
+        rec.add_site(&specs[1]);
+        // The first `dns.replace` and `haproxy.ready` are the first member's switch/unfreeze.
+        rec.set_trap(action, Trap::Fail);
+        let out = crate::group::migrate_group(&jp, &members, &|s| Ok(rec.systems(s)), &opts());
+        assert_eq!(out.len(), 2);
+        for s in &specs {
+            assert_eq!(serving(s, &rec), Ok(side), "{action}: {}", s.site);
+        }
+    }
+}
+
+#[test]
+fn rollback_freeze_error_unfreezes_on_the_new_side() {
+    for action in ["haproxy.maint", "proxy.pause"] {
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let spec = sample("shop");
+        let rec = Recorder::for_site(&spec, false);
+        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+        rec.set_trap(action, Trap::Fail);
+        let err = rollback(&spec, &rec, &jp).unwrap_err();
+        assert!(
+            err.to_string().contains("rollback-freeze"),
+            "{action}: {err}"
+        );
+        assert_eq!(serving(&spec, &rec), Ok(Dc::New), "{action}");
+        let j = SqliteJournal::open(&jp).unwrap();
+        assert!(crate::lease::get(&j, "shop").unwrap().is_none(), "{action}");
+        assert!(
+            !crate::rollback::in_progress(&j, "shop").unwrap(),
+            "{action}"
+        );
+    }
+}

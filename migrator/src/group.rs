@@ -118,6 +118,32 @@ fn run(engines: &mut [Engine<'_>]) -> Result<(), CutoverError> {
     if res.is_ok() {
         res = throttle::tunnel_ok(&engines[pending[0]]);
     }
+    if res.is_ok() {
+        for &i in &pending {
+            res = engines[i].switch_retrying();
+            if res.is_err() {
+                break;
+            }
+        }
+        // A switch error before any member's commit point: the group goes back to old.
+        if res.is_ok() || pending.iter().any(|&i| engines[i].committed()) {
+            // Past it: every member switched is unfrozen, even when another one failed.
+            let mut unfreeze = Ok(());
+            for &i in &pending {
+                if engines[i].state()? == SiteState::Switched {
+                    let r = engines[i].unfreeze_retrying();
+                    if unfreeze.is_ok() {
+                        unfreeze = r;
+                    }
+                }
+            }
+            res.and(unfreeze)?;
+            for &i in &pending {
+                engines[i].post_check()?;
+            }
+            return Ok(());
+        }
+    }
     if let Err(cause) = res {
         let mut abort_err = None;
         for &i in &pending {
@@ -134,15 +160,6 @@ fn run(engines: &mut [Engine<'_>]) -> Result<(), CutoverError> {
                 abort: Box::new(a),
             },
         });
-    }
-    for &i in &pending {
-        engines[i].switch()?;
-    }
-    for &i in &pending {
-        engines[i].unfreeze()?;
-    }
-    for &i in &pending {
-        engines[i].post_check()?;
     }
     Ok(())
 }

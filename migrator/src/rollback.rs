@@ -70,7 +70,7 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
         &format!("{site}.freeze_started_ms"),
         &now_ms().to_string(),
     )?;
-    engine.phase(Phase::RollbackFreeze, |e| {
+    let frozen = engine.phase(Phase::RollbackFreeze, |e| {
         let err = || CutoverError::system(Phase::RollbackFreeze);
         e.sys
             .lb_old
@@ -89,7 +89,11 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
             }
         }
         Ok(((), 0))
-    })?;
+    });
+    if let Err(cause) = frozen {
+        // Never left half frozen: the new side serves again.
+        return Err(give_up(engine, cause));
+    }
     let back: Vec<String> = {
         let mut v = Vec::new();
         for db in &spec.databases {
@@ -125,12 +129,7 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
     });
     if let Err(cause) = verified {
         // The copy back failed or is not exact: the new side keeps the data and serves again.
-        undo_freeze(engine)?;
-        engine
-            .journal
-            .put_checkpoint_raw(SCOPE, &key(&site), "null")?;
-        engine.release_lease()?;
-        return Err(cause);
+        return Err(give_up(engine, cause));
     }
     engine.phase(Phase::RollbackSwitch, |e| {
         let err = || CutoverError::system(Phase::RollbackSwitch);
@@ -161,6 +160,28 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
         .put_checkpoint_raw(SCOPE, &key(&site), "null")?;
     engine.release_lease()?;
     Ok(())
+}
+
+/// Gives the rollback up after `cause`: the new side serves again, the checkpoint is cleared
+/// and the lease released. When undoing fails too, the rollback stays pending (finished by the
+/// next run or the watchdog) and both errors are returned.
+fn give_up(engine: &mut Engine<'_>, cause: CutoverError) -> CutoverError {
+    let site = engine.spec.site.clone();
+    let undone = undo_freeze(engine)
+        .and_then(|()| {
+            engine
+                .journal
+                .put_checkpoint_raw(SCOPE, &key(&site), "null")
+                .map_err(CutoverError::from)
+        })
+        .and_then(|()| engine.release_lease());
+    match undone {
+        Ok(()) => cause,
+        Err(undo) => CutoverError::AbortFailed {
+            cause: Box::new(cause),
+            abort: Box::new(undo),
+        },
+    }
 }
 
 /// Serves from the new side again after a rollback that could not verify. A killed earlier
