@@ -584,3 +584,28 @@ fn rollback_freeze_error_unfreezes_on_the_new_side() {
         );
     }
 }
+
+#[test]
+fn rollback_switch_or_unfreeze_errors_are_retried_not_left_frozen() {
+    for action in [
+        "haproxy.addr",
+        "dns.replace",
+        "proxy.resume",
+        "haproxy.ready",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let spec = sample("shop");
+        let rec = Recorder::for_site(&spec, false);
+        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+        rec.set_trap(action, Trap::Fail);
+        assert_eq!(
+            rollback(&spec, &rec, &jp).unwrap(),
+            "rolled_back",
+            "{action}"
+        );
+        assert_eq!(serving(&spec, &rec), Ok(Dc::Old), "{action}");
+        let j = SqliteJournal::open(&jp).unwrap();
+        assert!(crate::lease::get(&j, "shop").unwrap().is_none(), "{action}");
+    }
+}

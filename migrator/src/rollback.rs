@@ -7,9 +7,10 @@
 //! killed rollback is finished by the next `rollback` or `wave run` rather than left frozen.
 //! Every action checks what the system reports first, so re-running is safe.
 
-use crate::cutover::{now_ms, Engine, SiteReport, SCOPE};
+use crate::cutover::{now_ms, Ctx, Engine, SiteReport, RETRY_PAUSE, SCOPE, SWITCH_TRIES};
 use crate::journal::{JournalStore, SiteState};
 use crate::phase::{CutoverError, Phase};
+use crate::site_spec::SiteSpec;
 use crate::systems::{Dc, Direction, SystemError};
 use drivers::haproxy::AdminState;
 
@@ -131,35 +132,72 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
         // The copy back failed or is not exact: the new side keeps the data and serves again.
         return Err(give_up(engine, cause));
     }
-    engine.phase(Phase::RollbackSwitch, |e| {
-        let err = || CutoverError::system(Phase::RollbackSwitch);
-        e.point_old_vip_at(spec, spec.old_web, Phase::RollbackSwitch)?;
-        e.point_dns_at(spec, spec.old_vip, Phase::RollbackSwitch)?;
-        for db in &spec.databases {
-            let r = e.sys.proxy.route(db).map_err(err())?;
-            if r.paused() {
+    // Both steps are idempotent: a failure is retried (bounded) rather than left frozen.
+    let mut switched = retried(|| engine.phase(Phase::RollbackSwitch, |e| switch_back(e, spec)));
+    if switched.is_ok() {
+        switched = retried(|| {
+            engine.phase(Phase::RollbackUnfreeze, |e| {
                 e.sys
-                    .proxy
-                    .resume(db, Some(&spec.proxy.old_side))
-                    .map_err(err())?;
-            }
+                    .lb_old
+                    .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Ready)
+                    .map_err(drv(Dc::Old))
+                    .map_err(CutoverError::system(Phase::RollbackUnfreeze))?;
+                Ok(((), 0))
+            })
+        });
+    }
+    if let Err(cause) = switched {
+        let on_old = spec.databases.iter().any(|db| {
+            engine
+                .sys
+                .proxy
+                .route(db)
+                .map(|r| r.side == spec.proxy.old_side && !r.paused())
+                .unwrap_or(true)
+        });
+        if on_old {
+            // Past the rollback's commit point: the lease stays, the watchdog finishes it.
+            return Err(cause);
         }
-        Ok(((), 0))
-    })?;
-    engine.phase(Phase::RollbackUnfreeze, |e| {
-        e.sys
-            .lb_old
-            .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Ready)
-            .map_err(drv(Dc::Old))
-            .map_err(CutoverError::system(Phase::RollbackUnfreeze))?;
-        Ok(((), 0))
-    })?;
+        return Err(give_up(engine, cause));
+    }
     engine.report.freeze_ms = engine.freeze_elapsed()?;
     engine
         .journal
         .put_checkpoint_raw(SCOPE, &key(&site), "null")?;
     engine.release_lease()?;
     Ok(())
+}
+
+/// The rollback's switch: old VIP at the old web, DNS at the old VIP, then the databases
+/// resumed on the old side (its commit point). Each action checks the system first.
+fn switch_back(e: &Ctx<'_>, spec: &SiteSpec) -> Result<((), u64), CutoverError> {
+    let err = || CutoverError::system(Phase::RollbackSwitch);
+    e.point_old_vip_at(spec, spec.old_web, Phase::RollbackSwitch)?;
+    e.point_dns_at(spec, spec.old_vip, Phase::RollbackSwitch)?;
+    for db in &spec.databases {
+        let r = e.sys.proxy.route(db).map_err(err())?;
+        if r.paused() {
+            e.sys
+                .proxy
+                .resume(db, Some(&spec.proxy.old_side))
+                .map_err(err())?;
+        }
+    }
+    Ok(((), 0))
+}
+
+/// Runs `f` up to [`SWITCH_TRIES`] times until it succeeds; the last error otherwise.
+fn retried(mut f: impl FnMut() -> Result<(), CutoverError>) -> Result<(), CutoverError> {
+    let mut tries = 1;
+    loop {
+        match f() {
+            Ok(()) => return Ok(()),
+            Err(e) if tries >= SWITCH_TRIES => return Err(e),
+            Err(_) => tries += 1,
+        }
+        std::thread::sleep(RETRY_PAUSE);
+    }
 }
 
 /// Gives the rollback up after `cause`: the new side serves again, the checkpoint is cleared
