@@ -22,7 +22,10 @@
 //! Failure before the commit point → **abort**: every system is put back from what it reports
 //! (not from what we believe), the site serves from the old side, state `aborted`.
 //! Crash recovery follows the same rule: a site found `frozen`/`final_synced` is aborted and
-//! retried; one found `verified` completes its switch (each action is idempotent).
+//! retried; one found `verified` completes its switch once the tunnel checks healthy (aborted
+//! otherwise), each action idempotent. A lease left before `verified` (killed inside the freeze
+//! phase) counts as frozen. Errors at the switch abort before its commit point and are retried
+//! (bounded) after it, so a live migrator never leaves a site frozen.
 
 use crate::journal::{JournalStore, SiteState};
 use crate::lease;
@@ -320,11 +323,13 @@ impl<'a> Engine<'a> {
                 SiteState::Frozen | SiteState::FinalSynced | SiteState::Failed => {
                     self.abort_now()?
                 }
-                SiteState::Verified => {
-                    self.switch()?;
-                    self.unfreeze()?;
-                }
-                SiteState::Switched => self.unfreeze()?,
+                SiteState::Verified => match self.resume_switch() {
+                    Ok(()) => self.unfreeze_retrying()?,
+                    // Back on the old side, unfrozen: recovered.
+                    Err(CutoverError::Aborted { .. }) => {}
+                    Err(e) => return Err(e),
+                },
+                SiteState::Switched => self.unfreeze_retrying()?,
                 // A lease before `verified`: killed inside the freeze phase (maintenance or
                 // pauses may be in place) before it was journaled. Put back from what the
                 // systems report.
@@ -405,7 +410,7 @@ impl<'a> Engine<'a> {
                     unreachable!("aborted above")
                 }
                 SiteState::Verified => {
-                    self.switch()?;
+                    self.resume_switch()?;
                     SiteState::Switched
                 }
                 SiteState::Switched => {
@@ -511,15 +516,32 @@ impl<'a> Engine<'a> {
         if let Err(cause) = res {
             return Err(self.abort_after(cause));
         }
+        self.switch_or_abort()?;
+        self.unfreeze_retrying()?;
+        self.post_check()
+    }
+
+    /// The switch; never left frozen: a failure before the commit point aborts to the old side.
+    fn switch_or_abort(&mut self) -> Result<(), CutoverError> {
         if let Err(cause) = self.switch_retrying() {
-            // Never left frozen: before the commit point the site goes back to the old side.
             if !self.committed() {
                 return Err(self.abort_after(cause));
             }
             return Err(cause);
         }
-        self.unfreeze_retrying()?;
-        self.post_check()
+        Ok(())
+    }
+
+    /// Completes the switch of a site found `verified` after a crash: as in an uninterrupted
+    /// freeze, the tunnel is checked first while no database serves on the new side yet (an
+    /// unhealthy one aborts to the old side).
+    fn resume_switch(&mut self) -> Result<(), CutoverError> {
+        if !self.committed() {
+            if let Err(cause) = throttle::tunnel_ok(self) {
+                return Err(self.abort_after(cause));
+            }
+        }
+        self.switch_or_abort()
     }
 
     /// Aborts to the old side after `cause`; the error says whether the abort worked.

@@ -609,3 +609,40 @@ fn rollback_switch_or_unfreeze_errors_are_retried_not_left_frozen() {
         assert!(crate::lease::get(&j, "shop").unwrap().is_none(), "{action}");
     }
 }
+
+#[test]
+fn resuming_from_verified_checks_the_tunnel_before_switching() {
+    for via_recover in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let spec = sample("shop");
+        let rec = Recorder::for_site(&spec, false);
+        {
+            let sys = rec.systems(&spec);
+            let mut j = SqliteJournal::open(&jp).unwrap();
+            let o = opts();
+            let mut e = Engine::new(&spec, &sys, &mut j, &o);
+            assert_eq!(e.advance(true).unwrap(), SiteState::Synced);
+        }
+        // Killed at the switch's first action, then the tunnel goes down.
+        rec.set_trap("haproxy.addr", Trap::Crash);
+        crash(|| migrate(&spec, &rec, &jp));
+        rec.set_tunnel_healthy(false);
+        let sys = rec.systems(&spec);
+        let mut j = SqliteJournal::open(&jp).unwrap();
+        assert_eq!(j.site_state("shop").unwrap(), Some(SiteState::Verified));
+        let o = opts();
+        let e = Engine::new(&spec, &sys, &mut j, &o);
+        let r = if via_recover {
+            e.recover().map(|r| r.state)
+        } else {
+            e.migrate().map(|r| r.state)
+        };
+        assert!(
+            !matches!(r.as_deref(), Ok("live")),
+            "switched over an unhealthy tunnel"
+        );
+        assert_eq!(serving(&spec, &rec), Ok(Dc::Old), "recover: {via_recover}");
+        assert!(crate::lease::get(&j, "shop").unwrap().is_none());
+    }
+}
