@@ -157,32 +157,41 @@ impl Ctx<'_> {
     /// finish (its upload written, its database write done) before the databases pause and the
     /// final copy starts. Past the wait the freeze fails, so the site aborts to the old side.
     pub(crate) fn drain_old_web(&self, spec: &SiteSpec) -> Result<(), CutoverError> {
-        let (b, s) = (&spec.old_lb.backend, &spec.old_lb.server);
+        self.drain(spec, crate::systems::Dc::Old, Phase::Freeze)
+    }
+
+    /// Waits (up to [`DRAIN_WAIT`]) until the site's HAProxy server on the `dc` VIP, already in
+    /// maintenance, has no request in flight; an error of `phase` past the wait.
+    pub(crate) fn drain(
+        &self,
+        spec: &SiteSpec,
+        dc: crate::systems::Dc,
+        phase: Phase,
+    ) -> Result<(), CutoverError> {
+        let (lb, lbs) = match dc {
+            crate::systems::Dc::Old => (self.sys.lb_old.as_ref(), &spec.old_lb),
+            crate::systems::Dc::New => (self.sys.lb_new.as_ref(), &spec.new_lb),
+        };
+        let (b, s) = (&lbs.backend, &lbs.server);
         let deadline = Instant::now() + DRAIN_WAIT;
         loop {
-            let n = self
-                .sys
-                .lb_old
+            let n = lb
                 .in_flight(b, s)
-                .map_err(|x| {
-                    crate::systems::SystemError::from_driver("haproxy", crate::systems::Dc::Old, x)
-                })
-                .map_err(CutoverError::system(Phase::Freeze))?;
+                .map_err(|x| crate::systems::SystemError::from_driver("haproxy", dc, x))
+                .map_err(CutoverError::system(phase))?;
             if n == 0 {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(CutoverError::system(Phase::Freeze)(
-                    crate::systems::SystemError {
-                        system: "haproxy",
-                        dc: crate::systems::Dc::Old,
-                        message: format!(
-                            "{b}/{s}: {n} request(s) still in flight {} s after maintenance",
-                            DRAIN_WAIT.as_secs()
-                        ),
-                        retryable: true,
-                    },
-                ));
+                return Err(CutoverError::system(phase)(crate::systems::SystemError {
+                    system: "haproxy",
+                    dc,
+                    message: format!(
+                        "{b}/{s}: {n} request(s) still in flight {} s after maintenance",
+                        DRAIN_WAIT.as_secs()
+                    ),
+                    retryable: true,
+                }));
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -83,6 +83,10 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
             .set_server_admin(&spec.new_lb.backend, &spec.new_lb.server, AdminState::Maint)
             .map_err(drv(Dc::New))
             .map_err(err())?;
+        // As in the forward freeze: requests admitted before the maintenance finish (on
+        // both VIPs, which both reach the new web) before the databases pause and copy back.
+        e.drain(spec, Dc::Old, Phase::RollbackFreeze)?;
+        e.drain(spec, Dc::New, Phase::RollbackFreeze)?;
         for db in &spec.databases {
             let r = e.sys.proxy.route(db).map_err(err())?;
             if r.side == spec.proxy.new_side && !r.paused() {

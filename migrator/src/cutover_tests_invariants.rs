@@ -1,0 +1,276 @@
+//! Invariant tests of the cutover and rollback engine against the recording world: a site
+//! killed or failing at any step ends serving from exactly one side, unfrozen, and a finished
+//! rollback never copies stale data over the side that serves.
+
+use super::*;
+
+/// Simulates a migrator killed after the rollback's last state change (`rolled_back`
+/// committed) but before its checkpoint was cleared and its lease released.
+fn leave_rollback_pending(path: &Path, site: &str) {
+    let mut j = SqliteJournal::open(path).unwrap();
+    j.put_checkpoint_raw("cutover", &format!("{site}.rollback"), "1")
+        .unwrap();
+    crate::lease::take(&mut j, site, Duration::from_secs(60)).unwrap();
+}
+
+#[test]
+fn finishing_a_rollback_already_rolled_back_copies_nothing_over_the_old_side() {
+    for via_wave in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let spec = sample("shop");
+        let rec = Recorder::for_site(&spec, false);
+        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+        assert_eq!(rollback(&spec, &rec, &jp).unwrap(), "rolled_back");
+        leave_rollback_pending(&jp, "shop");
+        // Writes land on the old side now; a copy new -> old would delete them.
+        let n = rec.log().len();
+        let state = if via_wave {
+            // The next `wave run` finishes the pending rollback (and goes no further).
+            migrate(&spec, &rec, &jp).unwrap()
+        } else {
+            rollback(&spec, &rec, &jp).unwrap()
+        };
+        let log = rec.log()[n..].to_vec();
+        assert!(
+            !log.iter().any(|l| l.contains("new -> old")),
+            "stale copy back over the live old side: {log:?}"
+        );
+        let j = SqliteJournal::open(&jp).unwrap();
+        assert!(!crate::rollback::in_progress(&j, "shop").unwrap());
+        assert_eq!(state, "rolled_back", "via wave: {via_wave}");
+        assert!(crate::lease::get(&j, "shop").unwrap().is_none());
+        assert_eq!(serving(&spec, &rec), Ok(Dc::Old));
+    }
+}
+
+#[test]
+fn killed_inside_the_freeze_phase_is_unfrozen_by_recover_and_by_a_refused_rerun() {
+    for action in ["haproxy.maint", "haproxy.drain", "proxy.pause"] {
+        // The watchdog's recovery: the site serves from the old side again, lease released.
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let spec = sample("shop");
+        let rec = Recorder::for_site(&spec, false);
+        rec.set_trap(action, Trap::Crash);
+        crash(|| migrate(&spec, &rec, &jp));
+        {
+            let sys = rec.systems(&spec);
+            let mut j = SqliteJournal::open(&jp).unwrap();
+            assert_eq!(j.site_state("shop").unwrap(), Some(SiteState::Synced));
+            assert!(crate::lease::get(&j, "shop").unwrap().is_some());
+            let o = opts();
+            Engine::new(&spec, &sys, &mut j, &o).recover().unwrap();
+            assert!(crate::lease::get(&j, "shop").unwrap().is_none());
+        }
+        assert_eq!(serving(&spec, &rec), Ok(Dc::Old), "recover after {action}");
+
+        // A re-run whose gate refuses the freeze must not leave the site frozen either.
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let rec = Recorder::for_site(&spec, false);
+        rec.set_trap(action, Trap::Crash);
+        crash(|| migrate(&spec, &rec, &jp));
+        rec.set_tunnel_healthy(false);
+        let err = migrate(&spec, &rec, &jp).unwrap_err();
+        assert!(matches!(err, CutoverError::Gate(_)), "{action}: {err}");
+        assert_eq!(serving(&spec, &rec), Ok(Dc::Old), "gate after {action}");
+    }
+}
+
+#[test]
+fn failed_copy_back_after_a_partial_rollback_switch_serves_from_new_only() {
+    for action in ["dns.replace", "proxy.resume"] {
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let spec = sample("shop");
+        let rec = Recorder::for_site(&spec, false);
+        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+        // Killed inside the rollback's switch: the old VIP already points at the old web.
+        rec.set_trap(action, Trap::Crash);
+        crash(|| rollback(&spec, &rec, &jp));
+        // The resumed rollback cannot copy back: the new side must serve again, alone.
+        rec.set_trap("data.sync_files", Trap::Fail);
+        let err = rollback(&spec, &rec, &jp).unwrap_err();
+        assert!(err.to_string().contains("rollback-copy"), "{action}: {err}");
+        assert_eq!(
+            serving(&spec, &rec),
+            Ok(Dc::New),
+            "after a kill at {action}"
+        );
+    }
+}
+
+#[test]
+fn switch_or_unfreeze_errors_never_leave_the_site_frozen() {
+    // Before the commit point a failed switch aborts to the old side.
+    for action in ["haproxy.addr", "dns.replace", "proxy.resume"] {
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let spec = sample("shop");
+        let rec = Recorder::for_site(&spec, false);
+        // Synced first, so the trap fires in the switch (not in an earlier phase).
+        {
+            let sys = rec.systems(&spec);
+            let mut j = SqliteJournal::open(&jp).unwrap();
+            let o = opts();
+            let mut e = Engine::new(&spec, &sys, &mut j, &o);
+            assert_eq!(e.advance(true).unwrap(), SiteState::Synced);
+        }
+        rec.set_trap(action, Trap::Fail);
+        let err = migrate(&spec, &rec, &jp).unwrap_err();
+        assert!(
+            matches!(err, CutoverError::Aborted { .. }),
+            "{action}: {err}"
+        );
+        assert_eq!(
+            serving(&spec, &rec),
+            Ok(Dc::Old),
+            "switch failed at {action}"
+        );
+        let j = SqliteJournal::open(&jp).unwrap();
+        assert!(crate::lease::get(&j, "shop").unwrap().is_none(), "{action}");
+    }
+    // A transient unfreeze error is retried: the site goes live.
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let spec = sample("shop");
+    let rec = Recorder::for_site(&spec, false);
+    rec.set_trap("haproxy.ready", Trap::Fail);
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(serving(&spec, &rec), Ok(Dc::New));
+}
+
+#[test]
+fn group_switch_or_unfreeze_errors_never_leave_members_frozen() {
+    let specs = [sample("ga"), sample("gb")];
+    let members: Vec<&SiteSpec> = specs.iter().collect();
+    for (action, side) in [("dns.replace", Dc::Old), ("haproxy.ready", Dc::New)] {
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let rec = Recorder::for_site(&specs[0], false);
+        rec.add_site(&specs[1]);
+        // The first `dns.replace` and `haproxy.ready` are the first member's switch/unfreeze.
+        rec.set_trap(action, Trap::Fail);
+        let out = crate::group::migrate_group(&jp, &members, &|s| Ok(rec.systems(s)), &opts());
+        assert_eq!(out.len(), 2);
+        for s in &specs {
+            assert_eq!(serving(s, &rec), Ok(side), "{action}: {}", s.site);
+        }
+    }
+}
+
+#[test]
+fn rollback_freeze_error_unfreezes_on_the_new_side() {
+    for action in ["haproxy.maint", "proxy.pause"] {
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let spec = sample("shop");
+        let rec = Recorder::for_site(&spec, false);
+        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+        rec.set_trap(action, Trap::Fail);
+        let err = rollback(&spec, &rec, &jp).unwrap_err();
+        assert!(
+            err.to_string().contains("rollback-freeze"),
+            "{action}: {err}"
+        );
+        assert_eq!(serving(&spec, &rec), Ok(Dc::New), "{action}");
+        let j = SqliteJournal::open(&jp).unwrap();
+        assert!(crate::lease::get(&j, "shop").unwrap().is_none(), "{action}");
+        assert!(
+            !crate::rollback::in_progress(&j, "shop").unwrap(),
+            "{action}"
+        );
+    }
+}
+
+#[test]
+fn rollback_switch_or_unfreeze_errors_are_retried_not_left_frozen() {
+    for action in [
+        "haproxy.addr",
+        "dns.replace",
+        "proxy.resume",
+        "haproxy.ready",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let spec = sample("shop");
+        let rec = Recorder::for_site(&spec, false);
+        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+        rec.set_trap(action, Trap::Fail);
+        assert_eq!(
+            rollback(&spec, &rec, &jp).unwrap(),
+            "rolled_back",
+            "{action}"
+        );
+        assert_eq!(serving(&spec, &rec), Ok(Dc::Old), "{action}");
+        let j = SqliteJournal::open(&jp).unwrap();
+        assert!(crate::lease::get(&j, "shop").unwrap().is_none(), "{action}");
+    }
+}
+
+#[test]
+fn resuming_from_verified_checks_the_tunnel_before_switching() {
+    for via_recover in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let spec = sample("shop");
+        let rec = Recorder::for_site(&spec, false);
+        {
+            let sys = rec.systems(&spec);
+            let mut j = SqliteJournal::open(&jp).unwrap();
+            let o = opts();
+            let mut e = Engine::new(&spec, &sys, &mut j, &o);
+            assert_eq!(e.advance(true).unwrap(), SiteState::Synced);
+        }
+        // Killed at the switch's first action, then the tunnel goes down.
+        rec.set_trap("haproxy.addr", Trap::Crash);
+        crash(|| migrate(&spec, &rec, &jp));
+        rec.set_tunnel_healthy(false);
+        let sys = rec.systems(&spec);
+        let mut j = SqliteJournal::open(&jp).unwrap();
+        assert_eq!(j.site_state("shop").unwrap(), Some(SiteState::Verified));
+        let o = opts();
+        let e = Engine::new(&spec, &sys, &mut j, &o);
+        let r = if via_recover {
+            e.recover().map(|r| r.state)
+        } else {
+            e.migrate().map(|r| r.state)
+        };
+        assert!(
+            !matches!(r.as_deref(), Ok("live")),
+            "switched over an unhealthy tunnel"
+        );
+        assert_eq!(serving(&spec, &rec), Ok(Dc::Old), "recover: {via_recover}");
+        assert!(crate::lease::get(&j, "shop").unwrap().is_none());
+    }
+}
+
+#[test]
+fn rollback_freeze_drains_in_flight_requests_before_pausing() {
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let spec = sample("shop");
+    let rec = Recorder::for_site(&spec, false);
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    let n = rec.log().len();
+    assert_eq!(rollback(&spec, &rec, &jp).unwrap(), "rolled_back");
+    let log = rec.log()[n..].to_vec();
+    let pos = |k: &str| log.iter().position(|l| l.starts_with(k));
+    let drains = log
+        .iter()
+        .filter(|l| l.starts_with("haproxy.drain"))
+        .count();
+    assert_eq!(drains, 2, "both VIPs drained: {log:?}");
+    assert!(pos("haproxy.maint") < pos("haproxy.drain"), "{log:?}");
+    assert!(pos("haproxy.drain") < pos("proxy.pause"), "{log:?}");
+    // A drain that cannot finish gives the rollback up: the new side serves again.
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let rec = Recorder::for_site(&spec, false);
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    rec.set_trap("haproxy.drain", Trap::Fail);
+    let err = rollback(&spec, &rec, &jp).unwrap_err();
+    assert!(err.to_string().contains("rollback-freeze"), "{err}");
+    assert_eq!(serving(&spec, &rec), Ok(Dc::New));
+}
