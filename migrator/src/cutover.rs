@@ -325,6 +325,7 @@ impl<'a> Engine<'a> {
     /// old side; from `verified` on, the switch is completed and the site unfrozen on the new
     /// side. The lease is released. Used by the lease watchdog.
     pub fn recover(mut self) -> Result<SiteReport, CutoverError> {
+        lease::ensure_free(self.journal, &self.spec.site)?;
         if rollback::in_progress(self.journal, &self.spec.site)? {
             rollback::run(&mut self)?;
         } else {
@@ -369,6 +370,8 @@ impl<'a> Engine<'a> {
     /// still has to be frozen stops at `synced` (a move group freezes its members together).
     /// Returns the state reached.
     pub(crate) fn advance(&mut self, stop_at_synced: bool) -> Result<SiteState, CutoverError> {
+        // Another live migrator working on the site: touch nothing.
+        lease::ensure_free(self.journal, &self.spec.site)?;
         if rollback::in_progress(self.journal, &self.spec.site)? {
             // A rollback was killed: finish it first, the site must end on one side.
             rollback::run(self)?;
@@ -555,6 +558,10 @@ impl<'a> Engine<'a> {
 
     /// Aborts to the old side after `cause`; the error says whether the abort worked.
     pub(crate) fn abort_after(&mut self, cause: CutoverError) -> CutoverError {
+        if matches!(cause, CutoverError::Leased { .. }) {
+            // The site belongs to another migrator now: it is not ours to put back.
+            return cause;
+        }
         match self.abort_now() {
             Ok(()) => CutoverError::Aborted {
                 cause: Box::new(cause),
@@ -782,6 +789,7 @@ impl<'a> Engine<'a> {
 
     /// Puts every system back on the old side from what it reports. Idempotent.
     pub(crate) fn abort_now(&mut self) -> Result<(), CutoverError> {
+        lease::ensure_free(self.journal, &self.spec.site)?;
         let spec = self.spec;
         self.phase(Phase::Abort, |e| {
             let err = || CutoverError::system(Phase::Abort);

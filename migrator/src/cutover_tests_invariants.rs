@@ -274,3 +274,74 @@ fn rollback_freeze_drains_in_flight_requests_before_pausing() {
     assert!(err.to_string().contains("rollback-freeze"), "{err}");
     assert_eq!(serving(&spec, &rec), Ok(Dc::New));
 }
+
+/// Writes a lease of `site` owned by another live process on this host (PID 1 never exits).
+fn lease_of_another_live_migrator(path: &Path, site: &str) -> String {
+    let mut j = SqliteJournal::open(path).unwrap();
+    let l = crate::lease::Lease {
+        host: crate::lease::hostname(),
+        pid: 1,
+        taken_ms: 0,
+        expires_ms: 0,
+    };
+    let json = serde_json::to_string(&l).unwrap();
+    j.put_checkpoint_raw("cutover", &format!("{site}.lease"), &json)
+        .unwrap();
+    json
+}
+
+#[test]
+fn a_site_leased_by_another_live_migrator_is_left_alone() {
+    let spec = sample("shop");
+    // A second `site migrate` while a wave holds the site touches nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let rec = Recorder::for_site(&spec, false);
+    let held = lease_of_another_live_migrator(&jp, "shop");
+    let err = migrate(&spec, &rec, &jp).unwrap_err();
+    assert!(matches!(err, CutoverError::Leased { .. }), "{err}");
+    assert!(rec.log().is_empty(), "{:?}", rec.log());
+    let raw = |jp: &Path| {
+        SqliteJournal::open(jp)
+            .unwrap()
+            .checkpoint_raw("cutover", "shop.lease")
+            .unwrap()
+    };
+    assert_eq!(raw(&jp).as_deref(), Some(held.as_str()));
+
+    // Nor does a rollback of a live site another migrator holds.
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let rec = Recorder::for_site(&spec, false);
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    let n = rec.log().len();
+    let held = lease_of_another_live_migrator(&jp, "shop");
+    let err = rollback(&spec, &rec, &jp).unwrap_err();
+    assert!(matches!(err, CutoverError::Leased { .. }), "{err}");
+    assert_eq!(rec.log().len(), n, "{:?}", &rec.log()[n..]);
+    assert_eq!(raw(&jp).as_deref(), Some(held.as_str()));
+    assert_eq!(serving(&spec, &rec), Ok(Dc::New));
+    let j = SqliteJournal::open(&jp).unwrap();
+    assert!(!crate::rollback::in_progress(&j, "shop").unwrap());
+
+    // Taking and releasing are compare-and-set: another live owner's lease survives both.
+    let mut j = SqliteJournal::open(&jp).unwrap();
+    assert!(crate::lease::take(&mut j, "shop", Duration::from_secs(60)).is_err());
+    crate::lease::release(&mut j, "shop").unwrap();
+    assert_eq!(
+        j.checkpoint_raw("cutover", "shop.lease")
+            .unwrap()
+            .as_deref(),
+        Some(held.as_str())
+    );
+    assert!(!j
+        .swap_checkpoint_raw("cutover", "shop.lease", Some("null"), "x")
+        .unwrap());
+    assert!(!j
+        .swap_checkpoint_raw("cutover", "shop.lease", None, "x")
+        .unwrap());
+    assert!(j
+        .swap_checkpoint_raw("cutover", "shop.lease", Some(&held), "null")
+        .unwrap());
+    crate::lease::take(&mut j, "shop", Duration::from_secs(60)).unwrap();
+}

@@ -178,6 +178,15 @@ pub trait JournalStore {
     /// Stores committed progress (JSON) under `scope`/`key`, replacing the previous value.
     fn put_checkpoint_raw(&mut self, scope: &str, key: &str, json: &str) -> Result<()>;
     fn checkpoint_raw(&self, scope: &str, key: &str) -> Result<Option<String>>;
+    /// Compare-and-set: stores `json` under `scope`/`key` only if the stored value is still
+    /// `expected` (`None`: no row). Returns whether it was stored.
+    fn swap_checkpoint_raw(
+        &mut self,
+        scope: &str,
+        key: &str,
+        expected: Option<&str>,
+        json: &str,
+    ) -> Result<bool>;
     /// Removes every checkpoint of `scope` (a finished copy starts fresh next time).
     fn clear_checkpoints(&mut self, scope: &str) -> Result<()>;
     /// Every checkpoint of a scope, by key.
@@ -433,6 +442,30 @@ impl JournalStore for SqliteJournal {
             )
             .map_err(|e| self.wrap(e))?;
         Ok(())
+    }
+
+    fn swap_checkpoint_raw(
+        &mut self,
+        scope: &str,
+        key: &str,
+        expected: Option<&str>,
+        json: &str,
+    ) -> Result<bool> {
+        // One statement each: atomic against every other connection to the journal.
+        let n = match expected {
+            None => self.conn.execute(
+                "INSERT OR IGNORE INTO checkpoints(scope, key, value, updated_ms)
+                 VALUES(?1, ?2, ?3, ?4)",
+                params![scope, key, json, now_ms()],
+            ),
+            Some(old) => self.conn.execute(
+                "UPDATE checkpoints SET value = ?3, updated_ms = ?4
+                 WHERE scope = ?1 AND key = ?2 AND value = ?5",
+                params![scope, key, json, now_ms(), old],
+            ),
+        }
+        .map_err(|e| self.wrap(e))?;
+        Ok(n == 1)
     }
 
     fn checkpoint_raw(&self, scope: &str, key: &str) -> Result<Option<String>> {

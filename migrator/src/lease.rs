@@ -12,7 +12,10 @@
 //!
 //! Two migrators never act on one site: on the owner's host a live owner is never preempted;
 //! from another host only an expired lease is taken over (so `--lease` must exceed the
-//! longest phase of a freeze: the lease is renewed at every phase).
+//! longest phase of a freeze: the lease is renewed at every phase). Taking, renewing and
+//! releasing are compare-and-set on the journal row; `migrate`, `rollback`, `recover` and an
+//! abort refuse a site another live owner holds, and a renewal finding the lease taken over
+//! fails the phase before it acts.
 
 use crate::cutover::{now_ms, Engine, EngineOptions, SCOPE};
 use crate::journal::{JournalStore, SqliteJournal};
@@ -70,9 +73,52 @@ fn process_alive(pid: u32) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Takes (or renews) the lease of `site` for `ttl`, owned by this process.
+impl Lease {
+    /// Whether this process owns the lease.
+    pub fn is_ours(&self) -> bool {
+        self.pid == std::process::id() && self.host == hostname()
+    }
+}
+
+/// The stored lease of `site`: the raw value (for the compare-and-set) and the lease, if held.
+fn current(
+    journal: &dyn JournalStore,
+    site: &str,
+) -> Result<(Option<String>, Option<Lease>), CutoverError> {
+    let raw = journal.checkpoint_raw(SCOPE, &key(site))?;
+    let lease = raw
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<Option<Lease>>(s).ok().flatten());
+    Ok((raw, lease))
+}
+
+fn refused(site: &str, l: &Lease) -> CutoverError {
+    CutoverError::Leased {
+        site: site.to_string(),
+        owner: format!("pid {} on {}", l.pid, l.host),
+    }
+}
+
+/// Refuses (an error) when `site` is leased by another migrator that is alive (or, on another
+/// host, whose lease has not expired): nobody else may act on the site meanwhile.
+pub fn ensure_free(journal: &dyn JournalStore, site: &str) -> Result<(), CutoverError> {
+    match current(journal, site)?.1 {
+        Some(l) if !l.is_ours() && !l.expired(now_ms()) => Err(refused(site, &l)),
+        _ => Ok(()),
+    }
+}
+
+/// Takes (or renews) the lease of `site` for `ttl`, owned by this process: a compare-and-set
+/// against the lease read, so two migrators never both hold it. Refused while another live
+/// owner holds it (a renewal finding the lease taken over fails, so the phase does not run).
 pub fn take(journal: &mut dyn JournalStore, site: &str, ttl: Duration) -> Result<(), CutoverError> {
+    let (raw, cur) = current(journal, site)?;
     let now = now_ms();
+    if let Some(l) = &cur {
+        if !l.is_ours() && !l.expired(now) {
+            return Err(refused(site, l));
+        }
+    }
     let lease = Lease {
         host: hostname(),
         pid: std::process::id(),
@@ -80,14 +126,33 @@ pub fn take(journal: &mut dyn JournalStore, site: &str, ttl: Duration) -> Result
         expires_ms: now + ttl.as_millis() as i64,
     };
     let json = serde_json::to_string(&lease).expect("lease serializes");
-    journal.put_checkpoint_raw(SCOPE, &key(site), &json)?;
+    if !journal.swap_checkpoint_raw(SCOPE, &key(site), raw.as_deref(), &json)? {
+        // Someone wrote the lease between our read and our write.
+        let (_, now_held) = current(journal, site)?;
+        return Err(match now_held {
+            Some(l) => refused(site, &l),
+            None => CutoverError::Leased {
+                site: site.to_string(),
+                owner: "a concurrent migrator".into(),
+            },
+        });
+    }
     Ok(())
 }
 
-/// Releases the lease of `site` (the site serves from one side again).
+/// Releases the lease of `site` (the site serves from one side again): ours, or one whose owner
+/// is gone (recovered by us). Another live owner's lease is left alone.
 pub fn release(journal: &mut dyn JournalStore, site: &str) -> Result<(), CutoverError> {
-    journal.put_checkpoint_raw(SCOPE, &key(site), "null")?;
-    Ok(())
+    let (raw, cur) = current(journal, site)?;
+    match cur {
+        None => Ok(()),
+        Some(l) if !l.is_ours() && !l.expired(now_ms()) => Ok(()),
+        Some(_) => {
+            // Lost only to a new owner, whose lease then stays.
+            journal.swap_checkpoint_raw(SCOPE, &key(site), raw.as_deref(), "null")?;
+            Ok(())
+        }
+    }
 }
 
 /// The lease of `site`, if one is held.

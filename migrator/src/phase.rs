@@ -115,6 +115,11 @@ pub enum CutoverError {
          copy is no longer kept in step with the site; move it back with a new migration)"
     )]
     Finalized(String),
+    #[error(
+        "site {site} is leased by {owner} (another migrator is working on it): refusing to act \
+         on it; once that migrator is gone, `migrator lease-watch` or the next run recovers it"
+    )]
+    Leased { site: String, owner: String },
     #[error("interrupted by the operator before the freeze; the site is still on the old side")]
     Interrupted,
     #[error("{cause}; the site was aborted back to the old side")]

@@ -32,6 +32,8 @@ pub fn rollback_site(mut engine: Engine<'_>) -> Result<SiteReport, CutoverError>
     if state == SiteState::Finalized {
         return Err(CutoverError::Finalized(engine.spec.site.clone()));
     }
+    // Another live migrator working on the site (a wave, the dashboard): touch nothing.
+    crate::lease::ensure_free(engine.journal, &engine.spec.site)?;
     // Refused before anything is frozen: a copy back the transport cannot do.
     crate::file_transport::check_direction(&engine.spec.homes, Direction::Back)
         .map_err(CutoverError::system(Phase::RollbackCopy))?;
@@ -62,10 +64,11 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
             .put_checkpoint_raw(SCOPE, &key(&site), "null")?;
         return engine.release_lease();
     }
+    // The lease first: refused (nothing recorded) when another migrator holds the site.
+    engine.take_lease()?;
     engine
         .journal
         .put_checkpoint_raw(SCOPE, &key(&site), &now_ms().to_string())?;
-    engine.take_lease()?;
     engine.journal.put_checkpoint_raw(
         SCOPE,
         &format!("{site}.freeze_started_ms"),
