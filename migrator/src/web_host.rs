@@ -7,7 +7,8 @@
 //!    inside new-dc's private mount namespace, where its sshd runs). An existing link pointing
 //!    elsewhere, or a non-link at that path, is a refusal, never overwritten;
 //! 2. the nginx `map` line `server_name document_root;`, appended once;
-//! 3. the nginx reload command, only when the map changed.
+//! 3. the nginx reload command, on every run (graceful; a reload that failed after the line was
+//!    appended is then done by the next run instead of never).
 //!
 //! [`describe`] renders the same actions for a dry run.
 
@@ -43,7 +44,7 @@ pub fn script(spec: &SiteSpec, w: &WebHostSpec) -> String {
     let line = format!("{} {};", w.server_name, w.document_root.display());
     s.push_str(&format!(
         "line={} map={}\n\
-         if ! grep -qxF -- \"$line\" \"$map\"; then\n  printf '%s\\n' \"$line\" >> \"$map\"\n  {}\nfi\n",
+         if ! grep -qxF -- \"$line\" \"$map\"; then\n  printf '%s\\n' \"$line\" >> \"$map\"\nfi\n{}\n",
         q(&line),
         q(&w.nginx_map.to_string_lossy()),
         w.nginx_reload
@@ -96,7 +97,7 @@ pub fn describe(spec: &SiteSpec) -> Vec<String> {
         }
     }
     out.push(format!(
-        "{via}: nginx map {}: `{} {};`, then `{}` if it changed",
+        "{via}: nginx map {}: `{} {};`, then `{}`",
         w.nginx_map.display(),
         w.server_name,
         w.document_root.display(),
@@ -173,7 +174,7 @@ mod tests {
     }
 
     /// The script (run by a local `sh`, as sshd would) makes the link and the map line once,
-    /// reloads once, and refuses a link that points elsewhere.
+    /// reloads at every run, and refuses a link that points elsewhere.
     #[test]
     fn script_is_idempotent_and_refuses_a_foreign_link() {
         let d = tempfile::tempdir().unwrap();
@@ -195,7 +196,7 @@ mod tests {
         );
         assert_eq!(
             std::fs::read_to_string(d.path().join("reloads")).unwrap(),
-            "reloaded\n"
+            "reloaded\nreloaded\n"
         );
         std::fs::remove_file(&link).unwrap();
         std::os::unix::fs::symlink("/elsewhere", &link).unwrap();
@@ -205,6 +206,28 @@ mod tests {
         let lines = describe(&s);
         assert!(lines[0].contains("ssh root@10.2.0.22:22") && lines[0].contains("compat path"));
         assert!(lines[1].contains("nginx map"));
+    }
+
+    /// A reload that failed after the map line was appended is done by the next run (the
+    /// line is already there then).
+    #[test]
+    fn a_failed_reload_is_done_by_the_next_run() {
+        let d = tempfile::tempdir().unwrap();
+        let s = spec(d.path());
+        let mut w = s.new_web_host.clone().unwrap();
+        std::fs::write(&w.nginx_map, "").unwrap();
+        let good = w.nginx_reload.clone();
+        w.nginx_reload = "exit 9".into();
+        let out = run_local(&script(&s, &w));
+        assert_eq!(out.status.code(), Some(9), "{out:?}");
+        w.nginx_reload = good;
+        let out = run_local(&script(&s, &w));
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("reloads")).unwrap_or_default(),
+            "reloaded\n",
+            "nginx never reloaded the map line"
+        );
     }
 
     #[test]
