@@ -12,6 +12,7 @@ use crate::lease;
 use crate::phase::{run_phase, CutoverError, Phase};
 use crate::rollback;
 use crate::site_spec::SiteSpec;
+use crate::systems::ProxyControl;
 use std::path::PathBuf;
 
 /// What finalizing one site did and what the old side may now release.
@@ -22,22 +23,40 @@ pub struct Finalized {
     pub already: bool,
     /// The old side's homes, kept, no longer needed by the migration.
     pub old_homes: Vec<PathBuf>,
-    /// The old side's databases (same names), kept, no longer needed by the migration.
+    /// The old side's databases (same names), kept, no longer needed by the migration: only
+    /// those the proxy serves from the new side.
     pub old_databases: Vec<String>,
+    /// Databases of the site the proxy still serves from the old side (shared with a site that
+    /// did not move, or was rolled back): in use there, never releasable.
+    pub in_use_on_old: Vec<String>,
 }
 
-/// Finalizes `spec`'s site: only a `live` one, with no rollback or freeze in progress.
+/// Finalizes `spec`'s site: only a `live` one, with no rollback or freeze in progress. Which
+/// old-side databases are releasable is asked of the proxy (`proxy`), never assumed.
 pub fn finalize(
     journal: &mut dyn JournalStore,
     spec: &SiteSpec,
+    proxy: &dyn ProxyControl,
 ) -> Result<Finalized, CutoverError> {
     let site = &spec.site;
     let state = journal.site_state(site)?.unwrap_or(SiteState::Planned);
+    let (mut releasable, mut in_use) = (Vec::new(), Vec::new());
+    for db in &spec.databases {
+        let r = proxy
+            .route(db)
+            .map_err(CutoverError::system(Phase::Finalize))?;
+        if r.side == spec.proxy.new_side && !r.paused() {
+            releasable.push(db.clone());
+        } else {
+            in_use.push(db.clone());
+        }
+    }
     let out = |already| Finalized {
         site: site.clone(),
         already,
         old_homes: spec.homes.iter().map(|h| h.old.clone()).collect(),
-        old_databases: spec.databases.clone(),
+        old_databases: releasable.clone(),
+        in_use_on_old: in_use.clone(),
     };
     if state == SiteState::Finalized {
         return Ok(out(true));
@@ -67,14 +86,44 @@ mod tests {
         let mut j = SqliteJournal::open(&dir.path().join("j")).unwrap();
         let spec = sample("shop");
         j.set_site_state("shop", SiteState::Switched).unwrap();
-        let e = finalize(&mut j, &spec).unwrap_err();
+        let rec0 = crate::dry_run::Recorder::for_site(&spec, false);
+        let e = finalize(&mut j, &spec, rec0.systems(&spec).proxy.as_ref()).unwrap_err();
         assert!(e.to_string().contains("only a live site"), "{e}");
         j.set_site_state("shop", SiteState::Live).unwrap();
-        let f = finalize(&mut j, &spec).unwrap();
+        let rec = crate::dry_run::Recorder::for_site(&spec, false);
+        let sys = rec.systems(&spec);
+        for db in &spec.databases {
+            sys.proxy.pause(db).unwrap();
+            sys.proxy.resume(db, Some(&spec.proxy.new_side)).unwrap();
+        }
+        let f = finalize(&mut j, &spec, sys.proxy.as_ref()).unwrap();
         assert!(!f.already);
         assert_eq!(f.old_databases, spec.databases);
         assert_eq!(j.site_state("shop").unwrap(), Some(SiteState::Finalized));
-        assert!(finalize(&mut j, &spec).unwrap().already);
+        assert!(finalize(&mut j, &spec, sys.proxy.as_ref()).unwrap().already);
         assert_eq!(j.steps("shop").unwrap().len(), 1, "one finalize step");
+    }
+
+    /// A database the proxy still serves from the old side (shared with a group mate that
+    /// was rolled back) is in use there: never listed as releasable.
+    #[test]
+    fn a_database_still_served_on_old_is_not_releasable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = SqliteJournal::open(&dir.path().join("j")).unwrap();
+        let mut spec = sample("shop");
+        let mate = sample("mate");
+        spec.databases.push(mate.databases[0].clone());
+        let rec = crate::dry_run::Recorder::for_site(&spec, false);
+        rec.add_site(&mate);
+        let sys = rec.systems(&spec);
+        // The site's own database moved to new; the shared one is served on old.
+        sys.proxy.pause(&spec.databases[0]).unwrap();
+        sys.proxy
+            .resume(&spec.databases[0], Some(&spec.proxy.new_side))
+            .unwrap();
+        j.set_site_state("shop", SiteState::Live).unwrap();
+        let f = finalize(&mut j, &spec, sys.proxy.as_ref()).unwrap();
+        assert_eq!(f.old_databases, [spec.databases[0].clone()]);
+        assert_eq!(f.in_use_on_old, [spec.databases[1].clone()]);
     }
 }

@@ -45,7 +45,15 @@ pub fn run(
             println!("{n}: {} → would be finalized", state.as_str());
             continue;
         }
-        match finalize(&mut j, spec) {
+        let sys = match real_systems::systems(spec, journal) {
+            Ok(s) => s,
+            Err(e) => {
+                refused += 1;
+                eprintln!("{n}: {e}");
+                continue;
+            }
+        };
+        match finalize(&mut j, spec, sys.proxy.as_ref()) {
             Ok(f) => {
                 if !json {
                     let what = if f.already {
@@ -57,6 +65,12 @@ pub fn run(
                         "{n}: {what}; old side kept, no longer needed: homes {:?}, databases {:?}",
                         f.old_homes, f.old_databases
                     );
+                    if !f.in_use_on_old.is_empty() {
+                        println!(
+                            "{n}: databases still served from the old side (in use, keep): {:?}",
+                            f.in_use_on_old
+                        );
+                    }
                 }
                 results.push(f);
             }
