@@ -345,3 +345,31 @@ fn a_site_leased_by_another_live_migrator_is_left_alone() {
         .unwrap());
     crate::lease::take(&mut j, "shop", Duration::from_secs(60)).unwrap();
 }
+
+#[test]
+fn a_rollback_killed_after_a_database_resumed_on_old_finishes_back_never_undoes() {
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let mut spec = sample("shop");
+    spec.databases.push("db_shop_2".into());
+    let rec = Recorder::for_site(&spec, false);
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    // Killed inside the rollback's switch after the first database resumed on the old side
+    // (its commit point): writes may land there from now on.
+    rec.set_trap("proxy.resume", Trap::Crash);
+    crash(|| rollback(&spec, &rec, &jp));
+    let sys = rec.systems(&spec);
+    sys.proxy.resume(&spec.databases[0], Some("old")).unwrap();
+    // The resumed rollback cannot copy: it must not send the site back to new (db 1 would
+    // stay on old, split), nor copy new -> old over db 1; the copy was verified before.
+    rec.set_trap("data.sync_files", Trap::Fail);
+    let n = rec.log().len();
+    assert_eq!(rollback(&spec, &rec, &jp).unwrap(), "rolled_back");
+    assert_eq!(serving(&spec, &rec), Ok(Dc::Old));
+    for db in &spec.databases {
+        let r = rec.route(db).unwrap();
+        assert_eq!((r.side.as_str(), r.paused()), ("old", false), "{db}");
+    }
+    let log = rec.log()[n..].to_vec();
+    assert!(!log.iter().any(|l| l.contains("new -> old")), "{log:?}");
+}

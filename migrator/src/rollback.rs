@@ -18,6 +18,34 @@ fn key(site: &str) -> String {
     format!("{site}.rollback")
 }
 
+/// Set once the copy back verified and the rollback's switch begins; cleared with [`key`].
+fn switch_key(site: &str) -> String {
+    format!("{site}.rollback_switch")
+}
+
+/// Whether a database of the site is open on `side` (unknown counts as yes: never undone).
+fn any_open_on(engine: &Engine<'_>, spec: &SiteSpec, side: &str) -> bool {
+    spec.databases.iter().any(|db| {
+        engine
+            .sys
+            .proxy
+            .route(db)
+            .map(|r| r.side == side && !r.paused())
+            .unwrap_or(true)
+    })
+}
+
+/// Clears the rollback's checkpoints (it is finished or given up).
+fn clear(engine: &mut Engine<'_>, site: &str) -> Result<(), CutoverError> {
+    engine
+        .journal
+        .put_checkpoint_raw(SCOPE, &key(site), "null")?;
+    engine
+        .journal
+        .put_checkpoint_raw(SCOPE, &switch_key(site), "null")?;
+    Ok(())
+}
+
 /// Whether a rollback of `site` was started and not finished.
 pub fn in_progress(journal: &dyn JournalStore, site: &str) -> Result<bool, CutoverError> {
     Ok(journal
@@ -59,9 +87,7 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
     if engine.state()? == SiteState::RolledBack {
         // Killed after the rollback's last step: the old side serves and takes writes since;
         // a copy back now would put stale new-side files over them. Only the cleanup is left.
-        engine
-            .journal
-            .put_checkpoint_raw(SCOPE, &key(&site), "null")?;
+        clear(engine, &site)?;
         return engine.release_lease();
     }
     // The lease first: refused (nothing recorded) when another migrator holds the site.
@@ -116,12 +142,28 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
         }
         v
     };
-    let copied = engine.phase(Phase::RollbackCopy, |e| {
-        let moved = e.copy_pass(spec, &back, Direction::Back, true, Phase::RollbackCopy)?;
-        Ok(((), moved))
-    });
+    // A killed run verified the copy and began the switch, and a database already serves on
+    // the old side (its commit point): the rollback only goes forward now. The site stayed
+    // frozen since, so the verified copy still holds; copying again would go over that
+    // database, and undoing would split the site.
+    let switch_begun = engine
+        .journal
+        .checkpoint_raw(SCOPE, &switch_key(&site))?
+        .is_some_and(|v| v != "null")
+        && any_open_on(engine, spec, &spec.proxy.old_side);
+    let copied = if switch_begun {
+        Ok(())
+    } else {
+        engine.phase(Phase::RollbackCopy, |e| {
+            let moved = e.copy_pass(spec, &back, Direction::Back, true, Phase::RollbackCopy)?;
+            Ok(((), moved))
+        })
+    };
     // A copy back that fails is handled like one that does not verify: never left frozen.
     let verified = copied.and_then(|()| {
+        if switch_begun {
+            return Ok(());
+        }
         engine.phase(Phase::RollbackVerify, |e| {
             let diffs = e
                 .sys
@@ -139,6 +181,9 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
         // The copy back failed or is not exact: the new side keeps the data and serves again.
         return Err(give_up(engine, cause));
     }
+    engine
+        .journal
+        .put_checkpoint_raw(SCOPE, &switch_key(&site), &now_ms().to_string())?;
     // Both steps are idempotent: a failure is retried (bounded) rather than left frozen.
     let mut switched = retried(|| engine.phase(Phase::RollbackSwitch, |e| switch_back(e, spec)));
     if switched.is_ok() {
@@ -154,24 +199,14 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
         });
     }
     if let Err(cause) = switched {
-        let on_old = spec.databases.iter().any(|db| {
-            engine
-                .sys
-                .proxy
-                .route(db)
-                .map(|r| r.side == spec.proxy.old_side && !r.paused())
-                .unwrap_or(true)
-        });
-        if on_old {
+        if any_open_on(engine, spec, &spec.proxy.old_side) {
             // Past the rollback's commit point: the lease stays, the watchdog finishes it.
             return Err(cause);
         }
         return Err(give_up(engine, cause));
     }
     engine.report.freeze_ms = engine.freeze_elapsed()?;
-    engine
-        .journal
-        .put_checkpoint_raw(SCOPE, &key(&site), "null")?;
+    clear(engine, &site)?;
     engine.release_lease()?;
     Ok(())
 }
@@ -213,12 +248,7 @@ fn retried(mut f: impl FnMut() -> Result<(), CutoverError>) -> Result<(), Cutove
 fn give_up(engine: &mut Engine<'_>, cause: CutoverError) -> CutoverError {
     let site = engine.spec.site.clone();
     let undone = undo_freeze(engine)
-        .and_then(|()| {
-            engine
-                .journal
-                .put_checkpoint_raw(SCOPE, &key(&site), "null")
-                .map_err(CutoverError::from)
-        })
+        .and_then(|()| clear(engine, &site))
         .and_then(|()| engine.release_lease());
     match undone {
         Ok(()) => cause,
