@@ -373,3 +373,34 @@ fn a_rollback_killed_after_a_database_resumed_on_old_finishes_back_never_undoes(
     let log = rec.log()[n..].to_vec();
     assert!(!log.iter().any(|l| l.contains("new -> old")), "{log:?}");
 }
+
+#[test]
+fn a_renewal_finding_the_lease_taken_over_stops_before_acting() {
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let spec = sample("shop");
+    let rec = Recorder::for_site(&spec, false);
+    let sys = rec.systems(&spec);
+    let mut j = SqliteJournal::open(&jp).unwrap();
+    let o = opts();
+    let mut e = Engine::new(&spec, &sys, &mut j, &o);
+    assert_eq!(e.advance(true).unwrap(), SiteState::Synced);
+    e.freeze().unwrap();
+    // A watchdog (wrongly, or after our lease expired) took the site over.
+    let held = lease_of_another_live_migrator(&jp, "shop");
+    let n = rec.log().len();
+    let err = e.final_sync().unwrap_err();
+    assert!(matches!(err, CutoverError::Leased { .. }), "{err}");
+    // Not ours to put back either.
+    let err = e.abort_now().unwrap_err();
+    assert!(matches!(err, CutoverError::Leased { .. }), "{err}");
+    e.release_lease().unwrap();
+    drop(e);
+    assert_eq!(rec.log().len(), n, "{:?}", &rec.log()[n..]);
+    assert_eq!(
+        j.checkpoint_raw("cutover", "shop.lease")
+            .unwrap()
+            .as_deref(),
+        Some(held.as_str())
+    );
+}
