@@ -405,6 +405,46 @@ fn wave_runs_sites_concurrently_and_stops_on_failures() {
     }
 }
 
+#[test]
+fn wave_tries_again_a_site_aborted_back_to_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let specs: Vec<SiteSpec> = (0..3).map(|i| sample(&format!("s{i}"))).collect();
+    let rec = Recorder::for_site(&specs[0], false);
+    for s in &specs[1..] {
+        rec.add_site(s);
+    }
+    // One switch fails before the commit point (e.g. the tunnel went down inside a freeze):
+    // that site aborts to the old side, is queued again and goes live on its second attempt.
+    rec.set_trap("dns.replace", Trap::Fail);
+    let build = |s: &SiteSpec| Ok(rec.systems(s));
+    let w = WaveOptions {
+        concurrency: 1,
+        max_failures: 0,
+        ..Default::default()
+    };
+    let report = run_wave(&jp, &specs, &build, &w, &opts(), &|_| {});
+    assert_eq!((report.live, report.failed), (3, 0), "{report:?}");
+    assert!(report.stopped.is_none(), "{report:?}");
+    for s in &specs {
+        assert_eq!(serving(s, &rec), Ok(Dc::New));
+    }
+
+    // With no retries left the abort is the site's outcome, and it stays on the old side.
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let rec = Recorder::for_site(&specs[0], false);
+    rec.set_trap("dns.replace", Trap::Fail);
+    let build = |s: &SiteSpec| Ok(rec.systems(s));
+    let w = WaveOptions {
+        retries: 0,
+        ..Default::default()
+    };
+    let report = run_wave(&jp, &specs[..1], &build, &w, &opts(), &|_| {});
+    assert_eq!((report.live, report.failed), (0, 1), "{report:?}");
+    assert_eq!(serving(&specs[0], &rec), Ok(Dc::Old));
+}
+
 /// The engine's invariants under crashes and errors (one writer per site, no lost write,
 /// never left frozen).
 #[path = "cutover_tests_invariants.rs"]

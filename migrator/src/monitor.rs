@@ -136,6 +136,19 @@ impl WaveMonitor {
         });
     }
 
+    /// `site` ended an attempt back on the old side and is queued again (no failure counted:
+    /// the stop rule and the error rate see only its last attempt).
+    pub fn site_requeued(&self, site: &str, state: Option<SiteState>, why: &str) {
+        self.with(|i| {
+            i.running.remove(site);
+            i.waiting.remove(site);
+            if let Some(st) = state {
+                i.states.insert(site.to_string(), st.as_str().to_string());
+            }
+        });
+        self.event(Some(site), "retry", why);
+    }
+
     pub fn running(&self) -> usize {
         self.with(|i| i.running.len())
     }

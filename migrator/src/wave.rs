@@ -40,6 +40,10 @@ pub struct WaveOptions {
     /// How often the journal's controls are read (at most a second).
     pub control_poll: Duration,
     pub errors: ErrorRate,
+    /// A group whose attempt ended back on the old side (aborted before the commit point:
+    /// e.g. the tunnel failed inside its freeze) is queued again at the end of the wave this
+    /// many times; only its last attempt counts as a failure.
+    pub retries: u32,
 }
 
 impl Default for WaveOptions {
@@ -51,6 +55,7 @@ impl Default for WaveOptions {
             exit_on_stop: true,
             control_poll: Duration::from_millis(500),
             errors: ErrorRate::default(),
+            retries: 1,
         }
     }
 }
@@ -190,6 +195,7 @@ pub fn run_wave_with(
     let queue = Mutex::new(
         groups
             .into_iter()
+            .map(|g| (g, 0u32))
             .collect::<std::collections::VecDeque<_>>(),
     );
     let outcomes = Mutex::new(Vec::<SiteOutcome>::new());
@@ -235,13 +241,13 @@ pub fn run_wave_with(
                             None
                         } else {
                             let g = q.pop_front();
-                            for m in g.iter().flatten() {
+                            for m in g.iter().flat_map(|(g, _)| g) {
                                 monitor.site_started(&m.site);
                             }
                             g
                         }
                     };
-                    let Some(group) = group else {
+                    let Some((group, attempts)) = group else {
                         std::thread::sleep(poll);
                         continue;
                     };
@@ -250,10 +256,30 @@ pub fn run_wave_with(
                     } else {
                         crate::group::migrate_group(journal_path, &group, systems, engine_opts)
                     };
-                    for out in outs {
-                        let state = SqliteJournal::open(journal_path)
-                            .ok()
-                            .and_then(|j| j.site_state(&out.site).ok().flatten());
+                    let states: Vec<Option<SiteState>> = outs
+                        .iter()
+                        .map(|o| {
+                            SqliteJournal::open(journal_path)
+                                .ok()
+                                .and_then(|j| j.site_state(&o.site).ok().flatten())
+                        })
+                        .collect();
+                    if retry_group(opts, engine_opts, attempts, &outs, &states) {
+                        for (out, state) in outs.iter().zip(&states) {
+                            let why = format!(
+                                "attempt {} ended on the old side ({}); queued again",
+                                attempts + 1,
+                                out.error.as_deref().unwrap_or("")
+                            );
+                            monitor.site_requeued(&out.site, *state, &why);
+                        }
+                        queue
+                            .lock()
+                            .expect("queue")
+                            .push_back((group, attempts + 1));
+                        continue;
+                    }
+                    for (out, state) in outs.into_iter().zip(states) {
                         monitor.site_ended(&out.site, out.error.is_some(), state);
                         if out.error.is_some() {
                             stop_rule(opts, monitor, controls.as_ref(), &out, &stopped);
@@ -292,7 +318,7 @@ pub fn run_wave_with(
             .into_inner()
             .expect("queue")
             .iter()
-            .flatten()
+            .flat_map(|(g, _)| g)
             .map(|s| s.site.clone())
             .collect(),
         stopped: stopped.into_inner().expect("stop"),
@@ -302,6 +328,21 @@ pub fn run_wave_with(
         freeze_max_ms: freezes.last().copied(),
         sites,
     }
+}
+
+/// Whether a group's failed attempt is queued again: retries left, not interrupted, and every
+/// member serving from the old side with nothing switched (aborted before the commit point).
+fn retry_group(
+    opts: &WaveOptions,
+    engine_opts: &EngineOptions,
+    attempts: u32,
+    outs: &[SiteOutcome],
+    states: &[Option<SiteState>],
+) -> bool {
+    attempts < opts.retries
+        && !engine_opts.interrupt.load(Ordering::SeqCst)
+        && outs.iter().any(|o| o.error.is_some())
+        && states.iter().all(|s| *s == Some(SiteState::Aborted))
 }
 
 fn sleep_unless(flag: &AtomicBool, total: Duration) {

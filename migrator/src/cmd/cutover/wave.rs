@@ -57,6 +57,10 @@ pub enum WaveCmd {
         /// Pause the wave once more than this many sites failed since the last resume.
         #[arg(long, default_value_t = 3)]
         max_failures: usize,
+        /// A site (move group) aborted back to the old side is tried again at the end of the
+        /// wave this many times (e.g. the tunnel failed inside its freeze).
+        #[arg(long, default_value_t = 1)]
+        retries: u32,
         /// When the stop rule pauses the wave, wait for `migrator wave resume` instead of
         /// ending the run.
         #[arg(long)]
@@ -99,6 +103,7 @@ pub fn run(cmd: WaveCmd) -> anyhow::Result<i32> {
             common,
             concurrency,
             max_failures,
+            retries,
             hold_on_stop,
             max_error_rate,
             control_socket,
@@ -107,6 +112,7 @@ pub fn run(cmd: WaveCmd) -> anyhow::Result<i32> {
                 wave: number,
                 concurrency,
                 max_failures,
+                retries,
                 exit_on_stop: !hold_on_stop,
                 errors: ErrorRate {
                     max_recent: max_error_rate,
