@@ -3,6 +3,8 @@
 //! before its freeze; the right one takes it live; a rollback is refused before any freeze
 //! (the far side can only receive).
 
+mod shop_support;
+
 use drivers::haproxy::{AdminState, Haproxy, LoadBalancer};
 use migrator::cutover::{Engine, EngineOptions};
 use migrator::dry_run::Recorder;
@@ -11,29 +13,13 @@ use migrator::real_systems::LocalData;
 use migrator::rollback::rollback_site;
 use migrator::site_spec::{SiteSpec, SpecFile};
 use migrator::systems::Systems;
+use shop_support::Shop;
 use std::path::Path;
 use std::sync::Arc;
-use testkit::{Backend, Haproxy as HaproxyServer, Sshd, TinyHttp};
+use testkit::Sshd;
 
-fn spec_with(
-    d: &Path,
-    new_home: &str,
-    old_hp: &HaproxyServer,
-    new_hp: &HaproxyServer,
-    old: &TinyHttp,
-    new: &TinyHttp,
-) -> SiteSpec {
-    let token = d.join("token");
-    let json = serde_json::json!({"sites": [{
-        "site": "shop",
-        "old_vip": "127.0.0.1", "new_vip": "127.0.0.2",
-        "old_lb": {"socket": old_hp.socket(), "backend": "be_shop", "server": "srv"},
-        "new_lb": {"socket": new_hp.socket(), "backend": "be_shop", "server": "srv"},
-        "old_web": old.addr, "new_web": new.addr,
-        "homes": [{"old": d.join("old/shop"), "new": new_home}],
-        "old_db_url_file": d.join("old.url"), "new_db_url_file": d.join("new.url"),
-        "proxy": {"admin": "127.0.0.1:9", "token_file": token},
-    }]});
+fn spec_with(d: &Path, new_home: &str, shop: &Shop) -> SiteSpec {
+    let json = shop.spec_json(d, new_home.into());
     let f = SpecFile::parse(&json.to_string(), &d.join("sites.json")).unwrap();
     f.sites[0].clone()
 }
@@ -43,20 +29,8 @@ fn home_over_ssh_goes_live_after_a_refused_host_key_and_rollback_is_refused_up_f
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let sshd = Sshd::start().unwrap();
-    let old = TinyHttp::start("shop").unwrap();
-    let new = TinyHttp::start("shop").unwrap();
-    let be = |a: std::net::SocketAddr| {
-        vec![Backend {
-            name: "be_shop".into(),
-            addr: a.to_string(),
-        }]
-    };
-    let old_hp = HaproxyServer::start(&be(old.addr)).unwrap();
-    let new_hp = HaproxyServer::start(&be(new.addr)).unwrap();
-    let (old_lb, new_lb) = (Haproxy::new(old_hp.socket()), Haproxy::new(new_hp.socket()));
-    new_lb
-        .set_server_admin("be_shop", "srv", AdminState::Maint)
-        .unwrap();
+    let shop = Shop::start();
+    let (old, new, old_lb) = (&shop.old, &shop.new, &shop.old_lb);
     std::fs::create_dir_all(d.join("old/shop/www/uploads")).unwrap();
     std::fs::write(d.join("old/shop/www/index.php"), "<?php echo 1;").unwrap();
     std::fs::write(d.join("old/shop/www/uploads/a.txt"), "upload").unwrap();
@@ -73,14 +47,12 @@ fn home_over_ssh_goes_live_after_a_refused_host_key_and_rollback_is_refused_up_f
         )
     };
     let jp = d.join("j.sqlite");
-    let rec = Recorder::for_site(&spec_with(d, "/x", &old_hp, &new_hp, &old, &new), false);
+    let rec = Recorder::for_site(&spec_with(d, "/x", &shop), false);
     let sys = Systems {
-        lb_old: Arc::new(Haproxy::new(old_hp.socket())),
-        lb_new: Arc::new(Haproxy::new(new_hp.socket())),
+        lb_old: Arc::new(Haproxy::new(shop.old_hp.socket())),
+        lb_new: Arc::new(Haproxy::new(shop.new_hp.socket())),
         dns: None,
-        proxy: rec
-            .systems(&spec_with(d, "/x", &old_hp, &new_hp, &old, &new))
-            .proxy,
+        proxy: rec.systems(&spec_with(d, "/x", &shop)).proxy,
         tunnel: None,
         data: Arc::new(LocalData {
             journal: jp.clone(),
@@ -89,14 +61,7 @@ fn home_over_ssh_goes_live_after_a_refused_host_key_and_rollback_is_refused_up_f
     let o = EngineOptions::default();
 
     // A changed host key: refused before authentication, the site never freezes.
-    let bad = spec_with(
-        d,
-        &url(&sshd.known_hosts_with_wrong_key().unwrap()),
-        &old_hp,
-        &new_hp,
-        &old,
-        &new,
-    );
+    let bad = spec_with(d, &url(&sshd.known_hosts_with_wrong_key().unwrap()), &shop);
     let mut j = SqliteJournal::open(&jp).unwrap();
     let err = Engine::new(&bad, &sys, &mut j, &o).migrate().unwrap_err();
     assert!(err.to_string().contains("sync"), "{err}");
@@ -106,14 +71,7 @@ fn home_over_ssh_goes_live_after_a_refused_host_key_and_rollback_is_refused_up_f
     assert!(!far.exists());
 
     // The right key: live, the files on the far side.
-    let good = spec_with(
-        d,
-        &url(&sshd.known_hosts().unwrap()),
-        &old_hp,
-        &new_hp,
-        &old,
-        &new,
-    );
+    let good = spec_with(d, &url(&sshd.known_hosts().unwrap()), &shop);
     let r = Engine::new(&good, &sys, &mut j, &o).migrate().unwrap();
     assert_eq!(r.state, "live");
     assert_eq!(

@@ -3,13 +3,15 @@
 //! unfreezes the site on the side that owns its data (old before the commit point, new after
 //! it). Then `migrator finalize` ends reversibility and `migrator rollback` refuses, saying why.
 
+mod shop_support;
+
 use drivers::haproxy::{AdminState, Haproxy, LoadBalancer};
 use migrator::journal::{JournalStore, SiteState, SqliteJournal};
+use shop_support::Shop;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
-use testkit::{Backend, Haproxy as HaproxyServer, TinyHttp};
 
 /// Kills the child (SIGKILL, by its PID) if a test fails before it does.
 struct Killer(Child);
@@ -81,42 +83,20 @@ fn kill_after(d: &Path, phase: &str, reached: SiteState) {
 fn sigkilled_while_frozen_then_the_lease_watchdog_unfreezes_on_the_owning_side() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let old = TinyHttp::start("shop").unwrap();
-    let new = TinyHttp::start("shop").unwrap();
-    let be = |a: std::net::SocketAddr| {
-        vec![Backend {
-            name: "be_shop".into(),
-            addr: a.to_string(),
-        }]
-    };
-    let old_hp = HaproxyServer::start(&be(old.addr)).unwrap();
-    let new_hp = HaproxyServer::start(&be(new.addr)).unwrap();
-    let (old_lb, new_lb) = (Haproxy::new(old_hp.socket()), Haproxy::new(new_hp.socket()));
-    new_lb
-        .set_server_admin("be_shop", "srv", AdminState::Maint)
-        .unwrap();
+    let shop = Shop::start();
+    let (old, new, old_lb, new_lb) = (&shop.old, &shop.new, &shop.old_lb, &shop.new_lb);
     let token = d.join("token");
     std::fs::write(&token, "t").unwrap();
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::create_dir_all(d.join("old/shop/www")).unwrap();
     std::fs::write(d.join("old/shop/www/index.php"), "<?php echo 1;").unwrap();
-    // Written as JSON (not from the struct) so new optional spec fields do not break it.
-    let spec = serde_json::json!({"sites": [{
-        "site": "shop",
-        "old_vip": "127.0.0.1", "new_vip": "127.0.0.2",
-        "old_lb": {"socket": old_hp.socket(), "backend": "be_shop", "server": "srv"},
-        "new_lb": {"socket": new_hp.socket(), "backend": "be_shop", "server": "srv"},
-        "old_web": old.addr, "new_web": new.addr,
-        "homes": [{"old": d.join("old/shop"), "new": d.join("new/shop")}],
-        "old_db_url_file": d.join("old.url"), "new_db_url_file": d.join("new.url"),
-        "proxy": {"admin": "127.0.0.1:9", "token_file": token},
-    }]});
+    let spec = shop.spec_json(d, d.join("new/shop").to_str().unwrap().into());
     std::fs::write(d.join("sites.json"), spec.to_string()).unwrap();
     let srv = |lb: &Haproxy| lb.server_state("be_shop", "srv").unwrap();
 
     // Killed inside the freeze, before the commit point: frozen on old, and it stays so.
     kill_after(d, "final-sync", SiteState::FinalSynced);
-    assert_eq!(srv(&old_lb).admin, AdminState::Maint, "frozen when killed");
+    assert_eq!(srv(old_lb).admin, AdminState::Maint, "frozen when killed");
     let show = Command::new(bin())
         .args(["site", "show", "shop", "--journal"])
         .arg(d.join("j.sqlite"))
@@ -132,13 +112,13 @@ fn sigkilled_while_frozen_then_the_lease_watchdog_unfreezes_on_the_owning_side()
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("recovered, now aborted"), "{text}");
-    let s = srv(&old_lb);
+    let s = srv(old_lb);
     assert_eq!(
         (s.addr, s.admin),
         (old.addr, AdminState::Ready),
         "serves from old"
     );
-    assert_eq!(srv(&new_lb).admin, AdminState::Maint);
+    assert_eq!(srv(new_lb).admin, AdminState::Maint);
     let j = SqliteJournal::open(&d.join("j.sqlite")).unwrap();
     assert!(migrator::lease::get(&j, "shop").unwrap().is_none());
     drop(j);
@@ -148,17 +128,17 @@ fn sigkilled_while_frozen_then_the_lease_watchdog_unfreezes_on_the_owning_side()
 
     // Killed after the switch (the commit point): the watchdog completes on the new side.
     kill_after(d, "switch", SiteState::Switched);
-    assert_eq!(srv(&old_lb).admin, AdminState::Maint, "frozen when killed");
+    assert_eq!(srv(old_lb).admin, AdminState::Maint, "frozen when killed");
     let out = run(&["lease-watch", "--once"], d);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("recovered, now live"), "{text}");
-    let s = srv(&old_lb);
+    let s = srv(old_lb);
     assert_eq!(
         (s.addr, s.admin),
         (new.addr, AdminState::Ready),
         "old VIP → new web"
     );
-    assert_eq!(srv(&new_lb).admin, AdminState::Ready);
+    assert_eq!(srv(new_lb).admin, AdminState::Ready);
     assert!(d.join("new/shop/www/index.php").exists());
 
     // Finalize, after which rollback is refused with the reason.
@@ -171,5 +151,5 @@ fn sigkilled_while_frozen_then_the_lease_watchdog_unfreezes_on_the_owning_side()
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("finalized: rollback is refused"), "{err}");
-    assert_eq!(srv(&old_lb).addr, new.addr, "nothing moved");
+    assert_eq!(srv(old_lb).addr, new.addr, "nothing moved");
 }
