@@ -32,6 +32,15 @@ fn engine_opts(gate_wait: Duration) -> EngineOptions {
     }
 }
 
+/// Options of wave `wave` that look at their controls every 50 ms.
+fn wave_opts(wave: u32) -> WaveOptions {
+    WaveOptions {
+        wave,
+        control_poll: Duration::from_millis(50),
+        ..Default::default()
+    }
+}
+
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !f() {
@@ -91,10 +100,8 @@ fn pause_throttle_and_resume_steer_a_running_wave() {
     // An operator paused wave 9 before it started: it waits, it does not run.
     control::request(&jp, 9, Action::Pause, "lead", "cli").unwrap();
     let o = WaveOptions {
-        wave: 9,
         concurrency: 3,
-        control_poll: Duration::from_millis(50),
-        ..Default::default()
+        ..wave_opts(9)
     };
     let (sock, h) = start(
         &jp,
@@ -163,10 +170,8 @@ fn a_tunnel_outage_holds_freezes_with_a_reason_until_it_heals() {
     let (specs, rec) = world(4);
     rec.set_tunnel_healthy(false);
     let o = WaveOptions {
-        wave: 2,
         concurrency: 2,
-        control_poll: Duration::from_millis(50),
-        ..Default::default()
+        ..wave_opts(2)
     };
     let (sock, h) = start(
         &jp,
@@ -212,15 +217,13 @@ fn a_tunnel_that_stays_down_leaves_sites_on_old_and_the_stop_rule_pauses_the_wav
     let (specs, rec) = world(5);
     rec.set_tunnel_healthy(false);
     let o = WaveOptions {
-        wave: 3,
         concurrency: 1,
         max_failures: 1,
-        control_poll: Duration::from_millis(50),
         errors: migrator::monitor::ErrorRate {
             max_recent: 0,
             ..Default::default()
         },
-        ..Default::default()
+        ..wave_opts(3)
     };
     let (_sock, h) = start(
         &jp,
@@ -242,12 +245,13 @@ fn a_tunnel_that_stays_down_leaves_sites_on_old_and_the_stop_rule_pauses_the_wav
     let st = control::current(&jp, 3).unwrap();
     assert!(st.paused && st.stopped_by_rule, "{st:?}");
     rec.set_tunnel_healthy(true);
-    let o = WaveOptions {
-        wave: 3,
-        control_poll: Duration::from_millis(50),
-        ..Default::default()
-    };
-    let (_sock, h) = start(&jp, specs, rec, o, engine_opts(Duration::from_secs(5)));
+    let (_sock, h) = start(
+        &jp,
+        specs,
+        rec,
+        wave_opts(3),
+        engine_opts(Duration::from_secs(5)),
+    );
     assert_eq!(h.join().unwrap().live, 5);
 }
 
@@ -273,10 +277,8 @@ fn sites_sharing_a_database_freeze_and_switch_together() {
         ["ga", "gb"]
     );
     let o = WaveOptions {
-        wave: 4,
         concurrency: 1,
-        control_poll: Duration::from_millis(50),
-        ..Default::default()
+        ..wave_opts(4)
     };
     let (_s, h) = start(
         &jp,
