@@ -11,7 +11,7 @@ use crate::site_spec::{sample, FingerprintSpec, SiteSpec};
 use crate::systems::Dc;
 use crate::wave::{run_wave, WaveOptions};
 use drivers::haproxy::AdminState;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn opts() -> EngineOptions {
@@ -73,6 +73,32 @@ fn serving(spec: &SiteSpec, rec: &Recorder) -> Result<Dc, String> {
     ))
 }
 
+/// A journal in a fresh temporary directory (kept while the first value lives) and the
+/// recording world of the sample site `shop`.
+fn shop() -> (tempfile::TempDir, PathBuf, SiteSpec, Recorder) {
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let spec = sample("shop");
+    let rec = Recorder::for_site(&spec, false);
+    (dir, jp, spec, rec)
+}
+
+/// [`shop`], already migrated: live on the new side.
+fn live_shop() -> (tempfile::TempDir, PathBuf, SiteSpec, Recorder) {
+    let (dir, jp, spec, rec) = shop();
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    (dir, jp, spec, rec)
+}
+
+/// Takes the site as far as `synced` (copied, not frozen), so a trap set next fires later.
+fn synced(spec: &SiteSpec, rec: &Recorder, path: &Path) {
+    let sys = rec.systems(spec);
+    let mut j = SqliteJournal::open(path).unwrap();
+    let o = opts();
+    let mut e = Engine::new(spec, &sys, &mut j, &o);
+    assert_eq!(e.advance(true).unwrap(), SiteState::Synced);
+}
+
 fn phases(path: &Path, site: &str) -> Vec<String> {
     let j = SqliteJournal::open(path).unwrap();
     j.steps(site)
@@ -126,10 +152,7 @@ fn site_goes_live_with_every_phase_journaled() {
 
 #[test]
 fn verify_failure_aborts_to_the_old_side() {
-    let dir = tempfile::tempdir().unwrap();
-    let jp = dir.path().join("j");
-    let spec = sample("shop");
-    let rec = Recorder::for_site(&spec, false);
+    let (_dir, jp, spec, rec) = shop();
     rec.set_verify_diffs(vec!["table `orders`: checksums differ".into()]);
     let err = migrate(&spec, &rec, &jp).unwrap_err();
     assert!(matches!(err, CutoverError::Aborted { .. }), "{err}");
@@ -147,10 +170,7 @@ fn verify_failure_aborts_to_the_old_side() {
 
 #[test]
 fn unhealthy_tunnel_or_large_delta_refuses_the_freeze() {
-    let dir = tempfile::tempdir().unwrap();
-    let jp = dir.path().join("j");
-    let spec = sample("shop");
-    let rec = Recorder::for_site(&spec, false);
+    let (_dir, jp, spec, rec) = shop();
     rec.set_tunnel_healthy(false);
     let err = migrate(&spec, &rec, &jp).unwrap_err();
     assert!(matches!(err, CutoverError::Gate(_)), "{err}");
@@ -222,10 +242,7 @@ fn crash(f: impl FnOnce() -> Result<String, CutoverError>) {
 #[test]
 fn killed_at_every_action_then_resumed_ends_live_never_frozen() {
     for action in ACTIONS {
-        let dir = tempfile::tempdir().unwrap();
-        let jp = dir.path().join("j");
-        let spec = sample("shop");
-        let rec = Recorder::for_site(&spec, false);
+        let (_dir, jp, spec, rec) = shop();
         rec.set_trap(action, Trap::Crash);
         crash(|| migrate(&spec, &rec, &jp));
         let state = migrate(&spec, &rec, &jp).unwrap_or_else(|e| panic!("{action}: {e}"));
@@ -258,11 +275,7 @@ fn rollback_carries_the_new_side_back_and_is_resumable() {
         Some("proxy.resume"),
         Some("haproxy.ready"),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let jp = dir.path().join("j");
-        let spec = sample("shop");
-        let rec = Recorder::for_site(&spec, false);
-        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+        let (_dir, jp, spec, rec) = live_shop();
         let n = rec.log().len();
         if let Some(a) = action {
             rec.set_trap(a, Trap::Crash);
@@ -290,10 +303,7 @@ fn rollback_carries_the_new_side_back_and_is_resumable() {
 
 #[test]
 fn rollback_refuses_a_site_that_never_switched() {
-    let dir = tempfile::tempdir().unwrap();
-    let jp = dir.path().join("j");
-    let spec = sample("shop");
-    let rec = Recorder::for_site(&spec, false);
+    let (_dir, jp, spec, rec) = shop();
     let err = rollback(&spec, &rec, &jp).unwrap_err();
     assert!(matches!(
         err,
@@ -307,11 +317,7 @@ fn rollback_refuses_a_site_that_never_switched() {
 
 #[test]
 fn failed_rollback_verification_keeps_serving_from_new() {
-    let dir = tempfile::tempdir().unwrap();
-    let jp = dir.path().join("j");
-    let spec = sample("shop");
-    let rec = Recorder::for_site(&spec, false);
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    let (_dir, jp, spec, rec) = live_shop();
     rec.set_verify_diffs(vec!["file x differs".into()]);
     let err = rollback(&spec, &rec, &jp).unwrap_err();
     assert!(matches!(err, CutoverError::VerifyFailed(_)));
@@ -320,11 +326,7 @@ fn failed_rollback_verification_keeps_serving_from_new() {
 
 #[test]
 fn failed_copy_back_keeps_serving_from_new_and_is_not_left_frozen() {
-    let dir = tempfile::tempdir().unwrap();
-    let jp = dir.path().join("j");
-    let spec = sample("shop");
-    let rec = Recorder::for_site(&spec, false);
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    let (_dir, jp, spec, rec) = live_shop();
     rec.set_trap("data.sync_files", Trap::Fail);
     let err = rollback(&spec, &rec, &jp).unwrap_err();
     assert!(err.to_string().contains("rollback-copy"), "{err}");
@@ -340,10 +342,7 @@ fn failed_copy_back_keeps_serving_from_new_and_is_not_left_frozen() {
 
 #[test]
 fn interrupt_before_the_freeze_leaves_the_site_on_old() {
-    let dir = tempfile::tempdir().unwrap();
-    let jp = dir.path().join("j");
-    let spec = sample("shop");
-    let rec = Recorder::for_site(&spec, false);
+    let (_dir, jp, spec, rec) = shop();
     let sys = rec.systems(&spec);
     let mut j = SqliteJournal::open(&jp).unwrap();
     let o = opts();

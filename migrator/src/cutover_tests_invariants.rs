@@ -16,11 +16,7 @@ fn leave_rollback_pending(path: &Path, site: &str) {
 #[test]
 fn finishing_a_rollback_already_rolled_back_copies_nothing_over_the_old_side() {
     for via_wave in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let jp = dir.path().join("j");
-        let spec = sample("shop");
-        let rec = Recorder::for_site(&spec, false);
-        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+        let (_dir, jp, spec, rec) = live_shop();
         assert_eq!(rollback(&spec, &rec, &jp).unwrap(), "rolled_back");
         leave_rollback_pending(&jp, "shop");
         // Writes land on the old side now; a copy new -> old would delete them.
@@ -48,10 +44,7 @@ fn finishing_a_rollback_already_rolled_back_copies_nothing_over_the_old_side() {
 fn killed_inside_the_freeze_phase_is_unfrozen_by_recover_and_by_a_refused_rerun() {
     for action in ["haproxy.maint", "haproxy.drain", "proxy.pause"] {
         // The watchdog's recovery: the site serves from the old side again, lease released.
-        let dir = tempfile::tempdir().unwrap();
-        let jp = dir.path().join("j");
-        let spec = sample("shop");
-        let rec = Recorder::for_site(&spec, false);
+        let (_dir, jp, spec, rec) = shop();
         rec.set_trap(action, Trap::Crash);
         crash(|| migrate(&spec, &rec, &jp));
         {
@@ -81,11 +74,7 @@ fn killed_inside_the_freeze_phase_is_unfrozen_by_recover_and_by_a_refused_rerun(
 #[test]
 fn failed_copy_back_after_a_partial_rollback_switch_serves_from_new_only() {
     for action in ["dns.replace", "proxy.resume"] {
-        let dir = tempfile::tempdir().unwrap();
-        let jp = dir.path().join("j");
-        let spec = sample("shop");
-        let rec = Recorder::for_site(&spec, false);
-        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+        let (_dir, jp, spec, rec) = live_shop();
         // Killed inside the rollback's switch: the old VIP already points at the old web.
         rec.set_trap(action, Trap::Crash);
         crash(|| rollback(&spec, &rec, &jp));
@@ -105,18 +94,9 @@ fn failed_copy_back_after_a_partial_rollback_switch_serves_from_new_only() {
 fn switch_or_unfreeze_errors_never_leave_the_site_frozen() {
     // Before the commit point a failed switch aborts to the old side.
     for action in ["haproxy.addr", "dns.replace", "proxy.resume"] {
-        let dir = tempfile::tempdir().unwrap();
-        let jp = dir.path().join("j");
-        let spec = sample("shop");
-        let rec = Recorder::for_site(&spec, false);
+        let (_dir, jp, spec, rec) = shop();
         // Synced first, so the trap fires in the switch (not in an earlier phase).
-        {
-            let sys = rec.systems(&spec);
-            let mut j = SqliteJournal::open(&jp).unwrap();
-            let o = opts();
-            let mut e = Engine::new(&spec, &sys, &mut j, &o);
-            assert_eq!(e.advance(true).unwrap(), SiteState::Synced);
-        }
+        synced(&spec, &rec, &jp);
         rec.set_trap(action, Trap::Fail);
         let err = migrate(&spec, &rec, &jp).unwrap_err();
         assert!(
@@ -132,10 +112,7 @@ fn switch_or_unfreeze_errors_never_leave_the_site_frozen() {
         assert!(crate::lease::get(&j, "shop").unwrap().is_none(), "{action}");
     }
     // A transient unfreeze error is retried: the site goes live.
-    let dir = tempfile::tempdir().unwrap();
-    let jp = dir.path().join("j");
-    let spec = sample("shop");
-    let rec = Recorder::for_site(&spec, false);
+    let (_dir, jp, spec, rec) = shop();
     rec.set_trap("haproxy.ready", Trap::Fail);
     assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
     assert_eq!(serving(&spec, &rec), Ok(Dc::New));
@@ -163,11 +140,7 @@ fn group_switch_or_unfreeze_errors_never_leave_members_frozen() {
 #[test]
 fn rollback_freeze_error_unfreezes_on_the_new_side() {
     for action in ["haproxy.maint", "proxy.pause"] {
-        let dir = tempfile::tempdir().unwrap();
-        let jp = dir.path().join("j");
-        let spec = sample("shop");
-        let rec = Recorder::for_site(&spec, false);
-        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+        let (_dir, jp, spec, rec) = live_shop();
         rec.set_trap(action, Trap::Fail);
         let err = rollback(&spec, &rec, &jp).unwrap_err();
         assert!(
@@ -192,11 +165,7 @@ fn rollback_switch_or_unfreeze_errors_are_retried_not_left_frozen() {
         "proxy.resume",
         "haproxy.ready",
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let jp = dir.path().join("j");
-        let spec = sample("shop");
-        let rec = Recorder::for_site(&spec, false);
-        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+        let (_dir, jp, spec, rec) = live_shop();
         rec.set_trap(action, Trap::Fail);
         assert_eq!(
             rollback(&spec, &rec, &jp).unwrap(),
@@ -212,17 +181,8 @@ fn rollback_switch_or_unfreeze_errors_are_retried_not_left_frozen() {
 #[test]
 fn resuming_from_verified_checks_the_tunnel_before_switching() {
     for via_recover in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let jp = dir.path().join("j");
-        let spec = sample("shop");
-        let rec = Recorder::for_site(&spec, false);
-        {
-            let sys = rec.systems(&spec);
-            let mut j = SqliteJournal::open(&jp).unwrap();
-            let o = opts();
-            let mut e = Engine::new(&spec, &sys, &mut j, &o);
-            assert_eq!(e.advance(true).unwrap(), SiteState::Synced);
-        }
+        let (_dir, jp, spec, rec) = shop();
+        synced(&spec, &rec, &jp);
         // Killed at the switch's first action, then the tunnel goes down.
         rec.set_trap("haproxy.addr", Trap::Crash);
         crash(|| migrate(&spec, &rec, &jp));
@@ -248,11 +208,7 @@ fn resuming_from_verified_checks_the_tunnel_before_switching() {
 
 #[test]
 fn rollback_freeze_drains_in_flight_requests_before_pausing() {
-    let dir = tempfile::tempdir().unwrap();
-    let jp = dir.path().join("j");
-    let spec = sample("shop");
-    let rec = Recorder::for_site(&spec, false);
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    let (_dir, jp, spec, rec) = live_shop();
     let n = rec.log().len();
     assert_eq!(rollback(&spec, &rec, &jp).unwrap(), "rolled_back");
     let log = rec.log()[n..].to_vec();
@@ -376,10 +332,7 @@ fn a_rollback_killed_after_a_database_resumed_on_old_finishes_back_never_undoes(
 
 #[test]
 fn a_renewal_finding_the_lease_taken_over_stops_before_acting() {
-    let dir = tempfile::tempdir().unwrap();
-    let jp = dir.path().join("j");
-    let spec = sample("shop");
-    let rec = Recorder::for_site(&spec, false);
+    let (_dir, jp, spec, rec) = shop();
     let sys = rec.systems(&spec);
     let mut j = SqliteJournal::open(&jp).unwrap();
     let o = opts();
