@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cargo build --release -p migrator -p sql-proxy -p scenarios
-bin_dir="${CARGO_TARGET_DIR:-target}/release"
+bin_dir="$(realpath "${CARGO_TARGET_DIR:-target}")/release"
 out=${DEMO_DIR:-out/demo}
 mkdir -p "$out"
 

@@ -25,11 +25,8 @@ pub fn find(name: &str) -> Result<PathBuf> {
             }
         }
     }
-    for d in &dirs {
-        let p = d.join(name);
-        if p.is_file() {
-            return Ok(p);
-        }
+    if let Some(p) = find_in(&dirs, name) {
+        return Ok(p);
     }
     Err(LabError::Command {
         command: name.to_string(),
@@ -39,6 +36,16 @@ pub fn find(name: &str) -> Result<PathBuf> {
              binary) or set {BIN_DIR_ENV}"
         ),
     })
+}
+
+/// The first `dir/name` that is a file, made absolute: daemons are started inside other
+/// namespaces and directories, where a relative `$HOSTMOVE_BIN_DIR` (`target/release`) would
+/// not resolve.
+fn find_in(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
+    dirs.iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .and_then(|p| std::path::absolute(p).ok())
 }
 
 /// [`find`], and when the binary is missing, `cargo build -p <name>` in the profile of the
@@ -59,4 +66,22 @@ pub fn find_or_build(name: &str) -> Result<PathBuf> {
     }
     crate::process::run(&mut cmd)?;
     find(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_directory_gives_an_absolute_path() {
+        // Tests run in the crate's directory.
+        let p = find_in(
+            &[PathBuf::from("nowhere"), PathBuf::from("src")],
+            "tools.rs",
+        )
+        .unwrap();
+        assert!(p.is_absolute(), "{}", p.display());
+        assert!(p.ends_with("src/tools.rs"));
+        assert!(find_in(&[PathBuf::from("src")], "no-such-binary").is_none());
+    }
 }
