@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Step {
     pub id: i64,
     pub phase: String,
@@ -91,16 +91,7 @@ pub fn site_detail(conn: &Connection, site: &str) -> rusqlite::Result<Option<Sit
                 "verify" | "rollback-verify" | "post-check"
             )
         })
-        .map(|s| Step {
-            id: s.id,
-            phase: s.phase.clone(),
-            status: s.status.clone(),
-            started_ms: s.started_ms,
-            ended_ms: s.ended_ms,
-            bytes: s.bytes,
-            checksum: s.checksum.clone(),
-            error: s.error.clone(),
-        })
+        .cloned()
         .collect();
     let prefix = format!("{site}.");
     let mut st = conn.prepare_cached(
