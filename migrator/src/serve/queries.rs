@@ -185,13 +185,7 @@ pub fn series(conn: &Connection, totals: &BTreeMap<String, i64>) -> rusqlite::Re
     let mut st = conn.prepare_cached(
         "SELECT minute, state, delta FROM dash_state_minute WHERE minute > ?1 AND state <> 'planned'",
     )?;
-    let rows = st.query_map([start], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    })?;
+    let rows = st.query_map([start], int_text_int)?;
     for row in rows {
         let (m, state, d) = row?;
         let v = deltas.entry(state).or_insert_with(|| vec![0; n + 1]);
@@ -213,6 +207,11 @@ pub fn series(conn: &Connection, totals: &BTreeMap<String, i64>) -> rusqlite::Re
     Ok(s)
 }
 
+/// A row of (integer, text, integer), such as (minute, state, delta) or (wave, state, count).
+fn int_text_int(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+}
+
 /// The overview page: waves, states, rates, freeze figures and the charts' series.
 pub fn overview(conn: &Connection) -> rusqlite::Result<Overview> {
     let (plan, current) = current_wave(conn)?;
@@ -220,13 +219,7 @@ pub fn overview(conn: &Connection) -> rusqlite::Result<Overview> {
     let mut totals: BTreeMap<String, i64> = BTreeMap::new();
     {
         let mut st = conn.prepare_cached("SELECT wave, state, n FROM dash_counts WHERE n <> 0")?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?;
+        let rows = st.query_map([], int_text_int)?;
         for row in rows {
             let (w, state, n) = row?;
             *totals.entry(state.clone()).or_default() += n;
