@@ -54,14 +54,6 @@ impl DataMover for Slow {
     }
 }
 
-fn which(name: &str) -> Option<String> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| format!("{d}/{name}"))
-        .find(|p| std::path::Path::new(p).is_file())
-}
-
 /// A script returning `expr` over `n`, the live count in wave 1's row of the overview.
 fn live_js(expr: &str) -> String {
     format!(
@@ -76,10 +68,7 @@ fn journaled_sites(j: &std::path::Path) -> usize {
 
 #[test]
 fn overview_during_a_wave_then_pause_it_from_the_page() {
-    let (Some(chromium), Some(driver)) = (
-        which("chromium").or_else(|| which("chromium-browser")),
-        which("chromedriver"),
-    ) else {
+    let Some((chromium, driver)) = find_browser() else {
         println!(
             "SKIPPED: chromium and/or chromedriver not installed (Debian packages `chromium` \
              `chromium-driver`; scripts/install-deps.sh installs them)"
@@ -112,22 +101,8 @@ fn overview_during_a_wave_then_pause_it_from_the_page() {
     let srv = serve::Background::start(app, opts.listen).unwrap();
     let base = format!("http://{}", srv.addr);
 
-    let port = free_port();
-    let mut cmd = std::process::Command::new(&driver);
-    cmd.arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let _driver = Child(cmd.spawn().expect("start chromedriver"));
-    let daddr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(daddr).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "chromedriver did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let wd = WebDriver::new_session(daddr, &chromium);
+    let cd = Chromedriver::start(&driver);
+    let wd = WebDriver::new_session(cd.addr, &chromium);
 
     // The wave runs in the background the whole time.
     let engine = EngineOptions {

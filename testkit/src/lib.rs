@@ -10,6 +10,8 @@
 //! - [`knot`]: a private Knot DNS server ([`Knot`]) authoritative for one zone, TSIG updates only.
 //! - [`http`]: a tiny HTTP server ([`TinyHttp`]) answering one fixed body, for web-server stand-ins.
 //! - [`haproxy`]: a private HAProxy ([`Haproxy`]) with one backend per site and its runtime API.
+//! - [`webdriver`]: a loopback HTTP client and a WebDriver session driving headless Chromium
+//!   through `chromedriver` ([`webdriver::Chromedriver`]), for the dashboard's browser tests.
 //!
 //! Why a crate: the proxy, the migrator and the cross-crate tests all need the same real servers,
 //! started the same careful way (no fixed ports, no global pid files, no killing by name).
@@ -22,6 +24,7 @@ pub mod knot;
 pub mod mariadb;
 pub mod process;
 pub mod sshd;
+pub mod webdriver;
 
 pub use haproxy::{Backend, Haproxy};
 pub use http::TinyHttp;

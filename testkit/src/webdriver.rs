@@ -1,0 +1,331 @@
+//! A minimal HTTP/1.1 client for loopback servers and a W3C WebDriver session over it, for
+//! driving a real headless Chromium through Debian's `chromedriver` (`chromium-driver`).
+//! [`find_browser`] finds both binaries; [`Chromedriver`] runs one on a free loopback port and
+//! stops exactly its PID on `Drop`. Test code: failures panic with what went wrong.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// One HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Sends one request (`Connection: close`) and reads the whole answer.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Answer {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let body = body.unwrap_or(b"");
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    // Read until the answer is complete: some servers keep the connection open regardless.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    let split = loop {
+        let n = s.read(&mut buf).expect("read answer");
+        assert!(n > 0, "connection closed before the end of the headers");
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+    };
+    let head_lc = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let length: Option<usize> = head_lc
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok());
+    let is_chunked = head_lc.contains("transfer-encoding: chunked");
+    loop {
+        let have = raw.len() - split - 4;
+        let complete = match length {
+            Some(len) => have >= len,
+            None if is_chunked => raw.ends_with(b"0\r\n\r\n"),
+            None => false,
+        };
+        if complete {
+            break;
+        }
+        let n = s.read(&mut buf).expect("read answer");
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let nl = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("chunk size");
+            let size = usize::from_str_radix(
+                String::from_utf8_lossy(&rest[..nl])
+                    .split(';')
+                    .next()
+                    .unwrap()
+                    .trim(),
+                16,
+            )
+            .expect("hex chunk size");
+            rest = &rest[nl + 2..];
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+        body = out;
+    }
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+    request(addr, "GET", path, headers, None)
+}
+
+pub fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &serde_json::Value,
+) -> Answer {
+    let mut h = headers.to_vec();
+    h.push(("Content-Type", "application/json"));
+    request(addr, "POST", path, &h, Some(body.to_string().as_bytes()))
+}
+
+/// A WebDriver session with chromedriver (W3C protocol, JSON over HTTP on loopback).
+pub struct WebDriver {
+    pub addr: SocketAddr,
+    pub session: String,
+}
+
+impl WebDriver {
+    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let p = format!("/session/{}{path}", self.session);
+        let a = match body {
+            Some(b) => post_json(self.addr, &p, &[], &b),
+            None => request(self.addr, method, &p, &[], None),
+        };
+        let v = a.json();
+        assert!(
+            a.status < 300,
+            "webdriver {method} {path}: {} {}",
+            a.status,
+            a.text()
+        );
+        v["value"].clone()
+    }
+
+    pub fn new_session(addr: SocketAddr, chromium: &str) -> WebDriver {
+        let caps = serde_json::json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1400,1000",
+                         "--no-first-run", "--disable-extensions"]
+            }
+        }}});
+        let a = post_json(addr, "/session", &[], &caps);
+        assert_eq!(a.status, 200, "new session: {}", a.text());
+        let session = a.json()["value"]["sessionId"]
+            .as_str()
+            .expect("session id")
+            .to_string();
+        WebDriver { addr, session }
+    }
+
+    pub fn goto(&self, url: &str) {
+        self.call("POST", "/url", Some(serde_json::json!({ "url": url })));
+    }
+    pub fn url(&self) -> String {
+        self.call("GET", "/url", None)
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+    /// Runs `script` (a function body) in the page and returns its value.
+    pub fn exec(&self, script: &str) -> serde_json::Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(serde_json::json!({ "script": script, "args": [] })),
+        )
+    }
+    pub fn find_css(&self, css: &str) -> String {
+        let v = self.call(
+            "POST",
+            "/element",
+            Some(serde_json::json!({ "using": "css selector", "value": css })),
+        );
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(|v| v.as_str())
+            .expect("element id")
+            .to_string()
+    }
+    pub fn click(&self, css: &str) {
+        let id = self.find_css(css);
+        self.call(
+            "POST",
+            &format!("/element/{id}/click"),
+            Some(serde_json::json!({})),
+        );
+    }
+    pub fn type_into(&self, css: &str, text: &str) {
+        let id = self.find_css(css);
+        self.call(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(serde_json::json!({ "text": text })),
+        );
+    }
+    /// A PNG of the viewport.
+    pub fn screenshot(&self) -> Vec<u8> {
+        use base64::Engine;
+        let v = self.call("GET", "/screenshot", None);
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().expect("base64 png"))
+            .expect("valid base64")
+    }
+    /// Waits up to `secs` for `script` to return true.
+    pub fn wait_for(&self, what: &str, secs: u64, script: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if self.exec(script) == serde_json::Value::Bool(true) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after {secs} s waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for WebDriver {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| {
+            request(
+                self.addr,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                &[],
+                None,
+            )
+        });
+    }
+}
+
+/// `(chromium, chromedriver)` from `PATH`, if both are installed.
+pub fn find_browser() -> Option<(String, String)> {
+    let which = |name: &str| {
+        std::env::var_os("PATH")?
+            .to_str()?
+            .split(':')
+            .map(|d| format!("{d}/{name}"))
+            .find(|p| std::path::Path::new(p).is_file())
+    };
+    Some((
+        which("chromium").or_else(|| which("chromium-browser"))?,
+        which("chromedriver")?,
+    ))
+}
+
+/// A `chromedriver` listening on a free loopback port, killed (by its PID) and reaped on drop.
+pub struct Chromedriver {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Chromedriver {
+    /// Starts `driver` and waits (up to 20 s) until it listens.
+    pub fn start(driver: &str) -> Chromedriver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let child = std::process::Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let d = Chromedriver {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let t0 = Instant::now();
+        while TcpStream::connect(d.addr).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "chromedriver did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        d
+    }
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
