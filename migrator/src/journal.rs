@@ -289,47 +289,50 @@ impl SqliteJournal {
             source,
         }
     }
+
+    /// Runs one statement; the number of rows it changed.
+    fn exec(&self, sql: &str, p: impl rusqlite::Params) -> Result<usize> {
+        self.conn.execute(sql, p).map_err(|e| self.wrap(e))
+    }
+
+    /// The first column of the first row the query returns, if it returns one.
+    fn value<T: rusqlite::types::FromSql>(
+        &self,
+        sql: &str,
+        p: impl rusqlite::Params,
+    ) -> Result<Option<T>> {
+        self.conn
+            .query_row(sql, p, |r| r.get(0))
+            .optional()
+            .map_err(|e| self.wrap(e))
+    }
 }
 
 impl JournalStore for SqliteJournal {
     fn set_plan(&mut self, plan_ref: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO meta(k, v) VALUES('plan', ?1) ON CONFLICT(k) DO UPDATE SET v = ?1",
-                params![plan_ref],
-            )
-            .map_err(|e| self.wrap(e))?;
+        self.exec(
+            "INSERT INTO meta(k, v) VALUES('plan', ?1) ON CONFLICT(k) DO UPDATE SET v = ?1",
+            params![plan_ref],
+        )?;
         Ok(())
     }
 
     fn plan(&self) -> Result<Option<String>> {
-        self.conn
-            .query_row("SELECT v FROM meta WHERE k = 'plan'", [], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.wrap(e))
+        self.value("SELECT v FROM meta WHERE k = 'plan'", [])
     }
 
     fn set_site_state(&mut self, site: &str, state: SiteState) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO sites(site, state, updated_ms) VALUES(?1, ?2, ?3)
+        self.exec(
+            "INSERT INTO sites(site, state, updated_ms) VALUES(?1, ?2, ?3)
                  ON CONFLICT(site) DO UPDATE SET state = ?2, updated_ms = ?3",
-                params![site, state.as_str(), now_ms()],
-            )
-            .map_err(|e| self.wrap(e))?;
+            params![site, state.as_str(), now_ms()],
+        )?;
         Ok(())
     }
 
     fn site_state(&self, site: &str) -> Result<Option<SiteState>> {
-        let s: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT state FROM sites WHERE site = ?1",
-                params![site],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.wrap(e))?;
+        let s: Option<String> =
+            self.value("SELECT state FROM sites WHERE site = ?1", params![site])?;
         s.map(|s| {
             SiteState::parse(&s).ok_or_else(|| JournalError::UnknownState {
                 path: self.path.clone(),
@@ -362,24 +365,19 @@ impl JournalStore for SqliteJournal {
     }
 
     fn begin_step(&mut self, site: &str, phase: &str) -> Result<i64> {
-        self.conn
-            .execute(
-                "INSERT INTO steps(site, phase, status, started_ms) VALUES(?1, ?2, 'started', ?3)",
-                params![site, phase, now_ms()],
-            )
-            .map_err(|e| self.wrap(e))?;
+        self.exec(
+            "INSERT INTO steps(site, phase, status, started_ms) VALUES(?1, ?2, 'started', ?3)",
+            params![site, phase, now_ms()],
+        )?;
         Ok(self.conn.last_insert_rowid())
     }
 
     fn finish_step(&mut self, id: i64, outcome: &StepOutcome) -> Result<()> {
-        let n = self
-            .conn
-            .execute(
-                "UPDATE steps SET status = 'done', ended_ms = ?2, bytes = ?3, checksum = ?4
+        let n = self.exec(
+            "UPDATE steps SET status = 'done', ended_ms = ?2, bytes = ?3, checksum = ?4
                  WHERE id = ?1",
-                params![id, now_ms(), outcome.bytes as i64, outcome.checksum],
-            )
-            .map_err(|e| self.wrap(e))?;
+            params![id, now_ms(), outcome.bytes as i64, outcome.checksum],
+        )?;
         if n == 0 {
             return Err(JournalError::NoSuchStep {
                 path: self.path.clone(),
@@ -390,13 +388,10 @@ impl JournalStore for SqliteJournal {
     }
 
     fn fail_step(&mut self, id: i64, error: &str) -> Result<()> {
-        let n = self
-            .conn
-            .execute(
-                "UPDATE steps SET status = 'failed', ended_ms = ?2, error = ?3 WHERE id = ?1",
-                params![id, now_ms(), error],
-            )
-            .map_err(|e| self.wrap(e))?;
+        let n = self.exec(
+            "UPDATE steps SET status = 'failed', ended_ms = ?2, error = ?3 WHERE id = ?1",
+            params![id, now_ms(), error],
+        )?;
         if n == 0 {
             return Err(JournalError::NoSuchStep {
                 path: self.path.clone(),
@@ -434,13 +429,11 @@ impl JournalStore for SqliteJournal {
     }
 
     fn put_checkpoint_raw(&mut self, scope: &str, key: &str, json: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO checkpoints(scope, key, value, updated_ms) VALUES(?1, ?2, ?3, ?4)
+        self.exec(
+            "INSERT INTO checkpoints(scope, key, value, updated_ms) VALUES(?1, ?2, ?3, ?4)
                  ON CONFLICT(scope, key) DO UPDATE SET value = ?3, updated_ms = ?4",
-                params![scope, key, json, now_ms()],
-            )
-            .map_err(|e| self.wrap(e))?;
+            params![scope, key, json, now_ms()],
+        )?;
         Ok(())
     }
 
@@ -469,20 +462,14 @@ impl JournalStore for SqliteJournal {
     }
 
     fn checkpoint_raw(&self, scope: &str, key: &str) -> Result<Option<String>> {
-        self.conn
-            .query_row(
-                "SELECT value FROM checkpoints WHERE scope = ?1 AND key = ?2",
-                params![scope, key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.wrap(e))
+        self.value(
+            "SELECT value FROM checkpoints WHERE scope = ?1 AND key = ?2",
+            params![scope, key],
+        )
     }
 
     fn clear_checkpoints(&mut self, scope: &str) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM checkpoints WHERE scope = ?1", params![scope])
-            .map_err(|e| self.wrap(e))?;
+        self.exec("DELETE FROM checkpoints WHERE scope = ?1", params![scope])?;
         Ok(())
     }
 
@@ -499,31 +486,20 @@ impl JournalStore for SqliteJournal {
     }
 
     fn put_cache(&mut self, key: &str, value: &[u8]) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO caches(key, value, updated_ms) VALUES(?1, ?2, ?3)
+        self.exec(
+            "INSERT INTO caches(key, value, updated_ms) VALUES(?1, ?2, ?3)
                  ON CONFLICT(key) DO UPDATE SET value = ?2, updated_ms = ?3",
-                params![key, value, now_ms()],
-            )
-            .map_err(|e| self.wrap(e))?;
+            params![key, value, now_ms()],
+        )?;
         Ok(())
     }
 
     fn cache(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.conn
-            .query_row(
-                "SELECT value FROM caches WHERE key = ?1",
-                params![key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.wrap(e))
+        self.value("SELECT value FROM caches WHERE key = ?1", params![key])
     }
 
     fn drop_cache(&mut self, key: &str) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM caches WHERE key = ?1", params![key])
-            .map_err(|e| self.wrap(e))?;
+        self.exec("DELETE FROM caches WHERE key = ?1", params![key])?;
         Ok(())
     }
 }
