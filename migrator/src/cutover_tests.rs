@@ -99,6 +99,15 @@ fn synced(spec: &SiteSpec, rec: &Recorder, path: &Path) {
     assert_eq!(e.advance(true).unwrap(), SiteState::Synced);
 }
 
+/// The recording world of all of `specs` (at least one).
+fn world(specs: &[SiteSpec]) -> Recorder {
+    let rec = Recorder::for_site(&specs[0], false);
+    for s in &specs[1..] {
+        rec.add_site(s);
+    }
+    rec
+}
+
 fn phases(path: &Path, site: &str) -> Vec<String> {
     let j = SqliteJournal::open(path).unwrap();
     j.steps(site)
@@ -357,10 +366,7 @@ fn wave_runs_sites_concurrently_and_stops_on_failures() {
     let dir = tempfile::tempdir().unwrap();
     let jp = dir.path().join("j");
     let specs: Vec<SiteSpec> = (0..6).map(|i| sample(&format!("s{i}"))).collect();
-    let rec = Recorder::for_site(&specs[0], false);
-    for s in &specs[1..] {
-        rec.add_site(s);
-    }
+    let rec = world(&specs);
     let build = |s: &SiteSpec| Ok(rec.systems(s));
     let w = WaveOptions {
         concurrency: 3,
@@ -384,10 +390,7 @@ fn wave_runs_sites_concurrently_and_stops_on_failures() {
     // Every site fails verification: after more than one failure no new site starts.
     let dir = tempfile::tempdir().unwrap();
     let jp = dir.path().join("j");
-    let rec = Recorder::for_site(&specs[0], false);
-    for s in &specs[1..] {
-        rec.add_site(s);
-    }
+    let rec = world(&specs);
     rec.set_verify_diffs(vec!["x".into()]);
     let build = |s: &SiteSpec| Ok(rec.systems(s));
     let w = WaveOptions {
@@ -409,10 +412,7 @@ fn wave_tries_again_a_site_aborted_back_to_old() {
     let dir = tempfile::tempdir().unwrap();
     let jp = dir.path().join("j");
     let specs: Vec<SiteSpec> = (0..3).map(|i| sample(&format!("s{i}"))).collect();
-    let rec = Recorder::for_site(&specs[0], false);
-    for s in &specs[1..] {
-        rec.add_site(s);
-    }
+    let rec = world(&specs);
     // One switch fails before the commit point (e.g. the tunnel went down inside a freeze):
     // that site aborts to the old side, is queued again and goes live on its second attempt.
     rec.set_trap("dns.replace", Trap::Fail);
