@@ -238,6 +238,29 @@ impl Ctx<'_> {
         }
         Ok(())
     }
+
+    /// A switch in either direction: the old VIP's server at `web`, DNS at `vip`, then every
+    /// paused database of the site resumed on `side` (the commit point: writes land there).
+    /// Each action checks the system first. Switch and rollback share it.
+    pub(crate) fn point_site_at(
+        &self,
+        spec: &SiteSpec,
+        web: std::net::SocketAddr,
+        vip: std::net::IpAddr,
+        side: &str,
+        phase: Phase,
+    ) -> Result<(), CutoverError> {
+        let err = || CutoverError::system(phase);
+        self.point_old_vip_at(spec, web, phase)?;
+        self.point_dns_at(spec, vip, phase)?;
+        for db in &spec.databases {
+            let r = self.sys.proxy.route(db).map_err(err())?;
+            if r.paused() {
+                self.sys.proxy.resume(db, Some(side)).map_err(err())?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The engine for one site.
@@ -698,19 +721,14 @@ impl<'a> Engine<'a> {
     pub(crate) fn switch(&mut self) -> Result<(), CutoverError> {
         let spec = self.spec;
         self.phase(Phase::Switch, |e| {
-            let err = || CutoverError::system(Phase::Switch);
-            e.point_old_vip_at(spec, spec.new_web, Phase::Switch)?;
-            e.point_dns_at(spec, spec.new_vip, Phase::Switch)?;
-            // Commit point: writes now land on the new side.
-            for db in &spec.databases {
-                let r = e.sys.proxy.route(db).map_err(err())?;
-                if r.paused() {
-                    e.sys
-                        .proxy
-                        .resume(db, Some(&spec.proxy.new_side))
-                        .map_err(err())?;
-                }
-            }
+            // Its last action is the commit point: writes now land on the new side.
+            e.point_site_at(
+                spec,
+                spec.new_web,
+                spec.new_vip,
+                &spec.proxy.new_side,
+                Phase::Switch,
+            )?;
             Ok(((), 0))
         })
     }

@@ -214,18 +214,13 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
 /// The rollback's switch: old VIP at the old web, DNS at the old VIP, then the databases
 /// resumed on the old side (its commit point). Each action checks the system first.
 fn switch_back(e: &Ctx<'_>, spec: &SiteSpec) -> Result<((), u64), CutoverError> {
-    let err = || CutoverError::system(Phase::RollbackSwitch);
-    e.point_old_vip_at(spec, spec.old_web, Phase::RollbackSwitch)?;
-    e.point_dns_at(spec, spec.old_vip, Phase::RollbackSwitch)?;
-    for db in &spec.databases {
-        let r = e.sys.proxy.route(db).map_err(err())?;
-        if r.paused() {
-            e.sys
-                .proxy
-                .resume(db, Some(&spec.proxy.old_side))
-                .map_err(err())?;
-        }
-    }
+    e.point_site_at(
+        spec,
+        spec.old_web,
+        spec.old_vip,
+        &spec.proxy.old_side,
+        Phase::RollbackSwitch,
+    )?;
     Ok(((), 0))
 }
 
