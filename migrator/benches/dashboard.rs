@@ -376,10 +376,11 @@ fn main() {
     // summary triggers (the big journal) vs a journal without them (same size, triggers
     // dropped in a copy would double the disk: use a fresh small journal for both).
     let small = dir.join("small.sqlite");
-    let run = |j: &mut SqliteJournal, n: usize| {
+    // Sites named `prefix{i}`: the rows must be new in every run.
+    let run = |j: &mut SqliteJournal, prefix: &str, n: usize| {
         let t = Instant::now();
         for i in 0..n {
-            let s = format!("w{i}");
+            let s = format!("{prefix}{i}");
             for p in PHASES {
                 let id = j.begin_step(&s, p).unwrap();
                 j.finish_step(
@@ -400,29 +401,11 @@ fn main() {
     for round in 0..pairs {
         let _ = std::fs::remove_file(&small);
         let mut j = SqliteJournal::open(&small).unwrap();
-        without.push(run(&mut j, 50));
+        without.push(run(&mut j, "w", 50));
         drop(j);
         serve::prepare_journal(&small, None).unwrap();
         let mut j = SqliteJournal::open(&small).unwrap();
-        // Other site names: the rows must be new in both runs.
-        let t = Instant::now();
-        for i in 0..50 {
-            let s = format!("x{round}-{i}");
-            for p in PHASES {
-                let id = j.begin_step(&s, p).unwrap();
-                j.finish_step(
-                    id,
-                    &StepOutcome {
-                        bytes: 10,
-                        checksum: None,
-                    },
-                )
-                .unwrap();
-                j.set_site_state(&s, migrator::journal::SiteState::Prepared)
-                    .unwrap();
-            }
-        }
-        with.push(ms(t) / 50.0);
+        with.push(run(&mut j, &format!("x{round}-"), 50));
         drop(j);
         let _ = std::fs::remove_file(&small);
     }

@@ -19,6 +19,37 @@ impl Drop for Daemon {
     }
 }
 
+/// `sql-proxy run --config cfg` with one extra environment variable, stderr to `log`, once it
+/// listens on `port` (the log in the failure message otherwise).
+fn start(
+    bin: &str,
+    cfg: &std::path::Path,
+    log: &std::path::Path,
+    env: (&str, &str),
+    port: u16,
+) -> Daemon {
+    let daemon = Daemon(
+        Command::new(bin)
+            .args(["run", "--config"])
+            .arg(cfg)
+            .env(env.0, env.1)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let up = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(
+        up,
+        "proxy did not listen: {}",
+        std::fs::read_to_string(log).unwrap()
+    );
+    daemon
+}
+
 #[test]
 fn sync_users_and_run_serve_clients_without_logging_secrets() {
     let db = backend();
@@ -71,25 +102,7 @@ fn sync_users_and_run_serve_clients_without_logging_secrets() {
     )
     .unwrap();
     let log = dir.path().join("proxy.log");
-    let daemon = Daemon(
-        Command::new(bin)
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let up = (0..200).any(|_| {
-        std::thread::sleep(Duration::from_millis(25));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(
-        up,
-        "proxy did not listen: {}",
-        std::fs::read_to_string(&log).unwrap()
-    );
+    let daemon = start(bin, &cfg, &log, ("RUST_LOG", "debug"), port);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let ok = cli(
         addr,
@@ -155,21 +168,7 @@ fn backend_reached_through_its_unix_socket_from_worker_threads() {
     )
     .unwrap();
     let log = dir.path().join("proxy.log");
-    let _daemon = Daemon(
-        Command::new(bin)
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .env("SQL_PROXY_WORKER_THREADS", "2")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let up = (0..200).any(|_| {
-        std::thread::sleep(Duration::from_millis(25));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "{}", std::fs::read_to_string(&log).unwrap());
+    let _daemon = start(bin, &cfg, &log, ("SQL_PROXY_WORKER_THREADS", "2"), port);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     // Several sessions (round-robin over the workers), each through the socket.
     for i in 0..4 {
