@@ -547,7 +547,7 @@ impl<'a> Engine<'a> {
             .freeze()
             .and_then(|_| self.final_sync())
             .and_then(|_| self.verify())
-            .and_then(|_| throttle::tunnel_ok(self));
+            .and_then(|_| throttle::tunnel_ok(self, true));
         if let Err(cause) = res {
             return Err(self.abort_after(cause));
         }
@@ -572,7 +572,7 @@ impl<'a> Engine<'a> {
     /// unhealthy one aborts to the old side).
     fn resume_switch(&mut self) -> Result<(), CutoverError> {
         if !self.committed() {
-            if let Err(cause) = throttle::tunnel_ok(self) {
+            if let Err(cause) = throttle::tunnel_ok(self, false) {
                 return Err(self.abort_after(cause));
             }
         }

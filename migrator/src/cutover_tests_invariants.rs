@@ -187,6 +187,7 @@ fn resuming_from_verified_checks_the_tunnel_before_switching() {
         rec.set_trap("haproxy.addr", Trap::Crash);
         crash(|| migrate(&spec, &rec, &jp));
         rec.set_tunnel_healthy(false);
+        let asked = rec.tunnel_asks();
         let sys = rec.systems(&spec);
         let mut j = SqliteJournal::open(&jp).unwrap();
         assert_eq!(j.site_state("shop").unwrap(), Some(SiteState::Verified));
@@ -203,7 +204,33 @@ fn resuming_from_verified_checks_the_tunnel_before_switching() {
         );
         assert_eq!(serving(&spec, &rec), Ok(Dc::Old), "recover: {via_recover}");
         assert!(crate::lease::get(&j, "shop").unwrap().is_none());
+        // No gate ran in this process before the switch: the full check is asked, never
+        // the cheap in-freeze confirmation.
+        let now = rec.tunnel_asks();
+        assert!(now.0 > asked.0, "{asked:?} -> {now:?}");
+        assert_eq!(now.1, asked.1, "{asked:?} -> {now:?}");
     }
+}
+
+#[test]
+fn the_freeze_confirms_the_tunnel_cheaply_after_the_full_gate() {
+    let (_dir, jp, spec, rec) = shop();
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    let (checks, confirms) = rec.tunnel_asks();
+    assert!(
+        checks >= 1,
+        "the gate before the freeze runs the full check"
+    );
+    assert_eq!(confirms, 1, "one confirmation inside the freeze");
+
+    // The tunnel falls between the gate and the switch: the confirmation catches it and the
+    // site goes back to old, never switched.
+    let (_dir2, jp2, spec2, rec2) = shop();
+    rec2.set_tunnel_fails_in_freeze(true);
+    let err = migrate(&spec2, &rec2, &jp2).unwrap_err();
+    assert!(matches!(err, CutoverError::Aborted { .. }), "{err}");
+    assert!(!rec2.log().iter().any(|l| l.starts_with("dns.replace")));
+    assert_eq!(serving(&spec2, &rec2), Ok(Dc::Old));
 }
 
 #[test]

@@ -27,6 +27,10 @@ struct World {
     dns: HashMap<String, (Vec<IpAddr>, u32)>,
     routes: HashMap<String, Route>,
     tunnel_healthy: bool,
+    /// Tunnel verdicts asked: (full checks, in-freeze confirmations).
+    tunnel_asks: (u32, u32),
+    /// The in-freeze confirmation fails while the full check passes (tunnel lost mid-freeze).
+    tunnel_fails_in_freeze: bool,
     /// Bytes the next sync passes report, front first; then 0.
     deltas: Vec<u64>,
     verify_diffs: Vec<String>,
@@ -119,6 +123,13 @@ impl Recorder {
     }
     pub fn set_tunnel_healthy(&self, healthy: bool) {
         self.world.lock().expect("recorder").tunnel_healthy = healthy;
+    }
+    pub fn set_tunnel_fails_in_freeze(&self, fails: bool) {
+        self.world.lock().expect("recorder").tunnel_fails_in_freeze = fails;
+    }
+    /// Tunnel verdicts asked so far: (full checks, in-freeze confirmations).
+    pub fn tunnel_asks(&self) -> (u32, u32) {
+        self.world.lock().expect("recorder").tunnel_asks
     }
     pub fn set_deltas(&self, deltas: Vec<u64>) {
         self.world.lock().expect("recorder").deltas = deltas;
@@ -350,13 +361,31 @@ impl ProxyControl for Recorder {
     }
 }
 
-impl TunnelGate for Recorder {
-    fn check(&self) -> Result<String, String> {
-        if self.with(|w| w.tunnel_healthy) {
+impl Recorder {
+    fn tunnel_verdict(&self, confirm: bool) -> Result<String, String> {
+        let healthy = self.with(|w| {
+            if confirm {
+                w.tunnel_asks.1 += 1;
+                w.tunnel_healthy && !w.tunnel_fails_in_freeze
+            } else {
+                w.tunnel_asks.0 += 1;
+                w.tunnel_healthy
+            }
+        });
+        if healthy {
             Ok("tunnel healthy".into())
         } else {
             Err("tunnel unhealthy: injected".into())
         }
+    }
+}
+
+impl TunnelGate for Recorder {
+    fn check(&self) -> Result<String, String> {
+        self.tunnel_verdict(false)
+    }
+    fn confirm(&self) -> Result<String, String> {
+        self.tunnel_verdict(true)
     }
 }
 

@@ -116,7 +116,7 @@ fn run(engines: &mut [Engine<'_>]) -> Result<(), CutoverError> {
         }
     }
     if res.is_ok() {
-        res = throttle::tunnel_ok(&engines[pending[0]]);
+        res = throttle::tunnel_ok(&engines[pending[0]], true);
     }
     if res.is_ok() {
         for &i in &pending {

@@ -281,8 +281,11 @@ impl ProxyControl for HttpProxy {
 /// The tunnel's own health verdict.
 pub struct TunnelHealth(pub TunnelSpec);
 
-impl TunnelGate for TunnelHealth {
-    fn check(&self) -> Result<String, String> {
+impl TunnelHealth {
+    fn verdict(
+        &self,
+        judge: fn(&tunnel::Config, &tunnel::Side) -> tunnel::Health,
+    ) -> Result<String, String> {
         let cfg = tunnel::Config::load(&self.0.config).map_err(|e| e.to_string())?;
         let mut side = tunnel::Side::new(self.0.side.clone());
         if let Some(ns) = &self.0.netns {
@@ -291,12 +294,24 @@ impl TunnelGate for TunnelHealth {
         if let Some(d) = &self.0.state_dir {
             side.state_dir = d.clone();
         }
-        let h = tunnel::health(&cfg, &side);
+        let h = judge(&cfg, &side);
         if h.healthy {
             Ok(h.reason)
         } else {
             Err(format!("tunnel unhealthy: {}", h.reason))
         }
+    }
+}
+
+impl TunnelGate for TunnelHealth {
+    /// The gate before a freeze: 5 probes, loss judged (~0.4 s).
+    fn check(&self) -> Result<String, String> {
+        self.verdict(tunnel::health)
+    }
+
+    /// Inside the freeze: 2 probes 10 ms apart, each peer must answer (~20 ms).
+    fn confirm(&self) -> Result<String, String> {
+        self.verdict(tunnel::health_quick)
     }
 }
 

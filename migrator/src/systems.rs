@@ -96,6 +96,11 @@ pub trait ProxyControl: Send + Sync {
 pub trait TunnelGate: Send + Sync {
     /// `Ok(reason)` when healthy, `Err(reason)` when not.
     fn check(&self) -> Result<String, String>;
+    /// A cheap liveness confirmation right after a passing `check`, asked inside a freeze
+    /// where every millisecond is downtime. Defaults to the full check.
+    fn confirm(&self) -> Result<String, String> {
+        self.check()
+    }
 }
 
 /// Direction of a copy.

@@ -230,10 +230,15 @@ pub(crate) fn obey(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
     }
 }
 
-/// Asked between verify and switch: the switch sends the site's traffic through the tunnel.
-pub(crate) fn tunnel_ok(engine: &Engine<'_>) -> Result<(), CutoverError> {
+/// Asked between verify and switch, inside the freeze: the switch sends the site's traffic
+/// through the tunnel. The gate before the freeze ran the full check; this is the cheap
+/// confirmation that the tunnel still answers (`TunnelGate::confirm`).
+/// `after_gate` is false when no full check ran just before (a switch resumed after a crash):
+/// then the full check is asked.
+pub(crate) fn tunnel_ok(engine: &Engine<'_>, after_gate: bool) -> Result<(), CutoverError> {
     if let Some(t) = &engine.sys.tunnel {
-        if let Err(r) = t.check() {
+        let verdict = if after_gate { t.confirm() } else { t.check() };
+        if let Err(r) = verdict {
             return Err(CutoverError::Gate(format!(
                 "tunnel unhealthy during the freeze ({r}): not switching"
             )));

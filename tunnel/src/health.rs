@@ -156,18 +156,29 @@ impl Health {
     }
 }
 
-/// Pings `addr` from inside `ns`; `flood` sends back-to-back (`ping -f`).
-fn ping(ns: Option<&str>, peer: &str, addr: IpAddr, count: u32, size: u32, flood: bool) -> Probe {
+/// How fast probes follow each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// 100 ms apart: the health verdict judged on loss.
+    Normal,
+    /// 10 ms apart: a liveness confirmation that costs ~20 ms.
+    Quick,
+    /// Back to back (`ping -f`), bounded by a deadline: the throughput probe.
+    Flood,
+}
+
+/// Pings `addr` from inside `ns` at `pace`.
+fn ping(ns: Option<&str>, peer: &str, addr: IpAddr, count: u32, size: u32, pace: Pace) -> Probe {
     let count_s = count.to_string();
     let size_s = size.to_string();
     let deadline = "5";
     let addr_s = addr.to_string();
     let mut args = vec!["-n", "-q", "-c", &count_s, "-s", &size_s, "-W", "1"];
-    if flood {
+    match pace {
         // -w bounds the probe's duration; it also makes ping retry past -c, so only here.
-        args.extend(["-f", "-w", deadline]);
-    } else {
-        args.extend(["-i", "0.1"]);
+        Pace::Flood => args.extend(["-f", "-w", deadline]),
+        Pace::Normal => args.extend(["-i", "0.1"]),
+        Pace::Quick => args.extend(["-i", "0.01"]),
     }
     args.push(&addr_s);
     let out = netns::command(ns, "ping", &args)
@@ -245,10 +256,18 @@ pub(crate) fn parse_ping(peer: &str, addr: IpAddr, count: u32, text: &str) -> Pr
 /// loss within `max_loss_percent`) and has a handshake younger than `handshake_max_age`.
 /// Never fails: any error becomes an unhealthy verdict with its reason.
 pub fn health(cfg: &Config, side: &Side) -> Health {
-    health_with(cfg, side, 5)
+    health_with(cfg, side, 5, Pace::Normal)
 }
 
-pub(crate) fn health_with(cfg: &Config, side: &Side, pings: u32) -> Health {
+/// A liveness confirmation for use right after a passing [`health`] (e.g. inside a cutover
+/// freeze, where every millisecond is customer downtime): the same static checks and handshake
+/// age, but 2 probes 10 ms apart per peer, healthy when each peer answers at least one. Loss
+/// percentages are not judged here (two probes cannot measure them): that is `health`'s job.
+pub fn health_quick(cfg: &Config, side: &Side) -> Health {
+    health_with(cfg, side, 2, Pace::Quick)
+}
+
+fn health_with(cfg: &Config, side: &Side, pings: u32, pace: Pace) -> Health {
     let st = match status(cfg, side) {
         Ok(st) => st,
         Err(e) => return Health::bad(format!("cannot read tunnel state: {e}"), vec![]),
@@ -262,14 +281,14 @@ pub(crate) fn health_with(cfg: &Config, side: &Side, pings: u32) -> Health {
     };
     let probes: Vec<Probe> = cfg
         .peers_of(&r.dc.name)
-        .map(|p| ping(r.ns(), &p.name, p.address.addr, pings, 56, false))
+        .map(|p| ping(r.ns(), &p.name, p.address.addr, pings, 56, pace))
         .collect();
     // Pinging may have triggered a fresh handshake: judge the handshake after the probes.
     let st = match status(cfg, side) {
         Ok(st) => st,
         Err(e) => return Health::bad(format!("cannot read tunnel state: {e}"), probes),
     };
-    judge(cfg, &st, probes)
+    judge(cfg, &st, probes, pace == Pace::Normal)
 }
 
 fn judge_static(cfg: &Config, st: &Status) -> Option<String> {
@@ -301,7 +320,7 @@ fn judge_static(cfg: &Config, st: &Status) -> Option<String> {
     None
 }
 
-fn judge(cfg: &Config, st: &Status, probes: Vec<Probe>) -> Health {
+fn judge(cfg: &Config, st: &Status, probes: Vec<Probe>, judge_loss: bool) -> Health {
     if let Some(reason) = judge_static(cfg, st) {
         return Health::bad(reason, probes);
     }
@@ -320,7 +339,7 @@ fn judge(cfg: &Config, st: &Status, probes: Vec<Probe>) -> Health {
             );
             return Health::bad(reason, probes);
         }
-        if p.loss_percent > f64::from(cfg.max_loss_percent) {
+        if judge_loss && p.loss_percent > f64::from(cfg.max_loss_percent) {
             let reason = format!(
                 "peer {} ({}): {:.0}% probe loss > {}% allowed",
                 p.peer, p.address, p.loss_percent, cfg.max_loss_percent
@@ -402,7 +421,7 @@ pub struct CheckReport {
 
 /// `health` with more pings and a bounded throughput probe per peer.
 pub fn check(cfg: &Config, side: &Side, opts: &CheckOptions) -> CheckReport {
-    let health = health_with(cfg, side, opts.pings.max(1));
+    let health = health_with(cfg, side, opts.pings.max(1), Pace::Normal);
     let mut throughput = Vec::new();
     if health.healthy {
         if let Ok(r) = Resolved::new(cfg, side) {
@@ -414,7 +433,7 @@ pub fn check(cfg: &Config, side: &Side, opts: &CheckOptions) -> CheckReport {
                     p.address.addr,
                     opts.throughput_echoes,
                     opts.throughput_payload,
-                    true,
+                    Pace::Flood,
                 );
                 let secs = start.elapsed().as_secs_f64();
                 throughput.push(Throughput {

@@ -45,7 +45,8 @@ pub use cidr::Cidr;
 pub use config::{BackendChoice, Config, Datacenter};
 pub use error::{ConfigError, Error, Result};
 pub use health::{
-    check, health, status, CheckOptions, CheckReport, Health, PeerStatus, Probe, Status,
+    check, health, health_quick, status, CheckOptions, CheckReport, Health, PeerStatus, Probe,
+    Status,
 };
 pub use reconcile::{down, plan, up, Change, DownReport, Plan};
 pub use rotate::{rotate, RotateReport};

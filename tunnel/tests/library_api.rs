@@ -34,6 +34,9 @@ fn health_gate_follows_the_tunnel() {
     let h = tunnel::health(&cfg_a, &a);
     assert!(!h.healthy);
     assert!(h.reason.contains("does not answer"), "{}", h.reason);
+    let q = tunnel::health_quick(&cfg_a, &a);
+    assert!(!q.healthy, "quick check must see the silent peer too");
+    assert!(q.reason.contains("does not answer"), "{}", q.reason);
 
     assert!(!tunnel::up(&cfg_b, &b).unwrap().is_empty());
     assert!(
@@ -46,6 +49,14 @@ fn health_gate_follows_the_tunnel() {
     assert_eq!(h.probes.len(), 1);
     assert_eq!(h.probes[0].sent, 5);
     assert!(h.probes[0].received >= 4);
+    // The in-freeze confirmation: 2 probes 10 ms apart, well under the 5-probe gate's ~0.4 s.
+    let t = std::time::Instant::now();
+    let q = tunnel::health_quick(&cfg_a, &a);
+    let took = t.elapsed();
+    assert!(q.healthy, "{}", q.reason);
+    assert_eq!(q.probes[0].sent, 2);
+    assert!(q.probes[0].received >= 1);
+    eprintln!("quick tunnel check took {took:?}");
 
     let st = tunnel::status(&cfg_b, &b).unwrap();
     assert_eq!(st.peers.len(), 1);
@@ -85,6 +96,7 @@ fn health_gate_follows_the_tunnel() {
         "{}",
         h.reason
     );
+    assert!(!tunnel::health_quick(&cfg_b, &b).healthy);
     tunnel::up(&cfg_b, &b).unwrap();
     let h = tunnel::health(&cfg_b, &b);
     assert!(h.healthy, "{}", h.reason);
