@@ -1,0 +1,227 @@
+//! The freeze window of one site's cutover, in order: [`Engine::freeze`] (web held and
+//! drained, databases paused), [`Engine::final_sync`], [`Engine::verify`], [`Engine::switch`]
+//! (the commit point), [`Engine::unfreeze`], [`Engine::post_check`]; and [`Engine::abort_now`],
+//! which puts every system back on the old side from what it reports.
+
+use crate::cutover::{now_ms, Ctx, Engine, SCOPE};
+use crate::lease;
+use crate::phase::{CutoverError, Phase};
+use crate::rollback;
+use crate::systems::Direction;
+use drivers::haproxy::AdminState;
+
+impl Engine<'_> {
+    pub(crate) fn freeze(&mut self) -> Result<(), CutoverError> {
+        self.freeze_with(true)
+    }
+
+    /// The freeze; with `pause = false` the databases are left to [`Engine::pause_dbs`]: a move
+    /// group holds and drains every member's web first, since a request held on an already
+    /// paused shared database could never drain.
+    pub(crate) fn freeze_with(&mut self, pause: bool) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        let dbs = if pause {
+            self.dbs_on_old()?
+        } else {
+            Vec::new()
+        };
+        let key = format!("{}.freeze_started_ms", spec.site);
+        self.take_lease()?;
+        self.journal
+            .put_checkpoint_raw(SCOPE, &key, &now_ms().to_string())?;
+        self.phase(Phase::Freeze, |e| {
+            let err = || CutoverError::system(Phase::Freeze);
+            let lb =
+                |dc, lbs: &crate::site_spec::LbSpec, l: &dyn drivers::haproxy::LoadBalancer| {
+                    l.set_server_admin(&lbs.backend, &lbs.server, AdminState::Maint)
+                        .map_err(|x| crate::systems::SystemError::from_driver("haproxy", dc, x))
+                };
+            lb(crate::systems::Dc::Old, &spec.old_lb, e.sys.lb_old.as_ref()).map_err(err())?;
+            lb(crate::systems::Dc::New, &spec.new_lb, e.sys.lb_new.as_ref()).map_err(err())?;
+            // Requests admitted before the maintenance finish first (their writes land on
+            // the old side before the final copy), then the databases pause.
+            e.drain_old_web(spec)?;
+            for db in &dbs {
+                let r = e.sys.proxy.route(db).map_err(err())?;
+                if !r.paused() {
+                    e.sys.proxy.pause(db).map_err(err())?;
+                }
+            }
+            Ok(((), 0))
+        })
+    }
+
+    /// Pauses the site's databases still open on the old side (the end of a group's freeze).
+    pub(crate) fn pause_dbs(&mut self) -> Result<(), CutoverError> {
+        for db in self.dbs_on_old()? {
+            let err = CutoverError::system(Phase::Freeze);
+            let r = self.sys.proxy.route(&db).map_err(err)?;
+            if !r.paused() {
+                self.sys
+                    .proxy
+                    .pause(&db)
+                    .map_err(CutoverError::system(Phase::Freeze))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn final_sync(&mut self) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        let dbs: Vec<String> = self.spec.databases.clone();
+        self.phase(Phase::FinalSync, |e| {
+            let dbs = paused_dbs(e, &dbs, &spec.proxy.old_side)?;
+            let moved = e.copy_pass(spec, &dbs, Direction::Forward, true, Phase::FinalSync)?;
+            Ok(((), moved))
+        })
+    }
+
+    pub(crate) fn verify(&mut self) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        self.phase(Phase::Verify, |e| {
+            let dbs = paused_dbs(e, &spec.databases, &spec.proxy.old_side)?;
+            let diffs = e
+                .sys
+                .data
+                .verify(spec, &dbs)
+                .map_err(CutoverError::system(Phase::Verify))?;
+            if diffs.is_empty() {
+                Ok(((), 0))
+            } else {
+                Err(CutoverError::VerifyFailed(diffs))
+            }
+        })
+    }
+
+    /// Idempotent: each action checks what the system reports first.
+    pub(crate) fn switch(&mut self) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        self.phase(Phase::Switch, |e| {
+            // Its last action is the commit point: writes now land on the new side.
+            e.point_site_at(
+                spec,
+                spec.new_web,
+                spec.new_vip,
+                &spec.proxy.new_side,
+                Phase::Switch,
+            )?;
+            Ok(((), 0))
+        })
+    }
+
+    pub(crate) fn unfreeze(&mut self) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        self.phase(Phase::Unfreeze, |e| {
+            let err = || CutoverError::system(Phase::Unfreeze);
+            e.sys
+                .lb_new
+                .set_server_admin(&spec.new_lb.backend, &spec.new_lb.server, AdminState::Ready)
+                .map_err(|x| {
+                    crate::systems::SystemError::from_driver("haproxy", crate::systems::Dc::New, x)
+                })
+                .map_err(err())?;
+            e.sys
+                .lb_old
+                .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Ready)
+                .map_err(|x| {
+                    crate::systems::SystemError::from_driver("haproxy", crate::systems::Dc::Old, x)
+                })
+                .map_err(err())?;
+            Ok(((), 0))
+        })?;
+        self.release_lease()?;
+        self.report.freeze_ms = self.freeze_elapsed()?;
+        if let Some(ms) = self.report.freeze_ms {
+            self.journal.put_checkpoint_raw(
+                SCOPE,
+                &format!("{}.freeze_ms", spec.site),
+                &format!("{ms:.1}"),
+            )?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn freeze_elapsed(&self) -> Result<Option<f64>, CutoverError> {
+        let key = format!("{}.freeze_started_ms", self.spec.site);
+        Ok(self
+            .journal
+            .checkpoint_raw(SCOPE, &key)?
+            .and_then(|s| s.parse::<i64>().ok())
+            .map(|t| (now_ms() - t) as f64))
+    }
+
+    pub(crate) fn post_check(&mut self) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        let before: Option<String> = self
+            .journal
+            .checkpoint_raw(SCOPE, &format!("{}.fingerprint", spec.site))?
+            .and_then(|s| serde_json::from_str(&s).ok());
+        let Some(before) = before else { return Ok(()) };
+        let res = self.phase(Phase::PostCheck, |e| {
+            let after = e
+                .sys
+                .data
+                .fingerprint(spec)
+                .map_err(CutoverError::system(Phase::PostCheck))?
+                .unwrap_or_default();
+            if after == before {
+                Ok(((), 0))
+            } else {
+                Err(CutoverError::PostCheck {
+                    before: before.clone(),
+                    after,
+                })
+            }
+        });
+        if let Err(cause) = res {
+            // Live but wrong: put it back on the old side now rather than leave it broken.
+            rollback::run(self)?;
+            return Err(cause);
+        }
+        Ok(())
+    }
+
+    /// Puts every system back on the old side from what it reports. Idempotent.
+    pub(crate) fn abort_now(&mut self) -> Result<(), CutoverError> {
+        lease::ensure_free(self.journal, &self.spec.site)?;
+        let spec = self.spec;
+        self.phase(Phase::Abort, |e| {
+            let err = || CutoverError::system(Phase::Abort);
+            let old = crate::systems::Dc::Old;
+            let drv = move |x| crate::systems::SystemError::from_driver("haproxy", old, x);
+            for db in &spec.databases {
+                let r = e.sys.proxy.route(db).map_err(err())?;
+                if r.paused() && r.side == spec.proxy.old_side {
+                    e.sys.proxy.resume(db, None).map_err(err())?;
+                }
+            }
+            e.point_old_vip_at(spec, spec.old_web, Phase::Abort)?;
+            e.point_dns_at(spec, spec.old_vip, Phase::Abort)?;
+            e.sys
+                .lb_old
+                .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Ready)
+                .map_err(drv)
+                .map_err(err())?;
+            Ok(((), 0))
+        })?;
+        self.release_lease()?;
+        self.report.freeze_ms = self.freeze_elapsed()?;
+        Ok(())
+    }
+}
+
+/// The databases of `all` that are paused on `side` (the ones this freeze holds).
+fn paused_dbs(e: &Ctx<'_>, all: &[String], side: &str) -> Result<Vec<String>, CutoverError> {
+    let mut out = Vec::new();
+    for db in all {
+        let r = e
+            .sys
+            .proxy
+            .route(db)
+            .map_err(CutoverError::system(Phase::FinalSync))?;
+        if r.paused() && r.side == side {
+            out.push(db.clone());
+        }
+    }
+    Ok(out)
+}
