@@ -18,6 +18,13 @@
 //!   again only after the pass finished and synced, so a killed pass leaves no cache and the
 //!   next pass walks everything.
 //!
+//! Storage: two journal rows. The small [`CacheHead`] (digest, counts, warnings, directory
+//! paths and stamps, BLAKE3 of the manifest blob) is read on every pass; the manifest blob only
+//! when a pass needs it. With the change feed reporting nothing dirty
+//! ([`crate::sync_journaled`]), a pass validates the stamps and finishes without decoding the
+//! manifest. Older journals' one-row caches (version 1) are ignored: that pass walks and
+//! writes the current format.
+//!
 //! Racy stamps (the "racy git" problem): `ctime` has the kernel's coarse clock granularity, so
 //! a change made in the same tick as our last write could leave a stamp unchanged. Stamps are
 //! therefore taken only once every directory's `ctime` is older than [`RACY_WINDOW`]; if one is
@@ -30,7 +37,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Format of the cached blob; a different value is ignored (the pass walks in full).
-const CACHE_VERSION: u8 = 1;
+const CACHE_VERSION: u8 = 2;
 /// Longer than any coarse clock tick of the kernel (a jiffy is 1–10 ms).
 pub const RACY_WINDOW: Duration = Duration::from_millis(30);
 
@@ -119,47 +126,121 @@ pub fn settled_stamps(root: &Path, dirs: &[Vec<u8>]) -> Vec<DirStamp> {
     vec![DirStamp::default(); dirs.len()]
 }
 
-/// Encodes a cache for the journal.
-pub fn encode(c: &DestCache) -> Vec<u8> {
+/// The small half of a cache, read on every pass: enough to validate the destination and, with
+/// the change feed reporting nothing dirty, to finish the pass without decoding the manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheHead {
+    /// [`Manifest::digest`] of the cached manifest (the pass's `manifest_digest`).
+    pub digest: String,
+    pub entries: u64,
+    pub bytes: u64,
+    pub warnings: Vec<String>,
+    /// The manifest's directories, in manifest order, and their stamps.
+    pub dirs: Vec<Vec<u8>>,
+    pub stamps: Vec<DirStamp>,
+    /// BLAKE3 of the manifest blob: the two rows are written separately, and a head never
+    /// vouches for another pass's manifest.
+    pub manifest_hash: [u8; 32],
+}
+
+/// Journal key of the head (the manifest itself is under [`key`]).
+pub fn head_key(key: &str) -> String {
+    format!("{key}\0head")
+}
+
+/// Journal key of the change-feed record of the last committed pass.
+pub fn feed_key(key: &str) -> String {
+    format!("{key}\0feed")
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// Encodes a cache for the journal: (head, manifest blob).
+pub fn encode(c: &DestCache) -> (Vec<u8>, Vec<u8>) {
+    let blob = crate::wire::encode_manifest(&c.manifest);
     let mut out = vec![CACHE_VERSION];
+    put_bytes(&mut out, c.manifest.digest().as_bytes());
+    out.extend_from_slice(&(c.manifest.entries.len() as u64).to_le_bytes());
+    out.extend_from_slice(&c.manifest.total_bytes().to_le_bytes());
+    out.extend_from_slice(&(c.manifest.warnings.len() as u64).to_le_bytes());
+    for w in &c.manifest.warnings {
+        put_bytes(&mut out, w.as_bytes());
+    }
+    out.extend_from_slice(blake3::hash(&blob).as_bytes());
     out.extend_from_slice(&(c.stamps.len() as u64).to_le_bytes());
-    for s in &c.stamps {
+    for (d, s) in dirs(&c.manifest).iter().zip(&c.stamps) {
+        put_bytes(&mut out, d);
         out.extend_from_slice(&s.dev.to_le_bytes());
         out.extend_from_slice(&s.ino.to_le_bytes());
         out.extend_from_slice(&s.ctime_s.to_le_bytes());
         out.extend_from_slice(&s.ctime_ns.to_le_bytes());
     }
-    out.extend_from_slice(&crate::wire::encode_manifest(&c.manifest));
-    out
+    (out, blob)
 }
 
-/// Decodes a cached blob; `None` for another version or a damaged blob (then the pass walks
-/// the destination: a cache is never trusted blindly).
-pub fn decode(b: &[u8]) -> Option<DestCache> {
-    let (&version, rest) = b.split_first()?;
-    if version != CACHE_VERSION || rest.len() < 8 {
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (a, b) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = b;
+        Some(a)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = usize::try_from(self.u64()?).ok()?;
+        self.take(n)
+    }
+}
+
+/// Decodes a head; `None` for another version (an older journal: the pass walks and writes
+/// the current format) or a damaged blob. A cache is never trusted blindly.
+pub fn decode_head(b: &[u8]) -> Option<CacheHead> {
+    let mut r = Reader(b);
+    if r.take(1)? != [CACHE_VERSION] {
         return None;
     }
-    let n = u64::from_le_bytes(rest[..8].try_into().ok()?) as usize;
-    let rest = &rest[8..];
-    let body = rest.get(..n.checked_mul(32)?)?;
-    let word = |c: &[u8], i: usize| u64::from_le_bytes(c[i * 8..i * 8 + 8].try_into().unwrap());
-    let stamps = body
-        .chunks_exact(32)
-        .map(|c| DirStamp {
-            dev: word(c, 0),
-            ino: word(c, 1),
-            ctime_s: word(c, 2) as i64,
-            ctime_ns: word(c, 3) as i64,
-        })
-        .collect::<Vec<_>>();
-    let manifest = crate::wire::decode_manifest(&rest[n * 32..]).ok()?;
-    let ndirs = manifest
-        .entries
-        .iter()
-        .filter(|e| e.kind == Kind::Dir)
-        .count();
-    (ndirs == stamps.len()).then_some(DestCache { manifest, stamps })
+    let digest = String::from_utf8(r.bytes()?.to_vec()).ok()?;
+    let (entries, bytes) = (r.u64()?, r.u64()?);
+    let nw = r.u64()?;
+    let mut warnings = Vec::new();
+    for _ in 0..nw {
+        warnings.push(String::from_utf8(r.bytes()?.to_vec()).ok()?);
+    }
+    let manifest_hash: [u8; 32] = r.take(32)?.try_into().ok()?;
+    let nd = r.u64()?;
+    let (mut dirs, mut stamps) = (Vec::new(), Vec::new());
+    for _ in 0..nd {
+        dirs.push(r.bytes()?.to_vec());
+        stamps.push(DirStamp {
+            dev: r.u64()?,
+            ino: r.u64()?,
+            ctime_s: r.u64()? as i64,
+            ctime_ns: r.u64()? as i64,
+        });
+    }
+    r.0.is_empty().then_some(CacheHead {
+        digest,
+        entries,
+        bytes,
+        warnings,
+        dirs,
+        stamps,
+        manifest_hash,
+    })
+}
+
+/// Decodes the manifest blob a head vouches for; `None` if it is not that one or damaged.
+pub fn decode_manifest(head: &CacheHead, blob: &[u8]) -> Option<Manifest> {
+    if blake3::hash(blob).as_bytes() != &head.manifest_hash {
+        return None;
+    }
+    crate::wire::decode_manifest(blob).ok()
 }
 
 #[cfg(test)]
@@ -179,12 +260,17 @@ mod tests {
             stamps: settled_stamps(dir.path(), &d),
             manifest: m,
         };
-        let bytes = encode(&c);
-        assert_eq!(decode(&bytes), Some(c.clone()));
-        assert_eq!(decode(&bytes[..bytes.len() - 1]), None);
-        let mut other = bytes.clone();
-        other[0] = 99;
-        assert_eq!(decode(&other), None);
+        let (head, blob) = encode(&c);
+        let h = decode_head(&head).unwrap();
+        assert_eq!(h.dirs, d);
+        assert_eq!(h.stamps, c.stamps);
+        assert_eq!(h.digest, c.manifest.digest());
+        assert_eq!(decode_manifest(&h, &blob), Some(c.manifest.clone()));
+        assert_eq!(decode_head(&head[..head.len() - 1]), None);
+        assert_eq!(decode_manifest(&h, &blob[..blob.len() - 1]), None);
+        let mut other = head.clone();
+        other[0] = 1;
+        assert_eq!(decode_head(&other), None);
         // Stamps are settled: the next change is visible.
         assert_eq!(current_stamps(dir.path(), &d), c.stamps);
         std::fs::write(dir.path().join("a/g"), b"y").unwrap();

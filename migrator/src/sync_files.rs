@@ -11,8 +11,9 @@
 //! after a kill the next pass's diff sees exactly the committed files and redoes nothing else.
 
 use crate::apply::{Applied, Applier, ApplyError, Data, Meta, Op};
-use crate::dest_cache::{self, DestCache, DirStamp};
+use crate::dest_cache::{self, DirStamp};
 use crate::manifest::{self, Change, Entry, Kind, Manifest, ManifestError, WalkOptions};
+pub use crate::sync_journaled::{run_pass_journaled, run_pass_journaled_with_feed, FeedOptions};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -329,6 +330,13 @@ pub struct PassReport {
     pub apply_warnings: u64,
     /// Operations applied to the destination (0: nothing touched it).
     pub operations: u64,
+    /// The source was walked in full (false: the change feed said what to re-stat).
+    pub source_walked: bool,
+    /// Source entries stat'ed by this pass (the whole tree on a walk, the dirty entries with a
+    /// change feed, 0 when the feed reported nothing).
+    pub source_entries_statted: u64,
+    /// What the change feed did for this pass, in words (`None`: no `--feed`).
+    pub feed: Option<String>,
 }
 
 const BATCH_OPS: usize = 512;
@@ -342,17 +350,20 @@ pub fn run_pass(
     opts: PassOptions,
     progress: &dyn Fn(Progress),
 ) -> Result<PassReport, SyncError> {
-    run_pass_with(src_root, dst, opts, progress, None, &mut || Ok(())).map(|(r, _)| r)
+    run_pass_with(src_root, dst, opts, progress, None, None, &mut || Ok(())).map(|(r, _)| r)
 }
 
-/// One pass. `cached`: the destination's manifest when known without a walk; `before_apply`
-/// runs once, just before the first operation is applied. Returns the source manifest too.
-fn run_pass_with(
+/// One pass. `cached`: the destination's manifest when known without a walk; `source`: the
+/// source manifest when known without a walk (change feed) and how many entries were stat'ed
+/// for it; `before_apply` runs once, just before the first operation is applied. Returns the
+/// source manifest too.
+pub(crate) fn run_pass_with(
     src_root: &Path,
     dst: &mut dyn Destination,
     opts: PassOptions,
     progress: &dyn Fn(Progress),
     cached: Option<Manifest>,
+    source: Option<(Manifest, u64)>,
     before_apply: &mut dyn FnMut() -> Result<(), SyncError>,
 ) -> Result<(PassReport, Manifest), SyncError> {
     let t0 = std::time::Instant::now();
@@ -361,15 +372,24 @@ fn run_pass_with(
         refuse_escaping_symlinks: true,
     };
     let destination_cached = cached.is_some();
+    let source_walked = source.is_none();
+    let mut statted = 0;
+    let walk_src = |statted: &mut u64| -> Result<Manifest, SyncError> {
+        match source {
+            Some((m, n)) => {
+                *statted = n;
+                Ok(m)
+            }
+            None => {
+                let m = manifest::build(src_root, &walk).map_err(SyncError::SourceWalk)?;
+                *statted = (m.entries.len() + m.warnings.len() + m.temp_files.len()) as u64;
+                Ok(m)
+            }
+        }
+    };
     let (src, dstm) = match cached {
-        Some(c) => (
-            manifest::build(src_root, &walk).map_err(SyncError::SourceWalk),
-            Ok(c),
-        ),
-        None => rayon::join(
-            || manifest::build(src_root, &walk).map_err(SyncError::SourceWalk),
-            || dst.manifest(opts.checksum),
-        ),
+        Some(c) => (walk_src(&mut statted), Ok(c)),
+        None => rayon::join(|| walk_src(&mut statted), || dst.manifest(opts.checksum)),
     };
     let (src, dstm) = (src?, dstm?);
     let plan = plan(src_root, &src, &dstm, dst.sets_owner());
@@ -382,6 +402,8 @@ fn run_pass_with(
         manifest_digest: src.digest(),
         warnings: src.warnings.clone(),
         destination_cached,
+        source_walked,
+        source_entries_statted: statted,
         ..Default::default()
     };
     if opts.dry_run {
@@ -473,89 +495,6 @@ fn run_pass_with(
     report.warnings.extend(applied.warnings);
     report.seconds = t0.elapsed().as_secs_f64();
     Ok((report, src))
-}
-
-/// A pass recorded in the journal: the step is written before it runs and finished (with
-/// bytes and the manifest digest) only after the destination synced; the checkpoint says which
-/// source manifest the destination was last brought to.
-pub fn run_pass_journaled(
-    journal: &mut dyn crate::journal::JournalStore,
-    site: &str,
-    src_root: &Path,
-    dst: &mut dyn Destination,
-    opts: PassOptions,
-    progress: &dyn Fn(Progress),
-) -> Result<PassReport, SyncError> {
-    let key = dest_cache::key(site, src_root, &dst.identity());
-    let (cached, had_cache) = valid_cache(journal, &key, dst, !(opts.checksum || opts.full))?;
-    if opts.dry_run {
-        return run_pass_with(src_root, dst, opts, progress, cached, &mut || Ok(())).map(|r| r.0);
-    }
-    let id = journal.begin_step(site, "sync-files")?;
-    let mut drop_cache = || -> Result<(), SyncError> {
-        if had_cache {
-            journal.drop_cache(&key)?;
-        }
-        Ok(())
-    };
-    let outcome = run_pass_with(src_root, dst, opts, progress, cached, &mut drop_cache);
-    match outcome {
-        Ok((r, src)) => {
-            journal.finish_step(
-                id,
-                &crate::journal::StepOutcome {
-                    bytes: r.bytes_written,
-                    checksum: Some(r.manifest_digest.clone()),
-                },
-            )?;
-            let saved = SyncCheckpoint {
-                manifest_digest: r.manifest_digest.clone(),
-                files_written: r.files_written,
-                bytes_written: r.bytes_written,
-            };
-            let json = serde_json::to_string(&saved).expect("checkpoint serializes");
-            journal.put_checkpoint_raw("sync-files", site, &json)?;
-            // A cached pass that applied nothing left the cache valid as it is.
-            let unchanged = r.destination_cached && r.operations == 0;
-            if !unchanged && r.apply_warnings == 0 {
-                let dirs = dest_cache::dirs(&src);
-                if let Some(stamps) = dst.dir_stamps(&dirs, true)? {
-                    let blob = dest_cache::encode(&DestCache {
-                        manifest: src,
-                        stamps,
-                    });
-                    journal.put_cache(&key, &blob)?;
-                }
-            }
-            Ok(r)
-        }
-        Err(e) => {
-            journal.fail_step(id, &e.to_string())?;
-            Err(e)
-        }
-    }
-}
-
-/// The cached destination manifest, if the journal has one, `usable` is set and every
-/// directory stamp still matches the destination; and whether a cache exists at all.
-fn valid_cache(
-    journal: &mut dyn crate::journal::JournalStore,
-    key: &str,
-    dst: &mut dyn Destination,
-    usable: bool,
-) -> Result<(Option<Manifest>, bool), SyncError> {
-    let Some(blob) = journal.cache(key)? else {
-        return Ok((None, false));
-    };
-    let c = match dest_cache::decode(&blob) {
-        Some(c) if usable => c,
-        _ => return Ok((None, true)),
-    };
-    let dirs = dest_cache::dirs(&c.manifest);
-    Ok(match dst.dir_stamps(&dirs, false)? {
-        Some(now) if now == c.stamps => (Some(c.manifest), true),
-        _ => (None, true),
-    })
 }
 
 /// Committed progress of the last complete pass of a site.

@@ -92,6 +92,11 @@ pub enum FilesCommand {
         /// Print a JSON summary on stdout.
         #[arg(long)]
         json: bool,
+        /// The socket of `migrator watch` running where the source's writes land: the pass
+        /// re-stats only what changed since the last committed pass instead of walking every
+        /// file. Missing, silent or with a broken chain: a warning and a full walk.
+        #[arg(long, value_name = "SOCKET")]
+        feed: Option<PathBuf>,
     },
     /// Serve a sync on this host (started by `sync-files` over SSH; not for interactive use).
     #[command(hide = true)]
@@ -110,6 +115,7 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
             dry_run,
             full,
             json,
+            feed,
         } => {
             let src = sides.src()?;
             let mut dst = sides.destination()?;
@@ -123,12 +129,17 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
                 dry_run,
                 full,
             };
-            let report = sync_files::run_pass_journaled(
+            let feed = feed.map(|socket| sync_files::FeedOptions {
+                socket,
+                timeout: migrator::change_feed::DEFAULT_TIMEOUT,
+            });
+            let report = sync_files::run_pass_journaled_with_feed(
                 &mut journal,
                 &site,
                 &src,
                 dst.as_mut(),
                 opts,
+                feed.as_ref(),
                 &progress,
             )
             .with_context(|| format!("sync-files {site}"))?;

@@ -7,6 +7,7 @@ pub mod journal;
 pub mod planning;
 mod progress;
 pub mod serve;
+pub mod watch;
 
 use clap::Subcommand;
 
@@ -24,6 +25,8 @@ pub enum Command {
     Cutover(cutover::CutoverCommand),
     #[command(flatten)]
     Serve(serve::ServeCommand),
+    #[command(flatten)]
+    Watch(watch::WatchCommand),
 }
 
 /// Runs a command and returns the process exit code.
@@ -35,5 +38,6 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Journal(c) => journal::run(c),
         Command::Cutover(c) => cutover::run(c),
         Command::Serve(c) => serve::run(c),
+        Command::Watch(c) => watch::run(c),
     }
 }

@@ -1,0 +1,367 @@
+//! A source manifest without a walk: the last committed pass's manifest patched with a fresh
+//! `lstat` of the entries the change feed reports dirty ([`crate::change_feed`]).
+//!
+//! Same rules as the walk in [`crate::manifest`]: symlinks recorded, never followed, those
+//! resolving outside the home left out with a warning; sockets, FIFOs and devices left out with
+//! a warning; temporaries of an interrupted pass skipped. A dirty path that vanished takes its
+//! whole subtree with it; a dirty-recursive directory is walked in full.
+//!
+//! Hard links fall back to a full walk ([`Patched::NeedsWalk`]): a group's leader and members
+//! are derived from inode numbers across the whole tree, which a patch cannot see.
+
+use crate::manifest::{self, Entry, Kind, Manifest, ManifestError, TEMP_PREFIX};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// The outcome of a patch.
+#[derive(Debug)]
+pub enum Patched {
+    /// The manifest as a walk now would give it, and how many entries were stat'ed.
+    Manifest { manifest: Manifest, statted: u64 },
+    /// The patch cannot be exact; walk everything (the reason, for the operator).
+    NeedsWalk(String),
+}
+
+enum Stat {
+    Keep(Entry),
+    Warn(String),
+    /// Missing, or a temporary of ours.
+    Skip,
+}
+
+fn werr(path: &Path) -> impl FnOnce(std::io::Error) -> ManifestError + '_ {
+    move |source| ManifestError::Walk {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `lstat` of one entry, classified as [`manifest::build`] does. `Err(reason)` inside `Ok`
+/// asks for a full walk (a hard-linked file).
+fn stat(root: &Path, rel: &[u8]) -> Result<Result<Stat, String>, ManifestError> {
+    let path = manifest::join(root, rel);
+    let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
+    if !rel.is_empty() && name.starts_with(TEMP_PREFIX) {
+        return Ok(Ok(Stat::Skip));
+    }
+    let md = match std::fs::symlink_metadata(&path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ok(Stat::Skip)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(Ok(Stat::Skip)),
+        Err(e) => return Err(werr(&path)(e)),
+    };
+    let ft = md.file_type();
+    let (kind, size, link_target) = if ft.is_dir() {
+        (Kind::Dir, 0, None)
+    } else if ft.is_file() {
+        if md.nlink() > 1 {
+            return Ok(Err(format!("{} is hard-linked", path.display())));
+        }
+        (Kind::File, md.len(), None)
+    } else if ft.is_symlink() {
+        let target = match std::fs::read_link(&path) {
+            Ok(t) => t.as_os_str().as_bytes().to_vec(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ok(Stat::Skip)),
+            Err(e) => {
+                return Ok(Ok(Stat::Warn(format!(
+                    "{}: cannot read symlink: {e}",
+                    path.display()
+                ))))
+            }
+        };
+        if !manifest::symlink_stays_inside(root, rel, &target) {
+            return Ok(Ok(Stat::Warn(format!(
+                "{}: symlink to {} resolves outside the home; not copied",
+                path.display(),
+                String::from_utf8_lossy(&target)
+            ))));
+        }
+        (Kind::Symlink, 0, Some(target))
+    } else {
+        return Ok(Ok(Stat::Warn(format!(
+            "{}: socket, FIFO or device file; not copied",
+            path.display()
+        ))));
+    };
+    Ok(Ok(Stat::Keep(Entry {
+        path: rel.to_vec(),
+        kind,
+        size,
+        mtime_s: md.mtime(),
+        mtime_ns: md.mtime_nsec() as u32,
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        link_target,
+        hardlink: None,
+        blake3: None,
+    })))
+}
+
+fn under(p: &[u8], dir: &[u8]) -> bool {
+    dir.is_empty() || (p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/')
+}
+
+/// What the patch collected: fresh entries, warnings, the paths whose subtrees are replaced.
+#[derive(Default)]
+struct Fresh {
+    entries: Vec<Entry>,
+    warnings: Vec<(Vec<u8>, String)>,
+    statted: u64,
+}
+
+impl Fresh {
+    /// Stats `rel`, and walks below it when `recursive` (or when it is a directory the base
+    /// did not have as one). Returns a reason when the patch cannot be exact.
+    fn add(
+        &mut self,
+        root: &Path,
+        rel: &[u8],
+        recursive: bool,
+        was_dir: bool,
+    ) -> Result<Option<String>, ManifestError> {
+        self.statted += 1;
+        let s = match stat(root, rel)? {
+            Ok(s) => s,
+            Err(why) => return Ok(Some(why)),
+        };
+        match s {
+            Stat::Skip => Ok(None),
+            Stat::Warn(w) => {
+                self.warnings.push((rel.to_vec(), w));
+                Ok(None)
+            }
+            Stat::Keep(e) => {
+                let descend = e.kind == Kind::Dir && (recursive || !was_dir);
+                self.entries.push(e);
+                if !descend {
+                    return Ok(None);
+                }
+                let dir = manifest::join(root, rel);
+                let rd = match std::fs::read_dir(&dir) {
+                    Ok(rd) => rd,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(werr(&dir)(e)),
+                };
+                for de in rd {
+                    let de = de.map_err(werr(&dir))?;
+                    let mut c = rel.to_vec();
+                    if !c.is_empty() {
+                        c.push(b'/');
+                    }
+                    c.extend_from_slice(de.file_name().as_bytes());
+                    if let Some(why) = self.add(root, &c, true, false)? {
+                        return Ok(Some(why));
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Patches `base` (the last committed pass's source manifest of `root`) with `dirty`
+/// (relative path, recursive) entries.
+pub fn patch(
+    root: &Path,
+    base: Manifest,
+    dirty: &[(Vec<u8>, bool)],
+) -> Result<Patched, ManifestError> {
+    let find = |p: &[u8]| base.entries.binary_search_by(|e| e.path.as_slice().cmp(p));
+    // Subtrees replaced wholesale (a dirty directory, or a dirty path that was one) and single
+    // entries replaced.
+    let mut subtrees: Vec<Vec<u8>> = Vec::new();
+    let mut singles: Vec<Vec<u8>> = Vec::new();
+    let mut fresh = Fresh::default();
+    for (rel, recursive) in dirty {
+        let old = find(rel).ok().map(|i| &base.entries[i]);
+        if let Some(o) = old {
+            if o.hardlink.is_some() {
+                return Ok(Patched::NeedsWalk(format!(
+                    "{} was hard-linked",
+                    manifest::display(rel)
+                )));
+            }
+        }
+        let was_dir = matches!(old, Some(o) if o.kind == Kind::Dir);
+        let before = fresh.entries.len();
+        if let Some(why) = fresh.add(root, rel, *recursive, was_dir)? {
+            return Ok(Patched::NeedsWalk(why));
+        }
+        let now_dir = fresh.entries[before..]
+            .first()
+            .is_some_and(|e| e.kind == Kind::Dir && e.path == *rel);
+        // A directory walked now (recursive, or newly one) or one that went away replaces its
+        // whole subtree; otherwise only the entry itself.
+        let walked = now_dir && (*recursive || !was_dir);
+        if walked || (was_dir && !now_dir) {
+            subtrees.push(rel.clone());
+        } else {
+            singles.push(rel.clone());
+        }
+    }
+    subtrees.sort();
+    singles.sort();
+    let replaced = |p: &[u8]| {
+        singles.binary_search_by(|s| s.as_slice().cmp(p)).is_ok()
+            || subtrees.iter().any(|d| d.as_slice() == p || under(p, d))
+    };
+    // Hard-link groups inside a replaced subtree also need the whole tree.
+    let mut kept = Vec::with_capacity(base.entries.len() + fresh.entries.len());
+    for e in base.entries {
+        if replaced(&e.path) {
+            if e.hardlink.is_some() {
+                return Ok(Patched::NeedsWalk(format!(
+                    "{} was hard-linked",
+                    manifest::display(&e.path)
+                )));
+            }
+            continue;
+        }
+        kept.push(e);
+    }
+    fresh.entries.sort_by(|a, b| a.path.cmp(&b.path));
+    fresh.entries.dedup_by(|a, b| a.path == b.path);
+    let mut entries = Vec::with_capacity(kept.len() + fresh.entries.len());
+    let mut from_fresh = Vec::with_capacity(fresh.entries.len());
+    let (mut a, mut b) = (
+        kept.into_iter().peekable(),
+        fresh.entries.into_iter().peekable(),
+    );
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => x.path < y.path,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        if !take_a {
+            from_fresh.push(entries.len());
+        }
+        entries.push(if take_a { a.next() } else { b.next() }.expect("peeked"));
+    }
+    // Every fresh entry's parent must be a directory of the manifest, or the patch missed
+    // something (kept entries lose their parent only with their whole subtree).
+    for &k in &from_fresh {
+        let e = &entries[k];
+        if e.path.is_empty() {
+            continue;
+        }
+        let parent = match e.path.iter().rposition(|&c| c == b'/') {
+            Some(i) => &e.path[..i],
+            None => &e.path[..0],
+        };
+        let ok = entries
+            .binary_search_by(|x| x.path.as_slice().cmp(parent))
+            .is_ok_and(|i| entries[i].kind == Kind::Dir);
+        if !ok {
+            return Ok(Patched::NeedsWalk(format!(
+                "{} has no parent directory in the patched manifest",
+                manifest::display(&e.path)
+            )));
+        }
+    }
+    // Warnings: those of re-stat'ed paths are replaced by what the stat said now. A base
+    // warning names its path as `<root>/<rel>: …` (manifest::build writes them so).
+    let restatted: Vec<String> = singles
+        .iter()
+        .chain(subtrees.iter())
+        .map(|p| manifest::join(root, p).display().to_string())
+        .collect();
+    let mut warnings: Vec<String> = base
+        .warnings
+        .into_iter()
+        .filter(|w| {
+            !restatted.iter().any(|p| {
+                w.strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('/'))
+            })
+        })
+        .collect();
+    warnings.extend(fresh.warnings.into_iter().map(|(_, w)| w));
+    warnings.sort();
+    warnings.dedup();
+    Ok(Patched::Manifest {
+        manifest: Manifest {
+            entries,
+            warnings,
+            temp_files: Vec::new(),
+        },
+        statted: fresh.statted,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{build, WalkOptions};
+    use std::fs;
+
+    fn walk(root: &Path) -> Manifest {
+        let mut m = build(
+            root,
+            &WalkOptions {
+                checksum: false,
+                refuse_escaping_symlinks: true,
+            },
+        )
+        .unwrap();
+        m.temp_files.clear();
+        m
+    }
+
+    #[test]
+    fn patch_equals_a_fresh_walk() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("a/b")).unwrap();
+        fs::write(r.join("a/f"), b"1").unwrap();
+        fs::write(r.join("a/b/g"), b"2").unwrap();
+        fs::create_dir(r.join("old")).unwrap();
+        fs::write(r.join("old/x"), b"3").unwrap();
+        let base = walk(r);
+        // Change, add, delete, a new dir with files, a renamed dir, an escaping symlink.
+        fs::write(r.join("a/f"), b"changed").unwrap();
+        fs::write(r.join("a/new"), b"n").unwrap();
+        fs::remove_file(r.join("a/b/g")).unwrap();
+        fs::create_dir_all(r.join("fresh/deep")).unwrap();
+        fs::write(r.join("fresh/deep/y"), b"y").unwrap();
+        fs::rename(r.join("old"), r.join("moved")).unwrap();
+        std::os::unix::fs::symlink("../../etc/passwd", r.join("a/esc")).unwrap();
+        let dirty: Vec<(Vec<u8>, bool)> = [
+            ("", false),
+            ("a", false),
+            ("a/f", false),
+            ("a/new", false),
+            ("a/b", false),
+            ("a/b/g", false),
+            ("fresh", true),
+            ("old", true),
+            ("moved", true),
+            ("a/esc", false),
+        ]
+        .iter()
+        .map(|(p, r)| (p.as_bytes().to_vec(), *r))
+        .collect();
+        let Patched::Manifest { manifest, statted } = patch(r, base, &dirty).unwrap() else {
+            panic!("expected a patch");
+        };
+        assert_eq!(manifest, walk(r));
+        assert!(statted >= dirty.len() as u64, "{statted}");
+    }
+
+    #[test]
+    fn hard_links_ask_for_a_walk() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::write(r.join("f"), b"1").unwrap();
+        let base = walk(r);
+        fs::hard_link(r.join("f"), r.join("g")).unwrap();
+        let dirty = vec![(b"g".to_vec(), false), (Vec::new(), false)];
+        assert!(matches!(
+            patch(r, base, &dirty).unwrap(),
+            Patched::NeedsWalk(_)
+        ));
+    }
+}
