@@ -43,6 +43,8 @@ pub enum WatchError {
     Socket { path: PathBuf, why: String },
     #[error("inotify: {0}")]
     Inotify(#[source] std::io::Error),
+    #[error("cannot watch every directory under {root}: {why}")]
+    Watch { root: PathBuf, why: String },
 }
 
 /// What to watch and where to answer.
@@ -81,8 +83,11 @@ struct Root {
 /// The running watcher.
 pub struct Watcher {
     inotify: OwnedFd,
-    listener: UnixListener,
+    /// Bound last, once every directory is watched: the socket existing means ready.
+    listener: Option<UnixListener>,
     socket: PathBuf,
+    /// We bound the socket (so we remove it when done; never someone else's).
+    socket_owned: bool,
     roots: Vec<Root>,
     /// Watch descriptor -> (root index, relative directory path).
     wds: HashMap<i32, (usize, Vec<u8>)>,
@@ -181,20 +186,11 @@ impl Watcher {
                 since_seq: 0,
             });
         }
-        // Bind under a umask that leaves the socket 0600 from its first instant.
-        // SAFETY: umask only changes this process's file creation mask.
-        let old = unsafe { libc::umask(0o177) };
-        let bound = UnixListener::bind(&opts.socket);
-        // SAFETY: as above.
-        unsafe { libc::umask(old) };
-        let listener = bound.map_err(|source| WatchError::Io {
-            path: opts.socket.clone(),
-            source,
-        })?;
         let mut w = Watcher {
             inotify,
-            listener,
+            listener: None,
             socket: opts.socket.clone(),
+            socket_owned: false,
             roots,
             wds: HashMap::new(),
             feed_id: random_id(),
@@ -204,12 +200,23 @@ impl Watcher {
         for i in 0..w.roots.len() {
             w.arm(i, b"", false);
             if let Some(why) = &w.roots[i].lost {
-                return Err(WatchError::Socket {
-                    path: w.roots[i].path.clone(),
-                    why: format!("cannot watch every directory: {why}"),
+                return Err(WatchError::Watch {
+                    root: w.roots[i].path.clone(),
+                    why: why.clone(),
                 });
             }
         }
+        // Bind under a umask that leaves the socket 0600 from its first instant.
+        // SAFETY: umask only changes this process's file creation mask.
+        let old = unsafe { libc::umask(0o177) };
+        let bound = UnixListener::bind(&opts.socket);
+        // SAFETY: as above.
+        unsafe { libc::umask(old) };
+        w.listener = Some(bound.map_err(|source| WatchError::Io {
+            path: opts.socket.clone(),
+            source,
+        })?);
+        w.socket_owned = true;
         Ok(w)
     }
 
@@ -236,6 +243,15 @@ impl Watcher {
                 match e.raw_os_error() {
                     // Gone or replaced by a non-directory meanwhile: its parent's event says so.
                     Some(libc::ENOENT) | Some(libc::ENOTDIR) => continue,
+                    Some(libc::ENOSPC) => {
+                        let why = format!(
+                            "cannot watch {}: {e} (raise fs.inotify.max_user_watches: one \
+                             watch per directory)",
+                            abs.display()
+                        );
+                        self.lose(i, why);
+                        return;
+                    }
                     _ => {
                         self.lose(i, format!("cannot watch {}: {e}", abs.display()));
                         return;
@@ -437,7 +453,13 @@ impl Watcher {
 
     /// Serves until `stop` is set (checked at least every 200 ms); removes the socket then.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), WatchError> {
-        self.listener
+        let Some(listener) = self.listener.take() else {
+            return Err(WatchError::Socket {
+                path: self.socket.clone(),
+                why: "the watcher already ran".into(),
+            });
+        };
+        listener
             .set_nonblocking(true)
             .map_err(|source| WatchError::Io {
                 path: self.socket.clone(),
@@ -451,7 +473,7 @@ impl Watcher {
                     revents: 0,
                 },
                 libc::pollfd {
-                    fd: self.listener.as_raw_fd(),
+                    fd: listener.as_raw_fd(),
                     events: libc::POLLIN,
                     revents: 0,
                 },
@@ -469,7 +491,7 @@ impl Watcher {
                 self.drain()?;
             }
             if fds[1].revents != 0 {
-                while let Ok((s, _)) = self.listener.accept() {
+                while let Ok((s, _)) = listener.accept() {
                     let _ = s.set_nonblocking(false);
                     self.answer(s);
                 }
@@ -481,7 +503,9 @@ impl Watcher {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.socket);
+        if self.socket_owned {
+            let _ = std::fs::remove_file(&self.socket);
+        }
     }
 }
 
@@ -489,6 +513,10 @@ impl Drop for Watcher {
 mod tests {
     use super::*;
     use std::fs;
+
+    fn scratch() -> tempfile::TempDir {
+        tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
+    }
 
     fn start(root: &Path, max_dirty: usize) -> Watcher {
         Watcher::start(&WatchOptions {
@@ -511,7 +539,7 @@ mod tests {
 
     #[test]
     fn epochs_collect_changes_and_new_dirs_recursively() {
-        let t = tempfile::tempdir().unwrap();
+        let t = scratch();
         let root = t.path().join("home");
         fs::create_dir_all(root.join("a")).unwrap();
         fs::write(root.join("a/f"), b"1").unwrap();
@@ -546,7 +574,7 @@ mod tests {
 
     #[test]
     fn overflow_and_too_many_changes_lose_the_epoch_then_rearm() {
-        let t = tempfile::tempdir().unwrap();
+        let t = scratch();
         let root = t.path().join("home");
         fs::create_dir_all(&root).unwrap();
         let mut w = start(&root, 50);
@@ -570,7 +598,8 @@ mod tests {
             .unwrap_or(16384);
         if max <= 100_000 {
             w.max_dirty = usize::MAX;
-            for i in 0..=max / 2 {
+            // Two events a write (modify, close-write: never merged as they alternate).
+            for i in 0..max / 2 + 100 {
                 fs::write(root.join("f1"), i.to_string()).unwrap();
             }
             let c = w.checkpoint(&key).unwrap();
