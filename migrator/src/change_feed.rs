@@ -136,14 +136,16 @@ pub fn check_socket(socket: &Path) -> Result<(), FeedError> {
     Ok(())
 }
 
-/// Takes a checkpoint of `root` (any path; canonicalized here, as the watcher does).
+/// Takes a checkpoint of `root`: the path as the watcher knows it (sent as given; the watcher
+/// canonicalizes it on its side when it does not match one of its roots exactly). With the
+/// watcher on this host, [`local_root`] of the source is right; on a filer exporting the home
+/// under another path, give that path.
 pub fn checkpoint(socket: &Path, root: &Path, timeout: Duration) -> Result<Checkpoint, FeedError> {
     let io = |source| FeedError::Io {
         socket: socket.to_path_buf(),
         source,
     };
     check_socket(socket)?;
-    let root = std::fs::canonicalize(root).map_err(io)?;
     let mut stream = UnixStream::connect(socket).map_err(io)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
@@ -169,6 +171,11 @@ pub fn checkpoint(socket: &Path, root: &Path, timeout: Duration) -> Result<Check
             message,
         }),
     }
+}
+
+/// The canonical path of a local source root (what a watcher on this host was given, resolved).
+pub fn local_root(root: &Path) -> PathBuf {
+    std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf())
 }
 
 /// What the last committed pass recorded of the feed (in the journal, next to the cache).

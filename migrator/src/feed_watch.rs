@@ -22,6 +22,7 @@
 
 use crate::change_feed::{Checkpoint, Dirty, Reply, Request};
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -377,10 +378,16 @@ impl Watcher {
     /// Ends the epoch of the root at `root` (canonical absolute path bytes).
     pub fn checkpoint(&mut self, root: &[u8]) -> Result<Checkpoint, String> {
         self.drain().map_err(|e| e.to_string())?;
+        // As given, else resolved here (a client naming the root through a symlink).
+        let resolved = std::fs::canonicalize(OsStr::from_bytes(root)).ok();
         let i = self
             .roots
             .iter()
             .position(|r| r.path.as_os_str().as_bytes() == root)
+            .or_else(|| {
+                let c = resolved.as_deref()?;
+                self.roots.iter().position(|r| r.path == c)
+            })
             .ok_or_else(|| {
                 format!(
                     "{} is not watched here (watched: {})",

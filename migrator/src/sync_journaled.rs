@@ -29,6 +29,9 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct FeedOptions {
     pub socket: PathBuf,
+    /// The source root as the watcher knows it (`None`: the source path, resolved here; give
+    /// it when the watcher runs on a filer that exports the home under another path).
+    pub root: Option<PathBuf>,
     /// A watcher silent this long is treated as absent (a warning, then a full walk).
     pub timeout: Duration,
 }
@@ -60,7 +63,11 @@ fn take_checkpoint(
         let why = "not used: a dry run takes no checkpoint (it would break the next pass's chain)";
         return (None, Some(why.into()), None);
     }
-    match change_feed::checkpoint(&f.socket, src_root, f.timeout) {
+    let root = f
+        .root
+        .clone()
+        .unwrap_or_else(|| change_feed::local_root(src_root));
+    match change_feed::checkpoint(&f.socket, &root, f.timeout) {
         Ok(c) => (Some(c), None, None),
         Err(e) => (
             None,

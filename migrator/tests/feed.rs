@@ -185,6 +185,16 @@ fn feed_driven_passes_catch_every_change_and_stat_nothing_when_unchanged() {
     );
     assert_eq!(idle["files_written"], 0);
     assert_eq!(idle["manifest_digest"], delta["manifest_digest"]);
+
+    // The root named as the watcher knows it (here through a symlink, resolved by the
+    // watcher): the same feed, the chain continues.
+    let alias = s.src.parent().unwrap().join("alice-alias");
+    std::os::unix::fs::symlink(&s.src, &alias).unwrap();
+    std::fs::write(d.join("s0000/via-alias"), b"a").unwrap();
+    let (aliased, _) = s.pass_with(&["--feed-root", alias.to_str().unwrap()]);
+    assert!(!walked(&aliased), "{aliased}");
+    assert_eq!(aliased["files_written"], 1);
+    s.verify_equal();
 }
 
 #[test]

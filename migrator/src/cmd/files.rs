@@ -71,6 +71,8 @@ impl FileSides {
     }
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum FilesCommand {
     /// Copy a site's home to the new side: only differences move; deletions propagate.
@@ -97,6 +99,10 @@ pub enum FilesCommand {
         /// file. Missing, silent or with a broken chain: a warning and a full walk.
         #[arg(long, value_name = "SOCKET")]
         feed: Option<PathBuf>,
+        /// The source root as `migrator watch` was given it, when the watcher runs on a filer
+        /// that exports the home under another path than this host's mount (default: --src).
+        #[arg(long, value_name = "PATH", requires = "feed")]
+        feed_root: Option<PathBuf>,
     },
     /// Serve a sync on this host (started by `sync-files` over SSH; not for interactive use).
     #[command(hide = true)]
@@ -116,6 +122,7 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
             full,
             json,
             feed,
+            feed_root,
         } => {
             let src = sides.src()?;
             let mut dst = sides.destination()?;
@@ -131,6 +138,7 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
             };
             let feed = feed.map(|socket| sync_files::FeedOptions {
                 socket,
+                root: feed_root,
                 timeout: migrator::change_feed::DEFAULT_TIMEOUT,
             });
             let report = sync_files::run_pass_journaled_with_feed(

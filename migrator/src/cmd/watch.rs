@@ -45,7 +45,19 @@ pub enum WatchCommand {
     /// watch that could not be added (raise fs.inotify.max_user_watches: one watch per
     /// directory), or a socket that is missing or silent for 2 s.
     ///
+    /// The socket is local to the watcher's host. With the watcher on a filer, forward it
+    /// (`ssh -N -L /run/feed.sock:/run/feed.sock filer`) and name the root as the filer sees
+    /// it: `sync-files alice --src /mnt/homez.1/alice --feed /run/feed.sock
+    /// --feed-root /export/homez.1/alice`.
+    ///
+    /// Example, all on one host:
+    ///   migrator watch /homez.1/alice --socket /run/feed.sock &
+    ///   migrator sync-files alice --src /homez.1/alice --dst ssh://new/homez.9/alice
+    ///       --journal j.sqlite --feed /run/feed.sock --json
+    /// (the JSON's `feed` and `source_entries_statted` say what the feed saved).
+    ///
     /// Stops on SIGTERM or SIGINT and removes its socket.
+    #[command(verbatim_doc_comment)]
     Watch(WatchArgs),
 }
 
