@@ -16,15 +16,13 @@
 //! Delta mode: tables whose checksums are equal on both sides are left alone; the others are
 //! emptied and copied again.
 
+use crate::db_ddl::{split_secondary_indexes, SplitDdl};
 use crate::db_schema::{self, ctx, ident, DbError, Result, Side, TableInfo};
 use crate::journal::JournalStore;
-use crate::load_rows::{copy_rows, load_method, LoadMethod};
+use crate::load_rows::{copy_rows, load_method, Committed, LoadMethod};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
 use std::sync::{Arc, Mutex};
-
-/// Rows per primary-key chunk.
-const CHUNK_ROWS: usize = 20_000;
 
 #[derive(Debug, Clone)]
 pub struct CopyOptions {
@@ -43,6 +41,9 @@ pub struct TableReport {
     pub bytes: u64,
     pub source_checksum: String,
     pub destination_checksum: String,
+    /// Seconds spent copying rows, and verifying (checksums) afterwards.
+    pub copy_seconds: f64,
+    pub verify_seconds: f64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -57,13 +58,30 @@ pub struct CopyReport {
 }
 
 /// Committed progress of one table.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Default)]
 pub struct TableCheckpoint {
-    /// Last primary key copied (textual values), when the table has one.
+    /// Last primary key copied, when the table has one: hex of the raw bytes when `pk_hex`,
+    /// else text (checkpoints written before values travelled as raw bytes).
     pub last_pk: Option<Vec<Option<String>>>,
     pub rows: u64,
     pub done: bool,
     pub checksum: Option<String>,
+    #[serde(default)]
+    pub pk_hex: bool,
+}
+
+impl TableCheckpoint {
+    /// The resume point as raw bytes.
+    fn last_pk_bytes(&self) -> Option<Vec<Option<Vec<u8>>>> {
+        let v = self.last_pk.as_ref()?;
+        v.iter()
+            .map(|x| match x {
+                None => Some(None),
+                Some(s) if self.pk_hex => hex::decode(s).ok().map(Some),
+                Some(s) => Some(Some(s.as_bytes().to_vec())),
+            })
+            .collect()
+    }
 }
 
 type Journal = Arc<Mutex<dyn JournalStore + Send>>;
@@ -90,20 +108,117 @@ async fn session(url: &Opts, side: Side, db: Option<&str>) -> Result<Conn> {
     Ok(c)
 }
 
-fn pk_tuple(t: &TableInfo) -> String {
-    let cols: Vec<String> = t.pk.iter().map(|c| ident(c)).collect();
-    format!("({})", cols.join(","))
+/// A primary-key value as an SQL literal: printable ASCII quoted (numbers, dates and most
+/// keys), anything else as a hex string (compared in the column's own charset).
+fn pk_literal(v: &Option<Vec<u8>>) -> String {
+    match v {
+        None => "NULL".into(),
+        Some(b) if b.iter().all(|c| (0x20..0x7f).contains(c)) => {
+            db_schema::literal(&String::from_utf8_lossy(b))
+        }
+        Some(b) => format!("X'{}'", hex::encode(b)),
+    }
 }
 
-fn pk_values(vals: &[Option<String>]) -> String {
-    let v: Vec<String> = vals
+/// `pk > vals` written so the range optimizer uses the key, also for composite keys:
+/// `a > x OR (a = x AND b > y)`.
+fn pk_after(t: &TableInfo, vals: &[Option<Vec<u8>>]) -> String {
+    let cols: Vec<String> = t.pk.iter().map(|c| ident(c)).collect();
+    let lits: Vec<String> = vals.iter().map(pk_literal).collect();
+    let n = cols.len().min(lits.len());
+    let mut ors = Vec::new();
+    for i in 0..n {
+        let mut ands: Vec<String> = (0..i)
+            .map(|j| format!("{} = {}", cols[j], lits[j]))
+            .collect();
+        ands.push(format!("{} > {}", cols[i], lits[i]));
+        ors.push(format!("({})", ands.join(" AND ")));
+    }
+    ors.join(" OR ")
+}
+
+/// How one table is (re)created on the destination.
+#[derive(Debug, Clone)]
+struct TablePlan {
+    info: TableInfo,
+    /// `SHOW CREATE TABLE` on the source, as of the snapshot.
+    create: String,
+    /// The same without the secondary indexes built after the load, when that applies.
+    split: Option<SplitDdl>,
+    resume: Option<TableCheckpoint>,
+    exists: bool,
+}
+
+fn save(journal: &Journal, db: &str, table: &str, cp: &TableCheckpoint) -> Result<()> {
+    let json = serde_json::to_string(cp).expect("checkpoint serializes");
+    journal
+        .lock()
+        .expect("journal lock")
+        .put_checkpoint_raw(&scope(db), table, &json)?;
+    Ok(())
+}
+
+/// Creates the table afresh for a full copy: without its deferred indexes when that applies
+/// (dropping any earlier attempt), else emptied. Returns the indexes to add after the load.
+async fn recreate(dst: &mut Conn, db: &str, p: &TablePlan) -> Result<Vec<(String, String)>> {
+    let d = Side::Destination;
+    let name = &p.info.name;
+    let q = ident(db) + "." + &ident(name);
+    if let Some(split) = &p.split {
+        dst.query_drop(format!("DROP TABLE IF EXISTS {q}"))
+            .await
+            .map_err(ctx(d, || format!("dropping `{name}` for a fresh copy")))?;
+        if dst.query_drop(split.create.as_str()).await.is_ok() {
+            return Ok(split.indexes.clone());
+        }
+        // Refused (e.g. an AUTO_INCREMENT column indexed only by a secondary key): full DDL.
+    }
+    if p.split.is_some() || !p.exists {
+        dst.query_drop(p.create.as_str())
+            .await
+            .map_err(ctx(d, || format!("creating table `{name}`")))?;
+    } else {
+        dst.query_drop(format!("DELETE FROM {q}"))
+            .await
+            .map_err(ctx(d, || format!("emptying `{name}`")))?;
+    }
+    Ok(Vec::new())
+}
+
+/// Adds, in one `ALTER TABLE`, the deferred indexes the destination table does not have yet.
+async fn add_missing_indexes(dst: &mut Conn, db: &str, p: &TablePlan) -> Result<()> {
+    let Some(split) = &p.split else {
+        return Ok(());
+    };
+    let d = Side::Destination;
+    let name = &p.info.name;
+    let have: Vec<String> = dst
+        .exec(
+            "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (db, name.as_str()),
+        )
+        .await
+        .map_err(ctx(d, || format!("listing indexes of `{name}`")))?;
+    let add: Vec<String> = split
+        .indexes
         .iter()
-        .map(|v| match v {
-            Some(s) => db_schema::literal(s),
-            None => "NULL".into(),
-        })
+        .filter(|(n, _)| !have.contains(n))
+        .map(|(_, clause)| format!("ADD {clause}"))
         .collect();
-    format!("({})", v.join(","))
+    if add.is_empty() {
+        return Ok(());
+    }
+    dst.query_drop(format!(
+        "ALTER TABLE {}.{} {}",
+        ident(db),
+        ident(name),
+        add.join(", ")
+    ))
+    .await
+    .map_err(ctx(d, || {
+        format!("adding the secondary indexes of `{name}`")
+    }))
 }
 
 /// Copies one table from the worker's snapshot, honouring and writing checkpoints.
@@ -111,11 +226,12 @@ async fn copy_table(
     src: &mut Conn,
     dst: &mut Conn,
     db: &str,
-    t: &TableInfo,
+    p: &TablePlan,
     journal: &Journal,
-    resume: Option<TableCheckpoint>,
     method: LoadMethod,
 ) -> Result<TableReport> {
+    let t = &p.info;
+    let t_copy = std::time::Instant::now();
     let mut report = TableReport {
         table: t.name.clone(),
         copied: true,
@@ -124,61 +240,63 @@ async fn copy_table(
     };
     let q = ident(db) + "." + &ident(&t.name);
     let cols: Vec<String> = t.columns.iter().map(|c| ident(c)).collect();
-    let mut cp = match resume {
-        Some(cp) if !t.pk.is_empty() && cp.last_pk.is_some() => {
+    let resume_at = p
+        .resume
+        .as_ref()
+        .filter(|_| p.exists && !t.pk.is_empty())
+        .and_then(|cp| cp.last_pk_bytes());
+    let mut cp = match (&resume_at, &p.resume) {
+        (Some(last), Some(cp)) => {
             // Rows past the checkpoint may be a partial chunk: remove them, then continue.
-            let last = cp.last_pk.clone().unwrap_or_default();
-            dst.query_drop(format!(
-                "DELETE FROM {q} WHERE {} > {}",
-                pk_tuple(t),
-                pk_values(&last)
-            ))
-            .await
-            .map_err(ctx(Side::Destination, || format!("trimming `{}`", t.name)))?;
+            dst.query_drop(format!("DELETE FROM {q} WHERE {}", pk_after(t, last)))
+                .await
+                .map_err(ctx(Side::Destination, || format!("trimming `{}`", t.name)))?;
             report.action = "resumed".into();
-            cp
+            cp.clone()
         }
         _ => {
-            dst.query_drop(format!("DELETE FROM {q}"))
-                .await
-                .map_err(ctx(Side::Destination, || format!("emptying `{}`", t.name)))?;
-            TableCheckpoint {
-                last_pk: None,
-                rows: 0,
-                done: false,
-                checksum: None,
-            }
+            recreate(dst, db, p).await?;
+            TableCheckpoint::default()
         }
     };
-    let order = t.pk.iter().map(|c| ident(c)).collect::<Vec<_>>().join(",");
-    loop {
-        let select = if t.pk.is_empty() {
-            format!("SELECT {} FROM {q}", cols.join(","))
-        } else {
-            let filter = match &cp.last_pk {
-                Some(v) => format!("WHERE {} > {}", pk_tuple(t), pk_values(v)),
-                None => String::new(),
-            };
-            format!(
-                "SELECT {} FROM {q} {filter} ORDER BY {order} LIMIT {CHUNK_ROWS}",
-                cols.join(",")
-            )
+    let select = if t.pk.is_empty() {
+        format!("SELECT {} FROM {q}", cols.join(","))
+    } else {
+        let order = t.pk.iter().map(|c| ident(c)).collect::<Vec<_>>().join(",");
+        let filter = match &resume_at {
+            Some(v) => format!("WHERE {}", pk_after(t, v)),
+            None => String::new(),
         };
-        let (n, bytes, last) = copy_rows(src, dst, db, t, select, method).await?;
-        report.rows += n;
-        report.bytes += bytes;
-        cp.rows += n;
-        if t.pk.is_empty() || (n as usize) < CHUNK_ROWS {
-            break;
+        format!(
+            "SELECT {} FROM {q} {filter} ORDER BY {order}",
+            cols.join(",")
+        )
+    };
+    let has_pk = !t.pk.is_empty();
+    let mut on_commit = |c: &Committed| -> Result<()> {
+        cp.rows += c.rows;
+        if !has_pk {
+            return Ok(());
         }
-        // The chunk is committed on the destination (autocommit): now record it.
-        cp.last_pk = last;
-        let json = serde_json::to_string(&cp).expect("checkpoint serializes");
-        journal
-            .lock()
-            .expect("journal lock")
-            .put_checkpoint_raw(&scope(db), &t.name, &json)?;
-    }
+        // The buffer is committed on the destination (autocommit): now record it.
+        cp.last_pk = c.last_pk.as_ref().map(|v| {
+            v.iter()
+                .map(|x| x.as_ref().map(hex::encode))
+                .collect::<Vec<_>>()
+        });
+        cp.pk_hex = true;
+        save(journal, db, &t.name, &cp)
+    };
+    let (n, bytes) = copy_rows(src, dst, db, t, select, method, &mut on_commit).await?;
+    report.rows = n;
+    report.bytes = bytes;
+    add_missing_indexes(dst, db, p).await.inspect_err(|_| {
+        // Rows that break a unique index (a resume across two snapshots can bring a value
+        // twice): the next run copies this table from scratch.
+        let _ = save(journal, db, &t.name, &TableCheckpoint::default());
+    })?;
+    report.copy_seconds = t_copy.elapsed().as_secs_f64();
+    let t_verify = std::time::Instant::now();
     // Both sides at once: two servers (or at least two sessions) scanning in parallel.
     let (sc, dc) = tokio::join!(
         db_schema::table_checksum(src, Side::Source, db, t),
@@ -186,19 +304,10 @@ async fn copy_table(
     );
     report.source_checksum = sc?;
     report.destination_checksum = dc?;
+    report.verify_seconds = t_verify.elapsed().as_secs_f64();
     if report.source_checksum != report.destination_checksum {
         // Whatever the cause, the next run must copy this table from scratch.
-        let fresh = TableCheckpoint {
-            last_pk: None,
-            rows: 0,
-            done: false,
-            checksum: None,
-        };
-        let json = serde_json::to_string(&fresh).expect("checkpoint serializes");
-        journal
-            .lock()
-            .expect("journal lock")
-            .put_checkpoint_raw(&scope(db), &t.name, &json)?;
+        save(journal, db, &t.name, &TableCheckpoint::default())?;
         return Err(DbError::ChecksumMismatch {
             table: t.name.clone(),
             src: report.source_checksum.clone(),
@@ -207,11 +316,7 @@ async fn copy_table(
     }
     cp.done = true;
     cp.checksum = Some(report.source_checksum.clone());
-    let json = serde_json::to_string(&cp).expect("checkpoint serializes");
-    journal
-        .lock()
-        .expect("journal lock")
-        .put_checkpoint_raw(&scope(db), &t.name, &json)?;
+    save(journal, db, &t.name, &cp)?;
     Ok(report)
 }
 
@@ -331,6 +436,10 @@ pub async fn copy_database(
             .map_err(ctx(Side::Source, || {
                 "START TRANSACTION WITH CONSISTENT SNAPSHOT".into()
             }))?;
+        // Values as stored, each in its column's charset: no conversion on either side.
+        s.query_drop("SET character_set_results = binary")
+            .await
+            .map_err(ctx(Side::Source, || "binary results".into()))?;
         workers.push(s);
     }
     // DDL as of the snapshot (AUTO_INCREMENT included).
@@ -354,6 +463,15 @@ pub async fn copy_database(
             .map_err(ctx(Side::Source, || "UNLOCK TABLES".into()))?;
     }
 
+    // Tables other tables' foreign keys point at keep their indexes during the load.
+    let fk_parents: Vec<String> = ctl
+        .exec(
+            "SELECT DISTINCT REFERENCED_TABLE_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS \
+             WHERE UNIQUE_CONSTRAINT_SCHEMA = ?",
+            (db,),
+        )
+        .await
+        .map_err(ctx(Side::Source, || format!("listing foreign keys into `{db}`")))?;
     // Decide per table: skip (done / unchanged), resume, or copy afresh.
     let mut queue = Vec::new();
     for (t, create) in tables.iter().zip(&ddl) {
@@ -388,18 +506,22 @@ pub async fn copy_database(
                 continue;
             }
         }
-        if exists.is_none() {
-            dst_ctl
-                .query_drop(create.as_str())
-                .await
-                .map_err(ctx(d, || format!("creating table `{}`", t.name)))?;
-        }
-        queue.push((t.clone(), cp));
+        // Secondary indexes are built after the load, unless foreign keys are involved.
+        let split = (!t.pk.is_empty() && !fk_parents.contains(&t.name))
+            .then(|| split_secondary_indexes(create))
+            .flatten();
+        queue.push(TablePlan {
+            info: t.clone(),
+            create: create.clone(),
+            split,
+            resume: cp,
+            exists: exists.is_some(),
+        });
     }
 
     // Workers take tables from a shared queue, largest first.
     // Ascending: workers `pop` from the end, so the largest tables start first.
-    queue.sort_by_key(|q| q.0.approx_bytes);
+    queue.sort_by_key(|q| q.info.approx_bytes);
     let queue = Arc::new(Mutex::new(queue));
     let mut tasks = Vec::new();
     for mut src in workers {
@@ -413,8 +535,8 @@ pub async fn copy_database(
             let mut done = Vec::new();
             loop {
                 let next = queue.lock().expect("queue lock").pop();
-                let Some((t, cp)) = next else { break };
-                done.push(copy_table(&mut src, &mut dst, &db, &t, &journal, cp, method).await?);
+                let Some(plan) = next else { break };
+                done.push(copy_table(&mut src, &mut dst, &db, &plan, &journal, method).await?);
             }
             let _ = src.query_drop("COMMIT").await;
             Ok::<_, DbError>(done)

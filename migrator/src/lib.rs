@@ -43,6 +43,7 @@ pub mod copy_db;
 pub mod cutover;
 #[cfg(test)]
 mod cutover_tests;
+pub mod db_ddl;
 pub mod db_schema;
 pub mod dest_cache;
 pub mod dry_run;

@@ -1,13 +1,16 @@
-//! The row stream of a database copy: rows read from the source snapshot become buffers the
-//! destination loads, with reading and writing overlapped (a two-buffer channel between a
-//! reader on the source connection and a writer on the destination connection).
+//! The row stream of a database copy: one `SELECT` per table (in primary-key order) read from
+//! the source snapshot becomes buffers the destination loads, with reading and writing
+//! overlapped (a small channel between a reader on the source connection and a writer on the
+//! destination connection). Each buffer is one statement, committed on its own (autocommit):
+//! after it the caller records the last primary key it held (the resume point).
 //!
-//! Rows travel as `LOAD DATA LOCAL INFILE` data streamed from memory when the destination
-//! allows `local_infile` (the server parses tab-separated fields, far cheaper than SQL), else
-//! as multi-row `INSERT` statements. Binary values travel as hex and are decoded by the
-//! server (`UNHEX` in the `SET` clause, `X'…'` literals), so every buffer is valid UTF-8 text
-//! apart from the utf8mb4 values themselves. The per-table checksums after the copy
-//! (`db_schema::table_checksum`) catch any value that did not survive.
+//! Bytes travel untouched: the source session reads with `character_set_results = binary`
+//! (every value in its column's own charset, no conversion) and the destination stores them
+//! the same way. Rows go as `LOAD DATA LOCAL INFILE … CHARACTER SET binary` streamed from
+//! memory when the destination allows `local_infile` (the server parses tab-separated fields,
+//! far cheaper than SQL), else as multi-row `INSERT` statements sent with
+//! `character_set_client = binary` (values as escaped byte strings). The per-table checksums
+//! after the copy (`db_schema::table_checksum`) catch any value that did not survive.
 
 use crate::db_schema::{ctx, ident, DbError, Result, Side, TableInfo};
 use mysql_async::consts::ColumnType;
@@ -34,20 +37,12 @@ fn is_numeric(t: ColumnType) -> bool {
     )
 }
 
-/// Appends one value as an SQL literal: numbers raw, binary as hex, text quoted and escaped.
-fn push_value(out: &mut Vec<u8>, v: &Value, numeric: bool, binary: bool) {
+/// Appends one value as an SQL literal: numbers raw, everything else as an escaped byte string
+/// (the session's `character_set_client` is binary: the bytes land in the column unconverted).
+fn push_value(out: &mut Vec<u8>, v: &Value, numeric: bool) {
     match v {
         Value::NULL => out.extend_from_slice(b"NULL"),
         Value::Bytes(b) if numeric => out.extend_from_slice(b),
-        Value::Bytes(b) if binary => {
-            if b.is_empty() {
-                out.extend_from_slice(b"''");
-            } else {
-                out.extend_from_slice(b"X'");
-                out.extend_from_slice(hex::encode(b).as_bytes());
-                out.push(b'\'');
-            }
-        }
         Value::Bytes(b) => {
             out.push(b'\'');
             for &c in b {
@@ -67,16 +62,11 @@ fn push_value(out: &mut Vec<u8>, v: &Value, numeric: bool, binary: bool) {
     }
 }
 
-/// Appends one value as a `LOAD DATA` field (tab-separated, backslash escapes, `\N` for NULL);
-/// binary values as hex, turned back into bytes by `UNHEX` in the statement's `SET` clause.
-fn push_field(out: &mut Vec<u8>, v: &Value, binary: bool) {
+/// Appends one value as a `LOAD DATA` field (tab-separated, backslash escapes, `\N` for NULL),
+/// bytes as they are (the statement says `CHARACTER SET binary`).
+fn push_field(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::NULL => out.extend_from_slice(b"\\N"),
-        Value::Bytes(b) if binary => {
-            let start = out.len();
-            out.resize(start + 2 * b.len(), 0);
-            hex::encode_to_slice(b, &mut out[start..]).expect("buffer sized for hex");
-        }
         Value::Bytes(b) => {
             for &c in b {
                 match c {
@@ -101,48 +91,33 @@ pub enum LoadMethod {
     Insert,
 }
 
-/// The statement that loads one buffer, and the buffer's per-row layout.
-fn load_head(db: &str, t: &TableInfo, kinds: &[(bool, bool)], method: LoadMethod) -> String {
+/// The statement that loads one buffer (LOAD DATA), or the head of one (INSERT … VALUES).
+fn load_head(db: &str, t: &TableInfo, method: LoadMethod) -> String {
+    let cols: Vec<String> = t.columns.iter().map(|c| ident(c)).collect();
+    let table = format!("{}.{}", ident(db), ident(&t.name));
     match method {
-        LoadMethod::Insert => {
-            let cols: Vec<String> = t.columns.iter().map(|c| ident(c)).collect();
-            format!(
-                "INSERT INTO {}.{} ({}) VALUES ",
-                ident(db),
-                ident(&t.name),
-                cols.join(",")
-            )
-        }
-        LoadMethod::LoadData => {
-            let mut targets = Vec::new();
-            let mut sets = Vec::new();
-            for (i, c) in t.columns.iter().enumerate() {
-                if kinds.get(i).is_some_and(|k| k.1) {
-                    targets.push(format!("@v{i}"));
-                    sets.push(format!("{} = UNHEX(@v{i})", ident(c)));
-                } else {
-                    targets.push(ident(c));
-                }
-            }
-            let set = if sets.is_empty() {
-                String::new()
-            } else {
-                format!(" SET {}", sets.join(","))
-            };
-            format!(
-                "LOAD DATA LOCAL INFILE 'migrator-rows' INTO TABLE {}.{} CHARACTER SET utf8mb4 \
-                 ({}){set}",
-                ident(db),
-                ident(&t.name),
-                targets.join(",")
-            )
-        }
+        LoadMethod::Insert => format!("INSERT INTO {table} ({}) VALUES ", cols.join(",")),
+        LoadMethod::LoadData => format!(
+            "LOAD DATA LOCAL INFILE 'migrator-rows' INTO TABLE {table} CHARACTER SET binary ({})",
+            cols.join(",")
+        ),
     }
 }
 
-/// Copies one chunk (or the whole table when `where_sql` is empty); returns rows, bytes and
-/// the last row's primary-key values. Reading the source and writing the destination overlap:
-/// full buffers go through a small channel to a writer on the destination connection.
+/// One buffer committed on the destination.
+#[derive(Debug, Clone, Default)]
+pub struct Committed {
+    pub rows: u64,
+    pub bytes: u64,
+    /// The buffer's last row's primary-key values (raw bytes), when the table has a key.
+    pub last_pk: Option<Vec<Option<Vec<u8>>>>,
+}
+
+/// Streams `select` (the whole table, or its rest after a resume point, in primary-key order)
+/// from `src` into `dst`; returns rows and bytes. After each buffer is committed on the
+/// destination, `committed` is told (the caller records the resume point there). Reading
+/// the source and writing the destination overlap: full buffers go through a small channel
+/// to a writer on the destination connection.
 pub async fn copy_rows(
     src: &mut Conn,
     dst: &mut Conn,
@@ -150,60 +125,68 @@ pub async fn copy_rows(
     t: &TableInfo,
     select: String,
     method: LoadMethod,
-) -> Result<(u64, u64, Option<Vec<Option<String>>>)> {
+    committed: &mut (dyn FnMut(&Committed) -> Result<()> + Send),
+) -> Result<(u64, u64)> {
     let pk_idx: Vec<usize> =
         t.pk.iter()
             .filter_map(|p| t.columns.iter().position(|c| c == p))
             .collect();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Vec<u8>)>(2);
+    let head = load_head(db, t, method);
+    // INSERT text carries raw bytes: binary client charset for the stream only (DDL on this
+    // connection must keep utf8mb4, its literals are UTF-8 text).
+    const BINARY: &str = "SET character_set_client = binary, character_set_connection = binary";
+    const TEXT: &str = "SET character_set_client = utf8mb4, character_set_connection = utf8mb4";
+    let charset = |sql: &'static str| ctx(Side::Destination, move || sql.to_string());
+    if method == LoadMethod::Insert {
+        dst.query_drop(BINARY).await.map_err(charset(BINARY))?;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<u8>, Committed)>(3);
+    let insert_head = head.as_str();
     let reader = async move {
         let mut rows = src
             .query_iter(select)
             .await
             .map_err(ctx(Side::Source, || format!("reading `{}`", t.name)))?;
         let mut buf: Vec<u8> = Vec::with_capacity(STMT_BYTES + 65536);
-        let (mut n, mut bytes) = (0u64, 0u64);
-        let mut last_pk = None;
-        let mut kinds: Option<(Vec<(bool, bool)>, String)> = None;
+        let (mut n, mut bytes, mut in_buf) = (0u64, 0u64, 0u64);
+        let mut numeric: Option<Vec<bool>> = None;
+        let mut last: Option<Vec<Value>> = None;
+        let pk_of = |vals: &[Value]| -> Option<Vec<Option<Vec<u8>>>> {
+            (!pk_idx.is_empty()).then(|| {
+                pk_idx
+                    .iter()
+                    .map(|&i| match &vals[i] {
+                        Value::Bytes(b) => Some(b.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+        };
         while let Some(row) = rows
             .next()
             .await
             .map_err(ctx(Side::Source, || format!("reading `{}`", t.name)))?
         {
-            let (k, head) = kinds.get_or_insert_with(|| {
-                let k: Vec<(bool, bool)> = row
-                    .columns_ref()
+            let k = numeric.get_or_insert_with(|| {
+                row.columns_ref()
                     .iter()
-                    .map(|c| (is_numeric(c.column_type()), c.character_set() == 63))
-                    .collect();
-                let head = load_head(db, t, &k, method);
-                (k, head)
+                    .map(|c| is_numeric(c.column_type()))
+                    .collect()
             });
             let vals = row.unwrap();
-            if !pk_idx.is_empty() {
-                last_pk = Some(
-                    pk_idx
-                        .iter()
-                        .map(|&i| match &vals[i] {
-                            Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
-                            _ => None,
-                        })
-                        .collect(),
-                );
-            }
             match method {
                 LoadMethod::LoadData => {
                     for (i, v) in vals.iter().enumerate() {
                         if i > 0 {
                             buf.push(b'\t');
                         }
-                        push_field(&mut buf, v, k[i].1);
+                        push_field(&mut buf, v);
                     }
                     buf.push(b'\n');
                 }
                 LoadMethod::Insert => {
                     if buf.is_empty() {
-                        buf.extend_from_slice(head.as_bytes());
+                        buf.extend_from_slice(insert_head.as_bytes());
                     } else {
                         buf.push(b',');
                     }
@@ -212,31 +195,43 @@ pub async fn copy_rows(
                         if i > 0 {
                             buf.push(b',');
                         }
-                        push_value(&mut buf, v, k[i].0, k[i].1);
+                        push_value(&mut buf, v, k[i]);
                     }
                     buf.push(b')');
                 }
             }
             n += 1;
+            in_buf += 1;
             if buf.len() >= STMT_BYTES {
                 bytes += buf.len() as u64;
+                let done = Committed {
+                    rows: in_buf,
+                    bytes: buf.len() as u64,
+                    last_pk: pk_of(&vals),
+                };
+                in_buf = 0;
                 let full = std::mem::replace(&mut buf, Vec::with_capacity(STMT_BYTES + 65536));
-                if tx.send((head.clone(), full)).await.is_err() {
+                if tx.send((full, done)).await.is_err() {
                     break; // the writer failed: its error is the one to report
                 }
+            } else {
+                last = Some(vals);
             }
         }
         drop(rows);
         if !buf.is_empty() {
             bytes += buf.len() as u64;
-            if let Some((_, head)) = &kinds {
-                let _ = tx.send((head.clone(), buf)).await;
-            }
+            let done = Committed {
+                rows: in_buf,
+                bytes: buf.len() as u64,
+                last_pk: last.as_deref().and_then(pk_of),
+            };
+            let _ = tx.send((buf, done)).await;
         }
-        Ok::<_, DbError>((n, bytes, last_pk))
+        Ok::<_, DbError>((n, bytes))
     };
     let writer = async {
-        while let Some((head, buf)) = rx.recv().await {
+        while let Some((buf, done)) = rx.recv().await {
             let werr = ctx(Side::Destination, || format!("writing `{}`", t.name));
             match method {
                 LoadMethod::LoadData => {
@@ -245,21 +240,23 @@ pub async fn copy_rows(
                     dst.set_infile_handler(async move {
                         Ok(futures_util::stream::once(async move { Ok(data) }).boxed())
                     });
-                    dst.query_drop(head).await.map_err(werr)?;
+                    dst.query_drop(head.as_str()).await.map_err(werr)?;
                 }
-                LoadMethod::Insert => {
-                    // Text values were read as utf8mb4, binary values are hex: valid UTF-8.
-                    let s = String::from_utf8(buf)
-                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-                    dst.query_drop(s).await.map_err(werr)?;
-                }
+                // Raw bytes: the session's character_set_client is binary.
+                LoadMethod::Insert => dst.query_drop(buf).await.map_err(werr)?,
             }
+            // Autocommit: the buffer is committed.
+            committed(&done)?;
         }
         Ok::<_, DbError>(())
     };
     let (read, wrote) = tokio::join!(reader, writer);
     wrote?;
-    read
+    let out = read?;
+    if method == LoadMethod::Insert {
+        dst.query_drop(TEXT).await.map_err(charset(TEXT))?;
+    }
+    Ok(out)
 }
 
 /// `LOAD DATA LOCAL` when the destination allows it (`local_infile`), else `INSERT`s.
