@@ -1,0 +1,98 @@
+//! Tests of `migrator watch`'s epochs over real inotify (split from feed_watch.rs).
+
+use super::*;
+use std::fs;
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
+}
+
+fn start(root: &Path, max_dirty: usize) -> Watcher {
+    Watcher::start(&WatchOptions {
+        socket: root.parent().unwrap().join("feed.sock"),
+        roots: vec![root.to_path_buf()],
+        max_dirty,
+    })
+    .unwrap()
+}
+
+fn dirty(c: &Checkpoint) -> Vec<(String, bool)> {
+    c.dirty
+        .iter()
+        .map(|d| {
+            let p = d.path_bytes().unwrap();
+            (String::from_utf8(p).unwrap(), d.recursive)
+        })
+        .collect()
+}
+
+#[test]
+fn epochs_collect_changes_and_new_dirs_recursively() {
+    let t = scratch();
+    let root = t.path().join("home");
+    fs::create_dir_all(root.join("a")).unwrap();
+    fs::write(root.join("a/f"), b"1").unwrap();
+    let mut w = start(&root, 1000);
+    let canon = fs::canonicalize(&root).unwrap();
+    let key = canon.as_os_str().as_bytes();
+    let c1 = w.checkpoint(key).unwrap();
+    assert!(!c1.complete, "the first epoch is never complete");
+    assert_eq!(c1.since_seq, 0);
+    fs::write(root.join("a/f"), b"2").unwrap();
+    fs::create_dir(root.join("n")).unwrap();
+    fs::write(root.join("n/x"), b"x").unwrap();
+    let c2 = w.checkpoint(key).unwrap();
+    assert!(c2.complete);
+    assert_eq!(c2.since_seq, c1.seq);
+    let d = dirty(&c2);
+    for want in [("a/f", false), ("a", false), ("", false), ("n", true)] {
+        assert!(
+            d.contains(&(want.0.to_string(), want.1)),
+            "{want:?} in {d:?}"
+        );
+    }
+    // The new directory is watched: a change inside is seen by name.
+    fs::write(root.join("n/x"), b"y").unwrap();
+    let c3 = w.checkpoint(key).unwrap();
+    assert!(dirty(&c3).contains(&("n/x".to_string(), false)));
+    // Nothing happened: an empty, complete epoch.
+    let c4 = w.checkpoint(key).unwrap();
+    assert!(c4.complete && c4.dirty.is_empty());
+    assert!(w.checkpoint(b"/not/watched").is_err());
+}
+
+#[test]
+fn overflow_and_too_many_changes_lose_the_epoch_then_rearm() {
+    let t = scratch();
+    let root = t.path().join("home");
+    fs::create_dir_all(&root).unwrap();
+    let mut w = start(&root, 50);
+    let key = fs::canonicalize(&root).unwrap();
+    let key = key.as_os_str().as_bytes().to_vec();
+    w.checkpoint(&key).unwrap();
+    for i in 0..60 {
+        fs::write(root.join(format!("f{i}")), b"x").unwrap();
+    }
+    let c = w.checkpoint(&key).unwrap();
+    assert!(!c.complete && c.dirty.is_empty());
+    assert!(c.reason.unwrap().contains("more than 50"));
+    // The next epoch is trusted again.
+    fs::write(root.join("f1"), b"y").unwrap();
+    let c = w.checkpoint(&key).unwrap();
+    assert!(c.complete, "{:?}", c.reason);
+    // A queue overflow: more events than max_queued_events, none read meanwhile.
+    let max: usize = fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(16384);
+    if max <= 100_000 {
+        w.max_dirty = usize::MAX;
+        // Two events a write (modify, close-write: never merged as they alternate).
+        for i in 0..max / 2 + 100 {
+            fs::write(root.join("f1"), i.to_string()).unwrap();
+        }
+        let c = w.checkpoint(&key).unwrap();
+        assert!(!c.complete);
+        assert!(c.reason.unwrap().contains("overflow"));
+    }
+}
