@@ -5,10 +5,14 @@
 //! `cargo bench -p migrator --bench copy -- db [ROWS_PER_TABLE] [PAIRS]`
 //!
 //! Files: first sync of a generated home (FILES files of 1–20 KiB in dirs of 50) with
-//! `migrator sync-files` vs `rsync -a` vs `cp -a` (each into a fresh directory, deletions at the
-//! end: the disk trap of shared/BENCHMARKS.md; later pairs' copies are removed as soon as they
-//! are timed, so the run needs ~4 copies of disk), then a no-change pass vs `rsync -a` (ours
-//! with the destination manifest cached in the journal by the first pass).
+//! `migrator sync-files` vs `rsync -a` vs `cp -a`, then a no-change pass vs `rsync -a` (ours
+//! with the destination manifest cached in the journal by the first pass). Run as root where
+//! loop devices exist, the source and every timed copy get a file system of their own (ext4 on
+//! a loop device over a private tmpfs, made fresh for that copy and removed after it), so no
+//! tool pays for another's deletes (the disk trap of shared/BENCHMARKS.md) and the disk is not
+//! what is measured; memory: ~2x the home per file system alive (the source, the first pair's
+//! copies, the copy being timed). Otherwise every copy goes to a fresh directory under DIR
+//! (default /var/tmp/migrator-bench) and the run says its figures may suffer the disk trap.
 //! DB: a sysbench-shaped database (8 tables) copied between two private MariaDB instances
 //! with `migrator copy-db` vs `mariadb-dump --single-transaction | mariadb` vs
 //! `mydumper`/`myloader` (2 threads each).
@@ -60,23 +64,190 @@ fn report(name: &str, ours: &[f64], theirs: &[f64]) {
     );
 }
 
-fn files(n: usize, pairs: usize, dir: &Path) {
-    let src = dir.join("src");
-    if !src.join(".generated").exists() {
-        let spec = HomeSpec {
-            files: n,
-            files_per_dir: 50,
-            min_size: 1024,
-            max_size: 20 * 1024,
-            big_file: None,
-            odd_entries: false,
-            seed: 7,
-        };
-        let bytes = generate_home(&src, &spec).expect("generate");
-        std::fs::write(src.join(".generated"), bytes.to_string()).expect("marker");
-        println!("generated {n} files, {bytes} bytes in {}", src.display());
+/// A file system of its own for one timed copy: ext4 on a loop device backed by a file in a
+/// private tmpfs, made with all its inode tables initialised (no `ext4lazyinit` running
+/// under a timed run). Every tool meets the same empty file system, never one where another
+/// tool's copy was deleted minutes ago (the disk trap). Unmounted and removed on drop, panics
+/// included.
+struct LoopFs {
+    /// `<base>/fs-<pid>-<n>-<name>`: `t` is the tmpfs, `t/img` the image, `m` the mount.
+    dir: PathBuf,
+    mounted: bool,
+}
+
+fn cmd_ok(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
-    let journal = dir.join("journal.sqlite");
+}
+
+impl LoopFs {
+    fn create(base: &Path, name: &str, gib: u64, inodes: u64) -> Result<LoopFs, String> {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = base.join(format!("fs-{}-{n}-{name}", std::process::id()));
+        let (t, m) = (dir.join("t"), dir.join("m"));
+        std::fs::create_dir_all(&t).map_err(|e| format!("{}: {e}", t.display()))?;
+        std::fs::create_dir_all(&m).map_err(|e| format!("{}: {e}", m.display()))?;
+        let mut fs = LoopFs {
+            dir,
+            mounted: false,
+        };
+        cmd_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={}g", gib + 1))
+                .arg("tmpfs")
+                .arg(&t),
+        )?;
+        fs.mounted = true;
+        let img = t.join("img");
+        cmd_ok(Command::new("truncate").arg(format!("-s{gib}G")).arg(&img))?;
+        cmd_ok(
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-N", &inodes.to_string()])
+                .args(["-E", "lazy_itable_init=0,lazy_journal_init=0"])
+                .arg(&img),
+        )?;
+        cmd_ok(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&m))?;
+        Ok(fs)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("m")
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        if !self.mounted {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return;
+        }
+        let mut clean = true;
+        for p in [self.dir.join("m"), self.dir.join("t")] {
+            let mounted = Command::new("mountpoint")
+                .arg("-q")
+                .arg(&p)
+                .status()
+                .is_ok_and(|s| s.success());
+            if mounted
+                && cmd_ok(Command::new("umount").arg(&p)).is_err()
+                && cmd_ok(Command::new("umount").arg("-l").arg(&p)).is_err()
+            {
+                eprintln!("could not unmount {}; left in place", p.display());
+                clean = false;
+            }
+        }
+        if clean {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Where the timed copies land: a fresh [`LoopFs`] each (root with loop devices), or fresh
+/// directories under the bench directory (the figures may then suffer the disk trap).
+struct Targets {
+    base: PathBuf,
+    /// `Some((GiB, inodes))`: a fresh file system of that size per copy.
+    fresh: Option<(u64, u64)>,
+}
+
+/// One copy's destination directory (does not exist yet); its file system or directory goes
+/// away on drop.
+struct Target {
+    path: PathBuf,
+    _fs: Option<LoopFs>,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if self._fs.is_none() && self.path.exists() {
+            std::fs::remove_dir_all(&self.path).expect("clean up");
+        }
+    }
+}
+
+impl Targets {
+    fn get(&self, name: &str) -> Target {
+        match self.fresh {
+            Some((gib, inodes)) => {
+                let fs = LoopFs::create(&self.base, name, gib, inodes).expect("fresh file system");
+                Target {
+                    path: fs.path().join(name),
+                    _fs: Some(fs),
+                }
+            }
+            None => Target {
+                path: self.base.join(name),
+                _fs: None,
+            },
+        }
+    }
+}
+
+fn can_loop_mount() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    root && Path::new("/dev/loop-control").exists()
+}
+
+fn files(n: usize, pairs: usize, dir: &Path) {
+    std::fs::create_dir_all(dir).expect("bench directory");
+    // Sizes for a file system holding one copy: data at ~1.3x (block rounding), one inode
+    // per file and per directory of 50, plus room.
+    let gib_for = |bytes: u64| bytes * 13 / 10 / (1 << 30) + 1;
+    let inodes = (n as u64) * 2 + 20_000;
+    let spec = HomeSpec {
+        files: n,
+        files_per_dir: 50,
+        min_size: 1024,
+        max_size: 20 * 1024,
+        big_file: None,
+        odd_entries: false,
+        seed: 7,
+    };
+    let expected = (n as u64) * (spec.max_size + spec.min_size) as u64 / 2;
+    let src_fs = if can_loop_mount() {
+        match LoopFs::create(dir, "src", gib_for(expected), inodes) {
+            Ok(fs) => Some(fs),
+            Err(e) => {
+                println!("cannot make a loop file system ({e})");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let targets = Targets {
+        base: dir.to_path_buf(),
+        fresh: src_fs.as_ref().map(|_| (gib_for(expected), inodes)),
+    };
+    if targets.fresh.is_some() {
+        println!(
+            "every timed copy gets a fresh tmpfs-backed loop ext4 ({} GiB, {inodes} inodes)",
+            gib_for(expected)
+        );
+    } else {
+        println!(
+            "WARNING: not root or no /dev/loop-control: copies go to fresh directories under {}; \
+             the figures may suffer the disk trap (shared/BENCHMARKS.md)",
+            dir.display()
+        );
+    }
+    let src = match &src_fs {
+        Some(fs) => fs.path().join("src"),
+        None => dir.join("src"),
+    };
+    let bytes = generate_home(&src, &spec).expect("generate");
+    println!("generated {n} files, {bytes} bytes in {}", src.display());
+    let journal = dir.join(format!("journal-{}.sqlite", std::process::id()));
     let ours = |d: &Path| {
         run(Command::new(BIN).args([
             "sync-files".as_ref(),
@@ -95,35 +266,47 @@ fn files(n: usize, pairs: usize, dir: &Path) {
     };
     let cp = |d: &Path| run(Command::new("cp").arg("-a").arg(&src).arg(d));
     // Warm-up: page cache and binaries.
-    ours(&dir.join("warm-ours"));
-    rsync(&dir.join("warm-rsync"));
-    std::fs::remove_dir_all(dir.join("warm-ours")).expect("clean up");
-    std::fs::remove_dir_all(dir.join("warm-rsync")).expect("clean up");
+    ours(&targets.get("warm-ours").path);
+    rsync(&targets.get("warm-rsync").path);
     let (mut o, mut r, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    // The first pair's copies stay for the no-change pass; later ones go once timed.
+    let mut kept = Vec::new();
     for i in 0..pairs {
-        o.push(ours(&dir.join(format!("ours-{i}"))));
-        r.push(rsync(&dir.join(format!("rsync-{i}"))));
-        c.push(cp(&dir.join(format!("cp-{i}"))));
+        let (to, tr, tc) = (
+            targets.get(&format!("ours-{i}")),
+            targets.get(&format!("rsync-{i}")),
+            targets.get(&format!("cp-{i}")),
+        );
+        o.push(ours(&to.path));
+        r.push(rsync(&tr.path));
+        c.push(cp(&tc.path));
         println!(
             "pair {i}: ours {:.2}s rsync {:.2}s cp {:.2}s",
             o[i], r[i], c[i]
         );
-        // Disk space: keep only the first copies (the no-change pass uses them).
-        if i > 0 {
-            for d in ["ours", "rsync", "cp"] {
-                std::fs::remove_dir_all(dir.join(format!("{d}-{i}"))).expect("clean up");
-            }
+        if i == 0 {
+            kept.push(to);
+            kept.push(tr);
         }
     }
     report("first sync vs rsync -a", &o, &r);
     report("first sync vs cp -a", &o, &c);
-    let (mut o2, mut r2) = (Vec::new(), Vec::new());
-    for _ in 0..pairs {
-        o2.push(ours(&dir.join("ours-0")));
-        r2.push(rsync(&dir.join("rsync-0")));
+    if let [ours0, rsync0] = kept.as_slice() {
+        let (mut o2, mut r2) = (Vec::new(), Vec::new());
+        for _ in 0..pairs {
+            o2.push(ours(&ours0.path));
+            r2.push(rsync(&rsync0.path));
+        }
+        report("no-change pass vs rsync -a", &o2, &r2);
     }
-    report("no-change pass vs rsync -a", &o2, &r2);
-    std::fs::remove_dir_all(dir).expect("clean up");
+    drop(kept);
+    drop(src_fs);
+    let _ = std::fs::remove_file(&journal);
+    let _ = std::fs::remove_file(journal.with_extension("sqlite-wal"));
+    let _ = std::fs::remove_file(journal.with_extension("sqlite-shm"));
+    if src.exists() {
+        std::fs::remove_dir_all(&src).expect("clean up");
+    }
 }
 
 fn db(rows: usize, pairs: usize) {

@@ -1,17 +1,28 @@
 //! The destination side of a file sync: operations and how they are applied to a directory.
 //!
 //! The same code runs in-process for a local destination and inside `migrator receive` on the
-//! far side of an SSH connection. Every write goes to a temporary name in the same directory and
-//! is renamed into place only once its content and metadata are complete, so a killed pass
-//! never leaves a torn file under the real name; leftovers carry [`TEMP_PREFIX`] and are
-//! removed by the next pass.
+//! far side of an SSH connection. A file that replaces an existing one is written to a
+//! temporary name in the same directory and renamed into place only once its content and
+//! metadata are complete, so a reader never sees a torn file under a name that had a whole
+//! one; leftovers carry [`TEMP_PREFIX`] and are removed by the next pass. A file whose path is
+//! free (first sync, new files) is created under its final name directly, saving the rename:
+//! its times are set last, so a copy killed half-way has a current mtime, differs from the
+//! source in the next pass's compare and is copied again (`partial_direct_copy_is_redone`).
+//! Large files resume mid-way ([`large_copy`]).
+
+pub mod large_copy;
 
 use crate::manifest::{join, Kind, TEMP_PREFIX};
 use rayon::prelude::*;
+use std::collections::HashSet;
 use std::ffi::CString;
+use std::fs::File;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
 
 /// Metadata to set on a destination entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +66,8 @@ pub enum Op {
     Delete { path: Vec<u8> },
     /// Create a directory if missing and set its mode and owner (times come last, by `SetMeta`).
     Mkdir { path: Vec<u8>, meta: Meta },
-    /// Write a file atomically (temporary name, then rename).
+    /// Write a file: directly when its path is free, else atomically (temporary name, then
+    /// rename).
     File {
         path: Vec<u8>,
         meta: Meta,
@@ -114,6 +126,13 @@ pub struct Applier {
     root: PathBuf,
     /// Whether to set ownership (only root can).
     chown: bool,
+    /// Leftover temporaries holding a resumable large copy ([`large_copy`]), kept by
+    /// `RemoveTemp` for the write of their path to continue; removed by [`Applier::sync`] if
+    /// no write of the pass took them back.
+    kept: Mutex<HashSet<PathBuf>>,
+    /// Copies still go through `copy_file_range` (cleared by the first refusal, e.g. source
+    /// and destination on different file systems).
+    kernel_copy: AtomicBool,
 }
 
 /// The temporary name for `rel` (same directory, so the rename is atomic).
@@ -157,45 +176,48 @@ fn set_times(p: &Path, meta: &Meta) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Copies `input` to the (empty) `out` in the kernel: one `fstat` for the size, then
-/// `copy_file_range` until that many bytes moved or the source ends (a file growing meanwhile
-/// keeps its old manifest mtime, so the next pass copies it again). Falls back to read/write
-/// where the kernel cannot (other file systems, old kernels).
-fn copy_whole(input: &std::fs::File, out: &std::fs::File) -> std::io::Result<u64> {
-    use std::os::fd::AsRawFd;
-    let size = input.metadata()?.len();
-    let mut done = 0u64;
-    while done < size {
-        let want = (size - done).min(1 << 30) as usize;
-        // SAFETY: both descriptors are open for the duration of the call; null offsets mean
-        // "use and advance the file positions".
-        let n = unsafe {
-            libc::copy_file_range(
-                input.as_raw_fd(),
-                std::ptr::null_mut(),
-                out.as_raw_fd(),
-                std::ptr::null_mut(),
-                want,
-                0,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL) => {
-                    let (mut i, mut o) = (input, out);
-                    Ok(done + std::io::copy(&mut i, &mut o)?)
-                }
-                Some(libc::EINTR) => continue,
-                _ => Err(e),
-            };
-        }
-        if n == 0 {
-            break; // shrank meanwhile
-        }
-        done += n as u64;
+/// `fstat` of an open file (the raw struct: mode, owner, inode, times with nanoseconds).
+fn fstat(f: &File) -> std::io::Result<libc::stat> {
+    // SAFETY: a zeroed stat is a valid out-buffer; the descriptor is open.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(f.as_raw_fd(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    Ok(done)
+    Ok(st)
+}
+
+/// Why a source file cannot be copied.
+enum SourceFailure {
+    /// It vanished or is no longer a regular file (the site is live): a warning.
+    SourceGone(&'static str),
+    SourceError(std::io::Error),
+}
+use SourceFailure::{SourceError, SourceGone};
+
+/// Opens a source file for copying: never through a symlink (a file swapped for a link to
+/// `/etc/shadow` between the walk and the copy is not followed), never blocking on a FIFO
+/// swapped in, and only if it is still a regular file.
+fn open_source(src: &Path) -> Result<(File, libc::stat), SourceFailure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(src);
+    let f = match f {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SourceGone("vanished from the source"))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(SourceGone("became a symlink"))
+        }
+        Err(e) => return Err(SourceError(e)),
+    };
+    let st = fstat(&f).map_err(SourceError)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(SourceGone("is no longer a regular file"));
+    }
+    Ok((f, st))
 }
 
 fn lchown(p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
@@ -227,6 +249,8 @@ impl Applier {
             root: root.to_path_buf(),
             // SAFETY: geteuid has no preconditions.
             chown: unsafe { libc::geteuid() } == 0,
+            kept: Mutex::new(HashSet::new()),
+            kernel_copy: AtomicBool::new(true),
         }
     }
 
@@ -249,62 +273,23 @@ impl Applier {
         set_times(p, meta).map_err(err("set times of", p))
     }
 
-    fn write_file(&self, rel: &[u8], meta: &Meta, data: &Data) -> Result<Applied, ApplyError> {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::fs::OpenOptionsExt;
-        let dst = join(&self.root, rel);
-        let tmp = temp_path(&self.root, rel);
-        let mut applied = Applied::default();
-        // Metadata is set through the open descriptor (no path lookups), then one rename.
-        let create = || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(err("create", &tmp))
-        };
-        let mut out = match data {
-            Data::Local(src) => {
-                let input = match std::fs::File::open(src) {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        applied.warnings.push(format!(
-                            "{}: vanished from the source during the pass; the next pass will reconcile",
-                            src.display()
-                        ));
-                        return Ok(applied);
-                    }
-                    Err(e) => return Err(err("open source", src)(e)),
-                };
-                let out = create()?;
-                applied.bytes = copy_whole(&input, &out).map_err(err("copy to", &tmp))?;
-                out
-            }
-            Data::Inline(bytes) => {
-                let mut out = create()?;
-                out.write_all(bytes).map_err(err("write", &tmp))?;
-                applied.bytes = bytes.len() as u64;
-                out
-            }
-            Data::Staged => {
-                let out = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&tmp)
-                    .map_err(err("find staged", &tmp))?;
-                applied.bytes = out.metadata().map_err(err("stat", &tmp))?.len();
-                out
-            }
-        };
-        if self.chown {
-            std::os::unix::fs::fchown(&out, Some(meta.uid), Some(meta.gid))
-                .map_err(err("chown", &tmp))?;
+    /// Sets owner, mode and times of a file through its open descriptor, touching only what
+    /// differs: a file just created by root for root with the mode asked for at creation
+    /// needs one `fstat` and the `futimens` (times always last: until they are set, the
+    /// file's mtime is "now", which no pass takes for a finished copy).
+    fn finish_fd(&self, f: &File, p: &Path, meta: &Meta) -> Result<(), ApplyError> {
+        let st = fstat(f).map_err(err("stat", p))?;
+        let mode = st.st_mode & 0o7777;
+        let chowned = self.chown && (st.st_uid != meta.uid || st.st_gid != meta.gid);
+        if chowned {
+            std::os::unix::fs::fchown(f, Some(meta.uid), Some(meta.gid))
+                .map_err(err("chown", p))?;
         }
-        {
+        // chown may clear setuid/setgid: after one, those bits are unknown.
+        if mode != meta.mode || (chowned && mode & 0o6000 != 0) {
             use std::os::unix::fs::PermissionsExt;
-            out.set_permissions(std::fs::Permissions::from_mode(meta.mode))
-                .map_err(err("chmod", &tmp))?;
+            f.set_permissions(std::fs::Permissions::from_mode(meta.mode))
+                .map_err(err("chmod", p))?;
         }
         let ts = [
             libc::timespec {
@@ -316,34 +301,157 @@ impl Applier {
                 tv_nsec: meta.mtime_ns as _,
             },
         ];
-        // SAFETY: the descriptor is open for the lifetime of `out`; ts holds two timespecs.
-        if unsafe { libc::futimens(out.as_raw_fd(), ts.as_ptr()) } != 0 {
-            return Err(err("set times of", &tmp)(std::io::Error::last_os_error()));
+        // SAFETY: the descriptor is open for the lifetime of `f`; ts holds two timespecs.
+        if unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) } != 0 {
+            return Err(err("set times of", p)(std::io::Error::last_os_error()));
         }
-        out.flush().map_err(err("write", &tmp))?;
+        Ok(())
+    }
+
+    /// Opens what a file's content is written to. A path with nothing under it yet (first
+    /// sync, new files) is created directly (`O_EXCL`, never through a symlink): killed
+    /// half-way, it is left with a current mtime, which differs from the source's, so the
+    /// next pass copies it again. A path that exists is replaced through its temporary name
+    /// (returned), renamed over it once complete, so a reader never sees a torn file.
+    /// Created with the final permission bits (never more than final; setuid, setgid and
+    /// sticky only by [`Applier::finish_fd`], after the owner is set).
+    fn create(
+        &self,
+        rel: &[u8],
+        dst: &Path,
+        meta: &Meta,
+    ) -> Result<(File, Option<PathBuf>), ApplyError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mode = meta.mode & 0o777;
+        let direct = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(dst);
+        match direct {
+            Ok(f) => return Ok((f, None)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err("create", dst)(e)),
+        }
+        let tmp = temp_path(&self.root, rel);
+        if self.take_kept(&tmp) {
+            // A resumable leftover of a large copy: this pass writes the path small.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .map_err(err("create", &tmp))?;
+        Ok((f, Some(tmp)))
+    }
+
+    fn write_file(&self, rel: &[u8], meta: &Meta, data: &Data) -> Result<Applied, ApplyError> {
+        let dst = join(&self.root, rel);
+        let mut applied = Applied::default();
+        let (out, tmp) = match data {
+            Data::Local(src) => {
+                let (input, st) = match open_source(src) {
+                    Ok(x) => x,
+                    Err(SourceGone(why)) => {
+                        applied.warnings.push(format!(
+                            "{}: {why} during the pass; the next pass will reconcile",
+                            src.display()
+                        ));
+                        return Ok(applied);
+                    }
+                    Err(SourceError(e)) => return Err(err("open source", src)(e)),
+                };
+                let size = st.st_size as u64;
+                if size >= large_copy::RESUME_MIN {
+                    let tmp = temp_path(&self.root, rel);
+                    self.take_kept(&tmp);
+                    let (out, n) = large_copy::copy_resumable(&input, &st, &tmp, &self.kernel_copy)
+                        .map_err(err("copy to", &tmp))?;
+                    applied.bytes = n;
+                    (out, Some(tmp))
+                } else {
+                    let (out, tmp) = self.create(rel, &dst, meta)?;
+                    applied.bytes =
+                        large_copy::copy_range(&input, &out, 0, size, &self.kernel_copy)
+                            .map_err(err("copy to", tmp.as_deref().unwrap_or(&dst)))?;
+                    (out, tmp)
+                }
+            }
+            Data::Inline(bytes) => {
+                let (mut out, tmp) = self.create(rel, &dst, meta)?;
+                out.write_all(bytes)
+                    .map_err(err("write", tmp.as_deref().unwrap_or(&dst)))?;
+                applied.bytes = bytes.len() as u64;
+                (out, tmp)
+            }
+            Data::Staged => {
+                let tmp = temp_path(&self.root, rel);
+                let out = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&tmp)
+                    .map_err(err("find staged", &tmp))?;
+                applied.bytes = out.metadata().map_err(err("stat", &tmp))?.len();
+                (out, Some(tmp))
+            }
+        };
+        self.finish_fd(&out, tmp.as_deref().unwrap_or(&dst), meta)?;
         drop(out);
-        std::fs::rename(&tmp, &dst).map_err(err("rename into", &dst))?;
+        if let Some(tmp) = tmp {
+            std::fs::rename(&tmp, &dst).map_err(err("rename into", &dst))?;
+        }
         applied.files = 1;
         Ok(applied)
     }
 
+    /// A symlink is created under its final name when nothing is there yet (its target is
+    /// set atomically with it; a kill before its owner and times leaves a current mtime, which
+    /// the next pass corrects), else through its temporary name and a rename.
     fn symlink(&self, rel: &[u8], target: &[u8], meta: &Meta) -> Result<Applied, ApplyError> {
         let dst = join(&self.root, rel);
-        let tmp = temp_path(&self.root, rel);
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &tmp)
-            .map_err(err("create symlink", &tmp))?;
-        self.finish_meta(&tmp, Kind::Symlink, meta)?;
-        std::fs::rename(&tmp, &dst).map_err(err("rename into", &dst))?;
+        let target = std::ffi::OsStr::from_bytes(target);
+        match std::os::unix::fs::symlink(target, &dst) {
+            Ok(()) => self.finish_meta(&dst, Kind::Symlink, meta)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let tmp = temp_path(&self.root, rel);
+                self.take_kept(&tmp);
+                let _ = std::fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(target, &tmp).map_err(err("create symlink", &tmp))?;
+                self.finish_meta(&tmp, Kind::Symlink, meta)?;
+                std::fs::rename(&tmp, &dst).map_err(err("rename into", &dst))?;
+            }
+            Err(e) => return Err(err("create symlink", &dst)(e)),
+        }
         Ok(Applied {
             files: 1,
             ..Default::default()
         })
     }
 
+    /// Forgets a kept resumable leftover (its path is about to be written); whether it was one.
+    fn take_kept(&self, tmp: &Path) -> bool {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        !kept.is_empty() && kept.remove(tmp)
+    }
+
     fn one(&self, op: &Op) -> Result<Applied, ApplyError> {
         match op {
-            Op::RemoveTemp { path } | Op::Delete { path } => {
+            Op::RemoveTemp { path } => {
+                let p = join(&self.root, path);
+                if large_copy::is_resumable(&p) {
+                    self.kept
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(p);
+                } else {
+                    remove_any(&p).map_err(err("remove", &p))?;
+                }
+            }
+            Op::Delete { path } => {
                 let p = join(&self.root, path);
                 remove_any(&p).map_err(err("remove", &p))?;
             }
@@ -399,7 +507,9 @@ impl Applier {
         Ok(Applied::default())
     }
 
-    /// Applies a batch in order, parallelising runs of independent file and symlink writes.
+    /// Applies a batch in order, parallelising runs of independent file and symlink writes,
+    /// and runs of directory creations level by level (the plan lists parents first, so a
+    /// directory's parent is on the level before it or already there).
     pub fn apply(&self, ops: &[Op]) -> Result<Applied, ApplyError> {
         let mut total = Applied::default();
         let mut merge = |a: Applied| {
@@ -408,10 +518,11 @@ impl Applier {
             total.warnings.extend(a.warnings);
         };
         let parallel = |op: &Op| matches!(op, Op::File { .. } | Op::Symlink { .. });
+        let mkdir = |op: &Op| matches!(op, Op::Mkdir { .. });
         let mut i = 0;
         while i < ops.len() {
+            let start = i;
             if parallel(&ops[i]) {
-                let start = i;
                 while i < ops.len() && parallel(&ops[i]) {
                     i += 1;
                 }
@@ -420,6 +531,29 @@ impl Applier {
                     .map(|op| self.one(op))
                     .collect::<Result<_, _>>()?;
                 parts.into_iter().for_each(&mut merge);
+            } else if mkdir(&ops[i]) {
+                while i < ops.len() && mkdir(&ops[i]) {
+                    i += 1;
+                }
+                let depth = |op: &Op| match op {
+                    Op::Mkdir { path, .. } if !path.is_empty() => {
+                        1 + path.iter().filter(|&&b| b == b'/').count()
+                    }
+                    _ => 0,
+                };
+                let mut levels: Vec<Vec<&Op>> = Vec::new();
+                for op in &ops[start..i] {
+                    let d = depth(op);
+                    if levels.len() <= d {
+                        levels.resize_with(d + 1, Vec::new);
+                    }
+                    levels[d].push(op);
+                }
+                for level in levels {
+                    level
+                        .par_iter()
+                        .try_for_each(|op| self.one(op).map(|_| ()))?;
+                }
             } else {
                 merge(self.one(&ops[i])?);
                 i += 1;
@@ -431,6 +565,14 @@ impl Applier {
     /// Makes everything written so far durable (one `syncfs` for the whole file system,
     /// instead of an fsync per file).
     pub fn sync(&self) -> Result<(), ApplyError> {
+        let kept = std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()));
+        for p in kept {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(err("remove", &p)(e)),
+            }
+        }
         let f = std::fs::File::open(&self.root).map_err(err("open", &self.root))?;
         use std::os::fd::AsRawFd;
         // SAFETY: the descriptor is valid for the lifetime of `f`.
@@ -442,3 +584,6 @@ impl Applier {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,8 @@
 //! SIGKILL the `migrator` binary in the middle of a copy, run the same command again: the job
 //! finishes, committed work is not redone, and the destination is never left with a torn file.
-//! Three points: a local file sync early in the pass, an SSH sync in the middle of a large
-//! file, and a database copy in the middle of a chunked table.
+//! Four points: a local file sync early in the pass, an SSH sync in the middle of a large
+//! file, a local sync in the middle of a large file (the rerun continues from the committed
+//! offset), and a database copy in the middle of a chunked table.
 
 use migrator::fixtures::{generate_home, HomeSpec};
 use migrator::journal::{JournalStore, SqliteJournal};
@@ -198,6 +199,80 @@ fn ssh_sync_killed_inside_a_large_file_leaves_no_torn_file() {
             "--checksum",
         ],
     );
+}
+
+/// The committed offset a resumable copy recorded on its temporary file, if any.
+fn committed(tmp: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(tmp.as_os_str().as_bytes()).unwrap();
+    let mut buf = [0u8; 256];
+    // SAFETY: c and the name are NUL-terminated; buf is writable for its length.
+    let n = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            c"user.hostmove.resume".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n <= 0 {
+        return None;
+    }
+    std::str::from_utf8(&buf[..n as usize])
+        .ok()?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn local_sync_killed_inside_a_large_file_continues_from_the_committed_offset() {
+    // On disk, not tmpfs: each commit's fdatasync takes real time, which leaves a window to
+    // kill the copy in the middle of the file (and the file system has user xattrs).
+    let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    let big = 512u64 << 20;
+    let mut spec = HomeSpec::small(200);
+    spec.big_file = Some(big);
+    let total = generate_home(&src, &spec).unwrap();
+    let journal = tmp.path().join("j.sqlite");
+    let args = [
+        "sync-files",
+        "s4",
+        "--src",
+        src.to_str().unwrap(),
+        "--dst",
+        dst.to_str().unwrap(),
+        "--journal",
+        journal.to_str().unwrap(),
+    ];
+    let mut k = spawn(&args, &[]);
+    let tmpname = dst.join(".~migrator-tmp.big.bin");
+    let killed = kill_when(&mut k, Duration::from_secs(120), || {
+        committed(&tmpname).is_some_and(|c| c > 0)
+    });
+    assert!(killed, "the pass ended before it could be killed");
+    let done = committed(&tmpname).expect("the resume record survives the kill");
+    assert!(done > 0 && done < big, "committed {done} of {big}");
+    assert!(
+        !dst.join("big.bin").exists(),
+        "torn file under the real name"
+    );
+    let r = run_json(&args, &[]);
+    let written = r["bytes_written"].as_u64().unwrap();
+    assert!(
+        written <= total - done && written >= big - done,
+        "rerun wrote {written} bytes; {done} of the big file were committed, {total} in all"
+    );
+    assert!(!tmpname.exists(), "leftover temporary file");
+    assert_eq!(
+        committed(&dst.join("big.bin")),
+        None,
+        "resume record left on the file"
+    );
+    verify_equal("s4", &src, dst.to_str().unwrap(), &["--checksum"]);
 }
 
 #[test]

@@ -1,0 +1,141 @@
+//! The applier: direct creation, replacement, partial copies, kept leftovers.
+
+use super::*;
+use crate::manifest::{self, Change, WalkOptions};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+fn meta(mode: u32, mtime_s: i64) -> Meta {
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    Meta {
+        mode,
+        uid,
+        gid,
+        mtime_s,
+        mtime_ns: 123,
+    }
+}
+
+fn file(path: &str, m: Meta, data: &[u8]) -> Op {
+    Op::File {
+        path: path.as_bytes().to_vec(),
+        meta: m,
+        data: Data::Inline(data.to_vec()),
+    }
+}
+
+#[test]
+fn partial_direct_copy_is_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    let content: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+    let a = Applier::new(&src);
+    a.apply(&[
+        file("torn", meta(0o644, 1_600_000_000), &content),
+        file("whole-no-times", meta(0o644, 1_600_000_000), &content),
+    ])
+    .unwrap();
+    // What a pass killed inside a direct creation leaves: the content so far (all of it,
+    // for the second file), mode and owner maybe, but the times not yet set.
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::write(dst.join("torn"), &content[..4000]).unwrap();
+    std::fs::write(dst.join("whole-no-times"), &content).unwrap();
+    let opts = WalkOptions::default();
+    let changes = manifest::diff(
+        &manifest::build(&src, &opts).unwrap(),
+        &manifest::build(&dst, &opts).unwrap(),
+        true,
+    );
+    let modified: Vec<&[u8]> = changes
+        .iter()
+        .filter(|c| matches!(c, Change::Modified { .. }))
+        .map(|c| c.path())
+        .collect();
+    assert_eq!(modified, [b"torn".as_slice(), b"whole-no-times"]);
+    let mut d = crate::sync_files::LocalDestination::new(&dst);
+    let r = crate::sync_files::run_pass(&src, &mut d, Default::default(), &|_| {}).unwrap();
+    assert_eq!(r.files_written, 2);
+    for name in ["torn", "whole-no-times"] {
+        assert_eq!(std::fs::read(dst.join(name)).unwrap(), content);
+        assert_eq!(
+            std::fs::metadata(dst.join(name)).unwrap().mtime(),
+            1_600_000_000
+        );
+    }
+    let again = crate::sync_files::run_pass(&src, &mut d, Default::default(), &|_| {}).unwrap();
+    assert_eq!(again.files_written, 0);
+}
+
+#[test]
+fn new_files_are_created_in_place_existing_ones_replaced_never_through_a_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("home");
+    std::fs::create_dir_all(&root).unwrap();
+    let a = Applier::new(&root);
+    let special = if a.sets_owner() { 0o4750 } else { 0o750 };
+    a.apply(&[
+        file("ro", meta(0o444, 1_000), b"read only"),
+        file("x", meta(special, 2_000), b"#!/bin/sh\n"),
+        file("none", meta(0o000, 3_000), b""),
+    ])
+    .unwrap();
+    let md = |n: &str| std::fs::symlink_metadata(root.join(n)).unwrap();
+    assert_eq!(md("ro").permissions().mode() & 0o7777, 0o444);
+    assert_eq!(md("x").permissions().mode() & 0o7777, special);
+    assert_eq!(md("none").permissions().mode() & 0o7777, 0);
+    assert_eq!((md("x").mtime(), md("x").mtime_nsec()), (2_000, 123));
+    // Replacing: a new inode renamed over the old one; a symlink in the way is replaced,
+    // its target untouched.
+    let outside = dir.path().join("outside");
+    std::fs::write(&outside, b"keep").unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+    let ino = md("ro").ino();
+    a.apply(&[
+        file("ro", meta(0o640, 4_000), b"new content"),
+        file("link", meta(0o600, 5_000), b"not through the link"),
+    ])
+    .unwrap();
+    assert_ne!(md("ro").ino(), ino);
+    assert_eq!(std::fs::read(root.join("ro")).unwrap(), b"new content");
+    assert_eq!(md("ro").permissions().mode() & 0o7777, 0o640);
+    assert_eq!(md("ro").mtime(), 4_000);
+    assert!(md("link").is_file());
+    assert_eq!(std::fs::read(&outside).unwrap(), b"keep");
+    let names: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 4, "leftover temporaries: {names:?}");
+}
+
+#[test]
+fn an_unclaimed_resumable_leftover_is_removed_when_the_pass_finishes() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let a = Applier::new(dir.path());
+    let tmp = temp_path(dir.path(), b"big");
+    std::fs::write(&tmp, b"partial").unwrap();
+    let c = cpath(&tmp).unwrap();
+    let v = b"v1 1 2 3 4 5 6 7";
+    // SAFETY: c and the name are NUL-terminated; v is valid for its length.
+    let rc = unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            large_copy::XATTR.as_ptr(),
+            v.as_ptr().cast(),
+            v.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        eprintln!("no user xattrs here: {}", std::io::Error::last_os_error());
+        return;
+    }
+    a.apply(&[Op::RemoveTemp {
+        path: tmp.file_name().unwrap().as_bytes().to_vec(),
+    }])
+    .unwrap();
+    assert!(tmp.exists(), "a resumable leftover is kept during the pass");
+    a.sync().unwrap();
+    assert!(!tmp.exists());
+}
