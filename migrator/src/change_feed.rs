@@ -3,15 +3,18 @@
 //!
 //! `migrator watch` ([`crate::feed_watch`]) runs where the writes land (the web host, or the
 //! filer that owns the disk: inotify on an NFS client does not see other clients' writes) and
-//! serves one request on a unix socket: [`Checkpoint`] of a root. A checkpoint atomically ends
-//! the current epoch of that root and starts a new one; the reply carries the entries dirtied
-//! during the epoch that just ended.
+//! serves one request on a unix socket: [`Checkpoint`] of a root for a consumer. A checkpoint
+//! atomically ends that consumer's current epoch of the root and starts a new one; the reply
+//! carries the entries dirtied during the epoch that just ended. Each consumer (a pass uses
+//! [`consumer`] of its site/source/destination cache key) has its own epochs, so two syncs of
+//! one home (two destinations, an operator's pass next to the wave's) do not break each other's
+//! chain; a design improvement over one epoch per root.
 //!
 //! A pass may replace its source walk by "previous manifest + fresh lstat of the dirty entries"
 //! only when the chain is unbroken (README "Change feed"):
 //! - same `feed_id` as the last committed pass (a restarted watcher missed events),
-//! - `since_seq` equal to the `seq` the last committed pass recorded (nobody else took a
-//!   checkpoint in between, and that pass did commit),
+//! - `since_seq` equal to the `seq` the last committed pass recorded (no other checkpoint of
+//!   this consumer in between, and that pass did commit),
 //! - `complete` (no queue overflow, no watch that could not be added, not the first epoch).
 //!
 //! Anything else, or a socket that is missing, insecure or silent within the timeout, means a
@@ -93,8 +96,13 @@ pub struct Checkpoint {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Request {
-    /// Hex of the root's canonical absolute path.
-    Checkpoint { root: String },
+    /// Hex of the root's absolute path; `consumer` names whose chain this is (each consumer
+    /// has its own epochs; a pass uses [`consumer`] of its cache key).
+    Checkpoint {
+        root: String,
+        #[serde(default)]
+        consumer: String,
+    },
 }
 
 /// The watcher's answer.
@@ -140,7 +148,12 @@ pub fn check_socket(socket: &Path) -> Result<(), FeedError> {
 /// canonicalizes it on its side when it does not match one of its roots exactly). With the
 /// watcher on this host, [`local_root`] of the source is right; on a filer exporting the home
 /// under another path, give that path.
-pub fn checkpoint(socket: &Path, root: &Path, timeout: Duration) -> Result<Checkpoint, FeedError> {
+pub fn checkpoint(
+    socket: &Path,
+    root: &Path,
+    consumer: &str,
+    timeout: Duration,
+) -> Result<Checkpoint, FeedError> {
     let io = |source| FeedError::Io {
         socket: socket.to_path_buf(),
         source,
@@ -151,6 +164,7 @@ pub fn checkpoint(socket: &Path, root: &Path, timeout: Duration) -> Result<Check
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
     let req = Request::Checkpoint {
         root: hex::encode(root.as_os_str().as_bytes()),
+        consumer: consumer.to_string(),
     };
     let mut line = serde_json::to_vec(&req).expect("request serializes");
     line.push(b'\n');
@@ -171,6 +185,11 @@ pub fn checkpoint(socket: &Path, root: &Path, timeout: Duration) -> Result<Check
             message,
         }),
     }
+}
+
+/// The consumer name of a sync (site, source, destination): its journal cache key, hashed.
+pub fn consumer(cache_key: &str) -> String {
+    blake3::hash(cache_key.as_bytes()).to_hex()[..16].to_string()
 }
 
 /// The canonical path of a local source root (what a watcher on this host was given, resolved).
@@ -251,13 +270,13 @@ mod tests {
         let _l = UnixListener::bind(&sock).unwrap();
         std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
         let t = std::time::Instant::now();
-        let err = checkpoint(&sock, dir.path(), Duration::from_millis(200)).unwrap_err();
+        let err = checkpoint(&sock, dir.path(), "t", Duration::from_millis(200)).unwrap_err();
         assert!(matches!(err, FeedError::Io { .. }), "{err}");
         assert!(t.elapsed() < Duration::from_secs(2));
         std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let err = checkpoint(&sock, dir.path(), Duration::from_millis(200)).unwrap_err();
+        let err = checkpoint(&sock, dir.path(), "t", Duration::from_millis(200)).unwrap_err();
         assert!(matches!(err, FeedError::Insecure { .. }), "{err}");
-        let missing = checkpoint(&dir.path().join("nope"), dir.path(), DEFAULT_TIMEOUT);
+        let missing = checkpoint(&dir.path().join("nope"), dir.path(), "t", DEFAULT_TIMEOUT);
         assert!(matches!(missing, Err(FeedError::Io { .. })));
     }
 

@@ -12,9 +12,11 @@
 //!   *recursive* (files written between `mkdir` and our `add_watch` raised no event);
 //! - a directory moved away or deleted: its old path is dirty recursive (the pass drops every
 //!   entry under it); its watches follow the inode, and are re-pointed when it reappears;
+//! - every consumer's open epoch of the root gets the dirty entries (epochs are per consumer);
 //! - queue overflow, a watch that cannot be added (ENOSPC: `max_user_watches`), the root itself
-//!   moved, deleted or unmounted, or more dirty entries than `max_dirty`: the root is *lost*,
-//!   the next checkpoint says incomplete (the pass walks everything) and re-arms the watches.
+//!   moved, deleted or unmounted: every epoch of the root is *lost*, each consumer's next
+//!   checkpoint says incomplete (its pass walks everything), the first one re-arms the watches;
+//!   more dirty entries than `max_dirty` loses that consumer's epoch only.
 //!
 //! Not seen by inotify (the pass cannot know; `--full`, `verify` and the final pass in the
 //! freeze walk everything): writes through a shared `mmap`, writes by other NFS clients, and
@@ -69,17 +71,30 @@ const MASK: u32 = libc::IN_MODIFY
     | libc::IN_ONLYDIR
     | libc::IN_DONT_FOLLOW;
 
-/// One watched root and its current epoch.
+/// One consumer's current epoch of one root.
+#[derive(Default)]
+struct Epoch {
+    /// Dirty entries of the current epoch: path -> recursive.
+    dirty: BTreeMap<Vec<u8>, bool>,
+    /// Why this epoch cannot be trusted.
+    lost: Option<String>,
+    /// The `seq` of this consumer's last checkpoint (0: none yet, never complete).
+    since_seq: u64,
+}
+
+/// One watched root.
 struct Root {
     /// Canonical absolute path (what clients ask for, canonicalized the same way).
     path: PathBuf,
-    /// Dirty entries of the current epoch: path -> recursive.
-    dirty: BTreeMap<Vec<u8>, bool>,
-    /// Why this epoch cannot be trusted; re-armed at the next checkpoint.
-    lost: Option<String>,
-    /// The `seq` of the last checkpoint (0: none yet, the first epoch is never complete).
-    since_seq: u64,
+    /// Epochs by consumer: two destinations synced from one home (or an operator's pass next
+    /// to the wave's) each keep their own chain instead of breaking each other's.
+    epochs: HashMap<String, Epoch>,
+    /// A watch may be missing (overflow, failed add): re-armed at the next checkpoint.
+    rearm: bool,
 }
+
+/// At most this many consumers per root; more are refused (their passes walk).
+const MAX_CONSUMERS: usize = 64;
 
 /// The running watcher.
 pub struct Watcher {
@@ -182,9 +197,8 @@ impl Watcher {
             })?;
             roots.push(Root {
                 path,
-                dirty: BTreeMap::new(),
-                lost: None,
-                since_seq: 0,
+                epochs: HashMap::new(),
+                rearm: false,
             });
         }
         let mut w = Watcher {
@@ -199,11 +213,10 @@ impl Watcher {
             max_dirty: opts.max_dirty,
         };
         for i in 0..w.roots.len() {
-            w.arm(i, b"", false);
-            if let Some(why) = &w.roots[i].lost {
+            if let Err(why) = w.arm(i, b"") {
                 return Err(WatchError::Watch {
                     root: w.roots[i].path.clone(),
-                    why: why.clone(),
+                    why,
                 });
             }
         }
@@ -230,9 +243,9 @@ impl Watcher {
     }
 
     /// Watches `rel` under root `i` and every directory below it (watch first, then list, so
-    /// a subdirectory created meanwhile is either listed or raises an event). `mark`: dirty
-    /// every directory newly found (recursive), for subtrees that appeared while unwatched.
-    fn arm(&mut self, i: usize, rel: &[u8], mark: bool) {
+    /// a subdirectory created meanwhile is either listed or raises an event). A watch that
+    /// cannot be added loses the root's epochs (and is the error).
+    fn arm(&mut self, i: usize, rel: &[u8]) -> Result<(), String> {
         let mut stack = vec![rel.to_vec()];
         while let Some(dir) = stack.pop() {
             let abs = join(&self.roots[i].path, &dir);
@@ -250,19 +263,17 @@ impl Watcher {
                              watch per directory)",
                             abs.display()
                         );
-                        self.lose(i, why);
-                        return;
+                        self.lose(i, why.clone());
+                        return Err(why);
                     }
                     _ => {
-                        self.lose(i, format!("cannot watch {}: {e}", abs.display()));
-                        return;
+                        let why = format!("cannot watch {}: {e}", abs.display());
+                        self.lose(i, why.clone());
+                        return Err(why);
                     }
                 }
             }
-            let fresh = self.wds.insert(wd, (i, dir.clone())).is_none();
-            if mark && fresh {
-                self.roots[i].dirty.insert(dir.clone(), true);
-            }
+            self.wds.insert(wd, (i, dir.clone()));
             let Ok(rd) = std::fs::read_dir(&abs) else {
                 continue;
             };
@@ -272,25 +283,28 @@ impl Watcher {
                 }
             }
         }
+        Ok(())
     }
 
+    /// Every epoch of root `i` is lost, and its watches are re-armed at the next checkpoint.
     fn lose(&mut self, i: usize, why: String) {
         let r = &mut self.roots[i];
-        if r.lost.is_none() {
-            r.lost = Some(why);
+        r.rearm = true;
+        for e in r.epochs.values_mut() {
+            lose_epoch(e, &why);
         }
-        r.dirty.clear();
     }
 
     fn mark(&mut self, i: usize, rel: Vec<u8>, recursive: bool) {
-        let r = &mut self.roots[i];
-        if r.lost.is_some() {
-            return;
-        }
-        *r.dirty.entry(rel).or_insert(false) |= recursive;
-        if r.dirty.len() > self.max_dirty {
-            let n = self.max_dirty;
-            self.lose(i, format!("more than {n} changes in one epoch"));
+        let max = self.max_dirty;
+        for e in self.roots[i].epochs.values_mut() {
+            if e.lost.is_some() {
+                continue;
+            }
+            *e.dirty.entry(rel.clone()).or_insert(false) |= recursive;
+            if e.dirty.len() > max {
+                lose_epoch(e, &format!("more than {max} changes in one epoch"));
+            }
         }
     }
 
@@ -367,7 +381,8 @@ impl Watcher {
         let is_dir = mask & libc::IN_ISDIR != 0;
         if is_dir && mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
             self.mark(i, c.clone(), true);
-            self.arm(i, &c, false);
+            // A failure has lost the epochs already.
+            let _ = self.arm(i, &c);
         } else if is_dir && mask & (libc::IN_MOVED_FROM | libc::IN_DELETE) != 0 {
             self.mark(i, c, true);
         } else {
@@ -375,8 +390,9 @@ impl Watcher {
         }
     }
 
-    /// Ends the epoch of the root at `root` (canonical absolute path bytes).
-    pub fn checkpoint(&mut self, root: &[u8]) -> Result<Checkpoint, String> {
+    /// Ends `consumer`'s epoch of the root at `root` (absolute path bytes, as the watcher was
+    /// given it or resolving to it).
+    pub fn checkpoint(&mut self, root: &[u8], consumer: &str) -> Result<Checkpoint, String> {
         self.drain().map_err(|e| e.to_string())?;
         // As given, else resolved here (a client naming the root through a symlink).
         let resolved = std::fs::canonicalize(OsStr::from_bytes(root)).ok();
@@ -399,21 +415,32 @@ impl Watcher {
                         .join(", ")
                 )
             })?;
+        if !self.roots[i].epochs.contains_key(consumer)
+            && self.roots[i].epochs.len() >= MAX_CONSUMERS
+        {
+            return Err(format!(
+                "more than {MAX_CONSUMERS} consumers of {}",
+                self.roots[i].path.display()
+            ));
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
+        let feed_id = self.feed_id.clone();
         let r = &mut self.roots[i];
-        let first = r.since_seq == 0;
-        let reason = match (&r.lost, first) {
+        let e = r.epochs.entry(consumer.to_string()).or_default();
+        let reason = match (&e.lost, e.since_seq == 0) {
             (Some(why), _) => Some(why.clone()),
-            (None, true) => Some("first checkpoint since the watcher started".into()),
+            (None, true) => {
+                Some("first checkpoint of this consumer since the watcher started".into())
+            }
             (None, false) => None,
         };
         let complete = reason.is_none();
-        let dirty = std::mem::take(&mut r.dirty);
+        let dirty = std::mem::take(&mut e.dirty);
         let cp = Checkpoint {
-            feed_id: self.feed_id.clone(),
+            feed_id,
             seq,
-            since_seq: r.since_seq,
+            since_seq: e.since_seq,
             complete,
             reason,
             dirty: if complete {
@@ -425,11 +452,13 @@ impl Watcher {
                 Vec::new()
             },
         };
-        r.since_seq = seq;
-        if r.lost.take().is_some() {
+        e.since_seq = seq;
+        e.lost = None;
+        if std::mem::take(&mut r.rearm) {
             // Re-arm before answering: the pass's walk starts after the reply, so whatever
-            // changes before the watches exist again is seen by that walk.
-            self.arm(i, b"", false);
+            // changes before the watches exist again is seen by that walk. A failure loses
+            // the new epochs again.
+            let _ = self.arm(i, b"");
         }
         Ok(cp)
     }
@@ -444,8 +473,8 @@ impl Watcher {
             return;
         }
         let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(Request::Checkpoint { root }) => match hex::decode(&root) {
-                Ok(root) => match self.checkpoint(&root) {
+            Ok(Request::Checkpoint { root, consumer }) => match hex::decode(&root) {
+                Ok(root) => match self.checkpoint(&root, &consumer) {
                     Ok(c) => Reply::Ok(c),
                     Err(e) => Reply::Error(e),
                 },
@@ -519,3 +548,10 @@ impl Drop for Watcher {
 #[cfg(test)]
 #[path = "feed_watch_tests.rs"]
 mod tests;
+
+fn lose_epoch(e: &mut Epoch, why: &str) {
+    if e.lost.is_none() {
+        e.lost = Some(why.to_string());
+    }
+    e.dirty.clear();
+}

@@ -35,13 +35,13 @@ fn epochs_collect_changes_and_new_dirs_recursively() {
     let mut w = start(&root, 1000);
     let canon = fs::canonicalize(&root).unwrap();
     let key = canon.as_os_str().as_bytes();
-    let c1 = w.checkpoint(key).unwrap();
+    let c1 = w.checkpoint(key, "a").unwrap();
     assert!(!c1.complete, "the first epoch is never complete");
     assert_eq!(c1.since_seq, 0);
     fs::write(root.join("a/f"), b"2").unwrap();
     fs::create_dir(root.join("n")).unwrap();
     fs::write(root.join("n/x"), b"x").unwrap();
-    let c2 = w.checkpoint(key).unwrap();
+    let c2 = w.checkpoint(key, "a").unwrap();
     assert!(c2.complete);
     assert_eq!(c2.since_seq, c1.seq);
     let d = dirty(&c2);
@@ -53,12 +53,21 @@ fn epochs_collect_changes_and_new_dirs_recursively() {
     }
     // The new directory is watched: a change inside is seen by name.
     fs::write(root.join("n/x"), b"y").unwrap();
-    let c3 = w.checkpoint(key).unwrap();
+    let c3 = w.checkpoint(key, "a").unwrap();
     assert!(dirty(&c3).contains(&("n/x".to_string(), false)));
     // Nothing happened: an empty, complete epoch.
-    let c4 = w.checkpoint(key).unwrap();
+    let c4 = w.checkpoint(key, "a").unwrap();
     assert!(c4.complete && c4.dirty.is_empty());
-    assert!(w.checkpoint(b"/not/watched").is_err());
+    assert!(w.checkpoint(b"/not/watched", "a").is_err());
+    // Another consumer has its own chain: its first epoch is incomplete, and its checkpoints
+    // do not take changes away from "a".
+    assert!(!w.checkpoint(key, "b").unwrap().complete);
+    fs::write(root.join("a/f"), b"3").unwrap();
+    let b = w.checkpoint(key, "b").unwrap();
+    assert!(b.complete && dirty(&b).contains(&("a/f".to_string(), false)));
+    let a = w.checkpoint(key, "a").unwrap();
+    assert!(a.complete && dirty(&a).contains(&("a/f".to_string(), false)));
+    assert_eq!(a.since_seq, c4.seq);
 }
 
 #[test]
@@ -69,16 +78,16 @@ fn overflow_and_too_many_changes_lose_the_epoch_then_rearm() {
     let mut w = start(&root, 50);
     let key = fs::canonicalize(&root).unwrap();
     let key = key.as_os_str().as_bytes().to_vec();
-    w.checkpoint(&key).unwrap();
+    w.checkpoint(&key, "a").unwrap();
     for i in 0..60 {
         fs::write(root.join(format!("f{i}")), b"x").unwrap();
     }
-    let c = w.checkpoint(&key).unwrap();
+    let c = w.checkpoint(&key, "a").unwrap();
     assert!(!c.complete && c.dirty.is_empty());
     assert!(c.reason.unwrap().contains("more than 50"));
     // The next epoch is trusted again.
     fs::write(root.join("f1"), b"y").unwrap();
-    let c = w.checkpoint(&key).unwrap();
+    let c = w.checkpoint(&key, "a").unwrap();
     assert!(c.complete, "{:?}", c.reason);
     // A queue overflow: more events than max_queued_events, none read meanwhile.
     let max: usize = fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
@@ -91,7 +100,7 @@ fn overflow_and_too_many_changes_lose_the_epoch_then_rearm() {
         for i in 0..max / 2 + 100 {
             fs::write(root.join("f1"), i.to_string()).unwrap();
         }
-        let c = w.checkpoint(&key).unwrap();
+        let c = w.checkpoint(&key, "a").unwrap();
         assert!(!c.complete);
         assert!(c.reason.unwrap().contains("overflow"));
     }

@@ -54,6 +54,7 @@ pub fn run_pass_journaled(
 fn take_checkpoint(
     feed: Option<&FeedOptions>,
     src_root: &Path,
+    consumer: &str,
     opts: PassOptions,
 ) -> (Option<Checkpoint>, Option<String>, Option<String>) {
     let Some(f) = feed else {
@@ -67,7 +68,7 @@ fn take_checkpoint(
         .root
         .clone()
         .unwrap_or_else(|| change_feed::local_root(src_root));
-    match change_feed::checkpoint(&f.socket, &root, f.timeout) {
+    match change_feed::checkpoint(&f.socket, &root, consumer, f.timeout) {
         Ok(c) => (Some(c), None, None),
         Err(e) => (
             None,
@@ -99,8 +100,9 @@ pub fn run_pass_journaled_with_feed(
     progress: &dyn Fn(Progress),
 ) -> Result<PassReport, SyncError> {
     let t0 = std::time::Instant::now();
-    let (cp, mut note, warning) = take_checkpoint(feed, src_root, opts);
     let key = dest_cache::key(site, src_root, &dst.identity());
+    let (cp, mut note, warning) =
+        take_checkpoint(feed, src_root, &change_feed::consumer(&key), opts);
     let (head_key, feed_key) = (dest_cache::head_key(&key), dest_cache::feed_key(&key));
     let walk_all = opts.checksum || opts.full;
     let head = journal

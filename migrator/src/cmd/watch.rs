@@ -41,7 +41,7 @@ pub enum WatchCommand {
     /// walk everything.
     ///
     /// Any doubt means a full walk, never a skipped file: a restarted watcher (new feed id), a
-    /// checkpoint taken by someone else between two passes, an inotify queue overflow, a
+    /// checkpoint of the same site/destination taken by something else between two passes, an inotify queue overflow, a
     /// watch that could not be added (raise fs.inotify.max_user_watches: one watch per
     /// directory), or a socket that is missing or silent for 2 s.
     ///
