@@ -262,21 +262,40 @@ pub fn patch(
             )));
         }
     }
+    // Never an empty manifest from a vanished root: the pass would delete the destination.
+    if entries
+        .first()
+        .is_none_or(|e| !e.path.is_empty() || e.kind != Kind::Dir)
+    {
+        return Err(ManifestError::Walk {
+            path: root.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the source root vanished or is no longer a directory",
+            ),
+        });
+    }
     // Warnings: those of re-stat'ed paths are replaced by what the stat said now. A base
-    // warning names its path as `<root>/<rel>: …` (manifest::build writes them so).
-    let restatted: Vec<String> = singles
-        .iter()
-        .chain(subtrees.iter())
-        .map(|p| manifest::join(root, p).display().to_string())
-        .collect();
+    // warning names its path as `<root>/<rel>: …` (manifest::build writes them so). A single
+    // entry replaces only its own warning (`<path>: `, never `<path>/…` nor `<path>:x…`); a
+    // re-walked subtree replaces every warning under it.
+    let abs = |p: &[u8]| manifest::join(root, p).display().to_string();
+    let singles_abs: Vec<String> = singles.iter().map(|p| abs(p)).collect();
+    let subtrees_abs: Vec<String> = subtrees.iter().map(|p| abs(p)).collect();
     let mut warnings: Vec<String> = base
         .warnings
         .into_iter()
         .filter(|w| {
-            !restatted.iter().any(|p| {
+            let own = |p: &String| {
                 w.strip_prefix(p.as_str())
-                    .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('/'))
-            })
+                    .is_some_and(|rest| rest.starts_with(": "))
+            };
+            let below = |p: &String| {
+                w.strip_prefix(p.as_str()).is_some_and(|rest| {
+                    rest.starts_with(": ") || (rest.starts_with('/') && !p.ends_with('/'))
+                }) || (p.ends_with('/') && w.starts_with(p.as_str()))
+            };
+            !(singles_abs.iter().any(own) || subtrees_abs.iter().any(below))
         })
         .collect();
     warnings.extend(fresh.warnings.into_iter().map(|(_, w)| w));
@@ -363,5 +382,59 @@ mod tests {
             patch(r, base, &dirty).unwrap(),
             Patched::NeedsWalk(_)
         ));
+    }
+
+    fn sorted(mut m: Manifest) -> Manifest {
+        m.warnings.sort();
+        m
+    }
+
+    #[test]
+    fn warnings_of_entries_not_restatted_are_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("a/deep")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", r.join("a/deep/esc")).unwrap();
+        fs::write(r.join("a/f"), b"1").unwrap();
+        fs::write(r.join("b"), b"1").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", r.join("b:x")).unwrap();
+        let base = walk(r);
+        assert_eq!(base.warnings.len(), 2, "{:?}", base.warnings);
+        // `a` dirty but not recursive: its subtree was not re-stat'ed, its warnings stay;
+        // `b` re-stat'ed: the warning of `b:x` is not `b`'s.
+        fs::write(r.join("a/g"), b"2").unwrap();
+        fs::write(r.join("b"), b"2").unwrap();
+        let dirty: Vec<(Vec<u8>, bool)> = [("a", false), ("a/g", false), ("b", false)]
+            .iter()
+            .map(|(p, r)| (p.as_bytes().to_vec(), *r))
+            .collect();
+        let Patched::Manifest { manifest, .. } = patch(r, base, &dirty).unwrap() else {
+            panic!("expected a patch");
+        };
+        assert_eq!(sorted(manifest), sorted(walk(r)));
+        // A re-walked subtree replaces its warnings: the escaping link fixed, its warning gone.
+        let base = walk(r);
+        fs::remove_file(r.join("a/deep/esc")).unwrap();
+        std::os::unix::fs::symlink("f", r.join("a/deep/esc")).unwrap();
+        let Patched::Manifest { manifest, .. } = patch(r, base, &[(b"a".to_vec(), true)]).unwrap()
+        else {
+            panic!("expected a patch");
+        };
+        assert_eq!(sorted(manifest), sorted(walk(r)));
+    }
+
+    #[test]
+    fn a_vanished_root_is_an_error_never_an_empty_manifest() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().join("home");
+        fs::create_dir_all(r.join("www")).unwrap();
+        fs::write(r.join("www/index.php"), b"1").unwrap();
+        let base = walk(&r);
+        fs::rename(&r, d.path().join("aside")).unwrap();
+        let dirty = vec![(Vec::new(), false), (b"www".to_vec(), true)];
+        assert!(patch(&r, base.clone(), &dirty).is_err());
+        // Replaced by a file: the same.
+        fs::write(&r, b"x").unwrap();
+        assert!(patch(&r, base, &dirty).is_err());
     }
 }

@@ -21,6 +21,12 @@ use std::path::{Path, PathBuf};
 pub enum SyncError {
     #[error("source: {0}")]
     SourceWalk(#[source] ManifestError),
+    /// The source root is missing or not a directory (an unmounted filer, a home moved aside):
+    /// never synced as an empty home, which would delete the whole destination.
+    #[error(
+        "source {path}: {why}; refusing to sync (an empty source would delete the destination)"
+    )]
+    SourceRoot { path: PathBuf, why: String },
     #[error("destination: {0}")]
     DestinationWalk(#[source] ManifestError),
     #[error("destination: {0}")]
@@ -342,6 +348,35 @@ pub struct PassReport {
 const BATCH_OPS: usize = 512;
 const BATCH_BYTES: u64 = 16 << 20;
 
+/// The source root must exist and be a directory (followed if it is a symlink): a missing
+/// root walks as an empty manifest, right for a fresh destination, fatal for a source.
+pub fn check_source_root(src_root: &Path) -> Result<(), SyncError> {
+    let err = |why: String| SyncError::SourceRoot {
+        path: src_root.to_path_buf(),
+        why,
+    };
+    match std::fs::metadata(src_root) {
+        Ok(md) if md.is_dir() => Ok(()),
+        Ok(_) => Err(err("not a directory".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(err("does not exist (unmounted filer? moved aside?)".into()))
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// A source manifest must contain its root directory: one without it came from a root that
+/// vanished (during the walk, or under a change-feed patch).
+fn check_source_manifest(src_root: &Path, m: &Manifest) -> Result<(), SyncError> {
+    match m.entries.first() {
+        Some(e) if e.path.is_empty() => Ok(()),
+        _ => Err(SyncError::SourceRoot {
+            path: src_root.to_path_buf(),
+            why: "vanished while the pass read it".into(),
+        }),
+    }
+}
+
 /// Runs one pass from `src_root` to `dst`, walking both sides (never the cache: this is what
 /// the final pass inside the freeze uses).
 pub fn run_pass(
@@ -367,6 +402,7 @@ pub(crate) fn run_pass_with(
     before_apply: &mut dyn FnMut() -> Result<(), SyncError>,
 ) -> Result<(PassReport, Manifest), SyncError> {
     let t0 = std::time::Instant::now();
+    check_source_root(src_root)?;
     let walk = WalkOptions {
         checksum: opts.checksum,
         refuse_escaping_symlinks: true,
@@ -392,6 +428,7 @@ pub(crate) fn run_pass_with(
         None => rayon::join(|| walk_src(&mut statted), || dst.manifest(opts.checksum)),
     };
     let (src, dstm) = (src?, dstm?);
+    check_source_manifest(src_root, &src)?;
     let plan = plan(src_root, &src, &dstm, dst.sets_owner());
     let mut report = PassReport {
         dry_run: opts.dry_run,

@@ -100,6 +100,8 @@ pub fn run_pass_journaled_with_feed(
     progress: &dyn Fn(Progress),
 ) -> Result<PassReport, SyncError> {
     let t0 = std::time::Instant::now();
+    // Before the feed's "nothing changed" shortcut too: a vanished source is never a success.
+    crate::sync_files::check_source_root(src_root)?;
     let key = dest_cache::key(site, src_root, &dst.identity());
     let (cp, mut note, warning) =
         take_checkpoint(feed, src_root, &change_feed::consumer(&key), opts);
@@ -223,9 +225,13 @@ pub fn run_pass_journaled_with_feed(
             let r = finish(r);
             commit(journal, id, site, &r)?;
             // A cached pass that applied nothing to a source equal to the cache left it valid.
+            // Its warnings too: the digest does not cover them, and a later "nothing changed"
+            // pass reports the cached ones.
             let unchanged = r.destination_cached
                 && r.operations == 0
-                && head.as_ref().is_some_and(|h| h.digest == r.manifest_digest);
+                && head.as_ref().is_some_and(|h| {
+                    h.digest == r.manifest_digest && same(&h.warnings, &src.warnings)
+                });
             let mut cache_ok = unchanged;
             if !unchanged && r.apply_warnings == 0 {
                 let dirs = dest_cache::dirs(&src);
@@ -247,6 +253,14 @@ pub fn run_pass_journaled_with_feed(
             Err(e)
         }
     }
+}
+
+/// The same warnings, in any order.
+fn same(a: &[String], b: &[String]) -> bool {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort();
+    b.sort();
+    a == b
 }
 
 /// The report of a pass the feed and the stamps proved empty.

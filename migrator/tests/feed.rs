@@ -285,3 +285,112 @@ fn broken_chains_walk_everything_and_say_why() {
     assert!(feed_note(&mute).starts_with("not used"), "{mute}");
     drop(silent);
 }
+
+/// A source home that is missing (moved aside, an unmounted filer) or not a directory is an
+/// error naming it, never an empty source that deletes the destination; with the feed too.
+#[test]
+fn missing_source_root_is_an_error_and_the_destination_stays() {
+    let s = site(50);
+    let w = Watch::start(&s.src, &s.socket, &[]);
+    s.pass();
+    let (ok, _) = s.pass();
+    assert!(!walked(&ok), "{ok}");
+    let before = std::fs::read_dir(s.dst.join("d000")).unwrap().count();
+    let aside = s.src.with_file_name("alice.aside");
+    std::fs::rename(&s.src, &aside).unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["sync-files", "alice", "--json"])
+            .args(extra)
+            .arg("--src")
+            .arg(&s.src)
+            .arg("--dst")
+            .arg(&s.dst)
+            .arg("--journal")
+            .arg(&s.journal)
+            .output()
+            .unwrap()
+    };
+    let feed = ["--feed", s.socket.to_str().unwrap()];
+    for extra in [&feed[..], &[], &["--full"]] {
+        let out = run(extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{extra:?}: a missing source succeeded"
+        );
+        assert!(
+            stderr.contains(s.src.to_str().unwrap()) && stderr.contains("does not exist"),
+            "{extra:?}: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read_dir(s.dst.join("d000")).unwrap().count(),
+            before,
+            "{extra:?}: the destination changed"
+        );
+    }
+    // A file where the home was: not a directory, same refusal.
+    std::fs::write(&s.src, b"not a home").unwrap();
+    let out = run(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
+    std::fs::remove_file(&s.src).unwrap();
+    // Back in place: the destination is intact and the passes resume.
+    std::fs::rename(&aside, &s.src).unwrap();
+    drop(w);
+    s.verify_equal();
+}
+
+/// Warnings (an escaping symlink, not copied) are the same on a feed pass as on a walk: a
+/// dirty directory keeps its subtree's warnings, and a warning that appeared without any
+/// operation reaches the cache, so the next "nothing changed" pass reports it.
+#[test]
+fn feed_passes_report_the_same_warnings_as_a_walk() {
+    let s = site(50);
+    std::fs::create_dir_all(s.src.join("a/deep")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", s.src.join("a/deep/esc")).unwrap();
+    let _w = Watch::start(&s.src, &s.socket, &[]);
+    let outside = |r: &Value| {
+        r["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w.as_str().unwrap().contains("resolves outside the home"))
+            .count()
+    };
+    let (first, _) = s.pass();
+    let base = outside(&first);
+    assert!(base >= 1, "{first}");
+    let (idle, _) = s.pass();
+    assert!(!walked(&idle), "{idle}");
+    assert_eq!(outside(&idle), base, "{idle}");
+    std::fs::write(s.src.join("a/g"), b"g").unwrap();
+    let (delta, _) = s.pass();
+    assert!(!walked(&delta), "{delta}");
+    assert_eq!(
+        outside(&delta),
+        base,
+        "a dirty directory dropped its subtree's warnings"
+    );
+    // A new escaping link: a warning, and no operation (its directory's times put back).
+    let a = std::fs::File::open(s.src.join("a")).unwrap();
+    let md = a.metadata().unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", s.src.join("a/esc2")).unwrap();
+    let times = std::fs::FileTimes::new()
+        .set_accessed(md.accessed().unwrap())
+        .set_modified(md.modified().unwrap());
+    a.set_times(times).unwrap();
+    let (warned, _) = s.pass();
+    assert!(!walked(&warned), "{warned}");
+    assert_eq!(warned["operations"], 0, "{warned}");
+    assert_eq!(outside(&warned), base + 1, "{warned}");
+    let (idle, _) = s.pass();
+    assert_eq!(feed_note(&idle), "used: nothing changed", "{idle}");
+    assert_eq!(
+        outside(&idle),
+        base + 1,
+        "the cache kept the old warnings: {idle}"
+    );
+    let (full, _) = s.pass_with(&["--full"]);
+    assert_eq!(outside(&full), base + 1, "{full}");
+}
