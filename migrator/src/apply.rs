@@ -477,6 +477,10 @@ impl Applier {
             Op::File { path, meta, data } => return self.write_file(path, meta, data),
             Op::Chunk { path, offset, data } => {
                 let tmp = temp_path(&self.root, path);
+                if *offset == 0 && self.take_kept(&tmp) {
+                    // A local pass's resumable leftover: its record must not reach the file.
+                    let _ = std::fs::remove_file(&tmp);
+                }
                 let f = if *offset == 0 {
                     std::fs::File::create(&tmp)
                 } else {
