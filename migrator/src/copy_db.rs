@@ -19,7 +19,7 @@
 use crate::db_ddl::{split_secondary_indexes, SplitDdl};
 use crate::db_schema::{self, ctx, ident, DbError, Result, Side, TableInfo};
 use crate::journal::JournalStore;
-use crate::load_rows::{copy_rows, load_method, Committed, LoadMethod};
+use crate::load_rows::{copy_rows, load_method, pk_after, Committed, LoadMethod};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
 use std::sync::{Arc, Mutex};
@@ -41,7 +41,8 @@ pub struct TableReport {
     pub bytes: u64,
     pub source_checksum: String,
     pub destination_checksum: String,
-    /// Seconds spent copying rows, and verifying (checksums) afterwards.
+    /// Seconds spent copying rows (and the source checksum), and finishing afterwards
+    /// (secondary indexes built after the load, destination checksum).
     pub copy_seconds: f64,
     pub verify_seconds: f64,
 }
@@ -106,35 +107,6 @@ async fn session(url: &Opts, side: Side, db: Option<&str>) -> Result<Conn> {
             .map_err(ctx(side, || format!("USE `{db}`")))?;
     }
     Ok(c)
-}
-
-/// A primary-key value as an SQL literal: printable ASCII quoted (numbers, dates and most
-/// keys), anything else as a hex string (compared in the column's own charset).
-fn pk_literal(v: &Option<Vec<u8>>) -> String {
-    match v {
-        None => "NULL".into(),
-        Some(b) if b.iter().all(|c| (0x20..0x7f).contains(c)) => {
-            db_schema::literal(&String::from_utf8_lossy(b))
-        }
-        Some(b) => format!("X'{}'", hex::encode(b)),
-    }
-}
-
-/// `pk > vals` written so the range optimizer uses the key, also for composite keys:
-/// `a > x OR (a = x AND b > y)`.
-fn pk_after(t: &TableInfo, vals: &[Option<Vec<u8>>]) -> String {
-    let cols: Vec<String> = t.pk.iter().map(|c| ident(c)).collect();
-    let lits: Vec<String> = vals.iter().map(pk_literal).collect();
-    let n = cols.len().min(lits.len());
-    let mut ors = Vec::new();
-    for i in 0..n {
-        let mut ands: Vec<String> = (0..i)
-            .map(|j| format!("{} = {}", cols[j], lits[j]))
-            .collect();
-        ands.push(format!("{} > {}", cols[i], lits[i]));
-        ors.push(format!("({})", ands.join(" AND ")));
-    }
-    ors.join(" OR ")
 }
 
 /// How one table is (re)created on the destination.
@@ -221,7 +193,8 @@ async fn add_missing_indexes(dst: &mut Conn, db: &str, p: &TablePlan) -> Result<
     }))
 }
 
-/// Copies one table from the worker's snapshot, honouring and writing checkpoints.
+/// Copies one table's rows from the worker's snapshot, honouring and writing checkpoints, and
+/// checksums the source side (same snapshot); `finish_table` does the rest.
 async fn copy_table(
     src: &mut Conn,
     dst: &mut Conn,
@@ -229,7 +202,7 @@ async fn copy_table(
     p: &TablePlan,
     journal: &Journal,
     method: LoadMethod,
-) -> Result<TableReport> {
+) -> Result<Copied> {
     let t = &p.info;
     let t_copy = std::time::Instant::now();
     let mut report = TableReport {
@@ -290,20 +263,43 @@ async fn copy_table(
     let (n, bytes) = copy_rows(src, dst, db, t, select, method, &mut on_commit).await?;
     report.rows = n;
     report.bytes = bytes;
-    add_missing_indexes(dst, db, p).await.inspect_err(|_| {
+    report.copy_seconds = t_copy.elapsed().as_secs_f64();
+    report.source_checksum = db_schema::table_checksum(src, Side::Source, db, t).await?;
+    Ok(Copied {
+        report,
+        cp,
+        plan: p.clone(),
+    })
+}
+
+/// A table whose rows are in and whose source checksum is known; the deferred indexes and the
+/// destination's checksum are still to come (they run while the worker copies the next table).
+struct Copied {
+    report: TableReport,
+    cp: TableCheckpoint,
+    plan: TablePlan,
+}
+
+/// Builds the deferred indexes, checksums the destination, compares, marks the table done.
+async fn finish_table(
+    dst: &mut Conn,
+    db: &str,
+    c: Copied,
+    journal: &Journal,
+) -> Result<TableReport> {
+    let Copied {
+        mut report,
+        mut cp,
+        plan,
+    } = c;
+    let t = &plan.info;
+    let t_verify = std::time::Instant::now();
+    add_missing_indexes(dst, db, &plan).await.inspect_err(|_| {
         // Rows that break a unique index (a resume across two snapshots can bring a value
         // twice): the next run copies this table from scratch.
         let _ = save(journal, db, &t.name, &TableCheckpoint::default());
     })?;
-    report.copy_seconds = t_copy.elapsed().as_secs_f64();
-    let t_verify = std::time::Instant::now();
-    // Both sides at once: two servers (or at least two sessions) scanning in parallel.
-    let (sc, dc) = tokio::join!(
-        db_schema::table_checksum(src, Side::Source, db, t),
-        db_schema::table_checksum(dst, Side::Destination, db, t)
-    );
-    report.source_checksum = sc?;
-    report.destination_checksum = dc?;
+    report.destination_checksum = db_schema::table_checksum(dst, Side::Destination, db, t).await?;
     report.verify_seconds = t_verify.elapsed().as_secs_f64();
     if report.source_checksum != report.destination_checksum {
         // Whatever the cause, the next run must copy this table from scratch.
@@ -533,10 +529,24 @@ pub async fn copy_database(
             let mut dst = session(&dst_url, Side::Destination, Some(&db)).await?;
             let method = load_method(&mut dst).await?;
             let mut done = Vec::new();
+            // At most one table finishing (indexes, destination checksum) on a second
+            // destination connection while this worker copies the next one.
+            let mut finishing: Option<tokio::task::JoinHandle<Result<TableReport>>> = None;
             loop {
                 let next = queue.lock().expect("queue lock").pop();
                 let Some(plan) = next else { break };
-                done.push(copy_table(&mut src, &mut dst, &db, &plan, &journal, method).await?);
+                let copied = copy_table(&mut src, &mut dst, &db, &plan, &journal, method).await?;
+                if let Some(f) = finishing.take() {
+                    done.push(f.await.expect("finishing task panicked")?);
+                }
+                let (dst_url, db, journal) = (dst_url.clone(), db.clone(), journal.clone());
+                finishing = Some(tokio::spawn(async move {
+                    let mut d = session(&dst_url, Side::Destination, Some(&db)).await?;
+                    finish_table(&mut d, &db, copied, &journal).await
+                }));
+            }
+            if let Some(f) = finishing.take() {
+                done.push(f.await.expect("finishing task panicked")?);
             }
             let _ = src.query_drop("COMMIT").await;
             Ok::<_, DbError>(done)

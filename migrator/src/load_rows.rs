@@ -82,6 +82,35 @@ fn push_field(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
+/// A primary-key value as an SQL literal: printable ASCII quoted (numbers, dates and most
+/// keys), anything else as a hex string (compared in the column's own charset).
+fn pk_literal(v: &Option<Vec<u8>>) -> String {
+    match v {
+        None => "NULL".into(),
+        Some(b) if b.iter().all(|c| (0x20..0x7f).contains(c)) => {
+            crate::db_schema::literal(&String::from_utf8_lossy(b))
+        }
+        Some(b) => format!("X'{}'", hex::encode(b)),
+    }
+}
+
+/// `pk > vals` written so the range optimizer uses the key, also for composite keys:
+/// `a > x OR (a = x AND b > y)`.
+pub fn pk_after(t: &TableInfo, vals: &[Option<Vec<u8>>]) -> String {
+    let cols: Vec<String> = t.pk.iter().map(|c| ident(c)).collect();
+    let lits: Vec<String> = vals.iter().map(pk_literal).collect();
+    let n = cols.len().min(lits.len());
+    let mut ors = Vec::new();
+    for i in 0..n {
+        let mut ands: Vec<String> = (0..i)
+            .map(|j| format!("{} = {}", cols[j], lits[j]))
+            .collect();
+        ands.push(format!("{} > {}", cols[i], lits[i]));
+        ors.push(format!("({})", ands.join(" AND ")));
+    }
+    ors.join(" OR ")
+}
+
 /// How rows travel to the destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadMethod {
