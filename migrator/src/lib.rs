@@ -20,7 +20,8 @@
 //! - [`wire`] and [`remote`]: the framed batch protocol and the SSH destination (`russh`,
 //!   host keys checked against known_hosts) talking to `migrator receive`.
 //! - [`copy_db`]: database copy with `mysql_async`; [`load_rows`]: the row stream (`LOAD DATA
-//!   LOCAL` from memory, overlapped reads and writes); [`checksum`]: per-table checksums.
+//!   LOCAL` from memory, overlapped reads and writes); [`db_ddl`]: secondary indexes built
+//!   after the load; [`checksum`]: per-table checksums.
 //! - [`verify`]: compares manifests and table checksums of both sides.
 //! - Cutover: [`site_spec`] (one site's endpoints on both sides), [`systems`] (traits over the
 //!   outside systems), [`dry_run`] (recording/printing implementation), [`real_systems`]
