@@ -16,23 +16,28 @@
 //! - queue overflow, a watch that cannot be added (ENOSPC: `max_user_watches`), the root itself
 //!   moved, deleted or unmounted: every epoch of the root is *lost*, each consumer's next
 //!   checkpoint says incomplete (its pass walks everything), the first one re-arms the watches;
-//!   more dirty entries than `max_dirty` loses that consumer's epoch only.
+//!   more dirty entries than `max_dirty` loses that consumer's epoch only;
+//! - a root that cannot be watched at a re-arm (still missing): its epochs stay lost, and the
+//!   re-arm pending, until it is watched again;
+//! - a file with more than one link written or chmod'ed: every epoch of every root is lost
+//!   (a write raises events only under the name it went through; the other names are unknown).
+//!
+//! Roots that overlap (the same directory twice, one inside another) are refused at start: a
+//! directory has one watch descriptor, which can serve one root only. A directory reachable
+//! under two names (a bind mount) loses both roots' epochs for good (each re-arm finds it again).
 //!
 //! Not seen by inotify (the pass cannot know; `--full`, `verify` and the final pass in the
 //! freeze walk everything): writes through a shared `mmap`, writes by other NFS clients, and
-//! writes through a hard link whose other name lies outside the watched root.
+//! writes through a hard link whose other name lies outside every watched root.
 
-use crate::change_feed::{Checkpoint, Dirty, Reply, Request};
+use crate::change_feed::{Checkpoint, Dirty};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -48,6 +53,11 @@ pub enum WatchError {
     Inotify(#[source] std::io::Error),
     #[error("cannot watch every directory under {root}: {why}")]
     Watch { root: PathBuf, why: String },
+    #[error(
+        "roots {a} and {b} overlap (the same directory, or one inside the other): one inotify \
+         watch per directory cannot serve both; give each home once, and no home inside another"
+    )]
+    Overlap { a: PathBuf, b: PathBuf },
 }
 
 /// What to watch and where to answer.
@@ -195,6 +205,17 @@ impl Watcher {
                 path: r.clone(),
                 source,
             })?;
+            // Nested or duplicate roots: inotify gives one watch (one wd) per directory, which
+            // maps to one root only; the other root would never hear of its changes.
+            if let Some(o) = roots
+                .iter()
+                .find(|o: &&Root| o.path.starts_with(&path) || path.starts_with(&o.path))
+            {
+                return Err(WatchError::Overlap {
+                    a: o.path.clone(),
+                    b: path,
+                });
+            }
             roots.push(Root {
                 path,
                 epochs: HashMap::new(),
@@ -255,6 +276,13 @@ impl Watcher {
             if wd < 0 {
                 let e = std::io::Error::last_os_error();
                 match e.raw_os_error() {
+                    // The root itself missing: nothing of it is watched; every epoch stays
+                    // lost (and the re-arm pending) until it can be watched again.
+                    Some(libc::ENOENT) | Some(libc::ENOTDIR) if dir.is_empty() => {
+                        let why = format!("the root {} cannot be watched: {e}", abs.display());
+                        self.lose(i, why.clone());
+                        return Err(why);
+                    }
                     // Gone or replaced by a non-directory meanwhile: its parent's event says so.
                     Some(libc::ENOENT) | Some(libc::ENOTDIR) => continue,
                     Some(libc::ENOSPC) => {
@@ -273,6 +301,23 @@ impl Watcher {
                     }
                 }
             }
+            if let Some((j, old)) = self.wds.get(&wd).cloned() {
+                // The same wd under another name: a directory moved (its watch followed it:
+                // re-pointed here), or one directory reachable twice (a bind mount): one wd
+                // cannot serve two names, so both roots' epochs stay lost.
+                let old_abs = join(&self.roots[j].path, &old);
+                if (j, old.as_slice()) != (i, dir.as_slice()) && same_dir(&old_abs, &abs) {
+                    let why = format!(
+                        "{} and {} are the same directory (a bind mount?): one inotify watch \
+                         cannot serve both names",
+                        old_abs.display(),
+                        abs.display()
+                    );
+                    self.lose(i, why.clone());
+                    self.lose(j, why.clone());
+                    return Err(why);
+                }
+            }
             self.wds.insert(wd, (i, dir.clone()));
             let Ok(rd) = std::fs::read_dir(&abs) else {
                 continue;
@@ -284,6 +329,15 @@ impl Watcher {
             }
         }
         Ok(())
+    }
+
+    /// Every epoch of every root is lost (the watches stay as they are).
+    fn lose_all_epochs(&mut self, why: &str) {
+        for r in &mut self.roots {
+            for e in r.epochs.values_mut() {
+                lose_epoch(e, why);
+            }
+        }
     }
 
     /// Every epoch of root `i` is lost, and its watches are re-armed at the next checkpoint.
@@ -370,6 +424,9 @@ impl Watcher {
             if dir.is_empty() && mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0 {
                 let p = self.roots[i].path.display().to_string();
                 self.lose(i, format!("the root {p} itself was moved or deleted"));
+                // Its watches followed the moved tree, which is no longer the root: drop them
+                // (the re-arm watches whatever the root's path holds then).
+                self.unwatch(i);
                 return;
             }
             // Its own attributes, or it went away (the parent's event has the name too).
@@ -386,7 +443,33 @@ impl Watcher {
         } else if is_dir && mask & (libc::IN_MOVED_FROM | libc::IN_DELETE) != 0 {
             self.mark(i, c, true);
         } else {
+            if !is_dir && mask & (libc::IN_MODIFY | libc::IN_CLOSE_WRITE | libc::IN_ATTRIB) != 0 {
+                // Written through this name: its other names (another home, or outside every
+                // root) raise no event; whoever holds them must walk.
+                let abs = join(&self.roots[i].path, &c);
+                if std::fs::symlink_metadata(&abs).is_ok_and(|m| !m.is_dir() && m.nlink() > 1) {
+                    self.lose_all_epochs(&format!(
+                        "{} is hard-linked and changed: its other names are unknown",
+                        abs.display()
+                    ));
+                }
+            }
             self.mark(i, c, false);
+        }
+    }
+
+    /// Removes every watch of root `i`.
+    fn unwatch(&mut self, i: usize) {
+        let wds: Vec<i32> = self
+            .wds
+            .iter()
+            .filter(|(_, (j, _))| *j == i)
+            .map(|(wd, _)| *wd)
+            .collect();
+        for wd in wds {
+            self.wds.remove(&wd);
+            // SAFETY: valid inotify fd; a wd already gone gives EINVAL, ignored.
+            unsafe { libc::inotify_rm_watch(self.inotify.as_raw_fd(), wd) };
         }
     }
 
@@ -462,79 +545,6 @@ impl Watcher {
         }
         Ok(cp)
     }
-
-    fn answer(&mut self, stream: UnixStream) {
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-        let mut line = String::new();
-        // A request line is small: never read more than 64 KiB from a client.
-        let mut reader = BufReader::new(std::io::Read::take(&stream, 64 * 1024));
-        if reader.read_line(&mut line).is_err() || line.is_empty() {
-            return;
-        }
-        let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(Request::Checkpoint { root, consumer }) => match hex::decode(&root) {
-                Ok(root) => match self.checkpoint(&root, &consumer) {
-                    Ok(c) => Reply::Ok(c),
-                    Err(e) => Reply::Error(e),
-                },
-                Err(e) => Reply::Error(format!("root is not hex: {e}")),
-            },
-            Err(e) => Reply::Error(format!("malformed request: {e}")),
-        };
-        let mut out = serde_json::to_vec(&reply).expect("reply serializes");
-        out.push(b'\n');
-        let _ = (&stream).write_all(&out);
-    }
-
-    /// Serves until `stop` is set (checked at least every 200 ms); removes the socket then.
-    pub fn run(&mut self, stop: &AtomicBool) -> Result<(), WatchError> {
-        let Some(listener) = self.listener.take() else {
-            return Err(WatchError::Socket {
-                path: self.socket.clone(),
-                why: "the watcher already ran".into(),
-            });
-        };
-        listener
-            .set_nonblocking(true)
-            .map_err(|source| WatchError::Io {
-                path: self.socket.clone(),
-                source,
-            })?;
-        while !stop.load(Ordering::Relaxed) {
-            let mut fds = [
-                libc::pollfd {
-                    fd: self.inotify.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: listener.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            // SAFETY: two valid pollfd structs.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, 200) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(WatchError::Inotify(e));
-            }
-            if fds[0].revents != 0 {
-                self.drain()?;
-            }
-            if fds[1].revents != 0 {
-                while let Ok((s, _)) = listener.accept() {
-                    let _ = s.set_nonblocking(false);
-                    self.answer(s);
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Drop for Watcher {
@@ -545,9 +555,21 @@ impl Drop for Watcher {
     }
 }
 
+/// Serving checkpoints on the socket.
+#[path = "feed_watch_serve.rs"]
+mod serve;
+
 #[cfg(test)]
 #[path = "feed_watch_tests.rs"]
 mod tests;
+
+/// Both paths name the same directory now (same device and inode).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) {
+        (Ok(x), Ok(y)) => x.is_dir() && x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
 
 fn lose_epoch(e: &mut Epoch, why: &str) {
     if e.lost.is_none() {

@@ -105,3 +105,109 @@ fn overflow_and_too_many_changes_lose_the_epoch_then_rearm() {
         assert!(c.reason.unwrap().contains("overflow"));
     }
 }
+
+fn start_roots(t: &Path, roots: &[PathBuf]) -> Result<Watcher, WatchError> {
+    Watcher::start(&WatchOptions {
+        socket: t.join("feed.sock"),
+        roots: roots.to_vec(),
+        max_dirty: 1000,
+    })
+}
+
+#[test]
+fn nested_and_duplicate_roots_are_refused_naming_both() {
+    let t = scratch();
+    let h = t.path().join("h");
+    fs::create_dir_all(h.join("alice/www")).unwrap();
+    let canon = fs::canonicalize(&h).unwrap();
+    for roots in [
+        vec![h.clone(), h.join("alice")],
+        vec![h.join("alice"), h.clone()],
+        vec![h.clone(), h.clone()],
+        vec![h.clone(), t.path().join("h/./alice/..")],
+    ] {
+        let err = start_roots(t.path(), &roots)
+            .err()
+            .expect("overlap refused");
+        assert!(matches!(err, WatchError::Overlap { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(canon.to_str().unwrap()), "{msg}");
+        assert!(!t.path().join("feed.sock").exists());
+    }
+    // Siblings whose names share a prefix are not nested.
+    fs::create_dir_all(t.path().join("h2")).unwrap();
+    start_roots(t.path(), &[h.clone(), t.path().join("h2")]).unwrap();
+}
+
+#[test]
+fn a_root_missing_at_a_checkpoint_stays_untrusted_until_watched_again() {
+    let t = scratch();
+    let root = t.path().join("alice");
+    fs::create_dir_all(&root).unwrap();
+    let key = fs::canonicalize(&root).unwrap();
+    let key = key.as_os_str().as_bytes().to_vec();
+    let mut w = start_roots(t.path(), std::slice::from_ref(&root)).unwrap();
+    w.checkpoint(&key, "c").unwrap();
+    fs::rename(&root, t.path().join("alice.old")).unwrap();
+    let c = w.checkpoint(&key, "c").unwrap();
+    assert!(!c.complete, "root moved away: incomplete");
+    // Still missing: every checkpoint says incomplete.
+    let c = w.checkpoint(&key, "c").unwrap();
+    assert!(
+        !c.complete,
+        "the root is not watched, yet the epoch is complete"
+    );
+    // Writes into the moved-away tree are not the root's.
+    fs::write(t.path().join("alice.old/stale"), b"s").unwrap();
+    fs::create_dir_all(root.join("www")).unwrap();
+    fs::write(root.join("www/index.php"), b"restored").unwrap();
+    // Re-created: this checkpoint still covers the unwatched time (incomplete) and re-arms.
+    let c = w.checkpoint(&key, "c").unwrap();
+    assert!(!c.complete, "re-created and filled while unwatched: {c:?}");
+    fs::write(root.join("www/index.php"), b"edited").unwrap();
+    let c = w.checkpoint(&key, "c").unwrap();
+    assert!(c.complete, "{:?}", c.reason);
+    assert_eq!(
+        dirty(&c),
+        vec![
+            ("www".to_string(), false),
+            ("www/index.php".to_string(), false)
+        ]
+    );
+}
+
+#[test]
+fn a_write_through_another_roots_hard_link_loses_every_epoch() {
+    let t = scratch();
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    fs::create_dir_all(a.join("www")).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    fs::write(a.join("www/shared"), b"1").unwrap();
+    let mut w = start_roots(t.path(), &[a.clone(), b.clone()]).unwrap();
+    let ka = fs::canonicalize(&a)
+        .unwrap()
+        .as_os_str()
+        .as_bytes()
+        .to_vec();
+    let kb = fs::canonicalize(&b)
+        .unwrap()
+        .as_os_str()
+        .as_bytes()
+        .to_vec();
+    fs::hard_link(a.join("www/shared"), b.join("other-name")).unwrap();
+    w.checkpoint(&ka, "c").unwrap();
+    w.checkpoint(&kb, "c").unwrap();
+    assert!(w.checkpoint(&ka, "c").unwrap().complete);
+    assert!(w.checkpoint(&kb, "c").unwrap().complete);
+    // Written through b's name: a's epoch cannot know.
+    fs::write(b.join("other-name"), b"changed via b").unwrap();
+    let ca = w.checkpoint(&ka, "c").unwrap();
+    assert!(!ca.complete, "a missed the write through b: {ca:?}");
+    assert!(ca.reason.unwrap().contains("hard-linked"));
+    assert!(!w.checkpoint(&kb, "c").unwrap().complete);
+    // A plain file's write loses nothing.
+    fs::write(a.join("www/plain"), b"p").unwrap();
+    w.checkpoint(&ka, "c").unwrap();
+    fs::write(a.join("www/plain"), b"q").unwrap();
+    assert!(w.checkpoint(&ka, "c").unwrap().complete);
+}
