@@ -511,11 +511,18 @@ impl Watcher {
         let feed_id = self.feed_id.clone();
         let r = &mut self.roots[i];
         let e = r.epochs.entry(consumer.to_string()).or_default();
+        let too_big = crate::change_feed::reply_size(e.dirty.keys().map(|p| p.as_slice()))
+            > crate::change_feed::MAX_REPLY;
         let reason = match (&e.lost, e.since_seq == 0) {
             (Some(why), _) => Some(why.clone()),
             (None, true) => {
                 Some("first checkpoint of this consumer since the watcher started".into())
             }
+            // A pass refuses a longer reply: say incomplete instead (a walk either way).
+            (None, false) if too_big => Some(format!(
+                "the changes of this epoch exceed the {} bytes a reply may carry",
+                crate::change_feed::MAX_REPLY
+            )),
             (None, false) => None,
         };
         let complete = reason.is_none();

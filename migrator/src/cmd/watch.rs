@@ -23,7 +23,7 @@ pub struct WatchArgs {
     pub socket: PathBuf,
     /// More changed entries than this between two passes: the feed gives up for that epoch
     /// and the next pass walks everything (cheaper than re-stating a huge list).
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    #[arg(long, value_name = "N", default_value_t = migrator::change_feed::DEFAULT_MAX_DIRTY)]
     pub max_dirty: usize,
 }
 
