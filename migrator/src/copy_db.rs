@@ -16,7 +16,7 @@
 //! Delta mode: tables whose checksums are equal on both sides are left alone; the others are
 //! emptied and copied again.
 
-use crate::db_ddl::{split_secondary_indexes, SplitDdl};
+use crate::db_ddl::{add_missing_indexes, recreate, split_secondary_indexes, SplitDdl};
 use crate::db_schema::{self, ctx, ident, DbError, Result, Side, TableInfo};
 use crate::journal::JournalStore;
 use crate::load_rows::{copy_rows, load_method, pk_after, Committed, LoadMethod};
@@ -130,71 +130,8 @@ fn save(journal: &Journal, db: &str, table: &str, cp: &TableCheckpoint) -> Resul
     Ok(())
 }
 
-/// Creates the table afresh for a full copy: without its deferred indexes when that applies
-/// (dropping any earlier attempt), else emptied. Returns the indexes to add after the load.
-async fn recreate(dst: &mut Conn, db: &str, p: &TablePlan) -> Result<Vec<(String, String)>> {
-    let d = Side::Destination;
-    let name = &p.info.name;
-    let q = ident(db) + "." + &ident(name);
-    if let Some(split) = &p.split {
-        dst.query_drop(format!("DROP TABLE IF EXISTS {q}"))
-            .await
-            .map_err(ctx(d, || format!("dropping `{name}` for a fresh copy")))?;
-        if dst.query_drop(split.create.as_str()).await.is_ok() {
-            return Ok(split.indexes.clone());
-        }
-        // Refused (e.g. an AUTO_INCREMENT column indexed only by a secondary key): full DDL.
-    }
-    if p.split.is_some() || !p.exists {
-        dst.query_drop(p.create.as_str())
-            .await
-            .map_err(ctx(d, || format!("creating table `{name}`")))?;
-    } else {
-        dst.query_drop(format!("DELETE FROM {q}"))
-            .await
-            .map_err(ctx(d, || format!("emptying `{name}`")))?;
-    }
-    Ok(Vec::new())
-}
-
-/// Adds, in one `ALTER TABLE`, the deferred indexes the destination table does not have yet.
-async fn add_missing_indexes(dst: &mut Conn, db: &str, p: &TablePlan) -> Result<()> {
-    let Some(split) = &p.split else {
-        return Ok(());
-    };
-    let d = Side::Destination;
-    let name = &p.info.name;
-    let have: Vec<String> = dst
-        .exec(
-            "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS \
-             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-            (db, name.as_str()),
-        )
-        .await
-        .map_err(ctx(d, || format!("listing indexes of `{name}`")))?;
-    let add: Vec<String> = split
-        .indexes
-        .iter()
-        .filter(|(n, _)| !have.contains(n))
-        .map(|(_, clause)| format!("ADD {clause}"))
-        .collect();
-    if add.is_empty() {
-        return Ok(());
-    }
-    dst.query_drop(format!(
-        "ALTER TABLE {}.{} {}",
-        ident(db),
-        ident(name),
-        add.join(", ")
-    ))
-    .await
-    .map_err(ctx(d, || {
-        format!("adding the secondary indexes of `{name}`")
-    }))
-}
-
-/// Copies one table's rows from the worker's snapshot, honouring and writing checkpoints, and
-/// checksums the source side (same snapshot); `finish_table` does the rest.
+/// Copies one table's rows from the worker's snapshot, honouring and writing checkpoints;
+/// `finish_table` does the rest.
 async fn copy_table(
     src: &mut Conn,
     dst: &mut Conn,
@@ -228,7 +165,7 @@ async fn copy_table(
             cp.clone()
         }
         _ => {
-            recreate(dst, db, p).await?;
+            recreate(dst, db, &t.name, &p.create, p.split.as_ref(), p.exists).await?;
             TableCheckpoint::default()
         }
     };
@@ -264,7 +201,6 @@ async fn copy_table(
     report.rows = n;
     report.bytes = bytes;
     report.copy_seconds = t_copy.elapsed().as_secs_f64();
-    report.source_checksum = db_schema::table_checksum(src, Side::Source, db, t).await?;
     Ok(Copied {
         report,
         cp,
@@ -272,16 +208,18 @@ async fn copy_table(
     })
 }
 
-/// A table whose rows are in and whose source checksum is known; the deferred indexes and the
-/// destination's checksum are still to come (they run while the worker copies the next table).
+/// A table whose rows are in; the deferred indexes and both checksums are still to come (they
+/// run while the worker copies the next table).
 struct Copied {
     report: TableReport,
     cp: TableCheckpoint,
     plan: TablePlan,
 }
 
-/// Builds the deferred indexes, checksums the destination, compares, marks the table done.
+/// Checksums the source (a second session on the same snapshot) while the destination builds
+/// the deferred indexes and is checksummed; compares; marks the table done.
 async fn finish_table(
+    src: &mut Conn,
     dst: &mut Conn,
     db: &str,
     c: Copied,
@@ -294,12 +232,19 @@ async fn finish_table(
     } = c;
     let t = &plan.info;
     let t_verify = std::time::Instant::now();
-    add_missing_indexes(dst, db, &plan).await.inspect_err(|_| {
-        // Rows that break a unique index (a resume across two snapshots can bring a value
-        // twice): the next run copies this table from scratch.
-        let _ = save(journal, db, &t.name, &TableCheckpoint::default());
-    })?;
-    report.destination_checksum = db_schema::table_checksum(dst, Side::Destination, db, t).await?;
+    // The source (its snapshot) and the destination (indexes, then checksum) at once.
+    let (sc, dc) = tokio::join!(db_schema::table_checksum(src, Side::Source, db, t), async {
+        add_missing_indexes(dst, db, &t.name, plan.split.as_ref())
+            .await
+            .inspect_err(|_| {
+                // Rows that break a unique index (a resume across two snapshots can bring a
+                // value twice): the next run copies this table from scratch.
+                let _ = save(journal, db, &t.name, &TableCheckpoint::default());
+            })?;
+        db_schema::table_checksum(dst, Side::Destination, db, t).await
+    });
+    report.destination_checksum = dc?;
+    report.source_checksum = sc?;
     report.verify_seconds = t_verify.elapsed().as_secs_f64();
     if report.source_checksum != report.destination_checksum {
         // Whatever the cause, the next run must copy this table from scratch.
@@ -421,8 +366,10 @@ pub async fn copy_database(
                 "LOCK TABLES … READ for the snapshot".into()
             }))?;
     }
+    // Two snapshot sessions per worker: one streams rows, the other checksums the table before
+    // while the first streams the next one.
     let mut workers = Vec::new();
-    for _ in 0..threads {
+    for _ in 0..2 * threads {
         let mut s = session(src_url, Side::Source, Some(db)).await?;
         s.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             .await
@@ -438,6 +385,7 @@ pub async fn copy_database(
             .map_err(ctx(Side::Source, || "binary results".into()))?;
         workers.push(s);
     }
+    let mut checkers = workers.split_off(threads);
     // DDL as of the snapshot (AUTO_INCREMENT included).
     let mut ddl = Vec::new();
     for t in &tables {
@@ -521,6 +469,7 @@ pub async fn copy_database(
     let queue = Arc::new(Mutex::new(queue));
     let mut tasks = Vec::new();
     for mut src in workers {
+        let mut check = checkers.pop();
         let queue = queue.clone();
         let journal = journal.clone();
         let dst_url = dst_url.clone();
@@ -531,22 +480,31 @@ pub async fn copy_database(
             let mut done = Vec::new();
             // At most one table finishing (indexes, destination checksum) on a second
             // destination connection while this worker copies the next one.
-            let mut finishing: Option<tokio::task::JoinHandle<Result<TableReport>>> = None;
+            type Finishing = tokio::task::JoinHandle<(Conn, Result<TableReport>)>;
+            let mut finishing: Option<Finishing> = None;
             loop {
                 let next = queue.lock().expect("queue lock").pop();
                 let Some(plan) = next else { break };
                 let copied = copy_table(&mut src, &mut dst, &db, &plan, &journal, method).await?;
                 if let Some(f) = finishing.take() {
-                    done.push(f.await.expect("finishing task panicked")?);
+                    let (c, r) = f.await.expect("finishing task panicked");
+                    check = Some(c);
+                    done.push(r?);
                 }
+                let mut c = check.take().expect("checksum session is back");
                 let (dst_url, db, journal) = (dst_url.clone(), db.clone(), journal.clone());
                 finishing = Some(tokio::spawn(async move {
-                    let mut d = session(&dst_url, Side::Destination, Some(&db)).await?;
-                    finish_table(&mut d, &db, copied, &journal).await
+                    let r = async {
+                        let mut d = session(&dst_url, Side::Destination, Some(&db)).await?;
+                        finish_table(&mut c, &mut d, &db, copied, &journal).await
+                    }
+                    .await;
+                    (c, r)
                 }));
             }
             if let Some(f) = finishing.take() {
-                done.push(f.await.expect("finishing task panicked")?);
+                let (_, r) = f.await.expect("finishing task panicked");
+                done.push(r?);
             }
             let _ = src.query_drop("COMMIT").await;
             Ok::<_, DbError>(done)

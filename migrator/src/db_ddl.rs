@@ -9,6 +9,10 @@
 //! reduced DDL is refused (e.g. an AUTO_INCREMENT column whose only index is a secondary one),
 //! the caller creates the table from the full DDL instead.
 
+use crate::db_schema::{ctx, ident, Result, Side};
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+
 /// A `CREATE TABLE` statement without its deferrable secondary indexes, and those indexes as
 /// `(name, clause)` pairs, e.g. ``("k_1", "KEY `k_1` (`k`)")``.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -73,6 +77,79 @@ pub fn split_secondary_indexes(create: &str) -> Option<SplitDdl> {
         create: out.join("\n"),
         indexes,
     })
+}
+
+/// Creates the table afresh for a full copy: without its deferred indexes when that applies
+/// (dropping any earlier attempt), else emptied. Returns the indexes to add after the load.
+pub async fn recreate(
+    dst: &mut Conn,
+    db: &str,
+    name: &str,
+    create: &str,
+    split: Option<&SplitDdl>,
+    exists: bool,
+) -> Result<Vec<(String, String)>> {
+    let d = Side::Destination;
+    let q = ident(db) + "." + &ident(name);
+    if let Some(split) = split {
+        dst.query_drop(format!("DROP TABLE IF EXISTS {q}"))
+            .await
+            .map_err(ctx(d, || format!("dropping `{name}` for a fresh copy")))?;
+        if dst.query_drop(split.create.as_str()).await.is_ok() {
+            return Ok(split.indexes.clone());
+        }
+        // Refused (e.g. an AUTO_INCREMENT column indexed only by a secondary key): full DDL.
+    }
+    if split.is_some() || !exists {
+        dst.query_drop(create)
+            .await
+            .map_err(ctx(d, || format!("creating table `{name}`")))?;
+    } else {
+        dst.query_drop(format!("DELETE FROM {q}"))
+            .await
+            .map_err(ctx(d, || format!("emptying `{name}`")))?;
+    }
+    Ok(Vec::new())
+}
+
+/// Adds, in one `ALTER TABLE`, the deferred indexes the destination table does not have yet.
+pub async fn add_missing_indexes(
+    dst: &mut Conn,
+    db: &str,
+    name: &str,
+    split: Option<&SplitDdl>,
+) -> Result<()> {
+    let Some(split) = split else {
+        return Ok(());
+    };
+    let d = Side::Destination;
+    let have: Vec<String> = dst
+        .exec(
+            "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (db, name),
+        )
+        .await
+        .map_err(ctx(d, || format!("listing indexes of `{name}`")))?;
+    let add: Vec<String> = split
+        .indexes
+        .iter()
+        .filter(|(n, _)| !have.contains(n))
+        .map(|(_, clause)| format!("ADD {clause}"))
+        .collect();
+    if add.is_empty() {
+        return Ok(());
+    }
+    dst.query_drop(format!(
+        "ALTER TABLE {}.{} {}",
+        ident(db),
+        ident(name),
+        add.join(", ")
+    ))
+    .await
+    .map_err(ctx(d, || {
+        format!("adding the secondary indexes of `{name}`")
+    }))
 }
 
 #[cfg(test)]
