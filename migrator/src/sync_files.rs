@@ -299,6 +299,10 @@ pub struct PassOptions {
     /// Walk the destination even when the journal holds a valid cached manifest of it
     /// (catches files rewritten in place on the destination; see `dest_cache`).
     pub full: bool,
+    /// Sync a source that holds nothing but its root over a destination that holds files.
+    /// Off by default: an unmounted filer leaves an empty mount point, and syncing it would
+    /// delete the whole destination (on a rollback copy-back, the live old side).
+    pub allow_empty_source: bool,
 }
 
 /// Progress of a pass, reported after each batch.
@@ -377,6 +381,28 @@ fn check_source_manifest(src_root: &Path, m: &Manifest) -> Result<(), SyncError>
     }
 }
 
+/// A source holding only its root over a destination holding files is refused unless
+/// `allowed`: the usual cause is a filer that is not mounted (an empty mount point), and the
+/// pass would delete the whole destination.
+fn check_not_emptied(
+    src_root: &Path,
+    src: &Manifest,
+    dst: &Manifest,
+    allowed: bool,
+) -> Result<(), SyncError> {
+    let held = dst.entries.iter().filter(|e| !e.path.is_empty()).count();
+    if allowed || held == 0 || src.entries.iter().any(|e| !e.path.is_empty()) {
+        return Ok(());
+    }
+    Err(SyncError::SourceRoot {
+        path: src_root.to_path_buf(),
+        why: format!(
+            "is empty while the destination holds {held} entries (is the filer mounted?); \
+             if the home really was emptied, run again with --allow-empty-source"
+        ),
+    })
+}
+
 /// Runs one pass from `src_root` to `dst`, walking both sides (never the cache: this is what
 /// the final pass inside the freeze uses).
 pub fn run_pass(
@@ -429,6 +455,7 @@ pub(crate) fn run_pass_with(
     };
     let (src, dstm) = (src?, dstm?);
     check_source_manifest(src_root, &src)?;
+    check_not_emptied(src_root, &src, &dstm, opts.allow_empty_source)?;
     let plan = plan(src_root, &src, &dstm, dst.sets_owner());
     let mut report = PassReport {
         dry_run: opts.dry_run,

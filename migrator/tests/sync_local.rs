@@ -5,7 +5,7 @@
 use migrator::fixtures::{generate_home, HomeSpec};
 use migrator::journal::{JournalExt, JournalStore, SqliteJournal, StepStatus};
 use migrator::sync_files::{
-    run_pass_journaled, LocalDestination, PassOptions, Progress, SyncCheckpoint,
+    run_pass_journaled, LocalDestination, PassOptions, Progress, SyncCheckpoint, SyncError,
 };
 use migrator::verify::verify_files;
 use std::ffi::OsStr;
@@ -279,4 +279,50 @@ fn destination_changed_behind_our_back_is_caught() {
     let seventh = pass(&mut journal, false);
     assert!(!seventh.destination_cached);
     assert_eq!(seventh.files_written, first.files_written);
+}
+
+/// An empty source over a destination that holds files (an unmounted filer leaves an empty
+/// mount point) is refused, by the CLI's pass and by the engine's `run_pass` alike, and the
+/// destination stays; `allow_empty_source` syncs a home that really was emptied.
+#[test]
+fn empty_source_over_a_full_destination_is_refused_unless_allowed() {
+    let tmp = scratch();
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    generate_home(&src, &HomeSpec::small(50)).unwrap();
+    let mut journal = SqliteJournal::open(&tmp.path().join("journal.sqlite")).unwrap();
+    let mut dest = LocalDestination::new(&dst);
+    let opts = PassOptions::default();
+    run_pass_journaled(&mut journal, "carol", &src, &mut dest, opts, &no_progress).unwrap();
+    let walk_count = |p: &std::path::Path| walkdir::WalkDir::new(p).into_iter().count();
+    let before = walk_count(&dst);
+    assert!(before > 50);
+    // The "filer" goes away: its mount point stays, empty.
+    std::fs::rename(&src, tmp.path().join("aside")).unwrap();
+    std::fs::create_dir(&src).unwrap();
+    let err =
+        run_pass_journaled(&mut journal, "carol", &src, &mut dest, opts, &no_progress).unwrap_err();
+    assert!(matches!(err, SyncError::SourceRoot { .. }), "{err}");
+    assert!(err.to_string().contains("--allow-empty-source"), "{err}");
+    let err = migrator::sync_files::run_pass(&src, &mut dest, opts, &no_progress).unwrap_err();
+    assert!(matches!(err, SyncError::SourceRoot { .. }), "{err}");
+    // Nothing was deleted (the source was moved aside, so its absolute symlinks escape it
+    // now: count the destination instead of verifying against the moved tree).
+    assert_eq!(walk_count(&dst), before);
+
+    let allowed = PassOptions {
+        allow_empty_source: true,
+        ..Default::default()
+    };
+    let r = run_pass_journaled(
+        &mut journal,
+        "carol",
+        &src,
+        &mut dest,
+        allowed,
+        &no_progress,
+    )
+    .unwrap();
+    assert!(r.deleted >= 1, "{r:?}"); // whole subtrees count once
+    assert!(std::fs::read_dir(&dst).unwrap().next().is_none());
 }

@@ -91,6 +91,11 @@ pub enum FilesCommand {
         /// (catches files edited in place on the destination behind the migrator's back).
         #[arg(long)]
         full: bool,
+        /// Sync a source that holds nothing but its root over a destination that holds files
+        /// (refused by default: an unmounted filer leaves an empty mount point, and the pass
+        /// would delete the whole destination).
+        #[arg(long)]
+        allow_empty_source: bool,
         /// Print a JSON summary on stdout.
         #[arg(long)]
         json: bool,
@@ -120,6 +125,7 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
             journal,
             dry_run,
             full,
+            allow_empty_source,
             json,
             feed,
             feed_root,
@@ -135,6 +141,7 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
                 checksum: sides.checksum,
                 dry_run,
                 full,
+                allow_empty_source,
             };
             let feed = feed.map(|socket| sync_files::FeedOptions {
                 socket,
