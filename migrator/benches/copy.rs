@@ -5,7 +5,8 @@
 //! `cargo bench -p migrator --bench copy -- db [ROWS_PER_TABLE] [PAIRS]`
 //!
 //! Files: first sync of a generated home (FILES files of 1–20 KiB in dirs of 50) with
-//! `migrator sync-files` vs `rsync -a` vs `cp -a`, then a no-change pass vs `rsync -a` (ours
+//! `migrator sync-files` vs `rsync -a` vs `cp -a` (and `rsync -a` + `syncfs`, the durability ours
+//! gives), then a no-change pass vs `rsync -a` (ours
 //! with the destination manifest cached in the journal by the first pass). Run as root where
 //! loop devices exist, the source and every timed copy get a file system of their own (ext4 on
 //! a loop device over a private tmpfs, made fresh for that copy and removed after it), so no
@@ -265,10 +266,20 @@ fn files(n: usize, pairs: usize, dir: &Path) {
         run(Command::new("rsync").arg("-a").arg(s).arg(d))
     };
     let cp = |d: &Path| run(Command::new("cp").arg("-a").arg(&src).arg(d));
+    // rsync with the durability ours gives before its journal says "done": `syncfs` of the
+    // destination's file system (`sync -f`) inside the timing.
+    let rsync_durable = |d: &Path| {
+        sh(&format!(
+            "rsync -a '{}/' '{}' && sync -f '{}'",
+            src.display(),
+            d.display(),
+            d.display()
+        ))
+    };
     // Warm-up: page cache and binaries.
     ours(&targets.get("warm-ours").path);
     rsync(&targets.get("warm-rsync").path);
-    let (mut o, mut r, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut o, mut r, mut c, mut rd) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // The first pair's copies stay for the no-change pass; later ones go once timed.
     let mut kept = Vec::new();
     for i in 0..pairs {
@@ -280,9 +291,10 @@ fn files(n: usize, pairs: usize, dir: &Path) {
         o.push(ours(&to.path));
         r.push(rsync(&tr.path));
         c.push(cp(&tc.path));
+        rd.push(rsync_durable(&targets.get(&format!("rsync-sync-{i}")).path));
         println!(
-            "pair {i}: ours {:.2}s rsync {:.2}s cp {:.2}s",
-            o[i], r[i], c[i]
+            "pair {i}: ours {:.2}s rsync {:.2}s cp {:.2}s rsync+syncfs {:.2}s",
+            o[i], r[i], c[i], rd[i]
         );
         if i == 0 {
             kept.push(to);
@@ -291,6 +303,7 @@ fn files(n: usize, pairs: usize, dir: &Path) {
     }
     report("first sync vs rsync -a", &o, &r);
     report("first sync vs cp -a", &o, &c);
+    report("first sync vs rsync -a + syncfs (same durability)", &o, &rd);
     if let [ours0, rsync0] = kept.as_slice() {
         let (mut o2, mut r2) = (Vec::new(), Vec::new());
         for _ in 0..pairs {
