@@ -18,6 +18,7 @@ use migrator::fixtures::{generate_home, HomeSpec};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::loopfs::{can_loop_mount, LoopFs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_migrator");
 
@@ -39,69 +40,6 @@ fn stats(v: &[f64]) -> (f64, f64, f64) {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     (s[s.len() / 2], s[0], s[s.len() - 1])
-}
-
-/// A tmpfs-backed loop ext4 mounted at `dir/mnt`, unmounted (and its tmpfs) on drop.
-struct LoopFs {
-    tmpfs: PathBuf,
-    mnt: PathBuf,
-}
-
-fn sh(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{}: {e}", args[0]))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-impl LoopFs {
-    fn create(dir: &Path, gib: u64, inodes: u64) -> Result<LoopFs, String> {
-        let tag = format!("feed-{}", std::process::id());
-        let tmpfs = dir.join(format!("{tag}-tmpfs"));
-        let mnt = dir.join(format!("{tag}-mnt"));
-        std::fs::create_dir_all(&tmpfs).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
-        let fs = LoopFs {
-            tmpfs: tmpfs.clone(),
-            mnt: mnt.clone(),
-        };
-        let img = tmpfs.join("img");
-        let (t, i, m) = (
-            tmpfs.to_str().expect("utf-8 path"),
-            img.to_str().expect("utf-8 path"),
-            mnt.to_str().expect("utf-8 path"),
-        );
-        sh(&[
-            "mount",
-            "-t",
-            "tmpfs",
-            "-o",
-            &format!("size={}g", gib + 1),
-            "tmpfs",
-            t,
-        ])?;
-        sh(&["truncate", "-s", &format!("{gib}G"), i])?;
-        sh(&["mkfs.ext4", "-q", "-F", "-N", &inodes.to_string(), i])?;
-        sh(&["mount", "-o", "loop", i, m])?;
-        Ok(fs)
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        for p in [&self.mnt, &self.tmpfs] {
-            let _ = Command::new("umount").arg(p).status();
-            let _ = std::fs::remove_dir(p);
-        }
-    }
 }
 
 /// The running watcher, stopped by its PID on drop.
@@ -131,12 +69,11 @@ fn bench(n: usize, pairs: usize, dir: &Path) {
         seed: 7,
     };
     let data = (n as u64) * (spec.max_size + spec.min_size) as u64 / 2;
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0 && Path::new("/dev/loop-control").exists();
+    let root = can_loop_mount();
     // Source, our copy and rsync's copy: ~3 x data at ext4 block rounding.
     let gib = data * 3 * 14 / 10 / (1 << 30) + 1;
     let fs = if root {
-        match LoopFs::create(dir, gib, (n as u64) * 3 + 30_000) {
+        match LoopFs::create(dir, "feed", gib, (n as u64) * 3 + 30_000) {
             Ok(fs) => Some(fs),
             Err(e) => {
                 println!(
@@ -155,7 +92,7 @@ fn bench(n: usize, pairs: usize, dir: &Path) {
     };
     let base = fs
         .as_ref()
-        .map(|f| f.mnt.clone())
+        .map(|f| f.path())
         .unwrap_or_else(|| dir.join(format!("feed-{}", std::process::id())));
     let (src, ours_dst, rsync_dst) = (base.join("src"), base.join("ours"), base.join("rsync"));
     let journal = base.join("journal.sqlite");
@@ -256,6 +193,8 @@ fn bench(n: usize, pairs: usize, dir: &Path) {
     if fs.is_none() {
         let _ = std::fs::remove_dir_all(&base);
     }
+    drop(fs);
+    let _ = std::fs::remove_dir(dir); // only if empty: never someone else's files
 }
 
 fn main() {

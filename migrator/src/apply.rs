@@ -149,9 +149,9 @@ fn cpath(p: &Path) -> std::io::Result<CString> {
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))
 }
 
-fn set_times(p: &Path, meta: &Meta) -> std::io::Result<()> {
-    let c = cpath(p)?;
-    let ts = [
+/// Access time left alone, modification time from `meta` (for `utimensat`/`futimens`).
+fn mtime_only(meta: &Meta) -> [libc::timespec; 2] {
+    [
         libc::timespec {
             tv_sec: 0,
             tv_nsec: libc::UTIME_OMIT,
@@ -160,7 +160,12 @@ fn set_times(p: &Path, meta: &Meta) -> std::io::Result<()> {
             tv_sec: meta.mtime_s as libc::time_t,
             tv_nsec: meta.mtime_ns as _,
         },
-    ];
+    ]
+}
+
+fn set_times(p: &Path, meta: &Meta) -> std::io::Result<()> {
+    let c = cpath(p)?;
+    let ts = mtime_only(meta);
     // SAFETY: c is a valid NUL-terminated path, ts points to two timespecs.
     let rc = unsafe {
         libc::utimensat(
@@ -291,16 +296,7 @@ impl Applier {
             f.set_permissions(std::fs::Permissions::from_mode(meta.mode))
                 .map_err(err("chmod", p))?;
         }
-        let ts = [
-            libc::timespec {
-                tv_sec: 0,
-                tv_nsec: libc::UTIME_OMIT,
-            },
-            libc::timespec {
-                tv_sec: meta.mtime_s as libc::time_t,
-                tv_nsec: meta.mtime_ns as _,
-            },
-        ];
+        let ts = mtime_only(meta);
         // SAFETY: the descriptor is open for the lifetime of `f`; ts holds two timespecs.
         if unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) } != 0 {
             return Err(err("set times of", p)(std::io::Error::last_os_error()));

@@ -84,19 +84,13 @@ fn stat(root: &Path, rel: &[u8]) -> Result<Result<Stat, String>, ManifestError> 
             path.display()
         ))));
     };
-    Ok(Ok(Stat::Keep(Entry {
-        path: rel.to_vec(),
+    Ok(Ok(Stat::Keep(Entry::from_metadata(
+        rel.to_vec(),
         kind,
         size,
-        mtime_s: md.mtime(),
-        mtime_ns: md.mtime_nsec() as u32,
-        mode: md.mode() & 0o7777,
-        uid: md.uid(),
-        gid: md.gid(),
+        &md,
         link_target,
-        hardlink: None,
-        blake3: None,
-    })))
+    ))))
 }
 
 fn under(p: &[u8], dir: &[u8]) -> bool {

@@ -63,6 +63,31 @@ pub struct Entry {
     pub blake3: Option<[u8; 32]>,
 }
 
+impl Entry {
+    /// The entry at `rel` as `md` (an `lstat`) describes it; no hard-link group, no checksum.
+    pub fn from_metadata(
+        rel: Vec<u8>,
+        kind: Kind,
+        size: u64,
+        md: &std::fs::Metadata,
+        link_target: Option<Vec<u8>>,
+    ) -> Entry {
+        Entry {
+            path: rel,
+            kind,
+            size,
+            mtime_s: md.mtime(),
+            mtime_ns: md.mtime_nsec() as u32,
+            mode: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+            link_target,
+            hardlink: None,
+            blake3: None,
+        }
+    }
+}
+
 /// A manifest and what the walk had to leave out.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Manifest {
@@ -208,19 +233,7 @@ fn classify(
     };
     let inode = (kind == Kind::File && md.nlink() > 1).then(|| (md.dev(), md.ino()));
     Seen::Keep(Raw {
-        entry: Entry {
-            path: rel,
-            kind,
-            size,
-            mtime_s: md.mtime(),
-            mtime_ns: md.mtime_nsec() as u32,
-            mode: md.mode() & 0o7777,
-            uid: md.uid(),
-            gid: md.gid(),
-            link_target,
-            hardlink: None,
-            blake3: None,
-        },
+        entry: Entry::from_metadata(rel, kind, size, md, link_target),
         inode,
     })
 }

@@ -10,6 +10,7 @@
 //! - [`knot`]: a private Knot DNS server ([`Knot`]) authoritative for one zone, TSIG updates only.
 //! - [`http`]: a tiny HTTP server ([`TinyHttp`]) answering one fixed body, for web-server stand-ins.
 //! - [`haproxy`]: a private HAProxy ([`Haproxy`]) with one backend per site and its runtime API.
+//! - [`loopfs`]: a throw-away ext4 on a loop device over a private tmpfs, for benchmarks.
 //! - [`webdriver`]: a loopback HTTP client and a WebDriver session driving headless Chromium
 //!   through `chromedriver` ([`webdriver::Chromedriver`]), for the dashboard's browser tests.
 //!
@@ -21,6 +22,7 @@
 pub mod haproxy;
 pub mod http;
 pub mod knot;
+pub mod loopfs;
 pub mod mariadb;
 pub mod process;
 pub mod sshd;
