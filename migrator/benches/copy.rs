@@ -20,40 +20,22 @@
 //!
 //! Without `--bench` (as under `cargo test --all-targets`) it does nothing.
 
-use migrator::fixtures::{generate_home, HomeSpec};
+mod common;
+
+use common::{bench_home, num, positional_args, run_timed, stats};
+use migrator::fixtures::generate_home;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 use testkit::loopfs::{can_loop_mount, LoopFs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_migrator");
 
 fn run(cmd: &mut Command) -> f64 {
-    // Every run starts with no dirty pages left by the previous one (ours ends with syncfs
-    // and would otherwise pay for the alternative's writeback).
-    let _ = Command::new("sync").status();
-    let t = Instant::now();
-    let out = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    t.elapsed().as_secs_f64()
+    run_timed(cmd.stdout(Stdio::null())).0
 }
 
 fn sh(script: &str) -> f64 {
     run(Command::new("bash").args(["-o", "pipefail", "-c", script]))
-}
-
-fn stats(v: &[f64]) -> (f64, f64, f64) {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    (s[s.len() / 2], s[0], s[s.len() - 1])
 }
 
 fn report(name: &str, ours: &[f64], theirs: &[f64]) {
@@ -113,15 +95,7 @@ fn files(n: usize, pairs: usize, dir: &Path) {
     // per file and per directory of 50, plus room.
     let gib_for = |bytes: u64| bytes * 13 / 10 / (1 << 30) + 1;
     let inodes = (n as u64) * 2 + 20_000;
-    let spec = HomeSpec {
-        files: n,
-        files_per_dir: 50,
-        min_size: 1024,
-        max_size: 20 * 1024,
-        big_file: None,
-        odd_entries: false,
-        seed: 7,
-    };
+    let spec = bench_home(n);
     let expected = (n as u64) * (spec.max_size + spec.min_size) as u64 / 2;
     let src_fs = if can_loop_mount() {
         match LoopFs::create(dir, "src", gib_for(expected), inodes) {
@@ -297,16 +271,10 @@ fn db(rows: usize, pairs: usize) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if !args.iter().any(|a| a == "--bench") {
+    let Some(rest) = positional_args() else {
         return; // built by `cargo test --all-targets`: not a test
-    }
-    let rest: Vec<&String> = args
-        .iter()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let num = |i: usize, d: usize| rest.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+    };
+    let num = |i: usize, d: usize| num(&rest, i, d);
     match rest.first().map(|s| s.as_str()) {
         Some("files") => {
             let dir = rest

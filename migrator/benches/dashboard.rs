@@ -15,6 +15,9 @@
 //! `cargo bench -p migrator --bench dashboard -- [SITES] [PAIRS] [DIR]` (DIR default
 //! `/dev/shm`; the journal is deleted at the end). Without `--bench` it does nothing.
 
+mod common;
+
+use common::{positional_args, stats};
 use migrator::journal::{JournalStore, SqliteJournal, StepOutcome};
 use migrator::serve::{self, queries, ServeOptions};
 use rusqlite::{params, Connection};
@@ -42,12 +45,6 @@ fn site(i: usize) -> String {
 
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
-}
-
-fn stats(v: &[f64]) -> (f64, f64, f64) {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    (s[s.len() / 2], s[0], s[s.len() - 1])
 }
 
 fn print(name: &str, v: &[f64]) -> f64 {
@@ -223,15 +220,9 @@ fn http_get(addr: std::net::SocketAddr, path: &str, token: &str) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if !args.iter().any(|a| a == "--bench") {
-        return;
-    }
-    let rest: Vec<&String> = args
-        .iter()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let Some(rest) = positional_args() else {
+        return; // built by `cargo test --all-targets`: not a test
+    };
     let sites: usize = rest
         .first()
         .and_then(|s| s.parse().ok())

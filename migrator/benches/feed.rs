@@ -14,7 +14,10 @@
 //!
 //! Without `--bench` (as under `cargo test --all-targets`) it does nothing.
 
-use migrator::fixtures::{generate_home, HomeSpec};
+mod common;
+
+use common::{bench_home, num, positional_args, run_timed, stats};
+use migrator::fixtures::generate_home;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,24 +25,8 @@ use testkit::loopfs::{can_loop_mount, LoopFs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_migrator");
 
-/// Runs a command after `sync`; its wall time and stdout.
 fn run(cmd: &mut Command) -> (f64, String) {
-    let _ = Command::new("sync").status();
-    let t = Instant::now();
-    let out = cmd.stderr(Stdio::piped()).output().expect("spawn");
-    let secs = t.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (secs, String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn stats(v: &[f64]) -> (f64, f64, f64) {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    (s[s.len() / 2], s[0], s[s.len() - 1])
+    run_timed(cmd)
 }
 
 /// The running watcher, stopped by its PID on drop.
@@ -59,15 +46,7 @@ fn json(s: &str) -> serde_json::Value {
 
 fn bench(n: usize, pairs: usize, dir: &Path) {
     std::fs::create_dir_all(dir).expect("bench directory");
-    let spec = HomeSpec {
-        files: n,
-        files_per_dir: 50,
-        min_size: 1024,
-        max_size: 20 * 1024,
-        big_file: None,
-        odd_entries: false,
-        seed: 7,
-    };
+    let spec = bench_home(n);
     let data = (n as u64) * (spec.max_size + spec.min_size) as u64 / 2;
     let root = can_loop_mount();
     // Source, our copy and rsync's copy: ~3 x data at ext4 block rounding.
@@ -198,16 +177,10 @@ fn bench(n: usize, pairs: usize, dir: &Path) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if !args.iter().any(|a| a == "--bench") {
-        return;
-    }
-    let rest: Vec<&String> = args
-        .iter()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let num = |i: usize, d: usize| rest.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+    let Some(rest) = positional_args() else {
+        return; // built by `cargo test --all-targets`: not a test
+    };
+    let num = |i: usize, d: usize| num(&rest, i, d);
     let dir = rest
         .get(2)
         .map(PathBuf::from)

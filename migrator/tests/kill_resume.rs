@@ -34,6 +34,21 @@ impl Drop for Killer {
     }
 }
 
+/// `sync-files SITE --src SRC --dst DST --journal J` between two local paths.
+fn local_sync_args(site: &str, src: &Path, dst: &Path, journal: &Path) -> Vec<String> {
+    let p = |p: &Path| p.to_str().unwrap().to_string();
+    vec![
+        "sync-files".into(),
+        site.into(),
+        "--src".into(),
+        p(src),
+        "--dst".into(),
+        p(dst),
+        "--journal".into(),
+        p(journal),
+    ]
+}
+
 fn spawn(args: &[&str], env: &[(&str, String)]) -> Killer {
     let mut c = Command::new(BIN);
     c.args(args).stdout(Stdio::null()).stderr(Stdio::null());
@@ -108,16 +123,8 @@ fn local_sync_killed_early_resumes_without_redoing_committed_files() {
     spec.big_file = None;
     generate_home(&src, &spec).unwrap();
     let journal = tmp.path().join("j.sqlite");
-    let args = [
-        "sync-files",
-        "s1",
-        "--src",
-        src.to_str().unwrap(),
-        "--dst",
-        dst.to_str().unwrap(),
-        "--journal",
-        journal.to_str().unwrap(),
-    ];
+    let owned = local_sync_args("s1", &src, &dst, &journal);
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let mut k = spawn(&args, &[]);
     let killed = kill_when(&mut k, Duration::from_secs(60), || {
         dst.exists() && count_files(&dst) > 1000
@@ -238,16 +245,8 @@ fn local_sync_killed_inside_a_large_file_continues_from_the_committed_offset() {
     spec.big_file = Some(big);
     let total = generate_home(&src, &spec).unwrap();
     let journal = tmp.path().join("j.sqlite");
-    let args = [
-        "sync-files",
-        "s4",
-        "--src",
-        src.to_str().unwrap(),
-        "--dst",
-        dst.to_str().unwrap(),
-        "--journal",
-        journal.to_str().unwrap(),
-    ];
+    let owned = local_sync_args("s4", &src, &dst, &journal);
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let mut k = spawn(&args, &[]);
     let tmpname = dst.join(".~migrator-tmp.big.bin");
     let killed = kill_when(&mut k, Duration::from_secs(120), || {
