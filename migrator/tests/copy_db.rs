@@ -62,17 +62,36 @@ fn opts() -> CopyOptions {
     }
 }
 
+type Journal = Arc<Mutex<dyn JournalStore + Send>>;
+
+/// A fresh journal (in the returned temporary directory) and both servers' admin URLs.
+fn journal_and_urls(
+    src: &MariaDb,
+    dst: &MariaDb,
+) -> (
+    tempfile::TempDir,
+    Journal,
+    mysql_async::Opts,
+    mysql_async::Opts,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let j: Journal = Arc::new(Mutex::new(
+        SqliteJournal::open(&tmp.path().join("j.sqlite")).unwrap(),
+    ));
+    (
+        tmp,
+        j,
+        src.admin_url().parse().unwrap(),
+        dst.admin_url().parse().unwrap(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_verifies_and_delta_copies_only_changed_tables() {
     let src = MariaDb::start().unwrap();
     let dst = MariaDb::start().unwrap();
     setup(&src);
-    let tmp = tempfile::tempdir().unwrap();
-    let j: Arc<Mutex<dyn JournalStore + Send>> = Arc::new(Mutex::new(
-        SqliteJournal::open(&tmp.path().join("j.sqlite")).unwrap(),
-    ));
-    let su: mysql_async::Opts = src.admin_url().parse().unwrap();
-    let du: mysql_async::Opts = dst.admin_url().parse().unwrap();
+    let (_tmp, j, su, du) = journal_and_urls(&src, &dst);
 
     let dry = copy_database(
         &su,
@@ -257,12 +276,7 @@ async fn insert_fallback_when_local_infile_is_off() {
         "0"
     );
     setup(&src);
-    let tmp = tempfile::tempdir().unwrap();
-    let j: Arc<Mutex<dyn JournalStore + Send>> = Arc::new(Mutex::new(
-        SqliteJournal::open(&tmp.path().join("j.sqlite")).unwrap(),
-    ));
-    let su: mysql_async::Opts = src.admin_url().parse().unwrap();
-    let du: mysql_async::Opts = dst.admin_url().parse().unwrap();
+    let (_tmp, j, su, du) = journal_and_urls(&src, &dst);
     let r = copy_database(&su, &du, "shop", j.clone(), &opts())
         .await
         .unwrap();
