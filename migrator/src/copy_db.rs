@@ -17,9 +17,9 @@
 //! emptied and copied again.
 
 use crate::db_ddl::{add_missing_indexes, recreate, split_secondary_indexes, SplitDdl};
-use crate::db_schema::{self, ctx, ident, DbError, Result, Side, TableInfo};
+use crate::db_schema::{self, ctx, ident, DbError, Result, Side, StreamChecksum, TableInfo};
 use crate::journal::JournalStore;
-use crate::load_rows::{copy_rows, load_method, pk_after, Committed, LoadMethod};
+use crate::load_rows::{copy_rows, load_method, pk_after, Committed, LoadMethod, Rows};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
 use std::sync::{Arc, Mutex};
@@ -29,6 +29,9 @@ pub struct CopyOptions {
     pub threads: usize,
     pub delta: bool,
     pub dry_run: bool,
+    /// How rows reach the destination; `None`: the fastest the server offers
+    /// ([`crate::load_rows::load_method`]).
+    pub load_method: Option<LoadMethod>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -41,6 +44,10 @@ pub struct TableReport {
     pub bytes: u64,
     pub source_checksum: String,
     pub destination_checksum: String,
+    /// Where the source checksum came from: `stream` (computed over the rows as they were
+    /// copied, the table read whole from the snapshot), `server` (a checksum query on the
+    /// snapshot: a resumed table, or a stream checksum that did not match), or empty.
+    pub source_checksum_from: String,
     /// Seconds spent copying rows (and the source checksum), and finishing afterwards
     /// (secondary indexes built after the load, destination checksum).
     pub copy_seconds: f64,
@@ -56,6 +63,8 @@ pub struct CopyReport {
     pub views: usize,
     pub other_objects: usize,
     pub seconds: f64,
+    /// How rows reach the destination (chosen, or forced, before anything is written).
+    pub load_method: Option<LoadMethod>,
 }
 
 /// Committed progress of one table.
@@ -197,7 +206,15 @@ async fn copy_table(
         cp.pk_hex = true;
         save(journal, db, &t.name, &cp)
     };
-    let (n, bytes) = copy_rows(src, dst, db, t, select, method, &mut on_commit).await?;
+    // A table read whole in one stream is checksummed on the way; a resumed one is not.
+    let mut stream_sum = resume_at.is_none().then(|| StreamChecksum::new(t));
+    let rows = Rows {
+        db,
+        table: t,
+        select,
+        method,
+    };
+    let (n, bytes) = copy_rows(src, dst, rows, &mut on_commit, &mut stream_sum).await?;
     report.rows = n;
     report.bytes = bytes;
     report.copy_seconds = t_copy.elapsed().as_secs_f64();
@@ -205,6 +222,7 @@ async fn copy_table(
         report,
         cp,
         plan: p.clone(),
+        stream_checksum: stream_sum.map(|s| s.render()),
     })
 }
 
@@ -214,10 +232,13 @@ struct Copied {
     report: TableReport,
     cp: TableCheckpoint,
     plan: TablePlan,
+    /// The source checksum computed over the streamed rows, when the table was read whole.
+    stream_checksum: Option<String>,
 }
 
-/// Checksums the source (a second session on the same snapshot) while the destination builds
-/// the deferred indexes and is checksummed; compares; marks the table done.
+/// Builds the destination's deferred indexes and checksums it; compares with the source's
+/// checksum taken from the stream or, failing that, from a second session on the same
+/// snapshot (run while the destination works); marks the table done.
 async fn finish_table(
     src: &mut Conn,
     dst: &mut Conn,
@@ -229,11 +250,21 @@ async fn finish_table(
         mut report,
         mut cp,
         plan,
+        stream_checksum,
     } = c;
     let t = &plan.info;
     let t_verify = std::time::Instant::now();
-    // The source (its snapshot) and the destination (indexes, then checksum) at once.
-    let (sc, dc) = tokio::join!(db_schema::table_checksum(src, Side::Source, db, t), async {
+    let streamed = stream_checksum.is_some();
+    let source = async {
+        match stream_checksum {
+            Some(s) => Ok(s),
+            None => db_schema::table_checksum(src, Side::Source, db, t).await,
+        }
+    };
+    // The source (its snapshot) and the destination at once. The destination's checksum
+    // first, while the rows just loaded are still in its buffer pool; then the indexes.
+    let (sc, dc) = tokio::join!(source, async {
+        let sum = db_schema::table_checksum(dst, Side::Destination, db, t).await?;
         add_missing_indexes(dst, db, &t.name, plan.split.as_ref())
             .await
             .inspect_err(|_| {
@@ -241,10 +272,17 @@ async fn finish_table(
                 // value twice): the next run copies this table from scratch.
                 let _ = save(journal, db, &t.name, &TableCheckpoint::default());
             })?;
-        db_schema::table_checksum(dst, Side::Destination, db, t).await
+        Ok::<_, DbError>(sum)
     });
     report.destination_checksum = dc?;
-    report.source_checksum = sc?;
+    let (sc, from) = match sc? {
+        s if streamed => {
+            confirm_stream_checksum(src, db, t, s, &report.destination_checksum).await?
+        }
+        s => (s, "server"),
+    };
+    report.source_checksum = sc;
+    report.source_checksum_from = from.into();
     report.verify_seconds = t_verify.elapsed().as_secs_f64();
     if report.source_checksum != report.destination_checksum {
         // Whatever the cause, the next run must copy this table from scratch.
@@ -259,6 +297,23 @@ async fn finish_table(
     cp.checksum = Some(report.source_checksum.clone());
     save(journal, db, &t.name, &cp)?;
     Ok(report)
+}
+
+/// The source checksum to compare with `destination`: the stream's when it matches, else the
+/// source server's on the same snapshot (a value whose text form is not its string form would
+/// make the stream's differ; a real difference shows in both).
+async fn confirm_stream_checksum(
+    src: &mut Conn,
+    db: &str,
+    t: &TableInfo,
+    stream: String,
+    destination: &str,
+) -> Result<(String, &'static str)> {
+    if stream == destination {
+        return Ok((stream, "stream"));
+    }
+    let server = db_schema::table_checksum(src, Side::Source, db, t).await?;
+    Ok((server, "server"))
 }
 
 /// Copies database `db` from `src` to `dst` (see the module documentation).
@@ -297,6 +352,9 @@ pub async fn copy_database(
     };
 
     let mut dst_ctl = session(dst_url, Side::Destination, None).await?;
+    // Before anything is written: a forced method the server cannot take is refused here.
+    let method = load_method(&mut dst_ctl, opts.load_method).await?;
+    report.load_method = Some(method);
     let dst_exists = db_schema::schema_charset(&mut dst_ctl, Side::Destination, db)
         .await?
         .is_some();
@@ -476,7 +534,6 @@ pub async fn copy_database(
         let db = db.to_string();
         tasks.push(tokio::spawn(async move {
             let mut dst = session(&dst_url, Side::Destination, Some(&db)).await?;
-            let method = load_method(&mut dst).await?;
             let mut done = Vec::new();
             // At most one table finishing (indexes, destination checksum) on a second
             // destination connection while this worker copies the next one.
@@ -552,4 +609,55 @@ pub async fn verify_database(src_url: &Opts, dst_url: &Opts, db: &str) -> Result
         }
     }
     Ok(diffs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stream checksum equals the server's for the rows streamed (NULLs, binary bytes,
+    /// an empty table, NOT NULL columns without flags, rows of NULLs only), and a stream checksum that does not match the destination is replaced
+    /// by the source server's own.
+    #[tokio::test]
+    async fn stream_checksum_agrees_with_the_server_and_falls_back_to_it() {
+        let m = testkit::MariaDb::start().unwrap();
+        m.exec(
+            "CREATE DATABASE d; CREATE TABLE d.t (id INT PRIMARY KEY, a VARBINARY(8), b TEXT, \
+             c DOUBLE); INSERT INTO d.t VALUES (1, UNHEX('001F0A'), 'x', NULL), \
+             (2, NULL, NULL, NULL), (3, '', 'é', 2.5); CREATE TABLE d.empty (id INT); \
+             CREATE TABLE d.notnull (a INT NOT NULL, b VARCHAR(5) NOT NULL); \
+             INSERT INTO d.notnull VALUES (1, ''), (2, 'x'); CREATE TABLE d.nulls (a INT, b INT); \
+             INSERT INTO d.nulls VALUES (NULL, NULL), (NULL, 1), (1, NULL);",
+        )
+        .unwrap();
+        let mut c = Conn::new(Opts::from_url(&m.admin_url()).unwrap())
+            .await
+            .unwrap();
+        c.query_drop("SET character_set_results = binary")
+            .await
+            .unwrap();
+        for t in db_schema::tables(&mut c, Side::Source, "d").await.unwrap() {
+            let server = db_schema::table_checksum(&mut c, Side::Source, "d", &t)
+                .await
+                .unwrap();
+            let rows: Vec<mysql_async::Row> = c
+                .query(format!("SELECT * FROM d.{}", ident(&t.name)))
+                .await
+                .unwrap();
+            let mut sum = StreamChecksum::new(&t);
+            for r in rows {
+                let vals = r.unwrap();
+                sum.add_row(vals.iter().map(|v| match v {
+                    mysql_async::Value::Bytes(b) => Some(b.as_slice()),
+                    _ => None,
+                }));
+            }
+            assert_eq!(sum.render(), server, "{}", t.name);
+            let ok = confirm_stream_checksum(&mut c, "d", &t, sum.render(), &server);
+            assert_eq!(ok.await.unwrap(), (server.clone(), "stream"));
+            let bad = confirm_stream_checksum(&mut c, "d", &t, "1:1:1".into(), &server);
+            assert_eq!(bad.await.unwrap(), (server, "server"));
+        }
+        c.disconnect().await.unwrap();
+    }
 }

@@ -26,6 +26,8 @@ pub enum DbError {
     Views(String),
     #[error("journal: {0}")]
     Journal(#[from] crate::journal::JournalError),
+    #[error("destination server: load method `{method}` is not available: {why}")]
+    LoadMethod { method: String, why: String },
 }
 
 /// Which server an error comes from: the operator needs to know where to look.
@@ -73,6 +75,8 @@ pub fn literal(s: &str) -> String {
 pub struct TableInfo {
     pub name: String,
     pub columns: Vec<String>,
+    /// Whether each of `columns` may hold NULL.
+    pub nullable: Vec<bool>,
     /// Primary key columns in key order; empty when the table has none.
     pub pk: Vec<String>,
     /// Estimated bytes (information_schema), for dry runs and progress.
@@ -91,9 +95,9 @@ pub async fn tables(conn: &mut Conn, side: Side, db: &str) -> Result<Vec<TableIn
         )
         .await
         .map_err(ctx(side, || format!("listing tables of `{db}`")))?;
-    let cols: Vec<(String, String, String)> = conn
+    let cols: Vec<(String, String, String, String)> = conn
         .exec(
-            "SELECT TABLE_NAME, COLUMN_NAME, EXTRA FROM information_schema.COLUMNS
+            "SELECT TABLE_NAME, COLUMN_NAME, EXTRA, IS_NULLABLE FROM information_schema.COLUMNS
              WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, ORDINAL_POSITION",
             (db,),
         )
@@ -110,32 +114,37 @@ pub async fn tables(conn: &mut Conn, side: Side, db: &str) -> Result<Vec<TableIn
         .map_err(ctx(side, || format!("listing primary keys of `{db}`")))?;
     Ok(rows
         .into_iter()
-        .map(|(name, bytes, nrows)| TableInfo {
-            columns: cols
+        .map(|(name, bytes, nrows)| {
+            let stored: Vec<_> = cols
                 .iter()
-                .filter(|(t, _, extra)| {
+                .filter(|(t, _, extra, _)| {
                     let e = extra.to_ascii_uppercase();
                     *t == name
                         && !e.contains("GENERATED")
                         && !e.contains("PERSISTENT")
                         && !e.contains("VIRTUAL")
                 })
-                .map(|(_, c, _)| c.clone())
-                .collect(),
-            pk: pks
-                .iter()
-                .filter(|(t, _)| *t == name)
-                .map(|(_, c)| c.clone())
-                .collect(),
-            name,
-            approx_bytes: bytes,
-            approx_rows: nrows,
+                .collect();
+            TableInfo {
+                columns: stored.iter().map(|(_, c, _, _)| c.clone()).collect(),
+                nullable: stored.iter().map(|(_, _, _, n)| n != "NO").collect(),
+                pk: pks
+                    .iter()
+                    .filter(|(t, _)| *t == name)
+                    .map(|(_, c)| c.clone())
+                    .collect(),
+                name,
+                approx_bytes: bytes,
+                approx_rows: nrows,
+            }
         })
         .collect())
 }
 
 /// A checksum of a table's content, independent of row order and storage format:
-/// row count, sum and xor of a per-row CRC32 over all (non-generated) columns.
+/// row count, sum and xor of a per-row CRC32 over all (non-generated) columns:
+/// `CRC32(CONCAT_WS(0x1f, c1, …, cn, CONCAT(ISNULL(n1), …)))`, the NULL flags only of the
+/// columns that may hold NULL (`CONCAT_WS` skips NULLs; the flags tell where they were).
 pub async fn table_checksum(
     conn: &mut Conn,
     side: Side,
@@ -143,12 +152,17 @@ pub async fn table_checksum(
     t: &TableInfo,
 ) -> Result<String> {
     let cols: Vec<String> = t.columns.iter().map(|c| ident(c)).collect();
-    let nulls: Vec<String> = cols.iter().map(|c| format!("ISNULL({c})")).collect();
-    let row = format!(
-        "CRC32(CONCAT_WS(0x1f, {}, CONCAT({})))",
-        cols.join(", "),
-        nulls.join(", ")
-    );
+    let nulls: Vec<String> = cols
+        .iter()
+        .zip(&t.nullable)
+        .filter(|(_, n)| **n)
+        .map(|(c, _)| format!("ISNULL({c})"))
+        .collect();
+    let flags = match nulls.is_empty() {
+        true => String::new(),
+        false => format!(", CONCAT({})", nulls.join(", ")),
+    };
+    let row = format!("CRC32(CONCAT_WS(0x1f, {}{flags}))", cols.join(", "));
     let sql = format!(
         "SELECT COUNT(*), COALESCE(SUM({row}), 0), COALESCE(BIT_XOR({row}), 0) FROM {}.{}",
         ident(db),
@@ -160,6 +174,70 @@ pub async fn table_checksum(
         .map_err(ctx(side, || format!("checksum of `{}`", t.name)))?;
     let (n, sum, xor) = r.unwrap_or((0, "0".into(), 0));
     Ok(format!("{n}:{sum}:{xor:08x}"))
+}
+
+/// [`table_checksum`] computed in the client over rows read with `character_set_results =
+/// binary` (the text protocol's bytes are what `CONCAT_WS` with the binary separator sees, so
+/// the two agree for the usual types). A copy feeds it the rows it streams anyway, which
+/// spares the source server a second full scan; when the two could disagree (a value whose
+/// text form differs from its string form), the caller falls back to [`table_checksum`].
+#[derive(Debug, Clone)]
+pub struct StreamChecksum {
+    rows: u64,
+    sum: u128,
+    xor: u32,
+    /// [`TableInfo::nullable`]: the columns whose NULL flag is part of the row.
+    nullable: Vec<bool>,
+    row: Vec<u8>,
+    flags: Vec<u8>,
+}
+
+impl StreamChecksum {
+    pub fn new(t: &TableInfo) -> StreamChecksum {
+        StreamChecksum {
+            rows: 0,
+            sum: 0,
+            xor: 0,
+            nullable: t.nullable.clone(),
+            row: Vec::new(),
+            flags: Vec::new(),
+        }
+    }
+
+    /// One row, its values in column order (`None` for NULL).
+    pub fn add_row<'a>(&mut self, values: impl Iterator<Item = Option<&'a [u8]>>) {
+        // CONCAT_WS(0x1f, v1, …, vn[, flags]): NULLs skipped, parts joined by 0x1f.
+        self.row.clear();
+        self.flags.clear();
+        let mut parts = 0;
+        for (i, v) in values.enumerate() {
+            if let Some(b) = v {
+                if parts > 0 {
+                    self.row.push(0x1f);
+                }
+                self.row.extend_from_slice(b);
+                parts += 1;
+            }
+            if self.nullable.get(i).copied().unwrap_or(true) {
+                self.flags.push(if v.is_some() { b'0' } else { b'1' });
+            }
+        }
+        if !self.flags.is_empty() {
+            if parts > 0 {
+                self.row.push(0x1f);
+            }
+            self.row.extend_from_slice(&self.flags);
+        }
+        let crc = crc32fast::hash(&self.row);
+        self.rows += 1;
+        self.sum += u128::from(crc);
+        self.xor ^= crc;
+    }
+
+    /// The same text as [`table_checksum`].
+    pub fn render(&self) -> String {
+        format!("{}:{}:{:08x}", self.rows, self.sum, self.xor)
+    }
 }
 
 /// Charset and collation of a database; `None` when it does not exist.

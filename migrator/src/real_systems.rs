@@ -427,6 +427,7 @@ impl DataMover for LocalData {
                 threads: 2,
                 delta,
                 dry_run: false,
+                load_method: None,
             };
             let r = rt
                 .block_on(copy_db::copy_database(&src, &dst, db, j.clone(), &opts))

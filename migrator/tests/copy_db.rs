@@ -1,10 +1,12 @@
-//! Database copy between two real MariaDB instances: 12 tables (one without a primary key,
-//! utf8mb4 text, blobs), a view, a trigger, a routine, an account with a password; verified by
+//! Database copy between two real MariaDB instances: 13 tables (one without a primary key,
+//! one of assorted column types, utf8mb4 text, blobs), a view, a trigger, a routine, an account with a password; verified by
 //! checksums; a delta pass after writes re-copies only the changed tables; a resume from a
 //! checkpoint continues a table instead of starting it over.
 
 use migrator::copy_db::{copy_database, verify_database, CopyOptions, TableCheckpoint};
+use migrator::db_schema::DbError;
 use migrator::journal::{JournalStore, SqliteJournal};
+use migrator::load_rows::LoadMethod;
 use std::sync::{Arc, Mutex};
 use testkit::MariaDb;
 
@@ -35,6 +37,13 @@ fn setup(src: &MariaDb) {
         "CREATE TABLE latin (k VARCHAR(20) CHARACTER SET latin1 PRIMARY KEY, n INT, \
          pad TEXT CHARACTER SET latin1, KEY n (n)) DEFAULT CHARSET=latin1;",
     );
+    // Column types whose text form the stream checksum must see as the server does.
+    sql.push_str(
+        "CREATE TABLE types (id INT PRIMARY KEY, f FLOAT, d DOUBLE, dc DECIMAL(12,4), \
+         dt DATETIME(6), tm TIME(3), da DATE, y YEAR, bt BIT(13), e ENUM('a','b'), \
+         st SET('x','y','z'), j JSON, bn BINARY(4), vb VARBINARY(10), ub BIGINT UNSIGNED, \
+         ti TINYINT, g POINT, l1 VARCHAR(10) CHARACTER SET latin1) DEFAULT CHARSET=utf8mb4;",
+    );
     sql.push_str("CREATE VIEW big_t1 AS SELECT id, name FROM t1 WHERE id > 10;");
     src.exec(&sql).unwrap();
     // Rows: t1 gets 45,000 rows (three chunks), others a few hundred.
@@ -48,6 +57,13 @@ fn setup(src: &MariaDb) {
          INSERT INTO t5 VALUES (0, 'zero id', 0, 0, NULL);
          INSERT INTO blobs(data, note) VALUES (UNHEX('00FF27225C0A0D1A'), 'bin'), (REPEAT(UNHEX('DEADBEEF'), 100000), 'big'), ('', 'empty'), (NULL, 'null');
          INSERT INTO composite VALUES (1, 'a', 'x'), (1, 'b', 'y'), (2, 'a', NULL);
+         INSERT INTO types SELECT seq, seq / 7, seq / 3, seq / 11, NOW(6) - INTERVAL seq SECOND, \
+           SEC_TO_TIME(seq / 3), '2020-02-29' + INTERVAL seq DAY, 1901 + seq % 200, seq, \
+           IF(seq % 2, 'a', 'b'), 'x,z', JSON_OBJECT('k', seq, 'é', 1.5e-7), UNHEX('00FF0A09'), \
+           UNHEX(HEX(seq)), 18446744073709551615 - seq, -seq % 128, POINT(seq, -seq), 'ñ' \
+           FROM seq_1_to_500;
+         INSERT INTO types (id, f, d) VALUES (1000, 3.40282e38, -1.7976931348623157e308), \
+           (1001, 1e-45, 5e-324), (1002, NULL, 0.1), (1003, -0, 123456789012345680000);
          INSERT INTO latin SELECT CONCAT('é', LPAD(seq, 6, '0'), 'ß'), seq % 7, REPEAT('ü\\t\\n', 700)
            FROM seq_1_to_3000;",
     )
@@ -59,6 +75,7 @@ fn opts() -> CopyOptions {
         threads: 3,
         delta: false,
         dry_run: false,
+        load_method: None,
     }
 }
 
@@ -105,15 +122,23 @@ async fn copies_verifies_and_delta_copies_only_changed_tables() {
     )
     .await
     .unwrap();
-    assert_eq!(dry.tables.len(), 12);
+    assert_eq!(dry.tables.len(), 13);
     assert!(dry.tables.iter().all(|t| t.action == "would copy"));
     assert_eq!(dst.exec("SHOW DATABASES LIKE 'shop'").unwrap().trim(), "");
 
     let r = copy_database(&su, &du, "shop", j.clone(), &opts())
         .await
         .unwrap();
-    assert_eq!(r.tables.len(), 12);
+    assert_eq!(r.tables.len(), 13);
     assert!(r.tables.iter().all(|t| t.copied), "{r:?}");
+    // MariaDB: rows went as bulk INSERTs.
+    assert_eq!(r.load_method, Some(LoadMethod::Bulk));
+    // Each table read whole: its source checksum came from the stream and matched the
+    // destination's checksum query (so the server's own source checksum, which verify runs
+    // next, agrees with it).
+    for t in &r.tables {
+        assert_eq!(t.source_checksum_from, "stream", "{}", t.table);
+    }
     assert_eq!(r.users, vec!["shop@%".to_string()]);
     assert!(verify_database(&su, &du, "shop").await.unwrap().is_empty());
 
@@ -261,10 +286,12 @@ async fn copies_verifies_and_delta_copies_only_changed_tables() {
         .is_empty());
 }
 
-/// A destination that refuses `LOAD DATA LOCAL` (`local_infile=0`) gets the rows as `INSERT`s:
-/// the copy completes, verifies equal, and bytes survive (blobs, utf8mb4, latin1 beyond ASCII).
+/// Every load method lands the same bytes (blobs, utf8mb4, latin1 beyond ASCII, assorted
+/// types): `insert` on a destination that refuses `LOAD DATA LOCAL` (`local_infile=0`), where
+/// a forced `load-data` is refused before anything is written; then `load-data` once the
+/// server allows it. (`bulk`, the default on MariaDB, is the main test's.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn insert_fallback_when_local_infile_is_off() {
+async fn every_load_method_lands_the_same_bytes() {
     let src = MariaDb::start().unwrap();
     let dst = MariaDb::start_with(testkit::MariaDbOptions {
         extra_args: vec!["--local-infile=0".into()],
@@ -277,24 +304,45 @@ async fn insert_fallback_when_local_infile_is_off() {
     );
     setup(&src);
     let (_tmp, j, su, du) = journal_and_urls(&src, &dst);
-    let r = copy_database(&su, &du, "shop", j.clone(), &opts())
+    let with = |m: LoadMethod| CopyOptions {
+        load_method: Some(m),
+        ..opts()
+    };
+    let refused = copy_database(&su, &du, "shop", j.clone(), &with(LoadMethod::LoadData))
         .await
-        .unwrap();
-    assert_eq!(r.tables.len(), 12);
-    assert!(r.tables.iter().all(|t| t.copied), "{r:?}");
-    assert!(r
-        .tables
-        .iter()
-        .all(|t| t.source_checksum == t.destination_checksum));
-    assert!(verify_database(&su, &du, "shop").await.unwrap().is_empty());
-    for q in [
-        "SELECT HEX(data) FROM shop.blobs WHERE note='bin'",
-        "SELECT MD5(data) FROM shop.blobs WHERE note='big'",
-        "SELECT HEX(name) FROM shop.t1 WHERE id = 7",
-        "SELECT HEX(k), HEX(pad) FROM shop.latin WHERE n = 3 ORDER BY k LIMIT 1",
-        "SELECT COUNT(*), SUM(n) FROM shop.latin",
-        "SHOW CREATE TABLE shop.latin",
-    ] {
-        assert_eq!(src.exec(q).unwrap(), dst.exec(q).unwrap(), "{q}");
+        .unwrap_err();
+    assert!(
+        matches!(&refused, DbError::LoadMethod { method, .. } if method == "load-data"),
+        "{refused}"
+    );
+    assert_eq!(dst.exec("SHOW DATABASES LIKE 'shop'").unwrap().trim(), "");
+
+    for m in [LoadMethod::Insert, LoadMethod::LoadData] {
+        if m == LoadMethod::LoadData {
+            dst.exec("DROP DATABASE shop; SET GLOBAL local_infile = 1")
+                .unwrap();
+        }
+        let r = copy_database(&su, &du, "shop", j.clone(), &with(m))
+            .await
+            .unwrap();
+        assert_eq!(r.load_method, Some(m));
+        assert_eq!(r.tables.len(), 13);
+        assert!(r.tables.iter().all(|t| t.copied), "{r:?}");
+        assert!(r
+            .tables
+            .iter()
+            .all(|t| t.source_checksum == t.destination_checksum));
+        assert!(verify_database(&su, &du, "shop").await.unwrap().is_empty());
+        for q in [
+            "SELECT HEX(data) FROM shop.blobs WHERE note='bin'",
+            "SELECT MD5(data) FROM shop.blobs WHERE note='big'",
+            "SELECT HEX(name) FROM shop.t1 WHERE id = 7",
+            "SELECT HEX(k), HEX(pad) FROM shop.latin WHERE n = 3 ORDER BY k LIMIT 1",
+            "SELECT COUNT(*), SUM(n) FROM shop.latin",
+            "SELECT HEX(bt), HEX(g), j, f, d FROM shop.types ORDER BY id LIMIT 3",
+            "SHOW CREATE TABLE shop.latin",
+        ] {
+            assert_eq!(src.exec(q).unwrap(), dst.exec(q).unwrap(), "{m:?}: {q}");
+        }
     }
 }
