@@ -5,9 +5,9 @@
 //! `cargo bench -p migrator --bench copy -- db [ROWS_PER_TABLE] [PAIRS]`
 //!
 //! Files: first sync of a generated home (FILES files of 1–20 KiB in dirs of 50) with
-//! `migrator sync-files` vs `rsync -a` vs `cp -a` (and `rsync -a` + `syncfs`, the durability ours
-//! gives), then a no-change pass vs `rsync -a` (ours
-//! with the destination manifest cached in the journal by the first pass). Run as root where
+//! `migrator sync-files` vs `rsync -a` vs `cp -a` (neither ends durable), and `migrator
+//! sync-files --sync` vs `rsync -a` + `sync -f` (both end with `syncfs`); then a no-change pass
+//! vs `rsync -a` (ours with the destination manifest cached in the journal by the first pass). Run as root where
 //! loop devices exist, the source and every timed copy get a file system of their own (ext4 on
 //! a loop device over a private tmpfs, made fresh for that copy and removed after it), so no
 //! tool pays for another's deletes (the disk trap of shared/BENCHMARKS.md) and the disk is not
@@ -131,8 +131,11 @@ fn files(n: usize, pairs: usize, dir: &Path) {
     let bytes = generate_home(&src, &spec).expect("generate");
     println!("generated {n} files, {bytes} bytes in {}", src.display());
     let journal = dir.join(format!("journal-{}.sqlite", std::process::id()));
-    let ours = |d: &Path| {
-        run(Command::new(BIN).args([
+    // `sync`: end with syncfs (`--sync`); by default, like rsync, durability is left to the
+    // kernel's writeback (the cached manifest then holds only under the same boot id).
+    let ours_with = |d: &Path, sync: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
             "sync-files".as_ref(),
             "bench".as_ref(),
             "--src".as_ref(),
@@ -141,15 +144,20 @@ fn files(n: usize, pairs: usize, dir: &Path) {
             d.as_os_str(),
             "--journal".as_ref(),
             journal.as_os_str(),
-        ]))
+        ]);
+        if sync {
+            cmd.arg("--sync");
+        }
+        run(&mut cmd)
     };
+    let ours = |d: &Path| ours_with(d, false);
     let rsync = |d: &Path| {
         let s = format!("{}/", src.display());
         run(Command::new("rsync").arg("-a").arg(s).arg(d))
     };
     let cp = |d: &Path| run(Command::new("cp").arg("-a").arg(&src).arg(d));
-    // rsync with the durability ours gives before its journal says "done": `syncfs` of the
-    // destination's file system (`sync -f`) inside the timing.
+    // rsync with the durability of ours with `--sync`: `syncfs` of the destination's file
+    // system (`sync -f`) inside the timing.
     let rsync_durable = |d: &Path| {
         sh(&format!(
             "rsync -a '{}/' '{}' && sync -f '{}'",
@@ -161,7 +169,8 @@ fn files(n: usize, pairs: usize, dir: &Path) {
     // Warm-up: page cache and binaries.
     ours(&targets.get("warm-ours").path);
     rsync(&targets.get("warm-rsync").path);
-    let (mut o, mut r, mut c, mut rd) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut o, mut r, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut od, mut rd) = (Vec::new(), Vec::new());
     // The first pair's copies stay for the no-change pass; later ones go once timed.
     let mut kept = Vec::new();
     for i in 0..pairs {
@@ -173,10 +182,14 @@ fn files(n: usize, pairs: usize, dir: &Path) {
         o.push(ours(&to.path));
         r.push(rsync(&tr.path));
         c.push(cp(&tc.path));
+        od.push(ours_with(
+            &targets.get(&format!("ours-sync-{i}")).path,
+            true,
+        ));
         rd.push(rsync_durable(&targets.get(&format!("rsync-sync-{i}")).path));
         println!(
-            "pair {i}: ours {:.2}s rsync {:.2}s cp {:.2}s rsync+syncfs {:.2}s",
-            o[i], r[i], c[i], rd[i]
+            "pair {i}: ours {:.2}s rsync {:.2}s cp {:.2}s ours --sync {:.2}s rsync+syncfs {:.2}s",
+            o[i], r[i], c[i], od[i], rd[i]
         );
         if i == 0 {
             kept.push(to);
@@ -185,7 +198,11 @@ fn files(n: usize, pairs: usize, dir: &Path) {
     }
     report("first sync vs rsync -a", &o, &r);
     report("first sync vs cp -a", &o, &c);
-    report("first sync vs rsync -a + syncfs (same durability)", &o, &rd);
+    report(
+        "first sync --sync vs rsync -a + syncfs (both durable)",
+        &od,
+        &rd,
+    );
     if let [ours0, rsync0] = kept.as_slice() {
         let (mut o2, mut r2) = (Vec::new(), Vec::new());
         for _ in 0..pairs {

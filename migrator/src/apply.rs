@@ -562,9 +562,8 @@ impl Applier {
         Ok(total)
     }
 
-    /// Makes everything written so far durable (one `syncfs` for the whole file system,
-    /// instead of an fsync per file).
-    pub fn sync(&self) -> Result<(), ApplyError> {
+    /// Removes the files kept until the end of the pass.
+    pub fn remove_kept(&self) -> Result<(), ApplyError> {
         let kept = std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()));
         for p in kept {
             match std::fs::remove_file(&p) {
@@ -573,6 +572,13 @@ impl Applier {
                 Err(e) => return Err(err("remove", &p)(e)),
             }
         }
+        Ok(())
+    }
+
+    /// [`Applier::remove_kept`], then makes everything written so far durable (one `syncfs`
+    /// for the whole file system, instead of an fsync per file).
+    pub fn sync(&self) -> Result<(), ApplyError> {
+        self.remove_kept()?;
         let f = std::fs::File::open(&self.root).map_err(err("open", &self.root))?;
         use std::os::fd::AsRawFd;
         // SAFETY: the descriptor is valid for the lifetime of `f`.

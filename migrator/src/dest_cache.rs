@@ -1,7 +1,11 @@
 //! The destination manifest cached in the journal, so a no-change pass walks only the source.
 //!
 //! After a committed pass the destination holds exactly the source manifest that pass applied
-//! (every write lands complete, the pass ends with `syncfs`, apply warnings void the cache).
+//! (every write lands complete, apply warnings void the cache), durably when the pass ended
+//! with `syncfs`. A pass that deferred durability (`PassOptions::defer_sync`) records this
+//! host's boot id in the head: its cache is trusted only under that boot, since a crash can
+//! lose writes still in the page cache; after a reboot the next pass walks the destination,
+//! and a pass that must end durable never trusts it (it walks, applies, and syncs).
 //! That manifest is stored in the journal together with a [`DirStamp`] of every destination
 //! directory: inode and `ctime`, which the kernel sets on any entry created, removed or renamed
 //! in a directory, and on any change of its own mode, owner or times; nobody can set it back.
@@ -37,7 +41,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Format of the cached blob; a different value is ignored (the pass walks in full).
-const CACHE_VERSION: u8 = 2;
+const CACHE_VERSION: u8 = 3;
 /// Longer than any coarse clock tick of the kernel (a jiffy is 1–10 ms).
 pub const RACY_WINDOW: Duration = Duration::from_millis(30);
 
@@ -55,6 +59,17 @@ pub struct DirStamp {
 pub struct DestCache {
     pub manifest: Manifest,
     pub stamps: Vec<DirStamp>,
+    /// The boot id under which the pass that wrote it deferred durability; `None`: durable.
+    pub unsynced_boot: Option<String>,
+}
+
+/// This host's boot id (`/proc/sys/kernel/random/boot_id`): a new one after every boot, so
+/// it tells whether writes left in the page cache may have been lost. `None` if unreadable,
+/// and then nothing unsynced is trusted.
+pub fn boot_id() -> Option<String> {
+    let s = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
 }
 
 /// The journal key of a (site, source, destination) triple.
@@ -141,6 +156,20 @@ pub struct CacheHead {
     /// BLAKE3 of the manifest blob: the two rows are written separately, and a head never
     /// vouches for another pass's manifest.
     pub manifest_hash: [u8; 32],
+    /// See [`DestCache::unsynced_boot`].
+    pub unsynced_boot: Option<String>,
+}
+
+impl CacheHead {
+    /// Whether a pass may trust this cache: always when its pass ended durable; when it
+    /// deferred durability, only a pass that defers too (one that must end durable walks and
+    /// syncs) and only under the same boot.
+    pub fn trusted(&self, defer_sync: bool, boot: Option<&str>) -> bool {
+        match &self.unsynced_boot {
+            None => true,
+            Some(b) => defer_sync && boot == Some(b.as_str()),
+        }
+    }
 }
 
 /// Journal key of the head (the manifest itself is under [`key`]).
@@ -178,6 +207,10 @@ pub fn encode(c: &DestCache) -> (Vec<u8>, Vec<u8>) {
         out.extend_from_slice(&s.ctime_s.to_le_bytes());
         out.extend_from_slice(&s.ctime_ns.to_le_bytes());
     }
+    put_bytes(
+        &mut out,
+        c.unsynced_boot.as_deref().unwrap_or("").as_bytes(),
+    );
     (out, blob)
 }
 
@@ -224,7 +257,10 @@ pub fn decode_head(b: &[u8]) -> Option<CacheHead> {
             ctime_ns: r.u64()? as i64,
         });
     }
+    let boot = String::from_utf8(r.bytes()?.to_vec()).ok()?;
+    let unsynced_boot = (!boot.is_empty()).then_some(boot);
     r.0.is_empty().then_some(CacheHead {
+        unsynced_boot,
         digest,
         entries,
         bytes,
@@ -259,6 +295,7 @@ mod tests {
         let c = DestCache {
             stamps: settled_stamps(dir.path(), &d),
             manifest: m,
+            unsynced_boot: None,
         };
         let (head, blob) = encode(&c);
         let h = decode_head(&head).unwrap();
@@ -266,6 +303,20 @@ mod tests {
         assert_eq!(h.stamps, c.stamps);
         assert_eq!(h.digest, c.manifest.digest());
         assert_eq!(decode_manifest(&h, &blob), Some(c.manifest.clone()));
+        assert_eq!(h.unsynced_boot, None);
+        assert!(h.trusted(false, None) && h.trusted(true, None));
+        // A deferred pass's head: trusted by deferred passes under the same boot only.
+        let boot = boot_id().expect("boot id");
+        let deferred = DestCache {
+            unsynced_boot: Some(boot.clone()),
+            ..c.clone()
+        };
+        let hd = decode_head(&encode(&deferred).0).unwrap();
+        assert_eq!(hd.unsynced_boot.as_deref(), Some(boot.as_str()));
+        assert!(hd.trusted(true, Some(&boot)));
+        assert!(!hd.trusted(false, Some(&boot)), "a durable pass walks");
+        assert!(!hd.trusted(true, Some("another-boot")), "rebooted since");
+        assert!(!hd.trusted(true, None), "boot id unknown");
         assert_eq!(decode_head(&head[..head.len() - 1]), None);
         assert_eq!(decode_manifest(&h, &blob[..blob.len() - 1]), None);
         let mut other = head.clone();

@@ -546,7 +546,8 @@ impl Destination for SshDestination {
         self.send_batch(batch)
     }
 
-    fn finish(&mut self) -> Result<Applied, SyncError> {
+    /// The receiver always syncs: its boot id is not known here.
+    fn finish(&mut self, _sync: bool) -> Result<Applied, SyncError> {
         while self.in_flight > 0 {
             self.ack()?;
         }

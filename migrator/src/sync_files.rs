@@ -50,8 +50,14 @@ pub trait Destination: Send {
     /// Sends or applies one batch. Remote destinations may pipeline: errors can surface on a
     /// later call or on [`Destination::finish`].
     fn apply(&mut self, ops: Vec<Op>) -> Result<(), SyncError>;
-    /// Waits for everything sent, makes it durable, and reports the totals.
-    fn finish(&mut self) -> Result<Applied, SyncError>;
+    /// Waits for everything sent and reports the totals; `sync`: also makes it durable
+    /// (destinations that cannot defer that, see [`Destination::defers_sync`], always do).
+    fn finish(&mut self, sync: bool) -> Result<Applied, SyncError>;
+    /// Whether [`Destination::finish`] may leave durability to the kernel's writeback: only
+    /// where this host's boot id tells whether unsynced writes survived (local file systems).
+    fn defers_sync(&self) -> bool {
+        false
+    }
     /// Whether ownership is preserved there (so uid/gid are compared).
     fn sets_owner(&self) -> bool;
     /// Names this destination (host and path): the key of its cached manifest.
@@ -95,9 +101,16 @@ impl Destination for LocalDestination {
         self.total.warnings.extend(a.warnings);
         Ok(())
     }
-    fn finish(&mut self) -> Result<Applied, SyncError> {
-        self.applier.sync()?;
+    fn finish(&mut self, sync: bool) -> Result<Applied, SyncError> {
+        if sync {
+            self.applier.sync()?;
+        } else {
+            self.applier.remove_kept()?;
+        }
         Ok(std::mem::take(&mut self.total))
+    }
+    fn defers_sync(&self) -> bool {
+        true
     }
     fn sets_owner(&self) -> bool {
         self.applier.sets_owner()
@@ -303,6 +316,13 @@ pub struct PassOptions {
     /// Off by default: an unmounted filer leaves an empty mount point, and syncing it would
     /// delete the whole destination (on a rollback copy-back, the live old side).
     pub allow_empty_source: bool,
+    /// Leave durability to the kernel's writeback instead of ending with `syncfs`, as `rsync`
+    /// does (local destinations; SSH ones always sync). The pass then records this host's boot
+    /// id with its cached manifest, and the cache is trusted only under the same boot: after a
+    /// crash or reboot the next pass walks the destination and rewrites whatever did not reach
+    /// the disk. A pass without it (the final pass inside the freeze) makes everything durable,
+    /// including what deferred passes left in memory.
+    pub defer_sync: bool,
 }
 
 /// Progress of a pass, reported after each batch.
@@ -332,6 +352,9 @@ pub struct PassReport {
     pub seconds: f64,
     /// Of which: waiting for the destination to finish and make everything durable (syncfs).
     pub finish_seconds: f64,
+    /// The pass ended with the destination durable (`syncfs`); false when it deferred that
+    /// (`defer_sync`) or applied nothing.
+    pub synced: bool,
     /// The destination manifest came from the journal's cache (its directories unchanged since
     /// the last committed pass) instead of a walk.
     pub destination_cached: bool,
@@ -551,7 +574,9 @@ pub(crate) fn run_pass_with(
         progress(pr);
     }
     let tf = std::time::Instant::now();
-    let applied = dst.finish()?;
+    let sync = !(opts.defer_sync && dst.defers_sync());
+    let applied = dst.finish(sync)?;
+    report.synced = sync;
     report.finish_seconds = tf.elapsed().as_secs_f64();
     report.files_written = applied.files;
     report.bytes_written = applied.bytes;

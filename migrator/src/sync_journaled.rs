@@ -107,9 +107,13 @@ pub fn run_pass_journaled_with_feed(
         take_checkpoint(feed, src_root, &change_feed::consumer(&key), opts);
     let (head_key, feed_key) = (dest_cache::head_key(&key), dest_cache::feed_key(&key));
     let walk_all = opts.checksum || opts.full;
-    let head = journal
+    let stored = journal
         .cache(&head_key)?
         .and_then(|b| dest_cache::decode_head(&b));
+    // Rows to drop before applying: the stored head, trusted or not.
+    let had_cache = stored.is_some();
+    let boot = dest_cache::boot_id();
+    let head = stored.filter(|h| h.trusted(opts.defer_sync, boot.as_deref()));
     let stamps_ok = match &head {
         Some(h) if !walk_all => dst.dir_stamps(&h.dirs, false)? == Some(h.stamps.clone()),
         _ => false,
@@ -202,7 +206,6 @@ pub fn run_pass_journaled_with_feed(
         .map(|(r, _)| finish(r));
     }
     let id = journal.begin_step(site, "sync-files")?;
-    let had_cache = head.is_some();
     let mut drop_cache = || -> Result<(), SyncError> {
         if had_cache {
             // The head first: without it the manifest row is never used.
@@ -233,12 +236,19 @@ pub fn run_pass_journaled_with_feed(
                     h.digest == r.manifest_digest && same(&h.warnings, &src.warnings)
                 });
             let mut cache_ok = unchanged;
-            if !unchanged && r.apply_warnings == 0 {
+            // Written durable, or deferred under a known boot id (else not cached at all).
+            let unsynced_boot = match (r.synced, &boot) {
+                (true, _) => Some(None),
+                (false, Some(b)) => Some(Some(b.clone())),
+                (false, None) => None,
+            };
+            if let (false, 0, Some(unsynced_boot)) = (unchanged, r.apply_warnings, unsynced_boot) {
                 let dirs = dest_cache::dirs(&src);
                 if let Some(stamps) = dst.dir_stamps(&dirs, true)? {
                     let (head, blob) = dest_cache::encode(&DestCache {
                         manifest: src,
                         stamps,
+                        unsynced_boot,
                     });
                     journal.put_cache(&key, &blob)?;
                     journal.put_cache(&head_key, &head)?;

@@ -326,3 +326,80 @@ fn empty_source_over_a_full_destination_is_refused_unless_allowed() {
     assert!(r.deleted >= 1, "{r:?}"); // whole subtrees count once
     assert!(std::fs::read_dir(&dst).unwrap().next().is_none());
 }
+
+/// A pass that defers durability (`defer_sync`, the CLI's default, like rsync) records the boot
+/// id with its cached manifest: the next deferred pass trusts it under the same boot; a pass
+/// that must end durable walks and syncs; after a reboot (another boot id) a file that lost its
+/// unsynced data is found by the walk and copied again.
+#[test]
+fn deferred_durability_is_trusted_only_under_the_same_boot() {
+    use migrator::dest_cache::{self, DestCache};
+    use migrator::sync_files::Destination;
+    let tmp = scratch();
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    generate_home(&src, &HomeSpec::small(200)).unwrap();
+    let mut journal = SqliteJournal::open(&tmp.path().join("journal.sqlite")).unwrap();
+    let mut dest = LocalDestination::new(&dst);
+    let key = dest_cache::key("carol", &src, &dest.identity());
+    let head_key = dest_cache::head_key(&key);
+    let boot = dest_cache::boot_id().expect("this host's boot id");
+    let head_boot = |journal: &mut SqliteJournal| {
+        let b = journal.cache(&head_key).unwrap().expect("a cache head");
+        dest_cache::decode_head(&b).unwrap().unsynced_boot
+    };
+    let mut pass = |journal: &mut SqliteJournal, defer_sync: bool| {
+        let opts = PassOptions {
+            defer_sync,
+            ..Default::default()
+        };
+        run_pass_journaled(journal, "carol", &src, &mut dest, opts, &no_progress).unwrap()
+    };
+
+    let first = pass(&mut journal, true);
+    assert!(!first.synced && first.files_written >= 200, "{first:?}");
+    assert_eq!(head_boot(&mut journal), Some(boot.clone()));
+    let second = pass(&mut journal, true);
+    assert!(second.destination_cached, "same boot: the cache holds");
+    assert_eq!(second.files_written, 0);
+    // A pass that must end durable does not trust an unsynced cache: it walks, then syncs.
+    let durable = pass(&mut journal, false);
+    assert!(!durable.destination_cached && durable.synced, "{durable:?}");
+    assert_eq!(durable.files_written, 0);
+    assert_eq!(head_boot(&mut journal), None);
+    let after = pass(&mut journal, true);
+    assert!(after.destination_cached, "a durable cache is trusted");
+
+    // A change copied by a deferred pass; then "a crash": the boot id changes and the file's
+    // unsynced data is gone (empty, same mtime: what a lost writeback looks like).
+    let changed = "d000/s0000/f000007.dat";
+    std::fs::write(src.join(changed), b"written before the crash").unwrap();
+    let fifth = pass(&mut journal, true);
+    assert_eq!((fifth.files_written, fifth.synced), (1, false));
+    let c = journal.cache(&head_key).unwrap().unwrap();
+    let h = dest_cache::decode_head(&c).unwrap();
+    let blob = journal.cache(&key).unwrap().unwrap();
+    let rebooted = DestCache {
+        manifest: dest_cache::decode_manifest(&h, &blob).unwrap(),
+        stamps: h.stamps.clone(),
+        unsynced_boot: Some("another-boot".into()),
+    };
+    let (head, blob) = dest_cache::encode(&rebooted);
+    journal.put_cache(&key, &blob).unwrap();
+    journal.put_cache(&head_key, &head).unwrap();
+    let lost = dst.join(changed);
+    let mtime = std::fs::metadata(&lost).unwrap().modified().unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&lost).unwrap();
+    f.set_len(0).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    let sixth = pass(&mut journal, true);
+    assert!(
+        !sixth.destination_cached,
+        "another boot: the destination is walked"
+    );
+    assert_eq!(sixth.files_written, 1, "{sixth:?}");
+    assert_eq!(std::fs::read(&lost).unwrap(), b"written before the crash");
+    let mut check = LocalDestination::new(&dst);
+    assert!(verify_files(&src, &mut check, false).unwrap().equal());
+}

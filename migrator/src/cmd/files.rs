@@ -96,6 +96,14 @@ pub enum FilesCommand {
         /// would delete the whole destination).
         #[arg(long)]
         allow_empty_source: bool,
+        /// End the pass with the destination durable (`syncfs`). Without it a local pass, like
+        /// rsync, leaves the written data to the kernel's writeback and records this host's
+        /// boot id: its cached manifest is then trusted only until the next reboot, so after a
+        /// crash the next pass walks the destination and rewrites what was lost. Use it for the
+        /// last pass before switching a site by hand (the cutover engine's final pass always
+        /// syncs). SSH destinations always sync.
+        #[arg(long)]
+        sync: bool,
         /// Print a JSON summary on stdout.
         #[arg(long)]
         json: bool,
@@ -126,6 +134,7 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
             dry_run,
             full,
             allow_empty_source,
+            sync,
             json,
             feed,
             feed_root,
@@ -142,6 +151,7 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
                 dry_run,
                 full,
                 allow_empty_source,
+                defer_sync: !sync,
             };
             let feed = feed.map(|socket| sync_files::FeedOptions {
                 socket,
@@ -170,7 +180,7 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
                 }
                 println!(
                     "{site}: {}{} files, {} bytes written, {} deleted, {} metadata-only, \
-                     source {} entries / {} bytes, {:.2}s",
+                     source {} entries / {} bytes, {:.2}s{}",
                     if dry_run { "DRY RUN: would have " } else { "" },
                     report.files_written,
                     report.bytes_written,
@@ -178,7 +188,8 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
                     report.metadata_only,
                     report.source_entries,
                     report.source_bytes,
-                    report.seconds
+                    report.seconds,
+                    if report.synced { ", synced" } else { "" }
                 );
             }
             Ok(0)
