@@ -38,6 +38,11 @@ fn sh(script: &str) -> f64 {
     run(Command::new("bash").args(["-o", "pipefail", "-c", script]))
 }
 
+/// `syncfs` of the file system holding `p`, outside any timing.
+fn settle(p: &Path) {
+    let _ = Command::new("sync").arg("-f").arg(p).status();
+}
+
 fn report(name: &str, ours: &[f64], theirs: &[f64]) {
     let (om, olo, ohi) = stats(ours);
     let (tm, tlo, thi) = stats(theirs);
@@ -179,9 +184,14 @@ fn files(n: usize, pairs: usize, dir: &Path) {
             targets.get(&format!("rsync-{i}")),
             targets.get(&format!("cp-{i}")),
         );
+        // A copy that does not end durable leaves its data dirty; it is flushed untimed right
+        // after, so its writeback never lands in the next tool's timing.
         o.push(ours(&to.path));
+        settle(&to.path);
         r.push(rsync(&tr.path));
+        settle(&tr.path);
         c.push(cp(&tc.path));
+        settle(&tc.path);
         od.push(ours_with(
             &targets.get(&format!("ours-sync-{i}")).path,
             true,

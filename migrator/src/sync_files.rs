@@ -209,7 +209,10 @@ pub fn plan(src_root: &Path, src: &Manifest, dst: &Manifest, owners: bool) -> Pl
     };
     for c in &changes {
         if let Some(par) = parent(c.path()) {
-            touched_dirs.insert(par.to_vec());
+            // Thousands of changes share a parent: allocate each one once.
+            if !touched_dirs.contains(par) {
+                touched_dirs.insert(par.to_vec());
+            }
         }
         match c {
             Change::Removed(d) => {
@@ -520,22 +523,11 @@ pub(crate) fn run_pass_with(
     before_apply()?;
     report.operations = plan.ops.len() as u64;
     // Sizes for progress, from the manifest (no second stat per file).
-    let sizes: std::collections::HashMap<PathBuf, u64> = plan
-        .ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::File {
-                data: Data::Local(p),
-                path,
-                ..
-            } => src
-                .entries
-                .binary_search_by(|e| e.path.as_slice().cmp(path))
-                .ok()
-                .map(|i| (p.clone(), src.entries[i].size)),
-            _ => None,
-        })
-        .collect();
+    let size_of = |path: &[u8]| {
+        src.entries
+            .binary_search_by(|e| e.path.as_slice().cmp(path))
+            .map_or(0, |i| src.entries[i].size)
+    };
     let mut pr = Progress {
         files_total: plan.write_files,
         bytes_total: plan.write_bytes,
@@ -548,10 +540,11 @@ pub(crate) fn run_pass_with(
     for op in plan.ops {
         match &op {
             Op::File {
-                data: Data::Local(p),
+                data: Data::Local(_),
+                path,
                 ..
             } => {
-                batch_bytes += sizes.get(p.as_path()).copied().unwrap_or(0);
+                batch_bytes += size_of(path);
                 batch_files += 1;
             }
             Op::Symlink { .. } | Op::HardLink { .. } => batch_files += 1,
