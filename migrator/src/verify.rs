@@ -81,6 +81,9 @@ pub fn verify_files(
     dst: &mut dyn Destination,
     checksum: bool,
 ) -> Result<FileVerifyReport, SyncError> {
+    // A missing source root would walk as an empty home and report every destination file as
+    // extra: say what is wrong instead.
+    crate::sync_files::check_source_root(src_root)?;
     let walk = WalkOptions {
         checksum,
         refuse_escaping_symlinks: true,

@@ -283,7 +283,8 @@ fn destination_changed_behind_our_back_is_caught() {
 
 /// An empty source over a destination that holds files (an unmounted filer leaves an empty
 /// mount point) is refused, by the CLI's pass and by the engine's `run_pass` alike, and the
-/// destination stays; `allow_empty_source` syncs a home that really was emptied.
+/// destination stays (a missing source root is an error for `verify` too);
+/// `allow_empty_source` syncs a home that really was emptied.
 #[test]
 fn empty_source_over_a_full_destination_is_refused_unless_allowed() {
     let tmp = scratch();
@@ -309,6 +310,10 @@ fn empty_source_over_a_full_destination_is_refused_unless_allowed() {
     // Nothing was deleted (the source was moved aside, so its absolute symlinks escape it
     // now: count the destination instead of verifying against the moved tree).
     assert_eq!(walk_count(&dst), before);
+    // verify says the source root is missing instead of listing every file as extra.
+    let missing = tmp.path().join("never-mounted");
+    let err = verify_files(&missing, &mut dest, false).unwrap_err();
+    assert!(matches!(err, SyncError::SourceRoot { .. }), "{err}");
 
     let allowed = PassOptions {
         allow_empty_source: true,
