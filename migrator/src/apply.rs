@@ -133,6 +133,10 @@ pub struct Applier {
     /// Copies still go through `copy_file_range` (cleared by the first refusal, e.g. source
     /// and destination on different file systems).
     kernel_copy: AtomicBool,
+    /// The root, opened before the pass writes (or right after the batch that created it):
+    /// `syncfs` reports the write-back errors of its file system since *this* descriptor was
+    /// opened, so opening it at the end would miss the errors of the pass itself.
+    sync_handle: Mutex<Option<std::fs::File>>,
 }
 
 /// The temporary name for `rel` (same directory, so the rename is atomic).
@@ -256,6 +260,15 @@ impl Applier {
             chown: unsafe { libc::geteuid() } == 0,
             kept: Mutex::new(HashSet::new()),
             kernel_copy: AtomicBool::new(true),
+            sync_handle: Mutex::new(None),
+        }
+    }
+
+    /// Opens [`Applier::sync_handle`] once the root exists.
+    fn open_sync_handle(&self) {
+        let mut h = self.sync_handle.lock().unwrap_or_else(|p| p.into_inner());
+        if h.is_none() {
+            *h = std::fs::File::open(&self.root).ok();
         }
     }
 
@@ -511,6 +524,7 @@ impl Applier {
     /// and runs of directory creations level by level (the plan lists parents first, so a
     /// directory's parent is on the level before it or already there).
     pub fn apply(&self, ops: &[Op]) -> Result<Applied, ApplyError> {
+        self.open_sync_handle();
         let mut total = Applied::default();
         let mut merge = |a: Applied| {
             total.bytes += a.bytes;
@@ -559,6 +573,8 @@ impl Applier {
                 i += 1;
             }
         }
+        // The batch that created the root.
+        self.open_sync_handle();
         Ok(total)
     }
 
@@ -579,7 +595,12 @@ impl Applier {
     /// for the whole file system, instead of an fsync per file).
     pub fn sync(&self) -> Result<(), ApplyError> {
         self.remove_kept()?;
-        let f = std::fs::File::open(&self.root).map_err(err("open", &self.root))?;
+        self.open_sync_handle();
+        let h = self.sync_handle.lock().unwrap_or_else(|p| p.into_inner());
+        let f = match h.as_ref() {
+            Some(f) => f,
+            None => &std::fs::File::open(&self.root).map_err(err("open", &self.root))?,
+        };
         use std::os::fd::AsRawFd;
         // SAFETY: the descriptor is valid for the lifetime of `f`.
         if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {

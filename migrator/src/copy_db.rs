@@ -158,7 +158,7 @@ async fn copy_table(
         ..Default::default()
     };
     let q = ident(db) + "." + &ident(&t.name);
-    let cols: Vec<String> = t.columns.iter().map(|c| ident(c)).collect();
+    let cols = t.read_exprs();
     let resume_at = p
         .resume
         .as_ref()
@@ -206,8 +206,11 @@ async fn copy_table(
         cp.pk_hex = true;
         save(journal, db, &t.name, &cp)
     };
-    // A table read whole in one stream is checksummed on the way; a resumed one is not.
-    let mut stream_sum = resume_at.is_none().then(|| StreamChecksum::new(t));
+    // A table read whole from the snapshot is checksummed on the way; a resumed one is not,
+    // nor one without snapshot reads (MyISAM, Aria: the source server's checksum, read later,
+    // also sees writes made during the stream).
+    let whole = resume_at.is_none() && t.snapshot_reads;
+    let mut stream_sum = whole.then(|| StreamChecksum::new(t));
     let rows = Rows {
         db,
         table: t,

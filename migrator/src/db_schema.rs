@@ -77,6 +77,11 @@ pub struct TableInfo {
     pub columns: Vec<String>,
     /// Whether each of `columns` may hold NULL.
     pub nullable: Vec<bool>,
+    /// Each column's `DATA_TYPE` (lower case: `int`, `float`, `varchar`, …).
+    pub types: Vec<String>,
+    /// InnoDB: reads see the copy's snapshot. MyISAM, Aria and the like have none: a
+    /// write during the copy can land between the stream and a later read.
+    pub snapshot_reads: bool,
     /// Primary key columns in key order; empty when the table has none.
     pub pk: Vec<String>,
     /// Estimated bytes (information_schema), for dry runs and progress.
@@ -84,20 +89,43 @@ pub struct TableInfo {
     pub approx_rows: u64,
 }
 
+impl TableInfo {
+    /// What each column is read as, by a copy and by [`table_checksum`]: the column itself,
+    /// except
+    /// - `FLOAT`, whose text form keeps only 6 significant digits (a copy through it would
+    ///   round the value, and a checksum over it would not see that): read as a `DOUBLE`
+    ///   (`col + 0e0`, exact for every float), whose text form round-trips, and stored back
+    ///   into the FLOAT column as the same value;
+    /// - MariaDB's `INET6`/`INET4`/`UUID`: the copy writes with a binary client charset, and
+    ///   these types take a binary string as their packed form, not their text: read packed.
+    pub fn read_exprs(&self) -> Vec<String> {
+        self.columns
+            .iter()
+            .zip(&self.types)
+            .map(|(c, ty)| match ty.as_str() {
+                "float" => format!("({} + 0e0)", ident(c)),
+                "inet6" | "uuid" => format!("CAST({} AS BINARY(16))", ident(c)),
+                "inet4" => format!("CAST({} AS BINARY(4))", ident(c)),
+                _ => ident(c),
+            })
+            .collect()
+    }
+}
+
 /// Base tables of `db` with their columns and primary keys.
 pub async fn tables(conn: &mut Conn, side: Side, db: &str) -> Result<Vec<TableInfo>> {
-    let rows: Vec<(String, u64, u64)> = conn
+    let rows: Vec<(String, u64, u64, Option<String>)> = conn
         .exec(
-            "SELECT TABLE_NAME, COALESCE(DATA_LENGTH, 0), COALESCE(TABLE_ROWS, 0)
+            "SELECT TABLE_NAME, COALESCE(DATA_LENGTH, 0), COALESCE(TABLE_ROWS, 0), ENGINE
              FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'
              ORDER BY TABLE_NAME",
             (db,),
         )
         .await
         .map_err(ctx(side, || format!("listing tables of `{db}`")))?;
-    let cols: Vec<(String, String, String, String)> = conn
+    let cols: Vec<(String, String, String, String, String)> = conn
         .exec(
-            "SELECT TABLE_NAME, COLUMN_NAME, EXTRA, IS_NULLABLE FROM information_schema.COLUMNS
+            "SELECT TABLE_NAME, COLUMN_NAME, EXTRA, IS_NULLABLE, DATA_TYPE FROM information_schema.COLUMNS
              WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, ORDINAL_POSITION",
             (db,),
         )
@@ -114,10 +142,10 @@ pub async fn tables(conn: &mut Conn, side: Side, db: &str) -> Result<Vec<TableIn
         .map_err(ctx(side, || format!("listing primary keys of `{db}`")))?;
     Ok(rows
         .into_iter()
-        .map(|(name, bytes, nrows)| {
+        .map(|(name, bytes, nrows, engine)| {
             let stored: Vec<_> = cols
                 .iter()
-                .filter(|(t, _, extra, _)| {
+                .filter(|(t, _, extra, _, _)| {
                     let e = extra.to_ascii_uppercase();
                     *t == name
                         && !e.contains("GENERATED")
@@ -126,8 +154,13 @@ pub async fn tables(conn: &mut Conn, side: Side, db: &str) -> Result<Vec<TableIn
                 })
                 .collect();
             TableInfo {
-                columns: stored.iter().map(|(_, c, _, _)| c.clone()).collect(),
-                nullable: stored.iter().map(|(_, _, _, n)| n != "NO").collect(),
+                columns: stored.iter().map(|(_, c, _, _, _)| c.clone()).collect(),
+                nullable: stored.iter().map(|(_, _, _, n, _)| n != "NO").collect(),
+                types: stored
+                    .iter()
+                    .map(|(_, _, _, _, ty)| ty.to_ascii_lowercase())
+                    .collect(),
+                snapshot_reads: engine.is_some_and(|e| e.eq_ignore_ascii_case("InnoDB")),
                 pk: pks
                     .iter()
                     .filter(|(t, _)| *t == name)
@@ -151,7 +184,7 @@ pub async fn table_checksum(
     db: &str,
     t: &TableInfo,
 ) -> Result<String> {
-    let cols: Vec<String> = t.columns.iter().map(|c| ident(c)).collect();
+    let cols = t.read_exprs();
     let nulls: Vec<String> = cols
         .iter()
         .zip(&t.nullable)

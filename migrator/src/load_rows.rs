@@ -187,6 +187,22 @@ pub async fn copy_rows(
     if binary_session {
         dst.query_drop(BINARY).await.map_err(charset(BINARY))?;
     }
+    // A statement (INSERT text, or a bulk request) must fit in one packet: a bulk buffer the
+    // driver splits sends its parameter types with the first packet only, typed from that
+    // packet's rows (a column NULL in all of them would be typed NULL for the rest).
+    let limit = match method {
+        LoadMethod::LoadData => STMT_BYTES,
+        _ => {
+            let max: Option<u64> = dst
+                .query_first("SELECT @@SESSION.max_allowed_packet")
+                .await
+                .map_err(ctx(Side::Destination, || {
+                    "reading max_allowed_packet".to_string()
+                }))?;
+            let half = usize::try_from(max.unwrap_or(1 << 20) / 2).unwrap_or(STMT_BYTES);
+            STMT_BYTES.min(half)
+        }
+    };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Batch, Committed)>(3);
     let insert_head = head.as_str();
     let reader = async move {
@@ -237,7 +253,7 @@ pub async fn copy_rows(
             n += 1;
             let last_pk = pk_of(&vals);
             batch.push(vals, k, insert_head);
-            if batch.bytes() >= STMT_BYTES {
+            if batch.bytes() >= limit {
                 let done = batch.committed(last_pk);
                 bytes += done.bytes;
                 let full = std::mem::replace(&mut batch, Batch::new(method));
@@ -361,10 +377,11 @@ impl Batch {
         self.rows += 1;
         match &mut self.data {
             BatchData::Rows(rows) => {
+                // Bytes on the wire, at most: the value, its length (up to 9), an indicator.
                 self.held += vals
                     .iter()
                     .map(|v| match v {
-                        Value::Bytes(b) => b.len() + 1,
+                        Value::Bytes(b) => b.len() + 10,
                         _ => 1,
                     })
                     .sum::<usize>();

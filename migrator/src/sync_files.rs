@@ -355,8 +355,9 @@ pub struct PassReport {
     pub seconds: f64,
     /// Of which: waiting for the destination to finish and make everything durable (syncfs).
     pub finish_seconds: f64,
-    /// The pass ended with the destination durable (`syncfs`); false when it deferred that
-    /// (`defer_sync`) or applied nothing.
+    /// The destination is known durable at the end of the pass: it ended with `syncfs`, or
+    /// applied nothing over a cache written durable. False when the pass deferred durability
+    /// (`defer_sync`).
     pub synced: bool,
     /// The destination manifest came from the journal's cache (its directories unchanged since
     /// the last committed pass) instead of a walk.
@@ -516,7 +517,9 @@ pub(crate) fn run_pass_with(
         return Ok((report, src));
     }
     if plan.ops.is_empty() && destination_cached {
-        // Nothing to apply to a destination the last committed pass already made durable.
+        // Nothing to apply to what the last committed pass left. A pass that must end durable
+        // trusts only a cache written durable (`CacheHead::trusted`): it is durable already.
+        report.synced = !opts.defer_sync;
         report.seconds = t0.elapsed().as_secs_f64();
         return Ok((report, src));
     }

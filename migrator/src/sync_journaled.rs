@@ -37,8 +37,9 @@ pub struct FeedOptions {
 }
 
 /// A pass recorded in the journal: the step is written before it runs and finished (with
-/// bytes and the manifest digest) only after the destination synced; the checkpoint says which
-/// source manifest the destination was last brought to.
+/// bytes and the manifest digest) only after the destination finished (and synced, unless the
+/// pass defers that: `PassOptions::defer_sync`); the checkpoint says which source manifest the
+/// destination was last brought to.
 pub fn run_pass_journaled(
     journal: &mut dyn JournalStore,
     site: &str,
@@ -284,6 +285,7 @@ fn nothing_changed(h: &CacheHead, t0: std::time::Instant) -> PassReport {
         source_walked: false,
         source_entries_statted: 0,
         feed: Some("used: nothing changed".into()),
+        synced: h.unsynced_boot.is_none(),
         seconds: t0.elapsed().as_secs_f64(),
         ..Default::default()
     }

@@ -374,6 +374,12 @@ fn deferred_durability_is_trusted_only_under_the_same_boot() {
     assert_eq!(head_boot(&mut journal), None);
     let after = pass(&mut journal, true);
     assert!(after.destination_cached, "a durable cache is trusted");
+    let durable_noop = pass(&mut journal, false);
+    assert!(
+        durable_noop.destination_cached && durable_noop.synced,
+        "{durable_noop:?}"
+    );
+    assert_eq!(durable_noop.operations, 0);
 
     // A change copied by a deferred pass; then "a crash": the boot id changes and the file's
     // unsynced data is gone (empty, same mtime: what a lost writeback looks like).
