@@ -137,6 +137,9 @@ pub struct Applier {
     /// `syncfs` reports the write-back errors of its file system since *this* descriptor was
     /// opened, so opening it at the end would miss the errors of the pass itself.
     sync_handle: Mutex<Option<std::fs::File>>,
+    /// Large files arriving in chunks (SSH) that may resume: temporary path → (the source they
+    /// copy, offset committed, offset the pass started from). See [`Applier::resume_offset`].
+    resuming: Mutex<std::collections::HashMap<PathBuf, (large_copy::SourceId, u64, u64)>>,
 }
 
 /// The temporary name for `rel` (same directory, so the rename is atomic).
@@ -261,7 +264,45 @@ impl Applier {
             kept: Mutex::new(HashSet::new()),
             kernel_copy: AtomicBool::new(true),
             sync_handle: Mutex::new(None),
+            resuming: Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// Where the chunks of large file `rel`, a copy of source `id`, should start: the offset
+    /// its temporary file committed in an earlier, interrupted pass when that pass copied the
+    /// same source (the file is cut back to it), else 0 (any leftover removed). From here on
+    /// the chunks of `rel` commit every [`large_copy::COMMIT_EVERY`] bytes (`fdatasync`, then
+    /// the record), as a local large copy does.
+    pub fn resume_offset(&self, rel: &[u8], id: large_copy::SourceId) -> Result<u64, ApplyError> {
+        let tmp = temp_path(&self.root, rel);
+        self.take_kept(&tmp);
+        use std::os::unix::fs::OpenOptionsExt;
+        let existing = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp);
+        let start = match existing {
+            Ok(f) => match large_copy::read_record(&f) {
+                Some((was, committed)) if was == id && committed <= id.size => {
+                    // Whatever lies past the committed offset was never made durable.
+                    f.set_len(committed).map_err(err("truncate", &tmp))?;
+                    committed
+                }
+                _ => {
+                    drop(f);
+                    std::fs::remove_file(&tmp).map_err(err("remove", &tmp))?;
+                    0
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(err("open", &tmp)(e)),
+        };
+        self.resuming
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tmp, (id, start, start));
+        Ok(start)
     }
 
     /// Opens [`Applier::sync_handle`] once the root exists.
@@ -404,7 +445,18 @@ impl Applier {
                     .write(true)
                     .open(&tmp)
                     .map_err(err("find staged", &tmp))?;
-                applied.bytes = out.metadata().map_err(err("stat", &tmp))?.len();
+                let len = out.metadata().map_err(err("stat", &tmp))?.len();
+                // Bytes moved by this pass: not what an interrupted one had committed.
+                let resumed = self
+                    .resuming
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&tmp);
+                let from = resumed.map_or(0, |(_, _, start)| start);
+                if resumed.is_some() {
+                    large_copy::remove_record(&out).map_err(err("record", &tmp))?;
+                }
+                applied.bytes = len.saturating_sub(from);
                 (out, Some(tmp))
             }
         };
@@ -498,6 +550,15 @@ impl Applier {
                 .map_err(err("open", &tmp))?;
                 use std::os::unix::fs::FileExt;
                 f.write_all_at(data, *offset).map_err(err("write", &tmp))?;
+                let end = *offset + data.len() as u64;
+                let mut resuming = self.resuming.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some((id, committed, _)) = resuming.get_mut(&tmp) {
+                    if end - *committed >= large_copy::COMMIT_EVERY && end < id.size {
+                        f.sync_data().map_err(err("sync", &tmp))?;
+                        large_copy::write_record(&f, id, end).map_err(err("record", &tmp))?;
+                        *committed = end;
+                    }
+                }
             }
             Op::Symlink { path, target, meta } => return self.symlink(path, target, meta),
             Op::HardLink { path, leader } => {

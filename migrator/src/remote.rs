@@ -5,6 +5,7 @@
 //! changed key is a refusal with the file and line named, before any authentication happens.
 //! Authentication is by private key (the file must not be readable by others).
 
+use crate::apply::large_copy::{SourceId, RESUME_MIN};
 use crate::apply::{Applied, Data, Op};
 use crate::dest_cache::DirStamp;
 use crate::manifest::Manifest;
@@ -403,6 +404,39 @@ impl SshDestination {
         }
     }
 
+    /// Where the chunks of a large file start: asks the receiver (after the batches in flight)
+    /// for the offset an interrupted pass committed of this very source, for files of at
+    /// least [`RESUME_MIN`] bytes; 0 otherwise.
+    fn resume_at(&mut self, path: &[u8], src: &Path, f: &std::fs::File) -> Result<u64, SyncError> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a zeroed stat is a valid out-buffer; the descriptor is open.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(f.as_raw_fd(), &mut st) } != 0 {
+            return Err(SyncError::ReadSource {
+                path: src.to_path_buf(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let source = SourceId::of(&st);
+        if source.size < RESUME_MIN {
+            return Ok(0);
+        }
+        while self.in_flight > 0 {
+            self.ack()?;
+        }
+        self.send(&Request::Resume {
+            path: path.to_vec(),
+            source,
+        })?;
+        match self.recv()? {
+            Response::ResumeAt(n) if n <= source.size => Ok(n),
+            other => Err(SyncError::Remote(format!(
+                "{}: expected a resume offset, got {other:?}",
+                self.host
+            ))),
+        }
+    }
+
     fn send_batch(&mut self, ops: Vec<Op>) -> Result<(), SyncError> {
         if ops.is_empty() {
             return Ok(());
@@ -512,7 +546,15 @@ impl Destination for SshDestination {
                             path: src.clone(),
                             source,
                         })?;
-                    let mut offset = 0u64;
+                    let mut offset = self.resume_at(&path, &src, &f)?;
+                    if offset > 0 {
+                        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset)).map_err(
+                            |source| SyncError::ReadSource {
+                                path: src.clone(),
+                                source,
+                            },
+                        )?;
+                    }
                     loop {
                         let mut buf = vec![0u8; CHUNK];
                         let n = std::io::Read::read(&mut f, &mut buf).map_err(|source| {

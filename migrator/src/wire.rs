@@ -5,13 +5,14 @@
 //! per batch, and the sender keeps several batches in flight before it reads acknowledgements.
 //! Hand-written encoding: a handful of message types, raw byte paths, no extra dependency.
 
+use crate::apply::large_copy::SourceId;
 use crate::apply::{Applied, Data, Meta, Op};
 use crate::dest_cache::DirStamp;
 use crate::manifest::{Entry, Kind, Manifest};
 use std::io::{Read, Write};
 
 /// Bumped on any incompatible change; both sides must agree.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Refuse absurd frames from a confused peer instead of allocating them.
 const MAX_FRAME: usize = 256 << 20;
 
@@ -39,6 +40,12 @@ pub enum Request {
         dirs: Vec<Vec<u8>>,
         settled: bool,
     },
+    /// Before the chunks of a large file: where they should start (see
+    /// [`crate::apply::Applier::resume_offset`]); answered by [`Response::ResumeAt`].
+    Resume {
+        path: Vec<u8>,
+        source: SourceId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +56,7 @@ pub enum Response {
     Finished,
     Error(String),
     Stamps(Vec<DirStamp>),
+    ResumeAt(u64),
 }
 
 struct Enc(Vec<u8>);
@@ -319,6 +327,17 @@ pub fn encode_request(r: &Request) -> Vec<u8> {
             e.u8(*settled as u8);
             list(&mut e, dirs, |e, d| e.bytes(d));
         }
+        Request::Resume { path, source } => {
+            e.u8(5);
+            e.bytes(path);
+            for v in [source.ino, source.size] {
+                e.u64(v);
+            }
+            for (s, ns) in [source.mtime, source.ctime] {
+                e.u64(s as u64);
+                e.u64(ns as u64);
+            }
+        }
     }
     e.0
 }
@@ -338,6 +357,15 @@ pub fn decode_request(b: &[u8]) -> Result<Request, WireError> {
                 dirs: dec_list(&mut d, |d| d.bytes())?,
             }
         }
+        5 => Request::Resume {
+            path: d.bytes()?,
+            source: SourceId {
+                ino: d.u64()?,
+                size: d.u64()?,
+                mtime: (d.u64()? as i64, d.u64()? as i64),
+                ctime: (d.u64()? as i64, d.u64()? as i64),
+            },
+        },
         _ => return Err(WireError::Malformed("unknown request")),
     })
 }
@@ -374,6 +402,10 @@ pub fn encode_response(r: &Response) -> Vec<u8> {
                 e.u64(s.ctime_s as u64);
                 e.u64(s.ctime_ns as u64);
             });
+        }
+        Response::ResumeAt(offset) => {
+            e.u8(0x87);
+            e.u64(*offset);
         }
     }
     e.0
@@ -427,6 +459,7 @@ pub fn decode_response(b: &[u8]) -> Result<Response, WireError> {
                 ctime_ns: d.u64()? as i64,
             })
         })?),
+        0x87 => Response::ResumeAt(d.u64()?),
         _ => return Err(WireError::Malformed("unknown response")),
     })
 }
@@ -501,6 +534,10 @@ pub fn serve(
             } else {
                 crate::dest_cache::current_stamps(root, &dirs)
             }),
+            Request::Resume { path, source } => match applier.resume_offset(&path, source) {
+                Ok(offset) => Response::ResumeAt(offset),
+                Err(e) => Response::Error(e.to_string()),
+            },
         };
         write_frame(&mut output, &encode_response(&resp))?;
         output.flush()?;
@@ -564,6 +601,18 @@ mod tests {
         ];
         let r = Request::Apply(ops);
         assert_eq!(decode_request(&encode_request(&r)).unwrap(), r);
+        let r = Request::Resume {
+            path: b"big \xff.bin".to_vec(),
+            source: SourceId {
+                ino: 7,
+                size: 1 << 40,
+                mtime: (-1, 999_999_999),
+                ctime: (1_700_000_000, 5),
+            },
+        };
+        assert_eq!(decode_request(&encode_request(&r)).unwrap(), r);
+        let at = Response::ResumeAt(16 << 20);
+        assert_eq!(decode_response(&encode_response(&at)).unwrap(), at);
         let m = Manifest {
             entries: vec![Entry {
                 path: b"a b".to_vec(),

@@ -1,8 +1,8 @@
 //! SIGKILL the `migrator` binary in the middle of a copy, run the same command again: the job
 //! finishes, committed work is not redone, and the destination is never left with a torn file.
-//! Four points: a local file sync early in the pass, an SSH sync in the middle of a large
-//! file, a local sync in the middle of a large file (the rerun continues from the committed
-//! offset), and a database copy in the middle of a chunked table.
+//! Four points: a local file sync early in the pass, an SSH sync and a local sync in the middle
+//! of a large file (each rerun continues from the offset committed on the destination), and a
+//! database copy in the middle of a chunked table.
 
 use migrator::fixtures::{generate_home, HomeSpec};
 use migrator::journal::{JournalStore, SqliteJournal};
@@ -148,14 +148,16 @@ fn local_sync_killed_early_resumes_without_redoing_committed_files() {
 }
 
 #[test]
-fn ssh_sync_killed_inside_a_large_file_leaves_no_torn_file() {
+fn ssh_sync_killed_inside_a_large_file_continues_from_the_committed_offset() {
     let sshd = testkit::Sshd::start().unwrap();
-    let tmp = scratch();
+    // On disk: user xattrs for the resume record, and fdatasyncs that take real time.
+    let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
     let src = tmp.path().join("src");
     let dst = tmp.path().join("dst");
+    let big = 96u64 << 20;
     let mut spec = HomeSpec::small(300);
-    spec.big_file = Some(96 << 20);
-    generate_home(&src, &spec).unwrap();
+    spec.big_file = Some(big);
+    let total = generate_home(&src, &spec).unwrap();
     let journal = tmp.path().join("j.sqlite");
     let url = format!(
         "ssh://{}@127.0.0.1:{}{}",
@@ -184,14 +186,36 @@ fn ssh_sync_killed_inside_a_large_file_leaves_no_torn_file() {
     let mut k = spawn(&args, &[]);
     let tmpname = dst.join(".~migrator-tmp.big.bin");
     let killed = kill_when(&mut k, Duration::from_secs(120), || {
-        std::fs::metadata(&tmpname).is_ok_and(|m| m.len() > 8 << 20)
+        committed(&tmpname).is_some_and(|c| c > 0)
     });
     assert!(killed, "the pass ended before it could be killed");
+    // The receiver on the far side may write what it had already received: wait until the
+    // temporary file stops growing, then read what it committed.
+    let mut last = None;
+    for _ in 0..50 {
+        let now = std::fs::metadata(&tmpname).map(|m| m.len()).ok();
+        if now.is_some() && now == last {
+            break;
+        }
+        last = now;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let done = committed(&tmpname).expect("the resume record survives the kill");
+    assert!(done > 0 && done < big, "committed {done} of {big}");
     // Never a torn file under the real name.
     assert!(!dst.join("big.bin").exists());
     let r = run_json(&args, &[]);
-    assert!(r["bytes_written"].as_u64().unwrap() >= 96 << 20);
+    let written = r["bytes_written"].as_u64().unwrap();
+    assert!(
+        written <= total - done && written >= big - done,
+        "rerun wrote {written} bytes; {done} of the big file were committed, {total} in all"
+    );
     assert!(!tmpname.exists(), "leftover temporary file");
+    assert_eq!(
+        committed(&dst.join("big.bin")),
+        None,
+        "resume record left on the file"
+    );
     verify_equal(
         "s2",
         &src,

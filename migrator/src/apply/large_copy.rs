@@ -89,7 +89,7 @@ pub fn is_resumable(p: &Path) -> bool {
     unsafe { libc::lgetxattr(c.as_ptr(), XATTR.as_ptr(), std::ptr::null_mut(), 0) > 0 }
 }
 
-fn read_record(f: &File) -> Option<(SourceId, u64)> {
+pub(super) fn read_record(f: &File) -> Option<(SourceId, u64)> {
     let mut buf = [0u8; 256];
     // SAFETY: the descriptor is open; buf is writable for its length.
     let n = unsafe {
@@ -107,7 +107,7 @@ fn read_record(f: &File) -> Option<(SourceId, u64)> {
 }
 
 /// Writes the record; `Ok(false)` when the file system has no user extended attributes.
-fn write_record(f: &File, id: &SourceId, committed: u64) -> std::io::Result<bool> {
+pub(super) fn write_record(f: &File, id: &SourceId, committed: u64) -> std::io::Result<bool> {
     let v = id.record(committed);
     // SAFETY: the descriptor is open; v is valid for its length.
     let rc =
@@ -122,7 +122,7 @@ fn write_record(f: &File, id: &SourceId, committed: u64) -> std::io::Result<bool
     }
 }
 
-fn remove_record(f: &File) -> std::io::Result<()> {
+pub(super) fn remove_record(f: &File) -> std::io::Result<()> {
     // SAFETY: the descriptor is open; the name is NUL-terminated.
     if unsafe { libc::fremovexattr(f.as_raw_fd(), XATTR.as_ptr()) } != 0 {
         let e = std::io::Error::last_os_error();
