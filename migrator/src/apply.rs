@@ -284,7 +284,13 @@ impl Applier {
             .open(&tmp);
         let start = match existing {
             Ok(f) => match large_copy::read_record(&f) {
-                Some((was, committed)) if was == id && committed <= id.size => {
+                // The data must really be there: a record beyond the file's length (a record
+                // that outlived its data) would make set_len fill the gap with zeros.
+                Some((was, committed))
+                    if was == id
+                        && committed <= id.size
+                        && f.metadata().is_ok_and(|m| m.len() >= committed) =>
+                {
                     // Whatever lies past the committed offset was never made durable.
                     f.set_len(committed).map_err(err("truncate", &tmp))?;
                     committed
@@ -453,9 +459,8 @@ impl Applier {
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&tmp);
                 let from = resumed.map_or(0, |(_, _, start)| start);
-                if resumed.is_some() {
-                    large_copy::remove_record(&out).map_err(err("record", &tmp))?;
-                }
+                // Whatever wrote this temporary file, no record reaches the customer's file.
+                large_copy::remove_record(&out).map_err(err("record", &tmp))?;
                 applied.bytes = len.saturating_sub(from);
                 (out, Some(tmp))
             }
@@ -549,14 +554,20 @@ impl Applier {
                 }
                 .map_err(err("open", &tmp))?;
                 use std::os::unix::fs::FileExt;
+                let end = offset.checked_add(data.len() as u64).ok_or_else(|| {
+                    err("write", &tmp)(std::io::Error::other("chunk offset out of range"))
+                })?;
                 f.write_all_at(data, *offset).map_err(err("write", &tmp))?;
-                let end = *offset + data.len() as u64;
                 let mut resuming = self.resuming.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((id, committed, _)) = resuming.get_mut(&tmp) {
-                    if end - *committed >= large_copy::COMMIT_EVERY && end < id.size {
+                if let Some((id, committed, start)) = resuming.get_mut(&tmp) {
+                    if end.saturating_sub(*committed) >= large_copy::COMMIT_EVERY && end < id.size {
                         f.sync_data().map_err(err("sync", &tmp))?;
-                        large_copy::write_record(&f, id, end).map_err(err("record", &tmp))?;
-                        *committed = end;
+                        if large_copy::write_record(&f, id, end).map_err(err("record", &tmp))? {
+                            *committed = end;
+                        } else if *start == 0 {
+                            // No user extended attributes here: no resume, no more syncs.
+                            resuming.remove(&tmp);
+                        }
                     }
                 }
             }
@@ -639,9 +650,13 @@ impl Applier {
         Ok(total)
     }
 
-    /// Removes the files kept until the end of the pass.
+    /// Removes the files kept until the end of the pass, and the temporary files of large
+    /// files a `Resume` announced but no write finished.
     pub fn remove_kept(&self) -> Result<(), ApplyError> {
-        let kept = std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut kept = std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()));
+        let resuming =
+            std::mem::take(&mut *self.resuming.lock().unwrap_or_else(|p| p.into_inner()));
+        kept.extend(resuming.into_keys());
         for p in kept {
             match std::fs::remove_file(&p) {
                 Ok(()) => {}

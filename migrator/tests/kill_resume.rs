@@ -189,12 +189,20 @@ fn ssh_sync_killed_inside_a_large_file_continues_from_the_committed_offset() {
         committed(&tmpname).is_some_and(|c| c > 0)
     });
     assert!(killed, "the pass ended before it could be killed");
-    // The receiver on the far side may write what it had already received: wait until the
-    // temporary file stops growing, then read what it committed.
-    let mut last = None;
-    for _ in 0..50 {
-        let now = std::fs::metadata(&tmpname).map(|m| m.len()).ok();
-        if now.is_some() && now == last {
+    // The receiver on the far side may write what it had already received (a chunk, its
+    // fdatasync, then the record): wait until neither the length nor the record has changed
+    // for three looks in a row, then read what it committed.
+    let (mut last, mut same) = (None, 0);
+    for _ in 0..100 {
+        let now = std::fs::metadata(&tmpname)
+            .ok()
+            .map(|m| (m.len(), committed(&tmpname)));
+        same = if now.is_some() && now == last {
+            same + 1
+        } else {
+            0
+        };
+        if same == 3 {
             break;
         }
         last = now;

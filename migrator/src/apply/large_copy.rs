@@ -253,8 +253,12 @@ pub fn copy_resumable(
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(tmp)?;
     let id = SourceId::of(st);
+    // A record beyond the file's length outlived its data: set_len would fill it with zeros.
+    let len = out.metadata()?.len();
     let start = match read_record(&out) {
-        Some((was, committed)) if was == id && committed <= id.size => committed,
+        Some((was, committed)) if was == id && committed <= id.size && committed <= len => {
+            committed
+        }
         _ => 0,
     };
     // Whatever lies past the committed offset was written but never made durable.
