@@ -208,22 +208,7 @@ fn ssh_sync_killed_inside_a_large_file_continues_from_the_committed_offset() {
         last = now;
         std::thread::sleep(Duration::from_millis(200));
     }
-    let done = committed(&tmpname).expect("the resume record survives the kill");
-    assert!(done > 0 && done < big, "committed {done} of {big}");
-    // Never a torn file under the real name.
-    assert!(!dst.join("big.bin").exists());
-    let r = run_json(&args, &[]);
-    let written = r["bytes_written"].as_u64().unwrap();
-    assert!(
-        written <= total - done && written >= big - done,
-        "rerun wrote {written} bytes; {done} of the big file were committed, {total} in all"
-    );
-    assert!(!tmpname.exists(), "leftover temporary file");
-    assert_eq!(
-        committed(&dst.join("big.bin")),
-        None,
-        "resume record left on the file"
-    );
+    rerun_continues(&args, &dst, big, total);
     verify_equal(
         "s2",
         &src,
@@ -237,6 +222,31 @@ fn ssh_sync_killed_inside_a_large_file_continues_from_the_committed_offset() {
             BIN,
             "--checksum",
         ],
+    );
+}
+
+/// After a kill inside `big.bin` (`big` bytes of a home of `total`): part of it is committed
+/// on the destination's temporary file and nothing torn is under the real name; the same
+/// command again writes only what was not committed and leaves no temporary file and no record.
+fn rerun_continues(args: &[&str], dst: &Path, big: u64, total: u64) {
+    let tmpname = dst.join(".~migrator-tmp.big.bin");
+    let done = committed(&tmpname).expect("the resume record survives the kill");
+    assert!(done > 0 && done < big, "committed {done} of {big}");
+    assert!(
+        !dst.join("big.bin").exists(),
+        "torn file under the real name"
+    );
+    let r = run_json(args, &[]);
+    let written = r["bytes_written"].as_u64().unwrap();
+    assert!(
+        written <= total - done && written >= big - done,
+        "rerun wrote {written} bytes; {done} of the big file were committed, {total} in all"
+    );
+    assert!(!tmpname.exists(), "leftover temporary file");
+    assert_eq!(
+        committed(&dst.join("big.bin")),
+        None,
+        "resume record left on the file"
     );
 }
 
@@ -285,24 +295,7 @@ fn local_sync_killed_inside_a_large_file_continues_from_the_committed_offset() {
         committed(&tmpname).is_some_and(|c| c > 0)
     });
     assert!(killed, "the pass ended before it could be killed");
-    let done = committed(&tmpname).expect("the resume record survives the kill");
-    assert!(done > 0 && done < big, "committed {done} of {big}");
-    assert!(
-        !dst.join("big.bin").exists(),
-        "torn file under the real name"
-    );
-    let r = run_json(&args, &[]);
-    let written = r["bytes_written"].as_u64().unwrap();
-    assert!(
-        written <= total - done && written >= big - done,
-        "rerun wrote {written} bytes; {done} of the big file were committed, {total} in all"
-    );
-    assert!(!tmpname.exists(), "leftover temporary file");
-    assert_eq!(
-        committed(&dst.join("big.bin")),
-        None,
-        "resume record left on the file"
-    );
+    rerun_continues(&args, &dst, big, total);
     verify_equal("s4", &src, dst.to_str().unwrap(), &["--checksum"]);
 }
 
