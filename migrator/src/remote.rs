@@ -397,10 +397,7 @@ impl SshDestination {
                 self.total.warnings.extend(a.warnings);
                 Ok(())
             }
-            other => Err(SyncError::Remote(format!(
-                "{}: expected an acknowledgement, got {other:?}",
-                self.host
-            ))),
+            other => Err(self.unexpected("an acknowledgement", other)),
         }
     }
 
@@ -421,20 +418,27 @@ impl SshDestination {
         if source.size < RESUME_MIN {
             return Ok(0);
         }
+        let req = Request::Resume {
+            path: path.to_vec(),
+            source,
+        };
+        match self.round_trip(&req)? {
+            Response::ResumeAt(n) if n <= source.size => Ok(n),
+            other => Err(self.unexpected("a resume offset", other)),
+        }
+    }
+
+    /// One request answered on its own: after every batch in flight is acknowledged.
+    fn round_trip(&mut self, req: &Request) -> Result<Response, SyncError> {
         while self.in_flight > 0 {
             self.ack()?;
         }
-        self.send(&Request::Resume {
-            path: path.to_vec(),
-            source,
-        })?;
-        match self.recv()? {
-            Response::ResumeAt(n) if n <= source.size => Ok(n),
-            other => Err(SyncError::Remote(format!(
-                "{}: expected a resume offset, got {other:?}",
-                self.host
-            ))),
-        }
+        self.send(req)?;
+        self.recv()
+    }
+
+    fn unexpected(&self, expected: &str, got: Response) -> SyncError {
+        SyncError::Remote(format!("{}: expected {expected}, got {got:?}", self.host))
     }
 
     fn send_batch(&mut self, ops: Vec<Op>) -> Result<(), SyncError> {
@@ -499,13 +503,9 @@ fn read_source(p: &Path) -> Result<Option<Vec<u8>>, SyncError> {
 
 impl Destination for SshDestination {
     fn manifest(&mut self, checksum: bool) -> Result<Manifest, SyncError> {
-        self.send(&Request::Scan { checksum })?;
-        match self.recv()? {
+        match self.round_trip(&Request::Scan { checksum })? {
             Response::Manifest(m) => Ok(m),
-            other => Err(SyncError::Remote(format!(
-                "{}: expected a manifest, got {other:?}",
-                self.host
-            ))),
+            other => Err(self.unexpected("a manifest", other)),
         }
     }
 
@@ -590,16 +590,9 @@ impl Destination for SshDestination {
 
     /// The receiver always syncs: its boot id is not known here.
     fn finish(&mut self, _sync: bool) -> Result<Applied, SyncError> {
-        while self.in_flight > 0 {
-            self.ack()?;
-        }
-        self.send(&Request::Finish)?;
-        match self.recv()? {
+        match self.round_trip(&Request::Finish)? {
             Response::Finished => Ok(std::mem::take(&mut self.total)),
-            other => Err(SyncError::Remote(format!(
-                "{}: expected the end of the pass, got {other:?}",
-                self.host
-            ))),
+            other => Err(self.unexpected("the end of the pass", other)),
         }
     }
 
@@ -616,20 +609,13 @@ impl Destination for SshDestination {
         dirs: &[Vec<u8>],
         settled: bool,
     ) -> Result<Option<Vec<DirStamp>>, SyncError> {
-        while self.in_flight > 0 {
-            self.ack()?;
-        }
-        self.send(&Request::Stamps {
+        let req = Request::Stamps {
             dirs: dirs.to_vec(),
             settled,
-        })?;
-        match self.recv()? {
+        };
+        match self.round_trip(&req)? {
             Response::Stamps(s) if s.len() == dirs.len() => Ok(Some(s)),
-            other => Err(SyncError::Remote(format!(
-                "{}: expected {} directory stamps, got {other:?}",
-                self.host,
-                dirs.len()
-            ))),
+            other => Err(self.unexpected(&format!("{} directory stamps", dirs.len()), other)),
         }
     }
 }
