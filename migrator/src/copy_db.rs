@@ -19,7 +19,7 @@
 use crate::db_ddl::{add_missing_indexes, recreate, split_secondary_indexes, SplitDdl};
 use crate::db_schema::{self, ctx, ident, DbError, Result, Side, StreamChecksum, TableInfo};
 use crate::journal::JournalStore;
-use crate::load_rows::{copy_rows, load_method, pk_after, Committed, LoadMethod, Rows};
+use crate::load_rows::{copy_rows, load_method, pk_after, Committed, LoadMethod, Loading, Rows};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
 use std::sync::{Arc, Mutex};
@@ -147,7 +147,7 @@ async fn copy_table(
     db: &str,
     p: &TablePlan,
     journal: &Journal,
-    method: LoadMethod,
+    loading: Loading,
 ) -> Result<Copied> {
     let t = &p.info;
     let t_copy = std::time::Instant::now();
@@ -215,7 +215,7 @@ async fn copy_table(
         db,
         table: t,
         select,
-        method,
+        loading,
     };
     let (n, bytes) = copy_rows(src, dst, rows, &mut on_commit, &mut stream_sum).await?;
     report.rows = n;
@@ -356,8 +356,8 @@ pub async fn copy_database(
 
     let mut dst_ctl = session(dst_url, Side::Destination, None).await?;
     // Before anything is written: a forced method the server cannot take is refused here.
-    let method = load_method(&mut dst_ctl, opts.load_method).await?;
-    report.load_method = Some(method);
+    let loading = load_method(&mut dst_ctl, opts.load_method).await?;
+    report.load_method = Some(loading.method);
     let dst_exists = db_schema::schema_charset(&mut dst_ctl, Side::Destination, db)
         .await?
         .is_some();
@@ -545,7 +545,7 @@ pub async fn copy_database(
             loop {
                 let next = queue.lock().expect("queue lock").pop();
                 let Some(plan) = next else { break };
-                let copied = copy_table(&mut src, &mut dst, &db, &plan, &journal, method).await?;
+                let copied = copy_table(&mut src, &mut dst, &db, &plan, &journal, loading).await?;
                 if let Some(f) = finishing.take() {
                     let (c, r) = f.await.expect("finishing task panicked");
                     check = Some(c);

@@ -171,7 +171,7 @@ pub async fn copy_rows(
         db,
         table: t,
         select,
-        method,
+        loading: Loading { method, buffer },
     } = rows;
     let pk_idx: Vec<usize> =
         t.pk.iter()
@@ -187,22 +187,6 @@ pub async fn copy_rows(
     if binary_session {
         dst.query_drop(BINARY).await.map_err(charset(BINARY))?;
     }
-    // A statement (INSERT text, or a bulk request) must fit in one packet: a bulk buffer the
-    // driver splits sends its parameter types with the first packet only, typed from that
-    // packet's rows (a column NULL in all of them would be typed NULL for the rest).
-    let limit = match method {
-        LoadMethod::LoadData => STMT_BYTES,
-        _ => {
-            let max: Option<u64> = dst
-                .query_first("SELECT @@SESSION.max_allowed_packet")
-                .await
-                .map_err(ctx(Side::Destination, || {
-                    "reading max_allowed_packet".to_string()
-                }))?;
-            let half = usize::try_from(max.unwrap_or(1 << 20) / 2).unwrap_or(STMT_BYTES);
-            STMT_BYTES.min(half)
-        }
-    };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Batch, Committed)>(3);
     let insert_head = head.as_str();
     let reader = async move {
@@ -253,7 +237,7 @@ pub async fn copy_rows(
             n += 1;
             let last_pk = pk_of(&vals);
             batch.push(vals, k, insert_head);
-            if batch.bytes() >= limit {
+            if batch.bytes() >= buffer {
                 let done = batch.committed(last_pk);
                 bytes += done.bytes;
                 let full = std::mem::replace(&mut batch, Batch::new(method));
@@ -330,7 +314,14 @@ pub struct Rows<'a> {
     pub table: &'a TableInfo,
     /// The source query: the whole table, or its rest after a resume point.
     pub select: String,
+    pub loading: Loading,
+}
+
+/// How rows reach the destination: the method, and the bytes a buffer holds before it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loading {
     pub method: LoadMethod,
+    pub buffer: usize,
 }
 
 /// One buffer of rows on its way to the destination.
@@ -426,17 +417,36 @@ impl Batch {
 
 /// How rows will reach `dst`: `forced` when given (and possible), else the bulk `INSERT` on
 /// MariaDB 10.2 and later, else `LOAD DATA LOCAL` when the server allows `local_infile`, else
-/// multi-row `INSERT`s.
-pub async fn load_method(dst: &mut Conn, forced: Option<LoadMethod>) -> Result<LoadMethod> {
-    let (on, version): (Option<i64>, String) = dst
-        .query_first("SELECT @@GLOBAL.local_infile, VERSION()")
+/// multi-row `INSERT`s. Asked once per copy (the sessions opened after it get these globals).
+pub async fn load_method(dst: &mut Conn, forced: Option<LoadMethod>) -> Result<Loading> {
+    let (on, version, max_packet): (Option<i64>, String, Option<u64>) = dst
+        .query_first("SELECT @@GLOBAL.local_infile, VERSION(), @@GLOBAL.max_allowed_packet")
         .await
         .map_err(ctx(Side::Destination, || {
-            "reading local_infile and the version".to_string()
+            "reading local_infile, the version and max_allowed_packet".to_string()
         }))?
-        .unwrap_or((None, String::new()));
-    let bulk = version.contains("MariaDB") && dst.server_version() >= (10, 2, 0);
-    let infile = on == Some(1);
+        .unwrap_or((None, String::new(), None));
+    let method = choose(&version, on == Some(1), dst.server_version(), forced)?;
+    // A statement (INSERT text, or a bulk request) must fit in one packet: a bulk buffer the
+    // driver splits sends its parameter types with the first packet only, typed from that
+    // packet's rows (a column NULL in all of them would be typed NULL for the rest).
+    let buffer = match method {
+        LoadMethod::LoadData => STMT_BYTES,
+        _ => {
+            let half = usize::try_from(max_packet.unwrap_or(1 << 20) / 2).unwrap_or(STMT_BYTES);
+            STMT_BYTES.min(half)
+        }
+    };
+    Ok(Loading { method, buffer })
+}
+
+fn choose(
+    version: &str,
+    infile: bool,
+    server: (u16, u16, u16),
+    forced: Option<LoadMethod>,
+) -> Result<LoadMethod> {
+    let bulk = version.contains("MariaDB") && server >= (10, 2, 0);
     let unavailable = |m: LoadMethod, why: &str| DbError::LoadMethod {
         method: m.name().into(),
         why: why.into(),
