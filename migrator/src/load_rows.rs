@@ -146,13 +146,16 @@ fn load_head(db: &str, t: &TableInfo, method: LoadMethod) -> String {
     }
 }
 
+/// Primary-key values of one row, as raw bytes (`None`: NULL).
+pub type PkValues = Vec<Option<Vec<u8>>>;
+
 /// One buffer committed on the destination.
 #[derive(Debug, Clone, Default)]
 pub struct Committed {
     pub rows: u64,
     pub bytes: u64,
-    /// The buffer's last row's primary-key values (raw bytes), when the table has a key.
-    pub last_pk: Option<Vec<Option<Vec<u8>>>>,
+    /// The buffer's last row's primary-key values, when the table has a key.
+    pub last_pk: Option<PkValues>,
 }
 
 /// Streams `select` (the whole table, or its rest after a resume point, in primary-key order)
@@ -197,7 +200,7 @@ pub async fn copy_rows(
         let mut batch = Batch::new(method);
         let (mut n, mut bytes) = (0u64, 0u64);
         let mut numeric: Option<Vec<bool>> = None;
-        let pk_of = |vals: &[Value]| -> Option<Vec<Option<Vec<u8>>>> {
+        let pk_of = |vals: &[Value]| -> Option<PkValues> {
             (!pk_idx.is_empty()).then(|| {
                 pk_idx
                     .iter()
@@ -235,23 +238,19 @@ pub async fn copy_rows(
                 }
             }
             n += 1;
-            let last_pk = pk_of(&vals);
             batch.push(vals, k, insert_head);
             if batch.bytes() >= buffer {
-                let done = batch.committed(last_pk);
+                let done = batch.committed(pk_of);
                 bytes += done.bytes;
                 let full = std::mem::replace(&mut batch, Batch::new(method));
                 if tx.send((full, done)).await.is_err() {
                     break; // the writer failed: its error is the one to report
                 }
-            } else {
-                batch.last_pk = last_pk;
             }
         }
         drop(rows);
         if batch.rows > 0 {
-            let last_pk = batch.last_pk.take();
-            let done = batch.committed(last_pk);
+            let done = batch.committed(pk_of);
             bytes += done.bytes;
             let _ = tx.send((batch, done)).await;
         }
@@ -331,7 +330,9 @@ struct Batch {
     rows: u64,
     /// Bytes of values held (bulk), or of the statement text.
     held: usize,
-    last_pk: Option<Vec<Option<Vec<u8>>>>,
+    /// The last row of a text batch (its primary key is the resume point); a bulk batch
+    /// holds its rows.
+    last: Option<Vec<Value>>,
 }
 
 enum BatchData {
@@ -352,7 +353,7 @@ impl Batch {
             data,
             rows: 0,
             held: 0,
-            last_pk: None,
+            last: None,
         }
     }
 
@@ -386,6 +387,7 @@ impl Batch {
                     push_field(buf, v);
                 }
                 buf.push(b'\n');
+                self.last = Some(vals);
             }
             BatchData::Text(buf) => {
                 if buf.is_empty() {
@@ -401,16 +403,22 @@ impl Batch {
                     push_value(buf, v, numeric[i]);
                 }
                 buf.push(b')');
+                self.last = Some(vals);
             }
         }
     }
 
-    /// What committing this batch means: its rows, bytes and last primary key.
-    fn committed(&self, last_pk: Option<Vec<Option<Vec<u8>>>>) -> Committed {
+    /// What committing this batch means: its rows, bytes and last row's primary key
+    /// (`pk_of`).
+    fn committed(&self, pk_of: impl Fn(&[Value]) -> Option<PkValues>) -> Committed {
+        let last = match &self.data {
+            BatchData::Rows(rows) => rows.last(),
+            BatchData::Text(_) => self.last.as_ref(),
+        };
         Committed {
             rows: self.rows,
             bytes: self.bytes() as u64,
-            last_pk,
+            last_pk: last.and_then(|v| pk_of(v)),
         }
     }
 }
