@@ -63,6 +63,7 @@ fn database_moves_and_rolls_back_under_writes_with_nothing_lost() {
     let cfg = Config {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         users_file: "unused".into(),
+        route_store: None,
         default_side: "old".into(),
         backends,
         backend_sockets: BTreeMap::new(),
@@ -72,6 +73,7 @@ fn database_moves_and_rolls_back_under_writes_with_nothing_lost() {
         tls: None,
         server_version: "5.5.5-10.11.0-MariaDB-sql-proxy".into(),
     };
+    let store_dir = tempfile::tempdir().unwrap();
     let (proxy_addr, admin_addr) = rt.block_on(async {
         let users = sql_proxy::sync::load_users(
             addr(&old),
@@ -80,7 +82,12 @@ fn database_moves_and_rolls_back_under_writes_with_nothing_lost() {
         )
         .await
         .unwrap();
-        let shared: Arc<Shared> = Shared::new(&cfg, users, None);
+        let store = sql_proxy::route_store::RouteStore::create(
+            &store_dir.path().join("routes.sqlite"),
+            &[],
+        )
+        .unwrap();
+        let shared: Arc<Shared> = Shared::new(&cfg, users, None, Arc::new(store)).unwrap();
         let (bound, _tasks) = sql_proxy::server::listen(shared.clone(), &cfg.listen)
             .await
             .unwrap();

@@ -3,7 +3,9 @@
 //! (10.1.0.21, named by no site's configuration), the users' `mysql_native_password` hashes and
 //! grants are synced into the proxy's user store (`sql-proxy sync-users`, 0600, hashes only),
 //! every database gets a route to side `old`, and side `new` is new-dc's MariaDB, reached through
-//! the tunnel. The admin API listens on old-dc's LAN (10.1.0.23:9090) behind a bearer token in a
+//! the tunnel. Its routes are committed to a route store (`routes.sqlite` beside the user store,
+//! created once with `sql-proxy routes init`), so a restarted proxy serves every database from
+//! the side it was last switched to. The admin API listens on old-dc's LAN (10.1.0.23:9090) behind a bearer token in a
 //! 0600 file. The daemon runs in old-dc's namespaces, recorded by PID like every other daemon.
 
 use crate::dc_services::DcDirs;
@@ -101,6 +103,19 @@ pub fn start(st: &mut LabState) -> Result<()> {
     dbs.dedup();
     std::fs::write(&p.config, config_toml(&p, &dbs))
         .map_err(LabError::io("writing sql-proxy config", &p.config))?;
+    // The durable route store, created once (the daemon refuses to start without it; later
+    // starts restore every route from it).
+    if !p.users_file.with_file_name("routes.sqlite").exists() {
+        let mut init = in_ns(None, &old.netns, &bin.to_string_lossy());
+        init.args([
+            "routes",
+            "init",
+            "--from-config",
+            "--config",
+            &p.config.to_string_lossy(),
+        ]);
+        run(&mut init)?;
+    }
     st.sql_proxy = Some(p.clone());
     st.save()?;
     let mut cmd = in_ns(Some(&old.mount_ns), &old.netns, &bin.to_string_lossy());

@@ -72,23 +72,28 @@ echo admin-pw > "$W/admin.pw"
 cat > "$W/proxy.toml" <<CFG
 listen = ["127.0.0.1:$PP"]
 users_file = "$W/users.json"
+route_store = "$W/routes-tcp.sqlite"
 default_side = "old"
 [backends]
 old = "127.0.0.1:$DBP"
 CFG
+"$BIN" routes init --from-config --config "$W/proxy.toml" >/dev/null
 RUST_LOG=warn "$BIN" run --config "$W/proxy.toml" &
 PROXY_PID=$!
 PIDS+=($PROXY_PID)
 PU=$(free_port)
-sed -e "s|127.0.0.1:$PP|127.0.0.1:$PU|" "$W/proxy.toml" > "$W/proxy-unix.toml"
+sed -e "s|127.0.0.1:$PP|127.0.0.1:$PU|" -e "s|routes-tcp|routes-unix|" "$W/proxy.toml" > "$W/proxy-unix.toml"
 printf '[backend_sockets]\nold = "%s"\n' "$W/s" >> "$W/proxy-unix.toml"
+"$BIN" routes init --from-config --config "$W/proxy-unix.toml" >/dev/null
 RUST_LOG=warn "$BIN" run --config "$W/proxy-unix.toml" &
 PROXYU_PID=$!
 PIDS+=($PROXYU_PID)
 TARGETS=(direct haproxy proxy haproxy-unix proxy-unix)
 if [ -n "${BASELINE_BIN:-}" ]; then
   PB=$(free_port)
-  sed -e "s|127.0.0.1:$PP|127.0.0.1:$PB|" "$W/proxy.toml" > "$W/proxy-baseline.toml"
+  # An older build may predate the route store: its config has no route_store line.
+  sed -e "s|127.0.0.1:$PP|127.0.0.1:$PB|" -e "/^route_store/d" "$W/proxy.toml" > "$W/proxy-baseline.toml"
+  "$BASELINE_BIN" routes init --from-config --config "$W/proxy-baseline.toml" >/dev/null 2>&1 || true
   RUST_LOG=warn "$BASELINE_BIN" run --config "$W/proxy-baseline.toml" &
   PROXYB_PID=$!
   PIDS+=($PROXYB_PID)

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::auth::UserStore;
 use crate::route::{Mode, Shared};
-use crate::switch;
+use crate::switch::{self, SwitchError};
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -71,17 +71,45 @@ struct RouteView {
     side: String,
     mode: Mode,
     sessions: usize,
+    /// Epoch of the route's last committed change; 0: never stored (no client logged in to
+    /// it yet, nothing changed it): it would be served from `default_side`.
+    epoch: u64,
 }
 
+/// A route as clients are served now. An unknown database is shown as it would be served
+/// (default side, open, epoch 0) without being created.
 fn view(shared: &Shared, db: &str) -> RouteView {
-    let r = shared.route(db);
-    let st = r.state.borrow().clone();
+    let (side, mode, epoch) = match shared.lookup(db) {
+        Some(r) => {
+            let st = r.state.borrow().clone();
+            (st.side, st.mode, r.epoch.load(Ordering::SeqCst))
+        }
+        None => (
+            shared
+                .default_side
+                .read()
+                .expect("default side lock")
+                .clone(),
+            Mode::Open,
+            0,
+        ),
+    };
     RouteView {
         database: db.into(),
-        side: st.side.to_string(),
-        mode: st.mode,
+        side: side.to_string(),
+        mode,
         sessions: shared.sessions_of(db).len(),
+        epoch,
     }
+}
+
+/// 503 when the change could not be made durable (nothing changed), 409 otherwise.
+fn switch_err(e: SwitchError) -> Response {
+    let code = match e {
+        SwitchError::Store { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::CONFLICT,
+    };
+    err(code, e)
 }
 
 async fn list_routes(State(st): State<AdminState>) -> Response {
@@ -128,8 +156,19 @@ async fn set_route(
             "use POST /routes/{db}/pause to pause",
         );
     }
-    st.shared.set_route(&db, b.side.as_deref(), b.mode);
-    Json(view(&st.shared, &db)).into_response()
+    let route = st.shared.route(&db);
+    let _g = route.switch_lock.lock().await;
+    if route.state.borrow().mode == Mode::Paused {
+        return err(
+            StatusCode::CONFLICT,
+            format!("database {db} is paused for a move: end it with POST /routes/{db}/resume"),
+        );
+    }
+    let res = st.shared.set_route(&db, b.side.as_deref(), b.mode).await;
+    match res {
+        Ok(_) => Json(view(&st.shared, &db)).into_response(),
+        Err(source) => switch_err(SwitchError::Store { db, source }),
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -157,7 +196,7 @@ async fn pause(
     let _g = route.switch_lock.lock().await;
     match switch::pause(&st.shared, &db, txn, grace).await {
         Ok(r) => Json(r).into_response(),
-        Err(e) => err(StatusCode::CONFLICT, e),
+        Err(e) => switch_err(e),
     }
 }
 
@@ -173,9 +212,14 @@ async fn resume(
     body: Option<Json<ResumeBody>>,
 ) -> Response {
     let b = body.map(|j| j.0).unwrap_or_default();
-    match switch::resume(&st.shared, &db, b.side.as_deref()) {
+    let Some(route) = st.shared.lookup(&db) else {
+        return switch_err(SwitchError::NotPaused { db });
+    };
+    // A resume waits for a pause still draining instead of ending it mid-drain.
+    let _g = route.switch_lock.lock().await;
+    match switch::resume(&st.shared, &db, b.side.as_deref()).await {
         Ok(r) => Json(r).into_response(),
-        Err(e) => err(StatusCode::CONFLICT, e),
+        Err(e) => switch_err(e),
     }
 }
 
@@ -194,7 +238,7 @@ async fn switch_db(
     let (txn, grace) = deadlines(&st, b.txn_deadline_ms);
     match switch::switch(&st.shared, &db, &b.to, txn, grace).await {
         Ok(r) => Json(r).into_response(),
-        Err(e) => err(StatusCode::CONFLICT, e),
+        Err(e) => switch_err(e),
     }
 }
 
@@ -301,6 +345,23 @@ async fn metrics(State(st): State<AdminState>) -> Response {
         out,
         "# TYPE sqlproxy_held_bytes gauge\nsqlproxy_held_bytes {}",
         st.shared.held_bytes.load(Ordering::Relaxed)
+    );
+    let sc = &st.shared.store_counters;
+    let commits = sc.commits.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP sqlproxy_route_store_commits_total Route changes committed to the route store\n\
+         # TYPE sqlproxy_route_store_commits_total counter\n\
+         sqlproxy_route_store_commits_total {commits}\n\
+         # HELP sqlproxy_route_store_errors_total Route changes refused because the store could not commit them\n\
+         # TYPE sqlproxy_route_store_errors_total counter\n\
+         sqlproxy_route_store_errors_total {}\n\
+         # HELP sqlproxy_route_store_commit_seconds Time to commit one route change (fsync included)\n\
+         # TYPE sqlproxy_route_store_commit_seconds summary\n\
+         sqlproxy_route_store_commit_seconds_sum {}\n\
+         sqlproxy_route_store_commit_seconds_count {commits}",
+        sc.errors.load(Ordering::Relaxed),
+        sc.commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

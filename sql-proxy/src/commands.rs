@@ -445,7 +445,15 @@ impl Session {
         self.route_rx = self.route.state.subscribe();
         *self.info.database.lock().expect("db lock") = routed;
         let side: Arc<str> = self.route_rx.borrow().side.clone();
-        match self.connect_backend(&side).await {
+        let connected = match self.connect_backend(&side).await {
+            Ok(()) => self
+                .shared
+                .ensure_stored(&self.route)
+                .await
+                .map_err(|e| crate::session::route_not_stored(&self.route.name, &e)),
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok(()) => {
                 write_client(
                     &mut self.client,

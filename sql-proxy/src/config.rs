@@ -3,6 +3,7 @@
 //! ```toml
 //! listen = ["127.0.0.1:3306", "10.0.0.5:3306"]
 //! users_file = "/var/lib/sql-proxy/users.json"
+//! route_store = "/var/lib/sql-proxy/routes.sqlite"   # optional; this is the default
 //! default_side = "old"
 //! [backends]
 //! old = "10.0.0.5:3307"
@@ -32,7 +33,13 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// The user store written by `sql-proxy sync-users` (hashes only).
     pub users_file: PathBuf,
-    /// Backend used for databases without an explicit route.
+    /// The durable route store (see `route_store.rs`); default `routes.sqlite` beside
+    /// `users_file`. Created once by `sql-proxy routes init`; the proxy refuses to start
+    /// without it.
+    #[serde(default)]
+    pub route_store: Option<PathBuf>,
+    /// Side of a database the route store has never seen (no stored route, not in
+    /// `[databases]`). It never moves a stored route.
     pub default_side: String,
     /// Side name → backend address.
     pub backends: BTreeMap<String, SocketAddr>,
@@ -41,7 +48,8 @@ pub struct Config {
     /// the proxy's logins as coming from `localhost`.
     #[serde(default)]
     pub backend_sockets: BTreeMap<String, PathBuf>,
-    /// Initial routes.
+    /// Initial routes, seeding only databases the route store has never seen: once stored,
+    /// a route changes through the admin API (or `routes import`), never through this table.
     #[serde(default)]
     pub databases: BTreeMap<String, RouteConfig>,
     #[serde(default)]
@@ -66,8 +74,9 @@ pub struct RouteConfig {
     pub mode: Mode,
 }
 
+/// Every field is optional in the file: a missing one takes its default.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// How long one query may be held while its database is paused.
     pub hold_deadline_ms: u64,
@@ -142,6 +151,21 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Where the route store lives.
+    pub fn route_store_path(&self) -> PathBuf {
+        self.route_store
+            .clone()
+            .unwrap_or_else(|| crate::route_store::RouteStore::default_path(&self.users_file))
+    }
+
+    /// The `[databases]` table as store seed rows.
+    pub fn seed(&self) -> Vec<(String, String, Mode)> {
+        self.databases
+            .iter()
+            .map(|(db, r)| (db.clone(), r.side.clone(), r.mode))
+            .collect()
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.listen.is_empty() {
             return Err("listen: at least one address is needed".into());
@@ -186,6 +210,14 @@ mod tests {
         "#;
         let cfg: Config = toml::from_str(text).unwrap();
         assert_eq!(cfg.databases["shop"].mode, Mode::Open);
+        // A [limits] table with one field keeps the defaults of the others.
+        let partial: Config =
+            toml::from_str(&format!("{text}\n[limits]\nhold_deadline_ms = 1500\n")).unwrap();
+        assert_eq!(partial.limits.hold_deadline_ms, 1500);
+        assert_eq!(
+            partial.limits.hold_buffer_bytes,
+            Limits::default().hold_buffer_bytes
+        );
         let err = cfg.validate().unwrap_err();
         assert!(err.contains("databases.shop.side"), "{err}");
         let text = r#"

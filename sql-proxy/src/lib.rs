@@ -13,7 +13,8 @@
 //!   [`response`]: where a response ends.
 //! - [`rewrite`]: `@@socket` answered as NULL (clients must not bypass the proxy);
 //!   [`classify`]: write detection for read_only; [`session_state`]: SET / USE tracking.
-//! - [`route`]: live routes, modes, session registry, counters; [`switch`]: pause → drain →
+//! - [`route`]: live routes, modes, session registry, counters; [`route_store`]: the durable
+//!   copy every route change is committed to first (SQLite, WAL); [`switch`]: pause → drain →
 //!   resume; [`admin`]: HTTP API and Prometheus metrics; [`config`]: the TOML file.
 //! - [`backend`]: the proxy's own backend logins and queries.
 pub mod admin;
@@ -27,6 +28,7 @@ pub mod relay;
 pub mod response;
 pub mod rewrite;
 pub mod route;
+pub mod route_store;
 pub mod server;
 pub mod session;
 pub mod session_state;

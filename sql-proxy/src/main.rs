@@ -1,16 +1,18 @@
-//! `sql-proxy`: the daemon (`run`) and the user sync (`sync-users`).
+//! `sql-proxy`: the daemon (`run`), the user sync (`sync-users`) and the route store tools
+//! (`routes init|list|export|import`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use sql_proxy::admin::{router, AdminState};
 use sql_proxy::auth::UserStore;
 use sql_proxy::config::Config;
 use sql_proxy::route::Shared;
+use sql_proxy::route_store::{Access, Export, ImportAction, RouteStore, StoreError, EXPORT_FORMAT};
 
 #[derive(Parser)]
 #[command(
@@ -25,11 +27,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve the configured listeners and the admin API.
+    ///
+    /// Every route is restored from the route store as last committed (a database paused
+    /// mid-switch comes back paused). Refuses to start without a readable, intact store:
+    /// create it once per host with `sql-proxy routes init --config CFG --from-config`.
     Run {
         /// The TOML configuration (see sql-proxy/README.md).
         #[arg(long, env = "SQL_PROXY_CONFIG")]
         config: PathBuf,
     },
+    /// The durable route store: create it, look at it, back it up, restore it.
+    #[command(subcommand)]
+    Routes(RoutesCmd),
     /// Read password hashes and database grants from the old server into the user store.
     SyncUsers {
         /// Old server address, e.g. 10.0.0.5:3306.
@@ -48,6 +57,243 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// Which store a `routes` command works on.
+#[derive(Args)]
+struct StoreAt {
+    /// The proxy's TOML configuration: its `route_store` (default `routes.sqlite` beside
+    /// `users_file`), and its [backends] to check sides against.
+    #[arg(long, env = "SQL_PROXY_CONFIG", required_unless_present = "store")]
+    config: Option<PathBuf>,
+    /// The store file itself, when there is no config at hand.
+    #[arg(long, conflicts_with = "config")]
+    store: Option<PathBuf>,
+}
+
+impl StoreAt {
+    fn resolve(&self) -> Result<(PathBuf, Option<Config>)> {
+        match (&self.config, &self.store) {
+            (Some(c), _) => {
+                let cfg = Config::load(c)?;
+                Ok((cfg.route_store_path(), Some(cfg)))
+            }
+            (None, Some(s)) => Ok((s.clone(), None)),
+            (None, None) => bail!("give --config or --store"),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum RoutesCmd {
+    /// Create the route store, once per host, from the config's [databases] (every other
+    /// database starts on default_side the first time a client uses it). Refuses to
+    /// overwrite an existing store.
+    Init {
+        #[command(flatten)]
+        at: StoreAt,
+        /// Seed the new store from the config's [databases] table (required: says where the
+        /// first routes come from).
+        #[arg(long, required = true)]
+        from_config: bool,
+    },
+    /// Every stored route: database, side, mode, epoch (works while the proxy runs).
+    List {
+        #[command(flatten)]
+        at: StoreAt,
+        /// The export format (JSON) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every stored route as JSON (a backup; works while the proxy runs).
+    Export {
+        #[command(flatten)]
+        at: StoreAt,
+        /// Write here (0600) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Load routes from an export into the store (the proxy must be stopped).
+    ///
+    /// A route whose epoch is older than the stored one (or equal with other content) would
+    /// move a database backwards: refused, and nothing is imported, unless --force.
+    Import {
+        #[command(flatten)]
+        at: StoreAt,
+        /// An export file (`sql-proxy routes export`).
+        file: PathBuf,
+        /// Print what would change; change nothing (works while the proxy runs).
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply routes older than the stored ones too, with fresh epochs.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn routes_cmd(cmd: RoutesCmd) -> Result<()> {
+    match cmd {
+        RoutesCmd::Init { at, .. } => {
+            let (path, cfg) = at.resolve()?;
+            let Some(cfg) = cfg else {
+                bail!("routes init seeds from the config: give --config");
+            };
+            let store = RouteStore::create(&path, &cfg.seed())?;
+            println!(
+                "created route store {} with {} route(s) from the config's [databases] (last epoch {})",
+                path.display(),
+                cfg.databases.len(),
+                store.last_epoch()?
+            );
+        }
+        RoutesCmd::List { at, json } => {
+            let (path, _) = at.resolve()?;
+            let store = RouteStore::open(&path, Access::Read)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&store.export()?)?);
+            } else {
+                let routes = store.load()?;
+                println!(
+                    "{:<32} {:<8} {:<10} {:>8}",
+                    "DATABASE", "SIDE", "MODE", "EPOCH"
+                );
+                for r in &routes {
+                    let mode = serde_json::to_value(r.mode)?;
+                    println!(
+                        "{:<32} {:<8} {:<10} {:>8}",
+                        r.database,
+                        r.side,
+                        mode.as_str().unwrap_or(""),
+                        r.epoch
+                    );
+                }
+                println!(
+                    "{} route(s), last epoch {}, store {}",
+                    routes.len(),
+                    store.last_epoch()?,
+                    path.display()
+                );
+            }
+        }
+        RoutesCmd::Export { at, out } => {
+            let (path, _) = at.resolve()?;
+            let store = RouteStore::open(&path, Access::Read)?;
+            let text = serde_json::to_string_pretty(&store.export()?)? + "\n";
+            match out {
+                None => print!("{text}"),
+                Some(out) => {
+                    write_private(&out, text.as_bytes())?;
+                    eprintln!(
+                        "exported {} route(s) to {}",
+                        store.load()?.len(),
+                        out.display()
+                    );
+                }
+            }
+        }
+        RoutesCmd::Import {
+            at,
+            file,
+            dry_run,
+            force,
+        } => {
+            let (path, cfg) = at.resolve()?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let export: Export = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a route export", file.display()))?;
+            if export.format != EXPORT_FORMAT {
+                bail!(
+                    "{}: format {:?}, expected {EXPORT_FORMAT:?}",
+                    file.display(),
+                    export.format
+                );
+            }
+            for r in &export.routes {
+                if let Some(cfg) = &cfg {
+                    if !cfg.backends.contains_key(&r.side) {
+                        bail!(
+                            "{}: database {:?}: side {:?} is not in the config's [backends]",
+                            file.display(),
+                            r.database,
+                            r.side
+                        );
+                    }
+                }
+                if r.epoch == 0
+                    || r.side.is_empty()
+                    || r.resume_mode == sql_proxy::route::Mode::Paused
+                {
+                    bail!(
+                        "{}: database {:?}: epoch must be > 0, side non-empty, resume_mode open or read_only",
+                        file.display(),
+                        r.database
+                    );
+                }
+            }
+            let access = if dry_run { Access::Read } else { Access::Write };
+            let store = RouteStore::open(&path, access)?;
+            let mut changes = store.plan_import(&export.routes, force)?;
+            let refused = changes
+                .iter()
+                .filter(|c| c.action == ImportAction::RefusedBackwards)
+                .count();
+            if !dry_run && refused == 0 {
+                store.apply_import(&mut changes)?;
+            }
+            for c in &changes {
+                let before = c.before.as_ref().map_or("(none)".to_string(), |b| {
+                    format!("{} {:?} epoch {}", b.side, b.mode, b.epoch)
+                });
+                println!(
+                    "{:<18} {}: {} -> {} {:?} epoch {}",
+                    format!("{:?}", c.action),
+                    c.database,
+                    before,
+                    c.after.side,
+                    c.after.mode,
+                    c.after.epoch
+                );
+            }
+            if refused > 0 {
+                bail!(
+                    "{refused} route(s) in {} are older than the store's (RefusedBackwards above): \
+                     nothing imported; --force applies them anyway",
+                    file.display()
+                );
+            }
+            println!(
+                "{} {} route(s) into {}",
+                if dry_run {
+                    "dry run: would import"
+                } else {
+                    "imported"
+                },
+                changes
+                    .iter()
+                    .filter(|c| c.action != ImportAction::Unchanged)
+                    .count(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to a new 0600 file (exports name every customer database).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn main() -> Result<()> {
@@ -73,6 +319,7 @@ fn main() -> Result<()> {
     rt.block_on(async {
         match cli.cmd {
             Cmd::Run { config } => run(config, workers).await,
+            Cmd::Routes(cmd) => routes_cmd(cmd),
             Cmd::SyncUsers {
                 from,
                 user,
@@ -104,9 +351,9 @@ fn main() -> Result<()> {
     })
 }
 
-/// SIGHUP: re-read the user store and the config's backends and new routes. Sessions stay;
-/// routes already known keep their live state (the admin API owns it); listeners, limits and
-/// TLS need a restart.
+/// SIGHUP: re-read the user store and the config's backends, and seed the config's
+/// [databases] the route store has never seen. Sessions stay; stored routes keep their state
+/// (the admin API owns it); listeners, limits, TLS and the route store need a restart.
 fn reload(config: &std::path::Path, old: &Config, shared: &Arc<Shared>) {
     match UserStore::load(&old.users_file) {
         Ok(u) => {
@@ -122,17 +369,8 @@ fn reload(config: &std::path::Path, old: &Config, shared: &Arc<Shared>) {
                 .backend_sockets
                 .write()
                 .expect("backend sockets lock") = cfg.backend_sockets.clone();
-            let known: Vec<String> = shared
-                .routes
-                .read()
-                .expect("routes lock")
-                .keys()
-                .cloned()
-                .collect();
-            for (db, r) in &cfg.databases {
-                if !known.contains(db) {
-                    shared.set_route(db, Some(&r.side), Some(r.mode));
-                }
+            if let Err(e) = shared.seed_from_config(&cfg) {
+                tracing::error!(error = %e, "new [databases] routes not seeded");
             }
             tracing::info!(backends = cfg.backends.len(), "config reloaded");
         }
@@ -142,12 +380,24 @@ fn reload(config: &std::path::Path, old: &Config, shared: &Arc<Shared>) {
 
 async fn run(config: PathBuf, workers: usize) -> Result<()> {
     let cfg = Config::load(&config)?;
+    let store_path = cfg.route_store_path();
+    let store = match RouteStore::open(&store_path, Access::Write) {
+        Ok(s) => Arc::new(s),
+        Err(e @ StoreError::Missing { .. }) => {
+            bail!(
+                "{}",
+                e.to_string()
+                    .replace("<CONFIG>", &config.display().to_string())
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
     let users = UserStore::load(&cfg.users_file)?;
     let tls = match &cfg.tls {
         Some(t) => Some(sql_proxy::stream::acceptor(&t.cert_file, &t.key_file)?),
         None => None,
     };
-    let shared = Shared::new(&cfg, users, tls);
+    let shared = Shared::new(&cfg, users, tls, store)?;
     let workers = sql_proxy::server::Workers::start(workers)?;
     let (bound, _tasks) =
         sql_proxy::server::listen_on(shared.clone(), &cfg.listen, Some(workers)).await?;

@@ -256,11 +256,31 @@ async fn login(
             return Ok(None);
         }
     }
+    // A database first seen here is served from the default side: that route is committed
+    // before the client may write, so a restart can never serve it from another side.
+    if let Err(e) = shared.ensure_stored(&s.route).await {
+        write_client(
+            &mut s.client,
+            seq,
+            &route_not_stored(&s.route.name, &e).build(),
+        )
+        .await?;
+        return Ok(None);
+    }
     write_client(&mut s.client, seq, &build_ok(0, 0, status::AUTOCOMMIT, 0)).await?;
     s.counters.sessions.fetch_add(1, Ordering::Relaxed);
     shared.register(s.info.clone());
     tracing::debug!(session = id, user = %s.info.user, database = %routed_db, side = %side, "session open");
     Ok(Some(s))
+}
+
+/// The refusal of a login whose route could not be committed (fail closed).
+pub(crate) fn route_not_stored(db: &str, e: &crate::route_store::StoreError) -> ErrPacket {
+    ErrPacket::new(
+        1105,
+        "HY000",
+        format!("sql-proxy: the route of database '{db}' could not be recorded ({e}); refusing to serve it"),
+    )
 }
 
 /// The database that routes a session: the one the client asked for, else the user's first.

@@ -1,5 +1,9 @@
 //! Moving a database to another side, in named phases:
 //!
+//! Every route change below is committed to the route store before it takes effect
+//! ([`Shared::commit`]): a proxy killed at any point comes back with the route as last
+//! committed (paused stays paused, a resumed switch stays on its new side).
+//!
 //! 1. **pause**: the route's mode becomes `paused`; sessions outside a transaction are held at
 //!    their next command (bounded, see `commands.rs`), sessions inside one may continue.
 //! 2. **drain**: wait until no session of the database runs a command or holds an open
@@ -18,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::route::{Mode, Shared};
+use crate::route::{Desired, Mode, Shared};
+use crate::route_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchError {
@@ -32,6 +37,9 @@ pub enum SwitchError {
     },
     #[error("database {db} is not paused")]
     NotPaused { db: String },
+    /// The change could not be made durable, so it was not made at all.
+    #[error("database {db}: route change not committed, nothing changed: {source}")]
+    Store { db: String, source: StoreError },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,7 +67,7 @@ pub struct SwitchReport {
     pub resume: ResumeReport,
 }
 
-/// Phases 1 and 2.
+/// Phases 1 and 2. The caller holds the route's `switch_lock`.
 pub async fn pause(
     shared: &Arc<Shared>,
     db: &str,
@@ -68,15 +76,21 @@ pub async fn pause(
 ) -> Result<PauseReport, SwitchError> {
     let route = shared.route(db);
     let start = Instant::now();
-    {
-        let mut before = route.mode_before_pause.lock().expect("mode lock");
-        let cur = route.state.borrow().mode;
-        if cur != Mode::Paused {
-            *before = cur;
-            *route.paused_at.lock().expect("paused_at lock") = Some(start);
-        }
+    let was_paused = route.state.borrow().mode == Mode::Paused;
+    shared
+        .commit(&route, |cur| Desired {
+            side: cur.side.clone(),
+            mode: Mode::Paused,
+            resume_mode: cur.resume_mode,
+        })
+        .await
+        .map_err(|source| SwitchError::Store {
+            db: db.into(),
+            source,
+        })?;
+    if !was_paused {
+        *route.paused_at.lock().expect("paused_at lock") = Some(start);
     }
-    route.state.send_modify(|st| st.mode = Mode::Paused);
     tracing::info!(database = db, "paused");
     let mut aborted = 0;
     let mut abort_sent = false;
@@ -109,7 +123,11 @@ pub async fn pause(
         }
         if waited >= txn_deadline + grace {
             let running = busy.len();
-            resume(shared, db, None).ok();
+            // Undo the pause (if that commit fails too, the database stays paused: held
+            // queries time out, nothing is served from a side not committed).
+            if let Err(e) = resume(shared, db, None).await {
+                tracing::error!(database = db, error = %e, "undoing the pause failed; still paused");
+            }
             return Err(SwitchError::StillRunning {
                 db: db.into(),
                 running,
@@ -120,13 +138,13 @@ pub async fn pause(
     }
 }
 
-/// Phase 4: set the side (if given) and give back the mode from before the pause.
-pub fn resume(
+/// Phase 4: set the side (if given) and give back the mode from before the pause. The caller
+/// holds the route's `switch_lock`.
+pub async fn resume(
     shared: &Arc<Shared>,
     db: &str,
     side: Option<&str>,
 ) -> Result<ResumeReport, SwitchError> {
-    let route = shared.route(db);
     if let Some(s) = side {
         if shared.backend_addr(s).is_none() {
             return Err(SwitchError::UnknownSide {
@@ -135,25 +153,30 @@ pub fn resume(
             });
         }
     }
-    if route.state.borrow().mode != Mode::Paused {
-        return Err(SwitchError::NotPaused { db: db.into() });
-    }
-    let mode = *route.mode_before_pause.lock().expect("mode lock");
+    let route = match shared.lookup(db) {
+        Some(r) if r.state.borrow().mode == Mode::Paused => r,
+        _ => return Err(SwitchError::NotPaused { db: db.into() }),
+    };
+    shared
+        .commit(&route, |cur| Desired {
+            side: side.map_or_else(|| cur.side.clone(), Arc::from),
+            mode: cur.resume_mode,
+            resume_mode: cur.resume_mode,
+        })
+        .await
+        .map_err(|source| SwitchError::Store {
+            db: db.into(),
+            source,
+        })?;
     let started = route.paused_at.lock().expect("paused_at lock").take();
-    route.state.send_modify(|st| {
-        if let Some(s) = side {
-            st.side = Arc::from(s);
-        }
-        st.mode = mode;
-    });
     let pause_ms = started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3);
     shared.record_pause(db, pause_ms);
-    let side_now = route.state.borrow().side.to_string();
-    tracing::info!(database = db, side = %side_now, pause_ms, "resumed");
+    let st = route.state.borrow().clone();
+    tracing::info!(database = db, side = %st.side, pause_ms, "resumed");
     Ok(ResumeReport {
         database: db.into(),
-        side: side_now,
-        mode,
+        side: st.side.to_string(),
+        mode: st.mode,
         pause_ms,
     })
 }
@@ -175,6 +198,6 @@ pub async fn switch(
     let route = shared.route(db);
     let _guard = route.switch_lock.lock().await;
     let pause = pause(shared, db, txn_deadline, grace).await?;
-    let resume = resume(shared, db, Some(to))?;
+    let resume = resume(shared, db, Some(to)).await?;
     Ok(SwitchReport { pause, resume })
 }

@@ -432,7 +432,9 @@ async fn prefer_socket_clients_on_the_backend_host_stay_on_the_proxy() {
 
     // And the proxy's routing applies to this connection: read_only refuses its writes.
     p.shared
-        .set_route("shop", None, Some(sql_proxy::route::Mode::ReadOnly));
+        .set_route("shop", None, Some(sql_proxy::route::Mode::ReadOnly))
+        .await
+        .unwrap();
     let err = conn
         .query_drop("CREATE TABLE bypass (id INT)")
         .await
@@ -442,7 +444,9 @@ async fn prefer_socket_clients_on_the_backend_host_stay_on_the_proxy() {
         other => panic!("expected 1290, got {other}"),
     }
     p.shared
-        .set_route("shop", None, Some(sql_proxy::route::Mode::Open));
+        .set_route("shop", None, Some(sql_proxy::route::Mode::Open))
+        .await
+        .unwrap();
     conn.query_drop("CREATE TABLE bypass (id INT)")
         .await
         .unwrap();

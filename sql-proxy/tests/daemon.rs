@@ -5,49 +5,25 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
+use common::daemon::start;
 use common::*;
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `sql-proxy run --config cfg` with one extra environment variable, stderr to `log`, once it
-/// listens on `port` (the log in the failure message otherwise).
-fn start(
-    bin: &str,
-    cfg: &std::path::Path,
-    log: &std::path::Path,
-    env: (&str, &str),
-    port: u16,
-) -> Daemon {
-    let daemon = Daemon(
-        Command::new(bin)
-            .args(["run", "--config"])
-            .arg(cfg)
-            .env(env.0, env.1)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let up = (0..200).any(|_| {
-        std::thread::sleep(Duration::from_millis(25));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+/// `routes init --from-config` for `cfg` (the daemon refuses to start without a store).
+fn init(cfg: &std::path::Path) {
+    let out = common::daemon::run(&[
+        "routes",
+        "init",
+        "--from-config",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     assert!(
-        up,
-        "proxy did not listen: {}",
-        std::fs::read_to_string(log).unwrap()
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    daemon
 }
 
 #[test]
@@ -102,7 +78,8 @@ fn sync_users_and_run_serve_clients_without_logging_secrets() {
     )
     .unwrap();
     let log = dir.path().join("proxy.log");
-    let daemon = start(bin, &cfg, &log, ("RUST_LOG", "debug"), port);
+    init(&cfg);
+    let daemon = start(&cfg, &log, ("RUST_LOG", "debug"), port);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let ok = cli(
         addr,
@@ -168,7 +145,8 @@ fn backend_reached_through_its_unix_socket_from_worker_threads() {
     )
     .unwrap();
     let log = dir.path().join("proxy.log");
-    let _daemon = start(bin, &cfg, &log, ("SQL_PROXY_WORKER_THREADS", "2"), port);
+    init(&cfg);
+    let _daemon = start(&cfg, &log, ("SQL_PROXY_WORKER_THREADS", "2"), port);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     // Several sessions (round-robin over the workers), each through the socket.
     for i in 0..4 {

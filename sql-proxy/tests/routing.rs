@@ -33,7 +33,10 @@ async fn read_only_refuses_writes_with_1290() {
         .unwrap();
     conn.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
     let ins = conn.prep("INSERT INTO t VALUES (?)").await.unwrap();
-    p.shared.set_route("shop", None, Some(Mode::ReadOnly));
+    p.shared
+        .set_route("shop", None, Some(Mode::ReadOnly))
+        .await
+        .unwrap();
     let n: Option<i64> = conn.query_first("SELECT COUNT(*) FROM t").await.unwrap();
     assert_eq!(n, Some(1));
     let v: Option<i64> = conn
@@ -54,7 +57,10 @@ async fn read_only_refuses_writes_with_1290() {
     assert_eq!(server_code(&e), Some(1290));
     let e = conn.prep("UPDATE t SET id = 5").await.unwrap_err();
     assert_eq!(server_code(&e), Some(1290));
-    p.shared.set_route("shop", None, Some(Mode::Open));
+    p.shared
+        .set_route("shop", None, Some(Mode::Open))
+        .await
+        .unwrap();
     conn.exec_drop(&ins, (4,)).await.unwrap();
     let n: Option<i64> = conn.query_first("SELECT COUNT(*) FROM t").await.unwrap();
     assert_eq!(n, Some(2));
@@ -84,7 +90,7 @@ async fn paused_queries_wait_then_fail_clearly_after_the_deadline() {
     let s2 = shared.clone();
     let resumer = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        switch::resume(&s2, "shop", None).unwrap()
+        switch::resume(&s2, "shop", None).await.unwrap()
     });
     let t = Instant::now();
     let v: Option<i64> = conn.query_first("SELECT 7").await.unwrap();
@@ -110,7 +116,7 @@ async fn paused_queries_wait_then_fail_clearly_after_the_deadline() {
             .contains("stayed paused for a move longer than 300 ms"),
         "{e}"
     );
-    switch::resume(&shared, "shop", None).unwrap();
+    switch::resume(&shared, "shop", None).await.unwrap();
     let v: Option<i64> = conn.query_first("SELECT 9").await.unwrap();
     assert_eq!(v, Some(9));
 }
@@ -166,7 +172,7 @@ async fn switch_under_load_keeps_sessions_statements_and_rows() {
             (&b, &a, "old")
         };
         tokio::task::block_in_place(|| from.copy_database_to("shop", to).unwrap());
-        let r = switch::resume(&p.shared, "shop", Some(side)).unwrap();
+        let r = switch::resume(&p.shared, "shop", Some(side)).await.unwrap();
         pauses.push(r.pause_ms);
         on_a = !on_a;
     }

@@ -106,7 +106,7 @@ async fn sysbench_read_write_survives_switches_with_zero_errors() {
             checksum(from).replace(&*from.port().to_string(), ""),
             checksum(to).replace(&*to.port().to_string(), "")
         );
-        let r = switch::resume(&p.shared, "shop", Some(side)).unwrap();
+        let r = switch::resume(&p.shared, "shop", Some(side)).await.unwrap();
         pauses.push(r.pause_ms);
         on_a = !on_a;
     }

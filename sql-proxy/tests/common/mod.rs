@@ -2,6 +2,8 @@
 //! `shop`, and the proxy running in-process on a free loopback port.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
@@ -9,6 +11,7 @@ use std::sync::Arc;
 
 use sql_proxy::config::{Config, Limits};
 use sql_proxy::route::Shared;
+use sql_proxy::route_store::RouteStore;
 use testkit::{MariaDb, MariaDbOptions};
 
 pub const APP_USER: &str = "app";
@@ -38,6 +41,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     pub shared: Arc<Shared>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Holds the route store.
+    _dir: tempfile::TempDir,
 }
 
 impl Drop for Proxy {
@@ -68,6 +73,7 @@ pub async fn proxy_tls(
     let cfg = Config {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         users_file: "unused".into(),
+        route_store: None,
         default_side: "old".into(),
         backends,
         backend_sockets: BTreeMap::new(),
@@ -84,7 +90,9 @@ pub async fn proxy_tls(
     )
     .await
     .expect("sync users");
-    let shared = Shared::new(&cfg, users, tls);
+    let dir = tempfile::tempdir().unwrap();
+    let store = RouteStore::create(&dir.path().join("routes.sqlite"), &[]).expect("route store");
+    let shared = Shared::new(&cfg, users, tls, Arc::new(store)).expect("routes restored");
     let (bound, tasks) = sql_proxy::server::listen(shared.clone(), &cfg.listen)
         .await
         .unwrap();
@@ -92,6 +100,7 @@ pub async fn proxy_tls(
         addr: bound[0],
         shared,
         tasks,
+        _dir: dir,
     }
 }
 

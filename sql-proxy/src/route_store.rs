@@ -1,0 +1,882 @@
+//! The durable route store: which side serves each database, its mode, and the epoch of its
+//! last change, in one SQLite file (WAL mode, `synchronous=FULL`) next to the user store.
+//!
+//! Why it exists: routes used to live only in memory, so a restarted proxy fell back to the
+//! config's `[databases]` and `default_side` and sent every database already switched to the
+//! new side back to the old one (split brain). Every change of a route or mode is now committed
+//! here **before** it takes effect for clients or the admin API answers; on start the proxy
+//! restores every stored route as it was last committed (a database paused mid-switch comes
+//! back paused).
+//!
+//! Why SQLite rather than a log of our own: a commit is atomic and durable when it returns
+//! (one `fsync` of the WAL per change with `synchronous=FULL`), a torn write at a crash is
+//! rolled back by SQLite itself, `PRAGMA quick_check` detects a damaged file, readers
+//! (`sql-proxy routes list|export`) work while the proxy writes, the file is readable with the
+//! stock `sqlite3` tool at 3 a.m., and the migrator already ships the same engine.
+//!
+//! Fail closed: a missing, unreadable, foreign, damaged or half-initialised store is an error
+//! naming the file, never an empty table. A new store is created only by `routes init`, built
+//! under a temporary name and renamed into place once complete, so a crash during `init` leaves
+//! no half-made store behind. One process at a time uses a store for writing (`*.lock`, an
+//! exclusive `flock` holding the owner's PID).
+
+use std::fs::File;
+use std::io::{Read as _, Seek as _, Write as _};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::route::Mode;
+
+/// `PRAGMA application_id` of a route store ("SQPR"): tells our file from any other SQLite file.
+const APPLICATION_ID: i64 = 0x5351_5052;
+/// `PRAGMA user_version`: the schema of this file.
+const FORMAT: i64 = 1;
+/// Format tag of `routes export` files.
+pub const EXPORT_FORMAT: &str = "sql-proxy-routes/1";
+
+/// One database's stored route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredRoute {
+    pub database: String,
+    pub side: String,
+    pub mode: Mode,
+    /// The mode a paused database returns to when it is resumed (its own mode otherwise).
+    pub resume_mode: Mode,
+    /// Store-wide counter value at this route's last change: only ever grows.
+    pub epoch: u64,
+}
+
+/// What `routes export` writes and `routes import` reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Export {
+    pub format: String,
+    /// The highest epoch in the store when exported.
+    pub last_epoch: u64,
+    pub routes: Vec<StoredRoute>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "route store {path} does not exist. The proxy does not serve without its stored routes: \
+         starting empty would send every database already switched back to default_side. \
+         If this host never ran the proxy, create it once with: \
+         sql-proxy routes init --config <CONFIG> --from-config \
+         (to restore an export, add: sql-proxy routes import --config <CONFIG> FILE)"
+    )]
+    Missing { path: PathBuf },
+    #[error("route store {path} cannot be read: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "route store {path} is damaged or not a route store ({what}); the proxy will not serve \
+         from it. Restore the file from a copy, or create a new store and import the last \
+         export (sql-proxy routes init, then routes import); never just delete it"
+    )]
+    Corrupt { path: PathBuf, what: String },
+    #[error("route store {path}: {what}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        what: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "route store {path} is in use by another process (pid {pid}, lock {lock}): \
+         only one sql-proxy may use a store; stop it first"
+    )]
+    Locked {
+        path: PathBuf,
+        lock: PathBuf,
+        pid: String,
+    },
+    #[error(
+        "route store {path} already exists; init never overwrites a store (routes list shows it)"
+    )]
+    Exists { path: PathBuf },
+    #[error("route store {path}: {what}: {source}")]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// Whether a store is opened for the proxy (writes, exclusive) or for a look (read-only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Exclusive: takes the lock file; commits allowed.
+    Write,
+    /// Shared: `routes list|export` while the proxy runs.
+    Read,
+}
+
+/// The open store. Commits are serialised by the connection's mutex.
+pub struct RouteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    /// Held for as long as the store is open for writing.
+    _lock: Option<LockFile>,
+}
+
+/// What an import would do (or did) to one database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImportChange {
+    pub database: String,
+    /// The stored route before, if any.
+    pub before: Option<StoredRoute>,
+    pub after: StoredRoute,
+    pub action: ImportAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportAction {
+    Add,
+    Update,
+    Unchanged,
+    /// The import is older than the store (or differs at the same epoch): refused without force.
+    RefusedBackwards,
+    /// Older than the store, applied anyway (`--force`) with a fresh epoch.
+    Forced,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn mode_str(m: Mode) -> &'static str {
+    match m {
+        Mode::Open => "open",
+        Mode::ReadOnly => "read_only",
+        Mode::Paused => "paused",
+    }
+}
+
+fn parse_mode(s: &str) -> Option<Mode> {
+    match s {
+        "open" => Some(Mode::Open),
+        "read_only" => Some(Mode::ReadOnly),
+        "paused" => Some(Mode::Paused),
+        _ => None,
+    }
+}
+
+impl RouteStore {
+    /// The default store path: `routes.sqlite` beside the user store.
+    pub fn default_path(users_file: &Path) -> PathBuf {
+        users_file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join("routes.sqlite")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sqlite(&self, what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            what,
+            source,
+        }
+    }
+
+    /// Creates a new store holding `seed` (epochs 1..), under a temporary name renamed into
+    /// place when complete. Refuses an existing store.
+    pub fn create(path: &Path, seed: &[(String, String, Mode)]) -> Result<RouteStore, StoreError> {
+        let lock = LockFile::acquire(path)?;
+        if path.exists() {
+            return Err(StoreError::Exists { path: path.into() });
+        }
+        let io = |what| {
+            move |source| StoreError::Io {
+                path: path.into(),
+                what,
+                source,
+            }
+        };
+        let tmp = tmp_path(path);
+        let _ = std::fs::remove_file(&tmp);
+        let sq = |what| {
+            let tmp = tmp.clone();
+            move |source| StoreError::Sqlite {
+                path: tmp,
+                what,
+                source,
+            }
+        };
+        {
+            // Created 0600: the file names every customer database.
+            File::options()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io("creating"))?;
+            let conn = Connection::open_with_flags(&tmp, OpenFlags::SQLITE_OPEN_READ_WRITE)
+                .map_err(sq("opening new store"))?;
+            conn.execute_batch(&format!(
+                "PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL;
+                 BEGIN;
+                 PRAGMA application_id={APPLICATION_ID};
+                 PRAGMA user_version={FORMAT};
+                 CREATE TABLE meta (
+                     id INTEGER PRIMARY KEY CHECK (id = 1),
+                     last_epoch INTEGER NOT NULL,
+                     created_at_ms INTEGER NOT NULL);
+                 CREATE TABLE routes (
+                     database TEXT PRIMARY KEY NOT NULL,
+                     side TEXT NOT NULL CHECK (side <> ''),
+                     mode TEXT NOT NULL CHECK (mode IN ('open','read_only','paused')),
+                     resume_mode TEXT NOT NULL CHECK (resume_mode IN ('open','read_only')),
+                     epoch INTEGER NOT NULL CHECK (epoch > 0),
+                     updated_at_ms INTEGER NOT NULL);"
+            ))
+            .map_err(sq("creating schema"))?;
+            let now = now_ms();
+            let mut epoch = 0u64;
+            for (db, side, mode) in seed {
+                epoch += 1;
+                let resume = if *mode == Mode::Paused {
+                    Mode::Open
+                } else {
+                    *mode
+                };
+                conn.execute(
+                    "INSERT INTO routes VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        db,
+                        side,
+                        mode_str(*mode),
+                        mode_str(resume),
+                        epoch as i64,
+                        now
+                    ],
+                )
+                .map_err(sq("seeding routes"))?;
+            }
+            conn.execute(
+                "INSERT INTO meta VALUES (1, ?1, ?2)",
+                params![epoch as i64, now],
+            )
+            .map_err(sq("seeding routes"))?;
+            conn.execute_batch("COMMIT; PRAGMA journal_mode=WAL;")
+                .map_err(sq("committing new store"))?;
+        }
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io("syncing"))?;
+        std::fs::rename(&tmp, path).map_err(io("renaming into place"))?;
+        sync_parent(path).map_err(io("syncing its directory"))?;
+        drop(lock);
+        Self::open(path, Access::Write)
+    }
+
+    /// Opens an existing store, refusing anything that is not a complete, undamaged store.
+    pub fn open(path: &Path, access: Access) -> Result<RouteStore, StoreError> {
+        let corrupt = |what: String| StoreError::Corrupt {
+            path: path.into(),
+            what,
+        };
+        match std::fs::metadata(path) {
+            Ok(md) if md.is_file() => {}
+            Ok(_) => return Err(corrupt("not a regular file".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing { path: path.into() })
+            }
+            Err(source) => {
+                return Err(StoreError::Unreadable {
+                    path: path.into(),
+                    source,
+                })
+            }
+        }
+        // SQLite reports a permission problem vaguely: read a byte ourselves first.
+        File::open(path)
+            .and_then(|mut f| f.read(&mut [0u8; 1]))
+            .map_err(|source| StoreError::Unreadable {
+                path: path.into(),
+                source,
+            })?;
+        let lock = match access {
+            Access::Write => Some(LockFile::acquire(path)?),
+            Access::Read => None,
+        };
+        let flags = match access {
+            Access::Write => OpenFlags::SQLITE_OPEN_READ_WRITE,
+            Access::Read => OpenFlags::SQLITE_OPEN_READ_ONLY,
+        } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| corrupt(e.to_string()))?;
+        let store = RouteStore {
+            path: path.into(),
+            conn: Mutex::new(conn),
+            _lock: lock,
+        };
+        store.check(access)?;
+        Ok(store)
+    }
+
+    /// Header, integrity and schema checks, then the connection's durability settings.
+    fn check(&self, access: Access) -> Result<(), StoreError> {
+        let conn = self.conn.lock().expect("route store lock");
+        let corrupt = |what: String| StoreError::Corrupt {
+            path: self.path.clone(),
+            what,
+        };
+        let pragma = |name: &str| -> Result<i64, StoreError> {
+            conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                .map_err(|e| corrupt(e.to_string()))
+        };
+        let app = pragma("application_id")?;
+        if app != APPLICATION_ID {
+            return Err(corrupt(format!(
+                "application_id is {app:#x}, not {APPLICATION_ID:#x}: an empty file, another \
+                 program's SQLite file, or a store whose init never finished"
+            )));
+        }
+        let version = pragma("user_version")?;
+        if version != FORMAT {
+            return Err(corrupt(format!(
+                "format {version}, this sql-proxy reads format {FORMAT}"
+            )));
+        }
+        let verdict: Vec<String> = conn
+            .prepare("PRAGMA quick_check")
+            .and_then(|mut s| {
+                s.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(|e| corrupt(e.to_string()))?;
+        if verdict != ["ok"] {
+            return Err(corrupt(format!("integrity check: {}", verdict.join("; "))));
+        }
+        let last: Option<i64> = conn
+            .query_row("SELECT last_epoch FROM meta WHERE id = 1", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| corrupt(format!("meta table: {e}")))?;
+        let Some(last) = last else {
+            return Err(corrupt("meta row missing".into()));
+        };
+        let max: Option<i64> = conn
+            .query_row("SELECT max(epoch) FROM routes", [], |r| r.get(0))
+            .map_err(|e| corrupt(format!("routes table: {e}")))?;
+        if max.unwrap_or(0) > last {
+            return Err(corrupt(format!(
+                "a route has epoch {} above the store's last epoch {last}",
+                max.unwrap_or(0)
+            )));
+        }
+        if access == Access::Write {
+            conn.execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;",
+            )
+            .map_err(|source| StoreError::Sqlite {
+                path: self.path.clone(),
+                what: "setting WAL and synchronous=FULL",
+                source,
+            })?;
+        } else {
+            conn.execute_batch("PRAGMA busy_timeout=5000;")
+                .map_err(|e| corrupt(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Every stored route, by database name; a row that does not parse is an error naming it.
+    pub fn load(&self) -> Result<Vec<StoredRoute>, StoreError> {
+        let conn = self.conn.lock().expect("route store lock");
+        let rows: Vec<(String, String, String, String, i64)> = conn
+            .prepare(
+                "SELECT database, side, mode, resume_mode, epoch FROM routes ORDER BY database",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect::<Result<_, _>>()
+            })
+            .map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: format!("reading routes: {e}"),
+            })?;
+        rows.into_iter()
+            .map(|(database, side, mode, resume, epoch)| {
+                let bad = |what: String| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    what: format!("route of database {database:?}: {what}"),
+                };
+                let mode = parse_mode(&mode).ok_or_else(|| bad(format!("mode {mode:?}")))?;
+                let resume_mode = parse_mode(&resume)
+                    .filter(|m| *m != Mode::Paused)
+                    .ok_or_else(|| bad(format!("resume_mode {resume:?}")))?;
+                if side.is_empty() || epoch <= 0 {
+                    return Err(bad(format!("side {side:?}, epoch {epoch}")));
+                }
+                Ok(StoredRoute {
+                    database,
+                    side,
+                    mode,
+                    resume_mode,
+                    epoch: epoch as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// The highest epoch handed out.
+    pub fn last_epoch(&self) -> Result<u64, StoreError> {
+        let conn = self.conn.lock().expect("route store lock");
+        conn.query_row("SELECT last_epoch FROM meta WHERE id = 1", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map(|e| e as u64)
+        .map_err(self.sqlite("reading last epoch"))
+    }
+
+    /// Commits one database's route under the next epoch, durably, and returns that epoch.
+    pub fn commit(
+        &self,
+        database: &str,
+        side: &str,
+        mode: Mode,
+        resume_mode: Mode,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.conn.lock().expect("route store lock");
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(self.sqlite("beginning a commit"))?;
+        let epoch: i64 = tx
+            .query_row("SELECT last_epoch FROM meta WHERE id = 1", [], |r| r.get(0))
+            .map_err(self.sqlite("reading last epoch"))?;
+        let epoch = epoch + 1;
+        upsert(&tx, database, side, mode, resume_mode, epoch).map_err(self.sqlite("writing"))?;
+        tx.commit().map_err(self.sqlite("committing"))?;
+        Ok(epoch as u64)
+    }
+
+    /// Adds the routes of databases the store has never seen (the config's `[databases]`);
+    /// returns the ones added.
+    pub fn seed_missing(
+        &self,
+        seed: &[(String, String, Mode)],
+    ) -> Result<Vec<StoredRoute>, StoreError> {
+        let known: std::collections::HashSet<String> =
+            self.load()?.into_iter().map(|r| r.database).collect();
+        let mut added = Vec::new();
+        for (db, side, mode) in seed.iter().filter(|(db, ..)| !known.contains(db)) {
+            let resume = if *mode == Mode::Paused {
+                Mode::Open
+            } else {
+                *mode
+            };
+            let epoch = self.commit(db, side, *mode, resume)?;
+            added.push(StoredRoute {
+                database: db.clone(),
+                side: side.clone(),
+                mode: *mode,
+                resume_mode: resume,
+                epoch,
+            });
+        }
+        Ok(added)
+    }
+
+    /// Everything, as `routes export` writes it.
+    pub fn export(&self) -> Result<Export, StoreError> {
+        Ok(Export {
+            format: EXPORT_FORMAT.into(),
+            last_epoch: self.last_epoch()?,
+            routes: self.load()?,
+        })
+    }
+
+    /// Plans an import: per database, add / update / unchanged, or refused when the imported
+    /// route is older than the stored one (or differs from it at the same epoch).
+    pub fn plan_import(
+        &self,
+        routes: &[StoredRoute],
+        force: bool,
+    ) -> Result<Vec<ImportChange>, StoreError> {
+        let stored: std::collections::HashMap<String, StoredRoute> = self
+            .load()?
+            .into_iter()
+            .map(|r| (r.database.clone(), r))
+            .collect();
+        Ok(routes
+            .iter()
+            .map(|r| {
+                let before = stored.get(&r.database).cloned();
+                let action = match &before {
+                    None => ImportAction::Add,
+                    Some(b) if b == r => ImportAction::Unchanged,
+                    Some(b) if r.epoch > b.epoch => ImportAction::Update,
+                    Some(_) if force => ImportAction::Forced,
+                    Some(_) => ImportAction::RefusedBackwards,
+                };
+                ImportChange {
+                    database: r.database.clone(),
+                    before,
+                    after: r.clone(),
+                    action,
+                }
+            })
+            .collect())
+    }
+
+    /// Applies a planned import in one transaction. Added and updated routes keep their
+    /// exported epoch (re-importing the same file is then a no-op); forced ones get fresh
+    /// epochs above everything stored. Nothing is applied if any change is refused.
+    pub fn apply_import(&self, changes: &mut [ImportChange]) -> Result<(), StoreError> {
+        if changes
+            .iter()
+            .any(|c| c.action == ImportAction::RefusedBackwards)
+        {
+            return Ok(());
+        }
+        let mut conn = self.conn.lock().expect("route store lock");
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(self.sqlite("beginning the import"))?;
+        let mut last: i64 = tx
+            .query_row("SELECT last_epoch FROM meta WHERE id = 1", [], |r| r.get(0))
+            .map_err(self.sqlite("reading last epoch"))?;
+        last = last.max(
+            changes
+                .iter()
+                .filter(|c| matches!(c.action, ImportAction::Add | ImportAction::Update))
+                .map(|c| c.after.epoch as i64)
+                .max()
+                .unwrap_or(0),
+        );
+        for c in changes.iter_mut() {
+            let epoch = match c.action {
+                ImportAction::Unchanged | ImportAction::RefusedBackwards => continue,
+                ImportAction::Add | ImportAction::Update => c.after.epoch as i64,
+                ImportAction::Forced => {
+                    last += 1;
+                    c.after.epoch = last as u64;
+                    last
+                }
+            };
+            let r = &c.after;
+            upsert(&tx, &r.database, &r.side, r.mode, r.resume_mode, epoch)
+                .map_err(self.sqlite("importing"))?;
+        }
+        tx.execute("UPDATE meta SET last_epoch = max(last_epoch, ?1)", [last])
+            .map_err(self.sqlite("importing"))?;
+        tx.commit().map_err(self.sqlite("committing the import"))
+    }
+}
+
+/// Writes a route and raises `last_epoch` to `epoch` (never lowers it).
+fn upsert(
+    tx: &rusqlite::Transaction<'_>,
+    database: &str,
+    side: &str,
+    mode: Mode,
+    resume_mode: Mode,
+    epoch: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO routes (database, side, mode, resume_mode, epoch, updated_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (database) DO UPDATE SET side = ?2, mode = ?3, resume_mode = ?4,
+             epoch = ?5, updated_at_ms = ?6",
+        params![
+            database,
+            side,
+            mode_str(mode),
+            mode_str(resume_mode),
+            epoch,
+            now_ms()
+        ],
+    )?;
+    tx.execute(
+        "UPDATE meta SET last_epoch = max(last_epoch, ?1) WHERE id = 1",
+        [epoch],
+    )?;
+    Ok(())
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".init-tmp");
+    PathBuf::from(s)
+}
+
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    File::open(dir)?.sync_all()
+}
+
+/// `<store>.lock`: an exclusive `flock` for the life of the process, holding its PID for the
+/// error another process gets.
+struct LockFile {
+    _file: File,
+}
+
+impl LockFile {
+    fn acquire(store: &Path) -> Result<LockFile, StoreError> {
+        let mut s = store.as_os_str().to_owned();
+        s.push(".lock");
+        let lock = PathBuf::from(s);
+        let io = |what| {
+            let lock = lock.clone();
+            move |source| StoreError::Io {
+                path: lock,
+                what,
+                source,
+            }
+        };
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock)
+            .map_err(io("opening the lock file"))?;
+        // SAFETY: flock on a descriptor we own; no memory is shared.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                return Err(StoreError::Locked {
+                    path: store.into(),
+                    lock,
+                    pid: pid.trim().to_string(),
+                });
+            }
+            return Err(io("locking")(err));
+        }
+        file.set_len(0).map_err(io("writing the lock file"))?;
+        file.rewind().map_err(io("writing the lock file"))?;
+        write!(file, "{}", std::process::id()).map_err(io("writing the lock file"))?;
+        Ok(LockFile { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed() -> Vec<(String, String, Mode)> {
+        vec![
+            ("shop".into(), "old".into(), Mode::Open),
+            ("blog".into(), "new".into(), Mode::ReadOnly),
+        ]
+    }
+
+    #[test]
+    fn commits_survive_reopening_and_epochs_only_grow() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.sqlite");
+        let s = RouteStore::create(&path, &seed()).unwrap();
+        assert_eq!(s.last_epoch().unwrap(), 2);
+        let e1 = s.commit("shop", "old", Mode::Paused, Mode::Open).unwrap();
+        let e2 = s.commit("shop", "new", Mode::Open, Mode::Open).unwrap();
+        assert!(e2 > e1 && e1 > 2);
+        drop(s);
+        let s = RouteStore::open(&path, Access::Write).unwrap();
+        let routes = s.load().unwrap();
+        assert_eq!(
+            routes,
+            vec![
+                StoredRoute {
+                    database: "blog".into(),
+                    side: "new".into(),
+                    mode: Mode::ReadOnly,
+                    resume_mode: Mode::ReadOnly,
+                    epoch: 2
+                },
+                StoredRoute {
+                    database: "shop".into(),
+                    side: "new".into(),
+                    mode: Mode::Open,
+                    resume_mode: Mode::Open,
+                    epoch: e2
+                },
+            ]
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_but_readers_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.sqlite");
+        let s = RouteStore::create(&path, &seed()).unwrap();
+        let e = RouteStore::open(&path, Access::Write).err().unwrap();
+        assert!(matches!(e, StoreError::Locked { .. }), "{e}");
+        assert!(
+            e.to_string().contains(&std::process::id().to_string()),
+            "{e}"
+        );
+        let r = RouteStore::open(&path, Access::Read).unwrap();
+        assert_eq!(r.load().unwrap().len(), 2);
+        drop(s);
+        RouteStore::open(&path, Access::Write).unwrap();
+    }
+
+    #[test]
+    fn missing_empty_foreign_and_damaged_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.sqlite");
+        let e = RouteStore::open(&path, Access::Write).err().unwrap();
+        assert!(matches!(e, StoreError::Missing { .. }), "{e}");
+        assert!(e.to_string().contains("routes init"), "{e}");
+
+        std::fs::write(&path, b"").unwrap();
+        let e = RouteStore::open(&path, Access::Write).err().unwrap();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+
+        std::fs::write(&path, b"not a database at all, just some text").unwrap();
+        let e = RouteStore::open(&path, Access::Write).err().unwrap();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+
+        std::fs::remove_file(&path).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("CREATE TABLE t (x)").unwrap();
+        drop(other);
+        let e = RouteStore::open(&path, Access::Write).err().unwrap();
+        assert!(e.to_string().contains("application_id"), "{e}");
+
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let e = RouteStore::open(&path, Access::Write).err().unwrap();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn a_truncated_or_overwritten_store_is_an_error_not_an_empty_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.sqlite");
+        let many: Vec<_> = (0..3000)
+            .map(|i| (format!("db_{i:05}"), "old".to_string(), Mode::Open))
+            .collect();
+        drop(RouteStore::create(&path, &many).unwrap());
+        let good = std::fs::read(&path).unwrap();
+        assert!(good.len() > 64 * 1024, "{}", good.len());
+        // Half-written: the file cut in the middle.
+        std::fs::write(&path, &good[..good.len() / 2]).unwrap();
+        let e = RouteStore::open(&path, Access::Write).err().unwrap();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+        // Garbage over a page in the middle.
+        let mut bad = good.clone();
+        let mid = (bad.len() / 2) & !4095;
+        bad[mid..mid + 4096].fill(0xA5);
+        std::fs::write(&path, &bad).unwrap();
+        let e = RouteStore::open(&path, Access::Write).err().unwrap();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+    }
+
+    #[test]
+    fn init_refuses_an_existing_store_and_seeding_adds_only_unknown_databases() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.sqlite");
+        let s = RouteStore::create(&path, &seed()).unwrap();
+        drop(s);
+        let e = RouteStore::create(&path, &seed()).err().unwrap();
+        assert!(matches!(e, StoreError::Exists { .. }), "{e}");
+        let s = RouteStore::open(&path, Access::Write).unwrap();
+        s.commit("shop", "new", Mode::Open, Mode::Open).unwrap();
+        let added = s
+            .seed_missing(&[
+                ("shop".into(), "old".into(), Mode::Open),
+                ("wiki".into(), "old".into(), Mode::Open),
+            ])
+            .unwrap();
+        assert_eq!(added.len(), 1);
+        assert_eq!(added[0].database, "wiki");
+        let shop = s
+            .load()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.database == "shop")
+            .unwrap();
+        assert_eq!(shop.side, "new", "the config must not move a stored route");
+    }
+
+    #[test]
+    fn import_refuses_going_back_in_epoch_unless_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.sqlite");
+        let s = RouteStore::create(&path, &seed()).unwrap();
+        let old_export = s.export().unwrap();
+        s.commit("shop", "new", Mode::Open, Mode::Open).unwrap();
+        // The older export would move shop back to old.
+        let mut plan = s.plan_import(&old_export.routes, false).unwrap();
+        let shop = plan.iter().find(|c| c.database == "shop").unwrap();
+        assert_eq!(shop.action, ImportAction::RefusedBackwards);
+        s.apply_import(&mut plan).unwrap();
+        assert_eq!(
+            s.load()
+                .unwrap()
+                .iter()
+                .find(|r| r.database == "shop")
+                .unwrap()
+                .side,
+            "new",
+            "a refused import applies nothing"
+        );
+        // A newer export (another store further ahead) is applied with its epochs.
+        let mut newer = old_export.routes.clone();
+        newer[1].side = "new".into(); // shop
+        newer[1].epoch = 50;
+        newer.push(StoredRoute {
+            database: "wiki".into(),
+            side: "old".into(),
+            mode: Mode::Open,
+            resume_mode: Mode::Open,
+            epoch: 51,
+        });
+        let mut plan = s.plan_import(&newer, false).unwrap();
+        let actions: Vec<_> = plan.iter().map(|c| c.action).collect();
+        assert_eq!(
+            actions,
+            [
+                ImportAction::Unchanged,
+                ImportAction::Update,
+                ImportAction::Add
+            ]
+        );
+        s.apply_import(&mut plan).unwrap();
+        assert_eq!(s.last_epoch().unwrap(), 51);
+        // Re-importing the same file changes nothing.
+        let plan = s.plan_import(&newer, false).unwrap();
+        assert!(plan.iter().all(|c| c.action == ImportAction::Unchanged));
+        // Forced: the old export wins with fresh epochs.
+        let mut plan = s.plan_import(&old_export.routes, true).unwrap();
+        s.apply_import(&mut plan).unwrap();
+        let shop = s
+            .load()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.database == "shop")
+            .unwrap();
+        assert_eq!(shop.side, "old");
+        assert!(shop.epoch > 51);
+    }
+}
