@@ -9,12 +9,24 @@
 //! crash) is completed on its own, since the shared database follows the first switch.
 
 use crate::cutover::Engine;
+use crate::cutover::SiteReport;
 use crate::journal::{SiteState, SqliteJournal};
 use crate::phase::CutoverError;
 use crate::site_spec::SiteSpec;
+use crate::systems::Systems;
 use crate::throttle;
-use crate::wave::{SiteOutcome, SystemsFn};
 use std::path::Path;
+
+/// One site's outcome.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SiteOutcome {
+    pub site: String,
+    pub report: Option<SiteReport>,
+    pub error: Option<String>,
+}
+
+/// Builds a site's systems (real or recording).
+pub type SystemsFn<'a> = &'a (dyn Fn(&SiteSpec) -> Result<Systems, String> + Sync);
 
 /// Migrates `members` together; one outcome per member, in order.
 pub fn migrate_group(

@@ -1,10 +1,10 @@
 //! The real outside systems behind [`crate::systems`]: HAProxy's runtime API (`drivers`),
 //! TSIG-signed DNS updates (`drivers::dns`), the sql-proxy admin API (a small HTTP/1.1 client,
 //! bearer token from a 0600 file), tunnel health (`tunnel::health`), local copies (filers
-//! mounted: `sync_files`, `copy_db`, `verify`) and the new web server's preparation
+//! mounted: `files::sync`, `db::copy`, `verify`) and the new web server's preparation
 //! ([`crate::web_host`], over SSH).
 
-use crate::copy_db::{self, CopyOptions};
+use crate::db::copy::{self, CopyOptions};
 use crate::journal::{JournalStore, SqliteJournal};
 use crate::site_spec::{DnsSpec, ProxySpec, SiteSpec, TunnelSpec};
 use crate::systems::{
@@ -347,7 +347,7 @@ impl LocalData {
 impl DataMover for LocalData {
     fn prepare(&self, spec: &SiteSpec) -> SysResult<()> {
         for h in &spec.homes {
-            if crate::file_transport::is_remote(&h.new) {
+            if crate::files::home_url::is_remote(&h.new) {
                 continue; // made by the first pass's receiver on the far host
             }
             std::fs::create_dir_all(&h.new).map_err(|e| {
@@ -397,7 +397,7 @@ impl DataMover for LocalData {
     fn sync_files(&self, spec: &SiteSpec, dir: Direction) -> SysResult<u64> {
         let mut bytes = 0;
         for h in &spec.homes {
-            bytes += crate::file_transport::sync_home(h, dir)?;
+            bytes += crate::files::transport::sync_home(h, dir)?;
         }
         Ok(bytes)
     }
@@ -430,7 +430,7 @@ impl DataMover for LocalData {
                 load_method: None,
             };
             let r = rt
-                .block_on(copy_db::copy_database(&src, &dst, db, j.clone(), &opts))
+                .block_on(copy::copy_database(&src, &dst, db, j.clone(), &opts))
                 .map_err(|e| SystemError::new("mariadb", dc, format!("copy {db}: {e}")))?;
             bytes += r
                 .tables
@@ -445,14 +445,14 @@ impl DataMover for LocalData {
     fn verify(&self, spec: &SiteSpec, dbs: &[String]) -> SysResult<Vec<String>> {
         let mut diffs = Vec::new();
         for h in &spec.homes {
-            diffs.extend(crate::file_transport::verify_home(h)?);
+            diffs.extend(crate::files::transport::verify_home(h)?);
         }
         if !dbs.is_empty() {
             let (old, new) = LocalData::urls(spec)?;
             let rt = LocalData::runtime(Dc::New)?;
             for db in dbs {
                 let d = rt
-                    .block_on(copy_db::verify_database(&old, &new, db))
+                    .block_on(copy::verify_database(&old, &new, db))
                     .map_err(|e| {
                         SystemError::new("mariadb", Dc::New, format!("verify {db}: {e}"))
                     })?;

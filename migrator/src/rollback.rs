@@ -63,7 +63,7 @@ pub fn rollback_site(mut engine: Engine<'_>) -> Result<SiteReport, CutoverError>
     // Another live migrator working on the site (a wave, the dashboard): touch nothing.
     crate::lease::ensure_free(engine.journal, &engine.spec.site)?;
     // Refused before anything is frozen: a copy back the transport cannot do.
-    crate::file_transport::check_direction(&engine.spec.homes, Direction::Back)
+    crate::files::transport::check_direction(&engine.spec.homes, Direction::Back)
         .map_err(CutoverError::system(Phase::RollbackCopy))?;
     if !pending && !matches!(state, SiteState::Switched | SiteState::Live) {
         return Err(CutoverError::WrongState {

@@ -265,7 +265,7 @@ impl SpecFile {
                 if h.compat_link.is_some() != h.compat_target.is_some() {
                     return Err(bad("`compat_link` and `compat_target` go together".into()));
                 }
-                crate::file_transport::parse(&h.new)
+                crate::files::home_url::parse(&h.new)
                     .map_err(|e| bad(format!("home `new`: {e}")))?;
             }
             if s.budget.max_sync_passes == 0 {

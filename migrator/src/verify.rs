@@ -1,8 +1,8 @@
-//! Verification: both sides' file manifests (and, in `copy_db`, table checksums) compared, with
+//! Verification: both sides' file manifests (and, in `db::copy`, table checksums) compared, with
 //! every difference listed in words an operator can act on.
 
-use crate::manifest::{self, Change, WalkOptions};
-use crate::sync_files::{Destination, SyncError};
+use crate::files::manifest::{self, Change, WalkOptions};
+use crate::files::sync::{Destination, SyncError};
 use std::path::Path;
 
 /// The outcome of comparing the files of both sides.
@@ -83,7 +83,7 @@ pub fn verify_files(
 ) -> Result<FileVerifyReport, SyncError> {
     // A missing source root would walk as an empty home and report every destination file as
     // extra: say what is wrong instead.
-    crate::sync_files::check_source_root(src_root)?;
+    crate::files::sync::check_source_root(src_root)?;
     let walk = WalkOptions {
         checksum,
         refuse_escaping_symlinks: true,

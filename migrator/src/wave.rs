@@ -16,11 +16,11 @@
 //! site inside its critical section finishes first.
 
 use crate::control::{Action, Controls, STOP_RULE_SOURCE};
-use crate::cutover::{Engine, EngineOptions, SiteReport};
+use crate::cutover::{Engine, EngineOptions};
+use crate::group::{SiteOutcome, SystemsFn};
 use crate::journal::{JournalStore, SiteState, SqliteJournal};
 use crate::monitor::{ErrorRate, WaveMonitor};
 use crate::site_spec::SiteSpec;
-use crate::systems::Systems;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,14 +58,6 @@ impl Default for WaveOptions {
             retries: 1,
         }
     }
-}
-
-/// One site's outcome.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SiteOutcome {
-    pub site: String,
-    pub report: Option<SiteReport>,
-    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -118,9 +110,6 @@ pub fn move_groups(specs: &[SiteSpec]) -> Vec<Vec<&SiteSpec>> {
     }
     groups
 }
-
-/// Builds a site's systems (real or recording).
-pub type SystemsFn<'a> = &'a (dyn Fn(&SiteSpec) -> Result<Systems, String> + Sync);
 
 /// Runs the wave with a monitor of its own.
 pub fn run_wave(

@@ -3,10 +3,10 @@
 //! checksums; a delta pass after writes re-copies only the changed tables; a resume from a
 //! checkpoint continues a table instead of starting it over.
 
-use migrator::copy_db::{copy_database, verify_database, CopyOptions, TableCheckpoint};
-use migrator::db_schema::DbError;
+use migrator::db::copy::{copy_database, verify_database, CopyOptions, TableCheckpoint};
+use migrator::db::rows::LoadMethod;
+use migrator::db::schema::DbError;
 use migrator::journal::{JournalStore, SqliteJournal};
-use migrator::load_rows::LoadMethod;
 use std::sync::{Arc, Mutex};
 use testkit::MariaDb;
 
@@ -256,7 +256,7 @@ async fn copies_verifies_and_delta_copies_only_changed_tables() {
     // Row 1 was before the checkpoint: committed work, not redone, so the edit we made on the
     // destination is still there, and the checksum after the copy catches it.
     assert!(
-        matches!(&err, migrator::db_schema::DbError::ChecksumMismatch { table, .. } if table == "t1"),
+        matches!(&err, migrator::db::schema::DbError::ChecksumMismatch { table, .. } if table == "t1"),
         "{err}"
     );
     assert_eq!(

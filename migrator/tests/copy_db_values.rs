@@ -6,10 +6,10 @@
 //! row of the first packet's worth of rows. A MyISAM table (no snapshot) is checksummed by the
 //! source server, not over the stream.
 
-use migrator::copy_db::{copy_database, verify_database, CopyOptions, CopyReport};
-use migrator::db_schema::DbError;
+use migrator::db::copy::{copy_database, verify_database, CopyOptions, CopyReport};
+use migrator::db::rows::LoadMethod;
+use migrator::db::schema::DbError;
 use migrator::journal::{JournalStore, SqliteJournal};
-use migrator::load_rows::LoadMethod;
 use std::sync::{Arc, Mutex};
 use testkit::{MariaDb, MariaDbOptions};
 

@@ -208,16 +208,16 @@ fn broken_chains_walk_everything_and_say_why() {
     // Someone else took a checkpoint in between: the seq gap forces a walk.
     // (A checkpoint of another consumer does not break it.)
     let other =
-        migrator::change_feed::checkpoint(&s.socket, &s.src, "other", Duration::from_secs(5));
+        migrator::files::feed::checkpoint(&s.socket, &s.src, "other", Duration::from_secs(5));
     assert!(!other.unwrap().complete);
     let (ok, _) = s.pass();
     assert!(
         !walked(&ok),
         "another consumer's checkpoint broke the chain: {ok}"
     );
-    let key = migrator::dest_cache::key("alice", &s.src, &s.dst.display().to_string());
-    let consumer = migrator::change_feed::consumer(&key);
-    migrator::change_feed::checkpoint(&s.socket, &s.src, &consumer, Duration::from_secs(5))
+    let key = migrator::files::dest_cache::key("alice", &s.src, &s.dst.display().to_string());
+    let consumer = migrator::files::feed::consumer(&key);
+    migrator::files::feed::checkpoint(&s.socket, &s.src, &consumer, Duration::from_secs(5))
         .unwrap();
     std::fs::write(s.src.join("during-gap"), b"g").unwrap();
     let (gap, _) = s.pass();

@@ -2,11 +2,11 @@
 //! generated home of the acceptance criteria, a second pass that copies nothing, and a changed,
 //! an added and a deleted file caught by the next pass.
 
-use migrator::fixtures::{generate_home, HomeSpec};
-use migrator::journal::{JournalExt, JournalStore, SqliteJournal, StepStatus};
-use migrator::sync_files::{
+use migrator::files::sync::{
     run_pass_journaled, LocalDestination, PassOptions, Progress, SyncCheckpoint, SyncError,
 };
+use migrator::fixtures::{generate_home, HomeSpec};
+use migrator::journal::{JournalExt, JournalStore, SqliteJournal, StepStatus};
 use migrator::verify::verify_files;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -179,7 +179,7 @@ fn checksum_mode_catches_same_size_same_mtime_change() {
     let dst = tmp.path().join("dst");
     generate_home(&src, &HomeSpec::small(200)).unwrap();
     let mut dest = LocalDestination::new(&dst);
-    migrator::sync_files::run_pass(&src, &mut dest, PassOptions::default(), &no_progress).unwrap();
+    migrator::files::sync::run_pass(&src, &mut dest, PassOptions::default(), &no_progress).unwrap();
     // Corrupt one destination byte without changing size or mtime.
     let p = dst.join("d000/s0000/f000003.dat");
     let md = std::fs::metadata(&p).unwrap();
@@ -201,7 +201,7 @@ fn checksum_mode_catches_same_size_same_mtime_change() {
         checksum: true,
         ..Default::default()
     };
-    let r = migrator::sync_files::run_pass(&src, &mut dest, opts, &no_progress).unwrap();
+    let r = migrator::files::sync::run_pass(&src, &mut dest, opts, &no_progress).unwrap();
     assert_eq!(r.files_written, 1);
     assert!(verify_files(&src, &mut dest, true).unwrap().equal());
 }
@@ -305,7 +305,7 @@ fn empty_source_over_a_full_destination_is_refused_unless_allowed() {
         run_pass_journaled(&mut journal, "carol", &src, &mut dest, opts, &no_progress).unwrap_err();
     assert!(matches!(err, SyncError::SourceRoot { .. }), "{err}");
     assert!(err.to_string().contains("--allow-empty-source"), "{err}");
-    let err = migrator::sync_files::run_pass(&src, &mut dest, opts, &no_progress).unwrap_err();
+    let err = migrator::files::sync::run_pass(&src, &mut dest, opts, &no_progress).unwrap_err();
     assert!(matches!(err, SyncError::SourceRoot { .. }), "{err}");
     // Nothing was deleted (the source was moved aside, so its absolute symlinks escape it
     // now: count the destination instead of verifying against the moved tree).
@@ -338,8 +338,8 @@ fn empty_source_over_a_full_destination_is_refused_unless_allowed() {
 /// unsynced data is found by the walk and copied again.
 #[test]
 fn deferred_durability_is_trusted_only_under_the_same_boot() {
-    use migrator::dest_cache::{self, DestCache};
-    use migrator::sync_files::Destination;
+    use migrator::files::dest_cache::{self, DestCache};
+    use migrator::files::sync::Destination;
     let tmp = scratch();
     let src = tmp.path().join("src");
     let dst = tmp.path().join("dst");

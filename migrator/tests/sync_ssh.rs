@@ -1,10 +1,10 @@
 //! File sync over SSH to a real sshd on loopback: `migrator receive` runs on the far side over
 //! the exec channel. Host keys are verified: an unknown or changed key is refused.
 
+use migrator::files::remote::{SshDestination, SshOptions, SshTarget};
+use migrator::files::sync::{run_pass, run_pass_journaled, PassOptions, Progress, SyncError};
 use migrator::fixtures::{generate_home, HomeSpec};
 use migrator::journal::SqliteJournal;
-use migrator::remote::{SshDestination, SshOptions, SshTarget};
-use migrator::sync_files::{run_pass, run_pass_journaled, PassOptions, Progress, SyncError};
 use migrator::verify::verify_files;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

@@ -8,9 +8,9 @@ use super::files::FileSides;
 use super::progress::Reporter;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use migrator::copy_db::{self, CopyOptions};
+use migrator::db::copy::{self, CopyOptions};
+use migrator::db::rows::LoadMethod;
 use migrator::journal::{JournalStore, SqliteJournal};
-use migrator::load_rows::LoadMethod;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -175,8 +175,7 @@ pub fn run(command: DbCommand) -> anyhow::Result<i32> {
                 dry_run,
                 load_method: load_method.forced(),
             };
-            let res =
-                runtime()?.block_on(copy_db::copy_database(&src, &dst, &db, j.clone(), &opts));
+            let res = runtime()?.block_on(copy::copy_database(&src, &dst, &db, j.clone(), &opts));
             reporter.finish();
             let report = match res {
                 Ok(r) => r,
@@ -247,7 +246,7 @@ pub fn run(command: DbCommand) -> anyhow::Result<i32> {
                 let (s, d) = sides.urls()?;
                 let rt = runtime()?;
                 for db in &dbs {
-                    let diffs = rt.block_on(copy_db::verify_database(&s, &d, db))?;
+                    let diffs = rt.block_on(copy::verify_database(&s, &d, db))?;
                     differences.extend(diffs.iter().map(|x| format!("database {db}: {x}")));
                     out.insert(format!("db:{db}"), serde_json::to_value(&diffs)?);
                 }

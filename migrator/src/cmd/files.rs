@@ -3,9 +3,9 @@
 use super::progress::Reporter;
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use migrator::files::remote::{SshDestination, SshOptions, SshTarget};
+use migrator::files::sync::{self, Destination, LocalDestination, PassOptions};
 use migrator::journal::SqliteJournal;
-use migrator::remote::{SshDestination, SshOptions, SshTarget};
-use migrator::sync_files::{self, Destination, LocalDestination, PassOptions};
 use std::path::PathBuf;
 
 /// Both sides of a site's home.
@@ -143,7 +143,7 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
             let mut dst = sides.destination()?;
             let mut journal = SqliteJournal::open(&journal)?;
             let reporter = Reporter::new("files", json);
-            let progress = |p: sync_files::Progress| {
+            let progress = |p: sync::Progress| {
                 reporter.update(p.files_done, p.files_total, p.bytes_done, p.bytes_total)
             };
             let opts = PassOptions {
@@ -153,12 +153,12 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
                 allow_empty_source,
                 defer_sync: !sync,
             };
-            let feed = feed.map(|socket| sync_files::FeedOptions {
+            let feed = feed.map(|socket| sync::FeedOptions {
                 socket,
                 root: feed_root,
-                timeout: migrator::change_feed::DEFAULT_TIMEOUT,
+                timeout: migrator::files::feed::DEFAULT_TIMEOUT,
             });
-            let report = sync_files::run_pass_journaled_with_feed(
+            let report = sync::run_pass_journaled_with_feed(
                 &mut journal,
                 &site,
                 &src,
@@ -195,7 +195,7 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         FilesCommand::Receive { root } => {
-            migrator::wire::serve(&root, std::io::stdin().lock(), std::io::stdout().lock())
+            migrator::files::wire::serve(&root, std::io::stdin().lock(), std::io::stdout().lock())
                 .with_context(|| format!("receive into {}", root.display()))?;
             Ok(0)
         }

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use migrator::feed_watch::{WatchOptions, Watcher};
+use migrator::files::watch::{WatchOptions, Watcher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -23,7 +23,7 @@ pub struct WatchArgs {
     pub socket: PathBuf,
     /// More changed entries than this between two passes: the feed gives up for that epoch
     /// and the next pass walks everything (cheaper than re-stating a huge list).
-    #[arg(long, value_name = "N", default_value_t = migrator::change_feed::DEFAULT_MAX_DIRTY)]
+    #[arg(long, value_name = "N", default_value_t = migrator::files::feed::DEFAULT_MAX_DIRTY)]
     pub max_dirty: usize,
 }
 

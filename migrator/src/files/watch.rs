@@ -1,5 +1,5 @@
 //! `migrator watch`: inotify over source roots, serving checkpoints of what changed
-//! ([`crate::change_feed`] has the protocol and the rules a pass follows).
+//! ([`crate::files::feed`] has the protocol and the rules a pass follows).
 //!
 //! One thread, one `poll` over the inotify descriptor and the listening socket. A checkpoint
 //! first drains every event already queued by the kernel (a write that returned before the
@@ -30,7 +30,7 @@
 //! freeze walk everything): writes through a shared `mmap`, writes by other NFS clients, and
 //! writes through a hard link whose other name lies outside every watched root.
 
-use crate::change_feed::{Checkpoint, Dirty};
+use crate::files::feed::{Checkpoint, Dirty};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -139,7 +139,7 @@ fn random_id() -> String {
 }
 
 fn join(root: &Path, rel: &[u8]) -> PathBuf {
-    crate::manifest::join(root, rel)
+    crate::files::manifest::join(root, rel)
 }
 
 fn child(dir: &[u8], name: &[u8]) -> Vec<u8> {
@@ -511,8 +511,8 @@ impl Watcher {
         let feed_id = self.feed_id.clone();
         let r = &mut self.roots[i];
         let e = r.epochs.entry(consumer.to_string()).or_default();
-        let too_big = crate::change_feed::reply_size(e.dirty.keys().map(|p| p.as_slice()))
-            > crate::change_feed::MAX_REPLY;
+        let too_big = crate::files::feed::reply_size(e.dirty.keys().map(|p| p.as_slice()))
+            > crate::files::feed::MAX_REPLY;
         let reason = match (&e.lost, e.since_seq == 0) {
             (Some(why), _) => Some(why.clone()),
             (None, true) => {
@@ -521,7 +521,7 @@ impl Watcher {
             // A pass refuses a longer reply: say incomplete instead (a walk either way).
             (None, false) if too_big => Some(format!(
                 "the changes of this epoch exceed the {} bytes a reply may carry",
-                crate::change_feed::MAX_REPLY
+                crate::files::feed::MAX_REPLY
             )),
             (None, false) => None,
         };
@@ -563,11 +563,11 @@ impl Drop for Watcher {
 }
 
 /// Serving checkpoints on the socket.
-#[path = "feed_watch_serve.rs"]
+#[path = "watch_serve.rs"]
 mod serve;
 
 #[cfg(test)]
-#[path = "feed_watch_tests.rs"]
+#[path = "watch_tests.rs"]
 mod tests;
 
 /// Both paths name the same directory now (same device and inode).

@@ -12,7 +12,7 @@
 
 pub mod large_copy;
 
-use crate::manifest::{join, Kind, TEMP_PREFIX};
+use crate::files::manifest::{join, Kind, TEMP_PREFIX};
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -35,7 +35,7 @@ pub struct Meta {
 }
 
 impl Meta {
-    pub fn of(e: &crate::manifest::Entry) -> Meta {
+    pub fn of(e: &crate::files::manifest::Entry) -> Meta {
         Meta {
             mode: e.mode,
             uid: e.uid,

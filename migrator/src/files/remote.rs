@@ -5,12 +5,12 @@
 //! changed key is a refusal with the file and line named, before any authentication happens.
 //! Authentication is by private key (the file must not be readable by others).
 
-use crate::apply::large_copy::{SourceId, RESUME_MIN};
-use crate::apply::{Applied, Data, Op};
-use crate::dest_cache::DirStamp;
-use crate::manifest::Manifest;
-use crate::sync_files::{Destination, SyncError};
-use crate::wire::{self, Request, Response};
+use crate::files::apply::large_copy::{SourceId, RESUME_MIN};
+use crate::files::apply::{Applied, Data, Op};
+use crate::files::manifest::Manifest;
+use crate::files::stamps::DirStamp;
+use crate::files::sync::{Destination, SyncError};
+use crate::files::wire::{self, Request, Response};
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -16,7 +16,7 @@
 //!   destination in full.
 //! - Not caught by the stamps: a file rewritten *in place* on the destination (same name).
 //!   `--full` and `--checksum` always walk the destination, and so does the final pass inside
-//!   the freeze (the cutover engine calls [`crate::sync_files::run_pass`], which never uses
+//!   the freeze (the cutover engine calls [`crate::files::sync::run_pass`], which never uses
 //!   the cache); `migrator verify` always walks both sides.
 //! - The cache is dropped (durably) before a pass applies its first operation and written
 //!   again only after the pass finished and synced, so a killed pass leaves no cache and the
@@ -25,35 +25,21 @@
 //! Storage: two journal rows. The small [`CacheHead`] (digest, counts, warnings, directory
 //! paths and stamps, BLAKE3 of the manifest blob) is read on every pass; the manifest blob only
 //! when a pass needs it. With the change feed reporting nothing dirty
-//! ([`crate::sync_journaled`]), a pass validates the stamps and finishes without decoding the
+//! ([`crate::files::journaled`]), a pass validates the stamps and finishes without decoding the
 //! manifest. Older journals' one-row caches (version 1) are ignored: that pass walks and
 //! writes the current format.
 //!
 //! Racy stamps (the "racy git" problem): `ctime` has the kernel's coarse clock granularity, so
 //! a change made in the same tick as our last write could leave a stamp unchanged. Stamps are
-//! therefore taken only once every directory's `ctime` is older than [`RACY_WINDOW`]; if one is
-//! newer, we wait and stamp again.
+//! therefore taken only once every directory's `ctime` is older than [`crate::files::stamps::RACY_WINDOW`]; if one is
+//! newer, we wait and stamp again ([`crate::files::stamps`]).
 
-use crate::manifest::{join, Kind, Manifest};
-use rayon::prelude::*;
-use std::os::unix::fs::MetadataExt;
+use crate::files::manifest::{Kind, Manifest};
+use crate::files::stamps::DirStamp;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Format of the cached blob; a different value is ignored (the pass walks in full).
 const CACHE_VERSION: u8 = 3;
-/// Longer than any coarse clock tick of the kernel (a jiffy is 1–10 ms).
-pub const RACY_WINDOW: Duration = Duration::from_millis(30);
-
-/// What identifies one destination directory's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DirStamp {
-    pub dev: u64,
-    pub ino: u64,
-    pub ctime_s: i64,
-    pub ctime_ns: i64,
-}
-
 /// A cached destination manifest and the stamps of its directories (in manifest order).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DestCache {
@@ -84,61 +70,6 @@ pub fn dirs(m: &Manifest) -> Vec<Vec<u8>> {
         .filter(|e| e.kind == Kind::Dir)
         .map(|e| e.path.clone())
         .collect()
-}
-
-fn stamp_once(root: &Path, dirs: &[Vec<u8>]) -> Vec<DirStamp> {
-    dirs.par_iter()
-        .map(|d| match std::fs::symlink_metadata(join(root, d)) {
-            Ok(md) if md.is_dir() => DirStamp {
-                dev: md.dev(),
-                ino: md.ino(),
-                ctime_s: md.ctime(),
-                ctime_ns: md.ctime_nsec(),
-            },
-            // Missing or no longer a directory: a stamp no real directory has.
-            _ => DirStamp::default(),
-        })
-        .collect()
-}
-
-fn newest(stamps: &[DirStamp]) -> Duration {
-    stamps
-        .iter()
-        .map(|s| {
-            Duration::new(
-                s.ctime_s.max(0) as u64,
-                s.ctime_ns.clamp(0, 999_999_999) as u32,
-            )
-        })
-        .max()
-        .unwrap_or_default()
-}
-
-/// Stamps of `dirs` under `root` as they are now (for validating a cache).
-pub fn current_stamps(root: &Path, dirs: &[Vec<u8>]) -> Vec<DirStamp> {
-    stamp_once(root, dirs)
-}
-
-/// Stamps to store after a pass: waits until no directory's `ctime` is within the racy window
-/// of now, so any later change gets a different `ctime`.
-pub fn settled_stamps(root: &Path, dirs: &[Vec<u8>]) -> Vec<DirStamp> {
-    let now = || {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-    };
-    // A few rounds at most: a filer whose clock runs ahead of ours never settles, and then
-    // the cache is simply not used (stamps that match nothing).
-    for _ in 0..4 {
-        let t = now();
-        let stamps = stamp_once(root, dirs);
-        let newest = newest(&stamps);
-        if newest + RACY_WINDOW <= t {
-            return stamps;
-        }
-        std::thread::sleep((newest + RACY_WINDOW).saturating_sub(t).min(RACY_WINDOW));
-    }
-    vec![DirStamp::default(); dirs.len()]
 }
 
 /// The small half of a cache, read on every pass: enough to validate the destination and, with
@@ -189,7 +120,7 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 
 /// Encodes a cache for the journal: (head, manifest blob).
 pub fn encode(c: &DestCache) -> (Vec<u8>, Vec<u8>) {
-    let blob = crate::wire::encode_manifest(&c.manifest);
+    let blob = crate::files::wire::encode_manifest(&c.manifest);
     let mut out = vec![CACHE_VERSION];
     put_bytes(&mut out, c.manifest.digest().as_bytes());
     out.extend_from_slice(&(c.manifest.entries.len() as u64).to_le_bytes());
@@ -276,13 +207,14 @@ pub fn decode_manifest(head: &CacheHead, blob: &[u8]) -> Option<Manifest> {
     if blake3::hash(blob).as_bytes() != &head.manifest_hash {
         return None;
     }
-    crate::wire::decode_manifest(blob).ok()
+    crate::files::wire::decode_manifest(blob).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{build, WalkOptions};
+    use crate::files::manifest::{build, WalkOptions};
+    use crate::files::stamps::{current_stamps, settled_stamps};
 
     #[test]
     fn round_trip_and_damage_is_none() {

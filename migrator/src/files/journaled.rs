@@ -1,5 +1,5 @@
 //! A sync pass recorded in the journal, with its two shortcuts: the cached destination manifest
-//! ([`crate::dest_cache`]) and the change feed ([`crate::change_feed`]) in place of the source
+//! ([`crate::files::dest_cache`]) and the change feed ([`crate::files::feed`]) in place of the source
 //! walk.
 //!
 //! Order of a pass with `--feed`:
@@ -8,20 +8,20 @@
 //! 3. if the checkpoint continues the last committed pass's chain and nothing is dirty and the
 //!    stamps hold: the pass is done, without decoding the cached manifest at all;
 //! 4. otherwise the source manifest is the cached one patched with fresh `lstat`s of the dirty
-//!    entries ([`crate::feed_patch`]), or a full walk when the chain is broken;
+//!    entries ([`crate::files::feed_patch`]), or a full walk when the chain is broken;
 //! 5. on commit only: the cache and the feed record (`feed_id`, `seq`) are written.
 //!
 //! `--full` and `--checksum` walk both sides (they still checkpoint, so the next pass can use
 //! the feed again); a dry run takes no checkpoint (it would break the next pass's chain).
 
-use crate::change_feed::{self, Checkpoint, FeedRecord};
-use crate::dest_cache::{self, CacheHead, DestCache};
-use crate::feed_patch::{self, Patched};
-use crate::journal::{JournalStore, StepOutcome};
-use crate::manifest::Manifest;
-use crate::sync_files::{
+use crate::files::dest_cache::{self, CacheHead, DestCache};
+use crate::files::feed::{self, Checkpoint, FeedRecord};
+use crate::files::feed_patch::{self, Patched};
+use crate::files::manifest::Manifest;
+use crate::files::sync::{
     run_pass_with, Destination, PassOptions, PassReport, Progress, SyncCheckpoint, SyncError,
 };
+use crate::journal::{JournalStore, StepOutcome};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -65,11 +65,8 @@ fn take_checkpoint(
         let why = "not used: a dry run takes no checkpoint (it would break the next pass's chain)";
         return (None, Some(why.into()), None);
     }
-    let root = f
-        .root
-        .clone()
-        .unwrap_or_else(|| change_feed::local_root(src_root));
-    match change_feed::checkpoint(&f.socket, &root, consumer, f.timeout) {
+    let root = f.root.clone().unwrap_or_else(|| feed::local_root(src_root));
+    match feed::checkpoint(&f.socket, &root, consumer, f.timeout) {
         Ok(c) => (Some(c), None, None),
         Err(e) => (
             None,
@@ -102,10 +99,9 @@ pub fn run_pass_journaled_with_feed(
 ) -> Result<PassReport, SyncError> {
     let t0 = std::time::Instant::now();
     // Before the feed's "nothing changed" shortcut too: a vanished source is never a success.
-    crate::sync_files::check_source_root(src_root)?;
+    crate::files::sync::check_source_root(src_root)?;
     let key = dest_cache::key(site, src_root, &dst.identity());
-    let (cp, mut note, warning) =
-        take_checkpoint(feed, src_root, &change_feed::consumer(&key), opts);
+    let (cp, mut note, warning) = take_checkpoint(feed, src_root, &feed::consumer(&key), opts);
     let (head_key, feed_key) = (dest_cache::head_key(&key), dest_cache::feed_key(&key));
     let walk_all = opts.checksum || opts.full;
     let stored = journal
@@ -130,7 +126,7 @@ pub fn run_pass_journaled_with_feed(
             let prev = journal
                 .cache(&feed_key)?
                 .and_then(|b| serde_json::from_slice::<FeedRecord>(&b).ok());
-            change_feed::continues(prev.as_ref(), c).and_then(|()| dirty_paths(c))
+            feed::continues(prev.as_ref(), c).and_then(|()| dirty_paths(c))
         };
         match usable {
             Ok(d) => dirty = Some(d),

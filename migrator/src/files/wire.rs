@@ -5,10 +5,10 @@
 //! per batch, and the sender keeps several batches in flight before it reads acknowledgements.
 //! Hand-written encoding: a handful of message types, raw byte paths, no extra dependency.
 
-use crate::apply::large_copy::SourceId;
-use crate::apply::{Applied, Data, Meta, Op};
-use crate::dest_cache::DirStamp;
-use crate::manifest::{Entry, Kind, Manifest};
+use crate::files::apply::large_copy::SourceId;
+use crate::files::apply::{Applied, Data, Meta, Op};
+use crate::files::manifest::{Entry, Kind, Manifest};
+use crate::files::stamps::DirStamp;
 use std::io::{Read, Write};
 
 /// Bumped on any incompatible change; both sides must agree.
@@ -41,7 +41,7 @@ pub enum Request {
         settled: bool,
     },
     /// Before the chunks of a large file: where they should start (see
-    /// [`crate::apply::Applier::resume_offset`]); answered by [`Response::ResumeAt`].
+    /// [`crate::files::apply::Applier::resume_offset`]); answered by [`Response::ResumeAt`].
     Resume {
         path: Vec<u8>,
         source: SourceId,
@@ -497,7 +497,7 @@ pub fn serve(
 ) -> Result<(), WireError> {
     let mut input = std::io::BufReader::with_capacity(1 << 20, input);
     let mut output = std::io::BufWriter::new(output);
-    let applier = crate::apply::Applier::new(root);
+    let applier = crate::files::apply::Applier::new(root);
     let hello = Response::Hello {
         version: PROTOCOL_VERSION,
         sets_owner: applier.sets_owner(),
@@ -508,11 +508,11 @@ pub fn serve(
     while let Some(frame) = read_frame(&mut input)? {
         let resp = match decode_request(&frame)? {
             Request::Scan { checksum } => {
-                let opts = crate::manifest::WalkOptions {
+                let opts = crate::files::manifest::WalkOptions {
                     checksum,
                     refuse_escaping_symlinks: false,
                 };
-                match crate::manifest::build(root, &opts) {
+                match crate::files::manifest::build(root, &opts) {
                     Ok(m) => Response::Manifest(m),
                     Err(e) => Response::Error(e.to_string()),
                 }
@@ -530,9 +530,9 @@ pub fn serve(
                 Err(e) => Response::Error(e.to_string()),
             },
             Request::Stamps { dirs, settled } => Response::Stamps(if settled {
-                crate::dest_cache::settled_stamps(root, &dirs)
+                crate::files::stamps::settled_stamps(root, &dirs)
             } else {
-                crate::dest_cache::current_stamps(root, &dirs)
+                crate::files::stamps::current_stamps(root, &dirs)
             }),
             Request::Resume { path, source } => match applier.resume_offset(&path, source) {
                 Ok(offset) => Response::ResumeAt(offset),

@@ -9,7 +9,7 @@
 //! reduced DDL is refused (e.g. an AUTO_INCREMENT column whose only index is a secondary one),
 //! the caller creates the table from the full DDL instead.
 
-use crate::db_schema::{ctx, ident, Result, Side};
+use crate::db::schema::{ctx, ident, Result, Side};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 

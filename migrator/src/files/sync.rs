@@ -10,10 +10,10 @@
 //! Resume: every file lands under its final name only complete (temporary name + rename), so
 //! after a kill the next pass's diff sees exactly the committed files and redoes nothing else.
 
-use crate::apply::{Applied, Applier, ApplyError, Data, Meta, Op};
-use crate::dest_cache::{self, DirStamp};
-use crate::manifest::{self, Change, Entry, Kind, Manifest, ManifestError, WalkOptions};
-pub use crate::sync_journaled::{run_pass_journaled, run_pass_journaled_with_feed, FeedOptions};
+use crate::files::apply::{Applied, Applier, ApplyError, Data, Meta, Op};
+pub use crate::files::journaled::{run_pass_journaled, run_pass_journaled_with_feed, FeedOptions};
+use crate::files::manifest::{self, Change, Entry, Kind, Manifest, ManifestError, WalkOptions};
+use crate::files::stamps::{self, DirStamp};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -125,9 +125,9 @@ impl Destination for LocalDestination {
     ) -> Result<Option<Vec<DirStamp>>, SyncError> {
         let root = self.applier.root();
         Ok(Some(if settled {
-            dest_cache::settled_stamps(root, dirs)
+            stamps::settled_stamps(root, dirs)
         } else {
-            dest_cache::current_stamps(root, dirs)
+            stamps::current_stamps(root, dirs)
         }))
     }
 }

@@ -15,9 +15,9 @@
 //! - else multi-row `INSERT` statements (values as escaped byte strings).
 //!
 //! Text sessions use `character_set_client = binary` for the stream. The per-table checksums
-//! after the copy (`db_schema::table_checksum`) catch any value that did not survive.
+//! after the copy (`schema::table_checksum`) catch any value that did not survive.
 
-use crate::db_schema::{ctx, ident, DbError, Result, Side, StreamChecksum, TableInfo};
+use crate::db::schema::{ctx, ident, DbError, Result, Side, StreamChecksum, TableInfo};
 use mysql_async::consts::ColumnType;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Value};
@@ -93,7 +93,7 @@ fn pk_literal(v: &Option<Vec<u8>>) -> String {
     match v {
         None => "NULL".into(),
         Some(b) if b.iter().all(|c| (0x20..0x7f).contains(c)) => {
-            crate::db_schema::literal(&String::from_utf8_lossy(b))
+            crate::db::schema::literal(&String::from_utf8_lossy(b))
         }
         Some(b) => format!("X'{}'", hex::encode(b)),
     }

@@ -16,10 +16,10 @@
 //! Delta mode: tables whose checksums are equal on both sides are left alone; the others are
 //! emptied and copied again.
 
-use crate::db_ddl::{add_missing_indexes, recreate, split_secondary_indexes, SplitDdl};
-use crate::db_schema::{self, ctx, ident, DbError, Result, Side, StreamChecksum, TableInfo};
+use crate::db::ddl::{add_missing_indexes, recreate, split_secondary_indexes, SplitDdl};
+use crate::db::rows::{copy_rows, load_method, pk_after, Committed, LoadMethod, Loading, Rows};
+use crate::db::schema::{self, ctx, ident, DbError, Result, Side, StreamChecksum, TableInfo};
 use crate::journal::JournalStore;
-use crate::load_rows::{copy_rows, load_method, pk_after, Committed, LoadMethod, Loading, Rows};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
 use std::sync::{Arc, Mutex};
@@ -30,7 +30,7 @@ pub struct CopyOptions {
     pub delta: bool,
     pub dry_run: bool,
     /// How rows reach the destination; `None`: the fastest the server offers
-    /// ([`crate::load_rows::load_method`]).
+    /// ([`crate::db::rows::load_method`]).
     pub load_method: Option<LoadMethod>,
 }
 
@@ -261,13 +261,13 @@ async fn finish_table(
     let source = async {
         match stream_checksum {
             Some(s) => Ok(s),
-            None => db_schema::table_checksum(src, Side::Source, db, t).await,
+            None => schema::table_checksum(src, Side::Source, db, t).await,
         }
     };
     // The source (its snapshot) and the destination at once. The destination's checksum
     // first, while the rows just loaded are still in its buffer pool; then the indexes.
     let (sc, dc) = tokio::join!(source, async {
-        let sum = db_schema::table_checksum(dst, Side::Destination, db, t).await?;
+        let sum = schema::table_checksum(dst, Side::Destination, db, t).await?;
         add_missing_indexes(dst, db, &t.name, plan.split.as_ref())
             .await
             .inspect_err(|_| {
@@ -315,7 +315,7 @@ async fn confirm_stream_checksum(
     if stream == destination {
         return Ok((stream, "stream"));
     }
-    let server = db_schema::table_checksum(src, Side::Source, db, t).await?;
+    let server = schema::table_checksum(src, Side::Source, db, t).await?;
     Ok((server, "server"))
 }
 
@@ -334,12 +334,12 @@ pub async fn copy_database(
         ..Default::default()
     };
     let mut ctl = session(src_url, Side::Source, None).await?;
-    let (charset, collation) = db_schema::schema_charset(&mut ctl, Side::Source, db)
+    let (charset, collation) = schema::schema_charset(&mut ctl, Side::Source, db)
         .await?
         .ok_or_else(|| DbError::NoSuchDatabase { db: db.to_string() })?;
-    let tables = db_schema::tables(&mut ctl, Side::Source, db).await?;
-    let users = db_schema::user_statements(&mut ctl, db).await?;
-    let objects = db_schema::objects(&mut ctl, db).await?;
+    let tables = schema::tables(&mut ctl, Side::Source, db).await?;
+    let users = schema::user_statements(&mut ctl, db).await?;
+    let objects = schema::objects(&mut ctl, db).await?;
     report.users = users.iter().map(|(u, _)| u.clone()).collect();
     report.views = objects.views.len();
     report.other_objects = objects.others.len();
@@ -358,7 +358,7 @@ pub async fn copy_database(
     // Before anything is written: a forced method the server cannot take is refused here.
     let loading = load_method(&mut dst_ctl, opts.load_method).await?;
     report.load_method = Some(loading.method);
-    let dst_exists = db_schema::schema_charset(&mut dst_ctl, Side::Destination, db)
+    let dst_exists = schema::schema_charset(&mut dst_ctl, Side::Destination, db)
         .await?
         .is_some();
     if opts.dry_run {
@@ -498,8 +498,8 @@ pub async fn copy_database(
             .await
             .map_err(ctx(d, || format!("looking for `{}`", t.name)))?;
         if exists.is_some() && opts.delta && cp.is_none() && dst_exists {
-            let s = db_schema::table_checksum(&mut workers[0], Side::Source, db, t).await?;
-            let x = db_schema::table_checksum(&mut dst_ctl, d, db, t).await?;
+            let s = schema::table_checksum(&mut workers[0], Side::Source, db, t).await?;
+            let x = schema::table_checksum(&mut dst_ctl, d, db, t).await?;
             if s == x {
                 report.tables.push(TableReport {
                     table: t.name.clone(),
@@ -574,7 +574,7 @@ pub async fn copy_database(
         let r = task.await.expect("copy worker panicked")?;
         report.tables.extend(r);
     }
-    db_schema::create_objects(&mut dst_ctl, &objects).await?;
+    schema::create_objects(&mut dst_ctl, &objects).await?;
     report.tables.sort_by(|a, b| a.table.cmp(&b.table));
     // The copy is complete: the next run starts from a fresh snapshot (or a delta).
     journal
@@ -589,16 +589,16 @@ pub async fn copy_database(
 pub async fn verify_database(src_url: &Opts, dst_url: &Opts, db: &str) -> Result<Vec<String>> {
     let mut s = session(src_url, Side::Source, None).await?;
     let mut d = session(dst_url, Side::Destination, None).await?;
-    let src_tables = db_schema::tables(&mut s, Side::Source, db).await?;
-    let dst_tables = db_schema::tables(&mut d, Side::Destination, db).await?;
+    let src_tables = schema::tables(&mut s, Side::Source, db).await?;
+    let dst_tables = schema::tables(&mut d, Side::Destination, db).await?;
     let mut diffs = Vec::new();
     for t in &src_tables {
         if !dst_tables.iter().any(|x| x.name == t.name) {
             diffs.push(format!("table `{}`: only on source", t.name));
             continue;
         }
-        let a = db_schema::table_checksum(&mut s, Side::Source, db, t).await?;
-        let b = db_schema::table_checksum(&mut d, Side::Destination, db, t).await?;
+        let a = schema::table_checksum(&mut s, Side::Source, db, t).await?;
+        let b = schema::table_checksum(&mut d, Side::Destination, db, t).await?;
         if a != b {
             diffs.push(format!(
                 "table `{}`: checksum source {a} vs destination {b} (rows:sum:xor)",
@@ -639,8 +639,8 @@ mod tests {
         c.query_drop("SET character_set_results = binary")
             .await
             .unwrap();
-        for t in db_schema::tables(&mut c, Side::Source, "d").await.unwrap() {
-            let server = db_schema::table_checksum(&mut c, Side::Source, "d", &t)
+        for t in schema::tables(&mut c, Side::Source, "d").await.unwrap() {
+            let server = schema::table_checksum(&mut c, Side::Source, "d", &t)
                 .await
                 .unwrap();
             let rows: Vec<mysql_async::Row> = c

@@ -1,4 +1,4 @@
-//! Tests of `migrator watch`'s epochs over real inotify (split from feed_watch.rs).
+//! Tests of `migrator watch`'s epochs over real inotify (split from watch.rs).
 
 use super::*;
 use std::fs;

@@ -1,7 +1,7 @@
 //! The change feed: what changed under a source root since the last sync pass, so a pass can
 //! re-stat only those entries instead of walking the whole home.
 //!
-//! `migrator watch` ([`crate::feed_watch`]) runs where the writes land (the web host, or the
+//! `migrator watch` ([`crate::files::watch`]) runs where the writes land (the web host, or the
 //! filer that owns the disk: inotify on an NFS client does not see other clients' writes) and
 //! serves one request on a unix socket: [`Checkpoint`] of a root for a consumer. A checkpoint
 //! atomically ends that consumer's current epoch of the root and starts a new one; the reply

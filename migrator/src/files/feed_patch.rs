@@ -1,7 +1,7 @@
 //! A source manifest without a walk: the last committed pass's manifest patched with a fresh
-//! `lstat` of the entries the change feed reports dirty ([`crate::change_feed`]).
+//! `lstat` of the entries the change feed reports dirty ([`crate::files::feed`]).
 //!
-//! Same rules as the walk in [`crate::manifest`]: symlinks recorded, never followed, those
+//! Same rules as the walk in [`crate::files::manifest`]: symlinks recorded, never followed, those
 //! resolving outside the home left out with a warning; sockets, FIFOs and devices left out with
 //! a warning; temporaries of an interrupted pass skipped. A dirty path that vanished takes its
 //! whole subtree with it; a dirty-recursive directory is walked in full.
@@ -9,7 +9,7 @@
 //! Hard links fall back to a full walk ([`Patched::NeedsWalk`]): a group's leader and members
 //! are derived from inode numbers across the whole tree, which a patch cannot see.
 
-use crate::manifest::{self, Entry, Kind, Manifest, ManifestError, TEMP_PREFIX};
+use crate::files::manifest::{self, Entry, Kind, Manifest, ManifestError, TEMP_PREFIX};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -308,7 +308,7 @@ pub fn patch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{build, WalkOptions};
+    use crate::files::manifest::{build, WalkOptions};
     use std::fs;
 
     fn walk(root: &Path) -> Manifest {

@@ -1,7 +1,7 @@
 //! The applier: direct creation, replacement, partial copies, kept leftovers.
 
 use super::*;
-use crate::manifest::{self, Change, WalkOptions};
+use crate::files::manifest::{self, Change, WalkOptions};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 fn meta(mode: u32, mtime_s: i64) -> Meta {
@@ -53,8 +53,8 @@ fn partial_direct_copy_is_redone() {
         .map(|c| c.path())
         .collect();
     assert_eq!(modified, [b"torn".as_slice(), b"whole-no-times"]);
-    let mut d = crate::sync_files::LocalDestination::new(&dst);
-    let r = crate::sync_files::run_pass(&src, &mut d, Default::default(), &|_| {}).unwrap();
+    let mut d = crate::files::sync::LocalDestination::new(&dst);
+    let r = crate::files::sync::run_pass(&src, &mut d, Default::default(), &|_| {}).unwrap();
     assert_eq!(r.files_written, 2);
     for name in ["torn", "whole-no-times"] {
         assert_eq!(std::fs::read(dst.join(name)).unwrap(), content);
@@ -63,7 +63,7 @@ fn partial_direct_copy_is_redone() {
             1_600_000_000
         );
     }
-    let again = crate::sync_files::run_pass(&src, &mut d, Default::default(), &|_| {}).unwrap();
+    let again = crate::files::sync::run_pass(&src, &mut d, Default::default(), &|_| {}).unwrap();
     assert_eq!(again.files_written, 0);
 }
 

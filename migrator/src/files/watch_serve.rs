@@ -1,8 +1,8 @@
 //! `migrator watch`'s socket: one request line, one reply line per connection (split from
-//! feed_watch.rs).
+//! watch.rs).
 
 use super::{WatchError, Watcher};
-use crate::change_feed::{Reply, Request};
+use crate::files::feed::{Reply, Request};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;

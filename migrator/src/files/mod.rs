@@ -1,0 +1,30 @@
+//! A home's files: what it holds, how two sides differ, and how the difference is copied, on
+//! this host or over SSH.
+//!
+//! - [`manifest`]: what a home holds (parallel walk) and the diff of two manifests.
+//! - [`apply`]: destination-side operations (atomic writes, resumable large files), shared by
+//!   a local pass and `migrator receive`.
+//! - [`sync`]: one sync pass: walk both sides, plan, apply in batches, journal it.
+//! - [`dest_cache`]: the destination manifest cached in the journal, checked by directory
+//!   [`stamps`], so a no-change pass walks only the source.
+//! - [`feed`] (protocol, chain rules), [`watch`] (`migrator watch`: inotify, the socket) and
+//!   [`feed_patch`] (last manifest + fresh lstat of dirty entries): a pass with `--feed`
+//!   re-stats only what changed; [`journaled`] runs a pass with both shortcuts.
+//! - [`wire`] and [`remote`]: the framed batch protocol and the SSH destination (`russh`,
+//!   host keys checked against known_hosts) talking to `migrator receive`.
+//! - [`home_url`]: where a home lives (local path or `ssh://` URL with its options);
+//!   [`transport`]: the cutover engine's passes over it.
+
+pub mod apply;
+pub mod dest_cache;
+pub mod feed;
+pub mod feed_patch;
+pub mod home_url;
+pub mod journaled;
+pub mod manifest;
+pub mod remote;
+pub mod stamps;
+pub mod sync;
+pub mod transport;
+pub mod watch;
+pub mod wire;

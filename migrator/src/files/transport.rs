@@ -1,0 +1,95 @@
+//! Where a home's new side lives, and how the engine's file passes reach it.
+//!
+//! `HomeSpec::new` is either a local path (the new filer mounted on the migrator host) or an
+//! `ssh://` URL ([`crate::files::home_url`]): the pass streams to `migrator receive` on the far
+//! host over [`crate::files::remote`] (russh, the host key checked against `known_hosts`,
+//! never added).
+//!
+//! Over SSH the new side is a destination only: a rollback (copy new → old) of a site whose
+//! home is remote is refused before anything is frozen.
+
+use crate::files::home_url::{is_remote, parse};
+use crate::files::remote::SshDestination;
+use crate::files::sync::{self, Destination, LocalDestination, PassOptions};
+use crate::site_spec::HomeSpec;
+use crate::systems::{Dc, Direction, SysResult, SystemError};
+use std::path::Path;
+
+/// The destination a pass in `dir` writes to for home `h`.
+fn destination(h: &HomeSpec, dir: Direction) -> SysResult<(Box<dyn Destination>, &Path)> {
+    let remote = parse(&h.new).map_err(|e| SystemError::new("files", Dc::New, e.to_string()))?;
+    match (dir, remote) {
+        (Direction::Forward, None) => Ok((Box::new(LocalDestination::new(&h.new)), &h.old)),
+        (Direction::Back, None) => Ok((Box::new(LocalDestination::new(&h.old)), &h.new)),
+        (Direction::Forward, Some(r)) => {
+            let d = SshDestination::connect(&r.target, &r.opts)
+                .map_err(|e| SystemError::new("files", Dc::New, e.to_string()))?;
+            Ok((Box::new(d), &h.old))
+        }
+        (Direction::Back, Some(_)) => Err(back_refused(h)),
+    }
+}
+
+fn back_refused(h: &HomeSpec) -> SystemError {
+    SystemError::new(
+        "files",
+        Dc::New,
+        format!(
+            "{}: copying back from an ssh:// home is not supported (the far side can only \
+             receive); mount the new filer on the migrator host to roll this site back",
+            h.new.display()
+        ),
+    )
+}
+
+/// Refuses early (before any freeze) what [`sync_home`] cannot do in `dir`.
+pub fn check_direction(homes: &[HomeSpec], dir: Direction) -> SysResult<()> {
+    match homes
+        .iter()
+        .find(|h| dir == Direction::Back && is_remote(&h.new))
+    {
+        Some(h) => Err(back_refused(h)),
+        None => Ok(()),
+    }
+}
+
+/// One file pass of home `h` in `dir`; returns bytes written.
+pub fn sync_home(h: &HomeSpec, dir: Direction) -> SysResult<u64> {
+    let dc = match dir {
+        Direction::Forward => Dc::New,
+        Direction::Back => Dc::Old,
+    };
+    let (mut d, src) = destination(h, dir)?;
+    let r = sync::run_pass(src, d.as_mut(), PassOptions::default(), &|_| {})
+        .map_err(|e| SystemError::new("files", dc, e.to_string()))?;
+    Ok(r.bytes_written)
+}
+
+/// Every difference between home `h`'s two sides.
+pub fn verify_home(h: &HomeSpec) -> SysResult<Vec<String>> {
+    let (mut d, src) = destination(h, Direction::Forward)?;
+    let r = crate::verify::verify_files(src, d.as_mut(), false)
+        .map_err(|e| SystemError::new("files", Dc::New, e.to_string()))?;
+    Ok(r.differences
+        .into_iter()
+        .map(|x| format!("{}: {x}", h.old.display()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_home_is_a_destination_only() {
+        let h = HomeSpec {
+            old: "/o".into(),
+            new: "ssh://filer/h".into(),
+            compat_link: None,
+            compat_target: None,
+        };
+        assert!(check_direction(std::slice::from_ref(&h), Direction::Forward).is_ok());
+        let e = check_direction(&[h], Direction::Back).unwrap_err();
+        assert!(e.message.contains("not supported"), "{e}");
+    }
+}
