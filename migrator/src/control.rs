@@ -218,7 +218,7 @@ impl Controls {
             Action::Throttle(n) => Some(n),
             _ => None,
         };
-        let at_ms = crate::cutover::now_ms();
+        let at_ms = crate::journal::now_ms();
         self.conn
             .execute(
                 "INSERT INTO wave_controls(wave, action, value, who, at_ms, source, note)
@@ -298,7 +298,7 @@ impl Controls {
             .execute(
                 "INSERT INTO wave_status(wave, json, updated_ms) VALUES(?1, ?2, ?3)
                  ON CONFLICT(wave) DO UPDATE SET json = ?2, updated_ms = ?3",
-                params![status.wave, json, crate::cutover::now_ms()],
+                params![status.wave, json, crate::journal::now_ms()],
             )
             .map_err(|e| self.wrap(e))?;
         Ok(())
@@ -354,7 +354,7 @@ impl Controls {
             .execute(
                 "INSERT INTO wave_events(wave, site, kind, message, at_ms)
                  VALUES(?1, ?2, ?3, ?4, ?5)",
-                params![wave, site, kind, message, crate::cutover::now_ms()],
+                params![wave, site, kind, message, crate::journal::now_ms()],
             )
             .map_err(|e| self.wrap(e))?;
         Ok(())

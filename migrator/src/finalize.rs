@@ -7,10 +7,10 @@
 //! servers are drained and retired as a whole). Finalize lists what the old side holds for the
 //! site so that procedure knows what it may release.
 
+use crate::cutover::lease;
+use crate::cutover::phase::{run_phase, CutoverError, Phase};
+use crate::cutover::rollback;
 use crate::journal::{JournalStore, SiteState};
-use crate::lease;
-use crate::phase::{run_phase, CutoverError, Phase};
-use crate::rollback;
 use crate::site_spec::SiteSpec;
 use crate::systems::ProxyControl;
 use std::path::PathBuf;

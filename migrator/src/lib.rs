@@ -15,41 +15,30 @@
 //! - [`verify`]: compares manifests and table checksums of both sides.
 //! - Cutover: [`site_spec`] (one site's endpoints on both sides), [`systems`] (traits over the
 //!   outside systems), [`dry_run`] (recording/printing implementation), [`real_systems`]
-//!   (HAProxy, DNS, sql-proxy admin API, tunnel health, local copy), [`phase`] (named, timed,
-//!   journaled phases), [`cutover`] (one site's state machine; [`freeze_window`]: freeze to
-//!   post-check and abort; [`site_actions`]: switch actions shared with rollback), [`rollback`], [`wave`]
-//!   ([`group`]: sites sharing a database freeze together); [`throttle`] (reasons not to freeze
-//!   yet), [`monitor`] (a running wave's live picture), [`control`] and [`control_socket`]
-//!   (operator controls kept in the journal, the local socket), [`lease`] (freeze leases and
-//!   the watchdog), [`finalize`];
-//!   [`lab_spec`] derives site specs from the staging lab's `state.json`.
+//!   (HAProxy, DNS, sql-proxy admin API, tunnel health, local copy), [`web_host`] (the new web
+//!   server's preparation over SSH), [`cutover`] (the engine: phases, the freeze window, move
+//!   groups, rollback, throttle, leases and their watchdog), [`wave`] (a wave of sites in
+//!   parallel), [`monitor`] (a running wave's live picture), [`control`] and
+//!   [`control_socket`] (operator controls kept in the journal, the local socket),
+//!   [`finalize`]; [`lab_spec`] derives site specs from the staging lab's `state.json`.
 //! - [`serve`]: `migrator serve`, the progress dashboard (pages, JSON API, `/metrics`, wave
 //!   controls and site rollback) over summary tables the journal's triggers keep current.
 
 pub mod control;
 pub mod control_socket;
 pub mod cutover;
-#[cfg(test)]
-mod cutover_tests;
 pub mod db;
 pub mod dry_run;
 pub mod files;
 pub mod finalize;
 pub mod fixtures;
-pub mod freeze_window;
-pub mod group;
 pub mod journal;
 pub mod lab_spec;
-pub mod lease;
 pub mod monitor;
-pub mod phase;
 pub mod real_systems;
-pub mod rollback;
 pub mod serve;
-pub mod site_actions;
 pub mod site_spec;
 pub mod systems;
-pub mod throttle;
 pub mod verify;
 pub mod wave;
 pub mod web_host;

@@ -5,8 +5,8 @@
 //! those snapshots.
 
 use crate::control::{ControlState, Controls, WaveStatus};
+use crate::cutover::signals::{Hold, WaveSignals};
 use crate::journal::SiteState;
-use crate::throttle::{Hold, WaveSignals};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Mutex;
@@ -128,7 +128,7 @@ impl WaveMonitor {
             i.waiting.remove(site);
             i.ended += 1;
             if failed {
-                i.failures.push(crate::cutover::now_ms());
+                i.failures.push(crate::journal::now_ms());
             }
             if let Some(st) = state {
                 i.states.insert(site.to_string(), st.as_str().to_string());
@@ -197,7 +197,7 @@ impl WaveMonitor {
                 control: i.control.clone(),
                 waiting: i.waiting.clone(),
                 finished: i.finished,
-                updated_ms: crate::cutover::now_ms(),
+                updated_ms: crate::journal::now_ms(),
             }
         })
     }
@@ -206,7 +206,7 @@ impl WaveMonitor {
 impl WaveSignals for WaveMonitor {
     fn hold(&self) -> Option<Hold> {
         let (control, recent) = self.with(|i| {
-            let since = crate::cutover::now_ms() - self.errors.window.as_millis() as i64;
+            let since = crate::journal::now_ms() - self.errors.window.as_millis() as i64;
             (
                 i.control.clone(),
                 i.failures.iter().filter(|t| **t > since).count(),
@@ -300,7 +300,7 @@ mod tests {
         let h = m.hold().unwrap();
         assert!(h.bounded && h.reason.starts_with("error rate: 1 sites failed"));
         assert_eq!(m.failures_since(None), 1);
-        assert_eq!(m.failures_since(Some(crate::cutover::now_ms() + 1)), 0);
+        assert_eq!(m.failures_since(Some(crate::journal::now_ms() + 1)), 0);
         let ev: Vec<String> = c.events(2).unwrap().into_iter().map(|e| e.kind).collect();
         // pause, running, one throttle (not two: the reason did not change), go.
         assert_eq!(ev, ["control", "control", "throttle", "go"]);

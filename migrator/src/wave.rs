@@ -1,7 +1,7 @@
 //! A wave: many sites cut over with bounded concurrency, live operator control, throttling,
 //! a stop rule, and resume.
 //!
-//! Sites that share a database form one move group ([`crate::group`]): they are frozen,
+//! Sites that share a database form one move group ([`crate::cutover::group`]): they are frozen,
 //! switched and unfrozen together. Workers take groups from a shared queue; each site runs
 //! [`crate::cutover::Engine::migrate`] with its own journal connection, so a re-run after a
 //! kill picks every site up from its journaled state.
@@ -16,8 +16,8 @@
 //! site inside its critical section finishes first.
 
 use crate::control::{Action, Controls, STOP_RULE_SOURCE};
+use crate::cutover::group::{SiteOutcome, SystemsFn};
 use crate::cutover::{Engine, EngineOptions};
-use crate::group::{SiteOutcome, SystemsFn};
 use crate::journal::{JournalStore, SiteState, SqliteJournal};
 use crate::monitor::{ErrorRate, WaveMonitor};
 use crate::site_spec::SiteSpec;
@@ -243,7 +243,12 @@ pub fn run_wave_with(
                     let outs = if group.len() == 1 {
                         vec![run_one(journal_path, group[0], systems, engine_opts)]
                     } else {
-                        crate::group::migrate_group(journal_path, &group, systems, engine_opts)
+                        crate::cutover::group::migrate_group(
+                            journal_path,
+                            &group,
+                            systems,
+                            engine_opts,
+                        )
                     };
                     let states: Vec<Option<SiteState>> = outs
                         .iter()

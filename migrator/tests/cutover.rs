@@ -4,11 +4,11 @@
 //! Plus the CLI's `--dry-run`, which prints every action and leaves the journal alone.
 
 use drivers::haproxy::{AdminState, Haproxy, LoadBalancer};
+use migrator::cutover::rollback::rollback_site;
 use migrator::cutover::{Engine, EngineOptions};
 use migrator::dry_run::Recorder;
 use migrator::journal::{JournalStore, SqliteJournal};
 use migrator::real_systems::LocalData;
-use migrator::rollback::rollback_site;
 use migrator::site_spec::{
     Budget, FingerprintSpec, HomeSpec, LbSpec, ProxySpec, SiteSpec, SpecFile,
 };
@@ -127,6 +127,7 @@ fn site_moves_through_real_haproxy_and_rolls_back_with_new_side_writes() {
             "prepare",
             "sync",
             "freeze",
+            "pause-dbs",
             "final-sync",
             "verify",
             "switch",

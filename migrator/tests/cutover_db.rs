@@ -3,11 +3,11 @@
 //! old endpoint; then it is rolled back while the writes continue. Every acknowledged write
 //! must be on the side that owns the data at the end, and the client sees no error.
 
+use migrator::cutover::rollback::rollback_site;
 use migrator::cutover::{Engine, EngineOptions};
 use migrator::dry_run::Recorder;
 use migrator::journal::SqliteJournal;
 use migrator::real_systems::{HttpProxy, LocalData};
-use migrator::rollback::rollback_site;
 use migrator::site_spec::{Budget, HomeSpec, LbSpec, ProxySpec, SiteSpec};
 use migrator::systems::{ProxyControl, Systems};
 use mysql_async::prelude::*;

@@ -6,11 +6,11 @@
 mod shop_support;
 
 use drivers::haproxy::{AdminState, Haproxy, LoadBalancer};
+use migrator::cutover::rollback::rollback_site;
 use migrator::cutover::{Engine, EngineOptions};
 use migrator::dry_run::Recorder;
 use migrator::journal::{JournalStore, SiteState, SqliteJournal};
 use migrator::real_systems::LocalData;
-use migrator::rollback::rollback_site;
 use migrator::site_spec::{SiteSpec, SpecFile};
 use migrator::systems::Systems;
 use shop_support::Shop;

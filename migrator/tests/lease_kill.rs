@@ -75,7 +75,9 @@ fn kill_after(d: &Path, phase: &str, reached: SiteState) {
     assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0);
     let _ = k.0.wait();
     let j = SqliteJournal::open(&d.join("j.sqlite")).unwrap();
-    let lease = migrator::lease::get(&j, "shop").unwrap().expect("a lease");
+    let lease = migrator::cutover::lease::get(&j, "shop")
+        .unwrap()
+        .expect("a lease");
     assert_eq!(lease.pid, pid, "the lease names the killed migrator");
 }
 
@@ -120,7 +122,7 @@ fn sigkilled_while_frozen_then_the_lease_watchdog_unfreezes_on_the_owning_side()
     );
     assert_eq!(srv(new_lb).admin, AdminState::Maint);
     let j = SqliteJournal::open(&d.join("j.sqlite")).unwrap();
-    assert!(migrator::lease::get(&j, "shop").unwrap().is_none());
+    assert!(migrator::cutover::lease::get(&j, "shop").unwrap().is_none());
     drop(j);
     // Nothing left to recover: a second look does nothing.
     let out = run(&["lease-watch", "--once"], d);

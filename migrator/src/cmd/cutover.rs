@@ -7,11 +7,11 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use migrator::cutover::rollback::rollback_site;
 use migrator::cutover::{Engine, EngineOptions, SiteReport};
 use migrator::dry_run::Recorder;
 use migrator::journal::{JournalStore, SqliteJournal};
 use migrator::real_systems;
-use migrator::rollback::rollback_site;
 use migrator::site_spec::{SiteSpec, SpecFile};
 use migrator::systems::Systems;
 use std::path::{Path, PathBuf};
@@ -335,7 +335,7 @@ fn show(site: &str, journal: &Path) -> anyhow::Result<i32> {
     if let Some(f) = j.checkpoint_raw("cutover", &format!("{site}.freeze_ms"))? {
         println!("  write-unavailability {f} ms");
     }
-    if let Some(l) = migrator::lease::get(&j, site)? {
+    if let Some(l) = migrator::cutover::lease::get(&j, site)? {
         println!(
             "  FROZEN under a lease of pid {} on {} until {} (`migrator lease-watch` recovers it once expired)",
             l.pid,

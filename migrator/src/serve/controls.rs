@@ -4,7 +4,7 @@
 //!   [`crate::control::Controls::request`] with the operator's name and source `dashboard`; the
 //!   running `migrator wave run` folds the journal's controls at least once a second and obeys
 //!   (the same path as the control socket and the CLI).
-//! - **roll back a site**: the `migrator rollback` code path ([`crate::rollback::rollback_site`]
+//! - **roll back a site**: the `migrator rollback` code path ([`crate::cutover::rollback::rollback_site`]
 //!   on an [`Engine`] with the site's real systems), run in a background thread of the
 //!   dashboard. It is offered only when the dashboard was started with `--sites` (the site
 //!   specs), only for a `switched` or `live` site that no running wave is working on, and one
@@ -69,7 +69,7 @@ pub struct ControlDesk {
 }
 
 fn now_ms() -> i64 {
-    crate::cutover::now_ms()
+    crate::journal::now_ms()
 }
 
 impl ControlDesk {
@@ -237,7 +237,8 @@ fn run_rollback(
 ) -> Result<String, String> {
     let sys = (runner.systems)(spec)?;
     let mut j = SqliteJournal::open(journal).map_err(|e| e.to_string())?;
-    let report = crate::rollback::rollback_site(Engine::new(spec, &sys, &mut j, &runner.options))
-        .map_err(|e| e.to_string())?;
+    let report =
+        crate::cutover::rollback::rollback_site(Engine::new(spec, &sys, &mut j, &runner.options))
+            .map_err(|e| e.to_string())?;
     Ok(report.state)
 }

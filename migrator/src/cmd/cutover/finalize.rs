@@ -95,7 +95,7 @@ pub fn lease_watch(sites: &Path, journal: &Path, once: bool, interval: u64) -> a
     let o = EngineOptions::default();
     let mut failed = 0;
     loop {
-        for r in migrator::lease::recover_expired(journal, &file.sites, &build, &o)? {
+        for r in migrator::cutover::watchdog::recover_expired(journal, &file.sites, &build, &o)? {
             match &r.result {
                 Ok(st) => println!(
                     "{}: lease of pid {} on {} expired: recovered, now {st}",

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use migrator::control::{whoami, Action, Controls, WaveStatus};
 use migrator::control_socket::{self, Command as SockCmd, ControlServer};
-use migrator::group::SiteOutcome;
+use migrator::cutover::group::SiteOutcome;
 use migrator::journal::JournalStore;
 use migrator::journal::SqliteJournal;
 use migrator::monitor::ErrorRate;
@@ -251,7 +251,7 @@ fn wave_run(
     if !common.dry_run {
         // Sites of other waves left frozen by a dead migrator: their lease says so.
         let all = SpecFile::load(&common.sites)?;
-        for r in migrator::lease::recover_expired(&jp, &all.sites, &build, &eo)? {
+        for r in migrator::cutover::watchdog::recover_expired(&jp, &all.sites, &build, &eo)? {
             eprintln!(
                 "lease of {} (pid {} on {}) had expired: {}",
                 r.site,

@@ -12,32 +12,13 @@
 //! No site is frozen while the tunnel is unhealthy, and [`tunnel_ok`] is asked again between
 //! verify and switch: a tunnel lost during the freeze aborts the site to the old side.
 
-use crate::cutover::{Engine, SCOPE};
-use crate::journal::{SiteState, StepOutcome};
-use crate::phase::{CutoverError, Phase};
+use crate::cutover::checkpoints::SCOPE;
+use crate::cutover::engine::Engine;
+use crate::cutover::phase::{CutoverError, Phase};
+use crate::cutover::signals::Hold;
+use crate::journal::StepOutcome;
 use crate::systems::Direction;
 use std::time::Instant;
-
-/// What a wave tells its sites and learns from them. Implemented by
-/// [`crate::monitor::WaveMonitor`]; a single-site run has none.
-pub trait WaveSignals: Send + Sync {
-    /// Why no site of the wave may freeze now (operator pause, error rate), if any.
-    fn hold(&self) -> Option<Hold>;
-    /// `site` waits before its freeze for `reason`; `None` when it goes on.
-    fn waiting(&self, site: &str, reason: Option<&str>);
-    /// `site` reached `state`.
-    fn state(&self, site: &str, state: SiteState);
-    /// `site` moved `bytes` more bytes.
-    fn bytes(&self, site: &str, bytes: u64);
-}
-
-/// A wave-wide reason to hold sites before their freeze.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hold {
-    pub reason: String,
-    /// Counts against `gate_wait` (error rate) or waits without bound (operator pause).
-    pub bounded: bool,
-}
 
 /// Why a site may not freeze now.
 #[derive(Debug, Clone, PartialEq)]

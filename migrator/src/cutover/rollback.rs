@@ -7,9 +7,11 @@
 //! killed rollback is finished by the next `rollback` or `wave run` rather than left frozen.
 //! Every action checks what the system reports first, so re-running is safe.
 
-use crate::cutover::{now_ms, Ctx, Engine, SiteReport, RETRY_PAUSE, SCOPE, SWITCH_TRIES};
+use crate::cutover::checkpoints::SCOPE;
+use crate::cutover::engine::{Ctx, Engine, SiteReport, RETRY_PAUSE, SWITCH_TRIES};
+use crate::cutover::phase::{CutoverError, Phase};
+use crate::journal::now_ms;
 use crate::journal::{JournalStore, SiteState};
-use crate::phase::{CutoverError, Phase};
 use crate::site_spec::SiteSpec;
 use crate::systems::{Dc, Direction, SystemError};
 use drivers::haproxy::AdminState;
@@ -61,7 +63,7 @@ pub fn rollback_site(mut engine: Engine<'_>) -> Result<SiteReport, CutoverError>
         return Err(CutoverError::Finalized(engine.spec.site.clone()));
     }
     // Another live migrator working on the site (a wave, the dashboard): touch nothing.
-    crate::lease::ensure_free(engine.journal, &engine.spec.site)?;
+    crate::cutover::lease::ensure_free(engine.journal, &engine.spec.site)?;
     // Refused before anything is frozen: a copy back the transport cannot do.
     crate::files::transport::check_direction(&engine.spec.homes, Direction::Back)
         .map_err(CutoverError::system(Phase::RollbackCopy))?;

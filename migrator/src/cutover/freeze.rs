@@ -1,30 +1,24 @@
 //! The freeze window of one site's cutover, in order: [`Engine::freeze`] (web held and
-//! drained, databases paused), [`Engine::final_sync`], [`Engine::verify`], [`Engine::switch`]
+//! drained), [`Engine::pause_dbs`], [`Engine::final_sync`], [`Engine::verify`], [`Engine::switch`]
 //! (the commit point), [`Engine::unfreeze`], [`Engine::post_check`]; and [`Engine::abort_now`],
 //! which puts every system back on the old side from what it reports.
 
-use crate::cutover::{now_ms, Ctx, Engine, SCOPE};
-use crate::lease;
-use crate::phase::{CutoverError, Phase};
-use crate::rollback;
+use crate::cutover::checkpoints::SCOPE;
+use crate::cutover::engine::{Ctx, Engine};
+use crate::cutover::lease;
+use crate::cutover::phase::{CutoverError, Phase};
+use crate::cutover::rollback;
+use crate::journal::now_ms;
 use crate::systems::Direction;
 use drivers::haproxy::AdminState;
 
 impl Engine<'_> {
+    /// The freeze of the web tier: the site's servers in maintenance on both VIPs and the
+    /// requests already admitted drained. The databases are paused after it, by
+    /// [`Engine::pause_dbs`], once every member of the move group is held: a request held on
+    /// an already paused shared database could never drain.
     pub(crate) fn freeze(&mut self) -> Result<(), CutoverError> {
-        self.freeze_with(true)
-    }
-
-    /// The freeze; with `pause = false` the databases are left to [`Engine::pause_dbs`]: a move
-    /// group holds and drains every member's web first, since a request held on an already
-    /// paused shared database could never drain.
-    pub(crate) fn freeze_with(&mut self, pause: bool) -> Result<(), CutoverError> {
         let spec = self.spec;
-        let dbs = if pause {
-            self.dbs_on_old()?
-        } else {
-            Vec::new()
-        };
         let key = format!("{}.freeze_started_ms", spec.site);
         self.take_lease()?;
         self.journal
@@ -39,31 +33,25 @@ impl Engine<'_> {
             lb(crate::systems::Dc::Old, &spec.old_lb, e.sys.lb_old.as_ref()).map_err(err())?;
             lb(crate::systems::Dc::New, &spec.new_lb, e.sys.lb_new.as_ref()).map_err(err())?;
             // Requests admitted before the maintenance finish first (their writes land on
-            // the old side before the final copy), then the databases pause.
+            // the old side before the final copy); the databases pause after.
             e.drain_old_web(spec)?;
+            Ok(((), 0))
+        })
+    }
+
+    /// Pauses the site's databases still open on the old side (the end of a group's freeze),
+    /// as the journaled phase `pause-dbs`.
+    pub(crate) fn pause_dbs(&mut self) -> Result<(), CutoverError> {
+        let dbs = self.dbs_on_old()?;
+        self.phase(Phase::PauseDbs, |e| {
+            let err = || CutoverError::system(Phase::PauseDbs);
             for db in &dbs {
-                let r = e.sys.proxy.route(db).map_err(err())?;
-                if !r.paused() {
+                if !e.sys.proxy.route(db).map_err(err())?.paused() {
                     e.sys.proxy.pause(db).map_err(err())?;
                 }
             }
             Ok(((), 0))
         })
-    }
-
-    /// Pauses the site's databases still open on the old side (the end of a group's freeze).
-    pub(crate) fn pause_dbs(&mut self) -> Result<(), CutoverError> {
-        for db in self.dbs_on_old()? {
-            let err = CutoverError::system(Phase::Freeze);
-            let r = self.sys.proxy.route(&db).map_err(err)?;
-            if !r.paused() {
-                self.sys
-                    .proxy
-                    .pause(&db)
-                    .map_err(CutoverError::system(Phase::Freeze))?;
-            }
-        }
-        Ok(())
     }
 
     pub(crate) fn final_sync(&mut self) -> Result<(), CutoverError> {

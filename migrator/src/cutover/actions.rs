@@ -2,8 +2,8 @@
 //! pass, pointing the old VIP's server, draining in-flight requests, checking the new backend,
 //! pointing hosted DNS, and [`Ctx::point_site_at`] which does all of a switch to one side.
 
-use crate::cutover::{Ctx, DRAIN_WAIT};
-use crate::phase::{CutoverError, Phase};
+use crate::cutover::engine::{Ctx, DRAIN_WAIT};
+use crate::cutover::phase::{CutoverError, Phase};
 use crate::site_spec::SiteSpec;
 use crate::systems::Direction;
 use std::time::{Duration, Instant};

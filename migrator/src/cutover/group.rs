@@ -8,13 +8,12 @@
 //! member back to the old side; a member already `live` (or past the commit point after a
 //! crash) is completed on its own, since the shared database follows the first switch.
 
-use crate::cutover::Engine;
-use crate::cutover::SiteReport;
+use crate::cutover::engine::{Engine, EngineOptions, SiteReport};
+use crate::cutover::phase::CutoverError;
+use crate::cutover::throttle;
 use crate::journal::{SiteState, SqliteJournal};
-use crate::phase::CutoverError;
 use crate::site_spec::SiteSpec;
 use crate::systems::Systems;
-use crate::throttle;
 use std::path::Path;
 
 /// One site's outcome.
@@ -33,7 +32,7 @@ pub fn migrate_group(
     journal_path: &Path,
     members: &[&SiteSpec],
     systems: SystemsFn<'_>,
-    opts: &crate::cutover::EngineOptions,
+    opts: &EngineOptions,
 ) -> Vec<SiteOutcome> {
     let fail_all = |e: String| {
         members
@@ -88,11 +87,12 @@ pub fn migrate_group(
         .collect()
 }
 
-fn run(engines: &mut [Engine<'_>]) -> Result<(), CutoverError> {
+/// The freeze path of every cutover, a single site being a group of one.
+pub(crate) fn run(engines: &mut [Engine<'_>]) -> Result<(), CutoverError> {
     // Each member up to `synced` (or completed, when past the commit point after a crash).
     let mut pending = Vec::new();
     for (i, e) in engines.iter_mut().enumerate() {
-        if e.advance(true)? == SiteState::Synced {
+        if e.advance()? == SiteState::Synced {
             pending.push(i);
         }
     }
@@ -107,7 +107,7 @@ fn run(engines: &mut [Engine<'_>]) -> Result<(), CutoverError> {
     // Every member's web held and drained first, then the (shared) databases paused.
     let mut res = Ok(());
     for &i in &pending {
-        res = engines[i].freeze_with(false);
+        res = engines[i].freeze();
         if res.is_err() {
             break;
         }
@@ -159,9 +159,16 @@ fn run(engines: &mut [Engine<'_>]) -> Result<(), CutoverError> {
     if let Err(cause) = res {
         let mut abort_err = None;
         for &i in &pending {
-            if let Err(a) = engines[i].abort_now() {
-                abort_err.get_or_insert(a);
+            match engines[i].abort_now() {
+                // Taken over by another migrator: not ours to put back.
+                Ok(()) | Err(CutoverError::Leased { .. }) => {}
+                Err(a) => {
+                    abort_err.get_or_insert(a);
+                }
             }
+        }
+        if matches!(cause, CutoverError::Leased { .. }) && abort_err.is_none() {
+            return Err(cause);
         }
         return Err(match abort_err {
             None => CutoverError::Aborted {

@@ -2,11 +2,11 @@
 //! abort, gates, rollback, and a simulated SIGKILL at every action followed by a resume.
 //! The real systems are exercised by the lab scenarios.
 
+use crate::cutover::phase::CutoverError;
+use crate::cutover::rollback::rollback_site;
 use crate::cutover::{Engine, EngineOptions};
 use crate::dry_run::{Recorder, Trap};
 use crate::journal::{JournalStore, SiteState, SqliteJournal, StepStatus};
-use crate::phase::CutoverError;
-use crate::rollback::rollback_site;
 use crate::site_spec::{sample, FingerprintSpec, SiteSpec};
 use crate::systems::Dc;
 use crate::wave::{run_wave, WaveOptions};
@@ -96,7 +96,7 @@ fn synced(spec: &SiteSpec, rec: &Recorder, path: &Path) {
     let mut j = SqliteJournal::open(path).unwrap();
     let o = opts();
     let mut e = Engine::new(spec, &sys, &mut j, &o);
-    assert_eq!(e.advance(true).unwrap(), SiteState::Synced);
+    assert_eq!(e.advance().unwrap(), SiteState::Synced);
 }
 
 /// The recording world of all of `specs` (at least one).
@@ -137,6 +137,7 @@ fn site_goes_live_with_every_phase_journaled() {
             "prepare:done",
             "sync:done",
             "freeze:done",
+            "pause-dbs:done",
             "final-sync:done",
             "verify:done",
             "switch:done",
@@ -341,8 +342,8 @@ fn failed_copy_back_keeps_serving_from_new_and_is_not_left_frozen() {
     assert!(err.to_string().contains("rollback-copy"), "{err}");
     assert_eq!(serving(&spec, &rec), Ok(Dc::New));
     let j = SqliteJournal::open(&jp).unwrap();
-    assert!(crate::lease::get(&j, "shop").unwrap().is_none());
-    assert!(!crate::rollback::in_progress(&j, "shop").unwrap());
+    assert!(crate::cutover::lease::get(&j, "shop").unwrap().is_none());
+    assert!(!crate::cutover::rollback::in_progress(&j, "shop").unwrap());
     drop(j);
     // The operator tries again once the copy works.
     assert_eq!(rollback(&spec, &rec, &jp).unwrap(), "rolled_back");
@@ -446,5 +447,5 @@ fn wave_tries_again_a_site_aborted_back_to_old() {
 
 /// The engine's invariants under crashes and errors (one writer per site, no lost write,
 /// never left frozen).
-#[path = "cutover_tests_invariants.rs"]
+#[path = "tests_invariants.rs"]
 mod invariants;

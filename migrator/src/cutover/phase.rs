@@ -19,6 +19,9 @@ pub enum Phase {
     /// Waiting before the freeze for a throttle reason (journaled only when it had to wait).
     Gate,
     Freeze,
+    /// The databases still open on the old side paused, once every member of the move group
+    /// is frozen (the site stays `frozen`).
+    PauseDbs,
     FinalSync,
     Verify,
     Switch,
@@ -41,6 +44,7 @@ impl Phase {
             Phase::Sync => "sync",
             Phase::Gate => "gate",
             Phase::Freeze => "freeze",
+            Phase::PauseDbs => "pause-dbs",
             Phase::FinalSync => "final-sync",
             Phase::Verify => "verify",
             Phase::Switch => "switch",
@@ -71,6 +75,7 @@ impl Phase {
             Phase::Finalize => Some(SiteState::Finalized),
             Phase::PostCheck
             | Phase::Gate
+            | Phase::PauseDbs
             | Phase::RollbackFreeze
             | Phase::RollbackCopy
             | Phase::RollbackVerify

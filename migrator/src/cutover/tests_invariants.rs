@@ -10,7 +10,7 @@ fn leave_rollback_pending(path: &Path, site: &str) {
     let mut j = SqliteJournal::open(path).unwrap();
     j.put_checkpoint_raw("cutover", &format!("{site}.rollback"), "1")
         .unwrap();
-    crate::lease::take(&mut j, site, Duration::from_secs(60)).unwrap();
+    crate::cutover::lease::take(&mut j, site, Duration::from_secs(60)).unwrap();
 }
 
 #[test]
@@ -33,9 +33,9 @@ fn finishing_a_rollback_already_rolled_back_copies_nothing_over_the_old_side() {
             "stale copy back over the live old side: {log:?}"
         );
         let j = SqliteJournal::open(&jp).unwrap();
-        assert!(!crate::rollback::in_progress(&j, "shop").unwrap());
+        assert!(!crate::cutover::rollback::in_progress(&j, "shop").unwrap());
         assert_eq!(state, "rolled_back", "via wave: {via_wave}");
-        assert!(crate::lease::get(&j, "shop").unwrap().is_none());
+        assert!(crate::cutover::lease::get(&j, "shop").unwrap().is_none());
         assert_eq!(serving(&spec, &rec), Ok(Dc::Old));
     }
 }
@@ -50,11 +50,17 @@ fn killed_inside_the_freeze_phase_is_unfrozen_by_recover_and_by_a_refused_rerun(
         {
             let sys = rec.systems(&spec);
             let mut j = SqliteJournal::open(&jp).unwrap();
-            assert_eq!(j.site_state("shop").unwrap(), Some(SiteState::Synced));
-            assert!(crate::lease::get(&j, "shop").unwrap().is_some());
+            // The databases pause in their own phase once the web is frozen.
+            let expect = if action == "proxy.pause" {
+                SiteState::Frozen
+            } else {
+                SiteState::Synced
+            };
+            assert_eq!(j.site_state("shop").unwrap(), Some(expect), "{action}");
+            assert!(crate::cutover::lease::get(&j, "shop").unwrap().is_some());
             let o = opts();
             Engine::new(&spec, &sys, &mut j, &o).recover().unwrap();
-            assert!(crate::lease::get(&j, "shop").unwrap().is_none());
+            assert!(crate::cutover::lease::get(&j, "shop").unwrap().is_none());
         }
         assert_eq!(serving(&spec, &rec), Ok(Dc::Old), "recover after {action}");
 
@@ -109,7 +115,10 @@ fn switch_or_unfreeze_errors_never_leave_the_site_frozen() {
             "switch failed at {action}"
         );
         let j = SqliteJournal::open(&jp).unwrap();
-        assert!(crate::lease::get(&j, "shop").unwrap().is_none(), "{action}");
+        assert!(
+            crate::cutover::lease::get(&j, "shop").unwrap().is_none(),
+            "{action}"
+        );
     }
     // A transient unfreeze error is retried: the site goes live.
     let (_dir, jp, spec, rec) = shop();
@@ -129,7 +138,8 @@ fn group_switch_or_unfreeze_errors_never_leave_members_frozen() {
         rec.add_site(&specs[1]);
         // The first `dns.replace` and `haproxy.ready` are the first member's switch/unfreeze.
         rec.set_trap(action, Trap::Fail);
-        let out = crate::group::migrate_group(&jp, &members, &|s| Ok(rec.systems(s)), &opts());
+        let out =
+            crate::cutover::group::migrate_group(&jp, &members, &|s| Ok(rec.systems(s)), &opts());
         assert_eq!(out.len(), 2);
         for s in &specs {
             assert_eq!(serving(s, &rec), Ok(side), "{action}: {}", s.site);
@@ -149,9 +159,12 @@ fn rollback_freeze_error_unfreezes_on_the_new_side() {
         );
         assert_eq!(serving(&spec, &rec), Ok(Dc::New), "{action}");
         let j = SqliteJournal::open(&jp).unwrap();
-        assert!(crate::lease::get(&j, "shop").unwrap().is_none(), "{action}");
         assert!(
-            !crate::rollback::in_progress(&j, "shop").unwrap(),
+            crate::cutover::lease::get(&j, "shop").unwrap().is_none(),
+            "{action}"
+        );
+        assert!(
+            !crate::cutover::rollback::in_progress(&j, "shop").unwrap(),
             "{action}"
         );
     }
@@ -174,7 +187,10 @@ fn rollback_switch_or_unfreeze_errors_are_retried_not_left_frozen() {
         );
         assert_eq!(serving(&spec, &rec), Ok(Dc::Old), "{action}");
         let j = SqliteJournal::open(&jp).unwrap();
-        assert!(crate::lease::get(&j, "shop").unwrap().is_none(), "{action}");
+        assert!(
+            crate::cutover::lease::get(&j, "shop").unwrap().is_none(),
+            "{action}"
+        );
     }
 }
 
@@ -203,7 +219,7 @@ fn resuming_from_verified_checks_the_tunnel_before_switching() {
             "switched over an unhealthy tunnel"
         );
         assert_eq!(serving(&spec, &rec), Ok(Dc::Old), "recover: {via_recover}");
-        assert!(crate::lease::get(&j, "shop").unwrap().is_none());
+        assert!(crate::cutover::lease::get(&j, "shop").unwrap().is_none());
         // No gate ran in this process before the switch: the full check is asked, never
         // the cheap in-freeze confirmation.
         let now = rec.tunnel_asks();
@@ -261,8 +277,8 @@ fn rollback_freeze_drains_in_flight_requests_before_pausing() {
 /// Writes a lease of `site` owned by another live process on this host (PID 1 never exits).
 fn lease_of_another_live_migrator(path: &Path, site: &str) -> String {
     let mut j = SqliteJournal::open(path).unwrap();
-    let l = crate::lease::Lease {
-        host: crate::lease::hostname(),
+    let l = crate::cutover::lease::Lease {
+        host: crate::cutover::lease::hostname(),
         pid: 1,
         taken_ms: 0,
         expires_ms: 0,
@@ -305,12 +321,12 @@ fn a_site_leased_by_another_live_migrator_is_left_alone() {
     assert_eq!(raw(&jp).as_deref(), Some(held.as_str()));
     assert_eq!(serving(&spec, &rec), Ok(Dc::New));
     let j = SqliteJournal::open(&jp).unwrap();
-    assert!(!crate::rollback::in_progress(&j, "shop").unwrap());
+    assert!(!crate::cutover::rollback::in_progress(&j, "shop").unwrap());
 
     // Taking and releasing are compare-and-set: another live owner's lease survives both.
     let mut j = SqliteJournal::open(&jp).unwrap();
-    assert!(crate::lease::take(&mut j, "shop", Duration::from_secs(60)).is_err());
-    crate::lease::release(&mut j, "shop").unwrap();
+    assert!(crate::cutover::lease::take(&mut j, "shop", Duration::from_secs(60)).is_err());
+    crate::cutover::lease::release(&mut j, "shop").unwrap();
     assert_eq!(
         j.checkpoint_raw("cutover", "shop.lease")
             .unwrap()
@@ -326,7 +342,7 @@ fn a_site_leased_by_another_live_migrator_is_left_alone() {
     assert!(j
         .swap_checkpoint_raw("cutover", "shop.lease", Some(&held), "null")
         .unwrap());
-    crate::lease::take(&mut j, "shop", Duration::from_secs(60)).unwrap();
+    crate::cutover::lease::take(&mut j, "shop", Duration::from_secs(60)).unwrap();
 }
 
 #[test]
@@ -364,7 +380,7 @@ fn a_renewal_finding_the_lease_taken_over_stops_before_acting() {
     let mut j = SqliteJournal::open(&jp).unwrap();
     let o = opts();
     let mut e = Engine::new(&spec, &sys, &mut j, &o);
-    assert_eq!(e.advance(true).unwrap(), SiteState::Synced);
+    assert_eq!(e.advance().unwrap(), SiteState::Synced);
     e.freeze().unwrap();
     // A watchdog (wrongly, or after our lease expired) took the site over.
     let held = lease_of_another_live_migrator(&jp, "shop");

@@ -21,8 +21,7 @@
 //! exclusive `flock` holding the owner's PID).
 
 use std::fs::File;
-use std::io::{Read as _, Seek as _, Write as _};
-use std::os::fd::AsRawFd;
+use std::io::Read as _;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -32,6 +31,14 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::route::Mode;
+
+mod import;
+mod lock;
+#[cfg(test)]
+mod tests;
+
+pub use import::{Export, ImportAction, ImportChange};
+use lock::LockFile;
 
 /// `PRAGMA application_id` of a route store ("SQPR"): tells our file from any other SQLite file.
 const APPLICATION_ID: i64 = 0x5351_5052;
@@ -51,16 +58,6 @@ pub struct StoredRoute {
     pub resume_mode: Mode,
     /// Store-wide counter value at this route's last change: only ever grows.
     pub epoch: u64,
-}
-
-/// What `routes export` writes and `routes import` reads.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Export {
-    pub format: String,
-    /// The highest epoch in the store when exported.
-    pub last_epoch: u64,
-    pub routes: Vec<StoredRoute>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,28 +123,6 @@ pub struct RouteStore {
     conn: Mutex<Connection>,
     /// Held for as long as the store is open for writing.
     _lock: Option<LockFile>,
-}
-
-/// What an import would do (or did) to one database.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ImportChange {
-    pub database: String,
-    /// The stored route before, if any.
-    pub before: Option<StoredRoute>,
-    pub after: StoredRoute,
-    pub action: ImportAction,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ImportAction {
-    Add,
-    Update,
-    Unchanged,
-    /// The import is older than the store (or differs at the same epoch): refused without force.
-    RefusedBackwards,
-    /// Older than the store, applied anyway (`--force`) with a fresh epoch.
-    Forced,
 }
 
 fn now_ms() -> i64 {
@@ -503,87 +478,10 @@ impl RouteStore {
             routes: self.load()?,
         })
     }
-
-    /// Plans an import: per database, add / update / unchanged, or refused when the imported
-    /// route is older than the stored one (or differs from it at the same epoch).
-    pub fn plan_import(
-        &self,
-        routes: &[StoredRoute],
-        force: bool,
-    ) -> Result<Vec<ImportChange>, StoreError> {
-        let stored: std::collections::HashMap<String, StoredRoute> = self
-            .load()?
-            .into_iter()
-            .map(|r| (r.database.clone(), r))
-            .collect();
-        Ok(routes
-            .iter()
-            .map(|r| {
-                let before = stored.get(&r.database).cloned();
-                let action = match &before {
-                    None => ImportAction::Add,
-                    Some(b) if b == r => ImportAction::Unchanged,
-                    Some(b) if r.epoch > b.epoch => ImportAction::Update,
-                    Some(_) if force => ImportAction::Forced,
-                    Some(_) => ImportAction::RefusedBackwards,
-                };
-                ImportChange {
-                    database: r.database.clone(),
-                    before,
-                    after: r.clone(),
-                    action,
-                }
-            })
-            .collect())
-    }
-
-    /// Applies a planned import in one transaction. Added and updated routes keep their
-    /// exported epoch (re-importing the same file is then a no-op); forced ones get fresh
-    /// epochs above everything stored. Nothing is applied if any change is refused.
-    pub fn apply_import(&self, changes: &mut [ImportChange]) -> Result<(), StoreError> {
-        if changes
-            .iter()
-            .any(|c| c.action == ImportAction::RefusedBackwards)
-        {
-            return Ok(());
-        }
-        let mut conn = self.conn.lock().expect("route store lock");
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(self.sqlite("beginning the import"))?;
-        let mut last: i64 = tx
-            .query_row("SELECT last_epoch FROM meta WHERE id = 1", [], |r| r.get(0))
-            .map_err(self.sqlite("reading last epoch"))?;
-        last = last.max(
-            changes
-                .iter()
-                .filter(|c| matches!(c.action, ImportAction::Add | ImportAction::Update))
-                .map(|c| c.after.epoch as i64)
-                .max()
-                .unwrap_or(0),
-        );
-        for c in changes.iter_mut() {
-            let epoch = match c.action {
-                ImportAction::Unchanged | ImportAction::RefusedBackwards => continue,
-                ImportAction::Add | ImportAction::Update => c.after.epoch as i64,
-                ImportAction::Forced => {
-                    last += 1;
-                    c.after.epoch = last as u64;
-                    last
-                }
-            };
-            let r = &c.after;
-            upsert(&tx, &r.database, &r.side, r.mode, r.resume_mode, epoch)
-                .map_err(self.sqlite("importing"))?;
-        }
-        tx.execute("UPDATE meta SET last_epoch = max(last_epoch, ?1)", [last])
-            .map_err(self.sqlite("importing"))?;
-        tx.commit().map_err(self.sqlite("committing the import"))
-    }
 }
 
 /// Writes a route and raises `last_epoch` to `epoch` (never lowers it).
-fn upsert(
+pub(super) fn upsert(
     tx: &rusqlite::Transaction<'_>,
     database: &str,
     side: &str,
@@ -624,259 +522,4 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()
-}
-
-/// `<store>.lock`: an exclusive `flock` for the life of the process, holding its PID for the
-/// error another process gets.
-struct LockFile {
-    _file: File,
-}
-
-impl LockFile {
-    fn acquire(store: &Path) -> Result<LockFile, StoreError> {
-        let mut s = store.as_os_str().to_owned();
-        s.push(".lock");
-        let lock = PathBuf::from(s);
-        let io = |what| {
-            let lock = lock.clone();
-            move |source| StoreError::Io {
-                path: lock,
-                what,
-                source,
-            }
-        };
-        let mut file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock)
-            .map_err(io("opening the lock file"))?;
-        // SAFETY: flock on a descriptor we own; no memory is shared.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                return Err(StoreError::Locked {
-                    path: store.into(),
-                    lock,
-                    pid: pid.trim().to_string(),
-                });
-            }
-            return Err(io("locking")(err));
-        }
-        file.set_len(0).map_err(io("writing the lock file"))?;
-        file.rewind().map_err(io("writing the lock file"))?;
-        write!(file, "{}", std::process::id()).map_err(io("writing the lock file"))?;
-        Ok(LockFile { _file: file })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn seed() -> Vec<(String, String, Mode)> {
-        vec![
-            ("shop".into(), "old".into(), Mode::Open),
-            ("blog".into(), "new".into(), Mode::ReadOnly),
-        ]
-    }
-
-    #[test]
-    fn commits_survive_reopening_and_epochs_only_grow() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("routes.sqlite");
-        let s = RouteStore::create(&path, &seed()).unwrap();
-        assert_eq!(s.last_epoch().unwrap(), 2);
-        let e1 = s.commit("shop", "old", Mode::Paused, Mode::Open).unwrap();
-        let e2 = s.commit("shop", "new", Mode::Open, Mode::Open).unwrap();
-        assert!(e2 > e1 && e1 > 2);
-        drop(s);
-        let s = RouteStore::open(&path, Access::Write).unwrap();
-        let routes = s.load().unwrap();
-        assert_eq!(
-            routes,
-            vec![
-                StoredRoute {
-                    database: "blog".into(),
-                    side: "new".into(),
-                    mode: Mode::ReadOnly,
-                    resume_mode: Mode::ReadOnly,
-                    epoch: 2
-                },
-                StoredRoute {
-                    database: "shop".into(),
-                    side: "new".into(),
-                    mode: Mode::Open,
-                    resume_mode: Mode::Open,
-                    epoch: e2
-                },
-            ]
-        );
-        let mode = std::fs::metadata(&path).unwrap().permissions();
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
-            0o600
-        );
-    }
-
-    #[test]
-    fn a_second_writer_is_refused_but_readers_are_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("routes.sqlite");
-        let s = RouteStore::create(&path, &seed()).unwrap();
-        let e = RouteStore::open(&path, Access::Write).err().unwrap();
-        assert!(matches!(e, StoreError::Locked { .. }), "{e}");
-        assert!(
-            e.to_string().contains(&std::process::id().to_string()),
-            "{e}"
-        );
-        let r = RouteStore::open(&path, Access::Read).unwrap();
-        assert_eq!(r.load().unwrap().len(), 2);
-        drop(s);
-        RouteStore::open(&path, Access::Write).unwrap();
-    }
-
-    #[test]
-    fn missing_empty_foreign_and_damaged_files_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("routes.sqlite");
-        let e = RouteStore::open(&path, Access::Write).err().unwrap();
-        assert!(matches!(e, StoreError::Missing { .. }), "{e}");
-        assert!(e.to_string().contains("routes init"), "{e}");
-
-        std::fs::write(&path, b"").unwrap();
-        let e = RouteStore::open(&path, Access::Write).err().unwrap();
-        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
-
-        std::fs::write(&path, b"not a database at all, just some text").unwrap();
-        let e = RouteStore::open(&path, Access::Write).err().unwrap();
-        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
-
-        std::fs::remove_file(&path).unwrap();
-        let other = Connection::open(&path).unwrap();
-        other.execute_batch("CREATE TABLE t (x)").unwrap();
-        drop(other);
-        let e = RouteStore::open(&path, Access::Write).err().unwrap();
-        assert!(e.to_string().contains("application_id"), "{e}");
-
-        std::fs::remove_file(&path).unwrap();
-        std::fs::create_dir(&path).unwrap();
-        let e = RouteStore::open(&path, Access::Write).err().unwrap();
-        assert!(e.to_string().contains("not a regular file"), "{e}");
-    }
-
-    #[test]
-    fn a_truncated_or_overwritten_store_is_an_error_not_an_empty_table() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("routes.sqlite");
-        let many: Vec<_> = (0..3000)
-            .map(|i| (format!("db_{i:05}"), "old".to_string(), Mode::Open))
-            .collect();
-        drop(RouteStore::create(&path, &many).unwrap());
-        let good = std::fs::read(&path).unwrap();
-        assert!(good.len() > 64 * 1024, "{}", good.len());
-        // Half-written: the file cut in the middle.
-        std::fs::write(&path, &good[..good.len() / 2]).unwrap();
-        let e = RouteStore::open(&path, Access::Write).err().unwrap();
-        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
-        // Garbage over a page in the middle.
-        let mut bad = good.clone();
-        let mid = (bad.len() / 2) & !4095;
-        bad[mid..mid + 4096].fill(0xA5);
-        std::fs::write(&path, &bad).unwrap();
-        let e = RouteStore::open(&path, Access::Write).err().unwrap();
-        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
-    }
-
-    #[test]
-    fn init_refuses_an_existing_store_and_seeding_adds_only_unknown_databases() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("routes.sqlite");
-        let s = RouteStore::create(&path, &seed()).unwrap();
-        drop(s);
-        let e = RouteStore::create(&path, &seed()).err().unwrap();
-        assert!(matches!(e, StoreError::Exists { .. }), "{e}");
-        let s = RouteStore::open(&path, Access::Write).unwrap();
-        s.commit("shop", "new", Mode::Open, Mode::Open).unwrap();
-        let added = s
-            .seed_missing(&[
-                ("shop".into(), "old".into(), Mode::Open),
-                ("wiki".into(), "old".into(), Mode::Open),
-            ])
-            .unwrap();
-        assert_eq!(added.len(), 1);
-        assert_eq!(added[0].database, "wiki");
-        let shop = s
-            .load()
-            .unwrap()
-            .into_iter()
-            .find(|r| r.database == "shop")
-            .unwrap();
-        assert_eq!(shop.side, "new", "the config must not move a stored route");
-    }
-
-    #[test]
-    fn import_refuses_going_back_in_epoch_unless_forced() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("routes.sqlite");
-        let s = RouteStore::create(&path, &seed()).unwrap();
-        let old_export = s.export().unwrap();
-        s.commit("shop", "new", Mode::Open, Mode::Open).unwrap();
-        // The older export would move shop back to old.
-        let mut plan = s.plan_import(&old_export.routes, false).unwrap();
-        let shop = plan.iter().find(|c| c.database == "shop").unwrap();
-        assert_eq!(shop.action, ImportAction::RefusedBackwards);
-        s.apply_import(&mut plan).unwrap();
-        assert_eq!(
-            s.load()
-                .unwrap()
-                .iter()
-                .find(|r| r.database == "shop")
-                .unwrap()
-                .side,
-            "new",
-            "a refused import applies nothing"
-        );
-        // A newer export (another store further ahead) is applied with its epochs.
-        let mut newer = old_export.routes.clone();
-        newer[1].side = "new".into(); // shop
-        newer[1].epoch = 50;
-        newer.push(StoredRoute {
-            database: "wiki".into(),
-            side: "old".into(),
-            mode: Mode::Open,
-            resume_mode: Mode::Open,
-            epoch: 51,
-        });
-        let mut plan = s.plan_import(&newer, false).unwrap();
-        let actions: Vec<_> = plan.iter().map(|c| c.action).collect();
-        assert_eq!(
-            actions,
-            [
-                ImportAction::Unchanged,
-                ImportAction::Update,
-                ImportAction::Add
-            ]
-        );
-        s.apply_import(&mut plan).unwrap();
-        assert_eq!(s.last_epoch().unwrap(), 51);
-        // Re-importing the same file changes nothing.
-        let plan = s.plan_import(&newer, false).unwrap();
-        assert!(plan.iter().all(|c| c.action == ImportAction::Unchanged));
-        // Forced: the old export wins with fresh epochs.
-        let mut plan = s.plan_import(&old_export.routes, true).unwrap();
-        s.apply_import(&mut plan).unwrap();
-        let shop = s
-            .load()
-            .unwrap()
-            .into_iter()
-            .find(|r| r.database == "shop")
-            .unwrap();
-        assert_eq!(shop.side, "old");
-        assert!(shop.epoch > 51);
-    }
 }

@@ -1,0 +1,241 @@
+//! The engine of one site's cutover: its options, its report, and the helpers every phase
+//! uses (journaled phases, the freeze lease, the commit point, bounded retries). The state
+//! machine is in [`crate::cutover::machine`], the freeze window in [`crate::cutover::freeze`].
+
+use crate::cutover::lease;
+use crate::cutover::phase::{run_phase, CutoverError, Phase};
+use crate::cutover::signals::WaveSignals;
+use crate::journal::{JournalStore, SiteState};
+use crate::site_spec::SiteSpec;
+use crate::systems::Systems;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Knobs of a run.
+#[derive(Clone)]
+pub struct EngineOptions {
+    /// Set by a signal handler. Obeyed only outside the critical section.
+    pub interrupt: Arc<AtomicBool>,
+    /// How long to wait for an unhealthy tunnel before giving up on freezing the site.
+    pub gate_wait: Duration,
+    pub gate_poll: Duration,
+    /// The wave this site belongs to (pause, error rate, progress), if any.
+    pub signals: Option<Arc<dyn WaveSignals>>,
+    /// How long a freeze lease lasts without renewal (renewed at every phase of the freeze).
+    pub lease_ttl: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            interrupt: Arc::new(AtomicBool::new(false)),
+            gate_wait: Duration::from_secs(60),
+            gate_poll: Duration::from_millis(500),
+            signals: None,
+            lease_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What one site's run did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SiteReport {
+    pub site: String,
+    pub state: String,
+    /// Write-unavailability: freeze start to unfreeze end, ms.
+    pub freeze_ms: Option<f64>,
+    /// Phase name and duration (ms), in order.
+    pub phases: Vec<(String, f64)>,
+    /// An interrupt arrived inside the critical section and was deferred.
+    pub deferred_signal: bool,
+}
+
+/// How long a freeze waits for the site's in-flight requests on the old VIP.
+pub(crate) const DRAIN_WAIT: Duration = Duration::from_secs(10);
+
+/// Attempts at a switch past the commit point, or at an unfreeze, before giving up (the lease
+/// then stays for the watchdog, which completes the site on the new side).
+pub(crate) const SWITCH_TRIES: u32 = 3;
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// What a phase's body may touch: the outside systems (never the journal, which [`run_phase`]
+/// writes around it).
+pub(crate) struct Ctx<'a> {
+    pub sys: &'a Systems,
+}
+
+/// The engine for one site.
+pub struct Engine<'a> {
+    pub spec: &'a SiteSpec,
+    pub sys: &'a Systems,
+    pub journal: &'a mut dyn JournalStore,
+    pub opts: &'a EngineOptions,
+    pub report: SiteReport,
+    /// This engine holds the site's freeze lease (renewed at every phase until released).
+    pub(crate) leased: bool,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(
+        spec: &'a SiteSpec,
+        sys: &'a Systems,
+        journal: &'a mut dyn JournalStore,
+        opts: &'a EngineOptions,
+    ) -> Engine<'a> {
+        Engine {
+            report: SiteReport {
+                site: spec.site.clone(),
+                ..Default::default()
+            },
+            spec,
+            sys,
+            journal,
+            opts,
+            leased: false,
+        }
+    }
+
+    pub(crate) fn state(&self) -> Result<SiteState, CutoverError> {
+        Ok(self
+            .journal
+            .site_state(&self.spec.site)?
+            .unwrap_or(SiteState::Planned))
+    }
+
+    /// Runs `f` as a journaled phase (recorded before it runs and after).
+    pub(crate) fn phase<T>(
+        &mut self,
+        phase: Phase,
+        f: impl FnOnce(&Ctx<'a>) -> Result<(T, u64), CutoverError>,
+    ) -> Result<T, CutoverError> {
+        let ctx = Ctx { sys: self.sys };
+        let site = self.spec.site.clone();
+        if self.leased {
+            lease::take(self.journal, &site, self.opts.lease_ttl)?;
+        }
+        let mut moved = 0;
+        let (v, ms) = run_phase(self.journal, &site, phase, || {
+            f(&ctx).inspect(|(_, b)| moved = *b)
+        })?;
+        self.report.phases.push((phase.name().to_string(), ms));
+        if let Some(s) = &self.opts.signals {
+            if let Some(st) = phase.target() {
+                s.state(&site, st);
+            }
+            if moved > 0 {
+                s.bytes(&site, moved);
+            }
+        }
+        drill_pause(phase);
+        Ok(v)
+    }
+
+    /// Takes the freeze lease (before the first freezing action).
+    pub(crate) fn take_lease(&mut self) -> Result<(), CutoverError> {
+        lease::take(self.journal, &self.spec.site, self.opts.lease_ttl)?;
+        self.leased = true;
+        Ok(())
+    }
+
+    /// Releases the freeze lease (the site serves from one side again).
+    pub(crate) fn release_lease(&mut self) -> Result<(), CutoverError> {
+        lease::release(self.journal, &self.spec.site)?;
+        self.leased = false;
+        Ok(())
+    }
+
+    pub(crate) fn check_interrupt(&self) -> Result<(), CutoverError> {
+        if self.opts.interrupt.load(Ordering::SeqCst) {
+            return Err(CutoverError::Interrupted);
+        }
+        Ok(())
+    }
+
+    /// Databases still served from the old side (the ones this cutover moves).
+    pub(crate) fn dbs_on_old(&self) -> Result<Vec<String>, CutoverError> {
+        let mut out = Vec::new();
+        for db in &self.spec.databases {
+            let r = self
+                .sys
+                .proxy
+                .route(db)
+                .map_err(CutoverError::system(Phase::Sync))?;
+            if r.side == self.spec.proxy.old_side {
+                out.push(db.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Aborts to the old side after `cause`; the error says whether the abort worked.
+    pub(crate) fn abort_after(&mut self, cause: CutoverError) -> CutoverError {
+        if matches!(cause, CutoverError::Leased { .. }) {
+            // The site belongs to another migrator now: it is not ours to put back.
+            return cause;
+        }
+        match self.abort_now() {
+            Ok(()) => CutoverError::Aborted {
+                cause: Box::new(cause),
+            },
+            Err(abort) => CutoverError::AbortFailed {
+                cause: Box::new(cause),
+                abort: Box::new(abort),
+            },
+        }
+    }
+
+    /// Whether the commit point is passed: a database of the site is served on the new side.
+    /// When the proxy cannot tell, it is assumed passed (an abort is then never attempted).
+    pub(crate) fn committed(&self) -> bool {
+        self.spec.databases.iter().any(|db| {
+            self.sys
+                .proxy
+                .route(db)
+                .map(|r| r.side == self.spec.proxy.new_side && !r.paused())
+                .unwrap_or(true)
+        })
+    }
+
+    /// The switch; once past the commit point a failure is retried ([`SWITCH_TRIES`] in all),
+    /// since the site can then only go forward. Before it, the first error is returned.
+    pub(crate) fn switch_retrying(&mut self) -> Result<(), CutoverError> {
+        let mut tries = 1;
+        loop {
+            match self.switch() {
+                Ok(()) => return Ok(()),
+                Err(e) if tries >= SWITCH_TRIES || !self.committed() => return Err(e),
+                Err(_) => tries += 1,
+            }
+            std::thread::sleep(RETRY_PAUSE);
+        }
+    }
+
+    /// The unfreeze, retried ([`SWITCH_TRIES`] in all): the site serves again as soon as it can.
+    pub(crate) fn unfreeze_retrying(&mut self) -> Result<(), CutoverError> {
+        let mut tries = 1;
+        loop {
+            match self.unfreeze() {
+                Ok(()) => return Ok(()),
+                Err(e) if tries >= SWITCH_TRIES => return Err(e),
+                Err(_) => tries += 1,
+            }
+            std::thread::sleep(RETRY_PAUSE);
+        }
+    }
+}
+
+/// Crash drills: `MIGRATOR_DRILL_PAUSE_AFTER=<phase>=<ms>` sleeps that long after the named
+/// phase is journaled, so a scenario or test can SIGKILL the migrator at a known point (inside
+/// the freeze, for example). Unset in normal runs; read per phase, so it costs nothing else.
+fn drill_pause(phase: Phase) {
+    if let Ok(v) = std::env::var("MIGRATOR_DRILL_PAUSE_AFTER") {
+        if let Some((p, ms)) = v.split_once('=') {
+            if p == phase.name() {
+                if let Ok(ms) = ms.parse::<u64>() {
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
+            }
+        }
+    }
+}

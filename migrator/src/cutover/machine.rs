@@ -1,0 +1,207 @@
+//! One site's state machine over the [`Engine`]: from the journal's state up to `synced`
+//! ([`Engine::advance`]), the freeze of its move group ([`crate::cutover::group`]), and the
+//! recovery of a site left mid-freeze ([`Engine::recover`], for the watchdog).
+
+use crate::cutover::checkpoints::SCOPE;
+use crate::cutover::engine::{Engine, SiteReport};
+use crate::cutover::phase::{CutoverError, Phase};
+use crate::cutover::{group, lease, rollback, throttle};
+use crate::journal::SiteState;
+use crate::systems::Direction;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+impl Engine<'_> {
+    /// Puts a site left mid-freeze by a dead migrator back on one side, going no further:
+    /// an unfinished rollback is finished; before the commit point the site is aborted to the
+    /// old side; from `verified` on, the switch is completed and the site unfrozen on the new
+    /// side. The lease is released. Used by the lease watchdog.
+    pub fn recover(mut self) -> Result<SiteReport, CutoverError> {
+        lease::ensure_free(self.journal, &self.spec.site)?;
+        if rollback::in_progress(self.journal, &self.spec.site)? {
+            rollback::run(&mut self)?;
+        } else {
+            match self.state()? {
+                SiteState::Frozen | SiteState::FinalSynced | SiteState::Failed => {
+                    self.abort_now()?
+                }
+                SiteState::Verified => match self.resume_switch() {
+                    Ok(()) => self.unfreeze_retrying()?,
+                    // Back on the old side, unfrozen: recovered.
+                    Err(CutoverError::Aborted { .. }) => {}
+                    Err(e) => return Err(e),
+                },
+                SiteState::Switched => self.unfreeze_retrying()?,
+                // A lease before `verified`: killed inside the freeze phase (maintenance or
+                // pauses may be in place) before it was journaled. Put back from what the
+                // systems report.
+                SiteState::Planned
+                | SiteState::Prepared
+                | SiteState::Synced
+                | SiteState::Aborted
+                | SiteState::RolledBack => self.abort_now()?,
+                SiteState::Live | SiteState::Finalized => {}
+            }
+        }
+        self.release_lease()?;
+        self.report.state = self.state()?.as_str().to_string();
+        Ok(self.report)
+    }
+
+    /// Moves the site to `live` on the new side, resuming from the journal's state. A single
+    /// site takes the same freeze path as a move group: it is a group of one
+    /// ([`crate::cutover::group`]).
+    pub fn migrate(self) -> Result<SiteReport, CutoverError> {
+        let mut one = [self];
+        group::run(&mut one)?;
+        let [mut e] = one;
+        if e.opts.interrupt.load(Ordering::SeqCst) && e.report.freeze_ms.is_some() {
+            e.report.deferred_signal = true;
+        }
+        e.report.state = e.state()?.as_str().to_string();
+        Ok(e.report)
+    }
+
+    /// Runs the state machine from the journal's state up to `synced`, where a site waits to
+    /// be frozen with its move group ([`crate::cutover::group`], the only freeze path); a site
+    /// found past the commit point after a crash is completed. Returns the state reached.
+    pub(crate) fn advance(&mut self) -> Result<SiteState, CutoverError> {
+        // Another live migrator working on the site: touch nothing.
+        lease::ensure_free(self.journal, &self.spec.site)?;
+        if rollback::in_progress(self.journal, &self.spec.site)? {
+            // A rollback was killed: finish it first, the site must end on one side.
+            rollback::run(self)?;
+            return self.state();
+        }
+        let mut state = self.state()?;
+        // A lease left before `verified`: killed inside the freeze phase itself, before it was
+        // journaled. Put back from what the systems report.
+        let stale_freeze = !self.leased
+            && lease::get(self.journal, &self.spec.site)?.is_some()
+            && matches!(
+                state,
+                SiteState::Planned
+                    | SiteState::Prepared
+                    | SiteState::Synced
+                    | SiteState::Aborted
+                    | SiteState::RolledBack
+            );
+        if stale_freeze {
+            self.abort_now()?;
+            state = SiteState::Aborted;
+        }
+        loop {
+            state = match state {
+                SiteState::Planned | SiteState::Aborted | SiteState::RolledBack => {
+                    self.check_interrupt()?;
+                    self.prepare()?;
+                    SiteState::Prepared
+                }
+                SiteState::Prepared => {
+                    self.check_interrupt()?;
+                    self.sync()?;
+                    SiteState::Synced
+                }
+                SiteState::Synced => return Ok(SiteState::Synced),
+                // Killed inside the critical section before the commit point.
+                SiteState::Frozen | SiteState::FinalSynced | SiteState::Failed => {
+                    self.abort_now()?;
+                    SiteState::Aborted
+                }
+                SiteState::Verified => {
+                    self.resume_switch()?;
+                    SiteState::Switched
+                }
+                SiteState::Switched => {
+                    self.unfreeze()?;
+                    self.post_check()?;
+                    SiteState::Live
+                }
+                SiteState::Live | SiteState::Finalized => return Ok(state),
+            };
+        }
+    }
+
+    fn prepare(&mut self) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        self.phase(Phase::Prepare, |e| {
+            let err = CutoverError::system(Phase::Prepare);
+            e.sys.data.prepare(spec).map_err(err)?;
+            e.new_backend_ready(spec)?;
+            if let (Some(dns), Some(d)) = (&e.sys.dns, &spec.dns) {
+                let cur = dns
+                    .current(&d.name)
+                    .map_err(CutoverError::system(Phase::Prepare))?;
+                dns.set_ttl(&d.name, &cur, d.low_ttl)
+                    .map_err(CutoverError::system(Phase::Prepare))?;
+            }
+            // The fingerprint the post-check compares against, taken while the site is healthy.
+            let fp = e
+                .sys
+                .data
+                .fingerprint(spec)
+                .map_err(CutoverError::system(Phase::Prepare))?;
+            Ok((fp, 0))
+        })
+        .and_then(|fp| {
+            if let Some(fp) = fp {
+                self.journal.put_checkpoint_raw(
+                    SCOPE,
+                    &format!("{}.fingerprint", spec.site),
+                    &serde_json::Value::String(fp).to_string(),
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn sync(&mut self) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        let dbs = self.dbs_on_old()?;
+        let budget = spec.budget.clone();
+        let (last, ms) = self.phase(Phase::Sync, |e| {
+            let mut total = 0;
+            let mut last = (u64::MAX, 0);
+            for pass in 0..budget.max_sync_passes {
+                let t0 = Instant::now();
+                let moved = e.copy_pass(spec, &dbs, Direction::Forward, pass > 0, Phase::Sync)?;
+                last = (moved, t0.elapsed().as_millis() as u64);
+                total += moved;
+                if pass > 0 && moved <= budget.max_delta_bytes && last.1 <= budget.max_lag_ms {
+                    break;
+                }
+            }
+            Ok((last, total))
+        })?;
+        throttle::record_pass(self, last, ms)
+    }
+
+    /// The throttle gate before the freeze ([`throttle::obey`]): waits, with a reason, while
+    /// the wave is paused, the tunnel unhealthy, the copy lagging or failures too frequent.
+    pub(crate) fn gate(&mut self) -> Result<(), CutoverError> {
+        throttle::obey(self)
+    }
+
+    /// The switch; never left frozen: a failure before the commit point aborts to the old side.
+    fn switch_or_abort(&mut self) -> Result<(), CutoverError> {
+        if let Err(cause) = self.switch_retrying() {
+            if !self.committed() {
+                return Err(self.abort_after(cause));
+            }
+            return Err(cause);
+        }
+        Ok(())
+    }
+
+    /// Completes the switch of a site found `verified` after a crash: as in an uninterrupted
+    /// freeze, the tunnel is checked first while no database serves on the new side yet (an
+    /// unhealthy one aborts to the old side).
+    fn resume_switch(&mut self) -> Result<(), CutoverError> {
+        if !self.committed() {
+            if let Err(cause) = throttle::tunnel_ok(self, false) {
+                return Err(self.abort_after(cause));
+            }
+        }
+        self.switch_or_abort()
+    }
+}
