@@ -37,6 +37,10 @@ pub struct Expect {
 pub struct Windows {
     pub freeze: HashMap<String, Vec<(u64, u64)>>,
     pub fault: Vec<(u64, u64)>,
+    /// Database → (the side that owns it, since when, Unix ms): from the end of its last
+    /// `switch` (or `rollback-switch`) in the journal. A write acknowledged for it that started
+    /// later must not be in the other side's copy: one writer (split brain otherwise).
+    pub owner_since: HashMap<String, (Side, u64)>,
 }
 
 /// Slack around a window (ms): the journal stamps a phase just before/after the action.
@@ -63,6 +67,9 @@ pub struct CheckReport {
     pub lost_writes: Vec<String>,
     /// Acknowledged uploads missing from the filer.
     pub missing_uploads: Vec<String>,
+    /// Acknowledged writes (`db:token`) started after their database's switch yet found in
+    /// the copy of the side that no longer owned it: two writers (split brain).
+    pub non_owner_writes: Vec<String>,
     /// The first few failures, for the operator.
     pub sample_errors: Vec<String>,
 }
@@ -88,6 +95,14 @@ impl CheckReport {
                 expect.max_lost_writes,
                 self.lost_writes.iter().take(3).collect::<Vec<_>>(),
                 self.missing_uploads.iter().take(3).collect::<Vec<_>>()
+            ));
+        }
+        if !self.non_owner_writes.is_empty() {
+            v.push(format!(
+                "{} acknowledged writes on the side that did not own their database (split \
+                 brain; first: {:?})",
+                self.non_owner_writes.len(),
+                self.non_owner_writes.iter().take(3).collect::<Vec<_>>()
             ));
         }
         if self.requests < expect.min_requests {
@@ -150,6 +165,8 @@ pub fn check_windows(
     // Acked tokens grouped by (serving side, database).
     let mut wanted: BTreeMap<(Side, String), Vec<&str>> = BTreeMap::new();
     let mut uploads: Vec<(PathBuf, String)> = Vec::new();
+    // Acked tokens written after their database's switch, grouped by (NON-owning side, db).
+    let mut forbidden: BTreeMap<(Side, String), Vec<&str>> = BTreeMap::new();
     for rec in log {
         r.requests += 1;
         if !rec.ok {
@@ -197,6 +214,18 @@ pub fn check_windows(
             ))
             .or_default()
             .push(token);
+        if let Some(&(owner, since)) = windows.owner_since.get(&site.database) {
+            if rec.at_ms > since {
+                let other = match owner {
+                    Side::Old => Side::New,
+                    Side::New => Side::Old,
+                };
+                forbidden
+                    .entry((other, site.database.clone()))
+                    .or_default()
+                    .push(token);
+            }
+        }
         if rec.op == Op::HttpWrite {
             let dc = state.dc(site.serving);
             let file = dc
@@ -231,6 +260,32 @@ pub fn check_windows(
                 if !present.contains(t) {
                     r.lost_writes.push(format!("{db}:{t}"));
                 }
+            }
+        }
+    }
+    for side in [Side::Old, Side::New] {
+        let dbs: Vec<&String> = forbidden
+            .keys()
+            .filter(|(s, _)| *s == side)
+            .map(|(_, d)| d)
+            .collect();
+        if dbs.is_empty() {
+            continue;
+        }
+        let sql: String = dbs
+            .iter()
+            .map(|d| format!("SELECT token FROM `{d}`.events;\n"))
+            .collect();
+        let out = mariadb_exec(state.dc(side), &sql)?;
+        let present: BTreeSet<&str> = out.lines().map(str::trim).collect();
+        for ((s, db), tokens) in &forbidden {
+            if *s == side {
+                r.non_owner_writes.extend(
+                    tokens
+                        .iter()
+                        .filter(|t| present.contains(**t))
+                        .map(|t| format!("{db}:{t} (on {})", side.label())),
+                );
             }
         }
     }
