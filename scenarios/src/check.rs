@@ -51,6 +51,17 @@ fn overlaps(a: (u64, u64), w: &[(u64, u64)]) -> bool {
         .any(|&(s, e)| a.0 <= e.saturating_add(SLACK_MS) && a.1 + SLACK_MS >= s)
 }
 
+/// The side on which a write to `db` started at `at_ms` must NOT be: the side that had given
+/// the database up by then (its switch ended before the write started). `None` when the
+/// database never switched, or the write started before (or as) its switch ended.
+pub fn non_owner(owner_since: &HashMap<String, (Side, u64)>, db: &str, at_ms: u64) -> Option<Side> {
+    let &(owner, since) = owner_since.get(db)?;
+    (at_ms > since).then_some(match owner {
+        Side::Old => Side::New,
+        Side::New => Side::Old,
+    })
+}
+
 /// Result of checking one traffic log.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct CheckReport {
@@ -70,6 +81,9 @@ pub struct CheckReport {
     /// Acknowledged writes (`db:token`) started after their database's switch yet found in
     /// the copy of the side that no longer owned it: two writers (split brain).
     pub non_owner_writes: Vec<String>,
+    /// Acknowledged writes looked for (and not wanted) on the non-owning side: those started
+    /// after their database's switch. Zero means the one-writer check proved nothing.
+    pub non_owner_checked: u64,
     /// The first few failures, for the operator.
     pub sample_errors: Vec<String>,
 }
@@ -214,17 +228,12 @@ pub fn check_windows(
             ))
             .or_default()
             .push(token);
-        if let Some(&(owner, since)) = windows.owner_since.get(&site.database) {
-            if rec.at_ms > since {
-                let other = match owner {
-                    Side::Old => Side::New,
-                    Side::New => Side::Old,
-                };
-                forbidden
-                    .entry((other, site.database.clone()))
-                    .or_default()
-                    .push(token);
-            }
+        if let Some(other) = non_owner(&windows.owner_since, &site.database, rec.at_ms) {
+            r.non_owner_checked += 1;
+            forbidden
+                .entry((other, site.database.clone()))
+                .or_default()
+                .push(token);
         }
         if rec.op == Op::HttpWrite {
             let dc = state.dc(site.serving);
@@ -295,4 +304,26 @@ pub fn check_windows(
         }
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_writes_after_the_switch_are_forbidden_on_the_old_owner() {
+        let owners = HashMap::from([
+            ("db_a".to_string(), (Side::New, 1_000)),
+            ("db_b".to_string(), (Side::Old, 2_000)),
+        ]);
+        assert_eq!(non_owner(&owners, "db_a", 999), None, "before the switch");
+        assert_eq!(non_owner(&owners, "db_a", 1_000), None, "as it ended");
+        assert_eq!(non_owner(&owners, "db_a", 1_001), Some(Side::Old));
+        assert_eq!(
+            non_owner(&owners, "db_b", 2_500),
+            Some(Side::New),
+            "rolled back"
+        );
+        assert_eq!(non_owner(&owners, "db_c", 9_999), None, "never switched");
+    }
 }

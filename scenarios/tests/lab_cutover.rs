@@ -87,5 +87,9 @@ fn proxy_restart_keeps_routes_and_one_writer_across_three_kills() {
     );
     assert_eq!(m.states.get("live"), Some(&10), "{:?}", m.states);
     assert!(r.check.non_owner_writes.is_empty() && r.check.lost_writes.is_empty());
+    assert!(
+        r.check.non_owner_checked > 0,
+        "no write after a switch was checked"
+    );
     assert_eq!(r.check.failed, 0);
 }
