@@ -37,6 +37,10 @@ pub struct Expect {
 pub struct Windows {
     pub freeze: HashMap<String, Vec<(u64, u64)>>,
     pub fault: Vec<(u64, u64)>,
+    /// Database → (the side that owns it, since when, Unix ms): from the end of its last
+    /// `switch` (or `rollback-switch`) in the journal. A write acknowledged for it that started
+    /// later must not be in the other side's copy: one writer (split brain otherwise).
+    pub owner_since: HashMap<String, (Side, u64)>,
 }
 
 /// Slack around a window (ms): the journal stamps a phase just before/after the action.
@@ -45,6 +49,17 @@ const SLACK_MS: u64 = 250;
 fn overlaps(a: (u64, u64), w: &[(u64, u64)]) -> bool {
     w.iter()
         .any(|&(s, e)| a.0 <= e.saturating_add(SLACK_MS) && a.1 + SLACK_MS >= s)
+}
+
+/// The side on which a write to `db` started at `at_ms` must NOT be: the side that had given
+/// the database up by then (its switch ended before the write started). `None` when the
+/// database never switched, or the write started before (or as) its switch ended.
+pub fn non_owner(owner_since: &HashMap<String, (Side, u64)>, db: &str, at_ms: u64) -> Option<Side> {
+    let &(owner, since) = owner_since.get(db)?;
+    (at_ms > since).then_some(match owner {
+        Side::Old => Side::New,
+        Side::New => Side::Old,
+    })
 }
 
 /// Result of checking one traffic log.
@@ -63,6 +78,12 @@ pub struct CheckReport {
     pub lost_writes: Vec<String>,
     /// Acknowledged uploads missing from the filer.
     pub missing_uploads: Vec<String>,
+    /// Acknowledged writes (`db:token`) started after their database's switch yet found in
+    /// the copy of the side that no longer owned it: two writers (split brain).
+    pub non_owner_writes: Vec<String>,
+    /// Acknowledged writes looked for (and not wanted) on the non-owning side: those started
+    /// after their database's switch. Zero means the one-writer check proved nothing.
+    pub non_owner_checked: u64,
     /// The first few failures, for the operator.
     pub sample_errors: Vec<String>,
 }
@@ -88,6 +109,14 @@ impl CheckReport {
                 expect.max_lost_writes,
                 self.lost_writes.iter().take(3).collect::<Vec<_>>(),
                 self.missing_uploads.iter().take(3).collect::<Vec<_>>()
+            ));
+        }
+        if !self.non_owner_writes.is_empty() {
+            v.push(format!(
+                "{} acknowledged writes on the side that did not own their database (split \
+                 brain; first: {:?})",
+                self.non_owner_writes.len(),
+                self.non_owner_writes.iter().take(3).collect::<Vec<_>>()
             ));
         }
         if self.requests < expect.min_requests {
@@ -150,6 +179,8 @@ pub fn check_windows(
     // Acked tokens grouped by (serving side, database).
     let mut wanted: BTreeMap<(Side, String), Vec<&str>> = BTreeMap::new();
     let mut uploads: Vec<(PathBuf, String)> = Vec::new();
+    // Acked tokens written after their database's switch, grouped by (NON-owning side, db).
+    let mut forbidden: BTreeMap<(Side, String), Vec<&str>> = BTreeMap::new();
     for rec in log {
         r.requests += 1;
         if !rec.ok {
@@ -197,6 +228,13 @@ pub fn check_windows(
             ))
             .or_default()
             .push(token);
+        if let Some(other) = non_owner(&windows.owner_since, &site.database, rec.at_ms) {
+            r.non_owner_checked += 1;
+            forbidden
+                .entry((other, site.database.clone()))
+                .or_default()
+                .push(token);
+        }
         if rec.op == Op::HttpWrite {
             let dc = state.dc(site.serving);
             let file = dc
@@ -234,10 +272,58 @@ pub fn check_windows(
             }
         }
     }
+    for side in [Side::Old, Side::New] {
+        let dbs: Vec<&String> = forbidden
+            .keys()
+            .filter(|(s, _)| *s == side)
+            .map(|(_, d)| d)
+            .collect();
+        if dbs.is_empty() {
+            continue;
+        }
+        let sql: String = dbs
+            .iter()
+            .map(|d| format!("SELECT token FROM `{d}`.events;\n"))
+            .collect();
+        let out = mariadb_exec(state.dc(side), &sql)?;
+        let present: BTreeSet<&str> = out.lines().map(str::trim).collect();
+        for ((s, db), tokens) in &forbidden {
+            if *s == side {
+                r.non_owner_writes.extend(
+                    tokens
+                        .iter()
+                        .filter(|t| present.contains(**t))
+                        .map(|t| format!("{db}:{t} (on {})", side.label())),
+                );
+            }
+        }
+    }
     for (file, what) in uploads {
         if !file.is_file() {
             r.missing_uploads.push(what);
         }
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_writes_after_the_switch_are_forbidden_on_the_old_owner() {
+        let owners = HashMap::from([
+            ("db_a".to_string(), (Side::New, 1_000)),
+            ("db_b".to_string(), (Side::Old, 2_000)),
+        ]);
+        assert_eq!(non_owner(&owners, "db_a", 999), None, "before the switch");
+        assert_eq!(non_owner(&owners, "db_a", 1_000), None, "as it ended");
+        assert_eq!(non_owner(&owners, "db_a", 1_001), Some(Side::Old));
+        assert_eq!(
+            non_owner(&owners, "db_b", 2_500),
+            Some(Side::New),
+            "rolled back"
+        );
+        assert_eq!(non_owner(&owners, "db_c", 9_999), None, "never switched");
+    }
 }

@@ -12,6 +12,8 @@
 //! - [`sites`] and [`php_app`]: synthetic customer sites (files, databases, PHP code).
 //! - [`secrets`]: passwords, TSIG and SSH keys (0600 files).
 //! - [`state`]: the JSON state file the migrator reads; [`process`]: daemons by PID.
+//! - [`supervise`]: `scenarios supervise`, which keeps `sql-proxy` running (restart on exit,
+//!   backoff, start limit, child PID in a status file), like systemd in production.
 //! - [`status`]: `lab status` probes; [`inventory`]: planner-compatible inventory files.
 //! - [`traffic`]: the bounded traffic generator (runs in the `client` namespace).
 //! - [`check`]: proves zero lost writes and counts failures from a traffic log.
@@ -38,6 +40,7 @@ pub mod sites;
 pub mod sql_proxy;
 pub mod state;
 pub mod status;
+pub mod supervise;
 pub mod teardown;
 pub mod tools;
 pub mod topology;

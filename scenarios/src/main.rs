@@ -5,8 +5,9 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use scenarios::lab::{self, LabConfig, DEFAULT_STATE_ROOT};
 use scenarios::sites::SiteSpec;
-use scenarios::{check, scenario, status, traffic, LabState};
+use scenarios::{check, scenario, status, supervise, traffic, LabState};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -52,6 +53,38 @@ enum Cmd {
     Probe {
         #[arg(long)]
         state_dir: PathBuf,
+    },
+    /// Keep a daemon running: restart it when it exits (backoff, start limit), its PID in a
+    /// status file; SIGTERM stops it by that PID. `lab up` runs old-dc's sql-proxy this way.
+    Supervise {
+        /// Name in the logs and the status file.
+        #[arg(long)]
+        service: String,
+        /// JSON status file: the current child's PID and start time, restarts, last exit.
+        #[arg(long)]
+        status_file: PathBuf,
+        /// The child's stdout and stderr (appended).
+        #[arg(long)]
+        child_log: PathBuf,
+        /// First restart delay; doubles while the child keeps dying quickly.
+        #[arg(long, default_value_t = 200)]
+        backoff_min_ms: u64,
+        #[arg(long, default_value_t = 5000)]
+        backoff_max_ms: u64,
+        /// A run at least this long resets the delay.
+        #[arg(long, default_value_t = 10)]
+        stable_secs: u64,
+        /// Give up after this many starts within --window-secs.
+        #[arg(long, default_value_t = 10)]
+        max_starts: usize,
+        #[arg(long, default_value_t = 60)]
+        window_secs: u64,
+        /// SIGTERM → SIGKILL grace when stopping the child.
+        #[arg(long, default_value_t = 10)]
+        stop_grace_secs: u64,
+        /// The program and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// Check a traffic log against the lab: failed requests and lost writes (on the side that
     /// serves each site now, read from the SQL proxy, HAProxy and DNS).
@@ -253,6 +286,37 @@ fn main() -> anyhow::Result<()> {
             {
                 std::process::exit(1);
             }
+        }
+        Cmd::Supervise {
+            service,
+            status_file,
+            child_log,
+            backoff_min_ms,
+            backoff_max_ms,
+            stable_secs,
+            max_starts,
+            window_secs,
+            stop_grace_secs,
+            command,
+        } => {
+            if max_starts == 0 || backoff_min_ms > backoff_max_ms {
+                bail!("--max-starts must be at least 1 and --backoff-min-ms <= --backoff-max-ms");
+            }
+            let opts = supervise::Options {
+                service,
+                status_file,
+                child_log,
+                policy: supervise::Policy {
+                    backoff_min: Duration::from_millis(backoff_min_ms),
+                    backoff_max: Duration::from_millis(backoff_max_ms),
+                    stable_after: Duration::from_secs(stable_secs),
+                    max_starts,
+                    window: Duration::from_secs(window_secs),
+                },
+                stop_grace: Duration::from_secs(stop_grace_secs),
+                command,
+            };
+            std::process::exit(supervise::run(&opts));
         }
         Cmd::Check { name, log } => {
             let mut st = LabState::load(&cli.state_root.join(&name))?;

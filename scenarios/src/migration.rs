@@ -7,7 +7,10 @@
 //! - `crash_resume`: the wave, its process SIGKILLed (by PID) as soon as each listed phase is
 //!   seen in the journal, then resumed with the same command; a last run finishes it;
 //! - `tunnel_flap`: the wave, with the tunnel taken down (old-dc side, `tunnel` crate) mid-wave
-//!   and brought back up later.
+//!   and brought back up later;
+//! - `proxy_restart`: the wave, with old-dc's `sql-proxy` SIGKILLed (the current child's PID
+//!   from its supervisor, which restarts it) once each listed fraction of the wave's sites has
+//!   switched; afterwards every switched database must still be routed `new` by the proxy.
 //!
 //! Afterwards every site's placement is read from the systems ([`crate::serving`]): each site
 //! must be on exactly one side and unfrozen, with the journal state the kind expects. Freeze
@@ -34,6 +37,7 @@ pub enum Kind {
     Rollback,
     CrashResume,
     TunnelFlap,
+    ProxyRestart,
 }
 
 /// `[migration]` of a scenario.
@@ -68,6 +72,17 @@ pub struct MigrationSection {
     pub tunnel_down_after_secs: f64,
     #[serde(default = "default_warmup")]
     pub tunnel_down_for_secs: f64,
+    /// `proxy_restart`: one kill of the proxy each, once this fraction of the wave's sites has
+    /// finished `switch` (0 = right after the wave starts), in order.
+    #[serde(default)]
+    pub proxy_kill_after_switched: Vec<f64>,
+    /// `proxy_restart`: at least this long between the proxy answering again and the next kill.
+    #[serde(default = "default_kill_gap")]
+    pub proxy_kill_gap_secs: f64,
+}
+
+fn default_kill_gap() -> f64 {
+    2.0
 }
 
 fn default_concurrency() -> usize {
@@ -298,6 +313,7 @@ pub fn run(
         Kind::Rollback => wave_once(m, sec, &mut r).and_then(|_| rollback(m, sec, &mut r)),
         Kind::CrashResume => crash_resume(m, sec, &mut r),
         Kind::TunnelFlap => tunnel_flap(st, m, sec, &mut r, &mut faults),
+        Kind::ProxyRestart => proxy_restart(st, m, sec, &mut r, &mut faults),
     };
     if r.wave_secs == 0.0 {
         r.wave_secs = t0.elapsed().as_secs_f64();
@@ -511,6 +527,181 @@ fn tunnel_flap(
     Ok(())
 }
 
+/// Sites of the journal whose `switch` step has ended.
+fn switched_sites(m: &Migrator) -> usize {
+    let Ok(j) = m.journal() else { return 0 };
+    let Ok(sites) = j.sites() else { return 0 };
+    sites
+        .iter()
+        .filter(|(s, _)| {
+            j.steps(s).is_ok_and(|v| {
+                v.iter()
+                    .any(|x| x.phase == "switch" && x.ended_ms.is_some())
+            })
+        })
+        .count()
+}
+
+fn proxy_restart(
+    st: &LabState,
+    m: &Migrator,
+    sec: &MigrationSection,
+    r: &mut MigrationReport,
+    faults: &mut Vec<(u64, u64)>,
+) -> Result<()> {
+    let t = Instant::now();
+    let wave_n = if sec.sites == 0 {
+        st.sites.len()
+    } else {
+        sec.sites.min(st.sites.len())
+    };
+    let mut child = m.wave(sec).spawn().map_err(|e| LabError::Command {
+        command: "migrator wave run".into(),
+        status: "could not start".into(),
+        stderr: e.to_string(),
+    })?;
+    let gap = Duration::from_secs_f64(sec.proxy_kill_gap_secs.max(0.0));
+    let mut last = Instant::now();
+    let mut ended: Option<i32> = None;
+    let mut after_switch = 0;
+    for (i, frac) in sec.proxy_kill_after_switched.iter().enumerate() {
+        let want = ((frac.clamp(0.0, 1.0) * wave_n as f64).ceil() as usize).min(wave_n);
+        // Bounded: the wave ends (then the kill happens at once) or the deadline passes.
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            if ended.is_none() {
+                if let Ok(Some(code)) = child.try_wait() {
+                    ended = Some(code.code().unwrap_or(-1));
+                }
+            }
+            let ready = last.elapsed() >= gap;
+            if ready && (ended.is_some() || switched_sites(m) >= want) {
+                break;
+            }
+            if Instant::now() > deadline {
+                r.violations.push(format!(
+                    "kill {}: {want} switched sites not reached in 600 s",
+                    i + 1
+                ));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let switched = switched_sites(m);
+        match crate::faults::kill_sql_proxy(st, crate::faults::RESTART_TIMEOUT) {
+            Ok((what, window)) => {
+                faults.push(window);
+                if switched > 0 {
+                    after_switch += 1;
+                }
+                r.events.push(format!(
+                    "kill {} at {:.1} s, {switched}/{wave_n} sites switched{}: {what}",
+                    i + 1,
+                    t.elapsed().as_secs_f64(),
+                    if ended.is_some() {
+                        " (the wave had ended)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            Err(e) => r.violations.push(format!("kill {}: {e}", i + 1)),
+        }
+        last = Instant::now();
+    }
+    let code = match ended {
+        Some(c) => c,
+        None => child.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1),
+    };
+    r.events.push(format!("wave run 1: exit {code}"));
+    // A site whose switch or unfreeze met the dead proxy aborted back to old-dc (or stayed
+    // frozen until the run's end undid it): the runbook's answer is the same command again.
+    let code = rerun_until_done(m, sec, r, code)?;
+    r.wave_secs = t.elapsed().as_secs_f64();
+    if code != 0 {
+        r.violations.push(format!(
+            "migrator wave run exited {code} (see {})",
+            m.log.display()
+        ));
+    }
+    if !sec.proxy_kill_after_switched.is_empty() && after_switch == 0 {
+        r.violations
+            .push("no proxy kill landed after a site had switched: nothing proven".into());
+    }
+    // After the restarts: every database whose site switched is routed `new`, open.
+    let routes = crate::sql_proxy::admin_get(st, "/routes")
+        .map_err(|e| LabError::Internal(format!("sql-proxy GET /routes: {e}")))?;
+    let routes: Vec<serde_json::Value> = serde_json::from_str(&routes)
+        .map_err(|e| LabError::Internal(format!("sql-proxy GET /routes: {e}")))?;
+    let switched = owner_since(st, m)?;
+    let mut checked = 0;
+    for (db, (side, _)) in &switched {
+        let want = if *side == Side::New { "new" } else { "old" };
+        let got = routes.iter().find(|r| r["database"] == db.as_str());
+        let (s, mode) = got
+            .map(|r| {
+                (
+                    r["side"].as_str().unwrap_or(""),
+                    r["mode"].as_str().unwrap_or(""),
+                )
+            })
+            .unwrap_or(("(no route)", ""));
+        checked += 1;
+        if s != want || mode != "open" {
+            r.violations.push(format!(
+                "{db} switched to {want} but after the restarts the proxy routes it {s} ({mode})"
+            ));
+        }
+    }
+    r.events.push(format!(
+        "after {} restarts: {checked} switched databases checked in GET /routes",
+        faults.len()
+    ));
+    Ok(())
+}
+
+/// Every switched database's owner since the end of its last switch (journal), for the check
+/// that no acknowledged write lands on the side that does not own it. For a database shared by
+/// several sites the latest switch counts; sites disagreeing on the side leave it out.
+pub fn owner_since(st: &LabState, m: &Migrator) -> Result<HashMap<String, (Side, u64)>> {
+    let db_of: HashMap<&str, &str> = st
+        .sites
+        .iter()
+        .map(|s| (s.login.as_str(), s.database.as_str()))
+        .collect();
+    let mut all = steps(m)?;
+    all.sort_by_key(|s| (s.started_ms, s.id));
+    let mut per_site: HashMap<String, (Side, u64)> = HashMap::new();
+    for s in &all {
+        let side = match s.phase.as_str() {
+            "switch" => Side::New,
+            "rollback-switch" => Side::Old,
+            _ => continue,
+        };
+        if let Some(end) = s.ended_ms {
+            per_site.insert(s.site.clone(), (side, end as u64));
+        }
+    }
+    let mut out: HashMap<String, (Side, u64)> = HashMap::new();
+    let mut conflict = Vec::new();
+    for (site, (side, at)) in per_site {
+        let Some(db) = db_of.get(site.as_str()) else {
+            continue;
+        };
+        match out.get_mut(*db) {
+            Some(e) if e.0 != side => conflict.push(db.to_string()),
+            Some(e) => e.1 = e.1.max(at),
+            None => {
+                out.insert(db.to_string(), (side, at));
+            }
+        }
+    }
+    for db in conflict {
+        out.remove(&db);
+    }
+    Ok(out)
+}
+
 /// Fills the figures from the journal and checks every site's final placement.
 pub fn finish(
     st: &LabState,
@@ -599,10 +790,11 @@ pub fn finish(
     }
 }
 
-/// Fault windows and freeze windows for the check.
-pub fn windows(m: &Migrator, faults: Vec<(u64, u64)>) -> Windows {
+/// Fault windows, freeze windows and database owners for the check.
+pub fn windows(st: &LabState, m: &Migrator, faults: Vec<(u64, u64)>) -> Windows {
     Windows {
         freeze: freeze_windows(m).unwrap_or_default(),
         fault: faults,
+        owner_since: owner_since(st, m).unwrap_or_default(),
     }
 }

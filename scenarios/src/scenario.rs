@@ -156,7 +156,7 @@ pub fn run_with(
     let state = &guard.state;
     let fault_list = &sc.faults;
     let section = sc.migration.clone();
-    let (traffic, fault_log, mig) = std::thread::scope(|scope| {
+    let (traffic, fault_run, mig) = std::thread::scope(|scope| {
         let injector = scope.spawn(move || faults::run(state, fault_list, started));
         let driver = scope.spawn(|| {
             let (Some(m), Some(sec)) = (&migrator, &section) else {
@@ -174,6 +174,7 @@ pub fn run_with(
         (traffic, injector.join().unwrap_or_default(), mig)
     });
     traffic?;
+    let fault_log = fault_run.log;
     let records = check::read_log(&log)?;
     let mut violations = Vec::new();
     let mut mig_report = None;
@@ -186,12 +187,15 @@ pub fn run_with(
             }
             guard.state = st;
             violations.extend(r.violations.iter().cloned());
-            let w = crate::migration::windows(m, fault_windows);
+            let w = crate::migration::windows(&guard.state, m, fault_windows);
             mig_report = Some(r);
             w
         }
         _ => check::Windows::default(),
     };
+    // Outages of injected faults (`proxy_kill`): failures inside them are counted apart.
+    let mut windows = windows;
+    windows.fault.extend(fault_run.windows);
     let report = check::check_windows(&guard.state, &records, &windows)?;
     violations.splice(0..0, report.violations(&expect));
     if let (Some(max), Some(r)) = (expect.max_freeze_p99_ms, &mig_report) {

@@ -6,7 +6,10 @@
 //! the tunnel. Its routes are committed to a route store (`routes.sqlite` beside the user store,
 //! created once with `sql-proxy routes init`), so a restarted proxy serves every database from
 //! the side it was last switched to. The admin API listens on old-dc's LAN (10.1.0.23:9090) behind a bearer token in a
-//! 0600 file. The daemon runs in old-dc's namespaces, recorded by PID like every other daemon.
+//! 0600 file. The daemon runs in old-dc's namespaces under a supervisor (`scenarios supervise`,
+//! recorded by PID like every other daemon) that restarts it when it dies, as systemd does in
+//! production; the supervisor's status file names the current child's PID. A restart only
+//! runs `sql-proxy run` again: the route store persists, `routes init` never runs twice.
 
 use crate::dc_services::DcDirs;
 use crate::error::{LabError, Result};
@@ -18,8 +21,10 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-/// Service name in `state.processes` and `lab status`.
+/// Service name of the proxy (the supervisor's child) in `lab status` and the supervisor's log.
 pub const SERVICE: &str = "old-dc/sql-proxy";
+/// Service name of its supervisor in `state.processes` and `lab status`.
+pub const SUPERVISOR: &str = "old-dc/sql-proxy-supervisor";
 /// The admin API's address on old-dc's LAN.
 pub const ADMIN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 23);
 pub const ADMIN_PORT: u16 = 9090;
@@ -72,6 +77,7 @@ pub fn start(st: &mut LabState) -> Result<()> {
         config: root.join("proxy.toml"),
         users_file: dirs.private.join("sql-proxy-users.json"),
         backends: BTreeMap::from([("old".into(), backend_old), ("new".into(), backend_new)]),
+        supervisor_status: Some(root.join("supervisor.json")),
     };
     write_secret(&p.token_file, password(32)?.as_bytes())?;
     // The admin password for the hash sync, in its own 0600 file (never on a command line).
@@ -118,14 +124,35 @@ pub fn start(st: &mut LabState) -> Result<()> {
     }
     st.sql_proxy = Some(p.clone());
     st.save()?;
-    let mut cmd = in_ns(Some(&old.mount_ns), &old.netns, &bin.to_string_lossy());
-    cmd.args(["run", "--config", &p.config.to_string_lossy()])
+    let mut child = in_ns(Some(&old.mount_ns), &old.netns, &bin.to_string_lossy());
+    child.args(["run", "--config", &p.config.to_string_lossy()]);
+    let status_file = root.join("supervisor.json");
+    let _ = std::fs::remove_file(&status_file);
+    let mut cmd = std::process::Command::new(supervisor_exe()?);
+    cmd.args(["supervise", "--service", SERVICE, "--status-file"])
+        .arg(&status_file)
+        .arg("--child-log")
+        .arg(dirs.logs.join("sql-proxy.log"))
+        .arg("--")
+        .arg(child.get_program())
+        .args(child.get_args())
+        // Inherited by every start of the child.
         .env("SQL_PROXY_WORKER_THREADS", "2")
         .env("RUST_LOG", "warn");
-    let rec = spawn_daemon(SERVICE, cmd, &dirs.logs.join("sql-proxy.log"))?;
+    let rec = spawn_daemon(SUPERVISOR, cmd, &dirs.logs.join("sql-proxy-supervisor.log"))?;
+    let supervisor = rec.clone();
     st.processes.push(rec);
     st.save()?;
     wait_until(Duration::from_secs(30), || {
+        if !crate::process::alive(&supervisor) {
+            return Err(format!(
+                "its supervisor (pid {}) exited: see {}",
+                supervisor.pid,
+                dirs.logs.join("sql-proxy-supervisor.log").display()
+            ));
+        }
+        crate::supervise::current_child(&status_file)
+            .ok_or("the supervisor has not started it yet")?;
         crate::topology::tcp_probe(&p.netns, p.listen)?;
         admin_get(st, "/routes").map(|_| ())
     })
@@ -136,6 +163,21 @@ pub fn start(st: &mut LabState) -> Result<()> {
         secs: 30,
         detail,
     })
+}
+
+/// The `scenarios` binary that runs `scenarios supervise`: this one when it is `scenarios`,
+/// else found (or built) like the other workspace binaries (tests, `lab-bench`).
+fn supervisor_exe() -> Result<std::path::PathBuf> {
+    match std::env::current_exe() {
+        Ok(e) if e.file_name().is_some_and(|n| n == "scenarios") => Ok(e),
+        _ => crate::tools::find_or_build("scenarios"),
+    }
+}
+
+/// The proxy's current process (the supervisor's child), when it runs.
+pub fn current_child(st: &LabState) -> Option<crate::process::ProcRecord> {
+    let f = st.sql_proxy.as_ref()?.supervisor_status.as_ref()?;
+    crate::supervise::current_child(f)
 }
 
 /// `GET path` on the proxy's admin API from inside old-dc's namespace; the body on 200.
@@ -201,6 +243,7 @@ mod tests {
                 ("old".into(), "10.1.0.21:3306".parse().unwrap()),
                 ("new".into(), "10.2.0.20:3306".parse().unwrap()),
             ]),
+            supervisor_status: None,
         };
         let text = config_toml(&p, &["db_a", "db_b"]);
         let v: toml::Value = toml::from_str(&text).unwrap();

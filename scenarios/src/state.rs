@@ -151,6 +151,11 @@ pub struct ProxyState {
     pub users_file: PathBuf,
     /// Side name → backend address.
     pub backends: std::collections::BTreeMap<String, std::net::SocketAddr>,
+    /// The status file of the supervisor keeping the proxy running (`scenarios supervise`):
+    /// the current child's PID and start time, restarts, last exit. The supervisor itself is
+    /// recorded in `processes` as `old-dc/sql-proxy-supervisor`.
+    #[serde(default)]
+    pub supervisor_status: Option<PathBuf>,
 }
 
 /// A filer: the absolute path customers' code uses and where its bytes live on the host.

@@ -66,20 +66,26 @@ fn dc_lines(st: &LabState, dc: &DcState, out: &mut Vec<ServiceStatus>) {
         topology::tcp_probe(&dc.netns, sql).map(|_| "accepts TCP".into()),
     ));
     if let (Some(p), crate::state::Side::Old) = (&st.sql_proxy, dc.side) {
-        out.push(line(
-            st,
-            crate::sql_proxy::SERVICE.into(),
-            &p.netns,
-            format!("{} ({}) admin {}", dc.sql_hostname, p.listen, p.admin),
-            topology::tcp_probe(&p.netns, p.listen)
-                .and_then(|_| crate::sql_proxy::admin_get(st, "/routes"))
-                .map(|body| {
-                    let n = serde_json::from_str::<Vec<serde_json::Value>>(&body)
-                        .map(|v| v.len())
-                        .unwrap_or(0);
-                    format!("accepts TCP, admin API ok, {n} routes")
-                }),
-        ));
+        let probe = topology::tcp_probe(&p.netns, p.listen)
+            .and_then(|_| crate::sql_proxy::admin_get(st, "/routes"))
+            .map(|body| {
+                let n = serde_json::from_str::<Vec<serde_json::Value>>(&body)
+                    .map(|v| v.len())
+                    .unwrap_or(0);
+                format!("accepts TCP, admin API ok, {n} routes")
+            });
+        let address = format!("{} ({}) admin {}", dc.sql_hostname, p.listen, p.admin);
+        match &p.supervisor_status {
+            Some(file) => proxy_lines(st, p, file, address, probe, out),
+            // A lab built before the supervisor: the proxy itself is recorded.
+            None => out.push(line(
+                st,
+                crate::sql_proxy::SERVICE.into(),
+                &p.netns,
+                address,
+                probe,
+            )),
+        }
     }
     out.push(line(
         st,
@@ -132,6 +138,56 @@ fn dc_lines(st: &LabState, dc: &DcState, out: &mut Vec<ServiceStatus>) {
     ));
 }
 
+/// The supervisor (recorded by PID) and the proxy it keeps running (its current child, read
+/// from the supervisor's status file), with the restarts so far and how the last child ended.
+fn proxy_lines(
+    st: &LabState,
+    p: &crate::state::ProxyState,
+    file: &std::path::Path,
+    address: String,
+    probe: std::result::Result<String, String>,
+    out: &mut Vec<ServiceStatus>,
+) {
+    let sup = crate::supervise::read_status(file);
+    let sup_probe = match &sup {
+        Ok(s) => Ok(format!(
+            "{}, {} restarts{}",
+            s.state,
+            s.restarts,
+            s.last_exit
+                .as_deref()
+                .map(|e| format!(", last: {e}"))
+                .unwrap_or_default()
+        )),
+        Err(e) => Err(e.to_string()),
+    };
+    out.push(line(
+        st,
+        crate::sql_proxy::SUPERVISOR.into(),
+        &p.netns,
+        file.display().to_string(),
+        sup_probe,
+    ));
+    let child = sup.ok().and_then(|s| s.child);
+    let alive = child.as_ref().is_some_and(process::alive);
+    let (healthy, detail) = match probe {
+        _ if !alive => (
+            false,
+            "not running (the supervisor restarts it)".to_string(),
+        ),
+        Ok(d) => (true, d),
+        Err(e) => (false, e),
+    };
+    out.push(ServiceStatus {
+        service: crate::sql_proxy::SERVICE.into(),
+        namespace: p.netns.clone(),
+        address,
+        pid: child.map(|c| c.pid),
+        healthy,
+        detail,
+    });
+}
+
 /// Probes every service of the lab.
 pub fn status(st: &LabState) -> Vec<ServiceStatus> {
     let mut out = Vec::new();
@@ -162,13 +218,20 @@ pub fn render(st: &LabState, lines: &[ServiceStatus]) -> String {
         st.sites.len(),
         LabState::path(&st.state_dir).display()
     );
+    // The widest service name sets the first column (`old-dc/sql-proxy-supervisor`).
+    let w = lines
+        .iter()
+        .map(|l| l.service.len())
+        .chain([16])
+        .max()
+        .unwrap_or(16);
     s.push_str(&format!(
-        "{:<16} {:<14} {:<58} {:>7}  {:<7} {}\n",
+        "{:<w$} {:<14} {:<58} {:>7}  {:<7} {}\n",
         "SERVICE", "NAMESPACE", "ADDRESS", "PID", "HEALTH", "DETAIL"
     ));
     for l in lines {
         s.push_str(&format!(
-            "{:<16} {:<14} {:<58} {:>7}  {:<7} {}\n",
+            "{:<w$} {:<14} {:<58} {:>7}  {:<7} {}\n",
             l.service,
             l.namespace,
             l.address,

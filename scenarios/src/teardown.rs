@@ -55,6 +55,11 @@ pub fn down_state(st: &LabState, keep_files: bool) -> DownReport {
     for rec in st.processes.iter().rev() {
         process::stop(rec, Duration::from_secs(30));
     }
+    // A supervisor stops its child itself on SIGTERM; if it could not (killed), the child
+    // named in its status file is stopped here, by that PID.
+    if let Some(rec) = crate::sql_proxy::current_child(st) {
+        process::stop(&rec, Duration::from_secs(10));
+    }
     lap("daemons stopped", &mut t);
     for ns in st.namespaces() {
         for pid in process::pids_in_netns(ns) {
@@ -104,6 +109,10 @@ pub fn leftovers(st: &LabState) -> DownReport {
             r.leftovers
                 .push(format!("process {} ({})", rec.pid, rec.service));
         }
+    }
+    if let Some(rec) = crate::sql_proxy::current_child(st) {
+        r.leftovers
+            .push(format!("process {} ({})", rec.pid, rec.service));
     }
     for m in &st.mounts {
         if topology::is_mounted(m) {

@@ -1,6 +1,6 @@
 //! The cutover scenarios against the real lab with the real `migrator` and `sql-proxy`
 //! binaries, traffic running throughout: `wave-basic`, `rollback`, `crash-resume`,
-//! `tunnel-flap`. They run one at a time (a lab each) and with 10 sites instead of the
+//! `tunnel-flap`, `proxy-restart`. They run one at a time (a lab each) and with 10 sites instead of the
 //! scenario files' sizes where those are larger (`wave-basic` is 50 in its file), to keep the
 //! suite within a few minutes in debug on 2 cores. Root only (CI runs as root).
 
@@ -71,4 +71,25 @@ fn tunnel_flap_freezes_nothing_while_down_and_completes() {
     let m = r.migration.expect("migration report");
     assert!(m.events.iter().any(|e| e.starts_with("tunnel down")));
     assert_eq!(m.states.get("live"), Some(&10), "{:?}", m.states);
+}
+
+#[test]
+fn proxy_restart_keeps_routes_and_one_writer_across_three_kills() {
+    let Some(r) = run("proxy-restart", 10) else {
+        return;
+    };
+    let m = r.migration.expect("migration report");
+    let kills: Vec<&String> = m.events.iter().filter(|e| e.contains("SIGKILL")).collect();
+    assert_eq!(kills.len(), 3, "{:?}", m.events);
+    assert!(
+        kills.iter().any(|e| !e.contains(" 0/")),
+        "no kill after a switch: {kills:?}"
+    );
+    assert_eq!(m.states.get("live"), Some(&10), "{:?}", m.states);
+    assert!(r.check.non_owner_writes.is_empty() && r.check.lost_writes.is_empty());
+    assert!(
+        r.check.non_owner_checked > 0,
+        "no write after a switch was checked"
+    );
+    assert_eq!(r.check.failed, 0);
 }
