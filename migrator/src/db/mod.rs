@@ -1,7 +1,8 @@
 //! A database's copy between two servers with `mysql_async`, verified by checksums.
 //!
-//! - [`copy`]: the copy of one database: snapshot, tables in parallel, resume keys, the
-//!   overlapped source and destination checksums.
+//! - [`copy`]: the copy of one database, stage by stage: the source described, the
+//!   destination prepared, the snapshot (`snapshot.rs`), each table planned and copied by the
+//!   workers with resume keys and overlapped checksums (`table.rs`), the objects last.
 //! - [`rows`]: the row stream of one table (bulk INSERT, `LOAD DATA LOCAL` from memory or
 //!   INSERTs; overlapped reads and writes).
 //! - [`schema`]: what a database holds (tables, columns, keys, views, routines, triggers,
@@ -12,3 +13,5 @@ pub mod copy;
 pub mod ddl;
 pub mod rows;
 pub mod schema;
+mod snapshot;
+mod table;
