@@ -18,10 +18,9 @@
 //! Where the file system has no user extended attributes the copy still works, it just cannot
 //! resume (and skips the intermediate `fdatasync`s, which then buy nothing).
 
-use std::ffi::CString;
+use super::fsops::cpath;
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -75,11 +74,6 @@ impl SourceId {
         };
         Some((id, f[7].parse().ok()?))
     }
-}
-
-fn cpath(p: &Path) -> std::io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))
 }
 
 /// Whether `p` (a leftover temporary file) carries a resume record.

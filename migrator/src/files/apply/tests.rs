@@ -1,5 +1,6 @@
 //! The applier: direct creation, replacement, partial copies, kept leftovers.
 
+use super::fsops::cpath;
 use super::*;
 use crate::files::manifest::{self, Change, WalkOptions};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
