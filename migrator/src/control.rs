@@ -1,4 +1,4 @@
-//! Live control of a running wave, kept in the journal (ARCHITECTURE.md §8: the journal is the
+//! Live control of a running wave, kept in the journal (docs/ARCHITECTURE.md §8: the journal is the
 //! source of truth, the dashboard reads it).
 //!
 //! Three tables in the journal's SQLite file, created on first use:

@@ -1,4 +1,4 @@
-//! `migrator finalize SITE|--wave N`: the end of a site's reversibility (ARCHITECTURE.md §2,
+//! `migrator finalize SITE|--wave N`: the end of a site's reversibility (docs/ARCHITECTURE.md §2,
 //! invariant 5). A `live` site becomes `finalized`; from then on `migrator rollback` refuses it.
 //!
 //! What finalize does NOT do: delete anything. The old side's home and databases are what a

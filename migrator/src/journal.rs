@@ -1,4 +1,4 @@
-//! The journal: the source of truth of a migration (ARCHITECTURE.md §4, §8).
+//! The journal: the source of truth of a migration (docs/ARCHITECTURE.md §4, §8).
 //!
 //! What it holds:
 //! - the plan reference (which plan file, which version) the journal was started for;
@@ -50,7 +50,7 @@ pub enum JournalError {
 
 pub type Result<T> = std::result::Result<T, JournalError>;
 
-/// The per-site state machine of ARCHITECTURE.md §4. Transitions are driven by the cutover
+/// The per-site state machine of docs/ARCHITECTURE.md §4. Transitions are driven by the cutover
 /// engine; the journal only persists the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,5 +1,5 @@
 //! The cutover engine: one site's `planned → prepared → synced → frozen → final_synced → verified →
-//! switched → live` (ARCHITECTURE.md §4), resumable from whatever the journal says.
+//! switched → live` (docs/ARCHITECTURE.md §4), resumable from whatever the journal says.
 //!
 //! Phases and their side effects, in order:
 //! - **prepare**: destination homes, databases, users (same hash), compat paths, new-side web

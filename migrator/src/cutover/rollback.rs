@@ -1,4 +1,4 @@
-//! Per-site rollback after the switch (ARCHITECTURE.md §4): freeze on the new side, copy back
+//! Per-site rollback after the switch (docs/ARCHITECTURE.md §4): freeze on the new side, copy back
 //! what changed there since the switch (file pass and changed tables, new → old),
 //! verify while still frozen, then switch HAProxy, DNS and the proxy back and unfreeze on the
 //! old side. If the copy back does not verify, the new side serves again (nothing lost).
