@@ -6,7 +6,8 @@
 #      a WireGuard tunnel), run traffic, move one wave of 50 sites with the real `migrator`,
 #      check that every acknowledged write is on the serving side, tear the lab down.
 # DEMO_SITES (default 100000) sizes the planning inventory; DEMO_DIR (default out/demo) holds it.
-# DEMO_SCENARIO (default wave-basic) picks the lab scenario: rollback, crash-resume, tunnel-flap.
+# DEMO_SCENARIO (default wave-basic) picks the lab scenario: rollback, crash-resume, tunnel-flap,
+# proxy-restart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
