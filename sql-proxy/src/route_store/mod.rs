@@ -257,12 +257,21 @@ impl RouteStore {
             .map_err(io("syncing"))?;
         std::fs::rename(&tmp, path).map_err(io("renaming into place"))?;
         sync_parent(path).map_err(io("syncing its directory"))?;
-        drop(lock);
-        Self::open(path, Access::Write)
+        // The lock taken for the creation stays held: dropping and re-taking it would race a
+        // fork in another thread that briefly holds a copy of the descriptor.
+        Self::open_with(path, Access::Write, Some(lock))
     }
 
     /// Opens an existing store, refusing anything that is not a complete, undamaged store.
     pub fn open(path: &Path, access: Access) -> Result<RouteStore, StoreError> {
+        Self::open_with(path, access, None)
+    }
+
+    fn open_with(
+        path: &Path,
+        access: Access,
+        held: Option<LockFile>,
+    ) -> Result<RouteStore, StoreError> {
         let corrupt = |what: String| StoreError::Corrupt {
             path: path.into(),
             what,
@@ -287,9 +296,10 @@ impl RouteStore {
                 path: path.into(),
                 source,
             })?;
-        let lock = match access {
-            Access::Write => Some(LockFile::acquire(path)?),
-            Access::Read => None,
+        let lock = match (access, held) {
+            (Access::Write, Some(l)) => Some(l),
+            (Access::Write, None) => Some(LockFile::acquire(path)?),
+            (Access::Read, _) => None,
         };
         let flags = match access {
             Access::Write => OpenFlags::SQLITE_OPEN_READ_WRITE,
