@@ -10,6 +10,9 @@ PACKAGES=(
   openssh-server openssh-client rsync
   # web stack and cutover targets in the lab
   nginx php-fpm php-mysql haproxy knot knot-dnsutils bind9-dnsutils
+  # the second DNS provider (drivers::dns::powerdns): PowerDNS with its HTTP API, on a private
+  # SQLite database (sqlite3 loads the package's schema) started by testkit::Pdns
+  pdns-server pdns-backend-sqlite3 sqlite3
   # tunnel: userspace WireGuard (no kernel module here) and its tools
   wireguard-go wireguard-tools iproute2
   # small tools the lab and the benchmarks use

@@ -51,8 +51,18 @@ impl Knot {
             .find_map(|l| l.trim().strip_prefix("secret:"))
             .map(|s| s.trim().to_string())
             .ok_or_else(|| err(format!("no secret in keymgr output: {key_yaml}")))?;
-        std::fs::write(d.join("key.yaml"), &key_yaml)
-            .map_err(|e| err(format!("write key.yaml: {e}")))?;
+        // A secret: mode 0600, as the drivers demand of key files.
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(d.join("key.yaml"))
+                .and_then(|mut f| f.write_all(key_yaml.as_bytes()))
+                .map_err(|e| err(format!("write key.yaml: {e}")))?;
+        }
         let zone_file = d.join("zone.db");
         std::fs::write(
             &zone_file,
@@ -132,7 +142,7 @@ impl Knot {
         &self.key_secret
     }
 
-    /// The key as Knot's YAML (`key: - id/algorithm/secret`), as `keymgr -t` wrote it.
+    /// The key as Knot's YAML (`key: - id/algorithm/secret`), as `keymgr -t` wrote it (mode 0600).
     pub fn key_file(&self) -> PathBuf {
         self.dir.path().join("key.yaml")
     }

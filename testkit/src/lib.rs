@@ -8,6 +8,8 @@
 //!   an `authorized_keys` and a `known_hosts` file, on a free loopback port.
 //!
 //! - [`knot`]: a private Knot DNS server ([`Knot`]) authoritative for one zone, TSIG updates only.
+//! - [`pdns`]: a private PowerDNS Authoritative server ([`Pdns`]) for one zone (SQLite backend),
+//!   with its HTTP API behind a generated key.
 //! - [`http`]: a tiny HTTP server ([`TinyHttp`]) answering one fixed body, for web-server stand-ins.
 //! - [`haproxy`]: a private HAProxy ([`Haproxy`]) with one backend per site and its runtime API.
 //! - [`loopfs`]: a throw-away ext4 on a loop device over a private tmpfs, for benchmarks.
@@ -24,6 +26,7 @@ pub mod http;
 pub mod knot;
 pub mod loopfs;
 pub mod mariadb;
+pub mod pdns;
 pub mod process;
 pub mod sshd;
 pub mod webdriver;
@@ -32,6 +35,7 @@ pub use haproxy::{Backend, Haproxy};
 pub use http::TinyHttp;
 pub use knot::Knot;
 pub use mariadb::{MariaDb, MariaDbOptions};
+pub use pdns::Pdns;
 pub use process::ChildGuard;
 pub use sshd::Sshd;
 
