@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use drivers::dns::{DnsUpdater, TsigKey};
+use drivers::dns::rfc2136::{Rfc2136Updater, TsigKey};
 use testkit::Knot;
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -68,7 +68,7 @@ fn nsupdate_round(knot: &Knot, names: usize, round: usize) -> Duration {
     took
 }
 
-async fn ours_round(dns: &DnsUpdater, names: usize, round: usize) -> Duration {
+async fn ours_round(dns: &Rfc2136Updater, names: usize, round: usize) -> Duration {
     let (from, to) = (addr(round), addr(round + 1));
     let start = Instant::now();
     for i in 0..names {
@@ -97,7 +97,7 @@ async fn main() {
     let knot = Knot::start("lab.example.", &records, "bench-key").unwrap();
     let server: SocketAddr = ([127, 0, 0, 1], knot.port()).into();
     let key = TsigKey::new(knot.key_name(), "hmac-sha256", knot.key_secret()).unwrap();
-    let dns = DnsUpdater::new(server, "lab.example", key).unwrap();
+    let dns = Rfc2136Updater::new(server, "lab.example", key).unwrap();
 
     // Warm-up: one round each (rounds alternate the direction, so the zone state always
     // matches the prerequisite of the next round whoever runs it).

@@ -1,18 +1,27 @@
-//! Cutover drivers for the outside systems a site's traffic passes through, each behind a small
-//! interface so the cutover engine can run them for real or print them in a dry run.
+//! Drivers for the outside systems a cutover touches. Each system sits behind a small trait
+//! owned here, so the cutover engine runs the same code for real, in a dry run (which prints
+//! every action) and in tests (which record them); each implementation is one file.
 //!
 //! Layout:
-//! - [`haproxy`]: the [`LoadBalancer`](haproxy::LoadBalancer) trait and its HAProxy runtime API
-//!   implementation (admin socket): point a server at a new address, drain/maint/ready, weight;
-//!   every change is read back before it counts.
-//! - [`dns`]: RFC 2136 updates signed with TSIG ([`DnsUpdater`](dns::DnsUpdater)): atomic
-//!   in-place replacement of a name's address set, TTL changes, and read-back on every
-//!   authoritative server.
+//! - [`lb`]: the load balancer. [`lb::LoadBalancer`] (point a server at an address,
+//!   drain/maint/ready, weight; every change read back) and its implementation
+//!   [`lb::haproxy`] (HAProxy runtime API on the admin socket). Errors: [`DriverError`].
+//! - [`dns`]: hosted DNS. [`dns::Dns`] (current set, TTL lowering, in-place replacement
+//!   confirmed on every authoritative server), the site spec's section [`dns::DnsConfig`]
+//!   (an enum of providers, tagged `provider`), and one file per provider: [`dns::rfc2136`]
+//!   (RFC 2136 updates signed with TSIG) and [`dns::powerdns`] (PowerDNS HTTP API). The
+//!   confirmation queries live in [`dns::probe`]. Errors: [`dns::DnsError`] (which server,
+//!   whether a retry may help).
+//! - [`http`]: the one HTTP client for outside systems' APIs ([`http::HttpClient`], `ureq`):
+//!   timeouts, JSON, secret headers never shown, typed errors with status and body.
+//!
+//! How each driver is tested against the real thing, and how to add one: `drivers/README.md`.
 
 pub mod dns;
-pub mod haproxy;
+pub mod http;
+pub mod lb;
 
-/// What went wrong talking to an outside system. `Rejected` carries the system's own answer;
+/// What went wrong talking to the load balancer. `Rejected` carries the system's own answer;
 /// `NotApplied` means the system accepted the change but reading it back disagrees.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {

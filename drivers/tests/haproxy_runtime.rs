@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use drivers::haproxy::{AdminState, Haproxy, LoadBalancer};
+use drivers::lb::{AdminState, Haproxy, LoadBalancer};
 use drivers::DriverError;
 use testkit::{Backend, Haproxy as HaproxyServer, TinyHttp};
 

@@ -5,9 +5,10 @@
 
 use crate::site_spec::SiteSpec;
 use crate::systems::{
-    DataMover, Dc, Direction, Dns, ProxyControl, Route, SysResult, SystemError, Systems, TunnelGate,
+    DataMover, Dc, Direction, ProxyControl, Route, SysResult, SystemError, Systems, TunnelGate,
 };
-use drivers::haproxy::{AdminState, LoadBalancer, ServerState};
+use drivers::dns::{Dns, DnsConfig, DnsError};
+use drivers::lb::{AdminState, LoadBalancer, ServerState};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -84,7 +85,8 @@ impl Recorder {
             server(&spec.new_lb, spec.new_web, AdminState::Maint),
         );
         if let Some(d) = &spec.dns {
-            w.dns.insert(d.name.clone(), (vec![spec.old_vip], 3600));
+            w.dns
+                .insert(d.target().name.to_string(), (vec![spec.old_vip], 3600));
         }
         for db in &spec.databases {
             w.routes.insert(
@@ -103,14 +105,19 @@ impl Recorder {
             label: spec.site.clone(),
             ..self.clone()
         };
-        me.systems_labelled(spec.dns.is_some())
+        me.systems_labelled(spec.dns.as_ref())
     }
 
-    fn systems_labelled(&self, has_dns: bool) -> Systems {
+    fn systems_labelled(&self, dns: Option<&DnsConfig>) -> Systems {
         Systems {
             lb_old: Arc::new(RecLb(self.clone(), Dc::Old)),
             lb_new: Arc::new(RecLb(self.clone(), Dc::New)),
-            dns: has_dns.then(|| Arc::new(self.clone()) as Arc<dyn Dns>),
+            dns: dns.map(|d| {
+                Arc::new(RecDns {
+                    rec: self.clone(),
+                    how: d.describe(),
+                }) as Arc<dyn Dns>
+            }),
             proxy: Arc::new(self.clone()),
             tunnel: Some(Arc::new(self.clone())),
             data: Arc::new(self.clone()),
@@ -286,19 +293,43 @@ impl LoadBalancer for RecLb {
     }
 }
 
-impl Dns for Recorder {
-    fn current(&self, name: &str) -> SysResult<Vec<IpAddr>> {
-        self.with(|w| w.dns.get(name).map(|(a, _)| a.clone()))
-            .ok_or_else(|| SystemError::new("dns", Dc::Old, format!("{name}: no address record")))
+/// Hosted DNS in the recorded world; `how` is the provider's own account of how it would
+/// send the change (printed in a dry run).
+struct RecDns {
+    rec: Recorder,
+    how: String,
+}
+
+impl RecDns {
+    fn act(&self, action: &str, dc: Dc, line: String) -> drivers::dns::Result<()> {
+        self.rec
+            .act(action, "dns", dc, line)
+            .map_err(|e| DnsError::Refused {
+                server: "recorded world".into(),
+                what: action.into(),
+                answer: e.message,
+                retryable: false,
+            })
     }
-    fn set_ttl(&self, name: &str, addrs: &[IpAddr], ttl: u32) -> SysResult<()> {
+}
+
+impl Dns for RecDns {
+    fn provider(&self) -> &'static str {
+        "recorder"
+    }
+    fn current(&self, name: &str) -> drivers::dns::Result<Vec<IpAddr>> {
+        self.rec
+            .with(|w| w.dns.get(name).map(|(a, _)| a.clone()))
+            .ok_or_else(|| DnsError::Invalid(format!("{name}: no address record")))
+    }
+    fn set_ttl(&self, name: &str, addrs: &[IpAddr], ttl: u32) -> drivers::dns::Result<()> {
         self.act(
             "dns.ttl",
-            "dns",
             Dc::Old,
-            format!("TSIG update: {name} {addrs:?} ttl -> {ttl}"),
+            format!("{}: {name} {addrs:?} ttl -> {ttl}", self.how),
         )?;
-        self.with(|w| w.dns.insert(name.to_string(), (addrs.to_vec(), ttl)));
+        self.rec
+            .with(|w| w.dns.insert(name.to_string(), (addrs.to_vec(), ttl)));
         Ok(())
     }
     fn replace_confirmed(
@@ -307,14 +338,17 @@ impl Dns for Recorder {
         current: &[IpAddr],
         new: &[IpAddr],
         ttl: u32,
-    ) -> SysResult<()> {
+    ) -> drivers::dns::Result<()> {
         self.act(
             "dns.replace",
-            "dns",
             Dc::New,
-            format!("TSIG update: {name} {current:?} -> {new:?} ttl {ttl}, confirmed on every authoritative server"),
+            format!(
+                "{}: {name} {current:?} -> {new:?} ttl {ttl}, confirmed on every authoritative server",
+                self.how
+            ),
         )?;
-        self.with(|w| w.dns.insert(name.to_string(), (new.to_vec(), ttl)));
+        self.rec
+            .with(|w| w.dns.insert(name.to_string(), (new.to_vec(), ttl)));
         Ok(())
     }
 }

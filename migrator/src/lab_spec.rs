@@ -9,9 +9,11 @@
 //! which runs in new-dc's mount namespace: the compat path and nginx map entry land there.
 
 use crate::site_spec::{
-    Budget, DnsSpec, FingerprintSpec, HomeSpec, LbSpec, ProxySpec, SiteSpec, SpecError, SpecFile,
+    Budget, FingerprintSpec, HomeSpec, LbSpec, ProxySpec, SiteSpec, SpecError, SpecFile,
     TunnelSpec, WebHostSpec,
 };
+use drivers::dns::rfc2136::Rfc2136Config;
+use drivers::dns::DnsConfig;
 use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -177,14 +179,14 @@ pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecE
         .iter()
         .map(|s| SiteSpec {
             site: s.login.clone(),
-            dns: Some(DnsSpec {
+            dns: Some(DnsConfig::Rfc2136(Rfc2136Config {
                 name: s.domain.clone(),
                 zone: lab.zone.clone(),
                 primary: dns_addr,
                 servers: vec![dns_addr],
                 tsig_key_file: lab.dns.tsig_key_file.clone(),
                 low_ttl: 30,
-            }),
+            })),
             old_vip: lab.old.vip.into(),
             new_vip: lab.new.vip.into(),
             old_lb: LbSpec {

@@ -1,19 +1,18 @@
 //! The real outside systems behind [`crate::systems`]: HAProxy's runtime API (`drivers`),
-//! TSIG-signed DNS updates (`drivers::dns`), the sql-proxy admin API (a small HTTP/1.1 client,
+//! hosted DNS (the provider the spec names, `drivers::dns`), the sql-proxy admin API (a small HTTP/1.1 client,
 //! bearer token from a 0600 file), tunnel health (`tunnel::health`), local copies (filers
 //! mounted: `files::sync`, `db::copy`, `verify`) and the new web server's preparation
 //! ([`crate::web_host`], over SSH).
 
 use crate::db::copy::{self, CopyOptions};
 use crate::journal::{JournalStore, SqliteJournal};
-use crate::site_spec::{DnsSpec, ProxySpec, SiteSpec, TunnelSpec};
+use crate::site_spec::{ProxySpec, SiteSpec, TunnelSpec};
 use crate::systems::{
-    DataMover, Dc, Direction, Dns, ProxyControl, Route, SysResult, SystemError, Systems, TunnelGate,
+    DataMover, Dc, Direction, ProxyControl, Route, SysResult, SystemError, Systems, TunnelGate,
 };
-use drivers::dns::{DnsUpdater, TsigKey};
-use drivers::haproxy::Haproxy;
+use drivers::lb::Haproxy;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -44,8 +43,11 @@ pub fn systems(spec: &SiteSpec, journal: &Path) -> SysResult<Systems> {
     Ok(Systems {
         lb_old: Arc::new(Haproxy::new(&spec.old_lb.socket)),
         lb_new: Arc::new(Haproxy::new(&spec.new_lb.socket)),
+        // The provider named in the spec (`drivers::dns::DnsConfig`): key files read here.
         dns: match &spec.dns {
-            Some(d) => Some(Arc::new(RealDns::new(d)?)),
+            Some(d) => Some(Arc::from(
+                d.connect().map_err(|e| SystemError::from_dns(Dc::Old, e))?,
+            )),
             None => None,
         },
         proxy: Arc::new(HttpProxy::new(&spec.proxy)?),
@@ -57,74 +59,6 @@ pub fn systems(spec: &SiteSpec, journal: &Path) -> SysResult<Systems> {
             journal: journal.to_path_buf(),
         }),
     })
-}
-
-/// Hosted DNS through [`DnsUpdater`].
-pub struct RealDns {
-    updater: DnsUpdater,
-    servers: Vec<SocketAddr>,
-    primary: SocketAddr,
-    rt: tokio::runtime::Runtime,
-}
-
-impl RealDns {
-    pub fn new(d: &DnsSpec) -> SysResult<RealDns> {
-        let drv = |e| SystemError::from_driver("dns", Dc::Old, e);
-        let key = TsigKey::from_file(&d.tsig_key_file).map_err(drv)?;
-        let updater = DnsUpdater::new(d.primary, &d.zone, key).map_err(drv)?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| SystemError::new("dns", Dc::Old, e.to_string()))?;
-        Ok(RealDns {
-            updater,
-            servers: d.servers.clone(),
-            primary: d.primary,
-            rt,
-        })
-    }
-}
-
-impl Dns for RealDns {
-    fn current(&self, name: &str) -> SysResult<Vec<IpAddr>> {
-        self.rt
-            .block_on(
-                self.updater
-                    .query(self.primary, name, hickory_proto::rr::RecordType::A),
-            )
-            .map(|a| a.addrs)
-            .map_err(|e| SystemError::from_driver("dns", Dc::Old, e))
-    }
-    fn set_ttl(&self, name: &str, addrs: &[IpAddr], ttl: u32) -> SysResult<()> {
-        self.rt
-            .block_on(self.updater.set_ttl(name, addrs, ttl))
-            .map_err(|e| SystemError::from_driver("dns", Dc::Old, e))
-    }
-    fn replace_confirmed(
-        &self,
-        name: &str,
-        current: &[IpAddr],
-        new: &[IpAddr],
-        ttl: u32,
-    ) -> SysResult<()> {
-        let drv = |e| SystemError::from_driver("dns", Dc::New, e);
-        self.rt
-            .block_on(self.updater.replace_addresses(name, current, new, ttl))
-            .map_err(drv)?;
-        // Secondaries may lag the primary by a NOTIFY round: retry for a bounded time.
-        let mut last = None;
-        for _ in 0..50 {
-            match self
-                .rt
-                .block_on(self.updater.verify_everywhere(&self.servers, name, new))
-            {
-                Ok(()) => return Ok(()),
-                Err(e) => last = Some(e),
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(drv(last.expect("at least one attempt")))
-    }
 }
 
 /// A minimal HTTP/1.1 exchange (`Connection: close`) for private admin APIs and probes.

@@ -2,9 +2,14 @@
 //!
 //! A site spec file is JSON: `{"sites": [SiteSpec, ...]}`. It is written by whoever knows the
 //! platform (the lab writes one from its `state.json`; in production an export of the
-//! information system). Secrets never appear in it: database URLs, the proxy token and the TSIG
-//! key are named by files that must be mode 0600.
+//! information system). Secrets never appear in it: database URLs, the proxy token and the DNS
+//! keys (TSIG, PowerDNS API key) are named by files that must be mode 0600.
+//!
+//! The `dns` section is [`drivers::dns::DnsConfig`], tagged by `provider` (`rfc2136`,
+//! `powerdns`); a section without `provider` (spec files written before there was a choice)
+//! is read as `rfc2136`.
 
+use drivers::dns::DnsConfig;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -42,28 +47,6 @@ pub struct LbSpec {
     pub socket: PathBuf,
     pub backend: String,
     pub server: String,
-}
-
-/// Hosted DNS of the site (absent when the zone is hosted elsewhere).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DnsSpec {
-    /// The record to move, e.g. `site0001.lab.test`.
-    pub name: String,
-    pub zone: String,
-    /// Where signed updates go.
-    pub primary: SocketAddr,
-    /// Every authoritative server; a switch counts only once all of them answer the new set.
-    pub servers: Vec<SocketAddr>,
-    /// TSIG key file (`name:algorithm:base64` or Knot's keymgr output), mode 0600.
-    pub tsig_key_file: PathBuf,
-    /// The TTL used during the migration (lowered in `prepare`).
-    #[serde(default = "default_low_ttl")]
-    pub low_ttl: u32,
-}
-
-fn default_low_ttl() -> u32 {
-    30
 }
 
 /// One home directory: where it is on each side and how the old absolute path keeps resolving.
@@ -194,8 +177,9 @@ impl Default for Budget {
 #[serde(deny_unknown_fields)]
 pub struct SiteSpec {
     pub site: String,
+    /// Hosted DNS of the site (absent when the zone is hosted elsewhere).
     #[serde(default)]
-    pub dns: Option<DnsSpec>,
+    pub dns: Option<DnsConfig>,
     pub old_vip: IpAddr,
     pub new_vip: IpAddr,
     pub old_lb: LbSpec,
@@ -268,6 +252,9 @@ impl SpecFile {
                 crate::files::home_url::parse(&h.new)
                     .map_err(|e| bad(format!("home `new`: {e}")))?;
             }
+            if let Some(d) = &s.dns {
+                d.validate().map_err(|e| bad(e.to_string()))?;
+            }
             if s.budget.max_sync_passes == 0 {
                 return Err(bad("`budget.max_sync_passes` must be at least 1".into()));
             }
@@ -288,14 +275,14 @@ impl SpecFile {
 pub fn sample(site: &str) -> SiteSpec {
     SiteSpec {
         site: site.into(),
-        dns: Some(DnsSpec {
+        dns: Some(DnsConfig::Rfc2136(drivers::dns::rfc2136::Rfc2136Config {
             name: format!("{site}.lab.test"),
             zone: "lab.test".into(),
             primary: "172.31.0.53:53".parse().unwrap(),
             servers: vec!["172.31.0.53:53".parse().unwrap()],
             tsig_key_file: "/tmp/k".into(),
             low_ttl: 30,
-        }),
+        })),
         old_vip: "172.31.0.10".parse().unwrap(),
         new_vip: "172.31.0.20".parse().unwrap(),
         old_lb: LbSpec {
@@ -352,6 +339,57 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("sites[0].old_vip"), "{msg}");
         assert!(msg.contains("s.json"), "{msg}");
+    }
+
+    #[test]
+    fn dns_sections_choose_a_provider_and_old_files_still_load() {
+        let f = SpecFile {
+            sites: vec![sample("a")],
+        };
+        let mut v = serde_json::to_value(&f).unwrap();
+        assert_eq!(v["sites"][0]["dns"]["provider"], "rfc2136");
+
+        // Written before providers: no `provider`, read as RFC 2136.
+        v["sites"][0]["dns"]
+            .as_object_mut()
+            .unwrap()
+            .remove("provider");
+        let back = SpecFile::parse(&v.to_string(), Path::new("s.json")).unwrap();
+        assert_eq!(back, f);
+
+        // PowerDNS, selected per site.
+        v["sites"][0]["dns"] = serde_json::json!({
+            "provider": "powerdns", "name": "a.lab.test", "zone": "lab.test",
+            "api": "http://127.0.0.1:8081", "api_key_file": "/etc/hostmove/pdns.key",
+            "servers": ["127.0.0.1:53"]
+        });
+        let p = SpecFile::parse(&v.to_string(), Path::new("s.json")).unwrap();
+        let d = p.sites[0].dns.as_ref().unwrap();
+        assert_eq!(d.provider_name(), "powerdns");
+        assert_eq!(d.target().low_ttl, 30);
+
+        // Errors name the file and the field.
+        let mut bad = v.clone();
+        bad["sites"][0]["dns"]["servers"] = serde_json::json!(["not-an-address"]);
+        let e = SpecFile::parse(&bad.to_string(), Path::new("s.json")).unwrap_err();
+        assert!(e.to_string().contains("sites[0].dns"), "{e}");
+        assert!(e.to_string().contains("servers[0]"), "{e}");
+        assert!(e.to_string().contains("s.json"), "{e}");
+        let mut bad = v.clone();
+        bad["sites"][0]["dns"]["provider"] = "route53".into();
+        let e = SpecFile::parse(&bad.to_string(), Path::new("s.json")).unwrap_err();
+        assert!(
+            e.to_string().contains("sites[0].dns") && e.to_string().contains("route53"),
+            "{e}"
+        );
+        let mut bad = v.clone();
+        bad["sites"][0]["dns"]["api"] = "127.0.0.1:8081".into();
+        let e = SpecFile::parse(&bad.to_string(), Path::new("s.json")).unwrap_err();
+        assert!(e.to_string().contains("dns.api"), "{e}");
+        let mut bad = v;
+        bad["sites"][0]["dns"]["tsig_key_file"] = "/k".into();
+        let e = SpecFile::parse(&bad.to_string(), Path::new("s.json")).unwrap_err();
+        assert!(e.to_string().contains("tsig_key_file"), "{e}");
     }
 
     #[test]

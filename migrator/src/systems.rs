@@ -1,10 +1,11 @@
 //! The outside systems a cutover touches, each behind a small trait, so the engine runs the same
 //! code for real ([`crate::real_systems`]) and in a dry run or a test
-//! ([`crate::dry_run::Recorder`], which prints or records every action and does none).
+//! ([`crate::dry_run::Recorder`], which prints or records every action and does none). The
+//! load balancer and hosted DNS traits are `drivers`' ([`LoadBalancer`], [`Dns`]).
 
 use crate::site_spec::SiteSpec;
-use drivers::haproxy::LoadBalancer;
-use std::net::IpAddr;
+use drivers::dns::Dns;
+use drivers::lb::LoadBalancer;
 use std::sync::Arc;
 
 /// Which datacenter an action concerns.
@@ -42,6 +43,15 @@ impl SystemError {
             retryable: false,
         }
     }
+    /// A hosted-DNS failure (`drivers::dns`); its message names the server.
+    pub fn from_dns(dc: Dc, e: drivers::dns::DnsError) -> SystemError {
+        SystemError {
+            system: "dns",
+            dc,
+            retryable: e.is_retryable(),
+            message: e.to_string(),
+        }
+    }
     pub fn from_driver(system: &'static str, dc: Dc, e: drivers::DriverError) -> SystemError {
         SystemError {
             system,
@@ -53,21 +63,6 @@ impl SystemError {
 }
 
 pub type SysResult<T> = Result<T, SystemError>;
-
-/// Hosted DNS for one site's record.
-pub trait Dns: Send + Sync {
-    /// The current address set as the primary answers it.
-    fn current(&self, name: &str) -> SysResult<Vec<IpAddr>>;
-    fn set_ttl(&self, name: &str, addrs: &[IpAddr], ttl: u32) -> SysResult<()>;
-    /// Atomic in-place replacement, then confirmation on every authoritative server.
-    fn replace_confirmed(
-        &self,
-        name: &str,
-        current: &[IpAddr],
-        new: &[IpAddr],
-        ttl: u32,
-    ) -> SysResult<()>;
-}
 
 /// The proxy's view of one database.
 #[derive(Debug, Clone, PartialEq, Eq)]

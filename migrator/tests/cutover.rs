@@ -3,7 +3,7 @@
 //! between two homes; and a rollback that carries a file written on the new side back.
 //! Plus the CLI's `--dry-run`, which prints every action and leaves the journal alone.
 
-use drivers::haproxy::{AdminState, Haproxy, LoadBalancer};
+use drivers::lb::{AdminState, Haproxy, LoadBalancer};
 use migrator::cutover::rollback::rollback_site;
 use migrator::cutover::{Engine, EngineOptions};
 use migrator::dry_run::Recorder;

@@ -5,7 +5,7 @@
 
 mod shop_support;
 
-use drivers::haproxy::{AdminState, Haproxy, LoadBalancer};
+use drivers::lb::{AdminState, Haproxy, LoadBalancer};
 use migrator::cutover::rollback::rollback_site;
 use migrator::cutover::{Engine, EngineOptions};
 use migrator::dry_run::Recorder;

@@ -5,7 +5,7 @@
 
 mod shop_support;
 
-use drivers::haproxy::{AdminState, Haproxy, LoadBalancer};
+use drivers::lb::{AdminState, Haproxy, LoadBalancer};
 use migrator::journal::{JournalStore, SiteState, SqliteJournal};
 use shop_support::Shop;
 use std::os::unix::fs::PermissionsExt;

@@ -3,7 +3,7 @@
 //! `migrator wave status --socket` answers from the wave's control socket; plain progress lines
 //! on stderr (not a terminal); every site live; the socket removed at the end.
 
-use drivers::haproxy::{Haproxy, LoadBalancer};
+use drivers::lb::{Haproxy, LoadBalancer};
 use migrator::journal::{JournalStore, SiteState, SqliteJournal};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
@@ -75,7 +75,7 @@ fn wave_run_with_a_live_control_socket_and_plain_progress() {
             std::fs::create_dir_all(&home).unwrap();
             std::fs::write(home.join("index.php"), s.as_bytes()).unwrap();
             Haproxy::new(new_hp.socket())
-                .set_server_admin(&format!("be_{s}"), "srv", drivers::haproxy::AdminState::Maint)
+                .set_server_admin(&format!("be_{s}"), "srv", drivers::lb::AdminState::Maint)
                 .unwrap();
             serde_json::json!({
                 "site": s,

@@ -1,5 +1,7 @@
-//! Hosted DNS: RFC 2136 updates signed with TSIG (hickory), and read-back on every
-//! authoritative server.
+//! RFC 2136 dynamic updates signed with TSIG (hickory): the provider for Knot, BIND and any
+//! server that takes signed updates. [`Rfc2136Updater`] sends the updates (async);
+//! [`Rfc2136`] is the blocking [`Dns`] driver the cutover uses, built from the site spec's
+//! [`Rfc2136Config`].
 //!
 //! A record set is replaced in ONE update message: a value-dependent prerequisite (the current
 //! records must be exactly what we believe), delete those records, add the new ones. The server
@@ -8,18 +10,64 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hickory_net::client::{Client, ClientHandle};
-use hickory_net::runtime::TokioRuntimeProvider;
-use hickory_net::udp::UdpClientStream;
+use hickory_net::client::ClientHandle;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordSet, RecordType, TSigner};
+use hickory_proto::rr::{Name, RData, Record, RecordSet, RecordType, TSigner};
+use serde::{Deserialize, Serialize};
 
-use crate::{DriverError, Result};
+use super::probe::{self, in_zone, parse_name, record_type_of, Answer};
+use super::{default_low_ttl, Dns, DnsError, ProviderConfig, Result, Target};
+
+/// The `dns` section of a site spec for this provider (`"provider": "rfc2136"`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rfc2136Config {
+    /// The record to move, e.g. `site0001.lab.test`.
+    pub name: String,
+    pub zone: String,
+    /// Where signed updates go.
+    pub primary: SocketAddr,
+    /// Every authoritative server; a switch counts only once all of them answer the new set.
+    pub servers: Vec<SocketAddr>,
+    /// TSIG key file (`algorithm:name:base64` or Knot's keymgr output), mode 0600.
+    pub tsig_key_file: PathBuf,
+    /// The TTL used during the migration (lowered in `prepare`).
+    #[serde(default = "default_low_ttl")]
+    pub low_ttl: u32,
+}
+
+impl ProviderConfig for Rfc2136Config {
+    fn provider_name(&self) -> &'static str {
+        "rfc2136"
+    }
+    fn target(&self) -> Target<'_> {
+        Target {
+            name: &self.name,
+            zone: &self.zone,
+            servers: &self.servers,
+            low_ttl: self.low_ttl,
+        }
+    }
+    fn validate(&self) -> Result<()> {
+        super::validate_target(&self.target())
+    }
+    fn connect(&self) -> Result<Box<dyn Dns>> {
+        self.validate()?;
+        Ok(Box::new(Rfc2136::new(self)?))
+    }
+    fn describe(&self) -> String {
+        format!(
+            "RFC 2136 update to {} signed with the TSIG key in {}",
+            self.primary,
+            self.tsig_key_file.display()
+        )
+    }
+}
 
 /// A TSIG key. The secret never appears in `Debug` output or in errors.
 #[derive(Clone)]
@@ -45,7 +93,7 @@ fn b64_decode(field: &str, s: &str) -> Result<Vec<u8>> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD
         .decode(s.trim())
-        .map_err(|e| DriverError::InvalidInput(format!("{field}: not valid base64 ({e})")))
+        .map_err(|e| DnsError::Invalid(format!("{field}: not valid base64 ({e})")))
 }
 
 impl TsigKey {
@@ -56,16 +104,16 @@ impl TsigKey {
             algorithm.as_str(),
             "hmac-sha256" | "hmac-sha384" | "hmac-sha512"
         ) {
-            return Err(DriverError::InvalidInput(format!(
+            return Err(DnsError::Invalid(format!(
                 "TSIG algorithm {algorithm:?}: use hmac-sha256, hmac-sha384 or hmac-sha512"
             )));
         }
         if name.is_empty() {
-            return Err(DriverError::InvalidInput("TSIG key name is empty".into()));
+            return Err(DnsError::Invalid("TSIG key name is empty".into()));
         }
         let secret = b64_decode("TSIG secret", secret_b64)?;
         if secret.len() < 16 {
-            return Err(DriverError::InvalidInput(format!(
+            return Err(DnsError::Invalid(format!(
                 "TSIG key {name}: secret of {} bytes is too short (at least 16)",
                 secret.len()
             )));
@@ -82,7 +130,7 @@ impl TsigKey {
         let mut it = spec.splitn(3, ':');
         match (it.next(), it.next(), it.next()) {
             (Some(alg), Some(name), Some(secret)) => Self::new(name, alg, secret),
-            _ => Err(DriverError::InvalidInput(
+            _ => Err(DnsError::Invalid(
                 "TSIG key: expected algorithm:name:base64secret".into(),
             )),
         }
@@ -93,13 +141,15 @@ impl TsigKey {
     /// not be readable by group or others.
     pub fn from_file(path: &Path) -> Result<Self> {
         use std::os::unix::fs::PermissionsExt;
-        let io = |e| DriverError::Io {
-            what: format!("TSIG key file {}", path.display()),
-            source: e,
+        let io = |e: std::io::Error| {
+            DnsError::Invalid(format!(
+                "TSIG key file {}: cannot read it: {e}",
+                path.display()
+            ))
         };
         let meta = std::fs::metadata(path).map_err(io)?;
         if meta.permissions().mode() & 0o077 != 0 {
-            return Err(DriverError::InvalidInput(format!(
+            return Err(DnsError::Invalid(format!(
                 "TSIG key file {}: mode {:o} is readable by others; chmod 600 it",
                 path.display(),
                 meta.permissions().mode() & 0o777
@@ -115,11 +165,10 @@ impl TsigKey {
             })
         };
         match (field("id"), field("algorithm"), field("secret")) {
-            (Some(id), Some(alg), Some(secret)) => Self::new(&id, &alg, &secret).map_err(|e| {
-                DriverError::InvalidInput(format!("TSIG key file {}: {e}", path.display()))
-            }),
+            (Some(id), Some(alg), Some(secret)) => Self::new(&id, &alg, &secret)
+                .map_err(|e| DnsError::Invalid(format!("TSIG key file {}: {e}", path.display()))),
             _ => Self::parse(text.trim()).map_err(|e| {
-                DriverError::InvalidInput(format!(
+                DnsError::Invalid(format!(
                     "TSIG key file {}: neither keymgr YAML (id/algorithm/secret) nor \
                      algorithm:name:secret ({e})",
                     path.display()
@@ -136,27 +185,7 @@ impl TsigKey {
         };
         let name = parse_name("TSIG key name", &self.name)?;
         TSigner::new(self.secret.clone(), alg, name, 300)
-            .map_err(|e| DriverError::InvalidInput(format!("TSIG key {}: {e}", self.name)))
-    }
-}
-
-/// A fully qualified name from user input, with a clear error.
-pub fn parse_name(field: &str, s: &str) -> Result<Name> {
-    let mut n = Name::from_ascii(s)
-        .map_err(|e| DriverError::InvalidInput(format!("{field} {s:?}: not a DNS name ({e})")))?;
-    n.set_fqdn(true);
-    Ok(n)
-}
-
-fn record_type_of(addrs: &[IpAddr]) -> Result<RecordType> {
-    let v4 = addrs.iter().filter(|a| a.is_ipv4()).count();
-    match (v4, addrs.len() - v4) {
-        (0, 0) => Err(DriverError::InvalidInput("empty address set".into())),
-        (_, 0) => Ok(RecordType::A),
-        (0, _) => Ok(RecordType::AAAA),
-        _ => Err(DriverError::InvalidInput(
-            "an address set mixes IPv4 and IPv6: replace A and AAAA separately".into(),
-        )),
+            .map_err(|e| DnsError::Invalid(format!("TSIG key {}: {e}", self.name)))
     }
 }
 
@@ -173,61 +202,33 @@ fn rrset(name: &Name, ttl: u32, addrs: &[IpAddr]) -> Result<RecordSet> {
     Ok(set)
 }
 
-/// The address records of one name as one server answered them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    pub addrs: Vec<IpAddr>,
-    /// The TTL of the set (the smallest, if records disagree).
-    pub ttl: Option<u32>,
-}
-
 /// Sends signed updates for one zone to its primary server.
-pub struct DnsUpdater {
+pub struct Rfc2136Updater {
     primary: SocketAddr,
     zone: Name,
     key: TsigKey,
     timeout: Duration,
 }
 
-impl DnsUpdater {
+impl Rfc2136Updater {
     /// An updater for `zone` on `primary`, signing with `key`.
     pub fn new(primary: SocketAddr, zone: &str, key: TsigKey) -> Result<Self> {
         Ok(Self {
             primary,
             zone: parse_name("zone", zone)?,
             key,
-            timeout: Duration::from_secs(5),
+            timeout: probe::QUERY_TIMEOUT,
         })
     }
 
-    async fn client(
-        &self,
-        signer: Option<TSigner>,
-        server: SocketAddr,
-    ) -> Client<TokioRuntimeProvider> {
-        let stream = UdpClientStream::builder(server, TokioRuntimeProvider::default())
-            .with_timeout(Some(self.timeout))
-            .with_signer(signer)
-            .build();
-        let (client, bg) = Client::<TokioRuntimeProvider>::from_sender(stream);
-        tokio::spawn(bg);
-        client
-    }
-
-    fn in_zone(&self, name: &str) -> Result<Name> {
-        let n = parse_name("record name", name)?;
-        if !self.zone.zone_of(&n) {
-            return Err(DriverError::InvalidInput(format!(
-                "record name {n} is not inside zone {}",
-                self.zone
-            )));
-        }
-        Ok(n)
+    /// The primary server updates go to.
+    pub fn primary(&self) -> SocketAddr {
+        self.primary
     }
 
     /// Replaces the address set of `name` from exactly `current` to `new` with `ttl`, in one
     /// atomic signed update (hickory's compare-and-swap: value-dependent prerequisite, delete
-    /// the current records, add the new set). Fails with `Rejected` (NXRRSET) if the current set
+    /// the current records, add the new set). Fails with `Refused` (NXRRSET) if the current set
     /// differs; the zone is then unchanged.
     pub async fn replace_addresses(
         &self,
@@ -236,21 +237,25 @@ impl DnsUpdater {
         new: &[IpAddr],
         ttl: u32,
     ) -> Result<()> {
-        let n = self.in_zone(name)?;
+        let n = in_zone(&self.zone, name)?;
         if record_type_of(current)? != record_type_of(new)? {
-            return Err(DriverError::InvalidInput(format!(
+            return Err(DnsError::Invalid(format!(
                 "{n}: current and new addresses are of different families"
             )));
         }
         let cur = rrset(&n, 0, current)?;
         let new_set = rrset(&n, ttl, new)?;
-        let mut client = self.client(Some(self.key.signer()?), self.primary).await;
-        let what = format!("replace {n} {current:?} -> {new:?} ttl {ttl}");
+        let mut client = probe::client(self.primary, Some(self.key.signer()?), self.timeout).await;
+        let what = format!("update {n} {current:?} -> {new:?} ttl {ttl}");
         // `in_zone` checked above what hickory would otherwise assert.
         let result = client
             .compare_and_swap(cur, new_set, self.zone.clone())
             .await;
-        check_response(&what, result.map(|r| r.metadata.response_code))
+        check_response(
+            self.primary,
+            &what,
+            result.map(|r| r.metadata.response_code),
+        )
     }
 
     /// Changes only the TTL of `name`'s current address set (same records).
@@ -260,84 +265,87 @@ impl DnsUpdater {
 
     /// Asks `server` (unsigned, like any resolver) for the address set of `name`.
     pub async fn query(&self, server: SocketAddr, name: &str, rtype: RecordType) -> Result<Answer> {
-        let n = self.in_zone(name)?;
-        let mut client = self.client(None, server).await;
-        let resp = client
-            .query(n.clone(), DNSClass::IN, rtype)
-            .await
-            .map_err(|e| DriverError::Rejected {
-                system: "dns",
-                command: format!("query {n} {rtype} at {server}"),
-                answer: e.to_string(),
-            })?;
-        let code = resp.metadata.response_code;
-        if code != ResponseCode::NoError && code != ResponseCode::NXDomain {
-            return Err(DriverError::Rejected {
-                system: "dns",
-                command: format!("query {n} {rtype} at {server}"),
-                answer: code.to_string(),
-            });
-        }
-        let mut addrs = Vec::new();
-        let mut ttl: Option<u32> = None;
-        for r in &resp.answers {
-            let a = match &r.data {
-                RData::A(a) => IpAddr::V4(a.0),
-                RData::AAAA(a) => IpAddr::V6(a.0),
-                _ => continue,
-            };
-            addrs.push(a);
-            ttl = Some(ttl.map_or(r.ttl, |t| t.min(r.ttl)));
-        }
-        addrs.sort();
-        Ok(Answer { addrs, ttl })
+        let n = in_zone(&self.zone, name)?;
+        probe::query(server, &n, rtype).await
     }
 
     /// Confirms that every server in `servers` answers exactly `expected` for `name`. Returns
-    /// `NotApplied` naming each server that does not.
+    /// `NotConfirmed` naming each server that does not.
     pub async fn verify_everywhere(
         &self,
         servers: &[SocketAddr],
         name: &str,
         expected: &[IpAddr],
     ) -> Result<()> {
-        let rtype = record_type_of(expected)?;
-        let mut want = expected.to_vec();
-        want.sort();
-        let mut wrong = Vec::new();
-        for s in servers {
-            let got = self.query(*s, name, rtype).await?;
-            if got.addrs != want {
-                wrong.push(format!("{s} answers {:?}", got.addrs));
-            }
-        }
-        if wrong.is_empty() {
-            Ok(())
-        } else {
-            Err(DriverError::NotApplied(format!(
-                "{name} should be {want:?}: {}",
-                wrong.join("; ")
-            )))
-        }
+        let n = in_zone(&self.zone, name)?;
+        probe::verify_everywhere(servers, &n, expected).await
     }
 }
 
-fn check_response<E: fmt::Display>(
+fn check_response(
+    server: SocketAddr,
     what: &str,
-    result: std::result::Result<ResponseCode, E>,
+    result: std::result::Result<ResponseCode, hickory_net::NetError>,
 ) -> Result<()> {
     match result {
         Ok(ResponseCode::NoError) => Ok(()),
-        Ok(code) => Err(DriverError::Rejected {
-            system: "dns",
-            command: what.to_string(),
+        Ok(code) => Err(DnsError::Refused {
+            server: server.to_string(),
+            what: what.to_string(),
             answer: code.to_string(),
+            retryable: code == ResponseCode::ServFail,
         }),
-        Err(e) => Err(DriverError::Rejected {
-            system: "dns",
-            command: what.to_string(),
-            answer: e.to_string(),
-        }),
+        Err(e) => Err(probe::net_error(server, what, e)),
+    }
+}
+
+/// The blocking [`Dns`] driver: signed updates to the primary, confirmation on every server.
+pub struct Rfc2136 {
+    updater: Rfc2136Updater,
+    servers: Vec<SocketAddr>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Rfc2136 {
+    /// Reads the TSIG key file (mode 0600) named by `c`.
+    pub fn new(c: &Rfc2136Config) -> Result<Self> {
+        let key = TsigKey::from_file(&c.tsig_key_file)
+            .map_err(|e| DnsError::Invalid(format!("dns.tsig_key_file: {e}")))?;
+        Ok(Self {
+            updater: Rfc2136Updater::new(c.primary, &c.zone, key)?,
+            servers: c.servers.clone(),
+            rt: probe::runtime("rfc2136")?,
+        })
+    }
+}
+
+impl Dns for Rfc2136 {
+    fn provider(&self) -> &'static str {
+        "rfc2136"
+    }
+    fn current(&self, name: &str) -> Result<Vec<IpAddr>> {
+        let n = in_zone(&self.updater.zone, name)?;
+        self.rt
+            .block_on(probe::addresses(self.updater.primary, &n))
+            .map(|a| a.addrs)
+    }
+    fn set_ttl(&self, name: &str, addrs: &[IpAddr], ttl: u32) -> Result<()> {
+        self.rt.block_on(self.updater.set_ttl(name, addrs, ttl))
+    }
+    fn replace_confirmed(
+        &self,
+        name: &str,
+        current: &[IpAddr],
+        new: &[IpAddr],
+        ttl: u32,
+    ) -> Result<()> {
+        let n = in_zone(&self.updater.zone, name)?;
+        self.rt.block_on(async {
+            self.updater
+                .replace_addresses(name, current, new, ttl)
+                .await?;
+            probe::confirm_everywhere(&self.servers, &n, new, probe::CONFIRM_WITHIN).await
+        })
     }
 }
 
@@ -381,8 +389,10 @@ mod tests {
     #[test]
     fn names_outside_the_zone_are_refused_not_asserted() {
         let k = TsigKey::parse("hmac-sha256:k:c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0").unwrap();
-        let u = DnsUpdater::new("127.0.0.1:53".parse().unwrap(), "lab.example", k).unwrap();
-        let e = u.in_zone("www.other.example").unwrap_err().to_string();
+        let u = Rfc2136Updater::new("127.0.0.1:53".parse().unwrap(), "lab.example", k).unwrap();
+        let e = in_zone(&u.zone, "www.other.example")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not inside zone"), "{e}");
         assert!(record_type_of(&["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()]).is_err());
     }

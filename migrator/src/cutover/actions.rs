@@ -137,9 +137,14 @@ impl Ctx<'_> {
         phase: Phase,
     ) -> Result<(), CutoverError> {
         if let (Some(dns), Some(d)) = (&self.sys.dns, &spec.dns) {
-            let cur = dns.current(&d.name).map_err(CutoverError::system(phase))?;
+            let t = d.target();
+            let cur = dns
+                .current(t.name)
+                .map_err(|x| crate::systems::SystemError::from_dns(crate::systems::Dc::Old, x))
+                .map_err(CutoverError::system(phase))?;
             if cur != [vip] {
-                dns.replace_confirmed(&d.name, &cur, &[vip], d.low_ttl)
+                dns.replace_confirmed(t.name, &cur, &[vip], t.low_ttl)
+                    .map_err(|x| crate::systems::SystemError::from_dns(crate::systems::Dc::New, x))
                     .map_err(CutoverError::system(phase))?;
             }
         }

@@ -10,7 +10,7 @@ use crate::cutover::phase::{CutoverError, Phase};
 use crate::cutover::rollback;
 use crate::journal::now_ms;
 use crate::systems::Direction;
-use drivers::haproxy::AdminState;
+use drivers::lb::AdminState;
 
 impl Engine<'_> {
     /// The freeze of the web tier: the site's servers in maintenance on both VIPs and the
@@ -25,11 +25,10 @@ impl Engine<'_> {
             .put_checkpoint_raw(SCOPE, &key, &now_ms().to_string())?;
         self.phase(Phase::Freeze, |e| {
             let err = || CutoverError::system(Phase::Freeze);
-            let lb =
-                |dc, lbs: &crate::site_spec::LbSpec, l: &dyn drivers::haproxy::LoadBalancer| {
-                    l.set_server_admin(&lbs.backend, &lbs.server, AdminState::Maint)
-                        .map_err(|x| crate::systems::SystemError::from_driver("haproxy", dc, x))
-                };
+            let lb = |dc, lbs: &crate::site_spec::LbSpec, l: &dyn drivers::lb::LoadBalancer| {
+                l.set_server_admin(&lbs.backend, &lbs.server, AdminState::Maint)
+                    .map_err(|x| crate::systems::SystemError::from_driver("haproxy", dc, x))
+            };
             lb(crate::systems::Dc::Old, &spec.old_lb, e.sys.lb_old.as_ref()).map_err(err())?;
             lb(crate::systems::Dc::New, &spec.new_lb, e.sys.lb_new.as_ref()).map_err(err())?;
             // Requests admitted before the maintenance finish first (their writes land on

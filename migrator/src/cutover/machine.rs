@@ -129,10 +129,14 @@ impl Engine<'_> {
             e.sys.data.prepare(spec).map_err(err)?;
             e.new_backend_ready(spec)?;
             if let (Some(dns), Some(d)) = (&e.sys.dns, &spec.dns) {
+                let t = d.target();
+                let dns_err = |x| crate::systems::SystemError::from_dns(crate::systems::Dc::Old, x);
                 let cur = dns
-                    .current(&d.name)
+                    .current(t.name)
+                    .map_err(dns_err)
                     .map_err(CutoverError::system(Phase::Prepare))?;
-                dns.set_ttl(&d.name, &cur, d.low_ttl)
+                dns.set_ttl(t.name, &cur, t.low_ttl)
+                    .map_err(dns_err)
                     .map_err(CutoverError::system(Phase::Prepare))?;
             }
             // The fingerprint the post-check compares against, taken while the site is healthy.

@@ -14,7 +14,7 @@ use crate::journal::now_ms;
 use crate::journal::{JournalStore, SiteState};
 use crate::site_spec::SiteSpec;
 use crate::systems::{Dc, Direction, SystemError};
-use drivers::haproxy::AdminState;
+use drivers::lb::AdminState;
 
 fn key(site: &str) -> String {
     format!("{site}.rollback")

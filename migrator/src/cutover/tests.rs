@@ -10,7 +10,7 @@ use crate::journal::{JournalStore, SiteState, SqliteJournal, StepStatus};
 use crate::site_spec::{sample, FingerprintSpec, SiteSpec};
 use crate::systems::Dc;
 use crate::wave::{run_wave, WaveOptions};
-use drivers::haproxy::AdminState;
+use drivers::lb::AdminState;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,7 +47,9 @@ fn serving(spec: &SiteSpec, rec: &Recorder) -> Result<Dc, String> {
         .server(Dc::New, &spec.new_lb.backend, &spec.new_lb.server)
         .unwrap();
     let route = rec.route(&spec.databases[0]).unwrap();
-    let dns = rec.dns_of(&spec.dns.as_ref().unwrap().name).unwrap();
+    let dns = rec
+        .dns_of(spec.dns.as_ref().unwrap().target().name)
+        .unwrap();
     if route.paused() || old.admin != AdminState::Ready {
         return Err(format!(
             "frozen: route {route:?}, old server {:?}",
@@ -158,6 +160,48 @@ fn site_goes_live_with_every_phase_journaled() {
     let before = rec.log().len();
     assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
     assert_eq!(rec.log().len(), before);
+}
+
+#[test]
+fn the_dry_run_says_how_each_dns_provider_would_switch() {
+    let (_dir, jp, mut spec, _) = shop();
+    let rec = Recorder::for_site(&spec, false);
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    let replace = |rec: &Recorder| {
+        rec.log()
+            .into_iter()
+            .find(|l| l.starts_with("dns.replace"))
+            .unwrap()
+    };
+    assert!(
+        replace(&rec).contains("RFC 2136 update to"),
+        "{}",
+        replace(&rec)
+    );
+
+    // The same site with its zone on PowerDNS: one field in the spec, the same engine.
+    let (_dir2, jp2, _, _) = shop();
+    spec.dns = Some(drivers::dns::DnsConfig::Powerdns(
+        drivers::dns::powerdns::PowerDnsConfig {
+            name: "shop.lab.test".into(),
+            zone: "lab.test".into(),
+            api: "http://127.0.0.1:8081".into(),
+            api_key_file: "/tmp/pdns.key".into(),
+            server_id: "localhost".into(),
+            servers: vec!["127.0.0.1:53".parse().unwrap()],
+            low_ttl: 30,
+        },
+    ));
+    let rec = Recorder::for_site(&spec, false);
+    assert_eq!(migrate(&spec, &rec, &jp2).unwrap(), "live");
+    let line = replace(&rec);
+    assert!(
+        line.contains(
+            "PowerDNS API PATCH http://127.0.0.1:8081/api/v1/servers/localhost/zones/lab.test."
+        ),
+        "{line}"
+    );
+    assert_eq!(rec.dns_of("shop.lab.test").unwrap(), [spec.new_vip]);
 }
 
 #[test]

@@ -5,7 +5,7 @@
 // Each test binary uses its own part of the fixture.
 #![allow(dead_code)]
 
-use drivers::haproxy::{AdminState, Haproxy, LoadBalancer};
+use drivers::lb::{AdminState, Haproxy, LoadBalancer};
 use std::path::Path;
 use testkit::{Backend, Haproxy as HaproxyServer, TinyHttp};
 
