@@ -43,13 +43,7 @@ pub fn systems(spec: &SiteSpec, journal: &Path) -> SysResult<Systems> {
     Ok(Systems {
         lb_old: Arc::new(Haproxy::new(&spec.old_lb.socket)),
         lb_new: Arc::new(Haproxy::new(&spec.new_lb.socket)),
-        // The provider named in the spec (`drivers::dns::DnsConfig`): key files read here.
-        dns: match &spec.dns {
-            Some(d) => Some(Arc::from(
-                d.connect().map_err(|e| SystemError::from_dns(Dc::Old, e))?,
-            )),
-            None => None,
-        },
+        dns: dns(spec)?,
         proxy: Arc::new(HttpProxy::new(&spec.proxy)?),
         tunnel: spec
             .tunnel
@@ -59,6 +53,18 @@ pub fn systems(spec: &SiteSpec, journal: &Path) -> SysResult<Systems> {
             journal: journal.to_path_buf(),
         }),
     })
+}
+
+/// The site's hosted DNS: the driver of the provider its spec names
+/// (`drivers::dns::DnsConfig`), key files read now; `None` when the zone is hosted elsewhere.
+pub fn dns(spec: &SiteSpec) -> SysResult<Option<Arc<dyn drivers::dns::Dns>>> {
+    match &spec.dns {
+        Some(d) => d
+            .connect()
+            .map(|drv| Some(Arc::from(drv)))
+            .map_err(|e| SystemError::from_dns(Dc::Old, e)),
+        None => Ok(None),
+    }
 }
 
 /// A minimal HTTP/1.1 exchange (`Connection: close`) for private admin APIs and probes.
