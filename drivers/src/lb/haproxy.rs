@@ -1,4 +1,4 @@
-//! HAProxy behind [`LoadBalancer`](super::LoadBalancer), over the runtime API (admin-level
+//! HAProxy behind [`LoadBalancer`], over the runtime API (admin-level
 //! stats socket). Every change is read back and compared before it counts.
 //!
 //! The runtime API is line based: one command per connection (non-interactive mode), the answer
