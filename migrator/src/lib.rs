@@ -20,7 +20,8 @@
 //!   groups, rollback, throttle, leases and their watchdog), [`wave`] (a wave of sites in
 //!   parallel), [`monitor`] (a running wave's live picture), [`control`] and
 //!   [`control_socket`] (operator controls kept in the journal, the local socket),
-//!   [`finalize`]; [`lab_spec`] derives site specs from the staging lab's `state.json`.
+//!   [`finalize`]; [`route_check`] (the proxy's routes against the journal, and their repair);
+//!   [`lab_spec`] derives site specs from the staging lab's `state.json`.
 //! - [`serve`]: `migrator serve`, the progress dashboard (pages, JSON API, `/metrics`, wave
 //!   controls and site rollback) over summary tables the journal's triggers keep current.
 
@@ -36,6 +37,7 @@ pub mod journal;
 pub mod lab_spec;
 pub mod monitor;
 pub mod real_systems;
+pub mod route_check;
 pub mod serve;
 pub mod site_spec;
 pub mod systems;

@@ -6,6 +6,7 @@
 
 use crate::db::copy::{self, CopyOptions};
 use crate::journal::{JournalStore, SqliteJournal};
+use crate::route_check::{AdminError, ProxyRoute, RouteAdmin};
 use crate::site_spec::{ProxySpec, SiteSpec, TunnelSpec};
 use crate::systems::{
     DataMover, Dc, Direction, ProxyControl, Route, SysResult, SystemError, Systems, TunnelGate,
@@ -148,6 +149,8 @@ pub struct HttpProxy {
     addr: SocketAddr,
     /// `Bearer <token>`; never logged.
     auth: String,
+    /// Per connect, read and write.
+    timeout: Duration,
 }
 
 impl HttpProxy {
@@ -156,39 +159,90 @@ impl HttpProxy {
         Ok(HttpProxy {
             addr: p.admin,
             auth: format!("Bearer {token}"),
+            timeout: Duration::from_secs(60),
         })
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<&str>) -> SysResult<serde_json::Value> {
-        let what = format!("{method} {path}");
+    /// The same client with another timeout (the route check must not hang a watchdog).
+    pub fn with_timeout(mut self, timeout: Duration) -> HttpProxy {
+        self.timeout = timeout;
+        self
+    }
+
+    /// One call: the status and the JSON answer, or why there was none.
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<serde_json::Value, AdminError> {
+        let call = format!("{method} {path}");
         let (status, body) = http(
             self.addr,
             method,
             path,
             &[("Authorization", &self.auth)],
             body,
-            Duration::from_secs(60),
+            self.timeout,
         )
-        .map_err(|e| SystemError {
-            system: "sql-proxy",
-            dc: Dc::Old,
-            message: format!("{what} at {}: {e}", self.addr),
-            retryable: true,
-        })?;
+        .map_err(|e| AdminError::Unreachable(format!("{call} at {}: {e}", self.addr)))?;
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
         if status != 200 {
-            let msg = v
+            let message = v
                 .get("error")
                 .and_then(|e| e.as_str())
                 .map(str::to_string)
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            return Err(SystemError::new(
-                "sql-proxy",
-                Dc::Old,
-                format!("{what}: HTTP {status}: {msg}"),
-            ));
+            return Err(AdminError::Refused {
+                call,
+                status,
+                message,
+            });
         }
         Ok(v)
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> SysResult<serde_json::Value> {
+        self.exchange(method, path, body).map_err(|e| SystemError {
+            system: "sql-proxy",
+            dc: Dc::Old,
+            retryable: matches!(e, AdminError::Unreachable(_)),
+            message: e.to_string(),
+        })
+    }
+
+    fn route_from(call: String, v: serde_json::Value) -> Result<ProxyRoute, AdminError> {
+        serde_json::from_value(v).map_err(|e| AdminError::BadAnswer {
+            call,
+            message: e.to_string(),
+        })
+    }
+}
+
+/// The admin client of `p` for the route check and repair (`timeout` per call).
+pub fn route_admin(p: &ProxySpec, timeout: Duration) -> Result<Box<dyn RouteAdmin>, AdminError> {
+    let h = HttpProxy::new(p).map_err(|e| AdminError::Unreachable(e.to_string()))?;
+    Ok(Box::new(h.with_timeout(timeout)))
+}
+
+impl RouteAdmin for HttpProxy {
+    fn list(&self) -> Result<Vec<ProxyRoute>, AdminError> {
+        let v = self.exchange("GET", "/routes", None)?;
+        serde_json::from_value(v).map_err(|e| AdminError::BadAnswer {
+            call: "GET /routes".into(),
+            message: e.to_string(),
+        })
+    }
+    fn get(&self, db: &str) -> Result<ProxyRoute, AdminError> {
+        let path = format!("/routes/{db}");
+        let v = self.exchange("GET", &path, None)?;
+        HttpProxy::route_from(format!("GET {path}"), v)
+    }
+    fn put_side(&self, db: &str, side: &str) -> Result<ProxyRoute, AdminError> {
+        let path = format!("/routes/{db}");
+        let body = serde_json::json!({ "side": side }).to_string();
+        let v = self.exchange("PUT", &path, Some(&body))?;
+        HttpProxy::route_from(format!("PUT {path}"), v)
     }
 }
 
