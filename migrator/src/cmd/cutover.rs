@@ -133,10 +133,16 @@ pub enum CutoverCommand {
         #[command(flatten)]
         common: Common,
     },
-    /// Every site's state, counts per state, and freeze figures, from the journal.
+    /// Every site's state, counts per state, and freeze figures, from the journal; with
+    /// --sites, also whether the SQL proxy routes every database as the journal says.
+    #[command(after_long_help = STATUS_HELP)]
     Status {
         #[arg(long, value_name = "FILE")]
         journal: PathBuf,
+        /// The site spec file: also check the proxy's routes against the journal (read-only;
+        /// exit 3 on a mismatch, 4 when a proxy did not answer).
+        #[arg(long, value_name = "FILE")]
+        sites: Option<PathBuf>,
     },
 }
 
@@ -299,7 +305,7 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             println!("{} site(s) written to {}", f.sites.len(), out.display());
             Ok(0)
         }
-        CutoverCommand::Status { journal } => status(&journal),
+        CutoverCommand::Status { journal, sites } => status(&journal, sites.as_deref()),
     }
 }
 
@@ -346,7 +352,16 @@ fn show(site: &str, journal: &Path) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn status(journal: &Path) -> anyhow::Result<i32> {
+const STATUS_HELP: &str = "\
+Exit codes:
+  0  status printed (and, with --sites, every database routed as the journal says)
+  3  with --sites: the SQL proxy disagrees with the journal (a database on the wrong side,
+     or paused outside a freeze); each one is printed, then the command that repairs it
+     (`migrator routes reconcile`, see `migrator routes reconcile --help`)
+  4  with --sites: a proxy did not answer, its routes are not confirmed
+  2  the command failed (journal, spec file)";
+
+fn status(journal: &Path, sites_file: Option<&Path>) -> anyhow::Result<i32> {
     let j = open_existing(journal)?;
     let sites = j.sites()?;
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
@@ -380,5 +395,16 @@ fn status(journal: &Path) -> anyhow::Result<i32> {
     for (site, st) in &sites {
         println!("  {site:<30} {}", st.as_str());
     }
-    Ok(0)
+    let Some(spec_path) = sites_file else {
+        return Ok(0);
+    };
+    let specs = SpecFile::load(spec_path)?;
+    let r = crate::cmd::routes::check_with(
+        &specs.sites,
+        journal,
+        crate::cmd::routes::CHECK_TIMEOUT,
+        false,
+    )?;
+    crate::cmd::routes::print_check(&r, spec_path, journal);
+    Ok(r.exit_code())
 }

@@ -6,6 +6,7 @@ pub mod files;
 pub mod journal;
 pub mod planning;
 mod progress;
+pub mod routes;
 pub mod serve;
 pub mod watch;
 
@@ -24,6 +25,8 @@ pub enum Command {
     #[command(flatten)]
     Cutover(cutover::CutoverCommand),
     #[command(flatten)]
+    Routes(routes::RoutesCommand),
+    #[command(flatten)]
     Serve(serve::ServeCommand),
     #[command(flatten)]
     Watch(watch::WatchCommand),
@@ -37,6 +40,7 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Db(c) => db::run(c),
         Command::Journal(c) => journal::run(c),
         Command::Cutover(c) => cutover::run(c),
+        Command::Routes(c) => routes::run(c),
         Command::Serve(c) => serve::run(c),
         Command::Watch(c) => watch::run(c),
     }

@@ -7,6 +7,7 @@ use migrator::journal::{JournalStore, SiteState, SqliteJournal};
 use migrator::real_systems;
 use migrator::site_spec::{SiteSpec, SpecFile};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub fn run(
@@ -94,7 +95,11 @@ pub fn lease_watch(sites: &Path, journal: &Path, once: bool, interval: u64) -> a
     let build = |s: &SiteSpec| real_systems::systems(s, journal).map_err(|e| e.to_string());
     let o = EngineOptions::default();
     let mut failed = 0;
+    let specs = Arc::new(file.sites.clone());
+    let printed = Arc::new(Mutex::new(String::new()));
+    let mut check: Option<std::thread::JoinHandle<()>> = None;
     loop {
+        // Unfreezing comes first, every round; the route check never delays it.
         for r in migrator::cutover::watchdog::recover_expired(journal, &file.sites, &build, &o)? {
             match &r.result {
                 Ok(st) => println!(
@@ -111,8 +116,51 @@ pub fn lease_watch(sites: &Path, journal: &Path, once: bool, interval: u64) -> a
             }
         }
         if once {
+            route_round(&specs, journal, sites, &printed);
             return Ok(if failed == 0 { 0 } else { 1 });
         }
+        // In its own thread: a proxy slow to answer delays only the next check.
+        if check.as_ref().is_none_or(|h| h.is_finished()) {
+            let (specs, printed) = (specs.clone(), printed.clone());
+            let (journal, sites) = (journal.to_path_buf(), sites.to_path_buf());
+            check = Some(std::thread::spawn(move || {
+                route_round(&specs, &journal, &sites, &printed)
+            }));
+        }
         std::thread::sleep(Duration::from_secs(interval.max(1)));
+    }
+}
+
+/// How long one proxy call of a watchdog's route check may take.
+const WATCH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One route check of a `lease-watch` round, recorded in the journal (the dashboard's banner
+/// and `/metrics`); its findings are printed when they differ from the last ones printed.
+fn route_round(specs: &[SiteSpec], journal: &Path, sites: &Path, printed: &Mutex<String>) {
+    let text = match crate::cmd::routes::check_with(specs, journal, WATCH_CHECK_TIMEOUT, true) {
+        Ok(r) if r.clean() => String::new(),
+        Ok(r) => {
+            let mut t: Vec<String> = r.mismatches.iter().map(|m| m.line()).collect();
+            t.extend(r.unreachable.iter().map(|u| u.line()));
+            if !r.mismatches.is_empty() {
+                t.push(format!(
+                    "repair: {}",
+                    crate::cmd::routes::fix_command(sites, journal)
+                ));
+            }
+            t.join("\n")
+        }
+        Err(e) => format!("route check FAILED: {e:#}"),
+    };
+    let Ok(mut last) = printed.lock() else {
+        return;
+    };
+    if *last != text {
+        if text.is_empty() {
+            eprintln!("routes: every database is routed as the journal says again");
+        } else {
+            eprintln!("{text}");
+        }
+        *last = text;
     }
 }

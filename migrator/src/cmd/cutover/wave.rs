@@ -263,6 +263,30 @@ fn wave_run(
                 }
             );
         }
+        // The proxy must route every database where the journal says its data is: a wave
+        // started on top of a disagreement would build on it (and `committed()` would lie).
+        let r = crate::cmd::routes::check_and_record(&all.sites, &jp)?;
+        if !r.clean() {
+            eprintln!(
+                "wave {number} NOT STARTED: the SQL proxy's routes disagree with the journal"
+            );
+            for m in &r.mismatches {
+                eprintln!("  {}", m.line());
+            }
+            for u in &r.unreachable {
+                eprintln!("  {}", u.line());
+            }
+            eprintln!("  {}", r.summary());
+            let fix = crate::cmd::routes::fix_command(&common.sites, &common.journal);
+            if !r.mismatches.is_empty() {
+                eprintln!("repair, then run the wave again (runbooks/cutover.md, \"The proxy disagrees with the journal\"):");
+                eprintln!("  {fix} --dry-run");
+                eprintln!("  {fix}");
+            } else {
+                eprintln!("a proxy did not answer: its routes cannot be confirmed; fix it, then run the wave again");
+            }
+            return Ok(r.exit_code());
+        }
     }
     let monitor = Arc::new(new_monitor(&jp, &specs, o));
     let sock_path = socket.unwrap_or_else(|| control_socket::default_path(&common.journal));
