@@ -134,6 +134,27 @@ async function overview() {
   if (!o.errors_by_phase.length) row(et, ["no failed steps"]);
   o.errors_by_phase.forEach(([p, n]) => row(et, [p, n.toLocaleString()]));
   if (o.tunnel.length) $("tunnel").textContent = o.tunnel.map(([k, v]) => k + ": " + JSON.stringify(v)).join("; ");
+  routesBanner(o.routes);
+}
+// The latest check of the SQL proxy's routes against the journal: a banner while it disagrees.
+function routesBanner(r) {
+  const b = $("routes-banner");
+  if (!r || (!r.mismatches && !r.unreachable)) { b.hidden = true; return; }
+  b.textContent = "";
+  const rep = r.report || {};
+  const title = r.mismatches
+    ? "The SQL proxy disagrees with the journal: " + r.mismatches + " database(s) (checked " + when(r.checked_ms) + ")"
+    : "SQL proxy routes NOT confirmed: " + r.unreachable + " proxy(ies) did not answer (checked " + when(r.checked_ms) + ")";
+  b.appendChild(h("b", { text: title }));
+  const ul = h("ul");
+  (rep.mismatches || []).slice(0, 10).forEach(m => ul.appendChild(h("li", { "data-database": m.database, text:
+    m.database + ": journal says " + m.expected_side + ", proxy serves " + m.proxy_side + " (" + m.proxy_mode + "), site " +
+    m.site + ", " + m.journal_state + (m.problem === "paused_outside_freeze" ? ", paused outside a freeze: lease-watch or abort decides" : "") })));
+  (rep.unreachable || []).forEach(u => ul.appendChild(h("li", { text: "proxy " + u.proxy + ": " + u.error })));
+  if ((rep.mismatches_total || 0) > 10) ul.appendChild(h("li", { text: "… and " + (rep.mismatches_total - 10) + " more" }));
+  b.appendChild(ul);
+  if (r.mismatches) b.appendChild(h("div", {}, "Repair from the journal: ", h("code", { text: "migrator routes reconcile --sites SITES --journal JOURNAL --dry-run" }), " then without --dry-run (runbooks/cutover.md)."));
+  b.hidden = false;
 }
 
 let sort = { key: "site", desc: false }, pageNo = 1;

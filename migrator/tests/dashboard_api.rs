@@ -445,3 +445,47 @@ fn rollback_from_the_dashboard_runs_the_rollback_code_path_and_records_who() {
     let route = rec.route("db_r1").unwrap();
     assert_eq!(route.side, "old");
 }
+
+#[test]
+fn the_latest_route_check_shows_on_the_overview_and_in_metrics() {
+    let f = fixture();
+    let (app, token, _) = serve::build(&f.opts, None).unwrap();
+    let srv = serve::Background::start(app, f.opts.listen).unwrap();
+    let a = srv.addr;
+    let bearer = format!("Bearer {}", token.value);
+    let good = [("Authorization", bearer.as_str())];
+    // Never checked: no banner data, no route metrics (alert on their absence).
+    let o = get(a, "/api/overview", &good).json();
+    assert!(
+        o["overview"]["routes"].is_null(),
+        "{}",
+        o["overview"]["routes"]
+    );
+    assert!(!get(a, "/metrics", &good).text().contains("migrator_route_"));
+
+    migrator::route_check::store::record(&f.journal, &route_mismatch_report()).unwrap();
+    let r = get(a, "/api/overview", &good).json()["overview"]["routes"].clone();
+    assert_eq!(
+        (r["mismatches"].as_i64(), r["unreachable"].as_i64()),
+        (Some(1), Some(0))
+    );
+    let m = &r["report"]["mismatches"][0];
+    assert_eq!(
+        (&m["database"], &m["proxy_side"]),
+        (&"shop_db".into(), &"old".into())
+    );
+    let text = get(a, "/metrics", &good).text();
+    for want in [
+        "# TYPE migrator_route_mismatches gauge",
+        "migrator_route_mismatches 1\n",
+        "migrator_route_check_unreachable 0\n",
+        "migrator_route_check_age_seconds ",
+    ] {
+        assert!(text.contains(want), "metrics lack {want}:\n{text}");
+    }
+    migrator::route_check::store::record(&f.journal, &Default::default()).unwrap();
+    assert!(get(a, "/metrics", &good)
+        .text()
+        .contains("migrator_route_mismatches 0\n"));
+    drop(srv);
+}

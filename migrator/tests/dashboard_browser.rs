@@ -240,6 +240,24 @@ fn overview_during_a_wave_then_pause_it_from_the_page() {
     let report = wave.join().unwrap();
     assert_eq!(report.live, 24, "{:?}", report.stopped);
     wd.wait_for("the page to show wave 1 done", 20, &live_js("n === 24"));
+
+    // The route check (lease-watch records one every round): a banner while the proxy
+    // disagrees with the journal, gone once a check is clean again.
+    let banner = "const b = document.getElementById('routes-banner'); \
+                  return !!b && !b.hidden && b.textContent.includes('disagrees with the journal') \
+                  && !!b.querySelector('li[data-database=\"shop_db\"]');";
+    assert_eq!(
+        wd.exec(&format!("{{ {banner} }}")),
+        serde_json::Value::Bool(false)
+    );
+    migrator::route_check::store::record(&journal, &route_mismatch_report()).unwrap();
+    wd.wait_for("the route mismatch banner", 20, banner);
+    migrator::route_check::store::record(&journal, &Default::default()).unwrap();
+    wd.wait_for(
+        "the banner to go once the check is clean",
+        20,
+        "return document.getElementById('routes-banner').hidden",
+    );
     drop(wd);
     drop(srv);
 }

@@ -161,5 +161,36 @@ pub fn render(conn: &Connection) -> rusqlite::Result<String> {
         );
         let _ = writeln!(out, "migrator_write_unavailability_seconds_count {total}");
     }
+    routes(conn, &mut out)?;
     Ok(out)
+}
+
+/// The latest route check (absent until one is recorded: alert on `absent()` or the age).
+fn routes(conn: &Connection, out: &mut String) -> rusqlite::Result<()> {
+    let Some(r) = crate::route_check::store::latest(conn)? else {
+        return Ok(());
+    };
+    let age = (crate::journal::now_ms() - r.checked_ms).max(0) as f64 / 1000.0;
+    for (name, help, v) in [
+        (
+            "migrator_route_mismatches",
+            "Databases the SQL proxy routes otherwise than the journal says (latest check).",
+            r.mismatches as f64,
+        ),
+        (
+            "migrator_route_check_unreachable",
+            "SQL proxies the latest route check could not ask (their routes not confirmed).",
+            r.unreachable as f64,
+        ),
+        (
+            "migrator_route_check_age_seconds",
+            "Seconds since the latest route check (lease-watch runs one every round).",
+            age,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {v}");
+    }
+    Ok(())
 }

@@ -69,6 +69,9 @@ pub struct Overview {
     pub series: Series,
     /// Tunnel health as journaled (checkpoint scope `tunnel`), when the engine records it.
     pub tunnel: Vec<(String, serde_json::Value)>,
+    /// The latest check of the SQL proxy's routes against the journal (`lease-watch`,
+    /// `routes check|reconcile`, `wave run`), if any was recorded.
+    pub routes: Option<crate::route_check::store::Recorded>,
 }
 
 fn all_states() -> impl Iterator<Item = &'static str> {
@@ -349,6 +352,7 @@ pub fn overview(conn: &Connection) -> rusqlite::Result<Overview> {
         freeze: freeze_stats(conn, -1)?,
         series,
         tunnel,
+        routes: crate::route_check::store::latest(conn)?,
     })
 }
 

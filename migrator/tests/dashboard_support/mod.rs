@@ -91,3 +91,30 @@ pub const ALL_PHASES: [&str; 7] = [
     "switch",
     "unfreeze",
 ];
+
+/// A route check that found `shop_db` of site `shop` (live) served from the old side.
+pub fn route_mismatch_report() -> migrator::route_check::RouteReport {
+    use migrator::route_check::{Mismatch, Problem, RouteReport};
+    RouteReport {
+        checked_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+        sites: 1,
+        databases: 1,
+        mismatches: vec![Mismatch {
+            site: "shop".into(),
+            database: "shop_db".into(),
+            journal_state: "live".into(),
+            expected_side: "new".into(),
+            proxy_side: "old".into(),
+            proxy_mode: "open".into(),
+            epoch: Some(7),
+            sessions: Some(2),
+            problem: Problem::WrongSide,
+            proxy: "127.0.0.1:9".parse().unwrap(),
+            not_repairable: None,
+        }],
+        ..Default::default()
+    }
+}
