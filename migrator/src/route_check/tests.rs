@@ -1,3 +1,4 @@
+use super::reconcile::repair_one;
 use super::*;
 use crate::journal::SqliteJournal;
 use crate::site_spec::sample;
