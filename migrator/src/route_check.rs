@@ -2,7 +2,7 @@
 //! repair when it does not (`migrator routes check|reconcile`, `migrator status --sites`, the
 //! start of `migrator wave run`, every `migrator lease-watch` round).
 //!
-//! The journal is the source of truth (ARCHITECTURE.md §8): a site `switched`, `live` or
+//! The journal is the source of truth (docs/ARCHITECTURE.md §8): a site `switched`, `live` or
 //! `finalized` owns its data on the new side; every other state (not yet past the switch,
 //! `aborted`, `rolled_back`) on the old side. A route on the other side is a split brain in
 //! the making: writes land where the migration does not look.
@@ -438,7 +438,7 @@ pub fn check(
         checked_ms: now_ms(),
         ..Default::default()
     };
-    // Proxies by admin address, in spec order; sites without databases ask nothing.
+    // Proxies by admin address; sites without databases ask nothing.
     let mut proxies: BTreeMap<SocketAddr, Vec<&SiteSpec>> = BTreeMap::new();
     for s in specs.iter().filter(|s| !s.databases.is_empty()) {
         proxies.entry(s.proxy.admin).or_default().push(s);
