@@ -145,12 +145,19 @@ fn parse_response(raw: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
 }
 
 /// The sql-proxy admin API.
+/// How long the proxy admin client waits for a proxy that refuses connections (restarting).
+pub const RESTART_WAIT: Duration = Duration::from_secs(15);
+
 pub struct HttpProxy {
     addr: SocketAddr,
     /// `Bearer <token>`; never logged.
     auth: String,
     /// Per connect, read and write.
     timeout: Duration,
+    /// How long a refused connection is tried again: a proxy restarting under its supervisor
+    /// (systemd `Restart=always`) answers again within a second or two, and a refused
+    /// connection never delivered the request, so trying again cannot apply it twice.
+    restart_wait: Duration,
 }
 
 impl HttpProxy {
@@ -160,12 +167,21 @@ impl HttpProxy {
             addr: p.admin,
             auth: format!("Bearer {token}"),
             timeout: Duration::from_secs(60),
+            restart_wait: RESTART_WAIT,
         })
     }
 
-    /// The same client with another timeout (the route check must not hang a watchdog).
+    /// The same client with another timeout (the route check must not hang a watchdog); a
+    /// refused connection is not waited on for longer than that either.
     pub fn with_timeout(mut self, timeout: Duration) -> HttpProxy {
         self.timeout = timeout;
+        self.restart_wait = self.restart_wait.min(timeout);
+        self
+    }
+
+    /// The same client waiting `wait` at most for a proxy that refuses connections.
+    pub fn with_restart_wait(mut self, wait: Duration) -> HttpProxy {
+        self.restart_wait = wait;
         self
     }
 
@@ -177,15 +193,40 @@ impl HttpProxy {
         body: Option<&str>,
     ) -> Result<serde_json::Value, AdminError> {
         let call = format!("{method} {path}");
-        let (status, body) = http(
-            self.addr,
-            method,
-            path,
-            &[("Authorization", &self.auth)],
-            body,
-            self.timeout,
-        )
-        .map_err(|e| AdminError::Unreachable(format!("{call} at {}: {e}", self.addr)))?;
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        let (status, body) = loop {
+            match http(
+                self.addr,
+                method,
+                path,
+                &[("Authorization", &self.auth)],
+                body,
+                self.timeout,
+            ) {
+                Ok(answer) => break answer,
+                // Nothing listens: the proxy is restarting. The request was not delivered.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        && started.elapsed() + pause <= self.restart_wait =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    let waited = started.elapsed();
+                    let note = if waited >= Duration::from_millis(100) {
+                        format!(" (refused for {} ms)", waited.as_millis())
+                    } else {
+                        String::new()
+                    };
+                    return Err(AdminError::Unreachable(format!(
+                        "{call} at {}: {e}{note}",
+                        self.addr
+                    )));
+                }
+            }
+        };
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
         if status != 200 {
             let message = v
@@ -219,10 +260,14 @@ impl HttpProxy {
     }
 }
 
-/// The admin client of `p` for the route check and repair (`timeout` per call).
+/// The admin client of `p` for the route check and repair (`timeout` per call). A proxy that
+/// refuses connections is given a second at most: the check runs again every round.
 pub fn route_admin(p: &ProxySpec, timeout: Duration) -> Result<Box<dyn RouteAdmin>, AdminError> {
     let h = HttpProxy::new(p).map_err(|e| AdminError::Unreachable(e.to_string()))?;
-    Ok(Box::new(h.with_timeout(timeout)))
+    Ok(Box::new(
+        h.with_timeout(timeout)
+            .with_restart_wait(timeout.min(Duration::from_secs(1))),
+    ))
 }
 
 impl RouteAdmin for HttpProxy {
@@ -542,5 +587,55 @@ mod tests {
         assert!(seen[0].starts_with("GET /routes/d HTTP/1.1"));
         assert!(seen[0].contains("Authorization: Bearer tok123"));
         assert!(seen[1].contains("{\"side\":\"new\"}"));
+    }
+
+    /// A proxy restarting under its supervisor refuses connections for a moment: the call
+    /// waits for it (bounded) instead of failing the site; a proxy that stays down is reported
+    /// once the wait is over.
+    #[test]
+    fn proxy_client_waits_for_a_restarting_proxy_and_gives_up_on_a_dead_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = dir.path().join("t");
+        std::fs::write(&tok, "tok123").unwrap();
+        std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let spec = ProxySpec {
+            admin: port,
+            token_file: tok,
+            old_side: "old".into(),
+            new_side: "new".into(),
+        };
+        // Down for good: refused, reported after the wait.
+        let p = HttpProxy::new(&spec)
+            .unwrap()
+            .with_restart_wait(Duration::from_millis(400));
+        let t = std::time::Instant::now();
+        let e = p.route("d").unwrap_err();
+        assert!(e.retryable && e.message.contains("refused"), "{e}");
+        assert!(
+            t.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        // Back after 600 ms: the same call succeeds.
+        let server = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(600));
+            let l = std::net::TcpListener::bind(port).unwrap();
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf).unwrap();
+            c.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 43\r\n\r\n{\"database\":\"d\",\"side\":\"new\",\"mode\":\"open\"}",
+            )
+            .unwrap();
+        });
+        let p = HttpProxy::new(&spec).unwrap();
+        let r = p.route("d").unwrap();
+        assert_eq!(r.side.as_str(), "new");
+        server.join().unwrap();
     }
 }
