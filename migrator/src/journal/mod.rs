@@ -1,0 +1,229 @@
+//! The journal: the source of truth of a migration (docs/ARCHITECTURE.md §4, §8).
+//!
+//! What it holds:
+//! - the plan reference (which plan file, which version) the journal was started for;
+//! - each site's [`SiteState`], the persisted model of the per-site state machine;
+//! - steps (phases): one row per step, written *before* it runs (`started`) and updated *after*
+//!   (`done` with bytes and checksum, or `failed` with the error);
+//! - checkpoints: small serde structs of committed progress (for example "table `orders` copied
+//!   up to primary key 41200"), written only after the side effect they describe committed.
+//!   Resume reads exactly those, never live state.
+//!
+//! Storage sits behind [`JournalStore`] (this file: the trait and the types that cross it);
+//! [`SqliteJournal`] (`sqlite.rs`: one file, WAL) is the embedded default. A shared MariaDB journal for many workers can implement the same trait later.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+pub use sqlite::SqliteJournal;
+
+/// Errors of the journal, each naming the journal file.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "journal {path}: checkpoint {scope}/{key} is not valid JSON for this version: {source}"
+    )]
+    Checkpoint {
+        path: PathBuf,
+        scope: String,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "journal {path}: site {site} has unknown state {state:?} (written by a newer migrator?)"
+    )]
+    UnknownState {
+        path: PathBuf,
+        site: String,
+        state: String,
+    },
+    #[error("journal {path}: step {id} does not exist")]
+    NoSuchStep { path: PathBuf, id: i64 },
+}
+
+pub type Result<T> = std::result::Result<T, JournalError>;
+
+/// The per-site state machine of docs/ARCHITECTURE.md §4. Transitions are driven by the cutover
+/// engine; the journal only persists the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SiteState {
+    Planned,
+    Prepared,
+    Synced,
+    Frozen,
+    FinalSynced,
+    Verified,
+    Switched,
+    Live,
+    Finalized,
+    /// Failed before `switched`: the site was put back on the old side.
+    Aborted,
+    /// A step failed and needs an operator; the error is in the step's row.
+    Failed,
+    /// Rolled back to the old side after `switched`.
+    RolledBack,
+}
+
+impl SiteState {
+    pub const ALL: [SiteState; 12] = [
+        SiteState::Planned,
+        SiteState::Prepared,
+        SiteState::Synced,
+        SiteState::Frozen,
+        SiteState::FinalSynced,
+        SiteState::Verified,
+        SiteState::Switched,
+        SiteState::Live,
+        SiteState::Finalized,
+        SiteState::Aborted,
+        SiteState::Failed,
+        SiteState::RolledBack,
+    ];
+
+    /// The name stored in the journal (stable across versions).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SiteState::Planned => "planned",
+            SiteState::Prepared => "prepared",
+            SiteState::Synced => "synced",
+            SiteState::Frozen => "frozen",
+            SiteState::FinalSynced => "final_synced",
+            SiteState::Verified => "verified",
+            SiteState::Switched => "switched",
+            SiteState::Live => "live",
+            SiteState::Finalized => "finalized",
+            SiteState::Aborted => "aborted",
+            SiteState::Failed => "failed",
+            SiteState::RolledBack => "rolled_back",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SiteState> {
+        SiteState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// How a step ended, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Recorded before the side effect; if a journal still says `started` on resume, the
+    /// migrator was killed during the step.
+    Started,
+    Done,
+    Failed,
+}
+
+impl StepStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Started => "started",
+            StepStatus::Done => "done",
+            StepStatus::Failed => "failed",
+        }
+    }
+    fn parse(s: &str) -> StepStatus {
+        match s {
+            "done" => StepStatus::Done,
+            "failed" => StepStatus::Failed,
+            _ => StepStatus::Started,
+        }
+    }
+}
+
+/// One step (phase) of one site as recorded in the journal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepRecord {
+    pub id: i64,
+    pub site: String,
+    /// Phase name, e.g. `sync-files`, `copy-db`, `verify`.
+    pub phase: String,
+    pub status: StepStatus,
+    /// Unix time in milliseconds.
+    pub started_ms: i64,
+    pub ended_ms: Option<i64>,
+    pub bytes: u64,
+    /// A checksum describing the result (manifest digest, table checksums), when there is one.
+    pub checksum: Option<String>,
+    pub error: Option<String>,
+}
+
+/// What a finished step reports.
+#[derive(Debug, Clone, Default)]
+pub struct StepOutcome {
+    pub bytes: u64,
+    pub checksum: Option<String>,
+}
+
+/// Storage of the journal. All writes are durable when the call returns.
+pub trait JournalStore {
+    fn set_plan(&mut self, plan_ref: &str) -> Result<()>;
+    fn plan(&self) -> Result<Option<String>>;
+    fn set_site_state(&mut self, site: &str, state: SiteState) -> Result<()>;
+    fn site_state(&self, site: &str) -> Result<Option<SiteState>>;
+    fn sites(&self) -> Result<Vec<(String, SiteState)>>;
+    /// Records that a step is about to run; returns its id.
+    fn begin_step(&mut self, site: &str, phase: &str) -> Result<i64>;
+    fn finish_step(&mut self, id: i64, outcome: &StepOutcome) -> Result<()>;
+    fn fail_step(&mut self, id: i64, error: &str) -> Result<()>;
+    fn steps(&self, site: &str) -> Result<Vec<StepRecord>>;
+    /// Stores committed progress (JSON) under `scope`/`key`, replacing the previous value.
+    fn put_checkpoint_raw(&mut self, scope: &str, key: &str, json: &str) -> Result<()>;
+    fn checkpoint_raw(&self, scope: &str, key: &str) -> Result<Option<String>>;
+    /// Compare-and-set: stores `json` under `scope`/`key` only if the stored value is still
+    /// `expected` (`None`: no row). Returns whether it was stored.
+    fn swap_checkpoint_raw(
+        &mut self,
+        scope: &str,
+        key: &str,
+        expected: Option<&str>,
+        json: &str,
+    ) -> Result<bool>;
+    /// Removes every checkpoint of `scope` (a finished copy starts fresh next time).
+    fn clear_checkpoints(&mut self, scope: &str) -> Result<()>;
+    /// Every checkpoint of a scope, by key.
+    fn checkpoints(&self, scope: &str) -> Result<Vec<(String, String)>>;
+    /// Stores a binary cache (for example a destination manifest) under `key`, replacing the
+    /// previous one. Caches are derived data: losing one costs time, never correctness.
+    fn put_cache(&mut self, key: &str, value: &[u8]) -> Result<()>;
+    fn cache(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Removes a cache; durable when this returns (callers drop it before changing what it
+    /// describes).
+    fn drop_cache(&mut self, key: &str) -> Result<()>;
+}
+
+/// Typed helpers over the raw checkpoint storage.
+pub trait JournalExt: JournalStore {
+    fn put_checkpoint<T: Serialize>(&mut self, scope: &str, key: &str, value: &T) -> Result<()> {
+        let json = serde_json::to_string(value).expect("checkpoint structs always serialize");
+        self.put_checkpoint_raw(scope, key, &json)
+    }
+    fn checkpoint<T: DeserializeOwned>(&self, scope: &str, key: &str) -> Result<Option<T>>;
+}
+
+impl StepStatus {
+    pub fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it): every journal timestamp.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
