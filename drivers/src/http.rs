@@ -179,6 +179,14 @@ impl HttpClient {
             .max_redirects_will_error(false)
             .proxy(None)
             .user_agent(concat!("hostmove-drivers/", env!("CARGO_PKG_VERSION")))
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .provider(ureq::tls::TlsProvider::Rustls)
+                    .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+                        rustls::crypto::aws_lc_rs::default_provider(),
+                    ))
+                    .build(),
+            )
             .build()
             .into();
         Ok(Self {

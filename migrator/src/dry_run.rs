@@ -93,7 +93,7 @@ impl Recorder {
                 db.clone(),
                 Route {
                     side: spec.proxy.old_side.clone(),
-                    mode: "open".into(),
+                    mode: crate::systems::Mode::Open,
                 },
             );
         }
@@ -368,7 +368,7 @@ impl ProxyControl for Recorder {
         )?;
         self.with(|w| {
             if let Some(r) = w.routes.get_mut(db) {
-                r.mode = "paused".into();
+                r.mode = crate::systems::Mode::Paused;
             }
         });
         Ok(())
@@ -385,7 +385,7 @@ impl ProxyControl for Recorder {
         )?;
         self.with(|w| {
             if let Some(r) = w.routes.get_mut(db) {
-                r.mode = "open".into();
+                r.mode = crate::systems::Mode::Open;
                 if let Some(s) = side {
                     r.side = s.to_string();
                 }

@@ -298,9 +298,17 @@ fn field(v: &serde_json::Value, k: &str) -> String {
 impl ProxyControl for HttpProxy {
     fn route(&self, db: &str) -> SysResult<Route> {
         let v = self.call("GET", &format!("/routes/{db}"), None)?;
+        let mode =
+            serde_json::from_value(v.get("mode").cloned().unwrap_or_default()).map_err(|e| {
+                SystemError::new(
+                    "sql-proxy",
+                    Dc::Old,
+                    format!("GET /routes/{db}: unknown mode in {v}: {e}"),
+                )
+            })?;
         Ok(Route {
             side: field(&v, "side"),
-            mode: field(&v, "mode"),
+            mode,
         })
     }
     fn pause(&self, db: &str) -> SysResult<()> {
@@ -577,7 +585,10 @@ mod tests {
         })
         .unwrap();
         let r = p.route("d").unwrap();
-        assert_eq!((r.side.as_str(), r.mode.as_str()), ("old", "open"));
+        assert_eq!(
+            (r.side.as_str(), r.mode),
+            ("old", crate::systems::Mode::Open)
+        );
         let e = p.resume("d", Some("new")).unwrap_err();
         assert!(
             e.message.contains("409") && e.message.contains("not paused"),

@@ -29,6 +29,7 @@ use crate::cutover::checkpoints::SCOPE;
 use crate::cutover::lease::Lease;
 use crate::journal::{now_ms, JournalError, JournalStore, SiteState};
 use crate::site_spec::{ProxySpec, SiteSpec};
+use crate::systems::Mode;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -51,8 +52,7 @@ pub struct ProxyRoute {
     #[serde(default)]
     pub database: String,
     pub side: String,
-    /// `open`, `read_only` or `paused`.
-    pub mode: String,
+    pub mode: Mode,
     #[serde(default)]
     pub sessions: Option<u64>,
     #[serde(default)]
@@ -61,7 +61,7 @@ pub struct ProxyRoute {
 
 impl ProxyRoute {
     pub fn paused(&self) -> bool {
-        self.mode == "paused"
+        self.mode == Mode::Paused
     }
 }
 
@@ -225,7 +225,7 @@ pub struct Mismatch {
     pub journal_state: String,
     pub expected_side: String,
     pub proxy_side: String,
-    pub proxy_mode: String,
+    pub proxy_mode: Mode,
     pub epoch: Option<u64>,
     pub sessions: Option<u64>,
     pub problem: Problem,
@@ -502,7 +502,7 @@ pub fn check(
                         journal_state: f.state.as_str().to_string(),
                         expected_side: expected.clone(),
                         proxy_side: route.side.clone(),
-                        proxy_mode: route.mode.clone(),
+                        proxy_mode: route.mode,
                         epoch: route.epoch,
                         sessions: route.sessions,
                         problem,

@@ -64,17 +64,20 @@ impl SystemError {
 
 pub type SysResult<T> = Result<T, SystemError>;
 
+/// A database's mode as the SQL proxy has it: the proxy's own type, so a new mode there is a
+/// compile error here rather than a string nobody matches.
+pub use sql_proxy::route::Mode;
+
 /// The proxy's view of one database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub side: String,
-    /// `open`, `read_only` or `paused`.
-    pub mode: String,
+    pub mode: Mode,
 }
 
 impl Route {
     pub fn paused(&self) -> bool {
-        self.mode == "paused"
+        self.mode == Mode::Paused
     }
 }
 

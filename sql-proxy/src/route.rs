@@ -32,6 +32,23 @@ pub enum Mode {
     Paused,
 }
 
+impl Mode {
+    /// The name the admin API, the route store and the migrator use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Open => "open",
+            Mode::ReadOnly => "read_only",
+            Mode::Paused => "paused",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteState {
     pub side: Arc<str>,

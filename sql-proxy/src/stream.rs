@@ -107,7 +107,11 @@ pub fn acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, TlsErr
     }
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| pem_err("key", key_file, e.to_string()))?;
-    let cfg = tokio_rustls::rustls::ServerConfig::builder()
+    // The crypto provider named, not guessed: a build where another crate also enables rustls'
+    // ring provider would otherwise panic here.
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     Ok(TlsAcceptor::from(Arc::new(cfg)))

@@ -20,7 +20,7 @@ impl FakeProxy {
             ProxyRoute {
                 database: db.into(),
                 side: side.into(),
-                mode: mode.into(),
+                mode: serde_json::from_value(serde_json::Value::String(mode.into())).unwrap(),
                 sessions: Some(0),
                 epoch: Some(1),
             },
@@ -53,7 +53,7 @@ impl RouteAdmin for FakeProxy {
             .unwrap_or(ProxyRoute {
                 database: db.into(),
                 side: "old".into(),
-                mode: "open".into(),
+                mode: Mode::Open,
                 sessions: None,
                 epoch: Some(0),
             }))
@@ -349,7 +349,7 @@ fn a_put_refused_with_409_is_reported_as_left_paused() {
     assert!(matches!(r, Repair::Skipped { .. }), "{r:?}");
     // Paused with the same epoch and mode as seen (a proxy that refuses anyway): 409.
     let mut seen = m.clone();
-    seen.proxy_mode = "paused".into();
+    seen.proxy_mode = Mode::Paused;
     let r = repair_one(&seen, &sample("a"), &j, &factory(&p)).unwrap();
     assert_eq!(
         r,

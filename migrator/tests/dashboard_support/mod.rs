@@ -108,7 +108,7 @@ pub fn route_mismatch_report() -> migrator::route_check::RouteReport {
             journal_state: "live".into(),
             expected_side: "new".into(),
             proxy_side: "old".into(),
-            proxy_mode: "open".into(),
+            proxy_mode: migrator::systems::Mode::Open,
             epoch: Some(7),
             sessions: Some(2),
             problem: Problem::WrongSide,

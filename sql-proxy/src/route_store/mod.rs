@@ -132,11 +132,7 @@ fn now_ms() -> i64 {
 }
 
 fn mode_str(m: Mode) -> &'static str {
-    match m {
-        Mode::Open => "open",
-        Mode::ReadOnly => "read_only",
-        Mode::Paused => "paused",
-    }
+    m.as_str()
 }
 
 fn parse_mode(s: &str) -> Option<Mode> {
