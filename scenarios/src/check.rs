@@ -247,55 +247,22 @@ pub fn check_windows(
         }
     }
     for side in [Side::Old, Side::New] {
-        let dbs: Vec<&String> = wanted
-            .keys()
-            .filter(|(s, _)| *s == side)
-            .map(|(_, d)| d)
-            .collect();
-        if dbs.is_empty() {
-            continue;
-        }
-        let sql: String = dbs
-            .iter()
-            .map(|d| format!("SELECT token FROM `{d}`.events;\n"))
-            .collect();
-        let out = mariadb_exec(state.dc(side), &sql)?;
-        let present: BTreeSet<&str> = out.lines().map(str::trim).collect();
-        for ((s, db), tokens) in &wanted {
-            if *s != side {
-                continue;
-            }
+        let present = tokens_on(state, side, &wanted)?;
+        for ((_, db), tokens) in wanted.iter().filter(|((s, _), _)| *s == side) {
             for t in tokens {
-                if !present.contains(t) {
+                if !present.contains(*t) {
                     r.lost_writes.push(format!("{db}:{t}"));
                 }
             }
         }
-    }
-    for side in [Side::Old, Side::New] {
-        let dbs: Vec<&String> = forbidden
-            .keys()
-            .filter(|(s, _)| *s == side)
-            .map(|(_, d)| d)
-            .collect();
-        if dbs.is_empty() {
-            continue;
-        }
-        let sql: String = dbs
-            .iter()
-            .map(|d| format!("SELECT token FROM `{d}`.events;\n"))
-            .collect();
-        let out = mariadb_exec(state.dc(side), &sql)?;
-        let present: BTreeSet<&str> = out.lines().map(str::trim).collect();
-        for ((s, db), tokens) in &forbidden {
-            if *s == side {
-                r.non_owner_writes.extend(
-                    tokens
-                        .iter()
-                        .filter(|t| present.contains(**t))
-                        .map(|t| format!("{db}:{t} (on {})", side.label())),
-                );
-            }
+        let present = tokens_on(state, side, &forbidden)?;
+        for ((_, db), tokens) in forbidden.iter().filter(|((s, _), _)| *s == side) {
+            r.non_owner_writes.extend(
+                tokens
+                    .iter()
+                    .filter(|t| present.contains(**t))
+                    .map(|t| format!("{db}:{t} (on {})", side.label())),
+            );
         }
     }
     for (file, what) in uploads {
@@ -304,6 +271,25 @@ pub fn check_windows(
         }
     }
     Ok(r)
+}
+
+/// The write tokens present on `side` in the databases `of` lists for that side (one query
+/// per database, read directly from the side's MariaDB).
+fn tokens_on(
+    state: &LabState,
+    side: Side,
+    of: &BTreeMap<(Side, String), Vec<&str>>,
+) -> Result<BTreeSet<String>> {
+    let sql: String = of
+        .keys()
+        .filter(|(s, _)| *s == side)
+        .map(|(_, d)| format!("SELECT token FROM `{d}`.events;\n"))
+        .collect();
+    if sql.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let out = mariadb_exec(state.dc(side), &sql)?;
+    Ok(out.lines().map(|l| l.trim().to_string()).collect())
 }
 
 #[cfg(test)]

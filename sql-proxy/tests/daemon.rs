@@ -116,21 +116,8 @@ fn sync_users_and_run_serve_clients_without_logging_secrets() {
 #[test]
 fn backend_reached_through_its_unix_socket_from_worker_threads() {
     let db = backend();
-    let bin = env!("CARGO_BIN_EXE_sql-proxy");
     let dir = tempfile::tempdir().unwrap();
-    let pw_file = dir.path().join("admin.pw");
-    std::fs::write(&pw_file, testkit::mariadb::ADMIN_PASSWORD).unwrap();
-    let users = dir.path().join("users.json");
-    let out = Command::new(bin)
-        .args(["sync-users", "--user", "admin", "--from"])
-        .arg(format!("127.0.0.1:{}", db.port()))
-        .arg("--password-file")
-        .arg(&pw_file)
-        .arg("--out")
-        .arg(&users)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let users = common::daemon::sync_users(&db, dir.path());
     let port = testkit::free_port().unwrap();
     let cfg = dir.path().join("proxy.toml");
     std::fs::write(
