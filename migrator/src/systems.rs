@@ -66,7 +66,7 @@ pub type SysResult<T> = Result<T, SystemError>;
 
 /// A database's mode as the SQL proxy has it: the proxy's own type, so a new mode there is a
 /// compile error here rather than a string nobody matches.
-pub use sql_proxy::route::Mode;
+pub use sql_proxy::mode::Mode;
 
 /// The proxy's view of one database.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@
 //!   [`response`]: where a response ends.
 //! - [`rewrite`]: `@@socket` answered as NULL (clients must not bypass the proxy);
 //!   [`classify`]: write detection for read_only; [`session_state`]: SET / USE tracking.
-//! - [`route`]: live routes, modes, session registry, counters; [`route_store`]: the durable
+//! - [`mode`]: a database's mode; [`route`]: live routes, session registry, counters; [`route_store`]: the durable
 //!   copy every route change is committed to first (SQLite, WAL); [`switch`]: pause → drain →
 //!   resume; [`admin`]: HTTP API and Prometheus metrics; [`config`]: the TOML file.
 //! - [`backend`]: the proxy's own backend logins and queries.
@@ -23,6 +23,7 @@ pub mod backend;
 pub mod classify;
 pub mod commands;
 pub mod config;
+pub mod mode;
 pub mod protocol;
 pub mod relay;
 pub mod response;

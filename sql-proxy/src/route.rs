@@ -13,41 +13,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use crate::auth::UserStore;
 use crate::config::{Config, Limits};
 use crate::route_store::{RouteStore, StoreError, StoredRoute};
 
-/// A database's mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    #[default]
-    Open,
-    /// Reads pass; writes get error 1290.
-    ReadOnly,
-    /// Queries are held (bounded) until the mode changes.
-    Paused,
-}
-
-impl Mode {
-    /// The name the admin API, the route store and the migrator use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Open => "open",
-            Mode::ReadOnly => "read_only",
-            Mode::Paused => "paused",
-        }
-    }
-}
-
-impl std::fmt::Display for Mode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::mode::Mode;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteState {

@@ -16,13 +16,14 @@
 //! Delta mode: tables whose checksums are equal on both sides are left alone; the others are
 //! emptied and copied again.
 
+use crate::db::progress::{scope, Journal};
+pub use crate::db::progress::{TableCheckpoint, TableReport};
 use crate::db::rows::{load_method, LoadMethod};
 use crate::db::schema::{self, ctx, ident, DbError, Result, Side, TableInfo};
+use crate::db::session::session;
 use crate::db::{snapshot, table};
-use crate::journal::JournalStore;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
-use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone)]
 pub struct CopyOptions {
@@ -32,26 +33,6 @@ pub struct CopyOptions {
     /// How rows reach the destination; `None`: the fastest the server offers
     /// ([`crate::db::rows::load_method`]).
     pub load_method: Option<LoadMethod>,
-}
-
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct TableReport {
-    pub table: String,
-    pub copied: bool,
-    /// Why it was (not) copied: `copied`, `unchanged`, `resumed`, `already done`, `would copy`.
-    pub action: String,
-    pub rows: u64,
-    pub bytes: u64,
-    pub source_checksum: String,
-    pub destination_checksum: String,
-    /// Where the source checksum came from: `stream` (computed over the rows as they were
-    /// copied, the table read whole from the snapshot), `server` (a checksum query on the
-    /// snapshot: a resumed table, or a stream checksum that did not match), or empty.
-    pub source_checksum_from: String,
-    /// Seconds spent copying rows (and the source checksum), and finishing afterwards
-    /// (secondary indexes built after the load, destination checksum).
-    pub copy_seconds: f64,
-    pub verify_seconds: f64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -65,57 +46,6 @@ pub struct CopyReport {
     pub seconds: f64,
     /// How rows reach the destination (chosen, or forced, before anything is written).
     pub load_method: Option<LoadMethod>,
-}
-
-/// Committed progress of one table.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Default)]
-pub struct TableCheckpoint {
-    /// Last primary key copied, when the table has one: hex of the raw bytes when `pk_hex`,
-    /// else text (checkpoints written before values travelled as raw bytes).
-    pub last_pk: Option<Vec<Option<String>>>,
-    pub rows: u64,
-    pub done: bool,
-    pub checksum: Option<String>,
-    #[serde(default)]
-    pub pk_hex: bool,
-}
-
-impl TableCheckpoint {
-    /// The resume point as raw bytes.
-    pub(super) fn last_pk_bytes(&self) -> Option<Vec<Option<Vec<u8>>>> {
-        let v = self.last_pk.as_ref()?;
-        v.iter()
-            .map(|x| match x {
-                None => Some(None),
-                Some(s) if self.pk_hex => hex::decode(s).ok().map(Some),
-                Some(s) => Some(Some(s.as_bytes().to_vec())),
-            })
-            .collect()
-    }
-}
-
-pub(super) type Journal = Arc<Mutex<dyn JournalStore + Send>>;
-
-pub(super) fn scope(db: &str) -> String {
-    format!("copy-db:{db}")
-}
-
-pub(super) async fn session(url: &Opts, side: Side, db: Option<&str>) -> Result<Conn> {
-    let mut c = Conn::new(url.clone())
-        .await
-        .map_err(ctx(side, || "connecting".to_string()))?;
-    c.query_drop(
-        "SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = 'NO_AUTO_VALUE_ON_ZERO', \
-         foreign_key_checks = 0, unique_checks = 0",
-    )
-    .await
-    .map_err(ctx(side, || "setting up the session".to_string()))?;
-    if let Some(db) = db {
-        c.query_drop(format!("USE {}", ident(db)))
-            .await
-            .map_err(ctx(side, || format!("USE `{db}`")))?;
-    }
-    Ok(c)
 }
 
 /// Copies database `db` from `src` to `dst` (see the module documentation), stage by stage:

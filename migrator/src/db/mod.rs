@@ -11,7 +11,9 @@
 
 pub mod copy;
 pub mod ddl;
+mod progress;
 pub mod rows;
 pub mod schema;
+mod session;
 mod snapshot;
 mod table;

@@ -2,8 +2,8 @@
 //! connection while every worker opens `START TRANSACTION WITH CONSISTENT SNAPSHOT`, so all
 //! workers read the same instant, and each table's `SHOW CREATE TABLE` as of that instant.
 
-use crate::db::copy::session;
 use crate::db::schema::{ctx, ident, Result, Side, TableInfo};
+use crate::db::session::session;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
 

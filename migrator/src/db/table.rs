@@ -3,10 +3,11 @@
 //! (deferred indexes, destination checksum, the stream checksum confirmed), and the workers
 //! that take tables from a shared queue, largest first.
 
-use crate::db::copy::{scope, session, Journal, TableCheckpoint, TableReport};
 use crate::db::ddl::{add_missing_indexes, recreate, split_secondary_indexes, SplitDdl};
+use crate::db::progress::{scope, Journal, TableCheckpoint, TableReport};
 use crate::db::rows::{copy_rows, pk_after, Committed, Loading, Rows};
 use crate::db::schema::{self, ctx, ident, DbError, Result, Side, StreamChecksum, TableInfo};
+use crate::db::session::session;
 use crate::db::snapshot::Snapshot;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};

@@ -30,7 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::route::Mode;
+use crate::mode::Mode;
 
 mod import;
 mod lock;
