@@ -16,6 +16,13 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The mode named `s` (what [`Mode::as_str`] gives), if any.
+    pub fn parse(s: &str) -> Option<Mode> {
+        [Mode::Open, Mode::ReadOnly, Mode::Paused]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+
     /// The name the admin API, the route store and the migrator use.
     pub fn as_str(self) -> &'static str {
         match self {

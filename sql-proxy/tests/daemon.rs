@@ -5,7 +5,6 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 use common::daemon::start;
 use common::*;
@@ -29,24 +28,12 @@ fn init(cfg: &std::path::Path) {
 #[test]
 fn sync_users_and_run_serve_clients_without_logging_secrets() {
     let db = backend();
-    let bin = env!("CARGO_BIN_EXE_sql-proxy");
     let dir = tempfile::tempdir().unwrap();
-    let pw_file = dir.path().join("admin.pw");
-    std::fs::write(&pw_file, format!("{}\n", testkit::mariadb::ADMIN_PASSWORD)).unwrap();
-    let users = dir.path().join("users.json");
-    let out = Command::new(bin)
-        .args(["sync-users", "--user", "admin", "--from"])
-        .arg(format!("127.0.0.1:{}", db.port()))
-        .arg("--password-file")
-        .arg(&pw_file)
-        .arg("--out")
-        .arg(&users)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // The password file ends with a newline, as an editor leaves it.
+    let (users, out) = common::daemon::sync_users_with(
+        &db,
+        dir.path(),
+        &format!("{}\n", testkit::mariadb::ADMIN_PASSWORD),
     );
     let store = std::fs::read_to_string(&users).unwrap();
     let mode = std::fs::metadata(&users).unwrap().permissions().mode() & 0o777;

@@ -131,19 +131,6 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn mode_str(m: Mode) -> &'static str {
-    m.as_str()
-}
-
-fn parse_mode(s: &str) -> Option<Mode> {
-    match s {
-        "open" => Some(Mode::Open),
-        "read_only" => Some(Mode::ReadOnly),
-        "paused" => Some(Mode::Paused),
-        _ => None,
-    }
-}
-
 impl RouteStore {
     /// The default store path: `routes.sqlite` beside the user store.
     pub fn default_path(users_file: &Path) -> PathBuf {
@@ -229,14 +216,7 @@ impl RouteStore {
                 };
                 conn.execute(
                     "INSERT INTO routes VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        db,
-                        side,
-                        mode_str(*mode),
-                        mode_str(resume),
-                        epoch as i64,
-                        now
-                    ],
+                    params![db, side, mode.as_str(), resume.as_str(), epoch as i64, now],
                 )
                 .map_err(sq("seeding routes"))?;
             }
@@ -400,8 +380,8 @@ impl RouteStore {
                     path: self.path.clone(),
                     what: format!("route of database {database:?}: {what}"),
                 };
-                let mode = parse_mode(&mode).ok_or_else(|| bad(format!("mode {mode:?}")))?;
-                let resume_mode = parse_mode(&resume)
+                let mode = Mode::parse(&mode).ok_or_else(|| bad(format!("mode {mode:?}")))?;
+                let resume_mode = Mode::parse(&resume)
                     .filter(|m| *m != Mode::Paused)
                     .ok_or_else(|| bad(format!("resume_mode {resume:?}")))?;
                 if side.is_empty() || epoch <= 0 {
@@ -503,8 +483,8 @@ pub(super) fn upsert(
         params![
             database,
             side,
-            mode_str(mode),
-            mode_str(resume_mode),
+            mode.as_str(),
+            resume_mode.as_str(),
             epoch,
             now_ms()
         ],

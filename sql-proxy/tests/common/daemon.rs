@@ -54,7 +54,7 @@ pub fn start(cfg: &Path, log: &Path, env: (&str, &str), port: u16) -> Daemon {
             .spawn()
             .unwrap(),
     );
-    let up = (0..200).any(|_| {
+    let up = (0..600).any(|_| {
         std::thread::sleep(Duration::from_millis(25));
         if let Ok(Some(status)) = daemon.0.try_wait() {
             panic!(
@@ -81,10 +81,20 @@ pub fn run(args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// `sql-proxy sync-users` from `db` into `dir/users.json`.
+/// `sql-proxy sync-users` from `db` into `dir/users.json`, which must succeed.
 pub fn sync_users(db: &testkit::MariaDb, dir: &Path) -> PathBuf {
+    sync_users_with(db, dir, testkit::mariadb::ADMIN_PASSWORD).0
+}
+
+/// As [`sync_users`], the admin password file holding `password_text` exactly; also returns
+/// the command's output (what it listed).
+pub fn sync_users_with(
+    db: &testkit::MariaDb,
+    dir: &Path,
+    password_text: &str,
+) -> (PathBuf, Output) {
     let pw_file = dir.join("admin.pw");
-    std::fs::write(&pw_file, testkit::mariadb::ADMIN_PASSWORD).unwrap();
+    std::fs::write(&pw_file, password_text).unwrap();
     let users = dir.join("users.json");
     let out = Command::new(BIN)
         .args(["sync-users", "--user", "admin", "--from"])
@@ -100,7 +110,7 @@ pub fn sync_users(db: &testkit::MariaDb, dir: &Path) -> PathBuf {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    users
+    (users, out)
 }
 
 /// The daemon's files in one directory: config, users, token, log; the store beside users.
