@@ -475,6 +475,7 @@ impl DataMover for LocalData {
                 delta,
                 dry_run: false,
                 load_method: None,
+                ..Default::default()
             };
             let r = rt
                 .block_on(copy::copy_database(&src, &dst, db, j.clone(), &opts))
