@@ -9,7 +9,6 @@ use crate::cutover::lease;
 use crate::cutover::phase::{CutoverError, Phase};
 use crate::cutover::rollback;
 use crate::journal::now_ms;
-use crate::systems::Direction;
 use drivers::lb::AdminState;
 
 impl Engine<'_> {
@@ -58,7 +57,7 @@ impl Engine<'_> {
         let dbs: Vec<String> = self.spec.databases.clone();
         self.phase(Phase::FinalSync, |e| {
             let dbs = paused_dbs(e, &dbs, &spec.proxy.old_side)?;
-            let moved = e.copy_pass(spec, &dbs, Direction::Forward, true, Phase::FinalSync)?;
+            let moved = e.tail_pass(spec, &dbs)?;
             Ok(((), moved))
         })
     }
@@ -77,7 +76,12 @@ impl Engine<'_> {
             } else {
                 Err(CutoverError::VerifyFailed(diffs))
             }
-        })
+        })?;
+        if self.sys.data.verifies_after_switch(spec) {
+            let key = format!("{}.post_verify", spec.site);
+            self.journal.put_checkpoint_raw(SCOPE, &key, PENDING)?;
+        }
+        Ok(())
     }
 
     /// Idempotent: each action checks what the system reports first.
@@ -135,6 +139,52 @@ impl Engine<'_> {
             .checkpoint_raw(SCOPE, &key)?
             .and_then(|s| s.parse::<i64>().ok())
             .map(|t| (now_ms() - t) as f64))
+    }
+
+    /// The databases left to verify after the switch ([`crate::systems::DataMover::
+    /// verify_after_switch`]); a difference rolls the site back with its new writes.
+    pub(crate) fn post_verify(&mut self) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        let key = format!("{}.post_verify", spec.site);
+        if !self.sys.data.verifies_after_switch(spec) {
+            if self.journal.checkpoint_raw(SCOPE, &key)?.as_deref() == Some(PENDING) {
+                // Pinned by a migrator that is gone: say so in the journal, not silently.
+                let _ = self.phase(Phase::PostVerify, |_| {
+                    Err::<((), u64), _>(CutoverError::system(Phase::PostVerify)(
+                        crate::systems::SystemError::new(
+                            "mariadb",
+                            crate::systems::Dc::New,
+                            "not verified after the switch: the new side's state pinned in \
+                             the freeze was lost when the migrator restarted; compare the \
+                             sides with `migrator verify` (the site stays live)",
+                        ),
+                    ))
+                });
+                self.journal
+                    .put_checkpoint_raw(SCOPE, &key, "\"unverified\"")?;
+            }
+            return Ok(());
+        }
+        let res = self.phase(Phase::PostVerify, |e| {
+            let diffs = e
+                .sys
+                .data
+                .verify_after_switch(spec)
+                .map_err(CutoverError::system(Phase::PostVerify))?;
+            if diffs.is_empty() {
+                Ok(((), 0))
+            } else {
+                Err(CutoverError::VerifyAfterSwitch(diffs))
+            }
+        });
+        if let Err(cause @ CutoverError::VerifyAfterSwitch(_)) = res {
+            self.journal.put_checkpoint_raw(SCOPE, &key, "\"failed\"")?;
+            rollback::run(self)?;
+            return Err(cause);
+        }
+        res?;
+        self.journal.put_checkpoint_raw(SCOPE, &key, "\"done\"")?;
+        Ok(())
     }
 
     pub(crate) fn post_check(&mut self) -> Result<(), CutoverError> {
@@ -196,6 +246,9 @@ impl Engine<'_> {
         Ok(())
     }
 }
+
+/// The journal's mark of a site whose databases wait for their verification after the switch.
+const PENDING: &str = "\"pending\"";
 
 /// The databases of `all` that are paused on `side` (the ones this freeze holds).
 fn paused_dbs(e: &Ctx<'_>, all: &[String], side: &str) -> Result<Vec<String>, CutoverError> {

@@ -271,16 +271,21 @@ async fn drop_gone_tables(dst_ctl: &mut Conn, db: &str, source: &[TableInfo]) ->
 pub async fn verify_database(src_url: &Opts, dst_url: &Opts, db: &str) -> Result<Vec<String>> {
     let mut s = session(src_url, Side::Source, None).await?;
     let mut d = session(dst_url, Side::Destination, None).await?;
-    let src_tables = schema::tables(&mut s, Side::Source, db).await?;
-    let dst_tables = schema::tables(&mut d, Side::Destination, db).await?;
+    verify_sessions(&mut s, &mut d, db).await
+}
+
+/// [`verify_database`] on open sessions (one may be inside a snapshot).
+pub async fn verify_sessions(s: &mut Conn, d: &mut Conn, db: &str) -> Result<Vec<String>> {
+    let src_tables = schema::tables(s, Side::Source, db).await?;
+    let dst_tables = schema::tables(d, Side::Destination, db).await?;
     let mut diffs = Vec::new();
     for t in &src_tables {
         if !dst_tables.iter().any(|x| x.name == t.name) {
             diffs.push(format!("table `{}`: only on source", t.name));
             continue;
         }
-        let a = schema::table_checksum(&mut s, Side::Source, db, t).await?;
-        let b = schema::table_checksum(&mut d, Side::Destination, db, t).await?;
+        let a = schema::table_checksum(s, Side::Source, db, t).await?;
+        let b = schema::table_checksum(d, Side::Destination, db, t).await?;
         if a != b {
             diffs.push(format!(
                 "table `{}`: checksum source {a} vs destination {b} (rows:sum:xor)",
