@@ -100,7 +100,7 @@ async fn write_loop(w: Arc<Writer>, urls: [Opts; 2], db: String, rate: u64, max_
         }
         let c = conns[t].as_mut().unwrap();
         n += 1;
-        let sql = if n % 2 == 0 {
+        let sql = if n.is_multiple_of(2) {
             format!("INSERT INTO `{db}`.bulk (grp, pad) VALUES (-1, RANDOM_BYTES(1024))")
         } else {
             let id = 1 + (n.wrapping_mul(2654435761) % max_id.max(1));
