@@ -313,3 +313,99 @@ fn prepare_says_what_is_not_followed_and_what_the_freeze_will_copy() {
     );
     assert!(!note.contains("cap.t "), "{note}");
 }
+
+/// `migrator follow-db` killed with SIGKILL in the middle of applying the log (its journaled
+/// position seen moving), then run again: it resumes from the journaled position, and after
+/// the tail the destination equals the source.
+#[test]
+fn follow_db_killed_mid_capture_resumes_from_its_journaled_position() {
+    use std::process::{Command, Stdio};
+    let lab = Lab::start();
+    lab.src.exec(SCHEMA).unwrap();
+    lab.src
+        .exec(&format!("SET SESSION sql_mode = ''; {}", insert(1..=20)))
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let jp = tmp.path().join("follow.sqlite");
+    let follow = |tail: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_migrator"));
+        c.args(["follow-db", "cap", "--journal"])
+            .arg(&jp)
+            .env("MIGRATOR_SRC_DB_URL", lab.src.admin_url())
+            .env("MIGRATOR_DST_DB_URL", lab.dst.admin_url())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if tail {
+            c.arg("--tail");
+        }
+        c
+    };
+    let out = follow(false).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let applied = || -> Option<String> {
+        let j = SqliteJournal::open(&jp).ok()?;
+        let raw = j.checkpoint_raw("capture:cap", "state").ok()??;
+        let v: serde_json::Value = serde_json::from_str(&raw).ok()?;
+        Some(v["applied"].to_string())
+    };
+    let start = applied().expect("journaled position after the first run");
+
+    // Many transactions with big rows: the next run takes a while to apply them.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use mysql_async::prelude::*;
+        let (s, _) = lab.urls();
+        let mut c = mysql_async::Conn::new(s).await.unwrap();
+        c.query_drop("SET SESSION sql_mode = ''").await.unwrap();
+        for i in 0..400u64 {
+            c.query_drop(insert(20_000 + i..=20_000 + i)).await.unwrap();
+            c.query_drop(format!(
+                "UPDATE cap.t SET name = 'k{i}' WHERE id = {}",
+                20_000 + i / 3
+            ))
+            .await
+            .unwrap();
+        }
+        c.disconnect().await.unwrap();
+    });
+    let mut child = follow(false).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let moved = loop {
+        if applied().is_some_and(|a| a != start) {
+            break true;
+        }
+        if child.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(moved, "the capture's position never moved while it ran");
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "killed mid-capture, not finished: {status:?}"
+    );
+    let mid = applied().unwrap();
+    assert_ne!(mid, start);
+
+    let out = follow(false).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = follow(true).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rt.block_on(lab.assert_equal("cap"));
+}

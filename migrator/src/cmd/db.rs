@@ -1,4 +1,4 @@
-//! `migrator copy-db` and `migrator verify`.
+//! `migrator copy-db`, `migrator follow-db` and `migrator verify`.
 //!
 //! Database URLs carry credentials, so they never appear on the command line: each side's
 //! `mysql://user:password@host:port` URL comes from an environment variable or from a file
@@ -9,6 +9,7 @@ use super::progress::Reporter;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use migrator::db::copy::{self, CopyOptions};
+use migrator::db::follow;
 use migrator::db::rows::LoadMethod;
 use migrator::journal::{JournalStore, SqliteJournal};
 use std::os::unix::fs::PermissionsExt;
@@ -120,6 +121,35 @@ pub enum DbCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Keep one database following its source by change capture from the source's ROW binary
+    /// log: the first run copies it (recording the snapshot's binary log position), later runs
+    /// apply the changes logged since, up to the source's position when the run starts.
+    /// Tables the log shows changed in definition (DDL) are copied again. Resumable: the
+    /// applied position is in the journal; a killed run replays from it (idempotent by primary
+    /// key). The source must log in ROW format with full row images (the error says which
+    /// setting to change).
+    ///
+    /// With --tail (only once writes to the database are stopped: the cutover's freeze), it
+    /// also copies the tables that cannot be followed (no primary key) and creates the
+    /// triggers and events, which wait until then (they would fire on captured rows).
+    FollowDb {
+        /// Database name (the same on both sides).
+        db: String,
+        #[command(flatten)]
+        sides: DbSides,
+        /// The journal file (SQLite); created if missing. It holds the capture's position.
+        #[arg(long, value_name = "FILE")]
+        journal: PathBuf,
+        /// Tables copied in parallel (first copy and re-copies).
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Finish: writes to the database are stopped (see above).
+        #[arg(long)]
+        tail: bool,
+        /// Print a JSON summary on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Compare a site's files (manifests) and databases (table checksums) on both sides and
     /// print every difference. Exit code 1 when anything differs.
     Verify {
@@ -222,6 +252,58 @@ pub fn run(command: DbCommand) -> anyhow::Result<i32> {
                     report.other_objects,
                     report.load_method.map_or("-", LoadMethod::name),
                     report.seconds
+                );
+            }
+            Ok(0)
+        }
+        DbCommand::FollowDb {
+            db,
+            sides,
+            journal,
+            threads,
+            tail,
+            json,
+        } => {
+            let (src, dst) = sides.urls()?;
+            let rt = runtime()?;
+            if let Some(why) = rt.block_on(follow::capturable(&src))? {
+                bail!("follow-db {db}: the source's changes cannot be captured: {why}");
+            }
+            let j = SqliteJournal::open(&journal)?;
+            let j: Arc<Mutex<dyn JournalStore + Send>> = Arc::new(Mutex::new(j));
+            let step_name = if tail { "follow-db-tail" } else { "follow-db" };
+            let step = j.lock().expect("journal").begin_step(&db, step_name)?;
+            let res = if tail {
+                rt.block_on(follow::tail(&src, &dst, &db, j.clone(), threads))
+            } else {
+                rt.block_on(follow::sync(&src, &dst, &db, j.clone(), threads))
+            };
+            let report = match res {
+                Ok(r) => r,
+                Err(e) => {
+                    j.lock().expect("journal").fail_step(step, &e.to_string())?;
+                    return Err(e).with_context(|| format!("follow-db {db}"));
+                }
+            };
+            j.lock().expect("journal").finish_step(
+                step,
+                &migrator::journal::StepOutcome {
+                    bytes: report.bytes,
+                    checksum: None,
+                },
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for (t, why) in &report.copied {
+                    println!("copied {t}: {why}");
+                }
+                for (t, why) in &report.uncaptured {
+                    println!("not followed {t}: {why}");
+                }
+                println!(
+                    "{db}: {} row changes applied, {} bytes moved, at {}, {:.2}s",
+                    report.rows_applied, report.bytes, report.applied, report.seconds
                 );
             }
             Ok(0)
