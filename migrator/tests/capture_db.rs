@@ -172,7 +172,11 @@ async fn ddl_mid_capture_copies_the_table_again_and_new_tables_are_copied() {
     let lab = Lab::start();
     lab.src.exec(SCHEMA).unwrap();
     lab.src
-        .exec(&format!("SET SESSION sql_mode = ''; {}", insert(1..=20)))
+        .exec(&format!(
+            "SET SESSION sql_mode = ''; {} CREATE TABLE cap.parent2 (k INT PRIMARY KEY); \
+             INSERT INTO cap.parent2 VALUES (1), (2);",
+            insert(1..=20)
+        ))
         .unwrap();
     lab.sync("cap").await;
     lab.src
@@ -180,7 +184,7 @@ async fn ddl_mid_capture_copies_the_table_again_and_new_tables_are_copied() {
             "SET SESSION sql_mode = ''; {} ALTER TABLE cap.parent ADD COLUMN extra INT DEFAULT 7; \
              INSERT INTO cap.parent VALUES (9,'n',9,1); \
              CREATE TABLE cap.fresh (k INT PRIMARY KEY, v TEXT); INSERT INTO cap.fresh VALUES (1,'x'); \
-             DROP TABLE cap.log;",
+             DROP TABLE cap.log; RENAME TABLE cap.parent2 TO cap.renamed;",
             insert(21..=30)
         ))
         .unwrap();
@@ -188,6 +192,10 @@ async fn ddl_mid_capture_copies_the_table_again_and_new_tables_are_copied() {
     let copied: Vec<&str> = r.copied.iter().map(|(t, _)| t.as_str()).collect();
     assert!(copied.contains(&"parent"), "{r:?}");
     assert!(copied.contains(&"fresh"), "{r:?}");
+    assert!(
+        copied.contains(&"renamed"),
+        "a table renamed, never written since: {r:?}"
+    );
     assert!(!copied.contains(&"t"), "t had no DDL: {r:?}");
     lab.assert_equal("cap").await;
     // Followed from its new copy on.

@@ -245,19 +245,17 @@ async fn recopy_flagged(
         .filter(|t| t.as_str() != TABLE_LIST)
         .cloned()
         .collect();
-    let list_changed = state.recopy.contains_key(TABLE_LIST);
-    if list_changed {
-        let mut c = Conn::new(src.clone())
-            .await
-            .map_err(ctx(Side::Source, || "connecting".into()))?;
-        let on_source = capture::values::table_metas(&mut c, db).await?;
-        let _ = c.disconnect().await;
-        for m in &on_source {
-            let known =
-                state.tables.contains_key(&m.name) || state.uncaptured.contains_key(&m.name);
-            if !known && !names.contains(&m.name) {
-                names.push(m.name.clone());
-            }
+    // Tables the source has and the capture does not know (created, or renamed to) are
+    // copied too, whether or not the log named them.
+    let mut c = Conn::new(src.clone())
+        .await
+        .map_err(ctx(Side::Source, || "connecting".into()))?;
+    let on_source = capture::values::table_metas(&mut c, db).await?;
+    let _ = c.disconnect().await;
+    for m in &on_source {
+        let known = state.tables.contains_key(&m.name) || state.uncaptured.contains_key(&m.name);
+        if !known && !names.contains(&m.name) {
+            names.push(m.name.clone());
         }
     }
     let opts = CopyOptions {
