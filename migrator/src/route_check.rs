@@ -222,7 +222,8 @@ pub fn judge(f: &SiteFacts, side: Option<Owner>, paused: bool) -> Verdict {
 pub struct Mismatch {
     pub site: String,
     pub database: String,
-    pub journal_state: String,
+    /// JSON: the state's journal name.
+    pub journal_state: SiteState,
     pub expected_side: String,
     pub proxy_side: String,
     pub proxy_mode: Mode,
@@ -499,7 +500,7 @@ pub fn check(
                     Verdict::Problem(problem) => r.mismatches.push(Mismatch {
                         site: s.site.clone(),
                         database: db.clone(),
-                        journal_state: f.state.as_str().to_string(),
+                        journal_state: f.state,
                         expected_side: expected.clone(),
                         proxy_side: route.side.clone(),
                         proxy_mode: route.mode,

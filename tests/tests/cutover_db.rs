@@ -6,7 +6,7 @@
 use migrator::cutover::rollback::rollback_site;
 use migrator::cutover::{Engine, EngineOptions};
 use migrator::dry_run::Recorder;
-use migrator::journal::SqliteJournal;
+use migrator::journal::{SiteState, SqliteJournal};
 use migrator::real_systems::{HttpProxy, LocalData};
 use migrator::site_spec::{Budget, HomeSpec, LbSpec, ProxySpec, SiteSpec};
 use migrator::systems::{ProxyControl, Systems};
@@ -203,7 +203,7 @@ fn database_moves_and_rolls_back_under_writes_with_nothing_lost() {
     let mut j = SqliteJournal::open(&jp).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let report = Engine::new(&spec, &sys, &mut j, &opts).migrate().unwrap();
-    assert_eq!(report.state, "live");
+    assert_eq!(report.state, SiteState::Live);
     assert_eq!(proxy.route("shop").unwrap().side, "new");
     eprintln!(
         "freeze {:?} ms, phases {:?}",
@@ -213,7 +213,7 @@ fn database_moves_and_rolls_back_under_writes_with_nothing_lost() {
     let after_switch = acked.load(Ordering::SeqCst);
 
     let report = rollback_site(Engine::new(&spec, &sys, &mut j, &opts)).unwrap();
-    assert_eq!(report.state, "rolled_back");
+    assert_eq!(report.state, SiteState::RolledBack);
     assert_eq!(proxy.route("shop").unwrap().side, "old");
     std::thread::sleep(std::time::Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);

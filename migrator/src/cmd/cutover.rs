@@ -13,7 +13,7 @@ use migrator::dry_run::Recorder;
 use migrator::journal::{JournalStore, SqliteJournal};
 use migrator::real_systems;
 use migrator::site_spec::{SiteSpec, SpecFile};
-use migrator::systems::Systems;
+use migrator::systems::{SysResult, Systems};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -195,11 +195,11 @@ fn journal_for(common: &Common, scratch: &tempfile::TempDir) -> anyhow::Result<P
     Ok(path)
 }
 
-fn systems_for(spec: &SiteSpec, common: &Common, journal: &Path) -> Result<Systems, String> {
+fn systems_for(spec: &SiteSpec, common: &Common, journal: &Path) -> SysResult<Systems> {
     if common.dry_run {
         Ok(Recorder::for_site(spec, true).systems(spec))
     } else {
-        real_systems::systems(spec, journal).map_err(|e| e.to_string())
+        real_systems::systems(spec, journal)
     }
 }
 
@@ -228,7 +228,7 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             let spec = specs.site(&site)?;
             let scratch = tempfile::tempdir()?;
             let jp = journal_for(&common, &scratch)?;
-            let sys = systems_for(spec, &common, &jp).map_err(anyhow::Error::msg)?;
+            let sys = systems_for(spec, &common, &jp)?;
             let mut j = SqliteJournal::open(&jp)?;
             let o = engine_options(&common);
             let r = Engine::new(spec, &sys, &mut j, &o)
@@ -249,7 +249,7 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
                     j.set_site_state(&site, migrator::journal::SiteState::Live)?;
                 }
             }
-            let sys = systems_for(spec, &common, &jp).map_err(anyhow::Error::msg)?;
+            let sys = systems_for(spec, &common, &jp)?;
             let mut j = SqliteJournal::open(&jp)?;
             let o = engine_options(&common);
             let r = rollback_site(Engine::new(spec, &sys, &mut j, &o))

@@ -44,7 +44,7 @@ impl Engine<'_> {
             }
         }
         self.release_lease()?;
-        self.report.state = self.state()?.as_str().to_string();
+        self.report.state = self.state()?;
         Ok(self.report)
     }
 
@@ -58,7 +58,7 @@ impl Engine<'_> {
         if e.opts.interrupt.load(Ordering::SeqCst) && e.report.freeze_ms.is_some() {
             e.report.deferred_signal = true;
         }
-        e.report.state = e.state()?.as_str().to_string();
+        e.report.state = e.state()?;
         Ok(e.report)
     }
 

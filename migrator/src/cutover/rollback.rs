@@ -74,7 +74,7 @@ pub fn rollback_site(mut engine: Engine<'_>) -> Result<SiteReport, CutoverError>
         });
     }
     run(&mut engine)?;
-    engine.report.state = engine.state()?.as_str().to_string();
+    engine.report.state = engine.state()?;
     Ok(engine.report)
 }
 

@@ -22,7 +22,7 @@ fn opts() -> EngineOptions {
     }
 }
 
-fn migrate(spec: &SiteSpec, rec: &Recorder, path: &Path) -> Result<String, CutoverError> {
+fn migrate(spec: &SiteSpec, rec: &Recorder, path: &Path) -> Result<SiteState, CutoverError> {
     let sys = rec.systems(spec);
     let mut j = SqliteJournal::open(path).unwrap();
     let o = opts();
@@ -31,7 +31,7 @@ fn migrate(spec: &SiteSpec, rec: &Recorder, path: &Path) -> Result<String, Cutov
         .map(|r| r.state)
 }
 
-fn rollback(spec: &SiteSpec, rec: &Recorder, path: &Path) -> Result<String, CutoverError> {
+fn rollback(spec: &SiteSpec, rec: &Recorder, path: &Path) -> Result<SiteState, CutoverError> {
     let sys = rec.systems(spec);
     let mut j = SqliteJournal::open(path).unwrap();
     let o = opts();
@@ -88,7 +88,7 @@ fn shop() -> (tempfile::TempDir, PathBuf, SiteSpec, Recorder) {
 /// [`shop`], already migrated: live on the new side.
 fn live_shop() -> (tempfile::TempDir, PathBuf, SiteSpec, Recorder) {
     let (dir, jp, spec, rec) = shop();
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
     (dir, jp, spec, rec)
 }
 
@@ -131,7 +131,7 @@ fn site_goes_live_with_every_phase_journaled() {
     });
     let rec = Recorder::for_site(&spec, false);
     rec.set_deltas(vec![5_000_000, 10, 0]);
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
     assert_eq!(serving(&spec, &rec), Ok(Dc::New));
     assert_eq!(
         phases(&jp, "shop"),
@@ -158,7 +158,7 @@ fn site_goes_live_with_every_phase_journaled() {
     assert!(pos("dns.replace") < pos("proxy.resume"));
     // Running again changes nothing.
     let before = rec.log().len();
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
     assert_eq!(rec.log().len(), before);
 }
 
@@ -166,7 +166,7 @@ fn site_goes_live_with_every_phase_journaled() {
 fn the_dry_run_says_how_each_dns_provider_would_switch() {
     let (_dir, jp, mut spec, _) = shop();
     let rec = Recorder::for_site(&spec, false);
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
     let replace = |rec: &Recorder| {
         rec.log()
             .into_iter()
@@ -193,7 +193,7 @@ fn the_dry_run_says_how_each_dns_provider_would_switch() {
         },
     ));
     let rec = Recorder::for_site(&spec, false);
-    assert_eq!(migrate(&spec, &rec, &jp2).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp2).unwrap(), SiteState::Live);
     let line = replace(&rec);
     assert!(
         line.contains(
@@ -218,7 +218,7 @@ fn verify_failure_aborts_to_the_old_side() {
     assert!(!rec.log().iter().any(|l| l.starts_with("dns.replace")));
     // Once the difference is gone, the same command moves the site.
     rec.set_verify_diffs(vec![]);
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
     assert_eq!(serving(&spec, &rec), Ok(Dc::New));
 }
 
@@ -264,14 +264,14 @@ fn unhealthy_tunnel_or_large_delta_refuses_the_freeze() {
         ..opts()
     };
     let r = Engine::new(&spec, &sys, &mut j, &o).migrate().unwrap();
-    assert_eq!(r.state, "live");
+    assert_eq!(r.state, SiteState::Live);
     drop(j);
     let p = phases(&jp3, "shop");
     assert!(p.contains(&"gate:done".to_string()), "{p:?}");
     assert!(p.iter().filter(|x| *x == "sync:done").count() >= 2, "{p:?}");
 
     // The healed tunnel lets the first site through.
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
 }
 
 const ACTIONS: [&str; 11] = [
@@ -288,7 +288,7 @@ const ACTIONS: [&str; 11] = [
     "haproxy.ready",
 ];
 
-fn crash(f: impl FnOnce() -> Result<String, CutoverError>) {
+fn crash(f: impl FnOnce() -> Result<SiteState, CutoverError>) {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     assert!(r.is_err(), "the injected crash did not fire");
 }
@@ -300,7 +300,7 @@ fn killed_at_every_action_then_resumed_ends_live_never_frozen() {
         rec.set_trap(action, Trap::Crash);
         crash(|| migrate(&spec, &rec, &jp));
         let state = migrate(&spec, &rec, &jp).unwrap_or_else(|e| panic!("{action}: {e}"));
-        assert_eq!(state, "live", "{action}");
+        assert_eq!(state, SiteState::Live, "{action}");
         assert_eq!(
             serving(&spec, &rec),
             Ok(Dc::New),
@@ -335,9 +335,13 @@ fn rollback_carries_the_new_side_back_and_is_resumable() {
             rec.set_trap(a, Trap::Crash);
             crash(|| rollback(&spec, &rec, &jp));
             // A wave re-run finishes the rollback rather than leave the site frozen.
-            assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "rolled_back", "{a}");
+            assert_eq!(
+                migrate(&spec, &rec, &jp).unwrap(),
+                SiteState::RolledBack,
+                "{a}"
+            );
         } else {
-            assert_eq!(rollback(&spec, &rec, &jp).unwrap(), "rolled_back");
+            assert_eq!(rollback(&spec, &rec, &jp).unwrap(), SiteState::RolledBack);
         }
         assert_eq!(serving(&spec, &rec), Ok(Dc::Old), "{action:?}");
         let log = rec.log()[n..].to_vec();
@@ -351,7 +355,7 @@ fn rollback_carries_the_new_side_back_and_is_resumable() {
             .expect("proxy resumed on old");
         assert!(copy_back < resume_old, "{log:?}");
         // After a rollback the site can go again.
-        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
     }
 }
 
@@ -390,7 +394,7 @@ fn failed_copy_back_keeps_serving_from_new_and_is_not_left_frozen() {
     assert!(!crate::cutover::rollback::in_progress(&j, "shop").unwrap());
     drop(j);
     // The operator tries again once the copy works.
-    assert_eq!(rollback(&spec, &rec, &jp).unwrap(), "rolled_back");
+    assert_eq!(rollback(&spec, &rec, &jp).unwrap(), SiteState::RolledBack);
     assert_eq!(serving(&spec, &rec), Ok(Dc::Old));
 }
 

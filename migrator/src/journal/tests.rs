@@ -11,9 +11,15 @@ struct Progress {
 #[test]
 fn state_names_round_trip() {
     for st in SiteState::ALL {
-        assert_eq!(SiteState::parse(st.as_str()), Some(st));
+        assert_eq!(st.as_str().parse(), Ok(st));
+        assert_eq!(st.to_string(), st.as_str());
+        assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{st}\""));
     }
-    assert_eq!(SiteState::parse("bogus"), None);
+    let err = "bogus".parse::<SiteState>().unwrap_err();
+    assert!(err
+        .to_string()
+        .starts_with("unknown site state \"bogus\" (expected one of planned, "));
+    assert!(err.to_string().ends_with("rolled_back)"), "{err}");
 }
 
 #[test]

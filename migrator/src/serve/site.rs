@@ -1,6 +1,7 @@
 //! The site page's read model: one site's summary row, its steps (the timeline) from the
 //! journal's `(site, id)` index, its verification results, cutover checkpoints and controls.
 
+use crate::journal::SiteState;
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
@@ -31,7 +32,8 @@ pub struct Control {
 pub struct SiteDetail {
     pub site: String,
     pub wave: Option<i64>,
-    pub state: String,
+    /// JSON: the state's journal name (`live`, `rolled_back`, ...).
+    pub state: SiteState,
     pub bytes: i64,
     pub freeze_ms: Option<f64>,
     pub errors: i64,
@@ -54,7 +56,7 @@ pub fn site_detail(conn: &Connection, site: &str) -> rusqlite::Result<Option<Sit
             |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
+                    r.get::<_, SiteState>(1)?,
                     r.get::<_, i64>(2)?,
                     r.get::<_, Option<f64>>(3)?,
                     r.get::<_, i64>(4)?,
@@ -106,7 +108,7 @@ pub fn site_detail(conn: &Connection, site: &str) -> rusqlite::Result<Option<Sit
         .filter(|(k, _)| k.starts_with(&prefix))
         .map(|(k, v)| (k[prefix.len()..].to_string(), v))
         .collect();
-    let can_rollback = matches!(state.as_str(), "switched" | "live");
+    let can_rollback = matches!(state, SiteState::Switched | SiteState::Live);
     let controls = controls_for(conn, site, 20)?;
     Ok(Some(SiteDetail {
         site: site.to_string(),
