@@ -7,6 +7,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use migrator::cutover::checkpoints::{self, Checkpoint};
 use migrator::cutover::rollback::rollback_site;
 use migrator::cutover::{Engine, EngineOptions, SiteReport};
 use migrator::dry_run::Recorder;
@@ -338,7 +339,7 @@ fn show(site: &str, journal: &Path) -> anyhow::Result<i32> {
             s.error.map(|e| format!("  error: {e}")).unwrap_or_default()
         );
     }
-    if let Some(f) = j.checkpoint_raw("cutover", &format!("{site}.freeze_ms"))? {
+    if let Some(f) = checkpoints::get(&j, site, Checkpoint::FreezeMs)? {
         println!("  write-unavailability {f} ms");
     }
     if let Some(l) = migrator::cutover::lease::get(&j, site)? {
@@ -368,10 +369,8 @@ fn status(journal: &Path, sites_file: Option<&Path>) -> anyhow::Result<i32> {
     let mut freezes = Vec::new();
     for (site, st) in &sites {
         *counts.entry(st.as_str()).or_default() += 1;
-        if let Some(f) = j.checkpoint_raw("cutover", &format!("{site}.freeze_ms"))? {
-            if let Ok(v) = f.parse::<f64>() {
-                freezes.push(v);
-            }
+        if let Some(v) = checkpoints::get_num::<f64>(&j, site, Checkpoint::FreezeMs)? {
+            freezes.push(v);
         }
     }
     if let Some(p) = j.plan()? {

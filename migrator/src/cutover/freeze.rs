@@ -3,7 +3,7 @@
 //! (the commit point), [`Engine::unfreeze`], [`Engine::post_check`]; and [`Engine::abort_now`],
 //! which puts every system back on the old side from what it reports.
 
-use crate::cutover::checkpoints::SCOPE;
+use crate::cutover::checkpoints::{self, Checkpoint};
 use crate::cutover::engine::{Ctx, Engine};
 use crate::cutover::lease;
 use crate::cutover::phase::{CutoverError, Phase};
@@ -19,10 +19,8 @@ impl Engine<'_> {
     /// an already paused shared database could never drain.
     pub(crate) fn freeze(&mut self) -> Result<(), CutoverError> {
         let spec = self.spec;
-        let key = format!("{}.freeze_started_ms", spec.site);
         self.take_lease()?;
-        self.journal
-            .put_checkpoint_raw(SCOPE, &key, &now_ms().to_string())?;
+        checkpoints::stamp(self.journal, &spec.site, Checkpoint::FreezeStartedMs)?;
         self.phase(Phase::Freeze, |e| {
             let err = || CutoverError::system(Phase::Freeze);
             let lb = |dc, lbs: &crate::site_spec::LbSpec, l: &dyn drivers::lb::LoadBalancer| {
@@ -119,9 +117,10 @@ impl Engine<'_> {
         self.release_lease()?;
         self.report.freeze_ms = self.freeze_elapsed()?;
         if let Some(ms) = self.report.freeze_ms {
-            self.journal.put_checkpoint_raw(
-                SCOPE,
-                &format!("{}.freeze_ms", spec.site),
+            checkpoints::put(
+                self.journal,
+                &spec.site,
+                Checkpoint::FreezeMs,
                 &format!("{ms:.1}"),
             )?;
         }
@@ -129,20 +128,16 @@ impl Engine<'_> {
     }
 
     pub(crate) fn freeze_elapsed(&self) -> Result<Option<f64>, CutoverError> {
-        let key = format!("{}.freeze_started_ms", self.spec.site);
-        Ok(self
-            .journal
-            .checkpoint_raw(SCOPE, &key)?
-            .and_then(|s| s.parse::<i64>().ok())
-            .map(|t| (now_ms() - t) as f64))
+        let started: Option<i64> =
+            checkpoints::get_num(self.journal, &self.spec.site, Checkpoint::FreezeStartedMs)?;
+        Ok(started.map(|t| (now_ms() - t) as f64))
     }
 
     pub(crate) fn post_check(&mut self) -> Result<(), CutoverError> {
         let spec = self.spec;
-        let before: Option<String> = self
-            .journal
-            .checkpoint_raw(SCOPE, &format!("{}.fingerprint", spec.site))?
-            .and_then(|s| serde_json::from_str(&s).ok());
+        let before: Option<String> =
+            checkpoints::get(self.journal, &spec.site, Checkpoint::Fingerprint)?
+                .and_then(|s| serde_json::from_str(&s).ok());
         let Some(before) = before else { return Ok(()) };
         let res = self.phase(Phase::PostCheck, |e| {
             let after = e

@@ -2,7 +2,7 @@
 //! ([`Engine::advance`]), the freeze of its move group ([`crate::cutover::group`]), and the
 //! recovery of a site left mid-freeze ([`Engine::recover`], for the watchdog).
 
-use crate::cutover::checkpoints::SCOPE;
+use crate::cutover::checkpoints::{self, Checkpoint};
 use crate::cutover::engine::{Engine, SiteReport};
 use crate::cutover::phase::{CutoverError, Phase};
 use crate::cutover::{group, lease, rollback, throttle};
@@ -149,9 +149,10 @@ impl Engine<'_> {
         })
         .and_then(|fp| {
             if let Some(fp) = fp {
-                self.journal.put_checkpoint_raw(
-                    SCOPE,
-                    &format!("{}.fingerprint", spec.site),
+                checkpoints::put(
+                    self.journal,
+                    &spec.site,
+                    Checkpoint::Fingerprint,
                     &serde_json::Value::String(fp).to_string(),
                 )?;
             }

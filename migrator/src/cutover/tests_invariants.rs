@@ -3,13 +3,13 @@
 //! rollback never copies stale data over the side that serves.
 
 use super::*;
+use crate::cutover::checkpoints::{self, Checkpoint, SCOPE};
 
 /// Simulates a migrator killed after the rollback's last state change (`rolled_back`
 /// committed) but before its checkpoint was cleared and its lease released.
 fn leave_rollback_pending(path: &Path, site: &str) {
     let mut j = SqliteJournal::open(path).unwrap();
-    j.put_checkpoint_raw("cutover", &format!("{site}.rollback"), "1")
-        .unwrap();
+    checkpoints::put(&mut j, site, Checkpoint::Rollback, "1").unwrap();
     crate::cutover::lease::take(&mut j, site, Duration::from_secs(60)).unwrap();
 }
 
@@ -284,8 +284,7 @@ fn lease_of_another_live_migrator(path: &Path, site: &str) -> String {
         expires_ms: 0,
     };
     let json = serde_json::to_string(&l).unwrap();
-    j.put_checkpoint_raw("cutover", &format!("{site}.lease"), &json)
-        .unwrap();
+    checkpoints::put(&mut j, site, Checkpoint::Lease, &json).unwrap();
     json
 }
 
@@ -303,7 +302,7 @@ fn a_site_leased_by_another_live_migrator_is_left_alone() {
     let raw = |jp: &Path| {
         SqliteJournal::open(jp)
             .unwrap()
-            .checkpoint_raw("cutover", "shop.lease")
+            .checkpoint_raw(SCOPE, &Checkpoint::Lease.key("shop"))
             .unwrap()
     };
     assert_eq!(raw(&jp).as_deref(), Some(held.as_str()));
@@ -328,20 +327,16 @@ fn a_site_leased_by_another_live_migrator_is_left_alone() {
     assert!(crate::cutover::lease::take(&mut j, "shop", Duration::from_secs(60)).is_err());
     crate::cutover::lease::release(&mut j, "shop").unwrap();
     assert_eq!(
-        j.checkpoint_raw("cutover", "shop.lease")
+        checkpoints::get(&j, "shop", Checkpoint::Lease)
             .unwrap()
             .as_deref(),
         Some(held.as_str())
     );
-    assert!(!j
-        .swap_checkpoint_raw("cutover", "shop.lease", Some("null"), "x")
-        .unwrap());
-    assert!(!j
-        .swap_checkpoint_raw("cutover", "shop.lease", None, "x")
-        .unwrap());
-    assert!(j
-        .swap_checkpoint_raw("cutover", "shop.lease", Some(&held), "null")
-        .unwrap());
+    assert!(
+        !checkpoints::swap(&mut j, "shop", Checkpoint::Lease, Some("null"), Some("x")).unwrap()
+    );
+    assert!(!checkpoints::swap(&mut j, "shop", Checkpoint::Lease, None, Some("x")).unwrap());
+    assert!(checkpoints::swap(&mut j, "shop", Checkpoint::Lease, Some(&held), None).unwrap());
     crate::cutover::lease::take(&mut j, "shop", Duration::from_secs(60)).unwrap();
 }
 
@@ -394,7 +389,7 @@ fn a_renewal_finding_the_lease_taken_over_stops_before_acting() {
     drop(e);
     assert_eq!(rec.log().len(), n, "{:?}", &rec.log()[n..]);
     assert_eq!(
-        j.checkpoint_raw("cutover", "shop.lease")
+        checkpoints::get(&j, "shop", Checkpoint::Lease)
             .unwrap()
             .as_deref(),
         Some(held.as_str())

@@ -307,6 +307,6 @@ fn commit(
         bytes_written: r.bytes_written,
     };
     let json = serde_json::to_string(&saved).expect("checkpoint serializes");
-    journal.put_checkpoint_raw("sync-files", site, &json)?;
+    journal.put_checkpoint_raw(SyncCheckpoint::SCOPE, site, &json)?;
     Ok(())
 }

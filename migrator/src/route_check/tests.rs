@@ -277,7 +277,7 @@ fn reconcile_sets_the_journal_side_skips_paused_and_frozen_and_dry_run_changes_n
     };
     j.put_checkpoint_raw(
         SCOPE,
-        "leased.lease",
+        &Checkpoint::Lease.key("leased"),
         &serde_json::to_string(&dead).unwrap(),
     )
     .unwrap();

@@ -1,6 +1,7 @@
 //! The site page's read model: one site's summary row, its steps (the timeline) from the
 //! journal's `(site, id)` index, its verification results, cutover checkpoints and controls.
 
+use crate::cutover::checkpoints::SCOPE;
 use crate::journal::SiteState;
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
@@ -95,13 +96,15 @@ pub fn site_detail(conn: &Connection, site: &str) -> rusqlite::Result<Option<Sit
         })
         .cloned()
         .collect();
-    let prefix = format!("{site}.");
+    let prefix = crate::cutover::checkpoints::site_prefix(site);
     let mut st = conn.prepare_cached(
-        "SELECT key, value FROM checkpoints WHERE scope = 'cutover' AND key >= ?1 AND key < ?2
+        "SELECT key, value FROM checkpoints WHERE scope = ?1 AND key >= ?2 AND key < ?3
           ORDER BY key",
     )?;
+    // Every key from `<site>.` up to `<site>/` (the character after the dot): the site's own.
+    let upper = format!("{site}/");
     let checkpoints = st
-        .query_map([format!("{site}."), format!("{site}/")], |r| {
+        .query_map([SCOPE, &prefix, &upper], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })?
         .filter_map(|r| r.ok())
