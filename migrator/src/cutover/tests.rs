@@ -38,8 +38,19 @@ fn rollback(spec: &SiteSpec, rec: &Recorder, path: &Path) -> Result<SiteState, C
     rollback_site(Engine::new(spec, &sys, &mut j, &o)).map(|r| r.state)
 }
 
-/// Which side serves the site, or an error when it is frozen or split.
-fn serving(spec: &SiteSpec, rec: &Recorder) -> Result<Dc, String> {
+/// Why a site is not served from exactly one side (the assertion's message).
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum NotOneSide {
+    #[error("frozen: {0}")]
+    Frozen(String),
+    #[error("new VIP serves while the old side owns the data")]
+    NewServesWhileOldOwns,
+    #[error("split: {0}")]
+    Split(String),
+}
+
+/// Which side serves the site, or why it is not exactly one (frozen or split).
+fn serving(spec: &SiteSpec, rec: &Recorder) -> Result<Dc, NotOneSide> {
     let old = rec
         .server(Dc::Old, &spec.old_lb.backend, &spec.old_lb.server)
         .unwrap();
@@ -51,14 +62,14 @@ fn serving(spec: &SiteSpec, rec: &Recorder) -> Result<Dc, String> {
         .dns_of(spec.dns.as_ref().unwrap().target().name)
         .unwrap();
     if route.paused() || old.admin != AdminState::Ready {
-        return Err(format!(
-            "frozen: route {route:?}, old server {:?}",
+        return Err(NotOneSide::Frozen(format!(
+            "route {route:?}, old server {:?}",
             old.admin
-        ));
+        )));
     }
     if old.addr == spec.old_web && route.side == "old" && dns == [spec.old_vip] {
         if new.admin == AdminState::Ready {
-            return Err("new VIP serves while the old side owns the data".into());
+            return Err(NotOneSide::NewServesWhileOldOwns);
         }
         return Ok(Dc::Old);
     }
@@ -69,10 +80,10 @@ fn serving(spec: &SiteSpec, rec: &Recorder) -> Result<Dc, String> {
     {
         return Ok(Dc::New);
     }
-    Err(format!(
-        "split: old server at {}, route {route:?}, dns {dns:?}, new {:?}",
+    Err(NotOneSide::Split(format!(
+        "old server at {}, route {route:?}, dns {dns:?}, new {:?}",
         old.addr, new.admin
-    ))
+    )))
 }
 
 /// A journal in a fresh temporary directory (kept while the first value lives) and the

@@ -22,6 +22,7 @@ pub mod feed_patch;
 pub mod home_url;
 pub mod journaled;
 pub mod manifest;
+pub mod receive;
 pub mod remote;
 pub mod stamps;
 pub mod sync;
