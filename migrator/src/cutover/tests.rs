@@ -276,6 +276,8 @@ fn unhealthy_tunnel_or_large_delta_refuses_the_freeze() {
     };
     let r = Engine::new(&spec, &sys, &mut j, &o).migrate().unwrap();
     assert_eq!(r.state, SiteState::Live);
+    // Reports (`--json`, the wave's report) carry the state's journal name.
+    assert_eq!(serde_json::to_value(&r).unwrap()["state"], "live");
     drop(j);
     let p = phases(&jp3, "shop");
     assert!(p.contains(&"gate:done".to_string()), "{p:?}");
