@@ -4,8 +4,8 @@
 //! mounted: `files::sync`, `db::copy`, `verify`) and the new web server's preparation
 //! ([`crate::web_host`], over SSH).
 
-use crate::db::copy::{self, CopyOptions};
-use crate::journal::{JournalStore, SqliteJournal};
+use crate::db::mover::DbMover;
+
 use crate::route_check::{AdminError, ProxyRoute, RouteAdmin};
 use crate::site_spec::{ProxySpec, SiteSpec, TunnelSpec};
 use crate::systems::{
@@ -15,8 +15,8 @@ use drivers::lb::Haproxy;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Reads a secret file that must be readable by its owner only.
@@ -50,9 +50,7 @@ pub fn systems(spec: &SiteSpec, journal: &Path) -> SysResult<Systems> {
             .tunnel
             .as_ref()
             .map(|t| Arc::new(TunnelHealth(t.clone())) as Arc<dyn TunnelGate>),
-        data: Arc::new(LocalData {
-            journal: journal.to_path_buf(),
-        }),
+        data: Arc::new(LocalData::new(journal)),
     })
 }
 
@@ -362,12 +360,19 @@ impl TunnelGate for TunnelHealth {
     }
 }
 
-/// Local copies: both sides' filers are mounted here, both SQL servers reachable.
+/// Local copies: both sides' filers are mounted here, both SQL servers reachable. Databases
+/// go through [`DbMover`] (followed by change capture when the old server allows it).
 pub struct LocalData {
-    pub journal: PathBuf,
+    db: DbMover,
 }
 
 impl LocalData {
+    pub fn new(journal: &Path) -> LocalData {
+        LocalData {
+            db: DbMover::new(journal.to_path_buf()),
+        }
+    }
+
     fn urls(spec: &SiteSpec) -> SysResult<(mysql_async::Opts, mysql_async::Opts)> {
         let parse = |p: &Path, dc| -> SysResult<mysql_async::Opts> {
             read_secret(p, "mariadb", dc)?.parse().map_err(|_| {
@@ -382,12 +387,6 @@ impl LocalData {
             parse(&spec.old_db_url_file, Dc::Old)?,
             parse(&spec.new_db_url_file, Dc::New)?,
         ))
-    }
-    fn runtime(dc: Dc) -> SysResult<tokio::runtime::Runtime> {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| SystemError::new("mariadb", dc, e.to_string()))
     }
 }
 
@@ -438,6 +437,14 @@ impl DataMover for LocalData {
         if let Some(w) = &spec.new_web_host {
             crate::web_host::prepare(spec, w)?;
         }
+        if !spec.databases.is_empty() {
+            if let Some(note) = self
+                .db
+                .capture_note(&LocalData::urls(spec)?, &spec.databases)?
+            {
+                eprintln!("{}: {note}", spec.site);
+            }
+        }
         Ok(())
     }
 
@@ -459,34 +466,14 @@ impl DataMover for LocalData {
         if dbs.is_empty() {
             return Ok(0);
         }
-        let (old, new) = LocalData::urls(spec)?;
-        let (src, dst, dc) = match dir {
-            Direction::Forward => (old, new, Dc::New),
-            Direction::Back => (new, old, Dc::Old),
-        };
-        let j = SqliteJournal::open(&self.journal)
-            .map_err(|e| SystemError::new("journal", dc, e.to_string()))?;
-        let j: Arc<Mutex<dyn JournalStore + Send>> = Arc::new(Mutex::new(j));
-        let rt = LocalData::runtime(dc)?;
-        let mut bytes = 0;
-        for db in dbs {
-            let opts = CopyOptions {
-                threads: 2,
-                delta,
-                dry_run: false,
-                load_method: None,
-            };
-            let r = rt
-                .block_on(copy::copy_database(&src, &dst, db, j.clone(), &opts))
-                .map_err(|e| SystemError::new("mariadb", dc, format!("copy {db}: {e}")))?;
-            bytes += r
-                .tables
-                .iter()
-                .filter(|t| t.copied)
-                .map(|t| t.bytes)
-                .sum::<u64>();
+        self.db.copy(LocalData::urls(spec)?, dbs, dir, delta)
+    }
+
+    fn tail_dbs(&self, spec: &SiteSpec, dbs: &[String]) -> SysResult<u64> {
+        if dbs.is_empty() {
+            return Ok(0);
         }
-        Ok(bytes)
+        self.db.tail(LocalData::urls(spec)?, dbs)
     }
 
     fn verify(&self, spec: &SiteSpec, dbs: &[String]) -> SysResult<Vec<String>> {
@@ -495,18 +482,20 @@ impl DataMover for LocalData {
             diffs.extend(crate::files::transport::verify_home(h)?);
         }
         if !dbs.is_empty() {
-            let (old, new) = LocalData::urls(spec)?;
-            let rt = LocalData::runtime(Dc::New)?;
-            for db in dbs {
-                let d = rt
-                    .block_on(copy::verify_database(&old, &new, db))
-                    .map_err(|e| {
-                        SystemError::new("mariadb", Dc::New, format!("verify {db}: {e}"))
-                    })?;
-                diffs.extend(d.into_iter().map(|x| format!("database {db}: {x}")));
-            }
+            diffs.extend(self.db.verify(LocalData::urls(spec)?, dbs)?);
         }
         Ok(diffs)
+    }
+
+    fn verifies_after_switch(&self, _spec: &SiteSpec) -> bool {
+        self.db.has_pinned()
+    }
+
+    fn verify_after_switch(&self, spec: &SiteSpec) -> SysResult<Vec<String>> {
+        if spec.databases.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.db.verify_after_switch(&LocalData::urls(spec)?.0)
     }
 
     fn fingerprint(&self, spec: &SiteSpec) -> SysResult<Option<String>> {

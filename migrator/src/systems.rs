@@ -125,8 +125,26 @@ pub trait DataMover: Send + Sync {
         dir: Direction,
         delta: bool,
     ) -> SysResult<u64>;
-    /// Every difference between the sides (empty = equal).
+    /// The freeze's last copy of `dbs` (old → new, writes paused and drained). By default a
+    /// delta copy; a mover that follows the databases by change capture applies the tail of
+    /// the changes instead ([`crate::db::follow::tail`]).
+    fn tail_dbs(&self, spec: &SiteSpec, dbs: &[String]) -> SysResult<u64> {
+        self.copy_dbs(spec, dbs, Direction::Forward, true)
+    }
+    /// Every difference between the sides (empty = equal), inside the freeze. A mover may
+    /// leave databases it followed by capture to [`DataMover::verify_after_switch`], pinning
+    /// the new side's state here.
     fn verify(&self, spec: &SiteSpec, dbs: &[String]) -> SysResult<Vec<String>>;
+    /// After the switch: the differences between the old side (no longer written) and the new
+    /// side as pinned inside the freeze. By default nothing is left to verify.
+    fn verify_after_switch(&self, _spec: &SiteSpec) -> SysResult<Vec<String>> {
+        Ok(Vec::new())
+    }
+    /// Whether [`DataMover::verify_after_switch`] has anything to verify for the site (the
+    /// phase is journaled only then).
+    fn verifies_after_switch(&self, _spec: &SiteSpec) -> bool {
+        false
+    }
     /// A fingerprint of the site's HTTP answer (status and body digest).
     fn fingerprint(&self, spec: &SiteSpec) -> SysResult<Option<String>>;
 }

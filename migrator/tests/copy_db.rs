@@ -76,6 +76,7 @@ fn opts() -> CopyOptions {
         delta: false,
         dry_run: false,
         load_method: None,
+        ..Default::default()
     }
 }
 

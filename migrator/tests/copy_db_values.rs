@@ -29,6 +29,7 @@ async fn copy(
         delta: false,
         dry_run: false,
         load_method: method,
+        ..Default::default()
     };
     let r = copy_database(&su, &du, db, j.clone(), &opts).await?;
     assert!(verify_database(&su, &du, db).await?.is_empty());

@@ -111,9 +111,7 @@ fn site_moves_through_real_haproxy_and_rolls_back_with_new_side_writes() {
         dns: None,
         proxy: rec.systems(&spec).proxy,
         tunnel: None,
-        data: Arc::new(LocalData {
-            journal: jp.clone(),
-        }),
+        data: Arc::new(LocalData::new(&jp)),
     };
     let opts = EngineOptions::default();
     let mut j = SqliteJournal::open(&jp).unwrap();

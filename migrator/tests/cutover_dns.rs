@@ -103,9 +103,7 @@ fn migrate_and_roll_back(dns: DnsConfig) {
         dns: real_systems::dns(&spec).unwrap(),
         proxy: rec.systems(&spec).proxy,
         tunnel: None,
-        data: Arc::new(LocalData {
-            journal: jp.clone(),
-        }),
+        data: Arc::new(LocalData::new(&jp)),
     };
     for s in &servers {
         assert_eq!(answer(*s), (vec![OLD_VIP.parse().unwrap()], Some(300)));

@@ -54,9 +54,7 @@ fn home_over_ssh_goes_live_after_a_refused_host_key_and_rollback_is_refused_up_f
         dns: None,
         proxy: rec.systems(&spec_with(d, "/x", &shop)).proxy,
         tunnel: None,
-        data: Arc::new(LocalData {
-            journal: jp.clone(),
-        }),
+        data: Arc::new(LocalData::new(&jp)),
     };
     let o = EngineOptions::default();
 

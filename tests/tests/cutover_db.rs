@@ -2,14 +2,20 @@
 //! token) between two real MariaDB servers while a client keeps writing through the proxy's
 //! old endpoint; then it is rolled back while the writes continue. Every acknowledged write
 //! must be on the side that owns the data at the end, and the client sees no error.
+//!
+//! Three ways: the old server without a binary log (the database copied, the freeze copying
+//! changed tables again); with a ROW binary log (followed by change capture, verified after
+//! the switch against the new side pinned in the freeze); and the same with a write landing on
+//! the old side behind the proxy's back after the freeze, which the verification after the
+//! switch finds and answers with an automatic rollback, the new writes carried back.
 
 use migrator::cutover::rollback::rollback_site;
 use migrator::cutover::{Engine, EngineOptions};
 use migrator::dry_run::Recorder;
-use migrator::journal::{SiteState, SqliteJournal};
+use migrator::journal::{JournalStore, SiteState, SqliteJournal};
 use migrator::real_systems::{HttpProxy, LocalData};
 use migrator::site_spec::{Budget, HomeSpec, LbSpec, ProxySpec, SiteSpec};
-use migrator::systems::{ProxyControl, Systems};
+use migrator::systems::{DataMover, Direction, ProxyControl, SysResult, Systems};
 use mysql_async::prelude::*;
 use sql_proxy::config::Config;
 use sql_proxy::route::Shared;
@@ -19,7 +25,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use testkit::MariaDb;
+use testkit::{MariaDb, MariaDbOptions};
 
 const TOKEN: &str = "cutover-test-token-0123456789";
 
@@ -42,7 +48,88 @@ fn count(db: &MariaDb) -> u64 {
 
 #[test]
 fn database_moves_and_rolls_back_under_writes_with_nothing_lost() {
-    let old = MariaDb::start().unwrap();
+    run(Way::Copied);
+}
+
+#[test]
+fn a_followed_database_moves_and_rolls_back_under_writes_with_nothing_lost() {
+    run(Way::Followed);
+}
+
+#[test]
+fn a_difference_found_after_the_switch_rolls_the_site_back_with_its_writes() {
+    run(Way::Tampered);
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Way {
+    Copied,
+    Followed,
+    Tampered,
+}
+
+/// The real data mover, with a write on the old side behind the proxy's back just before the
+/// verification after the switch (a change the capture could not have seen).
+struct Tampering {
+    inner: LocalData,
+    old_url: String,
+}
+
+impl DataMover for Tampering {
+    fn prepare(&self, spec: &SiteSpec) -> SysResult<()> {
+        self.inner.prepare(spec)
+    }
+    fn sync_files(&self, spec: &SiteSpec, dir: Direction) -> SysResult<u64> {
+        self.inner.sync_files(spec, dir)
+    }
+    fn copy_dbs(
+        &self,
+        spec: &SiteSpec,
+        dbs: &[String],
+        dir: Direction,
+        delta: bool,
+    ) -> SysResult<u64> {
+        self.inner.copy_dbs(spec, dbs, dir, delta)
+    }
+    fn tail_dbs(&self, spec: &SiteSpec, dbs: &[String]) -> SysResult<u64> {
+        self.inner.tail_dbs(spec, dbs)
+    }
+    fn verify(&self, spec: &SiteSpec, dbs: &[String]) -> SysResult<Vec<String>> {
+        self.inner.verify(spec, dbs)
+    }
+    fn verifies_after_switch(&self, spec: &SiteSpec) -> bool {
+        self.inner.verifies_after_switch(spec)
+    }
+    fn verify_after_switch(&self, spec: &SiteSpec) -> SysResult<Vec<String>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut c = mysql_async::Conn::new(mysql_async::Opts::from_url(&self.old_url).unwrap())
+                .await
+                .unwrap();
+            c.query_drop("UPDATE shop.t SET v = -1 WHERE id = 1")
+                .await
+                .unwrap();
+            c.disconnect().await.unwrap();
+        });
+        self.inner.verify_after_switch(spec)
+    }
+    fn fingerprint(&self, spec: &SiteSpec) -> SysResult<Option<String>> {
+        self.inner.fingerprint(spec)
+    }
+}
+
+fn run(way: Way) {
+    let old = match way {
+        Way::Copied => MariaDb::start().unwrap(),
+        _ => MariaDb::start_with(MariaDbOptions {
+            binlog_server_id: Some(1),
+            ..Default::default()
+        })
+        .unwrap(),
+    };
     let new = MariaDb::start().unwrap();
     old.exec(
         "CREATE DATABASE shop; CREATE USER 'app'@'%' IDENTIFIED BY 'app-pw'; \
@@ -195,20 +282,52 @@ fn database_moves_and_rolls_back_under_writes_with_nothing_lost() {
         dns: None,
         proxy: Arc::new(HttpProxy::new(&spec.proxy).unwrap()),
         tunnel: None,
-        data: Arc::new(LocalData {
-            journal: jp.clone(),
-        }),
+        data: match way {
+            Way::Tampered => Arc::new(Tampering {
+                inner: LocalData::new(&jp),
+                old_url: old.admin_url(),
+            }),
+            _ => Arc::new(LocalData::new(&jp)),
+        },
     };
     let opts = EngineOptions::default();
     let mut j = SqliteJournal::open(&jp).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let report = Engine::new(&spec, &sys, &mut j, &opts).migrate().unwrap();
+    let migrated = Engine::new(&spec, &sys, &mut j, &opts).migrate();
+    let phases: Vec<String> = j
+        .steps("shop")
+        .unwrap()
+        .into_iter()
+        .map(|s| format!("{}:{}", s.phase, s.status.name()))
+        .collect();
+    if way == Way::Tampered {
+        let err = migrated.unwrap_err().to_string();
+        assert!(err.contains("after the switch"), "{err}");
+        assert!(err.contains("`t`"), "{err}");
+        assert!(
+            phases.contains(&"post-verify:failed".to_string()),
+            "{phases:?}"
+        );
+        assert_eq!(proxy.route("shop").unwrap().side, "old");
+        assert_eq!(j.site_state("shop").unwrap(), Some(SiteState::RolledBack));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+        rt.block_on(writer).unwrap();
+        assert_eq!(errors.load(Ordering::SeqCst), 0, "the client saw errors");
+        // Every acknowledged write, those made on the new side after the switch included, is
+        // on the old side again.
+        assert_eq!(count(&old), 3 + acked.load(Ordering::SeqCst));
+        return;
+    }
+    let report = migrated.unwrap();
     assert_eq!(report.state, SiteState::Live);
     assert_eq!(proxy.route("shop").unwrap().side, "new");
     eprintln!(
         "freeze {:?} ms, phases {:?}",
         report.freeze_ms, report.phases
     );
+    let post_verified = phases.contains(&"post-verify:done".to_string());
+    assert_eq!(post_verified, way == Way::Followed, "{phases:?}");
     std::thread::sleep(std::time::Duration::from_millis(300));
     let after_switch = acked.load(Ordering::SeqCst);
 

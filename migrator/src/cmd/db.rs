@@ -174,6 +174,7 @@ pub fn run(command: DbCommand) -> anyhow::Result<i32> {
                 delta,
                 dry_run,
                 load_method: load_method.forced(),
+                ..Default::default()
             };
             let res = runtime()?.block_on(copy::copy_database(&src, &dst, &db, j.clone(), &opts));
             reporter.finish();

@@ -32,6 +32,23 @@ impl Ctx<'_> {
         Ok(files + db)
     }
 
+    /// The freeze's copy pass (old → new): the files, then the tail of `dbs`
+    /// ([`crate::systems::DataMover::tail_dbs`]). Returns the bytes moved.
+    pub(crate) fn tail_pass(&self, spec: &SiteSpec, dbs: &[String]) -> Result<u64, CutoverError> {
+        let phase = Phase::FinalSync;
+        let files = self
+            .sys
+            .data
+            .sync_files(spec, Direction::Forward)
+            .map_err(CutoverError::system(phase))?;
+        let db = self
+            .sys
+            .data
+            .tail_dbs(spec, dbs)
+            .map_err(CutoverError::system(phase))?;
+        Ok(files + db)
+    }
+
     /// Points the old VIP's HAProxy server for the site at `web` (the driver reads the change
     /// back); nothing to do when it already points there. Switch, abort and rollback share it.
     pub(crate) fn point_old_vip_at(

@@ -37,10 +37,34 @@ pub enum Checkpoint {
     LastDelta,
     /// How long the last sync pass took, ms (the throttle's copy lag).
     LastPassMs,
+    /// The verification after the switch of databases followed by change capture: a JSON
+    /// [`PostVerify`].
+    PostVerify,
+}
+
+/// Where the verification after the switch stands ([`Checkpoint::PostVerify`], stored as a
+/// JSON string: `"pending"`, `"unverified"`, `"failed"`, `"done"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PostVerify {
+    /// The new side's state was pinned in the freeze; the verification is still to run.
+    Pending,
+    /// The pin was lost (the migrator restarted): journaled as not verified.
+    Unverified,
+    /// The sides differed: the site was rolled back.
+    Failed,
+    Done,
+}
+
+impl PostVerify {
+    /// The stored text (JSON).
+    pub fn json(self) -> String {
+        serde_json::to_string(&self).expect("a unit variant serializes")
+    }
 }
 
 impl Checkpoint {
-    pub const ALL: [Checkpoint; 8] = [
+    pub const ALL: [Checkpoint; 9] = [
         Checkpoint::Fingerprint,
         Checkpoint::FreezeStartedMs,
         Checkpoint::FreezeMs,
@@ -49,6 +73,7 @@ impl Checkpoint {
         Checkpoint::RollbackSwitch,
         Checkpoint::LastDelta,
         Checkpoint::LastPassMs,
+        Checkpoint::PostVerify,
     ];
 
     /// The name after the site in the key (stable across versions).
@@ -62,6 +87,7 @@ impl Checkpoint {
             Checkpoint::RollbackSwitch => "rollback_switch",
             Checkpoint::LastDelta => "last_delta",
             Checkpoint::LastPassMs => "last_pass_ms",
+            Checkpoint::PostVerify => "post_verify",
         }
     }
 
@@ -191,7 +217,21 @@ mod tests {
                 "shop.rollback_switch",
                 "shop.last_delta",
                 "shop.last_pass_ms",
+                "shop.post_verify",
             ]
+        );
+        let values: Vec<String> = [
+            PostVerify::Pending,
+            PostVerify::Unverified,
+            PostVerify::Failed,
+            PostVerify::Done,
+        ]
+        .iter()
+        .map(|v| v.json())
+        .collect();
+        assert_eq!(
+            values,
+            ["\"pending\"", "\"unverified\"", "\"failed\"", "\"done\""]
         );
         assert_eq!(
             ".freeze_ms".len(),

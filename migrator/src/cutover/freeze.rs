@@ -3,13 +3,12 @@
 //! (the commit point), [`Engine::unfreeze`], [`Engine::post_check`]; and [`Engine::abort_now`],
 //! which puts every system back on the old side from what it reports.
 
-use crate::cutover::checkpoints::{self, Checkpoint};
+use crate::cutover::checkpoints::{self, Checkpoint, PostVerify};
 use crate::cutover::engine::{Ctx, Engine};
 use crate::cutover::lease;
 use crate::cutover::phase::{CutoverError, Phase};
 use crate::cutover::rollback;
 use crate::journal::now_ms;
-use crate::systems::Direction;
 use drivers::lb::AdminState;
 
 impl Engine<'_> {
@@ -56,7 +55,7 @@ impl Engine<'_> {
         let dbs: Vec<String> = self.spec.databases.clone();
         self.phase(Phase::FinalSync, |e| {
             let dbs = paused_dbs(e, &dbs, &spec.proxy.old_side)?;
-            let moved = e.copy_pass(spec, &dbs, Direction::Forward, true, Phase::FinalSync)?;
+            let moved = e.tail_pass(spec, &dbs)?;
             Ok(((), moved))
         })
     }
@@ -75,7 +74,12 @@ impl Engine<'_> {
             } else {
                 Err(CutoverError::VerifyFailed(diffs))
             }
-        })
+        })?;
+        if self.sys.data.verifies_after_switch(spec) {
+            let pending = PostVerify::Pending.json();
+            checkpoints::put(self.journal, &spec.site, Checkpoint::PostVerify, &pending)?;
+        }
+        Ok(())
     }
 
     /// Idempotent: each action checks what the system reports first.
@@ -131,6 +135,56 @@ impl Engine<'_> {
         let started: Option<i64> =
             checkpoints::get_num(self.journal, &self.spec.site, Checkpoint::FreezeStartedMs)?;
         Ok(started.map(|t| (now_ms() - t) as f64))
+    }
+
+    /// The databases left to verify after the switch ([`crate::systems::DataMover::
+    /// verify_after_switch`]); a difference rolls the site back with its new writes.
+    pub(crate) fn post_verify(&mut self) -> Result<(), CutoverError> {
+        let spec = self.spec;
+        let mark = |journal: &mut dyn crate::journal::JournalStore, v: PostVerify| {
+            checkpoints::put(journal, &spec.site, Checkpoint::PostVerify, &v.json())
+        };
+        if !self.sys.data.verifies_after_switch(spec) {
+            let stored = checkpoints::get(self.journal, &spec.site, Checkpoint::PostVerify)?;
+            let pending = stored.and_then(|s| serde_json::from_str::<PostVerify>(&s).ok())
+                == Some(PostVerify::Pending);
+            if pending {
+                // Pinned by a migrator that is gone: say so in the journal, not silently.
+                let _ = self.phase(Phase::PostVerify, |_| {
+                    Err::<((), u64), _>(CutoverError::system(Phase::PostVerify)(
+                        crate::systems::SystemError::new(
+                            "mariadb",
+                            crate::systems::Dc::New,
+                            "not verified after the switch: the new side's state pinned in \
+                             the freeze was lost when the migrator restarted; compare the \
+                             sides with `migrator verify` (the site stays live)",
+                        ),
+                    ))
+                });
+                mark(self.journal, PostVerify::Unverified)?;
+            }
+            return Ok(());
+        }
+        let res = self.phase(Phase::PostVerify, |e| {
+            let diffs = e
+                .sys
+                .data
+                .verify_after_switch(spec)
+                .map_err(CutoverError::system(Phase::PostVerify))?;
+            if diffs.is_empty() {
+                Ok(((), 0))
+            } else {
+                Err(CutoverError::VerifyAfterSwitch(diffs))
+            }
+        });
+        if let Err(cause @ CutoverError::VerifyAfterSwitch(_)) = res {
+            mark(self.journal, PostVerify::Failed)?;
+            rollback::run(self)?;
+            return Err(cause);
+        }
+        res?;
+        mark(self.journal, PostVerify::Done)?;
+        Ok(())
     }
 
     pub(crate) fn post_check(&mut self) -> Result<(), CutoverError> {

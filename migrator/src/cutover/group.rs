@@ -150,6 +150,7 @@ pub(crate) fn run(engines: &mut [Engine<'_>]) -> Result<(), CutoverError> {
             }
             res.and(unfreeze)?;
             for &i in &pending {
+                engines[i].post_verify()?;
                 engines[i].post_check()?;
             }
             return Ok(());

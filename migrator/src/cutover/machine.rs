@@ -114,6 +114,7 @@ impl Engine<'_> {
                 }
                 SiteState::Switched => {
                     self.unfreeze()?;
+                    self.post_verify()?;
                     self.post_check()?;
                     SiteState::Live
                 }

@@ -26,6 +26,9 @@ pub enum Phase {
     Verify,
     Switch,
     Unfreeze,
+    /// The databases verified after the switch against the new side's state pinned in the
+    /// freeze (the ones followed by change capture); a difference rolls the site back.
+    PostVerify,
     PostCheck,
     Abort,
     RollbackFreeze,
@@ -49,6 +52,7 @@ impl Phase {
             Phase::Verify => "verify",
             Phase::Switch => "switch",
             Phase::Unfreeze => "unfreeze",
+            Phase::PostVerify => "post-verify",
             Phase::PostCheck => "post-check",
             Phase::Abort => "abort",
             Phase::RollbackFreeze => "rollback-freeze",
@@ -74,6 +78,7 @@ impl Phase {
             Phase::RollbackUnfreeze => Some(SiteState::RolledBack),
             Phase::Finalize => Some(SiteState::Finalized),
             Phase::PostCheck
+            | Phase::PostVerify
             | Phase::Gate
             | Phase::PauseDbs
             | Phase::RollbackFreeze
@@ -108,6 +113,13 @@ pub enum CutoverError {
     },
     #[error("verification found {} difference(s): {}", .0.len(), .0.join("; "))]
     VerifyFailed(Vec<String>),
+    #[error(
+        "verification after the switch found {} difference(s): {} (the site was rolled back \
+         with its new writes)",
+        .0.len(),
+        .0.join("; ")
+    )]
+    VerifyAfterSwitch(Vec<String>),
     #[error("post-check: the site answered {after:?} after the switch, {before:?} before")]
     PostCheck { before: String, after: String },
     #[error("site is {} : cannot {action}", .state.as_str())]

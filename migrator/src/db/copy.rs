@@ -16,6 +16,7 @@
 //! Delta mode: tables whose checksums are equal on both sides are left alone; the others are
 //! emptied and copied again.
 
+use crate::db::capture::BinlogPos;
 use crate::db::progress::{scope, Journal};
 pub use crate::db::progress::{TableCheckpoint, TableReport};
 use crate::db::rows::{load_method, LoadMethod};
@@ -25,7 +26,7 @@ use crate::db::{snapshot, table};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
     pub threads: usize,
     pub delta: bool,
@@ -33,6 +34,14 @@ pub struct CopyOptions {
     /// How rows reach the destination; `None`: the fastest the server offers
     /// ([`crate::db::rows::load_method`]).
     pub load_method: Option<LoadMethod>,
+    /// Only these tables, copied afresh (a capture's re-copy); destination tables gone from
+    /// the source are dropped. `None`: every table.
+    pub tables: Option<Vec<String>>,
+    /// Changes will be captured from the binary log after this copy: the snapshot's binary
+    /// log position is reported, and triggers and events are left for the end of the capture
+    /// (a trigger on the destination would fire on captured rows, which the log already
+    /// holds the effects of).
+    pub capture: bool,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -46,6 +55,8 @@ pub struct CopyReport {
     pub seconds: f64,
     /// How rows reach the destination (chosen, or forced, before anything is written).
     pub load_method: Option<LoadMethod>,
+    /// The snapshot's binary log position (with [`CopyOptions::capture`]).
+    pub binlog_position: Option<BinlogPos>,
 }
 
 /// Copies database `db` from `src` to `dst` (see the module documentation), stage by stage:
@@ -74,6 +85,9 @@ pub async fn copy_database(
         .expect("journal lock")
         .checkpoints(&scope(db))?;
     let checkpoint_of = |name: &str| -> Option<TableCheckpoint> {
+        if opts.tables.is_some() {
+            return None; // copied afresh
+        }
         resume
             .iter()
             .find(|(k, _)| k == name)
@@ -103,14 +117,30 @@ pub async fn copy_database(
         return Ok(report);
     }
     prepare_destination(&mut dst_ctl, db, &source).await?;
-    let threads = opts.threads.max(1).min(source.tables.len().max(1));
-    let mut snap = snapshot::open(&mut ctl, src_url, db, source.tables, threads).await?;
+    let mut objects = source.objects;
+    if opts.capture {
+        objects
+            .others
+            .retain(|(kind, ..)| *kind != "TRIGGER" && *kind != "EVENT");
+    }
+    let mut tables = source.tables;
+    if let Some(only) = &opts.tables {
+        drop_gone_tables(&mut dst_ctl, db, &tables).await?;
+        tables.retain(|t| only.contains(&t.name));
+    }
+    let threads = opts.threads.max(1).min(tables.len().max(1));
+    let mut snap = snapshot::open(&mut ctl, src_url, db, tables, threads, opts.capture).await?;
+    if let Some(now) = &snap.position {
+        // A resumed copy reads a newer snapshot than the tables an earlier run finished: the
+        // capture starts at the earliest (replaying a little is harmless, missing is not).
+        report.binlog_position = Some(earliest_position(&journal, db, now)?);
+    }
     let queue = table::plan_tables(
         &mut snap,
         &mut ctl,
         &mut dst_ctl,
         db,
-        opts.delta,
+        opts.delta && opts.tables.is_none(),
         dst_exists,
         &checkpoint_of,
         &mut report.tables,
@@ -118,7 +148,7 @@ pub async fn copy_database(
     .await?;
     let copied = table::run_workers(queue, snap, dst_url, db, &journal, loading).await?;
     report.tables.extend(copied);
-    schema::create_objects(&mut dst_ctl, &source.objects).await?;
+    schema::create_objects(&mut dst_ctl, &objects).await?;
     report.tables.sort_by(|a, b| a.table.cmp(&b.table));
     // The copy is complete: the next run starts from a fresh snapshot (or a delta).
     journal
@@ -193,20 +223,69 @@ async fn prepare_destination(dst_ctl: &mut Conn, db: &str, source: &Source) -> R
     Ok(())
 }
 
+/// The snapshot position of this copy's first run (journaled, scope `copy-db:<db>`, key
+/// `@binlog`, cleared with the copy's other checkpoints when it completes).
+fn earliest_position(journal: &Journal, db: &str, now: &BinlogPos) -> Result<BinlogPos> {
+    let mut j = journal.lock().expect("journal lock");
+    let earlier: Option<BinlogPos> = j
+        .checkpoint_raw(&scope(db), BINLOG_KEY)?
+        .and_then(|s| serde_json::from_str(&s).ok());
+    match earlier {
+        Some(e) if e <= *now => Ok(e),
+        _ => {
+            let json = serde_json::to_string(now).expect("position serializes");
+            j.put_checkpoint_raw(&scope(db), BINLOG_KEY, &json)?;
+            Ok(now.clone())
+        }
+    }
+}
+
+/// Not a table name (tables cannot hold `@` unquoted… they can quoted, so the key also has a
+/// slash, which MariaDB refuses in table names).
+const BINLOG_KEY: &str = "@binlog/position";
+
+/// Drops destination tables of `db` the source no longer has (a capture saw the table list
+/// change).
+async fn drop_gone_tables(dst_ctl: &mut Conn, db: &str, source: &[TableInfo]) -> Result<()> {
+    let d = Side::Destination;
+    let on_dst: Vec<String> = dst_ctl
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'",
+            (db,),
+        )
+        .await
+        .map_err(ctx(d, || format!("listing tables of `{db}`")))?;
+    for t in on_dst {
+        if !source.iter().any(|s| s.name == t) {
+            dst_ctl
+                .query_drop(format!("DROP TABLE IF EXISTS {}.{}", ident(db), ident(&t)))
+                .await
+                .map_err(ctx(d, || format!("dropping `{t}` (gone from the source)")))?;
+        }
+    }
+    Ok(())
+}
+
 /// Compares every table's checksum on both sides; returns the tables that differ, with both.
 pub async fn verify_database(src_url: &Opts, dst_url: &Opts, db: &str) -> Result<Vec<String>> {
     let mut s = session(src_url, Side::Source, None).await?;
     let mut d = session(dst_url, Side::Destination, None).await?;
-    let src_tables = schema::tables(&mut s, Side::Source, db).await?;
-    let dst_tables = schema::tables(&mut d, Side::Destination, db).await?;
+    verify_sessions(&mut s, &mut d, db).await
+}
+
+/// [`verify_database`] on open sessions (one may be inside a snapshot).
+pub async fn verify_sessions(s: &mut Conn, d: &mut Conn, db: &str) -> Result<Vec<String>> {
+    let src_tables = schema::tables(s, Side::Source, db).await?;
+    let dst_tables = schema::tables(d, Side::Destination, db).await?;
     let mut diffs = Vec::new();
     for t in &src_tables {
         if !dst_tables.iter().any(|x| x.name == t.name) {
             diffs.push(format!("table `{}`: only on source", t.name));
             continue;
         }
-        let a = schema::table_checksum(&mut s, Side::Source, db, t).await?;
-        let b = schema::table_checksum(&mut d, Side::Destination, db, t).await?;
+        let a = schema::table_checksum(s, Side::Source, db, t).await?;
+        let b = schema::table_checksum(d, Side::Destination, db, t).await?;
         if a != b {
             diffs.push(format!(
                 "table `{}`: checksum source {a} vs destination {b} (rows:sum:xor)",

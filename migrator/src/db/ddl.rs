@@ -79,8 +79,9 @@ pub fn split_secondary_indexes(create: &str) -> Option<SplitDdl> {
     })
 }
 
-/// Creates the table afresh for a full copy: without its deferred indexes when that applies
-/// (dropping any earlier attempt), else emptied. Returns the indexes to add after the load.
+/// Creates the table afresh for a full copy, as the source defines it now (an earlier copy's
+/// table is dropped first: its definition may be out of date), without its deferred indexes
+/// when that applies. Returns the indexes to add after the load.
 pub async fn recreate(
     dst: &mut Conn,
     db: &str,
@@ -100,15 +101,15 @@ pub async fn recreate(
         }
         // Refused (e.g. an AUTO_INCREMENT column indexed only by a secondary key): full DDL.
     }
-    if split.is_some() || !exists {
-        dst.query_drop(create)
+    if exists && split.is_none() {
+        // Foreign key checks are off in the copy's sessions: a parent table drops too.
+        dst.query_drop(format!("DROP TABLE IF EXISTS {q}"))
             .await
-            .map_err(ctx(d, || format!("creating table `{name}`")))?;
-    } else {
-        dst.query_drop(format!("DELETE FROM {q}"))
-            .await
-            .map_err(ctx(d, || format!("emptying `{name}`")))?;
+            .map_err(ctx(d, || format!("dropping `{name}` for a fresh copy")))?;
     }
+    dst.query_drop(create)
+        .await
+        .map_err(ctx(d, || format!("creating table `{name}`")))?;
     Ok(Vec::new())
 }
 

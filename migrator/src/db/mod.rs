@@ -7,10 +7,17 @@
 //!   INSERTs; overlapped reads and writes).
 //! - [`schema`]: what a database holds (tables, columns, keys, views, routines, triggers,
 //!   events) and how it is recreated.
+//! - [`capture`]: change capture from the source's row-based binary log after the copy.
+//! - [`follow`]: a database kept following its source (copy, then capture; the freeze's tail).
+//! - [`mover`]: the databases' part of the local data mover (follow or copy; pins the new
+//!   side in the freeze, verifies after the switch).
 //! - [`ddl`]: table (re)creation and secondary indexes built after the load.
 
+pub mod capture;
 pub mod copy;
 pub mod ddl;
+pub mod follow;
+pub mod mover;
 mod progress;
 pub mod rows;
 pub mod schema;

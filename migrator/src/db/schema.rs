@@ -28,6 +28,17 @@ pub enum DbError {
     Journal(#[from] crate::journal::JournalError),
     #[error("destination server: load method `{method}` is not available: {why}")]
     LoadMethod { method: String, why: String },
+    #[error("change capture of `{db}`: {reason}")]
+    Capture { db: String, reason: String },
+    #[error(
+        "change capture of `{db}`: the source no longer has its binary log at {at} ({message}); \
+         the database is copied again"
+    )]
+    BinlogGone {
+        db: String,
+        at: crate::db::capture::BinlogPos,
+        message: String,
+    },
 }
 
 /// Which server an error comes from: the operator needs to know where to look.

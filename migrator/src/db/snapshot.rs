@@ -2,6 +2,8 @@
 //! connection while every worker opens `START TRANSACTION WITH CONSISTENT SNAPSHOT`, so all
 //! workers read the same instant, and each table's `SHOW CREATE TABLE` as of that instant.
 
+use crate::db::capture::position::snapshot_position;
+use crate::db::capture::BinlogPos;
 use crate::db::schema::{ctx, ident, Result, Side, TableInfo};
 use crate::db::session::session;
 use mysql_async::prelude::*;
@@ -16,6 +18,8 @@ pub(super) struct Snapshot {
     pub workers: Vec<Conn>,
     /// One per worker: checksums a table while its worker streams the next one.
     pub checkers: Vec<Conn>,
+    /// The snapshot's binary log position, when asked for.
+    pub position: Option<BinlogPos>,
 }
 
 /// Opens `threads` pairs of snapshot sessions on `db` (writes held for the moment they open).
@@ -25,6 +29,7 @@ pub(super) async fn open(
     db: &str,
     tables: Vec<TableInfo>,
     threads: usize,
+    with_position: bool,
 ) -> Result<Snapshot> {
     if !tables.is_empty() {
         let locks: Vec<String> = tables
@@ -54,6 +59,12 @@ pub(super) async fn open(
             .map_err(ctx(Side::Source, || "binary results".into()))?;
         workers.push(s);
     }
+    // Read inside a snapshot's transaction while the tables are still locked: the position of
+    // the instant every worker reads.
+    let position = match (with_position, workers.first_mut()) {
+        (true, Some(w)) => Some(snapshot_position(w).await?),
+        _ => None,
+    };
     let checkers = workers.split_off(threads);
     // DDL as of the snapshot (AUTO_INCREMENT included).
     let mut ddl = Vec::new();
@@ -80,5 +91,6 @@ pub(super) async fn open(
         ddl,
         workers,
         checkers,
+        position,
     })
 }

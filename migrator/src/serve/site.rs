@@ -91,7 +91,7 @@ pub fn site_detail(conn: &Connection, site: &str) -> rusqlite::Result<Option<Sit
         .filter(|s| {
             matches!(
                 s.phase.as_str(),
-                "verify" | "rollback-verify" | "post-check"
+                "verify" | "rollback-verify" | "post-verify" | "post-check"
             )
         })
         .cloned()

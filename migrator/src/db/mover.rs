@@ -1,0 +1,250 @@
+//! The databases' part of the local data mover ([`crate::systems::DataMover`]): each database
+//! of a site follows its source by change capture when the old server allows it
+//! ([`crate::db::follow`]), else it is copied as before (delta copies, the freeze copying every
+//! changed table again). It owns the runtime its connections live in, so the new side's state
+//! pinned inside the freeze (a consistent snapshot per followed database) is still open after
+//! the switch, when those databases are verified.
+
+use crate::db::capture;
+use crate::db::copy::{self, CopyOptions};
+use crate::db::follow;
+use crate::db::progress::Journal;
+use crate::db::schema::{ctx, Side};
+use crate::db::session::session;
+use crate::journal::{JournalStore, SqliteJournal};
+use crate::systems::{Dc, Direction, SysResult, SystemError};
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Tables copied in parallel per database.
+const THREADS: usize = 2;
+
+/// See the module documentation.
+pub struct DbMover {
+    journal: PathBuf,
+    runtime: OnceLock<tokio::runtime::Runtime>,
+    /// Databases whose freeze tail ran in this process (verified after the switch).
+    tailed: Mutex<BTreeSet<String>>,
+    /// The new side pinned in the freeze: one session per database, inside a consistent
+    /// snapshot taken before the switch.
+    pinned: Mutex<BTreeMap<String, Conn>>,
+}
+
+impl DbMover {
+    pub fn new(journal: PathBuf) -> DbMover {
+        DbMover {
+            journal,
+            runtime: OnceLock::new(),
+            tailed: Mutex::new(BTreeSet::new()),
+            pinned: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn rt(&self, dc: Dc) -> SysResult<&tokio::runtime::Runtime> {
+        if let Some(rt) = self.runtime.get() {
+            return Ok(rt);
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| SystemError::new("mariadb", dc, e.to_string()))?;
+        Ok(self.runtime.get_or_init(|| rt))
+    }
+
+    fn journal(&self, dc: Dc) -> SysResult<Journal> {
+        let j = SqliteJournal::open(&self.journal)
+            .map_err(|e| SystemError::new("journal", dc, e.to_string()))?;
+        Ok(Arc::new(Mutex::new(j)) as Arc<Mutex<dyn JournalStore + Send>>)
+    }
+
+    /// Copies `dbs` in `dir`. Forward, on a source whose changes can be captured: the first
+    /// pass is the bulk copy, later ones apply the captured changes ([`follow::sync`]).
+    /// Otherwise a copy (`delta`: only changed tables). Returns the bytes moved.
+    pub fn copy(
+        &self,
+        urls: (Opts, Opts),
+        dbs: &[String],
+        dir: Direction,
+        delta: bool,
+    ) -> SysResult<u64> {
+        if dbs.is_empty() {
+            return Ok(0);
+        }
+        let (old, new) = urls;
+        let (src, dst, dc) = match dir {
+            Direction::Forward => (old, new, Dc::New),
+            Direction::Back => (new, old, Dc::Old),
+        };
+        let j = self.journal(dc)?;
+        let rt = self.rt(dc)?;
+        let follows = dir == Direction::Forward && self.capturable(rt, &src)?.is_none();
+        let mut bytes = 0;
+        for db in dbs {
+            let err = |e: crate::db::schema::DbError| {
+                SystemError::new("mariadb", dc, format!("copy {db}: {e}"))
+            };
+            if follows {
+                let r = rt
+                    .block_on(follow::sync(&src, &dst, db, j.clone(), THREADS))
+                    .map_err(err)?;
+                bytes += r.bytes;
+                continue;
+            }
+            if dir == Direction::Back {
+                // The new side is the source now: a later move starts its capture afresh.
+                capture::clear_state(&j, db).map_err(err)?;
+            }
+            let opts = CopyOptions {
+                threads: THREADS,
+                delta,
+                ..Default::default()
+            };
+            let r = rt
+                .block_on(copy::copy_database(&src, &dst, db, j.clone(), &opts))
+                .map_err(err)?;
+            bytes += r
+                .tables
+                .iter()
+                .filter(|t| t.copied)
+                .map(|t| t.bytes)
+                .sum::<u64>();
+        }
+        Ok(bytes)
+    }
+
+    /// Why the old server's changes cannot be captured (`None`: they can).
+    fn capturable(&self, rt: &tokio::runtime::Runtime, src: &Opts) -> SysResult<Option<String>> {
+        rt.block_on(follow::capturable(src))
+            .map_err(|e| SystemError::new("mariadb", Dc::Old, e.to_string()))
+    }
+
+    /// Why the site's databases will be copied inside the freeze rather than followed
+    /// (`None`: they are followed), for `prepare` to say before anything moves.
+    pub fn capture_note(&self, urls: &(Opts, Opts), dbs: &[String]) -> SysResult<Option<String>> {
+        if dbs.is_empty() {
+            return Ok(None);
+        }
+        let rt = self.rt(Dc::Old)?;
+        Ok(self.capturable(rt, &urls.0)?.map(|why| {
+            format!(
+                "databases {} are copied, not followed: the old server's changes cannot be \
+                 captured ({why}); the freeze copies every table changed since the last pass \
+                 again, so it grows with the size of the changed tables",
+                dbs.join(", ")
+            )
+        }))
+    }
+
+    /// The freeze's copy of `dbs`: the captured tail for followed databases, else a delta
+    /// copy.
+    pub fn tail(&self, urls: (Opts, Opts), dbs: &[String]) -> SysResult<u64> {
+        let (src, dst) = urls;
+        let dc = Dc::New;
+        let j = self.journal(dc)?;
+        let rt = self.rt(dc)?;
+        let mut bytes = 0;
+        for db in dbs {
+            let err = |e: crate::db::schema::DbError| {
+                SystemError::new("mariadb", dc, format!("final copy {db}: {e}"))
+            };
+            if capture::load_state(&j, db).map_err(err)?.is_some() {
+                let r = rt
+                    .block_on(follow::tail(&src, &dst, db, j.clone(), THREADS))
+                    .map_err(err)?;
+                self.tailed.lock().expect("tailed lock").insert(db.clone());
+                bytes += r.bytes;
+            } else {
+                bytes += self.copy(
+                    (src.clone(), dst.clone()),
+                    std::slice::from_ref(db),
+                    Direction::Forward,
+                    true,
+                )?;
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Verifies `dbs` inside the freeze: databases copied the old way are compared now;
+    /// followed ones have the new side pinned (a consistent snapshot, the destination taking
+    /// no writes before the switch) for [`DbMover::verify_after_switch`].
+    pub fn verify(&self, urls: (Opts, Opts), dbs: &[String]) -> SysResult<Vec<String>> {
+        let (old, new) = urls;
+        let rt = self.rt(Dc::New)?;
+        let tailed = self.tailed.lock().expect("tailed lock").clone();
+        let mut diffs = Vec::new();
+        for db in dbs {
+            let err = |e: crate::db::schema::DbError| {
+                SystemError::new("mariadb", Dc::New, format!("verify {db}: {e}"))
+            };
+            if tailed.contains(db) {
+                let conn = rt.block_on(pin(&new, db)).map_err(err)?;
+                self.pinned
+                    .lock()
+                    .expect("pinned lock")
+                    .insert(db.clone(), conn);
+                continue;
+            }
+            let d = rt
+                .block_on(copy::verify_database(&old, &new, db))
+                .map_err(err)?;
+            diffs.extend(d.into_iter().map(|x| format!("database {db}: {x}")));
+        }
+        Ok(diffs)
+    }
+
+    /// Whether databases are pinned for [`DbMover::verify_after_switch`].
+    pub fn has_pinned(&self) -> bool {
+        !self.pinned.lock().expect("pinned lock").is_empty()
+    }
+
+    /// After the switch: each pinned database compared, the old side (written no more) with
+    /// the new side as pinned. The pins are released.
+    pub fn verify_after_switch(&self, old: &Opts) -> SysResult<Vec<String>> {
+        let pinned = std::mem::take(&mut *self.pinned.lock().expect("pinned lock"));
+        self.tailed.lock().expect("tailed lock").clear();
+        if pinned.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rt = self.rt(Dc::New)?;
+        let mut diffs = Vec::new();
+        for (db, mut conn) in pinned {
+            let err = |e: crate::db::schema::DbError| {
+                SystemError::new(
+                    "mariadb",
+                    Dc::New,
+                    format!("verify {db} after the switch: {e}"),
+                )
+            };
+            let d = rt
+                .block_on(async {
+                    let mut s = session(old, Side::Source, None).await?;
+                    let r = copy::verify_sessions(&mut s, &mut conn, &db).await;
+                    let _ = s.disconnect().await;
+                    let _ = conn.disconnect().await;
+                    r
+                })
+                .map_err(err)?;
+            diffs.extend(d.into_iter().map(|x| format!("database {db}: {x}")));
+        }
+        Ok(diffs)
+    }
+}
+
+/// A session on the new side inside a consistent snapshot of now.
+async fn pin(new: &Opts, db: &str) -> crate::db::schema::Result<Conn> {
+    let mut c = session(new, Side::Destination, None).await?;
+    c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .map_err(ctx(Side::Destination, || "isolation level".into()))?;
+    c.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await
+        .map_err(ctx(Side::Destination, || {
+            format!("pinning `{db}` for the verification after the switch")
+        }))?;
+    Ok(c)
+}
