@@ -279,3 +279,37 @@ async fn a_purged_binary_log_means_a_new_copy_and_a_cut_capture_resumes() {
     lab.tail("cap").await;
     lab.assert_equal("cap").await;
 }
+
+/// What `prepare` says before anything moves: a server without a ROW binary log has its
+/// databases copied (the setting to change and the predicted freeze named); on one with it,
+/// the tables that cannot be followed are named with their share of the freeze.
+#[test]
+fn prepare_says_what_is_not_followed_and_what_the_freeze_will_copy() {
+    use migrator::db::mover::DbMover;
+    let plain = MariaDb::start().unwrap();
+    plain.exec(SCHEMA).unwrap();
+    let lab = Lab::start();
+    lab.src.exec(SCHEMA).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mover = DbMover::new(tmp.path().join("j.sqlite"));
+    let dbs = vec!["cap".to_string()];
+
+    let (_, d) = lab.urls();
+    let p: mysql_async::Opts = plain.admin_url().parse().unwrap();
+    let note = mover.capture_note(&(p, d.clone()), &dbs).unwrap().unwrap();
+    assert!(note.contains("copied, not followed"), "{note}");
+    assert!(note.contains("binary log is off"), "{note}");
+    assert!(note.contains("MiB/s"), "{note}");
+
+    let (s, d) = lab.urls();
+    let note = mover.capture_note(&(s, d), &dbs).unwrap().unwrap();
+    assert!(
+        note.contains("cap.nokey") && note.contains("no primary key"),
+        "{note}"
+    );
+    assert!(
+        note.contains("cap.times") && note.contains("TIME(2)"),
+        "{note}"
+    );
+    assert!(!note.contains("cap.t "), "{note}");
+}

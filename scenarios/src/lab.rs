@@ -370,6 +370,27 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
                         .collect::<Result<Vec<()>>>()
                 })
             })?;
+            if !cfg.spec.db_mib.is_empty() {
+                steps.time("old-dc: grow the big databases", || {
+                    std::thread::scope(|sc| {
+                        let handles: Vec<_> = sites::bulk_sql(&snapshot.sites, &cfg.spec.db_mib)
+                            .into_iter()
+                            .map(|sql| {
+                                let old = &snapshot.old;
+                                sc.spawn(move || svc::mariadb_exec(old, &sql).map(|_| ()))
+                            })
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| {
+                                h.join().unwrap_or_else(|_| {
+                                    Err(LabError::Internal("bulk thread panicked".into()))
+                                })
+                            })
+                            .collect::<Result<Vec<()>>>()
+                    })
+                })?;
+            }
             Ok(())
         });
         let dns = scope.spawn(|| -> Result<()> {

@@ -160,6 +160,7 @@ fn main() -> anyhow::Result<()> {
                     large_files: large_files.unwrap_or(d.large_files),
                     large_file_kib: large_file_kib.unwrap_or(d.large_file_kib),
                     rows: rows.unwrap_or(d.rows),
+                    db_mib: Vec::new(),
                 };
                 if dry_run {
                     println!(

@@ -22,6 +22,10 @@ pub struct SiteSpec {
     pub large_file_kib: usize,
     /// Rows in each database's `articles` table.
     pub rows: usize,
+    /// Sizes (MiB) of the first sites' databases, grown with a `bulk` table of 4 KiB rows
+    /// (random bytes, so nothing compresses): a size distribution for change capture, say
+    /// `[1024, 320, 150, 50]`. Sites past the list keep their few rows.
+    pub db_mib: Vec<u64>,
 }
 
 impl Default for SiteSpec {
@@ -31,6 +35,7 @@ impl Default for SiteSpec {
             large_files: 2,
             large_file_kib: 512,
             rows: 200,
+            db_mib: Vec::new(),
         }
     }
 }
@@ -267,6 +272,34 @@ REPLACE INTO settings VALUES ('site_name', '{}'), ('theme', 'classic');\n",
     sql
 }
 
+/// SQL growing the database of each of the first `mib.len()` database owners among `sites`
+/// to about that many MiB (a `bulk` table of 4 KiB random rows, 16 MiB per statement), kept
+/// out of the binary log: the data exists before any migration starts.
+pub fn bulk_sql(sites: &[SiteState], mib: &[u64]) -> Vec<String> {
+    let owners = sites
+        .iter()
+        .filter(|s| s.shares_db_with.is_none() || s.database == format!("db_{}", s.login));
+    let mut out = Vec::new();
+    for (s, &size) in owners.zip(mib) {
+        let mut sql = format!(
+            "SET sql_log_bin = 0; SET SESSION max_recursive_iterations = 100000; USE `{db}`;\n\
+CREATE TABLE IF NOT EXISTS bulk (id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+grp INT NOT NULL, pad VARBINARY(4096) NOT NULL, KEY grp (grp)) ENGINE=InnoDB;\n",
+            db = s.database
+        );
+        for chunk in 0..size.div_ceil(16) {
+            let _ = writeln!(
+                sql,
+                "INSERT INTO bulk (grp, pad) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL \
+                 SELECT i + 1 FROM n WHERE i < 4096) SELECT {chunk}, CONCAT(RANDOM_BYTES(1024), \
+                 RANDOM_BYTES(1024), RANDOM_BYTES(1024), RANDOM_BYTES(1024)) FROM n;"
+            );
+        }
+        out.push(sql);
+    }
+    out
+}
+
 /// Zone lines for the sites: `<login>.<zone>. A <vip>`.
 pub fn zone_records(sites: &[SiteState], vip: std::net::Ipv4Addr) -> String {
     let mut z = String::new();
@@ -334,6 +367,7 @@ mod tests {
             large_files: 1,
             large_file_kib: 64,
             rows: 1,
+            db_mib: Vec::new(),
         };
         write_site_tree(&dir, &sites[0], 1, &spec, "sql1.old.lab.test", "pw").unwrap();
         let www = dir.join("site0001/www");

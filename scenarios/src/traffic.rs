@@ -36,6 +36,11 @@ pub struct TrafficSpec {
     /// Stop (like the deadline) once this file exists: a scenario keeps the traffic running
     /// for as long as its migration takes.
     pub stop_file: Option<std::path::PathBuf>,
+    /// The first this many sites also get a writer of their own, through the old database
+    /// hostname (the sql-proxy), at `hot_writes_per_sec` each, on top of the mix: the busy
+    /// customers whose databases must move while written.
+    pub hot_sites: usize,
+    pub hot_writes_per_sec: u64,
 }
 
 impl Default for TrafficSpec {
@@ -52,6 +57,8 @@ impl Default for TrafficSpec {
             sql_write: 10,
             seed: 1,
             stop_file: None,
+            hot_sites: 0,
+            hot_writes_per_sec: 0,
         }
     }
 }
@@ -219,6 +226,12 @@ pub async fn run(
         let sh = shared.clone();
         tasks.push(tokio::spawn(async move { worker(sh, w).await }));
     }
+    if spec.hot_writes_per_sec > 0 {
+        for idx in 0..spec.hot_sites.min(shared.sites.len()) {
+            let sh = shared.clone();
+            tasks.push(tokio::spawn(async move { hot_writer(sh, idx).await }));
+        }
+    }
     for t in tasks {
         t.await.map_err(|e| format!("worker: {e}"))?;
     }
@@ -290,58 +303,83 @@ async fn worker(sh: Arc<Shared>, w: usize) {
             Op::HttpVerify => verify_token,
             _ => None,
         };
-        let t0 = Instant::now();
-        let t_ms = sh.start.elapsed().as_millis() as u64;
-        let at_ms = unix_ms();
-        let result = tokio::time::timeout(
-            Duration::from_secs(15),
-            request(&sh, idx, op, token.as_deref()),
-        )
-        .await
-        .unwrap_or_else(|_| Err((None, "timed out after 15 s".into())));
-        let (ok, status, error, server) = match result {
-            Ok((status, server)) => (true, status, None, server),
-            Err((status, e)) => (false, status, Some(e), None),
-        };
-        if ok && op == Op::HttpWrite {
-            if let Some(t) = &token {
-                sh.acked
-                    .lock()
-                    .expect("acked lock")
-                    .entry(idx)
-                    .or_default()
-                    .push(t.clone());
-            }
-        }
-        let rec = LogRecord {
-            seq,
-            t_ms,
-            at_ms,
-            op,
-            site: sh.sites[idx].login.clone(),
-            token,
-            ok,
-            status,
-            ms: t0.elapsed().as_secs_f64() * 1000.0,
-            error,
-            server,
-        };
+        issue(&sh, seq, idx, op, token).await;
+    }
+}
+
+/// Writes to site `idx`'s database through the old hostname at `hot_writes_per_sec`, until
+/// the deadline or the stop file; each write is logged (and checked) like the mix's.
+async fn hot_writer(sh: Arc<Shared>, idx: usize) {
+    let deadline = Duration::from_secs(sh.spec.duration_secs);
+    let every = Duration::from_secs_f64(1.0 / sh.spec.hot_writes_per_sec.max(1) as f64);
+    let mut n = 0u64;
+    loop {
+        if sh.start.elapsed() >= deadline || sh.spec.stop_file.as_ref().is_some_and(|f| f.exists())
         {
-            let mut s = sh.summary.lock().expect("summary lock");
-            s.requests += 1;
-            let e = s.by_op.entry(format!("{op:?}")).or_default();
-            e.0 += 1;
-            if !ok {
-                e.1 += 1;
-                s.failed += 1;
-            } else if op.is_write() {
-                s.acked_writes += 1;
-            }
+            return;
         }
-        if let Ok(line) = serde_json::to_string(&rec) {
-            let mut log = sh.log.lock().expect("log lock");
-            let _ = writeln!(log, "{line}");
+        let seq = sh.counter.fetch_add(1, Ordering::SeqCst);
+        let token = format!("{}-hot{idx}-{n}", sh.run_tag);
+        n += 1;
+        let t0 = Instant::now();
+        issue(&sh, seq, idx, Op::SqlWrite, Some(token)).await;
+        tokio::time::sleep(every.saturating_sub(t0.elapsed())).await;
+    }
+}
+
+/// Sends one request, logs it and counts it.
+async fn issue(sh: &Shared, seq: u64, idx: usize, op: Op, token: Option<String>) {
+    let t0 = Instant::now();
+    let t_ms = sh.start.elapsed().as_millis() as u64;
+    let at_ms = unix_ms();
+    let result = tokio::time::timeout(
+        Duration::from_secs(15),
+        request(sh, idx, op, token.as_deref()),
+    )
+    .await
+    .unwrap_or_else(|_| Err((None, "timed out after 15 s".into())));
+    let (ok, status, error, server) = match result {
+        Ok((status, server)) => (true, status, None, server),
+        Err((status, e)) => (false, status, Some(e), None),
+    };
+    if ok && op == Op::HttpWrite {
+        if let Some(t) = &token {
+            sh.acked
+                .lock()
+                .expect("acked lock")
+                .entry(idx)
+                .or_default()
+                .push(t.clone());
         }
+    }
+    let rec = LogRecord {
+        seq,
+        t_ms,
+        at_ms,
+        op,
+        site: sh.sites[idx].login.clone(),
+        token,
+        ok,
+        status,
+        ms: t0.elapsed().as_secs_f64() * 1000.0,
+        error,
+        server,
+    };
+    {
+        let mut s = sh.summary.lock().expect("summary lock");
+        s.requests += 1;
+        let e = s.by_op.entry(format!("{op:?}")).or_default();
+        e.0 += 1;
+        if !ok {
+            e.1 += 1;
+            s.failed += 1;
+        } else if op.is_write() {
+            s.acked_writes += 1;
+        }
+    }
+    if let Ok(line) = serde_json::to_string(&rec) {
+        let mut log = sh.log.lock().expect("log lock");
+        let _ = writeln!(log, "{line}");
     }
 }
 

@@ -116,18 +116,22 @@ pub fn flap_down(st: &LabState) -> Result<()> {
     Ok(())
 }
 
-/// Brings old-dc's side back up and waits (up to 20 s) until old-dc sees new-dc healthy.
-pub fn flap_up(st: &LabState) -> Result<()> {
+/// Brings old-dc's side back up and waits (up to 20 s) until old-dc sees new-dc healthy;
+/// returns when the link was restored (Unix ms).
+pub fn flap_up(st: &LabState) -> Result<u64> {
     let dir = config_dir(st);
     let cfg =
         tunnel::Config::load(&dir.join("tunnel.toml")).map_err(|e| err("tunnel config", e))?;
     let old = side(OLD, &st.old.netns, &dir);
     tunnel::up(&cfg, &old).map_err(|e| err("tunnel up old-dc", e))?;
+    // The link is back from here: a migrator polling its health may see it healthy before
+    // this loop's next poll does.
+    let restored = crate::traffic::unix_ms();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let h = tunnel::health(&cfg, &old);
         if h.healthy {
-            return Ok(());
+            return Ok(restored);
         }
         if Instant::now() >= deadline {
             return Err(LabError::Tunnel(format!(

@@ -36,6 +36,7 @@ fn small_spec() -> SiteSpec {
         large_files: 1,
         large_file_kib: 128,
         rows: 50,
+        db_mib: Vec::new(),
     }
 }
 

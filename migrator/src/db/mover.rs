@@ -22,6 +22,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// Tables copied in parallel per database.
 const THREADS: usize = 2;
 
+/// The copy rate a predicted freeze assumes (the bulk copy's measured rate, BENCHMARKS.md:
+/// ~1 GB in 12.5 s with 2 threads).
+const COPY_BYTES_PER_SEC: f64 = 80.0 * (1 << 20) as f64;
+
 /// See the module documentation.
 pub struct DbMover {
     journal: PathBuf,
@@ -122,21 +126,76 @@ impl DbMover {
             .map_err(|e| SystemError::new("mariadb", Dc::Old, e.to_string()))
     }
 
-    /// Why the site's databases will be copied inside the freeze rather than followed
-    /// (`None`: they are followed), for `prepare` to say before anything moves.
+    /// What `prepare` says about the site's databases before anything moves: databases copied
+    /// rather than followed (the old server's changes cannot be captured, and why), or tables
+    /// of followed databases copied again inside the freeze (no primary key, say), each with
+    /// the freeze it predicts (`None`: every table followed).
     pub fn capture_note(&self, urls: &(Opts, Opts), dbs: &[String]) -> SysResult<Option<String>> {
         if dbs.is_empty() {
             return Ok(None);
         }
         let rt = self.rt(Dc::Old)?;
-        Ok(self.capturable(rt, &urls.0)?.map(|why| {
-            format!(
+        let why_not = self.capturable(rt, &urls.0)?;
+        let err =
+            |e: crate::db::schema::DbError| SystemError::new("mariadb", Dc::Old, e.to_string());
+        let sizes = rt.block_on(table_sizes(&urls.0, dbs)).map_err(err)?;
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let secs = |b: u64| b as f64 / COPY_BYTES_PER_SEC;
+        if let Some(why) = why_not {
+            let largest = sizes.iter().max_by_key(|t| t.2);
+            let total: u64 = sizes.iter().map(|t| t.2).sum();
+            let worst = largest
+                .map(|(db, t, b)| {
+                    format!(
+                        "; its largest table, {db}.{t} ({:.0} MiB), alone takes ~{:.1} s",
+                        mib(*b),
+                        secs(*b)
+                    )
+                })
+                .unwrap_or_default();
+            return Ok(Some(format!(
                 "databases {} are copied, not followed: the old server's changes cannot be \
                  captured ({why}); the freeze copies every table changed since the last pass \
-                 again, so it grows with the size of the changed tables",
-                dbs.join(", ")
-            )
-        }))
+                 again: up to {:.0} MiB, ~{:.1} s at {:.0} MiB/s{worst}",
+                dbs.join(", "),
+                mib(total),
+                secs(total),
+                mib(COPY_BYTES_PER_SEC as u64)
+            )));
+        }
+        let mut uncaptured = Vec::new();
+        let mut bytes = 0;
+        for db in dbs {
+            let metas = rt
+                .block_on(async {
+                    let mut c = session(&urls.0, Side::Source, None).await?;
+                    let m = capture::values::table_metas(&mut c, db).await;
+                    let _ = c.disconnect().await;
+                    m
+                })
+                .map_err(err)?;
+            for m in metas {
+                if let Some(why) = m.uncapturable() {
+                    let b = sizes
+                        .iter()
+                        .find(|(d, t, _)| d == db && *t == m.name)
+                        .map(|t| t.2)
+                        .unwrap_or(0);
+                    bytes += b;
+                    uncaptured.push(format!("{db}.{} ({:.1} MiB: {why})", m.name, mib(b)));
+                }
+            }
+        }
+        if uncaptured.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "tables copied again inside the freeze, not followed: {}; they add ~{:.1} s to the \
+             freeze at {:.0} MiB/s",
+            uncaptured.join(", "),
+            secs(bytes),
+            mib(COPY_BYTES_PER_SEC as u64)
+        )))
     }
 
     /// The freeze's copy of `dbs`: the captured tail for followed databases, else a delta
@@ -233,6 +292,28 @@ impl DbMover {
         }
         Ok(diffs)
     }
+}
+
+/// (database, table, bytes) of every base table of `dbs` on `src` (`DATA_LENGTH`).
+async fn table_sizes(
+    src: &Opts,
+    dbs: &[String],
+) -> crate::db::schema::Result<Vec<(String, String, u64)>> {
+    let mut c = session(src, Side::Source, None).await?;
+    let mut out = Vec::new();
+    for db in dbs {
+        let rows: Vec<(String, u64)> = c
+            .exec(
+                "SELECT TABLE_NAME, COALESCE(DATA_LENGTH, 0) FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'",
+                (db,),
+            )
+            .await
+            .map_err(ctx(Side::Source, || format!("table sizes of `{db}`")))?;
+        out.extend(rows.into_iter().map(|(t, b)| (db.clone(), t, b)));
+    }
+    let _ = c.disconnect().await;
+    Ok(out)
 }
 
 /// A session on the new side inside a consistent snapshot of now.

@@ -164,7 +164,9 @@ pub(super) fn tunnel_flap(
     r.events.push(format!("tunnel down (old-dc side): {res:?}"));
     std::thread::sleep(Duration::from_secs_f64(sec.tunnel_down_for_secs));
     let res = crate::tunnel_link::flap_up(st);
-    let up = unix_ms();
+    // Down until the link was restored (the migrator may see it healthy before the flap's own
+    // health poll does).
+    let up = res.as_ref().copied().unwrap_or_else(|_| unix_ms());
     r.events.push(format!(
         "tunnel up and healthy after {:.1} s down: {res:?}",
         (up - down) as f64 / 1e3
