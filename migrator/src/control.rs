@@ -12,6 +12,7 @@
 //! - `wave_events`: why the wave waited and when it went on (throttle reasons, stop rule),
 //!   written only when a reason changes.
 
+use crate::journal::SiteState;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -100,8 +101,9 @@ pub struct WaveStatus {
     /// Sites that ended in this run (live, failed, or left on the old side).
     #[serde(default)]
     pub ended: usize,
-    /// Sites per state name (`planned`, `synced`, `frozen`, `live`, `failed`, ...).
-    pub states: BTreeMap<String, usize>,
+    /// Sites per state, in the state machine's order (JSON: keyed by the state's journal
+    /// name, `planned`, `synced`, `frozen`, `live`, `failed`, ...).
+    pub states: BTreeMap<SiteState, usize>,
     /// Sites being worked on now.
     pub running: Vec<String>,
     pub bytes: u64,
@@ -541,7 +543,14 @@ mod tests {
             total: 3,
             ..Default::default()
         };
-        s.states.insert("live".into(), 1);
+        s.states.insert(SiteState::Live, 1);
+        s.states.insert(SiteState::RolledBack, 2);
+        // The states travel by their journal names (socket, journal, dashboard).
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            json["states"],
+            serde_json::json!({"live": 1, "rolled_back": 2})
+        );
         s.waiting.insert("a".into(), "tunnel unhealthy".into());
         c.publish(&s).unwrap();
         assert_eq!(c.latest_wave().unwrap(), 7);

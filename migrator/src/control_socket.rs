@@ -39,6 +39,21 @@ pub enum SocketError {
     },
 }
 
+/// Why a command line was refused (answered as `{"ok":false,"error":"..."}`).
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("bad JSON command: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("empty command")]
+    Empty,
+    #[error("`{cmd} {value}`: the value must be a whole number")]
+    NotANumber { cmd: String, value: String },
+    #[error("throttle needs a number: `throttle N` (0 removes the limit)")]
+    ThrottleWithoutNumber,
+    #[error("unknown command `{0}`; commands: status, pause, resume, throttle N")]
+    Unknown(String),
+}
+
 /// One command as sent on the socket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Command {
@@ -62,18 +77,18 @@ pub struct Answer {
 }
 
 /// Parses one line: JSON, or words (`throttle 2`).
-pub fn parse_line(line: &str) -> Result<Command, String> {
+pub fn parse_line(line: &str) -> Result<Command, CommandError> {
     let line = line.trim();
     if line.starts_with('{') {
-        return serde_json::from_str(line).map_err(|e| format!("bad JSON command: {e}"));
+        return serde_json::from_str(line).map_err(CommandError::Json);
     }
     let mut words = line.split_whitespace();
-    let cmd = words.next().ok_or("empty command")?.to_string();
+    let cmd = words.next().ok_or(CommandError::Empty)?.to_string();
     let value = match words.next() {
-        Some(v) => Some(
-            v.parse::<u32>()
-                .map_err(|_| format!("`{cmd} {v}`: the value must be a whole number"))?,
-        ),
+        Some(v) => Some(v.parse::<u32>().map_err(|_| CommandError::NotANumber {
+            cmd: cmd.clone(),
+            value: v.to_string(),
+        })?),
         None => None,
     };
     Ok(Command {
@@ -85,18 +100,14 @@ pub fn parse_line(line: &str) -> Result<Command, String> {
 }
 
 /// The action a command asks for (`None` for `status`).
-pub fn action_of(c: &Command) -> Result<Option<Action>, String> {
+pub fn action_of(c: &Command) -> Result<Option<Action>, CommandError> {
     match (c.cmd.as_str(), c.value) {
         ("status", _) => Ok(None),
         ("pause", _) => Ok(Some(Action::Pause)),
         ("resume", _) => Ok(Some(Action::Resume)),
         ("throttle", Some(n)) => Ok(Some(Action::Throttle(n))),
-        ("throttle", None) => {
-            Err("throttle needs a number: `throttle N` (0 removes the limit)".into())
-        }
-        (other, _) => Err(format!(
-            "unknown command `{other}`; commands: status, pause, resume, throttle N"
-        )),
+        ("throttle", None) => Err(CommandError::ThrottleWithoutNumber),
+        (other, _) => Err(CommandError::Unknown(other.to_string())),
     }
 }
 
@@ -224,11 +235,11 @@ pub fn handle(
     };
     let cmd = match parse_line(line) {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(e) => return fail(e.to_string()),
     };
     let action = match action_of(&cmd) {
         Ok(a) => a,
-        Err(e) => return fail(e),
+        Err(e) => return fail(e.to_string()),
     };
     let controls = match Controls::open(journal) {
         Ok(c) => c,
@@ -289,27 +300,31 @@ mod tests {
 
     #[test]
     fn parses_words_and_json_and_refuses_nonsense() {
+        let action = |line: &str| action_of(&parse_line(line).unwrap());
+        assert_eq!(action("pause").unwrap(), Some(Action::Pause));
+        assert_eq!(action(" throttle 3 ").unwrap(), Some(Action::Throttle(3)));
         assert_eq!(
-            action_of(&parse_line("pause").unwrap()),
-            Ok(Some(Action::Pause))
+            action(r#"{"cmd":"throttle","value":0,"who":"a"}"#).unwrap(),
+            Some(Action::Throttle(0))
+        );
+        assert_eq!(action("status").unwrap(), None);
+        assert!(matches!(
+            action("throttle"),
+            Err(CommandError::ThrottleWithoutNumber)
+        ));
+        assert_eq!(
+            parse_line("throttle x").unwrap_err().to_string(),
+            "`throttle x`: the value must be a whole number"
         );
         assert_eq!(
-            action_of(&parse_line(" throttle 3 ").unwrap()),
-            Ok(Some(Action::Throttle(3)))
+            action("explode").unwrap_err().to_string(),
+            "unknown command `explode`; commands: status, pause, resume, throttle N"
         );
-        assert_eq!(
-            action_of(&parse_line(r#"{"cmd":"throttle","value":0,"who":"a"}"#).unwrap()),
-            Ok(Some(Action::Throttle(0)))
-        );
-        assert_eq!(action_of(&parse_line("status").unwrap()), Ok(None));
-        assert!(action_of(&parse_line("throttle").unwrap()).is_err());
-        assert!(parse_line("throttle x")
+        assert!(parse_line("{oops")
             .unwrap_err()
-            .contains("whole number"));
-        assert!(action_of(&parse_line("explode").unwrap())
-            .unwrap_err()
-            .contains("unknown command `explode`"));
-        assert!(parse_line("{oops").is_err());
+            .to_string()
+            .starts_with("bad JSON command: "));
+        assert_eq!(parse_line("  ").unwrap_err().to_string(), "empty command");
     }
 
     #[test]

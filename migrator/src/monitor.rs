@@ -31,7 +31,7 @@ impl Default for ErrorRate {
 
 #[derive(Default)]
 struct Inner {
-    states: BTreeMap<String, String>,
+    states: BTreeMap<String, SiteState>,
     bytes: u64,
     running: BTreeSet<String>,
     waiting: BTreeMap<String, String>,
@@ -62,10 +62,7 @@ impl WaveMonitor {
         journal: Option<&Path>,
     ) -> WaveMonitor {
         let inner = Inner {
-            states: sites
-                .iter()
-                .map(|(s, st)| (s.clone(), st.as_str().to_string()))
-                .collect(),
+            states: sites.iter().map(|(s, st)| (s.clone(), *st)).collect(),
             ..Default::default()
         };
         WaveMonitor {
@@ -131,7 +128,7 @@ impl WaveMonitor {
                 i.failures.push(crate::journal::now_ms());
             }
             if let Some(st) = state {
-                i.states.insert(site.to_string(), st.as_str().to_string());
+                i.states.insert(site.to_string(), st);
             }
         });
     }
@@ -143,7 +140,7 @@ impl WaveMonitor {
             i.running.remove(site);
             i.waiting.remove(site);
             if let Some(st) = state {
-                i.states.insert(site.to_string(), st.as_str().to_string());
+                i.states.insert(site.to_string(), st);
             }
         });
         self.event(Some(site), "retry", why);
@@ -172,7 +169,7 @@ impl WaveMonitor {
         self.with(|i| {
             let mut states = BTreeMap::new();
             for st in i.states.values() {
-                *states.entry(st.clone()).or_insert(0) += 1;
+                *states.entry(*st).or_insert(0) += 1;
             }
             let rate = if elapsed > 0.0 {
                 i.bytes as f64 / elapsed
@@ -245,10 +242,7 @@ impl WaveSignals for WaveMonitor {
     }
 
     fn state(&self, site: &str, state: SiteState) {
-        self.with(|i| {
-            i.states
-                .insert(site.to_string(), state.as_str().to_string())
-        });
+        self.with(|i| i.states.insert(site.to_string(), state));
     }
 
     fn bytes(&self, _site: &str, bytes: u64) {
@@ -293,7 +287,7 @@ mod tests {
         let s = m.snapshot();
         assert_eq!(s.running, ["a"]);
         assert_eq!(s.waiting["a"], "tunnel unhealthy: x");
-        assert_eq!(s.states["planned"], 1);
+        assert_eq!(s.states[&SiteState::Planned], 1);
         assert_eq!(s.bytes, 10);
         m.waiting("a", None);
         m.site_ended("a", true, Some(SiteState::Synced));

@@ -25,7 +25,7 @@
 //! A `409` (a proxy with a route store refuses `PUT` on a paused database) is reported as
 //! "left paused".
 
-use crate::cutover::checkpoints::SCOPE;
+use crate::cutover::checkpoints::{Checkpoint, SCOPE};
 use crate::cutover::lease::Lease;
 use crate::journal::{now_ms, JournalError, JournalStore, SiteState};
 use crate::site_spec::{ProxySpec, SiteSpec};
@@ -222,7 +222,8 @@ pub fn judge(f: &SiteFacts, side: Option<Owner>, paused: bool) -> Verdict {
 pub struct Mismatch {
     pub site: String,
     pub database: String,
-    pub journal_state: String,
+    /// JSON: the state's journal name.
+    pub journal_state: SiteState,
     pub expected_side: String,
     pub proxy_side: String,
     pub proxy_mode: Mode,
@@ -357,18 +358,20 @@ pub fn facts(journal: &dyn JournalStore) -> Result<HashMap<String, SiteFacts>, J
         rollback: false,
     };
     for (k, v) in journal.checkpoints(SCOPE)? {
-        if let Some(site) = k.strip_suffix(".lease") {
-            if let Ok(Some(l)) = serde_json::from_str::<Option<Lease>>(&v) {
-                out.entry(site.to_string()).or_insert(blank).freeze = if l.expired(now) {
-                    Freeze::Abandoned
-                } else {
-                    Freeze::InProgress
-                };
+        match Checkpoint::parse_key(&k) {
+            Some((site, Checkpoint::Lease)) => {
+                if let Ok(Some(l)) = serde_json::from_str::<Option<Lease>>(&v) {
+                    out.entry(site.to_string()).or_insert(blank).freeze = if l.expired(now) {
+                        Freeze::Abandoned
+                    } else {
+                        Freeze::InProgress
+                    };
+                }
             }
-        } else if let Some(site) = k.strip_suffix(".rollback") {
-            if v != "null" {
+            Some((site, Checkpoint::Rollback)) if v != "null" => {
                 out.entry(site.to_string()).or_insert(blank).rollback = true;
             }
+            _ => {}
         }
     }
     Ok(out)
@@ -499,7 +502,7 @@ pub fn check(
                     Verdict::Problem(problem) => r.mismatches.push(Mismatch {
                         site: s.site.clone(),
                         database: db.clone(),
-                        journal_state: f.state.as_str().to_string(),
+                        journal_state: f.state,
                         expected_side: expected.clone(),
                         proxy_side: route.side.clone(),
                         proxy_mode: route.mode,

@@ -302,7 +302,11 @@ pub fn run_wave_with(
     freezes.sort_by(|a, b| a.total_cmp(b));
     let live = sites
         .iter()
-        .filter(|o| o.report.as_ref().is_some_and(|r| r.state == "live"))
+        .filter(|o| {
+            o.report
+                .as_ref()
+                .is_some_and(|r| r.state == SiteState::Live)
+        })
         .count();
     let failed = sites.iter().filter(|o| o.error.is_some()).count();
     WaveReport {
@@ -399,7 +403,7 @@ pub(crate) fn run_one(
     };
     let sys = match systems(spec) {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        Err(e) => return fail(e.to_string()),
     };
     let mut journal = match SqliteJournal::open(journal_path) {
         Ok(j) => j,

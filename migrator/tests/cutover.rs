@@ -7,7 +7,7 @@ use drivers::lb::{AdminState, Haproxy, LoadBalancer};
 use migrator::cutover::rollback::rollback_site;
 use migrator::cutover::{Engine, EngineOptions};
 use migrator::dry_run::Recorder;
-use migrator::journal::{JournalStore, SqliteJournal};
+use migrator::journal::{JournalStore, SiteState, SqliteJournal};
 use migrator::real_systems::LocalData;
 use migrator::site_spec::{
     Budget, FingerprintSpec, HomeSpec, LbSpec, ProxySpec, SiteSpec, SpecFile,
@@ -116,7 +116,7 @@ fn site_moves_through_real_haproxy_and_rolls_back_with_new_side_writes() {
     let opts = EngineOptions::default();
     let mut j = SqliteJournal::open(&jp).unwrap();
     let report = Engine::new(&spec, &sys, &mut j, &opts).migrate().unwrap();
-    assert_eq!(report.state, "live");
+    assert_eq!(report.state, SiteState::Live);
     assert!(report.freeze_ms.is_some());
     let names: Vec<_> = report.phases.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(
@@ -152,7 +152,7 @@ fn site_moves_through_real_haproxy_and_rolls_back_with_new_side_writes() {
     // A customer writes on the new side after the switch; then the site is rolled back.
     std::fs::write(home.new.join("www/uploads/b.txt"), "written on new").unwrap();
     let report = rollback_site(Engine::new(&spec, &sys, &mut j, &opts)).unwrap();
-    assert_eq!(report.state, "rolled_back");
+    assert_eq!(report.state, SiteState::RolledBack);
     assert_eq!(
         std::fs::read_to_string(home.old.join("www/uploads/b.txt")).unwrap(),
         "written on new",

@@ -12,7 +12,7 @@ use drivers::lb::{AdminState, Haproxy, LoadBalancer};
 use migrator::cutover::rollback::rollback_site;
 use migrator::cutover::{Engine, EngineOptions};
 use migrator::dry_run::Recorder;
-use migrator::journal::SqliteJournal;
+use migrator::journal::{SiteState, SqliteJournal};
 use migrator::real_systems::{self, LocalData};
 use migrator::site_spec::{Budget, HomeSpec, LbSpec, ProxySpec, SiteSpec};
 use migrator::systems::Systems;
@@ -112,7 +112,7 @@ fn migrate_and_roll_back(dns: DnsConfig) {
     let opts = EngineOptions::default();
     let mut j = SqliteJournal::open(&jp).unwrap();
     let report = Engine::new(&spec, &sys, &mut j, &opts).migrate().unwrap();
-    assert_eq!(report.state, "live");
+    assert_eq!(report.state, SiteState::Live);
     for s in &servers {
         // Switched, with the TTL lowered in prepare.
         assert_eq!(answer(*s), (vec![NEW_VIP.parse().unwrap()], Some(5)), "{s}");
@@ -123,7 +123,7 @@ fn migrate_and_roll_back(dns: DnsConfig) {
     assert_eq!((st.addr, st.admin), (new.addr, AdminState::Ready));
 
     let report = rollback_site(Engine::new(&spec, &sys, &mut j, &opts)).unwrap();
-    assert_eq!(report.state, "rolled_back");
+    assert_eq!(report.state, SiteState::RolledBack);
     for s in &servers {
         assert_eq!(answer(*s), (vec![OLD_VIP.parse().unwrap()], Some(5)), "{s}");
     }

@@ -71,7 +71,7 @@ fn home_over_ssh_goes_live_after_a_refused_host_key_and_rollback_is_refused_up_f
     // The right key: live, the files on the far side.
     let good = spec_with(d, &url(&sshd.known_hosts().unwrap()), &shop);
     let r = Engine::new(&good, &sys, &mut j, &o).migrate().unwrap();
-    assert_eq!(r.state, "live");
+    assert_eq!(r.state, SiteState::Live);
     assert_eq!(
         std::fs::read_to_string(far.join("www/uploads/a.txt")).unwrap(),
         "upload"

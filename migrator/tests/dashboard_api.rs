@@ -7,7 +7,7 @@ mod dashboard_support;
 
 use dashboard_support::*;
 use migrator::control::{self, Action};
-use migrator::journal::{JournalStore, SqliteJournal};
+use migrator::journal::{JournalStore, SiteState, SqliteJournal};
 use migrator::serve::{self, ServeOptions};
 use std::os::unix::fs::PermissionsExt;
 
@@ -358,7 +358,7 @@ fn rollback_from_the_dashboard_runs_the_rollback_code_path_and_records_who() {
         j.set_plan(&format!("{}#wave1", plan.display())).unwrap();
         let sys = rec.systems(&specs[0]);
         let r = Engine::new(&specs[0], &sys, &mut j, &eo).migrate().unwrap();
-        assert_eq!(r.state, "live");
+        assert_eq!(r.state, SiteState::Live);
     }
     let r2 = rec.clone();
     let runner = serve::controls::RollbackRunner {

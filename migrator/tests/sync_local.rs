@@ -167,7 +167,10 @@ fn local_sync_of_generated_home_then_no_change_then_delta() {
     assert_eq!(steps.len(), 3);
     assert!(steps.iter().all(|s| s.status == StepStatus::Done));
     assert_eq!(steps[0].bytes, first.bytes_written);
-    let cp: SyncCheckpoint = journal.checkpoint("sync-files", "alice").unwrap().unwrap();
+    let cp: SyncCheckpoint = journal
+        .checkpoint(SyncCheckpoint::SCOPE, "alice")
+        .unwrap()
+        .unwrap();
     assert_eq!(cp.manifest_digest, third.manifest_digest);
     eprintln!("end at {:?}", t.elapsed());
 }

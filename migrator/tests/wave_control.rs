@@ -160,7 +160,10 @@ fn pause_throttle_and_resume_steer_a_running_wave() {
     );
     assert!(h[1].source.starts_with("socket uid="));
     let last = c.status(Some(9)).unwrap().unwrap();
-    assert!(last.finished && last.states["live"] == 6, "{last:?}");
+    assert!(
+        last.finished && last.states[&SiteState::Live] == 6,
+        "{last:?}"
+    );
 }
 
 #[test]

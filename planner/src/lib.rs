@@ -10,7 +10,8 @@
 //! - [`groups`]: move groups by union-find over shared databases and logins.
 //! - [`settings`]: every planner knob, TOML file, defaults, validation.
 //! - [`destination`]: bin packing of groups onto destination clusters and SQL servers.
-//! - [`waves`]: the wave planner (canary ramp, caps, byte budget, windows, draining, pins).
+//! - [`waves`]: the wave planner (canary ramp, caps, byte budget, windows, draining, pins);
+//!   `waves/outcome.rs` the types of what it decides.
 //! - [`plan`], `write_plan`: the versioned plan file (types, writer, reader).
 //! - [`explain`]: `plan explain <site>` and `plan diff A B`.
 //! - [`pipeline`]: load → group → waves → write, timed.

@@ -167,7 +167,7 @@ impl Ctx<'_> {
             Some(w) => match w.to_utc() {
                 Ok(u) => Some(u),
                 Err(e) => {
-                    err(&format!("window.{}", e.part), e.message);
+                    err(&format!("window.{}", e.part), e.problem.to_string());
                     None
                 }
             },
@@ -369,7 +369,7 @@ struct CsvColumns {
 
 impl CsvColumns {
     fn from_header(header: &str) -> Result<Self, (Option<String>, String)> {
-        let names = split_csv(header.as_bytes()).map_err(|m| (None, m))?;
+        let names = split_csv(header.as_bytes()).map_err(|e| (None, e.to_string()))?;
         let mut pos = [None; 16];
         for (i, n) in names.iter().enumerate() {
             match CSV_COLUMNS.iter().position(|c| *c == n.trim()) {
@@ -399,7 +399,7 @@ impl CsvColumns {
 }
 
 fn csv_row<'a>(cols: &CsvColumns, text: &'a [u8]) -> Result<SiteRow<'a>, (Option<String>, String)> {
-    let f = split_csv(text).map_err(|m| (None, m))?;
+    let f = split_csv(text).map_err(|e| (None, e.to_string()))?;
     if f.len() != cols.width {
         return Err((
             None,
@@ -474,7 +474,10 @@ fn csv_row<'a>(cols: &CsvColumns, text: &'a [u8]) -> Result<SiteRow<'a>, (Option
     };
     let pin = match get(14).as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(v) => Some(v.parse::<Pin>().map_err(|m| (Some("pin".to_string()), m))?),
+        Some(v) => Some(
+            v.parse::<Pin>()
+                .map_err(|e| (Some("pin".to_string()), e.to_string()))?,
+        ),
     };
     Ok(SiteRow {
         id: req(0),
@@ -494,9 +497,20 @@ fn csv_row<'a>(cols: &CsvColumns, text: &'a [u8]) -> Result<SiteRow<'a>, (Option
     })
 }
 
+/// Why a CSV line does not split into fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum CsvLineError {
+    #[error("line is not valid UTF-8")]
+    NotUtf8,
+    #[error("unterminated quoted field")]
+    UnterminatedQuote,
+    #[error("unexpected text after a quoted field")]
+    TextAfterQuote,
+}
+
 /// Splits one CSV line (RFC 4180 quoting, no newlines inside fields).
-fn split_csv(text: &[u8]) -> Result<Vec<Cow<'_, str>>, String> {
-    let s = std::str::from_utf8(text).map_err(|_| "line is not valid UTF-8".to_string())?;
+fn split_csv(text: &[u8]) -> Result<Vec<Cow<'_, str>>, CsvLineError> {
+    let s = std::str::from_utf8(text).map_err(|_| CsvLineError::NotUtf8)?;
     let mut out = Vec::new();
     let mut rest = s;
     loop {
@@ -505,7 +519,7 @@ fn split_csv(text: &[u8]) -> Result<Vec<Cow<'_, str>>, String> {
             let mut r = q;
             loop {
                 match r.find('"') {
-                    None => return Err("unterminated quoted field".into()),
+                    None => return Err(CsvLineError::UnterminatedQuote),
                     Some(i) => {
                         val.push_str(&r[..i]);
                         r = &r[i + 1..];
@@ -522,7 +536,7 @@ fn split_csv(text: &[u8]) -> Result<Vec<Cow<'_, str>>, String> {
             match r.strip_prefix(',') {
                 Some(x) => rest = x,
                 None if r.is_empty() => return Ok(out),
-                None => return Err("unexpected text after a quoted field".into()),
+                None => return Err(CsvLineError::TextAfterQuote),
             }
         } else {
             match rest.find(',') {
@@ -541,12 +555,14 @@ fn split_csv(text: &[u8]) -> Result<Vec<Cow<'_, str>>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::split_csv;
+    use super::{split_csv, CsvLineError};
 
     #[test]
     fn csv_quotes() {
         let f = split_csv(br#"a,"b,c","d""e",,f"#).unwrap();
         assert_eq!(f, vec!["a", "b,c", "d\"e", "", "f"]);
-        assert!(split_csv(br#"a,"b"#).is_err());
+        assert_eq!(split_csv(br#"a,"b"#), Err(CsvLineError::UnterminatedQuote));
+        assert_eq!(split_csv(br#""a"b"#), Err(CsvLineError::TextAfterQuote));
+        assert_eq!(split_csv(b"\xff"), Err(CsvLineError::NotUtf8));
     }
 }

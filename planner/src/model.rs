@@ -112,18 +112,21 @@ impl std::fmt::Display for Pin {
     }
 }
 
+/// A pin that is neither a wave number nor `last` (the input is quoted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected a wave number (1, 2, ...) or \"last\", got {0:?}")]
+pub struct PinError(pub String);
+
 impl std::str::FromStr for Pin {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = PinError;
+    fn from_str(s: &str) -> Result<Self, PinError> {
         let t = s.trim();
         if t.eq_ignore_ascii_case("last") || t.eq_ignore_ascii_case("final") {
             return Ok(Pin::Last);
         }
         match t.parse::<u32>() {
             Ok(n) if n >= 1 => Ok(Pin::Wave(n)),
-            _ => Err(format!(
-                "expected a wave number (1, 2, ...) or \"last\", got {s:?}"
-            )),
+            _ => Err(PinError(s.to_string())),
         }
     }
 }

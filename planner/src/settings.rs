@@ -44,7 +44,7 @@ impl WaveWindow {
             .to_utc()
             .map_err(|e| SettingsError::Invalid {
                 field: format!("windows[{}].{}", self.name, e.part),
-                message: e.message,
+                message: e.problem.to_string(),
             })
     }
 }
@@ -109,8 +109,19 @@ impl Default for Settings {
     }
 }
 
+/// Why a bandwidth does not parse (the input is quoted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BandwidthError {
+    #[error("expected a rate like 10Gbit/s or 1.2GB/s, got {0:?}")]
+    NotARate(String),
+    #[error("unknown unit {unit:?} in {input:?} (use bit/s or B/s units)")]
+    UnknownUnit { unit: String, input: String },
+    #[error("bandwidth must be > 0, got {0:?}")]
+    NotPositive(String),
+}
+
 /// Parses `"10Gbit/s"`, `"800 Mbit/s"`, `"1.5GB/s"`, `"125000000"` (bytes/s) into bytes per second.
-pub fn parse_bandwidth(s: &str) -> Result<f64, String> {
+pub fn parse_bandwidth(s: &str) -> Result<f64, BandwidthError> {
     let t = s.trim().replace(' ', "");
     let t = t
         .strip_suffix("/s")
@@ -122,7 +133,7 @@ pub fn parse_bandwidth(s: &str) -> Result<f64, String> {
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("expected a rate like 10Gbit/s or 1.2GB/s, got {s:?}"))?;
+        .map_err(|_| BandwidthError::NotARate(s.to_string()))?;
     let factor = match unit {
         "" | "B" => 1.0,
         "bit" | "b" => 1.0 / 8.0,
@@ -136,16 +147,17 @@ pub fn parse_bandwidth(s: &str) -> Result<f64, String> {
         "MiB" => (1u64 << 20) as f64,
         "GiB" => (1u64 << 30) as f64,
         _ => {
-            return Err(format!(
-                "unknown unit {unit:?} in {s:?} (use bit/s or B/s units)"
-            ))
+            return Err(BandwidthError::UnknownUnit {
+                unit: unit.to_string(),
+                input: s.to_string(),
+            })
         }
     };
     let v = n * factor;
     if v.is_finite() && v > 0.0 {
         Ok(v)
     } else {
-        Err(format!("bandwidth must be > 0, got {s:?}"))
+        Err(BandwidthError::NotPositive(s.to_string()))
     }
 }
 
@@ -164,9 +176,9 @@ impl Settings {
 
     /// Bytes per second the tunnel carries.
     pub fn bandwidth_bytes_per_sec(&self) -> Result<f64, SettingsError> {
-        parse_bandwidth(&self.bandwidth).map_err(|message| SettingsError::Invalid {
+        parse_bandwidth(&self.bandwidth).map_err(|e| SettingsError::Invalid {
             field: "bandwidth".into(),
-            message,
+            message: e.to_string(),
         })
     }
 
@@ -236,8 +248,18 @@ mod tests {
         assert_eq!(parse_bandwidth("10Gbit/s").unwrap(), 1.25e9);
         assert_eq!(parse_bandwidth("800 Mbit/s").unwrap(), 1e8);
         assert_eq!(parse_bandwidth("1.5GB/s").unwrap(), 1.5e9);
-        assert!(parse_bandwidth("fast").is_err());
-        assert!(parse_bandwidth("10 furlongs").is_err());
+        assert_eq!(
+            parse_bandwidth("fast").unwrap_err().to_string(),
+            "expected a rate like 10Gbit/s or 1.2GB/s, got \"fast\""
+        );
+        assert_eq!(
+            parse_bandwidth("10 furlongs").unwrap_err().to_string(),
+            "unknown unit \"furlongs\" in \"10 furlongs\" (use bit/s or B/s units)"
+        );
+        assert!(matches!(
+            parse_bandwidth("0Gbit/s"),
+            Err(BandwidthError::NotPositive(_))
+        ));
     }
 
     #[test]

@@ -35,12 +35,24 @@ pub struct UtcWindow {
 pub struct WindowError {
     /// `start`, `end` or `tz`.
     pub part: &'static str,
-    pub message: String,
+    pub problem: WindowPartError,
+}
+
+/// Why a time or a UTC offset of a window does not parse (the input is quoted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WindowPartError {
+    #[error("expected a time like 22:30, got {0:?}")]
+    Time(String),
+    #[error(
+        "expected a UTC offset like +02:00, -05:30 or UTC, got {0:?} \
+         (named zones are not supported: give the offset valid during the campaign)"
+    )]
+    Offset(String),
 }
 
 /// Parses `"HH:MM"` into minutes after midnight.
-pub fn parse_hhmm(s: &str) -> Result<u32, String> {
-    let bad = || format!("expected a time like 22:30, got {s:?}");
+pub fn parse_hhmm(s: &str) -> Result<u32, WindowPartError> {
+    let bad = || WindowPartError::Time(s.to_string());
     let (h, m) = s.split_once(':').ok_or_else(bad)?;
     if h.is_empty() || h.len() > 2 || m.len() != 2 {
         return Err(bad());
@@ -54,16 +66,11 @@ pub fn parse_hhmm(s: &str) -> Result<u32, String> {
 }
 
 /// Parses a UTC offset into signed minutes.
-pub fn parse_offset(s: &str) -> Result<i32, String> {
+pub fn parse_offset(s: &str) -> Result<i32, WindowPartError> {
     if s == "UTC" || s == "Z" || s == "GMT" {
         return Ok(0);
     }
-    let bad = || {
-        format!(
-            "expected a UTC offset like +02:00, -05:30 or UTC, got {s:?} \
-             (named zones are not supported: give the offset valid during the campaign)"
-        )
-    };
+    let bad = || WindowPartError::Offset(s.to_string());
     let (sign, rest) = match s.as_bytes().first() {
         Some(b'+') => (1, &s[1..]),
         Some(b'-') => (-1, &s[1..]),
@@ -88,17 +95,17 @@ impl Window {
 
     /// Resolves the window to UTC, naming the part that is wrong.
     pub fn to_utc(&self) -> Result<UtcWindow, WindowError> {
-        let start = parse_hhmm(&self.start).map_err(|message| WindowError {
+        let start = parse_hhmm(&self.start).map_err(|problem| WindowError {
             part: "start",
-            message,
+            problem,
         })?;
-        let end = parse_hhmm(&self.end).map_err(|message| WindowError {
+        let end = parse_hhmm(&self.end).map_err(|problem| WindowError {
             part: "end",
-            message,
+            problem,
         })?;
-        let off = parse_offset(&self.tz).map_err(|message| WindowError {
+        let off = parse_offset(&self.tz).map_err(|problem| WindowError {
             part: "tz",
-            message,
+            problem,
         })?;
         let len = (end + DAY - start) % DAY;
         let len = if len == 0 { DAY } else { len };
@@ -164,6 +171,6 @@ mod tests {
             .to_utc()
             .unwrap_err();
         assert_eq!(e.part, "tz");
-        assert!(e.message.contains("named zones"));
+        assert!(e.problem.to_string().contains("named zones"));
     }
 }

@@ -64,18 +64,27 @@ zone:\n  - domain: {zone}\n    storage: {zones}\n    file: {zone}.zone\n    acl:
     spawn_daemon("dns/knot", cmd, &dir.join("knot.log"))
 }
 
+/// Why the zone is not served yet (the readiness probe's detail).
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneNotLoaded {
+    /// `knotc zone-status` failed (Knot not answering on its control socket yet).
+    #[error(transparent)]
+    Knotc(#[from] LabError),
+    #[error("zone not loaded yet: {0}")]
+    NoSerial(String),
+}
+
 /// Asks Knot (through its control socket) whether the zone is loaded.
-pub fn zone_loaded(state: &LabState) -> std::result::Result<(), String> {
+pub fn zone_loaded(state: &LabState) -> std::result::Result<(), ZoneNotLoaded> {
     let out = run(std::process::Command::new("knotc").args([
         "-c",
         &state.dns.knot_conf.to_string_lossy(),
         "zone-status",
         &state.zone,
-    ]))
-    .map_err(|e| e.to_string())?;
+    ]))?;
     if out.contains("serial") && !out.contains("serial: none") {
         Ok(())
     } else {
-        Err(format!("zone not loaded yet: {}", out.trim()))
+        Err(ZoneNotLoaded::NoSerial(out.trim().to_string()))
     }
 }

@@ -37,6 +37,33 @@ pub enum Fault {
     },
 }
 
+/// Why a fault could not be applied or undone (logged as `FAILED`; the run goes on).
+#[derive(Debug, thiserror::Error)]
+pub enum FaultError {
+    #[error("proxy_kill has no on/off")]
+    NoToggle,
+    #[error("{command}: {source}")]
+    HaproxySocket {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// HAProxy answered the command with an error message.
+    #[error("{command}: {answer}")]
+    HaproxyRefused { command: String, answer: String },
+    #[error("no recorded {0}")]
+    NotRecorded(String),
+    #[error("{service} (pid {pid}) is not running")]
+    NotRunning { service: String, pid: i32 },
+    #[error("the lab has no sql-proxy")]
+    NoProxy,
+    #[error("the supervisor names no running sql-proxy (is `lab up` done? see its log)")]
+    NoProxyChild,
+    /// The killed proxy was not restarted, or does not answer: the last probe's detail.
+    #[error("sql-proxy pid {pid} SIGKILLed, not back after {secs} s: {detail}")]
+    NotBack { pid: i32, secs: u64, detail: String },
+}
+
 /// A time window (Unix ms) in which an injected outage lasted.
 pub type Window = (u64, u64);
 
@@ -66,7 +93,7 @@ impl Fault {
 
     /// Applies (`on`) or undoes the fault. Returns what was done, for the report, and the
     /// window of an outage to count apart.
-    fn apply(&self, st: &LabState, on: bool) -> Result<(String, Option<Window>), String> {
+    fn apply(&self, st: &LabState, on: bool) -> Result<(String, Option<Window>), FaultError> {
         match self {
             Fault::ProxyKill { .. } if !on => Ok(("sql-proxy back".into(), None)),
             Fault::ProxyKill { .. } => {
@@ -76,18 +103,25 @@ impl Fault {
         }
     }
 
-    fn apply_toggle(&self, st: &LabState, on: bool) -> Result<String, String> {
+    fn apply_toggle(&self, st: &LabState, on: bool) -> Result<String, FaultError> {
         match self {
-            Fault::ProxyKill { .. } => Err("proxy_kill has no on/off".into()),
+            Fault::ProxyKill { .. } => Err(FaultError::NoToggle),
             Fault::HaproxyMaint { side, site, .. } => {
                 let state = if on { "maint" } else { "ready" };
                 let cmd = format!("set server be_{site}/web state {state}");
-                let out = haproxy_command(&st.dc(*side).haproxy_admin_socket, &cmd)
-                    .map_err(|e| format!("{cmd}: {e}"))?;
+                let out = haproxy_command(&st.dc(*side).haproxy_admin_socket, &cmd).map_err(
+                    |source| FaultError::HaproxySocket {
+                        command: cmd.clone(),
+                        source,
+                    },
+                )?;
                 if out.trim().is_empty() {
                     Ok(format!("{}: {cmd}", side.label()))
                 } else {
-                    Err(format!("{cmd}: {}", out.trim()))
+                    Err(FaultError::HaproxyRefused {
+                        command: cmd,
+                        answer: out.trim().to_string(),
+                    })
                 }
             }
             Fault::SqlPause { side, .. } => {
@@ -96,9 +130,12 @@ impl Fault {
                     .processes
                     .iter()
                     .find(|p| p.service == service)
-                    .ok_or_else(|| format!("no recorded {service}"))?;
+                    .ok_or_else(|| FaultError::NotRecorded(service.clone()))?;
                 if !process::alive(rec) {
-                    return Err(format!("{service} (pid {}) is not running", rec.pid));
+                    return Err(FaultError::NotRunning {
+                        service,
+                        pid: rec.pid,
+                    });
                 }
                 let sig = if on { libc::SIGSTOP } else { libc::SIGCONT };
                 process::signal_pid(rec.pid, sig);
@@ -119,34 +156,30 @@ pub const RESTART_TIMEOUT: Duration = Duration::from_secs(30);
 /// (checked against its start time), then waits until the supervisor has started a new child
 /// and that one accepts clients and answers `GET /routes`. Returns what happened and the
 /// outage window (Unix ms: just before the kill → the new proxy answers).
-pub fn kill_sql_proxy(st: &LabState, timeout: Duration) -> Result<(String, Window), String> {
-    let p = st.sql_proxy.as_ref().ok_or("the lab has no sql-proxy")?;
+pub fn kill_sql_proxy(st: &LabState, timeout: Duration) -> Result<(String, Window), FaultError> {
+    let p = st.sql_proxy.as_ref().ok_or(FaultError::NoProxy)?;
     // A previous restart may still be under way: wait for a running child.
     let mut victim = None;
     process::wait_until(timeout, || {
         victim = crate::sql_proxy::current_child(st);
-        victim.as_ref().map(|_| ()).ok_or_else(|| {
-            "the supervisor names no running sql-proxy (is `lab up` done? see its log)".into()
-        })
+        victim.as_ref().map(|_| ()).ok_or(FaultError::NoProxyChild)
     })?;
-    let victim = victim.ok_or("no sql-proxy child")?;
+    let victim = victim.ok_or(FaultError::NoProxyChild)?;
     let down = unix_ms();
     process::signal_pid(victim.pid, libc::SIGKILL);
     let mut new_pid = 0;
     process::wait_until(timeout, || {
         let child = crate::sql_proxy::current_child(st)
             .filter(|c| c.pid != victim.pid)
-            .ok_or("not restarted yet")?;
+            .ok_or_else(|| "not restarted yet".to_string())?;
         new_pid = child.pid;
         crate::topology::tcp_probe(&p.netns, p.listen)?;
         crate::sql_proxy::admin_get(st, "/routes").map(|_| ())
     })
-    .map_err(|e| {
-        format!(
-            "sql-proxy pid {} SIGKILLed, not back after {} s: {e}",
-            victim.pid,
-            timeout.as_secs()
-        )
+    .map_err(|detail| FaultError::NotBack {
+        pid: victim.pid,
+        secs: timeout.as_secs(),
+        detail,
     })?;
     let up = unix_ms();
     let restarts = p

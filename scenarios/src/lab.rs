@@ -404,7 +404,7 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
                     namespace: snapshot.dns.netns.clone(),
                     address: format!("{}:{}", snapshot.dns.addr, snapshot.dns.port),
                     secs: READY.as_secs(),
-                    detail,
+                    detail: detail.to_string(),
                 },
             );
             steps.0.lock().expect("steps lock").push((
@@ -535,7 +535,7 @@ fn wait_socket(dc: &DcState, path: &Path) -> Result<()> {
         if path.exists() {
             Ok(())
         } else {
-            Err("socket not created yet".into())
+            Err("socket not created yet".to_string())
         }
     })
     .map_err(|detail| LabError::NotReady {

@@ -217,10 +217,10 @@ pub fn pids_in_netns(netns: &str) -> Vec<i32> {
     }
 }
 
-/// Polls `probe` until it returns Ok or `timeout` passes; returns the last error detail.
-pub fn wait_until<F>(timeout: Duration, mut probe: F) -> std::result::Result<(), String>
+/// Polls `probe` until it returns Ok or `timeout` passes; returns the probe's last error.
+pub fn wait_until<F, E>(timeout: Duration, mut probe: F) -> std::result::Result<(), E>
 where
-    F: FnMut() -> std::result::Result<(), String>,
+    F: FnMut() -> std::result::Result<(), E>,
 {
     let deadline = Instant::now() + timeout;
     loop {

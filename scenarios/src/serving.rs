@@ -34,40 +34,57 @@ pub struct SiteSides {
     pub dns: Vec<Ipv4Addr>,
 }
 
+/// Why a site is not served from exactly one side (a scenario's violation names it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotOneSide {
+    #[error("database is {0}")]
+    DatabaseNotOpen(String),
+    #[error("database on unknown side {0}")]
+    UnknownSide(String),
+    #[error("database on {} but the old VIP sends to {old_vip_to:?}", .db.label())]
+    WebElsewhere { db: Side, old_vip_to: Option<Side> },
+    #[error("old VIP's server in maintenance (frozen)")]
+    OldVipFrozen,
+    #[error("new VIP's server in maintenance (frozen)")]
+    NewVipFrozen,
+    #[error("served from old-dc but new-dc's VIP also serves it (both)")]
+    BothServe,
+    #[error("DNS answers {dns:?}, expected {}'s VIP", .side.label())]
+    Dns { dns: Vec<Ipv4Addr>, side: Side },
+}
+
 impl SiteSides {
-    /// `Some(side)` when every system agrees the site is served from `side` and nothing is
-    /// frozen; `None` (with the reason) otherwise: frozen, or split between the sides.
-    pub fn consistent(&self, st: &LabState) -> std::result::Result<Side, String> {
+    /// `Ok(side)` when every system agrees the site is served from `side` and nothing is
+    /// frozen; otherwise why not: frozen, or split between the sides.
+    pub fn consistent(&self, st: &LabState) -> std::result::Result<Side, NotOneSide> {
         if self.db_mode != "open" {
-            return Err(format!("database is {}", self.db_mode));
+            return Err(NotOneSide::DatabaseNotOpen(self.db_mode.clone()));
         }
         let side = match self.db_side.as_str() {
             "old" => Side::Old,
             "new" => Side::New,
-            other => return Err(format!("database on unknown side {other}")),
+            other => return Err(NotOneSide::UnknownSide(other.to_string())),
         };
         if self.old_vip_to != Some(side) {
-            return Err(format!(
-                "database on {} but the old VIP sends to {:?}",
-                side.label(),
-                self.old_vip_to
-            ));
+            return Err(NotOneSide::WebElsewhere {
+                db: side,
+                old_vip_to: self.old_vip_to,
+            });
         }
         if self.old_vip_maint {
-            return Err("old VIP's server in maintenance (frozen)".into());
+            return Err(NotOneSide::OldVipFrozen);
         }
         if side == Side::New && self.new_vip_maint {
-            return Err("new VIP's server in maintenance (frozen)".into());
+            return Err(NotOneSide::NewVipFrozen);
         }
         if side == Side::Old && !self.new_vip_maint {
-            return Err("served from old-dc but new-dc's VIP also serves it (both)".into());
+            return Err(NotOneSide::BothServe);
         }
         if self.dns != [st.dc(side).vip] {
-            return Err(format!(
-                "DNS answers {:?}, expected {}'s VIP",
-                self.dns,
-                side.label()
-            ));
+            return Err(NotOneSide::Dns {
+                dns: self.dns.clone(),
+                side,
+            });
         }
         Ok(side)
     }

@@ -18,6 +18,23 @@ pub struct ServiceStatus {
     pub detail: String,
 }
 
+/// What a health probe found, in words for the DETAIL column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Healthy(String),
+    Unhealthy(String),
+}
+
+/// A probe's result: `Ok(detail)` healthy, `Err(why)` not (any error that can be shown).
+impl<E: std::fmt::Display> From<std::result::Result<String, E>> for Probe {
+    fn from(r: std::result::Result<String, E>) -> Probe {
+        match r {
+            Ok(d) => Probe::Healthy(d),
+            Err(e) => Probe::Unhealthy(e.to_string()),
+        }
+    }
+}
+
 fn pid_of(st: &LabState, service: &str) -> Option<(i32, bool)> {
     st.processes
         .iter()
@@ -31,14 +48,14 @@ fn line(
     service: String,
     namespace: &str,
     address: String,
-    probe: std::result::Result<String, String>,
+    probe: impl Into<Probe>,
 ) -> ServiceStatus {
     let pid = pid_of(st, &service);
-    let (healthy, detail) = match (&pid, probe) {
+    let (healthy, detail) = match (&pid, probe.into()) {
         (Some((_, false)), _) => (false, "process not running".to_string()),
         (None, _) if !service.starts_with("tunnel") => (false, "no recorded process".to_string()),
-        (_, Ok(d)) => (true, d),
-        (_, Err(e)) => (false, e),
+        (_, Probe::Healthy(d)) => (true, d),
+        (_, Probe::Unhealthy(e)) => (false, e),
     };
     ServiceStatus {
         service,
@@ -93,9 +110,9 @@ fn dc_lines(st: &LabState, dc: &DcState, out: &mut Vec<ServiceStatus>) {
         &dc.netns,
         dc.php_fpm_socket.display().to_string(),
         if dc.php_fpm_socket.exists() {
-            Ok("socket present".into())
+            Probe::Healthy("socket present".into())
         } else {
-            Err("socket missing".into())
+            Probe::Unhealthy("socket missing".into())
         },
     ));
     let web = SocketAddr::from((dc.web_addr, 80));
@@ -145,12 +162,12 @@ fn proxy_lines(
     p: &crate::state::ProxyState,
     file: &std::path::Path,
     address: String,
-    probe: std::result::Result<String, String>,
+    probe: impl Into<Probe>,
     out: &mut Vec<ServiceStatus>,
 ) {
     let sup = crate::supervise::read_status(file);
     let sup_probe = match &sup {
-        Ok(s) => Ok(format!(
+        Ok(s) => Probe::Healthy(format!(
             "{}, {} restarts{}",
             s.state,
             s.restarts,
@@ -159,7 +176,7 @@ fn proxy_lines(
                 .map(|e| format!(", last: {e}"))
                 .unwrap_or_default()
         )),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Probe::Unhealthy(e.to_string()),
     };
     out.push(line(
         st,
@@ -170,13 +187,13 @@ fn proxy_lines(
     ));
     let child = sup.ok().and_then(|s| s.child);
     let alive = child.as_ref().is_some_and(process::alive);
-    let (healthy, detail) = match probe {
+    let (healthy, detail) = match probe.into() {
         _ if !alive => (
             false,
             "not running (the supervisor restarts it)".to_string(),
         ),
-        Ok(d) => (true, d),
-        Err(e) => (false, e),
+        Probe::Healthy(d) => (true, d),
+        Probe::Unhealthy(e) => (false, e),
     };
     out.push(ServiceStatus {
         service: crate::sql_proxy::SERVICE.into(),
@@ -198,8 +215,8 @@ pub fn status(st: &LabState) -> Vec<ServiceStatus> {
         &st.dns.netns,
         format!("{dns} zone {}", st.zone),
         topology::tcp_probe(&st.dns.netns, dns)
-            .and_then(|_| crate::dns::zone_loaded(st))
-            .map(|_| "zone loaded".into()),
+            .and_then(|_| crate::dns::zone_loaded(st).map_err(|e| e.to_string()))
+            .map(|_| "zone loaded".to_string()),
     ));
     dc_lines(st, &st.old, &mut out);
     dc_lines(st, &st.new, &mut out);

@@ -131,8 +131,21 @@ pub enum ConfigError {
         path: String,
         source: Box<toml::de::Error>,
     },
-    #[error("config {path}: {what}")]
-    Invalid { path: String, what: String },
+    #[error("config {path}: {source}")]
+    Invalid { path: String, source: Invalid },
+}
+
+/// A config that parsed but cannot run: the key at fault is named.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("listen: at least one address is needed")]
+    NoListen,
+    #[error("default_side {0:?} is not a key of [backends]")]
+    DefaultSide(String),
+    #[error("backend_sockets.{0} is not a key of [backends]")]
+    BackendSocket(String),
+    #[error("databases.{db}.side {side:?} is not a key of [backends]")]
+    DatabaseSide { db: String, side: String },
 }
 
 impl Config {
@@ -147,7 +160,7 @@ impl Config {
             source: Box::new(source),
         })?;
         cfg.validate()
-            .map_err(|what| ConfigError::Invalid { path: p, what })?;
+            .map_err(|source| ConfigError::Invalid { path: p, source })?;
         Ok(cfg)
     }
 
@@ -166,27 +179,24 @@ impl Config {
             .collect()
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         if self.listen.is_empty() {
-            return Err("listen: at least one address is needed".into());
+            return Err(Invalid::NoListen);
         }
         if !self.backends.contains_key(&self.default_side) {
-            return Err(format!(
-                "default_side {:?} is not a key of [backends]",
-                self.default_side
-            ));
+            return Err(Invalid::DefaultSide(self.default_side.clone()));
         }
         for side in self.backend_sockets.keys() {
             if !self.backends.contains_key(side) {
-                return Err(format!("backend_sockets.{side} is not a key of [backends]"));
+                return Err(Invalid::BackendSocket(side.clone()));
             }
         }
         for (db, r) in &self.databases {
             if !self.backends.contains_key(&r.side) {
-                return Err(format!(
-                    "databases.{db}.side {:?} is not a key of [backends]",
-                    r.side
-                ));
+                return Err(Invalid::DatabaseSide {
+                    db: db.clone(),
+                    side: r.side.clone(),
+                });
             }
         }
         Ok(())
@@ -219,7 +229,10 @@ mod tests {
             Limits::default().hold_buffer_bytes
         );
         let err = cfg.validate().unwrap_err();
-        assert!(err.contains("databases.shop.side"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "databases.shop.side \"new\" is not a key of [backends]"
+        );
         let text = r#"
             listen = ["127.0.0.1:3306"]
             users_file = "users.json"
@@ -232,6 +245,10 @@ mod tests {
         "#;
         let cfg: Config = toml::from_str(text).unwrap();
         let err = cfg.validate().unwrap_err();
-        assert!(err.contains("backend_sockets.new"), "{err}");
+        assert_eq!(err, Invalid::BackendSocket("new".into()));
+        assert_eq!(
+            err.to_string(),
+            "backend_sockets.new is not a key of [backends]"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! private tmpfs ([`LoopFs`]), so every timed copy meets the same empty file system and the
 //! host's disk is not what is measured. Needs root and loop devices ([`can_loop_mount`]).
 
+use crate::{err, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -23,28 +24,29 @@ pub struct LoopFs {
     mounted: bool,
 }
 
-fn cmd_ok(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+/// Runs `cmd`; an error names the command and says why (its stderr).
+fn cmd_ok(cmd: &mut Command) -> Result<()> {
+    let out = cmd.output().map_err(|e| err(format!("{cmd:?}: {e}")))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
+        Err(err(format!(
             "{cmd:?}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        )))
     }
 }
 
 impl LoopFs {
     /// A fresh file system of `gib` GiB with `inodes` inodes under
     /// `<base>/fs-<pid>-<n>-<name>`; errors name the command that failed.
-    pub fn create(base: &Path, name: &str, gib: u64, inodes: u64) -> Result<LoopFs, String> {
+    pub fn create(base: &Path, name: &str, gib: u64, inodes: u64) -> Result<LoopFs> {
         static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = base.join(format!("fs-{}-{n}-{name}", std::process::id()));
         let (t, m) = (dir.join("t"), dir.join("m"));
-        std::fs::create_dir_all(&t).map_err(|e| format!("{}: {e}", t.display()))?;
-        std::fs::create_dir_all(&m).map_err(|e| format!("{}: {e}", m.display()))?;
+        std::fs::create_dir_all(&t).map_err(|e| err(format!("{}: {e}", t.display())))?;
+        std::fs::create_dir_all(&m).map_err(|e| err(format!("{}: {e}", m.display())))?;
         let mut fs = LoopFs {
             dir,
             mounted: false,

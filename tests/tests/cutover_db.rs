@@ -12,8 +12,7 @@
 use migrator::cutover::rollback::rollback_site;
 use migrator::cutover::{Engine, EngineOptions};
 use migrator::dry_run::Recorder;
-use migrator::journal::JournalStore;
-use migrator::journal::SqliteJournal;
+use migrator::journal::{JournalStore, SiteState, SqliteJournal};
 use migrator::real_systems::{HttpProxy, LocalData};
 use migrator::site_spec::{Budget, HomeSpec, LbSpec, ProxySpec, SiteSpec};
 use migrator::systems::{DataMover, Direction, ProxyControl, SysResult, Systems};
@@ -310,10 +309,7 @@ fn run(way: Way) {
             "{phases:?}"
         );
         assert_eq!(proxy.route("shop").unwrap().side, "old");
-        assert_eq!(
-            j.site_state("shop").unwrap().map(|s| s.as_str()),
-            Some("rolled_back")
-        );
+        assert_eq!(j.site_state("shop").unwrap(), Some(SiteState::RolledBack));
         std::thread::sleep(std::time::Duration::from_millis(300));
         stop.store(true, Ordering::SeqCst);
         rt.block_on(writer).unwrap();
@@ -324,7 +320,7 @@ fn run(way: Way) {
         return;
     }
     let report = migrated.unwrap();
-    assert_eq!(report.state, "live");
+    assert_eq!(report.state, SiteState::Live);
     assert_eq!(proxy.route("shop").unwrap().side, "new");
     eprintln!(
         "freeze {:?} ms, phases {:?}",
@@ -336,7 +332,7 @@ fn run(way: Way) {
     let after_switch = acked.load(Ordering::SeqCst);
 
     let report = rollback_site(Engine::new(&spec, &sys, &mut j, &opts)).unwrap();
-    assert_eq!(report.state, "rolled_back");
+    assert_eq!(report.state, SiteState::RolledBack);
     assert_eq!(proxy.route("shop").unwrap().side, "old");
     std::thread::sleep(std::time::Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);

@@ -38,16 +38,19 @@ pub enum BackendChoice {
     Userspace,
 }
 
+/// A backend name that is none of `auto`, `kernel`, `userspace`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown backend `{0}` (expected auto, kernel or userspace)")]
+pub struct UnknownBackend(pub String);
+
 impl FromStr for BackendChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownBackend;
+    fn from_str(s: &str) -> Result<Self, UnknownBackend> {
         match s {
             "auto" => Ok(BackendChoice::Auto),
             "kernel" => Ok(BackendChoice::Kernel),
             "userspace" => Ok(BackendChoice::Userspace),
-            other => Err(format!(
-                "unknown backend `{other}` (expected auto, kernel or userspace)"
-            )),
+            other => Err(UnknownBackend(other.to_string())),
         }
     }
 }
@@ -240,8 +243,8 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         let endpoint = d
             .endpoint
             .ok_or_else(|| bad(&f("endpoint"), "is required (underlay IP[:port])".into()))?;
-        let endpoint =
-            parse_endpoint(&endpoint, listen_port).map_err(|m| bad(&f("endpoint"), m))?;
+        let endpoint = parse_endpoint(&endpoint, listen_port)
+            .map_err(|e| bad(&f("endpoint"), e.to_string()))?;
         let address = d.address.ok_or_else(|| {
             bad(
                 &f("address"),
@@ -328,18 +331,25 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     })
 }
 
-fn parse_endpoint(s: &str, default_port: u16) -> Result<SocketAddr, String> {
+/// Why a datacenter's `endpoint` is not usable (the value is quoted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum EndpointError {
+    #[error("`{0}`: port 0 is not a usable endpoint port")]
+    PortZero(String),
+    #[error("`{0}` is not IP or IP:port (host names are not resolved: give the underlay IP)")]
+    NotAnAddress(String),
+}
+
+fn parse_endpoint(s: &str, default_port: u16) -> Result<SocketAddr, EndpointError> {
     if let Ok(sa) = s.parse::<SocketAddr>() {
         if sa.port() == 0 {
-            return Err(format!("`{s}`: port 0 is not a usable endpoint port"));
+            return Err(EndpointError::PortZero(s.to_string()));
         }
         return Ok(sa);
     }
     match s.parse::<IpAddr>() {
         Ok(ip) => Ok(SocketAddr::new(ip, default_port)),
-        Err(_) => Err(format!(
-            "`{s}` is not IP or IP:port (host names are not resolved: give the underlay IP)"
-        )),
+        Err(_) => Err(EndpointError::NotAnAddress(s.to_string())),
     }
 }
 

@@ -10,7 +10,8 @@
 //! - [`ip`]: interface, addresses and routes through iproute2.
 //! - [`daemon`]: the supervised `wireguard-go` process (started, checked and stopped by PID).
 //! - [`backend`]: kernel vs userspace detection and the `wireguard-control` handle of a device.
-//! - [`reconcile`]: desired vs actual → [`Plan`]; [`up`] applies it, [`down`] undoes `up`.
+//! - [`reconcile`]: desired vs actual → [`Plan`] (its [`Change`]s in `reconcile/changes.rs`);
+//!   [`up`] applies it, [`down`] undoes `up`.
 //! - [`mod@health`]: [`status`], [`health()`] (the cutover gate) and [`check`].
 //! - [`rotate`](mod@rotate): coordinated key rotation; [`outage`] measures its interruption.
 //!

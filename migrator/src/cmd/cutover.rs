@@ -7,13 +7,14 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use migrator::cutover::checkpoints::{self, Checkpoint};
 use migrator::cutover::rollback::rollback_site;
 use migrator::cutover::{Engine, EngineOptions, SiteReport};
 use migrator::dry_run::Recorder;
 use migrator::journal::{JournalStore, SqliteJournal};
 use migrator::real_systems;
 use migrator::site_spec::{SiteSpec, SpecFile};
-use migrator::systems::Systems;
+use migrator::systems::{SysResult, Systems};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -195,11 +196,11 @@ fn journal_for(common: &Common, scratch: &tempfile::TempDir) -> anyhow::Result<P
     Ok(path)
 }
 
-fn systems_for(spec: &SiteSpec, common: &Common, journal: &Path) -> Result<Systems, String> {
+fn systems_for(spec: &SiteSpec, common: &Common, journal: &Path) -> SysResult<Systems> {
     if common.dry_run {
         Ok(Recorder::for_site(spec, true).systems(spec))
     } else {
-        real_systems::systems(spec, journal).map_err(|e| e.to_string())
+        real_systems::systems(spec, journal)
     }
 }
 
@@ -228,7 +229,7 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             let spec = specs.site(&site)?;
             let scratch = tempfile::tempdir()?;
             let jp = journal_for(&common, &scratch)?;
-            let sys = systems_for(spec, &common, &jp).map_err(anyhow::Error::msg)?;
+            let sys = systems_for(spec, &common, &jp)?;
             let mut j = SqliteJournal::open(&jp)?;
             let o = engine_options(&common);
             let r = Engine::new(spec, &sys, &mut j, &o)
@@ -249,7 +250,7 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
                     j.set_site_state(&site, migrator::journal::SiteState::Live)?;
                 }
             }
-            let sys = systems_for(spec, &common, &jp).map_err(anyhow::Error::msg)?;
+            let sys = systems_for(spec, &common, &jp)?;
             let mut j = SqliteJournal::open(&jp)?;
             let o = engine_options(&common);
             let r = rollback_site(Engine::new(spec, &sys, &mut j, &o))
@@ -338,7 +339,7 @@ fn show(site: &str, journal: &Path) -> anyhow::Result<i32> {
             s.error.map(|e| format!("  error: {e}")).unwrap_or_default()
         );
     }
-    if let Some(f) = j.checkpoint_raw("cutover", &format!("{site}.freeze_ms"))? {
+    if let Some(f) = checkpoints::get(&j, site, Checkpoint::FreezeMs)? {
         println!("  write-unavailability {f} ms");
     }
     if let Some(l) = migrator::cutover::lease::get(&j, site)? {
@@ -368,10 +369,8 @@ fn status(journal: &Path, sites_file: Option<&Path>) -> anyhow::Result<i32> {
     let mut freezes = Vec::new();
     for (site, st) in &sites {
         *counts.entry(st.as_str()).or_default() += 1;
-        if let Some(f) = j.checkpoint_raw("cutover", &format!("{site}.freeze_ms"))? {
-            if let Ok(v) = f.parse::<f64>() {
-                freezes.push(v);
-            }
+        if let Some(v) = checkpoints::get_num::<f64>(&j, site, Checkpoint::FreezeMs)? {
+            freezes.push(v);
         }
     }
     if let Some(p) = j.plan()? {

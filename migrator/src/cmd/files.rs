@@ -195,8 +195,12 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         FilesCommand::Receive { root } => {
-            migrator::files::wire::serve(&root, std::io::stdin().lock(), std::io::stdout().lock())
-                .with_context(|| format!("receive into {}", root.display()))?;
+            migrator::files::receive::serve(
+                &root,
+                std::io::stdin().lock(),
+                std::io::stdout().lock(),
+            )
+            .with_context(|| format!("receive into {}", root.display()))?;
             Ok(0)
         }
     }

@@ -42,7 +42,8 @@ impl Default for EngineOptions {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SiteReport {
     pub site: String,
-    pub state: String,
+    /// The state the run ended in (JSON: its journal name, e.g. `live`).
+    pub state: SiteState,
     /// Write-unavailability: freeze start to unfreeze end, ms.
     pub freeze_ms: Option<f64>,
     /// Phase name and duration (ms), in order.

@@ -3,7 +3,7 @@
 //! (the commit point), [`Engine::unfreeze`], [`Engine::post_check`]; and [`Engine::abort_now`],
 //! which puts every system back on the old side from what it reports.
 
-use crate::cutover::checkpoints::SCOPE;
+use crate::cutover::checkpoints::{self, Checkpoint, PostVerify};
 use crate::cutover::engine::{Ctx, Engine};
 use crate::cutover::lease;
 use crate::cutover::phase::{CutoverError, Phase};
@@ -18,10 +18,8 @@ impl Engine<'_> {
     /// an already paused shared database could never drain.
     pub(crate) fn freeze(&mut self) -> Result<(), CutoverError> {
         let spec = self.spec;
-        let key = format!("{}.freeze_started_ms", spec.site);
         self.take_lease()?;
-        self.journal
-            .put_checkpoint_raw(SCOPE, &key, &now_ms().to_string())?;
+        checkpoints::stamp(self.journal, &spec.site, Checkpoint::FreezeStartedMs)?;
         self.phase(Phase::Freeze, |e| {
             let err = || CutoverError::system(Phase::Freeze);
             let lb = |dc, lbs: &crate::site_spec::LbSpec, l: &dyn drivers::lb::LoadBalancer| {
@@ -78,8 +76,8 @@ impl Engine<'_> {
             }
         })?;
         if self.sys.data.verifies_after_switch(spec) {
-            let key = format!("{}.post_verify", spec.site);
-            self.journal.put_checkpoint_raw(SCOPE, &key, PENDING)?;
+            let pending = PostVerify::Pending.json();
+            checkpoints::put(self.journal, &spec.site, Checkpoint::PostVerify, &pending)?;
         }
         Ok(())
     }
@@ -123,9 +121,10 @@ impl Engine<'_> {
         self.release_lease()?;
         self.report.freeze_ms = self.freeze_elapsed()?;
         if let Some(ms) = self.report.freeze_ms {
-            self.journal.put_checkpoint_raw(
-                SCOPE,
-                &format!("{}.freeze_ms", spec.site),
+            checkpoints::put(
+                self.journal,
+                &spec.site,
+                Checkpoint::FreezeMs,
                 &format!("{ms:.1}"),
             )?;
         }
@@ -133,21 +132,23 @@ impl Engine<'_> {
     }
 
     pub(crate) fn freeze_elapsed(&self) -> Result<Option<f64>, CutoverError> {
-        let key = format!("{}.freeze_started_ms", self.spec.site);
-        Ok(self
-            .journal
-            .checkpoint_raw(SCOPE, &key)?
-            .and_then(|s| s.parse::<i64>().ok())
-            .map(|t| (now_ms() - t) as f64))
+        let started: Option<i64> =
+            checkpoints::get_num(self.journal, &self.spec.site, Checkpoint::FreezeStartedMs)?;
+        Ok(started.map(|t| (now_ms() - t) as f64))
     }
 
     /// The databases left to verify after the switch ([`crate::systems::DataMover::
     /// verify_after_switch`]); a difference rolls the site back with its new writes.
     pub(crate) fn post_verify(&mut self) -> Result<(), CutoverError> {
         let spec = self.spec;
-        let key = format!("{}.post_verify", spec.site);
+        let mark = |journal: &mut dyn crate::journal::JournalStore, v: PostVerify| {
+            checkpoints::put(journal, &spec.site, Checkpoint::PostVerify, &v.json())
+        };
         if !self.sys.data.verifies_after_switch(spec) {
-            if self.journal.checkpoint_raw(SCOPE, &key)?.as_deref() == Some(PENDING) {
+            let stored = checkpoints::get(self.journal, &spec.site, Checkpoint::PostVerify)?;
+            let pending = stored.and_then(|s| serde_json::from_str::<PostVerify>(&s).ok())
+                == Some(PostVerify::Pending);
+            if pending {
                 // Pinned by a migrator that is gone: say so in the journal, not silently.
                 let _ = self.phase(Phase::PostVerify, |_| {
                     Err::<((), u64), _>(CutoverError::system(Phase::PostVerify)(
@@ -160,8 +161,7 @@ impl Engine<'_> {
                         ),
                     ))
                 });
-                self.journal
-                    .put_checkpoint_raw(SCOPE, &key, "\"unverified\"")?;
+                mark(self.journal, PostVerify::Unverified)?;
             }
             return Ok(());
         }
@@ -178,21 +178,20 @@ impl Engine<'_> {
             }
         });
         if let Err(cause @ CutoverError::VerifyAfterSwitch(_)) = res {
-            self.journal.put_checkpoint_raw(SCOPE, &key, "\"failed\"")?;
+            mark(self.journal, PostVerify::Failed)?;
             rollback::run(self)?;
             return Err(cause);
         }
         res?;
-        self.journal.put_checkpoint_raw(SCOPE, &key, "\"done\"")?;
+        mark(self.journal, PostVerify::Done)?;
         Ok(())
     }
 
     pub(crate) fn post_check(&mut self) -> Result<(), CutoverError> {
         let spec = self.spec;
-        let before: Option<String> = self
-            .journal
-            .checkpoint_raw(SCOPE, &format!("{}.fingerprint", spec.site))?
-            .and_then(|s| serde_json::from_str(&s).ok());
+        let before: Option<String> =
+            checkpoints::get(self.journal, &spec.site, Checkpoint::Fingerprint)?
+                .and_then(|s| serde_json::from_str(&s).ok());
         let Some(before) = before else { return Ok(()) };
         let res = self.phase(Phase::PostCheck, |e| {
             let after = e
@@ -246,9 +245,6 @@ impl Engine<'_> {
         Ok(())
     }
 }
-
-/// The journal's mark of a site whose databases wait for their verification after the switch.
-const PENDING: &str = "\"pending\"";
 
 /// The databases of `all` that are paused on `side` (the ones this freeze holds).
 fn paused_dbs(e: &Ctx<'_>, all: &[String], side: &str) -> Result<Vec<String>, CutoverError> {

@@ -13,7 +13,7 @@ use crate::cutover::phase::CutoverError;
 use crate::cutover::throttle;
 use crate::journal::{SiteState, SqliteJournal};
 use crate::site_spec::SiteSpec;
-use crate::systems::Systems;
+use crate::systems::{SysResult, Systems};
 use std::path::Path;
 
 /// One site's outcome.
@@ -25,7 +25,7 @@ pub struct SiteOutcome {
 }
 
 /// Builds a site's systems (real or recording).
-pub type SystemsFn<'a> = &'a (dyn Fn(&SiteSpec) -> Result<Systems, String> + Sync);
+pub type SystemsFn<'a> = &'a (dyn Fn(&SiteSpec) -> SysResult<Systems> + Sync);
 
 /// Migrates `members` together; one outcome per member, in order.
 pub fn migrate_group(
@@ -67,13 +67,12 @@ pub fn migrate_group(
     engines
         .into_iter()
         .map(|mut e| {
-            let state = e
-                .state()
-                .map(|s| s.as_str().to_string())
-                .map_err(|x| x.to_string());
-            e.report.state = state.clone().unwrap_or_default();
-            let error = match (&group_err, state.as_deref()) {
-                (_, Ok("live")) => None,
+            let state = e.state();
+            if let Ok(s) = &state {
+                e.report.state = *s;
+            }
+            let error = match (&group_err, state) {
+                (_, Ok(SiteState::Live)) => None,
                 (Some(g), _) => Some(format!("move group: {g}")),
                 (None, Ok(s)) => Some(format!("ended {s}")),
                 (None, Err(x)) => Some(x.to_string()),

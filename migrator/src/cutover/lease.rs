@@ -17,24 +17,20 @@
 //! abort refuse a site another live owner holds, and a renewal finding the lease taken over
 //! fails the phase before it acts.
 
-use crate::cutover::checkpoints::SCOPE;
+use crate::cutover::checkpoints::{self, Checkpoint};
 use crate::cutover::phase::CutoverError;
 use crate::journal::now_ms;
 use crate::journal::JournalStore;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// A freeze lease as stored (checkpoint `cutover/<site>.lease`, JSON; `null` when released).
+/// A freeze lease as stored (checkpoint [`Checkpoint::Lease`], JSON; `null` when released).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lease {
     pub host: String,
     pub pid: u32,
     pub taken_ms: i64,
     pub expires_ms: i64,
-}
-
-fn key(site: &str) -> String {
-    format!("{site}.lease")
 }
 
 /// This host's name (leases name their owner host so a PID is only checked where it lives).
@@ -83,7 +79,7 @@ fn current(
     journal: &dyn JournalStore,
     site: &str,
 ) -> Result<(Option<String>, Option<Lease>), CutoverError> {
-    let raw = journal.checkpoint_raw(SCOPE, &key(site))?;
+    let raw = checkpoints::get(journal, site, Checkpoint::Lease)?;
     let lease = raw
         .as_deref()
         .and_then(|s| serde_json::from_str::<Option<Lease>>(s).ok().flatten());
@@ -124,7 +120,13 @@ pub fn take(journal: &mut dyn JournalStore, site: &str, ttl: Duration) -> Result
         expires_ms: now + ttl.as_millis() as i64,
     };
     let json = serde_json::to_string(&lease).expect("lease serializes");
-    if !journal.swap_checkpoint_raw(SCOPE, &key(site), raw.as_deref(), &json)? {
+    if !checkpoints::swap(
+        journal,
+        site,
+        Checkpoint::Lease,
+        raw.as_deref(),
+        Some(&json),
+    )? {
         // Someone wrote the lease between our read and our write.
         let (_, now_held) = current(journal, site)?;
         return Err(match now_held {
@@ -147,7 +149,7 @@ pub fn release(journal: &mut dyn JournalStore, site: &str) -> Result<(), Cutover
         Some(l) if !l.is_ours() && !l.expired(now_ms()) => Ok(()),
         Some(_) => {
             // Lost only to a new owner, whose lease then stays.
-            journal.swap_checkpoint_raw(SCOPE, &key(site), raw.as_deref(), "null")?;
+            checkpoints::swap(journal, site, Checkpoint::Lease, raw.as_deref(), None)?;
             Ok(())
         }
     }
@@ -155,19 +157,16 @@ pub fn release(journal: &mut dyn JournalStore, site: &str) -> Result<(), Cutover
 
 /// The lease of `site`, if one is held.
 pub fn get(journal: &dyn JournalStore, site: &str) -> Result<Option<Lease>, CutoverError> {
-    Ok(journal
-        .checkpoint_raw(SCOPE, &key(site))?
+    Ok(checkpoints::get(journal, site, Checkpoint::Lease)?
         .and_then(|s| serde_json::from_str::<Option<Lease>>(&s).ok().flatten()))
 }
 
 /// Every held lease: (site, lease).
 pub fn all(journal: &dyn JournalStore) -> Result<Vec<(String, Lease)>, CutoverError> {
     let mut out = Vec::new();
-    for (k, v) in journal.checkpoints(SCOPE)? {
-        if let Some(site) = k.strip_suffix(".lease") {
-            if let Ok(Some(l)) = serde_json::from_str::<Option<Lease>>(&v) {
-                out.push((site.to_string(), l));
-            }
+    for (site, v) in checkpoints::all_of(journal, Checkpoint::Lease)? {
+        if let Ok(Some(l)) = serde_json::from_str::<Option<Lease>>(&v) {
+            out.push((site, l));
         }
     }
     Ok(out)

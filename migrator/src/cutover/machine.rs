@@ -2,7 +2,7 @@
 //! ([`Engine::advance`]), the freeze of its move group ([`crate::cutover::group`]), and the
 //! recovery of a site left mid-freeze ([`Engine::recover`], for the watchdog).
 
-use crate::cutover::checkpoints::SCOPE;
+use crate::cutover::checkpoints::{self, Checkpoint};
 use crate::cutover::engine::{Engine, SiteReport};
 use crate::cutover::phase::{CutoverError, Phase};
 use crate::cutover::{group, lease, rollback, throttle};
@@ -44,7 +44,7 @@ impl Engine<'_> {
             }
         }
         self.release_lease()?;
-        self.report.state = self.state()?.as_str().to_string();
+        self.report.state = self.state()?;
         Ok(self.report)
     }
 
@@ -58,7 +58,7 @@ impl Engine<'_> {
         if e.opts.interrupt.load(Ordering::SeqCst) && e.report.freeze_ms.is_some() {
             e.report.deferred_signal = true;
         }
-        e.report.state = e.state()?.as_str().to_string();
+        e.report.state = e.state()?;
         Ok(e.report)
     }
 
@@ -150,9 +150,10 @@ impl Engine<'_> {
         })
         .and_then(|fp| {
             if let Some(fp) = fp {
-                self.journal.put_checkpoint_raw(
-                    SCOPE,
-                    &format!("{}.fingerprint", spec.site),
+                checkpoints::put(
+                    self.journal,
+                    &spec.site,
+                    Checkpoint::Fingerprint,
                     &serde_json::Value::String(fp).to_string(),
                 )?;
             }

@@ -28,7 +28,9 @@
 //! (bounded) after it, so a live migrator never leaves a site frozen.
 //!
 //! Layout (one file per stage; no file imports one above it):
-//! - [`checkpoints`]: the journal scope and clock; [`phase`]: named, timed, journaled phases
+//! - [`checkpoints`]: a site's cutover checkpoints (the typed [`checkpoints::Checkpoint`]
+//!   and the one place that renders and parses their journal keys); [`phase`]: named, timed,
+//!   journaled phases
 //!   and [`phase::CutoverError`]; [`signals`]: what a wave and its sites tell each other.
 //! - [`lease`]: freeze leases in the journal; [`engine`]: the [`Engine`] of one site and the
 //!   helpers every phase uses.

@@ -7,23 +7,13 @@
 //! killed rollback is finished by the next `rollback` or `wave run` rather than left frozen.
 //! Every action checks what the system reports first, so re-running is safe.
 
-use crate::cutover::checkpoints::SCOPE;
+use crate::cutover::checkpoints::{self, Checkpoint};
 use crate::cutover::engine::{Ctx, Engine, SiteReport, RETRY_PAUSE, SWITCH_TRIES};
 use crate::cutover::phase::{CutoverError, Phase};
-use crate::journal::now_ms;
 use crate::journal::{JournalStore, SiteState};
 use crate::site_spec::SiteSpec;
 use crate::systems::{Dc, Direction, SystemError};
 use drivers::lb::AdminState;
-
-fn key(site: &str) -> String {
-    format!("{site}.rollback")
-}
-
-/// Set once the copy back verified and the rollback's switch begins; cleared with [`key`].
-fn switch_key(site: &str) -> String {
-    format!("{site}.rollback_switch")
-}
 
 /// Whether a database of the site is open on `side` (unknown counts as yes: never undone).
 fn any_open_on(engine: &Engine<'_>, spec: &SiteSpec, side: &str) -> bool {
@@ -39,20 +29,14 @@ fn any_open_on(engine: &Engine<'_>, spec: &SiteSpec, side: &str) -> bool {
 
 /// Clears the rollback's checkpoints (it is finished or given up).
 fn clear(engine: &mut Engine<'_>, site: &str) -> Result<(), CutoverError> {
-    engine
-        .journal
-        .put_checkpoint_raw(SCOPE, &key(site), "null")?;
-    engine
-        .journal
-        .put_checkpoint_raw(SCOPE, &switch_key(site), "null")?;
+    checkpoints::clear(engine.journal, site, Checkpoint::Rollback)?;
+    checkpoints::clear(engine.journal, site, Checkpoint::RollbackSwitch)?;
     Ok(())
 }
 
 /// Whether a rollback of `site` was started and not finished.
 pub fn in_progress(journal: &dyn JournalStore, site: &str) -> Result<bool, CutoverError> {
-    Ok(journal
-        .checkpoint_raw(SCOPE, &key(site))?
-        .is_some_and(|v| v != "null"))
+    Ok(checkpoints::is_set(journal, site, Checkpoint::Rollback)?)
 }
 
 /// `migrator rollback <site>`: only a switched or live site (or an unfinished rollback).
@@ -74,7 +58,7 @@ pub fn rollback_site(mut engine: Engine<'_>) -> Result<SiteReport, CutoverError>
         });
     }
     run(&mut engine)?;
-    engine.report.state = engine.state()?.as_str().to_string();
+    engine.report.state = engine.state()?;
     Ok(engine.report)
 }
 
@@ -94,14 +78,8 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
     }
     // The lease first: refused (nothing recorded) when another migrator holds the site.
     engine.take_lease()?;
-    engine
-        .journal
-        .put_checkpoint_raw(SCOPE, &key(&site), &now_ms().to_string())?;
-    engine.journal.put_checkpoint_raw(
-        SCOPE,
-        &format!("{site}.freeze_started_ms"),
-        &now_ms().to_string(),
-    )?;
+    checkpoints::stamp(engine.journal, &site, Checkpoint::Rollback)?;
+    checkpoints::stamp(engine.journal, &site, Checkpoint::FreezeStartedMs)?;
     let frozen = engine.phase(Phase::RollbackFreeze, |e| {
         let err = || CutoverError::system(Phase::RollbackFreeze);
         e.sys
@@ -148,10 +126,7 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
     // the old side (its commit point): the rollback only goes forward now. The site stayed
     // frozen since, so the verified copy still holds; copying again would go over that
     // database, and undoing would split the site.
-    let switch_begun = engine
-        .journal
-        .checkpoint_raw(SCOPE, &switch_key(&site))?
-        .is_some_and(|v| v != "null")
+    let switch_begun = checkpoints::is_set(engine.journal, &site, Checkpoint::RollbackSwitch)?
         && any_open_on(engine, spec, &spec.proxy.old_side);
     let copied = if switch_begun {
         Ok(())
@@ -183,9 +158,8 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
         // The copy back failed or is not exact: the new side keeps the data and serves again.
         return Err(give_up(engine, cause));
     }
-    engine
-        .journal
-        .put_checkpoint_raw(SCOPE, &switch_key(&site), &now_ms().to_string())?;
+    // Set once the copy back verified and the rollback's switch begins.
+    checkpoints::stamp(engine.journal, &site, Checkpoint::RollbackSwitch)?;
     // Both steps are idempotent: a failure is retried (bounded) rather than left frozen.
     let mut switched = retried(|| engine.phase(Phase::RollbackSwitch, |e| switch_back(e, spec)));
     if switched.is_ok() {

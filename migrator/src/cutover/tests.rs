@@ -22,7 +22,7 @@ fn opts() -> EngineOptions {
     }
 }
 
-fn migrate(spec: &SiteSpec, rec: &Recorder, path: &Path) -> Result<String, CutoverError> {
+fn migrate(spec: &SiteSpec, rec: &Recorder, path: &Path) -> Result<SiteState, CutoverError> {
     let sys = rec.systems(spec);
     let mut j = SqliteJournal::open(path).unwrap();
     let o = opts();
@@ -31,15 +31,26 @@ fn migrate(spec: &SiteSpec, rec: &Recorder, path: &Path) -> Result<String, Cutov
         .map(|r| r.state)
 }
 
-fn rollback(spec: &SiteSpec, rec: &Recorder, path: &Path) -> Result<String, CutoverError> {
+fn rollback(spec: &SiteSpec, rec: &Recorder, path: &Path) -> Result<SiteState, CutoverError> {
     let sys = rec.systems(spec);
     let mut j = SqliteJournal::open(path).unwrap();
     let o = opts();
     rollback_site(Engine::new(spec, &sys, &mut j, &o)).map(|r| r.state)
 }
 
-/// Which side serves the site, or an error when it is frozen or split.
-fn serving(spec: &SiteSpec, rec: &Recorder) -> Result<Dc, String> {
+/// Why a site is not served from exactly one side (the assertion's message).
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum NotOneSide {
+    #[error("frozen: {0}")]
+    Frozen(String),
+    #[error("new VIP serves while the old side owns the data")]
+    NewServesWhileOldOwns,
+    #[error("split: {0}")]
+    Split(String),
+}
+
+/// Which side serves the site, or why it is not exactly one (frozen or split).
+fn serving(spec: &SiteSpec, rec: &Recorder) -> Result<Dc, NotOneSide> {
     let old = rec
         .server(Dc::Old, &spec.old_lb.backend, &spec.old_lb.server)
         .unwrap();
@@ -51,14 +62,14 @@ fn serving(spec: &SiteSpec, rec: &Recorder) -> Result<Dc, String> {
         .dns_of(spec.dns.as_ref().unwrap().target().name)
         .unwrap();
     if route.paused() || old.admin != AdminState::Ready {
-        return Err(format!(
-            "frozen: route {route:?}, old server {:?}",
+        return Err(NotOneSide::Frozen(format!(
+            "route {route:?}, old server {:?}",
             old.admin
-        ));
+        )));
     }
     if old.addr == spec.old_web && route.side == "old" && dns == [spec.old_vip] {
         if new.admin == AdminState::Ready {
-            return Err("new VIP serves while the old side owns the data".into());
+            return Err(NotOneSide::NewServesWhileOldOwns);
         }
         return Ok(Dc::Old);
     }
@@ -69,10 +80,10 @@ fn serving(spec: &SiteSpec, rec: &Recorder) -> Result<Dc, String> {
     {
         return Ok(Dc::New);
     }
-    Err(format!(
-        "split: old server at {}, route {route:?}, dns {dns:?}, new {:?}",
+    Err(NotOneSide::Split(format!(
+        "old server at {}, route {route:?}, dns {dns:?}, new {:?}",
         old.addr, new.admin
-    ))
+    )))
 }
 
 /// A journal in a fresh temporary directory (kept while the first value lives) and the
@@ -88,7 +99,7 @@ fn shop() -> (tempfile::TempDir, PathBuf, SiteSpec, Recorder) {
 /// [`shop`], already migrated: live on the new side.
 fn live_shop() -> (tempfile::TempDir, PathBuf, SiteSpec, Recorder) {
     let (dir, jp, spec, rec) = shop();
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
     (dir, jp, spec, rec)
 }
 
@@ -131,7 +142,7 @@ fn site_goes_live_with_every_phase_journaled() {
     });
     let rec = Recorder::for_site(&spec, false);
     rec.set_deltas(vec![5_000_000, 10, 0]);
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
     assert_eq!(serving(&spec, &rec), Ok(Dc::New));
     assert_eq!(
         phases(&jp, "shop"),
@@ -158,7 +169,7 @@ fn site_goes_live_with_every_phase_journaled() {
     assert!(pos("dns.replace") < pos("proxy.resume"));
     // Running again changes nothing.
     let before = rec.log().len();
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
     assert_eq!(rec.log().len(), before);
 }
 
@@ -166,7 +177,7 @@ fn site_goes_live_with_every_phase_journaled() {
 fn the_dry_run_says_how_each_dns_provider_would_switch() {
     let (_dir, jp, mut spec, _) = shop();
     let rec = Recorder::for_site(&spec, false);
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
     let replace = |rec: &Recorder| {
         rec.log()
             .into_iter()
@@ -193,7 +204,7 @@ fn the_dry_run_says_how_each_dns_provider_would_switch() {
         },
     ));
     let rec = Recorder::for_site(&spec, false);
-    assert_eq!(migrate(&spec, &rec, &jp2).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp2).unwrap(), SiteState::Live);
     let line = replace(&rec);
     assert!(
         line.contains(
@@ -218,7 +229,7 @@ fn verify_failure_aborts_to_the_old_side() {
     assert!(!rec.log().iter().any(|l| l.starts_with("dns.replace")));
     // Once the difference is gone, the same command moves the site.
     rec.set_verify_diffs(vec![]);
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
     assert_eq!(serving(&spec, &rec), Ok(Dc::New));
 }
 
@@ -264,14 +275,16 @@ fn unhealthy_tunnel_or_large_delta_refuses_the_freeze() {
         ..opts()
     };
     let r = Engine::new(&spec, &sys, &mut j, &o).migrate().unwrap();
-    assert_eq!(r.state, "live");
+    assert_eq!(r.state, SiteState::Live);
+    // Reports (`--json`, the wave's report) carry the state's journal name.
+    assert_eq!(serde_json::to_value(&r).unwrap()["state"], "live");
     drop(j);
     let p = phases(&jp3, "shop");
     assert!(p.contains(&"gate:done".to_string()), "{p:?}");
     assert!(p.iter().filter(|x| *x == "sync:done").count() >= 2, "{p:?}");
 
     // The healed tunnel lets the first site through.
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
 }
 
 const ACTIONS: [&str; 11] = [
@@ -288,7 +301,7 @@ const ACTIONS: [&str; 11] = [
     "haproxy.ready",
 ];
 
-fn crash(f: impl FnOnce() -> Result<String, CutoverError>) {
+fn crash(f: impl FnOnce() -> Result<SiteState, CutoverError>) {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     assert!(r.is_err(), "the injected crash did not fire");
 }
@@ -300,7 +313,7 @@ fn killed_at_every_action_then_resumed_ends_live_never_frozen() {
         rec.set_trap(action, Trap::Crash);
         crash(|| migrate(&spec, &rec, &jp));
         let state = migrate(&spec, &rec, &jp).unwrap_or_else(|e| panic!("{action}: {e}"));
-        assert_eq!(state, "live", "{action}");
+        assert_eq!(state, SiteState::Live, "{action}");
         assert_eq!(
             serving(&spec, &rec),
             Ok(Dc::New),
@@ -335,9 +348,13 @@ fn rollback_carries_the_new_side_back_and_is_resumable() {
             rec.set_trap(a, Trap::Crash);
             crash(|| rollback(&spec, &rec, &jp));
             // A wave re-run finishes the rollback rather than leave the site frozen.
-            assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "rolled_back", "{a}");
+            assert_eq!(
+                migrate(&spec, &rec, &jp).unwrap(),
+                SiteState::RolledBack,
+                "{a}"
+            );
         } else {
-            assert_eq!(rollback(&spec, &rec, &jp).unwrap(), "rolled_back");
+            assert_eq!(rollback(&spec, &rec, &jp).unwrap(), SiteState::RolledBack);
         }
         assert_eq!(serving(&spec, &rec), Ok(Dc::Old), "{action:?}");
         let log = rec.log()[n..].to_vec();
@@ -351,7 +368,7 @@ fn rollback_carries_the_new_side_back_and_is_resumable() {
             .expect("proxy resumed on old");
         assert!(copy_back < resume_old, "{log:?}");
         // After a rollback the site can go again.
-        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
     }
 }
 
@@ -390,7 +407,7 @@ fn failed_copy_back_keeps_serving_from_new_and_is_not_left_frozen() {
     assert!(!crate::cutover::rollback::in_progress(&j, "shop").unwrap());
     drop(j);
     // The operator tries again once the copy works.
-    assert_eq!(rollback(&spec, &rec, &jp).unwrap(), "rolled_back");
+    assert_eq!(rollback(&spec, &rec, &jp).unwrap(), SiteState::RolledBack);
     assert_eq!(serving(&spec, &rec), Ok(Dc::Old));
 }
 

@@ -3,13 +3,13 @@
 //! rollback never copies stale data over the side that serves.
 
 use super::*;
+use crate::cutover::checkpoints::{self, Checkpoint, SCOPE};
 
 /// Simulates a migrator killed after the rollback's last state change (`rolled_back`
 /// committed) but before its checkpoint was cleared and its lease released.
 fn leave_rollback_pending(path: &Path, site: &str) {
     let mut j = SqliteJournal::open(path).unwrap();
-    j.put_checkpoint_raw("cutover", &format!("{site}.rollback"), "1")
-        .unwrap();
+    checkpoints::put(&mut j, site, Checkpoint::Rollback, "1").unwrap();
     crate::cutover::lease::take(&mut j, site, Duration::from_secs(60)).unwrap();
 }
 
@@ -17,7 +17,7 @@ fn leave_rollback_pending(path: &Path, site: &str) {
 fn finishing_a_rollback_already_rolled_back_copies_nothing_over_the_old_side() {
     for via_wave in [false, true] {
         let (_dir, jp, spec, rec) = live_shop();
-        assert_eq!(rollback(&spec, &rec, &jp).unwrap(), "rolled_back");
+        assert_eq!(rollback(&spec, &rec, &jp).unwrap(), SiteState::RolledBack);
         leave_rollback_pending(&jp, "shop");
         // Writes land on the old side now; a copy new -> old would delete them.
         let n = rec.log().len();
@@ -34,7 +34,7 @@ fn finishing_a_rollback_already_rolled_back_copies_nothing_over_the_old_side() {
         );
         let j = SqliteJournal::open(&jp).unwrap();
         assert!(!crate::cutover::rollback::in_progress(&j, "shop").unwrap());
-        assert_eq!(state, "rolled_back", "via wave: {via_wave}");
+        assert_eq!(state, SiteState::RolledBack, "via wave: {via_wave}");
         assert!(crate::cutover::lease::get(&j, "shop").unwrap().is_none());
         assert_eq!(serving(&spec, &rec), Ok(Dc::Old));
     }
@@ -123,7 +123,7 @@ fn switch_or_unfreeze_errors_never_leave_the_site_frozen() {
     // A transient unfreeze error is retried: the site goes live.
     let (_dir, jp, spec, rec) = shop();
     rec.set_trap("haproxy.ready", Trap::Fail);
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
     assert_eq!(serving(&spec, &rec), Ok(Dc::New));
 }
 
@@ -182,7 +182,7 @@ fn rollback_switch_or_unfreeze_errors_are_retried_not_left_frozen() {
         rec.set_trap(action, Trap::Fail);
         assert_eq!(
             rollback(&spec, &rec, &jp).unwrap(),
-            "rolled_back",
+            SiteState::RolledBack,
             "{action}"
         );
         assert_eq!(serving(&spec, &rec), Ok(Dc::Old), "{action}");
@@ -215,7 +215,7 @@ fn resuming_from_verified_checks_the_tunnel_before_switching() {
             e.migrate().map(|r| r.state)
         };
         assert!(
-            !matches!(r.as_deref(), Ok("live")),
+            !matches!(r, Ok(SiteState::Live)),
             "switched over an unhealthy tunnel"
         );
         assert_eq!(serving(&spec, &rec), Ok(Dc::Old), "recover: {via_recover}");
@@ -231,7 +231,7 @@ fn resuming_from_verified_checks_the_tunnel_before_switching() {
 #[test]
 fn the_freeze_confirms_the_tunnel_cheaply_after_the_full_gate() {
     let (_dir, jp, spec, rec) = shop();
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
     let (checks, confirms) = rec.tunnel_asks();
     assert!(
         checks >= 1,
@@ -253,7 +253,7 @@ fn the_freeze_confirms_the_tunnel_cheaply_after_the_full_gate() {
 fn rollback_freeze_drains_in_flight_requests_before_pausing() {
     let (_dir, jp, spec, rec) = live_shop();
     let n = rec.log().len();
-    assert_eq!(rollback(&spec, &rec, &jp).unwrap(), "rolled_back");
+    assert_eq!(rollback(&spec, &rec, &jp).unwrap(), SiteState::RolledBack);
     let log = rec.log()[n..].to_vec();
     let pos = |k: &str| log.iter().position(|l| l.starts_with(k));
     let drains = log
@@ -267,7 +267,7 @@ fn rollback_freeze_drains_in_flight_requests_before_pausing() {
     let dir = tempfile::tempdir().unwrap();
     let jp = dir.path().join("j");
     let rec = Recorder::for_site(&spec, false);
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
     rec.set_trap("haproxy.drain", Trap::Fail);
     let err = rollback(&spec, &rec, &jp).unwrap_err();
     assert!(err.to_string().contains("rollback-freeze"), "{err}");
@@ -284,8 +284,7 @@ fn lease_of_another_live_migrator(path: &Path, site: &str) -> String {
         expires_ms: 0,
     };
     let json = serde_json::to_string(&l).unwrap();
-    j.put_checkpoint_raw("cutover", &format!("{site}.lease"), &json)
-        .unwrap();
+    checkpoints::put(&mut j, site, Checkpoint::Lease, &json).unwrap();
     json
 }
 
@@ -303,7 +302,7 @@ fn a_site_leased_by_another_live_migrator_is_left_alone() {
     let raw = |jp: &Path| {
         SqliteJournal::open(jp)
             .unwrap()
-            .checkpoint_raw("cutover", "shop.lease")
+            .checkpoint_raw(SCOPE, &Checkpoint::Lease.key("shop"))
             .unwrap()
     };
     assert_eq!(raw(&jp).as_deref(), Some(held.as_str()));
@@ -312,7 +311,7 @@ fn a_site_leased_by_another_live_migrator_is_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let jp = dir.path().join("j");
     let rec = Recorder::for_site(&spec, false);
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
     let n = rec.log().len();
     let held = lease_of_another_live_migrator(&jp, "shop");
     let err = rollback(&spec, &rec, &jp).unwrap_err();
@@ -328,20 +327,16 @@ fn a_site_leased_by_another_live_migrator_is_left_alone() {
     assert!(crate::cutover::lease::take(&mut j, "shop", Duration::from_secs(60)).is_err());
     crate::cutover::lease::release(&mut j, "shop").unwrap();
     assert_eq!(
-        j.checkpoint_raw("cutover", "shop.lease")
+        checkpoints::get(&j, "shop", Checkpoint::Lease)
             .unwrap()
             .as_deref(),
         Some(held.as_str())
     );
-    assert!(!j
-        .swap_checkpoint_raw("cutover", "shop.lease", Some("null"), "x")
-        .unwrap());
-    assert!(!j
-        .swap_checkpoint_raw("cutover", "shop.lease", None, "x")
-        .unwrap());
-    assert!(j
-        .swap_checkpoint_raw("cutover", "shop.lease", Some(&held), "null")
-        .unwrap());
+    assert!(
+        !checkpoints::swap(&mut j, "shop", Checkpoint::Lease, Some("null"), Some("x")).unwrap()
+    );
+    assert!(!checkpoints::swap(&mut j, "shop", Checkpoint::Lease, None, Some("x")).unwrap());
+    assert!(checkpoints::swap(&mut j, "shop", Checkpoint::Lease, Some(&held), None).unwrap());
     crate::cutover::lease::take(&mut j, "shop", Duration::from_secs(60)).unwrap();
 }
 
@@ -352,7 +347,7 @@ fn a_rollback_killed_after_a_database_resumed_on_old_finishes_back_never_undoes(
     let mut spec = sample("shop");
     spec.databases.push("db_shop_2".into());
     let rec = Recorder::for_site(&spec, false);
-    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), "live");
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
     // Killed inside the rollback's switch after the first database resumed on the old side
     // (its commit point): writes may land there from now on.
     rec.set_trap("proxy.resume", Trap::Crash);
@@ -363,7 +358,7 @@ fn a_rollback_killed_after_a_database_resumed_on_old_finishes_back_never_undoes(
     // stay on old, split), nor copy new -> old over db 1; the copy was verified before.
     rec.set_trap("data.sync_files", Trap::Fail);
     let n = rec.log().len();
-    assert_eq!(rollback(&spec, &rec, &jp).unwrap(), "rolled_back");
+    assert_eq!(rollback(&spec, &rec, &jp).unwrap(), SiteState::RolledBack);
     assert_eq!(serving(&spec, &rec), Ok(Dc::Old));
     for db in &spec.databases {
         let r = rec.route(db).unwrap();
@@ -394,7 +389,7 @@ fn a_renewal_finding_the_lease_taken_over_stops_before_acting() {
     drop(e);
     assert_eq!(rec.log().len(), n, "{:?}", &rec.log()[n..]);
     assert_eq!(
-        j.checkpoint_raw("cutover", "shop.lease")
+        checkpoints::get(&j, "shop", Checkpoint::Lease)
             .unwrap()
             .as_deref(),
         Some(held.as_str())

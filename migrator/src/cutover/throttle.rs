@@ -12,7 +12,7 @@
 //! No site is frozen while the tunnel is unhealthy, and [`tunnel_ok`] is asked again between
 //! verify and switch: a tunnel lost during the freeze aborts the site to the old side.
 
-use crate::cutover::checkpoints::SCOPE;
+use crate::cutover::checkpoints::{self, Checkpoint};
 use crate::cutover::engine::Engine;
 use crate::cutover::phase::{CutoverError, Phase};
 use crate::cutover::signals::Hold;
@@ -64,10 +64,6 @@ impl Reason {
     }
 }
 
-fn key(site: &str, what: &str) -> String {
-    format!("{site}.{what}")
-}
-
 /// The first reason not to freeze `engine`'s site now, or `None`.
 pub fn decide(engine: &Engine<'_>) -> Result<Option<Reason>, CutoverError> {
     if let Some(h) = engine.opts.signals.as_ref().and_then(|s| s.hold()) {
@@ -79,22 +75,18 @@ pub fn decide(engine: &Engine<'_>) -> Result<Option<Reason>, CutoverError> {
         }
     }
     let site = &engine.spec.site;
-    let num = |what| -> Result<u64, CutoverError> {
-        Ok(engine
-            .journal
-            .checkpoint_raw(SCOPE, &key(site, what))?
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0))
+    let num = |cp| -> Result<u64, CutoverError> {
+        Ok(checkpoints::get_num(engine.journal, site, cp)?.unwrap_or(0))
     };
     let budget = &engine.spec.budget;
-    let bytes = num("last_delta")?;
+    let bytes = num(Checkpoint::LastDelta)?;
     if bytes > budget.max_delta_bytes {
         return Ok(Some(Reason::Delta {
             bytes,
             budget: budget.max_delta_bytes,
         }));
     }
-    let ms = num("last_pass_ms")?;
+    let ms = num(Checkpoint::LastPassMs)?;
     if ms > budget.max_lag_ms {
         return Ok(Some(Reason::CopyLag {
             ms,
@@ -111,12 +103,9 @@ pub(crate) fn record_pass(
     ms: u64,
 ) -> Result<(), CutoverError> {
     let site = engine.spec.site.clone();
-    engine
-        .journal
-        .put_checkpoint_raw(SCOPE, &key(&site, "last_delta"), &bytes.to_string())?;
-    engine
-        .journal
-        .put_checkpoint_raw(SCOPE, &key(&site, "last_pass_ms"), &ms.to_string())?;
+    let j = &mut *engine.journal;
+    checkpoints::put(j, &site, Checkpoint::LastDelta, &bytes.to_string())?;
+    checkpoints::put(j, &site, Checkpoint::LastPassMs, &ms.to_string())?;
     Ok(())
 }
 

@@ -3,21 +3,64 @@
 //! that owns its data ([`Engine::recover`]). See [`crate::cutover::lease`] for the rules.
 
 use crate::cutover::engine::{Engine, EngineOptions};
+use crate::cutover::group::SystemsFn;
 use crate::cutover::lease::{all, get, Lease};
 use crate::cutover::phase::CutoverError;
-use crate::journal::now_ms;
-use crate::journal::SqliteJournal;
+use crate::journal::{now_ms, JournalError, SiteState, SqliteJournal};
 use crate::site_spec::SiteSpec;
-use crate::systems::Systems;
+use crate::systems::SystemError;
 use std::path::Path;
 
 /// What the watchdog did for one site.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, serde::Serialize)]
 pub struct Recovered {
     pub site: String,
     pub lease: Lease,
     /// The state the site ended in, or why recovery failed.
-    pub result: Result<String, String>,
+    pub result: Result<Recovery, RecoveryError>,
+}
+
+/// How a recovery ended (shown, and serialized, as the state's name or `already recovered`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Put back on one side: the state it ended in.
+    Now(SiteState),
+    /// Another watchdog was first: its lease is no longer expired.
+    AlreadyRecovered,
+}
+
+impl std::fmt::Display for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recovery::Now(st) => st.fmt(f),
+            Recovery::AlreadyRecovered => f.write_str("already recovered"),
+        }
+    }
+}
+
+impl serde::Serialize for Recovery {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Why one site's recovery failed (the other sites are still recovered).
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("site {0} is not in the site spec file")]
+    NotInSpecs(String),
+    #[error(transparent)]
+    Systems(#[from] SystemError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Cutover(#[from] CutoverError),
+}
+
+impl serde::Serialize for RecoveryError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// Recovers every site whose lease expired (or whose owner died on this host): the site is
@@ -26,7 +69,7 @@ pub struct Recovered {
 pub fn recover_expired(
     journal_path: &Path,
     specs: &[SiteSpec],
-    systems: &(dyn Fn(&SiteSpec) -> Result<Systems, String> + Sync),
+    systems: SystemsFn<'_>,
     opts: &EngineOptions,
 ) -> Result<Vec<Recovered>, CutoverError> {
     let leases = {
@@ -39,23 +82,7 @@ pub fn recover_expired(
         if !lease.expired(now) {
             continue;
         }
-        let result = (|| {
-            let spec = specs
-                .iter()
-                .find(|s| s.site == site)
-                .ok_or_else(|| format!("site {site} is not in the site spec file"))?;
-            let sys = systems(spec)?;
-            let mut j = SqliteJournal::open(journal_path).map_err(|e| e.to_string())?;
-            // Re-read under our own connection: another watchdog may have been first.
-            match get(&j, &site).map_err(|e| e.to_string())? {
-                Some(l) if l.expired(now_ms()) => {}
-                _ => return Ok("already recovered".to_string()),
-            }
-            Engine::new(spec, &sys, &mut j, opts)
-                .recover()
-                .map(|r| r.state)
-                .map_err(|e| e.to_string())
-        })();
+        let result = recover_one(journal_path, specs, systems, opts, &site);
         out.push(Recovered {
             site,
             lease,
@@ -63,4 +90,26 @@ pub fn recover_expired(
         });
     }
     Ok(out)
+}
+
+fn recover_one(
+    journal_path: &Path,
+    specs: &[SiteSpec],
+    systems: SystemsFn<'_>,
+    opts: &EngineOptions,
+    site: &str,
+) -> Result<Recovery, RecoveryError> {
+    let spec = specs
+        .iter()
+        .find(|s| s.site == site)
+        .ok_or_else(|| RecoveryError::NotInSpecs(site.to_string()))?;
+    let sys = systems(spec)?;
+    let mut j = SqliteJournal::open(journal_path)?;
+    // Re-read under our own connection: another watchdog may have been first.
+    match get(&j, site)? {
+        Some(l) if l.expired(now_ms()) => {}
+        _ => return Ok(Recovery::AlreadyRecovered),
+    }
+    let report = Engine::new(spec, &sys, &mut j, opts).recover()?;
+    Ok(Recovery::Now(report.state))
 }

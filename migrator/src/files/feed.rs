@@ -20,10 +20,17 @@
 //! Anything else, or a socket that is missing, insecure or silent within the timeout, means a
 //! full walk, with a warning, never a failed pass.
 //!
-//! Wire format: one JSON line each way. Paths are hex-encoded raw bytes (names need not be
-//! UTF-8), relative to the root, `/`-separated; the empty path is the root itself.
+//! Layout: [`protocol`] holds what crosses the socket (one JSON line each way) and the chain
+//! rules ([`continues`]); this file is the pass's side of the socket: [`check_socket`], a
+//! bounded connect and exchange, the peer's credentials, [`checkpoint`].
 
-use serde::{Deserialize, Serialize};
+mod protocol;
+
+pub use protocol::{
+    consumer, continues, local_root, reply_size, ChainBreak, Checkpoint, Dirty, FeedRecord, Reply,
+    Request, DEFAULT_MAX_DIRTY, MAX_REPLY,
+};
+
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -36,19 +43,6 @@ use std::time::{Duration, Instant};
 /// walking in full.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `migrator watch --max-dirty` by default.
-pub const DEFAULT_MAX_DIRTY: usize = 100_000;
-
-/// The largest reply a pass reads: [`DEFAULT_MAX_DIRTY`] entries with paths of ~280 bytes
-/// (hex-encoded, JSON around them). The watcher answers "incomplete" rather than send more; a
-/// longer reply is refused (a full walk).
-pub const MAX_REPLY: usize = DEFAULT_MAX_DIRTY * 640;
-
-/// The reply size of `dirty` entries (paths hex-encoded, the JSON around each), bounded above.
-pub fn reply_size<'a>(paths: impl Iterator<Item = &'a [u8]>) -> usize {
-    4096 + paths.map(|p| 2 * p.len() + 40).sum::<usize>()
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
     #[error("change feed {socket}: {source}")]
@@ -59,73 +53,16 @@ pub enum FeedError {
     },
     #[error("change feed {socket}: refusing to use it: {why}")]
     Insecure { socket: PathBuf, why: String },
+    #[error("change feed {socket}: refusing to use it: {source}")]
+    Peer {
+        socket: PathBuf,
+        #[source]
+        source: PeerRefused,
+    },
     #[error("change feed {socket}: malformed reply: {why}")]
     Protocol { socket: PathBuf, why: String },
     #[error("change feed {socket}: the watcher refused: {message}")]
     Refused { socket: PathBuf, message: String },
-}
-
-/// One dirty entry.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Dirty {
-    /// Relative path, hex of the raw bytes.
-    pub path: String,
-    /// The whole subtree must be walked (a directory created, moved in or re-created: files
-    /// written into it before its watch existed raised no event).
-    pub recursive: bool,
-}
-
-impl Dirty {
-    pub fn new(path: &[u8], recursive: bool) -> Dirty {
-        Dirty {
-            path: hex::encode(path),
-            recursive,
-        }
-    }
-    /// The raw relative path; `None` if the hex is damaged.
-    pub fn path_bytes(&self) -> Option<Vec<u8>> {
-        hex::decode(&self.path).ok()
-    }
-}
-
-/// The reply to a checkpoint: the epoch that just ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    /// Random per watcher start: a different id means events were missed while no watcher ran.
-    pub feed_id: String,
-    /// The epoch this checkpoint starts; record it when the pass commits.
-    pub seq: u64,
-    /// The `seq` of the previous checkpoint of this root (0: none since the watcher started).
-    pub since_seq: u64,
-    /// Every change of the ended epoch is in `dirty` (false after an overflow, a watch that
-    /// could not be added, or for the first epoch).
-    pub complete: bool,
-    /// Why the epoch is incomplete, for the operator.
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// Entries changed during the ended epoch (empty when not complete).
-    pub dirty: Vec<Dirty>,
-}
-
-/// A request on the socket.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Request {
-    /// Hex of the root's absolute path; `consumer` names whose chain this is (each consumer
-    /// has its own epochs; a pass uses [`consumer`] of its cache key).
-    Checkpoint {
-        root: String,
-        #[serde(default)]
-        consumer: String,
-    },
-}
-
-/// The watcher's answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reply {
-    Ok(Checkpoint),
-    Error(String),
 }
 
 /// The socket must be a socket, owned by us or root, and closed to group and others: a feed
@@ -266,9 +203,18 @@ fn connect(socket: &Path, deadline: Instant) -> std::io::Result<UnixStream> {
     Ok(UnixStream::from(fd))
 }
 
+/// Why the process answering on the socket is not trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerRefused {
+    #[error("cannot read the watcher's credentials: {0}")]
+    Credentials(#[source] std::io::Error),
+    #[error("the process answering (pid {pid}) runs as uid {uid}, not as us or root")]
+    OtherUser { pid: libc::pid_t, uid: libc::uid_t },
+}
+
 /// The process serving the socket must run as one of `allowed` (checked on the connection:
 /// the socket file's owner, checked before connecting, may change in between).
-fn check_peer(stream: &UnixStream, allowed: &[libc::uid_t]) -> Result<(), String> {
+fn check_peer(stream: &UnixStream, allowed: &[libc::uid_t]) -> Result<(), PeerRefused> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -286,16 +232,13 @@ fn check_peer(stream: &UnixStream, allowed: &[libc::uid_t]) -> Result<(), String
         )
     };
     if r < 0 {
-        return Err(format!(
-            "cannot read the watcher's credentials: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(PeerRefused::Credentials(std::io::Error::last_os_error()));
     }
     if !allowed.contains(&cred.uid) {
-        return Err(format!(
-            "the process answering (pid {}) runs as uid {}, not as us or root",
-            cred.pid, cred.uid
-        ));
+        return Err(PeerRefused::OtherUser {
+            pid: cred.pid,
+            uid: cred.uid,
+        });
     }
     Ok(())
 }
@@ -381,9 +324,9 @@ fn checkpoint_with(
     let mut stream = connect(socket, deadline).map_err(io)?;
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    check_peer(&stream, &[me, 0]).map_err(|why| FeedError::Insecure {
+    check_peer(&stream, &[me, 0]).map_err(|source| FeedError::Peer {
         socket: socket.to_path_buf(),
-        why,
+        source,
     })?;
     let req = Request::Checkpoint {
         root: hex::encode(root.as_os_str().as_bytes()),
@@ -408,81 +351,12 @@ fn checkpoint_with(
     }
 }
 
-/// The consumer name of a sync (site, source, destination): its journal cache key, hashed.
-pub fn consumer(cache_key: &str) -> String {
-    blake3::hash(cache_key.as_bytes()).to_hex()[..16].to_string()
-}
-
-/// The canonical path of a local source root (what a watcher on this host was given, resolved).
-pub fn local_root(root: &Path) -> PathBuf {
-    std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf())
-}
-
-/// What the last committed pass recorded of the feed (in the journal, next to the cache).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FeedRecord {
-    pub feed_id: String,
-    pub seq: u64,
-}
-
-/// Whether `cp` continues the chain of the last committed pass; `Err` says why not.
-pub fn continues(prev: Option<&FeedRecord>, cp: &Checkpoint) -> Result<(), String> {
-    let Some(prev) = prev else {
-        return Err("no earlier pass recorded this feed".into());
-    };
-    if prev.feed_id != cp.feed_id {
-        return Err("the watcher restarted since the last pass (new feed id)".into());
-    }
-    if prev.seq != cp.since_seq {
-        return Err(format!(
-            "another checkpoint was taken after the last committed pass (seq {} recorded, \
-             the feed continues from {})",
-            prev.seq, cp.since_seq
-        ));
-    }
-    if !cp.complete {
-        return Err(cp
-            .reason
-            .clone()
-            .unwrap_or_else(|| "the feed is incomplete".into()));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::net::UnixListener;
     use std::time::Instant;
-
-    fn cp(feed_id: &str, since: u64, complete: bool) -> Checkpoint {
-        Checkpoint {
-            feed_id: feed_id.into(),
-            seq: since + 1,
-            since_seq: since,
-            complete,
-            reason: None,
-            dirty: vec![],
-        }
-    }
-
-    #[test]
-    fn chain_breaks_on_restart_gap_incomplete_and_first_pass() {
-        let rec = FeedRecord {
-            feed_id: "a".into(),
-            seq: 4,
-        };
-        assert_eq!(continues(Some(&rec), &cp("a", 4, true)), Ok(()));
-        assert!(continues(Some(&rec), &cp("b", 4, true))
-            .unwrap_err()
-            .contains("restarted"));
-        assert!(continues(Some(&rec), &cp("a", 5, true))
-            .unwrap_err()
-            .contains("another checkpoint"));
-        assert!(continues(Some(&rec), &cp("a", 4, false)).is_err());
-        assert!(continues(None, &cp("a", 4, true)).is_err());
-    }
 
     #[test]
     fn silent_watcher_times_out_and_loose_socket_is_refused() {
@@ -500,13 +374,6 @@ mod tests {
         assert!(matches!(err, FeedError::Insecure { .. }), "{err}");
         let missing = checkpoint(&dir.path().join("nope"), dir.path(), "t", DEFAULT_TIMEOUT);
         assert!(matches!(missing, Err(FeedError::Io { .. })));
-    }
-
-    #[test]
-    fn dirty_paths_survive_non_utf8() {
-        let d = Dirty::new(b"caf\xe9/x", true);
-        let back: Dirty = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
-        assert_eq!(back.path_bytes().unwrap(), b"caf\xe9/x");
     }
 
     fn listener(dir: &Path) -> (PathBuf, UnixListener) {
@@ -593,16 +460,15 @@ mod tests {
         let (a, _b) = UnixStream::pair().unwrap();
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
-        assert_eq!(check_peer(&a, &[me]), Ok(()));
+        assert!(check_peer(&a, &[me]).is_ok());
         let err = check_peer(&a, &[me.wrapping_add(4242)]).unwrap_err();
-        assert!(err.contains(&format!("runs as uid {me}")), "{err}");
-    }
-
-    #[test]
-    fn the_watcher_never_sends_a_reply_longer_than_the_cap() {
-        let many = std::iter::repeat_n(&[b'x'; 280][..], DEFAULT_MAX_DIRTY);
-        assert!(reply_size(many) <= MAX_REPLY);
-        let longer = std::iter::repeat_n(&[b'x'; 400][..], DEFAULT_MAX_DIRTY);
-        assert!(reply_size(longer) > MAX_REPLY);
+        assert!(
+            matches!(err, PeerRefused::OtherUser { uid, .. } if uid == me),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&format!("runs as uid {me}")),
+            "{err}"
+        );
     }
 }

@@ -28,6 +28,8 @@ enum Stat {
     Warn(String),
     /// Missing, or a temporary of ours.
     Skip,
+    /// The patch cannot be exact (a hard-linked file): walk everything, for this reason.
+    NeedsWalk(String),
 }
 
 fn werr(path: &Path) -> impl FnOnce(std::io::Error) -> ManifestError + '_ {
@@ -37,18 +39,18 @@ fn werr(path: &Path) -> impl FnOnce(std::io::Error) -> ManifestError + '_ {
     }
 }
 
-/// `lstat` of one entry, classified as [`manifest::build`] does. `Err(reason)` inside `Ok`
-/// asks for a full walk (a hard-linked file).
-fn stat(root: &Path, rel: &[u8]) -> Result<Result<Stat, String>, ManifestError> {
+/// `lstat` of one entry, classified as [`manifest::build`] does; [`Stat::NeedsWalk`] for a
+/// hard-linked file.
+fn stat(root: &Path, rel: &[u8]) -> Result<Stat, ManifestError> {
     let path = manifest::join(root, rel);
     let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
     if !rel.is_empty() && name.starts_with(TEMP_PREFIX) {
-        return Ok(Ok(Stat::Skip));
+        return Ok(Stat::Skip);
     }
     let md = match std::fs::symlink_metadata(&path) {
         Ok(md) => md,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ok(Stat::Skip)),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(Ok(Stat::Skip)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Stat::Skip),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(Stat::Skip),
         Err(e) => return Err(werr(&path)(e)),
     };
     let ft = md.file_type();
@@ -56,41 +58,44 @@ fn stat(root: &Path, rel: &[u8]) -> Result<Result<Stat, String>, ManifestError> 
         (Kind::Dir, 0, None)
     } else if ft.is_file() {
         if md.nlink() > 1 {
-            return Ok(Err(format!("{} is hard-linked", path.display())));
+            return Ok(Stat::NeedsWalk(format!(
+                "{} is hard-linked",
+                path.display()
+            )));
         }
         (Kind::File, md.len(), None)
     } else if ft.is_symlink() {
         let target = match std::fs::read_link(&path) {
             Ok(t) => t.as_os_str().as_bytes().to_vec(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ok(Stat::Skip)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Stat::Skip),
             Err(e) => {
-                return Ok(Ok(Stat::Warn(format!(
+                return Ok(Stat::Warn(format!(
                     "{}: cannot read symlink: {e}",
                     path.display()
-                ))))
+                )))
             }
         };
         if !manifest::symlink_stays_inside(root, rel, &target) {
-            return Ok(Ok(Stat::Warn(format!(
+            return Ok(Stat::Warn(format!(
                 "{}: symlink to {} resolves outside the home; not copied",
                 path.display(),
                 String::from_utf8_lossy(&target)
-            ))));
+            )));
         }
         (Kind::Symlink, 0, Some(target))
     } else {
-        return Ok(Ok(Stat::Warn(format!(
+        return Ok(Stat::Warn(format!(
             "{}: socket, FIFO or device file; not copied",
             path.display()
-        ))));
+        )));
     };
-    Ok(Ok(Stat::Keep(Entry::from_metadata(
+    Ok(Stat::Keep(Entry::from_metadata(
         rel.to_vec(),
         kind,
         size,
         &md,
         link_target,
-    ))))
+    )))
 }
 
 fn under(p: &[u8], dir: &[u8]) -> bool {
@@ -116,11 +121,8 @@ impl Fresh {
         was_dir: bool,
     ) -> Result<Option<String>, ManifestError> {
         self.statted += 1;
-        let s = match stat(root, rel)? {
-            Ok(s) => s,
-            Err(why) => return Ok(Some(why)),
-        };
-        match s {
+        match stat(root, rel)? {
+            Stat::NeedsWalk(why) => Ok(Some(why)),
             Stat::Skip => Ok(None),
             Stat::Warn(w) => {
                 self.warnings.push((rel.to_vec(), w));

@@ -15,7 +15,7 @@
 //! the feed again); a dry run takes no checkpoint (it would break the next pass's chain).
 
 use crate::files::dest_cache::{self, CacheHead, DestCache};
-use crate::files::feed::{self, Checkpoint, FeedRecord};
+use crate::files::feed::{self, ChainBreak, Checkpoint, FeedRecord};
 use crate::files::feed_patch::{self, Patched};
 use crate::files::manifest::Manifest;
 use crate::files::sync::{
@@ -76,13 +76,26 @@ fn take_checkpoint(
     }
 }
 
-fn dirty_paths(cp: &Checkpoint) -> Result<Vec<(Vec<u8>, bool)>, String> {
+/// Why a pass walks the whole source although the feed answered (the pass report's note).
+#[derive(Debug, thiserror::Error)]
+enum FeedNotUsed {
+    #[error("--full/--checksum walk the whole source")]
+    WalkAll,
+    #[error("no cached manifest of the last committed pass")]
+    NoCachedManifest,
+    #[error(transparent)]
+    ChainBroken(#[from] ChainBreak),
+    #[error("the feed sent a damaged path {0:?}")]
+    DamagedPath(String),
+}
+
+fn dirty_paths(cp: &Checkpoint) -> Result<Vec<(Vec<u8>, bool)>, FeedNotUsed> {
     cp.dirty
         .iter()
         .map(|d| {
             d.path_bytes()
                 .map(|p| (p, d.recursive))
-                .ok_or_else(|| format!("the feed sent a damaged path {:?}", d.path))
+                .ok_or_else(|| FeedNotUsed::DamagedPath(d.path.clone()))
         })
         .collect()
 }
@@ -119,14 +132,16 @@ pub fn run_pass_journaled_with_feed(
     let mut dirty = None;
     if let Some(c) = &cp {
         let usable = if walk_all {
-            Err("--full/--checksum walk the whole source".to_string())
+            Err(FeedNotUsed::WalkAll)
         } else if head.is_none() {
-            Err("no cached manifest of the last committed pass".to_string())
+            Err(FeedNotUsed::NoCachedManifest)
         } else {
             let prev = journal
                 .cache(&feed_key)?
                 .and_then(|b| serde_json::from_slice::<FeedRecord>(&b).ok());
-            feed::continues(prev.as_ref(), c).and_then(|()| dirty_paths(c))
+            feed::continues(prev.as_ref(), c)
+                .map_err(FeedNotUsed::from)
+                .and_then(|()| dirty_paths(c))
         };
         match usable {
             Ok(d) => dirty = Some(d),
@@ -307,6 +322,6 @@ fn commit(
         bytes_written: r.bytes_written,
     };
     let json = serde_json::to_string(&saved).expect("checkpoint serializes");
-    journal.put_checkpoint_raw("sync-files", site, &json)?;
+    journal.put_checkpoint_raw(SyncCheckpoint::SCOPE, site, &json)?;
     Ok(())
 }

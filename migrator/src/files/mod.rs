@@ -7,11 +7,13 @@
 //! - [`sync`]: one sync pass: walk both sides, plan, apply in batches, journal it.
 //! - [`dest_cache`]: the destination manifest cached in the journal, checked by directory
 //!   [`stamps`], so a no-change pass walks only the source.
-//! - [`feed`] (protocol, chain rules), [`watch`] (`migrator watch`: inotify, the socket) and
+//! - [`feed`] (the pass's client of the watcher's socket; `feed/protocol.rs`: what crosses
+//!   it and the chain rules), [`watch`] (`migrator watch`: inotify, the socket) and
 //!   [`feed_patch`] (last manifest + fresh lstat of dirty entries): a pass with `--feed`
 //!   re-stats only what changed; [`journaled`] runs a pass with both shortcuts.
-//! - [`wire`] and [`remote`]: the framed batch protocol and the SSH destination (`russh`,
-//!   host keys checked against known_hosts) talking to `migrator receive`.
+//! - [`wire`], [`remote`] and [`receive`]: the framed batch protocol, the SSH destination
+//!   (`remote/session.rs` opens the connection: `russh`, host keys checked against
+//!   known_hosts) and `migrator receive`, the far side's loop.
 //! - [`home_url`]: where a home lives (local path or `ssh://` URL with its options);
 //!   [`transport`]: the cutover engine's passes over it.
 
@@ -22,6 +24,7 @@ pub mod feed_patch;
 pub mod home_url;
 pub mod journaled;
 pub mod manifest;
+pub mod receive;
 pub mod remote;
 pub mod stamps;
 pub mod sync;

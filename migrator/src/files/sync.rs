@@ -582,10 +582,16 @@ pub(crate) fn run_pass_with(
     Ok((report, src))
 }
 
-/// Committed progress of the last complete pass of a site.
+/// Committed progress of the last complete pass of a site: checkpoint scope
+/// [`SyncCheckpoint::SCOPE`], keyed by the site's name.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct SyncCheckpoint {
     pub manifest_digest: String,
     pub files_written: u64,
     pub bytes_written: u64,
+}
+
+impl SyncCheckpoint {
+    /// The journal checkpoint scope of file passes.
+    pub const SCOPE: &'static str = "sync-files";
 }

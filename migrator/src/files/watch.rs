@@ -35,8 +35,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,13 +51,59 @@ pub enum WatchError {
     Socket { path: PathBuf, why: String },
     #[error("inotify: {0}")]
     Inotify(#[source] std::io::Error),
-    #[error("cannot watch every directory under {root}: {why}")]
-    Watch { root: PathBuf, why: String },
+    #[error("cannot watch every directory under {root}: {source}")]
+    Watch {
+        root: PathBuf,
+        #[source]
+        source: ArmError,
+    },
     #[error(
         "roots {a} and {b} overlap (the same directory, or one inside the other): one inotify \
          watch per directory cannot serve both; give each home once, and no home inside another"
     )]
     Overlap { a: PathBuf, b: PathBuf },
+}
+
+/// Why (part of) a root could not be watched; its epochs stay lost until it is again.
+#[derive(Debug, thiserror::Error)]
+pub enum ArmError {
+    #[error("the root {path} cannot be watched: {source}")]
+    RootGone {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot watch {path}: {source} (raise fs.inotify.max_user_watches: one watch per \
+         directory)"
+    )]
+    NoWatchesLeft {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot watch {path}: {source}")]
+    Failed {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{a} and {b} are the same directory (a bind mount?): one inotify watch cannot serve \
+         both names"
+    )]
+    SameDirectory { a: PathBuf, b: PathBuf },
+}
+
+/// Why the watcher refused a checkpoint (the pass then walks in full).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointRefused {
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error("{root} is not watched here (watched: {watched})")]
+    NotWatched { root: String, watched: String },
+    #[error("more than {MAX_CONSUMERS} consumers of {root}")]
+    TooManyConsumers { root: PathBuf },
 }
 
 /// What to watch and where to answer.
@@ -152,46 +198,11 @@ fn child(dir: &[u8], name: &[u8]) -> Vec<u8> {
     c
 }
 
-/// Refuses an existing socket path unless it is a stale socket of ours, 0600, that nobody
-/// answers on (then it is removed).
-fn clear_stale_socket(path: &Path) -> Result<(), WatchError> {
-    let md = match std::fs::symlink_metadata(path) {
-        Ok(md) => md,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(WatchError::Io {
-                path: path.into(),
-                source,
-            })
-        }
-    };
-    let refuse = |why: String| WatchError::Socket {
-        path: path.into(),
-        why,
-    };
-    if !md.file_type().is_socket() {
-        return Err(refuse("exists and is not a socket; not removing it".into()));
-    }
-    if md.mode() & 0o077 != 0 {
-        return Err(refuse(format!(
-            "exists with mode {:04o} (looser than 0600); remove it if it is yours",
-            md.mode() & 0o7777
-        )));
-    }
-    if UnixStream::connect(path).is_ok() {
-        return Err(refuse("another watcher is answering on it".into()));
-    }
-    std::fs::remove_file(path).map_err(|source| WatchError::Io {
-        path: path.into(),
-        source,
-    })
-}
-
 impl Watcher {
     /// Adds watches on every directory under every root, then binds the socket (0600): once
     /// the socket exists, the watcher is ready.
     pub fn start(opts: &WatchOptions) -> Result<Watcher, WatchError> {
-        clear_stale_socket(&opts.socket)?;
+        serve::clear_stale_socket(&opts.socket)?;
         // SAFETY: plain syscall; the result is checked.
         let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         if fd < 0 {
@@ -234,10 +245,10 @@ impl Watcher {
             max_dirty: opts.max_dirty,
         };
         for i in 0..w.roots.len() {
-            if let Err(why) = w.arm(i, b"") {
+            if let Err(source) = w.arm(i, b"") {
                 return Err(WatchError::Watch {
                     root: w.roots[i].path.clone(),
-                    why,
+                    source,
                 });
             }
         }
@@ -266,7 +277,7 @@ impl Watcher {
     /// Watches `rel` under root `i` and every directory below it (watch first, then list, so
     /// a subdirectory created meanwhile is either listed or raises an event). A watch that
     /// cannot be added loses the root's epochs (and is the error).
-    fn arm(&mut self, i: usize, rel: &[u8]) -> Result<(), String> {
+    fn arm(&mut self, i: usize, rel: &[u8]) -> Result<(), ArmError> {
         let mut stack = vec![rel.to_vec()];
         while let Some(dir) = stack.pop() {
             let abs = join(&self.roots[i].path, &dir);
@@ -275,31 +286,28 @@ impl Watcher {
             let wd = unsafe { libc::inotify_add_watch(self.inotify.as_raw_fd(), c.as_ptr(), MASK) };
             if wd < 0 {
                 let e = std::io::Error::last_os_error();
-                match e.raw_os_error() {
+                let why = match e.raw_os_error() {
                     // The root itself missing: nothing of it is watched; every epoch stays
                     // lost (and the re-arm pending) until it can be watched again.
                     Some(libc::ENOENT) | Some(libc::ENOTDIR) if dir.is_empty() => {
-                        let why = format!("the root {} cannot be watched: {e}", abs.display());
-                        self.lose(i, why.clone());
-                        return Err(why);
+                        ArmError::RootGone {
+                            path: abs,
+                            source: e,
+                        }
                     }
                     // Gone or replaced by a non-directory meanwhile: its parent's event says so.
                     Some(libc::ENOENT) | Some(libc::ENOTDIR) => continue,
-                    Some(libc::ENOSPC) => {
-                        let why = format!(
-                            "cannot watch {}: {e} (raise fs.inotify.max_user_watches: one \
-                             watch per directory)",
-                            abs.display()
-                        );
-                        self.lose(i, why.clone());
-                        return Err(why);
-                    }
-                    _ => {
-                        let why = format!("cannot watch {}: {e}", abs.display());
-                        self.lose(i, why.clone());
-                        return Err(why);
-                    }
-                }
+                    Some(libc::ENOSPC) => ArmError::NoWatchesLeft {
+                        path: abs,
+                        source: e,
+                    },
+                    _ => ArmError::Failed {
+                        path: abs,
+                        source: e,
+                    },
+                };
+                self.lose(i, why.to_string());
+                return Err(why);
             }
             if let Some((j, old)) = self.wds.get(&wd).cloned() {
                 // The same wd under another name: a directory moved (its watch followed it:
@@ -307,14 +315,9 @@ impl Watcher {
                 // cannot serve two names, so both roots' epochs stay lost.
                 let old_abs = join(&self.roots[j].path, &old);
                 if (j, old.as_slice()) != (i, dir.as_slice()) && same_dir(&old_abs, &abs) {
-                    let why = format!(
-                        "{} and {} are the same directory (a bind mount?): one inotify watch \
-                         cannot serve both names",
-                        old_abs.display(),
-                        abs.display()
-                    );
-                    self.lose(i, why.clone());
-                    self.lose(j, why.clone());
+                    let why = ArmError::SameDirectory { a: old_abs, b: abs };
+                    self.lose(i, why.to_string());
+                    self.lose(j, why.to_string());
                     return Err(why);
                 }
             }
@@ -475,8 +478,12 @@ impl Watcher {
 
     /// Ends `consumer`'s epoch of the root at `root` (absolute path bytes, as the watcher was
     /// given it or resolving to it).
-    pub fn checkpoint(&mut self, root: &[u8], consumer: &str) -> Result<Checkpoint, String> {
-        self.drain().map_err(|e| e.to_string())?;
+    pub fn checkpoint(
+        &mut self,
+        root: &[u8],
+        consumer: &str,
+    ) -> Result<Checkpoint, CheckpointRefused> {
+        self.drain()?;
         // As given, else resolved here (a client naming the root through a symlink).
         let resolved = std::fs::canonicalize(OsStr::from_bytes(root)).ok();
         let i = self
@@ -487,24 +494,21 @@ impl Watcher {
                 let c = resolved.as_deref()?;
                 self.roots.iter().position(|r| r.path == c)
             })
-            .ok_or_else(|| {
-                format!(
-                    "{} is not watched here (watched: {})",
-                    String::from_utf8_lossy(root),
-                    self.roots
-                        .iter()
-                        .map(|r| r.path.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
+            .ok_or_else(|| CheckpointRefused::NotWatched {
+                root: String::from_utf8_lossy(root).into_owned(),
+                watched: self
+                    .roots
+                    .iter()
+                    .map(|r| r.path.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })?;
         if !self.roots[i].epochs.contains_key(consumer)
             && self.roots[i].epochs.len() >= MAX_CONSUMERS
         {
-            return Err(format!(
-                "more than {MAX_CONSUMERS} consumers of {}",
-                self.roots[i].path.display()
-            ));
+            return Err(CheckpointRefused::TooManyConsumers {
+                root: self.roots[i].path.clone(),
+            });
         }
         let seq = self.next_seq;
         self.next_seq += 1;

@@ -1,13 +1,50 @@
-//! `migrator watch`'s socket: one request line, one reply line per connection (split from
-//! watch.rs).
+//! `migrator watch`'s socket: a stale one cleared before binding, then one request line and
+//! one reply line per connection (split from watch.rs).
 
 use super::{WatchError, Watcher};
 use crate::files::feed::{Reply, Request};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// Refuses an existing socket path unless it is a stale socket of ours, 0600, that nobody
+/// answers on (then it is removed).
+pub(super) fn clear_stale_socket(path: &Path) -> Result<(), WatchError> {
+    let md = match std::fs::symlink_metadata(path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(WatchError::Io {
+                path: path.into(),
+                source,
+            })
+        }
+    };
+    let refuse = |why: String| WatchError::Socket {
+        path: path.into(),
+        why,
+    };
+    if !md.file_type().is_socket() {
+        return Err(refuse("exists and is not a socket; not removing it".into()));
+    }
+    if md.mode() & 0o077 != 0 {
+        return Err(refuse(format!(
+            "exists with mode {:04o} (looser than 0600); remove it if it is yours",
+            md.mode() & 0o7777
+        )));
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(refuse("another watcher is answering on it".into()));
+    }
+    std::fs::remove_file(path).map_err(|source| WatchError::Io {
+        path: path.into(),
+        source,
+    })
+}
 
 impl Watcher {
     fn answer(&mut self, stream: UnixStream) {
@@ -23,7 +60,7 @@ impl Watcher {
             Ok(Request::Checkpoint { root, consumer }) => match hex::decode(&root) {
                 Ok(root) => match self.checkpoint(&root, &consumer) {
                     Ok(c) => Reply::Ok(c),
-                    Err(e) => Reply::Error(e),
+                    Err(e) => Reply::Error(e.to_string()),
                 },
                 Err(e) => Reply::Error(format!("root is not hex: {e}")),
             },

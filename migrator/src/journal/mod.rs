@@ -57,9 +57,18 @@ pub type Result<T> = std::result::Result<T, JournalError>;
 
 /// The per-site state machine of docs/ARCHITECTURE.md §4. Transitions are driven by the cutover
 /// engine; the journal only persists the state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Wherever a state leaves the process (the journal's `sites` table, reports, the wave's
+/// status, the dashboard's JSON) it is written by its stable name, [`SiteState::as_str`]:
+/// serde, [`std::fmt::Display`] and SQLite ([`rusqlite::types::ToSql`]) all use that name, and
+/// reading one back ([`std::str::FromStr`], serde, [`rusqlite::types::FromSql`]) refuses an
+/// unknown name with an error that names it.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SiteState {
+    #[default]
     Planned,
     Prepared,
     Synced,
@@ -110,9 +119,54 @@ impl SiteState {
             SiteState::RolledBack => "rolled_back",
         }
     }
+}
 
-    pub fn parse(s: &str) -> Option<SiteState> {
-        SiteState::ALL.into_iter().find(|st| st.as_str() == s)
+/// A state name this migrator does not know (a damaged journal, or one written by a newer
+/// migrator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownSiteState(pub String);
+
+impl std::fmt::Display for UnknownSiteState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown site state {:?} (expected one of ", self.0)?;
+        for (i, st) in SiteState::ALL.iter().enumerate() {
+            f.write_str(if i == 0 { "" } else { ", " })?;
+            f.write_str(st.as_str())?;
+        }
+        f.write_str(")")
+    }
+}
+
+impl std::error::Error for UnknownSiteState {}
+
+impl std::str::FromStr for SiteState {
+    type Err = UnknownSiteState;
+
+    fn from_str(s: &str) -> std::result::Result<SiteState, UnknownSiteState> {
+        SiteState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownSiteState(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for SiteState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl rusqlite::types::ToSql for SiteState {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for SiteState {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        v.as_str()?
+            .parse()
+            .map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
     }
 }
 

@@ -113,7 +113,7 @@ impl JournalStore for SqliteJournal {
         self.exec(
             "INSERT INTO sites(site, state, updated_ms) VALUES(?1, ?2, ?3)
                  ON CONFLICT(site) DO UPDATE SET state = ?2, updated_ms = ?3",
-            params![site, state.as_str(), now_ms()],
+            params![site, state, now_ms()],
         )?;
         Ok(())
     }
@@ -122,7 +122,7 @@ impl JournalStore for SqliteJournal {
         let s: Option<String> =
             self.value("SELECT state FROM sites WHERE site = ?1", params![site])?;
         s.map(|s| {
-            SiteState::parse(&s).ok_or_else(|| JournalError::UnknownState {
+            s.parse().map_err(|_| JournalError::UnknownState {
                 path: self.path.clone(),
                 site: site.to_string(),
                 state: s,
@@ -142,7 +142,7 @@ impl JournalStore for SqliteJournal {
         let mut out = Vec::new();
         for row in rows {
             let (site, state) = row.map_err(|e| self.wrap(e))?;
-            let st = SiteState::parse(&state).ok_or_else(|| JournalError::UnknownState {
+            let st = state.parse().map_err(|_| JournalError::UnknownState {
                 path: self.path.clone(),
                 site: site.clone(),
                 state,

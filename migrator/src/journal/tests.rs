@@ -11,9 +11,49 @@ struct Progress {
 #[test]
 fn state_names_round_trip() {
     for st in SiteState::ALL {
-        assert_eq!(SiteState::parse(st.as_str()), Some(st));
+        assert_eq!(st.as_str().parse(), Ok(st));
+        assert_eq!(st.to_string(), st.as_str());
+        assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{st}\""));
     }
-    assert_eq!(SiteState::parse("bogus"), None);
+    let err = "bogus".parse::<SiteState>().unwrap_err();
+    assert!(err
+        .to_string()
+        .starts_with("unknown site state \"bogus\" (expected one of planned, "));
+    assert!(err.to_string().ends_with("rolled_back)"), "{err}");
+}
+
+/// The `sites` table holds the states' names as text; a name this migrator does not know is
+/// an error naming the journal, the site and the value, never a silent default.
+#[test]
+fn an_unknown_state_on_disk_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.sqlite");
+    let mut j = SqliteJournal::open(&path).unwrap();
+    j.set_site_state("shop", SiteState::RolledBack).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let raw: String = conn
+        .query_row("SELECT state FROM sites WHERE site = 'shop'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(raw, "rolled_back", "the on-disk text is the journal name");
+    conn.execute(
+        "UPDATE sites SET state = 'teleported' WHERE site = 'shop'",
+        [],
+    )
+    .unwrap();
+    for err in [j.site_state("shop").unwrap_err(), j.sites().unwrap_err()] {
+        let text = err.to_string();
+        assert!(
+            matches!(&err, JournalError::UnknownState { site, state, .. }
+                if site == "shop" && state == "teleported"),
+            "{text}"
+        );
+        assert!(
+            text.contains("site shop has unknown state \"teleported\""),
+            "{text}"
+        );
+    }
 }
 
 #[test]

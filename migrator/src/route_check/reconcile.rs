@@ -131,7 +131,7 @@ pub(super) fn repair_one(
         },
         rollback: crate::cutover::rollback::in_progress(journal, &m.site).unwrap_or(true),
     };
-    if !f.settled() || f.state.as_str() != m.journal_state {
+    if !f.settled() || f.state != m.journal_state {
         return Ok(changed("the site's journal state or lease"));
     }
     let a = match admin(&spec.proxy) {

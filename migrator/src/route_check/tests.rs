@@ -198,12 +198,8 @@ fn one_list_per_proxy_and_mismatches_named() {
     assert_eq!(r.mismatches.len(), 2);
     let m = &r.mismatches[0];
     assert_eq!(
-        (
-            m.site.as_str(),
-            m.database.as_str(),
-            m.journal_state.as_str()
-        ),
-        ("a", "db_a2", "live")
+        (m.site.as_str(), m.database.as_str(), m.journal_state),
+        ("a", "db_a2", SiteState::Live)
     );
     assert_eq!(
         (m.expected_side.as_str(), m.proxy_side.as_str(), m.epoch),
@@ -281,7 +277,7 @@ fn reconcile_sets_the_journal_side_skips_paused_and_frozen_and_dry_run_changes_n
     };
     j.put_checkpoint_raw(
         SCOPE,
-        "leased.lease",
+        &Checkpoint::Lease.key("leased"),
         &serde_json::to_string(&dead).unwrap(),
     )
     .unwrap();

@@ -14,15 +14,15 @@
 use crate::control::{Action, ControlRecord, ControlState, Controls, WaveStatus};
 use crate::cutover::{Engine, EngineOptions};
 use crate::journal::{JournalStore, SiteState, SqliteJournal};
-use crate::site_spec::{SiteSpec, SpecFile};
-use crate::systems::Systems;
+use crate::site_spec::{SiteSpec, SpecError, SpecFile};
+use crate::systems::{SysResult, Systems};
 use rusqlite::{params, Connection};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Builds one site's systems (real ones in `migrator serve`; a recording world in tests).
-pub type SystemsFactory = dyn Fn(&SiteSpec) -> Result<Systems, String> + Send + Sync;
+pub type SystemsFactory = dyn Fn(&SiteSpec) -> SysResult<Systems> + Send + Sync;
 
 /// What rollbacks need: the site specs and how to reach the site's systems.
 pub struct RollbackRunner {
@@ -33,14 +33,12 @@ pub struct RollbackRunner {
 
 impl RollbackRunner {
     /// Real systems for the sites of `sites_file` (what `migrator rollback` uses).
-    pub fn real(sites_file: &Path, journal: &Path) -> Result<RollbackRunner, String> {
-        let specs = SpecFile::load(sites_file).map_err(|e| e.to_string())?;
+    pub fn real(sites_file: &Path, journal: &Path) -> Result<RollbackRunner, SpecError> {
+        let specs = SpecFile::load(sites_file)?;
         let jp = journal.to_path_buf();
         Ok(RollbackRunner {
             specs,
-            systems: Arc::new(move |s: &SiteSpec| {
-                crate::real_systems::systems(s, &jp).map_err(|e| e.to_string())
-            }),
+            systems: Arc::new(move |s: &SiteSpec| crate::real_systems::systems(s, &jp)),
             options: EngineOptions::default(),
         })
     }
@@ -179,7 +177,7 @@ impl ControlDesk {
         if !matches!(state, Some(SiteState::Switched | SiteState::Live)) {
             return Err(ControlFailure::Refused(format!(
                 "site {site} is {}: only a switched or live site can be rolled back",
-                state.map(|s| s.as_str()).unwrap_or("not in the journal")
+                state.map_or("not in the journal", SiteState::as_str)
             )));
         }
         if let Some(st) = self.latest_status() {
@@ -230,15 +228,26 @@ impl ControlDesk {
     }
 }
 
+/// Why a rollback started from the dashboard failed (recorded in `dash_controls`).
+#[derive(Debug, thiserror::Error)]
+enum RollbackFailure {
+    #[error(transparent)]
+    Systems(#[from] crate::systems::SystemError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    #[error(transparent)]
+    Cutover(#[from] crate::cutover::phase::CutoverError),
+}
+
+/// Rolls `spec`'s site back; the state it ended in.
 fn run_rollback(
     journal: &Path,
     spec: &SiteSpec,
     runner: &RollbackRunner,
-) -> Result<String, String> {
+) -> Result<SiteState, RollbackFailure> {
     let sys = (runner.systems)(spec)?;
-    let mut j = SqliteJournal::open(journal).map_err(|e| e.to_string())?;
+    let mut j = SqliteJournal::open(journal)?;
     let report =
-        crate::cutover::rollback::rollback_site(Engine::new(spec, &sys, &mut j, &runner.options))
-            .map_err(|e| e.to_string())?;
+        crate::cutover::rollback::rollback_site(Engine::new(spec, &sys, &mut j, &runner.options))?;
     Ok(report.state)
 }

@@ -48,6 +48,9 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
+    /// The site spec file of `--sites` (the dashboard's rollbacks).
+    #[error(transparent)]
+    Spec(#[from] crate::site_spec::SpecError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -193,10 +196,7 @@ pub fn build(
     let installed = prepare_journal(&opts.journal, opts.plan.as_deref())?;
     let rollback = match (rollback, &opts.sites) {
         (Some(r), _) => Some(r),
-        (None, Some(sites)) => Some(
-            controls::RollbackRunner::real(sites, &opts.journal)
-                .map_err(|e| ServeError::Io(std::io::Error::other(e)))?,
-        ),
+        (None, Some(sites)) => Some(controls::RollbackRunner::real(sites, &opts.journal)?),
         (None, None) => None,
     };
     let app = Arc::new(App {

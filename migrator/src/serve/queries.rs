@@ -196,7 +196,10 @@ pub fn series(conn: &Connection, totals: &BTreeMap<String, i64>) -> rusqlite::Re
         let i = ((m - start) as usize).min(n);
         v[i] += d;
     }
-    for state in all_states().filter(|s| *s != "planned") {
+    let charted = SiteState::ALL
+        .into_iter()
+        .filter(|s| *s != SiteState::Planned);
+    for state in charted.map(SiteState::as_str) {
         let total = totals.get(state).copied().unwrap_or(0);
         let d = deltas.remove(state).unwrap_or_else(|| vec![0; n + 1]);
         let mut out = vec![0; n];
@@ -288,11 +291,12 @@ pub fn overview(conn: &Connection) -> rusqlite::Result<Overview> {
         }
         for (wave, kind, window, planned) in listed {
             let states = per_wave.remove(&wave).unwrap_or_default();
-            let get = |s: &str| states.get(s).copied().unwrap_or(0);
-            let done = get("live") + get("finalized");
-            let failed = get("failed") + get("aborted") + get("rolled_back");
+            let get = |s: SiteState| states.get(s.as_str()).copied().unwrap_or(0);
+            let done = get(SiteState::Live) + get(SiteState::Finalized);
+            let failed =
+                get(SiteState::Failed) + get(SiteState::Aborted) + get(SiteState::RolledBack);
             let journaled: i64 = states.values().sum();
-            let in_flight = journaled - done - failed - get("planned");
+            let in_flight = journaled - done - failed - get(SiteState::Planned);
             let planned_sites = planned.max(journaled);
             let remaining = planned_sites - done;
             let eta_seconds = (remaining > 0 && live_rate > 0.0 && (in_flight > 0 || done > 0))
@@ -403,7 +407,8 @@ pub struct SiteFilter {
 #[derive(Debug, Serialize)]
 pub struct SiteRow {
     pub site: String,
-    pub state: String,
+    /// JSON: the state's journal name.
+    pub state: SiteState,
     pub bytes: i64,
     pub freeze_ms: Option<f64>,
     pub errors: i64,
@@ -446,7 +451,7 @@ pub fn site_page(
         args.push(w.into());
     }
     if let Some(s) = f.state.as_deref().filter(|s| !s.is_empty()) {
-        let st = SiteState::parse(s).ok_or_else(|| QueryError::State(s.to_string()))?;
+        let st: SiteState = s.parse().map_err(|_| QueryError::State(s.to_string()))?;
         cond.push("state = ?");
         args.push(st.as_str().to_string().into());
     }

@@ -1,6 +1,8 @@
 //! The site page's read model: one site's summary row, its steps (the timeline) from the
 //! journal's `(site, id)` index, its verification results, cutover checkpoints and controls.
 
+use crate::cutover::checkpoints::SCOPE;
+use crate::journal::SiteState;
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
@@ -31,7 +33,8 @@ pub struct Control {
 pub struct SiteDetail {
     pub site: String,
     pub wave: Option<i64>,
-    pub state: String,
+    /// JSON: the state's journal name (`live`, `rolled_back`, ...).
+    pub state: SiteState,
     pub bytes: i64,
     pub freeze_ms: Option<f64>,
     pub errors: i64,
@@ -54,7 +57,7 @@ pub fn site_detail(conn: &Connection, site: &str) -> rusqlite::Result<Option<Sit
             |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
+                    r.get::<_, SiteState>(1)?,
                     r.get::<_, i64>(2)?,
                     r.get::<_, Option<f64>>(3)?,
                     r.get::<_, i64>(4)?,
@@ -93,20 +96,22 @@ pub fn site_detail(conn: &Connection, site: &str) -> rusqlite::Result<Option<Sit
         })
         .cloned()
         .collect();
-    let prefix = format!("{site}.");
+    let prefix = crate::cutover::checkpoints::site_prefix(site);
     let mut st = conn.prepare_cached(
-        "SELECT key, value FROM checkpoints WHERE scope = 'cutover' AND key >= ?1 AND key < ?2
+        "SELECT key, value FROM checkpoints WHERE scope = ?1 AND key >= ?2 AND key < ?3
           ORDER BY key",
     )?;
+    // Every key from `<site>.` up to `<site>/` (the character after the dot): the site's own.
+    let upper = format!("{site}/");
     let checkpoints = st
-        .query_map([format!("{site}."), format!("{site}/")], |r| {
+        .query_map([SCOPE, &prefix, &upper], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })?
         .filter_map(|r| r.ok())
         .filter(|(k, _)| k.starts_with(&prefix))
         .map(|(k, v)| (k[prefix.len()..].to_string(), v))
         .collect();
-    let can_rollback = matches!(state.as_str(), "switched" | "live");
+    let can_rollback = matches!(state, SiteState::Switched | SiteState::Live);
     let controls = controls_for(conn, site, 20)?;
     Ok(Some(SiteDetail {
         site: site.to_string(),

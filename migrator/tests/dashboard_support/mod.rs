@@ -105,7 +105,7 @@ pub fn route_mismatch_report() -> migrator::route_check::RouteReport {
         mismatches: vec![Mismatch {
             site: "shop".into(),
             database: "shop_db".into(),
-            journal_state: "live".into(),
+            journal_state: migrator::journal::SiteState::Live,
             expected_side: "new".into(),
             proxy_side: "old".into(),
             proxy_mode: migrator::systems::Mode::Open,

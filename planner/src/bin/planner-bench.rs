@@ -20,7 +20,24 @@ struct Args {
     pairs: usize,
 }
 
-fn parse_args() -> Result<Args, String> {
+const USAGE: &str = "usage: planner-bench [--sites N] [--seed S] [--pairs P] [--dir DIR]\n\
+     Generates DIR/inventory (default target/planner-bench-N) unless present, \
+     then alternates bare parse and full plan P times after a warm-up.";
+
+/// Why the command line was not used (printed, exit 2); `--help` is one of them.
+#[derive(Debug, thiserror::Error)]
+enum ArgsError {
+    #[error("{0} needs a value")]
+    MissingValue(String),
+    #[error("{0}: a number")]
+    NotANumber(&'static str),
+    #[error("{USAGE}")]
+    Help,
+    #[error("unknown argument {0} (try --help)")]
+    Unknown(String),
+}
+
+fn parse_args() -> Result<Args, ArgsError> {
     let mut a = Args {
         sites: 3_000_000,
         seed: 42,
@@ -30,21 +47,15 @@ fn parse_args() -> Result<Args, String> {
     let mut dir = None;
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
-        let mut v = || it.next().ok_or(format!("{k} needs a value"));
+        let mut v = || it.next().ok_or_else(|| ArgsError::MissingValue(k.clone()));
+        let num = |flag| move |_| ArgsError::NotANumber(flag);
         match k.as_str() {
-            "--sites" => a.sites = v()?.parse().map_err(|_| "--sites: a number")?,
-            "--seed" => a.seed = v()?.parse().map_err(|_| "--seed: a number")?,
-            "--pairs" => a.pairs = v()?.parse().map_err(|_| "--pairs: a number")?,
+            "--sites" => a.sites = v()?.parse().map_err(num("--sites"))?,
+            "--seed" => a.seed = v()?.parse().map_err(num("--seed"))?,
+            "--pairs" => a.pairs = v()?.parse().map_err(num("--pairs"))?,
             "--dir" => dir = Some(PathBuf::from(v()?)),
-            "-h" | "--help" => {
-                return Err(
-                    "usage: planner-bench [--sites N] [--seed S] [--pairs P] [--dir DIR]\n\
-                     Generates DIR/inventory (default target/planner-bench-N) unless present, \
-                     then alternates bare parse and full plan P times after a warm-up."
-                        .into(),
-                )
-            }
-            _ => return Err(format!("unknown argument {k} (try --help)")),
+            "-h" | "--help" => return Err(ArgsError::Help),
+            _ => return Err(ArgsError::Unknown(k)),
         }
     }
     a.dir = dir.unwrap_or_else(|| PathBuf::from(format!("target/planner-bench-{}", a.sites)));

@@ -22,7 +22,7 @@ use crate::process::{in_ns, run as run_cmd};
 use crate::serving::SiteSides;
 use crate::state::{LabState, Side};
 use crate::traffic::unix_ms;
-use migrator::journal::{JournalStore, SqliteJournal};
+use migrator::journal::{JournalStore, SiteState, SqliteJournal};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -437,17 +437,13 @@ pub fn finish(
                 .insert(p, (p50, v.last().copied().unwrap_or(0.0)));
         }
     }
-    let states: HashMap<String, String> = m
+    let states: HashMap<String, SiteState> = m
         .journal()
         .and_then(|j| j.sites().map_err(|e| LabError::Internal(e.to_string())))
-        .map(|v| {
-            v.into_iter()
-                .map(|(s, st)| (s, st.as_str().to_string()))
-                .collect()
-        })
+        .map(|v| v.into_iter().collect())
         .unwrap_or_default();
     for v in states.values() {
-        *r.states.entry(v.clone()).or_default() += 1;
+        *r.states.entry(v.to_string()).or_default() += 1;
     }
     let wave: Vec<&str> = st
         .sites
@@ -457,7 +453,7 @@ pub fn finish(
         .collect();
     for s in sides {
         let placed = s.consistent(st);
-        let state = states.get(&s.site).map(String::as_str).unwrap_or("planned");
+        let state = states.get(&s.site).copied().unwrap_or_default();
         let in_wave = wave.contains(&s.site.as_str());
         let rolled = sec.rollback_site.as_deref() == Some(s.site.as_str());
         let want = match (in_wave, rolled && sec.kind == Kind::Rollback) {
@@ -473,7 +469,7 @@ pub fn finish(
                 side.label(),
                 w.label()
             )),
-            (Ok(Side::New), _) if state != "live" => r.violations.push(format!(
+            (Ok(Side::New), _) if state != SiteState::Live => r.violations.push(format!(
                 "{} serves from new-dc but its journal says {state}",
                 s.site
             )),

@@ -92,7 +92,7 @@ pub fn lease_watch(sites: &Path, journal: &Path, once: bool, interval: u64) -> a
         bail!("journal {} does not exist", journal.display());
     }
     let file = SpecFile::load(sites)?;
-    let build = |s: &SiteSpec| real_systems::systems(s, journal).map_err(|e| e.to_string());
+    let build = |s: &SiteSpec| real_systems::systems(s, journal);
     let o = EngineOptions::default();
     let mut failed = 0;
     let specs = Arc::new(file.sites.clone());
