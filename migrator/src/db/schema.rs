@@ -36,7 +36,8 @@ pub enum DbError {
     )]
     BinlogGone {
         db: String,
-        at: crate::db::capture::BinlogPos,
+        /// The position asked for (`file:offset`).
+        at: String,
         message: String,
     },
 }

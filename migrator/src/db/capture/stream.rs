@@ -320,7 +320,7 @@ fn read_error(db: &str, at: &BinlogPos, e: mysql_async::Error) -> DbError {
         if s.code == ER_MASTER_FATAL_ERROR_READING_BINLOG {
             return DbError::BinlogGone {
                 db: db.to_string(),
-                at: at.clone(),
+                at: at.to_string(),
                 message: s.message.clone(),
             };
         }
