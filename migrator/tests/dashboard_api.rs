@@ -489,3 +489,34 @@ fn the_latest_route_check_shows_on_the_overview_and_in_metrics() {
         .contains("migrator_route_mismatches 0\n"));
     drop(srv);
 }
+
+#[test]
+fn the_copy_lag_of_sites_waiting_to_freeze_is_in_metrics() {
+    use migrator::journal::JournalStore;
+    let f = fixture();
+    let mut j = SqliteJournal::open(&f.journal).unwrap();
+    // s001 and s004 are synced (waiting to freeze); s000 is live: its last pass does not count.
+    j.put_checkpoint_raw("cutover", "s001.last_delta", "5000")
+        .unwrap();
+    j.put_checkpoint_raw("cutover", "s001.last_pass_ms", "1500")
+        .unwrap();
+    j.put_checkpoint_raw("cutover", "s004.last_delta", "70")
+        .unwrap();
+    j.put_checkpoint_raw("cutover", "s004.last_pass_ms", "2250")
+        .unwrap();
+    j.put_checkpoint_raw("cutover", "s000.last_delta", "999999")
+        .unwrap();
+    let (app, token, _) = serve::build(&f.opts, None).unwrap();
+    let srv = serve::Background::start(app, f.opts.listen).unwrap();
+    let bearer = format!("Bearer {}", token.value);
+    let text = get(srv.addr, "/metrics", &[("Authorization", bearer.as_str())]).text();
+    for want in [
+        "# TYPE migrator_sync_lag_bytes_max gauge",
+        "migrator_sync_lag_bytes_max 5000\n",
+        "migrator_sync_lag_seconds_max 2.250\n",
+        "migrator_sync_lag_sites 2\n",
+    ] {
+        assert!(text.contains(want), "metrics lack {want}:\n{text}");
+    }
+    drop(srv);
+}
