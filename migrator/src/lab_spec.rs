@@ -209,6 +209,7 @@ pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecE
                 compat_target: Some(
                     PathBuf::from(format!("/homez.{}", lab.new.filer.number)).join(&s.login),
                 ),
+                feed: None,
             }],
             // new-dc's web server, through its sshd (which runs in new-dc's mount namespace,
             // where the compat path must resolve).

@@ -364,12 +364,21 @@ impl TunnelGate for TunnelHealth {
 /// go through [`DbMover`] (followed by change capture when the old server allows it).
 pub struct LocalData {
     db: DbMover,
+    journal: std::path::PathBuf,
+    /// Homes (old path) whose last forward pass used the change feed instead of a walk: a
+    /// freeze leaves their full comparison to after the switch.
+    fed: std::sync::Mutex<std::collections::BTreeSet<std::path::PathBuf>>,
+    /// Homes left to compare after the switch.
+    files_after_switch: std::sync::Mutex<Vec<crate::site_spec::HomeSpec>>,
 }
 
 impl LocalData {
     pub fn new(journal: &Path) -> LocalData {
         LocalData {
             db: DbMover::new(journal.to_path_buf()),
+            journal: journal.to_path_buf(),
+            fed: Default::default(),
+            files_after_switch: Default::default(),
         }
     }
 
@@ -451,7 +460,22 @@ impl DataMover for LocalData {
     fn sync_files(&self, spec: &SiteSpec, dir: Direction) -> SysResult<u64> {
         let mut bytes = 0;
         for h in &spec.homes {
-            bytes += crate::files::transport::sync_home(h, dir)?;
+            match (&h.feed, dir) {
+                (Some(feed), Direction::Forward) => {
+                    let mut j = crate::journal::SqliteJournal::open(&self.journal)
+                        .map_err(|e| SystemError::new("journal", Dc::New, e.to_string()))?;
+                    let (b, walked) =
+                        crate::files::transport::sync_home_with_feed(h, feed, &mut j, &spec.site)?;
+                    let mut fed = self.fed.lock().expect("fed lock");
+                    if walked {
+                        fed.remove(&h.old);
+                    } else {
+                        fed.insert(h.old.clone());
+                    }
+                    bytes += b;
+                }
+                _ => bytes += crate::files::transport::sync_home(h, dir)?,
+            }
         }
         Ok(bytes)
     }
@@ -478,7 +502,16 @@ impl DataMover for LocalData {
 
     fn verify(&self, spec: &SiteSpec, dbs: &[String]) -> SysResult<Vec<String>> {
         let mut diffs = Vec::new();
+        let fed = self.fed.lock().expect("fed lock").clone();
+        let mut later = self.files_after_switch.lock().expect("files lock");
+        later.clear();
         for h in &spec.homes {
+            if fed.contains(&h.old) {
+                // The freeze's pass re-stat'ed what the feed named: the full comparison waits
+                // for the switch (the old home is written no more then).
+                later.push(h.clone());
+                continue;
+            }
             diffs.extend(crate::files::transport::verify_home(h)?);
         }
         if !dbs.is_empty() {
@@ -489,13 +522,23 @@ impl DataMover for LocalData {
 
     fn verifies_after_switch(&self, _spec: &SiteSpec) -> bool {
         self.db.has_pinned()
+            || !self
+                .files_after_switch
+                .lock()
+                .expect("files lock")
+                .is_empty()
     }
 
     fn verify_after_switch(&self, spec: &SiteSpec) -> SysResult<Vec<String>> {
-        if spec.databases.is_empty() {
-            return Ok(Vec::new());
+        let mut diffs = Vec::new();
+        let homes = std::mem::take(&mut *self.files_after_switch.lock().expect("files lock"));
+        for h in &homes {
+            diffs.extend(crate::files::transport::verify_home(h)?);
         }
-        self.db.verify_after_switch(&LocalData::urls(spec)?.0)
+        if !spec.databases.is_empty() {
+            diffs.extend(self.db.verify_after_switch(&LocalData::urls(spec)?.0)?);
+        }
+        Ok(diffs)
     }
 
     fn fingerprint(&self, spec: &SiteSpec) -> SysResult<Option<String>> {

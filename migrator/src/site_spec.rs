@@ -63,6 +63,14 @@ pub struct HomeSpec {
     pub compat_link: Option<PathBuf>,
     #[serde(default)]
     pub compat_target: Option<PathBuf>,
+    /// The old home's change feed: the socket `migrator watch` serves it on (where the writes
+    /// land). With it, every forward pass (the one inside the freeze too) re-stats only what
+    /// the feed says changed instead of walking the home, when its chain is intact (else it
+    /// walks, saying why), and a freeze whose pass used the feed leaves the full comparison of
+    /// the files to after the switch (the old home is written no more), like a followed
+    /// database.
+    #[serde(default)]
+    pub feed: Option<PathBuf>,
 }
 
 /// The new web server a site is prepared on, reached over SSH the way an operator reaches it:
@@ -302,6 +310,7 @@ pub fn sample(site: &str) -> SiteSpec {
             new: format!("/srv/new/{site}").into(),
             compat_link: None,
             compat_target: None,
+            feed: None,
         }],
         new_web_host: None,
         databases: vec![format!("db_{site}")],

@@ -65,6 +65,7 @@ fn spec(
             new: dir.join("new/homez.9/shop"),
             compat_link: Some(dir.join("new/homez.1/shop")),
             compat_target: Some(dir.join("new/homez.9/shop")),
+            feed: None,
         }],
         new_web_host: None,
         databases: vec![],
@@ -257,4 +258,94 @@ fn dry_run_prints_every_action_and_leaves_the_journal_alone() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("site `nosuch` is not in the site spec file")
     );
+}
+
+/// A running `migrator watch` on the old home, stopped (by its PID) when dropped.
+struct Watch(std::process::Child);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // SAFETY: signalling the child we spawned (SIGTERM: it removes its socket).
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+/// A home with a change feed (`migrator watch` where the writes land): after the first walk,
+/// the passes (the freeze's too) re-stat what the feed names, and the freeze leaves the full
+/// comparison of the files to after the switch (phase `post-verify`), which passes.
+#[test]
+fn a_watched_home_moves_through_its_feed_and_is_compared_after_the_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (old, new, old_hp, new_hp) = two_dcs("shop front page");
+    Haproxy::new(new_hp.socket())
+        .set_server_admin("be_shop", "srv", AdminState::Maint)
+        .unwrap();
+    let mut spec = spec(d, &old_hp, &new_hp, &old, &new);
+    let home = spec.homes[0].clone();
+    std::fs::create_dir_all(home.old.join("www/uploads")).unwrap();
+    for i in 0..200 {
+        std::fs::write(
+            home.old.join(format!("www/f{i}.php")),
+            format!("<?php {i};"),
+        )
+        .unwrap();
+    }
+    let socket = d.join("feed.sock");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_migrator"))
+        .arg("watch")
+        .arg(&home.old)
+        .arg("--socket")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _watch = Watch(child);
+    let t = std::time::Instant::now();
+    while !socket.exists() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "watcher not ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    spec.homes[0].feed = Some(socket.clone());
+    // Two passes before the freeze: the first walks and caches, the second uses the feed.
+    spec.budget.max_delta_bytes = 0;
+    spec.budget.max_sync_passes = 2;
+    // Written between the passes' checkpoints: the feed names it.
+    std::fs::write(home.old.join("www/uploads/late.txt"), "late upload").unwrap();
+
+    let jp = d.join("journal.sqlite");
+    let rec = Recorder::for_site(&spec, false);
+    let sys = Systems {
+        lb_old: Arc::new(Haproxy::new(old_hp.socket())),
+        lb_new: Arc::new(Haproxy::new(new_hp.socket())),
+        dns: None,
+        proxy: rec.systems(&spec).proxy,
+        tunnel: None,
+        data: Arc::new(LocalData::new(&jp)),
+    };
+    let opts = EngineOptions::default();
+    let mut j = SqliteJournal::open(&jp).unwrap();
+    let report = Engine::new(&spec, &sys, &mut j, &opts).migrate().unwrap();
+    assert_eq!(report.state, SiteState::Live);
+    let names: Vec<_> = report.phases.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(
+        names.ends_with(&["switch", "unfreeze", "post-verify", "post-check"]),
+        "{names:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.new.join("www/uploads/late.txt")).unwrap(),
+        "late upload"
+    );
+    let steps: Vec<String> = j
+        .steps("shop")
+        .unwrap()
+        .into_iter()
+        .map(|s| format!("{}:{}", s.phase, s.status.name()))
+        .collect();
+    assert!(steps.contains(&"post-verify:done".to_string()), "{steps:?}");
+    assert!(steps.contains(&"sync-files:done".to_string()), "{steps:?}");
 }

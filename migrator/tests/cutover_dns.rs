@@ -76,6 +76,7 @@ fn migrate_and_roll_back(dns: DnsConfig) {
             new: d.join("new/homez.9/shop"),
             compat_link: None,
             compat_target: None,
+            feed: None,
         }],
         new_web_host: None,
         databases: vec![],

@@ -252,6 +252,7 @@ fn run(way: Way) {
             new: d.join("new/shop"),
             compat_link: None,
             compat_target: None,
+            feed: None,
         }],
         new_web_host: None,
         databases: vec!["shop".into()],

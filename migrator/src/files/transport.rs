@@ -65,6 +65,38 @@ pub fn sync_home(h: &HomeSpec, dir: Direction) -> SysResult<u64> {
     Ok(r.bytes_written)
 }
 
+/// How long a forward pass waits for a silent change feed before walking instead.
+const FEED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// One forward pass of home `h` through its change feed ([`HomeSpec::feed`]), recorded in
+/// `journal` under `site` (the destination manifest cached there, the feed's chain checked
+/// against the last pass's): returns bytes written and whether the source was walked (false:
+/// the feed said what to re-stat).
+pub fn sync_home_with_feed(
+    h: &HomeSpec,
+    feed: &Path,
+    journal: &mut dyn crate::journal::JournalStore,
+    site: &str,
+) -> SysResult<(u64, bool)> {
+    let (mut d, src) = destination(h, Direction::Forward)?;
+    let opts = crate::files::journaled::FeedOptions {
+        socket: feed.to_path_buf(),
+        root: None,
+        timeout: FEED_TIMEOUT,
+    };
+    let r = crate::files::journaled::run_pass_journaled_with_feed(
+        journal,
+        site,
+        src,
+        d.as_mut(),
+        PassOptions::default(),
+        Some(&opts),
+        &|_| {},
+    )
+    .map_err(|e| SystemError::new("files", Dc::New, e.to_string()))?;
+    Ok((r.bytes_written, r.source_walked))
+}
+
 /// Every difference between home `h`'s two sides.
 pub fn verify_home(h: &HomeSpec) -> SysResult<Vec<String>> {
     let (mut d, src) = destination(h, Direction::Forward)?;
@@ -87,6 +119,7 @@ mod tests {
             new: "ssh://filer/h".into(),
             compat_link: None,
             compat_target: None,
+            feed: None,
         };
         assert!(check_direction(std::slice::from_ref(&h), Direction::Forward).is_ok());
         let e = check_direction(&[h], Direction::Back).unwrap_err();
