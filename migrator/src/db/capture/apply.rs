@@ -2,6 +2,7 @@
 //! by primary key (`REPLACE` of the full after-image, `DELETE` by the before-image's key), in
 //! destination transactions that end at source transaction boundaries.
 
+pub(super) use crate::db::capture::values::Unfit;
 use crate::db::capture::values::{literal, Literal, TableMeta};
 use crate::db::schema::{ctx, Result, Side};
 use crate::db::session::session;
@@ -21,9 +22,6 @@ pub(super) struct Applier {
     /// Row changes applied in the open transaction.
     pub pending_rows: u64,
 }
-
-/// Why a row event could not be applied to its table (the table is then copied again).
-pub(super) struct Unfit(pub String);
 
 impl Applier {
     pub async fn open(dst: &Opts, db: &str) -> Result<Applier> {
@@ -93,11 +91,11 @@ impl Applier {
             };
             let before = match before.map(|r| image(t, r)).transpose() {
                 Ok(b) => b,
-                Err(e) => return Ok(Err(Unfit(e))),
+                Err(e) => return Ok(Err(e)),
             };
             let after = match after.map(|r| image(t, r)).transpose() {
                 Ok(a) => a,
-                Err(e) => return Ok(Err(Unfit(e))),
+                Err(e) => return Ok(Err(e)),
             };
             n += 1;
             if let Some(b) = &before {
@@ -108,7 +106,7 @@ impl Applier {
                     self.flush_replace(t, &mut replace, &what).await?;
                     let del = match t.delete_by_pk(&self.db, b) {
                         Ok(s) => s,
-                        Err(e) => return Ok(Err(Unfit(e))),
+                        Err(e) => return Ok(Err(e)),
                     };
                     self.exec(del, &what).await?;
                 }
@@ -116,7 +114,7 @@ impl Applier {
             if let Some(a) = &after {
                 match t.row_tuple(a) {
                     Ok(tuple) => replace.push(tuple),
-                    Err(e) => return Ok(Err(Unfit(e))),
+                    Err(e) => return Ok(Err(e)),
                 }
                 if replace.len() >= ROWS_PER_STATEMENT {
                     self.flush_replace(t, &mut replace, &what).await?;
@@ -149,13 +147,13 @@ impl Applier {
 }
 
 /// A row image as literals indexed by the table's columns.
-fn image(t: &TableMeta, row: BinlogRow) -> std::result::Result<Vec<Option<Literal>>, String> {
+fn image(t: &TableMeta, row: BinlogRow) -> std::result::Result<Vec<Option<Literal>>, Unfit> {
     let map = t.image_columns(row.len()).ok_or_else(|| {
-        format!(
+        Unfit(format!(
             "a row image of {} columns for a table of {} (its definition changed)",
             row.len(),
             t.columns.len()
-        )
+        ))
     })?;
     let mut out = vec![None; t.columns.len()];
     let values = row.unwrap();

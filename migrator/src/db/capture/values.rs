@@ -151,12 +151,17 @@ impl TableMeta {
     }
 
     /// `(v1,…)` of one full row (values indexed by column).
-    pub fn row_tuple(&self, row: &[Option<Literal>]) -> std::result::Result<String, String> {
+    pub fn row_tuple(&self, row: &[Option<Literal>]) -> std::result::Result<String, Unfit> {
         let mut out = Vec::new();
         for (i, c) in self.written() {
             match row.get(i) {
                 Some(Some(l)) => out.push(l.0.clone()),
-                _ => return Err(format!("column `{}` missing from the row image", c.name)),
+                _ => {
+                    return Err(Unfit(format!(
+                        "column `{}` missing from the row image",
+                        c.name
+                    )))
+                }
             }
         }
         Ok(format!("({})", out.join(",")))
@@ -167,17 +172,17 @@ impl TableMeta {
         &self,
         db: &str,
         row: &[Option<Literal>],
-    ) -> std::result::Result<String, String> {
+    ) -> std::result::Result<String, Unfit> {
         let mut conds = Vec::new();
         for &i in &self.pk {
             let c = &self.columns[i];
             match row.get(i) {
                 Some(Some(l)) => conds.push(format!("{} <=> {}", ident(&c.name), l.0)),
                 _ => {
-                    return Err(format!(
+                    return Err(Unfit(format!(
                         "key column `{}` missing from the row image",
                         c.name
-                    ))
+                    )))
                 }
             }
         }
@@ -195,19 +200,24 @@ impl TableMeta {
     }
 }
 
+/// Why a row image does not fit its table (the table is then copied again).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unfit(pub String);
+
 /// A value rendered as an SQL expression for a session whose client charset is binary.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Literal(pub String);
 
 /// Renders one value of a row image for `col`; an error names what could not be converted.
-pub fn literal(col: &ColumnMeta, v: BinlogValue<'_>) -> std::result::Result<Literal, String> {
+pub fn literal(col: &ColumnMeta, v: BinlogValue<'_>) -> std::result::Result<Literal, Unfit> {
     let v = match v {
         BinlogValue::Value(v) => v,
         BinlogValue::Jsonb(_) | BinlogValue::JsonDiff(_) => {
-            return Err(format!(
+            return Err(Unfit(format!(
                 "column `{}`: MySQL binary JSON is not supported (MariaDB stores JSON as text)",
                 col.name
-            ))
+            )))
         }
     };
     let ty = col.data_type.as_str();
@@ -217,10 +227,10 @@ pub fn literal(col: &ColumnMeta, v: BinlogValue<'_>) -> std::result::Result<Lite
         Value::Bytes(b) if ty == "timestamp" => {
             let s = String::from_utf8_lossy(&b).to_string();
             if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit() || c == b'.') {
-                return Err(format!(
+                return Err(Unfit(format!(
                     "column `{}`: timestamp {s:?} from the log",
                     col.name
-                ));
+                )));
             }
             format!("FROM_UNIXTIME({s})")
         }
@@ -231,11 +241,11 @@ pub fn literal(col: &ColumnMeta, v: BinlogValue<'_>) -> std::result::Result<Lite
         Value::Bytes(mut b) if packed_size(ty).is_some() => {
             let n = packed_size(ty).unwrap_or(16);
             if b.len() > n {
-                return Err(format!(
+                return Err(Unfit(format!(
                     "column `{}`: {} bytes for a {ty}",
                     col.name,
                     b.len()
-                ));
+                )));
             }
             b.resize(n, 0);
             format!("0x{}", hex::encode_upper(&b))
@@ -244,7 +254,12 @@ pub fn literal(col: &ColumnMeta, v: BinlogValue<'_>) -> std::result::Result<Lite
         Value::Bytes(b) if ty == "year" => match std::str::from_utf8(&b) {
             Ok("1900") => "0".to_string(),
             Ok(y) if y.bytes().all(|c| c.is_ascii_digit()) && !y.is_empty() => y.to_string(),
-            _ => return Err(format!("column `{}`: year {b:?} from the log", col.name)),
+            _ => {
+                return Err(Unfit(format!(
+                    "column `{}`: year {b:?} from the log",
+                    col.name
+                )))
+            }
         },
         other => other.as_sql(false),
     };
