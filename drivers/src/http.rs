@@ -254,9 +254,9 @@ impl HttpClient {
 
     /// Starts a request to `path` (which starts with `/`, and may carry a query): only the
     /// client's own headers so far, no body.
-    pub fn request(&self, method: Method, path: &str) -> RequestBuilder<'_> {
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         RequestBuilder {
-            client: self,
+            client: self.clone(),
             method,
             path: path.to_string(),
             headers: Vec::new(),
@@ -291,7 +291,7 @@ impl HttpClient {
         method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
-    ) -> RequestBuilder<'_> {
+    ) -> RequestBuilder {
         let r = self
             .request(method, path)
             .header("Accept", "application/json");
@@ -356,8 +356,10 @@ fn agent(timeout: Duration, keep_alive: bool) -> ureq::Agent {
 /// [`send_ok`](RequestBuilder::send_ok) (a 2xx answer, or an error with the body's start).
 /// Header values are never shown, neither here nor in errors.
 #[must_use = "a request does nothing until it is sent"]
-pub struct RequestBuilder<'c> {
-    client: &'c HttpClient,
+pub struct RequestBuilder {
+    /// A clone of the client (cheap: the connection pool is shared), so a request can be kept
+    /// and sent later.
+    client: HttpClient,
     method: Method,
     path: String,
     headers: Vec<(String, String)>,
@@ -365,7 +367,7 @@ pub struct RequestBuilder<'c> {
     body: Option<(String, Vec<u8>)>,
 }
 
-impl RequestBuilder<'_> {
+impl RequestBuilder {
     /// Adds a header to this request only (`Host` to name a virtual host on an address, a
     /// token, a cookie).
     pub fn header(mut self, name: &str, value: &str) -> Self {

@@ -12,6 +12,10 @@
 //!   (RFC 2136 updates signed with TSIG) and [`dns::powerdns`] (PowerDNS HTTP API). The
 //!   confirmation queries live in [`dns::probe`]. Errors: [`dns::DnsError`] (which server,
 //!   whether a retry may help).
+//! - [`proxy`]: the SQL proxy in front of the old databases. [`proxy::SqlProxy`] (routes, a
+//!   database's side and [`proxy::Mode`], pause and resume) and its implementation
+//!   [`proxy::http`] (our `sql-proxy` daemon's admin API: bearer token, a restarting proxy
+//!   waited for). Errors: [`proxy::ProxyError`] (refused with a status, unreachable, bad answer).
 //! - [`http`]: the one HTTP client of the workspace ([`http::HttpClient`], `ureq`): outside
 //!   systems' APIs, the site fingerprint, the lab's probes and traffic, test clients. Timeouts,
 //!   JSON or any body, per-request headers (`Host`), secret headers never shown, typed errors
@@ -23,6 +27,7 @@
 pub mod dns;
 pub mod http;
 pub mod lb;
+pub mod proxy;
 pub mod secret;
 
 /// What went wrong talking to the load balancer. `Rejected` carries the system's own answer;
