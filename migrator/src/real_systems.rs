@@ -7,7 +7,9 @@
 
 use crate::db::mover::DbMover;
 use crate::site_spec::{ProxySpec, SiteSpec, TunnelSpec};
-use crate::systems::{DataMover, Dc, Direction, SysResult, SystemError, Systems, TunnelGate};
+use crate::systems::{
+    DataMover, Dc, Direction, SysResult, SystemError, Systems, TunnelError, TunnelGate,
+};
 use drivers::http::{HttpClient, Method};
 use drivers::lb::Haproxy;
 use drivers::proxy::{HttpProxy, ProxyError, SqlProxy};
@@ -64,8 +66,8 @@ impl TunnelHealth {
     fn verdict(
         &self,
         judge: fn(&tunnel::Config, &tunnel::Side) -> tunnel::Health,
-    ) -> Result<String, String> {
-        let cfg = tunnel::Config::load(&self.0.config).map_err(|e| e.to_string())?;
+    ) -> Result<String, TunnelError> {
+        let cfg = tunnel::Config::load(&self.0.config)?;
         let mut side = tunnel::Side::new(self.0.side.clone());
         if let Some(ns) = &self.0.netns {
             side = side.in_netns(ns.clone());
@@ -77,19 +79,19 @@ impl TunnelHealth {
         if h.healthy {
             Ok(h.reason)
         } else {
-            Err(format!("tunnel unhealthy: {}", h.reason))
+            Err(TunnelError::Unhealthy(h.reason))
         }
     }
 }
 
 impl TunnelGate for TunnelHealth {
     /// The gate before a freeze: 5 probes, loss judged (~0.4 s).
-    fn check(&self) -> Result<String, String> {
+    fn check(&self) -> Result<String, TunnelError> {
         self.verdict(tunnel::health)
     }
 
     /// Inside the freeze: 2 probes 10 ms apart, each peer must answer (~20 ms).
-    fn confirm(&self) -> Result<String, String> {
+    fn confirm(&self) -> Result<String, TunnelError> {
         self.verdict(tunnel::health_quick)
     }
 }

@@ -120,13 +120,24 @@ impl<P: SqlProxy + ?Sized> ProxyControl for P {
     }
 }
 
+/// Why the tunnel may not carry a site's traffic now.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// Its configuration could not be read: nothing was probed.
+    #[error("tunnel config: {0}")]
+    Config(#[from] tunnel::ConfigError),
+    /// The probes found it unfit; the tunnel's own reason (a peer that does not answer, loss).
+    #[error("{0}")]
+    Unhealthy(String),
+}
+
 /// Whether the tunnel is fit to carry a site's traffic.
 pub trait TunnelGate: Send + Sync {
-    /// `Ok(reason)` when healthy, `Err(reason)` when not.
-    fn check(&self) -> Result<String, String>;
+    /// `Ok(reason)` when healthy (what the probes saw), the reason not to use it otherwise.
+    fn check(&self) -> Result<String, TunnelError>;
     /// A cheap liveness confirmation right after a passing `check`, asked inside a freeze
     /// where every millisecond is downtime. Defaults to the full check.
-    fn confirm(&self) -> Result<String, String> {
+    fn confirm(&self) -> Result<String, TunnelError> {
         self.check()
     }
 }
