@@ -455,7 +455,9 @@ impl RequestBuilder {
     }
 }
 
-/// A scripted HTTP server for unit tests of the clients built on this module.
+/// A scripted HTTP server for unit tests of the clients built on this module. Raw sockets on
+/// purpose: these tests are about the bytes on the wire (what a client sends, how it reads a
+/// chunked or short answer).
 #[cfg(test)]
 pub(crate) mod testing {
     use std::io::{Read, Write};
