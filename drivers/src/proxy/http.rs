@@ -28,7 +28,6 @@ pub struct HttpProxy {
     /// `http://{admin}`, the `Authorization: Bearer` header (secret), a timeout per call, a new
     /// connection per call (a kept one may belong to a proxy that has since restarted).
     http: HttpClient,
-    admin: SocketAddr,
     /// How long a refused connection is tried again.
     restart_wait: Duration,
 }
@@ -51,7 +50,6 @@ impl HttpProxy {
             .with_secret_header("Authorization", &format!("Bearer {token}"));
         Ok(HttpProxy {
             http,
-            admin,
             restart_wait: RESTART_WAIT,
         })
     }
@@ -68,11 +66,6 @@ impl HttpProxy {
     pub fn with_restart_wait(mut self, wait: Duration) -> HttpProxy {
         self.restart_wait = wait;
         self
-    }
-
-    /// The admin API's address.
-    pub fn admin(&self) -> SocketAddr {
-        self.admin
     }
 
     /// One call: the JSON answer of a 200, or why there was none.
