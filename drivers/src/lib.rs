@@ -12,14 +12,23 @@
 //!   (RFC 2136 updates signed with TSIG) and [`dns::powerdns`] (PowerDNS HTTP API). The
 //!   confirmation queries live in [`dns::probe`]. Errors: [`dns::DnsError`] (which server,
 //!   whether a retry may help).
-//! - [`http`]: the one HTTP client for outside systems' APIs ([`http::HttpClient`], `ureq`):
-//!   timeouts, JSON, secret headers never shown, typed errors with status and body.
+//! - [`proxy`]: the SQL proxy in front of the old databases. [`proxy::SqlProxy`] (routes, a
+//!   database's side and [`proxy::Mode`], pause and resume) and its implementation
+//!   [`proxy::http`] (our `sql-proxy` daemon's admin API: bearer token, a restarting proxy
+//!   waited for). Errors: [`proxy::ProxyError`] (refused with a status, unreachable, bad answer).
+//! - [`http`]: the one HTTP client of the workspace ([`http::HttpClient`], `ureq`): outside
+//!   systems' APIs, the site fingerprint, the lab's probes and traffic, test clients. Timeouts,
+//!   JSON or any body, per-request headers (`Host`), secret headers never shown, typed errors
+//!   with status and body, refused connections told apart.
+//! - [`secret`]: secret files (keys, tokens): mode 0600, never shown.
 //!
 //! How each driver is tested against the real thing, and how to add one: `drivers/README.md`.
 
 pub mod dns;
 pub mod http;
 pub mod lb;
+pub mod proxy;
+pub mod secret;
 
 /// What went wrong talking to the load balancer. `Rejected` carries the system's own answer;
 /// `NotApplied` means the system accepted the change but reading it back disagrees.

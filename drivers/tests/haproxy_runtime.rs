@@ -1,29 +1,27 @@
 //! The HAProxy driver against a real HAProxy: switch a site's backend server between two real
 //! HTTP servers through the runtime API, and hold it with maint (503) and release it.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::SocketAddr;
+use std::time::Duration;
 
+use drivers::http::{HttpClient, Method};
 use drivers::lb::{AdminState, Haproxy, LoadBalancer};
 use drivers::DriverError;
 use testkit::{Backend, Haproxy as HaproxyServer, TinyHttp};
 
+/// `GET /` through HAProxy's frontend on `port` for the site `host` (HAProxy picks the
+/// backend by the `Host` header): status and body.
 fn get(port: u16, host: &str) -> (u16, String) {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        c,
-        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    let a = HttpClient::for_addr(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(10),
     )
+    .unwrap()
+    .request(Method::Get, "/")
+    .header("Host", host)
+    .send()
     .unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    (a.status, a.text())
 }
 
 #[test]

@@ -18,6 +18,7 @@
 mod common;
 
 use common::{positional_args, stats};
+use drivers::http::{HttpClient, Method};
 use migrator::journal::{JournalStore, SqliteJournal, StepOutcome};
 use migrator::serve::{self, queries, ServeOptions};
 use rusqlite::{params, Connection};
@@ -200,22 +201,12 @@ fn naive_overview(c: &Connection) -> usize {
     n + p.len()
 }
 
-fn http_get(addr: std::net::SocketAddr, path: &str, token: &str) -> f64 {
-    use std::io::{Read, Write};
+/// One `GET path` (a new connection each time, as before: connect included), its milliseconds.
+fn http_get(c: &HttpClient, path: &str) -> f64 {
     let t = Instant::now();
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    assert!(
-        out.starts_with(b"HTTP/1.1 200"),
-        "{path}: {}",
-        String::from_utf8_lossy(&out[..80])
-    );
+    c.request(Method::Get, path)
+        .send_ok()
+        .unwrap_or_else(|e| panic!("{e}"));
     ms(t)
 }
 
@@ -345,14 +336,17 @@ fn main() {
     print("/metrics", &pages[5]);
 
     let srv = serve::Background::start(app, opts.listen).unwrap();
+    let client = HttpClient::for_addr(srv.addr, std::time::Duration::from_secs(120))
+        .unwrap()
+        .without_keep_alive()
+        .with_secret_header("Authorization", &format!("Bearer {}", token.value));
     let (mut ho, mut hw) = (Vec::new(), Vec::new());
-    http_get(srv.addr, "/api/overview", &token.value);
+    http_get(&client, "/api/overview");
     for _ in 0..pairs {
-        ho.push(http_get(srv.addr, "/api/overview", &token.value));
+        ho.push(http_get(&client, "/api/overview"));
         hw.push(http_get(
-            srv.addr,
+            &client,
             &format!("/api/wave/{cur}/sites?state=failed&sort=bytes&desc=true"),
-            &token.value,
         ));
     }
     drop(srv);

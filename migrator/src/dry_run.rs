@@ -5,7 +5,8 @@
 
 use crate::site_spec::SiteSpec;
 use crate::systems::{
-    DataMover, Dc, Direction, ProxyControl, Route, SysResult, SystemError, Systems, TunnelGate,
+    DataMover, Dc, Direction, ProxyControl, Route, SysResult, SystemError, Systems, TunnelError,
+    TunnelGate,
 };
 use drivers::dns::{Dns, DnsConfig, DnsError};
 use drivers::lb::{AdminState, LoadBalancer, ServerState};
@@ -396,7 +397,7 @@ impl ProxyControl for Recorder {
 }
 
 impl Recorder {
-    fn tunnel_verdict(&self, confirm: bool) -> Result<String, String> {
+    fn tunnel_verdict(&self, confirm: bool) -> Result<String, TunnelError> {
         let healthy = self.with(|w| {
             if confirm {
                 w.tunnel_asks.1 += 1;
@@ -409,16 +410,16 @@ impl Recorder {
         if healthy {
             Ok("tunnel healthy".into())
         } else {
-            Err("tunnel unhealthy: injected".into())
+            Err(TunnelError::Unhealthy("injected".into()))
         }
     }
 }
 
 impl TunnelGate for Recorder {
-    fn check(&self) -> Result<String, String> {
+    fn check(&self) -> Result<String, TunnelError> {
         self.tunnel_verdict(false)
     }
-    fn confirm(&self) -> Result<String, String> {
+    fn confirm(&self) -> Result<String, TunnelError> {
         self.tunnel_verdict(true)
     }
 }

@@ -15,7 +15,8 @@
 //! - [`verify`]: compares manifests and table checksums of both sides.
 //! - Cutover: [`site_spec`] (one site's endpoints on both sides), [`systems`] (traits over the
 //!   outside systems), [`dry_run`] (recording/printing implementation), [`real_systems`]
-//!   (HAProxy, DNS, sql-proxy admin API, tunnel health, local copy), [`web_host`] (the new web
+//!   (the real ones built from a site's spec: `drivers`' HAProxy, DNS and sql-proxy admin
+//!   client, tunnel health, local copy, the HTTP fingerprint), [`web_host`] (the new web
 //!   server's preparation over SSH), [`cutover`] (the engine: phases, the freeze window, move
 //!   groups, rollback, throttle, leases and their watchdog), [`wave`] (a wave of sites in
 //!   parallel), [`monitor`] (a running wave's live picture), [`control`] and

@@ -1,43 +1,21 @@
-//! The real outside systems behind [`crate::systems`]: HAProxy's runtime API (`drivers`),
-//! hosted DNS (the provider the spec names, `drivers::dns`), the sql-proxy admin API (a small HTTP/1.1 client,
-//! bearer token from a 0600 file), tunnel health (`tunnel::health`), local copies (filers
-//! mounted: `files::sync`, `db::copy`, `verify`) and the new web server's preparation
+//! The real outside systems behind [`crate::systems`], built from a site's spec: HAProxy's
+//! runtime API (`drivers::lb`), hosted DNS (the provider the spec names, `drivers::dns`), the
+//! sql-proxy admin API (`drivers::proxy::HttpProxy`), tunnel health (`tunnel::health`), local
+//! copies (filers mounted: `files::transport`, databases through `db::mover`, `verify`), the
+//! site's HTTP fingerprint (`drivers::http`) and the new web server's preparation
 //! ([`crate::web_host`], over SSH).
 
 use crate::db::mover::DbMover;
-
-use crate::route_check::{AdminError, ProxyRoute, RouteAdmin};
 use crate::site_spec::{ProxySpec, SiteSpec, TunnelSpec};
 use crate::systems::{
-    DataMover, Dc, Direction, ProxyControl, Route, SysResult, SystemError, Systems, TunnelGate,
+    DataMover, Dc, Direction, SysResult, SystemError, Systems, TunnelError, TunnelGate,
 };
+use drivers::http::{HttpClient, Method};
 use drivers::lb::Haproxy;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt;
+use drivers::proxy::{HttpProxy, ProxyError, SqlProxy};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Reads a secret file that must be readable by its owner only.
-pub fn read_secret(path: &Path, system: &'static str, dc: Dc) -> SysResult<String> {
-    let md = std::fs::metadata(path)
-        .map_err(|e| SystemError::new(system, dc, format!("{}: {e}", path.display())))?;
-    if md.permissions().mode() & 0o077 != 0 {
-        return Err(SystemError::new(
-            system,
-            dc,
-            format!(
-                "{} is readable by group or others (mode {:o}): chmod 600 it",
-                path.display(),
-                md.permissions().mode() & 0o777
-            ),
-        ));
-    }
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| SystemError::new(system, dc, format!("{}: {e}", path.display())))
-}
 
 /// Builds the real systems of one site.
 pub fn systems(spec: &SiteSpec, journal: &Path) -> SysResult<Systems> {
@@ -45,7 +23,7 @@ pub fn systems(spec: &SiteSpec, journal: &Path) -> SysResult<Systems> {
         lb_old: Arc::new(Haproxy::new(&spec.old_lb.socket)),
         lb_new: Arc::new(Haproxy::new(&spec.new_lb.socket)),
         dns: dns(spec)?,
-        proxy: Arc::new(HttpProxy::new(&spec.proxy)?),
+        proxy: Arc::new(proxy(&spec.proxy).map_err(SystemError::from_proxy)?),
         tunnel: spec
             .tunnel
             .as_ref()
@@ -66,261 +44,19 @@ pub fn dns(spec: &SiteSpec) -> SysResult<Option<Arc<dyn drivers::dns::Dns>>> {
     }
 }
 
-/// A minimal HTTP/1.1 exchange (`Connection: close`) for private admin APIs and probes.
-/// Returns the status code and body.
-pub fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-    timeout: Duration,
-) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if !body.is_empty() || method == "POST" || method == "PUT" {
-        req.push_str("Content-Type: application/json\r\n");
-        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    parse_response(&raw)
-}
-
-fn bad(msg: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string())
-}
-
-fn parse_response(raw: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("HTTP answer without end of headers"))?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("HTTP headers not UTF-8"))?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("HTTP status line"))?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let mut body = raw[end + 4..].to_vec();
-    if chunked {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        loop {
-            let nl = rest
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .ok_or_else(|| bad("chunk size line"))?;
-            let size_txt = std::str::from_utf8(&rest[..nl]).map_err(|_| bad("chunk size"))?;
-            let size = usize::from_str_radix(size_txt.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| bad("chunk size"))?;
-            rest = &rest[nl + 2..];
-            if size == 0 {
-                break;
-            }
-            if rest.len() < size {
-                return Err(bad("truncated chunk"));
-            }
-            out.extend_from_slice(&rest[..size]);
-            rest = rest.get(size + 2..).unwrap_or(&[]);
-        }
-        body = out;
-    }
-    Ok((status, body))
-}
-
-/// The sql-proxy admin API.
-/// How long the proxy admin client waits for a proxy that refuses connections (restarting).
-pub const RESTART_WAIT: Duration = Duration::from_secs(15);
-
-pub struct HttpProxy {
-    addr: SocketAddr,
-    /// `Bearer <token>`; never logged.
-    auth: String,
-    /// Per connect, read and write.
-    timeout: Duration,
-    /// How long a refused connection is tried again: a proxy restarting under its supervisor
-    /// (systemd `Restart=always`) answers again within a second or two, and a refused
-    /// connection never delivered the request, so trying again cannot apply it twice.
-    restart_wait: Duration,
-}
-
-impl HttpProxy {
-    pub fn new(p: &ProxySpec) -> SysResult<HttpProxy> {
-        let token = read_secret(&p.token_file, "sql-proxy", Dc::Old)?;
-        Ok(HttpProxy {
-            addr: p.admin,
-            auth: format!("Bearer {token}"),
-            timeout: Duration::from_secs(60),
-            restart_wait: RESTART_WAIT,
-        })
-    }
-
-    /// The same client with another timeout (the route check must not hang a watchdog); a
-    /// refused connection is not waited on for longer than that either.
-    pub fn with_timeout(mut self, timeout: Duration) -> HttpProxy {
-        self.timeout = timeout;
-        self.restart_wait = self.restart_wait.min(timeout);
-        self
-    }
-
-    /// The same client waiting `wait` at most for a proxy that refuses connections.
-    pub fn with_restart_wait(mut self, wait: Duration) -> HttpProxy {
-        self.restart_wait = wait;
-        self
-    }
-
-    /// One call: the status and the JSON answer, or why there was none.
-    fn exchange(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-    ) -> Result<serde_json::Value, AdminError> {
-        let call = format!("{method} {path}");
-        let started = std::time::Instant::now();
-        let mut pause = Duration::from_millis(100);
-        let (status, body) = loop {
-            match http(
-                self.addr,
-                method,
-                path,
-                &[("Authorization", &self.auth)],
-                body,
-                self.timeout,
-            ) {
-                Ok(answer) => break answer,
-                // Nothing listens: the proxy is restarting. The request was not delivered.
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::ConnectionRefused
-                        && started.elapsed() + pause <= self.restart_wait =>
-                {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-                Err(e) => {
-                    let waited = started.elapsed();
-                    let note = if waited >= Duration::from_millis(100) {
-                        format!(" (refused for {} ms)", waited.as_millis())
-                    } else {
-                        String::new()
-                    };
-                    return Err(AdminError::Unreachable(format!(
-                        "{call} at {}: {e}{note}",
-                        self.addr
-                    )));
-                }
-            }
-        };
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-        if status != 200 {
-            let message = v
-                .get("error")
-                .and_then(|e| e.as_str())
-                .map(str::to_string)
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            return Err(AdminError::Refused {
-                call,
-                status,
-                message,
-            });
-        }
-        Ok(v)
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&str>) -> SysResult<serde_json::Value> {
-        self.exchange(method, path, body).map_err(|e| SystemError {
-            system: "sql-proxy",
-            dc: Dc::Old,
-            retryable: matches!(e, AdminError::Unreachable(_)),
-            message: e.to_string(),
-        })
-    }
-
-    fn route_from(call: String, v: serde_json::Value) -> Result<ProxyRoute, AdminError> {
-        serde_json::from_value(v).map_err(|e| AdminError::BadAnswer {
-            call,
-            message: e.to_string(),
-        })
-    }
+/// The admin API client of the site's SQL proxy (its token file read now).
+pub fn proxy(p: &ProxySpec) -> Result<HttpProxy, ProxyError> {
+    HttpProxy::new(p.admin, &p.token_file)
 }
 
 /// The admin client of `p` for the route check and repair (`timeout` per call). A proxy that
 /// refuses connections is given a second at most: the check runs again every round.
-pub fn route_admin(p: &ProxySpec, timeout: Duration) -> Result<Box<dyn RouteAdmin>, AdminError> {
-    let h = HttpProxy::new(p).map_err(|e| AdminError::Unreachable(e.to_string()))?;
+pub fn route_admin(p: &ProxySpec, timeout: Duration) -> Result<Box<dyn SqlProxy>, ProxyError> {
     Ok(Box::new(
-        h.with_timeout(timeout)
+        proxy(p)?
+            .with_timeout(timeout)
             .with_restart_wait(timeout.min(Duration::from_secs(1))),
     ))
-}
-
-impl RouteAdmin for HttpProxy {
-    fn list(&self) -> Result<Vec<ProxyRoute>, AdminError> {
-        let v = self.exchange("GET", "/routes", None)?;
-        serde_json::from_value(v).map_err(|e| AdminError::BadAnswer {
-            call: "GET /routes".into(),
-            message: e.to_string(),
-        })
-    }
-    fn get(&self, db: &str) -> Result<ProxyRoute, AdminError> {
-        let path = format!("/routes/{db}");
-        let v = self.exchange("GET", &path, None)?;
-        HttpProxy::route_from(format!("GET {path}"), v)
-    }
-    fn put_side(&self, db: &str, side: &str) -> Result<ProxyRoute, AdminError> {
-        let path = format!("/routes/{db}");
-        let body = serde_json::json!({ "side": side }).to_string();
-        let v = self.exchange("PUT", &path, Some(&body))?;
-        HttpProxy::route_from(format!("PUT {path}"), v)
-    }
-}
-
-fn field(v: &serde_json::Value, k: &str) -> String {
-    v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string()
-}
-
-impl ProxyControl for HttpProxy {
-    fn route(&self, db: &str) -> SysResult<Route> {
-        let v = self.call("GET", &format!("/routes/{db}"), None)?;
-        let mode =
-            serde_json::from_value(v.get("mode").cloned().unwrap_or_default()).map_err(|e| {
-                SystemError::new(
-                    "sql-proxy",
-                    Dc::Old,
-                    format!("GET /routes/{db}: unknown mode in {v}: {e}"),
-                )
-            })?;
-        Ok(Route {
-            side: field(&v, "side"),
-            mode,
-        })
-    }
-    fn pause(&self, db: &str) -> SysResult<()> {
-        self.call("POST", &format!("/routes/{db}/pause"), Some("{}"))
-            .map(|_| ())
-    }
-    fn resume(&self, db: &str, side: Option<&str>) -> SysResult<f64> {
-        let body = match side {
-            Some(s) => serde_json::json!({ "side": s }).to_string(),
-            None => "{}".to_string(),
-        };
-        let v = self.call("POST", &format!("/routes/{db}/resume"), Some(&body))?;
-        Ok(v.get("pause_ms").and_then(|x| x.as_f64()).unwrap_or(0.0))
-    }
 }
 
 /// The tunnel's own health verdict.
@@ -330,8 +66,8 @@ impl TunnelHealth {
     fn verdict(
         &self,
         judge: fn(&tunnel::Config, &tunnel::Side) -> tunnel::Health,
-    ) -> Result<String, String> {
-        let cfg = tunnel::Config::load(&self.0.config).map_err(|e| e.to_string())?;
+    ) -> Result<String, TunnelError> {
+        let cfg = tunnel::Config::load(&self.0.config)?;
         let mut side = tunnel::Side::new(self.0.side.clone());
         if let Some(ns) = &self.0.netns {
             side = side.in_netns(ns.clone());
@@ -343,19 +79,19 @@ impl TunnelHealth {
         if h.healthy {
             Ok(h.reason)
         } else {
-            Err(format!("tunnel unhealthy: {}", h.reason))
+            Err(TunnelError::Unhealthy(h.reason))
         }
     }
 }
 
 impl TunnelGate for TunnelHealth {
     /// The gate before a freeze: 5 probes, loss judged (~0.4 s).
-    fn check(&self) -> Result<String, String> {
+    fn check(&self) -> Result<String, TunnelError> {
         self.verdict(tunnel::health)
     }
 
     /// Inside the freeze: 2 probes 10 ms apart, each peer must answer (~20 ms).
-    fn confirm(&self) -> Result<String, String> {
+    fn confirm(&self) -> Result<String, TunnelError> {
         self.verdict(tunnel::health_quick)
     }
 }
@@ -383,18 +119,21 @@ impl LocalData {
     }
 
     fn urls(spec: &SiteSpec) -> SysResult<(mysql_async::Opts, mysql_async::Opts)> {
-        let parse = |p: &Path, dc| -> SysResult<mysql_async::Opts> {
-            read_secret(p, "mariadb", dc)?.parse().map_err(|_| {
-                SystemError::new(
-                    "mariadb",
-                    dc,
-                    format!("{}: not a mysql:// URL", p.display()),
-                )
-            })
+        let parse = |field: &str, p: &Path, dc| -> SysResult<mysql_async::Opts> {
+            drivers::secret::read_secret_file(field, p)
+                .map_err(|e| SystemError::new("mariadb", dc, e.to_string()))?
+                .parse()
+                .map_err(|_| {
+                    SystemError::new(
+                        "mariadb",
+                        dc,
+                        format!("{field} {}: not a mysql:// URL", p.display()),
+                    )
+                })
         };
         Ok((
-            parse(&spec.old_db_url_file, Dc::Old)?,
-            parse(&spec.new_db_url_file, Dc::New)?,
+            parse("old_db_url_file", &spec.old_db_url_file, Dc::Old)?,
+            parse("new_db_url_file", &spec.new_db_url_file, Dc::New)?,
         ))
     }
 }
@@ -545,16 +284,20 @@ impl DataMover for LocalData {
         let Some(f) = &spec.fingerprint else {
             return Ok(None);
         };
-        let (status, body) = http(
-            f.addr,
-            "GET",
-            &f.path,
-            &[("Host", f.host.as_str())],
-            None,
-            Duration::from_secs(10),
-        )
-        .map_err(|e| SystemError::new("http", Dc::Old, format!("GET {}{}: {e}", f.host, f.path)))?;
-        Ok(Some(format!("{status}:{}", blake3::hash(&body).to_hex())))
+        let fail = |e: drivers::http::HttpError| {
+            SystemError::new("http", Dc::Old, format!("GET {}{}: {e}", f.host, f.path))
+        };
+        let answer = HttpClient::for_addr(f.addr, Duration::from_secs(10))
+            .map_err(fail)?
+            .request(Method::Get, &f.path)
+            .header("Host", &f.host)
+            .send()
+            .map_err(fail)?;
+        Ok(Some(format!(
+            "{}:{}",
+            answer.status,
+            blake3::hash(&answer.body).to_hex()
+        )))
     }
 }
 
@@ -562,123 +305,20 @@ impl DataMover for LocalData {
 mod tests {
     use super::*;
 
+    /// The fingerprint is the status and a digest of the body the site answers.
     #[test]
-    fn parses_plain_and_chunked_answers() {
-        let (s, b) = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
-        assert_eq!((s, b.as_slice()), (200, &b"ok"[..]));
-        let raw = b"HTTP/1.1 409 Conflict\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        let (s, b) = parse_response(raw).unwrap();
-        assert_eq!((s, b.as_slice()), (409, &b"abcde"[..]));
-        assert!(parse_response(b"garbage").is_err());
-    }
-
-    #[test]
-    fn secret_file_must_be_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("token");
-        std::fs::write(&p, "s3cret\n").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = read_secret(&p, "sql-proxy", Dc::Old).unwrap_err();
-        assert!(e.message.contains("chmod 600"), "{e}");
-        assert!(!e.message.contains("s3cret"));
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_secret(&p, "sql-proxy", Dc::Old).unwrap(), "s3cret");
-    }
-
-    /// The admin client against a one-shot HTTP server on 127.0.0.1 (port 0): the token goes in
-    /// the header and a refusal comes back as an error naming the call.
-    #[test]
-    fn proxy_client_sends_token_and_reports_refusals() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let server = std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            for answer in [
-                "HTTP/1.1 200 OK\r\nContent-Length: 53\r\n\r\n{\"database\":\"d\",\"side\":\"old\",\"mode\":\"open\",\"x\":1}  ",
-                "HTTP/1.1 409 Conflict\r\nContent-Length: 25\r\n\r\n{\"error\":\"d is not paused\"}",
-            ] {
-                let (mut c, _) = l.accept().unwrap();
-                let mut buf = [0u8; 4096];
-                let n = c.read(&mut buf).unwrap();
-                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-                c.write_all(answer.as_bytes()).unwrap();
-            }
-            seen
+    fn fingerprint_is_status_and_body_digest() {
+        let web = testkit::TinyHttp::start("hello from the site").unwrap();
+        let mut spec = crate::site_spec::sample("shop");
+        spec.fingerprint = Some(crate::site_spec::FingerprintSpec {
+            addr: web.addr,
+            host: "site.example".into(),
+            path: "/?op=read".into(),
         });
-        let dir = tempfile::tempdir().unwrap();
-        let tok = dir.path().join("t");
-        std::fs::write(&tok, "tok123").unwrap();
-        std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let p = HttpProxy::new(&ProxySpec {
-            admin: addr,
-            token_file: tok,
-            old_side: "old".into(),
-            new_side: "new".into(),
-        })
-        .unwrap();
-        let r = p.route("d").unwrap();
-        assert_eq!(
-            (r.side.as_str(), r.mode),
-            ("old", crate::systems::Mode::Open)
-        );
-        let e = p.resume("d", Some("new")).unwrap_err();
-        assert!(
-            e.message.contains("409") && e.message.contains("not paused"),
-            "{e}"
-        );
-        let seen = server.join().unwrap();
-        assert!(seen[0].starts_with("GET /routes/d HTTP/1.1"));
-        assert!(seen[0].contains("Authorization: Bearer tok123"));
-        assert!(seen[1].contains("{\"side\":\"new\"}"));
-    }
-
-    /// A proxy restarting under its supervisor refuses connections for a moment: the call
-    /// waits for it (bounded) instead of failing the site; a proxy that stays down is reported
-    /// once the wait is over.
-    #[test]
-    fn proxy_client_waits_for_a_restarting_proxy_and_gives_up_on_a_dead_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let tok = dir.path().join("t");
-        std::fs::write(&tok, "tok123").unwrap();
-        std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let spec = ProxySpec {
-            admin: port,
-            token_file: tok,
-            old_side: "old".into(),
-            new_side: "new".into(),
-        };
-        // Down for good: refused, reported after the wait.
-        let p = HttpProxy::new(&spec)
-            .unwrap()
-            .with_restart_wait(Duration::from_millis(400));
-        let t = std::time::Instant::now();
-        let e = p.route("d").unwrap_err();
-        assert!(e.retryable && e.message.contains("refused"), "{e}");
-        assert!(
-            t.elapsed() >= Duration::from_millis(250),
-            "{:?}",
-            t.elapsed()
-        );
-        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
-        // Back after 600 ms: the same call succeeds.
-        let server = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(600));
-            let l = std::net::TcpListener::bind(port).unwrap();
-            let (mut c, _) = l.accept().unwrap();
-            let mut buf = [0u8; 4096];
-            let _ = c.read(&mut buf).unwrap();
-            c.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 43\r\n\r\n{\"database\":\"d\",\"side\":\"new\",\"mode\":\"open\"}",
-            )
-            .unwrap();
-        });
-        let p = HttpProxy::new(&spec).unwrap();
-        let r = p.route("d").unwrap();
-        assert_eq!(r.side.as_str(), "new");
-        server.join().unwrap();
+        let data = LocalData::new(Path::new("/nonexistent"));
+        let expected = format!("200:{}", blake3::hash(b"hello from the site").to_hex());
+        assert_eq!(data.fingerprint(&spec).unwrap(), Some(expected));
+        spec.fingerprint = None;
+        assert_eq!(data.fingerprint(&spec).unwrap(), None);
     }
 }

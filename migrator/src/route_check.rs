@@ -30,7 +30,8 @@ use crate::cutover::lease::Lease;
 use crate::journal::{now_ms, JournalError, JournalStore, SiteState};
 use crate::site_spec::{ProxySpec, SiteSpec};
 use crate::systems::Mode;
-use serde::{Deserialize, Serialize};
+use drivers::proxy::{ProxyError, Route, SqlProxy};
+use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 
@@ -45,57 +46,9 @@ pub const EXIT_MISMATCH: i32 = 3;
 /// Exit code when nothing disagrees but a proxy could not be asked (nothing confirmed).
 pub const EXIT_UNCONFIRMED: i32 = 4;
 
-/// The proxy's view of one database (`GET /routes` element). Unknown fields are ignored;
-/// `sessions` and `epoch` are absent from older proxies.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProxyRoute {
-    #[serde(default)]
-    pub database: String,
-    pub side: String,
-    pub mode: Mode,
-    #[serde(default)]
-    pub sessions: Option<u64>,
-    #[serde(default)]
-    pub epoch: Option<u64>,
-}
-
-impl ProxyRoute {
-    pub fn paused(&self) -> bool {
-        self.mode == Mode::Paused
-    }
-}
-
-/// A failed admin API call.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AdminError {
-    /// Not answered (connection, timeout, token file).
-    #[error("{0}")]
-    Unreachable(String),
-    /// Answered with an error status (`409`: refused, e.g. the database is paused).
-    #[error("{call}: HTTP {status}: {message}")]
-    Refused {
-        call: String,
-        status: u16,
-        message: String,
-    },
-    /// Answered 200 with something that is not a route.
-    #[error("{call}: unexpected answer: {message}")]
-    BadAnswer { call: String, message: String },
-}
-
-/// The part of the sql-proxy admin API the check and the repair use
-/// ([`crate::real_systems::HttpProxy`]; an in-memory one in tests).
-pub trait RouteAdmin {
-    /// `GET /routes`.
-    fn list(&self) -> Result<Vec<ProxyRoute>, AdminError>;
-    /// `GET /routes/{db}`.
-    fn get(&self, db: &str) -> Result<ProxyRoute, AdminError>;
-    /// `PUT /routes/{db} {"side": side}`.
-    fn put_side(&self, db: &str, side: &str) -> Result<ProxyRoute, AdminError>;
-}
-
-/// Builds the admin client of one proxy (token file read there).
-pub type AdminFactory<'a> = dyn Fn(&ProxySpec) -> Result<Box<dyn RouteAdmin>, AdminError> + 'a;
+/// Builds the admin client of one proxy (token file read there): `drivers::proxy::HttpProxy`
+/// for real ([`crate::real_systems::route_admin`]); an in-memory one in tests.
+pub type AdminFactory<'a> = dyn Fn(&ProxySpec) -> Result<Box<dyn SqlProxy>, ProxyError> + 'a;
 
 /// Errors that stop a check before it judged anything.
 #[derive(Debug, thiserror::Error)]
@@ -403,7 +356,7 @@ fn side_name(p: &ProxySpec, o: Owner) -> &str {
 }
 
 /// Why `reconcile` must not set this route, or `None` when it may.
-fn not_repairable(f: &SiteFacts, problem: Problem, route: &ProxyRoute) -> Option<String> {
+fn not_repairable(f: &SiteFacts, problem: Problem, route: &Route) -> Option<String> {
     let state = f.state.as_str();
     Some(match () {
         _ if problem == Problem::SitesDisagree => "sites sharing the database disagree: \
@@ -451,15 +404,15 @@ pub fn check(
         let ndb: usize = sites.iter().map(|s| s.databases.len()).sum();
         r.databases += ndb;
         let routes = admin(&sites[0].proxy).and_then(|a| {
-            let mut map: HashMap<String, ProxyRoute> = a
-                .list()?
+            let mut map: HashMap<String, Route> = a
+                .routes()?
                 .into_iter()
                 .map(|x| (x.database.clone(), x))
                 .collect();
             let wanted: HashSet<&String> = sites.iter().flat_map(|s| &s.databases).collect();
             for db in wanted {
                 if !map.contains_key(db.as_str()) {
-                    map.insert(db.clone(), a.get(db)?);
+                    map.insert(db.clone(), a.route(db)?);
                 }
             }
             Ok(map)

@@ -1,11 +1,14 @@
 //! The outside systems a cutover touches, each behind a small trait, so the engine runs the same
 //! code for real ([`crate::real_systems`]) and in a dry run or a test
 //! ([`crate::dry_run::Recorder`], which prints or records every action and does none). The
-//! load balancer and hosted DNS traits are `drivers`' ([`LoadBalancer`], [`Dns`]).
+//! load balancer and hosted DNS traits are `drivers`' ([`LoadBalancer`], [`Dns`]); so is the
+//! SQL proxy's ([`drivers::proxy::SqlProxy`]), which the engine sees through [`ProxyControl`]
+//! (its three calls, errors as [`SystemError`]s).
 
 use crate::site_spec::SiteSpec;
 use drivers::dns::Dns;
 use drivers::lb::LoadBalancer;
+use drivers::proxy::SqlProxy;
 use std::sync::Arc;
 
 /// Which datacenter an action concerns.
@@ -52,6 +55,16 @@ impl SystemError {
             message: e.to_string(),
         }
     }
+    /// An SQL proxy admin API failure (`drivers::proxy`): the proxy serves the old DC's
+    /// database endpoints; retryable when it did not answer.
+    pub fn from_proxy(e: drivers::proxy::ProxyError) -> SystemError {
+        SystemError {
+            system: "sql-proxy",
+            dc: Dc::Old,
+            retryable: e.is_retryable(),
+            message: e.to_string(),
+        }
+    }
     pub fn from_driver(system: &'static str, dc: Dc, e: drivers::DriverError) -> SystemError {
         SystemError {
             system,
@@ -66,7 +79,7 @@ pub type SysResult<T> = Result<T, SystemError>;
 
 /// A database's mode as the SQL proxy has it: the proxy's own type, so a new mode there is a
 /// compile error here rather than a string nobody matches.
-pub use sql_proxy::mode::Mode;
+pub use drivers::proxy::Mode;
 
 /// The proxy's view of one database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +94,8 @@ impl Route {
     }
 }
 
-/// The SQL proxy's admin API.
+/// The SQL proxy as the cutover engine uses it. Every `drivers::proxy::SqlProxy` is one (its
+/// errors become the old DC's `sql-proxy` [`SystemError`]s); the dry run records instead.
 pub trait ProxyControl: Send + Sync {
     fn route(&self, db: &str) -> SysResult<Route>;
     /// Holds new statements of `db` and returns once nothing runs on it.
@@ -90,13 +104,40 @@ pub trait ProxyControl: Send + Sync {
     fn resume(&self, db: &str, side: Option<&str>) -> SysResult<f64>;
 }
 
+impl<P: SqlProxy + ?Sized> ProxyControl for P {
+    fn route(&self, db: &str) -> SysResult<Route> {
+        let r = SqlProxy::route(self, db).map_err(SystemError::from_proxy)?;
+        Ok(Route {
+            side: r.side,
+            mode: r.mode,
+        })
+    }
+    fn pause(&self, db: &str) -> SysResult<()> {
+        SqlProxy::pause(self, db).map_err(SystemError::from_proxy)
+    }
+    fn resume(&self, db: &str, side: Option<&str>) -> SysResult<f64> {
+        SqlProxy::resume(self, db, side).map_err(SystemError::from_proxy)
+    }
+}
+
+/// Why the tunnel may not carry a site's traffic now.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// Its configuration could not be read: nothing was probed.
+    #[error("tunnel config: {0}")]
+    Config(#[from] tunnel::ConfigError),
+    /// The probes found it unfit; the tunnel's own reason (a peer that does not answer, loss).
+    #[error("{0}")]
+    Unhealthy(String),
+}
+
 /// Whether the tunnel is fit to carry a site's traffic.
 pub trait TunnelGate: Send + Sync {
-    /// `Ok(reason)` when healthy, `Err(reason)` when not.
-    fn check(&self) -> Result<String, String>;
+    /// `Ok(reason)` when healthy (what the probes saw), the reason not to use it otherwise.
+    fn check(&self) -> Result<String, TunnelError>;
     /// A cheap liveness confirmation right after a passing `check`, asked inside a freeze
     /// where every millisecond is downtime. Defaults to the full check.
-    fn confirm(&self) -> Result<String, String> {
+    fn confirm(&self) -> Result<String, TunnelError> {
         self.check()
     }
 }

@@ -9,8 +9,10 @@
 //! proxy that does not answer is exit 4, and `migrator wave run` refuses to start on a
 //! mismatch, printing the command that repairs it.
 
+use drivers::http::{HttpClient, Method};
+use drivers::proxy::ProxyError;
 use migrator::journal::{JournalStore, SiteState, SqliteJournal};
-use migrator::route_check::{store, AdminError};
+use migrator::route_check::store;
 use mysql_async::prelude::*;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -197,21 +199,23 @@ impl World {
 
     /// An admin API call with the token, straight to the proxy (as someone behind the
     /// migrator's back would do it).
-    fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
-        let (status, body) = migrator::real_systems::http(
-            self.admin,
-            method,
-            path,
-            &[("Authorization", &format!("Bearer {TOKEN}"))],
-            body,
-            Duration::from_secs(30),
+    fn admin(&self, method: Method, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        let mut r = HttpClient::for_addr(self.admin, Duration::from_secs(30))
+            .unwrap()
+            .request(method, path)
+            .header("Authorization", &format!("Bearer {TOKEN}"));
+        if let Some(b) = body {
+            r = r.body("application/json", b);
+        }
+        let a = r.send().unwrap();
+        (
+            a.status,
+            serde_json::from_slice(&a.body).unwrap_or_default(),
         )
-        .unwrap();
-        (status, serde_json::from_slice(&body).unwrap_or_default())
     }
 
     fn route(&self) -> (String, String, u64) {
-        let (code, v) = self.admin("GET", "/routes/shop_db", None);
+        let (code, v) = self.admin(Method::Get, "/routes/shop_db", None);
         assert_eq!(code, 200, "{v}");
         (
             v["side"].as_str().unwrap().to_string(),
@@ -298,7 +302,7 @@ fn a_route_changed_behind_the_migrators_back_is_found_and_repaired() {
 
     // Behind the migrator's back: the live site's database sent back to the old side.
     let (_, _, epoch0) = w.route();
-    let (code, v) = w.admin("PUT", "/routes/shop_db", Some(r#"{"side":"old"}"#));
+    let (code, v) = w.admin(Method::Put, "/routes/shop_db", Some(r#"{"side":"old"}"#));
     assert_eq!(code, 200, "{v}");
     w.write("astray");
     assert_eq!(
@@ -413,7 +417,7 @@ fn a_route_changed_behind_the_migrators_back_is_found_and_repaired() {
 #[test]
 fn paused_outside_a_freeze_is_reported_never_resumed_and_a_dead_proxy_is_not_confirmed() {
     let w = World::start();
-    let (code, v) = w.admin("POST", "/routes/shop_db/pause", Some("{}"));
+    let (code, v) = w.admin(Method::Post, "/routes/shop_db/pause", Some("{}"));
     assert_eq!(code, 200, "{v}");
     let out = w.migrator(&["routes", "check"]);
     let t = text(&out);
@@ -433,11 +437,11 @@ fn paused_outside_a_freeze_is_reported_never_resumed_and_a_dead_proxy_is_not_con
     let spec = migrator::site_spec::SpecFile::load(&w.sites).unwrap();
     let admin =
         migrator::real_systems::route_admin(&spec.sites[0].proxy, Duration::from_secs(10)).unwrap();
-    match admin.put_side("shop_db", "old") {
-        Err(AdminError::Refused { status: 409, .. }) => {}
+    match admin.set_side("shop_db", "old") {
+        Err(ProxyError::Refused { status: 409, .. }) => {}
         other => panic!("expected 409, got {other:?}"),
     }
-    let (code, v) = w.admin("POST", "/routes/shop_db/resume", Some("{}"));
+    let (code, v) = w.admin(Method::Post, "/routes/shop_db/resume", Some("{}"));
     assert_eq!(code, 200, "{v}");
     let out = w.migrator(&["routes", "check"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -487,7 +491,7 @@ fn wave_run_refuses_to_start_while_the_proxy_disagrees() {
     let mut listed: Vec<(&str, &[&str])> = names.iter().map(|n| (n.as_str(), &[][..])).collect();
     listed.push(("shop", &["shop_db"]));
     write_spec(&w.sites, d, w.admin, &listed);
-    let (code, v) = w.admin("PUT", "/routes/shop_db", Some(r#"{"side":"old"}"#));
+    let (code, v) = w.admin(Method::Put, "/routes/shop_db", Some(r#"{"side":"old"}"#));
     assert_eq!(code, 200, "{v}");
     let (_, _, epoch) = w.route();
 

@@ -1,5 +1,6 @@
 //! The lab's error type: which step failed, on which side, with the detail an operator needs.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Everything that can go wrong while building, probing or tearing down the lab.
@@ -68,6 +69,34 @@ pub enum LabError {
     /// The tunnel between the datacenters could not be brought up.
     #[error("tunnel between old-dc and new-dc: {0}")]
     Tunnel(String),
+    /// A TCP connection from inside a namespace failed (nothing listens, no route).
+    #[error("connect to {addr} from {namespace}: {source}")]
+    Connect {
+        namespace: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An HTTP exchange with a lab service failed: no answer, an error status, not the JSON
+    /// expected. It names the method and the URL.
+    #[error(transparent)]
+    Http(#[from] drivers::http::HttpError),
+    /// A daemon the lab started has exited; its log says why.
+    #[error("{service} (pid {pid}) exited: see {}", log.display())]
+    Exited {
+        service: String,
+        pid: i32,
+        log: PathBuf,
+    },
+    /// A supervised daemon has no running child yet.
+    #[error("{supervisor} has not started {service} yet")]
+    NotStarted {
+        supervisor: &'static str,
+        service: &'static str,
+    },
+    /// The lab was built without what the call needs.
+    #[error("the lab has no {0}")]
+    Missing(&'static str),
 }
 
 impl LabError {

@@ -173,8 +173,10 @@ pub fn kill_sql_proxy(st: &LabState, timeout: Duration) -> Result<(String, Windo
             .filter(|c| c.pid != victim.pid)
             .ok_or_else(|| "not restarted yet".to_string())?;
         new_pid = child.pid;
-        crate::topology::tcp_probe(&p.netns, p.listen)?;
-        crate::sql_proxy::admin_get(st, "/routes").map(|_| ())
+        crate::topology::tcp_probe(&p.netns, p.listen).map_err(|e| e.to_string())?;
+        crate::sql_proxy::admin_get(st, "/routes")
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     })
     .map_err(|detail| FaultError::NotBack {
         pid: victim.pid,

@@ -519,13 +519,13 @@ fn write_trees(st: &LabState, spec: &SiteSpec, pw: &BTreeMap<String, String>) ->
 }
 
 fn wait_tcp(dc: &DcState, service: &str, addr: SocketAddr) -> Result<()> {
-    process::wait_until(READY, || topology::tcp_probe(&dc.netns, addr)).map_err(|detail| {
+    process::wait_until(READY, || topology::tcp_probe(&dc.netns, addr)).map_err(|last| {
         LabError::NotReady {
             service: format!("{}/{service}", dc.side.label()),
             namespace: dc.netns.clone(),
             address: addr.to_string(),
             secs: READY.as_secs(),
-            detail,
+            detail: last.to_string(),
         }
     })
 }

@@ -16,6 +16,9 @@
 //!   backoff, start limit, child PID in a status file), like systemd in production.
 //! - [`status`]: `lab status` probes; [`inventory`]: planner-compatible inventory files.
 //! - [`traffic`]: the bounded traffic generator (runs in the `client` namespace).
+//!   Every HTTP request of the lab (the traffic, `lab status` probes, the proxy's admin API)
+//!   goes through `drivers::http`; a probe from a namespace makes its connection on a thread
+//!   that has joined it ([`topology::in_netns`]).
 //! - [`check`]: proves zero lost writes and counts failures from a traffic log.
 //! - [`faults`]: faults injected during a scenario (HAProxy maintenance, SQL server pause).
 //! - [`scenario`]: `scenario.toml` + `expect.toml`, `scenarios run <name>`.

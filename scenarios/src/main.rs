@@ -269,9 +269,7 @@ fn main() -> anyhow::Result<()> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            let summary = rt
-                .block_on(traffic::run(&st, &spec, &out))
-                .map_err(anyhow::Error::msg)?;
+            let summary = rt.block_on(traffic::run(&st, &spec, &out))?;
             println!("{}", serde_json::to_string(&summary)?);
         }
         Cmd::Probe { state_dir } => {

@@ -21,6 +21,10 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::topology::in_netns;
+use drivers::http::{HttpClient, Method};
+use drivers::proxy::Route;
+
 /// Service name of the proxy (the supervisor's child) in `lab status` and the supervisor's log.
 pub const SERVICE: &str = "old-dc/sql-proxy";
 /// Service name of its supervisor in `state.processes` and `lab status`.
@@ -145,23 +149,25 @@ pub fn start(st: &mut LabState) -> Result<()> {
     st.save()?;
     wait_until(Duration::from_secs(30), || {
         if !crate::process::alive(&supervisor) {
-            return Err(format!(
-                "its supervisor (pid {}) exited: see {}",
-                supervisor.pid,
-                dirs.logs.join("sql-proxy-supervisor.log").display()
-            ));
+            return Err(LabError::Exited {
+                service: SUPERVISOR.into(),
+                pid: supervisor.pid,
+                log: dirs.logs.join("sql-proxy-supervisor.log"),
+            });
         }
-        crate::supervise::current_child(&status_file)
-            .ok_or("the supervisor has not started it yet")?;
+        crate::supervise::current_child(&status_file).ok_or(LabError::NotStarted {
+            supervisor: SUPERVISOR,
+            service: SERVICE,
+        })?;
         crate::topology::tcp_probe(&p.netns, p.listen)?;
         admin_get(st, "/routes").map(|_| ())
     })
-    .map_err(|detail| LabError::NotReady {
+    .map_err(|last| LabError::NotReady {
         service: SERVICE.into(),
         namespace: p.netns.clone(),
         address: format!("{} (admin {})", p.listen, p.admin),
         secs: 30,
-        detail,
+        detail: last.to_string(),
     })
 }
 
@@ -180,50 +186,37 @@ pub fn current_child(st: &LabState) -> Option<crate::process::ProcRecord> {
     crate::supervise::current_child(f)
 }
 
-/// `GET path` on the proxy's admin API from inside old-dc's namespace; the body on 200.
-pub fn admin_get(st: &LabState, path: &str) -> std::result::Result<String, String> {
-    let p = st.sql_proxy.as_ref().ok_or("the lab has no sql-proxy")?;
+/// The client of the proxy's admin API (token read now) and the namespace to call it from.
+fn admin_client(st: &LabState) -> Result<(String, HttpClient)> {
+    let p = st
+        .sql_proxy
+        .as_ref()
+        .ok_or(LabError::Missing("sql-proxy"))?;
     let token = std::fs::read_to_string(&p.token_file)
-        .map_err(|e| format!("{}: {e}", p.token_file.display()))?;
-    let req = format!(
-        "GET {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        p.admin,
-        token.trim()
-    );
-    let addr = p.admin;
+        .map_err(LabError::io("reading the sql-proxy token", &p.token_file))?;
+    let client = HttpClient::for_addr(p.admin, Duration::from_secs(10))?
+        .with_secret_header("Authorization", &format!("Bearer {}", token.trim()));
+    Ok((p.netns.clone(), client))
+}
+
+/// `GET path` on the proxy's admin API from inside old-dc's namespace; the body of a 2xx
+/// answer, an error naming the status and the proxy's text otherwise.
+pub fn admin_get(st: &LabState, path: &str) -> Result<String> {
+    let (ns, client) = admin_client(st)?;
     let path = path.to_string();
-    crate::topology::in_netns(&p.netns, move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-            .map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
-        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-        let (status, body) = crate::traffic::parse_http_response(&buf)?;
-        if status == 200 {
-            Ok(body)
-        } else {
-            Err(format!("GET {path}: HTTP {status}: {}", body.trim()))
-        }
-    })
-    .map_err(|e| e.to_string())?
+    // The connection is made on the thread inside the namespace.
+    in_netns(&ns, move || {
+        Ok(client.request(Method::Get, &path).send_ok()?.text())
+    })?
 }
 
 /// Every database's side as the proxy routes it now.
-pub fn routes(st: &LabState) -> std::result::Result<BTreeMap<String, String>, String> {
-    let body = admin_get(st, "/routes")?;
-    let v: Vec<serde_json::Value> =
-        serde_json::from_str(&body).map_err(|e| format!("GET /routes: {e}"))?;
-    Ok(v.iter()
-        .filter_map(|r| {
-            Some((
-                r.get("database")?.as_str()?.to_string(),
-                r.get("side")?.as_str()?.to_string(),
-            ))
-        })
-        .collect())
+pub fn routes(st: &LabState) -> Result<BTreeMap<String, String>> {
+    let (ns, client) = admin_client(st)?;
+    let routes: Vec<Route> = in_netns(&ns, move || {
+        client.json(Method::Get, "/routes", None::<&()>)
+    })??;
+    Ok(routes.into_iter().map(|r| (r.database, r.side)).collect())
 }
 
 #[cfg(test)]

@@ -80,7 +80,7 @@ fn dc_lines(st: &LabState, dc: &DcState, out: &mut Vec<ServiceStatus>) {
         format!("{l}/mariadb"),
         &dc.netns,
         name,
-        topology::tcp_probe(&dc.netns, sql).map(|_| "accepts TCP".into()),
+        topology::tcp_probe(&dc.netns, sql).map(|_| "accepts TCP".to_string()),
     ));
     if let (Some(p), crate::state::Side::Old) = (&st.sql_proxy, dc.side) {
         let probe = topology::tcp_probe(&p.netns, p.listen)
@@ -121,13 +121,11 @@ fn dc_lines(st: &LabState, dc: &DcState, out: &mut Vec<ServiceStatus>) {
         format!("{l}/nginx"),
         &dc.netns,
         web.to_string(),
-        topology::http_get(&dc.netns, web, "health", "/healthz").and_then(|(code, _)| {
-            if code == 200 {
-                Ok("GET /healthz 200".into())
-            } else {
-                Err(format!("GET /healthz {code}"))
-            }
-        }),
+        match topology::http_get(&dc.netns, web, "health", "/healthz") {
+            Ok((200, _)) => Probe::Healthy("GET /healthz 200".into()),
+            Ok((code, _)) => Probe::Unhealthy(format!("GET /healthz {code}")),
+            Err(e) => Probe::Unhealthy(e.to_string()),
+        },
     ));
     let probe = haproxy_command(&dc.haproxy_admin_socket, "show info")
         .map_err(|e| format!("admin socket: {e}"))
@@ -137,7 +135,11 @@ fn dc_lines(st: &LabState, dc: &DcState, out: &mut Vec<ServiceStatus>) {
                 .map(|u| format!("runtime API ok, {}", u.trim()))
                 .ok_or_else(|| "admin socket gave no info".to_string())
         })
-        .and_then(|d| topology::tcp_probe(&dc.netns, SocketAddr::from((dc.vip, 80))).map(|_| d));
+        .and_then(|d| {
+            topology::tcp_probe(&dc.netns, SocketAddr::from((dc.vip, 80)))
+                .map(|_| d)
+                .map_err(|e| e.to_string())
+        });
     out.push(line(
         st,
         format!("{l}/haproxy"),
@@ -151,7 +153,7 @@ fn dc_lines(st: &LabState, dc: &DcState, out: &mut Vec<ServiceStatus>) {
         format!("{l}/sshd"),
         &dc.netns,
         ssh.to_string(),
-        topology::tcp_probe(&dc.netns, ssh).map(|_| "accepts TCP".into()),
+        topology::tcp_probe(&dc.netns, ssh).map(|_| "accepts TCP".to_string()),
     ));
 }
 
@@ -215,6 +217,7 @@ pub fn status(st: &LabState) -> Vec<ServiceStatus> {
         &st.dns.netns,
         format!("{dns} zone {}", st.zone),
         topology::tcp_probe(&st.dns.netns, dns)
+            .map_err(|e| e.to_string())
             .and_then(|_| crate::dns::zone_loaded(st).map_err(|e| e.to_string()))
             .map(|_| "zone loaded".to_string()),
     ));

@@ -236,34 +236,29 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 }
 
 /// TCP connect probe from inside a namespace.
-pub fn tcp_probe(ns: &str, addr: SocketAddr) -> std::result::Result<(), String> {
+pub fn tcp_probe(ns: &str, addr: SocketAddr) -> Result<()> {
+    let namespace = ns.to_string();
     in_netns(ns, move || {
         TcpStream::connect_timeout(&addr, Duration::from_millis(500))
             .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
-    .map_err(|e| e.to_string())?
+            .map_err(|source| LabError::Connect {
+                namespace,
+                addr,
+                source,
+            })
+    })?
 }
 
-/// One HTTP/1.0 GET from inside a namespace to an address, with a Host header; returns
-/// (status, body).
-pub fn http_get(
-    ns: &str,
-    addr: SocketAddr,
-    host: &str,
-    path: &str,
-) -> std::result::Result<(u16, String), String> {
-    let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+/// One HTTP GET from inside a namespace to an address, with a `Host` header (a virtual host
+/// of nginx or HAProxy); returns the status and the body, whatever the status.
+pub fn http_get(ns: &str, addr: SocketAddr, host: &str, path: &str) -> Result<(u16, String)> {
+    let (host, path) = (host.to_string(), path.to_string());
+    // The client is made and used on the thread inside the namespace: it connects from there.
     in_netns(ns, move || {
-        use std::io::{Read, Write};
-        let mut s =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
-        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-        crate::traffic::parse_http_response(&buf)
-    })
-    .map_err(|e| e.to_string())?
+        let answer = drivers::http::HttpClient::for_addr(addr, Duration::from_secs(10))?
+            .request(drivers::http::Method::Get, &path)
+            .header("Host", &host)
+            .send()?;
+        Ok((answer.status, answer.text()))
+    })?
 }

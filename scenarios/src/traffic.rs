@@ -3,6 +3,11 @@
 //! (→ VIP → HAProxy → nginx/php → MariaDB), and SQL reads and writes through the old DB
 //! hostname. Every request's result goes to a JSONL log; every acknowledged write carries its
 //! token, so `check` can prove that no acknowledged write was lost.
+//!
+//! HTTP goes through `drivers::http`, one client per site that keeps no connection: every
+//! request looks the name up and connects again, as a new visitor does, and takes 15 s at most.
+//! The blocking exchange runs on tokio's blocking pool; the workers stay async (SQL is
+//! `mysql_async`).
 
 use crate::sites::XorShift;
 use crate::state::LabState;
@@ -14,7 +19,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use drivers::http::{HttpClient, HttpError, Method};
+
+use crate::error::{LabError, Result};
 
 /// How much traffic, and which mix (weights).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -112,58 +120,56 @@ pub struct TrafficSummary {
     pub secs: f64,
 }
 
-/// Parses a raw HTTP/1.x response into (status, body).
-pub fn parse_http_response(buf: &[u8]) -> Result<(u16, String), String> {
-    let text = String::from_utf8_lossy(buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("truncated HTTP response ({} bytes)", buf.len()))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line: {}", head.lines().next().unwrap_or("")))?;
-    Ok((status, body.to_string()))
+/// How long one request may take, all told (a request past it is a failure in the log).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The HTTP client of one site, by its DNS name: every request resolves the name and connects
+/// again (no connection kept), as a new visitor does, so the traffic sees each DNS and
+/// load-balancer change the moment it is made.
+fn site_client(domain: &str) -> Result<HttpClient> {
+    Ok(HttpClient::new(&format!("http://{domain}"), REQUEST_TIMEOUT)?.without_keep_alive())
 }
 
+/// One request to a site's PHP app (through DNS → VIP → HAProxy → nginx/php); the status and
+/// the JSON object it answers with, whatever the status. The blocking exchange runs on
+/// tokio's blocking pool.
 async fn http(
-    host: &str,
-    method: &str,
+    client: &HttpClient,
+    method: Method,
     path: &str,
     body: &str,
-) -> Result<(u16, serde_json::Value), String> {
-    let addr = tokio::net::lookup_host((host, 80))
+) -> Result<(u16, serde_json::Value)> {
+    let mut req = client.request(method, path);
+    if method != Method::Get {
+        req = req.body("text/plain", body);
+    }
+    let answer = tokio::task::spawn_blocking(move || req.send())
         .await
-        .map_err(|e| format!("resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("resolve {host}: no address"))?;
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)
-        .await
-        .map_err(|e| format!("receive: {e}"))?;
-    let (status, body) = parse_http_response(&buf)?;
-    // Chunked bodies: the JSON object is the part between the first '{' and the last '}'.
-    let json = match (body.find('{'), body.rfind('}')) {
-        (Some(a), Some(b)) if b > a => serde_json::from_str(&body[a..=b])
-            .map_err(|e| format!("HTTP {status}: bad JSON: {e}"))?,
-        _ => return Err(format!("HTTP {status}: no JSON body: {}", body.trim())),
+        .map_err(|e| LabError::Internal(format!("HTTP request task: {e}")))??;
+    let status = answer.status;
+    let text = answer.text();
+    let bad = |message: String| {
+        LabError::Http(HttpError::Decode {
+            method,
+            url: client.url(path),
+            message: format!("HTTP {status}: {message}"),
+        })
+    };
+    // The app's answer is one JSON object; anything printed around it (a PHP notice) is
+    // ignored, as it always was.
+    let json = match (text.find('{'), text.rfind('}')) {
+        (Some(a), Some(b)) if b > a => {
+            serde_json::from_str(&text[a..=b]).map_err(|e| bad(format!("bad JSON: {e}")))?
+        }
+        _ => return Err(bad(format!("no JSON body: {}", text.trim()))),
     };
     Ok((status, json))
 }
 
 struct Site {
     login: String,
-    domain: String,
+    /// `http://{domain}`, a new connection per request.
+    http: HttpClient,
     db: String,
     user: String,
     pass: String,
@@ -184,31 +190,34 @@ struct Shared {
 }
 
 /// Runs the traffic against the lab described by `state`, logging to `log_path`.
-pub async fn run(
-    state: &LabState,
-    spec: &TrafficSpec,
-    log_path: &Path,
-) -> Result<TrafficSummary, String> {
-    let pw_data = std::fs::read(&state.site_secrets)
-        .map_err(|e| format!("{}: {e}", state.site_secrets.display()))?;
-    let passwords: BTreeMap<String, String> = serde_json::from_slice(&pw_data)
-        .map_err(|e| format!("{}: {e}", state.site_secrets.display()))?;
+pub async fn run(state: &LabState, spec: &TrafficSpec, log_path: &Path) -> Result<TrafficSummary> {
+    let pw_data = std::fs::read(&state.site_secrets).map_err(LabError::io(
+        "reading the site passwords",
+        &state.site_secrets,
+    ))?;
+    let passwords: BTreeMap<String, String> =
+        serde_json::from_slice(&pw_data).map_err(|e| LabError::Config {
+            path: state.site_secrets.clone(),
+            message: e.to_string(),
+        })?;
     let sites = state
         .sites
         .iter()
-        .map(|s| Site {
-            login: s.login.clone(),
-            domain: s.domain.clone(),
-            db: s.database.clone(),
-            user: s.db_user.clone(),
-            pass: passwords.get(&s.db_user).cloned().unwrap_or_default(),
+        .map(|s| {
+            Ok(Site {
+                login: s.login.clone(),
+                http: site_client(&s.domain)?,
+                db: s.database.clone(),
+                user: s.db_user.clone(),
+                pass: passwords.get(&s.db_user).cloned().unwrap_or_default(),
+            })
         })
-        .collect::<Vec<_>>();
+        .collect::<Result<Vec<_>>>()?;
     if sites.is_empty() {
-        return Err("the lab has no sites".into());
+        return Err(LabError::Missing("sites"));
     }
-    let file =
-        std::fs::File::create(log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let file = std::fs::File::create(log_path)
+        .map_err(LabError::io("creating the traffic log", log_path))?;
     let shared = Arc::new(Shared {
         sites,
         sql_host: state.old.sql_hostname.clone(),
@@ -233,14 +242,15 @@ pub async fn run(
         }
     }
     for t in tasks {
-        t.await.map_err(|e| format!("worker: {e}"))?;
+        t.await
+            .map_err(|e| LabError::Internal(format!("traffic worker: {e}")))?;
     }
     shared
         .log
         .lock()
         .expect("log lock")
         .flush()
-        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        .map_err(LabError::io("writing the traffic log", log_path))?;
     let mut summary = shared.summary.lock().expect("summary lock").clone();
     summary.secs = shared.start.elapsed().as_secs_f64();
     Ok(summary)
@@ -391,28 +401,30 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-type ReqResult = Result<(Option<u16>, Option<String>), (Option<u16>, String)>;
+/// A request's outcome for the log: (status, server) when it did what was asked, (status, what went
+/// wrong) otherwise.
+type ReqResult = std::result::Result<(Option<u16>, Option<String>), (Option<u16>, String)>;
 
 async fn request(sh: &Shared, idx: usize, op: Op, token: Option<&str>) -> ReqResult {
     let site = &sh.sites[idx];
     match op {
         Op::HttpRead | Op::HttpWrite | Op::HttpVerify => {
             let (method, path, body) = match op {
-                Op::HttpRead => ("GET", "/?op=read".to_string(), String::new()),
+                Op::HttpRead => (Method::Get, "/?op=read".to_string(), String::new()),
                 Op::HttpWrite => (
-                    "POST",
+                    Method::Post,
                     format!("/?op=write&token={}", token.unwrap_or("")),
                     format!("upload from the lab client for {}", site.login),
                 ),
                 _ => (
-                    "GET",
+                    Method::Get,
                     format!("/?op=get&token={}", token.unwrap_or("")),
                     String::new(),
                 ),
             };
-            let (status, json) = http(&site.domain, method, &path, &body)
+            let (status, json) = http(&site.http, method, &path, &body)
                 .await
-                .map_err(|e| (None, e))?;
+                .map_err(|e| (None, e.to_string()))?;
             let server = json["server"].as_str().map(str::to_string);
             if status != 200 || json["ok"] != serde_json::Value::Bool(true) {
                 return Err((Some(status), format!("HTTP {status}: {json}")));
@@ -461,14 +473,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_status_and_body() {
-        let (s, b) =
-            parse_http_response(b"HTTP/1.1 503 Service Unavailable\r\nA: b\r\n\r\n{}").unwrap();
-        assert_eq!((s, b.as_str()), (503, "{}"));
-        assert!(parse_http_response(b"HTTP/1.1 200").is_err());
-    }
-
-    #[test]
     fn op_mix_follows_weights() {
         let spec = TrafficSpec {
             http_read: 0,
@@ -514,19 +518,21 @@ pub async fn probe_sites(state: &LabState) -> Vec<SiteProbe> {
             error: None,
         };
         let steps = async {
-            let (st, j) = http(&s.domain, "GET", "/?op=read", "").await?;
+            let c = site_client(&s.domain)?;
+            let (st, j) = http(&c, Method::Get, "/?op=read", "").await?;
             p.read_ok = st == 200 && j["ok"] == true && j["site"] == s.login.as_str();
             p.server = j["server"].as_str().map(str::to_string);
             let path = format!("/?op=write&token={token}");
-            let (st, j) = http(&s.domain, "POST", &path, "probe").await?;
+            let (st, j) = http(&c, Method::Post, &path, "probe").await?;
             p.write_ok = st == 200 && j["ok"] == true;
             p.upload_path = j["file"].as_str().map(str::to_string);
-            let (st, j) = http(&s.domain, "GET", &format!("/?op=get&token={token}"), "").await?;
+            let path = format!("/?op=get&token={token}");
+            let (st, j) = http(&c, Method::Get, &path, "").await?;
             p.visible = st == 200 && j["found"] == true && j["file"] == true;
-            Ok::<(), String>(())
+            Ok::<(), LabError>(())
         };
         if let Err(e) = steps.await {
-            p.error = Some(e);
+            p.error = Some(e.to_string());
         }
         out.push(p);
     }

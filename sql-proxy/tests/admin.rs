@@ -6,34 +6,33 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
+use drivers::http::{HttpClient, Method};
 use mysql_async::prelude::*;
 use sql_proxy::admin::{router, AdminState};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// One admin API request (`drivers::http`, on tokio's blocking pool), with the token when
+/// given and `body` as JSON on a POST or PUT; (status, body) whatever the status.
 async fn http(
     addr: std::net::SocketAddr,
-    method: &str,
+    method: Method,
     path: &str,
     token: Option<&str>,
     body: &str,
 ) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let code = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
+    let mut req = HttpClient::for_addr(addr, std::time::Duration::from_secs(30))
+        .unwrap()
+        .request(method, path);
+    if let Some(t) = token {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    if method != Method::Get {
+        req = req.body("application/json", body);
+    }
+    let a = tokio::task::spawn_blocking(move || req.send())
+        .await
+        .unwrap()
+        .unwrap();
+    (a.status, a.text())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,9 +55,9 @@ async fn admin_api_needs_a_token_lists_switches_and_reports_metrics() {
     let server = tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
 
     for (m, path) in [
-        ("GET", "/routes"),
-        ("GET", "/metrics"),
-        ("POST", "/routes/shop/switch"),
+        (Method::Get, "/routes"),
+        (Method::Get, "/metrics"),
+        (Method::Post, "/routes/shop/switch"),
     ] {
         assert_eq!(http(admin, m, path, None, "").await.0, 401, "{m} {path}");
         assert_eq!(
@@ -75,19 +74,19 @@ async fn admin_api_needs_a_token_lists_switches_and_reports_metrics() {
     let v: Option<i32> = conn.query_first("SELECT id FROM t").await.unwrap();
     assert_eq!(v, Some(1));
 
-    let (code, body) = http(admin, "GET", "/routes", Some(token), "").await;
+    let (code, body) = http(admin, Method::Get, "/routes", Some(token), "").await;
     assert_eq!(code, 200);
     let routes: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(routes[0]["database"], "shop");
     assert_eq!(routes[0]["side"], "old");
     assert_eq!(routes[0]["sessions"], 1);
-    let (_, body) = http(admin, "GET", "/sessions", Some(token), "").await;
+    let (_, body) = http(admin, Method::Get, "/sessions", Some(token), "").await;
     let sessions: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(sessions[0]["user"], APP_USER);
 
     let (code, body) = http(
         admin,
-        "POST",
+        Method::Post,
         "/routes/shop/switch",
         Some(token),
         r#"{"to":"new"}"#,
@@ -102,7 +101,7 @@ async fn admin_api_needs_a_token_lists_switches_and_reports_metrics() {
 
     let (code, body) = http(
         admin,
-        "PUT",
+        Method::Put,
         "/routes/shop",
         Some(token),
         r#"{"mode":"read_only"}"#,
@@ -112,7 +111,7 @@ async fn admin_api_needs_a_token_lists_switches_and_reports_metrics() {
     assert!(conn.query_drop("DELETE FROM t").await.is_err());
     let (code, _) = http(
         admin,
-        "PUT",
+        Method::Put,
         "/routes/shop",
         Some(token),
         r#"{"side":"nowhere"}"#,
@@ -121,7 +120,7 @@ async fn admin_api_needs_a_token_lists_switches_and_reports_metrics() {
     assert_eq!(code, 400);
     let (code, _) = http(
         admin,
-        "POST",
+        Method::Post,
         "/routes/shop/switch",
         Some(token),
         r#"{"to":"nowhere"}"#,
@@ -129,7 +128,7 @@ async fn admin_api_needs_a_token_lists_switches_and_reports_metrics() {
     .await;
     assert_eq!(code, 409);
 
-    let (code, metrics) = http(admin, "GET", "/metrics", Some(token), "").await;
+    let (code, metrics) = http(admin, Method::Get, "/metrics", Some(token), "").await;
     assert_eq!(code, 200);
     assert!(
         metrics.contains("sqlproxy_queries_total{database=\"shop\",side=\"old\"} "),

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use common::daemon::{run, Setup};
 use common::*;
+use drivers::http::Method;
 
 /// The proxy's route of `db`: (side, mode, epoch).
 fn route(s: &Setup, db: &str) -> (String, String, u64) {
-    let (code, v) = s.admin("GET", &format!("/routes/{db}"), "");
+    let (code, v) = s.admin(Method::Get, &format!("/routes/{db}"), "");
     assert_eq!(code, 200, "{v}");
     (
         v["side"].as_str().unwrap().to_string(),
@@ -31,8 +32,8 @@ fn rows(db: &testkit::MariaDb, v: &str) -> String {
         .to_string()
 }
 
-/// Writes `v` through the proxy; Ok when the client saw success.
-fn write(s: &Setup, v: &str) -> Result<(), String> {
+/// Writes `v` through the proxy; Ok when the client saw success, the client's error otherwise.
+fn write(s: &Setup, v: &str) -> anyhow::Result<()> {
     let out = cli(
         s.addr(),
         APP_USER,
@@ -43,7 +44,7 @@ fn write(s: &Setup, v: &str) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        anyhow::bail!("{}", String::from_utf8_lossy(&out.stderr).trim())
     }
 }
 
@@ -72,7 +73,7 @@ fn a_proxy_killed_at_each_point_of_a_switch_comes_back_as_last_committed() {
     assert!(first > 0, "a database used by a client is stored");
 
     // 1. Killed right after the pause: comes back paused, on the old side.
-    let (code, v) = s.admin("POST", "/routes/shop/pause", "{}");
+    let (code, v) = s.admin(Method::Post, "/routes/shop/pause", "{}");
     assert_eq!(code, 200, "{v}");
     let paused = route(&s, "shop");
     assert_eq!((paused.0.as_str(), paused.1.as_str()), ("old", "paused"));
@@ -81,7 +82,7 @@ fn a_proxy_killed_at_each_point_of_a_switch_comes_back_as_last_committed() {
     let d = s.start();
     assert_eq!(route(&s, "shop"), paused);
     // A client is held, then refused: its write reaches neither side.
-    let e = write(&s, "while-paused").unwrap_err();
+    let e = write(&s, "while-paused").unwrap_err().to_string();
     assert!(e.contains("paused"), "{e}");
     assert_eq!(rows(&a, "while-paused"), "0");
     assert_eq!(rows(&b, "while-paused"), "0");
@@ -93,7 +94,7 @@ fn a_proxy_killed_at_each_point_of_a_switch_comes_back_as_last_committed() {
     assert_eq!(route(&s, "shop"), paused);
 
     // 3. Resumed on the new side, then killed: comes back on new, open.
-    let (code, v) = s.admin("POST", "/routes/shop/resume", r#"{"side":"new"}"#);
+    let (code, v) = s.admin(Method::Post, "/routes/shop/resume", r#"{"side":"new"}"#);
     assert_eq!(code, 200, "{v}");
     let resumed = route(&s, "shop");
     assert_eq!((resumed.0.as_str(), resumed.1.as_str()), ("new", "open"));
@@ -320,7 +321,7 @@ fn routes_tools_init_list_export_import() {
 
     // The proxy moves shop to new.
     let d = s.start();
-    let (code, v) = s.admin("POST", "/routes/shop/switch", r#"{"to":"new"}"#);
+    let (code, v) = s.admin(Method::Post, "/routes/shop/switch", r#"{"to":"new"}"#);
     assert_eq!(code, 200, "{v}");
     // list and export work while the proxy runs; import does not.
     let out = run(&["routes", "list", "--config", cfg]);
@@ -490,10 +491,10 @@ fn restart_under_sysbench_load_serves_every_database_from_its_stored_side() {
         })
         .collect();
     std::thread::sleep(Duration::from_secs(2));
-    let (code, v) = s.admin("POST", "/routes/sb2/pause", "{}");
+    let (code, v) = s.admin(Method::Post, "/routes/sb2/pause", "{}");
     assert_eq!(code, 200, "{v}");
     a.copy_database_to("sb2", &b).unwrap();
-    let (code, v) = s.admin("POST", "/routes/sb2/resume", r#"{"side":"new"}"#);
+    let (code, v) = s.admin(Method::Post, "/routes/sb2/resume", r#"{"side":"new"}"#);
     assert_eq!(code, 200, "{v}");
     let sb2_on_a = a.exec("CHECKSUM TABLE sb2.sbtest1, sb2.sbtest2").unwrap();
     std::thread::sleep(Duration::from_secs(1));

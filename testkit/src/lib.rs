@@ -10,11 +10,13 @@
 //! - [`knot`]: a private Knot DNS server ([`Knot`]) authoritative for one zone, TSIG updates only.
 //! - [`pdns`]: a private PowerDNS Authoritative server ([`Pdns`]) for one zone (SQLite backend),
 //!   with its HTTP API behind a generated key.
-//! - [`http`]: a tiny HTTP server ([`TinyHttp`]) answering one fixed body, for web-server stand-ins.
+//! - [`http`]: a tiny HTTP server ([`TinyHttp`]) answering one fixed body, for web-server
+//!   stand-ins, and a loopback HTTP client reading any answer whole (`ureq`, configured as
+//!   `drivers::http` is; not that crate, which dev-depends on this one).
 //! - [`haproxy`]: a private HAProxy ([`Haproxy`]) with one backend per site and its runtime API.
 //! - [`loopfs`]: a throw-away ext4 on a loop device over a private tmpfs, for benchmarks.
-//! - [`webdriver`]: a loopback HTTP client and a WebDriver session driving headless Chromium
-//!   through `chromedriver` ([`webdriver::Chromedriver`]), for the dashboard's browser tests.
+//! - [`webdriver`]: a WebDriver session driving headless Chromium through `chromedriver`
+//!   ([`webdriver::Chromedriver`]) over that client, for the dashboard's browser tests.
 //!
 //! Why a crate: the proxy, the migrator and the cross-crate tests all need the same real servers,
 //! started the same careful way (no fixed ports, no global pid files, no killing by name).

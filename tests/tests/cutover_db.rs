@@ -13,7 +13,7 @@ use migrator::cutover::rollback::rollback_site;
 use migrator::cutover::{Engine, EngineOptions};
 use migrator::dry_run::Recorder;
 use migrator::journal::{JournalStore, SiteState, SqliteJournal};
-use migrator::real_systems::{HttpProxy, LocalData};
+use migrator::real_systems::{self, LocalData};
 use migrator::site_spec::{Budget, HomeSpec, LbSpec, ProxySpec, SiteSpec};
 use migrator::systems::{DataMover, Direction, ProxyControl, SysResult, Systems};
 use mysql_async::prelude::*;
@@ -273,7 +273,7 @@ fn run(way: Way) {
         },
     };
     let jp = d.join("journal.sqlite");
-    let proxy = HttpProxy::new(&spec.proxy).unwrap();
+    let proxy = real_systems::proxy(&spec.proxy).unwrap();
     // HAProxy is simulated here (it has its own real test); the proxy and data are real.
     let rec = Recorder::for_site(&spec, false);
     let fake = rec.systems(&spec);
@@ -281,7 +281,7 @@ fn run(way: Way) {
         lb_old: fake.lb_old,
         lb_new: fake.lb_new,
         dns: None,
-        proxy: Arc::new(HttpProxy::new(&spec.proxy).unwrap()),
+        proxy: Arc::new(real_systems::proxy(&spec.proxy).unwrap()),
         tunnel: None,
         data: match way {
             Way::Tampered => Arc::new(Tampering {

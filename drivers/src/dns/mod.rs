@@ -239,31 +239,11 @@ pub(crate) fn validate_target(t: &Target<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Reads a secret file that must be readable by its owner only; `field` names it in errors
-/// (`dns.api_key_file`). The content is trimmed and never shown.
-pub(crate) fn read_secret_file(field: &str, path: &std::path::Path) -> Result<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let io = |e: std::io::Error| {
-        DnsError::Invalid(format!("{field} {}: cannot read it: {e}", path.display()))
-    };
-    let meta = std::fs::metadata(path).map_err(io)?;
-    let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(DnsError::Invalid(format!(
-            "{field} {}: mode {:o} is readable by others; chmod 600 it",
-            path.display(),
-            mode & 0o777
-        )));
+/// A secret file refused before anything was sent (bad configuration).
+impl From<crate::secret::SecretFileError> for DnsError {
+    fn from(e: crate::secret::SecretFileError) -> Self {
+        DnsError::Invalid(e.to_string())
     }
-    let text = std::fs::read_to_string(path).map_err(io)?;
-    let text = text.trim().to_string();
-    if text.is_empty() {
-        return Err(DnsError::Invalid(format!(
-            "{field} {}: the file is empty",
-            path.display()
-        )));
-    }
-    Ok(text)
 }
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ impl PowerDns {
     /// Checks `c` and reads the API key file (mode 0600); nothing is sent yet.
     pub fn new(c: &PowerDnsConfig) -> Result<Self> {
         c.validate()?;
-        let key = super::read_secret_file("dns.api_key_file", &c.api_key_file)?;
+        let key = crate::secret::read_secret_file("dns.api_key_file", &c.api_key_file)?;
         if key.contains(['\r', '\n']) {
             return Err(DnsError::Invalid(format!(
                 "dns.api_key_file {}: the key must be one line",

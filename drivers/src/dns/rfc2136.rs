@@ -140,22 +140,7 @@ impl TsigKey {
     /// (`id:`, `algorithm:`, `secret:` lines) or one `algorithm:name:secret` line. The file must
     /// not be readable by group or others.
     pub fn from_file(path: &Path) -> Result<Self> {
-        use std::os::unix::fs::PermissionsExt;
-        let io = |e: std::io::Error| {
-            DnsError::Invalid(format!(
-                "TSIG key file {}: cannot read it: {e}",
-                path.display()
-            ))
-        };
-        let meta = std::fs::metadata(path).map_err(io)?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(DnsError::Invalid(format!(
-                "TSIG key file {}: mode {:o} is readable by others; chmod 600 it",
-                path.display(),
-                meta.permissions().mode() & 0o777
-            )));
-        }
-        let text = std::fs::read_to_string(path).map_err(io)?;
+        let text = crate::secret::read_secret_file("TSIG key file", path)?;
         let field = |key: &str| {
             text.lines().find_map(|l| {
                 let l = l.trim().trim_start_matches("- ").trim();

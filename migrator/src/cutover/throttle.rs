@@ -71,7 +71,7 @@ pub fn decide(engine: &Engine<'_>) -> Result<Option<Reason>, CutoverError> {
     }
     if let Some(t) = &engine.sys.tunnel {
         if let Err(r) = t.check() {
-            return Ok(Some(Reason::Tunnel(r)));
+            return Ok(Some(Reason::Tunnel(r.to_string())));
         }
     }
     let site = &engine.spec.site;

@@ -1,11 +1,10 @@
 //! The repair: `PUT /routes/{db} {"side": expected}` for each repairable mismatch (see the
 //! module above for which ones), the site's journal facts and the route read again just before.
 
-use super::{
-    check, AdminError, AdminFactory, Freeze, Mismatch, RouteCheckError, RouteReport, SiteFacts,
-};
+use super::{check, AdminFactory, Freeze, Mismatch, RouteCheckError, RouteReport, SiteFacts};
 use crate::journal::{JournalStore, SiteState};
 use crate::site_spec::SiteSpec;
+use drivers::proxy::ProxyError;
 use serde::Serialize;
 
 /// What `reconcile` did (or, in a dry run, would do) for one mismatch.
@@ -142,7 +141,7 @@ pub(super) fn repair_one(
             })
         }
     };
-    let now = match a.get(&m.database) {
+    let now = match a.route(&m.database) {
         Ok(r) => r,
         Err(e) => {
             return Ok(Repair::Failed {
@@ -153,12 +152,12 @@ pub(super) fn repair_one(
     if now.side != m.proxy_side || now.mode != m.proxy_mode || now.epoch != m.epoch {
         return Ok(changed("the route"));
     }
-    Ok(match a.put_side(&m.database, &m.expected_side) {
+    Ok(match a.set_side(&m.database, &m.expected_side) {
         Ok(r) if r.side == m.expected_side => Repair::Changed { applied: true },
         Ok(r) => Repair::Failed {
             error: format!("the proxy answered side {} after the PUT", r.side),
         },
-        Err(AdminError::Refused {
+        Err(ProxyError::Refused {
             status: 409,
             message,
             ..

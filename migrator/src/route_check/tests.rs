@@ -5,10 +5,11 @@ use crate::site_spec::sample;
 use std::sync::{Arc, Mutex};
 
 /// An in-memory proxy admin API: routes by database, every call logged, `PUT` refused with 409
-/// on a paused database (as a proxy with a route store does), or unreachable.
+/// on a paused database (as a proxy with a route store does), or unreachable. The check and
+/// the repair never pause or resume: those calls are logged and do what a proxy does.
 #[derive(Clone, Default)]
 struct FakeProxy {
-    routes: Arc<Mutex<BTreeMap<String, ProxyRoute>>>,
+    routes: Arc<Mutex<BTreeMap<String, Route>>>,
     calls: Arc<Mutex<Vec<String>>>,
     down: bool,
 }
@@ -17,7 +18,7 @@ impl FakeProxy {
     fn set(&self, db: &str, side: &str, mode: &str) {
         self.routes.lock().unwrap().insert(
             db.into(),
-            ProxyRoute {
+            Route {
                 database: db.into(),
                 side: side.into(),
                 mode: serde_json::from_value(serde_json::Value::String(mode.into())).unwrap(),
@@ -34,15 +35,15 @@ impl FakeProxy {
     }
 }
 
-impl RouteAdmin for FakeProxy {
-    fn list(&self) -> Result<Vec<ProxyRoute>, AdminError> {
+impl SqlProxy for FakeProxy {
+    fn routes(&self) -> Result<Vec<Route>, ProxyError> {
         self.calls.lock().unwrap().push("GET /routes".into());
         if self.down {
-            return Err(AdminError::Unreachable("connection refused".into()));
+            return Err(ProxyError::Unreachable("connection refused".into()));
         }
         Ok(self.routes.lock().unwrap().values().cloned().collect())
     }
-    fn get(&self, db: &str) -> Result<ProxyRoute, AdminError> {
+    fn route(&self, db: &str) -> Result<Route, ProxyError> {
         self.calls.lock().unwrap().push(format!("GET /routes/{db}"));
         Ok(self
             .routes
@@ -50,7 +51,7 @@ impl RouteAdmin for FakeProxy {
             .unwrap()
             .get(db)
             .cloned()
-            .unwrap_or(ProxyRoute {
+            .unwrap_or(Route {
                 database: db.into(),
                 side: "old".into(),
                 mode: Mode::Open,
@@ -58,7 +59,7 @@ impl RouteAdmin for FakeProxy {
                 epoch: Some(0),
             }))
     }
-    fn put_side(&self, db: &str, side: &str) -> Result<ProxyRoute, AdminError> {
+    fn set_side(&self, db: &str, side: &str) -> Result<Route, ProxyError> {
         self.calls
             .lock()
             .unwrap()
@@ -66,7 +67,7 @@ impl RouteAdmin for FakeProxy {
         let mut m = self.routes.lock().unwrap();
         let r = m.get_mut(db).expect("known database");
         if r.paused() {
-            return Err(AdminError::Refused {
+            return Err(ProxyError::Refused {
                 call: format!("PUT /routes/{db}"),
                 status: 409,
                 message: format!("{db} is paused"),
@@ -76,11 +77,34 @@ impl RouteAdmin for FakeProxy {
         r.epoch = r.epoch.map(|e| e + 1);
         Ok(r.clone())
     }
+    fn pause(&self, db: &str) -> Result<(), ProxyError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("POST /routes/{db}/pause"));
+        let mut m = self.routes.lock().unwrap();
+        let r = m.get_mut(db).expect("known database");
+        r.mode = Mode::Paused;
+        Ok(())
+    }
+    fn resume(&self, db: &str, side: Option<&str>) -> Result<f64, ProxyError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("POST /routes/{db}/resume {side:?}"));
+        let mut m = self.routes.lock().unwrap();
+        let r = m.get_mut(db).expect("known database");
+        r.mode = Mode::Open;
+        if let Some(s) = side {
+            r.side = s.into();
+        }
+        Ok(0.0)
+    }
 }
 
-fn factory(p: &FakeProxy) -> impl Fn(&ProxySpec) -> Result<Box<dyn RouteAdmin>, AdminError> {
+fn factory(p: &FakeProxy) -> impl Fn(&ProxySpec) -> Result<Box<dyn SqlProxy>, ProxyError> {
     let p = p.clone();
-    move |_| Ok(Box::new(p.clone()) as Box<dyn RouteAdmin>)
+    move |_| Ok(Box::new(p.clone()) as Box<dyn SqlProxy>)
 }
 
 fn journal() -> (tempfile::TempDir, SqliteJournal) {

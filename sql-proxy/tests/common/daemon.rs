@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use drivers::http::{HttpClient, Method};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_sql-proxy");
 pub const TOKEN: &str = "daemon-test-token-0123456789";
 
@@ -185,33 +187,27 @@ impl Setup {
     }
 
     /// One admin API call; (status, JSON body).
-    pub fn admin(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    pub fn admin(&self, method: Method, path: &str, body: &str) -> (u16, serde_json::Value) {
         admin_call(self.admin, method, path, body)
     }
 }
 
-/// One HTTP/1.1 request to the admin API with the test token.
+/// One request to the admin API with the test token (`drivers::http`), `body` as JSON on a
+/// POST or PUT; the status and the JSON answer (a body that is not JSON as a JSON string).
 pub fn admin_call(
     addr: SocketAddr,
-    method: &str,
+    method: Method,
     path: &str,
     body: &str,
 ) -> (u16, serde_json::Value) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let code = out[9..12].parse().unwrap();
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    // axum answers small bodies unchunked with Connection: close.
-    let v = serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.to_string()));
-    (code, v)
+    let mut req = HttpClient::for_addr(addr, Duration::from_secs(30))
+        .unwrap()
+        .request(method, path)
+        .header("Authorization", &format!("Bearer {TOKEN}"));
+    if method != Method::Get {
+        req = req.body("application/json", body);
+    }
+    let a = req.send().unwrap();
+    let v = serde_json::from_slice(&a.body).unwrap_or(serde_json::Value::String(a.text()));
+    (a.status, v)
 }
