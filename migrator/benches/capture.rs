@@ -10,15 +10,16 @@
 //! table: the shape that could not be moved before, every delta pass re-copying the table).
 //! - bare: the bulk copy alone (`copy_database`, checksums included), no writer;
 //! - new: `follow::sync` (bulk copy at a snapshot position), `follow::sync` (catch-up), then
-//!   FREEZES freezes, each: 2 s of writes, the writer paused (as the proxy pauses), the
-//!   tail (`follow::tail`) and the new side pinned, the writer resumed; after the last one the
+//!   FREEZES freezes, each: the writer paused (as the proxy pauses), the tail
+//!   (`follow::tail`) and the new side pinned, the writer resumed, and before each freeze after
+//!   the first 2 s of writes and a catch-up (samples of the freeze); after the last one the
 //!   writer goes to the new side (the switch) and the old side is verified against the pin
 //!   (the verification after the switch, outside the freeze);
 //! - old: a full copy, delta passes until one moves at most 8 MiB (5 at most), then freezes
 //!   (2 at most; 1 above 1 GiB), each: the writer paused, a delta copy and a full verify.
 //!
-//! Time-to-live: from the start to the end of the last freeze. Without `--bench` it does
-//! nothing.
+//! Time-to-live: from the start to the end of the first freeze (a move freezes once; the
+//! later freezes are samples). Without `--bench` it does nothing.
 
 mod common;
 
@@ -234,9 +235,11 @@ async fn one_size(size: u64, freezes: usize, rate: u64) {
     );
     let mut frozen = Vec::new();
     let mut pinned = None;
+    let mut live_new = 0.0;
     for k in 0..freezes {
-        tokio::time::sleep(Duration::from_secs(2)).await;
         if k > 0 {
+            // Another freeze sample: 2 s of writes, a catch-up, the freeze.
+            tokio::time::sleep(Duration::from_secs(2)).await;
             follow::sync(&src, &dst, &db, j.clone(), 2).await.unwrap();
         }
         writer.pause().await;
@@ -251,8 +254,11 @@ async fn one_size(size: u64, freezes: usize, rate: u64) {
             drop(pin);
         }
         writer.resume();
+        if k == 0 {
+            // A move freezes once: live from here (the other freezes are samples).
+            live_new = t0.elapsed().as_secs_f64();
+        }
     }
-    let live_new = t0.elapsed().as_secs_f64();
     let v = Instant::now();
     let mut old_conn = Conn::new(src.clone()).await.unwrap();
     old_conn
@@ -310,8 +316,11 @@ async fn one_size(size: u64, freezes: usize, rate: u64) {
     }
     let old_freezes = if size > 1024 { 1 } else { 2 };
     let mut frozen_old = Vec::new();
-    for _ in 0..old_freezes {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut live_old = 0.0;
+    for k in 0..old_freezes {
+        if k > 0 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
         writer.pause().await;
         let f = Instant::now();
         copy_database(&src, &dst, &db, j.clone(), &delta_opts)
@@ -321,8 +330,10 @@ async fn one_size(size: u64, freezes: usize, rate: u64) {
         assert!(d.is_empty(), "{d:?}");
         frozen_old.push(f.elapsed().as_secs_f64());
         writer.resume();
+        if k == 0 {
+            live_old = t0.elapsed().as_secs_f64();
+        }
     }
-    let live_old = t0.elapsed().as_secs_f64();
     writer.stop.store(true, Ordering::SeqCst);
     task.await.unwrap();
     let (o50, olo, ohi) = stats(&frozen_old);
