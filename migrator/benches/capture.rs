@@ -270,6 +270,11 @@ async fn one_size(size: u64, freezes: usize, rate: u64) {
         .unwrap();
     let post_verify = v.elapsed().as_secs_f64();
     assert!(diffs.is_empty(), "after the switch: {diffs:?}");
+    // The pin's snapshot holds metadata locks: release it before the destination is dropped.
+    if let Some(p) = pinned.take() {
+        p.disconnect().await.unwrap();
+    }
+    old_conn.disconnect().await.unwrap();
     let (p50, lo, hi) = stats(&frozen);
     let mut sorted = frozen.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
