@@ -230,8 +230,9 @@ async fn one_size(size: u64, freezes: usize, rate: u64) {
     let first = follow::sync(&src, &dst, &db, j.clone(), 2).await.unwrap();
     let catch = follow::sync(&src, &dst, &db, j.clone(), 2).await.unwrap();
     println!(
-        "[{size} MiB] new: bulk copy {:.2} s, catch-up {:.3} s ({} rows applied)",
-        first.seconds, catch.seconds, catch.rows_applied
+        "[{size} MiB] new: bulk copy and the changes made meanwhile {:.2} s ({} rows applied), \
+         a catch-up right after {:.3} s ({} rows applied)",
+        first.seconds, first.rows_applied, catch.seconds, catch.rows_applied
     );
     let mut frozen = Vec::new();
     let mut pinned = None;
