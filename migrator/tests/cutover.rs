@@ -87,6 +87,24 @@ fn spec(
     }
 }
 
+/// Real HAProxy and real file copies; no database, so the proxy (recorded) is never called.
+fn file_systems(
+    spec: &SiteSpec,
+    old_hp: &HaproxyServer,
+    new_hp: &HaproxyServer,
+    jp: &std::path::Path,
+) -> Systems {
+    let rec = Recorder::for_site(spec, false);
+    Systems {
+        lb_old: Arc::new(Haproxy::new(old_hp.socket())),
+        lb_new: Arc::new(Haproxy::new(new_hp.socket())),
+        dns: None,
+        proxy: rec.systems(spec).proxy,
+        tunnel: None,
+        data: Arc::new(LocalData::new(jp)),
+    }
+}
+
 #[test]
 fn site_moves_through_real_haproxy_and_rolls_back_with_new_side_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -104,16 +122,7 @@ fn site_moves_through_real_haproxy_and_rolls_back_with_new_side_writes() {
     std::fs::write(home.old.join("www/uploads/a.txt"), "first upload").unwrap();
 
     let jp = d.join("journal.sqlite");
-    // Real HAProxy and real file copies; no database, so the proxy is never called.
-    let rec = Recorder::for_site(&spec, false);
-    let sys = Systems {
-        lb_old: Arc::new(Haproxy::new(old_hp.socket())),
-        lb_new: Arc::new(Haproxy::new(new_hp.socket())),
-        dns: None,
-        proxy: rec.systems(&spec).proxy,
-        tunnel: None,
-        data: Arc::new(LocalData::new(&jp)),
-    };
+    let sys = file_systems(&spec, &old_hp, &new_hp, &jp);
     let opts = EngineOptions::default();
     let mut j = SqliteJournal::open(&jp).unwrap();
     let report = Engine::new(&spec, &sys, &mut j, &opts).migrate().unwrap();
@@ -314,19 +323,10 @@ fn a_watched_home_moves_through_its_feed_and_is_compared_after_the_switch() {
     // Two passes before the freeze: the first walks and caches, the second uses the feed.
     spec.budget.max_delta_bytes = 0;
     spec.budget.max_sync_passes = 2;
-    // Written between the passes' checkpoints: the feed names it.
     std::fs::write(home.old.join("www/uploads/late.txt"), "late upload").unwrap();
 
     let jp = d.join("journal.sqlite");
-    let rec = Recorder::for_site(&spec, false);
-    let sys = Systems {
-        lb_old: Arc::new(Haproxy::new(old_hp.socket())),
-        lb_new: Arc::new(Haproxy::new(new_hp.socket())),
-        dns: None,
-        proxy: rec.systems(&spec).proxy,
-        tunnel: None,
-        data: Arc::new(LocalData::new(&jp)),
-    };
+    let sys = file_systems(&spec, &old_hp, &new_hp, &jp);
     let opts = EngineOptions::default();
     let mut j = SqliteJournal::open(&jp).unwrap();
     let report = Engine::new(&spec, &sys, &mut j, &opts).migrate().unwrap();
