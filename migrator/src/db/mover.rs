@@ -102,20 +102,9 @@ impl DbMover {
                 // The new side is the source now: a later move starts its capture afresh.
                 capture::clear_state(&j, db).map_err(err)?;
             }
-            let opts = CopyOptions {
-                threads: THREADS,
-                delta,
-                ..Default::default()
-            };
-            let r = rt
-                .block_on(copy::copy_database(&src, &dst, db, j.clone(), &opts))
+            bytes += rt
+                .block_on(copy_old_way(&src, &dst, db, &j, delta))
                 .map_err(err)?;
-            bytes += r
-                .tables
-                .iter()
-                .filter(|t| t.copied)
-                .map(|t| t.bytes)
-                .sum::<u64>();
         }
         Ok(bytes)
     }
@@ -217,12 +206,10 @@ impl DbMover {
                 self.tailed.lock().expect("tailed lock").insert(db.clone());
                 bytes += r.bytes;
             } else {
-                bytes += self.copy(
-                    (src.clone(), dst.clone()),
-                    std::slice::from_ref(db),
-                    Direction::Forward,
-                    true,
-                )?;
+                // Not followed (copied the old way before): the changed tables copied again.
+                bytes += rt
+                    .block_on(copy_old_way(&src, &dst, db, &j, true))
+                    .map_err(err)?;
             }
         }
         Ok(bytes)
@@ -292,6 +279,23 @@ impl DbMover {
         }
         Ok(diffs)
     }
+}
+
+/// A copy of `db` (`delta`: only the tables whose checksums differ); the bytes copied.
+async fn copy_old_way(
+    src: &Opts,
+    dst: &Opts,
+    db: &str,
+    j: &Journal,
+    delta: bool,
+) -> crate::db::schema::Result<u64> {
+    let opts = CopyOptions {
+        threads: THREADS,
+        delta,
+        ..Default::default()
+    };
+    let r = copy::copy_database(src, dst, db, j.clone(), &opts).await?;
+    Ok(r.tables.iter().filter(|t| t.copied).map(|t| t.bytes).sum())
 }
 
 /// (database, table, bytes) of every base table of `dbs` on `src` (`DATA_LENGTH`).
