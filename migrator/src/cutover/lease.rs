@@ -10,6 +10,9 @@
 //!   leases that expired, or whose owner process on this host is gone, and recovers those
 //!   sites the same way: unfreeze on the side that owns the data.
 //!
+//! The owner is named by host, PID, the host's boot id and the process's start time, so neither
+//! a reboot nor a PID reused by another process keeps a dead owner's lease alive.
+//!
 //! Two migrators never act on one site: on the owner's host a live owner is never preempted;
 //! from another host only an expired lease is taken over (so `--lease` must exceed the
 //! longest phase of a freeze: the lease is renewed at every phase). Taking, renewing and
@@ -31,6 +34,31 @@ pub struct Lease {
     pub pid: u32,
     pub taken_ms: i64,
     pub expires_ms: i64,
+    /// The owner host's boot (`/proc/sys/kernel/random/boot_id`): after a reboot the PID means
+    /// nothing. Absent in leases written before it was recorded.
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    /// The owner process's start time (clock ticks since boot, `/proc/<pid>/stat` field 22): a
+    /// PID reused by another process does not keep the lease alive.
+    #[serde(default)]
+    pub started: Option<u64>,
+}
+
+/// This host's boot id, if the kernel tells.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// When process `pid` started (clock ticks since boot), if it exists.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`: comm may hold spaces and parentheses; fields restart after
+    // the last ')'. starttime is field 22, the 20th after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// This host's name (leases name their owner host so a PID is only checked where it lives).
@@ -51,9 +79,26 @@ impl Lease {
     /// a dead one frees the site at once. An owner on another host is judged by the expiry.
     pub fn expired(&self, now_ms: i64) -> bool {
         if self.host == hostname() {
-            !process_alive(self.pid)
+            !self.owner_alive()
         } else {
             now_ms >= self.expires_ms
+        }
+    }
+
+    /// Whether the owning process (on this host) still runs: the same boot, the PID alive and,
+    /// when recorded, started when the owner did (a reused PID is another process).
+    fn owner_alive(&self) -> bool {
+        if let (Some(theirs), Some(ours)) = (&self.boot_id, boot_id()) {
+            if *theirs != ours {
+                return false; // rebooted since
+            }
+        }
+        if !process_alive(self.pid) {
+            return false;
+        }
+        match (self.started, start_time(self.pid)) {
+            (Some(then), Some(now)) => then == now,
+            _ => true,
         }
     }
 }
@@ -70,7 +115,7 @@ fn process_alive(pid: u32) -> bool {
 impl Lease {
     /// Whether this process owns the lease.
     pub fn is_ours(&self) -> bool {
-        self.pid == std::process::id() && self.host == hostname()
+        self.pid == std::process::id() && self.host == hostname() && self.owner_alive()
     }
 }
 
@@ -118,6 +163,8 @@ pub fn take(journal: &mut dyn JournalStore, site: &str, ttl: Duration) -> Result
         pid: std::process::id(),
         taken_ms: now,
         expires_ms: now + ttl.as_millis() as i64,
+        boot_id: boot_id(),
+        started: start_time(std::process::id()),
     };
     let json = serde_json::to_string(&lease).expect("lease serializes");
     if !checkpoints::swap(
@@ -208,6 +255,26 @@ mod tests {
             "there the expiry decides"
         );
         assert_eq!(all(&j).unwrap().len(), 1);
+        // Our own PID, but another boot or another start time: not us any more (a reboot, a
+        // reused PID), so the site is free.
+        assert!(l.boot_id.is_some() && l.started.is_some(), "{l:?}");
+        let rebooted = Lease {
+            boot_id: Some("00000000-0000-0000-0000-000000000000".into()),
+            ..l.clone()
+        };
+        assert!(rebooted.expired(now_ms()) && !rebooted.is_ours());
+        let reused = Lease {
+            started: l.started.map(|t| t + 1),
+            ..l.clone()
+        };
+        assert!(reused.expired(now_ms()) && !reused.is_ours());
+        // A lease written before these were recorded still reads, judged by the PID.
+        let old: Lease = serde_json::from_str(&format!(
+            r#"{{"host":"{}","pid":{},"taken_ms":1,"expires_ms":2}}"#,
+            l.host, l.pid
+        ))
+        .unwrap();
+        assert!(!old.expired(now_ms()));
         release(&mut j, "a").unwrap();
         assert!(get(&j, "a").unwrap().is_none());
         assert!(all(&j).unwrap().is_empty());

@@ -282,6 +282,8 @@ fn lease_of_another_live_migrator(path: &Path, site: &str) -> String {
         pid: 1,
         taken_ms: 0,
         expires_ms: 0,
+        boot_id: None,
+        started: None,
     };
     let json = serde_json::to_string(&l).unwrap();
     checkpoints::put(&mut j, site, Checkpoint::Lease, &json).unwrap();

@@ -298,6 +298,8 @@ fn reconcile_sets_the_journal_side_skips_paused_and_frozen_and_dry_run_changes_n
         pid: i32::MAX as u32,
         taken_ms: 0,
         expires_ms: 1,
+        boot_id: None,
+        started: None,
     };
     j.put_checkpoint_raw(
         SCOPE,
