@@ -5,9 +5,9 @@
 //! per pipeline stage inside, named by its role. The `migrator` binary (`src/main.rs`) wires
 //! the command-line groups in `src/cmd/`.
 //!
-//! - [`journal`]: the durable journal (SQLite, WAL) behind the [`journal::JournalStore`] trait:
-//!   plan reference, per-site state, steps recorded before and after they run, checkpoints of
-//!   committed progress.
+//! - [`journal`]: the durable journal behind the [`journal::JournalStore`] trait (SQLite, WAL,
+//!   by default; or a shared MariaDB database): plan reference, per-site state, steps recorded
+//!   before and after they run, checkpoints of committed progress.
 //! - [`files`]: a home's files, walked, compared and copied (local or over SSH), and the
 //!   change feed that lets a pass skip the walk.
 //! - [`db`]: a database's copy (`mysql_async`): schema, the row stream, deferred indexes,

@@ -11,7 +11,7 @@ use migrator::cutover::checkpoints::{self, Checkpoint};
 use migrator::cutover::rollback::rollback_site;
 use migrator::cutover::{Engine, EngineOptions, SiteReport};
 use migrator::dry_run::Recorder;
-use migrator::journal::{JournalStore, SqliteJournal};
+use migrator::journal::{open_journal, JournalLocation, JournalStore, SqliteJournal};
 use migrator::real_systems;
 use migrator::site_spec::{SiteSpec, SpecFile};
 use migrator::systems::{SysResult, Systems};
@@ -81,7 +81,8 @@ pub enum SiteCmd {
     /// A site's timeline from the journal: each phase, when, how long, bytes, errors.
     Show {
         site: String,
-        #[arg(long, value_name = "FILE")]
+        /// The journal: its file (SQLite), or mysql://user@host:port/db?password_file=PATH.
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
     },
 }
@@ -225,6 +226,7 @@ fn print_report(r: &SiteReport, json: bool) -> anyhow::Result<()> {
 pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
     match command {
         CutoverCommand::Site(SiteCmd::Migrate { site, common }) => {
+            JournalLocation::sqlite_only(&common.journal, "site migrate")?;
             let specs = SpecFile::load(&common.sites)?;
             let spec = specs.site(&site)?;
             let scratch = tempfile::tempdir()?;
@@ -239,6 +241,7 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         CutoverCommand::Rollback { site, common } => {
+            JournalLocation::sqlite_only(&common.journal, "rollback")?;
             let specs = SpecFile::load(&common.sites)?;
             let spec = specs.site(&site)?;
             let scratch = tempfile::tempdir()?;
@@ -267,13 +270,19 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             journal,
             dry_run,
             json,
-        } => finalize::run(site, wave, plan, &sites, &journal, dry_run, json),
+        } => {
+            JournalLocation::sqlite_only(&journal, "finalize")?;
+            finalize::run(site, wave, plan, &sites, &journal, dry_run, json)
+        }
         CutoverCommand::LeaseWatch {
             sites,
             journal,
             once,
             interval,
-        } => finalize::lease_watch(&sites, &journal, once, interval),
+        } => {
+            JournalLocation::sqlite_only(&journal, "lease-watch")?;
+            finalize::lease_watch(&sites, &journal, once, interval)
+        }
         CutoverCommand::Site(SiteCmd::Show { site, journal }) => show(&site, &journal),
         CutoverCommand::Site(SiteCmd::SpecsFromLab {
             state,
@@ -306,7 +315,10 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             println!("{} site(s) written to {}", f.sites.len(), out.display());
             Ok(0)
         }
-        CutoverCommand::Status { journal, sites } => status(&journal, sites.as_deref()),
+        CutoverCommand::Status { journal, sites } => {
+            JournalLocation::sqlite_only(&journal, "status")?;
+            status(&journal, sites.as_deref())
+        }
     }
 }
 
@@ -318,9 +330,13 @@ fn open_existing(journal: &Path) -> anyhow::Result<SqliteJournal> {
 }
 
 fn show(site: &str, journal: &Path) -> anyhow::Result<i32> {
-    let j = open_existing(journal)?;
+    let journal = JournalLocation::parse(journal)?;
+    if !journal.may_exist() {
+        bail!("journal {journal} does not exist");
+    }
+    let j = open_journal(&journal)?;
     let Some(state) = j.site_state(site)? else {
-        bail!("site {site} is not in journal {}", journal.display());
+        bail!("site {site} is not in journal {journal}");
     };
     println!("{site}: {}", state.as_str());
     let steps = j.steps(site)?;
@@ -339,10 +355,10 @@ fn show(site: &str, journal: &Path) -> anyhow::Result<i32> {
             s.error.map(|e| format!("  error: {e}")).unwrap_or_default()
         );
     }
-    if let Some(f) = checkpoints::get(&j, site, Checkpoint::FreezeMs)? {
+    if let Some(f) = checkpoints::get(&*j, site, Checkpoint::FreezeMs)? {
         println!("  write-unavailability {f} ms");
     }
-    if let Some(l) = migrator::cutover::lease::get(&j, site)? {
+    if let Some(l) = migrator::cutover::lease::get(&*j, site)? {
         println!(
             "  FROZEN under a lease of pid {} on {} until {} (`migrator lease-watch` recovers it once expired)",
             l.pid,

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use migrator::db::copy::{self, CopyOptions};
 use migrator::db::follow;
 use migrator::db::rows::LoadMethod;
-use migrator::journal::{JournalStore, SqliteJournal};
+use migrator::journal::{open_journal, JournalLocation, JournalStore};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -98,8 +98,9 @@ pub enum DbCommand {
         db: String,
         #[command(flatten)]
         sides: DbSides,
-        /// The journal file (SQLite); created if missing.
-        #[arg(long, value_name = "FILE")]
+        /// The journal: its file (SQLite), or mysql://user@host:port/db?password_file=PATH
+        /// (MariaDB; the password file must be mode 0600). Created if missing.
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// Re-copy only tables whose checksum differs between the sides.
         #[arg(long)]
@@ -137,8 +138,9 @@ pub enum DbCommand {
         db: String,
         #[command(flatten)]
         sides: DbSides,
-        /// The journal file (SQLite); created if missing. It holds the capture's position.
-        #[arg(long, value_name = "FILE")]
+        /// The journal (file or mysql:// URL, as for copy-db); created if missing. It holds the
+        /// capture's position.
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// Tables copied in parallel (first copy and re-copies).
         #[arg(long, default_value_t = 4)]
@@ -162,8 +164,9 @@ pub enum DbCommand {
         dbs: Vec<String>,
         #[command(flatten)]
         sides: DbSides,
-        /// The journal file: the verification is recorded as a step.
-        #[arg(long, value_name = "FILE")]
+        /// The journal (file or mysql:// URL, as for copy-db): the verification is recorded as
+        /// a step.
+        #[arg(long, value_name = "FILE|URL")]
         journal: Option<PathBuf>,
         /// Print a JSON summary on stdout.
         #[arg(long)]
@@ -191,7 +194,7 @@ pub fn run(command: DbCommand) -> anyhow::Result<i32> {
             json,
         } => {
             let (src, dst) = sides.urls()?;
-            let j = SqliteJournal::open(&journal)?;
+            let j = open_journal(&JournalLocation::parse(&journal)?)?;
             let j: Arc<Mutex<dyn JournalStore + Send>> = Arc::new(Mutex::new(j));
             let step = if dry_run {
                 None
@@ -269,7 +272,7 @@ pub fn run(command: DbCommand) -> anyhow::Result<i32> {
             if let Some(why) = rt.block_on(follow::capturable(&src))? {
                 bail!("follow-db {db}: the source's changes cannot be captured: {why}");
             }
-            let j = SqliteJournal::open(&journal)?;
+            let j = open_journal(&JournalLocation::parse(&journal)?)?;
             let j: Arc<Mutex<dyn JournalStore + Send>> = Arc::new(Mutex::new(j));
             let step_name = if tail { "follow-db-tail" } else { "follow-db" };
             let step = j.lock().expect("journal").begin_step(&db, step_name)?;
@@ -338,7 +341,7 @@ pub fn run(command: DbCommand) -> anyhow::Result<i32> {
                 bail!("nothing to verify: give --src/--dst for files and/or --db NAME");
             }
             if let Some(path) = journal {
-                let mut j = SqliteJournal::open(&path)?;
+                let mut j = open_journal(&JournalLocation::parse(&path)?)?;
                 let id = j.begin_step(&site, "verify")?;
                 if differences.is_empty() {
                     j.finish_step(id, &migrator::journal::StepOutcome::default())?;

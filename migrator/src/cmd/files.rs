@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use migrator::files::remote::{SshDestination, SshOptions, SshTarget};
 use migrator::files::sync::{self, Destination, LocalDestination, PassOptions};
-use migrator::journal::SqliteJournal;
+use migrator::journal::{open_journal, JournalLocation};
 use std::path::PathBuf;
 
 /// Both sides of a site's home.
@@ -81,8 +81,9 @@ pub enum FilesCommand {
         site: String,
         #[command(flatten)]
         sides: FileSides,
-        /// The journal file (SQLite); created if missing.
-        #[arg(long, value_name = "FILE")]
+        /// The journal: its file (SQLite), or mysql://user@host:port/db?password_file=PATH
+        /// (MariaDB; the password file must be mode 0600). Created if missing.
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// Print what would be copied (files, bytes), change nothing.
         #[arg(long)]
@@ -141,7 +142,7 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
         } => {
             let src = sides.src()?;
             let mut dst = sides.destination()?;
-            let mut journal = SqliteJournal::open(&journal)?;
+            let mut journal = open_journal(&JournalLocation::parse(&journal)?)?;
             let reporter = Reporter::new("files", json);
             let progress = |p: sync::Progress| {
                 reporter.update(p.files_done, p.files_total, p.bytes_done, p.bytes_total)
@@ -159,7 +160,7 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
                 timeout: migrator::files::feed::DEFAULT_TIMEOUT,
             });
             let report = sync::run_pass_journaled_with_feed(
-                &mut journal,
+                journal.as_mut(),
                 &site,
                 &src,
                 dst.as_mut(),

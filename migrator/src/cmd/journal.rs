@@ -1,15 +1,16 @@
 //! `migrator journal show`: what the journal knows, for an operator at 3 a.m.
 
 use clap::Subcommand;
-use migrator::journal::{JournalStore, SqliteJournal};
+use migrator::journal::{open_journal, JournalLocation};
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
 pub enum JournalCommand {
     /// Show sites and their states, or one site's steps (phase, status, duration, bytes, error).
     Journal {
-        /// The journal file.
-        #[arg(long, value_name = "FILE")]
+        /// The journal: its file (SQLite), or mysql://user@host:port/db?password_file=PATH
+        /// (MariaDB; the password file must be mode 0600).
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// Show this site's steps (default: every site's state).
         site: Option<String>,
@@ -25,10 +26,11 @@ pub fn run(command: JournalCommand) -> anyhow::Result<i32> {
         site,
         json,
     } = command;
-    if !journal.exists() {
-        anyhow::bail!("journal {} does not exist", journal.display());
+    let journal = JournalLocation::parse(&journal)?;
+    if !journal.may_exist() {
+        anyhow::bail!("journal {journal} does not exist");
     }
-    let j = SqliteJournal::open(&journal)?;
+    let j = open_journal(&journal)?;
     match site {
         None => {
             let sites = j.sites()?;

@@ -160,6 +160,7 @@ pub fn run(c: RoutesCommand) -> anyhow::Result<i32> {
 }
 
 fn open_journal(journal: &Path) -> anyhow::Result<SqliteJournal> {
+    migrator::journal::JournalLocation::sqlite_only(journal, "routes")?;
     if !journal.exists() {
         bail!("journal {} does not exist", journal.display());
     }

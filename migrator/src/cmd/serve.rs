@@ -38,6 +38,8 @@ pub fn run(command: ServeCommand) -> anyhow::Result<i32> {
         plan,
         sites,
     } = command;
+    // The dashboard reads and indexes the journal file with SQLite (`serve/`).
+    migrator::journal::JournalLocation::sqlite_only(&journal, "serve")?;
     let token_file = token_file.unwrap_or_else(|| {
         let mut p = journal.clone().into_os_string();
         p.push(".dashboard-token");

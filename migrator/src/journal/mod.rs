@@ -9,20 +9,41 @@
 //!   up to primary key 41200"), written only after the side effect they describe committed.
 //!   Resume reads exactly those, never live state.
 //!
-//! Storage sits behind [`JournalStore`] (this file: the trait and the types that cross it);
-//! [`SqliteJournal`] (`sqlite.rs`: one file, WAL) is the embedded default. A shared MariaDB journal for many workers can implement the same trait later.
+//! Layout:
+//! - this file: the [`JournalStore`] trait, the types that cross it and [`JournalError`];
+//! - `sqlite.rs`: [`SqliteJournal`], one file in WAL mode, the embedded default;
+//! - `mariadb.rs`: [`MariaDbJournal`], InnoDB tables in one database of a MariaDB server or
+//!   Galera cluster that many migrator processes share (issue 17). Same semantics: every write
+//!   is committed when the call returns, [`JournalStore::swap_checkpoint_raw`] is an atomic
+//!   compare-and-swap against every other connection, and the schema carries a version;
+//! - `location.rs`: [`JournalLocation`], what `--journal` names (a file path, or a
+//!   `mysql://`/`mariadb://` URL whose password comes from a 0600 file, never from the URL),
+//!   and [`open_journal`], which opens either behind the trait;
+//! - `suite.rs` (tests only): the cases every backend must pass; `tests.rs` runs them on
+//!   SQLite, `tests/journal_backends.rs` on a real MariaDB server.
+//!
+//! Not yet on MariaDB: what still reads the journal file with rusqlite directly (the wave's
+//! controls, the dashboard's summary tables, the route checks' history) and the cutover
+//! engine's own openers; those commands refuse a URL with an error that says so.
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod location;
+mod mariadb;
 mod sqlite;
+#[cfg(test)]
+mod suite;
 #[cfg(test)]
 mod tests;
 
+pub use location::{open_journal, JournalLocation, LocationError, MariaDbTarget};
+pub use mariadb::{MariaDbJournal, SCHEMA_VERSION as MARIADB_SCHEMA_VERSION};
 pub use sqlite::SqliteJournal;
 
-/// Errors of the journal, each naming the journal file.
+/// Errors of the journal, each naming the journal: its file, or `mysql://host:port/db` for
+/// a MariaDB journal (never a password).
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("journal {path}: {source}")]
@@ -31,29 +52,73 @@ pub enum JournalError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("journal {journal}: {source}")]
+    MariaDb {
+        journal: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// The journal's thread (MariaDB) could not start, or its runtime could not be built.
+    #[error("journal {journal}: starting the journal's connection thread: {source}")]
+    Thread {
+        journal: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A MariaDB journal's connection settings name no database.
+    #[error("journal {journal}: the URL names no database (mysql://user@host:port/DATABASE)")]
+    NoDatabase { journal: String },
+    /// The journal's thread is gone (it panicked): nothing more can be written.
+    #[error("journal {journal}: the journal's connection thread stopped")]
+    Stopped { journal: String },
+    /// A value read back is not of the type its column should hold (a damaged journal).
+    #[error("journal {journal}: {what} does not read back: {reason}")]
+    BadValue {
+        journal: String,
+        what: &'static str,
+        reason: String,
+    },
     #[error(
-        "journal {path}: checkpoint {scope}/{key} is not valid JSON for this version: {source}"
+        "journal {journal}: schema version {found} is newer than this migrator's \
+         ({supported}); use a migrator at least as new as the one that wrote it"
+    )]
+    SchemaTooNew {
+        journal: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error(
+        "journal {journal}: checkpoint {scope}/{key} is not valid JSON for this version: {source}"
     )]
     Checkpoint {
-        path: PathBuf,
+        journal: String,
         scope: String,
         key: String,
         #[source]
         source: serde_json::Error,
     },
     #[error(
-        "journal {path}: site {site} has unknown state {state:?} (written by a newer migrator?)"
+        "journal {journal}: site {site} has unknown state {state:?} (written by a newer migrator?)"
     )]
     UnknownState {
-        path: PathBuf,
+        journal: String,
         site: String,
         state: String,
     },
-    #[error("journal {path}: step {id} does not exist")]
-    NoSuchStep { path: PathBuf, id: i64 },
+    #[error("journal {journal}: step {id} does not exist")]
+    NoSuchStep { journal: String, id: i64 },
 }
 
 pub type Result<T> = std::result::Result<T, JournalError>;
+
+/// A state name read back from a journal, or the error naming the journal, site and text.
+fn parse_state(journal: &str, site: &str, state: String) -> Result<SiteState> {
+    state.parse().map_err(|_| JournalError::UnknownState {
+        journal: journal.to_string(),
+        site: site.to_string(),
+        state,
+    })
+}
 
 /// The per-site state machine of docs/ARCHITECTURE.md §4. Transitions are driven by the cutover
 /// engine; the journal only persists the state.
@@ -224,6 +289,9 @@ pub struct StepOutcome {
 
 /// Storage of the journal. All writes are durable when the call returns.
 pub trait JournalStore {
+    /// Where this journal lives, for messages: its file, or `mysql://host:port/db` (never a
+    /// password).
+    fn name(&self) -> &str;
     fn set_plan(&mut self, plan_ref: &str) -> Result<()>;
     fn plan(&self) -> Result<Option<String>>;
     fn set_site_state(&mut self, site: &str, state: SiteState) -> Result<()>;
@@ -259,14 +327,94 @@ pub trait JournalStore {
     fn drop_cache(&mut self, key: &str) -> Result<()>;
 }
 
-/// Typed helpers over the raw checkpoint storage.
+/// A boxed store is a store (what [`open_journal`] returns can go where a `dyn JournalStore`
+/// or an `Arc<Mutex<dyn JournalStore + Send>>` is expected).
+impl<J: JournalStore + ?Sized> JournalStore for Box<J> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn set_plan(&mut self, plan_ref: &str) -> Result<()> {
+        (**self).set_plan(plan_ref)
+    }
+    fn plan(&self) -> Result<Option<String>> {
+        (**self).plan()
+    }
+    fn set_site_state(&mut self, site: &str, state: SiteState) -> Result<()> {
+        (**self).set_site_state(site, state)
+    }
+    fn site_state(&self, site: &str) -> Result<Option<SiteState>> {
+        (**self).site_state(site)
+    }
+    fn sites(&self) -> Result<Vec<(String, SiteState)>> {
+        (**self).sites()
+    }
+    fn begin_step(&mut self, site: &str, phase: &str) -> Result<i64> {
+        (**self).begin_step(site, phase)
+    }
+    fn finish_step(&mut self, id: i64, outcome: &StepOutcome) -> Result<()> {
+        (**self).finish_step(id, outcome)
+    }
+    fn fail_step(&mut self, id: i64, error: &str) -> Result<()> {
+        (**self).fail_step(id, error)
+    }
+    fn steps(&self, site: &str) -> Result<Vec<StepRecord>> {
+        (**self).steps(site)
+    }
+    fn put_checkpoint_raw(&mut self, scope: &str, key: &str, json: &str) -> Result<()> {
+        (**self).put_checkpoint_raw(scope, key, json)
+    }
+    fn checkpoint_raw(&self, scope: &str, key: &str) -> Result<Option<String>> {
+        (**self).checkpoint_raw(scope, key)
+    }
+    fn swap_checkpoint_raw(
+        &mut self,
+        scope: &str,
+        key: &str,
+        expected: Option<&str>,
+        json: &str,
+    ) -> Result<bool> {
+        (**self).swap_checkpoint_raw(scope, key, expected, json)
+    }
+    fn clear_checkpoints(&mut self, scope: &str) -> Result<()> {
+        (**self).clear_checkpoints(scope)
+    }
+    fn checkpoints(&self, scope: &str) -> Result<Vec<(String, String)>> {
+        (**self).checkpoints(scope)
+    }
+    fn put_cache(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        (**self).put_cache(key, value)
+    }
+    fn cache(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        (**self).cache(key)
+    }
+    fn drop_cache(&mut self, key: &str) -> Result<()> {
+        (**self).drop_cache(key)
+    }
+}
+
+/// Typed helpers over the raw checkpoint storage, for every store (also `dyn JournalStore`).
 pub trait JournalExt: JournalStore {
     fn put_checkpoint<T: Serialize>(&mut self, scope: &str, key: &str, value: &T) -> Result<()> {
         let json = serde_json::to_string(value).expect("checkpoint structs always serialize");
         self.put_checkpoint_raw(scope, key, &json)
     }
-    fn checkpoint<T: DeserializeOwned>(&self, scope: &str, key: &str) -> Result<Option<T>>;
+
+    fn checkpoint<T: DeserializeOwned>(&self, scope: &str, key: &str) -> Result<Option<T>> {
+        let Some(json) = self.checkpoint_raw(scope, key)? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|source| JournalError::Checkpoint {
+                journal: self.name().to_string(),
+                scope: scope.to_string(),
+                key: key.to_string(),
+                source,
+            })
+    }
 }
+
+impl<J: JournalStore + ?Sized> JournalExt for J {}
 
 impl StepStatus {
     pub fn name(self) -> &'static str {

@@ -4,29 +4,13 @@ use super::*;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
-impl JournalExt for SqliteJournal {
-    fn checkpoint<T: DeserializeOwned>(&self, scope: &str, key: &str) -> Result<Option<T>> {
-        match self.checkpoint_raw(scope, key)? {
-            None => Ok(None),
-            Some(json) => {
-                serde_json::from_str(&json)
-                    .map(Some)
-                    .map_err(|source| JournalError::Checkpoint {
-                        path: self.path.clone(),
-                        scope: scope.to_string(),
-                        key: key.to_string(),
-                        source,
-                    })
-            }
-        }
-    }
-}
-
 /// The embedded journal: one SQLite file in WAL mode.
 pub struct SqliteJournal {
     conn: Connection,
     /// Kept for error messages: the operator must know which file is damaged.
     path: PathBuf,
+    /// `path` as text, what [`JournalStore::name`] returns.
+    name: String,
 }
 
 const SCHEMA: &str = "
@@ -64,6 +48,7 @@ impl SqliteJournal {
         Ok(SqliteJournal {
             conn,
             path: path.to_path_buf(),
+            name: path.display().to_string(),
         })
     }
 
@@ -97,6 +82,10 @@ impl SqliteJournal {
 }
 
 impl JournalStore for SqliteJournal {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
     fn set_plan(&mut self, plan_ref: &str) -> Result<()> {
         self.exec(
             "INSERT INTO meta(k, v) VALUES('plan', ?1) ON CONFLICT(k) DO UPDATE SET v = ?1",
@@ -121,14 +110,7 @@ impl JournalStore for SqliteJournal {
     fn site_state(&self, site: &str) -> Result<Option<SiteState>> {
         let s: Option<String> =
             self.value("SELECT state FROM sites WHERE site = ?1", params![site])?;
-        s.map(|s| {
-            s.parse().map_err(|_| JournalError::UnknownState {
-                path: self.path.clone(),
-                site: site.to_string(),
-                state: s,
-            })
-        })
-        .transpose()
+        s.map(|s| parse_state(&self.name, site, s)).transpose()
     }
 
     fn sites(&self) -> Result<Vec<(String, SiteState)>> {
@@ -142,11 +124,7 @@ impl JournalStore for SqliteJournal {
         let mut out = Vec::new();
         for row in rows {
             let (site, state) = row.map_err(|e| self.wrap(e))?;
-            let st = state.parse().map_err(|_| JournalError::UnknownState {
-                path: self.path.clone(),
-                site: site.clone(),
-                state,
-            })?;
+            let st = parse_state(&self.name, &site, state)?;
             out.push((site, st));
         }
         Ok(out)
@@ -168,7 +146,7 @@ impl JournalStore for SqliteJournal {
         )?;
         if n == 0 {
             return Err(JournalError::NoSuchStep {
-                path: self.path.clone(),
+                journal: self.name.clone(),
                 id,
             });
         }
@@ -182,7 +160,7 @@ impl JournalStore for SqliteJournal {
         )?;
         if n == 0 {
             return Err(JournalError::NoSuchStep {
-                path: self.path.clone(),
+                journal: self.name.clone(),
                 id,
             });
         }

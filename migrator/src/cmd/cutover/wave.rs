@@ -12,7 +12,7 @@ use migrator::control::{whoami, Action, Controls, WaveStatus};
 use migrator::control_socket::{self, Command as SockCmd, ControlServer};
 use migrator::cutover::group::SiteOutcome;
 use migrator::journal::JournalStore;
-use migrator::journal::SqliteJournal;
+use migrator::journal::{JournalLocation, SqliteJournal};
 use migrator::monitor::ErrorRate;
 use migrator::site_spec::{SiteSpec, SpecFile};
 use migrator::wave::{new_monitor, run_wave_with, WaveOptions};
@@ -153,6 +153,7 @@ fn control(action: Option<Action>, t: &Target) -> anyhow::Result<i32> {
             a.status.context("the wave answered without a status")?
         }
         (None, Some(j)) => {
+            JournalLocation::sqlite_only(j, "wave")?;
             if !j.exists() {
                 bail!("journal {} does not exist", j.display());
             }
@@ -238,6 +239,7 @@ fn wave_run(
     o: &WaveOptions,
     socket: Option<PathBuf>,
 ) -> anyhow::Result<i32> {
+    JournalLocation::sqlite_only(&common.journal, "wave run")?;
     let number = o.wave;
     let specs = wave_specs(number, plan, common)?;
     let scratch = tempfile::tempdir()?;
