@@ -405,6 +405,21 @@ async fn run(config: PathBuf, workers: usize) -> Result<()> {
         tracing::info!(listen = %a, "serving MySQL clients");
     }
     if let Some(admin) = &cfg.admin {
+        let md = std::fs::metadata(&admin.token_file)
+            .with_context(|| format!("reading admin token {}", admin.token_file.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // 0600, or 0640 with the daemon's group (the runbook's root:sql-proxy): never
+            // readable by others, never writable by the group.
+            let mode = md.permissions().mode() & 0o777;
+            if mode & 0o027 != 0 {
+                bail!(
+                    "admin token {} is open to others or writable by its group (mode {mode:o}): \
+                     chmod 600 it (or 640 with the daemon's group)",
+                    admin.token_file.display()
+                );
+            }
+        }
         let token = std::fs::read_to_string(&admin.token_file)
             .with_context(|| format!("reading admin token {}", admin.token_file.display()))?
             .trim()

@@ -148,3 +148,42 @@ async fn admin_api_needs_a_token_lists_switches_and_reports_metrics() {
     );
     server.abort();
 }
+
+/// The migrator's admin client names a database as one path segment, whatever it holds: a
+/// database called `a/b c` is switched as itself, never as `a` or another path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_name_with_a_slash_addresses_that_database_only() {
+    use drivers::proxy::{HttpProxy, SqlProxy};
+    use std::os::unix::fs::PermissionsExt;
+    let a = backend();
+    let b = backend();
+    let p = proxy(&a, Some(&b), Default::default()).await;
+    let token = "0123456789abcdef-test-token";
+    let app = router(AdminState {
+        shared: p.shared.clone(),
+        token: Arc::from(token),
+        users_file: "/nonexistent/users.json".into(),
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = l.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let tf = dir.path().join("token");
+    std::fs::write(&tf, token).unwrap();
+    std::fs::set_permissions(&tf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (set, got, all) = tokio::task::spawn_blocking(move || {
+        let c = HttpProxy::new(admin, &tf).unwrap();
+        let set = c.set_side("a/b c", "new").unwrap();
+        let got = c.route("a/b c").unwrap();
+        (set, got, c.routes().unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!((set.database.as_str(), set.side.as_str()), ("a/b c", "new"));
+    assert_eq!((got.database.as_str(), got.side.as_str()), ("a/b c", "new"));
+    assert!(
+        !all.iter().any(|r| r.database == "a" || r.database == "b c"),
+        "{all:?}"
+    );
+    server.abort();
+}

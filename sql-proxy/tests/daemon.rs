@@ -51,6 +51,11 @@ fn sync_users_and_run_serve_clients_without_logging_secrets() {
     let admin_port = testkit::free_port().unwrap();
     let token = "daemon-test-token-0123456789";
     std::fs::write(dir.path().join("token"), token).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let p = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(dir.path().join("token"), p).unwrap();
+    }
     let cfg = dir.path().join("proxy.toml");
     std::fs::write(
         &cfg,

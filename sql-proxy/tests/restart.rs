@@ -209,6 +209,23 @@ fn refused(s: &Setup, as_nobody: bool) -> String {
 }
 
 #[test]
+fn an_admin_token_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let a = backend();
+    let s = Setup::new(&a, None, "");
+    s.init();
+    let token = s.dir.path().join("token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = refused(&s, false);
+    assert!(e.contains(&token.display().to_string()), "{e}");
+    assert!(e.contains("mode 644") && e.contains("chmod 600"), "{e}");
+    // The runbook's root:sql-proxy 0640 is accepted.
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let d = s.start();
+    d.term();
+}
+
+#[test]
 fn missing_unreadable_and_corrupt_stores_are_refused_naming_the_file() {
     let a = backend();
     let s = Setup::new(&a, None, "");

@@ -134,18 +134,26 @@ impl SqlProxy for HttpProxy {
     }
 
     fn route(&self, db: &str) -> Result<Route> {
-        self.call(Method::Get, &format!("/routes/{db}"), None)
+        self.call(Method::Get, &format!("/routes/{}", segment(db)), None)
     }
 
     fn set_side(&self, db: &str, side: &str) -> Result<Route> {
         let body = serde_json::json!({ "side": side });
-        self.call(Method::Put, &format!("/routes/{db}"), Some(&body))
+        self.call(
+            Method::Put,
+            &format!("/routes/{}", segment(db)),
+            Some(&body),
+        )
     }
 
     fn pause(&self, db: &str) -> Result<()> {
         let body = serde_json::json!({});
-        self.exchange(Method::Post, &format!("/routes/{db}/pause"), Some(&body))
-            .map(|_| ())
+        self.exchange(
+            Method::Post,
+            &format!("/routes/{}/pause", segment(db)),
+            Some(&body),
+        )
+        .map(|_| ())
     }
 
     fn resume(&self, db: &str, side: Option<&str>) -> Result<f64> {
@@ -153,8 +161,29 @@ impl SqlProxy for HttpProxy {
             Some(s) => serde_json::json!({ "side": s }),
             None => serde_json::json!({}),
         };
-        let v = self.exchange(Method::Post, &format!("/routes/{db}/resume"), Some(&body))?;
+        let path = format!("/routes/{}/resume", segment(db));
+        let v = self.exchange(Method::Post, &path, Some(&body))?;
         Ok(v.get("pause_ms").and_then(|x| x.as_f64()).unwrap_or(0.0))
+    }
+}
+
+/// A database name as one URL path segment: every byte but the unreserved ones
+/// (`A-Z a-z 0-9 - . _ ~`) percent-encoded, so a name holding `/`, `?`, `#`, `%`, spaces or
+/// non-ASCII addresses that database and no other path.
+fn segment(db: &str) -> String {
+    let mut out = String::with_capacity(db.len());
+    for b in db.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    // `.` and `..` alone are path steps, not names.
+    match out.as_str() {
+        "." => "%2E".into(),
+        ".." => "%2E%2E".into(),
+        _ => out,
     }
 }
 
@@ -162,6 +191,16 @@ impl SqlProxy for HttpProxy {
 mod tests {
     use super::*;
     use crate::http::testing::one_shot_server;
+
+    #[test]
+    fn database_names_are_one_path_segment() {
+        assert_eq!(segment("shop_db-1.x~"), "shop_db-1.x~");
+        assert_eq!(segment("a/b"), "a%2Fb");
+        assert_eq!(segment("x?y#z%"), "x%3Fy%23z%25");
+        assert_eq!(segment("é t"), "%C3%A9%20t");
+        assert_eq!(segment(".."), "%2E%2E");
+        assert_eq!(segment("."), "%2E");
+    }
     use std::os::unix::fs::PermissionsExt;
 
     fn token_file(dir: &tempfile::TempDir) -> std::path::PathBuf {

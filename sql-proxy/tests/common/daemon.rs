@@ -133,6 +133,11 @@ impl Setup {
         let port = testkit::free_port().unwrap();
         let admin_port = testkit::free_port().unwrap();
         std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let p = std::fs::Permissions::from_mode(0o600);
+            std::fs::set_permissions(dir.path().join("token"), p).unwrap();
+        }
         let new_line = new
             .map(|n| format!("new = \"127.0.0.1:{}\"\n", n.port()))
             .unwrap_or_default();
