@@ -19,14 +19,8 @@ pub(super) fn wave_once(
         "wave run 1: exit {first} after {:.1} s",
         t.elapsed().as_secs_f64()
     ));
-    let code = rerun_until_done(m, sec, r, first)?;
+    rerun_until_done(m, sec, r, first, "migrator wave run")?;
     r.wave_secs = t.elapsed().as_secs_f64();
-    if code != 0 {
-        r.violations.push(format!(
-            "migrator wave run exited {code} (see {})",
-            m.log.display()
-        ));
-    }
     Ok(())
 }
 
@@ -134,13 +128,7 @@ pub(super) fn crash_resume(
     }
     let code = m.status(m.wave(sec))?;
     r.events.push(format!("resume to the end: exit {code}"));
-    let code = rerun_until_done(m, sec, r, code)?;
-    if code != 0 {
-        r.violations.push(format!(
-            "the final `wave run` exited {code} (see {})",
-            m.log.display()
-        ));
-    }
+    rerun_until_done(m, sec, r, code, "the final `wave run`")?;
     r.wave_secs = t.elapsed().as_secs_f64();
     Ok(())
 }
@@ -177,14 +165,8 @@ pub(super) fn tunnel_flap(
     // Sites caught inside their freeze when the tunnel fell were aborted back to old-dc
     // (correct: never switched while down) and the run reports them failed; the runbook's
     // answer is the same command again once the tunnel is healthy.
-    let code = rerun_until_done(m, sec, r, code)?;
+    rerun_until_done(m, sec, r, code, "migrator wave run")?;
     r.wave_secs = t.elapsed().as_secs_f64();
-    if code != 0 {
-        r.violations.push(format!(
-            "migrator wave run exited {code} (see {})",
-            m.log.display()
-        ));
-    }
     // No site may start a freeze or a switch while the tunnel is down.
     for s in steps(m)? {
         let at = s.started_ms as u64;
@@ -290,14 +272,8 @@ pub(super) fn proxy_restart(
     r.events.push(format!("wave run 1: exit {code}"));
     // A site whose switch or unfreeze met the dead proxy aborted back to old-dc (or stayed
     // frozen until the run's end undid it): the runbook's answer is the same command again.
-    let code = rerun_until_done(m, sec, r, code)?;
+    rerun_until_done(m, sec, r, code, "migrator wave run")?;
     r.wave_secs = t.elapsed().as_secs_f64();
-    if code != 0 {
-        r.violations.push(format!(
-            "migrator wave run exited {code} (see {})",
-            m.log.display()
-        ));
-    }
     if !sec.proxy_kill_after_switched.is_empty() && after_switch == 0 {
         r.violations
             .push("no proxy kill landed after a site had switched: nothing proven".into());

@@ -333,13 +333,15 @@ pub fn run(
 /// a loaded machine) is the same command again.
 const RERUNS: usize = 2;
 
-/// `wave run` again while it exits non-zero, at most [`RERUNS`] times; the last exit code.
+/// `wave run` again while it exits non-zero, at most [`RERUNS`] times; a last exit still
+/// non-zero is a violation, `what` naming the run (`migrator wave run`, `the final …`).
 pub(crate) fn rerun_until_done(
     m: &Migrator,
     sec: &MigrationSection,
     r: &mut MigrationReport,
     mut code: i32,
-) -> Result<i32> {
+    what: &str,
+) -> Result<()> {
     for _ in 0..RERUNS {
         if code == 0 {
             break;
@@ -349,7 +351,11 @@ pub(crate) fn rerun_until_done(
             "wave run 1 again (same command, as the runbook says): exit {code}"
         ));
     }
-    Ok(code)
+    if code != 0 {
+        r.violations
+            .push(format!("{what} exited {code} (see {})", m.log.display()));
+    }
+    Ok(())
 }
 
 /// Every switched database's owner since the end of its last switch (journal), for the check
