@@ -35,6 +35,24 @@ async fn http(
     (a.status, a.text())
 }
 
+/// The admin API of `p` on a loopback port, with `token`; its address and server task.
+async fn serve_admin(
+    p: &Proxy,
+    token: &str,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let app = router(AdminState {
+        shared: p.shared.clone(),
+        token: Arc::from(token),
+        users_file: "/nonexistent/users.json".into(),
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = l.local_addr().unwrap();
+    (
+        admin,
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() }),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_needs_a_token_lists_switches_and_reports_metrics() {
     let a = backend();
@@ -45,14 +63,7 @@ async fn admin_api_needs_a_token_lists_switches_and_reports_metrics() {
         .unwrap();
     let p = proxy(&a, Some(&b), Default::default()).await;
     let token = "0123456789abcdef-test-token";
-    let app = router(AdminState {
-        shared: p.shared.clone(),
-        token: Arc::from(token),
-        users_file: "/nonexistent/users.json".into(),
-    });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = l.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let (admin, server) = serve_admin(&p, token).await;
 
     for (m, path) in [
         (Method::Get, "/routes"),
@@ -159,14 +170,7 @@ async fn a_database_name_with_a_slash_addresses_that_database_only() {
     let b = backend();
     let p = proxy(&a, Some(&b), Default::default()).await;
     let token = "0123456789abcdef-test-token";
-    let app = router(AdminState {
-        shared: p.shared.clone(),
-        token: Arc::from(token),
-        users_file: "/nonexistent/users.json".into(),
-    });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = l.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let (admin, server) = serve_admin(&p, token).await;
     let dir = tempfile::tempdir().unwrap();
     let tf = dir.path().join("token");
     std::fs::write(&tf, token).unwrap();
