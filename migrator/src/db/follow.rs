@@ -65,7 +65,19 @@ pub async fn sync(
     };
     let state = match load_state(&journal, db)? {
         Some(s) => s,
-        None => first_copy(src, dst, db, &journal, threads, &mut report).await?,
+        None => {
+            first_copy(
+                src,
+                dst,
+                db,
+                &journal,
+                threads,
+                &mut report,
+                false,
+                "bulk copy",
+            )
+            .await?
+        }
     };
     drop_deferred_objects(dst, db).await?;
     // Tables flagged by an earlier step are copied again first; tables the capture flags now
@@ -190,6 +202,8 @@ pub async fn tail(
 
 /// The bulk copy that starts a capture: every table, the snapshot's position journaled as
 /// the capture's start.
+/// With `delta`, tables whose checksums already agree are kept (a capture started afresh).
+#[allow(clippy::too_many_arguments)]
 async fn first_copy(
     src: &Opts,
     dst: &Opts,
@@ -197,14 +211,17 @@ async fn first_copy(
     journal: &Journal,
     threads: usize,
     report: &mut FollowReport,
+    delta: bool,
+    why: &str,
 ) -> Result<CaptureState> {
     let opts = CopyOptions {
         threads,
+        delta,
         capture: true,
         ..Default::default()
     };
     let r = copy_database(src, dst, db, journal.clone(), &opts).await?;
-    add_copied(report, &r, "bulk copy");
+    add_copied(report, &r, why);
     let at = r.binlog_position.clone().ok_or_else(|| DbError::Capture {
         db: db.to_string(),
         reason: "the copy reported no binary log position".into(),
@@ -320,23 +337,9 @@ async fn catch_up(
                 "*".into(),
                 format!("the binary log at {at} is gone ({message}): every table checked and copied again"),
             ));
-            let opts = CopyOptions {
-                threads,
-                delta: true,
-                capture: true,
-                ..Default::default()
-            };
-            let r = copy_database(src, dst, db, journal.clone(), &opts).await?;
-            add_copied(report, &r, "copied again (binary log gone)");
-            let at = r.binlog_position.clone().unwrap_or_default();
-            let mut state = CaptureState {
-                applied: at.clone(),
-                ..Default::default()
-            };
-            let names: Vec<String> = r.tables.iter().map(|t| t.table.clone()).collect();
-            classify(src, db, &names, &at, &mut state).await?;
-            save_state(journal, db, &state)?;
-            report.applied = at;
+            let why = "copied again (binary log gone)";
+            let state = first_copy(src, dst, db, journal, threads, report, true, why).await?;
+            report.applied = state.applied;
             Ok(())
         }
         Err(e) => Err(e),
