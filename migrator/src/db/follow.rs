@@ -11,7 +11,7 @@
 //! the caller copies as before (delta copies) and says so.
 
 use crate::db::capture::position::{not_capturable, source_position};
-use crate::db::capture::stream::{run, Control};
+use crate::db::capture::stream::run;
 use crate::db::capture::{self, load_state, save_state, BinlogPos, CaptureState, TABLE_LIST};
 use crate::db::copy::{copy_database, CopyOptions};
 use crate::db::progress::Journal;
@@ -322,9 +322,7 @@ async fn catch_up(
     target: BinlogPos,
     report: &mut FollowReport,
 ) -> Result<()> {
-    let control = Control::default();
-    control.set_target(target.clone());
-    match run(src, dst, db, journal.clone(), &control).await {
+    match run(src, dst, db, journal.clone(), &target).await {
         Ok(st) => {
             report.bytes += st.bytes;
             report.rows_applied += st.rows;

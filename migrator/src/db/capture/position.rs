@@ -131,35 +131,3 @@ pub async fn snapshot_position(conn: &mut Conn) -> Result<BinlogPos> {
         }),
     }
 }
-
-/// Bytes of binary log between `from` and `to` (files' sizes from `SHOW BINARY LOGS` when
-/// they differ); 0 when `from` is at or past `to`.
-pub async fn bytes_between(conn: &mut Conn, from: &BinlogPos, to: &BinlogPos) -> Result<u64> {
-    if from >= to {
-        return Ok(0);
-    }
-    if from.file == to.file {
-        return Ok(to.pos - from.pos);
-    }
-    let logs: Vec<mysql_async::Row> = conn
-        .query("SHOW BINARY LOGS")
-        .await
-        .map_err(ctx(Side::Source, || "SHOW BINARY LOGS".into()))?;
-    let mut total = 0u64;
-    for r in logs {
-        let name: Option<String> = r.get(0);
-        let size: Option<u64> = r.get(1);
-        let (Some(name), Some(size)) = (name, size) else {
-            continue;
-        };
-        let start = BinlogPos::new(name.clone(), 0);
-        let end = BinlogPos::new(name.clone(), size);
-        if end <= *from || start >= *to {
-            continue;
-        }
-        let lo = if name == from.file { from.pos } else { 0 };
-        let hi = if name == to.file { to.pos } else { size };
-        total += hi.saturating_sub(lo);
-    }
-    Ok(total)
-}

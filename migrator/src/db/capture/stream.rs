@@ -1,11 +1,11 @@
 //! The capture loop: the source's binary log read as a replica (a `server_id` of our own)
 //! from the journaled position; the row events of the captured database's tables applied on
 //! the destination in order; the position journaled after each destination commit, always at
-//! a source transaction boundary. Runs until told to stop, or until a target position (the
-//! freeze's tail) is applied.
+//! a source transaction boundary. Runs until a target position (the source's position when
+//! a step began, or the freeze's tail) is applied.
 
 use crate::db::capture::apply::{Applier, Unfit};
-use crate::db::capture::position::{bytes_between, source_position, BinlogPos};
+use crate::db::capture::position::BinlogPos;
 use crate::db::capture::values::{table_metas, TableMeta};
 use crate::db::capture::{load_state, save_state, CaptureState};
 use crate::db::progress::Journal;
@@ -14,8 +14,6 @@ use futures_util::StreamExt;
 use mysql_async::binlog::events::EventData;
 use mysql_async::{BinlogStreamRequest, Conn, Opts};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long changes may wait in an open destination transaction.
@@ -25,52 +23,19 @@ const JOURNAL_IDLE_EVERY: Duration = Duration::from_secs(1);
 /// MySQL's error for a binary log position the server no longer has.
 const ER_MASTER_FATAL_ERROR_READING_BINLOG: u16 = 1236;
 
-/// What a running capture reports (shared with whoever drives it).
+/// What a capture did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Status {
     /// Applied on the destination (and journaled) up to here.
     pub applied: BinlogPos,
-    pub events: u64,
     pub rows: u64,
     /// Binary log bytes of the database's row events applied.
     pub bytes: u64,
-    /// Unix time of the last event read (0: none yet).
-    pub last_event_unix: u32,
-    /// Tables to copy again, with why (DDL seen, images that do not fit).
-    pub recopy: Vec<(String, String)>,
 }
 
-/// Drives a capture from another task or thread: stop it, or give it a position to reach.
-#[derive(Default)]
-pub struct Control {
-    stop: AtomicBool,
-    target: Mutex<Option<BinlogPos>>,
-    status: Mutex<Status>,
-}
-
-impl Control {
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-    /// The capture returns once this position is applied.
-    pub fn set_target(&self, p: BinlogPos) {
-        *self.target.lock().expect("capture target lock") = Some(p);
-    }
-    pub fn status(&self) -> Status {
-        self.status.lock().expect("capture status lock").clone()
-    }
-    fn done(&self, applied: &BinlogPos, in_txn: bool) -> bool {
-        if self.stop.load(Ordering::SeqCst) {
-            return true;
-        }
-        !in_txn
-            && self
-                .target
-                .lock()
-                .expect("capture target lock")
-                .as_ref()
-                .is_some_and(|t| applied >= t)
-    }
+/// Whether the capture is done: `applied` reached `target` at a transaction boundary.
+fn done(applied: &BinlogPos, in_txn: bool, target: &BinlogPos) -> bool {
+    !in_txn && applied >= target
 }
 
 /// Runs the capture of `db` from its journaled state (see the module documentation). Returns
@@ -81,7 +46,7 @@ pub async fn run(
     dst: &Opts,
     db: &str,
     journal: Journal,
-    control: &Control,
+    target: &BinlogPos,
 ) -> Result<Status> {
     let mut state = load_state(&journal, db)?.ok_or_else(|| DbError::Capture {
         db: db.to_string(),
@@ -109,14 +74,8 @@ pub async fn run(
         .map_err(|e| read_error(db, &start, e))?;
     let mut status = Status {
         applied: start.clone(),
-        recopy: state
-            .recopy
-            .iter()
-            .map(|(t, w)| (t.clone(), w.clone()))
-            .collect(),
         ..Default::default()
     };
-    *control.status.lock().expect("capture status lock") = status.clone();
     let mut file = start.file.clone();
     let mut in_txn = false;
     // The position after the last transaction boundary read, applied or not yet committed.
@@ -125,7 +84,7 @@ pub async fn run(
     let mut last_journal = Instant::now();
     let result: Result<()> = async {
         loop {
-            if control.done(&status.applied, in_txn) {
+            if done(&status.applied, in_txn, target) {
                 break;
             }
             let next = tokio::time::timeout(Duration::from_millis(50), stream.next()).await;
@@ -144,8 +103,6 @@ pub async fn run(
             if let Some(ev) = ev {
                 let h = ev.header();
                 let log_pos = h.log_pos() as u64;
-                status.events += 1;
-                status.last_event_unix = h.timestamp();
                 let data = ev.read_data().map_err(|e| DbError::Capture {
                     db: db.to_string(),
                     reason: format!("undecodable event at {file}:{log_pos}: {e}"),
@@ -174,7 +131,7 @@ pub async fn run(
                             let schema = q.schema().to_string();
                             let hit = ddl_tables(&sql, &schema, db, &state);
                             for (t, why) in hit {
-                                mark_recopy(&mut state, &mut status, &t, why);
+                                mark_recopy(&mut state, &t, why);
                             }
                         }
                     }
@@ -198,7 +155,6 @@ pub async fn run(
                                 match metas.get(&table) {
                                     None => mark_recopy(
                                         &mut state,
-                                        &mut status,
                                         &table,
                                         "a table unknown when the capture started".into(),
                                     ),
@@ -207,9 +163,7 @@ pub async fn run(
                                             status.rows += n;
                                             status.bytes += h.event_size() as u64;
                                         }
-                                        Err(Unfit(why)) => {
-                                            mark_recopy(&mut state, &mut status, &table, why)
-                                        }
+                                        Err(Unfit(why)) => mark_recopy(&mut state, &table, why),
                                     },
                                 }
                             } else if !state.tables.contains_key(&table)
@@ -218,7 +172,6 @@ pub async fn run(
                             {
                                 mark_recopy(
                                     &mut state,
-                                    &mut status,
                                     &table,
                                     "written but not in the copy (created after it)".into(),
                                 );
@@ -238,7 +191,7 @@ pub async fn run(
                 let pending = applier.pending_rows > 0;
                 if (pending && (idle || last_commit.elapsed() >= COMMIT_EVERY))
                     || (!pending && last_journal.elapsed() >= JOURNAL_IDLE_EVERY)
-                    || control.done(&boundary, false)
+                    || done(&boundary, false, target)
                 {
                     applier.commit().await?;
                     state.applied = boundary.clone();
@@ -248,7 +201,6 @@ pub async fn run(
                     last_journal = Instant::now();
                 }
             }
-            *control.status.lock().expect("capture status lock") = status.clone();
         }
         Ok(())
     }
@@ -262,15 +214,12 @@ pub async fn run(
     applier.close().await;
     let _ = stream.close().await;
     let _ = meta_conn.disconnect().await;
-    *control.status.lock().expect("capture status lock") = status.clone();
     result.map(|_| status)
 }
 
-fn mark_recopy(state: &mut CaptureState, status: &mut Status, table: &str, why: String) {
-    if !state.recopy.contains_key(table) {
-        state.recopy.insert(table.to_string(), why.clone());
-        status.recopy.push((table.to_string(), why));
-    }
+/// Flags `table` to be copied again (the first reason is kept); journaled with the state.
+fn mark_recopy(state: &mut CaptureState, table: &str, why: String) {
+    state.recopy.entry(table.to_string()).or_insert(why);
 }
 
 /// The tables of `db` a statement logged as text may have changed: every captured or
@@ -330,11 +279,4 @@ fn read_error(db: &str, at: &BinlogPos, e: mysql_async::Error) -> DbError {
         context: format!("reading the binary log of `{db}` at {at}"),
         source: e,
     }
-}
-
-/// How far behind the source a capture is: binary log bytes and seconds.
-pub async fn lag(src: &mut Conn, status: &Status) -> Result<(u64, BinlogPos)> {
-    let now = source_position(src).await?;
-    let bytes = bytes_between(src, &status.applied, &now).await?;
-    Ok((bytes, now))
 }
