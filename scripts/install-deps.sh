@@ -6,6 +6,9 @@ set -euo pipefail
 PACKAGES=(
   # databases: shared SQL servers in tests and in the lab; mydumper for the benchmarks
   mariadb-server mariadb-client mydumper sysbench
+  # the fleet's shared control store in tests and the lab: a Galera cluster (wsrep provider;
+  # rsync carries the joiners' incremental state transfer marker)
+  galera-4
   # remote hosts: sshd for the SSH transport, rsync for the benchmark comparison
   openssh-server openssh-client rsync
   # web stack and cutover targets in the lab

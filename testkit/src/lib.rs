@@ -4,6 +4,8 @@
 //! - [`process`]: a child process guard that stops exactly the PID it started (TERM, then KILL).
 //! - [`mariadb`]: a private MariaDB instance ([`MariaDb`]) in a temporary data directory, on a
 //!   free loopback port, with an admin account for the test.
+//! - [`galera`]: a private N-node Galera cluster ([`Galera`]) on loopback, the shared control
+//!   store of a fleet; a node can be killed to prove the others carry on.
 //! - [`sshd`]: a private OpenSSH server ([`Sshd`]) with generated host keys, a client key pair,
 //!   an `authorized_keys` and a `known_hosts` file, on a free loopback port.
 //!
@@ -23,6 +25,7 @@
 //! Every guard owns a `tempfile::TempDir`, so a test that panics still removes its files, and the
 //! process guard kills only the PID it spawned.
 
+pub mod galera;
 pub mod haproxy;
 pub mod http;
 pub mod knot;
@@ -33,6 +36,7 @@ pub mod process;
 pub mod sshd;
 pub mod webdriver;
 
+pub use galera::Galera;
 pub use haproxy::{Backend, Haproxy};
 pub use http::TinyHttp;
 pub use knot::Knot;
