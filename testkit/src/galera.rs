@@ -183,12 +183,15 @@ impl Galera {
             .map(|n| format!("127.0.0.1:{}", n.gcomm))
             .collect();
         let mariadbd = find_program("mariadbd")?;
-        let provider = ["/usr/lib/galera/libgalera_smm.so", "/usr/lib/libgalera_smm.so"]
-            .into_iter()
-            .find(|p| Path::new(p).is_file())
-            .ok_or_else(|| {
-                err("libgalera_smm.so not found: install galera-4 (scripts/install-deps.sh)")
-            })?;
+        let provider = [
+            "/usr/lib/galera/libgalera_smm.so",
+            "/usr/lib/libgalera_smm.so",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .ok_or_else(|| {
+            err("libgalera_smm.so not found: install galera-4 (scripts/install-deps.sh)")
+        })?;
         let node = &self.nodes[i];
         let mut cmd = Command::new(&mariadbd);
         cmd.arg("--no-defaults")
@@ -196,8 +199,14 @@ impl Galera {
             .arg(format!("--port={}", node.port))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--socket={}", node.socket().display()))
-            .arg(format!("--pid-file={}", node.dir.join("mysqld.pid").display()))
-            .arg(format!("--log-error={}", node.dir.join("error.log").display()))
+            .arg(format!(
+                "--pid-file={}",
+                node.dir.join("mysqld.pid").display()
+            ))
+            .arg(format!(
+                "--log-error={}",
+                node.dir.join("error.log").display()
+            ))
             .arg(format!("--tmpdir={}", node.dir.join("tmp").display()))
             .arg("--user=root")
             .arg("--skip-name-resolve")
@@ -210,11 +219,17 @@ impl Galera {
             .arg("--wsrep-on=ON")
             .arg(format!("--wsrep-provider={provider}"))
             .arg(format!("--wsrep-cluster-name={}", self.name))
-            .arg(format!("--wsrep-cluster-address=gcomm://{}", addresses.join(",")))
+            .arg(format!(
+                "--wsrep-cluster-address=gcomm://{}",
+                addresses.join(",")
+            ))
             .arg(format!("--wsrep-node-address=127.0.0.1:{}", node.gcomm))
             .arg(format!("--wsrep-node-name=node{}", i + 1))
             .arg("--wsrep-sst-method=rsync")
-            .arg(format!("--wsrep-sst-receive-address=127.0.0.1:{}", node.sst))
+            .arg(format!(
+                "--wsrep-sst-receive-address=127.0.0.1:{}",
+                node.sst
+            ))
             .arg(format!(
                 "--wsrep-provider-options=gmcast.listen_addr=tcp://127.0.0.1:{};\
                  ist.recv_addr=127.0.0.1:{};gcache.size=64M",
@@ -362,7 +377,8 @@ mod tests {
         // SAFETY: signal 0 only checks whether the PID exists.
         assert_ne!(unsafe { libc::kill(pid as i32, 0) }, 0, "node3 still alive");
         assert!(
-            wait_until(Duration::from_secs(30), || g.cluster_size(0).ok() == Some(2)),
+            wait_until(Duration::from_secs(30), || g.cluster_size(0).ok()
+                == Some(2)),
             "the cluster did not shrink to 2 nodes"
         );
         g.exec(0, "INSERT INTO j.t (v) VALUES (3)")
@@ -376,7 +392,11 @@ mod tests {
         drop(g);
         for pid in pids {
             // SAFETY: as above.
-            assert_ne!(unsafe { libc::kill(pid as i32, 0) }, 0, "{pid} survived drop");
+            assert_ne!(
+                unsafe { libc::kill(pid as i32, 0) },
+                0,
+                "{pid} survived drop"
+            );
         }
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
