@@ -8,6 +8,10 @@
 //!   process list. The other query parameters are `mysql_async`'s (for example
 //!   `require_ssl=true`).
 //!
+//! - `mysql://user@host:port,host:port,host:port/db?password_file=PATH`: the same, on the nodes
+//!   of one Galera cluster: the journal connects to the first node that answers and moves to
+//!   the next when its node goes away.
+//!
 //! Messages show the URL without its password, and a MariaDB journal as `mysql://host:port/db`.
 
 use super::{JournalStore, MariaDbJournal, Result, SqliteJournal};
@@ -29,20 +33,33 @@ pub enum JournalLocation {
 /// without it.
 #[derive(Clone)]
 pub struct MariaDbTarget {
-    opts: Opts,
-    /// `mysql://host:port/db`.
+    /// One entry per node the URL names (one server, or the nodes of a Galera cluster), in
+    /// the URL's order; never empty.
+    nodes: Vec<Opts>,
+    /// `mysql://host:port/db` (`mysql://host:port,host:port/db` for several nodes).
     name: String,
 }
 
 impl MariaDbTarget {
     /// A target from connection settings (for callers that hold them already, e.g. tests).
     pub fn from_opts(opts: Opts) -> MariaDbTarget {
-        let name = super::mariadb::store_name(&opts);
-        MariaDbTarget { opts, name }
+        Self::from_nodes(vec![opts])
     }
 
+    /// A target for the nodes of one cluster (same account and database on each; not empty).
+    pub fn from_nodes(nodes: Vec<Opts>) -> MariaDbTarget {
+        let name = super::mariadb::store_name_all(&nodes);
+        MariaDbTarget { nodes, name }
+    }
+
+    /// The first node's settings.
     pub fn opts(&self) -> &Opts {
-        &self.opts
+        &self.nodes[0]
+    }
+
+    /// Every node's settings.
+    pub fn nodes(&self) -> &[Opts] {
+        &self.nodes
     }
 
     /// `mysql://host:port/db`, the name every message uses.
@@ -126,28 +143,40 @@ impl JournalLocation {
                 _ => kept.push(pair),
             }
         }
-        let mut url = format!("mysql://{base}");
-        if !kept.is_empty() {
-            url = format!("{url}?{}", kept.join("&"));
-        }
-        let opts = Opts::from_url(&url).map_err(|source| LocationError::BadUrl {
-            shown: shown.clone(),
-            source,
-        })?;
-        if opts.pass().is_some() {
-            return Err(LocationError::InlinePassword { shown });
-        }
-        if opts.db_name().is_none_or(str::is_empty) {
-            return Err(LocationError::NoDatabase { shown });
-        }
-        let opts = match password_file {
-            None => opts,
-            Some(path) => {
-                let pass = read_password(&path, &shown)?;
-                OptsBuilder::from_opts(opts).pass(Some(pass)).into()
-            }
+        let query = if kept.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", kept.join("&"))
         };
-        Ok(JournalLocation::MariaDb(MariaDbTarget::from_opts(opts)))
+        // `user@host:port,host:port/db`: the nodes of one cluster, tried in this order.
+        let (authority, path) = base.split_at(base.find('/').unwrap_or(base.len()));
+        let (user, hosts) = match authority.rsplit_once('@') {
+            Some((user, hosts)) => (format!("{user}@"), hosts),
+            None => (String::new(), authority),
+        };
+        let password = match password_file {
+            None => None,
+            Some(path) => Some(read_password(&path, &shown)?),
+        };
+        let mut nodes = Vec::new();
+        for host in hosts.split(',') {
+            let url = format!("mysql://{user}{host}{path}{query}");
+            let opts = Opts::from_url(&url).map_err(|source| LocationError::BadUrl {
+                shown: shown.clone(),
+                source,
+            })?;
+            if opts.pass().is_some() {
+                return Err(LocationError::InlinePassword { shown });
+            }
+            if opts.db_name().is_none_or(str::is_empty) {
+                return Err(LocationError::NoDatabase { shown });
+            }
+            nodes.push(match &password {
+                None => opts,
+                Some(pass) => OptsBuilder::from_opts(opts).pass(Some(pass.clone())).into(),
+            });
+        }
+        Ok(JournalLocation::MariaDb(MariaDbTarget::from_nodes(nodes)))
     }
 
     /// For commands that still read the journal file directly: the path, or an error saying
@@ -179,7 +208,7 @@ impl JournalLocation {
 pub fn open_journal(location: &JournalLocation) -> Result<Box<dyn JournalStore + Send>> {
     Ok(match location {
         JournalLocation::Sqlite(p) => Box::new(SqliteJournal::open(p)?),
-        JournalLocation::MariaDb(t) => Box::new(MariaDbJournal::open(t.opts.clone())?),
+        JournalLocation::MariaDb(t) => Box::new(MariaDbJournal::open_any(t.nodes.clone())?),
     })
 }
 

@@ -102,14 +102,26 @@ impl MariaDbJournal {
     /// Connects to the database of `opts` (creating it if missing), and creates or upgrades the
     /// schema. `opts` must name a database.
     pub fn open(opts: Opts) -> Result<Self> {
-        let name = store_name(&opts);
-        if opts.db_name().is_none_or(str::is_empty) {
+        Self::open_any(vec![opts])
+    }
+
+    /// As [`MariaDbJournal::open`], for the nodes of one Galera cluster (same account and
+    /// database on each): connects to the first that answers, and moves to the next when its
+    /// node goes away.
+    pub fn open_any(nodes: Vec<Opts>) -> Result<Self> {
+        let name = store_name_all(&nodes);
+        if nodes.is_empty() || nodes.iter().any(|o| o.db_name().is_none_or(str::is_empty)) {
             return Err(JournalError::NoDatabase { journal: name });
         }
-        let opts: Opts = OptsBuilder::from_opts(opts)
-            .client_found_rows(true)
-            .init(vec![SESSION_SETUP])
-            .into();
+        let opts: Vec<Opts> = nodes
+            .into_iter()
+            .map(|o| {
+                OptsBuilder::from_opts(o)
+                    .client_found_rows(true)
+                    .init(vec![SESSION_SETUP])
+                    .into()
+            })
+            .collect();
         let (tx, rx) = mpsc::channel::<Request>();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
@@ -274,13 +286,14 @@ impl Drop for MariaDbJournal {
 }
 
 /// `mysql://host:port/db`: what the journal is called in messages.
-pub(super) fn store_name(opts: &Opts) -> String {
-    format!(
-        "mysql://{}:{}/{}",
-        opts.ip_or_hostname(),
-        opts.tcp_port(),
-        opts.db_name().unwrap_or("")
-    )
+/// `mysql://host:port,host:port/db`: every node, as messages name a clustered journal.
+pub(super) fn store_name_all(nodes: &[Opts]) -> String {
+    let hosts: Vec<String> = nodes
+        .iter()
+        .map(|o| format!("{}:{}", o.ip_or_hostname(), o.tcp_port()))
+        .collect();
+    let db = nodes.first().and_then(|o| o.db_name()).unwrap_or("");
+    format!("mysql://{}/{db}", hosts.join(","))
 }
 
 impl JournalStore for MariaDbJournal {
@@ -456,6 +469,11 @@ impl JournalStore for MariaDbJournal {
                 old.into(),
             ]),
         )?;
+        if r.affected == 0 && r.reconnected {
+            // The first attempt may have committed before its node went away: then the value
+            // is ours (a lease or checkpoint names its writer, so nobody else writes it).
+            return Ok(self.checkpoint_raw(scope, key)?.as_deref() == Some(json));
+        }
         Ok(r.affected == 1)
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 const ER_BAD_DB_ERROR: u16 = 1049;
 pub(super) const ER_DUP_ENTRY: u16 = 1062;
 const ER_LOCK_DEADLOCK: u16 = 1213;
+const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
 /// Attempts after a deadlock or certification conflict (the statement was rolled back).
 const CONFLICT_RETRIES: u32 = 4;
 
@@ -31,6 +32,9 @@ pub(super) struct Reply {
     pub affected: u64,
     pub last_id: Option<u64>,
     pub rows: Vec<Row>,
+    /// The connection broke during the statement and it ran again on another node: the first
+    /// attempt may have been applied.
+    pub reconnected: bool,
 }
 
 pub(super) enum Startup {
@@ -38,10 +42,10 @@ pub(super) enum Startup {
     Connect(mysql_async::Error),
 }
 
-/// The journal's thread: a current-thread runtime and one connection, serving requests until
-/// the journal is dropped.
+/// The journal's thread: a current-thread runtime and one connection (to the first of `nodes`
+/// that answers), serving requests until the journal is dropped.
 pub(super) fn serve(
-    opts: Opts,
+    nodes: Vec<Opts>,
     rx: mpsc::Receiver<Request>,
     ready: mpsc::SyncSender<std::result::Result<(), Startup>>,
 ) {
@@ -55,26 +59,98 @@ pub(super) fn serve(
             return;
         }
     };
-    let mut conn = match rt.block_on(connect(&opts)) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            let _ = ready.send(Err(Startup::Connect(e)));
-            return;
-        }
+    let mut link = Link {
+        nodes,
+        current: 0,
+        conn: None,
     };
+    if let Err(e) = rt.block_on(link.connect()) {
+        let _ = ready.send(Err(Startup::Connect(e)));
+        return;
+    }
     let _ = ready.send(Ok(()));
     for req in rx {
-        let r = rt.block_on(run(&mut conn, &opts, &req.op));
+        let r = rt.block_on(link.run(&req.op));
         let _ = req.reply.send(r);
     }
-    if let Some(c) = conn.take() {
+    if let Some(c) = link.conn.take() {
         let _ = rt.block_on(c.disconnect());
     }
 }
 
+/// The connection and the nodes it may be made to: one server, or the nodes of one Galera
+/// cluster (same database and account on each).
+struct Link {
+    nodes: Vec<Opts>,
+    /// The node connected to last (tried first next time).
+    current: usize,
+    conn: Option<Conn>,
+}
+
+impl Link {
+    /// Connects to the first node that answers, starting with the current one.
+    async fn connect(&mut self) -> std::result::Result<&mut Conn, mysql_async::Error> {
+        let mut last = None;
+        for k in 0..self.nodes.len() {
+            let i = (self.current + k) % self.nodes.len();
+            match connect(&self.nodes[i]).await {
+                Ok(c) => {
+                    self.current = i;
+                    return Ok(self.conn.insert(c));
+                }
+                // A refused login or a bad database is the same on every node: say it now.
+                Err(e @ mysql_async::Error::Server(_)) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| mysql_async::Error::Other("the journal URL names no server".into())))
+    }
+
+    /// Runs one operation: reconnects first when the last one lost the connection; retries a
+    /// statement the server rolled back for a deadlock or a certification conflict; and, when
+    /// the connection breaks during the statement and other nodes are named, runs it once more
+    /// on the next node that answers ([`Reply::reconnected`] tells the caller, for whom "not
+    /// applied" may then mean "applied by the first attempt").
+    async fn run(&mut self, op: &Op) -> std::result::Result<Reply, mysql_async::Error> {
+        let mut conflicts = 0;
+        let mut failovers = 0;
+        loop {
+            let c = match self.conn {
+                Some(ref mut c) => c,
+                None => self.connect().await?,
+            };
+            match once(c, op).await {
+                Err(mysql_async::Error::Server(e))
+                    if e.code == ER_LOCK_DEADLOCK && conflicts < CONFLICT_RETRIES =>
+                {
+                    conflicts += 1;
+                    tokio::time::sleep(Duration::from_millis(5 << conflicts)).await;
+                }
+                Err(e @ mysql_async::Error::Server(_)) => return Err(e),
+                Err(e) => {
+                    // The connection is broken: the next attempt opens a new one.
+                    self.conn = None;
+                    if failovers + 1 >= self.nodes.len() {
+                        return Err(e);
+                    }
+                    failovers += 1;
+                    self.current = (self.current + 1) % self.nodes.len();
+                }
+                Ok(mut r) => {
+                    r.reconnected = failovers > 0;
+                    return Ok(r);
+                }
+            }
+        }
+    }
+}
+
 /// Connects; a missing database is created first (as the SQLite journal creates its file).
+/// On a Galera node the session waits for the cluster before reads and updates
+/// (`wsrep_sync_wait`): a value committed through another node is never read stale.
 async fn connect(opts: &Opts) -> std::result::Result<Conn, mysql_async::Error> {
-    match Conn::new(opts.clone()).await {
+    let mut c = match Conn::new(opts.clone()).await {
         Err(mysql_async::Error::Server(e)) if e.code == ER_BAD_DB_ERROR => {
             let db = opts.db_name().unwrap_or_default();
             let mut bare =
@@ -85,41 +161,16 @@ async fn connect(opts: &Opts) -> std::result::Result<Conn, mysql_async::Error> {
             ))
             .await?;
             bare.disconnect().await?;
-            Conn::new(opts.clone()).await
+            Conn::new(opts.clone()).await?
         }
-        other => other,
+        other => other?,
+    };
+    match c.query_drop("SET SESSION wsrep_sync_wait = 3").await {
+        // A server built without Galera support has no such variable: nothing to wait for.
+        Err(mysql_async::Error::Server(e)) if e.code == ER_UNKNOWN_SYSTEM_VARIABLE => {}
+        other => other?,
     }
-}
-
-/// Runs one operation, reconnecting first when the last one lost the connection, and retrying
-/// a statement the server rolled back for a deadlock or a certification conflict.
-async fn run(
-    conn: &mut Option<Conn>,
-    opts: &Opts,
-    op: &Op,
-) -> std::result::Result<Reply, mysql_async::Error> {
-    let mut attempt = 0;
-    loop {
-        let c = match conn {
-            Some(c) => c,
-            None => conn.insert(connect(opts).await?),
-        };
-        match once(c, op).await {
-            Err(mysql_async::Error::Server(e))
-                if e.code == ER_LOCK_DEADLOCK && attempt < CONFLICT_RETRIES =>
-            {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
-            }
-            Err(e @ mysql_async::Error::Server(_)) => return Err(e),
-            Err(e) => {
-                // The connection may be broken: the next call opens a new one.
-                *conn = None;
-                return Err(e);
-            }
-            Ok(r) => return Ok(r),
-        }
-    }
+    Ok(c)
 }
 
 async fn once(c: &mut Conn, op: &Op) -> std::result::Result<Reply, mysql_async::Error> {
@@ -133,7 +184,7 @@ async fn once(c: &mut Conn, op: &Op) -> std::result::Result<Reply, mysql_async::
             Ok(Reply {
                 affected: c.affected_rows(),
                 last_id: c.last_insert_id(),
-                rows: Vec::new(),
+                ..Reply::default()
             })
         }
         Op::Query(sql, params) => Ok(Reply {
