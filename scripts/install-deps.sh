@@ -20,6 +20,8 @@ PACKAGES=(
   wireguard-go wireguard-tools iproute2
   # small tools the lab and the benchmarks use
   socat curl procps time ca-certificates
+  # packages: built with dpkg-deb, their man pages checked with man -l (scripts/check-packages.sh)
+  man-db groff-base
   # sql-proxy TLS test: a throwaway self-signed certificate
   openssl
   # tunnel check/health: latency and loss probes over the tunnel

@@ -12,13 +12,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Move a shared-hosting platform between datacenters while the sites keep running.
 #[derive(Parser)]
-#[command(name = "migrator", version, about, long_about = None)]
+#[command(name = "migrator", version = climeta::VERSION, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: cmd::Command,
 }
 
 fn main() {
+    if let Some(code) = climeta::generate_docs_if_asked(<Cli as clap::CommandFactory>::command) {
+        std::process::exit(code);
+    }
     let cli = Cli::parse();
     match cmd::run(cli.command) {
         Ok(code) => std::process::exit(code),

@@ -17,6 +17,7 @@ use sql_proxy::route_store::{Access, Export, ImportAction, RouteStore, StoreErro
 #[derive(Parser)]
 #[command(
     name = "sql-proxy",
+    version = climeta::VERSION,
     about = "MySQL proxy that keeps old database endpoints answering while databases move"
 )]
 struct Cli {
@@ -297,6 +298,9 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    if let Some(code) = climeta::generate_docs_if_asked(<Cli as clap::CommandFactory>::command) {
+        std::process::exit(code);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

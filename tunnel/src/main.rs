@@ -11,6 +11,7 @@ use tunnel::{BackendChoice, CheckOptions, Config, Side};
 #[derive(Parser)]
 #[command(
     name = "tunnel",
+    version = climeta::VERSION,
     about = "WireGuard links between datacenters: reconcile and health"
 )]
 struct Cli {
@@ -110,6 +111,9 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = climeta::generate_docs_if_asked(<Cli as clap::CommandFactory>::command) {
+        return ExitCode::from(code as u8);
+    }
     let cli = Cli::parse();
     let json = matches!(
         cli.cmd,
