@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -11,8 +12,11 @@ use clap::{Args, Parser, Subcommand};
 use sql_proxy::admin::{router, AdminState};
 use sql_proxy::auth::UserStore;
 use sql_proxy::config::Config;
+use sql_proxy::fleet::Fleet;
 use sql_proxy::route::Shared;
-use sql_proxy::route_store::{Access, Export, ImportAction, RouteStore, StoreError, EXPORT_FORMAT};
+use sql_proxy::route_store::{
+    Access, Export, ImportAction, RouteStore, SharedStore, Store, StoreError, EXPORT_FORMAT,
+};
 
 #[derive(Parser)]
 #[command(
@@ -131,7 +135,95 @@ enum RoutesCmd {
     },
 }
 
-fn routes_cmd(cmd: RoutesCmd) -> Result<()> {
+/// The `[fleet]` store of `cfg`, if it has one (calls time out after a quarter lease).
+fn shared_store(config: &std::path::Path, cfg: &Config) -> Result<Option<SharedStore>> {
+    let Some(f) = &cfg.fleet else {
+        return Ok(None);
+    };
+    let opts = f
+        .store_opts()
+        .map_err(|e| anyhow::anyhow!("config {}: {e}", config.display()))?;
+    Ok(Some(SharedStore::new(
+        opts,
+        &f.name,
+        Duration::from_millis(f.lease_ms / 4),
+    )))
+}
+
+/// `routes init|list` on a fleet's shared store (export/import: the embedded store only).
+async fn shared_routes_cmd(
+    config: &std::path::Path,
+    cfg: &Config,
+    store: SharedStore,
+    cmd: RoutesCmd,
+) -> Result<()> {
+    match cmd {
+        RoutesCmd::Init { .. } => {
+            let last = store.create(&cfg.seed()).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "{}",
+                    e.to_string()
+                        .replace("<CONFIG>", &config.display().to_string())
+                )
+            })?;
+            println!(
+                "created the route table of {} with {} route(s) from the config's [databases] (last epoch {last})",
+                store.describe(),
+                cfg.databases.len()
+            );
+        }
+        RoutesCmd::List { json, .. } => {
+            store.check().await?;
+            let routes = store.load().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&routes)?);
+                return Ok(());
+            }
+            println!(
+                "{:<32} {:<8} {:<10} {:>8}",
+                "DATABASE", "SIDE", "MODE", "EPOCH"
+            );
+            for r in &routes {
+                println!(
+                    "{:<32} {:<8} {:<10} {:>8}",
+                    r.database, r.side, r.mode, r.epoch
+                );
+            }
+            println!("{} route(s), store {}", routes.len(), store.describe());
+            for i in store.instances().await? {
+                println!(
+                    "instance {} ({}, pid {}): acked epoch {}, lease {} ({} ms)",
+                    i.instance,
+                    i.endpoints,
+                    i.pid,
+                    i.acked_epoch,
+                    if i.live { "live" } else { "expired" },
+                    i.lease_left_ms
+                );
+            }
+        }
+        RoutesCmd::Export { .. } | RoutesCmd::Import { .. } => bail!(
+            "routes export/import work on the embedded SQLite store; {} is a MariaDB table: \
+             back it up with mariadb-dump (tables sqlproxy_*)",
+            store.describe()
+        ),
+    }
+    Ok(())
+}
+
+async fn routes_cmd(cmd: RoutesCmd) -> Result<()> {
+    let at = match &cmd {
+        RoutesCmd::Init { at, .. }
+        | RoutesCmd::List { at, .. }
+        | RoutesCmd::Export { at, .. }
+        | RoutesCmd::Import { at, .. } => at,
+    };
+    if let Some(config) = at.config.clone() {
+        let cfg = Config::load(&config)?;
+        if let Some(store) = shared_store(&config, &cfg)? {
+            return shared_routes_cmd(&config, &cfg, store, cmd).await;
+        }
+    }
     match cmd {
         RoutesCmd::Init { at, .. } => {
             let (path, cfg) = at.resolve()?;
@@ -319,7 +411,7 @@ fn main() -> Result<()> {
     rt.block_on(async {
         match cli.cmd {
             Cmd::Run { config } => run(config, workers).await,
-            Cmd::Routes(cmd) => routes_cmd(cmd),
+            Cmd::Routes(cmd) => routes_cmd(cmd).await,
             Cmd::SyncUsers {
                 from,
                 user,
@@ -369,20 +461,23 @@ fn reload(config: &std::path::Path, old: &Config, shared: &Arc<Shared>) {
                 .backend_sockets
                 .write()
                 .expect("backend sockets lock") = cfg.backend_sockets.clone();
-            if let Err(e) = shared.seed_from_config(&cfg) {
-                tracing::error!(error = %e, "new [databases] routes not seeded");
-            }
-            tracing::info!(backends = cfg.backends.len(), "config reloaded");
+            let (s, backends) = (shared.clone(), cfg.backends.len());
+            tokio::spawn(async move {
+                if let Err(e) = s.seed_from_config(&cfg).await {
+                    tracing::error!(error = %e, "new [databases] routes not seeded");
+                }
+            });
+            tracing::info!(backends, "config reloaded");
         }
         Err(e) => tracing::error!(error = %e, "config reload failed; keeping the old one"),
     }
 }
 
-async fn run(config: PathBuf, workers: usize) -> Result<()> {
-    let cfg = Config::load(&config)?;
-    let store_path = cfg.route_store_path();
-    let store = match RouteStore::open(&store_path, Access::Write) {
-        Ok(s) => Arc::new(s),
+/// The SQLite store of `cfg`, opened for writing (before anything else is read, so its
+/// errors come first).
+fn open_embedded(config: &std::path::Path, cfg: &Config) -> Result<Arc<RouteStore>> {
+    match RouteStore::open(&cfg.route_store_path(), Access::Write) {
+        Ok(s) => Ok(Arc::new(s)),
         Err(e @ StoreError::Missing { .. }) => {
             bail!(
                 "{}",
@@ -390,14 +485,84 @@ async fn run(config: PathBuf, workers: usize) -> Result<()> {
                     .replace("<CONFIG>", &config.display().to_string())
             )
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Joins the fleet: registers a lease first, then loads the table (so a switch committed
+/// meanwhile either is in what we load or waits for our acknowledgement), then follows it.
+async fn open_fleet(
+    config: &std::path::Path,
+    cfg: &Config,
+    store: SharedStore,
+    users: UserStore,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<Arc<Shared>> {
+    let f = cfg.fleet.as_ref().expect("a fleet config");
+    let missing = |e: StoreError| {
+        anyhow::anyhow!(
+            "{}",
+            e.to_string()
+                .replace("<CONFIG>", &config.display().to_string())
+        )
+    };
+    store.check().await.map_err(missing)?;
+    let instance = f.instance.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "host".into());
+        format!(
+            "{host}-{}-{:04x}",
+            std::process::id(),
+            rand::random::<u16>()
+        )
+    });
+    let endpoints = cfg
+        .listen
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let fleet = Arc::new(Fleet::new(
+        store.another(),
+        instance,
+        endpoints,
+        Duration::from_millis(f.lease_ms),
+        Duration::from_millis(f.poll_ms),
+    ));
+    fleet.register().await?;
+    let snap = store.changes_since(0).await?;
+    let shared = Shared::build(
+        cfg,
+        users,
+        tls,
+        Store::Shared(Arc::new(store)),
+        snap.changed,
+        Some(fleet.clone()),
+    )?;
+    shared.seed_from_config(cfg).await?;
+    sql_proxy::fleet::spawn(shared.clone(), snap.last_epoch);
+    tracing::info!(instance = %fleet.instance, store = %shared.store.describe(), epoch = snap.last_epoch, lease_ms = f.lease_ms, "joined the fleet");
+    Ok(shared)
+}
+
+async fn run(config: PathBuf, workers: usize) -> Result<()> {
+    let cfg = Config::load(&config)?;
+    let shared_store = shared_store(&config, &cfg)?;
+    let embedded = match shared_store {
+        None => Some(open_embedded(&config, &cfg)?),
+        Some(_) => None,
     };
     let users = UserStore::load(&cfg.users_file)?;
     let tls = match &cfg.tls {
         Some(t) => Some(sql_proxy::stream::acceptor(&t.cert_file, &t.key_file)?),
         None => None,
     };
-    let shared = Shared::new(&cfg, users, tls, store)?;
+    let shared = match (embedded, shared_store) {
+        (Some(store), _) => Shared::new(&cfg, users, tls, store)?,
+        (None, Some(store)) => open_fleet(&config, &cfg, store, users, tls).await?,
+        (None, None) => unreachable!("one of the two stores is opened above"),
+    };
     let workers = sql_proxy::server::Workers::start(workers)?;
     let (bound, _tasks) =
         sql_proxy::server::listen_on(shared.clone(), &cfg.listen, Some(workers)).await?;
@@ -451,8 +616,20 @@ async fn run(config: PathBuf, workers: usize) -> Result<()> {
     loop {
         tokio::select! {
             _ = hup.recv() => reload(&config, &cfg, &shared),
-            _ = term.recv() => return Ok(()),
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
         }
     }
+    // Leaving a fleet: hold everything first, then leave, so no switch waits for us and we
+    // serve nothing it does not know about.
+    if let Some(f) = &shared.fleet {
+        shared.fence("stopping");
+        match f.deregister().await {
+            Ok(()) => tracing::info!(instance = %f.instance, "left the fleet"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not leave the fleet; a switch waits for our lease to run out")
+            }
+        }
+    }
+    Ok(())
 }
