@@ -318,9 +318,6 @@ fn a_switch_through_one_instance_moves_both_and_a_cut_off_instance_fences_itself
         "the pause did not wait for B's lease: {paused_after:?}"
     );
     let old_rows_at_pause = count(&a, "blog.t", "%");
-    assert_eq!(metric(&sb, "sqlproxy_fleet_fenced"), 1.0);
-    let (code, v) = sb.admin(Method::Get, "/routes/blog", "");
-    assert_eq!((code, v["fenced"].as_bool()), (200, Some(true)), "{v}");
     a.copy_database_to("blog", &b).unwrap();
     let (code, v) = sa.admin(Method::Post, "/routes/blog/resume", r#"{"side":"new"}"#);
     assert_eq!(code, 200, "{v}");
@@ -344,6 +341,9 @@ fn a_switch_through_one_instance_moves_both_and_a_cut_off_instance_fences_itself
     );
     // The new side has what the copy took from the old one, and nothing through B since.
     assert_eq!(count(&b, "blog.t", "bg-%"), count(&a, "blog.t", "bg-%"));
+    assert_eq!(metric(&sb, "sqlproxy_fleet_fenced"), 1.0);
+    let (code, v) = sb.admin(Method::Get, "/routes/blog", "");
+    assert_eq!((code, v["fenced"].as_bool()), (200, Some(true)), "{v}");
     let e = write(&sb, "blog", "fenced").unwrap_err();
     assert!(e.contains("paused"), "{e}");
     assert_eq!(
