@@ -386,4 +386,75 @@ mod tests {
             "backend_sockets.new is not a key of [backends]"
         );
     }
+
+    fn fleet_cfg(dir: &Path, store: &str, mode: u32) -> Config {
+        use std::os::unix::fs::PermissionsExt;
+        let pw = dir.join("store.pw");
+        std::fs::write(&pw, "s3cret-store-pw\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(mode)).unwrap();
+        let text = format!(
+            "listen = [\"127.0.0.1:3306\"]\nusers_file = \"u.json\"\ndefault_side = \"old\"\n\
+             [backends]\nold = \"127.0.0.1:3307\"\n\
+             [fleet]\nname = \"old-db1\"\nstore = \"{store}\"\npassword_file = \"{}\"\n",
+            pw.display()
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn fleet_store_password_comes_from_a_private_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = fleet_cfg(dir.path(), "mysql://px@10.0.0.9:3306/sqlproxy", 0o600);
+        cfg.validate().unwrap();
+        let f = cfg.fleet.as_ref().unwrap();
+        assert_eq!((f.lease_ms, f.poll_ms), (10_000, 200));
+        let opts = f.store_opts().unwrap();
+        assert_eq!(opts.pass(), Some("s3cret-store-pw"));
+        assert_eq!(opts.db_name(), Some("sqlproxy"));
+        assert!(!opts.prefer_socket());
+
+        // A password in the URL: refused, and not repeated in the message.
+        let cfg = fleet_cfg(dir.path(), "mysql://px:hunter2@10.0.0.9/sqlproxy", 0o600);
+        let e = cfg.fleet.unwrap().store_opts().unwrap_err().to_string();
+        assert!(
+            e.starts_with("fleet.store: the URL carries a password"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+        // No database, a file others may read, another scheme.
+        for (store, mode, want) in [
+            (
+                "mysql://px@10.0.0.9:3306",
+                0o600,
+                "fleet.store: names no database",
+            ),
+            (
+                "mysql://px@10.0.0.9/sqlproxy",
+                0o644,
+                "fleet.password_file:",
+            ),
+            (
+                "postgres://px@10.0.0.9/x",
+                0o600,
+                "fleet.store: must start with mysql://",
+            ),
+        ] {
+            let cfg = fleet_cfg(dir.path(), store, mode);
+            let e = cfg.fleet.unwrap().store_opts().unwrap_err().to_string();
+            assert!(e.starts_with(want), "{store}: {e}");
+        }
+        // A lease renewed too rarely, and a fleet next to a route_store file.
+        let mut cfg = fleet_cfg(dir.path(), "mysql://px@h/d", 0o600);
+        cfg.fleet.as_mut().unwrap().poll_ms = 2_500;
+        assert_eq!(
+            cfg.validate().unwrap_err(),
+            Invalid::Fleet {
+                field: "poll_ms",
+                why: "above 0 and at most a fifth of lease_ms (the lease must survive a few missed renewals)".into()
+            }
+        );
+        let mut cfg = fleet_cfg(dir.path(), "mysql://px@h/d", 0o600);
+        cfg.route_store = Some("r.sqlite".into());
+        assert_eq!(cfg.validate().unwrap_err(), Invalid::StoreAndFleet);
+    }
 }

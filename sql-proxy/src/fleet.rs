@@ -25,6 +25,10 @@
 //! fraction of the lease of each other (NTP), and a statement already running on a backend
 //! when the fence begins finishes within the other half of the lease.
 
+#[cfg(test)]
+#[path = "fleet_tests.rs"]
+mod tests;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
