@@ -137,7 +137,8 @@ fn instance(
         old,
         Some(new),
         &format!(
-            "[limits]\nhold_deadline_ms = 8000\n\
+            "[limits]\nhold_deadline_ms = 8000\nswitch_txn_deadline_ms = 500\n\
+             switch_statement_grace_ms = 500\n\
              [fleet]\nname = \"old-db1\"\ninstance = \"{name}\"\n\
              store = \"mysql://{STORE_USER}@127.0.0.1:{store_port}/sqlproxy\"\n\
              password_file = \"{}\"\nlease_ms = {LEASE_MS}\npoll_ms = 100\n",
@@ -409,4 +410,139 @@ fn a_sigkilled_instance_delays_a_switch_by_at_most_its_lease() {
         t.elapsed()
     );
     pa.resume("shop", None).unwrap();
+}
+
+#[test]
+fn a_pause_the_fleet_cannot_drain_is_undone_with_a_clear_error_within_a_bounded_time() {
+    let (a, b) = sides();
+    let st = store();
+    let sa = instance(&a, &b, &st, st.db.port(), "proxy-a");
+    let sb = instance(&a, &b, &st, st.db.port(), "proxy-b");
+    let (_da, _db) = start_two(&sa, &sb);
+    // A statement that outlives every deadline, through B.
+    let addr = sb.addr();
+    let _slow = std::thread::spawn(move || {
+        cli(addr, APP_USER, APP_PASSWORD, &["shop"], "SELECT SLEEP(12)")
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let t = Instant::now();
+    let (code, v) = sa.admin(Method::Post, "/routes/shop/pause", "{}");
+    let waited = t.elapsed();
+    assert_eq!(code, 504, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains("pause undone") && e.contains("proxy-b") && !e.contains("proxy-a"),
+        "{e}"
+    );
+    // A lease plus the drain deadlines plus two rounds, and the undo's round trip.
+    assert!(
+        waited <= Duration::from_millis(LEASE_MS + 1000 + 2000),
+        "{waited:?}"
+    );
+    assert!(waited >= Duration::from_millis(LEASE_MS), "{waited:?}");
+    for s in [&sa, &sb] {
+        let (_, r) = s.admin(Method::Get, "/routes/shop", "");
+        assert_eq!(
+            (r["side"].as_str(), r["mode"].as_str()),
+            (Some("old"), Some("open")),
+            "{r}"
+        );
+    }
+    write(&sb, "shop", "after-undo").unwrap();
+    assert_eq!(count(&a, "shop.t", "after-undo"), 1);
+}
+
+#[test]
+fn shared_store_commits_are_checked_against_the_epoch_and_a_missing_fleet_is_refused() {
+    use sql_proxy::route::Mode;
+    use sql_proxy::route_store::{Committed, SharedStore, StoreError};
+    let st = store();
+    let opts = s_opts(&st);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let s = SharedStore::new(opts, "old-db1", Duration::from_secs(5));
+        assert!(matches!(s.check().await, Err(StoreError::NoFleet { .. })));
+        let seed = vec![("shop".to_string(), "old".to_string(), Mode::Open)];
+        assert_eq!(s.create(&seed).await.unwrap(), 1);
+        assert!(matches!(
+            s.create(&seed).await,
+            Err(StoreError::FleetExists { .. })
+        ));
+        s.check().await.unwrap();
+        // Another fleet in the same schema is separate.
+        let other = SharedStore::new(s_opts(&st), "old-db2", Duration::from_secs(5));
+        assert!(matches!(
+            other.check().await,
+            Err(StoreError::NoFleet { .. })
+        ));
+
+        let c = s
+            .commit("shop", 1, "new", Mode::Paused, Mode::Open)
+            .await
+            .unwrap();
+        assert_eq!(c, Committed::Done(2));
+        // A writer that had not seen epoch 2: refused, shown what is stored.
+        let Committed::Conflict(Some(cur)) = s
+            .commit("shop", 1, "old", Mode::Open, Mode::Open)
+            .await
+            .unwrap()
+        else {
+            panic!("a stale commit went through");
+        };
+        assert_eq!(
+            (cur.side.as_str(), cur.mode, cur.epoch),
+            ("new", Mode::Paused, 2)
+        );
+        // Two writers of a database never stored: one wins.
+        assert_eq!(
+            s.commit("Blog", 0, "old", Mode::Open, Mode::Open)
+                .await
+                .unwrap(),
+            Committed::Done(3)
+        );
+        assert!(matches!(
+            s.commit("Blog", 0, "new", Mode::Open, Mode::Open)
+                .await
+                .unwrap(),
+            Committed::Conflict(Some(_))
+        ));
+        // Names are case-sensitive, as MariaDB's database names are on Linux.
+        assert_eq!(
+            s.commit("blog", 0, "new", Mode::Open, Mode::Open)
+                .await
+                .unwrap(),
+            Committed::Done(4)
+        );
+        let snap = s.changes_since(2).await.unwrap();
+        assert_eq!(snap.last_epoch, 4);
+        let names: Vec<_> = snap.changed.iter().map(|r| r.database.as_str()).collect();
+        assert_eq!(names, ["Blog", "blog"]);
+
+        // Leases by the store's clock: live, then expired; acks never go down.
+        s.renew("i1", "127.0.0.1:1", Duration::from_millis(400), 3)
+            .await
+            .unwrap();
+        s.ack("i1", 2).await.unwrap();
+        let i = s.instances().await.unwrap();
+        assert_eq!((i.len(), i[0].live, i[0].acked_epoch), (1, true, 3));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let i = s.instances().await.unwrap();
+        assert!(!i[0].live && i[0].lease_left_ms < 0, "{i:?}");
+        s.deregister("i1").await.unwrap();
+        assert!(s.instances().await.unwrap().is_empty());
+    });
+}
+
+fn s_opts(st: &Store) -> mysql_async::Opts {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(st.db.port())
+        .user(Some(STORE_USER))
+        .pass(Some(STORE_PASSWORD))
+        .db_name(Some("sqlproxy"))
+        .prefer_socket(false)
+        .into()
 }
