@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::auth::UserStore;
+use crate::fleet;
 use crate::route::{Mode, Shared};
+use crate::route_store::{Store, StoreError};
 use crate::switch::{self, SwitchError};
 
 #[derive(Clone)]
@@ -35,6 +37,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/routes/{db}/resume", post(resume))
         .route("/routes/{db}/switch", post(switch_db))
         .route("/sessions", get(list_sessions))
+        .route("/fleet", get(fleet_view))
         .route("/reload", post(reload))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
@@ -74,6 +77,9 @@ struct RouteView {
     /// Epoch of the route's last committed change; 0: never stored (no client logged in to
     /// it yet, nothing changed it): it would be served from `default_side`.
     epoch: u64,
+    /// This instance is fenced (lease not confirmed): the route above is held, not served.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    fenced: bool,
 }
 
 /// A route as clients are served now. An unknown database is shown as it would be served
@@ -81,7 +87,7 @@ struct RouteView {
 fn view(shared: &Shared, db: &str) -> RouteView {
     let (side, mode, epoch) = match shared.lookup(db) {
         Some(r) => {
-            let st = r.state.borrow().clone();
+            let st = r.current();
             (st.side, st.mode, r.epoch.load(Ordering::SeqCst))
         }
         None => (
@@ -100,13 +106,22 @@ fn view(shared: &Shared, db: &str) -> RouteView {
         mode,
         sessions: shared.sessions_of(db).len(),
         epoch,
+        fenced: shared.fenced.load(Ordering::SeqCst),
     }
 }
 
-/// 503 when the change could not be made durable (nothing changed), 409 otherwise.
+/// 503 when the change could not be made durable (nothing changed; 409 when another instance
+/// changed the route first), 504 when the fleet did not confirm it in time, 409 otherwise.
 fn switch_err(e: SwitchError) -> Response {
     let code = match e {
+        SwitchError::Store {
+            source: StoreError::Conflict { .. },
+            ..
+        } => StatusCode::CONFLICT,
         SwitchError::Store { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        SwitchError::PauseNotAcknowledged { .. } | SwitchError::ResumeNotAcknowledged { .. } => {
+            StatusCode::GATEWAY_TIMEOUT
+        }
         _ => StatusCode::CONFLICT,
     };
     err(code, e)
@@ -158,7 +173,7 @@ async fn set_route(
     }
     let route = st.shared.route(&db);
     let _g = route.switch_lock.lock().await;
-    if route.state.borrow().mode == Mode::Paused {
+    if route.current().mode == Mode::Paused {
         return err(
             StatusCode::CONFLICT,
             format!("database {db} is paused for a move: end it with POST /routes/{db}/resume"),
@@ -166,7 +181,13 @@ async fn set_route(
     }
     let res = st.shared.set_route(&db, b.side.as_deref(), b.mode).await;
     match res {
-        Ok(_) => Json(view(&st.shared, &db)).into_response(),
+        Ok(epoch) => {
+            let within = fleet::ack_wait(&st.shared, Duration::ZERO);
+            match fleet::wait_acks(&st.shared, epoch, within).await {
+                Ok(_) => Json(view(&st.shared, &db)).into_response(),
+                Err(source) => switch_err(SwitchError::ResumeNotAcknowledged { db, source }),
+            }
+        }
         Err(source) => switch_err(SwitchError::Store { db, source }),
     }
 }
@@ -266,6 +287,32 @@ async fn list_sessions(State(st): State<AdminState>) -> Response {
     Json(sessions).into_response()
 }
 
+/// This instance's membership of its fleet and every instance the store knows.
+async fn fleet_view(State(st): State<AdminState>) -> Response {
+    let sh = &st.shared;
+    let (Store::Shared(store), Some(f)) = (&sh.store, &sh.fleet) else {
+        return err(
+            StatusCode::NOT_FOUND,
+            "this proxy has no [fleet]: its routes are its own (embedded store)",
+        );
+    };
+    let instances = match store.instances().await {
+        Ok(i) => serde_json::to_value(i).unwrap_or_default(),
+        Err(e) => json!({"error": e.to_string()}),
+    };
+    Json(json!({
+        "fleet": store.fleet(),
+        "instance": f.instance,
+        "fenced": sh.fenced.load(Ordering::SeqCst),
+        "lease_age_ms": f.lease_age().as_millis() as u64,
+        "lease_ms": f.lease.as_millis() as u64,
+        "applied_epoch": f.applied.load(Ordering::SeqCst),
+        "acked_epoch": f.acked.load(Ordering::SeqCst),
+        "instances": instances,
+    }))
+    .into_response()
+}
+
 /// Re-reads the user store; sessions stay connected.
 async fn reload(State(st): State<AdminState>) -> Response {
     match UserStore::load(&st.users_file) {
@@ -363,6 +410,42 @@ async fn metrics(State(st): State<AdminState>) -> Response {
         sc.errors.load(Ordering::Relaxed),
         sc.commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
     );
+    if let Some(f) = &st.shared.fleet {
+        let held: u64 = counters
+            .values()
+            .map(|c| c.held.load(Ordering::Relaxed))
+            .sum();
+        let _ = writeln!(
+            out,
+            "# HELP sqlproxy_fleet_lease_age_seconds Since the start of the last round that renewed the lease and read the shared table\n\
+             # TYPE sqlproxy_fleet_lease_age_seconds gauge\n\
+             sqlproxy_fleet_lease_age_seconds {}\n\
+             # HELP sqlproxy_fleet_fenced 1 while the lease is not confirmed and every database is held\n\
+             # TYPE sqlproxy_fleet_fenced gauge\n\
+             sqlproxy_fleet_fenced {}\n\
+             # HELP sqlproxy_fleet_fences_total Times this instance fenced itself\n\
+             # TYPE sqlproxy_fleet_fences_total counter\n\
+             sqlproxy_fleet_fences_total {}\n\
+             # HELP sqlproxy_fleet_applied_epoch Shared store epoch the live table equals\n\
+             # TYPE sqlproxy_fleet_applied_epoch gauge\n\
+             sqlproxy_fleet_applied_epoch {}\n\
+             # HELP sqlproxy_fleet_acked_epoch Epoch this instance acknowledged in the store\n\
+             # TYPE sqlproxy_fleet_acked_epoch gauge\n\
+             sqlproxy_fleet_acked_epoch {}\n\
+             # HELP sqlproxy_fleet_round_errors_total Lease/follow rounds that failed\n\
+             # TYPE sqlproxy_fleet_round_errors_total counter\n\
+             sqlproxy_fleet_round_errors_total {}\n\
+             # HELP sqlproxy_fleet_held_queries_total Commands held (paused or fenced), all databases\n\
+             # TYPE sqlproxy_fleet_held_queries_total counter\n\
+             sqlproxy_fleet_held_queries_total {held}",
+            f.lease_age().as_secs_f64(),
+            u8::from(st.shared.fenced.load(Ordering::SeqCst)),
+            f.fences.load(Ordering::Relaxed),
+            f.applied.load(Ordering::Relaxed),
+            f.acked.load(Ordering::Relaxed),
+            f.errors.load(Ordering::Relaxed),
+        );
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -17,6 +17,18 @@
 //! listen = "127.0.0.1:9090"
 //! token_file = "/etc/sql-proxy/admin.token"
 //! ```
+//!
+//! Several instances answering the same old endpoint share their routes instead (no
+//! `route_store` then; see `fleet.rs`):
+//!
+//! ```toml
+//! [fleet]
+//! name = "old-db1"                       # the instances that serve the same endpoint
+//! store = "mysql://sqlproxy@10.0.0.9:3306/sqlproxy"   # never a password in the URL
+//! password_file = "/etc/sql-proxy/store.pw"          # 0600 (or 0640 root:sql-proxy)
+//! lease_ms = 10000                       # optional; fenced after half of it unconfirmed
+//! poll_ms = 200                          # optional; renew + follow period
+//! ```
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -60,6 +72,98 @@ pub struct Config {
     /// Version string shown to clients ("5.5.5-" makes MariaDB clients recognise MariaDB).
     #[serde(default = "default_version")]
     pub server_version: String,
+    /// Shared routes with the other instances serving the same endpoint (MariaDB store,
+    /// leases, acknowledgements, fencing). Absent: the embedded SQLite store.
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
+}
+
+/// `[fleet]`: this instance shares its route table with the others of the same name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// The fleet: every instance answering the same old endpoint(s) uses the same name.
+    pub name: String,
+    /// `mysql://user@host:port/database` of the shared store (a password here is refused).
+    pub store: String,
+    /// The store account's password, one line, in a file only the daemon may read.
+    pub password_file: PathBuf,
+    /// This instance's id in the store (default: host name, PID and a random suffix).
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// Lease length; an instance that could not renew for half of it stops serving.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// How often the lease is renewed and the table re-read.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+}
+
+impl FleetConfig {
+    /// Connection settings of the store: the URL (never with a password) and the password
+    /// from `password_file`, which only its owner (and group, read-only) may read.
+    pub fn store_opts(&self) -> Result<mysql_async::Opts, Invalid> {
+        let bad = |field, why: String| Invalid::Fleet { field, why };
+        let rest = self
+            .store
+            .strip_prefix("mysql://")
+            .or_else(|| self.store.strip_prefix("mariadb://"))
+            .ok_or_else(|| bad("store", "must start with mysql:// (or mariadb://)".into()))?;
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        if authority
+            .rsplit_once('@')
+            .is_some_and(|(user, _)| user.contains(':'))
+        {
+            return Err(bad(
+                "store",
+                "the URL carries a password, which would show in logs and backups; put it in \
+                 password_file (chmod 600) and write mysql://user@host:port/db"
+                    .into(),
+            ));
+        }
+        let opts = mysql_async::Opts::from_url(&format!("mysql://{rest}"))
+            .map_err(|e| bad("store", e.to_string()))?;
+        if opts.db_name().is_none_or(str::is_empty) {
+            return Err(bad(
+                "store",
+                "names no database (mysql://user@host:port/DATABASE)".into(),
+            ));
+        }
+        let pf = &self.password_file;
+        let md = std::fs::metadata(pf)
+            .map_err(|e| bad("password_file", format!("{}: {e}", pf.display())))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = md.permissions().mode() & 0o777;
+            if mode & 0o027 != 0 {
+                return Err(bad(
+                    "password_file",
+                    format!(
+                        "{} is open to others or writable by its group (mode {mode:o}): chmod 600 it",
+                        pf.display()
+                    ),
+                ));
+            }
+        }
+        let text = std::fs::read_to_string(pf)
+            .map_err(|e| bad("password_file", format!("{}: {e}", pf.display())))?;
+        let pass = text.trim_end_matches(['\n', '\r']).to_string();
+        // The address named is the one used: never a switch to the server's unix socket
+        // (mysql_async does that for a loopback host), which would bypass whatever the
+        // operator put on the path (and the fencing tests' partition).
+        Ok(mysql_async::OptsBuilder::from_opts(opts)
+            .pass(Some(pass))
+            .prefer_socket(false)
+            .into())
+    }
+}
+
+fn default_lease_ms() -> u64 {
+    10_000
+}
+
+fn default_poll_ms() -> u64 {
+    200
 }
 
 fn default_version() -> String {
@@ -146,6 +250,10 @@ pub enum Invalid {
     BackendSocket(String),
     #[error("databases.{db}.side {side:?} is not a key of [backends]")]
     DatabaseSide { db: String, side: String },
+    #[error("route_store and [fleet] exclude each other: a fleet's routes live in fleet.store")]
+    StoreAndFleet,
+    #[error("fleet.{field}: {why}")]
+    Fleet { field: &'static str, why: String },
 }
 
 impl Config {
@@ -189,6 +297,33 @@ impl Config {
         for side in self.backend_sockets.keys() {
             if !self.backends.contains_key(side) {
                 return Err(Invalid::BackendSocket(side.clone()));
+            }
+        }
+        if let Some(f) = &self.fleet {
+            if self.route_store.is_some() {
+                return Err(Invalid::StoreAndFleet);
+            }
+            let bad = |field, why: &str| Invalid::Fleet {
+                field,
+                why: why.into(),
+            };
+            if f.name.is_empty() || f.name.len() > 128 {
+                return Err(bad("name", "1 to 128 characters"));
+            }
+            if f.instance
+                .as_ref()
+                .is_some_and(|i| i.is_empty() || i.len() > 128)
+            {
+                return Err(bad("instance", "1 to 128 characters"));
+            }
+            if f.lease_ms < 1000 {
+                return Err(bad("lease_ms", "at least 1000"));
+            }
+            if f.poll_ms == 0 || f.poll_ms * 5 > f.lease_ms {
+                return Err(bad(
+                    "poll_ms",
+                    "above 0 and at most a fifth of lease_ms (the lease must survive a few missed renewals)",
+                ));
             }
         }
         for (db, r) in &self.databases {
@@ -250,5 +385,76 @@ mod tests {
             err.to_string(),
             "backend_sockets.new is not a key of [backends]"
         );
+    }
+
+    fn fleet_cfg(dir: &Path, store: &str, mode: u32) -> Config {
+        use std::os::unix::fs::PermissionsExt;
+        let pw = dir.join("store.pw");
+        std::fs::write(&pw, "s3cret-store-pw\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(mode)).unwrap();
+        let text = format!(
+            "listen = [\"127.0.0.1:3306\"]\nusers_file = \"u.json\"\ndefault_side = \"old\"\n\
+             [backends]\nold = \"127.0.0.1:3307\"\n\
+             [fleet]\nname = \"old-db1\"\nstore = \"{store}\"\npassword_file = \"{}\"\n",
+            pw.display()
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn fleet_store_password_comes_from_a_private_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = fleet_cfg(dir.path(), "mysql://px@10.0.0.9:3306/sqlproxy", 0o600);
+        cfg.validate().unwrap();
+        let f = cfg.fleet.as_ref().unwrap();
+        assert_eq!((f.lease_ms, f.poll_ms), (10_000, 200));
+        let opts = f.store_opts().unwrap();
+        assert_eq!(opts.pass(), Some("s3cret-store-pw"));
+        assert_eq!(opts.db_name(), Some("sqlproxy"));
+        assert!(!opts.prefer_socket());
+
+        // A password in the URL: refused, and not repeated in the message.
+        let cfg = fleet_cfg(dir.path(), "mysql://px:hunter2@10.0.0.9/sqlproxy", 0o600);
+        let e = cfg.fleet.unwrap().store_opts().unwrap_err().to_string();
+        assert!(
+            e.starts_with("fleet.store: the URL carries a password"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+        // No database, a file others may read, another scheme.
+        for (store, mode, want) in [
+            (
+                "mysql://px@10.0.0.9:3306",
+                0o600,
+                "fleet.store: names no database",
+            ),
+            (
+                "mysql://px@10.0.0.9/sqlproxy",
+                0o644,
+                "fleet.password_file:",
+            ),
+            (
+                "postgres://px@10.0.0.9/x",
+                0o600,
+                "fleet.store: must start with mysql://",
+            ),
+        ] {
+            let cfg = fleet_cfg(dir.path(), store, mode);
+            let e = cfg.fleet.unwrap().store_opts().unwrap_err().to_string();
+            assert!(e.starts_with(want), "{store}: {e}");
+        }
+        // A lease renewed too rarely, and a fleet next to a route_store file.
+        let mut cfg = fleet_cfg(dir.path(), "mysql://px@h/d", 0o600);
+        cfg.fleet.as_mut().unwrap().poll_ms = 2_500;
+        assert_eq!(
+            cfg.validate().unwrap_err(),
+            Invalid::Fleet {
+                field: "poll_ms",
+                why: "above 0 and at most a fifth of lease_ms (the lease must survive a few missed renewals)".into()
+            }
+        );
+        let mut cfg = fleet_cfg(dir.path(), "mysql://px@h/d", 0o600);
+        cfg.route_store = Some("r.sqlite".into());
+        assert_eq!(cfg.validate().unwrap_err(), Invalid::StoreAndFleet);
     }
 }

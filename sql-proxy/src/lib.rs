@@ -14,8 +14,10 @@
 //! - [`rewrite`]: `@@socket` answered as NULL (clients must not bypass the proxy);
 //!   [`classify`]: write detection for read_only; [`session_state`]: SET / USE tracking.
 //! - [`mode`]: a database's mode; [`route`]: live routes, session registry, counters; [`route_store`]: the durable
-//!   copy every route change is committed to first (SQLite, WAL); [`switch`]: pause → drain →
-//!   resume; [`admin`]: HTTP API and Prometheus metrics; [`config`]: the TOML file.
+//!   copy every route change is committed to first (SQLite, WAL; or a fleet's shared MariaDB
+//!   table); [`fleet`]: lease, follow, acknowledge and fence when instances share routes;
+//!   [`switch`]: pause → drain → resume (→ every live instance acknowledged);
+//!   [`admin`]: HTTP API and Prometheus metrics; [`config`]: the TOML file.
 //! - [`backend`]: the proxy's own backend logins and queries.
 pub mod admin;
 pub mod auth;
@@ -23,6 +25,7 @@ pub mod backend;
 pub mod classify;
 pub mod commands;
 pub mod config;
+pub mod fleet;
 pub mod mode;
 pub mod protocol;
 pub mod relay;

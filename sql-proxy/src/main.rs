@@ -1,18 +1,24 @@
 //! `sql-proxy`: the daemon (`run`), the user sync (`sync-users`) and the route store tools
-//! (`routes init|list|export|import`).
+//! (`routes init|list|export|import`, in `routes_cli.rs`).
+
+mod routes_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use sql_proxy::admin::{router, AdminState};
 use sql_proxy::auth::UserStore;
 use sql_proxy::config::Config;
+use sql_proxy::fleet::Fleet;
 use sql_proxy::route::Shared;
-use sql_proxy::route_store::{Access, Export, ImportAction, RouteStore, StoreError, EXPORT_FORMAT};
+use sql_proxy::route_store::{Access, RouteStore, SharedStore, Store, StoreError};
+
+use routes_cli::{routes_cmd, shared_store, RoutesCmd};
 
 #[derive(Parser)]
 #[command(
@@ -60,243 +66,6 @@ enum Cmd {
     },
 }
 
-/// Which store a `routes` command works on.
-#[derive(Args)]
-struct StoreAt {
-    /// The proxy's TOML configuration: its `route_store` (default `routes.sqlite` beside
-    /// `users_file`), and its [backends] to check sides against.
-    #[arg(long, env = "SQL_PROXY_CONFIG", required_unless_present = "store")]
-    config: Option<PathBuf>,
-    /// The store file itself, when there is no config at hand.
-    #[arg(long, conflicts_with = "config")]
-    store: Option<PathBuf>,
-}
-
-impl StoreAt {
-    fn resolve(&self) -> Result<(PathBuf, Option<Config>)> {
-        match (&self.config, &self.store) {
-            (Some(c), _) => {
-                let cfg = Config::load(c)?;
-                Ok((cfg.route_store_path(), Some(cfg)))
-            }
-            (None, Some(s)) => Ok((s.clone(), None)),
-            (None, None) => bail!("give --config or --store"),
-        }
-    }
-}
-
-#[derive(Subcommand)]
-enum RoutesCmd {
-    /// Create the route store, once per host, from the config's [databases] (every other
-    /// database starts on default_side the first time a client uses it). Refuses to
-    /// overwrite an existing store.
-    Init {
-        #[command(flatten)]
-        at: StoreAt,
-        /// Seed the new store from the config's [databases] table (required: says where the
-        /// first routes come from).
-        #[arg(long, required = true)]
-        from_config: bool,
-    },
-    /// Every stored route: database, side, mode, epoch (works while the proxy runs).
-    List {
-        #[command(flatten)]
-        at: StoreAt,
-        /// The export format (JSON) instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Write every stored route as JSON (a backup; works while the proxy runs).
-    Export {
-        #[command(flatten)]
-        at: StoreAt,
-        /// Write here (0600) instead of standard output.
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-    },
-    /// Load routes from an export into the store (the proxy must be stopped).
-    ///
-    /// A route whose epoch is older than the stored one (or equal with other content) would
-    /// move a database backwards: refused, and nothing is imported, unless --force.
-    Import {
-        #[command(flatten)]
-        at: StoreAt,
-        /// An export file (`sql-proxy routes export`).
-        file: PathBuf,
-        /// Print what would change; change nothing (works while the proxy runs).
-        #[arg(long)]
-        dry_run: bool,
-        /// Apply routes older than the stored ones too, with fresh epochs.
-        #[arg(long)]
-        force: bool,
-    },
-}
-
-fn routes_cmd(cmd: RoutesCmd) -> Result<()> {
-    match cmd {
-        RoutesCmd::Init { at, .. } => {
-            let (path, cfg) = at.resolve()?;
-            let Some(cfg) = cfg else {
-                bail!("routes init seeds from the config: give --config");
-            };
-            let store = RouteStore::create(&path, &cfg.seed())?;
-            println!(
-                "created route store {} with {} route(s) from the config's [databases] (last epoch {})",
-                path.display(),
-                cfg.databases.len(),
-                store.last_epoch()?
-            );
-        }
-        RoutesCmd::List { at, json } => {
-            let (path, _) = at.resolve()?;
-            let store = RouteStore::open(&path, Access::Read)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&store.export()?)?);
-            } else {
-                let routes = store.load()?;
-                println!(
-                    "{:<32} {:<8} {:<10} {:>8}",
-                    "DATABASE", "SIDE", "MODE", "EPOCH"
-                );
-                for r in &routes {
-                    let mode = serde_json::to_value(r.mode)?;
-                    println!(
-                        "{:<32} {:<8} {:<10} {:>8}",
-                        r.database,
-                        r.side,
-                        mode.as_str().unwrap_or(""),
-                        r.epoch
-                    );
-                }
-                println!(
-                    "{} route(s), last epoch {}, store {}",
-                    routes.len(),
-                    store.last_epoch()?,
-                    path.display()
-                );
-            }
-        }
-        RoutesCmd::Export { at, out } => {
-            let (path, _) = at.resolve()?;
-            let store = RouteStore::open(&path, Access::Read)?;
-            let text = serde_json::to_string_pretty(&store.export()?)? + "\n";
-            match out {
-                None => print!("{text}"),
-                Some(out) => {
-                    write_private(&out, text.as_bytes())?;
-                    eprintln!(
-                        "exported {} route(s) to {}",
-                        store.load()?.len(),
-                        out.display()
-                    );
-                }
-            }
-        }
-        RoutesCmd::Import {
-            at,
-            file,
-            dry_run,
-            force,
-        } => {
-            let (path, cfg) = at.resolve()?;
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let export: Export = serde_json::from_str(&text)
-                .with_context(|| format!("{}: not a route export", file.display()))?;
-            if export.format != EXPORT_FORMAT {
-                bail!(
-                    "{}: format {:?}, expected {EXPORT_FORMAT:?}",
-                    file.display(),
-                    export.format
-                );
-            }
-            for r in &export.routes {
-                if let Some(cfg) = &cfg {
-                    if !cfg.backends.contains_key(&r.side) {
-                        bail!(
-                            "{}: database {:?}: side {:?} is not in the config's [backends]",
-                            file.display(),
-                            r.database,
-                            r.side
-                        );
-                    }
-                }
-                if r.epoch == 0
-                    || r.side.is_empty()
-                    || r.resume_mode == sql_proxy::route::Mode::Paused
-                {
-                    bail!(
-                        "{}: database {:?}: epoch must be > 0, side non-empty, resume_mode open or read_only",
-                        file.display(),
-                        r.database
-                    );
-                }
-            }
-            let access = if dry_run { Access::Read } else { Access::Write };
-            let store = RouteStore::open(&path, access)?;
-            let mut changes = store.plan_import(&export.routes, force)?;
-            let refused = changes
-                .iter()
-                .filter(|c| c.action == ImportAction::RefusedBackwards)
-                .count();
-            if !dry_run && refused == 0 {
-                store.apply_import(&mut changes)?;
-            }
-            for c in &changes {
-                let before = c.before.as_ref().map_or("(none)".to_string(), |b| {
-                    format!("{} {:?} epoch {}", b.side, b.mode, b.epoch)
-                });
-                println!(
-                    "{:<18} {}: {} -> {} {:?} epoch {}",
-                    format!("{:?}", c.action),
-                    c.database,
-                    before,
-                    c.after.side,
-                    c.after.mode,
-                    c.after.epoch
-                );
-            }
-            if refused > 0 {
-                bail!(
-                    "{refused} route(s) in {} are older than the store's (RefusedBackwards above): \
-                     nothing imported; --force applies them anyway",
-                    file.display()
-                );
-            }
-            println!(
-                "{} {} route(s) into {}",
-                if dry_run {
-                    "dry run: would import"
-                } else {
-                    "imported"
-                },
-                changes
-                    .iter()
-                    .filter(|c| c.action != ImportAction::Unchanged)
-                    .count(),
-                path.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Writes `bytes` to a new 0600 file (exports name every customer database).
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
-}
-
 fn main() -> Result<()> {
     if let Some(code) = climeta::generate_docs_if_asked(<Cli as clap::CommandFactory>::command) {
         std::process::exit(code);
@@ -323,7 +92,7 @@ fn main() -> Result<()> {
     rt.block_on(async {
         match cli.cmd {
             Cmd::Run { config } => run(config, workers).await,
-            Cmd::Routes(cmd) => routes_cmd(cmd),
+            Cmd::Routes(cmd) => routes_cmd(cmd).await,
             Cmd::SyncUsers {
                 from,
                 user,
@@ -373,20 +142,23 @@ fn reload(config: &std::path::Path, old: &Config, shared: &Arc<Shared>) {
                 .backend_sockets
                 .write()
                 .expect("backend sockets lock") = cfg.backend_sockets.clone();
-            if let Err(e) = shared.seed_from_config(&cfg) {
-                tracing::error!(error = %e, "new [databases] routes not seeded");
-            }
-            tracing::info!(backends = cfg.backends.len(), "config reloaded");
+            let (s, backends) = (shared.clone(), cfg.backends.len());
+            tokio::spawn(async move {
+                if let Err(e) = s.seed_from_config(&cfg).await {
+                    tracing::error!(error = %e, "new [databases] routes not seeded");
+                }
+            });
+            tracing::info!(backends, "config reloaded");
         }
         Err(e) => tracing::error!(error = %e, "config reload failed; keeping the old one"),
     }
 }
 
-async fn run(config: PathBuf, workers: usize) -> Result<()> {
-    let cfg = Config::load(&config)?;
-    let store_path = cfg.route_store_path();
-    let store = match RouteStore::open(&store_path, Access::Write) {
-        Ok(s) => Arc::new(s),
+/// The SQLite store of `cfg`, opened for writing (before anything else is read, so its
+/// errors come first).
+fn open_embedded(config: &std::path::Path, cfg: &Config) -> Result<Arc<RouteStore>> {
+    match RouteStore::open(&cfg.route_store_path(), Access::Write) {
+        Ok(s) => Ok(Arc::new(s)),
         Err(e @ StoreError::Missing { .. }) => {
             bail!(
                 "{}",
@@ -394,14 +166,84 @@ async fn run(config: PathBuf, workers: usize) -> Result<()> {
                     .replace("<CONFIG>", &config.display().to_string())
             )
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Joins the fleet: registers a lease first, then loads the table (so a switch committed
+/// meanwhile either is in what we load or waits for our acknowledgement), then follows it.
+async fn open_fleet(
+    config: &std::path::Path,
+    cfg: &Config,
+    store: SharedStore,
+    users: UserStore,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<Arc<Shared>> {
+    let f = cfg.fleet.as_ref().expect("a fleet config");
+    let missing = |e: StoreError| {
+        anyhow::anyhow!(
+            "{}",
+            e.to_string()
+                .replace("<CONFIG>", &config.display().to_string())
+        )
+    };
+    store.check().await.map_err(missing)?;
+    let instance = f.instance.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "host".into());
+        format!(
+            "{host}-{}-{:04x}",
+            std::process::id(),
+            rand::random::<u16>()
+        )
+    });
+    let endpoints = cfg
+        .listen
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let fleet = Arc::new(Fleet::new(
+        store.another(),
+        instance,
+        endpoints,
+        Duration::from_millis(f.lease_ms),
+        Duration::from_millis(f.poll_ms),
+    ));
+    fleet.register().await?;
+    let snap = store.changes_since(0).await?;
+    let shared = Shared::build(
+        cfg,
+        users,
+        tls,
+        Store::Shared(Arc::new(store)),
+        snap.changed,
+        Some(fleet.clone()),
+    )?;
+    shared.seed_from_config(cfg).await?;
+    sql_proxy::fleet::spawn(shared.clone(), snap.last_epoch);
+    tracing::info!(instance = %fleet.instance, store = %shared.store.describe(), epoch = snap.last_epoch, lease_ms = f.lease_ms, "joined the fleet");
+    Ok(shared)
+}
+
+async fn run(config: PathBuf, workers: usize) -> Result<()> {
+    let cfg = Config::load(&config)?;
+    let shared_store = shared_store(&config, &cfg)?;
+    let embedded = match shared_store {
+        None => Some(open_embedded(&config, &cfg)?),
+        Some(_) => None,
     };
     let users = UserStore::load(&cfg.users_file)?;
     let tls = match &cfg.tls {
         Some(t) => Some(sql_proxy::stream::acceptor(&t.cert_file, &t.key_file)?),
         None => None,
     };
-    let shared = Shared::new(&cfg, users, tls, store)?;
+    let shared = match (embedded, shared_store) {
+        (Some(store), _) => Shared::new(&cfg, users, tls, store)?,
+        (None, Some(store)) => open_fleet(&config, &cfg, store, users, tls).await?,
+        (None, None) => unreachable!("one of the two stores is opened above"),
+    };
     let workers = sql_proxy::server::Workers::start(workers)?;
     let (bound, _tasks) =
         sql_proxy::server::listen_on(shared.clone(), &cfg.listen, Some(workers)).await?;
@@ -455,8 +297,20 @@ async fn run(config: PathBuf, workers: usize) -> Result<()> {
     loop {
         tokio::select! {
             _ = hup.recv() => reload(&config, &cfg, &shared),
-            _ = term.recv() => return Ok(()),
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
         }
     }
+    // Leaving a fleet: hold everything first, then leave, so no switch waits for us and we
+    // serve nothing it does not know about.
+    if let Some(f) = &shared.fleet {
+        shared.fence("stopping");
+        match f.deregister().await {
+            Ok(()) => tracing::info!(instance = %f.instance, "left the fleet"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not leave the fleet; a switch waits for our lease to run out")
+            }
+        }
+    }
+    Ok(())
 }

@@ -2,9 +2,12 @@
 //! (backend) and mode, published through a `watch` channel so a held session wakes the moment
 //! its database resumes; the registry of sessions; per database/side counters.
 //!
-//! Every change of a route goes through [`Shared::commit`]: committed to the [`RouteStore`]
+//! Every change of a route goes through [`Shared::commit`]: committed to the route [`Store`]
 //! first, applied to the live state only once the store has it. The query path never touches
-//! the store (it reads the `watch` channel only).
+//! the store (it reads the `watch` channel only). With a shared store, changes committed by
+//! other instances arrive through the follower (`fleet.rs`), and an instance that cannot
+//! confirm its lease is *fenced*: every route is published as paused (clients held) while
+//! [`DbRoute::current`] keeps the committed one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -17,7 +20,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::auth::UserStore;
 use crate::config::{Config, Limits};
-use crate::route_store::{RouteStore, StoreError, StoredRoute};
+use crate::route_store::{Committed, RouteStore, Store, StoreError, StoredRoute};
 
 pub use crate::mode::Mode;
 
@@ -43,6 +46,8 @@ pub struct DbRoute {
     /// Epoch of the last committed change; 0 while the route was never stored (first seen
     /// at a login that has not completed yet).
     pub epoch: AtomicU64,
+    /// While this instance is fenced: the route as committed (clients see `state` paused).
+    pub fenced_real: Mutex<Option<RouteState>>,
 }
 
 impl DbRoute {
@@ -55,12 +60,30 @@ impl DbRoute {
             switch_lock: tokio::sync::Mutex::new(()),
             commit_lock: tokio::sync::Mutex::new(()),
             epoch: AtomicU64::new(epoch),
+            fenced_real: Mutex::new(None),
+        }
+    }
+
+    /// The route as committed (what clients get when this instance is not fenced).
+    pub fn current(&self) -> RouteState {
+        let real = self.fenced_real.lock().expect("fence lock");
+        real.clone().unwrap_or_else(|| self.state.borrow().clone())
+    }
+
+    /// Publishes a committed state: to clients, or kept aside while fenced.
+    pub fn publish(&self, st: RouteState) {
+        let mut real = self.fenced_real.lock().expect("fence lock");
+        match real.as_mut() {
+            Some(r) => *r = st,
+            None => {
+                self.state.send_replace(st);
+            }
         }
     }
 
     /// The route as the store holds it: side, mode, and the mode a pause returns to.
     pub fn desired(&self) -> Desired {
-        let st = self.state.borrow().clone();
+        let st = self.current();
         let resume_mode = if st.mode == Mode::Paused {
             *self.mode_before_pause.lock().expect("mode lock")
         } else {
@@ -158,8 +181,12 @@ pub struct Shared {
     /// TLS for clients that ask for it; `None` means CLIENT_SSL is not offered.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Where every route change is committed before it takes effect.
-    pub store: Arc<RouteStore>,
+    pub store: Store,
     pub store_counters: StoreCounters,
+    /// This instance's membership of a fleet sharing the store (`None`: embedded store).
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
+    /// Set while the lease is not confirmed: every route is held (see `fleet.rs`).
+    pub fenced: AtomicBool,
 }
 
 impl Shared {
@@ -172,10 +199,29 @@ impl Shared {
         store: Arc<RouteStore>,
     ) -> Result<Arc<Self>, RestoreError> {
         let stored = store.load()?;
+        let s = Self::build(cfg, users, tls, Store::Local(store.clone()), stored, None)?;
+        for r in store.seed_missing(&cfg.seed())? {
+            tracing::info!(database = %r.database, side = %r.side, epoch = r.epoch, "route seeded from the config");
+            s.restore(&r);
+        }
+        Ok(s)
+    }
+
+    /// The shared state with every route of `stored` (loaded from `store`), as a member of
+    /// `fleet` if given. The caller seeds the config's `[databases]` after
+    /// ([`Shared::seed_from_config`]).
+    pub fn build(
+        cfg: &Config,
+        users: UserStore,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        store: Store,
+        stored: Vec<StoredRoute>,
+        fleet: Option<Arc<crate::fleet::Fleet>>,
+    ) -> Result<Arc<Self>, RestoreError> {
         for r in &stored {
             if !cfg.backends.contains_key(&r.side) {
                 return Err(RestoreError::UnknownSide {
-                    store: store.path().display().to_string(),
+                    store: store.describe(),
                     database: r.database.clone(),
                     side: r.side.clone(),
                 });
@@ -197,6 +243,8 @@ impl Shared {
             tls,
             store,
             store_counters: StoreCounters::default(),
+            fleet,
+            fenced: AtomicBool::new(false),
         });
         for r in &stored {
             s.restore(r);
@@ -205,10 +253,9 @@ impl Shared {
         tracing::info!(
             routes = stored.len(),
             paused,
-            store = %s.store.path().display(),
+            store = %s.store.describe(),
             "routes restored"
         );
-        s.seed_from_config(cfg)?;
         Ok(s)
     }
 
@@ -238,15 +285,15 @@ impl Shared {
             if r.mode == Mode::Paused {
                 *route.paused_at.lock().expect("paused_at lock") = Some(Instant::now());
             }
-            route.state.send_replace(state);
+            route.publish(state);
             route.epoch.store(r.epoch, Ordering::SeqCst);
         }
     }
 
     /// Commits the config's `[databases]` that the store has never seen (start and SIGHUP);
     /// routes the store knows are left as they are, whatever the config says.
-    pub fn seed_from_config(&self, cfg: &Config) -> Result<(), StoreError> {
-        for r in self.store.seed_missing(&cfg.seed())? {
+    pub async fn seed_from_config(&self, cfg: &Config) -> Result<(), StoreError> {
+        for r in self.store.seed_missing(&cfg.seed()).await? {
             tracing::info!(database = %r.database, side = %r.side, epoch = r.epoch, "route seeded from the config");
             self.restore(&r);
         }
@@ -270,33 +317,48 @@ impl Shared {
         routes
             .entry(db.to_string())
             .or_insert_with(|| {
-                Arc::new(DbRoute::new(
-                    db,
-                    RouteState {
-                        side,
-                        mode: Mode::Open,
-                    },
-                    Mode::Open,
-                    0,
-                ))
+                let st = RouteState {
+                    side,
+                    mode: Mode::Open,
+                };
+                let route = DbRoute::new(db, st.clone(), Mode::Open, 0);
+                // Read under the routes lock: `fence` sets the flag before it walks them.
+                if self.fenced.load(Ordering::SeqCst) {
+                    *route.fenced_real.lock().expect("fence lock") = Some(st.clone());
+                    route.state.send_replace(RouteState {
+                        mode: Mode::Paused,
+                        ..st
+                    });
+                }
+                Arc::new(route)
             })
             .clone()
     }
 
     /// Commits `change(current)` to the store, then applies it to the live route; returns the
-    /// new epoch. Nothing changes for clients if the commit fails.
+    /// new epoch. Nothing changes for clients if the commit fails. With a shared store,
+    /// `change` is made again (twice at most) on a route another instance changed first.
     pub async fn commit(
         &self,
         route: &Arc<DbRoute>,
-        change: impl FnOnce(&Desired) -> Desired,
+        change: impl Fn(&Desired) -> Desired,
     ) -> Result<u64, StoreError> {
         let _g = route.commit_lock.lock().await;
-        let next = change(&route.desired());
-        let epoch = self.store_write(route, &next).await?;
+        let mut attempt = 0;
+        let (next, epoch) = loop {
+            let next = change(&route.desired());
+            match self.store_write(route, &next).await {
+                Ok(epoch) => break (next, epoch),
+                // This instance had not followed the latest change yet (`store_write` applied
+                // it): the change is made again on top of it, as an operator's retry would.
+                Err(StoreError::Conflict { .. }) if attempt < 2 => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        };
         *route.mode_before_pause.lock().expect("mode lock") = next.resume_mode;
-        route.state.send_modify(|st| {
-            st.side = next.side.clone();
-            st.mode = next.mode;
+        route.publish(RouteState {
+            side: next.side.clone(),
+            mode: next.mode,
         });
         route.epoch.store(epoch, Ordering::SeqCst);
         Ok(epoch)
@@ -336,31 +398,47 @@ impl Shared {
             return Ok(());
         }
         let cur = route.desired();
-        let epoch = self.store_write(route, &cur).await?;
+        let epoch = match self.store_write(route, &cur).await {
+            Ok(e) => e,
+            // Another instance stored it first: `store_write` applied its route here.
+            Err(StoreError::Conflict { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         route.epoch.store(epoch, Ordering::SeqCst);
         tracing::info!(database = %route.name, side = %cur.side, epoch, "route first seen, stored");
         Ok(())
     }
 
-    /// One durable commit, off the async threads (it waits for an fsync).
+    /// One durable commit (the SQLite one off the async threads). Refused while fenced. A
+    /// shared commit is checked against the route's epoch here: if another instance changed
+    /// it meanwhile, its route is applied here and the change refused (`Conflict`). The
+    /// caller holds the route's `commit_lock`.
     async fn store_write(&self, route: &DbRoute, d: &Desired) -> Result<u64, StoreError> {
-        let store = self.store.clone();
-        let (db, side, mode, resume) = (
-            route.name.clone(),
-            d.side.to_string(),
-            d.mode,
-            d.resume_mode,
-        );
         let started = Instant::now();
-        let res = tokio::task::spawn_blocking(move || store.commit(&db, &side, mode, resume))
-            .await
-            .unwrap_or_else(|e| {
-                Err(StoreError::Io {
-                    path: self.store.path().into(),
-                    what: "commit task",
-                    source: std::io::Error::other(e.to_string()),
-                })
-            });
+        let res = if let Some(ms) = self.fenced_for_ms() {
+            Err(StoreError::Fenced { ms })
+        } else {
+            let expected = route.epoch.load(Ordering::SeqCst);
+            match self
+                .store
+                .commit(&route.name, expected, &d.side, d.mode, d.resume_mode)
+                .await
+            {
+                Ok(Committed::Done(epoch)) => Ok(epoch),
+                Ok(Committed::Conflict(current)) => {
+                    let now = current.as_ref().map_or(0, |c| c.epoch);
+                    if let Some(c) = &current {
+                        self.apply_locked(route, c);
+                    }
+                    Err(StoreError::Conflict {
+                        database: route.name.clone(),
+                        expected,
+                        current: now,
+                    })
+                }
+                Err(e) => Err(e),
+            }
+        };
         let c = &self.store_counters;
         match &res {
             Ok(_) => {

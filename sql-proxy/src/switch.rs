@@ -15,6 +15,13 @@
 //! 4. **resume**: the route gets its new side and its previous mode; held sessions wake, each
 //!    re-homes on its next command (new login with stage 1, replayed state, re-prepared
 //!    statements under the same client ids).
+//!
+//! In a fleet (instances sharing the store, `fleet.rs`) the pause and the resume each return
+//! only once every live instance acknowledged their epoch: for the pause, that instance holds
+//! the database and has drained it too; for the resume, it serves the new side. An instance
+//! that neither acknowledges nor renews is not waited for beyond its lease (it is fenced by
+//! then). A pause not acknowledged in time is undone; a resume not acknowledged in time stays
+//! committed (every instance not serving it is fenced or will apply it) and is reported.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::fleet::{self, NotAcknowledged};
 use crate::route::{Desired, Mode, Shared};
 use crate::route_store::StoreError;
 
@@ -40,6 +48,12 @@ pub enum SwitchError {
     /// The change could not be made durable, so it was not made at all.
     #[error("database {db}: route change not committed, nothing changed: {source}")]
     Store { db: String, source: StoreError },
+    /// Not every live instance held the database in time: the pause was undone.
+    #[error("database {db}: pause not confirmed by the whole fleet, pause undone: {source}")]
+    PauseNotAcknowledged { db: String, source: NotAcknowledged },
+    /// The resume is committed, but not every live instance confirmed it in time.
+    #[error("database {db}: resume committed but not confirmed by the whole fleet: {source}")]
+    ResumeNotAcknowledged { db: String, source: NotAcknowledged },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +64,9 @@ pub struct PauseReport {
     /// Transactions rolled back because they outlived the deadline.
     pub aborted_transactions: usize,
     pub sessions: usize,
+    /// The fleet's instances that acknowledged the pause (empty with the embedded store).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,6 +76,9 @@ pub struct ResumeReport {
     pub mode: Mode,
     /// From the start of the pause to the resume: what clients experienced.
     pub pause_ms: f64,
+    /// The fleet's instances that acknowledged the resume (empty with the embedded store).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -76,8 +96,8 @@ pub async fn pause(
 ) -> Result<PauseReport, SwitchError> {
     let route = shared.route(db);
     let start = Instant::now();
-    let was_paused = route.state.borrow().mode == Mode::Paused;
-    shared
+    let was_paused = route.current().mode == Mode::Paused;
+    let epoch = shared
         .commit(&route, |cur| Desired {
             side: cur.side.clone(),
             mode: Mode::Paused,
@@ -98,11 +118,29 @@ pub async fn pause(
         let sessions = shared.sessions_of(db);
         let busy: Vec<_> = sessions.iter().filter(|s| s.busy()).collect();
         if busy.is_empty() {
+            let drain_ms = start.elapsed().as_secs_f64() * 1e3;
+            let within = fleet::ack_wait(
+                shared,
+                (txn_deadline + grace).saturating_sub(start.elapsed()),
+            );
+            let instances = match fleet::wait_acks(shared, epoch, within).await {
+                Ok(i) => i,
+                Err(source) => {
+                    if let Err(e) = resume(shared, db, None).await {
+                        tracing::error!(database = db, error = %e, "undoing the pause failed; still paused");
+                    }
+                    return Err(SwitchError::PauseNotAcknowledged {
+                        db: db.into(),
+                        source,
+                    });
+                }
+            };
             return Ok(PauseReport {
                 database: db.into(),
-                drain_ms: start.elapsed().as_secs_f64() * 1e3,
+                drain_ms,
                 aborted_transactions: aborted,
                 sessions: sessions.len(),
+                instances,
             });
         }
         let waited = start.elapsed();
@@ -154,10 +192,10 @@ pub async fn resume(
         }
     }
     let route = match shared.lookup(db) {
-        Some(r) if r.state.borrow().mode == Mode::Paused => r,
+        Some(r) if r.current().mode == Mode::Paused => r,
         _ => return Err(SwitchError::NotPaused { db: db.into() }),
     };
-    shared
+    let epoch = shared
         .commit(&route, |cur| Desired {
             side: side.map_or_else(|| cur.side.clone(), Arc::from),
             mode: cur.resume_mode,
@@ -171,13 +209,20 @@ pub async fn resume(
     let started = route.paused_at.lock().expect("paused_at lock").take();
     let pause_ms = started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3);
     shared.record_pause(db, pause_ms);
-    let st = route.state.borrow().clone();
-    tracing::info!(database = db, side = %st.side, pause_ms, "resumed");
+    let st = route.current();
+    tracing::info!(database = db, side = %st.side, pause_ms, epoch, "resumed");
+    let instances = fleet::wait_acks(shared, epoch, fleet::ack_wait(shared, Duration::ZERO))
+        .await
+        .map_err(|source| SwitchError::ResumeNotAcknowledged {
+            db: db.into(),
+            source,
+        })?;
     Ok(ResumeReport {
         database: db.into(),
         side: st.side.to_string(),
         mode: st.mode,
         pause_ms,
+        instances,
     })
 }
 

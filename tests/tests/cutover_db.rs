@@ -159,6 +159,7 @@ fn run(way: Way) {
         admin: None,
         tls: None,
         server_version: "5.5.5-10.11.0-MariaDB-sql-proxy".into(),
+        fleet: None,
     };
     let store_dir = tempfile::tempdir().unwrap();
     let (proxy_addr, admin_addr) = rt.block_on(async {

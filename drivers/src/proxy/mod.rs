@@ -77,6 +77,13 @@ pub type Result<T> = std::result::Result<T, ProxyError>;
 
 /// What the migrator asks of the SQL proxy. Every call is one admin API request; a change
 /// returns what the proxy has now.
+///
+/// Several proxy instances sharing their routes (a `[fleet]`, see sql-proxy/README.md) are
+/// driven through any one of them with the same calls: a change answers only once every live
+/// instance acknowledged it (a pause: held and drained everywhere; a resume: the new side
+/// served everywhere), within about one lease of an instance that stopped answering. Not
+/// acknowledged in time: [`ProxyError::Refused`] with status 504 (a pause is undone then, a
+/// resume stays committed). The single-instance proxy answers the same calls as before.
 pub trait SqlProxy: Send + Sync {
     /// Every database the proxy routes (`GET /routes`).
     fn routes(&self) -> Result<Vec<Route>>;

@@ -32,13 +32,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::mode::Mode;
 
+mod handle;
 mod import;
 mod lock;
+pub mod mariadb;
 #[cfg(test)]
 mod tests;
 
+pub use handle::Store;
 pub use import::{Export, ImportAction, ImportChange};
 use lock::LockFile;
+pub use mariadb::{Committed, InstanceRow, SharedStore};
 
 /// `PRAGMA application_id` of a route store ("SQPR"): tells our file from any other SQLite file.
 const APPLICATION_ID: i64 = 0x5351_5052;
@@ -106,6 +110,49 @@ pub enum StoreError {
         what: &'static str,
         source: std::io::Error,
     },
+    /// The shared store (MariaDB) refused or could not be reached. `store` never holds a
+    /// password.
+    #[error("shared route store {store}: {what}: {source}")]
+    Shared {
+        store: String,
+        what: &'static str,
+        source: mysql_async::Error,
+    },
+    #[error("shared route store {store}: {what}: no answer within {ms} ms")]
+    SharedTimeout {
+        store: String,
+        what: &'static str,
+        ms: u64,
+    },
+    #[error(
+        "shared route store {store} is damaged or not a route store ({what}); the proxy will \
+         not serve from it"
+    )]
+    SharedCorrupt { store: String, what: String },
+    #[error(
+        "shared route store {store} has no route table for this fleet. The proxy does not \
+         serve without its stored routes. Create it once (from one instance) with: \
+         sql-proxy routes init --config <CONFIG> --from-config"
+    )]
+    NoFleet { store: String },
+    #[error("shared route store {store} already has this fleet; init never overwrites it (routes list shows it)")]
+    FleetExists { store: String },
+    /// Another instance changed the route since this one last saw it: nothing was written.
+    #[error(
+        "database {database}: the shared route changed meanwhile (stored epoch {current}, this \
+         instance had {expected}); nothing written, retry"
+    )]
+    Conflict {
+        database: String,
+        expected: u64,
+        current: u64,
+    },
+    /// This instance's lease is not confirmed: it changes nothing (and serves nothing).
+    #[error(
+        "this instance has not confirmed its routes with the shared store for {ms} ms (lease \
+         not renewed): it is fenced, serves no database and changes no route until it has"
+    )]
+    Fenced { ms: u64 },
 }
 
 /// Whether a store is opened for the proxy (writes, exclusive) or for a look (read-only).

@@ -82,6 +82,7 @@ pub async fn proxy_tls(
         admin: None,
         tls: None,
         server_version: "5.5.5-10.11.0-MariaDB-sql-proxy".into(),
+        fleet: None,
     };
     let users = sql_proxy::sync::load_users(
         addr(old),
