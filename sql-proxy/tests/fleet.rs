@@ -133,6 +133,17 @@ fn instance(
     store_port: u16,
     name: &str,
 ) -> Setup {
+    instance_with(old, new, st.pw_file.path(), store_port, name)
+}
+
+/// As [`instance`], with the store's password file named directly (a Galera store).
+fn instance_with(
+    old: &testkit::MariaDb,
+    new: &testkit::MariaDb,
+    pw_file: &std::path::Path,
+    store_port: u16,
+    name: &str,
+) -> Setup {
     Setup::new(
         old,
         Some(new),
@@ -142,7 +153,7 @@ fn instance(
              [fleet]\nname = \"old-db1\"\ninstance = \"{name}\"\n\
              store = \"mysql://{STORE_USER}@127.0.0.1:{store_port}/sqlproxy\"\n\
              password_file = \"{}\"\nlease_ms = {LEASE_MS}\npoll_ms = 100\n",
-            st.pw_file.path().display()
+            pw_file.display()
         ),
     )
 }
@@ -545,4 +556,80 @@ fn s_opts(st: &Store) -> mysql_async::Opts {
         .db_name(Some("sqlproxy"))
         .prefer_socket(false)
         .into()
+}
+
+/// The store on a real 3-node Galera cluster, each instance on its own node: a switch through
+/// A (node 1) is acknowledged by B (node 2) and moves both; then B's node is SIGKILLed: B
+/// fences (it cannot confirm its routes), the cluster carries on with two nodes, and the next
+/// switch through A waits at most B's lease, with no write reaching the old side.
+#[test]
+fn a_fleet_on_a_galera_store_switches_across_nodes_and_survives_node_loss() {
+    let (a, b) = sides();
+    let mut g = testkit::Galera::start(3).expect("start a 3-node Galera cluster");
+    g.exec(
+        0,
+        &format!(
+            "CREATE DATABASE sqlproxy; CREATE USER '{STORE_USER}'@'%' IDENTIFIED BY \
+             '{STORE_PASSWORD}'; GRANT ALL ON sqlproxy.* TO '{STORE_USER}'@'%';"
+        ),
+    )
+    .unwrap();
+    let mut pw = tempfile::NamedTempFile::new().unwrap();
+    writeln!(pw, "{STORE_PASSWORD}").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(pw.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let sa = instance_with(&a, &b, pw.path(), g.port(0), "proxy-a");
+    let sb = instance_with(&a, &b, pw.path(), g.port(1), "proxy-b");
+    let (_da, _db) = start_two(&sa, &sb);
+    write(&sb, "shop", "before").unwrap();
+    assert_eq!(count(&a, "shop.t", "before"), 1);
+
+    let pa = proxy_client(&sa);
+    pa.pause("shop").unwrap();
+    a.copy_database_to("shop", &b).unwrap();
+    pa.resume("shop", Some("new")).unwrap();
+    write(&sb, "shop", "after-b").unwrap();
+    write(&sa, "shop", "after-a").unwrap();
+    assert_eq!(
+        count(&b, "shop.t", "after-%"),
+        2,
+        "B did not follow A's switch"
+    );
+    assert_eq!(
+        count(&a, "shop.t", "after-%"),
+        0,
+        "a write reached the old side"
+    );
+
+    // B's own node dies: B cannot confirm its routes and must stop serving them within its
+    // lease; once the two other nodes have evicted the dead one (Galera stalls commits until
+    // then), a switch through A waits at most B's lease.
+    g.kill(1).unwrap();
+    let evicted = Instant::now();
+    while g.cluster_size(0).ok() != Some(2) {
+        assert!(
+            evicted.elapsed() < Duration::from_secs(30),
+            "the cluster never evicted node 2"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = Instant::now();
+    pa.pause("shop").unwrap();
+    let waited = t.elapsed();
+    assert!(
+        waited <= Duration::from_millis(LEASE_MS + 2000),
+        "the pause waited {waited:?}"
+    );
+    std::thread::sleep(Duration::from_millis(LEASE_MS / 2));
+    assert!(
+        write(&sb, "shop", "fenced-b").is_err(),
+        "B served a database after losing its store node"
+    );
+    assert_eq!(count(&a, "shop.t", "fenced-b"), 0);
+    assert_eq!(count(&b, "shop.t", "fenced-b"), 0);
+    pa.resume("shop", None).unwrap();
+    write(&sa, "shop", "end-a").unwrap();
+    assert_eq!(count(&b, "shop.t", "end-a"), 1);
 }

@@ -162,7 +162,15 @@ impl SharedStore {
         let mut slot = self.conn.lock().await;
         let res = tokio::time::timeout(self.timeout, async {
             if slot.is_none() {
-                *slot = Some(Conn::new(self.opts.clone()).await?);
+                let mut c = Conn::new(self.opts.clone()).await?;
+                // On a Galera node, reads and updates first wait for write sets committed
+                // through other nodes: another instance's lease or acknowledgement is never
+                // read stale. A server without Galera support has no such variable (1193).
+                match c.query_drop("SET SESSION wsrep_sync_wait = 3").await {
+                    Err(mysql_async::Error::Server(e)) if e.code == 1193 => {}
+                    other => other?,
+                }
+                *slot = Some(c);
             }
             op(slot.as_mut().expect("connected")).await
         })
