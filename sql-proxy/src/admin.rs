@@ -363,6 +363,7 @@ async fn metrics(State(st): State<AdminState>) -> Response {
         sc.errors.load(Ordering::Relaxed),
         sc.commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
     );
+    crate::limits::write_metrics(&mut out, &st.shared);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

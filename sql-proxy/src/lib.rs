@@ -17,12 +17,14 @@
 //!   copy every route change is committed to first (SQLite, WAL); [`switch`]: pause → drain →
 //!   resume; [`admin`]: HTTP API and Prometheus metrics; [`config`]: the TOML file.
 //! - [`backend`]: the proxy's own backend logins and queries.
+//! - [`limits`]: connection counts, the login throttle, refusal counters (hostile clients).
 pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod classify;
 pub mod commands;
 pub mod config;
+pub mod limits;
 pub mod mode;
 pub mod protocol;
 pub mod relay;

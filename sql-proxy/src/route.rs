@@ -43,6 +43,9 @@ pub struct DbRoute {
     /// Epoch of the last committed change; 0 while the route was never stored (first seen
     /// at a login that has not completed yet).
     pub epoch: AtomicU64,
+    /// Bytes of this database's queries held now (at most
+    /// `limits.hold_buffer_per_database_bytes`).
+    pub held_bytes: AtomicUsize,
 }
 
 impl DbRoute {
@@ -55,6 +58,7 @@ impl DbRoute {
             switch_lock: tokio::sync::Mutex::new(()),
             commit_lock: tokio::sync::Mutex::new(()),
             epoch: AtomicU64::new(epoch),
+            held_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -160,6 +164,11 @@ pub struct Shared {
     /// Where every route change is committed before it takes effect.
     pub store: Arc<RouteStore>,
     pub store_counters: StoreCounters,
+    /// Connection counts, the login throttle and refusal counters (`limits.rs`).
+    pub protect: crate::limits::Protections,
+    /// Routes in the live table with epoch 0 (named at a login still in progress, never
+    /// stored): at most `limits.max_unstored_routes`; freed when their login fails.
+    pub unstored: AtomicUsize,
 }
 
 impl Shared {
@@ -197,6 +206,8 @@ impl Shared {
             tls,
             store,
             store_counters: StoreCounters::default(),
+            protect: crate::limits::Protections::new(&cfg.limits),
+            unstored: AtomicUsize::new(0),
         });
         for r in &stored {
             s.restore(r);
@@ -229,6 +240,8 @@ impl Shared {
         }
         let mut routes = self.routes.write().expect("routes lock");
         let route = routes.entry(r.database.clone()).or_insert_with(|| {
+            // Counted as unstored until `set_epoch` below, like any route at epoch 0.
+            self.unstored.fetch_add(1, Ordering::SeqCst);
             Arc::new(DbRoute::new(&r.database, state.clone(), r.resume_mode, 0))
         });
         // A route already live here was never stored (no login on it completed): the stored
@@ -239,7 +252,7 @@ impl Shared {
                 *route.paused_at.lock().expect("paused_at lock") = Some(Instant::now());
             }
             route.state.send_replace(state);
-            route.epoch.store(r.epoch, Ordering::SeqCst);
+            self.set_epoch(route, r.epoch);
         }
     }
 
@@ -262,25 +275,79 @@ impl Shared {
     /// It is committed by [`Shared::ensure_stored`] before any client hears that its login
     /// succeeded, and by any change before that change takes effect.
     pub fn route(&self, db: &str) -> Arc<DbRoute> {
+        self.route_bounded(db, usize::MAX)
+            .expect("no bound on unstored routes")
+    }
+
+    /// The route of `db` for a login: a name the table does not have is added only while
+    /// fewer than `limits.max_unstored_routes` unstored routes exist (else `None`). A login
+    /// that fails hands it back through [`Shared::release_route`].
+    pub fn route_for_login(&self, db: &str) -> Option<Arc<DbRoute>> {
+        let r = self.route_bounded(db, self.limits.max_unstored_routes);
+        if r.is_none() {
+            self.protect
+                .counters
+                .unstored_routes_refused
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn route_bounded(&self, db: &str, max_unstored: usize) -> Option<Arc<DbRoute>> {
         if let Some(r) = self.routes.read().expect("routes lock").get(db) {
-            return r.clone();
+            return Some(r.clone());
         }
         let side = self.default_side.read().expect("default side lock").clone();
         let mut routes = self.routes.write().expect("routes lock");
-        routes
-            .entry(db.to_string())
-            .or_insert_with(|| {
-                Arc::new(DbRoute::new(
-                    db,
-                    RouteState {
-                        side,
-                        mode: Mode::Open,
-                    },
-                    Mode::Open,
-                    0,
-                ))
-            })
-            .clone()
+        if let Some(r) = routes.get(db) {
+            return Some(r.clone());
+        }
+        if self.unstored.load(Ordering::SeqCst) >= max_unstored {
+            return None;
+        }
+        self.unstored.fetch_add(1, Ordering::SeqCst);
+        let r = Arc::new(DbRoute::new(
+            db,
+            RouteState {
+                side,
+                mode: Mode::Open,
+            },
+            Mode::Open,
+            0,
+        ));
+        routes.insert(db.to_string(), r.clone());
+        Some(r)
+    }
+
+    /// Hands back a route taken for a login that failed: a route never stored that nobody
+    /// else holds (no session, no admin call) leaves the live table, with its counters, so
+    /// names tried at logins do not pile up.
+    pub fn release_route(&self, route: Arc<DbRoute>) {
+        let mut routes = self.routes.write().expect("routes lock");
+        let ours = routes
+            .get(&route.name)
+            .is_some_and(|r| Arc::ptr_eq(r, &route));
+        // Held by the table and by `route` only; nobody can take another reference without
+        // the lock we hold.
+        if ours && Arc::strong_count(&route) == 2 && route.epoch.load(Ordering::SeqCst) == 0 {
+            routes.remove(&route.name);
+            self.unstored.fetch_sub(1, Ordering::SeqCst);
+            self.counters
+                .lock()
+                .expect("counters lock")
+                .retain(|(db, _), c| *db != route.name || Arc::strong_count(c) > 1);
+            self.protect
+                .counters
+                .routes_freed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a committed epoch; a route leaving epoch 0 is no longer counted as unstored.
+    fn set_epoch(&self, route: &DbRoute, epoch: u64) {
+        if route.epoch.swap(epoch, Ordering::SeqCst) == 0 && epoch != 0 {
+            self.unstored.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// Commits `change(current)` to the store, then applies it to the live route; returns the
@@ -298,7 +365,7 @@ impl Shared {
             st.side = next.side.clone();
             st.mode = next.mode;
         });
-        route.epoch.store(epoch, Ordering::SeqCst);
+        self.set_epoch(route, epoch);
         Ok(epoch)
     }
 
@@ -337,7 +404,7 @@ impl Shared {
         }
         let cur = route.desired();
         let epoch = self.store_write(route, &cur).await?;
-        route.epoch.store(epoch, Ordering::SeqCst);
+        self.set_epoch(route, epoch);
         tracing::info!(database = %route.name, side = %cur.side, epoch, "route first seen, stored");
         Ok(())
     }
