@@ -13,6 +13,8 @@
 //! [databases.shop]
 //! side = "old"
 //! mode = "open"
+//! [limits]                   # optional; every key has a safe default (see `Limits`)
+//! max_connections_per_ip = 512
 //! [admin]
 //! listen = "127.0.0.1:9090"
 //! token_file = "/etc/sql-proxy/admin.token"
