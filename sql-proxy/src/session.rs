@@ -248,6 +248,8 @@ async fn login(
         scramble,
         gate_ok: None,
     };
+    // A refused login: the session's reference to the route goes first, so that the claim
+    // finds the route held by the table alone and can free it.
     let refused = |s: Session, claim: RouteClaim| {
         drop(s);
         drop(claim);

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::daemon::Setup;
 use common::raw::{
-    closed_within, connect_from, first_packet, greeting, login_packet, metric, pour, read_packet,
-    write_packet, First,
+    closed_within, connect_from, first_packet, greeting, login_packet, metric, metric_reaches,
+    pour, read_packet, write_packet, First,
 };
 use drivers::http::Method;
 
@@ -70,7 +70,11 @@ fn oversized_login_packets_are_refused_at_their_header() {
         closed_within(&mut c, Duration::from_secs(3)),
         "the proxy kept buffering an oversized auth-switch answer ({sent} bytes sent)"
     );
-    let m = metrics(&s);
+    let m = metric_reaches(
+        || metrics(&s),
+        "sqlproxy_oversized_login_packets_total",
+        2.0,
+    );
     assert_eq!(
         metric(&m, "sqlproxy_oversized_login_packets_total"),
         Some(2.0),
@@ -127,7 +131,7 @@ fn silent_and_trickling_logins_are_cut_off_at_the_handshake_deadline() {
         write_failed || closed_within(&mut slow, Duration::from_millis(500)),
         "a client trickling its login was still connected after 6 s"
     );
-    let m = metrics(&s);
+    let m = metric_reaches(|| metrics(&s), "sqlproxy_handshake_timeouts_total", 2.0);
     assert_eq!(
         metric(&m, "sqlproxy_handshake_timeouts_total"),
         Some(2.0),

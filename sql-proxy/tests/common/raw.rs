@@ -167,3 +167,16 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// Polls `fetch` (the `/metrics` text) for up to 3 s until `name` reads `want`: a counter of a
+/// closed connection may be bumped just after the client saw the close. Returns the last text.
+pub fn metric_reaches(fetch: impl Fn() -> String, name: &str, want: f64) -> String {
+    let until = Instant::now() + Duration::from_secs(3);
+    loop {
+        let m = fetch();
+        if metric(&m, name) == Some(want) || Instant::now() > until {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
