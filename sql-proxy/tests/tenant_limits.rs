@@ -154,9 +154,9 @@ async fn one_paused_database_cannot_fill_the_hold_buffer_for_another() {
         shop_held <= (16 << 20) as f64,
         "shop holds {shop_held} bytes"
     );
-    // `blog`'s 256 KB query (more than what `shop` left of the whole buffer before the
-    // share) is held, not refused for a full buffer, and runs at its resume.
-    let blog_sql = format!("SELECT LENGTH('{}')", "z".repeat(256 << 10));
+    // `blog`'s 1.5 MiB query (more than the ~1 MiB `shop` left of the whole buffer without
+    // the share) is held, not refused for a full buffer, and runs at its resume.
+    let blog_sql = format!("SELECT LENGTH('{}')", "z".repeat(1536 << 10));
     let blog_q = tokio::spawn(async move {
         let r: Result<Option<u32>, _> = blog.query_first(blog_sql).await;
         r
@@ -169,7 +169,7 @@ async fn one_paused_database_cannot_fill_the_hold_buffer_for_another() {
     let r = blog_q.await.unwrap();
     assert_eq!(
         r.map_err(|e| e.to_string()).unwrap(),
-        Some(256 << 10),
+        Some(1536 << 10),
         "blog's held query"
     );
     let (mut ran, mut refused) = (0, 0);
