@@ -446,6 +446,7 @@ async fn metrics(State(st): State<AdminState>) -> Response {
             f.errors.load(Ordering::Relaxed),
         );
     }
+    crate::limits::write_metrics(&mut out, &st.shared);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -65,6 +65,14 @@ pub fn verify_token(token: &[u8], scramble: &[u8], stage2: &Stage2) -> Option<St
     (diff == 0).then_some(Stage1(s1))
 }
 
+/// A stage2 for a name that has no account: derived from the name and a secret drawn once per
+/// process, so it is stable for a name yet unknown to any client.
+fn unknown_user_stage2(user: &str) -> Stage2 {
+    static SECRET: std::sync::OnceLock<[u8; 20]> = std::sync::OnceLock::new();
+    let secret = SECRET.get_or_init(rand::random);
+    sha1(&[secret, user.as_bytes()])
+}
+
 /// One account as the proxy knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserEntry {
@@ -186,6 +194,9 @@ impl UserStore {
     pub fn check(&self, user: &str, host: &str, token: &[u8], scramble: &[u8]) -> AuthOutcome {
         let used_password = !token.is_empty();
         let Some(entry) = self.users.get(user) else {
+            // The same work as a wrong password (the scramble check against a stage2 that
+            // no token matches), so an unknown name takes as long to refuse.
+            let _ = verify_token(token, scramble, &unknown_user_stage2(user));
             return AuthOutcome::Denied(access_denied(user, host, used_password));
         };
         if entry.plugin != NATIVE_PASSWORD {

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::AuthOutcome;
 use crate::protocol::{build_auth_switch, build_ok, cap, status, ErrPacket, NATIVE_PASSWORD};
 use crate::relay::{exchange, write_client, RelayError};
 use crate::response::Expect;
@@ -101,14 +100,28 @@ impl Session {
     async fn hold(&mut self, bytes: usize) -> Result<(), ErrPacket> {
         let db = self.route.name.clone();
         let limits = &self.shared.limits;
+        // The database's own share first: one tenant cannot fill the buffer for all.
+        let route = self.route.clone();
+        let mine = route.held_bytes.fetch_add(bytes, Ordering::SeqCst);
         let held = self.shared.held_bytes.fetch_add(bytes, Ordering::SeqCst);
-        if held + bytes > limits.hold_buffer_bytes {
+        let share_full = mine + bytes > limits.hold_buffer_per_database_bytes;
+        if share_full || held + bytes > limits.hold_buffer_bytes {
+            route.held_bytes.fetch_sub(bytes, Ordering::SeqCst);
             self.shared.held_bytes.fetch_sub(bytes, Ordering::SeqCst);
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            if share_full {
+                let c = &self.shared.protect.counters;
+                c.hold_share_refused.fetch_add(1, Ordering::Relaxed);
+            }
+            let which = if share_full {
+                "its share of the hold buffer"
+            } else {
+                "the hold buffer"
+            };
             return Err(ErrPacket::new(
                 1040,
                 "HY000",
-                format!("sql-proxy: database '{db}' is paused for a move and the hold buffer is full; retry shortly"),
+                format!("sql-proxy: database '{db}' is paused for a move and {which} is full; retry shortly"),
             ));
         }
         self.counters.held.fetch_add(1, Ordering::Relaxed);
@@ -128,6 +141,7 @@ impl Session {
         .await;
         self.info.in_flight.store(true, Ordering::SeqCst);
         self.shared.held_bytes.fetch_sub(bytes, Ordering::SeqCst);
+        route.held_bytes.fetch_sub(bytes, Ordering::SeqCst);
         match waited {
             Ok(true) => Ok(()),
             _ => {
@@ -204,7 +218,12 @@ impl Session {
         let mut client_stmt_id = None;
         let mut changes = Vec::new();
         match cmd {
-            COM_QUERY => changes = changes_of(&p.payload[1..]),
+            COM_QUERY => {
+                changes = changes_of(&p.payload[1..]);
+                if let Err(e) = self.check_replay_size(&changes) {
+                    return self.reply_err(seq, &e).await;
+                }
+            }
             COM_STMT_PREPARE => client_stmt_id = Some(self.next_stmt),
             COM_STMT_EXECUTE | COM_STMT_RESET | COM_STMT_FETCH => {
                 if let Err(e) = self.map_stmt(cmd, mode, &mut p.payload) {
@@ -285,6 +304,32 @@ impl Session {
             _ => {}
         }
         Ok(())
+    }
+
+    /// A `SET` whose text would make the state replayed after a switch larger than
+    /// `limits.max_set_replay_bytes` is refused before it runs.
+    fn check_replay_size(&self, changes: &[crate::session_state::Change]) -> Result<(), ErrPacket> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let max = self.shared.limits.max_set_replay_bytes;
+        let mut after = self.state.clone();
+        after.apply(changes.to_vec());
+        let size: usize = after.replay().iter().map(String::len).sum();
+        if size <= max {
+            return Ok(());
+        }
+        let c = &self.shared.protect.counters;
+        c.set_replay_refused.fetch_add(1, Ordering::Relaxed);
+        Err(ErrPacket::new(
+            1105,
+            "HY000",
+            format!(
+                "sql-proxy: this SET was not run: the session's SET statements would reach \
+                 {size} bytes, over the {max} bytes the proxy carries across a database move \
+                 (limits.max_set_replay_bytes)"
+            ),
+        ))
     }
 
     fn client_stmt_id(payload: &[u8]) -> Option<u32> {
@@ -421,17 +466,34 @@ impl Session {
             seq = p.last_seq.wrapping_add(1);
             token = p.payload;
         }
-        let host = self.info.client.ip().to_string();
         let users = self.shared.users.read().expect("users lock").clone();
-        let stage1 = match users.check(&user, &host, &token, &self.scramble) {
-            AuthOutcome::Ok(s) => s,
-            AuthOutcome::Denied(e) => {
+        let checked = crate::session::check_login(
+            &self.shared,
+            &users,
+            &user,
+            self.info.client,
+            &token,
+            &self.scramble,
+        )
+        .await;
+        let stage1 = match checked {
+            Ok(s) => s,
+            Err(e) => {
                 self.reply_err(seq, &e).await?;
                 return Err(RelayError::ClientClosed);
             }
         };
         let db = (!db.is_empty()).then(|| String::from_utf8_lossy(&db).into_owned());
         let routed = routed_database(&users, &user, db.as_deref());
+        let Some(route) = self.shared.route_for_login(&routed) else {
+            let e = ErrPacket::new(
+                1040,
+                "08004",
+                "sql-proxy: too many logins to databases not known yet (limits.max_unstored_routes)",
+            );
+            self.reply_err(seq, &e).await?;
+            return Err(RelayError::ClientClosed);
+        };
         self.login.user = user.clone();
         self.login.stage1 = stage1;
         if let Some(c) = charset {
@@ -441,7 +503,8 @@ impl Session {
         self.stmts.clear();
         self.set_option = None;
         self.backend = None;
-        self.route = self.shared.route(&routed);
+        // On failure the session ends, and `session::serve` hands the route back.
+        self.route = route;
         self.route_rx = self.route.state.subscribe();
         *self.info.database.lock().expect("db lock") = routed;
         let side: Arc<str> = self.route_rx.borrow().side.clone();

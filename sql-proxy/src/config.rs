@@ -13,6 +13,8 @@
 //! [databases.shop]
 //! side = "old"
 //! mode = "open"
+//! [limits]                   # optional; every key has a safe default (see `Limits`)
+//! max_connections_per_ip = 512
 //! [admin]
 //! listen = "127.0.0.1:9090"
 //! token_file = "/etc/sql-proxy/admin.token"
@@ -192,6 +194,39 @@ pub struct Limits {
     pub switch_statement_grace_ms: u64,
     /// Backend connect + login timeout.
     pub backend_connect_ms: u64,
+    /// Share of `hold_buffer_bytes` one database may hold: one tenant's paused database cannot
+    /// fill the buffer that every other paused database needs.
+    pub hold_buffer_per_database_bytes: usize,
+    /// Largest packet a client may send before it is authenticated (login, SSL request, auth
+    /// switch answer); beyond it the connection is closed before the payload is read.
+    pub max_login_packet_bytes: usize,
+    /// Largest logical packet an authenticated client may send (the proxy buffers one whole
+    /// packet before forwarding it). MariaDB's own ceiling is 1 GiB.
+    pub max_packet_bytes: usize,
+    /// From accept to the login decision (TLS handshake and auth switch included): a client
+    /// that has not finished by then is disconnected.
+    pub handshake_timeout_ms: u64,
+    /// Open client connections (authenticated or not); beyond it new ones get error 1040.
+    pub max_connections: usize,
+    /// Open client connections from one address (IPv6: one /64); beyond it error 1040.
+    pub max_connections_per_ip: usize,
+    /// Bytes of `SET` text a session may ask the proxy to replay after a switch; a `SET` that
+    /// would exceed it is refused (error 1301) before it runs.
+    pub max_set_replay_bytes: usize,
+    /// Databases named at logins that the route store does not know yet (in memory until the
+    /// login succeeds, freed when it fails); beyond it such logins get error 1040.
+    pub max_unstored_routes: usize,
+    /// Failed logins are counted per address and per user name over this window.
+    pub login_failure_window_ms: u64,
+    /// Failed logins from one address (IPv6: one /64) in the window before its connections are
+    /// refused (error 1129) until the window ends.
+    pub max_login_failures_per_ip: u32,
+    /// Failed logins for one user name in the window before its logins are refused without
+    /// checking the password, until the window ends (known and unknown names alike).
+    pub max_login_failures_per_user: u32,
+    /// Every refused login is answered this long after the client's login packet arrived,
+    /// whatever the reason (unknown user, wrong password): no timing difference to measure.
+    pub login_failure_delay_ms: u64,
 }
 
 impl Default for Limits {
@@ -202,7 +237,76 @@ impl Default for Limits {
             switch_txn_deadline_ms: 5_000,
             switch_statement_grace_ms: 5_000,
             backend_connect_ms: 5_000,
+            hold_buffer_per_database_bytes: 16 << 20,
+            max_login_packet_bytes: 64 << 10,
+            max_packet_bytes: 1 << 30,
+            handshake_timeout_ms: 10_000,
+            max_connections: 8_192,
+            max_connections_per_ip: 512,
+            max_set_replay_bytes: 1 << 20,
+            max_unstored_routes: 1_024,
+            login_failure_window_ms: 60_000,
+            max_login_failures_per_ip: 50,
+            max_login_failures_per_user: 20,
+            login_failure_delay_ms: 200,
         }
+    }
+}
+
+impl Limits {
+    /// A value that would disable a protection or stop all service is refused, naming it.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let bad = |field: &'static str, why: &'static str| Err(Invalid::Limit { field, why });
+        let positive: [(&'static str, u64); 11] = [
+            ("hold_buffer_bytes", self.hold_buffer_bytes as u64),
+            (
+                "hold_buffer_per_database_bytes",
+                self.hold_buffer_per_database_bytes as u64,
+            ),
+            ("max_packet_bytes", self.max_packet_bytes as u64),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("max_connections", self.max_connections as u64),
+            ("max_connections_per_ip", self.max_connections_per_ip as u64),
+            ("max_set_replay_bytes", self.max_set_replay_bytes as u64),
+            ("max_unstored_routes", self.max_unstored_routes as u64),
+            ("login_failure_window_ms", self.login_failure_window_ms),
+            (
+                "max_login_failures_per_ip",
+                self.max_login_failures_per_ip as u64,
+            ),
+            (
+                "max_login_failures_per_user",
+                self.max_login_failures_per_user as u64,
+            ),
+        ];
+        for (field, v) in positive {
+            if v == 0 {
+                return bad(field, "must be at least 1");
+            }
+        }
+        if self.hold_buffer_per_database_bytes > self.hold_buffer_bytes {
+            return bad(
+                "hold_buffer_per_database_bytes",
+                "must not exceed hold_buffer_bytes",
+            );
+        }
+        // A login packet carries user, token, database, plugin and connect attributes.
+        if self.max_login_packet_bytes < 1024 {
+            return bad("max_login_packet_bytes", "must be at least 1024");
+        }
+        if self.max_login_packet_bytes > self.max_packet_bytes {
+            return bad("max_login_packet_bytes", "must not exceed max_packet_bytes");
+        }
+        if self.max_connections_per_ip > self.max_connections {
+            return bad("max_connections_per_ip", "must not exceed max_connections");
+        }
+        if self.login_failure_delay_ms >= self.handshake_timeout_ms {
+            return bad(
+                "login_failure_delay_ms",
+                "must be shorter than handshake_timeout_ms",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -254,6 +358,11 @@ pub enum Invalid {
     StoreAndFleet,
     #[error("fleet.{field}: {why}")]
     Fleet { field: &'static str, why: String },
+    #[error("limits.{field}: {why}")]
+    Limit {
+        field: &'static str,
+        why: &'static str,
+    },
 }
 
 impl Config {
@@ -334,7 +443,7 @@ impl Config {
                 });
             }
         }
-        Ok(())
+        self.limits.validate()
     }
 }
 
@@ -456,5 +565,46 @@ mod tests {
         let mut cfg = fleet_cfg(dir.path(), "mysql://px@h/d", 0o600);
         cfg.route_store = Some("r.sqlite".into());
         assert_eq!(cfg.validate().unwrap_err(), Invalid::StoreAndFleet);
+    }
+
+    #[test]
+    fn limits_default_safe_and_bad_values_are_named() {
+        Limits::default().validate().unwrap();
+        let text = r#"
+            listen = ["127.0.0.1:3306"]
+            users_file = "users.json"
+            default_side = "old"
+            [backends]
+            old = "127.0.0.1:3307"
+            [limits]
+        "#;
+        for (extra, want) in [
+            (
+                "max_connections = 0",
+                "limits.max_connections: must be at least 1",
+            ),
+            (
+                "hold_buffer_per_database_bytes = 100000000",
+                "limits.hold_buffer_per_database_bytes: must not exceed hold_buffer_bytes",
+            ),
+            (
+                "max_login_packet_bytes = 10",
+                "limits.max_login_packet_bytes: must be at least 1024",
+            ),
+            (
+                "max_connections_per_ip = 9000",
+                "limits.max_connections_per_ip: must not exceed max_connections",
+            ),
+            (
+                "login_failure_delay_ms = 20000",
+                "limits.login_failure_delay_ms: must be shorter than handshake_timeout_ms",
+            ),
+        ] {
+            let cfg: Config = toml::from_str(&format!("{text}{extra}\n")).unwrap();
+            assert_eq!(cfg.validate().unwrap_err().to_string(), want, "{extra}");
+        }
+        // An unknown key under [limits] names itself.
+        let err = toml::from_str::<Config>(&format!("{text}max_conections = 5\n")).unwrap_err();
+        assert!(err.to_string().contains("max_conections"), "{err}");
     }
 }

@@ -214,7 +214,7 @@ impl Shared {
             side: Arc::from(r.side.as_str()),
             mode: r.mode,
         });
-        route.epoch.store(r.epoch, Ordering::SeqCst);
+        self.set_epoch(route, r.epoch);
         tracing::info!(database = %r.database, side = %r.side, mode = %r.mode, epoch = r.epoch, "route followed from the shared store");
         true
     }

@@ -19,6 +19,7 @@
 //!   [`switch`]: pause → drain → resume (→ every live instance acknowledged);
 //!   [`admin`]: HTTP API and Prometheus metrics; [`config`]: the TOML file.
 //! - [`backend`]: the proxy's own backend logins and queries.
+//! - [`limits`]: connection counts, the login throttle, refusal counters (hostile clients).
 pub mod admin;
 pub mod auth;
 pub mod backend;
@@ -26,6 +27,7 @@ pub mod classify;
 pub mod commands;
 pub mod config;
 pub mod fleet;
+pub mod limits;
 pub mod mode;
 pub mod protocol;
 pub mod relay;

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::backend::BackendConn;
 use crate::response::{Expect, Scanner, Step};
-use crate::wire::{decode_packet, encode_packet, frame_header, DecodeError};
+use crate::wire::{decode_packet_limited, encode_packet, frame_header, DecodeError, PacketError};
 
 /// Why a relay broke off; either way the client connection cannot continue.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,18 @@ pub enum RelayError {
     Decode { side: String, source: DecodeError },
     #[error("client: {0}")]
     ClientDecode(DecodeError),
+    /// The client announced a packet larger than it may send (see `Limits`).
+    #[error("client: {0}")]
+    ClientTooLarge(PacketError),
+}
+
+impl From<PacketError> for RelayError {
+    fn from(e: PacketError) -> Self {
+        match e {
+            PacketError::Decode(d) => RelayError::ClientDecode(d),
+            too_large => RelayError::ClientTooLarge(too_large),
+        }
+    }
 }
 
 /// What a finished exchange reports.
@@ -160,13 +172,14 @@ async fn relay_infile(
     }
 }
 
-/// Reads one logical packet from the client.
+/// Reads one logical packet from the client, refusing one over `client.max_packet` as soon as
+/// its header says so.
 pub async fn read_client_packet(
     client: &mut ClientStream,
     cbuf: &mut BytesMut,
 ) -> Result<crate::wire::Packet, RelayError> {
     loop {
-        if let Some((p, used)) = decode_packet(cbuf).map_err(RelayError::ClientDecode)? {
+        if let Some((p, used)) = decode_packet_limited(cbuf, client.max_packet)? {
             cbuf.advance(used);
             shrink(cbuf);
             return Ok(p);

@@ -48,6 +48,9 @@ pub struct DbRoute {
     pub epoch: AtomicU64,
     /// While this instance is fenced: the route as committed (clients see `state` paused).
     pub fenced_real: Mutex<Option<RouteState>>,
+    /// Bytes of this database's queries held now (at most
+    /// `limits.hold_buffer_per_database_bytes`).
+    pub held_bytes: AtomicUsize,
 }
 
 impl DbRoute {
@@ -61,6 +64,7 @@ impl DbRoute {
             commit_lock: tokio::sync::Mutex::new(()),
             epoch: AtomicU64::new(epoch),
             fenced_real: Mutex::new(None),
+            held_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -187,6 +191,11 @@ pub struct Shared {
     pub fleet: Option<Arc<crate::fleet::Fleet>>,
     /// Set while the lease is not confirmed: every route is held (see `fleet.rs`).
     pub fenced: AtomicBool,
+    /// Connection counts, the login throttle and refusal counters (`limits.rs`).
+    pub protect: crate::limits::Protections,
+    /// Routes in the live table with epoch 0 (named at a login still in progress, never
+    /// stored): at most `limits.max_unstored_routes`; freed when their login fails.
+    pub unstored: AtomicUsize,
 }
 
 impl Shared {
@@ -245,6 +254,8 @@ impl Shared {
             store_counters: StoreCounters::default(),
             fleet,
             fenced: AtomicBool::new(false),
+            protect: crate::limits::Protections::new(&cfg.limits),
+            unstored: AtomicUsize::new(0),
         });
         for r in &stored {
             s.restore(r);
@@ -276,6 +287,8 @@ impl Shared {
         }
         let mut routes = self.routes.write().expect("routes lock");
         let route = routes.entry(r.database.clone()).or_insert_with(|| {
+            // Counted as unstored until `set_epoch` below, like any route at epoch 0.
+            self.unstored.fetch_add(1, Ordering::SeqCst);
             Arc::new(DbRoute::new(&r.database, state.clone(), r.resume_mode, 0))
         });
         // A route already live here was never stored (no login on it completed): the stored
@@ -286,7 +299,7 @@ impl Shared {
                 *route.paused_at.lock().expect("paused_at lock") = Some(Instant::now());
             }
             route.publish(state);
-            route.epoch.store(r.epoch, Ordering::SeqCst);
+            self.set_epoch(route, r.epoch);
         }
     }
 
@@ -309,30 +322,84 @@ impl Shared {
     /// It is committed by [`Shared::ensure_stored`] before any client hears that its login
     /// succeeded, and by any change before that change takes effect.
     pub fn route(&self, db: &str) -> Arc<DbRoute> {
+        self.route_bounded(db, usize::MAX)
+            .expect("no bound on unstored routes")
+    }
+
+    /// The route of `db` for a login: a name the table does not have is added only while
+    /// fewer than `limits.max_unstored_routes` unstored routes exist (else `None`). A login
+    /// that fails hands it back through [`Shared::release_route`].
+    pub fn route_for_login(&self, db: &str) -> Option<Arc<DbRoute>> {
+        let r = self.route_bounded(db, self.limits.max_unstored_routes);
+        if r.is_none() {
+            self.protect
+                .counters
+                .unstored_routes_refused
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn route_bounded(&self, db: &str, max_unstored: usize) -> Option<Arc<DbRoute>> {
         if let Some(r) = self.routes.read().expect("routes lock").get(db) {
-            return r.clone();
+            return Some(r.clone());
         }
         let side = self.default_side.read().expect("default side lock").clone();
         let mut routes = self.routes.write().expect("routes lock");
-        routes
-            .entry(db.to_string())
-            .or_insert_with(|| {
-                let st = RouteState {
-                    side,
-                    mode: Mode::Open,
-                };
-                let route = DbRoute::new(db, st.clone(), Mode::Open, 0);
-                // Read under the routes lock: `fence` sets the flag before it walks them.
-                if self.fenced.load(Ordering::SeqCst) {
-                    *route.fenced_real.lock().expect("fence lock") = Some(st.clone());
-                    route.state.send_replace(RouteState {
-                        mode: Mode::Paused,
-                        ..st
-                    });
-                }
-                Arc::new(route)
-            })
-            .clone()
+        if let Some(r) = routes.get(db) {
+            return Some(r.clone());
+        }
+        if self.unstored.load(Ordering::SeqCst) >= max_unstored {
+            return None;
+        }
+        self.unstored.fetch_add(1, Ordering::SeqCst);
+        let st = RouteState {
+            side,
+            mode: Mode::Open,
+        };
+        let route = DbRoute::new(db, st.clone(), Mode::Open, 0);
+        // Read under the routes lock: `fence` sets the flag before it walks them.
+        if self.fenced.load(Ordering::SeqCst) {
+            *route.fenced_real.lock().expect("fence lock") = Some(st.clone());
+            route.state.send_replace(RouteState {
+                mode: Mode::Paused,
+                ..st
+            });
+        }
+        let r = Arc::new(route);
+        routes.insert(db.to_string(), r.clone());
+        Some(r)
+    }
+
+    /// Hands back a route taken for a login that failed: a route never stored that nobody
+    /// else holds (no session, no admin call) leaves the live table, with its counters, so
+    /// names tried at logins do not pile up.
+    pub fn release_route(&self, route: Arc<DbRoute>) {
+        let mut routes = self.routes.write().expect("routes lock");
+        let ours = routes
+            .get(&route.name)
+            .is_some_and(|r| Arc::ptr_eq(r, &route));
+        // Held by the table and by `route` only; nobody can take another reference without
+        // the lock we hold.
+        if ours && Arc::strong_count(&route) == 2 && route.epoch.load(Ordering::SeqCst) == 0 {
+            routes.remove(&route.name);
+            self.unstored.fetch_sub(1, Ordering::SeqCst);
+            self.counters
+                .lock()
+                .expect("counters lock")
+                .retain(|(db, _), c| *db != route.name || Arc::strong_count(c) > 1);
+            self.protect
+                .counters
+                .routes_freed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a committed epoch; a route leaving epoch 0 is no longer counted as unstored.
+    pub(crate) fn set_epoch(&self, route: &DbRoute, epoch: u64) {
+        if route.epoch.swap(epoch, Ordering::SeqCst) == 0 && epoch != 0 {
+            self.unstored.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// Commits `change(current)` to the store, then applies it to the live route; returns the
@@ -360,7 +427,7 @@ impl Shared {
             side: next.side.clone(),
             mode: next.mode,
         });
-        route.epoch.store(epoch, Ordering::SeqCst);
+        self.set_epoch(route, epoch);
         Ok(epoch)
     }
 
@@ -404,7 +471,7 @@ impl Shared {
             Err(StoreError::Conflict { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        route.epoch.store(epoch, Ordering::SeqCst);
+        self.set_epoch(route, epoch);
         tracing::info!(database = %route.name, side = %cur.side, epoch, "route first seen, stored");
         Ok(())
     }

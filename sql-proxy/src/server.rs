@@ -47,6 +47,41 @@ impl Workers {
     }
 }
 
+/// Counts a new connection against the limits, or refuses it right here on the accept thread
+/// (no task, no buffer): an address blocked for failed logins gets error 1129, one over
+/// `max_connections` or `max_connections_per_ip` error 1040, written without waiting (a
+/// client that does not read simply loses it) before the socket is closed.
+fn admit(
+    shared: &Shared,
+    sock: &tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Option<crate::limits::ConnGuard> {
+    let p = &shared.protect;
+    let refusal = if let Some(left) = p.logins.ip_blocked(peer.ip()) {
+        p.counters
+            .refused_blocked_ip
+            .fetch_add(1, Ordering::Relaxed);
+        crate::limits::host_blocked(peer.ip(), left)
+    } else {
+        match p.conns.try_acquire(peer.ip()) {
+            Ok(g) => return Some(g),
+            Err(r) => {
+                let c = match r {
+                    crate::limits::ConnRefusal::Total => &p.counters.refused_max_connections,
+                    crate::limits::ConnRefusal::PerIp => &p.counters.refused_per_ip,
+                };
+                c.fetch_add(1, Ordering::Relaxed);
+                crate::limits::too_many_connections(r)
+            }
+        }
+    };
+    tracing::debug!(client = %peer, code = refusal.code, "connection refused");
+    let mut out = bytes::BytesMut::new();
+    crate::wire::encode_packet(&mut out, 0, &refusal.build());
+    let _ = sock.try_write(&out);
+    None
+}
+
 /// Binds every address first (so a bad one fails before any serves), then accepts on each.
 /// Sessions run on the caller's runtime. Returns the bound addresses (port 0 resolved) and the
 /// accept tasks.
@@ -79,31 +114,43 @@ pub async fn listen_on(
         tasks.push(tokio::spawn(async move {
             loop {
                 match l.accept().await {
-                    Ok((sock, peer)) => match &workers {
-                        None => {
-                            tokio::spawn(crate::session::serve(shared.clone(), sock, peer));
-                        }
-                        Some(w) => {
-                            // A socket belongs to the runtime that registered it: hand the
-                            // worker the plain socket and let it register there.
-                            let sock = match sock.into_std() {
-                                Ok(s) => s,
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "accepted socket unusable");
-                                    continue;
-                                }
-                            };
-                            let shared = shared.clone();
-                            w.pick().spawn(async move {
-                                match tokio::net::TcpStream::from_std(sock) {
-                                    Ok(sock) => crate::session::serve(shared, sock, peer).await,
+                    Ok((sock, peer)) => {
+                        let Some(conn) = admit(&shared, &sock, peer) else {
+                            continue;
+                        };
+                        match &workers {
+                            None => {
+                                tokio::spawn(crate::session::serve(
+                                    shared.clone(),
+                                    sock,
+                                    peer,
+                                    conn,
+                                ));
+                            }
+                            Some(w) => {
+                                // A socket belongs to the runtime that registered it: hand the
+                                // worker the plain socket and let it register there.
+                                let sock = match sock.into_std() {
+                                    Ok(s) => s,
                                     Err(e) => {
-                                        tracing::warn!(error = %e, "accepted socket unusable")
+                                        tracing::warn!(error = %e, "accepted socket unusable");
+                                        continue;
                                     }
-                                }
-                            });
+                                };
+                                let shared = shared.clone();
+                                w.pick().spawn(async move {
+                                    match tokio::net::TcpStream::from_std(sock) {
+                                        Ok(sock) => {
+                                            crate::session::serve(shared, sock, peer, conn).await
+                                        }
+                                        Err(e) => {
+                                            tracing::warn!(error = %e, "accepted socket unusable")
+                                        }
+                                    }
+                                });
+                            }
                         }
-                    },
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

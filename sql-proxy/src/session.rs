@@ -24,7 +24,7 @@ use crate::protocol::{
 use crate::relay::{read_client_packet, write_client, RelayError};
 use crate::route::{Counters, DbRoute, Mode, RouteState, SessionInfo, Shared};
 use crate::session_state::SessionState;
-use crate::stream::ClientStream;
+use crate::stream::{ClientIo, ClientStream};
 
 /// A prepared statement as the client sees it.
 pub(crate) struct Stmt {
@@ -83,8 +83,14 @@ pub(crate) fn backend_err_to_client(e: &BackendError, db: &str) -> ErrPacket {
     }
 }
 
-/// Serves one client connection to its end.
-pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
+/// Serves one client connection to its end. `_conn` keeps it counted against the connection
+/// limits until then.
+pub async fn serve(
+    shared: Arc<Shared>,
+    client: TcpStream,
+    peer: SocketAddr,
+    _conn: crate::limits::ConnGuard,
+) {
     let _ = client.set_nodelay(true);
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
     match login(shared.clone(), client, peer, id).await {
@@ -92,28 +98,45 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
             let db = s.route.name.clone();
             let r = s.command_loop().await;
             if let Err(e) = r {
+                if matches!(e, RelayError::ClientTooLarge(_)) {
+                    let c = &shared.protect.counters;
+                    c.oversized_packets.fetch_add(1, Ordering::Relaxed);
+                }
                 if !matches!(e, RelayError::ClientClosed) {
                     tracing::info!(session = id, database = %db, error = %e, "session ended");
                 }
             }
             s.counters.sessions.fetch_sub(1, Ordering::Relaxed);
             shared.unregister(id);
+            // A route never stored (a failed COM_CHANGE_USER to a new name) is freed.
+            let route = s.route.clone();
+            drop(s);
+            shared.release_route(route);
         }
         Ok(None) => {}
-        Err(e) => tracing::debug!(session = id, error = %e, "login aborted"),
+        Err(e) => {
+            if matches!(e, RelayError::ClientTooLarge(_)) {
+                let c = &shared.protect.counters;
+                c.oversized_login_packets.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::debug!(session = id, client = %peer, error = %e, "login aborted")
+        }
     }
 }
 
-/// Reads exactly one single-frame packet (no read-ahead: TLS may start right after it).
-async fn read_exact_packet(tcp: &mut TcpStream) -> Result<crate::wire::Packet, RelayError> {
+/// Reads exactly one single-frame packet of at most `max` bytes (no read-ahead: TLS may start
+/// right after it). A larger one is refused at its header, before its payload is read.
+async fn read_exact_packet(
+    tcp: &mut TcpStream,
+    max: usize,
+) -> Result<crate::wire::Packet, RelayError> {
     let mut h = [0u8; 4];
     tcp.read_exact(&mut h).await.map_err(RelayError::Client)?;
     let len = h[0] as usize | (h[1] as usize) << 8 | (h[2] as usize) << 16;
-    if len >= crate::wire::MAX_FRAME {
-        return Err(RelayError::ClientDecode(crate::wire::bad(
-            "login packet",
-            "too large",
-        )));
+    if len > max || len >= crate::wire::MAX_FRAME {
+        return Err(RelayError::ClientTooLarge(
+            crate::wire::PacketError::TooLarge { len, max },
+        ));
     }
     let mut payload = vec![0u8; len];
     tcp.read_exact(&mut payload)
@@ -126,85 +149,69 @@ async fn read_exact_packet(tcp: &mut TcpStream) -> Result<crate::wire::Packet, R
     })
 }
 
+/// What the client part of a login (before any backend is involved) ends with.
+struct Authenticated {
+    client: ClientStream,
+    cbuf: BytesMut,
+    seq: u8,
+    resp: HandshakeResponse,
+    stage1: Option<Stage1>,
+}
+
+/// The login of one client; `None` when it was refused (and told so) or dropped.
 async fn login(
     shared: Arc<Shared>,
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     id: u64,
 ) -> Result<Option<Session>, RelayError> {
     let scramble = new_scramble();
-    let greeting = HandshakeV10 {
-        server_version: shared.server_version.clone(),
-        connection_id: id as u32,
-        scramble: scramble.to_vec(),
-        capabilities: cap::PROXY_OFFER | if shared.tls.is_some() { cap::SSL } else { 0 },
-        charset: 45,
-        status: status::AUTOCOMMIT,
-        auth_plugin: NATIVE_PASSWORD.into(),
-    };
+    let limits = &shared.limits;
+    // The whole client part of a login, TLS handshake and auth switch included, within one
+    // deadline: a client that sends nothing, or a byte at a time, is cut off.
+    let deadline = Duration::from_millis(limits.handshake_timeout_ms);
+    let authed = match tokio::time::timeout(
+        deadline,
+        authenticate(&shared, tcp, peer, id, &scramble),
+    )
+    .await
     {
-        use tokio::io::AsyncWriteExt;
-        let mut out = BytesMut::new();
-        crate::wire::encode_packet(&mut out, 0, &greeting.build());
-        tcp.write_all(&out).await.map_err(RelayError::Client)?;
-    }
-    let mut cbuf = BytesMut::with_capacity(1024);
-    let mut p = read_exact_packet(&mut tcp).await?;
-    let host = peer.ip().to_string();
-    let mut client = ClientStream::Plain(tcp);
-    if HandshakeResponse::is_ssl_request(&p.payload) {
-        let (Some(acceptor), ClientStream::Plain(tcp)) = (shared.tls.clone(), client) else {
-            return Ok(None); // SSL was not offered; a conforming client never asks.
-        };
-        let tls = acceptor.accept(tcp).await.map_err(RelayError::Client)?;
-        client = ClientStream::Tls(Box::new(tls));
-        p = read_client_packet(&mut client, &mut cbuf).await?;
-    }
-    let mut seq = p.last_seq.wrapping_add(1);
-    let resp = match HandshakeResponse::parse(&p.payload) {
-        Ok(r) => r,
-        Err(e) => {
-            let e = ErrPacket::new(1043, "08S01", format!("sql-proxy: bad handshake: {e}"));
-            write_client(&mut client, seq, &e.build()).await?;
+        Ok(r) => r?,
+        Err(_) => {
+            let c = &shared.protect.counters;
+            c.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(session = id, client = %peer, "login cut off at handshake_timeout_ms");
             return Ok(None);
         }
     };
-    if resp.capabilities & cap::COMPRESS != 0 {
+    let Some(Authenticated {
+        mut client,
+        cbuf,
+        seq,
+        resp,
+        stage1,
+    }) = authed
+    else {
+        return Ok(None);
+    };
+    client.max_packet = limits.max_packet_bytes;
+    let users = shared.users.read().expect("users lock").clone();
+    let routed_db = routed_database(&users, &resp.user, resp.database.as_deref());
+    let Some(route) = shared.route_for_login(&routed_db) else {
         let e = ErrPacket::new(
-            1043,
-            "08S01",
-            "sql-proxy: protocol compression is not supported; connect without --compress",
+            1040,
+            "08004",
+            "sql-proxy: too many logins to databases not known yet (limits.max_unstored_routes); \
+             retry shortly",
         );
         write_client(&mut client, seq, &e.build()).await?;
         return Ok(None);
-    }
-    let mut token = resp.auth_response.clone();
-    if resp
-        .auth_plugin
-        .as_deref()
-        .is_some_and(|p| p != NATIVE_PASSWORD)
-    {
-        write_client(
-            &mut client,
-            seq,
-            &build_auth_switch(NATIVE_PASSWORD, &scramble),
-        )
-        .await?;
-        let p = read_client_packet(&mut client, &mut cbuf).await?;
-        seq = p.last_seq.wrapping_add(1);
-        token = p.payload;
-    }
-    let users = shared.users.read().expect("users lock").clone();
-    let stage1: Option<Stage1> = match users.check(&resp.user, &host, &token, &scramble) {
-        AuthOutcome::Ok(s) => s,
-        AuthOutcome::Denied(e) => {
-            tracing::info!(session = id, user = %resp.user, client = %peer, code = e.code, "login refused");
-            write_client(&mut client, seq, &e.build()).await?;
-            return Ok(None);
-        }
     };
-    let routed_db = routed_database(&users, &resp.user, resp.database.as_deref());
-    let route = shared.route(&routed_db);
+    // Handed back (and freed if nobody else uses it) unless the login completes.
+    let claim = RouteClaim {
+        shared: shared.clone(),
+        route: Some(route.clone()),
+    };
     let route_rx = route.state.subscribe();
     let side = route_rx.borrow().side.clone();
     let info = Arc::new(SessionInfo::new(
@@ -241,19 +248,26 @@ async fn login(
         scramble,
         gate_ok: None,
     };
+    // A refused login: the session's reference to the route goes first, so that the claim
+    // finds the route held by the table alone and can free it.
+    let refused = |s: Session, claim: RouteClaim| {
+        drop(s);
+        drop(claim);
+        Ok(None)
+    };
     // A new connection to a paused database waits like a query does.
     s.info.in_flight.store(true, Ordering::SeqCst);
     let gate = s.gate(0).await;
     s.info.in_flight.store(false, Ordering::SeqCst);
     if let Err(e) = gate {
         write_client(&mut s.client, seq, &e.build()).await?;
-        return Ok(None);
+        return refused(s, claim);
     }
     if s.backend.is_none() {
         let side = s.info.side.lock().expect("side lock").clone();
         if let Err(e) = s.connect_backend(&side).await {
             write_client(&mut s.client, seq, &e.build()).await?;
-            return Ok(None);
+            return refused(s, claim);
         }
     }
     // A database first seen here is served from the default side: that route is committed
@@ -265,13 +279,160 @@ async fn login(
             &route_not_stored(&s.route.name, &e).build(),
         )
         .await?;
-        return Ok(None);
+        return refused(s, claim);
     }
+    claim.keep();
     write_client(&mut s.client, seq, &build_ok(0, 0, status::AUTOCOMMIT, 0)).await?;
     s.counters.sessions.fetch_add(1, Ordering::Relaxed);
     shared.register(s.info.clone());
     tracing::debug!(session = id, user = %s.info.user, database = %routed_db, side = %side, "session open");
     Ok(Some(s))
+}
+
+/// A route taken for a login or a COM_CHANGE_USER: released when dropped unless kept.
+pub(crate) struct RouteClaim {
+    pub shared: Arc<Shared>,
+    pub route: Option<Arc<DbRoute>>,
+}
+
+impl RouteClaim {
+    /// The login completed: the route is stored and stays.
+    pub fn keep(mut self) {
+        self.route = None;
+    }
+}
+
+impl Drop for RouteClaim {
+    fn drop(&mut self) {
+        if let Some(r) = self.route.take() {
+            self.shared.release_route(r);
+        }
+    }
+}
+
+/// The client part of a login: greeting, login packet (TLS first if asked), auth switch, the
+/// hash check. Refusals are answered here (`None`); no backend is touched.
+async fn authenticate(
+    shared: &Arc<Shared>,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    scramble: &[u8; 20],
+) -> Result<Option<Authenticated>, RelayError> {
+    let limits = &shared.limits;
+    let greeting = HandshakeV10 {
+        server_version: shared.server_version.clone(),
+        connection_id: id as u32,
+        scramble: scramble.to_vec(),
+        capabilities: cap::PROXY_OFFER | if shared.tls.is_some() { cap::SSL } else { 0 },
+        charset: 45,
+        status: status::AUTOCOMMIT,
+        auth_plugin: NATIVE_PASSWORD.into(),
+    };
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut out = BytesMut::new();
+        crate::wire::encode_packet(&mut out, 0, &greeting.build());
+        tcp.write_all(&out).await.map_err(RelayError::Client)?;
+    }
+    let mut cbuf = BytesMut::with_capacity(1024);
+    let max = limits.max_login_packet_bytes;
+    let mut p = read_exact_packet(&mut tcp, max).await?;
+    let mut client = ClientStream::new(ClientIo::Plain(tcp), max);
+    if HandshakeResponse::is_ssl_request(&p.payload) {
+        let (Some(acceptor), ClientIo::Plain(tcp)) = (shared.tls.clone(), client.io) else {
+            return Ok(None); // SSL was not offered; a conforming client never asks.
+        };
+        let tls = acceptor.accept(tcp).await.map_err(RelayError::Client)?;
+        client = ClientStream::new(ClientIo::Tls(Box::new(tls)), max);
+        p = read_client_packet(&mut client, &mut cbuf).await?;
+    }
+    let mut seq = p.last_seq.wrapping_add(1);
+    let resp = match HandshakeResponse::parse(&p.payload) {
+        Ok(r) => r,
+        Err(e) => {
+            let e = ErrPacket::new(1043, "08S01", format!("sql-proxy: bad handshake: {e}"));
+            write_client(&mut client, seq, &e.build()).await?;
+            return Ok(None);
+        }
+    };
+    if resp.capabilities & cap::COMPRESS != 0 {
+        let e = ErrPacket::new(
+            1043,
+            "08S01",
+            "sql-proxy: protocol compression is not supported; connect without --compress",
+        );
+        write_client(&mut client, seq, &e.build()).await?;
+        return Ok(None);
+    }
+    let mut token = resp.auth_response.clone();
+    if resp
+        .auth_plugin
+        .as_deref()
+        .is_some_and(|p| p != NATIVE_PASSWORD)
+    {
+        write_client(
+            &mut client,
+            seq,
+            &build_auth_switch(NATIVE_PASSWORD, scramble),
+        )
+        .await?;
+        let p = read_client_packet(&mut client, &mut cbuf).await?;
+        seq = p.last_seq.wrapping_add(1);
+        token = p.payload;
+    }
+    let users = shared.users.read().expect("users lock").clone();
+    match check_login(shared, &users, &resp.user, peer, &token, scramble).await {
+        Ok(stage1) => Ok(Some(Authenticated {
+            client,
+            cbuf,
+            seq,
+            resp,
+            stage1,
+        })),
+        Err(e) => {
+            tracing::info!(session = id, user = %resp.user, client = %peer, code = e.code, "login refused");
+            write_client(&mut client, seq, &e.build()).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// The hash check of a login or COM_CHANGE_USER, behind the throttle: an address or a user
+/// name with too many recent failures is refused without checking the password, and every
+/// refusal is answered `login_failure_delay_ms` after the check began, so an unknown user and
+/// a wrong password cannot be told apart by time (nor by text: both get 1045).
+pub(crate) async fn check_login(
+    shared: &Shared,
+    users: &crate::auth::UserStore,
+    user: &str,
+    peer: SocketAddr,
+    token: &[u8],
+    scramble: &[u8],
+) -> Result<Option<Stage1>, ErrPacket> {
+    let began = tokio::time::Instant::now();
+    let host = peer.ip().to_string();
+    let throttle = &shared.protect.logins;
+    let counters = &shared.protect.counters;
+    let refusal = if let Some(left) = throttle.ip_blocked(peer.ip()) {
+        counters.logins_throttled.fetch_add(1, Ordering::Relaxed);
+        crate::limits::host_blocked(peer.ip(), left)
+    } else if let Some(left) = throttle.user_blocked(user) {
+        counters.logins_throttled.fetch_add(1, Ordering::Relaxed);
+        crate::limits::user_blocked(user, &host, left)
+    } else {
+        match users.check(user, &host, token, scramble) {
+            AuthOutcome::Ok(s) => return Ok(s),
+            AuthOutcome::Denied(e) => {
+                counters.login_failures.fetch_add(1, Ordering::Relaxed);
+                throttle.failed(peer.ip(), user);
+                e
+            }
+        }
+    };
+    tokio::time::sleep_until(began + Duration::from_millis(shared.limits.login_failure_delay_ms))
+        .await;
+    Err(refusal)
 }
 
 /// The refusal of a login whose route could not be committed (fail closed).
@@ -399,7 +560,7 @@ impl Session {
                 self.abort_transaction();
             }
             if let Some((p, used)) =
-                crate::wire::decode_packet(&self.cbuf).map_err(RelayError::ClientDecode)?
+                crate::wire::decode_packet_limited(&self.cbuf, self.client.max_packet)?
             {
                 bytes::Buf::advance(&mut self.cbuf, used);
                 crate::relay::shrink(&mut self.cbuf);

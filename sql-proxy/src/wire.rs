@@ -58,43 +58,80 @@ pub struct Packet {
     pub payload: Vec<u8>,
 }
 
+/// Why [`decode_packet_limited`] refused the bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PacketError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The frame headers seen so far already announce more than `max` payload bytes: refused
+    /// before the payload is read or buffered.
+    #[error("packet of at least {len} bytes is larger than the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+}
+
 /// Tries to take one complete logical packet from the front of `buf`.
 /// Returns the packet and how many bytes it used, or `None` when more bytes are needed.
 /// Never panics; a frame sequence that does not count up by one is an error.
 pub fn decode_packet(buf: &[u8]) -> Result<Option<(Packet, usize)>, DecodeError> {
+    decode_packet_limited(buf, usize::MAX).map_err(|e| match e {
+        PacketError::Decode(d) => d,
+        PacketError::TooLarge { .. } => bad("packet length", "too large"),
+    })
+}
+
+/// As [`decode_packet`], refusing a packet whose payload is announced larger than `max` as
+/// soon as the frame header saying so is in `buf`.
+///
+/// Linear: the frame headers are walked first (no copy) and the payload is copied once, only
+/// when the whole packet is there, so calling this after every read of a growing buffer costs
+/// one header walk per call instead of re-copying every frame read so far.
+pub fn decode_packet_limited(
+    buf: &[u8],
+    max: usize,
+) -> Result<Option<(Packet, usize)>, PacketError> {
     let mut pos = 0;
-    let mut payload = Vec::new();
+    let mut total = 0usize;
     let mut first_seq = None;
     let mut prev_seq: Option<u8> = None;
-    loop {
+    let last_seq = loop {
         let Some(h) = frame_header(&buf[pos..]) else {
             return Ok(None);
         };
         if let Some(p) = prev_seq {
             if h.seq != p.wrapping_add(1) {
-                return Err(bad("sequence id", "continuation frame out of order"));
+                return Err(bad("sequence id", "continuation frame out of order").into());
             }
         }
+        total += h.len;
+        if total > max {
+            return Err(PacketError::TooLarge { len: total, max });
+        }
+        first_seq.get_or_insert(h.seq);
+        prev_seq = Some(h.seq);
         let end = pos + 4 + h.len;
         if buf.len() < end {
             return Ok(None);
         }
-        payload.extend_from_slice(&buf[pos + 4..end]);
-        first_seq.get_or_insert(h.seq);
-        prev_seq = Some(h.seq);
         pos = end;
         if !h.continues() {
-            let seq = first_seq.unwrap_or(h.seq);
-            return Ok(Some((
-                Packet {
-                    seq,
-                    last_seq: h.seq,
-                    payload,
-                },
-                pos,
-            )));
+            break h.seq;
         }
+    };
+    let mut payload = Vec::with_capacity(total);
+    let mut at = 0;
+    while at < pos {
+        let h = frame_header(&buf[at..]).expect("walked above");
+        payload.extend_from_slice(&buf[at + 4..at + 4 + h.len]);
+        at += 4 + h.len;
     }
+    Ok(Some((
+        Packet {
+            seq: first_seq.unwrap_or(last_seq),
+            last_seq,
+            payload,
+        },
+        pos,
+    )))
 }
 
 /// Appends `payload` as frames starting at sequence id `seq`; returns the next sequence id.
@@ -270,6 +307,65 @@ mod tests {
         buf.extend(std::iter::repeat_n(0u8, MAX_FRAME));
         buf.extend_from_slice(&[0, 0, 0, 5]);
         assert!(decode_packet(&buf).is_err());
+    }
+
+    #[test]
+    fn oversized_packet_is_refused_at_its_header() {
+        // A header announcing 16 MiB - 1 with no payload yet: refused at once when over the
+        // limit, "need more" without one.
+        let head = [0xFE, 0xFF, 0xFF, 0];
+        assert_eq!(
+            decode_packet_limited(&head, 1024),
+            Err(PacketError::TooLarge {
+                len: 0xFF_FFFE,
+                max: 1024
+            })
+        );
+        assert_eq!(decode_packet(&head).unwrap(), None);
+        // Continuation frames add up: the second frame's header alone passes 20 MiB.
+        let mut buf = vec![0xFF, 0xFF, 0xFF, 0];
+        buf.extend(std::iter::repeat_n(7u8, MAX_FRAME));
+        buf.extend_from_slice(&[0xFF, 0xFF, 0xFF, 1]);
+        assert!(matches!(
+            decode_packet_limited(&buf, 20 << 20),
+            Err(PacketError::TooLarge { .. })
+        ));
+        assert_eq!(decode_packet_limited(&buf, 40 << 20).unwrap(), None);
+        buf.extend(std::iter::repeat_n(7u8, MAX_FRAME));
+        buf.extend_from_slice(&[0x10, 0, 0, 2]);
+        assert!(matches!(
+            decode_packet_limited(&buf, 2 * MAX_FRAME + 15),
+            Err(PacketError::TooLarge { .. })
+        ));
+        // Exactly at the limit is allowed.
+        let mut out = BytesMut::new();
+        encode_packet(&mut out, 0, &[1u8; 1024]);
+        assert!(decode_packet_limited(&out, 1024).unwrap().is_some());
+    }
+
+    #[test]
+    fn decoding_a_growing_buffer_is_linear() {
+        // 40 MiB arriving 64 KiB at a time: the old decoder copied every complete frame again
+        // on each call (~640 calls x up to 40 MiB). Now each incomplete call only walks
+        // headers; time it against one full decode.
+        let payload = vec![3u8; 40 << 20];
+        let mut out = BytesMut::new();
+        encode_packet(&mut out, 0, &payload);
+        let started = std::time::Instant::now();
+        let mut calls = 0;
+        for end in (0..out.len()).step_by(64 << 10) {
+            assert_eq!(decode_packet(&out[..end]).unwrap(), None);
+            calls += 1;
+        }
+        let incomplete = started.elapsed();
+        let started = std::time::Instant::now();
+        let (p, _) = decode_packet(&out).unwrap().unwrap();
+        let full = started.elapsed();
+        assert_eq!(p.payload.len(), payload.len());
+        assert!(
+            incomplete < full * 4 + std::time::Duration::from_millis(20),
+            "{calls} incomplete calls took {incomplete:?}, one full decode {full:?}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use sql_proxy::protocol::{
     eof_status, ok_status, parse_auth_switch, ErrPacket, HandshakeResponse, HandshakeV10,
 };
 use sql_proxy::response::{Expect, Scanner};
-use sql_proxy::wire::{decode_packet, frame_header};
+use sql_proxy::wire::{decode_packet, decode_packet_limited, frame_header};
 
 fuzz_target!(|data: &[u8]| {
     let mut rest = data;
@@ -25,6 +25,10 @@ fuzz_target!(|data: &[u8]| {
         rest = &rest[used..];
     }
     let _ = frame_header(data);
+    // The limited decoder (every client read) never accepts more than its limit.
+    if let Ok(Some((p, _))) = decode_packet_limited(data, 4096) {
+        assert!(p.payload.len() <= 4096);
+    }
     // The response scanner over the same bytes cut into packets by their first byte.
     let expects = [
         Expect::Results { binary: false },
