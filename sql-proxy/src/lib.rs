@@ -12,7 +12,10 @@
 //! - [`relay`]: one command's round trip, frames forwarded without decoding rows;
 //!   [`response`]: where a response ends.
 //! - [`rewrite`]: `@@socket` answered as NULL (clients must not bypass the proxy);
-//!   [`classify`]: write detection for read_only; [`session_state`]: SET / USE tracking.
+//!   [`lex`]: the SQL lexer (comments, quotes, executable comments); [`scope`]: what a
+//!   statement acts on (databases, calls, pinned state); [`classify`]: write detection for
+//!   read_only; [`session_state`]: SET / USE tracking; [`pinned`]: state bound to one
+//!   backend (temporary tables, locks, SQL prepared statements).
 //! - [`mode`]: a database's mode; [`route`]: live routes, session registry, counters; [`route_store`]: the durable
 //!   copy every route change is committed to first (SQLite, WAL); [`switch`]: pause → drain →
 //!   resume; [`admin`]: HTTP API and Prometheus metrics; [`config`]: the TOML file.
@@ -23,13 +26,16 @@ pub mod backend;
 pub mod classify;
 pub mod commands;
 pub mod config;
+pub mod lex;
 pub mod mode;
+pub mod pinned;
 pub mod protocol;
 pub mod relay;
 pub mod response;
 pub mod rewrite;
 pub mod route;
 pub mod route_store;
+pub mod scope;
 pub mod server;
 pub mod session;
 pub mod session_state;
