@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::AuthOutcome;
+use crate::follow::Refs;
 use crate::protocol::{build_auth_switch, build_ok, cap, status, ErrPacket, NATIVE_PASSWORD};
 use crate::relay::{exchange, write_client, RelayError};
 use crate::response::Expect;
-use crate::route::Mode;
+use crate::route::{DbRoute, Mode};
+use crate::scope::Scope;
 use crate::session::{routed_database, Session, Stmt};
 use crate::session_state::changes_of;
 use crate::wire::{Packet, Reader};
@@ -31,6 +33,15 @@ pub const COM_STMT_RESET: u8 = 0x1a;
 pub const COM_SET_OPTION: u8 = 0x1b;
 pub const COM_STMT_FETCH: u8 = 0x1c;
 pub const COM_RESET_CONNECTION: u8 = 0x1f;
+
+fn prepared_use_error() -> ErrPacket {
+    ErrPacket::new(
+        1295,
+        "HY000",
+        "sql-proxy: USE in a prepared statement is not supported (the proxy routes by the \
+         database a session uses); run USE or COM_INIT_DB itself",
+    )
+}
 
 fn read_only_error() -> ErrPacket {
     ErrPacket::new(
@@ -83,12 +94,20 @@ impl Session {
         loop {
             let st = self.route_rx.borrow_and_update().clone();
             let in_txn = self.info.in_txn.load(Ordering::SeqCst);
-            if st.mode == Mode::Paused && !in_txn {
+            // A session holding pinned state runs on like one inside a transaction: the pause
+            // waits for it to release the state (or ends it at the deadline).
+            let pinned = !self.pinned.is_empty();
+            if st.mode == Mode::Paused && !in_txn && !pinned {
                 self.hold(bytes).await?;
                 continue;
             }
             let current = self.info.side.lock().expect("side lock").clone();
-            if self.backend.is_none() || (*st.side != *current && !in_txn) {
+            let moving = *st.side != *current && !in_txn;
+            if self.backend.is_some() && moving && pinned && st.mode != Mode::Paused {
+                // Moved without a drain (a direct PUT of the side): the state cannot follow.
+                return Err(self.lose_pinned_state());
+            }
+            if self.backend.is_none() || (moving && !pinned) {
                 self.connect_backend(&st.side).await?;
                 self.gate_ok = (st.mode != Mode::Paused).then_some(st.mode);
             } else if *st.side == *current && st.mode != Mode::Paused {
@@ -154,19 +173,122 @@ impl Session {
 
     async fn run(&mut self, cmd: u8, mut p: Packet) -> Result<(), RelayError> {
         let seq = p.last_seq.wrapping_add(1);
+        // 1. The database the command selects: the session follows its route (`follow.rs`).
+        let scope = match cmd {
+            COM_QUERY | COM_STMT_PREPARE => Some(Scope::of(&p.payload[1..])),
+            _ => None,
+        };
+        if let Some(sc) = &scope {
+            if sc.prepared_use || (cmd == COM_STMT_PREPARE && !sc.uses.is_empty()) {
+                return self.reply_err(seq, &prepared_use_error()).await;
+            }
+        }
+        let target = match cmd {
+            COM_INIT_DB => Some(String::from_utf8_lossy(&p.payload[1..]).into_owned()),
+            _ => scope.as_ref().and_then(|sc| sc.uses.last().cloned()),
+        };
+        let before = (!self.route.is_unrouted()).then(|| self.route.name.clone());
+        let prev = match target.as_deref().map(|db| self.enter_db(db)) {
+            Some(Err(e)) => return self.reply_err(seq, &e).await,
+            Some(Ok(prev)) => prev,
+            None => None,
+        };
+        // 2. The gate: hold while paused, move to the route's side.
         let mode = match self.gate(p.payload.len()).await {
             Ok(m) => m,
-            Err(e) => return self.reply_err(seq, &e).await,
+            Err(e) => {
+                self.restore_route(prev);
+                return self.reply_err(seq, &e).await;
+            }
         };
         if let Some(e) = self.pending_error.take() {
             if !matches!(cmd, COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA) {
+                self.restore_route(prev);
                 return self.reply_err(seq, &e).await;
             }
         }
+        // 3. The other databases it names: same side, not paused; the strictest mode.
+        if cmd == COM_STMT_EXECUTE {
+            self.resolve_last_prepared(&mut p.payload);
+        }
+        let refs = match (&scope, cmd) {
+            (Some(sc), _) => Refs::of(sc, before.as_deref(), || self.grants()),
+            (None, COM_STMT_EXECUTE) => self
+                .stmt_mut(&p.payload)
+                .map(|st| st.refs.clone())
+                .unwrap_or_default(),
+            _ => Refs::default(),
+        };
+        let text: &[u8] = match cmd {
+            COM_QUERY | COM_STMT_PREPARE => &p.payload[1..],
+            _ => &[],
+        };
+        let checked = if refs.is_empty() {
+            Ok(mode)
+        } else if cmd == COM_STMT_EXECUTE {
+            let sql = self
+                .stmt_mut(&p.payload)
+                .map(|st| st.sql.clone())
+                .unwrap_or_default();
+            self.check_others(mode, &refs, &sql).await
+        } else {
+            self.check_others(mode, &refs, text).await
+        };
+        let mode = match checked {
+            Ok(m) => m,
+            Err(e) => {
+                self.restore_route(prev);
+                self.end_touching();
+                return self.reply_err(seq, &e).await;
+            }
+        };
+        let r = self
+            .run_checked(cmd, p, seq, mode, scope, target, prev)
+            .await;
+        self.end_touching();
+        r
+    }
+
+    /// The user's granted databases (what a statement of unseen reach may act on).
+    fn grants(&self) -> Vec<String> {
+        let users = self.shared.users.read().expect("users lock").clone();
+        users
+            .users
+            .get(&self.login.user)
+            .map(|u| u.databases.clone())
+            .unwrap_or_default()
+    }
+
+    /// Statement id 0xFFFFFFFF is MariaDB's "the statement prepared last": named by its id,
+    /// so it is mapped and checked like any other (and never reaches the backend as -1, where
+    /// after a re-prepare it would name another statement).
+    fn resolve_last_prepared(&self, payload: &mut [u8]) {
+        if Self::client_stmt_id(payload) == Some(u32::MAX) {
+            let id = self.last_prepared.unwrap_or(0);
+            payload[1..5].copy_from_slice(&id.to_le_bytes());
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_checked(
+        &mut self,
+        cmd: u8,
+        mut p: Packet,
+        seq: u8,
+        mode: Mode,
+        scope: Option<Scope>,
+        target: Option<String>,
+        prev: Option<Arc<DbRoute>>,
+    ) -> Result<(), RelayError> {
+        let read_only = mode == Mode::ReadOnly;
         self.counters.queries.fetch_add(1, Ordering::Relaxed);
         let expect = match cmd {
             COM_QUERY => {
-                if mode == Mode::ReadOnly && is_write_cmd(&p.payload[1..]) {
+                let sc = scope.as_ref().expect("scanned");
+                // Several statements calling functions: a stored function in one could make
+                // the next one's transaction read-write before the proxy can set it back.
+                if read_only && (is_write_cmd(&p.payload[1..]) || (sc.calls && sc.statements > 1)) {
+                    self.restore_route(prev);
                     return self.reply_err(seq, &read_only_error()).await;
                 }
                 if let Some(sql) = crate::rewrite::hide_socket(&p.payload[1..]) {
@@ -179,7 +301,8 @@ impl Session {
             | COM_RESET_CONNECTION | COM_STMT_RESET => Expect::Single,
             COM_FIELD_LIST => Expect::FieldList,
             COM_STMT_PREPARE => {
-                if mode == Mode::ReadOnly && is_write_cmd(&p.payload[1..]) {
+                if read_only && is_write_cmd(&p.payload[1..]) {
+                    self.last_prepared = None;
                     return self.reply_err(seq, &read_only_error()).await;
                 }
                 if let Some(sql) = crate::rewrite::hide_socket(&p.payload[1..]) {
@@ -203,15 +326,33 @@ impl Session {
         };
         let mut client_stmt_id = None;
         let mut changes = Vec::new();
+        let mut calls = scope.as_ref().is_some_and(|sc| sc.calls);
+        let mut pins = match cmd {
+            COM_QUERY => scope.as_ref().map(|sc| sc.pins.clone()).unwrap_or_default(),
+            _ => Vec::new(),
+        };
         match cmd {
             COM_QUERY => changes = changes_of(&p.payload[1..]),
             COM_STMT_PREPARE => client_stmt_id = Some(self.next_stmt),
             COM_STMT_EXECUTE | COM_STMT_RESET | COM_STMT_FETCH => {
+                if let Some(st) = self.stmt_mut(&p.payload) {
+                    calls = st.calls;
+                    if cmd == COM_STMT_EXECUTE {
+                        pins = st.pins.clone();
+                    }
+                }
                 if let Err(e) = self.map_stmt(cmd, mode, &mut p.payload) {
                     return self.reply_err(seq, &e).await;
                 }
             }
             _ => {}
+        }
+        // (MariaDB refuses even to prepare a write in a read-only transaction.)
+        if matches!(cmd, COM_QUERY | COM_STMT_EXECUTE | COM_STMT_PREPARE) {
+            if let Err(e) = self.enforce_access(read_only).await {
+                self.restore_route(prev);
+                return self.reply_err(seq, &e).await;
+            }
         }
         let be = self.backend.as_mut().expect("gate connected a backend");
         let out = exchange(
@@ -229,17 +370,41 @@ impl Session {
                 .in_txn
                 .store(st & status::IN_TRANS != 0, Ordering::SeqCst);
         }
-        if out.scanner.error {
+        let ok = !out.scanner.error;
+        self.pinned.apply(&pins, ok);
+        if read_only && calls && matches!(cmd, COM_QUERY | COM_STMT_EXECUTE) {
+            // Nothing to tell the client if this fails: its next command starts afresh.
+            let _ = self.reassert_read_only().await;
+        }
+        if let Some(db) = target {
+            let single = scope.as_ref().is_none_or(|sc| sc.statements == 1);
+            if ok {
+                self.state.database = Some(db);
+                if let Err(e) = self.shared.ensure_stored(&self.route).await {
+                    // The client already has its OK; the route is served from the default
+                    // side as before, and the next login or change records it.
+                    tracing::error!(database = %self.route.name, error = %e, "route first used by USE not stored");
+                }
+            } else if single {
+                self.restore_route(prev);
+            } else {
+                self.resync_database().await;
+            }
+        }
+        if !ok {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            if cmd == COM_STMT_PREPARE {
+                self.last_prepared = None;
+            }
             return Ok(());
         }
         match cmd {
             COM_QUERY if !changes.is_empty() => {
+                let target_db = self.state.database.clone();
                 self.state.apply(changes);
+                // The database was followed above; a USE inside the text is already applied.
+                self.state.database = target_db;
                 *self.info.tracked.lock().expect("tracked lock") = self.state.tracked();
-            }
-            COM_INIT_DB => {
-                self.state.database = Some(String::from_utf8_lossy(&p.payload[1..]).into_owned())
             }
             COM_SET_OPTION => {
                 self.set_option = Reader::new(&p.payload[1..]).u16("option").ok();
@@ -248,6 +413,9 @@ impl Session {
                 self.state.reset();
                 self.stmts.clear();
                 self.set_option = None;
+                self.pinned.clear();
+                self.last_prepared = None;
+                self.backend_ro = false;
                 self.info.prepared.store(0, Ordering::Relaxed);
             }
             COM_STMT_RESET => {
@@ -264,6 +432,11 @@ impl Session {
                 if let Some((bid, params, _)) = out.prepared {
                     let sql = p.payload[1..].to_vec();
                     let write = is_write_cmd(&sql);
+                    let sc = scope.expect("scanned");
+                    let before = (!self.route.is_unrouted()).then(|| self.route.name.clone());
+                    let mut refs = Refs::of(&sc, before.as_deref(), || self.grants());
+                    // Executed later, perhaps after a USE: it still acts on this database.
+                    refs.certain.extend(before);
                     self.stmts.insert(
                         self.next_stmt,
                         Stmt {
@@ -274,8 +447,12 @@ impl Session {
                             types: None,
                             needs_types: false,
                             long_data: false,
+                            refs,
+                            calls: sc.calls,
+                            pins: sc.pins,
                         },
                     );
+                    self.last_prepared = Some(self.next_stmt);
                     self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
                     self.info
                         .prepared
@@ -307,9 +484,6 @@ impl Session {
             )
         };
         let id = Self::client_stmt_id(payload).ok_or_else(unknown)?;
-        if id == u32::MAX {
-            return Ok(()); // MariaDB: "the statement prepared last"; no mapping.
-        }
         let st = self.stmts.get_mut(&id).ok_or_else(unknown)?;
         if cmd == COM_STMT_EXECUTE && mode == Mode::ReadOnly && st.write {
             return Err(read_only_error());
@@ -342,6 +516,7 @@ impl Session {
 
     /// COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA: forwarded, no answer expected.
     async fn stmt_no_reply(&mut self, cmd: u8, mut p: Packet) -> Result<(), RelayError> {
+        self.resolve_last_prepared(&mut p.payload);
         let Some(id) = Self::client_stmt_id(&p.payload) else {
             return Ok(());
         };
@@ -432,6 +607,12 @@ impl Session {
         };
         let db = (!db.is_empty()).then(|| String::from_utf8_lossy(&db).into_owned());
         let routed = routed_database(&users, &user, db.as_deref());
+        let default_side = self
+            .shared
+            .default_side
+            .read()
+            .expect("default side")
+            .clone();
         self.login.user = user.clone();
         self.login.stage1 = stage1;
         if let Some(c) = charset {
@@ -441,9 +622,13 @@ impl Session {
         self.stmts.clear();
         self.set_option = None;
         self.backend = None;
-        self.route = self.shared.route(&routed);
-        self.route_rx = self.route.state.subscribe();
-        *self.info.database.lock().expect("db lock") = routed;
+        self.pinned.clear();
+        self.last_prepared = None;
+        let route = match &routed {
+            Some(db) => self.shared.route(db),
+            None => Arc::new(DbRoute::unrouted(default_side)),
+        };
+        self.set_route(route);
         let side: Arc<str> = self.route_rx.borrow().side.clone();
         let connected = match self.connect_backend(&side).await {
             Ok(()) => self

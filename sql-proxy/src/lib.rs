@@ -26,6 +26,7 @@ pub mod backend;
 pub mod classify;
 pub mod commands;
 pub mod config;
+pub mod follow;
 pub mod lex;
 pub mod mode;
 pub mod pinned;
