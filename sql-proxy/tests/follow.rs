@@ -323,9 +323,10 @@ fn read_only_holds_against_comments_functions_and_the_last_statement_id() {
         assert_ne!(id, u32::MAX);
         set_route(&s, "shop", r#"{"mode":"read_only"}"#);
         for write in [
-            "SELECT 1 /*M! ; INSERT INTO t (v) VALUES ('comment') */",
-            "SELECT 1 /*!50001 ; INSERT INTO t (v) VALUES ('comment') */",
-            "/*M!100100 INSERT INTO t (v) VALUES ('comment') */",
+            // The server runs these as INSERT … SELECT.
+            "/*M! INSERT t (v) */ SELECT 'comment'",
+            "/*!50001 INSERT t (v) */ SELECT 'comment'",
+            "/*M!100100 INSERT INTO t (v) */ SELECT 'comment'",
             "SET SESSION TRANSACTION READ WRITE",
             "SELECT unlock_rw(); SELECT fw('two-step')",
         ] {
