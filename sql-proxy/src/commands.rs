@@ -1,6 +1,9 @@
-//! The command loop of a session: the gate before each command (hold while paused, re-home
-//! after a switch, refuse writes in read_only), then per-command handling: statement id
-//! mapping for prepared statements, state tracking for SET/USE/COM_INIT_DB, COM_CHANGE_USER.
+//! The command loop of a session. Before each command: the database it selects (`USE`,
+//! COM_INIT_DB) becomes the session's route (`follow.rs`); the gate holds while that database
+//! is paused and re-homes after a switch; the other databases it names are checked
+//! (`follow.rs`); writes are refused in read_only and the backend's transactions are made
+//! read-only too. Then per-command handling: prepared statements (`prepared.rs`), state
+//! tracking for SET/USE/COM_INIT_DB and pinned state, COM_CHANGE_USER.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,7 +46,7 @@ fn prepared_use_error() -> ErrPacket {
     )
 }
 
-fn read_only_error() -> ErrPacket {
+pub(crate) fn read_only_error() -> ErrPacket {
     ErrPacket::new(
         1290,
         "HY000",
@@ -211,28 +214,24 @@ impl Session {
         if cmd == COM_STMT_EXECUTE {
             self.resolve_last_prepared(&mut p.payload);
         }
-        let refs = match (&scope, cmd) {
-            (Some(sc), _) => Refs::of(sc, before.as_deref(), || self.grants()),
-            (None, COM_STMT_EXECUTE) => self
-                .stmt_mut(&p.payload)
-                .map(|st| st.refs.clone())
-                .unwrap_or_default(),
-            _ => Refs::default(),
-        };
-        let text: &[u8] = match cmd {
-            COM_QUERY | COM_STMT_PREPARE => &p.payload[1..],
-            _ => &[],
-        };
-        let checked = if refs.is_empty() {
-            Ok(mode)
-        } else if cmd == COM_STMT_EXECUTE {
-            let sql = self
-                .stmt_mut(&p.payload)
-                .map(|st| st.sql.clone())
-                .unwrap_or_default();
-            self.check_others(mode, &refs, &sql).await
-        } else {
-            self.check_others(mode, &refs, text).await
+        let checked = match (&scope, cmd) {
+            (Some(sc), _) => {
+                let refs = Refs::of(sc, before.as_deref(), || self.grants());
+                self.check_others(mode, &refs, &p.payload[1..]).await
+            }
+            (None, COM_STMT_EXECUTE) => {
+                // Cloned only when the statement names another database (rare).
+                let here = &self.route.name;
+                let other = Self::client_stmt_id(&p.payload)
+                    .and_then(|id| self.stmts.get(&id))
+                    .filter(|st| st.refs.names_other_than(here))
+                    .map(|st| (st.refs.clone(), st.sql.clone()));
+                match other {
+                    Some((refs, sql)) => self.check_others(mode, &refs, &sql).await,
+                    None => Ok(mode),
+                }
+            }
+            _ => Ok(mode),
         };
         let mode = match checked {
             Ok(m) => m,
@@ -257,16 +256,6 @@ impl Session {
             .get(&self.login.user)
             .map(|u| u.databases.clone())
             .unwrap_or_default()
-    }
-
-    /// Statement id 0xFFFFFFFF is MariaDB's "the statement prepared last": named by its id,
-    /// so it is mapped and checked like any other (and never reaches the backend as -1, where
-    /// after a re-prepare it would name another statement).
-    fn resolve_last_prepared(&self, payload: &mut [u8]) {
-        if Self::client_stmt_id(payload) == Some(u32::MAX) {
-            let id = self.last_prepared.unwrap_or(0);
-            payload[1..5].copy_from_slice(&id.to_le_bytes());
-        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -460,85 +449,6 @@ impl Session {
                 }
             }
             _ => {}
-        }
-        Ok(())
-    }
-
-    fn client_stmt_id(payload: &[u8]) -> Option<u32> {
-        Reader::new(payload.get(1..)?).u32("statement id").ok()
-    }
-
-    fn stmt_mut(&mut self, payload: &[u8]) -> Option<&mut Stmt> {
-        let id = Self::client_stmt_id(payload)?;
-        self.stmts.get_mut(&id)
-    }
-
-    /// Rewrites the client's statement id to the backend's; for COM_STMT_EXECUTE also re-sends
-    /// parameter types the new backend has not seen yet.
-    fn map_stmt(&mut self, cmd: u8, mode: Mode, payload: &mut Vec<u8>) -> Result<(), ErrPacket> {
-        let unknown = || {
-            ErrPacket::new(
-                1243,
-                "HY000",
-                "Unknown prepared statement handler given to mysqld_stmt_execute",
-            )
-        };
-        let id = Self::client_stmt_id(payload).ok_or_else(unknown)?;
-        let st = self.stmts.get_mut(&id).ok_or_else(unknown)?;
-        if cmd == COM_STMT_EXECUTE && mode == Mode::ReadOnly && st.write {
-            return Err(read_only_error());
-        }
-        payload[1..5].copy_from_slice(&st.backend_id.to_le_bytes());
-        if cmd == COM_STMT_EXECUTE && st.params > 0 {
-            let n = st.params as usize;
-            let flag_at = 1 + 4 + 1 + 4 + n.div_ceil(8);
-            match payload.get(flag_at) {
-                Some(1) => {
-                    if let Some(types) = payload.get(flag_at + 1..flag_at + 1 + 2 * n) {
-                        st.types = Some(types.to_vec());
-                        st.needs_types = false;
-                    }
-                }
-                Some(0) if st.needs_types => {
-                    if let Some(types) = &st.types {
-                        payload[flag_at] = 1;
-                        let tail = payload.split_off(flag_at + 1);
-                        payload.extend_from_slice(types);
-                        payload.extend_from_slice(&tail);
-                        st.needs_types = false;
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA: forwarded, no answer expected.
-    async fn stmt_no_reply(&mut self, cmd: u8, mut p: Packet) -> Result<(), RelayError> {
-        self.resolve_last_prepared(&mut p.payload);
-        let Some(id) = Self::client_stmt_id(&p.payload) else {
-            return Ok(());
-        };
-        let Some(st) = self.stmts.get_mut(&id) else {
-            return Ok(());
-        };
-        p.payload[1..5].copy_from_slice(&st.backend_id.to_le_bytes());
-        if cmd == COM_STMT_SEND_LONG_DATA {
-            st.long_data = true;
-        } else {
-            self.stmts.remove(&id);
-            self.info
-                .prepared
-                .store(self.stmts.len(), Ordering::Relaxed);
-        }
-        if let Some(be) = self.backend.as_mut() {
-            if let Err(e) = be.write_packet(0, &p.payload).await {
-                return Err(RelayError::Backend {
-                    side: be.side.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                });
-            }
         }
         Ok(())
     }

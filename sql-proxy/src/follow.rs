@@ -64,8 +64,12 @@ impl Refs {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.certain.is_empty() && self.maybe.is_empty() && self.qualifiers.is_empty()
+    /// Whether any name is not `here` (the session's database): only then is there anything
+    /// to check.
+    pub fn names_other_than(&self, here: &str) -> bool {
+        [&self.certain, &self.maybe, &self.qualifiers]
+            .iter()
+            .any(|s| s.iter().any(|n| n != here))
     }
 }
 
@@ -89,7 +93,7 @@ fn refused(msg: String) -> ErrPacket {
 }
 
 impl Session {
-    /// The session's current database as routed ("" when unrouted).
+    /// The session's current database, as named in errors.
     fn here(&self) -> String {
         if self.route.is_unrouted() {
             "this session (no database selected)".into()
@@ -164,10 +168,10 @@ impl Session {
         refs: &Refs,
         sql: &[u8],
     ) -> Result<Mode, ErrPacket> {
-        if refs.is_empty() {
+        let here = self.route.name.clone();
+        if !refs.names_other_than(&here) {
             return Ok(mode);
         }
-        let here = self.route.name.clone();
         let mut names: Vec<(String, Sure)> = Vec::new();
         for (set, sure) in [
             (&refs.certain, Sure::Certain),

@@ -8,7 +8,8 @@
 //! - [`sync`]: loading hashes and grants from the old server (`sync-users`).
 //! - [`server`]: one listener per old endpoint; [`stream`]: plain or TLS client streams.
 //! - [`session`]: login of one client and its backend connection; [`commands`]: the command
-//!   loop with the gate (hold / re-home / read_only) and prepared-statement id mapping.
+//!   loop with the gate (hold / re-home / read_only); [`follow`]: the session follows the
+//!   database each command acts on; [`prepared`]: prepared-statement id mapping.
 //! - [`relay`]: one command's round trip, frames forwarded without decoding rows;
 //!   [`response`]: where a response ends.
 //! - [`rewrite`]: `@@socket` answered as NULL (clients must not bypass the proxy);
@@ -30,6 +31,7 @@ pub mod follow;
 pub mod lex;
 pub mod mode;
 pub mod pinned;
+pub mod prepared;
 pub mod protocol;
 pub mod relay;
 pub mod response;

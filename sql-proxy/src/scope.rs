@@ -200,8 +200,17 @@ impl Scope {
         if self.uses.is_empty() {
             self.before_use = true;
         }
-        let word = String::from_utf8_lossy(first.text(sql)).to_ascii_uppercase();
-        match word.as_str() {
+        // Upper-cased without allocating (keywords of interest are short ASCII words).
+        let mut buf = [0u8; 12];
+        let text = first.text(sql);
+        let word = if text.len() <= buf.len() {
+            buf[..text.len()].copy_from_slice(text);
+            buf[..text.len()].make_ascii_uppercase();
+            std::str::from_utf8(&buf[..text.len()]).unwrap_or("")
+        } else {
+            ""
+        };
+        match word {
             "CALL" | "EXECUTE" => self.opaque = true,
             "CREATE" | "DROP" | "ALTER" => {
                 // CREATE/DROP/ALTER DATABASE|SCHEMA [IF [NOT] EXISTS] name
