@@ -18,7 +18,10 @@
 //!   outcome, sqlparser decides whether it qualifies a table or routine (a statement it cannot
 //!   parse counts it as a database). While the statement runs, or the transaction it belongs
 //!   to is open, the session counts as a session of those databases, so their pause waits for
-//!   it.
+//!   it. A statement sqlparser cannot parse counts a dotted name as a database when the proxy
+//!   routes it or the user has a grant on it; a name it never routed and the user has no
+//!   grant on is then taken as a table or alias (a database in no move exists on one server
+//!   only, so nothing can land on a wrong side).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -230,7 +233,15 @@ impl Session {
             let differs = *st.side != *side || rank(st.mode) > rank(mode);
             if differs && sure == Sure::Qualifier {
                 let q = parsed.get_or_insert_with(|| schema_qualifiers(sql));
-                if q.as_ref().is_some_and(|q| !q.contains(&n)) {
+                let schema = match q {
+                    Some(q) => q.contains(&n),
+                    // Unparseable (MariaDB syntax sqlparser lacks, e.g. SQL_CALC_FOUND_ROWS):
+                    // a database the proxy knows counts; a name it never routed and the user
+                    // has no grant on is taken as a table or alias (were it a database, it is
+                    // in no move, so it exists only on its own server).
+                    None => known.is_some() || granted,
+                };
+                if !schema {
                     continue; // a table or alias, not a database
                 }
             }

@@ -423,5 +423,10 @@ mod tests {
             schema_qualifiers(b"INSERT INTO d.t SELECT * FROM e.u; UPDATE f.t SET a = 1").unwrap();
         assert_eq!(q, set(&["d", "e", "f"]));
         assert_eq!(schema_qualifiers(b"FROB x.y"), None);
+        // MariaDB syntax sqlparser lacks (see follow.rs for what the proxy does then).
+        assert_eq!(
+            schema_qualifiers(b"SELECT wp.id FROM t AS wp LIMIT ROWS EXAMINED 1000"),
+            None
+        );
     }
 }

@@ -457,8 +457,14 @@ impl Session {
     /// Waits for the client's next packet, acting on a switch's abort request meanwhile.
     pub(crate) async fn next_command(&mut self) -> Result<crate::wire::Packet, RelayError> {
         loop {
-            if self.info.abort_txn.load(Ordering::SeqCst) && self.info.holds_backend() {
-                self.abort_transaction();
+            if self.info.abort_txn.load(Ordering::SeqCst) {
+                if self.info.holds_backend() {
+                    self.abort_transaction();
+                } else {
+                    // Released before the request was seen: nothing to abort, and a later
+                    // transaction must not be aborted by this stale request.
+                    self.info.abort_txn.store(false, Ordering::SeqCst);
+                }
             }
             if let Some((p, used)) =
                 crate::wire::decode_packet(&self.cbuf).map_err(RelayError::ClientDecode)?

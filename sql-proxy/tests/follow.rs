@@ -175,6 +175,14 @@ fn a_session_follows_the_database_it_selects_to_that_database_s_side() {
             .await
             .unwrap();
         assert_eq!(n, Some(2));
+        // On the side that is not the default, a query sqlparser cannot parse (MariaDB's
+        // LIMIT ROWS EXAMINED) with a table alias before a dot still runs.
+        c.query_drop("USE blog").await.unwrap();
+        let ids: Vec<i64> = c
+            .query("SELECT wp.id FROM t AS wp LIMIT ROWS EXAMINED 1000")
+            .await
+            .unwrap();
+        assert_eq!(ids.len(), 2);
 
         // COM_INIT_DB (what mysqli_select_db sends) from a raw client.
         let mut r = raw(&s, MULTI_USER, MULTI_PASSWORD, Some("shop")).await;
