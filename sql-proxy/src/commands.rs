@@ -190,7 +190,10 @@ impl Session {
             COM_INIT_DB => Some(String::from_utf8_lossy(&p.payload[1..]).into_owned()),
             _ => scope.as_ref().and_then(|sc| sc.uses.last().cloned()),
         };
-        let before = (!self.route.is_unrouted()).then(|| self.route.name.clone());
+        // The database before a USE (only a batch with a USE needs it: no clone otherwise).
+        let before = target
+            .as_ref()
+            .and_then(|_| (!self.route.is_unrouted()).then(|| self.route.name.clone()));
         let prev = match target.as_deref().map(|db| self.enter_db(db)) {
             Some(Err(e)) => return self.reply_err(seq, &e).await,
             Some(Ok(prev)) => prev,

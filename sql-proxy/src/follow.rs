@@ -171,10 +171,10 @@ impl Session {
         refs: &Refs,
         sql: &[u8],
     ) -> Result<Mode, ErrPacket> {
-        let here = self.route.name.clone();
-        if !refs.names_other_than(&here) {
+        if !refs.names_other_than(&self.route.name) {
             return Ok(mode);
         }
+        let here = self.route.name.clone();
         let mut names: Vec<(String, Sure)> = Vec::new();
         for (set, sure) in [
             (&refs.certain, Sure::Certain),

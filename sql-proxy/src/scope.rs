@@ -54,6 +54,10 @@ pub struct Scope {
     pub pins: Vec<Pin>,
 }
 
+/// How many first tokens of a statement are kept (enough for `CREATE OR REPLACE TEMPORARY
+/// TABLE IF NOT EXISTS db.name`).
+const HEAD: usize = 12;
+
 /// Words followed by `(` that are not function calls (saves a needless strict path).
 const NOT_CALLS: &[&str] = &[
     "IN", "VALUES", "VALUE", "EXISTS", "AS", "FROM", "JOIN", "ON", "USING", "AND", "OR", "NOT",
@@ -94,28 +98,34 @@ impl Scope {
             Lexer::without_backslash(sql)
         };
         let mut s = Scope::default();
-        let mut head: Vec<Token> = Vec::with_capacity(12);
+        // A statement's first tokens, without allocating.
+        let mut head = [Token {
+            kind: Kind::Punct(0),
+            start: 0,
+            end: 0,
+        }; HEAD];
+        let mut head_len = 0;
         // Names of a DROP TABLE statement (bounded; missing ones only keep a pin longer).
         let mut dropped: Vec<String> = Vec::new();
         let mut last: [Option<Token>; 3] = [None; 3];
         let mut in_statement = false;
-        let end_statement =
-            |s: &mut Scope, head: &mut Vec<Token>, dropped: &mut Vec<String>, sql: &[u8]| {
-                s.statement(sql, head, std::mem::take(dropped), backslash, depth);
-                head.clear();
-            };
+        let end_statement = |s: &mut Scope, head: &[Token], dropped: &mut Vec<String>| {
+            s.statement(sql, head, std::mem::take(dropped), backslash, depth);
+        };
         for t in lx.by_ref() {
             if t.is_punct(b';') {
                 if in_statement {
-                    end_statement(&mut s, &mut head, &mut dropped, sql);
+                    end_statement(&mut s, &head[..head_len], &mut dropped);
                 }
                 in_statement = false;
+                head_len = 0;
                 last = [None; 3];
                 continue;
             }
             in_statement = true;
-            if head.len() < 12 {
-                head.push(t);
+            if head_len < HEAD {
+                head[head_len] = t;
+                head_len += 1;
             } else if head[0].is_word(sql, "DROP") && dropped.len() < 4096 {
                 if let Some(n) = t
                     .ident(sql)
@@ -128,7 +138,7 @@ impl Scope {
             last = [Some(t), last[0], last[1]];
         }
         if in_statement {
-            end_statement(&mut s, &mut head, &mut dropped, sql);
+            end_statement(&mut s, &head[..head_len], &mut dropped);
         }
         (s, lx.saw_backslash())
     }
