@@ -121,6 +121,10 @@ impl Session {
     /// route. Returns the previous route (to go back to if the server refuses `db`), `None`
     /// when `db` is already the session's.
     pub(crate) fn enter_db(&mut self, db: &str) -> Result<Option<Arc<DbRoute>>, ErrPacket> {
+        if db.is_empty() {
+            // (An empty name is how an unrouted session's route is told apart.)
+            return Err(ErrPacket::new(1046, "3D000", "No database selected"));
+        }
         if !self.route.is_unrouted() && self.route.name == db {
             return Ok(None);
         }
