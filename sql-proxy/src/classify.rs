@@ -1,86 +1,74 @@
-//! Statement classification: is it a write (refused in `read_only`), and does it change session
-//! state the proxy must track (SET / USE). A cheap look at the first keyword decides the common
-//! cases; sqlparser is consulted only when that look is not enough, and a statement sqlparser
-//! cannot parse counts as a write.
+//! Statement classification: is it a write (refused in `read_only`). The text is read with
+//! the proxy's lexer (`lex.rs`), so executable comments (`/*! … */`, `/*M! … */`) count as
+//! the code they are, statements are split at real `;` only, and both readings of backslashes
+//! in strings are checked. Each statement's first keyword decides the common cases; sqlparser
+//! (on the statement's normalized text) the rest; a statement it cannot parse counts as a
+//! write. Turning the session's transaction access mode back to read-write (`SET SESSION
+//! TRANSACTION READ WRITE`, `tx_read_only`, `START TRANSACTION READ WRITE`) is a write: the
+//! proxy also makes the backend session read-only while a database is `read_only` (see
+//! `commands.rs`), and that must not be undone by the client.
 
 use sqlparser::ast::{ContextModifier, Query, SetExpr, Statement};
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
-/// The first keyword of a statement, upper-cased, after whitespace, comments and parentheses.
-/// `None` when the text starts with an executable comment (`/*!`) or holds no word.
+use crate::lex::{self, Token};
+
+/// The first keyword of a statement, upper-cased, after whitespace, comments and parentheses
+/// (the content of an executable comment is a keyword like any other).
 pub fn first_keyword(sql: &[u8]) -> Option<String> {
-    let mut i = 0;
-    while i < sql.len() {
-        match sql[i] {
-            b' ' | b'\t' | b'\r' | b'\n' | b'(' => i += 1,
-            b'#' => i = skip_line(sql, i),
-            b'-' if sql.get(i + 1) == Some(&b'-') => i = skip_line(sql, i),
-            b'/' if sql.get(i + 1) == Some(&b'*') => {
-                if sql.get(i + 2) == Some(&b'!') {
-                    return None;
-                }
-                let end = sql[i + 2..].windows(2).position(|w| w == b"*/")?;
-                i += 2 + end + 2;
-            }
-            _ => break,
-        }
-    }
-    let word: Vec<u8> = sql[i..]
-        .iter()
-        .take_while(|b| b.is_ascii_alphabetic() || **b == b'_')
-        .take(32)
-        .copied()
-        .collect();
-    if word.is_empty() {
+    let t = lex::Lexer::new(sql).find(|t| !t.is_punct(b'('))?;
+    if t.kind != lex::Kind::Word {
         return None;
     }
-    Some(String::from_utf8_lossy(&word).to_ascii_uppercase())
+    let w = t.text(sql);
+    Some(String::from_utf8_lossy(&w[..w.len().min(32)]).to_ascii_uppercase())
 }
 
-fn skip_line(sql: &[u8], i: usize) -> usize {
-    sql[i..]
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(sql.len(), |p| i + p + 1)
-}
-
-fn contains_word_ci(sql: &[u8], word: &[u8]) -> bool {
-    sql.windows(word.len()).enumerate().any(|(i, w)| {
-        w.eq_ignore_ascii_case(word)
-            && (i == 0 || !sql[i - 1].is_ascii_alphanumeric())
-            && sql
-                .get(i + word.len())
-                .is_none_or(|b| !b.is_ascii_alphanumeric() && *b != b'_')
-    })
-}
-
-/// Whether more than one statement may be present (a `;` not at the very end).
-fn maybe_multi(sql: &[u8]) -> bool {
-    let trimmed = sql
-        .iter()
-        .rposition(|b| !b" \t\r\n;".contains(b))
-        .map_or(&sql[..0], |p| &sql[..=p]);
-    trimmed.contains(&b';')
-}
-
-/// Whether `read_only` mode must refuse this statement.
+/// Whether `read_only` mode must refuse this statement text (one or more statements).
 pub fn is_write(sql: &[u8]) -> bool {
-    if let Some(kw) = first_keyword(sql) {
-        let multi = maybe_multi(sql);
-        match kw.as_str() {
-            "SELECT" if !multi && !contains_word_ci(sql, b"INTO") => return false,
-            "SHOW" | "DESCRIBE" | "DESC" | "HELP" | "BEGIN" | "COMMIT" | "ROLLBACK" if !multi => {
-                return false
-            }
-            "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "CREATE" | "DROP" | "ALTER"
-            | "TRUNCATE" | "RENAME" | "GRANT" | "REVOKE" | "LOAD" | "CALL" | "LOCK" | "HANDLER"
-            | "OPTIMIZE" | "REPAIR" | "FLUSH" | "KILL" | "INSTALL" | "UNINSTALL" | "PURGE"
-            | "RESET" | "CHANGE" | "XA" => return true,
-            _ => {}
-        }
+    let (stmts, saw_backslash) = lex::statements(sql, true);
+    if stmts.is_empty() || stmts.iter().any(|t| statement_is_write(sql, t)) {
+        return true;
     }
-    let Ok(stmts) = Parser::parse_sql(&MySqlDialect {}, &String::from_utf8_lossy(sql)) else {
+    saw_backslash && {
+        let (stmts, _) = lex::statements(sql, false);
+        stmts.is_empty() || stmts.iter().any(|t| statement_is_write(sql, t))
+    }
+}
+
+fn statement_is_write(sql: &[u8], toks: &[Token]) -> bool {
+    let body: &[Token] = {
+        let skip = toks.iter().take_while(|t| t.is_punct(b'(')).count();
+        &toks[skip..]
+    };
+    let Some(first) = body.first().filter(|t| t.kind == lex::Kind::Word) else {
+        return true;
+    };
+    let has = |w: &str| body.iter().any(|t| t.is_word(sql, w));
+    // tx_read_only / transaction_read_only, as a word, `@@x`, `@@session.x` or `x`.
+    let access_mode_var = body.iter().any(|t| {
+        let n = t
+            .ident(sql)
+            .unwrap_or_else(|| String::from_utf8_lossy(t.text(sql)).into_owned())
+            .to_ascii_lowercase();
+        n.ends_with("tx_read_only") || n.ends_with("transaction_read_only")
+    });
+    let kw = String::from_utf8_lossy(first.text(sql)).to_ascii_uppercase();
+    match kw.as_str() {
+        "SELECT" => return has("INTO"),
+        "SHOW" | "DESCRIBE" | "DESC" | "HELP" | "BEGIN" | "COMMIT" | "ROLLBACK" => return false,
+        // START TRANSACTION READ WRITE overrides the session's read-only access mode.
+        "START" => return has("WRITE"),
+        "SET" if access_mode_var || has("WRITE") => return true,
+        "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "CREATE" | "DROP" | "ALTER" | "TRUNCATE"
+        | "RENAME" | "GRANT" | "REVOKE" | "LOAD" | "CALL" | "LOCK" | "HANDLER" | "OPTIMIZE"
+        | "REPAIR" | "FLUSH" | "KILL" | "INSTALL" | "UNINSTALL" | "PURGE" | "RESET" | "CHANGE"
+        | "XA" | "DO" | "PREPARE" | "EXECUTE" => return true,
+        _ => {}
+    }
+    let text = lex::normalized(sql, toks);
+    let Ok(stmts) = Parser::parse_sql(&MySqlDialect {}, &text) else {
         return true;
     };
     stmts.is_empty() || stmts.iter().any(statement_writes)
@@ -161,7 +149,10 @@ mod tests {
         );
         assert_eq!(first_keyword(b"# c\nUSE db").as_deref(), Some("USE"));
         assert_eq!(first_keyword(b"(SELECT 1)").as_deref(), Some("SELECT"));
-        assert_eq!(first_keyword(b"/*!40101 SET x=1 */"), None);
+        assert_eq!(
+            first_keyword(b"/*!40101 SET x=1 */").as_deref(),
+            Some("SET")
+        );
         assert_eq!(first_keyword(b"/* unterminated"), None);
         assert_eq!(first_keyword(b""), None);
     }
@@ -179,6 +170,11 @@ mod tests {
             "WITH c AS (SELECT 1) SELECT * FROM c",
             "USE db1",
             "EXPLAIN SELECT 1",
+            "SELECT 1 /* ; DELETE FROM t */",
+            "SELECT '; DELETE FROM t'",
+            "START TRANSACTION READ ONLY",
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "(SELECT 1) UNION (SELECT 2)",
         ] {
             assert!(!is_write(read.as_bytes()), "{read} classified as a write");
         }
@@ -193,6 +189,22 @@ mod tests {
             "THIS IS NOT SQL",
             "",
             "CREATE TABLE x (a int)",
+            // Executable comments are code (issue 18, finding 7).
+            "/*M! INSERT INTO t VALUES (1) */",
+            "/*M!100100 DELETE FROM t */ SELECT 1",
+            "SELECT 1 /*!50001 ; DELETE FROM t */",
+            "SELECT 1 FROM DUAL /*M! ; UPDATE t SET a = 1 */",
+            "SELECT 1 /*! INTO OUTFILE '/tmp/x' */",
+            // A string that ends at the backslash under NO_BACKSLASH_ESCAPES.
+            "SELECT '\\'; DELETE FROM t; -- '",
+            // Undoing the backend's read-only transaction mode.
+            "SET SESSION TRANSACTION READ WRITE",
+            "SET @@session.tx_read_only = 0",
+            "SET transaction_read_only = OFF",
+            "START TRANSACTION READ WRITE",
+            "DO fw(1)",
+            "PREPARE s FROM 'SELECT 1'",
+            "EXECUTE s",
         ] {
             assert!(is_write(write.as_bytes()), "{write} classified as a read");
         }

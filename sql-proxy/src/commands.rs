@@ -1,15 +1,20 @@
-//! The command loop of a session: the gate before each command (hold while paused, re-home
-//! after a switch, refuse writes in read_only), then per-command handling: statement id
-//! mapping for prepared statements, state tracking for SET/USE/COM_INIT_DB, COM_CHANGE_USER.
+//! The command loop of a session. Before each command: the database it selects (`USE`,
+//! COM_INIT_DB) becomes the session's route (`follow.rs`); the gate holds while that database
+//! is paused and re-homes after a switch; the other databases it names are checked
+//! (`follow.rs`); writes are refused in read_only and the backend's transactions are made
+//! read-only too. Then per-command handling: prepared statements (`prepared.rs`), state
+//! tracking for SET/USE/COM_INIT_DB and pinned state, COM_CHANGE_USER.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::follow::Refs;
 use crate::protocol::{build_auth_switch, build_ok, cap, status, ErrPacket, NATIVE_PASSWORD};
 use crate::relay::{exchange, write_client, RelayError};
 use crate::response::Expect;
-use crate::route::Mode;
+use crate::route::{DbRoute, Mode};
+use crate::scope::Scope;
 use crate::session::{routed_database, Session, Stmt};
 use crate::session_state::changes_of;
 use crate::wire::{Packet, Reader};
@@ -31,7 +36,16 @@ pub const COM_SET_OPTION: u8 = 0x1b;
 pub const COM_STMT_FETCH: u8 = 0x1c;
 pub const COM_RESET_CONNECTION: u8 = 0x1f;
 
-fn read_only_error() -> ErrPacket {
+fn prepared_use_error() -> ErrPacket {
+    ErrPacket::new(
+        1295,
+        "HY000",
+        "sql-proxy: USE in a prepared statement is not supported (the proxy routes by the \
+         database a session uses); run USE or COM_INIT_DB itself",
+    )
+}
+
+pub(crate) fn read_only_error() -> ErrPacket {
     ErrPacket::new(
         1290,
         "HY000",
@@ -82,12 +96,20 @@ impl Session {
         loop {
             let st = self.route_rx.borrow_and_update().clone();
             let in_txn = self.info.in_txn.load(Ordering::SeqCst);
-            if st.mode == Mode::Paused && !in_txn {
+            // A session holding pinned state runs on like one inside a transaction: the pause
+            // waits for it to release the state (or ends it at the deadline).
+            let pinned = !self.pinned.is_empty();
+            if st.mode == Mode::Paused && !in_txn && !pinned {
                 self.hold(bytes).await?;
                 continue;
             }
             let current = self.info.side.lock().expect("side lock").clone();
-            if self.backend.is_none() || (*st.side != *current && !in_txn) {
+            let moving = *st.side != *current && !in_txn;
+            if self.backend.is_some() && moving && pinned && st.mode != Mode::Paused {
+                // Moved without a drain (a direct PUT of the side): the state cannot follow.
+                return Err(self.lose_pinned_state());
+            }
+            if self.backend.is_none() || (moving && !pinned) {
                 self.connect_backend(&st.side).await?;
                 self.gate_ok = (st.mode != Mode::Paused).then_some(st.mode);
             } else if *st.side == *current && st.mode != Mode::Paused {
@@ -168,19 +190,111 @@ impl Session {
 
     async fn run(&mut self, cmd: u8, mut p: Packet) -> Result<(), RelayError> {
         let seq = p.last_seq.wrapping_add(1);
+        // 1. The database the command selects: the session follows its route (`follow.rs`).
+        let scope = match cmd {
+            COM_QUERY | COM_STMT_PREPARE => Some(Scope::of(&p.payload[1..])),
+            _ => None,
+        };
+        if let Some(sc) = &scope {
+            if sc.prepared_use || (cmd == COM_STMT_PREPARE && !sc.uses.is_empty()) {
+                return self.reply_err(seq, &prepared_use_error()).await;
+            }
+        }
+        let target = match cmd {
+            COM_INIT_DB => Some(String::from_utf8_lossy(&p.payload[1..]).into_owned()),
+            _ => scope.as_ref().and_then(|sc| sc.uses.last().cloned()),
+        };
+        // The database before a USE (only a batch with a USE needs it: no clone otherwise).
+        let before = target
+            .as_ref()
+            .and_then(|_| (!self.route.is_unrouted()).then(|| self.route.name.clone()));
+        let prev = match target.as_deref().map(|db| self.enter_db(db)) {
+            Some(Err(e)) => return self.reply_err(seq, &e).await,
+            Some(Ok(prev)) => prev,
+            None => None,
+        };
+        // 2. The gate: hold while paused, move to the route's side.
         let mode = match self.gate(p.payload.len()).await {
             Ok(m) => m,
-            Err(e) => return self.reply_err(seq, &e).await,
+            Err(e) => {
+                self.restore_route(prev);
+                return self.reply_err(seq, &e).await;
+            }
         };
         if let Some(e) = self.pending_error.take() {
             if !matches!(cmd, COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA) {
+                self.restore_route(prev);
                 return self.reply_err(seq, &e).await;
             }
         }
+        // 3. The other databases it names: same side, not paused; the strictest mode.
+        if cmd == COM_STMT_EXECUTE {
+            self.resolve_last_prepared(&mut p.payload);
+        }
+        let checked = match (&scope, cmd) {
+            (Some(sc), _) => {
+                let refs = Refs::of(sc, before.as_deref(), || self.grants());
+                self.check_others(mode, &refs, &p.payload[1..]).await
+            }
+            (None, COM_STMT_EXECUTE) => {
+                // Cloned only when the statement names another database (rare).
+                let here = &self.route.name;
+                let other = Self::client_stmt_id(&p.payload)
+                    .and_then(|id| self.stmts.get(&id))
+                    .filter(|st| st.refs.names_other_than(here))
+                    .map(|st| (st.refs.clone(), st.sql.clone()));
+                match other {
+                    Some((refs, sql)) => self.check_others(mode, &refs, &sql).await,
+                    None => Ok(mode),
+                }
+            }
+            _ => Ok(mode),
+        };
+        let mode = match checked {
+            Ok(m) => m,
+            Err(e) => {
+                self.restore_route(prev);
+                self.end_touching();
+                return self.reply_err(seq, &e).await;
+            }
+        };
+        let r = self
+            .run_checked(cmd, p, seq, mode, scope, target, prev)
+            .await;
+        self.end_touching();
+        r
+    }
+
+    /// The user's granted databases (what a statement of unseen reach may act on).
+    fn grants(&self) -> Vec<String> {
+        let users = self.shared.users.read().expect("users lock").clone();
+        users
+            .users
+            .get(&self.login.user)
+            .map(|u| u.databases.clone())
+            .unwrap_or_default()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_checked(
+        &mut self,
+        cmd: u8,
+        mut p: Packet,
+        seq: u8,
+        mode: Mode,
+        scope: Option<Scope>,
+        target: Option<String>,
+        prev: Option<Arc<DbRoute>>,
+    ) -> Result<(), RelayError> {
+        let read_only = mode == Mode::ReadOnly;
         self.counters.queries.fetch_add(1, Ordering::Relaxed);
         let expect = match cmd {
             COM_QUERY => {
-                if mode == Mode::ReadOnly && is_write_cmd(&p.payload[1..]) {
+                let sc = scope.as_ref().expect("scanned");
+                // Several statements calling functions: a stored function in one could make
+                // the next one's transaction read-write before the proxy can set it back.
+                if read_only && (is_write_cmd(&p.payload[1..]) || (sc.calls && sc.statements > 1)) {
+                    self.restore_route(prev);
                     return self.reply_err(seq, &read_only_error()).await;
                 }
                 if let Some(sql) = crate::rewrite::hide_socket(&p.payload[1..]) {
@@ -193,7 +307,8 @@ impl Session {
             | COM_RESET_CONNECTION | COM_STMT_RESET => Expect::Single,
             COM_FIELD_LIST => Expect::FieldList,
             COM_STMT_PREPARE => {
-                if mode == Mode::ReadOnly && is_write_cmd(&p.payload[1..]) {
+                if read_only && is_write_cmd(&p.payload[1..]) {
+                    self.last_prepared = None;
                     return self.reply_err(seq, &read_only_error()).await;
                 }
                 if let Some(sql) = crate::rewrite::hide_socket(&p.payload[1..]) {
@@ -217,6 +332,11 @@ impl Session {
         };
         let mut client_stmt_id = None;
         let mut changes = Vec::new();
+        let mut calls = scope.as_ref().is_some_and(|sc| sc.calls);
+        let mut pins = match cmd {
+            COM_QUERY => scope.as_ref().map(|sc| sc.pins.clone()).unwrap_or_default(),
+            _ => Vec::new(),
+        };
         match cmd {
             COM_QUERY => {
                 changes = changes_of(&p.payload[1..]);
@@ -226,11 +346,24 @@ impl Session {
             }
             COM_STMT_PREPARE => client_stmt_id = Some(self.next_stmt),
             COM_STMT_EXECUTE | COM_STMT_RESET | COM_STMT_FETCH => {
+                if let Some(st) = self.stmt_mut(&p.payload) {
+                    calls = st.calls;
+                    if cmd == COM_STMT_EXECUTE {
+                        pins = st.pins.clone();
+                    }
+                }
                 if let Err(e) = self.map_stmt(cmd, mode, &mut p.payload) {
                     return self.reply_err(seq, &e).await;
                 }
             }
             _ => {}
+        }
+        // (MariaDB refuses even to prepare a write in a read-only transaction.)
+        if matches!(cmd, COM_QUERY | COM_STMT_EXECUTE | COM_STMT_PREPARE) {
+            if let Err(e) = self.enforce_access(read_only).await {
+                self.restore_route(prev);
+                return self.reply_err(seq, &e).await;
+            }
         }
         let be = self.backend.as_mut().expect("gate connected a backend");
         let out = exchange(
@@ -248,17 +381,41 @@ impl Session {
                 .in_txn
                 .store(st & status::IN_TRANS != 0, Ordering::SeqCst);
         }
-        if out.scanner.error {
+        let ok = !out.scanner.error;
+        self.pinned.apply(&pins, ok);
+        if read_only && calls && matches!(cmd, COM_QUERY | COM_STMT_EXECUTE) {
+            // Nothing to tell the client if this fails: its next command starts afresh.
+            let _ = self.reassert_read_only().await;
+        }
+        if let Some(db) = target {
+            let single = scope.as_ref().is_none_or(|sc| sc.statements == 1);
+            if ok {
+                self.state.database = Some(db);
+                if let Err(e) = self.shared.ensure_stored(&self.route).await {
+                    // The client already has its OK; the route is served from the default
+                    // side as before, and the next login or change records it.
+                    tracing::error!(database = %self.route.name, error = %e, "route first used by USE not stored");
+                }
+            } else if single {
+                self.restore_route(prev);
+            } else {
+                self.resync_database().await;
+            }
+        }
+        if !ok {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            if cmd == COM_STMT_PREPARE {
+                self.last_prepared = None;
+            }
             return Ok(());
         }
         match cmd {
             COM_QUERY if !changes.is_empty() => {
+                let target_db = self.state.database.clone();
                 self.state.apply(changes);
+                // The database was followed above; a USE inside the text is already applied.
+                self.state.database = target_db;
                 *self.info.tracked.lock().expect("tracked lock") = self.state.tracked();
-            }
-            COM_INIT_DB => {
-                self.state.database = Some(String::from_utf8_lossy(&p.payload[1..]).into_owned())
             }
             COM_SET_OPTION => {
                 self.set_option = Reader::new(&p.payload[1..]).u16("option").ok();
@@ -267,6 +424,9 @@ impl Session {
                 self.state.reset();
                 self.stmts.clear();
                 self.set_option = None;
+                self.pinned.clear();
+                self.last_prepared = None;
+                self.backend_ro = false;
                 self.info.prepared.store(0, Ordering::Relaxed);
             }
             COM_STMT_RESET => {
@@ -283,6 +443,11 @@ impl Session {
                 if let Some((bid, params, _)) = out.prepared {
                     let sql = p.payload[1..].to_vec();
                     let write = is_write_cmd(&sql);
+                    let sc = scope.expect("scanned");
+                    let before = (!self.route.is_unrouted()).then(|| self.route.name.clone());
+                    let mut refs = Refs::of(&sc, before.as_deref(), || self.grants());
+                    // Executed later, perhaps after a USE: it still acts on this database.
+                    refs.certain.extend(before);
                     self.stmts.insert(
                         self.next_stmt,
                         Stmt {
@@ -293,8 +458,12 @@ impl Session {
                             types: None,
                             needs_types: false,
                             long_data: false,
+                            refs,
+                            calls: sc.calls,
+                            pins: sc.pins,
                         },
                     );
+                    self.last_prepared = Some(self.next_stmt);
                     self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
                     self.info
                         .prepared
@@ -330,87 +499,6 @@ impl Session {
                  (limits.max_set_replay_bytes)"
             ),
         ))
-    }
-
-    fn client_stmt_id(payload: &[u8]) -> Option<u32> {
-        Reader::new(payload.get(1..)?).u32("statement id").ok()
-    }
-
-    fn stmt_mut(&mut self, payload: &[u8]) -> Option<&mut Stmt> {
-        let id = Self::client_stmt_id(payload)?;
-        self.stmts.get_mut(&id)
-    }
-
-    /// Rewrites the client's statement id to the backend's; for COM_STMT_EXECUTE also re-sends
-    /// parameter types the new backend has not seen yet.
-    fn map_stmt(&mut self, cmd: u8, mode: Mode, payload: &mut Vec<u8>) -> Result<(), ErrPacket> {
-        let unknown = || {
-            ErrPacket::new(
-                1243,
-                "HY000",
-                "Unknown prepared statement handler given to mysqld_stmt_execute",
-            )
-        };
-        let id = Self::client_stmt_id(payload).ok_or_else(unknown)?;
-        if id == u32::MAX {
-            return Ok(()); // MariaDB: "the statement prepared last"; no mapping.
-        }
-        let st = self.stmts.get_mut(&id).ok_or_else(unknown)?;
-        if cmd == COM_STMT_EXECUTE && mode == Mode::ReadOnly && st.write {
-            return Err(read_only_error());
-        }
-        payload[1..5].copy_from_slice(&st.backend_id.to_le_bytes());
-        if cmd == COM_STMT_EXECUTE && st.params > 0 {
-            let n = st.params as usize;
-            let flag_at = 1 + 4 + 1 + 4 + n.div_ceil(8);
-            match payload.get(flag_at) {
-                Some(1) => {
-                    if let Some(types) = payload.get(flag_at + 1..flag_at + 1 + 2 * n) {
-                        st.types = Some(types.to_vec());
-                        st.needs_types = false;
-                    }
-                }
-                Some(0) if st.needs_types => {
-                    if let Some(types) = &st.types {
-                        payload[flag_at] = 1;
-                        let tail = payload.split_off(flag_at + 1);
-                        payload.extend_from_slice(types);
-                        payload.extend_from_slice(&tail);
-                        st.needs_types = false;
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA: forwarded, no answer expected.
-    async fn stmt_no_reply(&mut self, cmd: u8, mut p: Packet) -> Result<(), RelayError> {
-        let Some(id) = Self::client_stmt_id(&p.payload) else {
-            return Ok(());
-        };
-        let Some(st) = self.stmts.get_mut(&id) else {
-            return Ok(());
-        };
-        p.payload[1..5].copy_from_slice(&st.backend_id.to_le_bytes());
-        if cmd == COM_STMT_SEND_LONG_DATA {
-            st.long_data = true;
-        } else {
-            self.stmts.remove(&id);
-            self.info
-                .prepared
-                .store(self.stmts.len(), Ordering::Relaxed);
-        }
-        if let Some(be) = self.backend.as_mut() {
-            if let Err(e) = be.write_packet(0, &p.payload).await {
-                return Err(RelayError::Backend {
-                    side: be.side.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                });
-            }
-        }
-        Ok(())
     }
 
     /// COM_CHANGE_USER: checked against the user store like a login, then a fresh backend
@@ -485,14 +573,27 @@ impl Session {
         };
         let db = (!db.is_empty()).then(|| String::from_utf8_lossy(&db).into_owned());
         let routed = routed_database(&users, &user, db.as_deref());
-        let Some(route) = self.shared.route_for_login(&routed) else {
-            let e = ErrPacket::new(
-                1040,
-                "08004",
-                "sql-proxy: too many logins to databases not known yet (limits.max_unstored_routes)",
-            );
-            self.reply_err(seq, &e).await?;
-            return Err(RelayError::ClientClosed);
+        let default_side = self
+            .shared
+            .default_side
+            .read()
+            .expect("default side")
+            .clone();
+        let route = match &routed {
+            Some(db) => match self.shared.route_for_login(db) {
+                Some(route) => route,
+                None => {
+                    let e = ErrPacket::new(
+                        1040,
+                        "08004",
+                        "sql-proxy: too many logins to databases not known yet \
+                         (limits.max_unstored_routes)",
+                    );
+                    self.reply_err(seq, &e).await?;
+                    return Err(RelayError::ClientClosed);
+                }
+            },
+            None => Arc::new(DbRoute::unrouted(default_side)),
         };
         self.login.user = user.clone();
         self.login.stage1 = stage1;
@@ -503,10 +604,10 @@ impl Session {
         self.stmts.clear();
         self.set_option = None;
         self.backend = None;
+        self.pinned.clear();
+        self.last_prepared = None;
         // On failure the session ends, and `session::serve` hands the route back.
-        self.route = route;
-        self.route_rx = self.route.state.subscribe();
-        *self.info.database.lock().expect("db lock") = routed;
+        self.set_route(route);
         let side: Arc<str> = self.route_rx.borrow().side.clone();
         let connected = match self.connect_backend(&side).await {
             Ok(()) => self

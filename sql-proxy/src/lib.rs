@@ -8,11 +8,15 @@
 //! - [`sync`]: loading hashes and grants from the old server (`sync-users`).
 //! - [`server`]: one listener per old endpoint; [`stream`]: plain or TLS client streams.
 //! - [`session`]: login of one client and its backend connection; [`commands`]: the command
-//!   loop with the gate (hold / re-home / read_only) and prepared-statement id mapping.
+//!   loop with the gate (hold / re-home / read_only); [`follow`]: the session follows the
+//!   database each command acts on; [`prepared`]: prepared-statement id mapping.
 //! - [`relay`]: one command's round trip, frames forwarded without decoding rows;
 //!   [`response`]: where a response ends.
 //! - [`rewrite`]: `@@socket` answered as NULL (clients must not bypass the proxy);
-//!   [`classify`]: write detection for read_only; [`session_state`]: SET / USE tracking.
+//!   [`lex`]: the SQL lexer (comments, quotes, executable comments); [`scope`]: what a
+//!   statement acts on (databases, calls, pinned state); [`classify`]: write detection for
+//!   read_only; [`session_state`]: SET / USE tracking; [`pinned`]: state bound to one
+//!   backend (temporary tables, locks, SQL prepared statements).
 //! - [`mode`]: a database's mode; [`route`]: live routes, session registry, counters; [`route_store`]: the durable
 //!   copy every route change is committed to first (SQLite, WAL; or a fleet's shared MariaDB
 //!   table); [`fleet`]: lease, follow, acknowledge and fence when instances share routes;
@@ -27,14 +31,19 @@ pub mod classify;
 pub mod commands;
 pub mod config;
 pub mod fleet;
+pub mod follow;
+pub mod lex;
 pub mod limits;
 pub mod mode;
+pub mod pinned;
+pub mod prepared;
 pub mod protocol;
 pub mod relay;
 pub mod response;
 pub mod rewrite;
 pub mod route;
 pub mod route_store;
+pub mod scope;
 pub mod server;
 pub mod session;
 pub mod session_state;

@@ -85,6 +85,26 @@ impl DbRoute {
         }
     }
 
+    /// The route of a session that has selected no database yet (and whose user's grants name
+    /// no single one): the default side, open, never in the table nor the store. Its name is
+    /// empty, which no database has.
+    pub fn unrouted(side: Arc<str>) -> Self {
+        DbRoute::new(
+            "",
+            RouteState {
+                side,
+                mode: Mode::Open,
+            },
+            Mode::Open,
+            0,
+        )
+    }
+
+    /// See [`DbRoute::unrouted`].
+    pub fn is_unrouted(&self) -> bool {
+        self.name.is_empty()
+    }
+
     /// The route as the store holds it: side, mode, and the mode a pause returns to.
     pub fn desired(&self) -> Desired {
         let st = self.current();
@@ -163,6 +183,13 @@ pub struct SessionInfo {
     pub abort_notify: Notify,
     pub prepared: AtomicUsize,
     pub tracked: Mutex<Vec<String>>,
+    /// Other databases the running statement, or the open transaction, acts on (`db.table`,
+    /// a database left by `USE` inside the transaction): a pause of those waits for it too.
+    pub touching: Mutex<Vec<String>>,
+    /// The session holds state bound to its backend connection (temporary tables, GET_LOCK
+    /// locks, SQL-level prepared statements, LOCK TABLES): like an open transaction, it keeps
+    /// its backend until released, and a switch's deadline ends it (see `pinned.rs`).
+    pub pinned: AtomicBool,
     pub started: Instant,
 }
 
@@ -457,7 +484,7 @@ impl Shared {
 
     /// Commits a route first seen at a login (default side) before the client hears OK.
     pub async fn ensure_stored(&self, route: &Arc<DbRoute>) -> Result<(), StoreError> {
-        if route.epoch.load(Ordering::SeqCst) != 0 {
+        if route.epoch.load(Ordering::SeqCst) != 0 || route.is_unrouted() {
             return Ok(());
         }
         let _g = route.commit_lock.lock().await;
@@ -552,7 +579,7 @@ impl Shared {
             .lock()
             .expect("sessions lock")
             .values()
-            .filter(|s| *s.database.lock().expect("session db lock") == db)
+            .filter(|s| s.acts_on(db))
             .cloned()
             .collect()
     }
@@ -591,11 +618,30 @@ impl SessionInfo {
             abort_notify: Notify::new(),
             prepared: AtomicUsize::new(0),
             tracked: Mutex::new(Vec::new()),
+            touching: Mutex::new(Vec::new()),
+            pinned: AtomicBool::new(false),
             started: Instant::now(),
         }
     }
 
     pub fn busy(&self) -> bool {
-        self.in_flight.load(Ordering::SeqCst) || self.in_txn.load(Ordering::SeqCst)
+        self.in_flight.load(Ordering::SeqCst) || self.holds_backend()
+    }
+
+    /// An open transaction or pinned state: the session cannot move to another backend now.
+    pub fn holds_backend(&self) -> bool {
+        self.in_txn.load(Ordering::SeqCst) || self.pinned.load(Ordering::SeqCst)
+    }
+
+    /// Whether this session acts on `db`: its current database, or one its running statement
+    /// or open transaction touches.
+    pub fn acts_on(&self, db: &str) -> bool {
+        *self.database.lock().expect("session db lock") == db
+            || self
+                .touching
+                .lock()
+                .expect("touching lock")
+                .iter()
+                .any(|d| d == db)
     }
 }

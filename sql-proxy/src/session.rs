@@ -37,6 +37,12 @@ pub(crate) struct Stmt {
     /// Re-prepared on a new backend and the types not yet sent there.
     pub needs_types: bool,
     pub long_data: bool,
+    /// Other databases its text names (checked at every execute: routes change).
+    pub refs: crate::follow::Refs,
+    /// Its text calls functions (under read_only the backend is set read-only again after).
+    pub calls: bool,
+    /// State its execution pins to the backend (`GET_LOCK` in a prepared SELECT).
+    pub pins: Vec<crate::scope::Pin>,
 }
 
 pub struct Session {
@@ -60,6 +66,12 @@ pub struct Session {
     /// The mode the gate let the last command through under, while the session is on the
     /// route's current side; `None` makes the next command take the full gate.
     pub(crate) gate_ok: Option<Mode>,
+    /// State bound to the current backend connection (see `pinned.rs`).
+    pub(crate) pinned: crate::pinned::Pinned,
+    /// The proxy set the backend session's transactions read-only (see `follow.rs`).
+    pub(crate) backend_ro: bool,
+    /// The client id of the statement prepared last: what id 0xFFFFFFFF names.
+    pub(crate) last_prepared: Option<u32>,
 }
 
 fn new_scramble() -> [u8; 20] {
@@ -197,21 +209,36 @@ async fn login(
     client.max_packet = limits.max_packet_bytes;
     let users = shared.users.read().expect("users lock").clone();
     let routed_db = routed_database(&users, &resp.user, resp.database.as_deref());
-    let Some(route) = shared.route_for_login(&routed_db) else {
-        let e = ErrPacket::new(
-            1040,
-            "08004",
-            "sql-proxy: too many logins to databases not known yet (limits.max_unstored_routes); \
-             retry shortly",
-        );
-        write_client(&mut client, seq, &e.build()).await?;
-        return Ok(None);
+    // A database named (or the user's single grant): its route, bounded (a name tried at a
+    // login that fails is handed back); none: the default side until the client selects one.
+    let route = match &routed_db {
+        Some(db) => match shared.route_for_login(db) {
+            Some(route) => route,
+            None => {
+                let e = ErrPacket::new(
+                    1040,
+                    "08004",
+                    "sql-proxy: too many logins to databases not known yet \
+                     (limits.max_unstored_routes); retry shortly",
+                );
+                write_client(&mut client, seq, &e.build()).await?;
+                return Ok(None);
+            }
+        },
+        None => Arc::new(DbRoute::unrouted(
+            shared
+                .default_side
+                .read()
+                .expect("default side lock")
+                .clone(),
+        )),
     };
     // Handed back (and freed if nobody else uses it) unless the login completes.
     let claim = RouteClaim {
         shared: shared.clone(),
         route: Some(route.clone()),
     };
+    let routed_db = routed_db.unwrap_or_default();
     let route_rx = route.state.subscribe();
     let side = route_rx.borrow().side.clone();
     let info = Arc::new(SessionInfo::new(
@@ -247,6 +274,9 @@ async fn login(
         set_option: None,
         scramble,
         gate_ok: None,
+        pinned: Default::default(),
+        backend_ro: false,
+        last_prepared: None,
     };
     // A refused login: the session's reference to the route goes first, so that the claim
     // finds the route held by the table alone and can free it.
@@ -444,20 +474,21 @@ pub(crate) fn route_not_stored(db: &str, e: &crate::route_store::StoreError) -> 
     )
 }
 
-/// The database that routes a session: the one the client asked for, else the user's first.
+/// The database that routes a session: the one the client asked for, else the user's only
+/// granted database; `None` (unrouted until it selects one) for a user with none or several:
+/// picking one of several could send its writes to the wrong side.
 pub(crate) fn routed_database(
     users: &crate::auth::UserStore,
     user: &str,
     asked: Option<&str>,
-) -> String {
+) -> Option<String> {
     if let Some(db) = asked {
-        return db.to_string();
+        return Some(db.to_string());
     }
-    users
-        .users
-        .get(user)
-        .and_then(|u| u.databases.first().cloned())
-        .unwrap_or_default()
+    match users.users.get(user).map(|u| u.databases.as_slice()) {
+        Some([only]) => Some(only.clone()),
+        _ => None,
+    }
 }
 
 impl Session {
@@ -474,7 +505,13 @@ impl Session {
             ));
         };
         let mut login = self.login.clone();
-        login.database = self.state.database.clone();
+        // The current database, if it is the one routing the session (a session about to
+        // select another one logs in without, then selects it).
+        login.database = self
+            .state
+            .database
+            .clone()
+            .filter(|d| *d == self.route.name);
         let timeout = Duration::from_millis(self.shared.limits.backend_connect_ms);
         let socket = self.shared.backend_socket(side);
         let mut be = BackendConn::connect_via(side, addr, socket.as_deref(), &login, timeout)
@@ -490,6 +527,22 @@ impl Session {
                 ),
             )
         };
+        // LAST_INSERT_ID() is carried over (read on the old connection, set on the new).
+        let last_id = match self.backend.as_mut() {
+            Some(old) => tokio::time::timeout(timeout, old.query("SELECT LAST_INSERT_ID()"))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .and_then(|rows| rows.first()?.first()?.clone())
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|&v| v != 0),
+            None => None,
+        };
+        if let Some(id) = last_id {
+            be.query(&format!("SELECT LAST_INSERT_ID({id})"))
+                .await
+                .map_err(|e| fail("restoring LAST_INSERT_ID()", e))?;
+        }
         for sql in self.state.replay() {
             be.query(&sql)
                 .await
@@ -529,11 +582,21 @@ impl Session {
         }
         *self.info.side.lock().expect("side lock") = side.clone();
         self.backend = Some(be);
+        self.backend_ro = false;
         Ok(())
     }
 
-    /// Drops the backend connection, which makes the server roll back the open transaction.
+    /// Drops the backend connection, which makes the server roll back the open transaction
+    /// (and drops the state pinned to it).
     pub(crate) fn abort_transaction(&mut self) {
+        if !self.info.in_txn.load(Ordering::SeqCst) {
+            self.info.abort_txn.store(false, Ordering::SeqCst);
+            self.pending_error = Some(self.lose_pinned_state());
+            return;
+        }
+        let lost = self.pinned.describe();
+        self.pinned.clear();
+        self.info.pinned.store(false, Ordering::SeqCst);
         self.backend = None;
         self.gate_ok = None;
         self.info.in_txn.store(false, Ordering::SeqCst);
@@ -547,7 +610,12 @@ impl Session {
             format!(
                 "sql-proxy: your open transaction was rolled back because database '{db}' is \
                  moving to another server and the transaction outlived the switch deadline; \
-                 nothing of it was committed, retry it"
+                 nothing of it was committed, retry it{}",
+                if lost.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (this session's {lost} were lost with it)")
+                }
             ),
         ));
     }
@@ -555,9 +623,14 @@ impl Session {
     /// Waits for the client's next packet, acting on a switch's abort request meanwhile.
     pub(crate) async fn next_command(&mut self) -> Result<crate::wire::Packet, RelayError> {
         loop {
-            if self.info.abort_txn.load(Ordering::SeqCst) && self.info.in_txn.load(Ordering::SeqCst)
-            {
-                self.abort_transaction();
+            if self.info.abort_txn.load(Ordering::SeqCst) {
+                if self.info.holds_backend() {
+                    self.abort_transaction();
+                } else {
+                    // Released before the request was seen: nothing to abort, and a later
+                    // transaction must not be aborted by this stale request.
+                    self.info.abort_txn.store(false, Ordering::SeqCst);
+                }
             }
             if let Some((p, used)) =
                 crate::wire::decode_packet_limited(&self.cbuf, self.client.max_packet)?

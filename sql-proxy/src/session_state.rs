@@ -69,6 +69,15 @@ impl SessionState {
         self.sets.iter().map(|(_, s)| s.clone()).collect()
     }
 
+    /// The `SET` text the session last ran for `key` (e.g. "session transaction").
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.sets
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, s)| s.as_str())
+    }
+
     /// Forget everything but the login (COM_RESET_CONNECTION, COM_CHANGE_USER).
     pub fn reset(&mut self) {
         self.sets.clear();

@@ -147,7 +147,7 @@ pub async fn pause(
         if waited >= txn_deadline && !abort_sent {
             abort_sent = true;
             for s in &busy {
-                if s.in_txn.load(Ordering::SeqCst) {
+                if s.holds_backend() {
                     aborted += 1;
                     s.abort_txn.store(true, Ordering::SeqCst);
                     s.abort_notify.notify_one();
