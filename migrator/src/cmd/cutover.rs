@@ -11,7 +11,9 @@ use migrator::cutover::checkpoints::{self, Checkpoint};
 use migrator::cutover::rollback::rollback_site;
 use migrator::cutover::{Engine, EngineOptions, SiteReport};
 use migrator::dry_run::Recorder;
-use migrator::journal::{open_journal, JournalLocation, JournalStore, SqliteJournal};
+use migrator::journal::{
+    open_journal, open_journal_at, JournalLocation, JournalStore, SqliteJournal,
+};
 use migrator::real_systems;
 use migrator::site_spec::{SiteSpec, SpecFile};
 use migrator::systems::{SysResult, Systems};
@@ -27,8 +29,9 @@ pub struct Common {
     /// The site spec file (JSON: every site's endpoints on both sides).
     #[arg(long, value_name = "FILE")]
     pub sites: PathBuf,
-    /// The journal file (SQLite); created if missing.
-    #[arg(long, value_name = "FILE")]
+    /// The journal: its file (SQLite), or mysql://user@host:port/db?password_file=PATH
+    /// (MariaDB, shared by many hosts); created if missing.
+    #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
     pub journal: PathBuf,
     /// Print every action on every system, change nothing.
     #[arg(long)]
@@ -82,7 +85,7 @@ pub enum SiteCmd {
     Show {
         site: String,
         /// The journal: its file (SQLite), or mysql://user@host:port/db?password_file=PATH.
-        #[arg(long, value_name = "FILE|URL")]
+        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
         journal: PathBuf,
     },
 }
@@ -108,7 +111,7 @@ pub enum CutoverCommand {
         plan: Option<PathBuf>,
         #[arg(long, value_name = "FILE")]
         sites: PathBuf,
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
         journal: PathBuf,
         /// Say what would be finalized, change nothing.
         #[arg(long)]
@@ -121,7 +124,7 @@ pub enum CutoverCommand {
     LeaseWatch {
         #[arg(long, value_name = "FILE")]
         sites: PathBuf,
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
         journal: PathBuf,
         /// Look once and exit (otherwise every --interval seconds until interrupted).
         #[arg(long)]
@@ -139,7 +142,7 @@ pub enum CutoverCommand {
     /// --sites, also whether the SQL proxy routes every database as the journal says.
     #[command(after_long_help = STATUS_HELP)]
     Status {
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
         journal: PathBuf,
         /// The site spec file: also check the proxy's routes against the journal (read-only;
         /// exit 3 on a mismatch, 4 when a proxy did not answer).
@@ -188,8 +191,8 @@ fn journal_for(common: &Common, scratch: &tempfile::TempDir) -> anyhow::Result<P
     }
     let path = scratch.path().join("dry-run-journal.sqlite");
     let mut j = SqliteJournal::open(&path)?;
-    if common.journal.exists() {
-        let real = SqliteJournal::open(&common.journal)?;
+    if JournalLocation::parse(&common.journal)?.may_exist() {
+        let real = open_journal_at(&common.journal)?;
         for (site, st) in real.sites()? {
             j.set_site_state(&site, st)?;
         }
@@ -226,22 +229,20 @@ fn print_report(r: &SiteReport, json: bool) -> anyhow::Result<()> {
 pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
     match command {
         CutoverCommand::Site(SiteCmd::Migrate { site, common }) => {
-            JournalLocation::sqlite_only(&common.journal, "site migrate")?;
             let specs = SpecFile::load(&common.sites)?;
             let spec = specs.site(&site)?;
             let scratch = tempfile::tempdir()?;
             let jp = journal_for(&common, &scratch)?;
             let sys = systems_for(spec, &common, &jp)?;
-            let mut j = SqliteJournal::open(&jp)?;
+            let mut j = open_journal_at(&jp)?;
             let o = engine_options(&common);
-            let r = Engine::new(spec, &sys, &mut j, &o)
+            let r = Engine::new(spec, &sys, &mut *j, &o)
                 .migrate()
                 .with_context(|| format!("site {site}"))?;
             print_report(&r, common.json)?;
             Ok(0)
         }
         CutoverCommand::Rollback { site, common } => {
-            JournalLocation::sqlite_only(&common.journal, "rollback")?;
             let specs = SpecFile::load(&common.sites)?;
             let spec = specs.site(&site)?;
             let scratch = tempfile::tempdir()?;
@@ -254,9 +255,9 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
                 }
             }
             let sys = systems_for(spec, &common, &jp)?;
-            let mut j = SqliteJournal::open(&jp)?;
+            let mut j = open_journal_at(&jp)?;
             let o = engine_options(&common);
-            let r = rollback_site(Engine::new(spec, &sys, &mut j, &o))
+            let r = rollback_site(Engine::new(spec, &sys, &mut *j, &o))
                 .with_context(|| format!("rollback of site {site}"))?;
             print_report(&r, common.json)?;
             Ok(0)
@@ -270,19 +271,13 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             journal,
             dry_run,
             json,
-        } => {
-            JournalLocation::sqlite_only(&journal, "finalize")?;
-            finalize::run(site, wave, plan, &sites, &journal, dry_run, json)
-        }
+        } => finalize::run(site, wave, plan, &sites, &journal, dry_run, json),
         CutoverCommand::LeaseWatch {
             sites,
             journal,
             once,
             interval,
-        } => {
-            JournalLocation::sqlite_only(&journal, "lease-watch")?;
-            finalize::lease_watch(&sites, &journal, once, interval)
-        }
+        } => finalize::lease_watch(&sites, &journal, once, interval),
         CutoverCommand::Site(SiteCmd::Show { site, journal }) => show(&site, &journal),
         CutoverCommand::Site(SiteCmd::SpecsFromLab {
             state,
@@ -315,18 +310,12 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             println!("{} site(s) written to {}", f.sites.len(), out.display());
             Ok(0)
         }
-        CutoverCommand::Status { journal, sites } => {
-            JournalLocation::sqlite_only(&journal, "status")?;
-            status(&journal, sites.as_deref())
-        }
+        CutoverCommand::Status { journal, sites } => status(&journal, sites.as_deref()),
     }
 }
 
-fn open_existing(journal: &Path) -> anyhow::Result<SqliteJournal> {
-    if !journal.exists() {
-        bail!("journal {} does not exist", journal.display());
-    }
-    Ok(SqliteJournal::open(journal)?)
+fn open_existing(journal: &Path) -> anyhow::Result<Box<dyn JournalStore + Send>> {
+    crate::cmd::open_existing(journal)
 }
 
 fn show(site: &str, journal: &Path) -> anyhow::Result<i32> {

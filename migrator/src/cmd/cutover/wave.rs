@@ -11,8 +11,8 @@ use clap::{Args, Subcommand};
 use migrator::control::{whoami, Action, Controls, WaveStatus};
 use migrator::control_socket::{self, Command as SockCmd, ControlServer};
 use migrator::cutover::group::SiteOutcome;
+use migrator::journal::open_journal_at;
 use migrator::journal::JournalStore;
-use migrator::journal::{JournalLocation, SqliteJournal};
 use migrator::monitor::ErrorRate;
 use migrator::site_spec::{SiteSpec, SpecFile};
 use migrator::wave::{new_monitor, run_wave_with, WaveOptions};
@@ -26,9 +26,10 @@ pub struct Target {
     /// The running wave's control socket.
     #[arg(long, value_name = "PATH", conflicts_with = "journal")]
     pub socket: Option<PathBuf>,
-    /// The journal the wave runs on (the control is written there; the wave obeys it within
-    /// a second). Without --socket or --journal: nothing to talk to, an error.
-    #[arg(long, value_name = "FILE")]
+    /// The journal the wave runs on, a file or a MariaDB URL (the control is written there;
+    /// the wave obeys it within a second, on whatever host it runs). Without --socket or
+    /// --journal: nothing to talk to, an error.
+    #[arg(long, value_name = "FILE|URL")]
     pub journal: Option<PathBuf>,
     /// The wave (with --journal; default: the wave that published its status last).
     #[arg(long, value_name = "N")]
@@ -69,7 +70,8 @@ pub enum WaveCmd {
         /// Hold freezes while this many sites failed within the last minute (0: never).
         #[arg(long, default_value_t = 2)]
         max_error_rate: usize,
-        /// The control socket (default: the journal's path + `.wave.sock`).
+        /// The control socket (default: the journal's path + `.wave.sock`; for a MariaDB
+        /// journal, a socket in the temporary directory named by the wave and the PID).
         #[arg(long, value_name = "PATH")]
         control_socket: Option<PathBuf>,
     },
@@ -153,10 +155,7 @@ fn control(action: Option<Action>, t: &Target) -> anyhow::Result<i32> {
             a.status.context("the wave answered without a status")?
         }
         (None, Some(j)) => {
-            JournalLocation::sqlite_only(j, "wave")?;
-            if !j.exists() {
-                bail!("journal {} does not exist", j.display());
-            }
+            crate::cmd::require_journal(j)?;
             let c = Controls::open(j)?;
             let wave = match t.wave {
                 Some(w) => w,
@@ -239,13 +238,12 @@ fn wave_run(
     o: &WaveOptions,
     socket: Option<PathBuf>,
 ) -> anyhow::Result<i32> {
-    JournalLocation::sqlite_only(&common.journal, "wave run")?;
     let number = o.wave;
     let specs = wave_specs(number, plan, common)?;
     let scratch = tempfile::tempdir()?;
     let jp = journal_for(common, &scratch)?;
     {
-        let mut j = SqliteJournal::open(&jp)?;
+        let mut j = open_journal_at(&jp)?;
         j.set_plan(&format!("{}#wave{number}", plan.display()))?;
     }
     let eo = engine_options(common);
@@ -291,7 +289,14 @@ fn wave_run(
         }
     }
     let monitor = Arc::new(new_monitor(&jp, &specs, o));
-    let sock_path = socket.unwrap_or_else(|| control_socket::default_path(&common.journal));
+    let sock_path = socket.unwrap_or_else(|| {
+        match migrator::journal::JournalLocation::parse(&common.journal) {
+            // A MariaDB journal has no file to put the socket beside: a private temporary one.
+            Ok(migrator::journal::JournalLocation::MariaDb(_)) => std::env::temp_dir()
+                .join(format!("migrator-wave{number}.{}.sock", std::process::id())),
+            _ => control_socket::default_path(&common.journal),
+        }
+    });
     let _server = if common.dry_run {
         None
     } else {

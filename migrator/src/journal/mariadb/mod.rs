@@ -33,14 +33,19 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use worker::{serve, Op, Reply, Request, Startup, ER_DUP_ENTRY};
 
+mod sql;
 mod worker;
+
+pub use sql::MariaDbSql;
 
 /// The schema version this migrator creates and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Step `i` brings the schema from version `i` to `i + 1`. Append only; each statement must be
 /// safe to run twice and concurrently (`IF NOT EXISTS`).
-const MIGRATIONS: &[&[&str]] = &[&[
+const MIGRATIONS: &[&[&str]] = &[V1, V2_CONTROLS_AND_ROUTES];
+
+const V1: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS sites (
         site VARBINARY(255) NOT NULL PRIMARY KEY,
         state VARCHAR(32) CHARACTER SET ascii NOT NULL,
@@ -70,7 +75,45 @@ const MIGRATIONS: &[&[&str]] = &[&[
         value LONGBLOB NOT NULL,
         updated_ms BIGINT NOT NULL
     ) ENGINE=InnoDB",
-]];
+];
+
+/// The wave's controls, status and events (`crate::control`) and the route checks' history
+/// (`crate::route_check::store`).
+const V2_CONTROLS_AND_ROUTES: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS wave_controls (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        wave INT UNSIGNED NOT NULL,
+        action VARCHAR(32) CHARACTER SET ascii NOT NULL,
+        value INT UNSIGNED NULL,
+        who VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL,
+        at_ms BIGINT NOT NULL,
+        source VARCHAR(64) CHARACTER SET utf8mb4 NOT NULL,
+        note TEXT CHARACTER SET utf8mb4 NULL,
+        KEY wave_controls_wave (wave, id)
+    ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS wave_status (
+        wave INT UNSIGNED NOT NULL PRIMARY KEY,
+        json LONGTEXT CHARACTER SET utf8mb4 NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        KEY wave_status_updated (updated_ms)
+    ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS wave_events (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        wave INT UNSIGNED NOT NULL,
+        site VARBINARY(255) NULL,
+        kind VARCHAR(32) CHARACTER SET utf8mb4 NOT NULL,
+        message TEXT CHARACTER SET utf8mb4 NOT NULL,
+        at_ms BIGINT NOT NULL,
+        KEY wave_events_wave (wave, id)
+    ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS route_checks (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        checked_ms BIGINT NOT NULL,
+        mismatches BIGINT NOT NULL,
+        unreachable BIGINT NOT NULL,
+        json LONGTEXT CHARACTER SET utf8mb4 NOT NULL
+    ) ENGINE=InnoDB",
+];
 
 /// Created before anything else: it holds the schema version.
 const CREATE_META: &str = "CREATE TABLE IF NOT EXISTS meta (
@@ -140,6 +183,11 @@ impl MariaDbJournal {
         Ok(journal)
     }
 
+    /// The same connection as a [`SqlConn`] (the journal's other tables).
+    pub fn into_sql(self) -> MariaDbSql {
+        MariaDbSql::new(self)
+    }
+
     fn wrap(&self, source: mysql_async::Error) -> JournalError {
         JournalError::MariaDb {
             journal: self.name.clone(),
@@ -166,11 +214,11 @@ impl MariaDbJournal {
     }
 
     fn exec(&self, sql: &'static str, params: Params) -> Result<Reply> {
-        self.call(Op::Exec(sql, params))
+        self.call(Op::Exec(sql.into(), params))
     }
 
     fn query(&self, sql: &'static str, params: Params) -> Result<Vec<Row>> {
-        Ok(self.call(Op::Query(sql, params))?.rows)
+        Ok(self.call(Op::Query(sql.into(), params))?.rows)
     }
 
     /// The first column of the first row, if there is one.
@@ -206,11 +254,11 @@ impl MariaDbJournal {
     }
 
     fn ensure_schema(&self) -> Result<()> {
-        self.call(Op::Text(CREATE_META))?;
+        self.call(Op::Text(CREATE_META.into()))?;
         let mut version = self.schema_version()?;
         while version < SCHEMA_VERSION {
             for sql in MIGRATIONS[version as usize] {
-                self.call(Op::Text(sql))?;
+                self.call(Op::Text((*sql).into()))?;
             }
             version += 1;
             // Only ever raised: a process that is behind never lowers what another recorded.
@@ -436,7 +484,7 @@ impl JournalStore for MariaDbJournal {
         // documentation for why affected rows are matched rows here).
         let Some(old) = expected else {
             let r = self.call_raw(Op::Exec(
-                "INSERT INTO checkpoints(scope, k, value, updated_ms) VALUES(?, ?, ?, ?)",
+                "INSERT INTO checkpoints(scope, k, value, updated_ms) VALUES(?, ?, ?, ?)".into(),
                 p([scope.into(), key.into(), json.into(), now_ms().into()]),
             ))?;
             return match r {

@@ -3,6 +3,7 @@
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params, Row};
+use std::borrow::Cow;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -18,12 +19,12 @@ pub(super) struct Request {
 }
 
 pub(super) enum Op {
-    /// A statement without parameters over the text protocol (DDL).
-    Text(&'static str),
+    /// Statements without parameters over the text protocol (DDL, `;`-separated).
+    Text(Cow<'static, str>),
     /// A prepared statement: rows changed (matched) and the last insert id.
-    Exec(&'static str, Params),
+    Exec(Cow<'static, str>, Params),
     /// A prepared statement: the rows it returns.
-    Query(&'static str, Params),
+    Query(Cow<'static, str>, Params),
 }
 
 #[derive(Default)]
@@ -125,11 +126,11 @@ async fn run(
 async fn once(c: &mut Conn, op: &Op) -> std::result::Result<Reply, mysql_async::Error> {
     match op {
         Op::Text(sql) => {
-            c.query_drop(*sql).await?;
+            c.query_drop(sql.as_ref()).await?;
             Ok(Reply::default())
         }
         Op::Exec(sql, params) => {
-            c.exec_drop(*sql, params.clone()).await?;
+            c.exec_drop(sql.as_ref(), params.clone()).await?;
             Ok(Reply {
                 affected: c.affected_rows(),
                 last_id: c.last_insert_id(),
@@ -137,7 +138,7 @@ async fn once(c: &mut Conn, op: &Op) -> std::result::Result<Reply, mysql_async::
             })
         }
         Op::Query(sql, params) => Ok(Reply {
-            rows: c.exec(*sql, params.clone()).await?,
+            rows: c.exec(sql.as_ref(), params.clone()).await?,
             ..Reply::default()
         }),
     }
