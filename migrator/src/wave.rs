@@ -390,6 +390,21 @@ fn stop_rule(
     }
 }
 
+/// Runs one move group (a site, or sites sharing databases, together); one outcome per site.
+/// Each site resumes from the journal.
+pub fn run_group(
+    journal_path: &Path,
+    group: &[&SiteSpec],
+    systems: SystemsFn<'_>,
+    engine_opts: &EngineOptions,
+) -> Vec<SiteOutcome> {
+    if group.len() == 1 {
+        vec![run_one(journal_path, group[0], systems, engine_opts)]
+    } else {
+        crate::cutover::group::migrate_group(journal_path, group, systems, engine_opts)
+    }
+}
+
 pub(crate) fn run_one(
     journal_path: &Path,
     spec: &SiteSpec,

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 mod finalize;
 mod wave;
+mod worker;
 
 #[derive(Args, Debug, Clone)]
 pub struct Common {
@@ -98,6 +99,22 @@ pub enum CutoverCommand {
     /// Waves of a plan: run one, and steer it while it runs (status, pause, resume, throttle).
     #[command(subcommand)]
     Wave(wave::WaveCmd),
+    /// Work on a started wave (`migrator wave start N`) with other workers, on this host and
+    /// others, through one journal (a shared MariaDB journal): claim a move group, move its
+    /// sites, renew the claim while working, until every group is done. A dead worker's groups
+    /// are taken over once its claim runs out; each site resumes from the journal.
+    Worker {
+        /// Wave number.
+        number: u32,
+        #[command(flatten)]
+        common: Common,
+        /// Seconds a claim lasts without renewal (renewed every third of it while working).
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        claim_lease: u64,
+        /// Milliseconds between looks for a claimable group.
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        poll: u64,
+    },
     /// End a live site's reversibility: live → finalized; rollback is refused afterwards.
     /// Nothing is deleted: the old side's copies are listed as no longer needed.
     Finalize {
@@ -263,6 +280,17 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         CutoverCommand::Wave(c) => wave::run(c),
+        CutoverCommand::Worker {
+            number,
+            common,
+            claim_lease,
+            poll,
+        } => worker::worker(
+            number,
+            &common,
+            Duration::from_secs(claim_lease.max(1)),
+            Duration::from_millis(poll.max(10)),
+        ),
         CutoverCommand::Finalize {
             site,
             wave,

@@ -1,13 +1,14 @@
 //! The cases every backend must pass for the journal's tables beyond [`JournalStore`]: the
-//! wave's controls, status and events, the route checks' history, and the dashboard's summary
-//! (its triggers and its rebuild must agree), each through the `--journal` value a command
-//! gets (a file path or a MariaDB URL).
+//! wave's controls, status and events, the route checks' history, the dashboard's summary
+//! (its triggers and its rebuild must agree), and the fleet's claims, each through the
+//! `--journal` value a command gets (a file path or a MariaDB URL).
 //!
 //! `store_tests.rs` runs them on SQLite files, `migrator/tests/journal_backends.rs` (which
 //! includes this file with `#[path]`) on a real MariaDB server. The parent module names the
-//! crate's modules: `control`, `journal`, `route_check`, `serve`.
+//! crate's modules: `control`, `fleet`, `journal`, `route_check`, `serve`.
 
 use super::control::{Action, Controls, WaveStatus, STOP_RULE_SOURCE};
+use super::fleet::Fleet;
 use super::journal::{open_journal_at, open_sql_at, JournalExt, SiteState, StepOutcome};
 use super::route_check::{store as routes, RouteReport};
 use super::serve::{metrics, queries, site, summary};
@@ -28,6 +29,8 @@ pub const STORE_CASES: &[(&str, StoreCase)] = &[
         "summary_triggers_match_rebuild",
         summary_triggers_match_rebuild,
     ),
+    ("fleet_claims_are_exclusive", fleet_claims_are_exclusive),
+    ("fleet_claims_expire_and_obey", fleet_claims_expire_and_obey),
 ];
 
 /// Runs every case on a journal from `fresh`, saying which one runs.
@@ -276,4 +279,90 @@ pub fn summary_triggers_match_rebuild(b: &dyn StoreBackend) {
     ] {
         assert!(m.lines().any(|l| l == line), "{line} missing:\n{m}");
     }
+}
+
+/// Workers racing for the groups of a wave (each its own connection) never take the same one.
+pub fn fleet_claims_are_exclusive(b: &dyn StoreBackend) {
+    let jp = b.journal();
+    let groups: Vec<Vec<String>> = (0..24).map(|i| vec![format!("s{i}")]).collect();
+    let f = Fleet::open(&jp).unwrap();
+    assert!(!f.started(1).unwrap());
+    assert_eq!(f.start_wave(1, "p#wave1", &groups, "op").unwrap(), 24);
+    assert_eq!(
+        f.start_wave(1, "p#wave1", &groups, "op").unwrap(),
+        0,
+        "started once"
+    );
+    assert!(f.started(1).unwrap());
+    let claimed: Vec<u32> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|w| {
+                let jp = &jp;
+                s.spawn(move || {
+                    let f = Fleet::open(jp).unwrap();
+                    let mut mine = Vec::new();
+                    while let Some(c) = f.claim(1, &format!("w{w}"), 60_000).unwrap() {
+                        assert_eq!(c.sites, [format!("s{}", c.group)]);
+                        mine.push(c.group);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let mut sorted = claimed.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        (0..24).collect::<Vec<_>>(),
+        "each group claimed once"
+    );
+    let p = f.progress(1).unwrap();
+    assert_eq!((p.queued, p.claimed, p.done), (0, 24, 0));
+    assert!(!p.finished());
+}
+
+/// A claim runs out unless renewed, then another worker takes the group over (and the first
+/// can neither renew nor finish it); a paused wave gives no claims; a throttle caps them.
+pub fn fleet_claims_expire_and_obey(b: &dyn StoreBackend) {
+    let jp = b.journal();
+    let groups = vec![
+        vec!["a".to_string(), "b".to_string()],
+        vec!["c".to_string()],
+    ];
+    let f = Fleet::open(&jp).unwrap();
+    f.start_wave(2, "p#wave2", &groups, "op").unwrap();
+    let c = Controls::open(&jp).unwrap();
+    c.request(2, Action::Pause, "op", "cli", None).unwrap();
+    assert_eq!(f.claim(2, "w1", 60_000).unwrap(), None, "paused");
+    c.request(2, Action::Resume, "op", "cli", None).unwrap();
+    c.request(2, Action::Throttle(1), "op", "cli", None)
+        .unwrap();
+    let first = f.claim(2, "w1", 300).unwrap().unwrap();
+    assert_eq!((first.group, first.attempts), (0, 1));
+    assert_eq!(first.sites, ["a", "b"]);
+    assert_eq!(
+        f.claim(2, "w2", 60_000).unwrap(),
+        None,
+        "throttled to one group"
+    );
+    c.request(2, Action::Throttle(0), "op", "cli", None)
+        .unwrap();
+    let second = f.claim(2, "w2", 60_000).unwrap().unwrap();
+    assert_eq!(second.group, 1);
+    assert!(f.renew(&first, 300).unwrap());
+    assert_eq!(f.claim(2, "w3", 60_000).unwrap(), None, "both held");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let p = f.progress(2).unwrap();
+    assert_eq!((p.claimed, p.expired), (1, 1));
+    let taken = f.claim(2, "w3", 60_000).unwrap().unwrap();
+    assert_eq!((taken.group, taken.attempts), (0, 2), "taken over");
+    assert!(!f.renew(&first, 300).unwrap(), "the first owner lost it");
+    assert!(!f.finish(&first).unwrap());
+    assert!(f.finish(&taken).unwrap());
+    assert!(f.finish(&second).unwrap());
+    let p = f.progress(2).unwrap();
+    assert!(p.finished() && p.done == 2, "{p:?}");
+    assert_eq!(f.claim(2, "w1", 60_000).unwrap(), None, "nothing left");
 }

@@ -1,4 +1,5 @@
-//! `migrator wave run|status|pause|resume|throttle`: run a wave and steer it while it runs.
+//! `migrator wave run|start|status|pause|resume|throttle`: run a wave (or start it for
+//! workers, `worker.rs`) and steer it while it runs.
 //!
 //! A running wave serves a local control socket (default `<journal>.wave.sock`, mode 0600)
 //! and obeys the journal's controls; `pause`/`resume`/`throttle` reach it through either
@@ -75,6 +76,17 @@ pub enum WaveCmd {
         #[arg(long, value_name = "PATH")]
         control_socket: Option<PathBuf>,
     },
+    /// Start wave N for workers: its move groups are written to the journal (a shared
+    /// MariaDB journal for workers on many hosts), where `migrator worker N` claims them.
+    Start {
+        /// Wave number in the plan.
+        number: u32,
+        /// The plan file (`migrator plan`).
+        #[arg(long, value_name = "FILE")]
+        plan: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
     /// The running wave's status: sites per state, bytes, rate, ETA, why it waits.
     Status {
         #[command(flatten)]
@@ -125,6 +137,11 @@ pub fn run(cmd: WaveCmd) -> anyhow::Result<i32> {
             };
             wave_run(&plan, &common, &o, control_socket)
         }
+        WaveCmd::Start {
+            number,
+            plan,
+            common,
+        } => super::worker::start(number, &plan, &common),
         WaveCmd::Status { target } => control(None, &target),
         WaveCmd::Pause { target } => control(Some(Action::Pause), &target),
         WaveCmd::Resume { target } => control(Some(Action::Resume), &target),
@@ -210,7 +227,11 @@ pub(super) fn plan_sites(number: u32, plan: &Path) -> anyhow::Result<Vec<String>
         .collect())
 }
 
-fn wave_specs(number: u32, plan: &Path, common: &Common) -> anyhow::Result<Vec<SiteSpec>> {
+pub(super) fn wave_specs(
+    number: u32,
+    plan: &Path,
+    common: &Common,
+) -> anyhow::Result<Vec<SiteSpec>> {
     let names = plan_sites(number, plan)?;
     let file = SpecFile::load(&common.sites)?;
     let mut specs = Vec::new();

@@ -43,7 +43,28 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Step `i` brings the schema from version `i` to `i + 1`. Append only; each statement must be
 /// safe to run twice and concurrently (`IF NOT EXISTS`).
-const MIGRATIONS: &[&[&str]] = &[V1, V2_CONTROLS_AND_ROUTES];
+const MIGRATIONS: &[&[&str]] = &[V1, V2_CONTROLS_AND_ROUTES, V3_FLEET];
+
+/// Waves started for workers and their move groups, claimed with a lease (`crate::fleet`).
+const V3_FLEET: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS wave_runs (
+        wave INT UNSIGNED NOT NULL PRIMARY KEY,
+        plan TEXT CHARACTER SET utf8mb4 NOT NULL,
+        started_ms BIGINT NOT NULL,
+        who VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL
+    ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS wave_groups (
+        wave INT UNSIGNED NOT NULL,
+        grp INT UNSIGNED NOT NULL,
+        sites LONGTEXT CHARACTER SET utf8mb4 NOT NULL,
+        state VARCHAR(16) CHARACTER SET ascii NOT NULL,
+        owner VARBINARY(255) NULL,
+        lease_until_ms BIGINT NOT NULL DEFAULT 0,
+        attempts INT UNSIGNED NOT NULL DEFAULT 0,
+        updated_ms BIGINT NOT NULL,
+        PRIMARY KEY (wave, grp)
+    ) ENGINE=InnoDB",
+];
 
 const V1: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS sites (

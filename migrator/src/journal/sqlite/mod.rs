@@ -41,7 +41,7 @@ impl rusqlite::types::FromSql for SiteState {
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Step `i` brings the schema from version `i` to `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &[V1, V2_CONTROLS_AND_ROUTES];
+const MIGRATIONS: &[&str] = &[V1, V2_CONTROLS_AND_ROUTES, V3_FLEET];
 
 const V1: &str = "
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -74,6 +74,16 @@ CREATE TABLE IF NOT EXISTS wave_events (
 CREATE TABLE IF NOT EXISTS route_checks (
     id INTEGER PRIMARY KEY AUTOINCREMENT, checked_ms INTEGER NOT NULL,
     mismatches INTEGER NOT NULL, unreachable INTEGER NOT NULL, json TEXT NOT NULL);
+";
+
+/// Waves started for workers and their move groups, claimed with a lease (`crate::fleet`).
+const V3_FLEET: &str = "
+CREATE TABLE IF NOT EXISTS wave_runs (
+    wave INTEGER PRIMARY KEY, plan TEXT NOT NULL, started_ms INTEGER NOT NULL, who TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS wave_groups (
+    wave INTEGER NOT NULL, grp INTEGER NOT NULL, sites TEXT NOT NULL, state TEXT NOT NULL,
+    owner TEXT, lease_until_ms INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+    updated_ms INTEGER NOT NULL, PRIMARY KEY (wave, grp));
 ";
 
 /// Applies the missing migrations (see the file's documentation).
