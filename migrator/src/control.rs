@@ -115,6 +115,10 @@ pub struct WaveStatus {
     /// The wave ended (the status is the final one).
     pub finished: bool,
     pub updated_ms: i64,
+    /// Where the wave's move groups are, when it was started for workers
+    /// (`migrator wave start`; read from the journal, for the whole fleet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<crate::fleet::Progress>,
 }
 
 impl WaveStatus {
@@ -145,6 +149,12 @@ impl WaveStatus {
         }
         if let Some(w) = throttle_summary(&self.waiting) {
             s.push_str(&format!("; waiting: {w}"));
+        }
+        if let Some(g) = &self.groups {
+            s.push_str(&format!(
+                "; move groups: {} queued, {} claimed, {} claim expired, {} done",
+                g.queued, g.claimed, g.expired, g.done
+            ));
         }
         s
     }

@@ -32,7 +32,7 @@ pub struct Claim {
 }
 
 /// How far a wave is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Progress {
     pub queued: u64,
     /// Claimed with a live lease.

@@ -214,6 +214,12 @@ fn workers_share_a_wave_and_take_over_a_killed_workers_group() {
         "{logs}"
     );
     let progress = Fleet::open(Path::new(&url)).unwrap().progress(1).unwrap();
+    // `wave status` shows the fleet's groups from any host.
+    let out =
+        ok(Command::new(bin).args(["wave", "status", "--wave", "1", "--json", "--journal", &url]));
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["groups"]["done"], progress.done, "{st}");
+    assert_eq!(st["groups"]["claimed"], 0, "{st}");
     assert!(progress.finished() && progress.done > 0, "{progress:?}");
     let attempts = server
         .exec(&format!(

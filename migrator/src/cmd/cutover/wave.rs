@@ -186,6 +186,11 @@ fn control(action: Option<Action>, t: &Target) -> anyhow::Result<i32> {
                 ..Default::default()
             });
             st.control = c.current(wave)?;
+            // A wave started for workers: where its move groups are, fleet-wide.
+            let fleet = migrator::fleet::Fleet::open(j)?;
+            if fleet.started(wave)? {
+                st.groups = Some(fleet.progress(wave)?);
+            }
             st
         }
         (None, None) => bail!(
