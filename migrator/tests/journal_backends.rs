@@ -231,6 +231,45 @@ fn commands_steer_a_wave_through_a_mariadb_journal() {
     // `status` reads the sites through the store, the journal from the environment.
     let out = run(&["status"], true);
     assert!(out.contains("shop") && out.contains("synced"), "{out}");
+
+    // The dashboard on the MariaDB journal: its summary (MariaDB triggers), its API, /metrics.
+    let out = Command::new(bin)
+        .args(["serve", "--journal", &url])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--token-file"),
+        "{stderr}"
+    );
+    let opts = serve::ServeOptions {
+        journal: url.clone().into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token_file: dir.path().join("dashboard.token"),
+        plan: None,
+        sites: None,
+    };
+    let (app, token, _) = serve::build(&opts, None).unwrap();
+    let srv = serve::Background::start(app, opts.listen).unwrap();
+    let bearer = format!("Bearer {}", token.value);
+    let auth = [("Authorization", bearer.as_str())];
+    let o = testkit::http::get(srv.addr, "/api/overview", &auth).json();
+    assert_eq!(o["overview"]["total_sites"], 1, "{o}");
+    // The pause sent from the CLI above, read by the dashboard from the shared journal.
+    let w = testkit::http::get(srv.addr, "/api/wave/3", &auth).json();
+    assert_eq!(w["control"]["paused"], true, "{w}");
+    // A write after the dashboard started reaches it through the triggers.
+    open_journal_at(std::path::Path::new(&url))
+        .unwrap()
+        .set_site_state("blog", SiteState::Live)
+        .unwrap();
+    let m = testkit::http::get(srv.addr, "/metrics", &auth).text();
+    for line in [
+        "migrator_sites{state=\"synced\"} 1",
+        "migrator_sites{state=\"live\"} 1",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line}:\n{m}");
+    }
 }
 
 /// A `--journal` URL for database `db` of `server`, the password in `pw`.
