@@ -24,7 +24,9 @@
 //!   `mysql://`/`mariadb://` URL whose password comes from a 0600 file, never from the URL),
 //!   and [`open_journal`], which opens either behind the trait;
 //! - `suite.rs` (tests only): the cases every backend must pass; `tests.rs` runs them on
-//!   SQLite, `tests/journal_backends.rs` on a real MariaDB server.
+//!   SQLite, `tests/journal_backends.rs` on a real MariaDB server; `suite_store.rs` the same
+//!   for the tables beyond the trait (controls, route checks, the dashboard's summary, the
+//!   fleet's claims), run by `store_tests.rs` and the same integration test.
 //!
 //! Both backends version their schema (append-only migrations applied at open, a journal
 //! newer than this migrator refused); every command takes `--journal FILE|URL`.
