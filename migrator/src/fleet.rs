@@ -15,10 +15,39 @@
 //!   freeze), so a site already live is not moved twice.
 //! - The wave's controls ([`crate::control`]) act on every worker: a paused wave is not
 //!   claimed from, and a throttle caps the groups claimed across the fleet.
+//! - Per-resource caps ([`Fleet::set_cap`], `migrator wave cap RESOURCE N`): each group
+//!   names the shared resources its sites load ([`resources`]: the old SQL endpoint by its
+//!   proxy, the filer by the old homes' parent directory, the tunnel by its config); a group
+//!   is claimed only while fewer than the cap of live claims hold each of them. The cap rows
+//!   are read `FOR UPDATE` inside the claim, so two workers cannot both take the last slot.
 
 use crate::control::Controls;
-use crate::journal::{now_ms, Dialect, JournalError, SqlConn};
+use crate::journal::{now_ms, Dialect, JournalError, SqlConn, SqlValue};
+use crate::site_spec::SiteSpec;
+use std::collections::BTreeSet;
 use std::path::Path;
+
+/// Candidate groups looked at per claim when caps hold the first ones back.
+const CANDIDATES: usize = 20;
+
+/// The shared resources a site loads: `sql:<proxy admin address>` (the proxy in front of its
+/// old SQL endpoint; only for a site with databases), `filer:<parent of an old home>`,
+/// `tunnel:<config>`.
+pub fn resources(spec: &SiteSpec) -> BTreeSet<String> {
+    let mut r = BTreeSet::new();
+    if !spec.databases.is_empty() {
+        r.insert(format!("sql:{}", spec.proxy.admin));
+    }
+    for h in &spec.homes {
+        if let Some(p) = h.old.parent() {
+            r.insert(format!("filer:{}", p.display()));
+        }
+    }
+    if let Some(t) = &spec.tunnel {
+        r.insert(format!("tunnel:{}", t.config.display()));
+    }
+    r
+}
 
 /// A claimed move group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +112,19 @@ impl Fleet {
         groups: &[Vec<String>],
         who: &str,
     ) -> Result<usize, JournalError> {
+        let none = vec![BTreeSet::new(); groups.len()];
+        self.start_wave_with(wave, plan, groups, &none, who)
+    }
+
+    /// [`Fleet::start_wave`] with the shared resources of each group (see [`resources`]).
+    pub fn start_wave_with(
+        &self,
+        wave: u32,
+        plan: &str,
+        groups: &[Vec<String>],
+        res: &[BTreeSet<String>],
+        who: &str,
+    ) -> Result<usize, JournalError> {
         let d = self.db.dialect();
         let ignore = match d {
             Dialect::Sqlite => "INSERT OR IGNORE",
@@ -105,8 +147,68 @@ impl Fleet {
                 &[wave.into(), (i as i64).into(), json.into(), now.into()],
             )?;
             added += r.affected as usize;
+            for name in res.get(i).into_iter().flatten() {
+                self.db.exec(
+                    &format!("{ignore} INTO group_resources(wave, grp, resource) VALUES (?, ?, ?)"),
+                    &[wave.into(), (i as i64).into(), name.as_str().into()],
+                )?;
+            }
         }
         Ok(added)
+    }
+
+    /// At most `cap` live claims, fleet-wide, on groups that load `resource`; 0 removes the
+    /// cap.
+    pub fn set_cap(&self, resource: &str, cap: u32) -> Result<(), JournalError> {
+        if cap == 0 {
+            self.db.exec(
+                "DELETE FROM resource_caps WHERE resource = ?",
+                &[resource.into()],
+            )?;
+            return Ok(());
+        }
+        let d = self.db.dialect();
+        self.db.exec(
+            &format!(
+                "INSERT INTO resource_caps(resource, cap) VALUES (?, ?) {} cap = {}",
+                d.upsert("resource"),
+                d.excluded("cap")
+            ),
+            &[resource.into(), cap.into()],
+        )?;
+        Ok(())
+    }
+
+    /// Whether claiming group `grp` of `wave` now would exceed a resource's cap. The caps'
+    /// rows are locked until the claim's transaction ends.
+    fn over_cap(&self, wave: u32, grp: i64, now: i64, lock: &str) -> Result<bool, JournalError> {
+        let lock = if lock.is_empty() { "" } else { " FOR UPDATE" };
+        let caps = self.db.query(
+            &format!(
+                "SELECT c.resource, c.cap FROM resource_caps c
+                   JOIN group_resources r ON r.resource = c.resource
+                  WHERE r.wave = ? AND r.grp = ?{lock}"
+            ),
+            &[wave.into(), grp.into()],
+        )?;
+        for c in caps {
+            let (resource, cap) = (c.text(0)?, c.i64(1)?);
+            let held = self
+                .db
+                .row(
+                    "SELECT COUNT(*) FROM group_resources r
+                       JOIN wave_groups g ON g.wave = r.wave AND g.grp = r.grp
+                      WHERE r.resource = ? AND g.state = 'claimed' AND g.lease_until_ms >= ?",
+                    &[resource.into(), SqlValue::Int(now)],
+                )?
+                .map(|r| r.i64(0))
+                .transpose()?
+                .unwrap_or(0);
+            if held >= cap {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Whether wave `wave` was started (`migrator wave start`).
@@ -179,15 +281,22 @@ impl Fleet {
                 return Ok(None);
             }
         }
-        let Some(row) = self.db.row(
+        let candidates = self.db.query(
             &format!(
                 "SELECT grp, sites, attempts FROM wave_groups
                   WHERE wave = ? AND state <> 'done' AND lease_until_ms < ?
-                  ORDER BY grp LIMIT 1{lock}"
+                  ORDER BY grp LIMIT {CANDIDATES}{lock}"
             ),
             &[wave.into(), now.into()],
-        )?
-        else {
+        )?;
+        let mut chosen = None;
+        for row in candidates {
+            if !self.over_cap(wave, row.i64(0)?, now, lock)? {
+                chosen = Some(row);
+                break;
+            }
+        }
+        let Some(row) = chosen else {
             return Ok(None);
         };
         let group = u32::try_from(row.i64(0)?).unwrap_or(0);

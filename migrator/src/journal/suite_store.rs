@@ -31,6 +31,7 @@ pub const STORE_CASES: &[(&str, StoreCase)] = &[
     ),
     ("fleet_claims_are_exclusive", fleet_claims_are_exclusive),
     ("fleet_claims_expire_and_obey", fleet_claims_expire_and_obey),
+    ("fleet_resource_caps_hold", fleet_resource_caps_hold),
 ];
 
 /// Runs every case on a journal from `fresh`, saying which one runs.
@@ -365,4 +366,39 @@ pub fn fleet_claims_expire_and_obey(b: &dyn StoreBackend) {
     let p = f.progress(2).unwrap();
     assert!(p.finished() && p.done == 2, "{p:?}");
     assert_eq!(f.claim(2, "w1", 60_000).unwrap(), None, "nothing left");
+}
+
+/// A cap on a shared resource holds across workers: groups loading a capped resource wait
+/// while the cap's live claims are taken; groups on other resources go ahead; an expired
+/// claim frees its slot; removing the cap frees the rest.
+pub fn fleet_resource_caps_hold(b: &dyn StoreBackend) {
+    use std::collections::BTreeSet;
+    let jp = b.journal();
+    let f = Fleet::open(&jp).unwrap();
+    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let groups: Vec<Vec<String>> = (0..4).map(|i| vec![format!("s{i}")]).collect();
+    let res = [
+        set(&["sql:a", "filer:/x"]),
+        set(&["sql:a"]),
+        set(&["sql:a", "tunnel:t"]),
+        set(&["filer:/y"]),
+    ];
+    f.start_wave_with(3, "p#wave3", &groups, &res, "op")
+        .unwrap();
+    f.set_cap("sql:a", 1).unwrap();
+    let other = Fleet::open(&jp).unwrap();
+    let g0 = f.claim(3, "w1", 300).unwrap().unwrap();
+    assert_eq!(g0.group, 0);
+    let next = other.claim(3, "w2", 60_000).unwrap().unwrap();
+    assert_eq!(next.group, 3, "groups 1 and 2 wait for sql:a");
+    assert_eq!(other.claim(3, "w3", 60_000).unwrap(), None);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let g = other.claim(3, "w3", 60_000).unwrap().unwrap();
+    assert_eq!((g.group, g.attempts), (0, 2), "the expired claim's slot");
+    assert_eq!(other.claim(3, "w4", 60_000).unwrap(), None);
+    f.set_cap("sql:a", 2).unwrap();
+    assert_eq!(other.claim(3, "w4", 60_000).unwrap().unwrap().group, 1);
+    assert_eq!(other.claim(3, "w5", 60_000).unwrap(), None);
+    f.set_cap("sql:a", 0).unwrap();
+    assert_eq!(other.claim(3, "w5", 60_000).unwrap().unwrap().group, 2);
 }

@@ -87,6 +87,16 @@ pub enum WaveCmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Cap a shared resource fleet-wide: at most N move groups loading it are worked on at
+    /// once by all workers (`sql:<proxy admin address>`, `filer:<old homes' directory>`,
+    /// `tunnel:<config>`, as `wave start` names them); 0 removes the cap.
+    Cap {
+        resource: String,
+        n: u32,
+        /// The journal the workers share (a file or a MariaDB URL).
+        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        journal: PathBuf,
+    },
     /// The running wave's status: sites per state, bytes, rate, ETA, why it waits.
     Status {
         #[command(flatten)]
@@ -142,6 +152,11 @@ pub fn run(cmd: WaveCmd) -> anyhow::Result<i32> {
             plan,
             common,
         } => super::worker::start(number, &plan, &common),
+        WaveCmd::Cap {
+            resource,
+            n,
+            journal,
+        } => super::worker::cap(&resource, n, &journal),
         WaveCmd::Status { target } => control(None, &target),
         WaveCmd::Pause { target } => control(Some(Action::Pause), &target),
         WaveCmd::Resume { target } => control(Some(Action::Resume), &target),

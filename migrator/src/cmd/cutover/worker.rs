@@ -5,7 +5,7 @@ use super::wave::wave_specs;
 use super::{engine_options, Common};
 use anyhow::bail;
 use migrator::control::whoami;
-use migrator::fleet::{owner_id, Claim, Fleet};
+use migrator::fleet::{owner_id, resources, Claim, Fleet};
 use migrator::journal::open_journal_at;
 use migrator::real_systems;
 use migrator::site_spec::{SiteSpec, SpecFile};
@@ -17,19 +17,41 @@ use std::time::{Duration, Instant};
 /// Writes wave `number`'s move groups to the journal for workers to claim.
 pub fn start(number: u32, plan: &Path, common: &Common) -> anyhow::Result<i32> {
     let specs = wave_specs(number, plan, common)?;
-    let groups: Vec<Vec<String>> = move_groups(&specs)
+    let moves = move_groups(&specs);
+    let groups: Vec<Vec<String>> = moves
         .iter()
         .map(|g| g.iter().map(|s| s.site.clone()).collect())
         .collect();
+    let res: Vec<_> = moves
+        .iter()
+        .map(|g| g.iter().flat_map(|s| resources(s)).collect())
+        .collect();
     let plan_ref = format!("{}#wave{number}", plan.display());
     open_journal_at(&common.journal)?.set_plan(&plan_ref)?;
-    let added = Fleet::open(&common.journal)?.start_wave(number, &plan_ref, &groups, &whoami())?;
+    let added = Fleet::open(&common.journal)?.start_wave_with(
+        number,
+        &plan_ref,
+        &groups,
+        &res,
+        &whoami(),
+    )?;
     println!(
         "wave {number} started: {} sites in {} move groups ({added} new); run \
          `migrator worker {number}` on each host",
         specs.len(),
         groups.len()
     );
+    Ok(0)
+}
+
+/// Caps the live claims on groups that load `resource`, fleet-wide (0 removes the cap).
+pub fn cap(resource: &str, n: u32, journal: &Path) -> anyhow::Result<i32> {
+    crate::cmd::require_journal(journal)?;
+    Fleet::open(journal)?.set_cap(resource, n)?;
+    match n {
+        0 => println!("{resource}: no cap"),
+        n => println!("{resource}: at most {n} move group(s) at once, fleet-wide"),
+    }
     Ok(0)
 }
 

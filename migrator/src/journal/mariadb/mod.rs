@@ -18,7 +18,9 @@
 //! counts), or a plain `INSERT` that a duplicate key refuses when no row was expected. Keys are
 //! `VARBINARY` and compared values are compared as bytes, so `Orders` and `orders`, or a
 //! trailing space, stay different as they are in SQLite. A deadlock or a Galera certification
-//! conflict (1213: the statement was rolled back) is retried a few times; a lost connection is
+//! conflict (1213: the statement was rolled back) is retried a few times, except inside a
+//! transaction a caller opened (`SqlConn::batch("START TRANSACTION")`: there the whole
+//! transaction was rolled back, and the error goes to the caller); a lost connection is
 //! an error for that call and the next call reconnects (a write is never re-sent blindly).
 //!
 //! **Schema.** The `meta` row `schema_version` says which of [`MIGRATIONS`] are applied.
@@ -63,6 +65,17 @@ const V3_FLEET: &[&str] = &[
         attempts INT UNSIGNED NOT NULL DEFAULT 0,
         updated_ms BIGINT NOT NULL,
         PRIMARY KEY (wave, grp)
+    ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS group_resources (
+        wave INT UNSIGNED NOT NULL,
+        grp INT UNSIGNED NOT NULL,
+        resource VARBINARY(512) NOT NULL,
+        PRIMARY KEY (wave, grp, resource),
+        KEY group_resources_resource (resource, wave, grp)
+    ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS resource_caps (
+        resource VARBINARY(512) NOT NULL PRIMARY KEY,
+        cap INT UNSIGNED NOT NULL
     ) ENGINE=InnoDB",
 ];
 

@@ -64,8 +64,19 @@ pub(super) fn serve(
         }
     };
     let _ = ready.send(Ok(()));
+    // Inside a transaction the caller opened (`START TRANSACTION` … `COMMIT`/`ROLLBACK`), a
+    // deadlock rolled the whole transaction back: the statement is not retried alone.
+    let mut in_tx = false;
     for req in rx {
-        let r = rt.block_on(run(&mut conn, &opts, &req.op));
+        if let Op::Text(sql) = &req.op {
+            let head = sql.trim_start().to_ascii_uppercase();
+            if head.starts_with("START TRANSACTION") || head.starts_with("BEGIN") {
+                in_tx = true;
+            } else if head.starts_with("COMMIT") || head.starts_with("ROLLBACK") {
+                in_tx = false;
+            }
+        }
+        let r = rt.block_on(run(&mut conn, &opts, &req.op, in_tx));
         let _ = req.reply.send(r);
     }
     if let Some(c) = conn.take() {
@@ -98,6 +109,7 @@ async fn run(
     conn: &mut Option<Conn>,
     opts: &Opts,
     op: &Op,
+    in_tx: bool,
 ) -> std::result::Result<Reply, mysql_async::Error> {
     let mut attempt = 0;
     loop {
@@ -107,7 +119,7 @@ async fn run(
         };
         match once(c, op).await {
             Err(mysql_async::Error::Server(e))
-                if e.code == ER_LOCK_DEADLOCK && attempt < CONFLICT_RETRIES =>
+                if e.code == ER_LOCK_DEADLOCK && attempt < CONFLICT_RETRIES && !in_tx =>
             {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(5 << attempt)).await;

@@ -84,6 +84,11 @@ CREATE TABLE IF NOT EXISTS wave_groups (
     wave INTEGER NOT NULL, grp INTEGER NOT NULL, sites TEXT NOT NULL, state TEXT NOT NULL,
     owner TEXT, lease_until_ms INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
     updated_ms INTEGER NOT NULL, PRIMARY KEY (wave, grp));
+CREATE TABLE IF NOT EXISTS group_resources (
+    wave INTEGER NOT NULL, grp INTEGER NOT NULL, resource TEXT NOT NULL,
+    PRIMARY KEY (wave, grp, resource));
+CREATE INDEX IF NOT EXISTS group_resources_resource ON group_resources(resource, wave, grp);
+CREATE TABLE IF NOT EXISTS resource_caps (resource TEXT PRIMARY KEY, cap INTEGER NOT NULL);
 ";
 
 /// Applies the missing migrations (see the file's documentation).
