@@ -1,7 +1,9 @@
 //! Live control of a running wave, kept in the journal (docs/ARCHITECTURE.md §8: the journal is the
 //! source of truth, the dashboard reads it).
 //!
-//! Three tables in the journal's SQLite file, created on first use:
+//! Three tables of the journal (its schema migrations create them, on SQLite and on MariaDB;
+//! every statement here goes through [`SqlConn`], so a wave, `migrator wave pause` on another
+//! host and the dashboard all steer the same wave through a shared MariaDB journal):
 //! - `wave_controls`: every operator control (`pause`, `resume`, `throttle N`) with who sent
 //!   it, from where (`socket`, `cli`, `dashboard`, `engine` for the stop rule) and when. The
 //!   wave's state is the fold of these rows in order, so anything that can write the journal
@@ -12,29 +14,24 @@
 //! - `wave_events`: why the wave waited and when it went on (throttle reasons, stop rule),
 //!   written only when a reason changes.
 
-use crate::journal::SiteState;
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::journal::{JournalError, SiteState, SqlConn, SqlValue};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("journal {path}: {source}")]
-    Sqlite {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("journal {path}: wave status of wave {wave} is not valid JSON: {source}")]
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("journal {journal}: wave status of wave {wave} is not valid JSON: {source}")]
     Status {
-        path: PathBuf,
+        journal: String,
         wave: u32,
         #[source]
         source: serde_json::Error,
     },
     #[error("journal {0}: no wave has published a status yet (is `migrator wave run` running?)")]
-    NoWave(PathBuf),
+    NoWave(String),
 }
 
 pub type Result<T> = std::result::Result<T, ControlError>;
@@ -118,6 +115,10 @@ pub struct WaveStatus {
     /// The wave ended (the status is the final one).
     pub finished: bool,
     pub updated_ms: i64,
+    /// Where the wave's move groups are, when it was started for workers
+    /// (`migrator wave start`; read from the journal, for the whole fleet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<crate::fleet::Progress>,
 }
 
 impl WaveStatus {
@@ -149,6 +150,12 @@ impl WaveStatus {
         if let Some(w) = throttle_summary(&self.waiting) {
             s.push_str(&format!("; waiting: {w}"));
         }
+        if let Some(g) = &self.groups {
+            s.push_str(&format!(
+                "; move groups: {} queued, {} claimed, {} claim expired, {} done",
+                g.queued, g.claimed, g.expired, g.done
+            ));
+        }
         s
     }
 }
@@ -164,47 +171,27 @@ pub fn throttle_summary(waiting: &BTreeMap<String, String>) -> Option<String> {
         .map(|(r, n)| format!("{r} ({n} site{})", if n == 1 { "" } else { "s" }))
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS wave_controls (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, wave INTEGER NOT NULL, action TEXT NOT NULL,
-    value INTEGER, who TEXT NOT NULL, at_ms INTEGER NOT NULL, source TEXT NOT NULL, note TEXT);
-CREATE INDEX IF NOT EXISTS wave_controls_wave ON wave_controls(wave, id);
-CREATE TABLE IF NOT EXISTS wave_status (
-    wave INTEGER PRIMARY KEY, json TEXT NOT NULL, updated_ms INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS wave_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, wave INTEGER NOT NULL, site TEXT, kind TEXT NOT NULL,
-    message TEXT NOT NULL, at_ms INTEGER NOT NULL);
-";
-
-/// A connection to the control tables of one journal file.
+/// A connection to the control tables of one journal.
 pub struct Controls {
-    conn: Connection,
-    path: PathBuf,
+    db: Box<dyn SqlConn>,
 }
 
 impl Controls {
-    pub fn open(path: &Path) -> Result<Controls> {
-        let wrap = |source| ControlError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(wrap)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(wrap)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(wrap)?;
-        conn.execute_batch(SCHEMA).map_err(wrap)?;
+    /// Opens the journal a `--journal` value names: a file path or a MariaDB URL.
+    pub fn open(journal: &Path) -> Result<Controls> {
         Ok(Controls {
-            conn,
-            path: path.to_path_buf(),
+            db: crate::journal::open_sql_at(journal)?,
         })
     }
 
-    fn wrap(&self, source: rusqlite::Error) -> ControlError {
-        ControlError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+    /// Controls over an open connection.
+    pub fn on(db: Box<dyn SqlConn>) -> Controls {
+        Controls { db }
+    }
+
+    /// The connection (the journal's other tables).
+    pub fn sql(&self) -> &dyn SqlConn {
+        &*self.db
     }
 
     /// Records a control; the running wave obeys it within a second.
@@ -221,15 +208,21 @@ impl Controls {
             _ => None,
         };
         let at_ms = crate::journal::now_ms();
-        self.conn
-            .execute(
-                "INSERT INTO wave_controls(wave, action, value, who, at_ms, source, note)
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![wave, action.name(), value, who, at_ms, source, note],
-            )
-            .map_err(|e| self.wrap(e))?;
+        let r = self.db.exec(
+            "INSERT INTO wave_controls(wave, action, value, who, at_ms, source, note)
+             VALUES(?, ?, ?, ?, ?, ?, ?)",
+            &[
+                wave.into(),
+                action.name().into(),
+                value.into(),
+                who.into(),
+                at_ms.into(),
+                source.into(),
+                note.into(),
+            ],
+        )?;
         Ok(ControlRecord {
-            id: self.conn.last_insert_rowid(),
+            id: r.last_id,
             wave,
             action,
             who: who.to_string(),
@@ -241,48 +234,29 @@ impl Controls {
 
     /// Every control of `wave`, oldest first.
     pub fn history(&self, wave: u32) -> Result<Vec<ControlRecord>> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT id, wave, action, value, who, at_ms, source, note FROM wave_controls
-                 WHERE wave = ?1 ORDER BY id",
-            )
-            .map_err(|e| self.wrap(e))?;
-        let rows = st
-            .query_map(params![wave], |r| {
-                let action: String = r.get(2)?;
-                let value: Option<u32> = r.get(3)?;
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, u32>(1)?,
-                    action,
-                    value,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                ))
-            })
-            .map_err(|e| self.wrap(e))?;
+        let rows = self.db.query(
+            "SELECT id, wave, action, value, who, at_ms, source, note FROM wave_controls
+             WHERE wave = ? ORDER BY id",
+            &[wave.into()],
+        )?;
         let mut out = Vec::new();
-        for row in rows {
-            let (id, wave, action, value, who, at_ms, source, note) =
-                row.map_err(|e| self.wrap(e))?;
+        for r in rows {
+            let value = r.opt_i64(3)?.unwrap_or(0);
             // Rows come only from `request`; an unknown action (a newer migrator) is skipped.
-            let action = match action.as_str() {
+            let action = match r.text(2)?.as_str() {
                 "pause" => Action::Pause,
                 "resume" => Action::Resume,
-                "throttle" => Action::Throttle(value.unwrap_or(0)),
+                "throttle" => Action::Throttle(u32::try_from(value).unwrap_or(u32::MAX)),
                 _ => continue,
             };
             out.push(ControlRecord {
-                id,
-                wave,
+                id: r.i64(0)?,
+                wave: u32::try_from(r.i64(1)?).unwrap_or(wave),
                 action,
-                who,
-                source,
-                at_ms,
-                note,
+                who: r.text(4)?,
+                at_ms: r.i64(5)?,
+                source: r.text(6)?,
+                note: r.opt_text(7)?,
             });
         }
         Ok(out)
@@ -296,92 +270,92 @@ impl Controls {
     /// Publishes the running wave's status.
     pub fn publish(&self, status: &WaveStatus) -> Result<()> {
         let json = serde_json::to_string(status).expect("status serializes");
-        self.conn
-            .execute(
-                "INSERT INTO wave_status(wave, json, updated_ms) VALUES(?1, ?2, ?3)
-                 ON CONFLICT(wave) DO UPDATE SET json = ?2, updated_ms = ?3",
-                params![status.wave, json, crate::journal::now_ms()],
-            )
-            .map_err(|e| self.wrap(e))?;
+        let d = self.db.dialect();
+        self.db.exec(
+            &format!(
+                "INSERT INTO wave_status(wave, json, updated_ms) VALUES(?, ?, ?) {} \
+                 json = {}, updated_ms = {}",
+                d.upsert("wave"),
+                d.excluded("json"),
+                d.excluded("updated_ms")
+            ),
+            &[
+                status.wave.into(),
+                json.into(),
+                crate::journal::now_ms().into(),
+            ],
+        )?;
         Ok(())
     }
 
     /// The last published status of `wave`, or of the most recently updated wave.
     pub fn status(&self, wave: Option<u32>) -> Result<Option<WaveStatus>> {
-        let row: Option<(u32, String)> = match wave {
-            Some(w) => self
-                .conn
-                .query_row(
-                    "SELECT wave, json FROM wave_status WHERE wave = ?1",
-                    params![w],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional(),
-            None => self
-                .conn
-                .query_row(
-                    "SELECT wave, json FROM wave_status ORDER BY updated_ms DESC LIMIT 1",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional(),
-        }
-        .map_err(|e| self.wrap(e))?;
-        row.map(|(wave, json)| {
-            serde_json::from_str(&json).map_err(|source| ControlError::Status {
-                path: self.path.clone(),
+        let row = match wave {
+            Some(w) => self.db.row(
+                "SELECT wave, json FROM wave_status WHERE wave = ?",
+                &[w.into()],
+            )?,
+            None => self.db.row(
+                "SELECT wave, json FROM wave_status ORDER BY updated_ms DESC LIMIT 1",
+                &[],
+            )?,
+        };
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let wave = u32::try_from(row.i64(0)?).unwrap_or(0);
+        serde_json::from_str(&row.text(1)?)
+            .map(Some)
+            .map_err(|source| ControlError::Status {
+                journal: self.db.name().to_string(),
                 wave,
                 source,
             })
-        })
-        .transpose()
     }
 
     /// The wave a control without `--wave` means: the most recently published one.
     pub fn latest_wave(&self) -> Result<u32> {
-        self.conn
-            .query_row(
-                "SELECT wave FROM wave_status ORDER BY updated_ms DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.wrap(e))?
-            .ok_or_else(|| ControlError::NoWave(self.path.clone()))
+        let row = self.db.row(
+            "SELECT wave FROM wave_status ORDER BY updated_ms DESC LIMIT 1",
+            &[],
+        )?;
+        match row {
+            Some(r) => Ok(u32::try_from(r.i64(0)?).unwrap_or(0)),
+            None => Err(ControlError::NoWave(self.db.name().to_string())),
+        }
     }
 
     /// Records why the wave (or one site) waits or goes on.
     pub fn event(&self, wave: u32, site: Option<&str>, kind: &str, message: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO wave_events(wave, site, kind, message, at_ms)
-                 VALUES(?1, ?2, ?3, ?4, ?5)",
-                params![wave, site, kind, message, crate::journal::now_ms()],
-            )
-            .map_err(|e| self.wrap(e))?;
+        self.db.exec(
+            "INSERT INTO wave_events(wave, site, kind, message, at_ms) VALUES(?, ?, ?, ?, ?)",
+            &[
+                wave.into(),
+                site.into(),
+                kind.into(),
+                message.into(),
+                crate::journal::now_ms().into(),
+            ],
+        )?;
         Ok(())
     }
 
     /// Events of `wave`, oldest first.
     pub fn events(&self, wave: u32) -> Result<Vec<WaveEvent>> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT site, kind, message, at_ms FROM wave_events WHERE wave = ?1 ORDER BY id",
-            )
-            .map_err(|e| self.wrap(e))?;
-        let rows = st
-            .query_map(params![wave], |r| {
+        let rows = self.db.query(
+            "SELECT site, kind, message, at_ms FROM wave_events WHERE wave = ? ORDER BY id",
+            &[SqlValue::from(wave)],
+        )?;
+        rows.into_iter()
+            .map(|r| {
                 Ok(WaveEvent {
-                    site: r.get(0)?,
-                    kind: r.get(1)?,
-                    message: r.get(2)?,
-                    at_ms: r.get(3)?,
+                    site: r.opt_text(0)?,
+                    kind: r.text(1)?,
+                    message: r.text(2)?,
+                    at_ms: r.i64(3)?,
                 })
             })
-            .map_err(|e| self.wrap(e))?;
-        rows.collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| self.wrap(e))
+            .collect()
     }
 }
 

@@ -21,7 +21,8 @@
 //!   groups, rollback, throttle, leases and their watchdog), [`wave`] (a wave of sites in
 //!   parallel), [`monitor`] (a running wave's live picture), [`control`] and
 //!   [`control_socket`] (operator controls kept in the journal, the local socket),
-//!   [`finalize`]; [`route_check`] (the proxy's routes against the journal, and their repair);
+//!   [`finalize`]; [`fleet`] (workers on many hosts claiming a started wave's move groups
+//!   with a lease); [`route_check`] (the proxy's routes against the journal, and their repair);
 //!   [`lab_spec`] derives site specs from the staging lab's `state.json`.
 //! - [`serve`]: `migrator serve`, the progress dashboard (pages, JSON API, `/metrics`, wave
 //!   controls and site rollback) over summary tables the journal's triggers keep current.
@@ -34,6 +35,7 @@ pub mod dry_run;
 pub mod files;
 pub mod finalize;
 pub mod fixtures;
+pub mod fleet;
 pub mod journal;
 pub mod lab_spec;
 pub mod monitor;

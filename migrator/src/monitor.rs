@@ -195,6 +195,7 @@ impl WaveMonitor {
                 waiting: i.waiting.clone(),
                 finished: i.finished,
                 updated_ms: crate::journal::now_ms(),
+                groups: None,
             }
         })
     }

@@ -201,7 +201,7 @@ impl DataMover for LocalData {
         for h in &spec.homes {
             match (&h.feed, dir) {
                 (Some(feed), Direction::Forward) => {
-                    let mut j = crate::journal::SqliteJournal::open(&self.journal)
+                    let mut j = crate::journal::open_journal_at(&self.journal)
                         .map_err(|e| SystemError::new("journal", Dc::New, e.to_string()))?;
                     let (b, walked) =
                         crate::files::transport::sync_home_with_feed(h, feed, &mut j, &spec.site)?;

@@ -55,12 +55,6 @@ pub type AdminFactory<'a> = dyn Fn(&ProxySpec) -> Result<Box<dyn SqlProxy>, Prox
 pub enum RouteCheckError {
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error("journal {path}: {source}")]
-    Sqlite {
-        path: std::path::PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
 }
 
 /// The side whose data the journal says is current.

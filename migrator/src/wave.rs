@@ -18,7 +18,7 @@
 use crate::control::{Action, Controls, STOP_RULE_SOURCE};
 use crate::cutover::group::{SiteOutcome, SystemsFn};
 use crate::cutover::{Engine, EngineOptions};
-use crate::journal::{JournalStore, SiteState, SqliteJournal};
+use crate::journal::{open_journal_at, JournalStore, SiteState};
 use crate::monitor::{ErrorRate, WaveMonitor};
 use crate::site_spec::SiteSpec;
 use std::path::Path;
@@ -134,7 +134,7 @@ pub fn run_wave(
 
 /// The monitor for `specs`, seeded with their journaled states.
 pub fn new_monitor(journal_path: &Path, specs: &[SiteSpec], opts: &WaveOptions) -> WaveMonitor {
-    let journal = SqliteJournal::open(journal_path).ok();
+    let journal = open_journal_at(journal_path).ok();
     let sites: Vec<(String, SiteState)> = specs
         .iter()
         .map(|s| {
@@ -253,7 +253,7 @@ pub fn run_wave_with(
                     let states: Vec<Option<SiteState>> = outs
                         .iter()
                         .map(|o| {
-                            SqliteJournal::open(journal_path)
+                            open_journal_at(journal_path)
                                 .ok()
                                 .and_then(|j| j.site_state(&o.site).ok().flatten())
                         })
@@ -390,6 +390,21 @@ fn stop_rule(
     }
 }
 
+/// Runs one move group (a site, or sites sharing databases, together); one outcome per site.
+/// Each site resumes from the journal.
+pub fn run_group(
+    journal_path: &Path,
+    group: &[&SiteSpec],
+    systems: SystemsFn<'_>,
+    engine_opts: &EngineOptions,
+) -> Vec<SiteOutcome> {
+    if group.len() == 1 {
+        vec![run_one(journal_path, group[0], systems, engine_opts)]
+    } else {
+        crate::cutover::group::migrate_group(journal_path, group, systems, engine_opts)
+    }
+}
+
 pub(crate) fn run_one(
     journal_path: &Path,
     spec: &SiteSpec,
@@ -405,11 +420,11 @@ pub(crate) fn run_one(
         Ok(s) => s,
         Err(e) => return fail(e.to_string()),
     };
-    let mut journal = match SqliteJournal::open(journal_path) {
+    let mut journal = match open_journal_at(journal_path) {
         Ok(j) => j,
         Err(e) => return fail(e.to_string()),
     };
-    match Engine::new(spec, &sys, &mut journal, engine_opts).migrate() {
+    match Engine::new(spec, &sys, &mut *journal, engine_opts).migrate() {
         Ok(r) => SiteOutcome {
             site: spec.site.clone(),
             report: Some(r),

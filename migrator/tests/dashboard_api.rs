@@ -315,17 +315,17 @@ fn pages_answer_from_the_summary_and_it_stays_equal_to_a_rebuild() {
     // Rebuilding from scratch gives the same answer as the triggers kept (compared as values
     // from the library: JSON text would round floats).
     let inc = {
-        let conn = rusqlite::Connection::open(&f.journal).unwrap();
-        strip_volatile(serde_json::to_value(serve::queries::overview(&conn).unwrap()).unwrap())
+        let conn = migrator::journal::open_sql_at(&f.journal).unwrap();
+        strip_volatile(serde_json::to_value(serve::queries::overview(&*conn).unwrap()).unwrap())
     };
-    let conn = rusqlite::Connection::open(&f.journal).unwrap();
-    conn.execute("UPDATE dash_meta SET v = 'old' WHERE k = 'version'", [])
+    let conn = migrator::journal::open_sql_at(&f.journal).unwrap();
+    conn.exec("UPDATE dash_meta SET v = 'old' WHERE k = 'version'", &[])
         .unwrap();
     drop(conn);
     let (app, _, installed) = serve::build(&f.opts, None).unwrap();
     assert_eq!(installed, serve::summary::Installed::Rebuilt);
     let conn = app.pool.get().unwrap();
-    let rebuilt = serde_json::to_value(serve::queries::overview(&conn).unwrap()).unwrap();
+    let rebuilt = serde_json::to_value(serve::queries::overview(&*conn).unwrap()).unwrap();
     assert_eq!(inc, strip_volatile(rebuilt));
 }
 

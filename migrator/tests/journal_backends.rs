@@ -7,11 +7,16 @@
 /// The cases, written against `super::` items: the imports below.
 #[path = "../src/journal/suite.rs"]
 mod suite;
+#[path = "../src/journal/suite_store.rs"]
+mod suite_store;
 
+use migrator::control::Controls;
+use migrator::journal::open_journal_at;
 use migrator::journal::{
     open_journal, JournalError, JournalExt, JournalLocation, JournalStore, MariaDbJournal,
     SiteState, StepOutcome, StepStatus, MARIADB_SCHEMA_VERSION,
 };
+use migrator::{control, fleet, journal, route_check, serve};
 use mysql_async::{Opts, OptsBuilder};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -167,24 +172,127 @@ fn mariadb_schema_errors_runtime_and_cli() {
     assert!(!stderr.contains(ADMIN_PASSWORD), "{stderr}");
 }
 
-/// Commands that still read the journal file with SQLite say so instead of failing obscurely.
+/// The journal's other tables (controls, route checks, the dashboard's summary) on MariaDB:
+/// the cases of `src/journal/suite_store.rs`, through `--journal` URLs.
 #[test]
-fn sqlite_only_commands_refuse_a_mariadb_url_clearly() {
+fn every_store_case_on_mariadb() {
+    let server = MariaDb::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = password_file(dir.path());
+    suite_store::run_all_store("mariadb", |case| {
+        Url(url(&server, &format!("store_{case}"), &pw))
+    });
+}
+
+/// The commands that read the wave's controls, the journal and the route history take a
+/// MariaDB URL too (`--journal` or `MIGRATOR_JOURNAL`), and never show its password.
+#[test]
+fn commands_steer_a_wave_through_a_mariadb_journal() {
+    let server = MariaDb::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = password_file(dir.path());
+    let url = url(&server, "fleet", &pw);
+    open_journal_at(std::path::Path::new(&url))
+        .unwrap()
+        .set_site_state("shop", SiteState::Synced)
+        .unwrap();
     let bin = env!("CARGO_BIN_EXE_migrator");
-    let url = "mysql://admin:s3cret@127.0.0.1:1/campaign";
-    let cases: [&[&str]; 3] = [
-        &["serve", "--journal", url],
-        &["wave", "status", "--journal", url],
-        &["status", "--journal", url],
-    ];
-    for args in cases {
-        let out = Command::new(bin).args(args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(
-            stderr.contains("SQLite only") && stderr.contains("not supported by this command"),
-            "{args:?}: {stderr}"
-        );
-        assert!(!stderr.contains("s3cret"), "{args:?}: {stderr}");
+    let run = |args: &[&str], env: bool| {
+        let mut c = Command::new(bin);
+        c.args(args);
+        if env {
+            c.env("MIGRATOR_JOURNAL", &url);
+        } else {
+            c.args(["--journal", &url]);
+        }
+        let out = c.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(!stderr.contains(ADMIN_PASSWORD), "{stderr}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(
+        &["wave", "pause", "--wave", "3", "--note", "disk check"],
+        false,
+    );
+    run(&["wave", "throttle", "2", "--wave", "3"], false);
+    let st: serde_json::Value =
+        serde_json::from_str(&run(&["wave", "status", "--wave", "3", "--json"], false)).unwrap();
+    assert_eq!(st["control"]["paused"], true, "{st}");
+    assert_eq!(st["control"]["concurrency_limit"], 2, "{st}");
+    // Another connection (another host's dashboard or wave) folds the same controls.
+    let c = Controls::open(std::path::Path::new(&url)).unwrap();
+    assert!(c
+        .current(3)
+        .unwrap()
+        .reason
+        .unwrap()
+        .ends_with(": disk check"));
+    // `status` reads the sites through the store, the journal from the environment.
+    let out = run(&["status"], true);
+    assert!(out.contains("shop") && out.contains("synced"), "{out}");
+
+    // The dashboard on the MariaDB journal: its summary (MariaDB triggers), its API, /metrics.
+    let out = Command::new(bin)
+        .args(["serve", "--journal", &url])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--token-file"),
+        "{stderr}"
+    );
+    let opts = serve::ServeOptions {
+        journal: url.clone().into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token_file: dir.path().join("dashboard.token"),
+        plan: None,
+        sites: None,
+    };
+    let (app, token, _) = serve::build(&opts, None).unwrap();
+    let srv = serve::Background::start(app, opts.listen).unwrap();
+    let bearer = format!("Bearer {}", token.value);
+    let auth = [("Authorization", bearer.as_str())];
+    let o = testkit::http::get(srv.addr, "/api/overview", &auth).json();
+    assert_eq!(o["overview"]["total_sites"], 1, "{o}");
+    // The pause sent from the CLI above, read by the dashboard from the shared journal.
+    let w = testkit::http::get(srv.addr, "/api/wave/3", &auth).json();
+    assert_eq!(w["control"]["paused"], true, "{w}");
+    // A write after the dashboard started reaches it through the triggers.
+    open_journal_at(std::path::Path::new(&url))
+        .unwrap()
+        .set_site_state("blog", SiteState::Live)
+        .unwrap();
+    let m = testkit::http::get(srv.addr, "/metrics", &auth).text();
+    for line in [
+        "migrator_sites{state=\"synced\"} 1",
+        "migrator_sites{state=\"live\"} 1",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line}:\n{m}");
+    }
+}
+
+/// A `--journal` URL for database `db` of `server`, the password in `pw`.
+fn url(server: &MariaDb, db: &str, pw: &std::path::Path) -> String {
+    format!(
+        "mysql://admin@127.0.0.1:{}/{db}?password_file={}",
+        server.port(),
+        pw.display()
+    )
+}
+
+/// The admin password in a 0600 file under `dir`.
+fn password_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let pw = dir.join("journal.pw");
+    std::fs::write(&pw, format!("{ADMIN_PASSWORD}\n")).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    pw
+}
+
+struct Url(String);
+
+impl suite_store::StoreBackend for Url {
+    fn journal(&self) -> std::path::PathBuf {
+        self.0.clone().into()
     }
 }

@@ -288,8 +288,8 @@ fn text(o: &Output) -> String {
 }
 
 fn latest_check(journal: &Path) -> store::Recorded {
-    let conn = rusqlite::Connection::open(journal).unwrap();
-    store::latest(&conn).unwrap().expect("a recorded check")
+    let conn = migrator::journal::open_sql_at(journal).unwrap();
+    store::latest(&*conn).unwrap().expect("a recorded check")
 }
 
 #[test]

@@ -11,7 +11,9 @@ use migrator::cutover::checkpoints::{self, Checkpoint};
 use migrator::cutover::rollback::rollback_site;
 use migrator::cutover::{Engine, EngineOptions, SiteReport};
 use migrator::dry_run::Recorder;
-use migrator::journal::{open_journal, JournalLocation, JournalStore, SqliteJournal};
+use migrator::journal::{
+    open_journal, open_journal_at, JournalLocation, JournalStore, SqliteJournal,
+};
 use migrator::real_systems;
 use migrator::site_spec::{SiteSpec, SpecFile};
 use migrator::systems::{SysResult, Systems};
@@ -21,14 +23,16 @@ use std::time::Duration;
 
 mod finalize;
 mod wave;
+mod worker;
 
 #[derive(Args, Debug, Clone)]
 pub struct Common {
     /// The site spec file (JSON: every site's endpoints on both sides).
     #[arg(long, value_name = "FILE")]
     pub sites: PathBuf,
-    /// The journal file (SQLite); created if missing.
-    #[arg(long, value_name = "FILE")]
+    /// The journal: its file (SQLite), or mysql://user@host:port/db?password_file=PATH
+    /// (MariaDB, shared by many hosts); created if missing.
+    #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
     pub journal: PathBuf,
     /// Print every action on every system, change nothing.
     #[arg(long)]
@@ -82,7 +86,7 @@ pub enum SiteCmd {
     Show {
         site: String,
         /// The journal: its file (SQLite), or mysql://user@host:port/db?password_file=PATH.
-        #[arg(long, value_name = "FILE|URL")]
+        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
         journal: PathBuf,
     },
 }
@@ -95,6 +99,22 @@ pub enum CutoverCommand {
     /// Waves of a plan: run one, and steer it while it runs (status, pause, resume, throttle).
     #[command(subcommand)]
     Wave(wave::WaveCmd),
+    /// Work on a started wave (`migrator wave start N`) with other workers, on this host and
+    /// others, through one journal (a shared MariaDB journal): claim a move group, move its
+    /// sites, renew the claim while working, until every group is done. A dead worker's groups
+    /// are taken over once its claim runs out; each site resumes from the journal.
+    Worker {
+        /// Wave number.
+        number: u32,
+        #[command(flatten)]
+        common: Common,
+        /// Seconds a claim lasts without renewal (renewed every third of it while working).
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        claim_lease: u64,
+        /// Milliseconds between looks for a claimable group.
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        poll: u64,
+    },
     /// End a live site's reversibility: live → finalized; rollback is refused afterwards.
     /// Nothing is deleted: the old side's copies are listed as no longer needed.
     Finalize {
@@ -108,7 +128,7 @@ pub enum CutoverCommand {
         plan: Option<PathBuf>,
         #[arg(long, value_name = "FILE")]
         sites: PathBuf,
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
         journal: PathBuf,
         /// Say what would be finalized, change nothing.
         #[arg(long)]
@@ -121,7 +141,7 @@ pub enum CutoverCommand {
     LeaseWatch {
         #[arg(long, value_name = "FILE")]
         sites: PathBuf,
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
         journal: PathBuf,
         /// Look once and exit (otherwise every --interval seconds until interrupted).
         #[arg(long)]
@@ -139,7 +159,7 @@ pub enum CutoverCommand {
     /// --sites, also whether the SQL proxy routes every database as the journal says.
     #[command(after_long_help = STATUS_HELP)]
     Status {
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
         journal: PathBuf,
         /// The site spec file: also check the proxy's routes against the journal (read-only;
         /// exit 3 on a mismatch, 4 when a proxy did not answer).
@@ -188,8 +208,8 @@ fn journal_for(common: &Common, scratch: &tempfile::TempDir) -> anyhow::Result<P
     }
     let path = scratch.path().join("dry-run-journal.sqlite");
     let mut j = SqliteJournal::open(&path)?;
-    if common.journal.exists() {
-        let real = SqliteJournal::open(&common.journal)?;
+    if JournalLocation::parse(&common.journal)?.may_exist() {
+        let real = open_journal_at(&common.journal)?;
         for (site, st) in real.sites()? {
             j.set_site_state(&site, st)?;
         }
@@ -226,22 +246,20 @@ fn print_report(r: &SiteReport, json: bool) -> anyhow::Result<()> {
 pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
     match command {
         CutoverCommand::Site(SiteCmd::Migrate { site, common }) => {
-            JournalLocation::sqlite_only(&common.journal, "site migrate")?;
             let specs = SpecFile::load(&common.sites)?;
             let spec = specs.site(&site)?;
             let scratch = tempfile::tempdir()?;
             let jp = journal_for(&common, &scratch)?;
             let sys = systems_for(spec, &common, &jp)?;
-            let mut j = SqliteJournal::open(&jp)?;
+            let mut j = open_journal_at(&jp)?;
             let o = engine_options(&common);
-            let r = Engine::new(spec, &sys, &mut j, &o)
+            let r = Engine::new(spec, &sys, &mut *j, &o)
                 .migrate()
                 .with_context(|| format!("site {site}"))?;
             print_report(&r, common.json)?;
             Ok(0)
         }
         CutoverCommand::Rollback { site, common } => {
-            JournalLocation::sqlite_only(&common.journal, "rollback")?;
             let specs = SpecFile::load(&common.sites)?;
             let spec = specs.site(&site)?;
             let scratch = tempfile::tempdir()?;
@@ -254,14 +272,25 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
                 }
             }
             let sys = systems_for(spec, &common, &jp)?;
-            let mut j = SqliteJournal::open(&jp)?;
+            let mut j = open_journal_at(&jp)?;
             let o = engine_options(&common);
-            let r = rollback_site(Engine::new(spec, &sys, &mut j, &o))
+            let r = rollback_site(Engine::new(spec, &sys, &mut *j, &o))
                 .with_context(|| format!("rollback of site {site}"))?;
             print_report(&r, common.json)?;
             Ok(0)
         }
         CutoverCommand::Wave(c) => wave::run(c),
+        CutoverCommand::Worker {
+            number,
+            common,
+            claim_lease,
+            poll,
+        } => worker::worker(
+            number,
+            &common,
+            Duration::from_secs(claim_lease.max(1)),
+            Duration::from_millis(poll.max(10)),
+        ),
         CutoverCommand::Finalize {
             site,
             wave,
@@ -270,19 +299,13 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             journal,
             dry_run,
             json,
-        } => {
-            JournalLocation::sqlite_only(&journal, "finalize")?;
-            finalize::run(site, wave, plan, &sites, &journal, dry_run, json)
-        }
+        } => finalize::run(site, wave, plan, &sites, &journal, dry_run, json),
         CutoverCommand::LeaseWatch {
             sites,
             journal,
             once,
             interval,
-        } => {
-            JournalLocation::sqlite_only(&journal, "lease-watch")?;
-            finalize::lease_watch(&sites, &journal, once, interval)
-        }
+        } => finalize::lease_watch(&sites, &journal, once, interval),
         CutoverCommand::Site(SiteCmd::Show { site, journal }) => show(&site, &journal),
         CutoverCommand::Site(SiteCmd::SpecsFromLab {
             state,
@@ -315,18 +338,12 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             println!("{} site(s) written to {}", f.sites.len(), out.display());
             Ok(0)
         }
-        CutoverCommand::Status { journal, sites } => {
-            JournalLocation::sqlite_only(&journal, "status")?;
-            status(&journal, sites.as_deref())
-        }
+        CutoverCommand::Status { journal, sites } => status(&journal, sites.as_deref()),
     }
 }
 
-fn open_existing(journal: &Path) -> anyhow::Result<SqliteJournal> {
-    if !journal.exists() {
-        bail!("journal {} does not exist", journal.display());
-    }
-    Ok(SqliteJournal::open(journal)?)
+fn open_existing(journal: &Path) -> anyhow::Result<Box<dyn JournalStore + Send>> {
+    crate::cmd::open_existing(journal)
 }
 
 fn show(site: &str, journal: &Path) -> anyhow::Result<i32> {

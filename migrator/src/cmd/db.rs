@@ -100,7 +100,7 @@ pub enum DbCommand {
         sides: DbSides,
         /// The journal: its file (SQLite), or mysql://user@host:port/db?password_file=PATH
         /// (MariaDB; the password file must be mode 0600). Created if missing.
-        #[arg(long, value_name = "FILE|URL")]
+        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
         journal: PathBuf,
         /// Re-copy only tables whose checksum differs between the sides.
         #[arg(long)]
@@ -140,7 +140,7 @@ pub enum DbCommand {
         sides: DbSides,
         /// The journal (file or mysql:// URL, as for copy-db); created if missing. It holds the
         /// capture's position.
-        #[arg(long, value_name = "FILE|URL")]
+        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
         journal: PathBuf,
         /// Tables copied in parallel (first copy and re-copies).
         #[arg(long, default_value_t = 4)]

@@ -45,3 +45,21 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Watch(c) => watch::run(c),
     }
 }
+
+/// Fails unless the journal a `--journal` value names exists: a file that exists, or any
+/// MariaDB URL (opening it then says whether the server answers).
+pub fn require_journal(journal: &std::path::Path) -> anyhow::Result<()> {
+    let location = migrator::journal::JournalLocation::parse(journal)?;
+    if !location.may_exist() {
+        anyhow::bail!("journal {location} does not exist");
+    }
+    Ok(())
+}
+
+/// Opens an existing journal (a file path or a MariaDB URL).
+pub fn open_existing(
+    journal: &std::path::Path,
+) -> anyhow::Result<Box<dyn migrator::journal::JournalStore + Send>> {
+    require_journal(journal)?;
+    Ok(migrator::journal::open_journal_at(journal)?)
+}

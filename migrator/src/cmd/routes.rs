@@ -3,9 +3,8 @@
 //! `migrator status --sites`, at the start of `migrator wave run` and in every
 //! `migrator lease-watch` round (helpers below).
 
-use anyhow::bail;
 use clap::Subcommand;
-use migrator::journal::SqliteJournal;
+use migrator::journal::JournalStore;
 use migrator::real_systems;
 use migrator::route_check::{self, store, RouteReport, EXIT_MISMATCH, EXIT_UNCONFIRMED};
 use migrator::site_spec::{SiteSpec, SpecFile};
@@ -68,8 +67,8 @@ pub enum RoutesCmd {
         /// The site spec file (which databases, which proxy).
         #[arg(long, value_name = "FILE")]
         sites: PathBuf,
-        /// The journal (SQLite) of the campaign.
-        #[arg(long, value_name = "FILE")]
+        /// The journal of the campaign (its file, or a mysql:// URL).
+        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
         journal: PathBuf,
         /// Print the report as JSON on stdout.
         #[arg(long)]
@@ -82,8 +81,8 @@ pub enum RoutesCmd {
         /// The site spec file (which databases, which proxy).
         #[arg(long, value_name = "FILE")]
         sites: PathBuf,
-        /// The journal (SQLite) of the campaign: the source of truth.
-        #[arg(long, value_name = "FILE")]
+        /// The journal of the campaign (its file, or a mysql:// URL): the source of truth.
+        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
         journal: PathBuf,
         /// Print the same lines, change nothing.
         #[arg(long)]
@@ -159,12 +158,8 @@ pub fn run(c: RoutesCommand) -> anyhow::Result<i32> {
     }
 }
 
-fn open_journal(journal: &Path) -> anyhow::Result<SqliteJournal> {
-    migrator::journal::JournalLocation::sqlite_only(journal, "routes")?;
-    if !journal.exists() {
-        bail!("journal {} does not exist", journal.display());
-    }
-    Ok(SqliteJournal::open(journal)?)
+fn open_journal(journal: &Path) -> anyhow::Result<Box<dyn JournalStore + Send>> {
+    crate::cmd::open_existing(journal)
 }
 
 /// Checks `specs` against the journal at `journal` and records the result there.

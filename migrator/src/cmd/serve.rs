@@ -10,8 +10,8 @@ pub enum ServeCommand {
     /// Serve the progress dashboard: pages, JSON API, Prometheus /metrics and wave controls,
     /// all behind an access token.
     Serve {
-        /// The journal file the waves write.
-        #[arg(long, value_name = "FILE")]
+        /// The journal the waves write: its file, or a mysql:// URL (then --token-file too).
+        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
         journal: PathBuf,
         /// Address to listen on (loopback by default; put a TLS proxy in front for remote use).
         #[arg(long, default_value = "127.0.0.1:8750", value_name = "ADDR")]
@@ -38,13 +38,19 @@ pub fn run(command: ServeCommand) -> anyhow::Result<i32> {
         plan,
         sites,
     } = command;
-    // The dashboard reads and indexes the journal file with SQLite (`serve/`).
-    migrator::journal::JournalLocation::sqlite_only(&journal, "serve")?;
-    let token_file = token_file.unwrap_or_else(|| {
-        let mut p = journal.clone().into_os_string();
-        p.push(".dashboard-token");
-        PathBuf::from(p)
-    });
+    let location = migrator::journal::JournalLocation::parse(&journal)?;
+    let token_file = match (token_file, &location) {
+        (Some(t), _) => t,
+        (None, migrator::journal::JournalLocation::Sqlite(_)) => {
+            let mut p = journal.clone().into_os_string();
+            p.push(".dashboard-token");
+            PathBuf::from(p)
+        }
+        (None, _) => anyhow::bail!(
+            "--journal {location}: give --token-file FILE (the dashboard's access token) for a \
+             MariaDB journal; it is kept beside the journal file only for a SQLite journal"
+        ),
+    };
     let opts = ServeOptions {
         journal,
         listen,

@@ -11,7 +11,7 @@
 use crate::cutover::engine::{Engine, EngineOptions, SiteReport};
 use crate::cutover::phase::CutoverError;
 use crate::cutover::throttle;
-use crate::journal::{SiteState, SqliteJournal};
+use crate::journal::{open_journal_at, SiteState};
 use crate::site_spec::SiteSpec;
 use crate::systems::{SysResult, Systems};
 use std::path::Path;
@@ -51,7 +51,7 @@ pub fn migrate_group(
             Ok(s) => syss.push(s),
             Err(e) => return fail_all(format!("{}: {e}", m.site)),
         }
-        match SqliteJournal::open(journal_path) {
+        match open_journal_at(journal_path) {
             Ok(j) => journals.push(j),
             Err(e) => return fail_all(e.to_string()),
         }
@@ -60,7 +60,7 @@ pub fn migrate_group(
         .iter()
         .zip(&syss)
         .zip(journals.iter_mut())
-        .map(|((m, s), j)| Engine::new(m, s, j, opts))
+        .map(|((m, s), j)| Engine::new(m, s, &mut **j, opts))
         .collect();
     let result = run(&mut engines);
     let group_err = result.err().map(|e| e.to_string());

@@ -6,7 +6,7 @@ use crate::cutover::engine::{Engine, EngineOptions};
 use crate::cutover::group::SystemsFn;
 use crate::cutover::lease::{all, get, Lease};
 use crate::cutover::phase::CutoverError;
-use crate::journal::{now_ms, JournalError, SiteState, SqliteJournal};
+use crate::journal::{now_ms, open_journal_at, JournalError, SiteState};
 use crate::site_spec::SiteSpec;
 use crate::systems::SystemError;
 use std::path::Path;
@@ -73,8 +73,8 @@ pub fn recover_expired(
     opts: &EngineOptions,
 ) -> Result<Vec<Recovered>, CutoverError> {
     let leases = {
-        let j = SqliteJournal::open(journal_path)?;
-        all(&j)?
+        let j = open_journal_at(journal_path)?;
+        all(&*j)?
     };
     let now = now_ms();
     let mut out = Vec::new();
@@ -104,12 +104,12 @@ fn recover_one(
         .find(|s| s.site == site)
         .ok_or_else(|| RecoveryError::NotInSpecs(site.to_string()))?;
     let sys = systems(spec)?;
-    let mut j = SqliteJournal::open(journal_path)?;
+    let mut j = open_journal_at(journal_path)?;
     // Re-read under our own connection: another watchdog may have been first.
-    match get(&j, site)? {
+    match get(&*j, site)? {
         Some(l) if l.expired(now_ms()) => {}
         _ => return Ok(Recovery::AlreadyRecovered),
     }
-    let report = Engine::new(spec, &sys, &mut j, opts).recover()?;
+    let report = Engine::new(spec, &sys, &mut *j, opts).recover()?;
     Ok(Recovery::Now(report.state))
 }

@@ -11,7 +11,7 @@ use crate::db::follow;
 use crate::db::progress::Journal;
 use crate::db::schema::{ctx, Side};
 use crate::db::session::session;
-use crate::journal::{JournalStore, SqliteJournal};
+use crate::journal::{open_journal_at, JournalStore};
 use crate::systems::{Dc, Direction, SysResult, SystemError};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
@@ -60,7 +60,7 @@ impl DbMover {
     }
 
     fn journal(&self, dc: Dc) -> SysResult<Journal> {
-        let j = SqliteJournal::open(&self.journal)
+        let j = open_journal_at(&self.journal)
             .map_err(|e| SystemError::new("journal", dc, e.to_string()))?;
         Ok(Arc::new(Mutex::new(j)) as Arc<Mutex<dyn JournalStore + Send>>)
     }

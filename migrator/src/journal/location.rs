@@ -14,7 +14,7 @@
 //!
 //! Messages show the URL without its password, and a MariaDB journal as `mysql://host:port/db`.
 
-use super::{JournalStore, MariaDbJournal, Result, SqliteJournal};
+use super::{JournalStore, MariaDbJournal, Result, SqlConn, SqliteJournal};
 use mysql_async::{Opts, OptsBuilder};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::PermissionsExt;
@@ -110,14 +110,6 @@ pub enum LocationError {
         path: PathBuf,
         reason: String,
     },
-    #[error(
-        "`migrator {command}` reads its journal with SQLite only for now; a MariaDB journal \
-         ({shown}) is not supported by this command yet (issue 17): give the journal file's path"
-    )]
-    SqliteOnly {
-        command: &'static str,
-        shown: String,
-    },
 }
 
 impl JournalLocation {
@@ -179,21 +171,6 @@ impl JournalLocation {
         Ok(JournalLocation::MariaDb(MariaDbTarget::from_nodes(nodes)))
     }
 
-    /// For commands that still read the journal file directly: the path, or an error saying
-    /// that a MariaDB journal is not supported there yet.
-    pub fn sqlite_only<'a>(
-        arg: &'a Path,
-        command: &'static str,
-    ) -> std::result::Result<&'a Path, LocationError> {
-        match arg.to_str().and_then(split_scheme) {
-            None => Ok(arg),
-            Some(_) => Err(LocationError::SqliteOnly {
-                command,
-                shown: redact(arg.to_str().unwrap_or_default()),
-            }),
-        }
-    }
-
     /// Whether the journal is known to exist: a file that exists, or any MariaDB journal
     /// (whether its database exists is only known by connecting).
     pub fn may_exist(&self) -> bool {
@@ -210,6 +187,26 @@ pub fn open_journal(location: &JournalLocation) -> Result<Box<dyn JournalStore +
         JournalLocation::Sqlite(p) => Box::new(SqliteJournal::open(p)?),
         JournalLocation::MariaDb(t) => Box::new(MariaDbJournal::open_any(t.nodes.clone())?),
     })
+}
+
+/// Opens the journal a `--journal` value names (a file path, or a MariaDB URL).
+pub fn open_journal_at(arg: &Path) -> Result<Box<dyn JournalStore + Send>> {
+    open_journal(&JournalLocation::parse(arg)?)
+}
+
+/// A [`SqlConn`] to the journal at `location`, its schema migrations applied.
+pub fn open_sql(location: &JournalLocation) -> Result<Box<dyn SqlConn>> {
+    Ok(match location {
+        JournalLocation::Sqlite(p) => Box::new(SqliteJournal::open(p)?.into_sql()),
+        JournalLocation::MariaDb(t) => {
+            Box::new(MariaDbJournal::open_any(t.nodes.clone())?.into_sql())
+        }
+    })
+}
+
+/// [`open_sql`] on a `--journal` value.
+pub fn open_sql_at(arg: &Path) -> Result<Box<dyn SqlConn>> {
+    open_sql(&JournalLocation::parse(arg)?)
 }
 
 /// `scheme` and the rest of `scheme://rest`, when `text` is a URL at all.
@@ -331,13 +328,6 @@ mod tests {
         assert!(text.contains("password_file"), "{text}");
         let err = parse("mysql://migrator:s3cret@db1/journal?bogus=1").unwrap_err();
         assert!(!err.to_string().contains("s3cret"), "{err}");
-        let err = JournalLocation::sqlite_only(Path::new("mysql://u:s3cret@h/j"), "serve")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            !err.contains("s3cret") && err.contains("`migrator serve`"),
-            "{err}"
-        );
     }
 
     #[test]

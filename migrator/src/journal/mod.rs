@@ -11,8 +11,12 @@
 //!
 //! Layout:
 //! - this file: the [`JournalStore`] trait, the types that cross it and [`JournalError`];
-//! - `sqlite.rs`: [`SqliteJournal`], one file in WAL mode, the embedded default;
-//! - `mariadb.rs`: [`MariaDbJournal`], InnoDB tables in one database of a MariaDB server or
+//! - `sql.rs`: [`SqlConn`], one connection to the journal's database for its other tables
+//!   (the wave's controls, status and events, route checks, the dashboard's summary), which
+//!   both backends implement: those readers and writers are one code path for both;
+//! - `sqlite/`: [`SqliteJournal`], one file in WAL mode, the embedded default (the only place
+//!   that uses rusqlite), and its [`SqliteSql`];
+//! - `mariadb/`: [`MariaDbJournal`] and its [`MariaDbSql`], InnoDB tables in one database of a MariaDB server or
 //!   Galera cluster that many migrator processes share (issue 17). Same semantics: every write
 //!   is committed when the call returns, [`JournalStore::swap_checkpoint_raw`] is an atomic
 //!   compare-and-swap against every other connection, and the schema carries a version;
@@ -20,11 +24,12 @@
 //!   `mysql://`/`mariadb://` URL whose password comes from a 0600 file, never from the URL),
 //!   and [`open_journal`], which opens either behind the trait;
 //! - `suite.rs` (tests only): the cases every backend must pass; `tests.rs` runs them on
-//!   SQLite, `tests/journal_backends.rs` on a real MariaDB server.
+//!   SQLite, `tests/journal_backends.rs` on a real MariaDB server; `suite_store.rs` the same
+//!   for the tables beyond the trait (controls, route checks, the dashboard's summary, the
+//!   fleet's claims), run by `store_tests.rs` and the same integration test.
 //!
-//! Not yet on MariaDB: what still reads the journal file with rusqlite directly (the wave's
-//! controls, the dashboard's summary tables, the route checks' history) and the cutover
-//! engine's own openers; those commands refuse a URL with an error that says so.
+//! Both backends version their schema (append-only migrations applied at open, a journal
+//! newer than this migrator refused); every command takes `--journal FILE|URL`.
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::path::PathBuf;
@@ -32,20 +37,28 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 mod location;
 mod mariadb;
+pub mod sql;
 mod sqlite;
+#[cfg(test)]
+mod store_tests;
 #[cfg(test)]
 mod suite;
 #[cfg(test)]
 mod tests;
 
 pub use location::{open_journal, JournalLocation, LocationError, MariaDbTarget};
-pub use mariadb::{MariaDbJournal, SCHEMA_VERSION as MARIADB_SCHEMA_VERSION};
-pub use sqlite::SqliteJournal;
+pub use location::{open_journal_at, open_sql, open_sql_at};
+pub use mariadb::{MariaDbJournal, MariaDbSql, SCHEMA_VERSION as MARIADB_SCHEMA_VERSION};
+pub use sql::{Dialect, SqlConn, SqlRow, SqlValue};
+pub use sqlite::{SqliteJournal, SqliteSql, SCHEMA_VERSION as SQLITE_SCHEMA_VERSION};
 
 /// Errors of the journal, each naming the journal: its file, or `mysql://host:port/db` for
 /// a MariaDB journal (never a password).
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
+    /// The `--journal` value itself (a bad URL, an unreadable password file).
+    #[error(transparent)]
+    Location(#[from] LocationError),
     #[error("journal {path}: {source}")]
     Sqlite {
         path: PathBuf,
@@ -112,7 +125,7 @@ pub enum JournalError {
 pub type Result<T> = std::result::Result<T, JournalError>;
 
 /// A state name read back from a journal, or the error naming the journal, site and text.
-fn parse_state(journal: &str, site: &str, state: String) -> Result<SiteState> {
+pub(crate) fn parse_state(journal: &str, site: &str, state: String) -> Result<SiteState> {
     state.parse().map_err(|_| JournalError::UnknownState {
         journal: journal.to_string(),
         site: site.to_string(),
@@ -125,9 +138,9 @@ fn parse_state(journal: &str, site: &str, state: String) -> Result<SiteState> {
 ///
 /// Wherever a state leaves the process (the journal's `sites` table, reports, the wave's
 /// status, the dashboard's JSON) it is written by its stable name, [`SiteState::as_str`]:
-/// serde, [`std::fmt::Display`] and SQLite ([`rusqlite::types::ToSql`]) all use that name, and
-/// reading one back ([`std::str::FromStr`], serde, [`rusqlite::types::FromSql`]) refuses an
-/// unknown name with an error that names it.
+/// serde, [`std::fmt::Display`] and both backends use that name, and reading one back
+/// ([`std::str::FromStr`], serde, the backends) refuses an unknown name with an error that
+/// names it.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -218,20 +231,6 @@ impl std::str::FromStr for SiteState {
 impl std::fmt::Display for SiteState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl rusqlite::types::ToSql for SiteState {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-impl rusqlite::types::FromSql for SiteState {
-    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        v.as_str()?
-            .parse()
-            .map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
     }
 }
 

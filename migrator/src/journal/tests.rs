@@ -80,3 +80,47 @@ fn states_are_stored_by_name() {
         .unwrap();
     assert_eq!(raw, "rolled_back", "the on-disk text is the journal name");
 }
+
+/// The file carries its schema version: a journal from before versions (the control tables
+/// created by their module, no `user_version`) upgrades in place; a newer one is refused.
+#[test]
+fn sqlite_schema_is_versioned() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE sites (site TEXT PRIMARY KEY, state TEXT NOT NULL,
+                                 updated_ms INTEGER NOT NULL);
+             INSERT INTO sites VALUES ('shop', 'live', 1);
+             CREATE TABLE wave_status (wave INTEGER PRIMARY KEY, json TEXT NOT NULL,
+                                       updated_ms INTEGER NOT NULL);",
+        )
+        .unwrap();
+    }
+    let j = SqliteJournal::open(&path).unwrap();
+    assert_eq!(j.site_state("shop").unwrap(), Some(SiteState::Live));
+    drop(j);
+    let version = |p: &std::path::Path| -> u32 {
+        rusqlite::Connection::open(p)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(version(&path), crate::journal::SQLITE_SCHEMA_VERSION);
+    let sql = SqliteJournal::open(&path).unwrap().into_sql();
+    assert!(sql
+        .query("SELECT * FROM route_checks", &[])
+        .unwrap()
+        .is_empty());
+    drop(sql);
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let err = SqliteJournal::open(&path).err().unwrap();
+    assert!(
+        matches!(err, JournalError::SchemaTooNew { found: 99, .. }),
+        "{err}"
+    );
+}

@@ -6,7 +6,7 @@
 //! `/metrics` (`migrator_route_mismatches`, `migrator_route_check_age_seconds`).
 
 use super::{RouteCheckError, RouteReport};
-use rusqlite::{Connection, OptionalExtension};
+use crate::journal::{JournalError, SqlConn};
 use serde::Serialize;
 use std::path::Path;
 
@@ -14,12 +14,6 @@ use std::path::Path;
 pub const KEEP: i64 = 1000;
 /// Mismatches stored per row; the counts are always whole.
 pub const MAX_FINDINGS: usize = 200;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS route_checks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, checked_ms INTEGER NOT NULL,
-    mismatches INTEGER NOT NULL, unreachable INTEGER NOT NULL, json TEXT NOT NULL);
-";
 
 /// The latest recorded check.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -31,18 +25,16 @@ pub struct Recorded {
     pub report: serde_json::Value,
 }
 
-/// Appends `report` to the journal's `route_checks` (created on first use).
+/// Appends `report` to the `route_checks` of the journal a `--journal` value names (a file
+/// or a MariaDB URL).
 pub fn record(journal: &Path, report: &RouteReport) -> Result<(), RouteCheckError> {
-    let wrap = |source| RouteCheckError::Sqlite {
-        path: journal.to_path_buf(),
-        source,
-    };
-    let conn = Connection::open(journal).map_err(wrap)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(wrap)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))
-        .map_err(wrap)?;
-    conn.execute_batch(SCHEMA).map_err(wrap)?;
+    let db = crate::journal::open_sql_at(journal)?;
+    record_on(&*db, report)?;
+    Ok(())
+}
+
+/// Appends `report` to the journal's `route_checks`, keeping the last [`KEEP`].
+pub fn record_on(db: &dyn SqlConn, report: &RouteReport) -> Result<(), JournalError> {
     let mut stored = report.clone();
     stored.mismatches.truncate(MAX_FINDINGS);
     let mut json = serde_json::to_value(&stored).unwrap_or(serde_json::Value::Null);
@@ -52,48 +44,37 @@ pub fn record(journal: &Path, report: &RouteReport) -> Result<(), RouteCheckErro
             serde_json::Value::from(report.mismatches.len()),
         );
     }
-    conn.execute(
+    let r = db.exec(
         "INSERT INTO route_checks (checked_ms, mismatches, unreachable, json)
-         VALUES (?1, ?2, ?3, ?4)",
-        rusqlite::params![
-            report.checked_ms,
-            report.mismatches.len() as i64,
-            report.unreachable.len() as i64,
-            json.to_string()
+         VALUES (?, ?, ?, ?)",
+        &[
+            report.checked_ms.into(),
+            (report.mismatches.len() as i64).into(),
+            (report.unreachable.len() as i64).into(),
+            json.to_string().into(),
         ],
-    )
-    .map_err(wrap)?;
-    conn.execute(
-        "DELETE FROM route_checks WHERE id <= (SELECT MAX(id) FROM route_checks) - ?1",
-        [KEEP],
-    )
-    .map_err(wrap)?;
+    )?;
+    db.exec(
+        "DELETE FROM route_checks WHERE id <= ?",
+        &[(r.last_id - KEEP).into()],
+    )?;
     Ok(())
 }
 
-/// The latest check, if any was recorded (the table may not exist yet).
-pub fn latest(conn: &Connection) -> rusqlite::Result<Option<Recorded>> {
-    let exists: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'route_checks')",
-        [],
-        |r| r.get(0),
-    )?;
-    if !exists {
-        return Ok(None);
-    }
-    conn.query_row(
+/// The latest check, if any was recorded.
+pub fn latest(db: &dyn SqlConn) -> Result<Option<Recorded>, JournalError> {
+    let Some(r) = db.row(
         "SELECT checked_ms, mismatches, unreachable, json FROM route_checks
           ORDER BY id DESC LIMIT 1",
-        [],
-        |r| {
-            let json: String = r.get(3)?;
-            Ok(Recorded {
-                checked_ms: r.get(0)?,
-                mismatches: r.get(1)?,
-                unreachable: r.get(2)?,
-                report: serde_json::from_str(&json).unwrap_or(serde_json::Value::Null),
-            })
-        },
-    )
-    .optional()
+        &[],
+    )?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Recorded {
+        checked_ms: r.i64(0)?,
+        mismatches: r.i64(1)?,
+        unreachable: r.i64(2)?,
+        report: serde_json::from_str(&r.text(3)?).unwrap_or(serde_json::Value::Null),
+    }))
 }

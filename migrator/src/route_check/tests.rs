@@ -385,8 +385,8 @@ fn a_put_refused_with_409_is_reported_as_left_paused() {
 fn checks_are_recorded_and_the_latest_is_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let jp = dir.path().join("j.sqlite");
-    let conn = rusqlite::Connection::open(&jp).unwrap();
-    assert_eq!(store::latest(&conn).unwrap(), None, "no table yet");
+    let conn = SqliteJournal::open(&jp).unwrap().into_sql();
+    assert_eq!(store::latest(&conn).unwrap(), None, "nothing recorded yet");
     let mut j = SqliteJournal::open(&jp).unwrap();
     j.set_site_state("a", SiteState::Live).unwrap();
     let p = FakeProxy::default();

@@ -13,10 +13,9 @@
 
 use crate::control::{Action, ControlRecord, ControlState, Controls, WaveStatus};
 use crate::cutover::{Engine, EngineOptions};
-use crate::journal::{JournalStore, SiteState, SqliteJournal};
+use crate::journal::{open_journal_at, SiteState};
 use crate::site_spec::{SiteSpec, SpecError, SpecFile};
 use crate::systems::{SysResult, Systems};
-use rusqlite::{params, Connection};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -58,9 +57,8 @@ pub enum ControlFailure {
 /// The controls of one dashboard.
 pub struct ControlDesk {
     journal: PathBuf,
+    /// Also writes the dashboard's own audit rows (`dash_controls`).
     controls: Mutex<Controls>,
-    /// Writes the dashboard's own audit rows (`dash_controls`).
-    audit: Mutex<Connection>,
     rollback: Option<Arc<RollbackRunner>>,
     /// Sites with a rollback running in this process.
     busy: Arc<Mutex<HashSet<String>>>,
@@ -75,20 +73,9 @@ impl ControlDesk {
         journal: &Path,
         rollback: Option<RollbackRunner>,
     ) -> Result<ControlDesk, super::ServeError> {
-        let audit = Connection::open(journal).map_err(|source| super::ServeError::Sqlite {
-            path: journal.to_path_buf(),
-            source,
-        })?;
-        audit
-            .busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(|source| super::ServeError::Sqlite {
-                path: journal.to_path_buf(),
-                source,
-            })?;
         Ok(ControlDesk {
             journal: journal.to_path_buf(),
             controls: Mutex::new(Controls::open(journal)?),
-            audit: Mutex::new(audit),
             rollback: rollback.map(Arc::new),
             busy: Arc::new(Mutex::new(HashSet::new())),
         })
@@ -148,13 +135,22 @@ impl ControlDesk {
         target: &str,
         result: &str,
     ) -> Result<i64, ControlFailure> {
-        let c = self.audit.lock().expect("audit");
-        c.execute(
-            "INSERT INTO dash_controls(at_ms, who, action, target, result) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![now_ms(), who, action, target, result],
-        )
-        .map_err(|e| ControlFailure::Journal(e.to_string()))?;
-        Ok(c.last_insert_rowid())
+        let c = self.controls.lock().expect("controls");
+        let r = c
+            .sql()
+            .exec(
+                "INSERT INTO dash_controls(at_ms, who, action, target, result)
+                 VALUES (?, ?, ?, ?, ?)",
+                &[
+                    now_ms().into(),
+                    who.into(),
+                    action.into(),
+                    target.into(),
+                    result.into(),
+                ],
+            )
+            .map_err(|e| ControlFailure::Journal(e.to_string()))?;
+        Ok(r.last_id)
     }
 
     /// Starts the rollback of `site` in a background thread; returns the audit row's id.
@@ -171,7 +167,7 @@ impl ControlDesk {
             .site(site)
             .map_err(|e| ControlFailure::NotFound(e.to_string()))?
             .clone();
-        let state = SqliteJournal::open(&self.journal)
+        let state = open_journal_at(&self.journal)
             .and_then(|j| j.site_state(site))
             .map_err(|e| ControlFailure::Journal(e.to_string()))?;
         if !matches!(state, Some(SiteState::Switched | SiteState::Live)) {
@@ -209,18 +205,18 @@ impl ControlDesk {
                 Ok(state) => format!("done: site is {state}"),
                 Err(e) => format!("failed: {e}"),
             };
-            if let Ok(c) = Connection::open(&journal) {
-                let _ = c.busy_timeout(std::time::Duration::from_secs(10));
-                if let Err(e) = c.execute(
-                    "UPDATE dash_controls SET result = ?2, detail = ?3 WHERE id = ?1",
-                    params![
-                        id,
-                        text,
-                        format!("finished at {}", crate::control::utc(now_ms()))
+            let recorded = crate::journal::open_sql_at(&journal).and_then(|c| {
+                c.exec(
+                    "UPDATE dash_controls SET result = ?, detail = ? WHERE id = ?",
+                    &[
+                        text.into(),
+                        format!("finished at {}", crate::control::utc(now_ms())).into(),
+                        id.into(),
                     ],
-                ) {
-                    eprintln!("dashboard: recording the end of rollback {id} of {site}: {e}");
-                }
+                )
+            });
+            if let Err(e) = recorded {
+                eprintln!("dashboard: recording the end of rollback {id} of {site}: {e}");
             }
             busy.lock().expect("busy").remove(&site);
         });
@@ -246,8 +242,8 @@ fn run_rollback(
     runner: &RollbackRunner,
 ) -> Result<SiteState, RollbackFailure> {
     let sys = (runner.systems)(spec)?;
-    let mut j = SqliteJournal::open(journal)?;
+    let mut j = open_journal_at(journal)?;
     let report =
-        crate::cutover::rollback::rollback_site(Engine::new(spec, &sys, &mut j, &runner.options))?;
+        crate::cutover::rollback::rollback_site(Engine::new(spec, &sys, &mut *j, &runner.options))?;
     Ok(report.state)
 }

@@ -309,7 +309,7 @@ fn error(status: StatusCode, msg: impl std::fmt::Display) -> ApiError {
 /// Runs `f` on a pooled read connection in the blocking pool.
 async fn with_db<T: Send + 'static>(
     app: &Shared,
-    f: impl FnOnce(&rusqlite::Connection, &super::App) -> Result<T, ApiError> + Send + 'static,
+    f: impl FnOnce(&dyn crate::journal::SqlConn, &super::App) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let app = app.clone();
     tokio::task::spawn_blocking(move || {
@@ -317,7 +317,7 @@ async fn with_db<T: Send + 'static>(
             .pool
             .get()
             .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e))?;
-        f(&conn, &app)
+        f(&*conn, &app)
     })
     .await
     .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e))?
@@ -376,13 +376,12 @@ async fn api_wave(State(app): State<Shared>, UrlPath(n): UrlPath<String>) -> Res
         Err(e) => return e.into_response(),
     };
     let r = with_db(&app, move |conn, app| {
-        let mut st = conn
-            .prepare_cached("SELECT state, n FROM dash_counts WHERE wave = ?1 AND n <> 0")
-            .map_err(sql_err)?;
-        let states: std::collections::BTreeMap<String, i64> = st
-            .query_map([wave], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(sql_err)?
-            .collect::<rusqlite::Result<_>>()
+        let states: std::collections::BTreeMap<String, i64> = conn
+            .query(
+                "SELECT state, n FROM dash_counts WHERE wave = ? AND n <> 0",
+                &[wave.into()],
+            )
+            .and_then(|rows| rows.iter().map(|r| Ok((r.text(0)?, r.i64(1)?))).collect())
             .map_err(sql_err)?;
         let freeze = queries::freeze_stats(conn, wave).map_err(sql_err)?;
         let (control, history, status) = match u32::try_from(wave) {

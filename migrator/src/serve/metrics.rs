@@ -3,7 +3,7 @@
 //! by phase (the error kind).
 
 use super::summary::PHASE_BUCKETS_MS;
-use rusqlite::Connection;
+use crate::journal::{JournalError, SqlConn};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -22,16 +22,22 @@ const FREEZE_BUCKETS_MS: [i64; 10] = [
 /// passes, in bytes (binary log bytes applied, for databases followed by change capture) and
 /// in seconds; what the gate compares with the freeze budget. Found through the state index,
 /// one checkpoint read per synced site.
-fn sync_lag(conn: &Connection, out: &mut String) -> rusqlite::Result<()> {
+fn sync_lag(db: &dyn SqlConn, out: &mut String) -> Result<(), JournalError> {
     use crate::cutover::checkpoints::{Checkpoint, SCOPE};
-    let max_of = |c: Checkpoint| -> rusqlite::Result<(i64, i64)> {
-        conn.query_row(
-            "SELECT COALESCE(MAX(CAST(c.value AS INTEGER)), 0), COUNT(c.value)
-               FROM dash_site d JOIN checkpoints c ON c.scope = ?1 AND c.key = d.site || ?2
-              WHERE d.state = 'synced'",
-            rusqlite::params![SCOPE, format!(".{}", c.name())],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+    let d = db.dialect();
+    let sql = format!(
+        "SELECT COALESCE(MAX({}), 0), COUNT(c.value)
+           FROM dash_site d JOIN checkpoints c ON c.scope = ? AND c.{} = {}
+          WHERE d.state = 'synced'",
+        d.cast_int("c.value"),
+        d.ckey(),
+        d.concat("d.site", "?")
+    );
+    let max_of = |c: Checkpoint| -> Result<(i64, i64), JournalError> {
+        match db.row(&sql, &[SCOPE.into(), format!(".{}", c.name()).into()])? {
+            Some(r) => Ok((r.i64(0)?, r.i64(1)?)),
+            None => Ok((0, 0)),
+        }
     };
     let (bytes, n) = max_of(Checkpoint::LastDelta)?;
     let (ms, _) = max_of(Checkpoint::LastPassMs)?;
@@ -57,15 +63,14 @@ fn sync_lag(conn: &Connection, out: &mut String) -> rusqlite::Result<()> {
     Ok(())
 }
 
-pub fn render(conn: &Connection) -> rusqlite::Result<String> {
+pub fn render(db: &dyn SqlConn) -> Result<String, JournalError> {
     let mut out = String::new();
     let mut per_state: BTreeMap<String, i64> = BTreeMap::new();
     let mut per_wave: Vec<(i64, String, i64)> = Vec::new();
     {
-        let mut st = conn.prepare_cached("SELECT wave, state, n FROM dash_counts ORDER BY 1, 2")?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let rows = db.query("SELECT wave, state, n FROM dash_counts ORDER BY 1, 2", &[])?;
         for row in rows {
-            let (w, s, n): (i64, String, i64) = row?;
+            let (w, s, n) = (row.i64(0)?, row.text(1)?, row.i64(2)?);
             *per_state.entry(s.clone()).or_default() += n;
             per_wave.push((w, s, n));
         }
@@ -88,11 +93,11 @@ pub fn render(conn: &Connection) -> rusqlite::Result<String> {
             esc(&s)
         );
     }
-    sync_lag(conn, &mut out)?;
-    let bytes: i64 =
-        conn.query_row("SELECT COALESCE(SUM(bytes), 0) FROM dash_minute", [], |r| {
-            r.get(0)
-        })?;
+    sync_lag(db, &mut out)?;
+    let bytes = match db.row("SELECT COALESCE(SUM(bytes), 0) FROM dash_minute", &[])? {
+        Some(r) => r.i64(0)?,
+        None => 0,
+    };
     let _ = writeln!(
         out,
         "# HELP migrator_bytes_copied_total Bytes moved by finished steps."
@@ -105,10 +110,9 @@ pub fn render(conn: &Connection) -> rusqlite::Result<String> {
     );
     let _ = writeln!(out, "# TYPE migrator_step_errors_total counter");
     {
-        let mut st = conn.prepare_cached("SELECT phase, n FROM dash_errors ORDER BY phase")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let rows = db.query("SELECT phase, n FROM dash_errors ORDER BY phase", &[])?;
         for row in rows {
-            let (p, n) = row?;
+            let (p, n) = (row.text(0)?, row.i64(1)?);
             let _ = writeln!(
                 out,
                 "migrator_step_errors_total{{phase=\"{}\"}} {n}",
@@ -123,17 +127,9 @@ pub fn render(conn: &Connection) -> rusqlite::Result<String> {
     let _ = writeln!(out, "# TYPE migrator_phase_duration_seconds histogram");
     let mut phases: BTreeMap<String, (BTreeMap<i64, i64>, i64)> = BTreeMap::new();
     {
-        let mut st = conn.prepare_cached("SELECT phase, le, n, sum_ms FROM dash_phase_hist")?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?;
+        let rows = db.query("SELECT phase, le, n, sum_ms FROM dash_phase_hist", &[])?;
         for row in rows {
-            let (p, le, n, sum) = row?;
+            let (p, le, n, sum) = (row.text(0)?, row.i64(1)?, row.i64(2)?, row.i64(3)?);
             let e = phases.entry(p).or_default();
             *e.0.entry(le).or_default() += n;
             e.1 += sum;
@@ -174,12 +170,14 @@ pub fn render(conn: &Connection) -> rusqlite::Result<String> {
         "# TYPE migrator_write_unavailability_seconds histogram"
     );
     {
-        let mut st = conn.prepare_cached(
-            "SELECT ms, n FROM dash_freeze_hist WHERE wave = -1 AND n > 0 ORDER BY ms",
-        )?;
-        let rows: Vec<(i64, i64)> = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+        let rows: Vec<(i64, i64)> = db
+            .query(
+                "SELECT ms, n FROM dash_freeze_hist WHERE wave = -1 AND n > 0 ORDER BY ms",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok((r.i64(0)?, r.i64(1)?)))
+            .collect::<Result<_, JournalError>>()?;
         let total: i64 = rows.iter().map(|r| r.1).sum();
         let sum: i64 = rows.iter().map(|r| r.0 * r.1).sum();
         for le in FREEZE_BUCKETS_MS {
@@ -201,13 +199,13 @@ pub fn render(conn: &Connection) -> rusqlite::Result<String> {
         );
         let _ = writeln!(out, "migrator_write_unavailability_seconds_count {total}");
     }
-    routes(conn, &mut out)?;
+    routes(db, &mut out)?;
     Ok(out)
 }
 
 /// The latest route check (absent until one is recorded: alert on `absent()` or the age).
-fn routes(conn: &Connection, out: &mut String) -> rusqlite::Result<()> {
-    let Some(r) = crate::route_check::store::latest(conn)? else {
+fn routes(db: &dyn SqlConn, out: &mut String) -> Result<(), JournalError> {
+    let Some(r) = crate::route_check::store::latest(db)? else {
         return Ok(());
     };
     let age = (crate::journal::now_ms() - r.checked_ms).max(0) as f64 / 1000.0;

@@ -3,7 +3,9 @@
 //!
 //! Layout:
 //! - [`summary`]: summary tables and triggers in the journal, so every page reads a few hundred
-//!   rows whatever the number of sites;
+//!   rows whatever the number of sites (SQLite's; MariaDB's in `summary_mariadb.rs`);
+//! - every read goes through [`crate::journal::SqlConn`]: the dashboard serves a journal file or
+//!   a shared MariaDB journal (`--journal mysql://…`) with the same code;
 //! - [`queries`]: the read model (overview, a page of a wave's sites); [`site`]: one site;
 //! - [`auth`]: the access token (0600 file), sessions, CSRF;
 //! - [`metrics`]: Prometheus text format;
@@ -20,20 +22,17 @@ pub mod metrics;
 pub mod queries;
 pub mod site;
 pub mod summary;
+mod summary_mariadb;
 
-use rusqlite::{Connection, OpenFlags};
+use crate::journal::{JournalError, JournalLocation, SqlConn};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Errors of the dashboard.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("journal {path}: {source}")]
-    Sqlite {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
     #[error("journal {0} does not exist (point --journal at the file `migrator wave run` writes)")]
     NoJournal(PathBuf),
     #[error(transparent)]
@@ -55,22 +54,23 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Read-only connections to the journal, reused across requests.
+/// Connections to the journal, reused across requests: read-only ones on a SQLite file, a
+/// connection of its own each on a MariaDB journal.
 pub struct Pool {
-    path: PathBuf,
-    conns: Mutex<Vec<Connection>>,
+    location: JournalLocation,
+    conns: Mutex<Vec<Box<dyn SqlConn>>>,
 }
 
 /// A connection borrowed from the [`Pool`]; returned on drop.
 pub struct Pooled<'a> {
     pool: &'a Pool,
-    conn: Option<Connection>,
+    conn: Option<Box<dyn SqlConn>>,
 }
 
 impl std::ops::Deref for Pooled<'_> {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
-        self.conn.as_ref().expect("connection present until drop")
+    type Target = dyn SqlConn + 'static;
+    fn deref(&self) -> &(dyn SqlConn + 'static) {
+        &**self.conn.as_ref().expect("connection present until drop")
     }
 }
 
@@ -83,9 +83,9 @@ impl Drop for Pooled<'_> {
 }
 
 impl Pool {
-    pub fn new(path: &Path) -> Pool {
+    pub fn new(location: &JournalLocation) -> Pool {
         Pool {
-            path: path.to_path_buf(),
+            location: location.clone(),
             conns: Mutex::new(Vec::new()),
         }
     }
@@ -97,18 +97,10 @@ impl Pool {
                 conn: Some(c),
             });
         }
-        let wrap = |source| ServeError::Sqlite {
-            path: self.path.clone(),
-            source,
+        let c: Box<dyn SqlConn> = match &self.location {
+            JournalLocation::Sqlite(p) => Box::new(crate::journal::SqliteSql::open_read_only(p)?),
+            other => crate::journal::open_sql(other)?,
         };
-        let c = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(wrap)?;
-        c.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(wrap)?;
-        c.pragma_update(None, "cache_size", -65536).map_err(wrap)?;
         Ok(Pooled {
             pool: self,
             conn: Some(c),
@@ -116,37 +108,29 @@ impl Pool {
     }
 }
 
-/// Prepares a journal for the dashboard: its own tables exist (the journal's, the engine's
-/// control tables, the summary) and the summary is current. Returns what [`summary::install`]
-/// did.
+/// Prepares a journal (a file path or a MariaDB URL) for the dashboard: its own tables exist
+/// (the journal's schema, the summary) and the summary is current. Returns what
+/// [`summary::install`] did.
 pub fn prepare_journal(
     journal: &Path,
     plan: Option<&Path>,
 ) -> Result<summary::Installed, ServeError> {
-    if !journal.exists() {
+    let location = JournalLocation::parse(journal).map_err(JournalError::from)?;
+    if !location.may_exist() {
         return Err(ServeError::NoJournal(journal.to_path_buf()));
     }
-    let wrap = |source| ServeError::Sqlite {
-        path: journal.to_path_buf(),
-        source,
+    let db: Box<dyn SqlConn> = match &location {
+        JournalLocation::Sqlite(p) => {
+            let s = crate::journal::SqliteJournal::open(p)?.into_sql();
+            // A writer's transaction may hold the lock for a while.
+            s.set_busy_timeout(std::time::Duration::from_secs(30))?;
+            Box::new(s)
+        }
+        other => crate::journal::open_sql(other)?,
     };
-    // The journal's and the controls' schemas, created by their owners' code.
-    drop(
-        crate::journal::SqliteJournal::open(journal).map_err(|e| match e {
-            crate::journal::JournalError::Sqlite { path, source } => {
-                ServeError::Sqlite { path, source }
-            }
-            other => ServeError::Io(std::io::Error::other(other.to_string())),
-        })?,
-    );
-    drop(crate::control::Controls::open(journal)?);
-    let mut conn = Connection::open(journal).map_err(wrap)?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))
-        .map_err(wrap)?;
     let plan_path = match plan {
         Some(p) => Some(p.to_path_buf()),
-        None => queries::current_wave(&conn)
-            .map_err(wrap)?
+        None => queries::current_wave(&*db)?
             .0
             .map(|p| PathBuf::from(p.rsplit_once("#wave").map(|(a, _)| a).unwrap_or(&p)))
             .filter(|p| p.exists()),
@@ -155,7 +139,7 @@ pub fn prepare_journal(
         .as_deref()
         .map(summary::PlanWaves::read)
         .transpose()?;
-    summary::install(&mut conn, waves.as_ref()).map_err(wrap)
+    Ok(summary::install(&*db, waves.as_ref())?)
 }
 
 /// Everything a request handler needs.
@@ -201,7 +185,7 @@ pub fn build(
     };
     let app = Arc::new(App {
         journal: opts.journal.clone(),
-        pool: Pool::new(&opts.journal),
+        pool: Pool::new(&JournalLocation::parse(&opts.journal).map_err(JournalError::from)?),
         auth: auth::Auth::new(value.clone())?,
         controls: controls::ControlDesk::new(&opts.journal, rollback)?,
     });

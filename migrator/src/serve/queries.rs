@@ -2,8 +2,7 @@
 //! of [`super::summary`] (a few hundred rows whatever the journal's size) and, for one page of
 //! sites or one site, from the journal's `steps` through its `(site, id)` index.
 
-use crate::journal::SiteState;
-use rusqlite::{params_from_iter, Connection, OptionalExtension};
+use crate::journal::{JournalError, SiteState, SqlConn, SqlValue};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -79,10 +78,11 @@ fn all_states() -> impl Iterator<Item = &'static str> {
 }
 
 /// The wave named by the journal's plan reference (`plan.json#wave3` → 3).
-pub fn current_wave(conn: &Connection) -> rusqlite::Result<(Option<String>, Option<i64>)> {
-    let plan: Option<String> = conn
-        .query_row("SELECT v FROM meta WHERE k = 'plan'", [], |r| r.get(0))
-        .optional()?;
+pub fn current_wave(db: &dyn SqlConn) -> Result<(Option<String>, Option<i64>), JournalError> {
+    let plan = match db.row("SELECT v FROM meta WHERE k = 'plan'", &[])? {
+        Some(r) => Some(r.text(0)?),
+        None => None,
+    };
     let wave = plan
         .as_deref()
         .and_then(|p| p.rsplit_once("#wave"))
@@ -91,13 +91,15 @@ pub fn current_wave(conn: &Connection) -> rusqlite::Result<(Option<String>, Opti
 }
 
 /// Freeze statistics of one wave, or of all (`-1`).
-pub fn freeze_stats(conn: &Connection, wave: i64) -> rusqlite::Result<FreezeStats> {
-    let mut st = conn.prepare_cached(
-        "SELECT ms, n FROM dash_freeze_hist WHERE wave = ?1 AND n > 0 ORDER BY ms",
-    )?;
-    let rows: Vec<(i64, i64)> = st
-        .query_map([wave], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+pub fn freeze_stats(db: &dyn SqlConn, wave: i64) -> Result<FreezeStats, JournalError> {
+    let rows: Vec<(i64, i64)> = db
+        .query(
+            "SELECT ms, n FROM dash_freeze_hist WHERE wave = ? AND n > 0 ORDER BY ms",
+            &[wave.into()],
+        )?
+        .iter()
+        .map(|r| Ok((r.i64(0)?, r.i64(1)?)))
+        .collect::<Result<_, JournalError>>()?;
     let count: i64 = rows.iter().map(|r| r.1).sum();
     let mut out = FreezeStats {
         count,
@@ -140,21 +142,21 @@ pub fn freeze_stats(conn: &Connection, wave: i64) -> rusqlite::Result<FreezeStat
 }
 
 /// Per-minute series over the [`SERIES_MINUTES`] minutes ending at the latest journaled minute.
-pub fn series(conn: &Connection, totals: &BTreeMap<String, i64>) -> rusqlite::Result<Series> {
-    let end: Option<i64> = conn.query_row(
+pub fn series(db: &dyn SqlConn, totals: &BTreeMap<String, i64>) -> Result<Series, JournalError> {
+    let end = one_opt(
+        db,
         "SELECT MAX(m) FROM (SELECT MAX(minute) AS m FROM dash_minute
-                             UNION ALL SELECT MAX(minute) FROM dash_state_minute)",
-        [],
-        |r| r.get(0),
+                             UNION ALL SELECT MAX(minute) FROM dash_state_minute) AS t",
+        &[],
     )?;
     let Some(end) = end else {
         return Ok(Series::default());
     };
     // From the first minute with data (at most SERIES_MINUTES back, at least 30 minutes).
-    let first: Option<i64> = conn.query_row(
-        "SELECT MIN(minute) FROM dash_minute WHERE minute > ?1",
-        [end - SERIES_MINUTES],
-        |r| r.get(0),
+    let first = one_opt(
+        db,
+        "SELECT MIN(minute) FROM dash_minute WHERE minute > ?",
+        &[(end - SERIES_MINUTES).into()],
     )?;
     let start = first.unwrap_or(end).min(end - 29);
     let n = (end - start + 1) as usize;
@@ -165,19 +167,12 @@ pub fn series(conn: &Connection, totals: &BTreeMap<String, i64>) -> rusqlite::Re
         failed: vec![0; n],
         states: BTreeMap::new(),
     };
-    let mut st = conn.prepare_cached(
-        "SELECT minute, bytes, done, failed FROM dash_minute WHERE minute >= ?1 AND minute <= ?2",
+    let rows = db.query(
+        "SELECT minute, bytes, done, failed FROM dash_minute WHERE minute >= ? AND minute <= ?",
+        &[start.into(), end.into()],
     )?;
-    let rows = st.query_map([start, end], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, i64>(3)?,
-        ))
-    })?;
-    for row in rows {
-        let (m, b, d, f) = row?;
+    for r in rows {
+        let (m, b, d, f) = (r.i64(0)?, r.i64(1)?, r.i64(2)?, r.i64(3)?);
         let i = (m - start) as usize;
         s.bytes[i] = b;
         s.done[i] = d;
@@ -185,12 +180,12 @@ pub fn series(conn: &Connection, totals: &BTreeMap<String, i64>) -> rusqlite::Re
     }
     // Counts at the end of each minute: today's totals minus the deltas that came after it.
     let mut deltas: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    let mut st = conn.prepare_cached(
-        "SELECT minute, state, delta FROM dash_state_minute WHERE minute > ?1 AND state <> 'planned'",
+    let rows = db.query(
+        "SELECT minute, state, delta FROM dash_state_minute WHERE minute > ? AND state <> 'planned'",
+        &[start.into()],
     )?;
-    let rows = st.query_map([start], int_text_int)?;
     for row in rows {
-        let (m, state, d) = row?;
+        let (m, state, d) = int_text_int(&row)?;
         let v = deltas.entry(state).or_insert_with(|| vec![0; n + 1]);
         // Index i holds the deltas of minute start + i; later minutes land in the last slot.
         let i = ((m - start) as usize).min(n);
@@ -214,75 +209,85 @@ pub fn series(conn: &Connection, totals: &BTreeMap<String, i64>) -> rusqlite::Re
 }
 
 /// A row of (integer, text, integer), such as (minute, state, delta) or (wave, state, count).
-fn int_text_int(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, i64)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+fn int_text_int(r: &crate::journal::SqlRow) -> Result<(i64, String, i64), JournalError> {
+    Ok((r.i64(0)?, r.text(1)?, r.i64(2)?))
+}
+
+/// The first column of the first row (`None`: no row, or NULL).
+fn one_opt(db: &dyn SqlConn, sql: &str, p: &[SqlValue]) -> Result<Option<i64>, JournalError> {
+    match db.row(sql, p)? {
+        Some(r) => r.opt_i64(0),
+        None => Ok(None),
+    }
+}
+
+/// The first column of the first row, 0 when there is none.
+fn one(db: &dyn SqlConn, sql: &str, p: &[SqlValue]) -> Result<i64, JournalError> {
+    Ok(one_opt(db, sql, p)?.unwrap_or(0))
 }
 
 /// The overview page: waves, states, rates, freeze figures and the charts' series.
-pub fn overview(conn: &Connection) -> rusqlite::Result<Overview> {
-    let (plan, current) = current_wave(conn)?;
+pub fn overview(db: &dyn SqlConn) -> Result<Overview, JournalError> {
+    let (plan, current) = current_wave(db)?;
     let mut per_wave: BTreeMap<i64, BTreeMap<String, i64>> = BTreeMap::new();
     let mut totals: BTreeMap<String, i64> = BTreeMap::new();
     {
-        let mut st = conn.prepare_cached("SELECT wave, state, n FROM dash_counts WHERE n <> 0")?;
-        let rows = st.query_map([], int_text_int)?;
+        let rows = db.query("SELECT wave, state, n FROM dash_counts WHERE n <> 0", &[])?;
         for row in rows {
-            let (w, state, n) = row?;
+            let (w, state, n) = int_text_int(&row)?;
             *totals.entry(state.clone()).or_default() += n;
             per_wave.entry(w).or_default().insert(state, n);
         }
     }
     let total_sites: i64 = totals.values().sum();
     // Rates over the last RATE_MINUTES minutes that have data.
-    let (last_min, bytes_total, errors_total): (Option<i64>, i64, i64) = conn.query_row(
+    let (last_min, bytes_total, errors_total) = match db.row(
         "SELECT MAX(minute), COALESCE(SUM(bytes), 0), COALESCE(SUM(failed), 0) FROM dash_minute",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
+        &[],
+    )? {
+        Some(r) => (r.opt_i64(0)?, r.i64(1)?, r.i64(2)?),
+        None => (None, 0, 0),
+    };
     let (mut throughput, mut error_rate, mut live_rate) = (0.0, 0.0, 0.0);
     if let Some(last) = last_min {
         // The last RATE_MINUTES minutes, or fewer when the data is younger than that.
-        let first: i64 = conn.query_row(
-            "SELECT COALESCE(MIN(minute), ?1) FROM dash_minute WHERE minute > ?1 - ?2",
-            [last, RATE_MINUTES],
-            |r| r.get(0),
-        )?;
+        let first = one_opt(
+            db,
+            "SELECT MIN(minute) FROM dash_minute WHERE minute > ?",
+            &[(last - RATE_MINUTES).into()],
+        )?
+        .unwrap_or(last);
         let from = first.max(last - RATE_MINUTES + 1);
         let span = (last - from + 1) as f64;
-        let (b, d, f): (i64, i64, i64) = conn.query_row(
+        let (b, d, f) = match db.row(
             "SELECT COALESCE(SUM(bytes), 0), COALESCE(SUM(done), 0), COALESCE(SUM(failed), 0)
-               FROM dash_minute WHERE minute >= ?1",
-            [from],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+               FROM dash_minute WHERE minute >= ?",
+            &[from.into()],
+        )? {
+            Some(r) => (r.i64(0)?, r.i64(1)?, r.i64(2)?),
+            None => (0, 0, 0),
+        };
         throughput = b as f64 / (span * 60.0);
         if d + f > 0 {
             error_rate = f as f64 / (d + f) as f64;
         }
-        let live: i64 = conn.query_row(
+        let live = one(
+            db,
             "SELECT COALESCE(SUM(delta), 0) FROM dash_state_minute
-              WHERE minute >= ?1 AND state = 'live' AND delta > 0",
-            [from],
-            |r| r.get(0),
+              WHERE minute >= ? AND state = 'live' AND delta > 0",
+            &[from.into()],
         )?;
         live_rate = live as f64 / span;
     }
     let mut waves = Vec::new();
     {
-        let mut st = conn.prepare_cached(
+        let rows = db.query(
             "SELECT wave, kind, win, planned_sites FROM dash_waves ORDER BY wave",
+            &[],
         )?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?;
         let mut listed = Vec::new();
-        for row in rows {
-            listed.push(row?);
+        for r in rows {
+            listed.push((r.i64(0)?, r.text(1)?, r.text(2)?, r.i64(3)?));
         }
         // Sites journaled outside any planned wave show as wave 0.
         if per_wave.contains_key(&0) && !listed.iter().any(|w| w.0 == 0) {
@@ -321,25 +326,31 @@ pub fn overview(conn: &Connection) -> rusqlite::Result<Overview> {
         }
     }
     let errors_by_phase = {
-        let mut st =
-            conn.prepare_cached("SELECT phase, n FROM dash_errors WHERE n > 0 ORDER BY n DESC")?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
+        let rows = db.query(
+            "SELECT phase, n FROM dash_errors WHERE n > 0 ORDER BY n DESC",
+            &[],
+        )?;
+        rows.iter()
+            .map(|r| Ok((r.text(0)?, r.i64(1)?)))
+            .collect::<Result<Vec<_>, JournalError>>()?
     };
     let tunnel = {
-        let mut st = conn.prepare_cached(
-            "SELECT key, value FROM checkpoints WHERE scope = 'tunnel' ORDER BY key LIMIT 20",
+        let k = db.dialect().ckey();
+        let rows = db.query(
+            &format!(
+                "SELECT {k}, value FROM checkpoints WHERE scope = 'tunnel' ORDER BY {k} LIMIT 20"
+            ),
+            &[],
         )?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         let mut v = Vec::new();
         for row in rows {
-            let (k, val) = row?;
+            let (k, val) = (row.text(0)?, row.text(1)?);
             let json = serde_json::from_str(&val).unwrap_or(serde_json::Value::String(val));
             v.push((k, json));
         }
         v
     };
-    let series = series(conn, &totals)?;
+    let series = series(db, &totals)?;
     Ok(Overview {
         plan,
         total_sites,
@@ -353,10 +364,10 @@ pub fn overview(conn: &Connection) -> rusqlite::Result<Overview> {
         error_rate,
         errors_total,
         errors_by_phase,
-        freeze: freeze_stats(conn, -1)?,
+        freeze: freeze_stats(db, -1)?,
         series,
         tunnel,
-        routes: crate::route_check::store::latest(conn)?,
+        routes: crate::route_check::store::latest(db)?,
     })
 }
 
@@ -435,17 +446,17 @@ pub enum QueryError {
     #[error("unknown state {0:?} (expected one of planned, prepared, ..., rolled_back)")]
     State(String),
     #[error(transparent)]
-    Sql(#[from] rusqlite::Error),
+    Sql(#[from] JournalError),
 }
 
 /// One page of the sites of `wave` (`None`: every site) matching `f`.
 pub fn site_page(
-    conn: &Connection,
+    db: &dyn SqlConn,
     wave: Option<i64>,
     f: &SiteFilter,
 ) -> Result<SitePage, QueryError> {
     let mut cond = Vec::new();
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut args: Vec<SqlValue> = Vec::new();
     if let Some(w) = wave {
         cond.push("wave = ?");
         args.push(w.into());
@@ -457,6 +468,7 @@ pub fn site_page(
     }
     if let Some(q) = f.q.as_deref().filter(|q| !q.is_empty()) {
         cond.push("instr(site, ?) > 0");
+        // (MariaDB: `site` is binary, so this is case-sensitive there as in SQLite.)
         args.push(q.to_string().into());
     }
     if f.errors == Some(true) {
@@ -467,11 +479,7 @@ pub fn site_page(
     } else {
         format!("WHERE {}", cond.join(" AND "))
     };
-    let total: i64 = conn.query_row(
-        &format!("SELECT COUNT(*) FROM dash_site {wh}"),
-        params_from_iter(args.iter()),
-        |r| r.get(0),
-    )?;
+    let total = one(db, &format!("SELECT COUNT(*) FROM dash_site {wh}"), &args)?;
     let per_page = f.per_page.unwrap_or(50).clamp(1, 500);
     let pages = ((total + per_page - 1) / per_page).max(1);
     let page = f.page.unwrap_or(1).clamp(1, pages);
@@ -487,36 +495,30 @@ pub fn site_page(
            FROM dash_site {wh} ORDER BY {order} LIMIT {per_page} OFFSET {}",
         (page - 1) * per_page
     );
-    let mut st = conn.prepare_cached(&sql)?;
-    let mut rows = st
-        .query_map(params_from_iter(args.iter()), |r| {
-            Ok(SiteRow {
-                site: r.get(0)?,
-                state: r.get(1)?,
-                bytes: r.get(2)?,
-                freeze_ms: r.get(3)?,
-                errors: r.get(4)?,
-                last_error: r.get(5)?,
-                last_phase: r.get(6)?,
-                updated_ms: r.get(7)?,
-                phases: BTreeMap::new(),
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut st = conn.prepare_cached(
-        "SELECT phase, started_ms, ended_ms FROM steps WHERE site = ?1 AND status = 'done'
-          ORDER BY id",
-    )?;
+    let mut rows = Vec::new();
+    for r in db.query(&sql, &args)? {
+        let site = r.text(0)?;
+        let state = crate::journal::parse_state(db.name(), &site, r.text(1)?)?;
+        rows.push(SiteRow {
+            site,
+            state,
+            bytes: r.i64(2)?,
+            freeze_ms: r.opt_f64(3)?,
+            errors: r.i64(4)?,
+            last_error: r.opt_text(5)?,
+            last_phase: r.opt_text(6)?,
+            updated_ms: r.i64(7)?,
+            phases: BTreeMap::new(),
+        });
+    }
     for row in &mut rows {
-        let steps = st.query_map([&row.site], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-            ))
-        })?;
+        let steps = db.query(
+            "SELECT phase, started_ms, ended_ms FROM steps WHERE site = ? AND status = 'done'
+              ORDER BY id",
+            &[row.site.as_str().into()],
+        )?;
         for s in steps {
-            let (phase, a, b) = s?;
+            let (phase, a, b) = (s.text(0)?, s.i64(1)?, s.opt_i64(2)?);
             if let Some(b) = b {
                 row.phases.insert(phase, b - a);
             }

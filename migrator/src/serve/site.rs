@@ -2,8 +2,7 @@
 //! journal's `(site, id)` index, its verification results, cutover checkpoints and controls.
 
 use crate::cutover::checkpoints::SCOPE;
-use crate::journal::SiteState;
-use rusqlite::{Connection, OptionalExtension};
+use crate::journal::{JournalError, SiteState, SqlConn, SqlRow};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -48,44 +47,40 @@ pub struct SiteDetail {
     pub controls: Vec<Control>,
 }
 
+fn step(r: &SqlRow) -> Result<Step, JournalError> {
+    Ok(Step {
+        id: r.i64(0)?,
+        phase: r.text(1)?,
+        status: r.text(2)?,
+        started_ms: r.i64(3)?,
+        ended_ms: r.opt_i64(4)?,
+        bytes: r.i64(5)?,
+        checksum: r.opt_text(6)?,
+        error: r.opt_text(7)?,
+    })
+}
+
 /// The site page; `None` when the site is in neither the journal nor the plan.
-pub fn site_detail(conn: &Connection, site: &str) -> rusqlite::Result<Option<SiteDetail>> {
-    let row = conn
-        .query_row(
-            "SELECT wave, state, bytes, freeze_ms, errors FROM dash_site WHERE site = ?1",
-            [site],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, SiteState>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<f64>>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            },
-        )
-        .optional()?;
-    let Some((wave, state, bytes, freeze_ms, errors)) = row else {
+pub fn site_detail(db: &dyn SqlConn, site: &str) -> Result<Option<SiteDetail>, JournalError> {
+    let Some(r) = db.row(
+        "SELECT wave, state, bytes, freeze_ms, errors FROM dash_site WHERE site = ?",
+        &[site.into()],
+    )?
+    else {
         return Ok(None);
     };
-    let mut st = conn.prepare_cached(
-        "SELECT id, phase, status, started_ms, ended_ms, bytes, checksum, error FROM steps
-          WHERE site = ?1 ORDER BY id",
-    )?;
-    let steps = st
-        .query_map([site], |r| {
-            Ok(Step {
-                id: r.get(0)?,
-                phase: r.get(1)?,
-                status: r.get(2)?,
-                started_ms: r.get(3)?,
-                ended_ms: r.get(4)?,
-                bytes: r.get(5)?,
-                checksum: r.get(6)?,
-                error: r.get(7)?,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let wave = r.i64(0)?;
+    let state = crate::journal::parse_state(db.name(), site, r.text(1)?)?;
+    let (bytes, freeze_ms, errors) = (r.i64(2)?, r.opt_f64(3)?, r.i64(4)?);
+    let steps = db
+        .query(
+            "SELECT id, phase, status, started_ms, ended_ms, bytes, checksum, error FROM steps
+              WHERE site = ? ORDER BY id",
+            &[site.into()],
+        )?
+        .iter()
+        .map(step)
+        .collect::<Result<Vec<_>, _>>()?;
     let verification = steps
         .iter()
         .filter(|s| {
@@ -97,22 +92,24 @@ pub fn site_detail(conn: &Connection, site: &str) -> rusqlite::Result<Option<Sit
         .cloned()
         .collect();
     let prefix = crate::cutover::checkpoints::site_prefix(site);
-    let mut st = conn.prepare_cached(
-        "SELECT key, value FROM checkpoints WHERE scope = ?1 AND key >= ?2 AND key < ?3
-          ORDER BY key",
-    )?;
     // Every key from `<site>.` up to `<site>/` (the character after the dot): the site's own.
     let upper = format!("{site}/");
-    let checkpoints = st
-        .query_map([SCOPE, &prefix, &upper], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?
-        .filter_map(|r| r.ok())
+    let k = db.dialect().ckey();
+    let checkpoints = db
+        .query(
+            &format!(
+                "SELECT {k}, value FROM checkpoints WHERE scope = ? AND {k} >= ? AND {k} < ?
+                  ORDER BY {k}"
+            ),
+            &[SCOPE.into(), prefix.as_str().into(), upper.into()],
+        )?
+        .iter()
+        .filter_map(|r| Some((r.text(0).ok()?, r.text(1).ok()?)))
         .filter(|(k, _)| k.starts_with(&prefix))
         .map(|(k, v)| (k[prefix.len()..].to_string(), v))
         .collect();
     let can_rollback = matches!(state, SiteState::Switched | SiteState::Live);
-    let controls = controls_for(conn, site, 20)?;
+    let controls = controls_for(db, site, 20)?;
     Ok(Some(SiteDetail {
         site: site.to_string(),
         wave: (wave != 0).then_some(wave),
@@ -129,21 +126,27 @@ pub fn site_detail(conn: &Connection, site: &str) -> rusqlite::Result<Option<Sit
 }
 
 /// The latest controls on `target` (a site name, or `wave N`); all targets with `""`.
-pub fn controls_for(conn: &Connection, target: &str, limit: i64) -> rusqlite::Result<Vec<Control>> {
-    let mut st = conn.prepare_cached(
+pub fn controls_for(
+    db: &dyn SqlConn,
+    target: &str,
+    limit: i64,
+) -> Result<Vec<Control>, JournalError> {
+    db.query(
         "SELECT id, at_ms, who, action, target, detail, result FROM dash_controls
-          WHERE ?1 = '' OR target = ?1 ORDER BY id DESC LIMIT ?2",
-    )?;
-    let rows = st.query_map(rusqlite::params![target, limit], |r| {
+          WHERE ? = '' OR target = ? ORDER BY id DESC LIMIT ?",
+        &[target.into(), target.into(), limit.into()],
+    )?
+    .iter()
+    .map(|r| {
         Ok(Control {
-            id: r.get(0)?,
-            at_ms: r.get(1)?,
-            who: r.get(2)?,
-            action: r.get(3)?,
-            target: r.get(4)?,
-            detail: r.get(5)?,
-            result: r.get(6)?,
+            id: r.i64(0)?,
+            at_ms: r.i64(1)?,
+            who: r.text(2)?,
+            action: r.text(3)?,
+            target: r.text(4)?,
+            detail: r.opt_text(5)?,
+            result: r.opt_text(6)?,
         })
-    })?;
-    rows.collect()
+    })
+    .collect()
 }

@@ -1,5 +1,6 @@
 //! Summary tables the dashboard reads, kept in the journal itself and maintained incrementally
-//! by SQLite triggers on the journal's own tables (`sites`, `steps`, `checkpoints`).
+//! by triggers on the journal's own tables (`sites`, `steps`, `checkpoints`): SQLite's here,
+//! MariaDB's in `summary_mariadb.rs` (same tables, same figures).
 //!
 //! Why triggers: the engine (any process, any connection) writes the journal; a trigger updates
 //! the summary in the same transaction, so the overview reads a few hundred rows whatever the
@@ -21,7 +22,8 @@
 //! - `dash_phase_hist(phase, le, n, sum_ms)`: phase durations as a Prometheus histogram.
 //! - `dash_controls`: the audit of dashboard controls (who, when, what, result).
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::summary_mariadb as maria;
+use crate::journal::{Dialect, JournalError, SqlConn, SqlValue};
 use std::path::Path;
 
 /// Bump when the summary schema or the triggers change: the next start rebuilds.
@@ -72,7 +74,7 @@ CREATE TABLE IF NOT EXISTS dash_controls (
 ";
 
 /// SQL for the histogram bucket of a duration expression `d` (ms); -1 means `+Inf`.
-fn bucket_sql(d: &str) -> String {
+pub(super) fn bucket_sql(d: &str) -> String {
     let mut s = String::from("CASE");
     for le in PHASE_BUCKETS_MS {
         s.push_str(&format!(" WHEN {d} <= {le} THEN {le}"));
@@ -157,9 +159,15 @@ const FREEZE_BODY: &str = "
 
 /// Recomputes every summary table from the journal's own tables (inside the caller's
 /// transaction).
-fn rebuild(conn: &Connection) -> rusqlite::Result<()> {
+fn rebuild(db: &dyn SqlConn) -> Result<(), JournalError> {
+    if db.dialect() == Dialect::MariaDb {
+        for sql in maria::rebuild() {
+            db.batch(&sql)?;
+        }
+        return Ok(());
+    }
     let dur = bucket_sql("(ended_ms - started_ms)");
-    conn.execute_batch(&format!(
+    db.batch(&format!(
         "
 DELETE FROM dash_site; DELETE FROM dash_counts; DELETE FROM dash_minute;
 DELETE FROM dash_state_minute; DELETE FROM dash_freeze_hist; DELETE FROM dash_errors;
@@ -292,65 +300,124 @@ pub enum Installed {
     Rebuilt,
 }
 
+/// Wave memberships inserted per statement when a plan is imported.
+const IMPORT_ROWS: usize = 400;
+
 /// Creates the summary tables and triggers if needed and rebuilds the summary when it is new,
-/// of another version, or `plan` differs from the imported one. One write transaction.
-pub fn install(conn: &mut Connection, plan: Option<&PlanWaves>) -> rusqlite::Result<Installed> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    tx.execute_batch(TABLES)?;
-    tx.execute_batch(&triggers())?;
-    let get = |k: &str| -> rusqlite::Result<Option<String>> {
-        tx.query_row("SELECT v FROM dash_meta WHERE k = ?1", [k], |r| r.get(0))
-            .optional()
+/// of another version, or `plan` differs from the imported one. One write transaction (on
+/// MariaDB the tables and triggers are created before it: DDL commits on its own there).
+pub fn install(db: &dyn SqlConn, plan: Option<&PlanWaves>) -> Result<Installed, JournalError> {
+    match db.dialect() {
+        Dialect::Sqlite => {
+            db.batch("BEGIN IMMEDIATE")?;
+            let r = db
+                .batch(TABLES)
+                .and_then(|()| db.batch(&triggers()))
+                .and_then(|()| install_in_tx(db, plan));
+            finish(db, r)
+        }
+        Dialect::MariaDb => {
+            for sql in maria::TABLES {
+                db.batch(sql)?;
+            }
+            for sql in maria::triggers() {
+                db.batch(&sql)?;
+            }
+            db.batch("START TRANSACTION")?;
+            let r = install_in_tx(db, plan);
+            finish(db, r)
+        }
+    }
+}
+
+/// Commits after `r`, or rolls back.
+fn finish(db: &dyn SqlConn, r: Result<Installed, JournalError>) -> Result<Installed, JournalError> {
+    match r {
+        Ok(i) => {
+            db.batch("COMMIT")?;
+            Ok(i)
+        }
+        Err(e) => {
+            let _ = db.batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+fn install_in_tx(db: &dyn SqlConn, plan: Option<&PlanWaves>) -> Result<Installed, JournalError> {
+    let d = db.dialect();
+    let get = |k: &str| -> Result<Option<String>, JournalError> {
+        match db.row("SELECT v FROM dash_meta WHERE k = ?", &[k.into()])? {
+            Some(r) => r.opt_text(0),
+            None => Ok(None),
+        }
+    };
+    let set = |k: &str, v: &str| -> Result<(), JournalError> {
+        db.exec(
+            &format!(
+                "INSERT INTO dash_meta(k, v) VALUES (?, ?) {} v = {}",
+                d.upsert("k"),
+                d.excluded("v")
+            ),
+            &[k.into(), v.into()],
+        )?;
+        Ok(())
     };
     let version = get("version")?;
     let plan_fp = get("plan")?;
     let want_plan = plan.map(|p| p.fingerprint.clone());
     let new_plan = plan.is_some() && plan_fp != want_plan;
     if version.as_deref() == Some(SUMMARY_VERSION) && !new_plan {
-        tx.commit()?;
         return Ok(Installed::Current);
     }
     if let Some(p) = plan.filter(|_| new_plan) {
-        tx.execute("DELETE FROM dash_wave_sites", [])?;
-        tx.execute("DELETE FROM dash_waves", [])?;
-        {
-            let mut ws = tx.prepare(
+        db.exec("DELETE FROM dash_wave_sites", &[])?;
+        db.exec("DELETE FROM dash_waves", &[])?;
+        let ignore = match d {
+            Dialect::Sqlite => "INSERT OR IGNORE",
+            Dialect::MariaDb => "INSERT IGNORE",
+        };
+        let mut batch: Vec<SqlValue> = Vec::with_capacity(IMPORT_ROWS * 2);
+        let flush = |batch: &mut Vec<SqlValue>| -> Result<(), JournalError> {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let rows = vec!["(?, ?)"; batch.len() / 2].join(", ");
+            db.exec(
+                &format!("{ignore} INTO dash_wave_sites(site, wave) VALUES {rows}"),
+                batch,
+            )?;
+            batch.clear();
+            Ok(())
+        };
+        for w in &p.waves {
+            let sites: usize = w.groups.iter().map(|g| g.sites.len()).sum();
+            db.exec(
                 "INSERT INTO dash_waves(wave, kind, win, planned_sites, planned_bytes, est_seconds)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 VALUES (?, ?, ?, ?, ?, ?)",
+                &[
+                    w.number.into(),
+                    w.kind.as_str().into(),
+                    w.window_utc.as_str().into(),
+                    (sites as i64).into(),
+                    (w.bytes as i64).into(),
+                    w.est_seconds.into(),
+                ],
             )?;
-            let mut ss = tx.prepare(
-                "INSERT INTO dash_wave_sites(site, wave) VALUES (?1, ?2)
-                 ON CONFLICT(site) DO NOTHING",
-            )?;
-            for w in &p.waves {
-                let sites: usize = w.groups.iter().map(|g| g.sites.len()).sum();
-                ws.execute(params![
-                    w.number,
-                    w.kind,
-                    w.window_utc,
-                    sites as i64,
-                    w.bytes as i64,
-                    w.est_seconds
-                ])?;
-                for g in &w.groups {
-                    for s in &g.sites {
-                        ss.execute(params![s, w.number])?;
+            for g in &w.groups {
+                for s in &g.sites {
+                    batch.push(s.as_str().into());
+                    batch.push(w.number.into());
+                    if batch.len() >= IMPORT_ROWS * 2 {
+                        flush(&mut batch)?;
                     }
                 }
             }
         }
-        tx.execute(
-            "INSERT INTO dash_meta(k, v) VALUES ('plan', ?1)
-             ON CONFLICT(k) DO UPDATE SET v = excluded.v",
-            [&p.fingerprint],
-        )?;
+        flush(&mut batch)?;
+        set("plan", &p.fingerprint)?;
     }
-    rebuild(&tx)?;
-    tx.execute(
-        "INSERT INTO dash_meta(k, v) VALUES ('version', ?1)
-         ON CONFLICT(k) DO UPDATE SET v = excluded.v",
-        [SUMMARY_VERSION],
-    )?;
-    tx.commit()?;
+    rebuild(db)?;
+    set("version", SUMMARY_VERSION)?;
     Ok(Installed::Rebuilt)
 }

@@ -3,7 +3,7 @@
 use anyhow::bail;
 use migrator::cutover::EngineOptions;
 use migrator::finalize::finalize;
-use migrator::journal::{JournalStore, SiteState, SqliteJournal};
+use migrator::journal::SiteState;
 use migrator::real_systems;
 use migrator::site_spec::{SiteSpec, SpecFile};
 use std::path::{Path, PathBuf};
@@ -19,16 +19,14 @@ pub fn run(
     dry_run: bool,
     json: bool,
 ) -> anyhow::Result<i32> {
-    if !journal.exists() {
-        bail!("journal {} does not exist", journal.display());
-    }
+    crate::cmd::require_journal(journal)?;
     let file = SpecFile::load(sites)?;
     let names = match (site, wave, plan) {
         (Some(s), _, _) => vec![s],
         (None, Some(w), Some(p)) => super::wave::plan_sites(w, &p)?,
         _ => bail!("say which: a SITE, or --wave N --plan FILE"),
     };
-    let mut j = SqliteJournal::open(journal)?;
+    let mut j = crate::cmd::open_existing(journal)?;
     let mut results = Vec::new();
     let mut refused = 0;
     for n in &names {
@@ -54,7 +52,7 @@ pub fn run(
                 continue;
             }
         };
-        match finalize(&mut j, spec, sys.proxy.as_ref()) {
+        match finalize(&mut *j, spec, sys.proxy.as_ref()) {
             Ok(f) => {
                 if !json {
                     let what = if f.already {
@@ -88,9 +86,7 @@ pub fn run(
 }
 
 pub fn lease_watch(sites: &Path, journal: &Path, once: bool, interval: u64) -> anyhow::Result<i32> {
-    if !journal.exists() {
-        bail!("journal {} does not exist", journal.display());
-    }
+    crate::cmd::require_journal(journal)?;
     let file = SpecFile::load(sites)?;
     let build = |s: &SiteSpec| real_systems::systems(s, journal);
     let o = EngineOptions::default();

@@ -1,4 +1,5 @@
-//! `migrator wave run|status|pause|resume|throttle`: run a wave and steer it while it runs.
+//! `migrator wave run|start|status|pause|resume|throttle`: run a wave (or start it for
+//! workers, `worker.rs`) and steer it while it runs.
 //!
 //! A running wave serves a local control socket (default `<journal>.wave.sock`, mode 0600)
 //! and obeys the journal's controls; `pause`/`resume`/`throttle` reach it through either
@@ -11,8 +12,8 @@ use clap::{Args, Subcommand};
 use migrator::control::{whoami, Action, Controls, WaveStatus};
 use migrator::control_socket::{self, Command as SockCmd, ControlServer};
 use migrator::cutover::group::SiteOutcome;
+use migrator::journal::open_journal_at;
 use migrator::journal::JournalStore;
-use migrator::journal::{JournalLocation, SqliteJournal};
 use migrator::monitor::ErrorRate;
 use migrator::site_spec::{SiteSpec, SpecFile};
 use migrator::wave::{new_monitor, run_wave_with, WaveOptions};
@@ -26,9 +27,10 @@ pub struct Target {
     /// The running wave's control socket.
     #[arg(long, value_name = "PATH", conflicts_with = "journal")]
     pub socket: Option<PathBuf>,
-    /// The journal the wave runs on (the control is written there; the wave obeys it within
-    /// a second). Without --socket or --journal: nothing to talk to, an error.
-    #[arg(long, value_name = "FILE")]
+    /// The journal the wave runs on, a file or a MariaDB URL (the control is written there;
+    /// the wave obeys it within a second, on whatever host it runs). Without --socket or
+    /// --journal: nothing to talk to, an error.
+    #[arg(long, value_name = "FILE|URL")]
     pub journal: Option<PathBuf>,
     /// The wave (with --journal; default: the wave that published its status last).
     #[arg(long, value_name = "N")]
@@ -69,9 +71,31 @@ pub enum WaveCmd {
         /// Hold freezes while this many sites failed within the last minute (0: never).
         #[arg(long, default_value_t = 2)]
         max_error_rate: usize,
-        /// The control socket (default: the journal's path + `.wave.sock`).
+        /// The control socket (default: the journal's path + `.wave.sock`; for a MariaDB
+        /// journal, a socket in the temporary directory named by the wave and the PID).
         #[arg(long, value_name = "PATH")]
         control_socket: Option<PathBuf>,
+    },
+    /// Start wave N for workers: its move groups are written to the journal (a shared
+    /// MariaDB journal for workers on many hosts), where `migrator worker N` claims them.
+    Start {
+        /// Wave number in the plan.
+        number: u32,
+        /// The plan file (`migrator plan`).
+        #[arg(long, value_name = "FILE")]
+        plan: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Cap a shared resource fleet-wide: at most N move groups loading it are worked on at
+    /// once by all workers (`sql:<proxy admin address>`, `filer:<old homes' directory>`,
+    /// `tunnel:<config>`, as `wave start` names them); 0 removes the cap.
+    Cap {
+        resource: String,
+        n: u32,
+        /// The journal the workers share (a file or a MariaDB URL).
+        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        journal: PathBuf,
     },
     /// The running wave's status: sites per state, bytes, rate, ETA, why it waits.
     Status {
@@ -123,6 +147,16 @@ pub fn run(cmd: WaveCmd) -> anyhow::Result<i32> {
             };
             wave_run(&plan, &common, &o, control_socket)
         }
+        WaveCmd::Start {
+            number,
+            plan,
+            common,
+        } => super::worker::start(number, &plan, &common),
+        WaveCmd::Cap {
+            resource,
+            n,
+            journal,
+        } => super::worker::cap(&resource, n, &journal),
         WaveCmd::Status { target } => control(None, &target),
         WaveCmd::Pause { target } => control(Some(Action::Pause), &target),
         WaveCmd::Resume { target } => control(Some(Action::Resume), &target),
@@ -153,10 +187,7 @@ fn control(action: Option<Action>, t: &Target) -> anyhow::Result<i32> {
             a.status.context("the wave answered without a status")?
         }
         (None, Some(j)) => {
-            JournalLocation::sqlite_only(j, "wave")?;
-            if !j.exists() {
-                bail!("journal {} does not exist", j.display());
-            }
+            crate::cmd::require_journal(j)?;
             let c = Controls::open(j)?;
             let wave = match t.wave {
                 Some(w) => w,
@@ -170,6 +201,11 @@ fn control(action: Option<Action>, t: &Target) -> anyhow::Result<i32> {
                 ..Default::default()
             });
             st.control = c.current(wave)?;
+            // A wave started for workers: where its move groups are, fleet-wide.
+            let fleet = migrator::fleet::Fleet::open(j)?;
+            if fleet.started(wave)? {
+                st.groups = Some(fleet.progress(wave)?);
+            }
             st
         }
         (None, None) => bail!(
@@ -211,7 +247,11 @@ pub(super) fn plan_sites(number: u32, plan: &Path) -> anyhow::Result<Vec<String>
         .collect())
 }
 
-fn wave_specs(number: u32, plan: &Path, common: &Common) -> anyhow::Result<Vec<SiteSpec>> {
+pub(super) fn wave_specs(
+    number: u32,
+    plan: &Path,
+    common: &Common,
+) -> anyhow::Result<Vec<SiteSpec>> {
     let names = plan_sites(number, plan)?;
     let file = SpecFile::load(&common.sites)?;
     let mut specs = Vec::new();
@@ -239,13 +279,12 @@ fn wave_run(
     o: &WaveOptions,
     socket: Option<PathBuf>,
 ) -> anyhow::Result<i32> {
-    JournalLocation::sqlite_only(&common.journal, "wave run")?;
     let number = o.wave;
     let specs = wave_specs(number, plan, common)?;
     let scratch = tempfile::tempdir()?;
     let jp = journal_for(common, &scratch)?;
     {
-        let mut j = SqliteJournal::open(&jp)?;
+        let mut j = open_journal_at(&jp)?;
         j.set_plan(&format!("{}#wave{number}", plan.display()))?;
     }
     let eo = engine_options(common);
@@ -291,7 +330,14 @@ fn wave_run(
         }
     }
     let monitor = Arc::new(new_monitor(&jp, &specs, o));
-    let sock_path = socket.unwrap_or_else(|| control_socket::default_path(&common.journal));
+    let sock_path = socket.unwrap_or_else(|| {
+        match migrator::journal::JournalLocation::parse(&common.journal) {
+            // A MariaDB journal has no file to put the socket beside: a private temporary one.
+            Ok(migrator::journal::JournalLocation::MariaDb(_)) => std::env::temp_dir()
+                .join(format!("migrator-wave{number}.{}.sock", std::process::id())),
+            _ => control_socket::default_path(&common.journal),
+        }
+    });
     let _server = if common.dry_run {
         None
     } else {

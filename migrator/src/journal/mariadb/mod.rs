@@ -18,7 +18,9 @@
 //! counts), or a plain `INSERT` that a duplicate key refuses when no row was expected. Keys are
 //! `VARBINARY` and compared values are compared as bytes, so `Orders` and `orders`, or a
 //! trailing space, stay different as they are in SQLite. A deadlock or a Galera certification
-//! conflict (1213: the statement was rolled back) is retried a few times; a lost connection is
+//! conflict (1213: the statement was rolled back) is retried a few times, except inside a
+//! transaction a caller opened (`SqlConn::batch("START TRANSACTION")`: there the whole
+//! transaction was rolled back, and the error goes to the caller); a lost connection is
 //! an error for that call and the next call reconnects (a write is never re-sent blindly).
 //!
 //! **Schema.** The `meta` row `schema_version` says which of [`MIGRATIONS`] are applied.
@@ -33,14 +35,51 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use worker::{serve, Op, Reply, Request, Startup, ER_DUP_ENTRY};
 
+mod sql;
 mod worker;
+
+pub use sql::MariaDbSql;
 
 /// The schema version this migrator creates and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Step `i` brings the schema from version `i` to `i + 1`. Append only; each statement must be
 /// safe to run twice and concurrently (`IF NOT EXISTS`).
-const MIGRATIONS: &[&[&str]] = &[&[
+const MIGRATIONS: &[&[&str]] = &[V1, V2_CONTROLS_AND_ROUTES, V3_FLEET];
+
+/// Waves started for workers and their move groups, claimed with a lease (`crate::fleet`).
+const V3_FLEET: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS wave_runs (
+        wave INT UNSIGNED NOT NULL PRIMARY KEY,
+        plan TEXT CHARACTER SET utf8mb4 NOT NULL,
+        started_ms BIGINT NOT NULL,
+        who VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL
+    ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS wave_groups (
+        wave INT UNSIGNED NOT NULL,
+        grp INT UNSIGNED NOT NULL,
+        sites LONGTEXT CHARACTER SET utf8mb4 NOT NULL,
+        state VARCHAR(16) CHARACTER SET ascii NOT NULL,
+        owner VARBINARY(255) NULL,
+        lease_until_ms BIGINT NOT NULL DEFAULT 0,
+        attempts INT UNSIGNED NOT NULL DEFAULT 0,
+        updated_ms BIGINT NOT NULL,
+        PRIMARY KEY (wave, grp)
+    ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS group_resources (
+        wave INT UNSIGNED NOT NULL,
+        grp INT UNSIGNED NOT NULL,
+        resource VARBINARY(512) NOT NULL,
+        PRIMARY KEY (wave, grp, resource),
+        KEY group_resources_resource (resource, wave, grp)
+    ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS resource_caps (
+        resource VARBINARY(512) NOT NULL PRIMARY KEY,
+        cap INT UNSIGNED NOT NULL
+    ) ENGINE=InnoDB",
+];
+
+const V1: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS sites (
         site VARBINARY(255) NOT NULL PRIMARY KEY,
         state VARCHAR(32) CHARACTER SET ascii NOT NULL,
@@ -70,7 +109,45 @@ const MIGRATIONS: &[&[&str]] = &[&[
         value LONGBLOB NOT NULL,
         updated_ms BIGINT NOT NULL
     ) ENGINE=InnoDB",
-]];
+];
+
+/// The wave's controls, status and events (`crate::control`) and the route checks' history
+/// (`crate::route_check::store`).
+const V2_CONTROLS_AND_ROUTES: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS wave_controls (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        wave INT UNSIGNED NOT NULL,
+        action VARCHAR(32) CHARACTER SET ascii NOT NULL,
+        value INT UNSIGNED NULL,
+        who VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL,
+        at_ms BIGINT NOT NULL,
+        source VARCHAR(64) CHARACTER SET utf8mb4 NOT NULL,
+        note TEXT CHARACTER SET utf8mb4 NULL,
+        KEY wave_controls_wave (wave, id)
+    ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS wave_status (
+        wave INT UNSIGNED NOT NULL PRIMARY KEY,
+        json LONGTEXT CHARACTER SET utf8mb4 NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        KEY wave_status_updated (updated_ms)
+    ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS wave_events (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        wave INT UNSIGNED NOT NULL,
+        site VARBINARY(255) NULL,
+        kind VARCHAR(32) CHARACTER SET utf8mb4 NOT NULL,
+        message TEXT CHARACTER SET utf8mb4 NOT NULL,
+        at_ms BIGINT NOT NULL,
+        KEY wave_events_wave (wave, id)
+    ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS route_checks (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        checked_ms BIGINT NOT NULL,
+        mismatches BIGINT NOT NULL,
+        unreachable BIGINT NOT NULL,
+        json LONGTEXT CHARACTER SET utf8mb4 NOT NULL
+    ) ENGINE=InnoDB",
+];
 
 /// Created before anything else: it holds the schema version.
 const CREATE_META: &str = "CREATE TABLE IF NOT EXISTS meta (
@@ -152,6 +229,11 @@ impl MariaDbJournal {
         Ok(journal)
     }
 
+    /// The same connection as a [`SqlConn`] (the journal's other tables).
+    pub fn into_sql(self) -> MariaDbSql {
+        MariaDbSql::new(self)
+    }
+
     fn wrap(&self, source: mysql_async::Error) -> JournalError {
         JournalError::MariaDb {
             journal: self.name.clone(),
@@ -178,11 +260,11 @@ impl MariaDbJournal {
     }
 
     fn exec(&self, sql: &'static str, params: Params) -> Result<Reply> {
-        self.call(Op::Exec(sql, params))
+        self.call(Op::Exec(sql.into(), params))
     }
 
     fn query(&self, sql: &'static str, params: Params) -> Result<Vec<Row>> {
-        Ok(self.call(Op::Query(sql, params))?.rows)
+        Ok(self.call(Op::Query(sql.into(), params))?.rows)
     }
 
     /// The first column of the first row, if there is one.
@@ -218,11 +300,11 @@ impl MariaDbJournal {
     }
 
     fn ensure_schema(&self) -> Result<()> {
-        self.call(Op::Text(CREATE_META))?;
+        self.call(Op::Text(CREATE_META.into()))?;
         let mut version = self.schema_version()?;
         while version < SCHEMA_VERSION {
             for sql in MIGRATIONS[version as usize] {
-                self.call(Op::Text(sql))?;
+                self.call(Op::Text((*sql).into()))?;
             }
             version += 1;
             // Only ever raised: a process that is behind never lowers what another recorded.
@@ -449,7 +531,7 @@ impl JournalStore for MariaDbJournal {
         // documentation for why affected rows are matched rows here).
         let Some(old) = expected else {
             let r = self.call_raw(Op::Exec(
-                "INSERT INTO checkpoints(scope, k, value, updated_ms) VALUES(?, ?, ?, ?)",
+                "INSERT INTO checkpoints(scope, k, value, updated_ms) VALUES(?, ?, ?, ?)".into(),
                 p([scope.into(), key.into(), json.into(), now_ms().into()]),
             ))?;
             return match r {

@@ -3,6 +3,7 @@
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params, Row};
+use std::borrow::Cow;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -19,12 +20,12 @@ pub(super) struct Request {
 }
 
 pub(super) enum Op {
-    /// A statement without parameters over the text protocol (DDL).
-    Text(&'static str),
+    /// Statements without parameters over the text protocol (DDL, `;`-separated).
+    Text(Cow<'static, str>),
     /// A prepared statement: rows changed (matched) and the last insert id.
-    Exec(&'static str, Params),
+    Exec(Cow<'static, str>, Params),
     /// A prepared statement: the rows it returns.
-    Query(&'static str, Params),
+    Query(Cow<'static, str>, Params),
 }
 
 #[derive(Default)]
@@ -69,8 +70,19 @@ pub(super) fn serve(
         return;
     }
     let _ = ready.send(Ok(()));
+    // Inside a transaction the caller opened (`START TRANSACTION` … `COMMIT`/`ROLLBACK`), a
+    // deadlock rolled the whole transaction back: the statement is not retried alone.
+    let mut in_tx = false;
     for req in rx {
-        let r = rt.block_on(link.run(&req.op));
+        if let Op::Text(sql) = &req.op {
+            let head = sql.trim_start().to_ascii_uppercase();
+            if head.starts_with("START TRANSACTION") || head.starts_with("BEGIN") {
+                in_tx = true;
+            } else if head.starts_with("COMMIT") || head.starts_with("ROLLBACK") {
+                in_tx = false;
+            }
+        }
+        let r = rt.block_on(link.run(&req.op, in_tx));
         let _ = req.reply.send(r);
     }
     if let Some(c) = link.conn.take() {
@@ -112,7 +124,13 @@ impl Link {
     /// the connection breaks during the statement and other nodes are named, runs it once more
     /// on the next node that answers ([`Reply::reconnected`] tells the caller, for whom "not
     /// applied" may then mean "applied by the first attempt").
-    async fn run(&mut self, op: &Op) -> std::result::Result<Reply, mysql_async::Error> {
+    /// Inside a transaction the caller opened (`in_tx`) neither retry applies: a deadlock or a
+    /// lost connection ended the whole transaction, which the caller must redo.
+    async fn run(
+        &mut self,
+        op: &Op,
+        in_tx: bool,
+    ) -> std::result::Result<Reply, mysql_async::Error> {
         let mut conflicts = 0;
         let mut failovers = 0;
         loop {
@@ -122,7 +140,7 @@ impl Link {
             };
             match once(c, op).await {
                 Err(mysql_async::Error::Server(e))
-                    if e.code == ER_LOCK_DEADLOCK && conflicts < CONFLICT_RETRIES =>
+                    if e.code == ER_LOCK_DEADLOCK && conflicts < CONFLICT_RETRIES && !in_tx =>
                 {
                     conflicts += 1;
                     tokio::time::sleep(Duration::from_millis(5 << conflicts)).await;
@@ -131,7 +149,7 @@ impl Link {
                 Err(e) => {
                     // The connection is broken: the next attempt opens a new one.
                     self.conn = None;
-                    if failovers + 1 >= self.nodes.len() {
+                    if in_tx || failovers + 1 >= self.nodes.len() {
                         return Err(e);
                     }
                     failovers += 1;
@@ -176,11 +194,11 @@ async fn connect(opts: &Opts) -> std::result::Result<Conn, mysql_async::Error> {
 async fn once(c: &mut Conn, op: &Op) -> std::result::Result<Reply, mysql_async::Error> {
     match op {
         Op::Text(sql) => {
-            c.query_drop(*sql).await?;
+            c.query_drop(sql.as_ref()).await?;
             Ok(Reply::default())
         }
         Op::Exec(sql, params) => {
-            c.exec_drop(*sql, params.clone()).await?;
+            c.exec_drop(sql.as_ref(), params.clone()).await?;
             Ok(Reply {
                 affected: c.affected_rows(),
                 last_id: c.last_insert_id(),
@@ -188,7 +206,7 @@ async fn once(c: &mut Conn, op: &Op) -> std::result::Result<Reply, mysql_async::
             })
         }
         Op::Query(sql, params) => Ok(Reply {
-            rows: c.exec(*sql, params.clone()).await?,
+            rows: c.exec(sql.as_ref(), params.clone()).await?,
             ..Reply::default()
         }),
     }

@@ -1,8 +1,18 @@
 //! The embedded journal: one SQLite file in WAL mode, the default backend of [`JournalStore`].
+//! `sql.rs`: the same file as a [`super::SqlConn`] (the journal's other tables).
+//!
+//! **Schema.** SQLite's `user_version` says which of [`MIGRATIONS`] are applied; opening
+//! applies the missing ones in one `IMMEDIATE` transaction (so two processes opening a fresh
+//! file at once both succeed) and refuses a file newer than this migrator. Every step is
+//! `IF NOT EXISTS` DDL: a file written before versions existed (version 0, with some of these
+//! tables already there) upgrades in place.
 
 use super::*;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
+
+mod sql;
+pub use sql::SqliteSql;
 
 /// The embedded journal: one SQLite file in WAL mode.
 pub struct SqliteJournal {
@@ -13,7 +23,27 @@ pub struct SqliteJournal {
     name: String,
 }
 
-const SCHEMA: &str = "
+impl rusqlite::types::ToSql for SiteState {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for SiteState {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        v.as_str()?
+            .parse()
+            .map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
+    }
+}
+
+/// The schema version this migrator creates and understands.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Step `i` brings the schema from version `i` to `i + 1`. Append only.
+const MIGRATIONS: &[&str] = &[V1, V2_CONTROLS_AND_ROUTES, V3_FLEET];
+
+const V1: &str = "
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sites (
     site TEXT PRIMARY KEY, state TEXT NOT NULL, updated_ms INTEGER NOT NULL);
@@ -28,6 +58,67 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE TABLE IF NOT EXISTS caches (
     key TEXT PRIMARY KEY, value BLOB NOT NULL, updated_ms INTEGER NOT NULL);
 ";
+
+/// The wave's controls, status and events (`crate::control`) and the route checks' history
+/// (`crate::route_check::store`): created by those modules on first use before version 2.
+const V2_CONTROLS_AND_ROUTES: &str = "
+CREATE TABLE IF NOT EXISTS wave_controls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, wave INTEGER NOT NULL, action TEXT NOT NULL,
+    value INTEGER, who TEXT NOT NULL, at_ms INTEGER NOT NULL, source TEXT NOT NULL, note TEXT);
+CREATE INDEX IF NOT EXISTS wave_controls_wave ON wave_controls(wave, id);
+CREATE TABLE IF NOT EXISTS wave_status (
+    wave INTEGER PRIMARY KEY, json TEXT NOT NULL, updated_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS wave_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, wave INTEGER NOT NULL, site TEXT, kind TEXT NOT NULL,
+    message TEXT NOT NULL, at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS route_checks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, checked_ms INTEGER NOT NULL,
+    mismatches INTEGER NOT NULL, unreachable INTEGER NOT NULL, json TEXT NOT NULL);
+";
+
+/// Waves started for workers and their move groups, claimed with a lease (`crate::fleet`).
+const V3_FLEET: &str = "
+CREATE TABLE IF NOT EXISTS wave_runs (
+    wave INTEGER PRIMARY KEY, plan TEXT NOT NULL, started_ms INTEGER NOT NULL, who TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS wave_groups (
+    wave INTEGER NOT NULL, grp INTEGER NOT NULL, sites TEXT NOT NULL, state TEXT NOT NULL,
+    owner TEXT, lease_until_ms INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+    updated_ms INTEGER NOT NULL, PRIMARY KEY (wave, grp));
+CREATE TABLE IF NOT EXISTS group_resources (
+    wave INTEGER NOT NULL, grp INTEGER NOT NULL, resource TEXT NOT NULL,
+    PRIMARY KEY (wave, grp, resource));
+CREATE INDEX IF NOT EXISTS group_resources_resource ON group_resources(resource, wave, grp);
+CREATE TABLE IF NOT EXISTS resource_caps (resource TEXT PRIMARY KEY, cap INTEGER NOT NULL);
+";
+
+/// Applies the missing migrations (see the file's documentation).
+fn migrate(conn: &Connection) -> rusqlite::Result<std::result::Result<(), u32>> {
+    let version =
+        |c: &Connection| c.pragma_query_value(None, "user_version", |r| r.get::<_, u32>(0));
+    if version(conn)? == SCHEMA_VERSION {
+        return Ok(Ok(()));
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let run = || -> rusqlite::Result<std::result::Result<(), u32>> {
+        let found = version(conn)?;
+        if found > SCHEMA_VERSION {
+            return Ok(Err(found));
+        }
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            conn.execute_batch(step)?;
+            conn.pragma_update(None, "user_version", (i + 1) as u32)?;
+        }
+        Ok(Ok(()))
+    };
+    let r = run();
+    match &r {
+        Ok(Ok(())) => conn.execute_batch("COMMIT")?,
+        _ => {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    }
+    r
+}
 
 impl SqliteJournal {
     /// Opens (creating if needed) the journal file.
@@ -44,7 +135,13 @@ impl SqliteJournal {
             .map_err(wrap)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(wrap)?;
-        conn.execute_batch(SCHEMA).map_err(wrap)?;
+        if let Err(found) = migrate(&conn).map_err(wrap)? {
+            return Err(JournalError::SchemaTooNew {
+                journal: path.display().to_string(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
         Ok(SqliteJournal {
             conn,
             path: path.to_path_buf(),
@@ -54,6 +151,11 @@ impl SqliteJournal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The same connection as a [`SqlConn`] (the journal's other tables).
+    pub fn into_sql(self) -> SqliteSql {
+        SqliteSql::from_conn(self.conn, self.path)
     }
 
     fn wrap(&self, source: rusqlite::Error) -> JournalError {
