@@ -284,6 +284,8 @@ fn lease_of_another_live_migrator(path: &Path, site: &str) -> String {
         expires_ms: 0,
         boot_id: None,
         started: None,
+        kind: Default::default(),
+        handed_over: None,
     };
     let json = serde_json::to_string(&l).unwrap();
     checkpoints::put(&mut j, site, Checkpoint::Lease, &json).unwrap();
