@@ -106,7 +106,13 @@ fn an_unfreeze_refused_past_the_commit_point_is_retried_then_finished_by_lease_w
     assert!(l.expired(crate::journal::now_ms()));
     // The load balancer answers again.
     rec.set_trap("haproxy.ready", Trap::FailTimes(0));
-    let out = recover_expired(&jp, std::slice::from_ref(&spec), &|s| Ok(rec.systems(s)), &o).unwrap();
+    let out = recover_expired(
+        &jp,
+        std::slice::from_ref(&spec),
+        &|s| Ok(rec.systems(s)),
+        &o,
+    )
+    .unwrap();
     assert_eq!(out.len(), 1, "{out:?}");
     assert!(out[0].result.is_ok(), "{out:?}");
     assert_eq!(serving(&spec, &rec), Ok(Dc::New));
