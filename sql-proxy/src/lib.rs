@@ -5,7 +5,8 @@
 //! - [`wire`]: frames and logical packets (≥ 16 MiB split/join), bounds-checked field reader.
 //! - [`protocol`]: handshake v10, login packet, auth switch, OK / ERR / EOF, capability flags.
 //! - [`auth`]: `mysql_native_password` from stored hashes; the user store file.
-//! - [`sync`]: loading hashes and grants from the old server (`sync-users`).
+//! - [`sync`]: loading hashes and grants from the old server (`sync-users`); [`hosts`]: an
+//!   account's host part applied to the client's source address.
 //! - [`server`]: one listener per old endpoint; [`stream`]: plain or TLS client streams.
 //! - [`session`]: login of one client and its backend connection; [`commands`]: the command
 //!   loop with the gate (hold / re-home / read_only) and prepared-statement id mapping.
@@ -23,6 +24,7 @@ pub mod backend;
 pub mod classify;
 pub mod commands;
 pub mod config;
+pub mod hosts;
 pub mod mode;
 pub mod protocol;
 pub mod relay;

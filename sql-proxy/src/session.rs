@@ -195,7 +195,9 @@ async fn login(
         token = p.payload;
     }
     let users = shared.users.read().expect("users lock").clone();
-    let stage1: Option<Stage1> = match users.check(&resp.user, &host, &token, &scramble) {
+    let tls = matches!(client, ClientStream::Tls(_));
+    let stage1: Option<Stage1> = match users.check_login(&resp.user, &host, tls, &token, &scramble)
+    {
         AuthOutcome::Ok(s) => s,
         AuthOutcome::Denied(e) => {
             tracing::info!(session = id, user = %resp.user, client = %peer, code = e.code, "login refused");
