@@ -125,11 +125,16 @@ impl<'a> Engine<'a> {
             let ttl = self.ttl(kind);
             lease::take_kind(self.journal, &site, kind, ttl)?;
         }
-        if matches!(phase, Phase::Prepare | Phase::Sync) {
-            self.refuse_if_switched(phase)?;
+        let guarded = matches!(phase, Phase::Prepare | Phase::Sync);
+        if guarded {
+            self.refuse_if_switched()?;
         }
+        let spec = self.spec;
         let mut moved = 0;
         let (v, ms) = run_phase(self.journal, &site, phase, || {
+            if guarded {
+                refuse_if_old_vip_at_new(&ctx, spec, phase)?;
+            }
             f(&ctx).inspect(|(_, b)| moved = *b)
         })?;
         self.report.phases.push((phase.name().to_string(), ms));
@@ -181,29 +186,16 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    /// Refuses a prepare or sync (which write to the new side) once the site switched: the
-    /// journal says so, or the old VIP's server already points at the new web. A migrator that
-    /// read an older state (or keeps another journal) never copies over the live new side.
-    fn refuse_if_switched(&self, phase: Phase) -> Result<(), CutoverError> {
+    /// Refuses a prepare or sync (which write to the new side) once the journal says the site
+    /// switched: a migrator that read an older state never copies over the live new side. The
+    /// systems are asked too, inside the phase ([`refuse_if_old_vip_at_new`]).
+    fn refuse_if_switched(&self) -> Result<(), CutoverError> {
         let state = self.state()?;
-        let switched = matches!(
+        if matches!(
             state,
             SiteState::Verified | SiteState::Switched | SiteState::Live | SiteState::Finalized
-        );
-        let (backend, server) = (&self.spec.old_lb.backend, &self.spec.old_lb.server);
-        let old_vip_at_new = self
-            .sys
-            .lb_old
-            .server_state(backend, server)
-            .map(|s| s.addr == self.spec.new_web && self.spec.new_web != self.spec.old_web)
-            .map_err(|x| crate::systems::SystemError::from_driver("haproxy", Dc::Old, x))
-            .map_err(CutoverError::system(phase))?;
-        if switched || old_vip_at_new {
-            return Err(CutoverError::WrongState {
-                state,
-                action: "prepare or sync (the site already switched: the new side is live and \
-                         only a rollback may write to it)",
-            });
+        ) {
+            return Err(switched(state));
         }
         Ok(())
     }
@@ -316,6 +308,33 @@ impl<'a> Engine<'a> {
             },
         }
     }
+}
+
+fn switched(state: SiteState) -> CutoverError {
+    CutoverError::WrongState {
+        state,
+        action: "prepare or sync (the site already switched: the new side is live and only a \
+                 rollback may write to it)",
+    }
+}
+
+/// Refuses a prepare or sync when the old VIP's server already points at the new web: the site
+/// switched, whatever this migrator's journal says (another journal, a lost update).
+fn refuse_if_old_vip_at_new(
+    ctx: &Ctx<'_>,
+    spec: &SiteSpec,
+    phase: Phase,
+) -> Result<(), CutoverError> {
+    let cur = ctx
+        .sys
+        .lb_old
+        .server_state(&spec.old_lb.backend, &spec.old_lb.server)
+        .map_err(|x| crate::systems::SystemError::from_driver("haproxy", Dc::Old, x))
+        .map_err(CutoverError::system(phase))?;
+    if cur.addr == spec.new_web && spec.new_web != spec.old_web {
+        return Err(switched(SiteState::Switched));
+    }
+    Ok(())
 }
 
 /// Crash drills: `MIGRATOR_DRILL_PAUSE_AFTER=<phase>=<ms>` sleeps that long after the named
