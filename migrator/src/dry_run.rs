@@ -21,6 +21,8 @@ pub enum Trap {
     Fail,
     /// Panic before the action takes effect (simulates SIGKILL: no cleanup runs).
     Crash,
+    /// Return an error from the next `n` runs of the action (a system that keeps refusing).
+    FailTimes(u32),
 }
 
 #[derive(Default)]
@@ -172,7 +174,16 @@ impl Recorder {
     fn act(&self, action: &str, system: &'static str, dc: Dc, line: String) -> SysResult<()> {
         let trap = {
             let mut w = self.world.lock().expect("recorder");
-            let trap = w.traps.remove(action);
+            let mut trap = w.traps.remove(action);
+            if let Some(Trap::FailTimes(0)) = trap {
+                trap = None;
+            }
+            if let Some(Trap::FailTimes(n)) = trap {
+                if n > 1 {
+                    w.traps.insert(action.to_string(), Trap::FailTimes(n - 1));
+                }
+                trap = Some(Trap::Fail);
+            }
             if trap.is_none() {
                 w.log.push(format!("{action}: {line}"));
             }
@@ -191,6 +202,7 @@ impl Recorder {
                 format!("injected failure: {line}"),
             )),
             Some(Trap::Crash) => panic!("injected crash at {action}"),
+            Some(Trap::FailTimes(_)) => unreachable!("turned into Fail above"),
         }
     }
 

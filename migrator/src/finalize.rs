@@ -70,7 +70,12 @@ pub fn finalize(
             action: "finalize (only a live site with no rollback or freeze in progress)",
         });
     }
-    run_phase(journal, site, Phase::Finalize, || Ok(((), 0)))?;
+    // Under the site's lease (compare-and-set): a rollback starting meanwhile is refused, or
+    // refuses us; never both.
+    lease::take(journal, site, std::time::Duration::from_secs(60))?;
+    let done = run_phase(journal, site, Phase::Finalize, || Ok(((), 0)));
+    lease::release(journal, site)?;
+    done?;
     Ok(out(false))
 }
 

@@ -9,8 +9,8 @@
 //! which runs in new-dc's mount namespace: the compat path and nginx map entry land there.
 
 use crate::site_spec::{
-    Budget, FingerprintSpec, HomeSpec, LbSpec, ProxySpec, SiteSpec, SpecError, SpecFile,
-    TunnelSpec, WebHostSpec,
+    check_map_entry, check_site_name, Budget, FingerprintSpec, HomeSpec, LbSpec, ProxySpec,
+    SiteSpec, SpecError, SpecFile, TunnelSpec, WebHostSpec,
 };
 use drivers::dns::rfc2136::Rfc2136Config;
 use drivers::dns::DnsConfig;
@@ -149,14 +149,29 @@ pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecE
         field: e.path().to_string(),
         message: e.inner().to_string(),
     })?;
-    std::fs::create_dir_all(&opts.secrets_dir).map_err(|source| SpecError::Io {
-        path: opts.secrets_dir.clone(),
-        source,
-    })?;
+    // Logins and domains become site names, paths and nginx map lines: a bad one is refused
+    // here, named by its field in the lab state, before anything is written.
+    for (i, s) in lab.sites.iter().enumerate() {
+        let field = |name: &str, message: String| SpecError::Field {
+            path: state.to_path_buf(),
+            field: format!("sites[{i}].{name}"),
+            message,
+        };
+        check_site_name(&s.login).map_err(|m| field("login", m))?;
+        let probe = WebHostSpec {
+            ssh: String::new(),
+            port: 22,
+            known_hosts: PathBuf::new(),
+            identity: PathBuf::new(),
+            nginx_map: PathBuf::new(),
+            nginx_reload: String::new(),
+            server_name: s.domain.clone(),
+            document_root: PathBuf::from("/"),
+        };
+        check_map_entry(&probe).map_err(|(_, m)| field("domain", m))?;
+    }
     let old_url = opts.secrets_dir.join("old-db.url");
     let new_url = opts.secrets_dir.join("new-db.url");
-    write_secret(&old_url, &url_from_cnf(&lab.old.db_admin_credentials)?)?;
-    write_secret(&new_url, &url_from_cnf(&lab.new.db_admin_credentials)?)?;
     let dns_addr = SocketAddr::from((lab.dns.addr, lab.dns.port));
     // The lab's tunnel keeps its runtime state next to its config.
     let tunnel = opts.tunnel.clone().map(|mut t| {
@@ -242,7 +257,15 @@ pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecE
             budget: opts.budget.clone(),
         })
         .collect();
-    Ok(SpecFile { sites })
+    let file = SpecFile { sites };
+    file.validate(state)?;
+    std::fs::create_dir_all(&opts.secrets_dir).map_err(|source| SpecError::Io {
+        path: opts.secrets_dir.clone(),
+        source,
+    })?;
+    write_secret(&old_url, &url_from_cnf(&lab.old.db_admin_credentials)?)?;
+    write_secret(&new_url, &url_from_cnf(&lab.new.db_admin_credentials)?)?;
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -317,6 +340,36 @@ mod tests {
             std::fs::read_to_string(&s.new_db_url_file).unwrap(),
             "mysql://labadmin:Pwnew1@10.1.0.20:3306"
         );
+        // A login or domain that would break the nginx map line (or a path) is refused with
+        // its field named, before any file is written.
+        for (n, (field, value)) in [
+            ("domain", "a.lab.test /x; evil.test"),
+            ("domain", "a.lab.test;"),
+            ("domain", "a{b}.lab.test"),
+            ("domain", "a\"b.lab.test"),
+            ("domain", "a\nb.lab.test"),
+            ("login", "site 0001"),
+            ("login", "site;0001"),
+            ("login", "../etc"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let secrets = d.join(format!("secrets-{n}"));
+            let mut bad = state.clone();
+            bad["sites"][0][field] = value.into();
+            std::fs::write(&sp, bad.to_string()).unwrap();
+            let o = LabOptions {
+                secrets_dir: secrets.clone(),
+                ..opts.clone()
+            };
+            let e = specs_from_lab(&sp, &o).unwrap_err().to_string();
+            assert!(e.contains(&format!("sites[0].{field}")), "{value:?}: {e}");
+            assert!(
+                !secrets.exists(),
+                "{value:?}: files written before refusing"
+            );
+        }
         // A missing field is named.
         std::fs::write(&sp, r#"{"zone":"lab.test","state_dir":"/lab"}"#).unwrap();
         let e = specs_from_lab(&sp, &opts).unwrap_err().to_string();

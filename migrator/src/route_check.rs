@@ -26,7 +26,7 @@
 //! "left paused".
 
 use crate::cutover::checkpoints::{Checkpoint, SCOPE};
-use crate::cutover::lease::Lease;
+use crate::cutover::lease::{Lease, LeaseKind};
 use crate::journal::{now_ms, JournalError, JournalStore, SiteState};
 use crate::site_spec::{ProxySpec, SiteSpec};
 use crate::systems::Mode;
@@ -307,7 +307,9 @@ pub fn facts(journal: &dyn JournalStore) -> Result<HashMap<String, SiteFacts>, J
     for (k, v) in journal.checkpoints(SCOPE)? {
         match Checkpoint::parse_key(&k) {
             Some((site, Checkpoint::Lease)) => {
-                if let Ok(Some(l)) = serde_json::from_str::<Option<Lease>>(&v) {
+                // A sync lease freezes nothing and sets no route: not a freeze.
+                let lease = serde_json::from_str::<Option<Lease>>(&v).ok().flatten();
+                if let Some(l) = lease.filter(|l| l.kind != LeaseKind::Sync) {
                     out.entry(site.to_string()).or_insert(blank).freeze = if l.expired(now) {
                         Freeze::Abandoned
                     } else {

@@ -240,13 +240,27 @@ impl SpecFile {
                 field: e.path().to_string(),
                 message: e.inner().to_string(),
             })?;
+        file.validate(path)?;
+        Ok(file)
+    }
+
+    /// Everything a spec must satisfy beyond its JSON shape; `path` is the file named in the
+    /// errors. Called by [`SpecFile::parse`] and by whoever builds a spec in memory (the lab)
+    /// before anything is written from it.
+    pub fn validate(&self, path: &Path) -> Result<(), SpecError> {
         let mut seen = std::collections::HashSet::new();
-        for s in &file.sites {
+        for (i, s) in self.sites.iter().enumerate() {
             let bad = |message: String| SpecError::Invalid {
                 path: path.to_path_buf(),
                 site: s.site.clone(),
                 message,
             };
+            let field = |name: &str, message: String| SpecError::Field {
+                path: path.to_path_buf(),
+                field: format!("sites[{i}].{name}"),
+                message,
+            };
+            check_site_name(&s.site).map_err(|m| field("site", m))?;
             if !seen.insert(s.site.as_str()) {
                 return Err(bad("listed twice".into()));
             }
@@ -260,6 +274,9 @@ impl SpecFile {
                 crate::files::home_url::parse(&h.new)
                     .map_err(|e| bad(format!("home `new`: {e}")))?;
             }
+            if let Some(w) = &s.new_web_host {
+                check_map_entry(w).map_err(|(f, m)| field(&format!("new_web_host.{f}"), m))?;
+            }
             if let Some(d) = &s.dns {
                 d.validate().map_err(|e| bad(e.to_string()))?;
             }
@@ -267,7 +284,7 @@ impl SpecFile {
                 return Err(bad("`budget.max_sync_passes` must be at least 1".into()));
             }
         }
-        Ok(file)
+        Ok(())
     }
 
     pub fn site(&self, name: &str) -> Result<&SiteSpec, SpecError> {
@@ -276,6 +293,67 @@ impl SpecFile {
             .find(|s| s.site == name)
             .ok_or_else(|| SpecError::UnknownSite(name.to_string()))
     }
+}
+
+/// A site name becomes a journal key, a lease owner's subject, a backend name and a path
+/// component: letters, digits, `.`, `_` and `-`, not starting with `.` or `-`, 1 to 128 bytes.
+pub fn check_site_name(name: &str) -> Result<(), String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 128 {
+        return Err(format!("{name:?}: a site name is 1 to 128 bytes"));
+    }
+    if let Some(c) = name.chars().find(|c| !ok(*c)) {
+        return Err(format!(
+            "{name:?}: {c:?} is not allowed in a site name (letters, digits, `.`, `_`, `-`)"
+        ));
+    }
+    if name.starts_with(['.', '-']) {
+        return Err(format!(
+            "{name:?}: a site name cannot start with `.` or `-`"
+        ));
+    }
+    Ok(())
+}
+
+/// The two fields written into the nginx `map` line `server_name document_root;` must each
+/// stay one token: no whitespace, `;`, quotes, `{}`, `$`, `#`, `\\` or control characters
+/// (any of those would end the entry early, add another entry or directive, or break the file
+/// for every site nginx serves). Returns the field at fault and why.
+pub fn check_map_entry(w: &WebHostSpec) -> Result<(), (&'static str, String)> {
+    let host_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '*');
+    let sn = &w.server_name;
+    if sn.is_empty() || sn.len() > 253 {
+        return Err((
+            "server_name",
+            format!("{sn:?}: a host name is 1 to 253 bytes"),
+        ));
+    }
+    if let Some(c) = sn.chars().find(|c| !host_ok(*c)) {
+        return Err((
+            "server_name",
+            format!("{sn:?}: {c:?} is not allowed in a host name in the nginx map"),
+        ));
+    }
+    let Some(root) = w.document_root.to_str() else {
+        return Err(("document_root", "not valid UTF-8".into()));
+    };
+    let path_ok = |c: char| {
+        c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                '/' | '.' | '_' | '-' | '+' | '@' | '~' | ',' | '=' | ':' | '%'
+            )
+    };
+    if !root.starts_with('/') {
+        return Err(("document_root", format!("{root:?}: not an absolute path")));
+    }
+    if let Some(c) = root.chars().find(|c| !path_ok(*c)) {
+        return Err((
+            "document_root",
+            format!("{root:?}: {c:?} is not allowed in a document root in the nginx map"),
+        ));
+    }
+    Ok(())
 }
 
 /// An example spec with made-up endpoints (documentation, and the fake world of tests).
@@ -399,6 +477,80 @@ mod tests {
         bad["sites"][0]["dns"]["tsig_key_file"] = "/k".into();
         let e = SpecFile::parse(&bad.to_string(), Path::new("s.json")).unwrap_err();
         assert!(e.to_string().contains("tsig_key_file"), "{e}");
+    }
+
+    /// Issue 18 (10): the nginx map line `server_name document_root;` was written unchecked; a
+    /// value with a space, `;`, a quote, a newline or braces added entries or broke the file.
+    #[test]
+    fn map_line_fields_and_site_names_are_refused_by_field() {
+        let cases: [(&str, &str, &str); 9] = [
+            (
+                "new_web_host.server_name",
+                "server_name",
+                "a.test /x; evil.test",
+            ),
+            ("new_web_host.server_name", "server_name", "a.test;"),
+            (
+                "new_web_host.server_name",
+                "server_name",
+                "a.test\nb.test /y;",
+            ),
+            ("new_web_host.server_name", "server_name", "{a}.test"),
+            (
+                "new_web_host.document_root",
+                "document_root",
+                "/homez.1/a b/www",
+            ),
+            (
+                "new_web_host.document_root",
+                "document_root",
+                "/homez.1/a/www;\nevil /x",
+            ),
+            (
+                "new_web_host.document_root",
+                "document_root",
+                "/homez.1/'a'/www",
+            ),
+            (
+                "new_web_host.document_root",
+                "document_root",
+                "homez.1/a/www",
+            ),
+            ("site", "site", "a b"),
+        ];
+        for (path, key, value) in cases {
+            let mut site = sample("a");
+            let mut w = WebHostSpec {
+                ssh: "root@10.2.0.22".into(),
+                port: 22,
+                known_hosts: "/lab/known_hosts".into(),
+                identity: "/lab/id".into(),
+                nginx_map: "/etc/nginx/sites.map".into(),
+                nginx_reload: "nginx -s reload".into(),
+                server_name: "a.lab.test".into(),
+                document_root: "/homez.1/a/www".into(),
+            };
+            match key {
+                "site" => site.site = value.into(),
+                "server_name" => w.server_name = value.into(),
+                _ => w.document_root = value.into(),
+            }
+            site.new_web_host = Some(w);
+            let good = SpecFile {
+                sites: vec![sample("b")],
+            };
+            SpecFile::parse(&serde_json::to_string(&good).unwrap(), Path::new("s.json")).unwrap();
+            let text = serde_json::to_string(&SpecFile { sites: vec![site] }).unwrap();
+            let e = SpecFile::parse(&text, Path::new("s.json")).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("sites[0].{path}")) && msg.contains("s.json"),
+                "{value:?}: {msg}"
+            );
+        }
+        for ok in ["site0001", "a.b_c-d"] {
+            assert_eq!(check_site_name(ok), Ok(()));
+        }
     }
 
     #[test]

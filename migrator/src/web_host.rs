@@ -109,6 +109,10 @@ pub fn describe(spec: &SiteSpec) -> Vec<String> {
 /// Runs the script on the web server. Idempotent.
 pub fn prepare(spec: &SiteSpec, w: &WebHostSpec) -> SysResult<()> {
     let err = |m: String| SystemError::new("web-host", Dc::New, m);
+    // A spec built in memory has not been through `SpecFile::validate`: check the map line
+    // here too, before anything reaches the server.
+    crate::site_spec::check_map_entry(w)
+        .map_err(|(field, m)| err(format!("{}: new_web_host.{field}: {m}", spec.site)))?;
     let mut child = ssh(w)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -228,6 +232,26 @@ mod tests {
             "reloaded\n",
             "nginx never reloaded the map line"
         );
+    }
+
+    /// Issue 18 (10): a server name or document root that would add a second map entry (or
+    /// break the file) is refused before ssh is even started.
+    #[test]
+    fn prepare_refuses_a_map_line_that_is_not_one_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let s = spec(d.path());
+        let mut base = s.new_web_host.clone().unwrap();
+        // Loopback, a closed port: without the check ssh would run and fail retryably.
+        (base.ssh, base.port) = ("root@127.0.0.1".into(), 1);
+        let mut w = base.clone();
+        w.server_name = "site0001.lab.test /etc; evil.test".into();
+        let e = prepare(&s, &w).unwrap_err();
+        assert!(!e.retryable);
+        assert!(e.message.contains("new_web_host.server_name"), "{e}");
+        let mut w = base;
+        w.document_root = "/homez.1/site0001/www;\n}".into();
+        let e = prepare(&s, &w).unwrap_err();
+        assert!(e.message.contains("new_web_host.document_root"), "{e}");
     }
 
     #[test]

@@ -155,3 +155,75 @@ fn sigkilled_while_frozen_then_the_lease_watchdog_unfreezes_on_the_owning_side()
     assert!(err.contains("finalized: rollback is refused"), "{err}");
     assert_eq!(srv(old_lb).addr, new.addr, "nothing moved");
 }
+
+/// Issue 18 (5): two `migrator` processes on one site. The first holds the site's sync lease
+/// from prepare on (here stalled right after prepare); the second is refused and touches
+/// nothing, where it used to freeze and switch the site under the first one's sync. Once the
+/// first is gone (SIGKILL, by PID), the second takes the site over and moves it.
+#[test]
+fn a_second_migrator_is_refused_while_the_first_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let shop = Shop::start();
+    let (old, new, old_lb, new_lb) = (&shop.old, &shop.new, &shop.old_lb, &shop.new_lb);
+    let token = d.join("token");
+    std::fs::write(&token, "t").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::create_dir_all(d.join("old/shop/www")).unwrap();
+    std::fs::write(d.join("old/shop/www/index.php"), "<?php echo 1;").unwrap();
+    let spec = shop.spec_json(d, d.join("new/shop").to_str().unwrap().into());
+    std::fs::write(d.join("sites.json"), spec.to_string()).unwrap();
+    let srv = |lb: &Haproxy| lb.server_state("be_shop", "srv").unwrap();
+
+    let first = Command::new(bin())
+        .args(["site", "migrate", "shop", "--sites"])
+        .arg(d.join("sites.json"))
+        .args(["--journal"])
+        .arg(d.join("j.sqlite"))
+        .env("MIGRATOR_DRILL_PAUSE_AFTER", "prepare=60000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = Killer(first);
+    let t0 = Instant::now();
+    while state(d) != Some(SiteState::Prepared) {
+        assert!(t0.elapsed() < Duration::from_secs(60), "never prepared");
+        assert!(first.0.try_wait().unwrap().is_none(), "exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = first.0.id();
+
+    let out = run(&["site", "migrate", "shop"], d);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the second migrator went ahead: {err}"
+    );
+    assert!(err.contains(&format!("leased by pid {pid}")), "{err}");
+    assert_eq!(state(d), Some(SiteState::Prepared), "nothing moved");
+    let s = srv(old_lb);
+    assert_eq!(
+        (s.addr, s.admin),
+        (old.addr, AdminState::Ready),
+        "old serves"
+    );
+    assert_eq!(srv(new_lb).admin, AdminState::Maint);
+    assert!(!d.join("new/shop/www/index.php").exists(), "no file synced");
+
+    // The first one dies: its sync lease frees the site at once on this host.
+    // SAFETY: kill(2) on the PID of our own child, which has not been reaped yet.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0);
+    let _ = first.0.wait();
+    let out = run(&["site", "migrate", "shop"], d);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(state(d), Some(SiteState::Live));
+    assert_eq!(srv(old_lb).addr, new.addr);
+    assert!(d.join("new/shop/www/index.php").exists());
+    let j = SqliteJournal::open(&d.join("j.sqlite")).unwrap();
+    assert!(migrator::cutover::lease::get(&j, "shop").unwrap().is_none());
+}

@@ -169,6 +169,14 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Inventory, InventoryError>
     if !errors.is_empty() {
         return Err(invalid(errors, max));
     }
+    // load_sites reads sites.jsonl when present, sites.csv otherwise.
+    let sites_file = match dir.join(files::SITES_JSONL).exists() {
+        true => files::SITES_JSONL,
+        false => files::SITES_CSV,
+    };
+    if let Some(e) = byte_total_overflow(&inv, sites_file) {
+        return Err(invalid(vec![e], max));
+    }
     let mut all = blake3::Hasher::new();
     for (name, hex) in &sums {
         all.update(format!("{name}={hex}\n").as_bytes());
@@ -178,6 +186,39 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Inventory, InventoryError>
         files: sums,
     };
     Ok(inv)
+}
+
+/// The first row at which the sum of all database and site bytes no longer fits in a `u64`.
+/// Every byte total the planner keeps (per group, filer, cluster, wave, plan) is a part of that
+/// sum, so once it fits none of them can wrap.
+fn byte_total_overflow(inv: &Inventory, sites_file: &str) -> Option<RowError> {
+    let over = |file: &str, line: u32| {
+        row(
+            file,
+            line as u64,
+            "bytes",
+            format!(
+                "the inventory's byte total (databases, then sites) passes {} at this row; \
+                 a size this large is an export error",
+                u64::MAX
+            ),
+        )
+    };
+    let mut total: u64 = 0;
+    let dbs = &inv.databases;
+    for (b, line) in dbs.bytes.iter().zip(&dbs.line) {
+        total = match total.checked_add(*b) {
+            Some(t) => t,
+            None => return Some(over(files::DATABASES, *line)),
+        };
+    }
+    for r in &inv.sites.recs {
+        total = match total.checked_add(r.bytes) {
+            Some(t) => t,
+            None => return Some(over(sites_file, r.line)),
+        };
+    }
+    None
 }
 
 fn strip<T>(v: Vec<(u64, T)>) -> Vec<T> {

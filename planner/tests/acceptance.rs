@@ -400,3 +400,48 @@ fn pins_and_exclusions_from_settings() {
         e.text
     );
 }
+
+/// Issue 18 (10): sizes near `u64::MAX` used to wrap the group, wave and plan byte totals (or
+/// panic in a debug build); the inventory is now refused at the row where the total overflows.
+#[test]
+fn byte_totals_near_u64_max_are_refused_naming_the_row_not_wrapped() {
+    let t = tempfile::tempdir().unwrap();
+    let inv = Small {
+        dest_clusters: vec![(u64::MAX, 100)],
+        dest_sql: vec![(u64::MAX, 100)],
+        sites: vec![
+            site("a", "la", u64::MAX - 10, &["db1"]),
+            site("b", "lb", 5, &[]),
+            site("c", "lc", u64::MAX / 2, &[]),
+        ],
+        dbs: vec![db("db1", 20)],
+    };
+    inv.write(t.path(), SitesFormat::Jsonl);
+    let err = load(t.path(), &LoadOptions::default()).unwrap_err();
+    let InventoryError::Invalid { errors, .. } = &err else {
+        panic!("expected a row error, got {err}");
+    };
+    // db1 (20) + a (MAX - 10) passes u64::MAX at a, on line 1 of sites.jsonl.
+    assert_eq!(errors.len(), 1, "{err}");
+    assert_eq!(errors[0].file, "sites.jsonl");
+    assert_eq!(errors[0].line, 1);
+    assert_eq!(errors[0].field.as_deref(), Some("bytes"));
+
+    // Just under the limit: loads, and the plan's totals are exact.
+    let inv = Small {
+        sites: vec![
+            site("a", "la", u64::MAX - 30, &["db1"]),
+            site("b", "lb", 5, &[]),
+        ],
+        ..inv
+    };
+    inv.write(t.path(), SitesFormat::Jsonl);
+    let s = Settings {
+        canary_ramp: vec![],
+        ..Settings::default()
+    };
+    let (plan, _) = plan_and_check(t.path(), &s);
+    let (_, g) = plan.locate("a").unwrap();
+    assert_eq!(g.bytes, u64::MAX - 10);
+    assert_eq!(plan.inventory.bytes, u64::MAX - 5);
+}

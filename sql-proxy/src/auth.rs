@@ -78,12 +78,39 @@ fn unknown_user_stage2(user: &str) -> Stage2 {
 pub struct UserEntry {
     /// The authentication plugin named in `mysql.user`.
     pub plugin: String,
-    /// `*HEX` of stage2 for `mysql_native_password`; empty for an account without password.
+    /// `*HEX` of stage2 for `mysql_native_password`; empty for an account without password
+    /// (never admitted).
     pub hash: String,
     /// Databases this user has grants on (from `mysql.db`); the first one routes the session
     /// when the client names no database.
     #[serde(default)]
     pub databases: Vec<String>,
+    /// The account's host parts ([`crate::hosts`]): a login is admitted only from a source
+    /// address one of them matches. Absent in stores written before hosts were synced: any.
+    #[serde(default = "any_host")]
+    pub hosts: Vec<String>,
+    /// `REQUIRE SSL` (or X509, or a cipher/issuer/subject) on the old server: a login without
+    /// TLS to the proxy is refused.
+    #[serde(default)]
+    pub require_tls: bool,
+}
+
+fn any_host() -> Vec<String> {
+    vec!["%".into()]
+}
+
+impl UserEntry {
+    /// Whether a client at `host` (its IP address as text), over TLS or not, may log in as
+    /// this account at all (before its password is checked).
+    pub fn admits(&self, host: &str, tls: bool) -> bool {
+        if self.require_tls && !tls {
+            return false;
+        }
+        let ip = host.parse::<std::net::IpAddr>().ok();
+        self.hosts
+            .iter()
+            .any(|h| h == "%" || ip.is_some_and(|ip| crate::hosts::matches(h, ip)))
+    }
 }
 
 /// What the proxy knows about every account: written by `sql-proxy sync-users`, read at start
@@ -190,12 +217,27 @@ impl UserStore {
         std::fs::rename(&tmp, path).map_err(io)
     }
 
-    /// Checks a login: `token` computed by the client over `scramble`.
+    /// Checks a login without TLS (`COM_CHANGE_USER`): [`UserStore::check_login`].
     pub fn check(&self, user: &str, host: &str, token: &[u8], scramble: &[u8]) -> AuthOutcome {
+        self.check_login(user, host, false, token, scramble)
+    }
+
+    /// Checks a login from `host` (the client's IP address), over TLS or not: `token`
+    /// computed by the client over `scramble`. An account whose host parts do not match, or
+    /// that requires TLS on a plain connection, is denied like a wrong password.
+    pub fn check_login(
+        &self,
+        user: &str,
+        host: &str,
+        tls: bool,
+        token: &[u8],
+        scramble: &[u8],
+    ) -> AuthOutcome {
         let used_password = !token.is_empty();
-        let Some(entry) = self.users.get(user) else {
+        let Some(entry) = self.users.get(user).filter(|e| e.admits(host, tls)) else {
             // The same work as a wrong password (the scramble check against a stage2 that
-            // no token matches), so an unknown name takes as long to refuse.
+            // no token matches), so an unknown name, or a host or TLS the account does not
+            // admit, takes as long to refuse.
             let _ = verify_token(token, scramble, &unknown_user_stage2(user));
             return AuthOutcome::Denied(access_denied(user, host, used_password));
         };
@@ -210,8 +252,9 @@ impl UserStore {
                 ),
             ));
         }
+        // An account without a password (`Ok(None)`) is never admitted through the proxy,
+        // which any network client reaches; `sync-users` does not store one either.
         match parse_hash(user, &entry.hash) {
-            Ok(None) if token.is_empty() => AuthOutcome::Ok(None),
             Ok(Some(stage2)) => match verify_token(token, scramble, &stage2) {
                 Some(s1) => AuthOutcome::Ok(Some(s1)),
                 None => AuthOutcome::Denied(access_denied(user, host, used_password)),
@@ -234,6 +277,8 @@ mod tests {
                 plugin: NATIVE_PASSWORD.into(),
                 hash: format!("*{}", hex::encode_upper(s2)),
                 databases: vec![],
+                hosts: any_host(),
+                require_tls: false,
             },
         );
         store

@@ -560,6 +560,7 @@ impl Session {
             &users,
             &user,
             self.info.client,
+            self.client.is_tls(),
             &token,
             &self.scramble,
         )

@@ -5,7 +5,8 @@
 //! - [`wire`]: frames and logical packets (≥ 16 MiB split/join), bounds-checked field reader.
 //! - [`protocol`]: handshake v10, login packet, auth switch, OK / ERR / EOF, capability flags.
 //! - [`auth`]: `mysql_native_password` from stored hashes; the user store file.
-//! - [`sync`]: loading hashes and grants from the old server (`sync-users`).
+//! - [`sync`]: loading hashes and grants from the old server (`sync-users`); [`hosts`]: an
+//!   account's host part applied to the client's source address.
 //! - [`server`]: one listener per old endpoint; [`stream`]: plain or TLS client streams.
 //! - [`session`]: login of one client and its backend connection; [`commands`]: the command
 //!   loop with the gate (hold / re-home / read_only); [`follow`]: the session follows the
@@ -32,6 +33,7 @@ pub mod commands;
 pub mod config;
 pub mod fleet;
 pub mod follow;
+pub mod hosts;
 pub mod lex;
 pub mod limits;
 pub mod mode;

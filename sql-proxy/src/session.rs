@@ -412,7 +412,8 @@ async fn authenticate(
         token = p.payload;
     }
     let users = shared.users.read().expect("users lock").clone();
-    match check_login(shared, &users, &resp.user, peer, &token, scramble).await {
+    let tls = client.is_tls();
+    match check_login(shared, &users, &resp.user, peer, tls, &token, scramble).await {
         Ok(stage1) => Ok(Some(Authenticated {
             client,
             cbuf,
@@ -437,6 +438,7 @@ pub(crate) async fn check_login(
     users: &crate::auth::UserStore,
     user: &str,
     peer: SocketAddr,
+    tls: bool,
     token: &[u8],
     scramble: &[u8],
 ) -> Result<Option<Stage1>, ErrPacket> {
@@ -451,7 +453,7 @@ pub(crate) async fn check_login(
         counters.logins_throttled.fetch_add(1, Ordering::Relaxed);
         crate::limits::user_blocked(user, &host, left)
     } else {
-        match users.check(user, &host, token, scramble) {
+        match users.check_login(user, &host, tls, token, scramble) {
             AuthOutcome::Ok(s) => return Ok(s),
             AuthOutcome::Denied(e) => {
                 counters.login_failures.fetch_add(1, Ordering::Relaxed);

@@ -1,6 +1,9 @@
-//! `sync-users`: read every account's `mysql_native_password` hash and database grants from
-//! the old server (`mysql.user`, `mysql.db`) into a [`UserStore`]. The admin login for this
-//! uses the admin's password once, in memory; the store keeps hashes only.
+//! `sync-users`: read every account's `mysql_native_password` hash, host parts, TLS requirement
+//! and database grants from the old server (`mysql.user`, `mysql.global_priv`, `mysql.db`) into
+//! a [`UserStore`]. Locked accounts, accounts without a password and accounts the proxy cannot
+//! confine to their host part (local only, host names) are left out, so no account is more
+//! reachable through the proxy than on the server. The admin login for this uses the admin's
+//! password once, in memory; the store keeps hashes only.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,7 +17,7 @@ use crate::protocol::{cap, NATIVE_PASSWORD};
 pub enum SyncError {
     #[error("sync-users: {0}")]
     Backend(#[from] BackendError),
-    #[error("sync-users: user {user:?} has different password hashes on different hosts; the proxy matches by user name only")]
+    #[error("sync-users: user {user:?} has different password hashes (or TLS requirements) on different hosts; the proxy keeps one per user name")]
     Conflict { user: String },
 }
 
@@ -36,18 +39,41 @@ pub async fn load_users(
         max_packet: 1 << 24,
     };
     let mut be = BackendConn::connect("old", addr, &login, Duration::from_secs(10)).await?;
+    // Every account with its host part, TLS requirement and lock (`account_locked` lives only
+    // in `mysql.global_priv`); roles are not accounts.
     let rows = be
         .query(
-            "SELECT User, plugin, IF(authentication_string = '', Password, authentication_string) \
-             FROM mysql.user WHERE User <> '' ORDER BY User, Host",
+            "SELECT u.User, u.Host, u.plugin, \
+             IF(u.authentication_string = '', u.Password, u.authentication_string), u.ssl_type, \
+             IF(JSON_VALUE(g.Priv, '$.account_locked') IN ('1', 'true'), 'Y', 'N') \
+             FROM mysql.user u LEFT JOIN mysql.global_priv g ON g.User = u.User AND g.Host = u.Host \
+             WHERE u.User <> '' AND u.is_role <> 'Y' ORDER BY u.User, u.Host",
         )
         .await?;
     let mut users: BTreeMap<String, UserEntry> = BTreeMap::new();
     for row in rows {
         let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-        let (user, mut plugin, hash) = (get(0), get(1), get(2));
+        let (user, host, mut plugin, hash) = (get(0), get(1), get(2), get(3));
+        let (ssl_type, locked) = (get(4), get(5));
         if plugin.is_empty() {
             plugin = NATIVE_PASSWORD.into();
+        }
+        // Never more reachable through the proxy than on the server: a locked account, one
+        // without a password, or one whose host part cannot be judged from a client's
+        // address (local only, host names) is left out, and said so.
+        let skip =
+            |why: &str| tracing::warn!(user = %user, host = %host, "skipping account: {why}");
+        if locked == "Y" {
+            skip("the account is locked");
+            continue;
+        }
+        if let Err(why) = crate::hosts::usable_through_proxy(&host) {
+            skip(why);
+            continue;
+        }
+        if plugin == NATIVE_PASSWORD && hash.is_empty() {
+            skip("no password: it would be open to any network client of the proxy");
+            continue;
         }
         let entry = UserEntry {
             plugin: plugin.clone(),
@@ -57,13 +83,22 @@ pub async fn load_users(
                 String::new()
             },
             databases: Vec::new(),
+            hosts: vec![host.clone()],
+            require_tls: !ssl_type.is_empty(),
         };
         if entry.plugin == NATIVE_PASSWORD && parse_hash(&user, &entry.hash).is_err() {
             tracing::warn!(user = %user, "skipping account: its hash is not a mysql_native_password hash");
             continue;
         }
-        match users.get(&user) {
-            Some(prev) if prev.hash != entry.hash && prev.plugin == entry.plugin => {
+        match users.get_mut(&user) {
+            // The same credentials from several host parts: one entry admitting each.
+            Some(prev)
+                if (&prev.plugin, &prev.hash, prev.require_tls)
+                    == (&entry.plugin, &entry.hash, entry.require_tls) =>
+            {
+                prev.hosts.push(host);
+            }
+            Some(prev) if prev.plugin == entry.plugin => {
                 return Err(SyncError::Conflict { user });
             }
             Some(_) => {}

@@ -376,8 +376,12 @@ fn show(site: &str, journal: &Path) -> anyhow::Result<i32> {
         println!("  write-unavailability {f} ms");
     }
     if let Some(l) = migrator::cutover::lease::get(&*j, site)? {
+        let what = match l.kind {
+            migrator::cutover::lease::LeaseKind::Sync => "SYNCING",
+            migrator::cutover::lease::LeaseKind::Freeze => "FROZEN",
+        };
         println!(
-            "  FROZEN under a lease of pid {} on {} until {} (`migrator lease-watch` recovers it once expired)",
+            "  {what} under a lease of pid {} on {} until {} (`migrator lease-watch` recovers it once expired)",
             l.pid,
             l.host,
             migrator::control::utc(l.expires_ms)

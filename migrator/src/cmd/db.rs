@@ -257,6 +257,9 @@ pub fn run(command: DbCommand) -> anyhow::Result<i32> {
                     report.seconds
                 );
             }
+            for s in &report.users_skipped {
+                eprintln!("{db}: not replayed: {s}");
+            }
             Ok(0)
         }
         DbCommand::FollowDb {

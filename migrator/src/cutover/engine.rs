@@ -2,12 +2,12 @@
 //! uses (journaled phases, the freeze lease, the commit point, bounded retries). The state
 //! machine is in [`crate::cutover::machine`], the freeze window in [`crate::cutover::freeze`].
 
-use crate::cutover::lease;
+use crate::cutover::lease::{self, LeaseKind};
 use crate::cutover::phase::{run_phase, CutoverError, Phase};
 use crate::cutover::signals::WaveSignals;
 use crate::journal::{JournalStore, SiteState};
 use crate::site_spec::SiteSpec;
-use crate::systems::Systems;
+use crate::systems::{Dc, Systems};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +24,13 @@ pub struct EngineOptions {
     pub signals: Option<Arc<dyn WaveSignals>>,
     /// How long a freeze lease lasts without renewal (renewed at every phase of the freeze).
     pub lease_ttl: Duration,
+    /// How long a sync lease (prepare, sync passes) lasts without renewal: long, a sync pass
+    /// can take hours; renewed at every phase. Only another host's watchdog waits for it (on
+    /// the owner's host a dead owner frees the site at once).
+    pub sync_lease_ttl: Duration,
+    /// How long an unfreeze past the commit point is retried (with backoff) before the site
+    /// is handed over to `lease-watch` and the next `wave run` ([`lease::hand_over`]).
+    pub unfreeze_budget: Duration,
 }
 
 impl Default for EngineOptions {
@@ -34,6 +41,8 @@ impl Default for EngineOptions {
             gate_poll: Duration::from_millis(500),
             signals: None,
             lease_ttl: Duration::from_secs(60),
+            sync_lease_ttl: Duration::from_secs(6 * 3600),
+            unfreeze_budget: Duration::from_secs(20),
         }
     }
 }
@@ -73,8 +82,8 @@ pub struct Engine<'a> {
     pub journal: &'a mut dyn JournalStore,
     pub opts: &'a EngineOptions,
     pub report: SiteReport,
-    /// This engine holds the site's freeze lease (renewed at every phase until released).
-    pub(crate) leased: bool,
+    /// The kind of the site's lease this engine holds (renewed at every phase until released).
+    pub(crate) leased: Option<LeaseKind>,
 }
 
 impl<'a> Engine<'a> {
@@ -93,7 +102,7 @@ impl<'a> Engine<'a> {
             sys,
             journal,
             opts,
-            leased: false,
+            leased: None,
         }
     }
 
@@ -112,11 +121,20 @@ impl<'a> Engine<'a> {
     ) -> Result<T, CutoverError> {
         let ctx = Ctx { sys: self.sys };
         let site = self.spec.site.clone();
-        if self.leased {
-            lease::take(self.journal, &site, self.opts.lease_ttl)?;
+        if let Some(kind) = self.leased {
+            let ttl = self.ttl(kind);
+            lease::take_kind(self.journal, &site, kind, ttl)?;
         }
+        let guarded = matches!(phase, Phase::Prepare | Phase::Sync);
+        if guarded {
+            self.refuse_if_switched()?;
+        }
+        let spec = self.spec;
         let mut moved = 0;
         let (v, ms) = run_phase(self.journal, &site, phase, || {
+            if guarded {
+                refuse_if_old_vip_at_new(&ctx, spec, phase)?;
+            }
             f(&ctx).inspect(|(_, b)| moved = *b)
         })?;
         self.report.phases.push((phase.name().to_string(), ms));
@@ -132,17 +150,53 @@ impl<'a> Engine<'a> {
         Ok(v)
     }
 
+    fn ttl(&self, kind: LeaseKind) -> Duration {
+        match kind {
+            LeaseKind::Sync => self.opts.sync_lease_ttl,
+            LeaseKind::Freeze => self.opts.lease_ttl,
+        }
+    }
+
     /// Takes the freeze lease (before the first freezing action).
     pub(crate) fn take_lease(&mut self) -> Result<(), CutoverError> {
-        lease::take(self.journal, &self.spec.site, self.opts.lease_ttl)?;
-        self.leased = true;
+        self.take_lease_of(LeaseKind::Freeze)
+    }
+
+    /// Takes the site's lease of `kind` (or turns ours into that kind).
+    pub(crate) fn take_lease_of(&mut self, kind: LeaseKind) -> Result<(), CutoverError> {
+        let ttl = self.ttl(kind);
+        lease::take_kind(self.journal, &self.spec.site, kind, ttl)?;
+        self.leased = Some(kind);
         Ok(())
     }
 
-    /// Releases the freeze lease (the site serves from one side again).
+    /// Releases the lease (the site serves from one side again).
     pub(crate) fn release_lease(&mut self) -> Result<(), CutoverError> {
         lease::release(self.journal, &self.spec.site)?;
-        self.leased = false;
+        self.leased = None;
+        Ok(())
+    }
+
+    /// Releases a sync lease this engine holds (the run ends before or without a freeze); a
+    /// freeze lease stays (the site is frozen: the watchdog's, once we are gone).
+    pub(crate) fn release_sync_lease(&mut self) -> Result<(), CutoverError> {
+        if self.leased == Some(LeaseKind::Sync) {
+            self.release_lease()?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a prepare or sync (which write to the new side) once the journal says the site
+    /// switched: a migrator that read an older state never copies over the live new side. The
+    /// systems are asked too, inside the phase ([`refuse_if_old_vip_at_new`]).
+    fn refuse_if_switched(&self) -> Result<(), CutoverError> {
+        let state = self.state()?;
+        if matches!(
+            state,
+            SiteState::Verified | SiteState::Switched | SiteState::Live | SiteState::Finalized
+        ) {
+            return Err(switched(state));
+        }
         Ok(())
     }
 
@@ -199,31 +253,88 @@ impl<'a> Engine<'a> {
     }
 
     /// The switch; once past the commit point a failure is retried ([`SWITCH_TRIES`] in all),
-    /// since the site can then only go forward. Before it, the first error is returned.
+    /// since the site can then only go forward. Before it, the first error is returned. Past
+    /// it, a switch that still fails hands the site over to the watchdog.
     pub(crate) fn switch_retrying(&mut self) -> Result<(), CutoverError> {
         let mut tries = 1;
         loop {
             match self.switch() {
                 Ok(()) => return Ok(()),
-                Err(e) if tries >= SWITCH_TRIES || !self.committed() => return Err(e),
+                Err(e) if !self.committed() => return Err(e),
+                Err(e) if tries >= SWITCH_TRIES => return Err(self.hand_over(e)),
                 Err(_) => tries += 1,
             }
             std::thread::sleep(RETRY_PAUSE);
         }
     }
 
-    /// The unfreeze, retried ([`SWITCH_TRIES`] in all): the site serves again as soon as it can.
+    /// The unfreeze, retried with backoff (from [`RETRY_PAUSE`], doubling, at least
+    /// [`SWITCH_TRIES`] attempts, within [`EngineOptions::unfreeze_budget`]): the site serves
+    /// again as soon as it can. Still failing, the site is handed over to `lease-watch` and the
+    /// next `wave run`, which finish the unfreeze on the new side.
     pub(crate) fn unfreeze_retrying(&mut self) -> Result<(), CutoverError> {
+        let deadline = std::time::Instant::now() + self.opts.unfreeze_budget;
+        let mut pause = RETRY_PAUSE;
         let mut tries = 1;
         loop {
             match self.unfreeze() {
                 Ok(()) => return Ok(()),
-                Err(e) if tries >= SWITCH_TRIES => return Err(e),
-                Err(_) => tries += 1,
+                Err(e @ CutoverError::Leased { .. }) => return Err(e),
+                Err(e) => {
+                    let now = std::time::Instant::now();
+                    if tries >= SWITCH_TRIES && now + pause > deadline {
+                        return Err(self.hand_over(e));
+                    }
+                }
             }
-            std::thread::sleep(RETRY_PAUSE);
+            tries += 1;
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
+
+    /// Gives a site stuck past the commit point to the watchdog (the lease counts as expired
+    /// from now on); returns `cause`, or both errors when the hand-over could not be written.
+    pub(crate) fn hand_over(&mut self, cause: CutoverError) -> CutoverError {
+        let why = format!("unfreeze on the new side: {cause}");
+        match lease::hand_over(self.journal, &self.spec.site, &why) {
+            Ok(()) => {
+                self.leased = None;
+                cause
+            }
+            Err(e) => CutoverError::AbortFailed {
+                cause: Box::new(cause),
+                abort: Box::new(e),
+            },
+        }
+    }
+}
+
+fn switched(state: SiteState) -> CutoverError {
+    CutoverError::WrongState {
+        state,
+        action: "prepare or sync (the site already switched: the new side is live and only a \
+                 rollback may write to it)",
+    }
+}
+
+/// Refuses a prepare or sync when the old VIP's server already points at the new web: the site
+/// switched, whatever this migrator's journal says (another journal, a lost update).
+fn refuse_if_old_vip_at_new(
+    ctx: &Ctx<'_>,
+    spec: &SiteSpec,
+    phase: Phase,
+) -> Result<(), CutoverError> {
+    let cur = ctx
+        .sys
+        .lb_old
+        .server_state(&spec.old_lb.backend, &spec.old_lb.server)
+        .map_err(|x| crate::systems::SystemError::from_driver("haproxy", Dc::Old, x))
+        .map_err(CutoverError::system(phase))?;
+    if cur.addr == spec.new_web && spec.new_web != spec.old_web {
+        return Err(switched(SiteState::Switched));
+    }
+    Ok(())
 }
 
 /// Crash drills: `MIGRATOR_DRILL_PAUSE_AFTER=<phase>=<ms>` sleeps that long after the named

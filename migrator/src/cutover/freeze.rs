@@ -217,7 +217,9 @@ impl Engine<'_> {
         Ok(())
     }
 
-    /// Puts every system back on the old side from what it reports. Idempotent.
+    /// Puts every system back on the old side from what it reports, in the order that never
+    /// sends a client to a frozen side: databases resumed on old, the old VIP's server at the
+    /// old web and ready, and only then DNS back at the old VIP. Idempotent.
     pub(crate) fn abort_now(&mut self) -> Result<(), CutoverError> {
         lease::ensure_free(self.journal, &self.spec.site)?;
         let spec = self.spec;
@@ -232,12 +234,14 @@ impl Engine<'_> {
                 }
             }
             e.point_old_vip_at(spec, spec.old_web, Phase::Abort)?;
-            e.point_dns_at(spec, spec.old_vip, Phase::Abort)?;
+            // The old VIP serves again before DNS sends anyone back to it: restoring DNS first
+            // would send clients to a side still in maintenance (503) for the whole TTL.
             e.sys
                 .lb_old
                 .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Ready)
                 .map_err(drv)
                 .map_err(err())?;
+            e.point_dns_at(spec, spec.old_vip, Phase::Abort)?;
             Ok(((), 0))
         })?;
         self.release_lease()?;

@@ -86,8 +86,21 @@ pub fn migrate_group(
         .collect()
 }
 
-/// The freeze path of every cutover, a single site being a group of one.
+/// The freeze path of every cutover, a single site being a group of one. The sync leases the
+/// members took are released at the end, whatever happened (a freeze lease stays only on a
+/// site left frozen, for the watchdog).
 pub(crate) fn run(engines: &mut [Engine<'_>]) -> Result<(), CutoverError> {
+    let res = run_members(engines);
+    let mut released = Ok(());
+    for e in engines.iter_mut() {
+        if let Err(x) = e.release_sync_lease() {
+            released = released.and(Err(x));
+        }
+    }
+    res.and(released)
+}
+
+fn run_members(engines: &mut [Engine<'_>]) -> Result<(), CutoverError> {
     // Each member up to `synced` (or completed, when past the commit point after a crash).
     let mut pending = Vec::new();
     for (i, e) in engines.iter_mut().enumerate() {

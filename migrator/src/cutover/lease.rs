@@ -1,9 +1,12 @@
-//! Freeze leases: a crash never leaves a site frozen indefinitely.
+//! Site leases: one migrator at a time mutates a site, and a crash never leaves a site frozen
+//! indefinitely.
 //!
-//! Before a site is frozen (cutover or rollback) the engine writes a lease to the journal:
-//! owner (host, PID) and an expiry. It renews the lease at every phase of the critical section
-//! and releases it once the site serves again from one side. If the migrator dies in between,
-//! the lease stays behind and says so:
+//! Every mutating phase runs under the site's lease in the journal: owner (host, PID), a kind
+//! and an expiry. A [`LeaseKind::Sync`] lease covers prepare and the sync passes (nothing is
+//! frozen; a long TTL, renewed at every phase); before the first freezing action (cutover or
+//! rollback) it becomes a [`LeaseKind::Freeze`] lease, renewed at every phase of the critical
+//! section and released once the site serves again from one side. `finalize` takes one too.
+//! If the migrator dies in between, the lease stays behind and says so:
 //! - `migrator wave run` again resumes every site of its wave (a frozen site is aborted to the
 //!   old side or, past the commit point, completed on the new side);
 //! - `migrator lease-watch` (and the start of any `wave run`, for sites outside its wave) finds
@@ -12,6 +15,11 @@
 //!
 //! The owner is named by host, PID, the host's boot id and the process's start time, so neither
 //! a reboot nor a PID reused by another process keeps a dead owner's lease alive.
+//!
+//! A migrator that cannot finish unfreezing a site past the commit point (the load balancer
+//! keeps refusing, retried with backoff within its budget) hands its lease over
+//! ([`hand_over`]): the lease then counts as expired although its owner lives, so `lease-watch`
+//! and the next `wave run` finish the unfreeze on the new side instead of leaving it in 503.
 //!
 //! Two migrators never act on one site: on the owner's host a live owner is never preempted;
 //! from another host only an expired lease is taken over (so `--lease` must exceed the
@@ -27,7 +35,19 @@ use crate::journal::JournalStore;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// A freeze lease as stored (checkpoint [`Checkpoint::Lease`], JSON; `null` when released).
+/// What the lease holder is doing to the site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseKind {
+    /// Prepare and sync passes: the site is not frozen; nothing to unfreeze if the owner dies.
+    Sync,
+    /// The freeze window (cutover or rollback) or finalize: a dead owner's site is recovered.
+    /// Leases written before kinds existed were freeze leases.
+    #[default]
+    Freeze,
+}
+
+/// A site lease as stored (checkpoint [`Checkpoint::Lease`], JSON; `null` when released).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lease {
     pub host: String,
@@ -42,6 +62,12 @@ pub struct Lease {
     /// PID reused by another process does not keep the lease alive.
     #[serde(default)]
     pub started: Option<u64>,
+    #[serde(default)]
+    pub kind: LeaseKind,
+    /// Set when the owner gave the site up to the watchdog (why): the lease counts as expired
+    /// even while its owner lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_over: Option<String>,
 }
 
 /// This host's boot id, if the kernel tells.
@@ -78,6 +104,9 @@ impl Lease {
     /// owner is never preempted (a long final sync can outlast the expiry between renewals),
     /// a dead one frees the site at once. An owner on another host is judged by the expiry.
     pub fn expired(&self, now_ms: i64) -> bool {
+        if self.handed_over.is_some() {
+            return true;
+        }
         if self.host == hostname() {
             !self.owner_alive()
         } else {
@@ -147,10 +176,21 @@ pub fn ensure_free(journal: &dyn JournalStore, site: &str) -> Result<(), Cutover
     }
 }
 
-/// Takes (or renews) the lease of `site` for `ttl`, owned by this process: a compare-and-set
-/// against the lease read, so two migrators never both hold it. Refused while another live
-/// owner holds it (a renewal finding the lease taken over fails, so the phase does not run).
+/// Takes (or renews) the freeze lease of `site` for `ttl` ([`take_kind`]).
 pub fn take(journal: &mut dyn JournalStore, site: &str, ttl: Duration) -> Result<(), CutoverError> {
+    take_kind(journal, site, LeaseKind::Freeze, ttl)
+}
+
+/// Takes (or renews, or changes the kind of) the lease of `site` for `ttl`, owned by this
+/// process: a compare-and-set against the lease read, so two migrators never both hold it.
+/// Refused while another live owner holds it (a renewal finding the lease taken over fails,
+/// so the phase does not run).
+pub fn take_kind(
+    journal: &mut dyn JournalStore,
+    site: &str,
+    kind: LeaseKind,
+    ttl: Duration,
+) -> Result<(), CutoverError> {
     let (raw, cur) = current(journal, site)?;
     let now = now_ms();
     if let Some(l) = &cur {
@@ -165,6 +205,8 @@ pub fn take(journal: &mut dyn JournalStore, site: &str, ttl: Duration) -> Result
         expires_ms: now + ttl.as_millis() as i64,
         boot_id: boot_id(),
         started: start_time(std::process::id()),
+        kind,
+        handed_over: None,
     };
     let json = serde_json::to_string(&lease).expect("lease serializes");
     if !checkpoints::swap(
@@ -200,6 +242,31 @@ pub fn release(journal: &mut dyn JournalStore, site: &str) -> Result<(), Cutover
             Ok(())
         }
     }
+}
+
+/// Hands our lease of `site` over to the watchdog (`why` says what is left to do): it counts
+/// as expired from now on, so `lease-watch` and the next `wave run` finish the site although
+/// this process lives. A lease that is not ours is left alone.
+pub fn hand_over(
+    journal: &mut dyn JournalStore,
+    site: &str,
+    why: &str,
+) -> Result<(), CutoverError> {
+    let (raw, cur) = current(journal, site)?;
+    let Some(mut l) = cur.filter(Lease::is_ours) else {
+        return Ok(());
+    };
+    l.expires_ms = now_ms();
+    l.handed_over = Some(why.to_string());
+    let json = serde_json::to_string(&l).expect("lease serializes");
+    checkpoints::swap(
+        journal,
+        site,
+        Checkpoint::Lease,
+        raw.as_deref(),
+        Some(&json),
+    )?;
+    Ok(())
 }
 
 /// The lease of `site`, if one is held.

@@ -4,6 +4,7 @@
 
 use crate::cutover::checkpoints::{self, Checkpoint};
 use crate::cutover::engine::{Engine, SiteReport};
+use crate::cutover::lease::LeaseKind;
 use crate::cutover::phase::{CutoverError, Phase};
 use crate::cutover::{group, lease, rollback, throttle};
 use crate::journal::SiteState;
@@ -18,7 +19,23 @@ impl Engine<'_> {
     /// side. The lease is released. Used by the lease watchdog.
     pub fn recover(mut self) -> Result<SiteReport, CutoverError> {
         lease::ensure_free(self.journal, &self.spec.site)?;
-        if rollback::in_progress(self.journal, &self.spec.site)? {
+        let left = lease::get(self.journal, &self.spec.site)?;
+        // Ours from now on: a second watchdog, or the owner handing over again, is refused.
+        self.take_lease()?;
+        let pre_freeze = matches!(
+            self.state()?,
+            SiteState::Planned
+                | SiteState::Prepared
+                | SiteState::Synced
+                | SiteState::Aborted
+                | SiteState::RolledBack
+        );
+        if left.is_some_and(|l| l.kind == LeaseKind::Sync)
+            && pre_freeze
+            && !rollback::in_progress(self.journal, &self.spec.site)?
+        {
+            // A dead migrator's sync: nothing was frozen, nothing to put back.
+        } else if rollback::in_progress(self.journal, &self.spec.site)? {
             rollback::run(&mut self)?;
         } else {
             match self.state()? {
@@ -76,8 +93,9 @@ impl Engine<'_> {
         let mut state = self.state()?;
         // A lease left before `verified`: killed inside the freeze phase itself, before it was
         // journaled. Put back from what the systems report.
-        let stale_freeze = !self.leased
-            && lease::get(self.journal, &self.spec.site)?.is_some()
+        let stale_freeze = self.leased.is_none()
+            && lease::get(self.journal, &self.spec.site)?
+                .is_some_and(|l| l.kind == LeaseKind::Freeze)
             && matches!(
                 state,
                 SiteState::Planned
@@ -94,25 +112,33 @@ impl Engine<'_> {
             state = match state {
                 SiteState::Planned | SiteState::Aborted | SiteState::RolledBack => {
                     self.check_interrupt()?;
+                    self.hold_lease(LeaseKind::Sync)?;
                     self.prepare()?;
                     SiteState::Prepared
                 }
                 SiteState::Prepared => {
                     self.check_interrupt()?;
+                    self.hold_lease(LeaseKind::Sync)?;
                     self.sync()?;
                     SiteState::Synced
                 }
-                SiteState::Synced => return Ok(SiteState::Synced),
+                SiteState::Synced => {
+                    // Held through the gate, then turned into the freeze lease.
+                    self.hold_lease(LeaseKind::Sync)?;
+                    return Ok(SiteState::Synced);
+                }
                 // Killed inside the critical section before the commit point.
                 SiteState::Frozen | SiteState::FinalSynced | SiteState::Failed => {
                     self.abort_now()?;
                     SiteState::Aborted
                 }
                 SiteState::Verified => {
+                    self.hold_lease(LeaseKind::Freeze)?;
                     self.resume_switch()?;
                     SiteState::Switched
                 }
                 SiteState::Switched => {
+                    self.hold_lease(LeaseKind::Freeze)?;
                     self.unfreeze()?;
                     self.post_verify()?;
                     self.post_check()?;
@@ -123,7 +149,17 @@ impl Engine<'_> {
         }
     }
 
-    fn prepare(&mut self) -> Result<(), CutoverError> {
+    /// Holds the site's lease before a mutating phase: a sync lease for prepare and sync (kept
+    /// while the site is frozen: a freeze lease is never downgraded), a freeze lease past it.
+    fn hold_lease(&mut self, kind: LeaseKind) -> Result<(), CutoverError> {
+        match (self.leased, kind) {
+            (Some(LeaseKind::Freeze), _) => Ok(()),
+            (Some(LeaseKind::Sync), LeaseKind::Sync) => Ok(()),
+            _ => self.take_lease_of(kind),
+        }
+    }
+
+    pub(crate) fn prepare(&mut self) -> Result<(), CutoverError> {
         let spec = self.spec;
         self.phase(Phase::Prepare, |e| {
             let err = CutoverError::system(Phase::Prepare);
@@ -161,7 +197,7 @@ impl Engine<'_> {
         })
     }
 
-    fn sync(&mut self) -> Result<(), CutoverError> {
+    pub(crate) fn sync(&mut self) -> Result<(), CutoverError> {
         let spec = self.spec;
         let dbs = self.dbs_on_old()?;
         let budget = spec.budget.clone();

@@ -25,14 +25,18 @@
 //! retried; one found `verified` completes its switch once the tunnel checks healthy (aborted
 //! otherwise), each action idempotent. A lease left before `verified` (killed inside the freeze
 //! phase) counts as frozen. Errors at the switch abort before its commit point and are retried
-//! (bounded) after it, so a live migrator never leaves a site frozen.
+//! (bounded) after it; an unfreeze still refused after its backoff budget hands the lease over
+//! to `lease-watch` and the next run, so a site is never left frozen.
+//!
+//! Every mutating phase runs under the site's lease ([`lease`]): sync kind for prepare and the
+//! sync passes, freeze kind from the freeze on; prepare and sync refuse a site that switched.
 //!
 //! Layout (one file per stage; no file imports one above it):
 //! - [`checkpoints`]: a site's cutover checkpoints (the typed [`checkpoints::Checkpoint`]
 //!   and the one place that renders and parses their journal keys); [`phase`]: named, timed,
 //!   journaled phases
 //!   and [`phase::CutoverError`]; [`signals`]: what a wave and its sites tell each other.
-//! - [`lease`]: freeze leases in the journal; [`engine`]: the [`Engine`] of one site and the
+//! - [`lease`]: site leases (sync, freeze) in the journal; [`engine`]: the [`Engine`] of one site and the
 //!   helpers every phase uses.
 //! - [`actions`]: switch actions shared by cutover and rollback (point the old VIP, DNS,
 //!   drain); [`freeze`]: the freeze window (freeze, final sync, verify, switch, unfreeze,

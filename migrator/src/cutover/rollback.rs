@@ -176,8 +176,9 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
     }
     if let Err(cause) = switched {
         if any_open_on(engine, spec, &spec.proxy.old_side) {
-            // Past the rollback's commit point: the lease stays, the watchdog finishes it.
-            return Err(cause);
+            // Past the rollback's commit point: the lease is handed over, the watchdog (or the
+            // next run) finishes it.
+            return Err(engine.hand_over(cause));
         }
         return Err(give_up(engine, cause));
     }

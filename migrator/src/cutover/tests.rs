@@ -510,3 +510,8 @@ fn wave_tries_again_a_site_aborted_back_to_old() {
 /// never left frozen).
 #[path = "tests_invariants.rs"]
 mod invariants;
+
+/// Site leases over every mutating phase, and the hand-over of a site stuck past the commit
+/// point (issue 18, findings 5 and 6).
+#[path = "tests_leases.rs"]
+mod leases;

@@ -284,6 +284,8 @@ fn lease_of_another_live_migrator(path: &Path, site: &str) -> String {
         expires_ms: 0,
         boot_id: None,
         started: None,
+        kind: Default::default(),
+        handed_over: None,
     };
     let json = serde_json::to_string(&l).unwrap();
     checkpoints::put(&mut j, site, Checkpoint::Lease, &json).unwrap();
@@ -395,5 +397,40 @@ fn a_renewal_finding_the_lease_taken_over_stops_before_acting() {
             .unwrap()
             .as_deref(),
         Some(held.as_str())
+    );
+}
+
+/// Issue 18 (10): the abort restored DNS to the old VIP before the old VIP's server left
+/// maintenance, so clients were sent to a frozen side (503) for the TTL. The old load balancer
+/// is unfrozen first now.
+#[test]
+fn abort_unfreezes_the_old_load_balancer_before_restoring_dns() {
+    let (_dir, jp, spec, rec) = shop();
+    synced(&spec, &rec, &jp);
+    // The switch pointed DNS at the new VIP, then failed before its commit point.
+    rec.set_trap("proxy.resume", Trap::Fail);
+    let n = rec.log().len();
+    let err = migrate(&spec, &rec, &jp).unwrap_err();
+    assert!(matches!(err, CutoverError::Aborted { .. }), "{err}");
+    let log = rec.log()[n..].to_vec();
+    let at = |prefix: &str| {
+        log.iter()
+            .rposition(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {log:?}"))
+    };
+    // The last of each is the abort's (the switch's dns.replace came first).
+    let ready = at("haproxy.ready");
+    let dns = at("dns.replace");
+    assert!(
+        log[..dns]
+            .iter()
+            .filter(|l| l.starts_with("dns.replace"))
+            .count()
+            == 1,
+        "the switch's DNS change, then the abort's: {log:?}"
+    );
+    assert!(
+        ready < dns,
+        "DNS restored before the old VIP was ready: {log:?}"
     );
 }

@@ -49,6 +49,9 @@ pub struct CopyReport {
     pub database: String,
     pub dry_run: bool,
     pub users: Vec<String>,
+    /// Grants and accounts of the source not replayed (other databases, global privileges,
+    /// roles, passwordless network accounts), each with its account and why.
+    pub users_skipped: Vec<String>,
     pub tables: Vec<TableReport>,
     pub views: usize,
     pub other_objects: usize,
@@ -77,7 +80,13 @@ pub async fn copy_database(
     };
     let mut ctl = session(src_url, Side::Source, None).await?;
     let source = describe_source(&mut ctl, db).await?;
-    report.users = source.users.iter().map(|(u, _)| u.clone()).collect();
+    report.users = source
+        .users
+        .accounts
+        .iter()
+        .map(|(u, _)| u.clone())
+        .collect();
+    report.users_skipped = source.users.skipped.clone();
     report.views = source.objects.views.len();
     report.other_objects = source.objects.others.len();
     let resume: Vec<(String, String)> = journal
@@ -164,8 +173,8 @@ struct Source {
     charset: String,
     collation: String,
     tables: Vec<TableInfo>,
-    /// Account name and the statements that recreate it (with its password hash).
-    users: Vec<(String, Vec<String>)>,
+    /// The accounts and the statements that recreate them (with their password hashes).
+    users: schema::UserCopy,
     objects: schema::Objects,
 }
 
@@ -187,7 +196,7 @@ async fn describe_source(ctl: &mut Conn, db: &str) -> Result<Source> {
 /// recreated at the end, and the destination takes no writes before cutover).
 async fn prepare_destination(dst_ctl: &mut Conn, db: &str, source: &Source) -> Result<()> {
     let d = Side::Destination;
-    for (_, stmts) in &source.users {
+    for (_, stmts) in &source.users.accounts {
         for s in stmts {
             dst_ctl.query_drop(s.as_str()).await.map_err(ctx(d, || {
                 "creating an account (statement not shown: it holds a password hash)".into()

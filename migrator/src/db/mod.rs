@@ -12,11 +12,13 @@
 //! - [`mover`]: the databases' part of the local data mover (follow or copy; pins the new
 //!   side in the freeze, verifies after the switch).
 //! - [`ddl`]: table (re)creation and secondary indexes built after the load.
+//! - [`grants`]: which of an account's grants a copy replays (its own database's only).
 
 pub mod capture;
 pub mod copy;
 pub mod ddl;
 pub mod follow;
+pub mod grants;
 pub mod mover;
 mod progress;
 pub mod rows;

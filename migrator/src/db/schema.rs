@@ -300,9 +300,28 @@ pub async fn schema_charset(
     .map_err(ctx(side, || format!("reading charset of `{db}`")))
 }
 
-/// Statements recreating the accounts that have privileges on `db`: `CREATE USER … IDENTIFIED
-/// BY PASSWORD '*…'` (the hash, as the server shows it) and their grants.
-pub async fn user_statements(conn: &mut Conn, db: &str) -> Result<Vec<(String, Vec<String>)>> {
+/// The accounts a copy recreates, and what it left out.
+#[derive(Debug, Clone, Default)]
+pub struct UserCopy {
+    /// `user@host` and the statements recreating it: `CREATE USER IF NOT EXISTS` as the
+    /// server shows it (same hash, same host, `REQUIRE`, `ACCOUNT LOCK`, limits), the account
+    /// line and the grants on the copied database.
+    pub accounts: Vec<(String, Vec<String>)>,
+    /// What was not replayed, and why (grants on other databases or global ones, roles,
+    /// accounts without a password reachable from the network). Never holds a hash.
+    pub skipped: Vec<String>,
+}
+
+/// A host part that reaches only the server's own machine.
+fn local_only(host: &str) -> bool {
+    matches!(host, "localhost" | "127.0.0.1" | "::1")
+}
+
+/// Reads the accounts that have privileges on `db` ([`UserCopy`]): each account as
+/// `SHOW CREATE USER` gives it (the host part, the hash, `REQUIRE SSL`, `ACCOUNT LOCK` kept),
+/// and of `SHOW GRANTS` only the account line and the grants on `db` ([`super::grants`]).
+/// An account without a password that the network could reach is not created.
+pub async fn user_statements(conn: &mut Conn, db: &str) -> Result<UserCopy> {
     let escaped = db.replace('_', "\\_");
     let users: Vec<(String, String)> = conn
         .exec(
@@ -311,9 +330,10 @@ pub async fn user_statements(conn: &mut Conn, db: &str) -> Result<Vec<(String, V
         )
         .await
         .map_err(ctx(Side::Source, || format!("listing users of `{db}`")))?;
-    let mut out = Vec::new();
+    let mut out = UserCopy::default();
     for (user, host) in users {
         let account = format!("{}@{}", literal(&user), literal(&host));
+        let name = format!("{user}@{host}");
         let create: Option<String> = conn
             .query_first(format!("SHOW CREATE USER {account}"))
             .await
@@ -322,13 +342,25 @@ pub async fn user_statements(conn: &mut Conn, db: &str) -> Result<Vec<(String, V
             .query(format!("SHOW GRANTS FOR {account}"))
             .await
             .map_err(ctx(Side::Source, || format!("SHOW GRANTS FOR {account}")))?;
-        let mut stmts = Vec::new();
-        if let Some(c) = create {
-            // Idempotent on re-run: an existing account keeps its hash, which is the same one.
-            stmts.push(c.replacen("CREATE USER", "CREATE USER IF NOT EXISTS", 1));
+        let Some(create) = create else { continue };
+        if !create.contains(" IDENTIFIED ") && !local_only(&host) {
+            out.skipped.push(format!(
+                "{name}: account without a password reachable from the network: not created"
+            ));
+            continue;
         }
-        stmts.extend(grants);
-        out.push((format!("{user}@{host}"), stmts));
+        // Idempotent on re-run: an existing account keeps its hash, which is the same one.
+        let mut stmts = vec![create.replacen("CREATE USER", "CREATE USER IF NOT EXISTS", 1)];
+        for g in grants {
+            match super::grants::classify(&g) {
+                super::grants::Grant::Account => stmts.push(g),
+                super::grants::Grant::Database(d) if super::grants::names_database(&d, db) => {
+                    stmts.push(g)
+                }
+                _ => out.skipped.push(super::grants::describe(&name, &g)),
+            }
+        }
+        out.accounts.push((name, stmts));
     }
     Ok(out)
 }

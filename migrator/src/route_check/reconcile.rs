@@ -121,6 +121,8 @@ pub(super) fn repair_one(
         state: journal.site_state(&m.site)?.unwrap_or(SiteState::Planned),
         freeze: match crate::cutover::lease::get(journal, &m.site) {
             Ok(None) => Freeze::None,
+            // A sync lease freezes nothing and sets no route.
+            Ok(Some(l)) if l.kind == crate::cutover::lease::LeaseKind::Sync => Freeze::None,
             Ok(Some(_)) => Freeze::InProgress,
             Err(e) => {
                 return Ok(Repair::Failed {

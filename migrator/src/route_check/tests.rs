@@ -300,6 +300,8 @@ fn reconcile_sets_the_journal_side_skips_paused_and_frozen_and_dry_run_changes_n
         expires_ms: 1,
         boot_id: None,
         started: None,
+        kind: Default::default(),
+        handed_over: None,
     };
     j.put_checkpoint_raw(
         SCOPE,

@@ -1,0 +1,101 @@
+//! The host part of an account (`'user'@'host'`) applied to a client's source address.
+//!
+//! The proxy logs clients in on behalf of the old server, so an account must not become
+//! reachable from more places through the proxy than it was there. `sync-users` keeps only
+//! accounts whose host part can be judged from an IP address ([`usable_through_proxy`]); at
+//! login, [`matches`] decides from the client's source address.
+
+use std::net::IpAddr;
+
+/// Why an account's host part cannot be carried to the proxy (the account is then left out).
+pub fn usable_through_proxy(host: &str) -> Result<(), &'static str> {
+    if matches!(host, "localhost" | "127.0.0.1" | "::1") {
+        return Err(
+            "reachable only from the database server itself; the proxy's local \
+                    clients are other machines' processes",
+        );
+    }
+    if host == "%" || host.contains('/') && netmask(host).is_some() {
+        return Ok(());
+    }
+    let ip_like = host
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '%' | '_'));
+    if ip_like && host.chars().any(|c| c.is_ascii_digit() || c == ':') {
+        return Ok(());
+    }
+    Err("a host name (or name pattern): the proxy does not resolve client names")
+}
+
+/// Whether a client at `ip` matches the account host part `pattern`: `%`, an address, an
+/// address pattern with `%` / `_` wildcards, or `address/netmask` (IPv4), as the server does.
+pub fn matches(pattern: &str, ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    if pattern == "%" {
+        return true;
+    }
+    if let Some((net, mask)) = netmask(pattern) {
+        return match ip {
+            IpAddr::V4(a) => u32::from(a) & mask == net & mask,
+            IpAddr::V6(_) => false,
+        };
+    }
+    if matches!(pattern, "localhost" | "127.0.0.1" | "::1") {
+        return false; // never through the proxy (see `usable_through_proxy`)
+    }
+    like(pattern.as_bytes(), ip.to_string().as_bytes())
+}
+
+fn netmask(pattern: &str) -> Option<(u32, u32)> {
+    let (net, mask) = pattern.split_once('/')?;
+    let net: std::net::Ipv4Addr = net.parse().ok()?;
+    let mask: std::net::Ipv4Addr = mask.parse().ok()?;
+    Some((u32::from(net), u32::from(mask)))
+}
+
+/// SQL `LIKE` on ASCII: `%` any run, `_` one character, case-insensitive.
+fn like(p: &[u8], s: &[u8]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((b'%', rest)) => (0..=s.len()).any(|i| like(rest, &s[i..])),
+        Some((b'_', rest)) => !s.is_empty() && like(rest, &s[1..]),
+        Some((c, rest)) => {
+            s.first().is_some_and(|x| x.eq_ignore_ascii_case(c)) && like(rest, &s[1..])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_parts_apply_to_the_source_address() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(matches("%", ip("203.0.113.9")));
+        assert!(matches("10.0.0.%", ip("10.0.0.7")));
+        assert!(!matches("10.0.0.%", ip("10.0.1.7")));
+        assert!(matches("10.0.0.7", ip("::ffff:10.0.0.7")));
+        assert!(matches("10.0.0.0/255.255.255.0", ip("10.0.0.200")));
+        assert!(!matches("10.0.0.0/255.255.255.0", ip("10.0.2.1")));
+        assert!(!matches("localhost", ip("127.0.0.1")));
+        assert!(!matches("127.0.0.1", ip("127.0.0.1")));
+        assert!(!matches("web%.example.com", ip("10.0.0.1")));
+        assert!(usable_through_proxy("localhost").is_err());
+        assert!(usable_through_proxy("::1").is_err());
+        assert!(usable_through_proxy("web1.example.com").is_err());
+        assert!(usable_through_proxy("%.example.com").is_err());
+        for ok in [
+            "%",
+            "10.0.0.%",
+            "10.0.0.0/255.255.255.0",
+            "2001:db8::%",
+            "192.168.1.5",
+        ] {
+            assert!(usable_through_proxy(ok).is_ok(), "{ok}");
+        }
+    }
+}

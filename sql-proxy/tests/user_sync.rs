@@ -1,0 +1,94 @@
+//! Issue 18 (4): `sync-users` and the `sql-proxy` binary against a real MariaDB. An account is
+//! never more reachable through the proxy than on the server: a passwordless
+//! `'nopw'@'localhost'` (or `'open'@'%'`) is not usable by network clients, a locked account
+//! stays locked, an account restricted to other hosts is refused from this client's address,
+//! and a `REQUIRE SSL` account is refused on a plain connection (by the proxy itself).
+
+mod common;
+
+use common::daemon::Setup;
+use common::*;
+
+#[test]
+fn host_parts_locks_and_require_ssl_survive_user_sync() {
+    let db = backend();
+    db.exec(
+        "CREATE USER 'nopw'@'localhost'; GRANT ALL ON shop.* TO 'nopw'@'localhost';
+         CREATE USER 'open'@'%'; GRANT ALL ON shop.* TO 'open'@'%';
+         CREATE USER 'lk'@'%' IDENTIFIED BY 'lk-secret-pw' ACCOUNT LOCK;
+         GRANT ALL ON shop.* TO 'lk'@'%';
+         CREATE USER 'sec'@'%' IDENTIFIED BY 'sec-secret-pw' REQUIRE SSL;
+         GRANT ALL ON shop.* TO 'sec'@'%';
+         CREATE USER 'net'@'10.9.9.%' IDENTIFIED BY 'net-secret-pw';
+         GRANT ALL ON shop.* TO 'net'@'10.9.9.%';
+         CREATE USER 'lo'@'127.0.0.%' IDENTIFIED BY 'lo-secret-pw';
+         GRANT ALL ON shop.* TO 'lo'@'127.0.0.%';",
+    )
+    .unwrap();
+    let s = Setup::new(&db, None, "");
+    let store: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.dir.path().join("users.json")).unwrap())
+            .unwrap();
+    s.init();
+    let daemon = s.start();
+    let addr = s.addr();
+    let login = |user: &str, pw: &str| {
+        let out = cli(addr, user, pw, &["shop"], "SELECT CONCAT('o', 'k')");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (user, pw) in [
+        ("nopw", ""),
+        ("open", ""),
+        ("lk", "lk-secret-pw"),
+        ("sec", "sec-secret-pw"),
+        ("net", "net-secret-pw"),
+    ] {
+        let (out, err) = login(user, pw);
+        assert_eq!(out, "", "{user} logged in through the proxy");
+        assert!(err.contains("ERROR 1045 (28000)"), "{user}: {err}");
+    }
+    for (user, pw) in [("lo", "lo-secret-pw"), (APP_USER, APP_PASSWORD)] {
+        let (out, err) = login(user, pw);
+        assert_eq!(out, "ok\n", "{user}: {err}");
+    }
+    drop(daemon);
+    // Refused by the proxy itself (not by the backend after a proxy login).
+    let log = strip_colours(&std::fs::read_to_string(&s.log).unwrap());
+    for user in ["sec", "net", "open", "nopw", "lk"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("login refused") && l.contains(&format!("user={user} "))),
+            "{user}: {log}"
+        );
+    }
+    // What the store keeps: none of those accounts, host parts and the TLS requirement.
+    let users = &store["users"];
+    for gone in ["nopw", "open", "lk"] {
+        assert!(users.get(gone).is_none(), "{gone} stored: {store}");
+    }
+    assert_eq!(users["sec"]["require_tls"], true, "{store}");
+    assert_eq!(users["net"]["hosts"], serde_json::json!(["10.9.9.%"]));
+    assert_eq!(users["lo"]["hosts"], serde_json::json!(["127.0.0.%"]));
+    assert_eq!(users["app"]["hosts"], serde_json::json!(["%"]));
+}
+
+/// The log without its ANSI colour sequences (`ESC [ … m`).
+fn strip_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
