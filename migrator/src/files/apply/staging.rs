@@ -8,6 +8,9 @@
 //! killed pass is then an ordinary extra file on the destination, deleted by the next pass's
 //! diff; only a leftover carrying a resume record ([`super::large_copy`]) is reported by the
 //! destination walk as one, and kept for the name its record names.
+//!
+//! Also here: the [`super::Applier`]'s large-file methods (resuming a leftover, chunks
+//! arriving over SSH).
 
 use super::large_copy::{self, SourceId};
 use super::{err, ApplyError};
