@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Prefix of the temporary names the applier writes before an atomic rename. A customer's file
@@ -87,29 +86,6 @@ impl Entry {
             mode: st.st_mode & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,
-            link_target,
-            hardlink: None,
-            blake3: None,
-        }
-    }
-
-    /// The entry at `rel` as `md` (an `lstat`) describes it; no hard-link group, no checksum.
-    pub fn from_metadata(
-        rel: Vec<u8>,
-        kind: Kind,
-        size: u64,
-        md: &std::fs::Metadata,
-        link_target: Option<Vec<u8>>,
-    ) -> Entry {
-        Entry {
-            path: rel,
-            kind,
-            size,
-            mtime_s: md.mtime(),
-            mtime_ns: md.mtime_nsec() as u32,
-            mode: md.mode() & 0o7777,
-            uid: md.uid(),
-            gid: md.gid(),
             link_target,
             hardlink: None,
             blake3: None,
@@ -398,15 +374,6 @@ pub fn build_tree(tree: &Tree, opts: &WalkOptions) -> Result<Manifest, ManifestE
     }
     m.warnings.sort();
     Ok(m)
-}
-
-/// Fills in BLAKE3 of every regular file under `root`, in parallel.
-pub fn hash_files(root: &Path, entries: &mut [Entry]) -> Result<(), ManifestError> {
-    let tree = Tree::open(root).map_err(|source| ManifestError::Hash {
-        path: root.to_path_buf(),
-        source,
-    })?;
-    hash_tree(&tree, entries)
 }
 
 /// Fills in BLAKE3 of every regular file of an open tree, in parallel; each opened as a
