@@ -6,7 +6,8 @@
 //! map does not name refuses the whole pass before anything is written (naming the entry and
 //! the id), and the destination's owners are read back through the inverse map, so the diff,
 //! the cached manifest and `verify` keep speaking source ids. Without a map owners are copied
-//! as they are (both sides share one user database), as before.
+//! as they are (both sides share one user database), as before. The cutover engine's passes
+//! take a home's map from the site spec (`HomeSpec::owner_map`), reversed for a rollback.
 //!
 //! File format, one mapping a line, `#` starts a comment:
 //!
@@ -110,6 +111,17 @@ impl OwnerMap {
             }
         }
         Ok(m)
+    }
+
+    /// The same map read the other way (a rollback copies new → old).
+    pub fn reversed(self) -> OwnerMap {
+        OwnerMap {
+            file: self.file,
+            uids: self.uids_back,
+            gids: self.gids_back,
+            uids_back: self.uids,
+            gids_back: self.gids,
+        }
     }
 
     /// The map's content in a few characters (changes the destination's identity: a cached
