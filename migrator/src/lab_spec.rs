@@ -225,6 +225,7 @@ pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecE
                     PathBuf::from(format!("/homez.{}", lab.new.filer.number)).join(&s.login),
                 ),
                 feed: None,
+                owner_map: None,
             }],
             // new-dc's web server, through its sshd (which runs in new-dc's mount namespace,
             // where the compat path must resolve).

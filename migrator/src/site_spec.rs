@@ -71,6 +71,12 @@ pub struct HomeSpec {
     /// database.
     #[serde(default)]
     pub feed: Option<PathBuf>,
+    /// The uid/gid map of this home's passes ([`crate::files::owners`]: lines `uid SOURCE
+    /// DESTINATION`, `gid …`): owners written on the new side are the mapped ones, and an
+    /// owner it does not name refuses the pass before anything is written. Without it, uid
+    /// and gid are copied as they are (both sides share one user database).
+    #[serde(default)]
+    pub owner_map: Option<PathBuf>,
 }
 
 /// The new web server a site is prepared on, reached over SSH the way an operator reaches it:
@@ -389,6 +395,7 @@ pub fn sample(site: &str) -> SiteSpec {
             compat_link: None,
             compat_target: None,
             feed: None,
+            owner_map: None,
         }],
         new_web_host: None,
         databases: vec![format!("db_{site}")],

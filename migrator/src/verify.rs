@@ -87,6 +87,7 @@ pub fn verify_files(
     let walk = WalkOptions {
         checksum,
         refuse_escaping_symlinks: true,
+        leftovers: false,
     };
     let src = manifest::build(src_root, &walk).map_err(SyncError::SourceWalk)?;
     let dstm = dst.manifest(checksum)?;

@@ -66,6 +66,7 @@ fn spec(
             compat_link: Some(dir.join("new/homez.1/shop")),
             compat_target: Some(dir.join("new/homez.9/shop")),
             feed: None,
+            owner_map: None,
         }],
         new_web_host: None,
         databases: vec![],

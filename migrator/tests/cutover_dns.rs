@@ -77,6 +77,7 @@ fn migrate_and_roll_back(dns: DnsConfig) {
             compat_link: None,
             compat_target: None,
             feed: None,
+            owner_map: None,
         }],
         new_web_host: None,
         databases: vec![],

@@ -184,11 +184,11 @@ fn ssh_sync_killed_inside_a_large_file_continues_from_the_committed_offset() {
         BIN,
     ];
     let mut k = spawn(&args, &[]);
-    let tmpname = dst.join(".~migrator-tmp.big.bin");
     let killed = kill_when(&mut k, Duration::from_secs(120), || {
-        committed(&tmpname).is_some_and(|c| c > 0)
+        temp_of(&dst).is_some_and(|t| committed(&t).is_some_and(|c| c > 0))
     });
     assert!(killed, "the pass ended before it could be killed");
+    let tmpname = temp_of(&dst).expect("the temporary file of big.bin");
     // The receiver on the far side may write what it had already received (a chunk, its
     // fdatasync, then the record): wait until neither the length nor the record has changed
     // for three looks in a row, then read what it committed.
@@ -229,7 +229,7 @@ fn ssh_sync_killed_inside_a_large_file_continues_from_the_committed_offset() {
 /// on the destination's temporary file and nothing torn is under the real name; the same
 /// command again writes only what was not committed and leaves no temporary file and no record.
 fn rerun_continues(args: &[&str], dst: &Path, big: u64, total: u64) {
-    let tmpname = dst.join(".~migrator-tmp.big.bin");
+    let tmpname = temp_of(dst).expect("the temporary file of big.bin survives the kill");
     let done = committed(&tmpname).expect("the resume record survives the kill");
     assert!(done > 0 && done < big, "committed {done} of {big}");
     assert!(
@@ -250,8 +250,19 @@ fn rerun_continues(args: &[&str], dst: &Path, big: u64, total: u64) {
     );
 }
 
-/// The committed offset a resumable copy recorded on its temporary file, if any.
-fn committed(tmp: &Path) -> Option<u64> {
+/// The temporary file a large copy of `big.bin` writes: a fresh name of the sync's prefix (never
+/// one derived from the file's, which a customer's file could carry), found by its record.
+fn temp_of(dst: &Path) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(dst).ok()?.find_map(|e| {
+        let p = e.ok()?.path();
+        let name = p.file_name()?.to_str()?.to_string();
+        (name.starts_with(".~migrator-tmp.") && record(&p).is_some()).then_some(p)
+    })
+}
+
+/// The resume record on a file: `v2 <ino> <size> <mtime> <ns> <ctime> <ns> <committed>
+/// <name hex>`.
+fn record(tmp: &Path) -> Option<String> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(tmp.as_os_str().as_bytes()).unwrap();
     let mut buf = [0u8; 256];
@@ -267,12 +278,12 @@ fn committed(tmp: &Path) -> Option<u64> {
     if n <= 0 {
         return None;
     }
-    std::str::from_utf8(&buf[..n as usize])
-        .ok()?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
+    Some(std::str::from_utf8(&buf[..n as usize]).ok()?.to_string())
+}
+
+/// The committed offset a resumable copy recorded on its temporary file, if any.
+fn committed(tmp: &Path) -> Option<u64> {
+    record(tmp)?.split(' ').nth(7)?.parse().ok()
 }
 
 #[test]
@@ -290,9 +301,8 @@ fn local_sync_killed_inside_a_large_file_continues_from_the_committed_offset() {
     let owned = local_sync_args("s4", &src, &dst, &journal);
     let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let mut k = spawn(&args, &[]);
-    let tmpname = dst.join(".~migrator-tmp.big.bin");
     let killed = kill_when(&mut k, Duration::from_secs(120), || {
-        committed(&tmpname).is_some_and(|c| c > 0)
+        temp_of(&dst).is_some_and(|t| committed(&t).is_some_and(|c| c > 0))
     });
     assert!(killed, "the pass ended before it could be killed");
     rerun_continues(&args, &dst, big, total);

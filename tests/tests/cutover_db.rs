@@ -254,6 +254,7 @@ fn run(way: Way) {
             compat_link: None,
             compat_target: None,
             feed: None,
+            owner_map: None,
         }],
         new_web_host: None,
         databases: vec!["shop".into()],

@@ -3,6 +3,7 @@
 use super::progress::Reporter;
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use migrator::files::owners::{MappedOwners, OwnerMap};
 use migrator::files::remote::{SshDestination, SshOptions, SshTarget};
 use migrator::files::sync::{self, Destination, LocalDestination, PassOptions};
 use migrator::journal::{open_journal, JournalLocation};
@@ -29,6 +30,11 @@ pub struct FileSides {
     /// Compare content by BLAKE3 too (reads every file on both sides).
     #[arg(long)]
     pub checksum: bool,
+    /// Map owners to the new side's ids: lines `uid SOURCE DESTINATION` / `gid SOURCE
+    /// DESTINATION`; an owner the map does not name refuses the pass before anything is
+    /// written. Without it, uid and gid are copied as they are.
+    #[arg(long, value_name = "FILE")]
+    pub owner_map: Option<PathBuf>,
 }
 
 fn expand(p: &str) -> PathBuf {
@@ -57,17 +63,23 @@ impl FileSides {
             .dst
             .as_deref()
             .context("--dst PATH|URL is required for files")?;
-        if dst.starts_with("ssh://") {
+        // Read before connecting: a bad map is refused before anything happens.
+        let map = self.owner_map.as_deref().map(OwnerMap::load).transpose()?;
+        let inner: Box<dyn Destination> = if dst.starts_with("ssh://") {
             let target = SshTarget::parse(dst, &current_user())?;
             let opts = SshOptions {
                 known_hosts: expand(&self.known_hosts),
                 identity: expand(&self.identity),
                 remote_migrator: self.remote_migrator.clone(),
             };
-            Ok(Box::new(SshDestination::connect(&target, &opts)?))
+            Box::new(SshDestination::connect(&target, &opts)?)
         } else {
-            Ok(Box::new(LocalDestination::new(&PathBuf::from(dst))))
-        }
+            Box::new(LocalDestination::new(&PathBuf::from(dst)))
+        };
+        Ok(match map {
+            Some(map) => Box::new(MappedOwners { inner, map }),
+            None => inner,
+        })
     }
 }
 

@@ -4,28 +4,33 @@
 //! far side of an SSH connection. A file that replaces an existing one is written to a
 //! temporary name in the same directory and renamed into place only once its content and
 //! metadata are complete, so a reader never sees a torn file under a name that had a whole
-//! one; leftovers carry [`TEMP_PREFIX`] and are removed by the next pass. A file whose path is
+//! one; temporary names never collide with a customer's file (`staging.rs`), and a killed
+//! pass's leftovers are extra files the next pass deletes. A file whose path is
 //! free (first sync, new files) is created under its final name directly, saving the rename:
 //! its times are set last, so a copy killed half-way has a current mtime, differs from the
 //! source in the next pass's compare and is copied again (`partial_direct_copy_is_redone`).
 //! Large files resume mid-way ([`large_copy`]).
+//!
+//! Every access stays inside the root ([`crate::files::beneath`]): a rollback writes into the
+//! old home, which the customer can change under us, so no path component is ever followed
+//! through a symlink, and owner, mode and times are set through descriptors (`fsops.rs`).
+//! Paths from the wire are checked ([`check_rel`]) before anything of their batch is applied.
 
 mod fsops;
 pub mod large_copy;
+mod staging;
 
-use fsops::SourceFailure::{SourceError, SourceGone};
-use fsops::{chmod, fstat, lchown, mtime_only, open_source, remove_any, set_times};
-
-use crate::files::manifest::{join, Kind, TEMP_PREFIX};
+use crate::files::beneath::{self, check_rel, open_source, split_parent, SourceFailure, Tree};
+use crate::files::manifest::{join, Kind};
+use fsops::{mtime_only, set_meta_at, set_meta_fd};
 use rayon::prelude::*;
-use std::collections::HashSet;
+use staging::{rename_into, sibling, unlink, Staging};
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Metadata to set on a destination entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,11 +54,33 @@ impl Meta {
     }
 }
 
+/// A source file: its home, opened once for the pass, and its path inside it. Read only
+/// through [`open_source`] (never a symlink, never a FIFO or device).
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub tree: Arc<Tree>,
+    pub rel: Vec<u8>,
+}
+
+impl SourceFile {
+    /// The absolute path, for messages only.
+    pub fn abs(&self) -> PathBuf {
+        self.tree.display(&self.rel)
+    }
+}
+
+impl PartialEq for SourceFile {
+    fn eq(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.tree, &o.tree) && self.rel == o.rel
+    }
+}
+impl Eq for SourceFile {}
+
 /// Where a file's content comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Data {
     /// A file readable by this process (local destination): copied with the kernel's copy path.
-    Local(PathBuf),
+    Local(SourceFile),
     /// The bytes themselves (small files over SSH).
     Inline(Vec<u8>),
     /// Already written by earlier [`Op::Chunk`]s (large files over SSH).
@@ -63,7 +90,8 @@ pub enum Data {
 /// One operation on the destination. Paths are relative to the destination root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Remove a leftover temporary file of an interrupted pass.
+    /// A leftover temporary file of an interrupted pass: kept when it can resume a large copy,
+    /// else removed.
     RemoveTemp { path: Vec<u8> },
     /// Remove a file, symlink or a whole directory tree.
     Delete { path: Vec<u8> },
@@ -76,7 +104,7 @@ pub enum Op {
         meta: Meta,
         data: Data,
     },
-    /// Part of a large file, written to its temporary name.
+    /// Part of a large file, written to its temporary file.
     Chunk {
         path: Vec<u8>,
         offset: u64,
@@ -95,6 +123,22 @@ pub enum Op {
         kind: Kind,
         meta: Meta,
     },
+}
+
+impl Op {
+    /// The destination paths this operation touches.
+    fn paths(&self) -> [Option<&[u8]>; 2] {
+        match self {
+            Op::RemoveTemp { path }
+            | Op::Delete { path }
+            | Op::Mkdir { path, .. }
+            | Op::File { path, .. }
+            | Op::Chunk { path, .. }
+            | Op::Symlink { path, .. }
+            | Op::SetMeta { path, .. } => [Some(path), None],
+            Op::HardLink { path, leader } => [Some(path), Some(leader)],
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,94 +171,48 @@ pub struct Applied {
 /// parallel; everything else in order.
 pub struct Applier {
     root: PathBuf,
+    /// The root, opened once it exists (the batch creating it, or the first one): every
+    /// access goes through it, and `syncfs` on it reports the write-back errors of its file
+    /// system since *this* descriptor was opened, so it must be open before the pass writes.
+    tree: OnceLock<Tree>,
     /// Whether to set ownership (only root can).
     chown: bool,
-    /// Leftover temporaries holding a resumable large copy ([`large_copy`]), kept by
-    /// `RemoveTemp` for the write of their path to continue; removed by [`Applier::sync`] if
-    /// no write of the pass took them back.
-    kept: Mutex<HashSet<PathBuf>>,
     /// Copies still go through `copy_file_range` (cleared by the first refusal, e.g. source
     /// and destination on different file systems).
     kernel_copy: AtomicBool,
-    /// The root, opened before the pass writes (or right after the batch that created it):
-    /// `syncfs` reports the write-back errors of its file system since *this* descriptor was
-    /// opened, so opening it at the end would miss the errors of the pass itself.
-    sync_handle: Mutex<Option<std::fs::File>>,
-    /// Large files arriving in chunks (SSH) that may resume: temporary path → (the source they
-    /// copy, offset committed, offset the pass started from). See [`Applier::resume_offset`].
-    resuming: Mutex<std::collections::HashMap<PathBuf, (large_copy::SourceId, u64, u64)>>,
+    /// Temporary names, kept resumable leftovers, large files arriving in chunks.
+    staging: Staging,
 }
 
-/// The temporary name for `rel` (same directory, so the rename is atomic).
-pub fn temp_path(root: &Path, rel: &[u8]) -> PathBuf {
-    let full = join(root, rel);
-    let name = full.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
-    let mut tmp = TEMP_PREFIX.to_vec();
-    tmp.extend_from_slice(name);
-    full.with_file_name(std::ffi::OsStr::from_bytes(&tmp))
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
 impl Applier {
     pub fn new(root: &Path) -> Applier {
         Applier {
             root: root.to_path_buf(),
+            tree: OnceLock::new(),
             // SAFETY: geteuid has no preconditions.
             chown: unsafe { libc::geteuid() } == 0,
-            kept: Mutex::new(HashSet::new()),
             kernel_copy: AtomicBool::new(true),
-            sync_handle: Mutex::new(None),
-            resuming: Mutex::new(std::collections::HashMap::new()),
+            staging: Staging::new(),
         }
     }
 
-    /// Where the chunks of large file `rel`, a copy of source `id`, should start: the offset
-    /// its temporary file committed in an earlier, interrupted pass when that pass copied the
-    /// same source (the file is cut back to it), else 0 (any leftover removed). From here on
-    /// the chunks of `rel` commit every [`large_copy::COMMIT_EVERY`] bytes (`fdatasync`, then
-    /// the record), as a local large copy does.
-    pub fn resume_offset(&self, rel: &[u8], id: large_copy::SourceId) -> Result<u64, ApplyError> {
-        let tmp = temp_path(&self.root, rel);
-        self.take_kept(&tmp);
-        use std::os::unix::fs::OpenOptionsExt;
-        let existing = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp);
-        let start = match existing {
-            Ok(f) => match large_copy::read_record(&f) {
-                // The data must really be there: a record beyond the file's length (a record
-                // that outlived its data) would make set_len fill the gap with zeros.
-                Some((was, committed))
-                    if was == id
-                        && committed <= id.size
-                        && f.metadata().is_ok_and(|m| m.len() >= committed) =>
-                {
-                    // Whatever lies past the committed offset was never made durable.
-                    f.set_len(committed).map_err(err("truncate", &tmp))?;
-                    committed
-                }
-                _ => {
-                    drop(f);
-                    std::fs::remove_file(&tmp).map_err(err("remove", &tmp))?;
-                    0
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(err("open", &tmp)(e)),
-        };
-        self.resuming
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(tmp, (id, start, start));
-        Ok(start)
+    /// The absolute path of `rel`, for messages.
+    fn at(&self, rel: &[u8]) -> PathBuf {
+        join(&self.root, rel)
     }
 
-    /// Opens [`Applier::sync_handle`] once the root exists.
-    fn open_sync_handle(&self) {
-        let mut h = self.sync_handle.lock().unwrap_or_else(|p| p.into_inner());
-        if h.is_none() {
-            *h = std::fs::File::open(&self.root).ok();
+    /// The open root ([`Applier::tree`]).
+    fn tree(&self) -> Result<&Tree, ApplyError> {
+        if let Some(t) = self.tree.get() {
+            return Ok(t);
         }
+        let t = Tree::open(&self.root).map_err(err("open", &self.root))?;
+        let _ = self.tree.set(t);
+        Ok(self.tree.get().expect("just set"))
     }
 
     pub fn root(&self) -> &Path {
@@ -226,147 +224,97 @@ impl Applier {
         self.chown
     }
 
-    fn finish_meta(&self, p: &Path, kind: Kind, meta: &Meta) -> Result<(), ApplyError> {
-        if self.chown {
-            lchown(p, meta.uid, meta.gid).map_err(err("chown", p))?;
-        }
-        if kind != Kind::Symlink {
-            chmod(p, meta.mode).map_err(err("chmod", p))?;
-        }
-        set_times(p, meta).map_err(err("set times of", p))
-    }
-
-    /// Sets owner, mode and times of a file through its open descriptor, touching only what
-    /// differs: a file just created by root for root with the mode asked for at creation
-    /// needs one `fstat` and the `futimens` (times always last: until they are set, the
-    /// file's mtime is "now", which no pass takes for a finished copy).
-    fn finish_fd(&self, f: &File, p: &Path, meta: &Meta) -> Result<(), ApplyError> {
-        let st = fstat(f).map_err(err("stat", p))?;
-        let mode = st.st_mode & 0o7777;
-        let chowned = self.chown && (st.st_uid != meta.uid || st.st_gid != meta.gid);
-        if chowned {
-            std::os::unix::fs::fchown(f, Some(meta.uid), Some(meta.gid))
-                .map_err(err("chown", p))?;
-        }
-        // chown may clear setuid/setgid: after one, those bits are unknown.
-        if mode != meta.mode || (chowned && mode & 0o6000 != 0) {
-            use std::os::unix::fs::PermissionsExt;
-            f.set_permissions(std::fs::Permissions::from_mode(meta.mode))
-                .map_err(err("chmod", p))?;
-        }
-        let ts = mtime_only(meta);
-        // SAFETY: the descriptor is open for the lifetime of `f`; ts holds two timespecs.
-        if unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) } != 0 {
-            return Err(err("set times of", p)(std::io::Error::last_os_error()));
-        }
-        Ok(())
-    }
-
     /// Opens what a file's content is written to. A path with nothing under it yet (first
     /// sync, new files) is created directly (`O_EXCL`, never through a symlink): killed
     /// half-way, it is left with a current mtime, which differs from the source's, so the
-    /// next pass copies it again. A path that exists is replaced through its temporary name
-    /// (returned), renamed over it once complete, so a reader never sees a torn file.
+    /// next pass copies it again. A path that exists is replaced through a temporary file
+    /// (its path returned), renamed over it once complete, so a reader never sees a torn file.
     /// Created with the final permission bits (never more than final; setuid, setgid and
-    /// sticky only by [`Applier::finish_fd`], after the owner is set).
-    fn create(
-        &self,
-        rel: &[u8],
-        dst: &Path,
-        meta: &Meta,
-    ) -> Result<(File, Option<PathBuf>), ApplyError> {
-        use std::os::unix::fs::OpenOptionsExt;
+    /// sticky only by [`set_meta_fd`], after the owner is set).
+    fn create(&self, rel: &[u8], meta: &Meta) -> Result<(File, Option<Vec<u8>>), ApplyError> {
+        let tree = self.tree()?;
         let mode = meta.mode & 0o777;
-        let direct = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(dst);
-        match direct {
-            Ok(f) => return Ok((f, None)),
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+        match tree.open_at(rel, flags, mode) {
+            Ok(fd) => return Ok((File::from(fd), None)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(err("create", dst)(e)),
+            Err(e) => return Err(err("create", &self.at(rel))(e)),
         }
-        let tmp = temp_path(&self.root, rel);
-        if self.take_kept(&tmp) {
+        if let Some(left) = self.staging.take_kept(rel) {
             // A resumable leftover of a large copy: this pass writes the path small.
-            let _ = std::fs::remove_file(&tmp);
+            let _ = unlink(tree, &left);
         }
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(err("create", &tmp))?;
+        let (f, tmp) = self
+            .staging
+            .create(tree, rel, mode)
+            .map_err(err("create a temporary file for", &self.at(rel)))?;
         Ok((f, Some(tmp)))
     }
 
     fn write_file(&self, rel: &[u8], meta: &Meta, data: &Data) -> Result<Applied, ApplyError> {
-        let dst = join(&self.root, rel);
         let mut applied = Applied::default();
         let (out, tmp) = match data {
             Data::Local(src) => {
-                let (input, st) = match open_source(src) {
+                let (input, st) = match open_source(&src.tree, &src.rel) {
                     Ok(x) => x,
-                    Err(SourceGone(why)) => {
+                    Err(SourceFailure::Gone(why)) => {
                         applied.warnings.push(format!(
                             "{}: {why} during the pass; the next pass will reconcile",
-                            src.display()
+                            src.abs().display()
                         ));
                         return Ok(applied);
                     }
-                    Err(SourceError(e)) => return Err(err("open source", src)(e)),
+                    Err(SourceFailure::Error(e)) => return Err(err("open source", &src.abs())(e)),
                 };
                 let size = st.st_size as u64;
                 if size >= large_copy::RESUME_MIN {
-                    let tmp = temp_path(&self.root, rel);
-                    self.take_kept(&tmp);
-                    let (out, n) = large_copy::copy_resumable(&input, &st, &tmp, &self.kernel_copy)
-                        .map_err(err("copy to", &tmp))?;
-                    applied.bytes = n;
+                    let (out, tmp) = self.large_temp(rel)?;
+                    let (_, name) = split_parent(rel);
+                    applied.bytes =
+                        large_copy::copy_resumable(&input, &st, &out, name, &self.kernel_copy)
+                            .map_err(err("copy to", &self.at(&tmp)))?;
                     (out, Some(tmp))
                 } else {
-                    let (out, tmp) = self.create(rel, &dst, meta)?;
+                    let (out, tmp) = self.create(rel, meta)?;
                     applied.bytes =
                         large_copy::copy_range(&input, &out, 0, size, &self.kernel_copy)
-                            .map_err(err("copy to", tmp.as_deref().unwrap_or(&dst)))?;
+                            .map_err(err("copy to", &self.at(tmp.as_deref().unwrap_or(rel))))?;
                     (out, tmp)
                 }
             }
             Data::Inline(bytes) => {
-                let (mut out, tmp) = self.create(rel, &dst, meta)?;
+                let (mut out, tmp) = self.create(rel, meta)?;
                 out.write_all(bytes)
-                    .map_err(err("write", tmp.as_deref().unwrap_or(&dst)))?;
+                    .map_err(err("write", &self.at(tmp.as_deref().unwrap_or(rel))))?;
                 applied.bytes = bytes.len() as u64;
                 (out, tmp)
             }
             Data::Staged => {
-                let tmp = temp_path(&self.root, rel);
-                let out = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&tmp)
-                    .map_err(err("find staged", &tmp))?;
-                let len = out.metadata().map_err(err("stat", &tmp))?.len();
+                let c = lock(&self.staging.chunked).remove(rel).ok_or_else(|| {
+                    err("find staged", &self.at(rel))(std::io::Error::other(
+                        "no chunks were sent for this file",
+                    ))
+                })?;
+                let p = self.at(&c.tmp);
+                let out = File::from(
+                    self.tree()?
+                        .open_at(&c.tmp, libc::O_RDWR, 0)
+                        .map_err(err("find staged", &p))?,
+                );
+                let len = out.metadata().map_err(err("stat", &p))?.len();
                 // Bytes moved by this pass: not what an interrupted one had committed.
-                let resumed = self
-                    .resuming
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&tmp);
-                let from = resumed.map_or(0, |(_, _, start)| start);
+                let from = c.resume.map_or(0, |(_, _, start)| start);
                 // Whatever wrote this temporary file, no record reaches the customer's file.
-                large_copy::remove_record(&out).map_err(err("record", &tmp))?;
+                large_copy::remove_record(&out).map_err(err("record", &p))?;
                 applied.bytes = len.saturating_sub(from);
-                (out, Some(tmp))
+                (out, Some(c.tmp))
             }
         };
-        self.finish_fd(&out, tmp.as_deref().unwrap_or(&dst), meta)?;
+        set_meta_fd(out.as_fd(), meta, self.chown)
+            .map_err(err("set owner, mode and times of", &self.at(rel)))?;
         drop(out);
         if let Some(tmp) = tmp {
-            std::fs::rename(&tmp, &dst).map_err(err("rename into", &dst))?;
+            rename_into(self.tree()?, &tmp, rel).map_err(err("rename into", &self.at(rel)))?;
         }
         applied.files = 1;
         Ok(applied)
@@ -374,21 +322,27 @@ impl Applier {
 
     /// A symlink is created under its final name when nothing is there yet (its target is
     /// set atomically with it; a kill before its owner and times leaves a current mtime, which
-    /// the next pass corrects), else through its temporary name and a rename.
+    /// the next pass corrects), else under a temporary name and renamed over it.
     fn symlink(&self, rel: &[u8], target: &[u8], meta: &Meta) -> Result<Applied, ApplyError> {
-        let dst = join(&self.root, rel);
-        let target = std::ffi::OsStr::from_bytes(target);
-        match std::os::unix::fs::symlink(target, &dst) {
-            Ok(()) => self.finish_meta(&dst, Kind::Symlink, meta)?,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let tmp = temp_path(&self.root, rel);
-                self.take_kept(&tmp);
-                let _ = std::fs::remove_file(&tmp);
-                std::os::unix::fs::symlink(target, &tmp).map_err(err("create symlink", &tmp))?;
-                self.finish_meta(&tmp, Kind::Symlink, meta)?;
-                std::fs::rename(&tmp, &dst).map_err(err("rename into", &dst))?;
+        let p = self.at(rel);
+        let (dir, name) = self.tree()?.parent_of(rel).map_err(err("open", &p))?;
+        let finish = |n: &[u8]| -> std::io::Result<()> {
+            if self.chown {
+                beneath::chown_in(&dir, n, meta.uid, meta.gid)?;
             }
-            Err(e) => return Err(err("create symlink", &dst)(e)),
+            beneath::set_mtime_in(&dir, n, &mtime_only(meta))
+        };
+        match beneath::symlink_in(&dir, name, target) {
+            Ok(()) => finish(name).map_err(err("set owner and times of", &p))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let tmp = self
+                    .staging
+                    .reserve(|n| beneath::symlink_in(&dir, n, target))
+                    .map_err(err("create symlink", &p))?;
+                finish(&tmp).map_err(err("set owner and times of", &p))?;
+                beneath::rename_in(&dir, &tmp, &dir, name).map_err(err("rename into", &p))?;
+            }
+            Err(e) => return Err(err("create symlink", &p)(e)),
         }
         Ok(Applied {
             files: 1,
@@ -396,105 +350,131 @@ impl Applier {
         })
     }
 
-    /// Forgets a kept resumable leftover (its path is about to be written); whether it was one.
-    fn take_kept(&self, tmp: &Path) -> bool {
-        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        !kept.is_empty() && kept.remove(tmp)
+    fn mkdir(&self, rel: &[u8], meta: &Meta) -> Result<(), ApplyError> {
+        let p = self.at(rel);
+        let set = |fd: std::os::fd::BorrowedFd<'_>| -> std::io::Result<()> {
+            if self.chown {
+                // SAFETY: the descriptor is open.
+                if unsafe { libc::fchown(std::os::fd::AsRawFd::as_raw_fd(&fd), meta.uid, meta.gid) }
+                    != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // Owner-writable while we fill it; the final mode comes with `SetMeta`.
+            // SAFETY: the descriptor is open.
+            let mode = (meta.mode | 0o700) as libc::mode_t;
+            if unsafe { libc::fchmod(std::os::fd::AsRawFd::as_raw_fd(&fd), mode) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        if rel.is_empty() {
+            // The home itself: its parent (the filer's mount) may need creating too.
+            std::fs::create_dir_all(&self.root).map_err(err("create directory", &p))?;
+            return set(self.tree()?.root_fd()).map_err(err("set owner and mode of", &p));
+        }
+        let (dir, name) = self.tree()?.parent_of(rel).map_err(err("open", &p))?;
+        match beneath::mkdir_in(&dir, name, 0o700) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err("create directory", &p)(e)),
+        }
+        // Not a directory (a symlink, a file put there): the open fails, nothing is changed.
+        let fd = beneath::open_in(&dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+            .map_err(err("create directory", &p))?;
+        set(fd.as_fd()).map_err(err("set owner and mode of", &p))
     }
 
     fn one(&self, op: &Op) -> Result<Applied, ApplyError> {
         match op {
             Op::RemoveTemp { path } => {
-                let p = join(&self.root, path);
-                if large_copy::is_resumable(&p) {
-                    self.kept
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(p);
-                } else {
-                    remove_any(&p).map_err(err("remove", &p))?;
-                }
-            }
-            Op::Delete { path } => {
-                let p = join(&self.root, path);
-                remove_any(&p).map_err(err("remove", &p))?;
-            }
-            Op::Mkdir { path, meta } => {
-                let p = join(&self.root, path);
-                let made = if path.is_empty() {
-                    // The home itself: its parent (the filer's mount) may need creating too.
-                    std::fs::create_dir_all(&p)
-                } else {
-                    std::fs::create_dir(&p)
+                let tree = self.tree()?;
+                let p = self.at(path);
+                let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+                let record = match tree.open_at(path, flags, 0) {
+                    Ok(fd) => large_copy::read_record(&fd),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Ok(Applied::default())
+                    }
+                    Err(_) => None,
                 };
-                match made {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.is_dir() => {}
-                    Err(e) => return Err(err("create directory", &p)(e)),
-                }
-                if self.chown {
-                    lchown(&p, meta.uid, meta.gid).map_err(err("chown", &p))?;
-                }
-                // Owner-writable while we fill it; the final mode comes with `SetMeta`.
-                chmod(&p, meta.mode | 0o700).map_err(err("chmod", &p))?;
-            }
-            Op::File { path, meta, data } => return self.write_file(path, meta, data),
-            Op::Chunk { path, offset, data } => {
-                let tmp = temp_path(&self.root, path);
-                if *offset == 0 && self.take_kept(&tmp) {
-                    // A local pass's resumable leftover: its record must not reach the file.
-                    let _ = std::fs::remove_file(&tmp);
-                }
-                let f = if *offset == 0 {
-                    std::fs::File::create(&tmp)
-                } else {
-                    std::fs::OpenOptions::new().write(true).open(&tmp)
-                }
-                .map_err(err("open", &tmp))?;
-                use std::os::unix::fs::FileExt;
-                let end = offset.checked_add(data.len() as u64).ok_or_else(|| {
-                    err("write", &tmp)(std::io::Error::other("chunk offset out of range"))
-                })?;
-                f.write_all_at(data, *offset).map_err(err("write", &tmp))?;
-                let mut resuming = self.resuming.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((id, committed, start)) = resuming.get_mut(&tmp) {
-                    if end.saturating_sub(*committed) >= large_copy::COMMIT_EVERY && end < id.size {
-                        f.sync_data().map_err(err("sync", &tmp))?;
-                        if large_copy::write_record(&f, id, end).map_err(err("record", &tmp))? {
-                            *committed = end;
-                        } else if *start == 0 {
-                            // No user extended attributes here: no resume, no more syncs.
-                            resuming.remove(&tmp);
-                        }
+                match record {
+                    Some((_, _, name)) => self.staging.keep(sibling(path, &name), path.clone()),
+                    None => {
+                        let (dir, name) = tree.parent_of(path).map_err(err("open", &p))?;
+                        beneath::remove_in(&dir, name).map_err(err("remove", &p))?;
                     }
                 }
             }
+            Op::Delete { path } => {
+                let p = self.at(path);
+                let (dir, name) = self.tree()?.parent_of(path).map_err(err("open", &p))?;
+                beneath::remove_in(&dir, name).map_err(err("remove", &p))?;
+            }
+            Op::Mkdir { path, meta } => self.mkdir(path, meta)?,
+            Op::File { path, meta, data } => return self.write_file(path, meta, data),
+            Op::Chunk { path, offset, data } => self.chunk(path, *offset, data)?,
             Op::Symlink { path, target, meta } => return self.symlink(path, target, meta),
             Op::HardLink { path, leader } => {
-                let dst = join(&self.root, path);
-                let src = join(&self.root, leader);
-                let tmp = temp_path(&self.root, path);
-                let _ = std::fs::remove_file(&tmp);
-                std::fs::hard_link(&src, &tmp).map_err(err("hard-link", &tmp))?;
-                std::fs::rename(&tmp, &dst).map_err(err("rename into", &dst))?;
+                let p = self.at(path);
+                let tree = self.tree()?;
+                let (ldir, lname) = tree
+                    .parent_of(leader)
+                    .map_err(err("open", &self.at(leader)))?;
+                let (dir, name) = tree.parent_of(path).map_err(err("open", &p))?;
+                let tmp = self
+                    .staging
+                    .reserve(|n| beneath::link_in(&ldir, lname, &dir, n))
+                    .map_err(err("hard-link", &p))?;
+                beneath::rename_in(&dir, &tmp, &dir, name).map_err(err("rename into", &p))?;
                 return Ok(Applied {
                     files: 1,
                     ..Default::default()
                 });
             }
             Op::SetMeta { path, kind, meta } => {
-                let p = join(&self.root, path);
-                self.finish_meta(&p, *kind, meta)?;
+                set_meta_at(self.tree()?, path, *kind, meta, self.chown)
+                    .map_err(err("set owner, mode and times of", &self.at(path)))?;
             }
         }
         Ok(Applied::default())
+    }
+
+    /// Refuses a batch holding a path that would leave the root (absolute, `..`, empty
+    /// components, NUL), before applying any of it: the receiver takes paths from the wire.
+    fn check_paths(&self, ops: &[Op]) -> Result<(), ApplyError> {
+        for op in ops {
+            for rel in op.paths().into_iter().flatten() {
+                let bad = check_rel(rel).err().or_else(|| match op {
+                    // Only the root is created, changed or written as "".
+                    Op::Mkdir { .. } | Op::SetMeta { .. } => None,
+                    _ if rel.is_empty() => Some(beneath::BadPath {
+                        path: ".".into(),
+                        why: "the root itself",
+                    }),
+                    _ => None,
+                });
+                if let Some(bad) = bad {
+                    return Err(ApplyError {
+                        action: "refuse",
+                        path: PathBuf::from(bad.path.clone()),
+                        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, bad),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Applies a batch in order, parallelising runs of independent file and symlink writes,
     /// and runs of directory creations level by level (the plan lists parents first, so a
     /// directory's parent is on the level before it or already there).
     pub fn apply(&self, ops: &[Op]) -> Result<Applied, ApplyError> {
-        self.open_sync_handle();
+        self.check_paths(ops)?;
+        // Opened before the pass writes (see `tree`); a root not there yet is opened by the
+        // batch that creates it.
+        let _ = self.tree();
         let mut total = Applied::default();
         let mut merge = |a: Applied| {
             total.bytes += a.bytes;
@@ -543,41 +523,43 @@ impl Applier {
                 i += 1;
             }
         }
-        // The batch that created the root.
-        self.open_sync_handle();
         Ok(total)
     }
 
-    /// Removes the files kept until the end of the pass, and the temporary files of large
-    /// files a `Resume` announced but no write finished.
-    pub fn remove_kept(&self) -> Result<(), ApplyError> {
-        let mut kept = std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()));
-        let resuming =
-            std::mem::take(&mut *self.resuming.lock().unwrap_or_else(|p| p.into_inner()));
-        kept.extend(resuming.into_keys());
-        for p in kept {
-            match std::fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(err("remove", &p)(e)),
-            }
+    /// Removes the leftovers kept until the end of the pass, and the temporary files of large
+    /// files whose chunks began but no write finished; the pass is over: the next one opens
+    /// the root afresh (it may have been replaced meanwhile).
+    pub fn remove_kept(&mut self) -> Result<(), ApplyError> {
+        let r = self.remove_leftovers();
+        self.tree = OnceLock::new();
+        r
+    }
+
+    fn remove_leftovers(&self) -> Result<(), ApplyError> {
+        match self.tree() {
+            Ok(tree) => self
+                .staging
+                .remove_all(tree)
+                .map_err(err("remove leftovers in", &self.root)),
+            // Nothing was ever written: nothing to remove.
+            Err(_) if !self.root.exists() => Ok(()),
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
     /// [`Applier::remove_kept`], then makes everything written so far durable (one `syncfs`
     /// for the whole file system, instead of an fsync per file).
-    pub fn sync(&self) -> Result<(), ApplyError> {
-        self.remove_kept()?;
-        self.open_sync_handle();
-        let h = self.sync_handle.lock().unwrap_or_else(|p| p.into_inner());
-        let f = match h.as_ref() {
-            Some(f) => f,
-            None => &std::fs::File::open(&self.root).map_err(err("open", &self.root))?,
-        };
+    pub fn sync(&mut self) -> Result<(), ApplyError> {
+        let r = self.remove_leftovers().and_then(|()| self.syncfs());
+        self.tree = OnceLock::new();
+        r
+    }
+
+    fn syncfs(&self) -> Result<(), ApplyError> {
+        let tree = self.tree()?;
         use std::os::fd::AsRawFd;
-        // SAFETY: the descriptor is valid for the lifetime of `f`.
-        if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        // SAFETY: the descriptor is valid for the lifetime of the tree.
+        if unsafe { libc::syncfs(tree.root_fd().as_raw_fd()) } != 0 {
             return Err(err("sync file system of", &self.root)(
                 std::io::Error::last_os_error(),
             ));

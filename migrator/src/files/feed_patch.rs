@@ -3,15 +3,14 @@
 //!
 //! Same rules as the walk in [`crate::files::manifest`]: symlinks recorded, never followed, those
 //! resolving outside the home left out with a warning; sockets, FIFOs and devices left out with
-//! a warning; temporaries of an interrupted pass skipped. A dirty path that vanished takes its
+//! a warning; nothing reached through a symlink. A dirty path that vanished takes its
 //! whole subtree with it; a dirty-recursive directory is walked in full.
 //!
 //! Hard links fall back to a full walk ([`Patched::NeedsWalk`]): a group's leader and members
 //! are derived from inode numbers across the whole tree, which a patch cannot see.
 
-use crate::files::manifest::{self, Entry, Kind, Manifest, ManifestError, TEMP_PREFIX};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use crate::files::beneath::{self, Tree};
+use crate::files::manifest::{self, Entry, Kind, Manifest, ManifestError};
 use std::path::Path;
 
 /// The outcome of a patch.
@@ -26,7 +25,7 @@ pub enum Patched {
 enum Stat {
     Keep(Entry),
     Warn(String),
-    /// Missing, or a temporary of ours.
+    /// Missing (or only reachable through a symlink).
     Skip,
     /// The patch cannot be exact (a hard-linked file): walk everything, for this reason.
     NeedsWalk(String),
@@ -40,60 +39,78 @@ fn werr(path: &Path) -> impl FnOnce(std::io::Error) -> ManifestError + '_ {
 }
 
 /// `lstat` of one entry, classified as [`manifest::build`] does; [`Stat::NeedsWalk`] for a
-/// hard-linked file.
-fn stat(root: &Path, rel: &[u8]) -> Result<Stat, ManifestError> {
-    let path = manifest::join(root, rel);
-    let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
-    if !rel.is_empty() && name.starts_with(TEMP_PREFIX) {
-        return Ok(Stat::Skip);
-    }
-    let md = match std::fs::symlink_metadata(&path) {
-        Ok(md) => md,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Stat::Skip),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(Stat::Skip),
+/// hard-linked file. Reached from the root without following any symlink on the way
+/// ([`beneath`]): an entry under a directory swapped for a symlink is not there.
+fn stat(root: &Tree, rel: &[u8]) -> Result<Stat, ManifestError> {
+    let path = root.display(rel);
+    let gone = |e: &std::io::Error| {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EXDEV)
+        )
+    };
+    let (dir, name) = if rel.is_empty() {
+        (beneath::DirFd::Root(root.root_fd()), &rel[..0])
+    } else {
+        match root.parent_of(rel) {
+            Ok(x) => x,
+            Err(e) if gone(&e) => return Ok(Stat::Skip),
+            Err(e) => return Err(werr(&path)(e)),
+        }
+    };
+    let st = if rel.is_empty() {
+        beneath::fstat(&root.root_fd())
+    } else {
+        beneath::stat_in(&dir, name)
+    };
+    let st = match st {
+        Ok(st) => st,
+        Err(e) if gone(&e) => return Ok(Stat::Skip),
         Err(e) => return Err(werr(&path)(e)),
     };
-    let ft = md.file_type();
-    let (kind, size, link_target) = if ft.is_dir() {
-        (Kind::Dir, 0, None)
-    } else if ft.is_file() {
-        if md.nlink() > 1 {
-            return Ok(Stat::NeedsWalk(format!(
-                "{} is hard-linked",
-                path.display()
-            )));
-        }
-        (Kind::File, md.len(), None)
-    } else if ft.is_symlink() {
-        let target = match std::fs::read_link(&path) {
-            Ok(t) => t.as_os_str().as_bytes().to_vec(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Stat::Skip),
-            Err(e) => {
-                return Ok(Stat::Warn(format!(
-                    "{}: cannot read symlink: {e}",
+    let (kind, size, link_target) = match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => (Kind::Dir, 0, None),
+        libc::S_IFREG => {
+            if st.st_nlink > 1 {
+                return Ok(Stat::NeedsWalk(format!(
+                    "{} is hard-linked",
                     path.display()
-                )))
+                )));
             }
-        };
-        if !manifest::symlink_stays_inside(root, rel, &target) {
-            return Ok(Stat::Warn(format!(
-                "{}: symlink to {} resolves outside the home; not copied",
-                path.display(),
-                String::from_utf8_lossy(&target)
-            )));
+            (Kind::File, st.st_size as u64, None)
         }
-        (Kind::Symlink, 0, Some(target))
-    } else {
-        return Ok(Stat::Warn(format!(
-            "{}: socket, FIFO or device file; not copied",
-            path.display()
-        )));
+        libc::S_IFLNK => {
+            let target = match beneath::readlink_in(&dir, name) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Stat::Skip),
+                Err(e) => {
+                    return Ok(Stat::Warn(format!(
+                        "{}: cannot read symlink: {e}",
+                        path.display()
+                    )))
+                }
+            };
+            if !manifest::symlink_stays_inside(root.path(), rel, &target) {
+                return Ok(Stat::Warn(format!(
+                    "{}: symlink to {} resolves outside the home; not copied",
+                    path.display(),
+                    String::from_utf8_lossy(&target)
+                )));
+            }
+            (Kind::Symlink, 0, Some(target))
+        }
+        _ => {
+            return Ok(Stat::Warn(format!(
+                "{}: socket, FIFO or device file; not copied",
+                path.display()
+            )))
+        }
     };
-    Ok(Stat::Keep(Entry::from_metadata(
+    Ok(Stat::Keep(Entry::from_stat(
         rel.to_vec(),
         kind,
         size,
-        &md,
+        &st,
         link_target,
     )))
 }
@@ -115,7 +132,7 @@ impl Fresh {
     /// did not have as one). Returns a reason when the patch cannot be exact.
     fn add(
         &mut self,
-        root: &Path,
+        root: &Tree,
         rel: &[u8],
         recursive: bool,
         was_dir: bool,
@@ -134,19 +151,23 @@ impl Fresh {
                 if !descend {
                     return Ok(None);
                 }
-                let dir = manifest::join(root, rel);
-                let rd = match std::fs::read_dir(&dir) {
-                    Ok(rd) => rd,
+                let dir = root.display(rel);
+                let opened = if rel.is_empty() {
+                    root.root_fd().try_clone_to_owned()
+                } else {
+                    root.open_at(rel, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                };
+                let names = match opened.and_then(|fd| beneath::list_dir(&fd)) {
+                    Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(werr(&dir)(e)),
                 };
-                for de in rd {
-                    let de = de.map_err(werr(&dir))?;
+                for name in names {
                     let mut c = rel.to_vec();
                     if !c.is_empty() {
                         c.push(b'/');
                     }
-                    c.extend_from_slice(de.file_name().as_bytes());
+                    c.extend_from_slice(&name);
                     if let Some(why) = self.add(root, &c, true, false)? {
                         return Ok(Some(why));
                     }
@@ -164,6 +185,7 @@ pub fn patch(
     base: Manifest,
     dirty: &[(Vec<u8>, bool)],
 ) -> Result<Patched, ManifestError> {
+    let root = &Tree::open(root).map_err(werr(root))?;
     let find = |p: &[u8]| base.entries.binary_search_by(|e| e.path.as_slice().cmp(p));
     // Subtrees replaced wholesale (a dirty directory, or a dirty path that was one) and single
     // entries replaced.
@@ -264,7 +286,7 @@ pub fn patch(
         .is_none_or(|e| !e.path.is_empty() || e.kind != Kind::Dir)
     {
         return Err(ManifestError::Walk {
-            path: root.to_path_buf(),
+            path: root.path().to_path_buf(),
             source: std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 "the source root vanished or is no longer a directory",
@@ -275,7 +297,7 @@ pub fn patch(
     // warning names its path as `<root>/<rel>: …` (manifest::build writes them so). A single
     // entry replaces only its own warning (`<path>: `, never `<path>/…` nor `<path>:x…`); a
     // re-walked subtree replaces every warning under it.
-    let abs = |p: &[u8]| manifest::join(root, p).display().to_string();
+    let abs = |p: &[u8]| root.display(p).display().to_string();
     let singles_abs: Vec<String> = singles.iter().map(|p| abs(p)).collect();
     let subtrees_abs: Vec<String> = subtrees.iter().map(|p| abs(p)).collect();
     let mut warnings: Vec<String> = base
@@ -319,6 +341,7 @@ mod tests {
             &WalkOptions {
                 checksum: false,
                 refuse_escaping_symlinks: true,
+                leftovers: false,
             },
         )
         .unwrap();

@@ -1,21 +1,26 @@
 //! File manifests: what a home directory holds, entry by entry, and the difference between two.
 //!
-//! A manifest is built by a parallel walk (`walkdir` per top-level subtree, `rayon` across
-//! subtrees and for hashing). Paths are relative, `/`-separated raw bytes, so names that are not
-//! UTF-8 survive. Symlinks are recorded, never followed; on the source side a symlink whose
-//! target resolves outside the home is left out with a warning. Sockets, FIFOs and devices are
-//! left out with a warning. Hard links are recorded as a group named by the group's smallest
-//! path (its "leader"), which is comparable across both sides, unlike inode numbers.
+//! A manifest is built by a parallel walk (`rayon` across subdirectories and for hashing),
+//! each directory opened from its parent's descriptor without following it
+//! ([`crate::files::beneath`]): a directory swapped for a symlink during the walk is never
+//! entered. Paths are relative, `/`-separated raw bytes, so names that are not UTF-8 survive.
+//! Symlinks are recorded, never followed; on the source side a symlink whose target resolves
+//! outside the home is left out with a warning. Sockets, FIFOs and devices are left out with a
+//! warning. Hard links are recorded as a group named by the group's smallest path (its
+//! "leader"), which is comparable across both sides, unlike inode numbers.
 
+use crate::files::beneath::{self, Tree};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// Prefix of the temporary names the receiver writes before an atomic rename. Walks skip them
-/// and report them so a killed pass's leftovers are removed by the next one.
+/// Prefix of the temporary names the applier writes before an atomic rename. A customer's file
+/// may carry it too and is copied like any other: only a destination file that also carries a
+/// resume record (a large copy of a killed pass) is reported as a leftover
+/// ([`Manifest::temp_files`]); other leftovers are extra files the next pass deletes.
 pub const TEMP_PREFIX: &[u8] = b".~migrator-tmp.";
 
 #[derive(Debug, thiserror::Error)]
@@ -64,23 +69,23 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The entry at `rel` as `md` (an `lstat`) describes it; no hard-link group, no checksum.
-    pub fn from_metadata(
+    /// The entry at `rel` as `st` (an `lstat`) describes it; no hard-link group, no checksum.
+    pub fn from_stat(
         rel: Vec<u8>,
         kind: Kind,
         size: u64,
-        md: &std::fs::Metadata,
+        st: &libc::stat,
         link_target: Option<Vec<u8>>,
     ) -> Entry {
         Entry {
             path: rel,
             kind,
             size,
-            mtime_s: md.mtime(),
-            mtime_ns: md.mtime_nsec() as u32,
-            mode: md.mode() & 0o7777,
-            uid: md.uid(),
-            gid: md.gid(),
+            mtime_s: st.st_mtime,
+            mtime_ns: st.st_mtime_nsec as u32,
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
             link_target,
             hardlink: None,
             blake3: None,
@@ -95,7 +100,8 @@ pub struct Manifest {
     pub entries: Vec<Entry>,
     /// Things left out, in words for the operator (escaping symlinks, sockets, devices).
     pub warnings: Vec<String>,
-    /// Leftover temporary files of an interrupted pass (relative paths).
+    /// Leftover temporary files of an interrupted pass that can resume a large copy (relative
+    /// paths; destination walks only).
     pub temp_files: Vec<Vec<u8>>,
 }
 
@@ -135,6 +141,9 @@ pub struct WalkOptions {
     pub checksum: bool,
     /// Leave out symlinks resolving outside the root (the source side).
     pub refuse_escaping_symlinks: bool,
+    /// Report files named [`TEMP_PREFIX`]… that carry a resume record as leftovers instead of
+    /// entries (the destination side; on the source such a file is the customer's).
+    pub leftovers: bool,
 }
 
 /// Lexical resolution of a symlink target: does `link` (relative path of the link inside the
@@ -195,85 +204,107 @@ enum Seen {
     Temp(Vec<u8>),
 }
 
-/// `rel`: the entry's relative path; `name`: its file name (empty for the root).
+/// `rel`: the entry's relative path; `name`: its file name (empty for the root); `dir`: the
+/// directory holding it (the root's own descriptor for the root).
 fn classify(
-    root: &Path,
+    root: &Tree,
+    dir: &impl AsFd,
     rel: Vec<u8>,
     name: &[u8],
-    md: &std::fs::Metadata,
+    st: &libc::stat,
     opts: &WalkOptions,
 ) -> Seen {
-    if name.starts_with(TEMP_PREFIX) {
-        return Seen::Temp(rel);
-    }
-    let ft = md.file_type();
-    let (kind, size, link_target) = if ft.is_dir() {
-        (Kind::Dir, 0, None)
-    } else if ft.is_file() {
-        (Kind::File, md.len(), None)
-    } else if ft.is_symlink() {
-        let path = join(root, &rel);
-        let target = match std::fs::read_link(&path) {
-            Ok(t) => t.as_os_str().as_bytes().to_vec(),
-            Err(e) => return Seen::Warn(format!("{}: cannot read symlink: {e}", path.display())),
-        };
-        if opts.refuse_escaping_symlinks && !symlink_stays_inside(root, &rel, &target) {
-            return Seen::Warn(format!(
-                "{}: symlink to {} resolves outside the home; not copied",
-                path.display(),
-                String::from_utf8_lossy(&target)
-            ));
+    let fmt = st.st_mode & libc::S_IFMT;
+    if opts.leftovers && fmt == libc::S_IFREG && name.starts_with(TEMP_PREFIX) {
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+        let ours = beneath::open_in(dir, name, flags, 0)
+            .ok()
+            .and_then(|fd| crate::files::apply::large_copy::read_record(&fd))
+            .is_some();
+        if ours {
+            return Seen::Temp(rel);
         }
-        (Kind::Symlink, 0, Some(target))
-    } else {
-        return Seen::Warn(format!(
-            "{}: socket, FIFO or device file; not copied",
-            join(root, &rel).display()
-        ));
+    }
+    let (kind, size, link_target) = match fmt {
+        libc::S_IFDIR => (Kind::Dir, 0, None),
+        libc::S_IFREG => (Kind::File, st.st_size as u64, None),
+        libc::S_IFLNK => {
+            let target = match beneath::readlink_in(dir, name) {
+                Ok(t) => t,
+                Err(e) => {
+                    return Seen::Warn(format!(
+                        "{}: cannot read symlink: {e}",
+                        root.display(&rel).display()
+                    ))
+                }
+            };
+            if opts.refuse_escaping_symlinks && !symlink_stays_inside(root.path(), &rel, &target) {
+                return Seen::Warn(format!(
+                    "{}: symlink to {} resolves outside the home; not copied",
+                    root.display(&rel).display(),
+                    String::from_utf8_lossy(&target)
+                ));
+            }
+            (Kind::Symlink, 0, Some(target))
+        }
+        _ => {
+            return Seen::Warn(format!(
+                "{}: socket, FIFO or device file; not copied",
+                root.display(&rel).display()
+            ))
+        }
     };
-    let inode = (kind == Kind::File && md.nlink() > 1).then(|| (md.dev(), md.ino()));
+    let inode = (kind == Kind::File && st.st_nlink > 1).then_some((st.st_dev, st.st_ino));
     Seen::Keep(Raw {
-        entry: Entry::from_metadata(rel, kind, size, md, link_target),
+        entry: Entry::from_stat(rel, kind, size, st, link_target),
         inode,
     })
 }
 
-/// Walks one directory (absolute `dir`, relative `rel`): entries are stat'ed relative to the
-/// open directory (`fstatat`, no path lookup from the root per file); subdirectories in
-/// parallel.
+/// Walks one open directory (relative path `rel`): entries are stat'ed relative to it
+/// (`fstatat`, never following them), subdirectories opened from it (`O_NOFOLLOW`: one
+/// swapped for a symlink since it was stat'ed fails to open, and the walk stops with an error
+/// rather than enter it), in parallel.
 fn walk_dir(
-    root: &Path,
-    dir: &Path,
+    root: &Tree,
+    dir: &OwnedFd,
     rel: &[u8],
     opts: &WalkOptions,
 ) -> Result<Vec<Seen>, ManifestError> {
-    let werr = |path: &Path| {
-        let path = path.to_path_buf();
+    let werr = |rel: &[u8]| {
+        let path = root.display(rel);
         move |source| ManifestError::Walk { path, source }
     };
     let mut out = Vec::new();
     let mut subdirs = Vec::new();
-    for de in std::fs::read_dir(dir).map_err(werr(dir))? {
-        let de = de.map_err(werr(dir))?;
-        let name = de.file_name();
-        let md = de.metadata().map_err(werr(&de.path()))?;
+    for name in beneath::list_dir(dir).map_err(werr(rel))? {
         let mut child = Vec::with_capacity(rel.len() + 1 + name.len());
         if !rel.is_empty() {
             child.extend_from_slice(rel);
             child.push(b'/');
         }
-        child.extend_from_slice(name.as_bytes());
-        let seen = classify(root, child, name.as_bytes(), &md, opts);
+        child.extend_from_slice(&name);
+        let st = match beneath::stat_in(dir, &name) {
+            Ok(st) => st,
+            // Deleted since the directory was listed (a live site): it is not there.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(werr(&child)(e)),
+        };
+        let seen = classify(root, dir, child, &name, &st, opts);
         if let Seen::Keep(r) = &seen {
             if r.entry.kind == Kind::Dir {
-                subdirs.push((de.path(), r.entry.path.clone()));
+                subdirs.push((name, r.entry.path.clone()));
             }
         }
         out.push(seen);
     }
     let nested: Vec<Vec<Seen>> = subdirs
         .par_iter()
-        .map(|(abs, rel)| walk_dir(root, abs, rel, opts))
+        .map(|(name, rel)| {
+            let sub = beneath::open_in(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                .map_err(werr(rel))?;
+            walk_dir(root, &sub, rel, opts)
+        })
         .collect::<Result<_, _>>()?;
     out.extend(nested.into_iter().flatten());
     Ok(out)
@@ -281,8 +312,8 @@ fn walk_dir(
 
 /// Walks `root` into a manifest. A missing root gives an empty manifest (a fresh destination).
 pub fn build(root: &Path, opts: &WalkOptions) -> Result<Manifest, ManifestError> {
-    let root_md = match std::fs::symlink_metadata(root) {
-        Ok(md) => md,
+    let tree = match Tree::open(root) {
+        Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
         Err(source) => {
             return Err(ManifestError::Walk {
@@ -291,8 +322,19 @@ pub fn build(root: &Path, opts: &WalkOptions) -> Result<Manifest, ManifestError>
             })
         }
     };
-    let mut seen = vec![classify(root, Vec::new(), b"", &root_md, opts)];
-    seen.extend(walk_dir(root, root, b"", opts)?);
+    build_tree(&tree, opts)
+}
+
+/// Walks an open tree into a manifest.
+pub fn build_tree(tree: &Tree, opts: &WalkOptions) -> Result<Manifest, ManifestError> {
+    let werr = |source| ManifestError::Walk {
+        path: tree.path().to_path_buf(),
+        source,
+    };
+    let root_st = beneath::fstat(&tree.root_fd()).map_err(werr)?;
+    let root_fd = tree.root_fd().try_clone_to_owned().map_err(werr)?;
+    let mut seen = vec![classify(tree, &root_fd, Vec::new(), b"", &root_st, opts)];
+    seen.extend(walk_dir(tree, &root_fd, b"", opts)?);
 
     let mut m = Manifest::default();
     let mut raws = Vec::with_capacity(seen.len());
@@ -328,22 +370,32 @@ pub fn build(root: &Path, opts: &WalkOptions) -> Result<Manifest, ManifestError>
         })
         .collect();
     if opts.checksum {
-        hash_files(root, &mut m.entries)?;
+        hash_tree(tree, &mut m.entries)?;
     }
     m.warnings.sort();
     Ok(m)
 }
 
-/// Fills in BLAKE3 of every regular file, in parallel.
-pub fn hash_files(root: &Path, entries: &mut [Entry]) -> Result<(), ManifestError> {
+/// Fills in BLAKE3 of every regular file of an open tree, in parallel; each opened as a
+/// source file is ([`beneath::open_source`]: no symlink, no FIFO).
+pub fn hash_tree(tree: &Tree, entries: &mut [Entry]) -> Result<(), ManifestError> {
     entries
         .par_iter_mut()
         .filter(|e| e.kind == Kind::File)
         .try_for_each(|e| {
-            let p = join(root, &e.path);
+            let herr = |source| ManifestError::Hash {
+                path: tree.display(&e.path),
+                source,
+            };
+            let mut f = match beneath::open_source(tree, &e.path) {
+                Ok((f, _)) => f,
+                Err(beneath::SourceFailure::Gone(why)) => {
+                    return Err(herr(std::io::Error::other(why)))
+                }
+                Err(beneath::SourceFailure::Error(e)) => return Err(herr(e)),
+            };
             let mut h = blake3::Hasher::new();
-            let res = std::fs::File::open(&p).and_then(|mut f| std::io::copy(&mut f, &mut h));
-            res.map_err(|source| ManifestError::Hash { path: p, source })?;
+            std::io::copy(&mut f, &mut h).map_err(herr)?;
             e.blake3 = Some(*h.finalize().as_bytes());
             Ok(())
         })

@@ -1,6 +1,8 @@
 //! A home's files: what it holds, how two sides differ, and how the difference is copied, on
 //! this host or over SSH.
 //!
+//! - [`beneath`]: every read and write stays inside the home (`openat2` beneath the root, no
+//!   symlink followed in any component, FIFOs and devices never read); relative paths checked.
 //! - [`manifest`]: what a home holds (parallel walk) and the diff of two manifests.
 //! - [`apply`]: destination-side operations (atomic writes, resumable large files), shared by
 //!   a local pass and `migrator receive`.
@@ -14,16 +16,19 @@
 //! - [`wire`], [`remote`] and [`receive`]: the framed batch protocol, the SSH destination
 //!   (`remote/session.rs` opens the connection: `russh`, host keys checked against
 //!   known_hosts) and `migrator receive`, the far side's loop.
+//! - [`owners`]: the uid/gid map of `--owner-map` (unmapped owners refused).
 //! - [`home_url`]: where a home lives (local path or `ssh://` URL with its options);
 //!   [`transport`]: the cutover engine's passes over it.
 
 pub mod apply;
+pub mod beneath;
 pub mod dest_cache;
 pub mod feed;
 pub mod feed_patch;
 pub mod home_url;
 pub mod journaled;
 pub mod manifest;
+pub mod owners;
 pub mod receive;
 pub mod remote;
 pub mod stamps;

@@ -15,12 +15,12 @@ pub use session::{SshError, SshOptions, SshTarget};
 
 use crate::files::apply::large_copy::{SourceId, RESUME_MIN};
 use crate::files::apply::{Applied, Data, Op};
+use crate::files::beneath::{open_source, SourceFailure};
 use crate::files::manifest::Manifest;
 use crate::files::stamps::DirStamp;
 use crate::files::sync::{Destination, SyncError};
 use crate::files::wire::{self, Request, Response};
 use session::{read_frame_async, FrameError, KnownHostsCheck};
-use std::path::Path;
 use tokio::io::AsyncWriteExt;
 
 /// A destination directory on another host, reached over SSH.
@@ -138,17 +138,8 @@ impl SshDestination {
     /// Where the chunks of a large file start: asks the receiver (after the batches in flight)
     /// for the offset an interrupted pass committed of this very source, for files of at
     /// least [`RESUME_MIN`] bytes; 0 otherwise.
-    fn resume_at(&mut self, path: &[u8], src: &Path, f: &std::fs::File) -> Result<u64, SyncError> {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a zeroed stat is a valid out-buffer; the descriptor is open.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(f.as_raw_fd(), &mut st) } != 0 {
-            return Err(SyncError::ReadSource {
-                path: src.to_path_buf(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        let source = SourceId::of(&st);
+    fn resume_at(&mut self, path: &[u8], st: &libc::stat) -> Result<u64, SyncError> {
+        let source = SourceId::of(st);
         if source.size < RESUME_MIN {
             return Ok(0);
         }
@@ -204,17 +195,6 @@ impl Drop for SshDestination {
     }
 }
 
-fn read_source(p: &Path) -> Result<Option<Vec<u8>>, SyncError> {
-    match std::fs::read(p) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(SyncError::ReadSource {
-            path: p.to_path_buf(),
-            source,
-        }),
-    }
-}
-
 impl Destination for SshDestination {
     fn manifest(&mut self, checksum: bool) -> Result<Manifest, SyncError> {
         match self.round_trip(&Request::Scan { checksum })? {
@@ -235,69 +215,73 @@ impl Destination for SshDestination {
                 batch.push(op);
                 continue;
             };
-            let size = std::fs::symlink_metadata(&src).map(|m| m.len()).ok();
-            match size {
-                None => self.total.warnings.push(format!(
-                    "{}: vanished from the source during the pass; the next pass will reconcile",
-                    src.display()
-                )),
-                Some(n) if n <= INLINE_MAX => match read_source(&src)? {
-                    Some(bytes) => batch.push(Op::File {
-                        path,
-                        meta,
-                        data: Data::Inline(bytes),
-                    }),
-                    None => self
-                        .total
-                        .warnings
-                        .push(format!("{}: vanished from the source", src.display())),
-                },
-                Some(_) => {
-                    // Large file: its chunks go in their own frames, then the rename.
-                    self.send_batch(std::mem::take(&mut batch))?;
-                    let mut f =
-                        std::fs::File::open(&src).map_err(|source| SyncError::ReadSource {
-                            path: src.clone(),
-                            source,
-                        })?;
-                    let mut offset = self.resume_at(&path, &src, &f)?;
-                    if offset > 0 {
-                        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset)).map_err(
-                            |source| SyncError::ReadSource {
-                                path: src.clone(),
-                                source,
-                            },
-                        )?;
-                    }
-                    loop {
-                        let mut buf = vec![0u8; CHUNK];
-                        let n = std::io::Read::read(&mut f, &mut buf).map_err(|source| {
-                            SyncError::ReadSource {
-                                path: src.clone(),
-                                source,
-                            }
-                        })?;
-                        if n == 0 && offset > 0 {
-                            break;
-                        }
-                        buf.truncate(n);
-                        self.send_batch(vec![Op::Chunk {
-                            path: path.clone(),
-                            offset,
-                            data: buf,
-                        }])?;
-                        offset += n as u64;
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                    batch.push(Op::File {
-                        path,
-                        meta,
-                        data: Data::Staged,
-                    });
+            // Beneath the source root, never through a symlink, never blocking on a FIFO,
+            // only a regular file (`beneath::open_source`).
+            let (mut f, st) = match open_source(&src.tree, &src.rel) {
+                Ok(x) => x,
+                Err(SourceFailure::Gone(why)) => {
+                    self.total.warnings.push(format!(
+                        "{}: {why} during the pass; the next pass will reconcile",
+                        src.abs().display()
+                    ));
+                    continue;
+                }
+                Err(SourceFailure::Error(source)) => {
+                    return Err(SyncError::ReadSource {
+                        path: src.abs(),
+                        source,
+                    })
+                }
+            };
+            let read_err = |source| SyncError::ReadSource {
+                path: src.abs(),
+                source,
+            };
+            let size = st.st_size as u64;
+            if size <= INLINE_MAX {
+                let mut bytes = Vec::with_capacity(size as usize);
+                // No more than the size it had when opened: a file growing meanwhile is
+                // seen by the next pass.
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(&mut f, INLINE_MAX),
+                    &mut bytes,
+                )
+                .map_err(read_err)?;
+                batch.push(Op::File {
+                    path,
+                    meta,
+                    data: Data::Inline(bytes),
+                });
+                continue;
+            }
+            // Large file: its chunks go in their own frames, then the rename.
+            self.send_batch(std::mem::take(&mut batch))?;
+            let mut offset = self.resume_at(&path, &st)?;
+            if offset > 0 {
+                std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset)).map_err(read_err)?;
+            }
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let n = std::io::Read::read(&mut f, &mut buf).map_err(read_err)?;
+                if n == 0 && offset > 0 {
+                    break;
+                }
+                buf.truncate(n);
+                self.send_batch(vec![Op::Chunk {
+                    path: path.clone(),
+                    offset,
+                    data: buf,
+                }])?;
+                offset += n as u64;
+                if n == 0 {
+                    break;
                 }
             }
+            batch.push(Op::File {
+                path,
+                meta,
+                data: Data::Staged,
+            });
         }
         self.send_batch(batch)
     }

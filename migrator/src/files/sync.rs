@@ -10,12 +10,18 @@
 //! Resume: every file lands under its final name only complete (temporary name + rename), so
 //! after a kill the next pass's diff sees exactly the committed files and redoes nothing else.
 
-use crate::files::apply::{Applied, Applier, ApplyError, Data, Meta, Op};
+use crate::files::apply::{Applied, Applier, ApplyError, Data, Meta, Op, SourceFile};
+use crate::files::beneath::Tree;
 pub use crate::files::journaled::{run_pass_journaled, run_pass_journaled_with_feed, FeedOptions};
+pub use guards::check_source_root;
+use guards::{check_not_emptied, check_source_manifest};
+
+mod guards;
 use crate::files::manifest::{self, Change, Entry, Kind, Manifest, ManifestError, WalkOptions};
 use crate::files::stamps::{self, DirStamp};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -41,6 +47,18 @@ pub enum SyncError {
     Remote(String),
     #[error("journal: {0}")]
     Journal(#[from] crate::journal::JournalError),
+    /// An owner the operator's map does not name: nothing is written rather than a wrong uid.
+    #[error(
+        "{}: owner not in the owner map {}: {entries}; add a line `uid SOURCE DESTINATION` \
+         (or `gid …`) for it; nothing was written",
+        root.display(),
+        map.display()
+    )]
+    UnmappedOwner {
+        root: PathBuf,
+        map: PathBuf,
+        entries: String,
+    },
 }
 
 /// The far side of a sync.
@@ -60,6 +78,11 @@ pub trait Destination: Send {
     }
     /// Whether ownership is preserved there (so uid/gid are compared).
     fn sets_owner(&self) -> bool;
+    /// Refuses a source manifest this destination cannot take as it is (an owner its map
+    /// does not name: [`crate::files::owners`]), before anything is applied.
+    fn check_source(&self, _src_root: &Path, _src: &Manifest) -> Result<(), SyncError> {
+        Ok(())
+    }
     /// Names this destination (host and path): the key of its cached manifest.
     fn identity(&self) -> String;
     /// Stamps of these directories (`dest_cache`), `settled` past the racy window; `None`
@@ -91,6 +114,7 @@ impl Destination for LocalDestination {
         let opts = WalkOptions {
             checksum,
             refuse_escaping_symlinks: false,
+            leftovers: true,
         };
         manifest::build(self.applier.root(), &opts).map_err(SyncError::DestinationWalk)
     }
@@ -159,7 +183,7 @@ fn is_under(p: &[u8], dir: &[u8]) -> bool {
 }
 
 /// Turns a diff into ordered operations. `src_root` is where file content is read from.
-pub fn plan(src_root: &Path, src: &Manifest, dst: &Manifest, owners: bool) -> Plan {
+pub fn plan(src_root: &Arc<Tree>, src: &Manifest, dst: &Manifest, owners: bool) -> Plan {
     let changes = manifest::diff(src, dst, owners);
     let mut p = Plan::default();
     let mut deletes = Vec::new();
@@ -202,7 +226,10 @@ pub fn plan(src_root: &Path, src: &Manifest, dst: &Manifest, owners: bool) -> Pl
                 writes.push(Op::File {
                     path: e.path.clone(),
                     meta,
-                    data: Data::Local(manifest::join(src_root, &e.path)),
+                    data: Data::Local(SourceFile {
+                        tree: src_root.clone(),
+                        rel: e.path.clone(),
+                    }),
                 });
             }
         }
@@ -379,57 +406,6 @@ pub struct PassReport {
 const BATCH_OPS: usize = 512;
 const BATCH_BYTES: u64 = 16 << 20;
 
-/// The source root must exist and be a directory (followed if it is a symlink): a missing
-/// root walks as an empty manifest, right for a fresh destination, fatal for a source.
-pub fn check_source_root(src_root: &Path) -> Result<(), SyncError> {
-    let err = |why: String| SyncError::SourceRoot {
-        path: src_root.to_path_buf(),
-        why,
-    };
-    match std::fs::metadata(src_root) {
-        Ok(md) if md.is_dir() => Ok(()),
-        Ok(_) => Err(err("not a directory".into())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(err("does not exist (unmounted filer? moved aside?)".into()))
-        }
-        Err(e) => Err(err(e.to_string())),
-    }
-}
-
-/// A source manifest must contain its root directory: one without it came from a root that
-/// vanished (during the walk, or under a change-feed patch).
-fn check_source_manifest(src_root: &Path, m: &Manifest) -> Result<(), SyncError> {
-    match m.entries.first() {
-        Some(e) if e.path.is_empty() => Ok(()),
-        _ => Err(SyncError::SourceRoot {
-            path: src_root.to_path_buf(),
-            why: "vanished while the pass read it".into(),
-        }),
-    }
-}
-
-/// A source holding only its root over a destination holding files is refused unless
-/// `allowed`: the usual cause is a filer that is not mounted (an empty mount point), and the
-/// pass would delete the whole destination.
-fn check_not_emptied(
-    src_root: &Path,
-    src: &Manifest,
-    dst: &Manifest,
-    allowed: bool,
-) -> Result<(), SyncError> {
-    let held = dst.entries.iter().filter(|e| !e.path.is_empty()).count();
-    if allowed || held == 0 || src.entries.iter().any(|e| !e.path.is_empty()) {
-        return Ok(());
-    }
-    Err(SyncError::SourceRoot {
-        path: src_root.to_path_buf(),
-        why: format!(
-            "is empty while the destination holds {held} entries (is the filer mounted?); \
-             if the home really was emptied, run again with --allow-empty-source"
-        ),
-    })
-}
-
 /// Runs one pass from `src_root` to `dst`, walking both sides (never the cache: this is what
 /// the final pass inside the freeze uses).
 pub fn run_pass(
@@ -459,7 +435,14 @@ pub(crate) fn run_pass_with(
     let walk = WalkOptions {
         checksum: opts.checksum,
         refuse_escaping_symlinks: true,
+        leftovers: false,
     };
+    // Every read of the source goes through this one descriptor of its root: nothing of the
+    // customer's tree is followed out of it (`beneath`).
+    let src_tree = Arc::new(Tree::open(src_root).map_err(|e| SyncError::SourceRoot {
+        path: src_root.to_path_buf(),
+        why: e.to_string(),
+    })?);
     let destination_cached = cached.is_some();
     let source_walked = source.is_none();
     let mut statted = 0;
@@ -470,7 +453,7 @@ pub(crate) fn run_pass_with(
                 Ok(m)
             }
             None => {
-                let m = manifest::build(src_root, &walk).map_err(SyncError::SourceWalk)?;
+                let m = manifest::build_tree(&src_tree, &walk).map_err(SyncError::SourceWalk)?;
                 *statted = (m.entries.len() + m.warnings.len() + m.temp_files.len()) as u64;
                 Ok(m)
             }
@@ -483,7 +466,8 @@ pub(crate) fn run_pass_with(
     let (src, dstm) = (src?, dstm?);
     check_source_manifest(src_root, &src)?;
     check_not_emptied(src_root, &src, &dstm, opts.allow_empty_source)?;
-    let plan = plan(src_root, &src, &dstm, dst.sets_owner());
+    dst.check_source(src_root, &src)?;
+    let plan = plan(&src_tree, &src, &dstm, dst.sets_owner());
     let mut report = PassReport {
         dry_run: opts.dry_run,
         source_entries: src.entries.len() as u64,

@@ -9,14 +9,33 @@
 //! home is remote is refused before anything is frozen.
 
 use crate::files::home_url::{is_remote, parse};
+use crate::files::owners::{MappedOwners, OwnerMap};
 use crate::files::remote::SshDestination;
 use crate::files::sync::{self, Destination, LocalDestination, PassOptions};
 use crate::site_spec::HomeSpec;
 use crate::systems::{Dc, Direction, SysResult, SystemError};
 use std::path::Path;
 
-/// The destination a pass in `dir` writes to for home `h`.
+/// The destination a pass in `dir` writes to for home `h`, its owners mapped when the home
+/// has an owner map ([`HomeSpec::owner_map`]; copying back, the map is read in reverse).
 fn destination(h: &HomeSpec, dir: Direction) -> SysResult<(Box<dyn Destination>, &Path)> {
+    let (d, src) = unmapped_destination(h, dir)?;
+    let Some(file) = &h.owner_map else {
+        return Ok((d, src));
+    };
+    let dc = match dir {
+        Direction::Forward => Dc::New,
+        Direction::Back => Dc::Old,
+    };
+    let map = OwnerMap::load(file).map_err(|e| SystemError::new("files", dc, e.to_string()))?;
+    let map = match dir {
+        Direction::Forward => map,
+        Direction::Back => map.reversed(),
+    };
+    Ok((Box::new(MappedOwners { inner: d, map }), src))
+}
+
+fn unmapped_destination(h: &HomeSpec, dir: Direction) -> SysResult<(Box<dyn Destination>, &Path)> {
     let remote = parse(&h.new).map_err(|e| SystemError::new("files", Dc::New, e.to_string()))?;
     match (dir, remote) {
         (Direction::Forward, None) => Ok((Box::new(LocalDestination::new(&h.new)), &h.old)),
@@ -112,6 +131,43 @@ pub fn verify_home(h: &HomeSpec) -> SysResult<Vec<String>> {
 mod tests {
     use super::*;
 
+    /// The engine's passes go through the home's owner map: forward to the new ids, and a
+    /// rollback's copy-back to the old ones.
+    #[test]
+    fn the_engine_maps_owners_both_ways() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("not root: owners cannot be set");
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let (old, new) = (d.path().join("old/alice"), d.path().join("new/alice"));
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join("index.php"), b"<?php").unwrap();
+        for p in [&old, &old.join("index.php")] {
+            std::os::unix::fs::chown(p, Some(1001), Some(1001)).unwrap();
+        }
+        let map = d.path().join("owners.map");
+        std::fs::write(&map, "uid 1001 52001\ngid 1001 52002\n").unwrap();
+        let h = HomeSpec {
+            old: old.clone(),
+            new: new.clone(),
+            compat_link: None,
+            compat_target: None,
+            feed: None,
+            owner_map: Some(map),
+        };
+        sync_home(&h, Direction::Forward).unwrap();
+        let md = std::fs::metadata(new.join("index.php")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (52001, 52002));
+        assert!(verify_home(&h).unwrap().is_empty());
+        std::fs::remove_file(old.join("index.php")).unwrap();
+        sync_home(&h, Direction::Back).unwrap();
+        let md = std::fs::metadata(old.join("index.php")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (1001, 1001));
+    }
+
     #[test]
     fn a_remote_home_is_a_destination_only() {
         let h = HomeSpec {
@@ -120,6 +176,7 @@ mod tests {
             compat_link: None,
             compat_target: None,
             feed: None,
+            owner_map: None,
         };
         assert!(check_direction(std::slice::from_ref(&h), Direction::Forward).is_ok());
         let e = check_direction(&[h], Direction::Back).unwrap_err();

@@ -12,8 +12,10 @@ use crate::files::manifest::{Entry, Kind, Manifest};
 use crate::files::stamps::DirStamp;
 use std::io::{Read, Write};
 
-/// Bumped on any incompatible change; both sides must agree.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// Bumped on any incompatible change; both sides must agree. 4: the receiver refuses paths
+/// leaving its root, copies files named like temporaries, and resume records name their file
+/// (an older receiver would delete such customer files and follow `..`).
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Refuse absurd frames from a confused peer instead of allocating them.
 const MAX_FRAME: usize = 256 << 20;
 

@@ -1,17 +1,12 @@
-//! The system calls a destination write is made of, each refusing to follow a symlink where
-//! the path could be swapped under us: times, owner, mode, removal, and opening a source file.
+//! Owner, mode and times of a destination entry, always through a descriptor or a `*at`
+//! call on its parent that does not follow it: a rollback writes into the old home, which the
+//! customer can change under us, so a path is never `chmod`ed (it would follow a symlink
+//! swapped in to `/etc/shadow`).
 
 use super::Meta;
-use std::ffi::CString;
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
-
-pub(crate) fn cpath(p: &Path) -> std::io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))
-}
+use crate::files::beneath::{self, fstat, Tree};
+use crate::files::manifest::Kind;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 /// Access time left alone, modification time from `meta` (for `utimensat`/`futimens`).
 pub(super) fn mtime_only(meta: &Meta) -> [libc::timespec; 2] {
@@ -27,87 +22,73 @@ pub(super) fn mtime_only(meta: &Meta) -> [libc::timespec; 2] {
     ]
 }
 
-pub(super) fn set_times(p: &Path, meta: &Meta) -> std::io::Result<()> {
-    let c = cpath(p)?;
-    let ts = mtime_only(meta);
-    // SAFETY: c is a valid NUL-terminated path, ts points to two timespecs.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
+fn check(rc: libc::c_int) -> std::io::Result<()> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
 
-/// `fstat` of an open file (the raw struct: mode, owner, inode, times with nanoseconds).
-pub(super) fn fstat(f: &File) -> std::io::Result<libc::stat> {
-    // SAFETY: a zeroed stat is a valid out-buffer; the descriptor is open.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(f.as_raw_fd(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
+/// Sets owner, mode and times through an open descriptor, touching only what differs (a file
+/// just created by root for root with the mode asked for at creation needs one `fstat` and
+/// the `futimens`; times always last: until they are set the mtime is "now", which no pass
+/// takes for a finished copy).
+pub(super) fn set_meta_fd(f: BorrowedFd<'_>, meta: &Meta, chown: bool) -> std::io::Result<()> {
+    let st = fstat(&f)?;
+    let mode = st.st_mode & 0o7777;
+    let chowned = chown && (st.st_uid != meta.uid || st.st_gid != meta.gid);
+    if chowned {
+        // SAFETY: the descriptor is open.
+        check(unsafe { libc::fchown(f.as_raw_fd(), meta.uid, meta.gid) })?;
     }
-    Ok(st)
+    // chown may clear setuid/setgid: after one, those bits are unknown.
+    if mode != meta.mode || (chowned && mode & 0o6000 != 0) {
+        // SAFETY: the descriptor is open.
+        check(unsafe { libc::fchmod(f.as_raw_fd(), meta.mode as libc::mode_t) })?;
+    }
+    let ts = mtime_only(meta);
+    // SAFETY: the descriptor is open; ts holds two timespecs.
+    check(unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) })
 }
 
-/// Why a source file cannot be copied.
-pub(super) enum SourceFailure {
-    /// It vanished or is no longer a regular file (the site is live): a warning.
-    SourceGone(&'static str),
-    SourceError(std::io::Error),
-}
-use SourceFailure::{SourceError, SourceGone};
-
-/// Opens a source file for copying: never through a symlink (a file swapped for a link to
-/// `/etc/shadow` between the walk and the copy is not followed), never blocking on a FIFO
-/// swapped in, and only if it is still a regular file.
-pub(super) fn open_source(src: &Path) -> Result<(File, libc::stat), SourceFailure> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(src);
-    let f = match f {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(SourceGone("vanished from the source"))
+/// Owner, mode and times of entry `rel` of `tree`, which must still be of `kind`: a file or
+/// directory is opened (never following it, never blocking) and changed through its
+/// descriptor; a symlink's own owner and times are set on its parent's descriptor.
+pub(super) fn set_meta_at(
+    tree: &Tree,
+    rel: &[u8],
+    kind: Kind,
+    meta: &Meta,
+    chown: bool,
+) -> std::io::Result<()> {
+    if rel.is_empty() {
+        return set_meta_fd(tree.root_fd(), meta, chown);
+    }
+    let (dir, name) = tree.parent_of(rel)?;
+    if kind == Kind::Symlink {
+        if chown {
+            beneath::chown_in(&dir, name, meta.uid, meta.gid)?;
         }
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(SourceGone("became a symlink"))
-        }
-        Err(e) => return Err(SourceError(e)),
+        return beneath::set_mtime_in(&dir, name, &mtime_only(meta));
+    }
+    let (flags, want) = match kind {
+        Kind::Dir => (libc::O_RDONLY | libc::O_DIRECTORY, libc::S_IFDIR),
+        _ => (
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+            libc::S_IFREG,
+        ),
     };
-    let st = fstat(&f).map_err(SourceError)?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(SourceGone("is no longer a regular file"));
+    let fd = beneath::open_in(&dir, name, flags, 0).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            std::io::Error::other("is a symlink now; not following it")
+        } else {
+            e
+        }
+    })?;
+    if fstat(&fd)?.st_mode & libc::S_IFMT != want {
+        return Err(std::io::Error::other(
+            "is no longer of the kind it was copied as; left alone",
+        ));
     }
-    Ok((f, st))
-}
-
-pub(super) fn lchown(p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    let c = cpath(p)?;
-    // SAFETY: c is a valid NUL-terminated path.
-    if unsafe { libc::lchown(c.as_ptr(), uid, gid) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-pub(super) fn chmod(p: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
-}
-
-pub(super) fn remove_any(p: &Path) -> std::io::Result<()> {
-    match std::fs::symlink_metadata(p) {
-        Ok(md) if md.is_dir() => std::fs::remove_dir_all(p),
-        Ok(_) => std::fs::remove_file(p),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
+    set_meta_fd(fd.as_fd(), meta, chown)
 }

@@ -1,27 +1,27 @@
 //! Copying a large file so that a killed pass continues where it stopped.
 //!
-//! A file of at least [`RESUME_MIN`] bytes is copied into its deterministic temporary name
-//! ([`super::temp_path`]) in steps of [`COMMIT_EVERY`] bytes. After each step the data is made
-//! durable (`fdatasync`) and only then the temporary file's extended attribute [`XATTR`]
-//! records how far it is committed and which source it is a copy of: the source's inode,
-//! size, mtime and ctime (ctime changes on every write or metadata change and cannot be set
-//! back, so a source edited in between never matches). The record travels with the data it
-//! describes (no journal entry per file, and it works the same on the far side of an SSH
-//! receiver); it is removed before the temporary file is renamed into place.
+//! A file of at least [`RESUME_MIN`] bytes is copied into a temporary file of its directory
+//! (a fresh name, [`super::staging`]) in steps of [`COMMIT_EVERY`] bytes. After each step the
+//! data is made durable (`fdatasync`) and only then the temporary file's extended attribute
+//! [`XATTR`] records how far it is committed, the name it is a copy for, and which source it
+//! is a copy of: the source's inode, size, mtime and ctime (ctime changes on every write or
+//! metadata change and cannot be set back, so a source edited in between never matches). The
+//! record travels with the data it describes (no journal entry per file, and it works the
+//! same on the far side of an SSH receiver); it is removed before the temporary file is
+//! renamed into place.
 //!
-//! On the next pass the walk reports the temporary file as a leftover; the applier keeps a
-//! leftover that carries a record instead of removing it ([`is_resumable`]), and the copy of
-//! the same path opens it, truncates it to the committed offset and continues from there when
-//! the record names the same source, or starts from zero when it does not. Leftovers that no
-//! write of the pass took back are removed when the pass finishes.
+//! On the next pass the destination walk reports a file carrying such a record as a leftover
+//! (a customer's file of the same prefix has none: it is an ordinary entry); the applier keeps
+//! it for the name its record names, and the copy of that path opens it, truncates it to the
+//! committed offset and continues from there when the record names the same source, or starts
+//! from zero when it does not. Leftovers that no write of the pass took back are removed when
+//! the pass finishes.
 //!
 //! Where the file system has no user extended attributes the copy still works, it just cannot
 //! resume (and skips the intermediate `fdatasync`s, which then buy nothing).
 
-use super::fsops::cpath;
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Files at least this large are copied resumably.
@@ -50,19 +50,28 @@ impl SourceId {
         }
     }
 
-    /// The record: `v1 <ino> <size> <mtime> <mtime ns> <ctime> <ctime ns> <committed>`.
-    pub fn record(&self, committed: u64) -> String {
+    /// The record: `v2 <ino> <size> <mtime> <mtime ns> <ctime> <ctime ns> <committed>
+    /// <name, hex>` (`name`: the file name, in the same directory, this is a copy for).
+    pub fn record(&self, committed: u64, name: &[u8]) -> String {
+        let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
         format!(
-            "v1 {} {} {} {} {} {} {committed}",
+            "v2 {} {} {} {} {} {} {committed} {hex}",
             self.ino, self.size, self.mtime.0, self.mtime.1, self.ctime.0, self.ctime.1
         )
     }
 
     /// Parses a record; `None` for anything malformed (then the copy starts from zero).
-    pub fn parse(record: &[u8]) -> Option<(SourceId, u64)> {
+    pub fn parse(record: &[u8]) -> Option<(SourceId, u64, Vec<u8>)> {
         let s = std::str::from_utf8(record).ok()?;
         let f: Vec<&str> = s.split(' ').collect();
-        if f.len() != 8 || f[0] != "v1" {
+        if f.len() != 9 || f[0] != "v2" || f[8].is_empty() || !f[8].len().is_multiple_of(2) {
+            return None;
+        }
+        let name = (0..f[8].len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(f[8].get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        if name.contains(&b'/') || name.contains(&0) || name == b".." || name == b"." {
             return None;
         }
         let n = |i: usize| f[i].parse::<i64>().ok();
@@ -72,19 +81,13 @@ impl SourceId {
             mtime: (n(3)?, n(4)?),
             ctime: (n(5)?, n(6)?),
         };
-        Some((id, f[7].parse().ok()?))
+        Some((id, f[7].parse().ok()?, name))
     }
 }
 
-/// Whether `p` (a leftover temporary file) carries a resume record.
-pub fn is_resumable(p: &Path) -> bool {
-    let Ok(c) = cpath(p) else { return false };
-    // SAFETY: c is NUL-terminated; a null buffer of size 0 asks for the value's size only.
-    unsafe { libc::lgetxattr(c.as_ptr(), XATTR.as_ptr(), std::ptr::null_mut(), 0) > 0 }
-}
-
-pub(super) fn read_record(f: &File) -> Option<(SourceId, u64)> {
-    let mut buf = [0u8; 256];
+/// The record of an open file: (source, committed offset, the name it is a copy for).
+pub fn read_record(f: &impl AsRawFd) -> Option<(SourceId, u64, Vec<u8>)> {
+    let mut buf = [0u8; 1024];
     // SAFETY: the descriptor is open; buf is writable for its length.
     let n = unsafe {
         libc::fgetxattr(
@@ -101,8 +104,13 @@ pub(super) fn read_record(f: &File) -> Option<(SourceId, u64)> {
 }
 
 /// Writes the record; `Ok(false)` when the file system has no user extended attributes.
-pub(super) fn write_record(f: &File, id: &SourceId, committed: u64) -> std::io::Result<bool> {
-    let v = id.record(committed);
+pub(super) fn write_record(
+    f: &File,
+    id: &SourceId,
+    committed: u64,
+    name: &[u8],
+) -> std::io::Result<bool> {
+    let v = id.record(committed, name);
     // SAFETY: the descriptor is open; v is valid for its length.
     let rc =
         unsafe { libc::fsetxattr(f.as_raw_fd(), XATTR.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
@@ -229,52 +237,47 @@ pub fn copy_range(
     })
 }
 
-/// Copies `input` (fstat'ed as `st`) into the temporary file `tmp`, continuing a previous
-/// pass's committed copy of the same source. Returns the open temporary file (record removed)
-/// and the bytes copied by this call.
+/// Copies `input` (fstat'ed as `st`) into the open temporary file `out`, a copy for file
+/// name `name`, continuing a previous pass's committed copy of the same source. Returns the
+/// bytes copied by this call (the record is removed at the end).
 pub fn copy_resumable(
     input: &File,
     st: &libc::stat,
-    tmp: &Path,
+    out: &File,
+    name: &[u8],
     kernel: &AtomicBool,
-) -> std::io::Result<(File, u64)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let out = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(tmp)?;
+) -> std::io::Result<u64> {
     let id = SourceId::of(st);
     // A record beyond the file's length outlived its data: set_len would fill it with zeros.
     let len = out.metadata()?.len();
-    let start = match read_record(&out) {
-        Some((was, committed)) if was == id && committed <= id.size && committed <= len => {
+    let start = match read_record(out) {
+        Some((was, committed, for_name))
+            if was == id && for_name == name && committed <= id.size && committed <= len =>
+        {
             committed
         }
         _ => 0,
     };
     // Whatever lies past the committed offset was written but never made durable.
     out.set_len(start)?;
-    let resumable = write_record(&out, &id, start)?;
+    let resumable = write_record(out, &id, start, name)?;
     let mut pos = start;
     while pos < id.size {
         let step = (id.size - pos).min(COMMIT_EVERY);
-        let n = copy_range(input, &out, pos, step, kernel)?;
+        let n = copy_range(input, out, pos, step, kernel)?;
         pos += n;
         if n < step {
             break; // the source shrank: the next pass sees its new size and copies again
         }
         if resumable && pos < id.size {
             out.sync_data()?;
-            write_record(&out, &id, pos)?;
+            write_record(out, &id, pos, name)?;
         }
     }
     if resumable {
-        remove_record(&out)?;
+        remove_record(out)?;
     }
-    Ok((out, pos - start))
+    Ok(pos - start)
 }
 
 #[cfg(test)]
@@ -296,9 +299,22 @@ mod tests {
             mtime: (-3, 5),
             ctime: (1_700_000_000, 999_999_999),
         };
-        assert_eq!(SourceId::parse(id.record(77).as_bytes()), Some((id, 77)));
+        assert_eq!(
+            SourceId::parse(id.record(77, b"big.bin").as_bytes()),
+            Some((id, 77, b"big.bin".to_vec()))
+        );
         assert_eq!(SourceId::parse(b"v1 1 2 3"), None);
-        assert_eq!(SourceId::parse(b"v2 1 2 3 4 5 6 7"), None);
+        assert_eq!(SourceId::parse(b"v1 1 2 3 4 5 6 7"), None);
+        assert_eq!(
+            SourceId::parse(b"v2 1 2 3 4 5 6 7 2e2e"),
+            None,
+            "`..` as name"
+        );
+        assert_eq!(
+            SourceId::parse(b"v2 1 2 3 4 5 6 7 612f62"),
+            None,
+            "`/` in name"
+        );
         assert_eq!(SourceId::parse(b"\xff"), None);
     }
 
@@ -314,32 +330,47 @@ mod tests {
         let input = File::open(&src).unwrap();
         let st = stat(&input);
         let tmp = dir.path().join(".~migrator-tmp.src");
+        let open = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&tmp)
+                .unwrap()
+        };
         // A killed pass committed one step, then wrote garbage past it.
         {
             let out = File::create(&tmp).unwrap();
             use std::io::Write;
             (&out).write_all(&data[..COMMIT_EVERY as usize]).unwrap();
             (&out).write_all(&[0xee; 4096]).unwrap();
-            if !write_record(&out, &SourceId::of(&st), COMMIT_EVERY).unwrap() {
+            if !write_record(&out, &SourceId::of(&st), COMMIT_EVERY, b"src").unwrap() {
                 eprintln!("no user xattrs on /var/tmp: resume not testable here");
                 return;
             }
         }
-        assert!(is_resumable(&tmp));
-        let (out, copied) = copy_resumable(&input, &st, &tmp, &AtomicBool::new(true)).unwrap();
-        drop(out);
+        assert!(read_record(&open()).is_some());
+        let copied = copy_resumable(&input, &st, &open(), b"src", &AtomicBool::new(true)).unwrap();
         assert_eq!(copied, data.len() as u64 - COMMIT_EVERY);
         assert_eq!(std::fs::read(&tmp).unwrap(), data);
-        assert!(!is_resumable(&tmp), "record left on the finished copy");
-        // A record naming another source (here: another size) is not trusted.
-        {
-            let out = std::fs::OpenOptions::new().write(true).open(&tmp).unwrap();
-            let mut other = SourceId::of(&st);
-            other.size += 1;
-            write_record(&out, &other, 2 * COMMIT_EVERY).unwrap();
+        assert!(
+            read_record(&open()).is_none(),
+            "record left on the finished copy"
+        );
+        // A record naming another source (here: another size), or written for another name,
+        // is not trusted.
+        for (size_delta, name) in [(1, &b"src"[..]), (0, b"other")] {
+            {
+                let out = open();
+                let mut other = SourceId::of(&st);
+                other.size += size_delta;
+                write_record(&out, &other, 2 * COMMIT_EVERY, name).unwrap();
+            }
+            let copied =
+                copy_resumable(&input, &st, &open(), b"src", &AtomicBool::new(true)).unwrap();
+            assert_eq!(copied, data.len() as u64);
+            assert_eq!(std::fs::read(&tmp).unwrap(), data);
         }
-        let (_, copied) = copy_resumable(&input, &st, &tmp, &AtomicBool::new(true)).unwrap();
-        assert_eq!(copied, data.len() as u64);
-        assert_eq!(std::fs::read(&tmp).unwrap(), data);
     }
 }

@@ -1,8 +1,8 @@
 //! The applier: direct creation, replacement, partial copies, kept leftovers.
 
-use super::fsops::cpath;
 use super::*;
 use crate::files::manifest::{self, Change, WalkOptions};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 fn meta(mode: u32, mtime_s: i64) -> Meta {
@@ -110,35 +110,70 @@ fn new_files_are_created_in_place_existing_ones_replaced_never_through_a_symlink
     assert_eq!(names.len(), 4, "leftover temporaries: {names:?}");
 }
 
+/// Writes a leftover like a killed large copy leaves: `len` bytes of `data`, a record for
+/// `name` committed at `committed`; false when the file system has no user xattrs.
+fn leftover(
+    path: &Path,
+    data: &[u8],
+    id: &large_copy::SourceId,
+    committed: u64,
+    name: &[u8],
+) -> bool {
+    std::fs::write(path, data).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    large_copy::write_record(&f, id, committed, name).unwrap()
+}
+
 #[test]
 fn an_unclaimed_resumable_leftover_is_removed_when_the_pass_finishes() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let a = Applier::new(dir.path());
-    let tmp = temp_path(dir.path(), b"big");
-    std::fs::write(&tmp, b"partial").unwrap();
-    let c = cpath(&tmp).unwrap();
-    let v = b"v1 1 2 3 4 5 6 7";
-    // SAFETY: c and the name are NUL-terminated; v is valid for its length.
-    let rc = unsafe {
-        libc::setxattr(
-            c.as_ptr(),
-            large_copy::XATTR.as_ptr(),
-            v.as_ptr().cast(),
-            v.len(),
-            0,
-        )
+    let mut a = Applier::new(dir.path());
+    let tmp = dir.path().join(".~migrator-tmp.0123.4");
+    let id = large_copy::SourceId {
+        ino: 1,
+        size: 100,
+        mtime: (1, 2),
+        ctime: (3, 4),
     };
-    if rc != 0 {
-        eprintln!("no user xattrs here: {}", std::io::Error::last_os_error());
+    if !leftover(&tmp, b"partial", &id, 7, b"big") {
+        eprintln!("no user xattrs here");
         return;
     }
     a.apply(&[Op::RemoveTemp {
-        path: tmp.file_name().unwrap().as_bytes().to_vec(),
+        path: b".~migrator-tmp.0123.4".to_vec(),
     }])
     .unwrap();
     assert!(tmp.exists(), "a resumable leftover is kept during the pass");
     a.sync().unwrap();
     assert!(!tmp.exists());
+}
+
+/// Issue 18 (10): a customer's own file named like our temporaries is an ordinary file: it is
+/// copied, never truncated, kept or removed, and replacing a file beside it leaves it alone.
+#[test]
+fn a_customer_file_named_like_a_temporary_is_copied_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join(".~migrator-tmp.foo"), b"customer data").unwrap();
+    std::fs::write(src.join("foo"), b"v1").unwrap();
+    let mut d = crate::files::sync::LocalDestination::new(&dst);
+    let r = crate::files::sync::run_pass(&src, &mut d, Default::default(), &|_| {}).unwrap();
+    assert_eq!(r.files_written, 2, "{r:?}");
+    assert_eq!(
+        std::fs::read(dst.join(".~migrator-tmp.foo")).unwrap(),
+        b"customer data"
+    );
+    // Replacing `foo` goes through a temporary file: not the customer's.
+    std::fs::write(src.join("foo"), b"v2, longer").unwrap();
+    crate::files::sync::run_pass(&src, &mut d, Default::default(), &|_| {}).unwrap();
+    assert_eq!(std::fs::read(dst.join("foo")).unwrap(), b"v2, longer");
+    assert_eq!(
+        std::fs::read(dst.join(".~migrator-tmp.foo")).unwrap(),
+        b"customer data"
+    );
+    let again = crate::files::sync::run_pass(&src, &mut d, Default::default(), &|_| {}).unwrap();
+    assert_eq!((again.files_written, again.deleted), (0, 0), "{again:?}");
 }
 
 /// The receiver's side of a resumed large file (SSH): a leftover committed of the same source
@@ -150,7 +185,7 @@ fn chunked_large_files_resume_only_from_data_that_is_there() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let root = dir.path().join("root");
     std::fs::create_dir(&root).unwrap();
-    let a = Applier::new(&root);
+    let a = std::cell::RefCell::new(Applier::new(&root));
     let data: Vec<u8> = (0..(2 * large_copy::COMMIT_EVERY + 777))
         .map(|i| (i % 253) as u8)
         .collect();
@@ -161,13 +196,19 @@ fn chunked_large_files_resume_only_from_data_that_is_there() {
         ctime: (3, 4),
     };
     let c = large_copy::COMMIT_EVERY as usize;
-    let tmp = temp_path(&root, b"big");
-    let leftover = |len: usize, committed: u64| {
-        std::fs::write(&tmp, &data[..len]).unwrap();
-        let f = std::fs::OpenOptions::new().write(true).open(&tmp).unwrap();
-        large_copy::write_record(&f, &id, committed).unwrap()
+    let tmp_name = b".~migrator-tmp.killed.1";
+    let tmp = root.join(std::ffi::OsStr::from_bytes(tmp_name));
+    let left = |len: usize, committed: u64| {
+        let ok = leftover(&tmp, &data[..len], &id, committed, b"big");
+        // What the destination walk reports and the plan turns into the first operation.
+        a.borrow()
+            .apply(&[Op::RemoveTemp {
+                path: tmp_name.to_vec(),
+            }])
+            .unwrap();
+        ok
     };
-    if !leftover(c + 100, c as u64) {
+    if !left(c + 100, c as u64) {
         eprintln!("no user xattrs on /var/tmp: resume not testable here");
         return;
     }
@@ -188,26 +229,35 @@ fn chunked_large_files_resume_only_from_data_that_is_there() {
         });
         ops
     };
+    let names = || -> Vec<_> {
+        std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    };
     // Committed and there: continue from it.
-    assert_eq!(a.resume_offset(b"big", id).unwrap(), c as u64);
-    let applied = a.apply(&chunks_from(c)).unwrap();
+    assert_eq!(a.borrow().resume_offset(b"big", id).unwrap(), c as u64);
+    let applied = a.borrow().apply(&chunks_from(c)).unwrap();
     assert_eq!(applied.bytes, (data.len() - c) as u64);
     assert_eq!(std::fs::read(root.join("big")).unwrap(), data);
+    let big = std::fs::File::open(root.join("big")).unwrap();
     assert!(
-        !large_copy::is_resumable(&root.join("big")),
+        large_copy::read_record(&big).is_none(),
         "record left on the file"
     );
+    assert_eq!(names().len(), 1, "{:?}", names());
 
     // A record that says more than the leftover holds: start over.
-    assert!(leftover(c / 4, c as u64));
-    assert_eq!(a.resume_offset(b"big", id).unwrap(), 0);
+    assert!(left(c / 4, c as u64));
+    assert_eq!(a.borrow().resume_offset(b"big", id).unwrap(), 0);
     assert!(!tmp.exists());
-    a.apply(&chunks_from(0)).unwrap();
+    a.borrow().apply(&chunks_from(0)).unwrap();
     assert_eq!(std::fs::read(root.join("big")).unwrap(), data);
 
     // Announced, never written: gone when the pass finishes.
-    assert!(leftover(c + 100, c as u64));
-    assert_eq!(a.resume_offset(b"big", id).unwrap(), c as u64);
-    a.sync().unwrap();
+    assert!(left(c + 100, c as u64));
+    assert_eq!(a.borrow().resume_offset(b"big", id).unwrap(), c as u64);
+    a.borrow_mut().sync().unwrap();
     assert!(!tmp.exists(), "an unfinished resume's temporary file");
+    assert_eq!(names().len(), 1, "{:?}", names());
 }
