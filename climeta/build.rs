@@ -18,17 +18,20 @@ fn main() {
         Ok(c) if !c.trim().is_empty() => c.trim().to_string(),
         _ => {
             // Rerun when HEAD or the branch it names moves (a worktree's git dir is elsewhere).
+            // Only files that exist: cargo reruns the script on every build for a missing one.
+            let watch = |p: PathBuf| {
+                if p.exists() {
+                    println!("cargo:rerun-if-changed={}", p.display());
+                }
+            };
             if let Some(dir) = git(&["rev-parse", "--git-dir"]).map(PathBuf::from) {
-                println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
+                watch(dir.join("HEAD"));
                 if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
                     let common = git(&["rev-parse", "--git-common-dir"])
                         .map(PathBuf::from)
                         .unwrap_or(dir.clone());
-                    println!("cargo:rerun-if-changed={}", common.join(r).display());
-                    println!(
-                        "cargo:rerun-if-changed={}",
-                        common.join("packed-refs").display()
-                    );
+                    watch(common.join(r));
+                    watch(common.join("packed-refs"));
                 }
             }
             git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into())

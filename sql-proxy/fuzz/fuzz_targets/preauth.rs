@@ -22,6 +22,8 @@ fn store() -> UserStore {
             plugin: NATIVE_PASSWORD.into(),
             hash: format!("*{}", hex_upper(&stage2_of(&stage1_of("pw")))),
             databases: vec!["shop".into()],
+            hosts: vec!["%".into()],
+            require_tls: false,
         },
     );
     s.users.insert(
@@ -30,6 +32,8 @@ fn store() -> UserStore {
             plugin: NATIVE_PASSWORD.into(),
             hash: String::new(),
             databases: vec![],
+            hosts: vec!["10.0.0.0/255.0.0.0".into()],
+            require_tls: true,
         },
     );
     s

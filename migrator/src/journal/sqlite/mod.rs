@@ -128,14 +128,31 @@ impl SqliteJournal {
             source,
         };
         let conn = Connection::open(path).map_err(wrap)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(wrap)?;
-        // FULL: a step recorded as done survives a power cut, which is the point of the journal.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(wrap)?;
+        // First: processes opening a new journal at once wait for each other's locks (the
+        // switch to WAL and the schema migration take one) instead of failing with "busy".
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(wrap)?;
-        if let Err(found) = migrate(&conn).map_err(wrap)? {
+        // Switching a new file to WAL can answer "busy" at once, without waiting (SQLite avoids
+        // a deadlock between two connections upgrading their locks): retried for a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let migrated = loop {
+            let attempt = conn
+                .pragma_update(None, "journal_mode", "WAL")
+                // FULL: a step recorded as done survives a power cut, which is the point of
+                // the journal.
+                .and_then(|()| conn.pragma_update(None, "synchronous", "FULL"))
+                .and_then(|()| migrate(&conn));
+            match attempt {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other.map_err(wrap)?,
+            }
+        };
+        if let Err(found) = migrated {
             return Err(JournalError::SchemaTooNew {
                 journal: path.display().to_string(),
                 found,
