@@ -56,21 +56,69 @@ fn netmask(pattern: &str) -> Option<(u32, u32)> {
     Some((u32::from(net), u32::from(mask)))
 }
 
-/// SQL `LIKE` on ASCII: `%` any run, `_` one character, case-insensitive.
+/// SQL `LIKE` on ASCII: `%` any run, `_` one character, case-insensitive. Iterative, going
+/// back only to the last `%`: at most pattern × text steps (a recursive matcher took
+/// exponential time on a host part of many `%`, found by the `sql_text` fuzz target).
 fn like(p: &[u8], s: &[u8]) -> bool {
-    match p.split_first() {
-        None => s.is_empty(),
-        Some((b'%', rest)) => (0..=s.len()).any(|i| like(rest, &s[i..])),
-        Some((b'_', rest)) => !s.is_empty() && like(rest, &s[1..]),
-        Some((c, rest)) => {
-            s.first().is_some_and(|x| x.eq_ignore_ascii_case(c)) && like(rest, &s[1..])
+    let (mut pi, mut si) = (0, 0);
+    // After the last `%` seen: where the pattern resumes, and where in the text it was tried.
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some(b'%') => {
+                pi += 1;
+                star = Some((pi, si));
+            }
+            Some(c) if *c == b'_' || c.eq_ignore_ascii_case(&s[si]) => {
+                pi += 1;
+                si += 1;
+            }
+            _ => match star {
+                // The last `%` takes one more character; the rest is tried again from there.
+                Some((resume, tried)) => {
+                    pi = resume;
+                    si = tried + 1;
+                    star = Some((resume, tried + 1));
+                }
+                None => return false,
+            },
         }
     }
+    p[pi..].iter().all(|c| *c == b'%')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_percent_signs_match_in_polynomial_time() {
+        // The fuzz artifact: 74 `%` then bytes no address has. Exponential before the fix.
+        let mut pattern = "%".repeat(74);
+        pattern.push_str("\u{c}\u{0}'");
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        assert!(!matches(&pattern, ip));
+        assert!(matches(&"%".repeat(200), ip));
+        assert!(matches(&format!("{}3", "%".repeat(60)), ip));
+    }
+
+    #[test]
+    fn like_agrees_with_the_definition() {
+        for (p, s, want) in [
+            ("10.0.%", "10.0.1.7", true),
+            ("10.0.%.7", "10.0.12.7", true),
+            ("10.0.%.7", "10.0.12.8", false),
+            ("10.0.0._", "10.0.0.7", true),
+            ("10.0.0._", "10.0.0.77", false),
+            ("%.7", "10.0.0.7", true),
+            ("%%", "", true),
+            ("_", "", false),
+            ("a%b%c", "aXbYc", true),
+            ("a%b%c", "aXcYb", false),
+        ] {
+            assert_eq!(like(p.as_bytes(), s.as_bytes()), want, "{p} ~ {s}");
+        }
+    }
 
     #[test]
     fn host_parts_apply_to_the_source_address() {
