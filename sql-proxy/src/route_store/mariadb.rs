@@ -297,21 +297,8 @@ impl SharedStore {
         row: (String, String, String, String, i64),
     ) -> Result<StoredRoute, StoreError> {
         let (database, side, mode, resume, epoch) = row;
-        let bad = |what: String| self.corrupt(format!("route of database {database:?}: {what}"));
-        let mode = Mode::parse(&mode).ok_or_else(|| bad(format!("mode {mode:?}")))?;
-        let resume_mode = Mode::parse(&resume)
-            .filter(|m| *m != Mode::Paused)
-            .ok_or_else(|| bad(format!("resume_mode {resume:?}")))?;
-        if side.is_empty() || epoch <= 0 {
-            return Err(bad(format!("side {side:?}, epoch {epoch}")));
-        }
-        Ok(StoredRoute {
-            database,
-            side,
-            mode,
-            resume_mode,
-            epoch: epoch as u64,
-        })
+        StoredRoute::from_row(database, side, &mode, &resume, epoch)
+            .map_err(|what| self.corrupt(what))
     }
 
     /// The fleet's last epoch and every route changed after `since`, in one consistent read.

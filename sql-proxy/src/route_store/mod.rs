@@ -64,6 +64,34 @@ pub struct StoredRoute {
     pub epoch: u64,
 }
 
+impl StoredRoute {
+    /// A route as a store's row holds it (mode names, a signed epoch), checked: both stores
+    /// read rows this way. The error says what is wrong, for the store to name itself.
+    pub(crate) fn from_row(
+        database: String,
+        side: String,
+        mode: &str,
+        resume: &str,
+        epoch: i64,
+    ) -> Result<StoredRoute, String> {
+        let bad = |what: String| format!("route of database {database:?}: {what}");
+        let mode = Mode::parse(mode).ok_or_else(|| bad(format!("mode {mode:?}")))?;
+        let resume_mode = Mode::parse(resume)
+            .filter(|m| *m != Mode::Paused)
+            .ok_or_else(|| bad(format!("resume_mode {resume:?}")))?;
+        if side.is_empty() || epoch <= 0 {
+            return Err(bad(format!("side {side:?}, epoch {epoch}")));
+        }
+        Ok(StoredRoute {
+            database,
+            side,
+            mode,
+            resume_mode,
+            epoch: epoch as u64,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
@@ -423,23 +451,11 @@ impl RouteStore {
             })?;
         rows.into_iter()
             .map(|(database, side, mode, resume, epoch)| {
-                let bad = |what: String| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    what: format!("route of database {database:?}: {what}"),
-                };
-                let mode = Mode::parse(&mode).ok_or_else(|| bad(format!("mode {mode:?}")))?;
-                let resume_mode = Mode::parse(&resume)
-                    .filter(|m| *m != Mode::Paused)
-                    .ok_or_else(|| bad(format!("resume_mode {resume:?}")))?;
-                if side.is_empty() || epoch <= 0 {
-                    return Err(bad(format!("side {side:?}, epoch {epoch}")));
-                }
-                Ok(StoredRoute {
-                    database,
-                    side,
-                    mode,
-                    resume_mode,
-                    epoch: epoch as u64,
+                StoredRoute::from_row(database, side, &mode, &resume, epoch).map_err(|what| {
+                    StoreError::Corrupt {
+                        path: self.path.clone(),
+                        what,
+                    }
                 })
             })
             .collect()
