@@ -5,7 +5,8 @@
 //! site ends live, switched exactly once. The sites are real: file homes copied, two real
 //! HAProxies switched (as in `wave_cli.rs`); no databases.
 
-use drivers::lb::{Haproxy, LoadBalancer};
+mod shop_support;
+
 use migrator::fleet::Fleet;
 use migrator::journal::{open_journal_at, JournalStore, SiteState};
 use std::os::unix::fs::PermissionsExt;
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use testkit::mariadb::ADMIN_PASSWORD;
-use testkit::{Backend, Haproxy as HaproxyServer, MariaDb, TinyHttp};
+use testkit::{Haproxy as HaproxyServer, MariaDb, TinyHttp};
 
 /// Workers SIGKILLed (by their PIDs) when the test ends, whatever happened.
 struct Workers(Vec<Option<Child>>);
@@ -60,48 +61,13 @@ fn world(
         .flat_map(|g| g.sites.iter().cloned())
         .collect();
     assert!(sites.len() >= 4, "{sites:?}");
-    let be = |a: std::net::SocketAddr| -> Vec<Backend> {
-        sites
-            .iter()
-            .map(|s| Backend {
-                name: format!("be_{s}"),
-                addr: a.to_string(),
-            })
-            .collect()
-    };
-    let old_hp = HaproxyServer::start(&be(old.addr)).unwrap();
-    let new_hp = HaproxyServer::start(&be(new.addr)).unwrap();
-    let token = d.join("token");
-    std::fs::write(&token, "t").unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let specs: Vec<serde_json::Value> = sites
-        .iter()
-        .map(|s| {
-            let home = d.join("old").join(s);
-            std::fs::create_dir_all(&home).unwrap();
-            std::fs::write(home.join("index.php"), s.as_bytes()).unwrap();
-            Haproxy::new(new_hp.socket())
-                .set_server_admin(&format!("be_{s}"), "srv", drivers::lb::AdminState::Maint)
-                .unwrap();
-            serde_json::json!({
-                "site": s,
-                "old_vip": "127.0.0.1", "new_vip": "127.0.0.2",
-                "old_lb": {"socket": old_hp.socket(), "backend": format!("be_{s}"), "server": "srv"},
-                "new_lb": {"socket": new_hp.socket(), "backend": format!("be_{s}"), "server": "srv"},
-                "old_web": old.addr, "new_web": new.addr,
-                "homes": [{"old": home, "new": d.join("new").join(s)}],
-                "old_db_url_file": d.join("old.url"), "new_db_url_file": d.join("new.url"),
-                "proxy": {"admin": "127.0.0.1:9", "token_file": token},
-            })
-        })
-        .collect();
-    let spec_file = d.join("sites.json");
-    std::fs::write(
-        &spec_file,
-        serde_json::json!({ "sites": specs }).to_string(),
+    let (old_hp, new_hp) = shop_support::many_sites(d, &sites, old, new);
+    (
+        sites,
+        d.join("plan.json"),
+        d.join("sites.json"),
+        vec![old_hp, new_hp],
     )
-    .unwrap();
-    (sites, d.join("plan.json"), spec_file, vec![old_hp, new_hp])
 }
 
 #[test]

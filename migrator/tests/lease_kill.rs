@@ -8,7 +8,6 @@ mod shop_support;
 use drivers::lb::{AdminState, Haproxy, LoadBalancer};
 use migrator::journal::{JournalStore, SiteState, SqliteJournal};
 use shop_support::Shop;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
@@ -87,13 +86,7 @@ fn sigkilled_while_frozen_then_the_lease_watchdog_unfreezes_on_the_owning_side()
     let d = dir.path();
     let shop = Shop::start();
     let (old, new, old_lb, new_lb) = (&shop.old, &shop.new, &shop.old_lb, &shop.new_lb);
-    let token = d.join("token");
-    std::fs::write(&token, "t").unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::create_dir_all(d.join("old/shop/www")).unwrap();
-    std::fs::write(d.join("old/shop/www/index.php"), "<?php echo 1;").unwrap();
-    let spec = shop.spec_json(d, d.join("new/shop").to_str().unwrap().into());
-    std::fs::write(d.join("sites.json"), spec.to_string()).unwrap();
+    shop.write_local_site(d);
     let srv = |lb: &Haproxy| lb.server_state("be_shop", "srv").unwrap();
 
     // Killed inside the freeze, before the commit point: frozen on old, and it stays so.
@@ -166,13 +159,7 @@ fn a_second_migrator_is_refused_while_the_first_syncs() {
     let d = dir.path();
     let shop = Shop::start();
     let (old, new, old_lb, new_lb) = (&shop.old, &shop.new, &shop.old_lb, &shop.new_lb);
-    let token = d.join("token");
-    std::fs::write(&token, "t").unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::create_dir_all(d.join("old/shop/www")).unwrap();
-    std::fs::write(d.join("old/shop/www/index.php"), "<?php echo 1;").unwrap();
-    let spec = shop.spec_json(d, d.join("new/shop").to_str().unwrap().into());
-    std::fs::write(d.join("sites.json"), spec.to_string()).unwrap();
+    shop.write_local_site(d);
     let srv = |lb: &Haproxy| lb.server_state("be_shop", "srv").unwrap();
 
     let first = Command::new(bin())

@@ -3,12 +3,13 @@
 //! `migrator wave status --socket` answers from the wave's control socket; plain progress lines
 //! on stderr (not a terminal); every site live; the socket removed at the end.
 
-use drivers::lb::{Haproxy, LoadBalancer};
+mod shop_support;
+
 use migrator::journal::{JournalStore, SiteState, SqliteJournal};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use testkit::{Backend, Haproxy as HaproxyServer, TinyHttp};
+use testkit::TinyHttp;
 
 /// Kills the wave (SIGKILL, by its PID) if the test fails before it ends.
 struct Killer(Option<std::process::Child>);
@@ -54,46 +55,8 @@ fn wave_run_with_a_live_control_socket_and_plain_progress() {
 
     let old = TinyHttp::start("x").unwrap();
     let new = TinyHttp::start("x").unwrap();
-    let be = |a: std::net::SocketAddr| -> Vec<Backend> {
-        sites
-            .iter()
-            .map(|s| Backend {
-                name: format!("be_{s}"),
-                addr: a.to_string(),
-            })
-            .collect()
-    };
-    let old_hp = HaproxyServer::start(&be(old.addr)).unwrap();
-    let new_hp = HaproxyServer::start(&be(new.addr)).unwrap();
-    let token = d.join("token");
-    std::fs::write(&token, "t").unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let specs: Vec<serde_json::Value> = sites
-        .iter()
-        .map(|s| {
-            let home = d.join("old").join(s);
-            std::fs::create_dir_all(&home).unwrap();
-            std::fs::write(home.join("index.php"), s.as_bytes()).unwrap();
-            Haproxy::new(new_hp.socket())
-                .set_server_admin(&format!("be_{s}"), "srv", drivers::lb::AdminState::Maint)
-                .unwrap();
-            serde_json::json!({
-                "site": s,
-                "old_vip": "127.0.0.1", "new_vip": "127.0.0.2",
-                "old_lb": {"socket": old_hp.socket(), "backend": format!("be_{s}"), "server": "srv"},
-                "new_lb": {"socket": new_hp.socket(), "backend": format!("be_{s}"), "server": "srv"},
-                "old_web": old.addr, "new_web": new.addr,
-                "homes": [{"old": home, "new": d.join("new").join(s)}],
-                "old_db_url_file": d.join("old.url"), "new_db_url_file": d.join("new.url"),
-                "proxy": {"admin": "127.0.0.1:9", "token_file": token},
-            })
-        })
-        .collect();
-    std::fs::write(
-        d.join("sites.json"),
-        serde_json::json!({ "sites": specs }).to_string(),
-    )
-    .unwrap();
+    // Kept alive until the test ends: the wave switches them.
+    let _haproxies = shop_support::many_sites(d, &sites, &old, &new);
 
     let jp = d.join("j.sqlite");
     let sock = d.join("j.sqlite.wave.sock");
