@@ -35,7 +35,7 @@ pub fn explain(plan: &Plan, site: &str) -> Result<Explanation, PlanError> {
     let w = wave.and_then(|n| plan.waves.get(n as usize - 1));
     match w {
         Some(w) => t.push(format!(
-            "site {site} is in wave {} of {total} ({} wave, window {} = {}).",
+            "site {site} is in wave {} of {total} ({} wave, window {} = {}{}).",
             w.number,
             match w.kind {
                 WaveKind::Canary => "canary",
@@ -43,7 +43,11 @@ pub fn explain(plan: &Plan, site: &str) -> Result<Explanation, PlanError> {
                 WaveKind::Final => "final",
             },
             w.window,
-            w.window_utc
+            w.window_utc,
+            match (&w.date, &w.starts_at, &w.ends_at) {
+                (Some(d), Some(a), Some(b)) => format!(" on the night of {d}: {a} to {b}"),
+                _ => String::new(),
+            }
         )),
         None => t.push(format!("site {site} is in no wave.")),
     }

@@ -3,7 +3,8 @@
 //! Layout (one file per pipeline stage):
 //! - [`model`]: the public inventory records (datacenters, web clusters, filers, SQL servers,
 //!   databases, sites) as serde types: the stable contract with exports, the lab and migrator.
-//! - [`window`]: daily maintenance windows with UTC offsets.
+//! - [`window`]: daily maintenance windows with UTC offsets or IANA zones;
+//!   [`calendar`]: the same on dated nights, across daylight-saving changes.
 //! - `reader`, [`load`], `load_sites`: streamed, parallel loading of JSONL (and CSV for sites)
 //!   into the compact [`inventory::Inventory`], with validation naming file, line and field.
 //! - [`write_inventory`], [`generate`]: writing inventories, and the seeded realistic generator.
@@ -16,6 +17,7 @@
 //! - [`explain`]: `plan explain <site>` and `plan diff A B`.
 //! - [`pipeline`]: load → group → waves → write, timed.
 
+pub mod calendar;
 pub mod destination;
 pub mod error;
 pub mod explain;

@@ -15,7 +15,7 @@ use crate::inventory::{Inventory, SiteRec, SiteTable, Span};
 use crate::load::{duplicates, push_text, valid_name, FastMap};
 use crate::model::{files, Pin};
 use crate::reader::{parse_json, read_lines, LineParser, LocalErr};
-use crate::window::Window;
+use crate::window::{Window, WindowPartError};
 
 /// A string that borrows from the input line when it has no escapes.
 #[derive(serde::Deserialize)]
@@ -166,6 +166,9 @@ impl Ctx<'_> {
             None => None,
             Some(w) => match w.to_utc() {
                 Ok(u) => Some(u),
+                // A named zone resolves only on a date: the planner does it per night
+                // (settings `campaign_start`), from `window_text`.
+                Err(e) if matches!(e.problem, WindowPartError::NeedsDates(_)) => None,
                 Err(e) => {
                     err(&format!("window.{}", e.part), e.problem.to_string());
                     None

@@ -24,6 +24,9 @@ pub struct Plan {
     pub version: u32,
     /// The program that wrote the plan, e.g. `planner 0.1.0`.
     pub generator: String,
+    /// Dated plans: version of the IANA zone database the windows were resolved with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tzdb: Option<String>,
     pub inventory: PlanInventory,
     pub settings: Settings,
     pub summary: Summary,
@@ -89,8 +92,16 @@ pub struct Wave {
     pub kind: WaveKind,
     /// Name of the wave window (from the settings).
     pub window: String,
-    /// The window in UTC, e.g. `22:00-06:00 UTC`.
+    /// The window in UTC, e.g. `22:00-06:00 UTC` (dated plans: on the wave's night).
     pub window_utc: String,
+    /// Dated plans (`campaign_start`): the local date of the wave's night in the wave
+    /// window's zone, and the window's start and end that night (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<String>,
     pub sites: u64,
     pub group_count: u64,
     pub databases: u64,

@@ -12,12 +12,18 @@
 //! exclude = ["do-not-move"]                         # these sites (and their groups) stay
 //! [pin_wave]
 //! "early-bird" = 4                                   # this site goes in wave 4
+//! campaign_start = "2027-03-22" # optional: waves get dates, one night after another
+//! waves_per_night = 1
 //! [[windows]]                                        # the windows waves may run in
 //! name = "night"
 //! start = "22:00"
 //! end = "06:00"
-//! tz = "+01:00"
+//! tz = "Europe/Paris"                                # or a fixed offset: "+01:00", "UTC"
 //! ```
+//!
+//! Windows in named zones (the waves' or customers') need `campaign_start`: their UTC hours
+//! change with daylight saving, so each wave is resolved on its own night
+//! ([`crate::calendar`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -39,13 +45,16 @@ pub struct WaveWindow {
 }
 
 impl WaveWindow {
-    pub fn to_utc(&self) -> Result<UtcWindow, SettingsError> {
+    /// The window as a [`Window`] (local times and zone).
+    pub fn window(&self) -> Window {
         Window::new(&self.start, &self.end, &self.tz)
-            .to_utc()
-            .map_err(|e| SettingsError::Invalid {
-                field: format!("windows[{}].{}", self.name, e.part),
-                message: e.problem.to_string(),
-            })
+    }
+
+    pub fn to_utc(&self) -> Result<UtcWindow, SettingsError> {
+        self.window().to_utc().map_err(|e| SettingsError::Invalid {
+            field: format!("windows[{}].{}", self.name, e.part),
+            message: e.problem.to_string(),
+        })
     }
 }
 
@@ -75,6 +84,18 @@ pub struct Settings {
     pub pin_wave: BTreeMap<String, u32>,
     /// Site ids not to move; their whole group stays.
     pub exclude: Vec<String>,
+    /// Local date (`YYYY-MM-DD`) of the first wave's night. When set, waves are dated:
+    /// `waves_per_night` waves a night, nights one after another, every window resolved on
+    /// its night in its own zone (daylight saving included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub campaign_start: Option<String>,
+    /// Waves run per night when `campaign_start` is set.
+    #[serde(skip_serializing_if = "is_one")]
+    pub waves_per_night: u32,
+}
+
+fn is_one(v: &u32) -> bool {
+    *v == 1
 }
 
 impl Default for Settings {
@@ -105,6 +126,8 @@ impl Default for Settings {
             pin_last: Vec::new(),
             pin_wave: BTreeMap::new(),
             exclude: Vec::new(),
+            campaign_start: None,
+            waves_per_night: 1,
         }
     }
 }
@@ -221,7 +244,27 @@ impl Settings {
         if self.windows.len() > 64 {
             return bad("windows", "at most 64 wave windows".into());
         }
+        let dated = self.campaign_start()?.is_some();
+        if !(1..=100).contains(&self.waves_per_night) {
+            return bad(
+                "waves_per_night",
+                format!("must be in 1..=100, got {}", self.waves_per_night),
+            );
+        }
         for w in &self.windows {
+            if dated {
+                w.window().zone().map_err(|e| SettingsError::Invalid {
+                    field: format!("windows[{}].{}", w.name, e.part),
+                    message: e.problem.to_string(),
+                })?;
+                w.window()
+                    .local_minutes()
+                    .map_err(|e| SettingsError::Invalid {
+                        field: format!("windows[{}].{}", w.name, e.part),
+                        message: e.problem.to_string(),
+                    })?;
+                continue;
+            }
             w.to_utc()?;
         }
         if self.lookahead == 0 {
@@ -235,7 +278,24 @@ impl Settings {
 
     /// Byte budget of a wave in window `w`: bandwidth × window length × efficiency.
     pub fn wave_budget(&self, w: &UtcWindow) -> Result<u64, SettingsError> {
-        Ok((self.bandwidth_bytes_per_sec()? * w.seconds() as f64 * self.efficiency) as u64)
+        self.budget_for_seconds(w.seconds())
+    }
+
+    /// Bytes a wave may move in a window of `seconds`.
+    pub fn budget_for_seconds(&self, seconds: u64) -> Result<u64, SettingsError> {
+        Ok((self.bandwidth_bytes_per_sec()? * seconds as f64 * self.efficiency) as u64)
+    }
+
+    /// The first night of a dated campaign, if `campaign_start` is set.
+    pub fn campaign_start(&self) -> Result<Option<jiff::civil::Date>, SettingsError> {
+        self.campaign_start
+            .as_deref()
+            .map(crate::calendar::parse_date)
+            .transpose()
+            .map_err(|message| SettingsError::Invalid {
+                field: "campaign_start".into(),
+                message,
+            })
     }
 }
 

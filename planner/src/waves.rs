@@ -31,7 +31,10 @@ use crate::model::Pin;
 use crate::settings::Settings;
 use crate::window::UtcWindow;
 
+mod nights;
 pub mod outcome;
+
+use nights::{Nights, MAX_EMPTY_NIGHTS};
 
 pub use outcome::{Constraint, GroupOutcome, SiteOverrides, WaveKind, WavePlan, WavesOutcome, Why};
 
@@ -44,8 +47,12 @@ struct Ctx<'a> {
     db_bytes: Vec<u64>,
     mask: Vec<u64>,
     primary_cluster: Vec<u32>,
-    windows: Vec<UtcWindow>,
+    /// Number of wave windows.
+    nwin: usize,
+    /// Byte budget per wave window (undated plans; dated ones ask `nights`).
     budgets: Vec<u64>,
+    /// Dated plans (settings `campaign_start`): the current night.
+    nights: Option<Nights>,
     dest: Bins,
     dest_sql: Bins,
     /// Last destination position used per source cluster (affinity).
@@ -62,20 +69,27 @@ pub fn plan_waves(
 ) -> Result<WavesOutcome, crate::error::SettingsError> {
     settings.validate()?;
     let ng = groups.len();
-    let windows: Vec<UtcWindow> = settings
-        .windows
-        .iter()
-        .map(|w| w.to_utc())
-        .collect::<Result<_, _>>()?;
+    let nwin = settings.windows.len();
+    let all_mask: u64 = if nwin == 64 {
+        u64::MAX
+    } else {
+        (1u64 << nwin) - 1
+    };
+    let nights = Nights::new(settings, inv, groups, all_mask)?;
+    // Undated plans: every window is a fixed offset, the same UTC hours every day.
+    let windows: Vec<UtcWindow> = if nights.is_some() {
+        Vec::new()
+    } else {
+        settings
+            .windows
+            .iter()
+            .map(|w| w.to_utc())
+            .collect::<Result<_, _>>()?
+    };
     let budgets: Vec<u64> = windows
         .iter()
         .map(|w| settings.wave_budget(w))
         .collect::<Result<_, _>>()?;
-    let all_mask: u64 = if windows.len() == 64 {
-        u64::MAX
-    } else {
-        (1u64 << windows.len()) - 1
-    };
 
     let recs = &inv.sites.recs;
     let mut mask = vec![all_mask; ng];
@@ -90,6 +104,9 @@ pub fn plan_waves(
                 }
             }
         }
+    }
+    if let Some(n) = &nights {
+        mask = n.season_masks(ng)?;
     }
     let db_bytes: Vec<u64> = (0..ng).map(|g| groups.bytes[g] - site_bytes[g]).collect();
     let sites_n: Vec<u32> = (0..ng).map(|g| groups.sites_of(g).len() as u32).collect();
@@ -162,8 +179,9 @@ pub fn plan_waves(
         db_bytes,
         mask,
         primary_cluster,
-        windows,
+        nwin,
         budgets,
+        nights,
         dest,
         dest_sql,
         affinity: vec![u32::MAX; inv.clusters.len()],
@@ -229,8 +247,8 @@ pub fn plan_waves(
     order(&mut last);
 
     let mut waves = Vec::new();
-    cx.run(&mut waves, queue, pinned, false);
-    cx.run(&mut waves, last, BTreeMap::new(), true);
+    cx.run(&mut waves, queue, pinned, false)?;
+    cx.run(&mut waves, last, BTreeMap::new(), true)?;
     Ok(WavesOutcome {
         waves,
         groups: cx.out,
@@ -247,7 +265,7 @@ impl Ctx<'_> {
         queue: Vec<u32>,
         mut pinned: BTreeMap<u32, Vec<u32>>,
         final_phase: bool,
-    ) {
+    ) -> Result<(), crate::error::SettingsError> {
         let ramp = if final_phase {
             Vec::new()
         } else {
@@ -262,7 +280,7 @@ impl Ctx<'_> {
             let mut pins = pinned.remove(&number).unwrap_or_default();
             if queue_empty {
                 if pins.is_empty() && pinned.is_empty() {
-                    return;
+                    return Ok(());
                 }
                 // Pins beyond the end of the plan go in this, the last wave.
                 for (w, gs) in std::mem::take(&mut pinned) {
@@ -293,7 +311,7 @@ impl Ctx<'_> {
                 .copied()
                 .or_else(|| deferred.first().copied())
                 .or_else(|| queue.get(cursor).copied());
-            let Some(head) = head else { return };
+            let Some(head) = head else { return Ok(()) };
             let Some(slot) = self.slot_for(head) else {
                 // The head can never go anywhere: it is too large for any wave.
                 let c = self.too_large_reason(head);
@@ -310,11 +328,16 @@ impl Ctx<'_> {
                 }
                 continue;
             };
+            let night = match &self.nights {
+                Some(n) => Some((n.date()?, n.span(slot))),
+                None => None,
+            };
             let mut w = WavePlan {
                 number,
                 kind,
                 window: slot,
-                budget_bytes: self.budgets[slot],
+                night,
+                budget_bytes: self.budget(slot),
                 site_cap: cap,
                 sites: 0,
                 databases: 0,
@@ -376,6 +399,20 @@ impl Ctx<'_> {
                 scan(self, g, &mut closed, &mut next_deferred);
             }
             deferred = next_deferred;
+            if w.groups.is_empty() && self.nights.is_some() && self.refused_tonight(head) {
+                // Dated plan: the head's customers refuse every wave window tonight (and no
+                // other group took the wave): try the next night.
+                let n = self.nights.as_mut().expect("dated");
+                n.skip_night(self.settings)?;
+                if n.empty_nights >= MAX_EMPTY_NIGHTS {
+                    n.empty_nights = 0;
+                    self.out[head as usize].unplaced = Some(Constraint::Window);
+                    if deferred.first() == Some(&head) {
+                        deferred.remove(0);
+                    }
+                }
+                continue;
+            }
             if w.groups.is_empty() {
                 if canary {
                     // No group suits this canary step: skip it.
@@ -410,17 +447,47 @@ impl Ctx<'_> {
                 step += 1;
             }
             waves.push(w);
+            if let Some(n) = &mut self.nights {
+                n.wave_planned(self.settings)?;
+            }
         }
     }
 
-    /// First wave window that suits group `g` in an empty full wave.
-    fn slot_for(&self, g: u32) -> Option<usize> {
+    /// Wave windows group `g`'s customers admit (tonight, in a dated plan).
+    fn mask_of(&mut self, g: usize) -> u64 {
+        match &mut self.nights {
+            Some(n) => n.mask(g as u32),
+            None => self.mask[g],
+        }
+    }
+
+    /// Byte budget of wave window `k` (tonight, in a dated plan).
+    fn budget(&self, k: usize) -> u64 {
+        match &self.nights {
+            Some(n) => n.budget(k),
+            None => self.budgets[k],
+        }
+    }
+
+    /// Dated plans: true when `g` was refused tonight only because of its customers' windows.
+    fn refused_tonight(&mut self, g: u32) -> bool {
+        self.mask[g as usize] != 0 && self.mask_of(g as usize) == 0
+    }
+
+    /// First wave window that suits group `g` in an empty full wave. In a dated plan, when
+    /// `g`'s customers refuse every window tonight, the first window its size fits: the wave
+    /// opens for the others and `g` waits for a night that suits it.
+    fn slot_for(&mut self, g: u32) -> Option<usize> {
         let g = g as usize;
-        (0..self.windows.len()).find(|&k| {
-            self.mask[g] & (1 << k) != 0
+        let mask = match self.mask_of(g) {
+            0 if self.nights.is_some() => u64::MAX,
+            m => m,
+        };
+        (0..self.nwin).find(|&k| {
+            mask & (1 << k) != 0
                 && self.sites_n[g] <= self.settings.max_sites_per_wave
                 && self.dbs_n[g] <= self.settings.max_databases_per_wave
-                && self.groups.bytes[g] <= self.budgets[k]
+                && self.groups.bytes[g] <= self.budget(k)
         })
     }
 
@@ -437,7 +504,7 @@ impl Ctx<'_> {
 
     fn try_place(&mut self, w: &mut WavePlan, g: u32, canary: bool) -> Result<(), Constraint> {
         let gi = g as usize;
-        if self.mask[gi] & (1 << w.window) == 0 {
+        if self.mask_of(gi) & (1 << w.window) == 0 {
             return Err(Constraint::Window);
         }
         let bytes = self.groups.bytes[gi];

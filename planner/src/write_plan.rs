@@ -172,10 +172,16 @@ impl Ctx<'_> {
                 number: w.number,
                 kind: w.kind,
                 window: self.settings.windows[w.window].name.clone(),
-                window_utc: self.settings.windows[w.window]
-                    .to_utc()
-                    .map(|u| u.describe())
-                    .unwrap_or_default(),
+                window_utc: match &w.night {
+                    Some((_, span)) => span.describe(),
+                    None => self.settings.windows[w.window]
+                        .to_utc()
+                        .map(|u| u.describe())
+                        .unwrap_or_default(),
+                },
+                date: w.night.map(|(d, _)| d.to_string()),
+                starts_at: w.night.map(|(_, span)| span.rfc3339().0),
+                ends_at: w.night.map(|(_, span)| span.rfc3339().1),
                 sites: w.sites as u64,
                 group_count: w.groups.len() as u64,
                 databases: w.databases as u64,
@@ -261,9 +267,13 @@ impl Ctx<'_> {
         let json = |v: &dyn erased::Ser| v.to_vec();
         write!(
             w,
-            "{{\"format\":\"{PLAN_FORMAT}\",\"version\":{PLAN_VERSION},\"generator\":\"planner {}\",\n\"inventory\":",
+            "{{\"format\":\"{PLAN_FORMAT}\",\"version\":{PLAN_VERSION},\"generator\":\"planner {}\",",
             env!("CARGO_PKG_VERSION")
         )?;
+        if self.settings.campaign_start.is_some() {
+            write!(w, "\"tzdb\":\"{}\",", crate::calendar::tzdb_version())?;
+        }
+        w.write_all(b"\n\"inventory\":")?;
         w.write_all(&json(&overview.inventory))?;
         w.write_all(b",\n\"settings\":")?;
         w.write_all(&json(self.settings))?;

@@ -106,10 +106,19 @@ struct PlanArgs {
     /// Site caps of the first (canary) waves, e.g. 10,100,1000; "none" for no canaries.
     #[arg(long, value_name = "LIST")]
     canary: Option<String>,
-    /// Wave window NAME=HH:MM-HH:MM[@OFFSET], e.g. night=22:00-06:00@+01:00. Repeat for several;
-    /// replaces the windows of the settings.
+    /// Wave window NAME=HH:MM-HH:MM[@ZONE], ZONE a UTC offset or an IANA zone, e.g.
+    /// night=22:00-06:00@+01:00 or night=22:00-06:00@Europe/Paris (named zones need
+    /// --campaign-start). Repeat for several; replaces the windows of the settings.
     #[arg(long = "window", value_name = "SPEC")]
     windows: Vec<String>,
+    /// Date the campaign starts (YYYY-MM-DD, the first wave's night): waves get dates, and
+    /// every window (the waves' and customers' maintenance windows) is resolved on its night
+    /// in its own time zone, so daylight-saving changes keep customers' local hours.
+    #[arg(long, value_name = "DATE")]
+    campaign_start: Option<String>,
+    /// Waves per night in a dated campaign (default 1).
+    #[arg(long, value_name = "N")]
+    waves_per_night: Option<u32>,
     /// Put these sites (comma-separated) in the final wave(s).
     #[arg(long, value_name = "SITES", value_delimiter = ',')]
     pin_last: Vec<String>,
@@ -335,7 +344,7 @@ fn read_list(path: &Path) -> anyhow::Result<Vec<String>> {
 fn parse_window(spec: &str) -> anyhow::Result<WaveWindow> {
     let bad = || {
         anyhow::anyhow!(
-            "--window {spec:?}: expected NAME=HH:MM-HH:MM[@OFFSET], e.g. night=22:00-06:00@+01:00"
+            "--window {spec:?}: expected NAME=HH:MM-HH:MM[@ZONE], e.g. night=22:00-06:00@+01:00 or night=22:00-06:00@Europe/Paris"
         )
     };
     let (name, rest) = spec.split_once('=').ok_or_else(bad)?;
@@ -387,6 +396,12 @@ fn settings_from(a: &PlanArgs) -> anyhow::Result<Settings> {
             .iter()
             .map(|w| parse_window(w))
             .collect::<Result<_, _>>()?;
+    }
+    if let Some(d) = &a.campaign_start {
+        s.campaign_start = Some(d.clone());
+    }
+    if let Some(n) = a.waves_per_night {
+        s.waves_per_night = n;
     }
     s.pin_last
         .extend(a.pin_last.iter().filter(|x| !x.is_empty()).cloned());

@@ -117,6 +117,8 @@ pub struct WavePlan {
     pub kind: WaveKind,
     /// Index into `settings.windows`.
     pub window: usize,
+    /// Dated plans: the local date of the wave's night and the window's span that night.
+    pub night: Option<(jiff::civil::Date, crate::calendar::Span)>,
     pub budget_bytes: u64,
     pub site_cap: u32,
     pub sites: u32,
