@@ -37,6 +37,7 @@ pub async fn load_users(
             | cap::MULTI_RESULTS,
         charset: 45,
         max_packet: 1 << 24,
+        tls: crate::backend::BackendTls::Off,
     };
     let mut be = BackendConn::connect("old", addr, &login, Duration::from_secs(10)).await?;
     // Every account with its host part, TLS requirement and lock (`account_locked` lives only

@@ -75,6 +75,80 @@ fn host_parts_locks_and_require_ssl_survive_user_sync() {
     assert_eq!(users["app"]["hosts"], serde_json::json!(["%"]));
 }
 
+/// Issue 18 (4): a `REQUIRE SSL` account logs in through the proxy over TLS, end to end: the
+/// proxy reaches the server over TLS too (the server's certificate checked against
+/// `backend_ca_file`), so the server, which refuses that account in plain text, admits it.
+/// It used to fail there (the proxy's backend leg was always plain). Over plain TCP the proxy
+/// refuses it; without a backend CA the proxy refuses it too, saying why, rather than carry
+/// its traffic to the server in plain text.
+#[test]
+fn a_require_ssl_account_logs_in_over_tls_end_to_end_and_never_in_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = testkit::TlsFiles::create(dir.path()).unwrap();
+    let db = testkit::MariaDb::start_with(testkit::MariaDbOptions {
+        extra_args: tls.mariadb_args(),
+        ..Default::default()
+    })
+    .unwrap();
+    db.exec(
+        "CREATE DATABASE shop; CREATE TABLE shop.t (v TEXT); INSERT INTO shop.t VALUES ('ok');
+         CREATE USER 'sec'@'%' IDENTIFIED BY 'sec-secret-pw' REQUIRE SSL;
+         GRANT ALL ON shop.* TO 'sec'@'%';",
+    )
+    .unwrap();
+    let ca = format!("--ssl-ca={}", tls.ca.display());
+    let config = |backend_ca: bool| {
+        let mut t = format!(
+            "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            tls.cert.display(),
+            tls.key.display()
+        );
+        if backend_ca {
+            t.push_str(&format!("backend_ca_file = \"{}\"\n", tls.ca.display()));
+        }
+        t
+    };
+    let login = |addr, args: &[&str], sql: &str| {
+        let out = cli(addr, "sec", "sec-secret-pw", args, sql);
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let s = Setup::new(&db, None, &config(true));
+    s.init();
+    let daemon = s.start();
+    let (out, err) = login(s.addr(), &["shop", "--ssl", &ca], "SELECT v FROM t");
+    assert_eq!(out, "ok\n", "{err}");
+    // The server's own view of the session: TLS, with a cipher.
+    let (out, err) = login(
+        s.addr(),
+        &["shop", "--ssl", &ca],
+        "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS \
+         WHERE VARIABLE_NAME = 'Ssl_cipher'",
+    );
+    assert!(
+        !out.trim().is_empty() && err.is_empty(),
+        "no cipher: {out}{err}"
+    );
+    let (out, err) = login(s.addr(), &["shop", "--skip-ssl"], "SELECT v FROM t");
+    assert_eq!(out, "", "logged in in plain text");
+    assert!(err.contains("ERROR 1045 (28000)"), "{err}");
+    drop(daemon);
+
+    let s = Setup::new(&db, None, &config(false));
+    s.init();
+    let _daemon = s.start();
+    let (out, err) = login(s.addr(), &["shop", "--ssl", &ca], "SELECT v FROM t");
+    assert_eq!(out, "", "reached the server in plain text");
+    assert!(err.contains("ERROR 1045 (28000)"), "{err}");
+    assert!(
+        err.contains("requires TLS and no [tls] backend_ca_file is configured"),
+        "{err}"
+    );
+}
+
 /// The log without its ANSI colour sequences (`ESC [ … m`).
 fn strip_colours(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
