@@ -108,6 +108,16 @@ fn main() -> Result<()> {
                 for (name, u) in &store.users {
                     println!("{name}\t{}\t{}", u.plugin, u.databases.join(","));
                 }
+                // Left out, so refused at the proxy: said here, never with a hash.
+                for s in &store.skipped {
+                    println!(
+                        "skipped '{}'@'{}' ({}): {}",
+                        s.user,
+                        s.host,
+                        s.reason.name(),
+                        s.reason.why()
+                    );
+                }
                 if dry_run {
                     println!(
                         "dry run: {} users, nothing written to {}",

@@ -469,6 +469,11 @@ pub(crate) async fn check_login(
             AuthOutcome::Denied(e) => {
                 counters.login_failures.fetch_add(1, Ordering::Relaxed);
                 throttle.failed(peer.ip(), user);
+                if let Some(reason) = users.left_out(user) {
+                    // The operator learns why (the client only gets the usual 1045).
+                    counters.logins_left_out.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(user = %user, client = %peer, reason = reason.name(), "login refused: the account was left out of the proxy's user store: {}", reason.why());
+                }
                 e
             }
         }
