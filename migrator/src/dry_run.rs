@@ -23,6 +23,8 @@ pub enum Trap {
     Crash,
     /// Return an error from the next `n` runs of the action (a system that keeps refusing).
     FailTimes(u32),
+    /// Take this long before acting, then act (a long pass).
+    Delay(std::time::Duration),
 }
 
 #[derive(Default)]
@@ -184,13 +186,16 @@ impl Recorder {
                 }
                 trap = Some(Trap::Fail);
             }
-            if trap.is_none() {
+            if matches!(trap, None | Some(Trap::Delay(_))) {
                 w.log.push(format!("{action}: {line}"));
             }
             trap
         };
+        if let Some(Trap::Delay(d)) = trap {
+            std::thread::sleep(d);
+        }
         match trap {
-            None => {
+            None | Some(Trap::Delay(_)) => {
                 if self.print {
                     println!("[dry-run] {} {system:<9} {dc}: {line}", self.label);
                 }

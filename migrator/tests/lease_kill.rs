@@ -6,25 +6,10 @@
 mod shop_support;
 
 use drivers::lb::{AdminState, Haproxy, LoadBalancer};
-use migrator::journal::{JournalStore, SiteState, SqliteJournal};
-use shop_support::Shop;
+use migrator::journal::{SiteState, SqliteJournal};
+use shop_support::{bin, migrate_stalled_after, state, Shop};
 use std::path::Path;
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
-
-/// Kills the child (SIGKILL, by its PID) if a test fails before it does.
-struct Killer(Child);
-
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_migrator")
-}
+use std::process::{Command, Output};
 
 fn run(args: &[&str], d: &Path) -> Output {
     Command::new(bin())
@@ -37,38 +22,10 @@ fn run(args: &[&str], d: &Path) -> Output {
         .unwrap()
 }
 
-fn state(d: &Path) -> Option<SiteState> {
-    let j = SqliteJournal::open(&d.join("j.sqlite")).ok()?;
-    j.site_state("shop").ok().flatten()
-}
-
 /// Starts `site migrate` with a drill pause after `phase`, waits until the journal shows the
 /// site in `reached`, then SIGKILLs the process by PID.
 fn kill_after(d: &Path, phase: &str, reached: SiteState) {
-    let child = Command::new(bin())
-        .args(["site", "migrate", "shop", "--sites"])
-        .arg(d.join("sites.json"))
-        .args(["--journal"])
-        .arg(d.join("j.sqlite"))
-        .env("MIGRATOR_DRILL_PAUSE_AFTER", format!("{phase}=60000"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut k = Killer(child);
-    let t0 = Instant::now();
-    while state(d) != Some(reached) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "never reached {reached:?} (state {:?})",
-            state(d)
-        );
-        assert!(
-            k.0.try_wait().unwrap().is_none(),
-            "the migrator exited early"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut k = migrate_stalled_after(d, phase, reached);
     let pid = k.0.id();
     // SAFETY: kill(2) on the PID of our own child, which has not been reaped yet.
     assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0);
@@ -162,23 +119,7 @@ fn a_second_migrator_is_refused_while_the_first_syncs() {
     shop.write_local_site(d);
     let srv = |lb: &Haproxy| lb.server_state("be_shop", "srv").unwrap();
 
-    let first = Command::new(bin())
-        .args(["site", "migrate", "shop", "--sites"])
-        .arg(d.join("sites.json"))
-        .args(["--journal"])
-        .arg(d.join("j.sqlite"))
-        .env("MIGRATOR_DRILL_PAUSE_AFTER", "prepare=60000")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = Killer(first);
-    let t0 = Instant::now();
-    while state(d) != Some(SiteState::Prepared) {
-        assert!(t0.elapsed() < Duration::from_secs(60), "never prepared");
-        assert!(first.0.try_wait().unwrap().is_none(), "exited early");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut first = migrate_stalled_after(d, "prepare", SiteState::Prepared);
     let pid = first.0.id();
 
     let out = run(&["site", "migrate", "shop"], d);

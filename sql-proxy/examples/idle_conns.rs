@@ -27,6 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         capabilities: cap::PROXY_OFFER,
         charset: 45,
         max_packet: 1 << 24,
+        tls: Default::default(),
     };
     let mut conns = Vec::with_capacity(count);
     for _ in 0..count {

@@ -118,6 +118,79 @@ impl UserEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserStore {
     pub users: BTreeMap<String, UserEntry>,
+    /// The accounts `sync-users` left out, and why: refused at login like unknown ones, but
+    /// the log and `/metrics` say why (the client is told nothing more).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedAccount>,
+}
+
+/// An account left out of the store (never with its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedAccount {
+    pub user: String,
+    pub host: String,
+    pub reason: SkipReason,
+}
+
+/// Why an account is left out: it would be more reachable through the proxy than on the
+/// server, or the proxy cannot check it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    Locked,
+    LocalOnly,
+    HostName,
+    NoPassword,
+    NotNativeHash,
+}
+
+impl SkipReason {
+    /// The reason's name in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            SkipReason::Locked => "locked",
+            SkipReason::LocalOnly => "local_only",
+            SkipReason::HostName => "host_name",
+            SkipReason::NoPassword => "no_password",
+            SkipReason::NotNativeHash => "not_native_hash",
+        }
+    }
+
+    /// The reason for an operator.
+    pub fn why(self) -> &'static str {
+        match self {
+            SkipReason::Locked => "the account is locked",
+            SkipReason::LocalOnly => crate::hosts::Unusable::LocalOnly.why(),
+            SkipReason::HostName => crate::hosts::Unusable::HostName.why(),
+            SkipReason::NoPassword => {
+                "no password: it would be open to any network client of the proxy"
+            }
+            SkipReason::NotNativeHash => "its hash is not a mysql_native_password hash",
+        }
+    }
+}
+
+impl From<crate::hosts::Unusable> for SkipReason {
+    fn from(u: crate::hosts::Unusable) -> Self {
+        match u {
+            crate::hosts::Unusable::LocalOnly => SkipReason::LocalOnly,
+            crate::hosts::Unusable::HostName => SkipReason::HostName,
+        }
+    }
+}
+
+impl UserStore {
+    /// Why `user` has no usable entry, when `sync-users` left every one of its accounts out
+    /// (the first reason recorded).
+    pub fn left_out(&self, user: &str) -> Option<SkipReason> {
+        if self.users.contains_key(user) {
+            return None;
+        }
+        self.skipped
+            .iter()
+            .find(|s| s.user == user)
+            .map(|s| s.reason)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

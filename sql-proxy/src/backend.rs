@@ -47,6 +47,13 @@ pub enum BackendError {
         addr: SocketAddr,
         err: ErrPacket,
     },
+    /// TLS to the backend was needed and could not be set up (never retried in plain text).
+    #[error("backend {side} ({addr}): TLS: {why}")]
+    Tls {
+        side: String,
+        addr: SocketAddr,
+        why: String,
+    },
     #[error("backend {side} ({addr}) asked for authentication plugin {plugin:?}; only mysql_native_password is supported")]
     Plugin {
         side: String,
@@ -66,12 +73,27 @@ pub struct Login {
     pub capabilities: u32,
     pub charset: u8,
     pub max_packet: u32,
+    /// Whether the backend is reached over TLS.
+    pub tls: BackendTls,
+}
+
+/// TLS between the proxy and the backend for one login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendTls {
+    /// Plain (a plain client, the proxy's own admin logins).
+    #[default]
+    Off,
+    /// A TLS client: over TLS when the proxy has a backend CA configured.
+    Preferred,
+    /// The account requires TLS: over TLS, else refused (never in plain text).
+    Required,
 }
 
 /// TCP, or the same server's unix socket when the proxy runs on its host.
 pub enum BackendStream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl AsyncRead for BackendStream {
@@ -83,6 +105,7 @@ impl AsyncRead for BackendStream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -96,18 +119,21 @@ impl AsyncWrite for BackendStream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_flush(cx),
             Self::Unix(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -156,19 +182,38 @@ impl BackendConn {
         login: &Login,
         timeout: Duration,
     ) -> Result<Self, BackendError> {
-        Self::connect_via(side, addr, None, login, timeout).await
+        Self::connect_via(side, addr, None, login, None, timeout).await
     }
 
     /// As [`connect`](Self::connect), through `socket` (the unix socket of the server at
-    /// `addr`) when given; `addr` still names the backend in errors.
+    /// `addr`) when given; `addr` still names the backend in errors. Over TLS (TCP to `addr`,
+    /// the server's certificate checked by `tls`) as `login.tls` asks ([`BackendTls`]).
     pub async fn connect_via(
         side: &str,
         addr: SocketAddr,
         socket: Option<&Path>,
         login: &Login,
+        tls: Option<&tokio_rustls::TlsConnector>,
         timeout: Duration,
     ) -> Result<Self, BackendError> {
-        match tokio::time::timeout(timeout, Self::connect_inner(side, addr, socket, login)).await {
+        let tls = match (login.tls, tls) {
+            (BackendTls::Off, _) | (BackendTls::Preferred, None) => None,
+            (BackendTls::Preferred | BackendTls::Required, Some(c)) => Some(c),
+            (BackendTls::Required, None) => {
+                return Err(BackendError::Tls {
+                    side: side.into(),
+                    addr,
+                    why: format!(
+                        "account '{}' requires TLS and no [tls] backend_ca_file is configured \
+                         (its traffic would reach the server in plain text)",
+                        login.user
+                    ),
+                })
+            }
+        };
+        let socket = if tls.is_some() { None } else { socket };
+        let inner = Self::connect_inner(side, addr, socket, login, tls);
+        match tokio::time::timeout(timeout, inner).await {
             Ok(r) => r,
             Err(_) => Err(BackendError::Timeout {
                 side: side.into(),
@@ -183,6 +228,7 @@ impl BackendConn {
         addr: SocketAddr,
         socket: Option<&Path>,
         login: &Login,
+        tls: Option<&tokio_rustls::TlsConnector>,
     ) -> Result<Self, BackendError> {
         let io_err = |source: std::io::Error| BackendError::Io {
             side: side.into(),
@@ -220,10 +266,13 @@ impl BackendConn {
             .stage1
             .as_ref()
             .map_or_else(Vec::new, |s| scramble_token(s, scramble));
-        let caps = (login.capabilities & hs.capabilities & cap::PROXY_OFFER)
+        let mut caps = (login.capabilities & hs.capabilities & cap::PROXY_OFFER)
             | cap::PROTOCOL_41
             | cap::SECURE_CONNECTION
             | cap::PLUGIN_AUTH;
+        if tls.is_some() {
+            caps |= cap::SSL;
+        }
         let resp = HandshakeResponse {
             capabilities: caps,
             max_packet: login.max_packet,
@@ -234,10 +283,15 @@ impl BackendConn {
             auth_plugin: Some(NATIVE_PASSWORD.into()),
             attrs_len: 0,
         };
-        let seq = conn
-            .write_packet(greeting.last_seq.wrapping_add(1), &resp.build())
-            .await?;
-        let _ = seq;
+        let packet = resp.build();
+        let mut seq = greeting.last_seq.wrapping_add(1);
+        if let Some(connector) = tls {
+            // The server takes the capabilities from the SSL request: it is the login
+            // packet's first 32 bytes.
+            conn = conn.start_tls(connector, &hs, &packet[..32], seq).await?;
+            seq = seq.wrapping_add(1);
+        }
+        conn.write_packet(seq, &packet).await?;
         let mut reply = conn.read_packet().await?;
         if reply.payload.first() == Some(&0xFE) {
             let (plugin, data) = parse_auth_switch(&reply.payload).map_err(|e| conn.decode(e))?;
@@ -264,6 +318,40 @@ impl BackendConn {
                 "expected OK, ERR or auth switch",
             ))),
         }
+    }
+
+    /// The SSL request `request` (the first 32 bytes of the login packet, CLIENT_SSL set) at
+    /// `seq`, then
+    /// the TLS handshake, the server's certificate verified for its IP address.
+    async fn start_tls(
+        mut self,
+        connector: &tokio_rustls::TlsConnector,
+        hs: &HandshakeV10,
+        request: &[u8],
+        seq: u8,
+    ) -> Result<Self, BackendError> {
+        let (side, addr) = (self.side.clone(), self.addr);
+        let tls_err = |why: String| BackendError::Tls {
+            side: side.clone(),
+            addr,
+            why,
+        };
+        if hs.capabilities & cap::SSL == 0 {
+            return Err(tls_err("the server does not offer TLS".into()));
+        }
+        self.write_packet(seq, request).await?;
+        let BackendStream::Tcp(tcp) = self.stream else {
+            return Err(tls_err("TLS is only set up over TCP".into()));
+        };
+        let name = tokio_rustls::rustls::pki_types::ServerName::IpAddress(self.addr.ip().into());
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| tls_err(e.to_string()))?;
+        Ok(Self {
+            stream: BackendStream::Tls(Box::new(stream)),
+            ..self
+        })
     }
 
     /// Reads one logical packet.

@@ -317,6 +317,13 @@ pub struct TlsConfig {
     pub cert_file: PathBuf,
     /// PEM private key.
     pub key_file: PathBuf,
+    /// CA certificates (PEM) the backends' certificates are verified against (for their IP
+    /// addresses). With it, the sessions of TLS clients reach their backend over TLS too, end
+    /// to end, and an account that requires TLS (`REQUIRE SSL` on the old server) can log in
+    /// through the proxy. Without it, such an account is refused: its traffic would cross the
+    /// proxy-to-server leg in plain text.
+    #[serde(default)]
+    pub backend_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,6 +1,5 @@
 //! Fencing on the live table (no store needed: the follower is not started).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,9 +32,7 @@ fn shared(dir: &std::path::Path) -> Arc<Shared> {
         resume_mode: Mode::Open,
         epoch: 1,
     }];
-    let users = UserStore {
-        users: BTreeMap::new(),
-    };
+    let users = UserStore::default();
     Shared::build(
         &cfg,
         users,

@@ -7,13 +7,36 @@
 
 use std::net::IpAddr;
 
-/// Why an account's host part cannot be carried to the proxy (the account is then left out).
-pub fn usable_through_proxy(host: &str) -> Result<(), &'static str> {
+/// Why an account's host part cannot be carried to the proxy (the account is then left out,
+/// and refused at the proxy: fail closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    /// `localhost`, `127.0.0.1`, `::1`: the server's own machine only.
+    LocalOnly,
+    /// A host name or name pattern (`web1.example.com`, `%.example.com`): judging it would
+    /// take resolving the client's address, which the proxy does not do (a resolver an
+    /// attacker can influence would decide who logs in).
+    HostName,
+}
+
+impl Unusable {
+    pub fn why(self) -> &'static str {
+        match self {
+            Unusable::LocalOnly => {
+                "reachable only from the database server itself; the proxy's local \
+                 clients are other machines' processes"
+            }
+            Unusable::HostName => {
+                "a host name (or name pattern): the proxy does not resolve client names"
+            }
+        }
+    }
+}
+
+/// Whether an account's host part can be judged from a client's IP address ([`Unusable`]).
+pub fn usable_through_proxy(host: &str) -> Result<(), Unusable> {
     if matches!(host, "localhost" | "127.0.0.1" | "::1") {
-        return Err(
-            "reachable only from the database server itself; the proxy's local \
-                    clients are other machines' processes",
-        );
+        return Err(Unusable::LocalOnly);
     }
     if host == "%" || host.contains('/') && netmask(host).is_some() {
         return Ok(());
@@ -24,7 +47,7 @@ pub fn usable_through_proxy(host: &str) -> Result<(), &'static str> {
     if ip_like && host.chars().any(|c| c.is_ascii_digit() || c == ':') {
         return Ok(());
     }
-    Err("a host name (or name pattern): the proxy does not resolve client names")
+    Err(Unusable::HostName)
 }
 
 /// Whether a client at `ip` matches the account host part `pattern`: `%`, an address, an
@@ -134,8 +157,16 @@ mod tests {
         assert!(!matches("web%.example.com", ip("10.0.0.1")));
         assert!(usable_through_proxy("localhost").is_err());
         assert!(usable_through_proxy("::1").is_err());
-        assert!(usable_through_proxy("web1.example.com").is_err());
-        assert!(usable_through_proxy("%.example.com").is_err());
+        assert_eq!(
+            usable_through_proxy("web1.example.com"),
+            Err(Unusable::HostName)
+        );
+        assert_eq!(
+            usable_through_proxy("%.example.com"),
+            Err(Unusable::HostName)
+        );
+        // Hex digits alone are a name, not an address.
+        assert_eq!(usable_through_proxy("cafe.be"), Err(Unusable::HostName));
         for ok in [
             "%",
             "10.0.0.%",

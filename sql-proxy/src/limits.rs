@@ -46,6 +46,8 @@ pub struct LimitCounters {
     pub handshake_timeouts: AtomicU64,
     pub login_failures: AtomicU64,
     pub logins_throttled: AtomicU64,
+    /// Logins as an account `sync-users` left out (host names, local only, locked...).
+    pub logins_left_out: AtomicU64,
     pub set_replay_refused: AtomicU64,
     pub hold_share_refused: AtomicU64,
     pub unstored_routes_refused: AtomicU64,
@@ -340,7 +342,7 @@ pub fn write_metrics(out: &mut String, shared: &crate::route::Shared) {
             get(v)
         );
     }
-    let counters: [(&str, &str, &AtomicU64); 9] = [
+    let counters: [(&str, &str, &AtomicU64); 10] = [
         (
             "sqlproxy_oversized_login_packets_total",
             "Connections closed for a packet over max_login_packet_bytes before authentication",
@@ -365,6 +367,12 @@ pub fn write_metrics(out: &mut String, shared: &crate::route::Shared) {
             "sqlproxy_logins_throttled_total",
             "Logins refused unchecked: too many failures for the address or user name",
             &c.logins_throttled,
+        ),
+        (
+            "sqlproxy_logins_left_out_total",
+            "Logins refused as an account sync-users left out (host name, local only, locked, \
+             no password): the log names the reason",
+            &c.logins_left_out,
         ),
         (
             "sqlproxy_set_replay_refused_total",

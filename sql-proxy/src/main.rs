@@ -108,6 +108,16 @@ fn main() -> Result<()> {
                 for (name, u) in &store.users {
                     println!("{name}\t{}\t{}", u.plugin, u.databases.join(","));
                 }
+                // Left out, so refused at the proxy: said here, never with a hash.
+                for s in &store.skipped {
+                    println!(
+                        "skipped '{}'@'{}' ({}): {}",
+                        s.user,
+                        s.host,
+                        s.reason.name(),
+                        s.reason.why()
+                    );
+                }
                 if dry_run {
                     println!(
                         "dry run: {} users, nothing written to {}",
@@ -244,6 +254,9 @@ async fn run(config: PathBuf, workers: usize) -> Result<()> {
         (None, Some(store)) => open_fleet(&config, &cfg, store, users, tls).await?,
         (None, None) => unreachable!("one of the two stores is opened above"),
     };
+    if let Some(ca) = cfg.tls.as_ref().and_then(|t| t.backend_ca_file.as_ref()) {
+        let _ = shared.backend_tls.set(sql_proxy::stream::connector(ca)?);
+    }
     let workers = sql_proxy::server::Workers::start(workers)?;
     let (bound, _tasks) =
         sql_proxy::server::listen_on(shared.clone(), &cfg.listen, Some(workers)).await?;

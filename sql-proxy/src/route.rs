@@ -211,6 +211,9 @@ pub struct Shared {
     pub server_version: String,
     /// TLS for clients that ask for it; `None` means CLIENT_SSL is not offered.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// TLS to the backends (`[tls] backend_ca_file`), set once at start: used by the sessions
+    /// of TLS clients; required by accounts that require TLS.
+    pub backend_tls: std::sync::OnceLock<tokio_rustls::TlsConnector>,
     /// Where every route change is committed before it takes effect.
     pub store: Store,
     pub store_counters: StoreCounters,
@@ -277,6 +280,7 @@ impl Shared {
             limits: cfg.limits.clone(),
             server_version: cfg.server_version.clone(),
             tls,
+            backend_tls: std::sync::OnceLock::new(),
             store,
             store_counters: StoreCounters::default(),
             fleet,

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::auth::{AuthOutcome, Stage1};
-use crate::backend::{BackendConn, BackendError, Login};
+use crate::backend::{BackendConn, BackendError, BackendTls, Login};
 use crate::protocol::{
     build_auth_switch, build_ok, cap, status, ErrPacket, HandshakeResponse, HandshakeV10,
     NATIVE_PASSWORD,
@@ -87,6 +87,9 @@ fn new_scramble() -> [u8; 20] {
 pub(crate) fn backend_err_to_client(e: &BackendError, db: &str) -> ErrPacket {
     match e {
         BackendError::Server { err, .. } => err.clone(),
+        // Refused as the server refuses such an account without TLS (clients show a 1045 at
+        // login; the text says why).
+        BackendError::Tls { .. } => ErrPacket::new(1045, "28000", format!("sql-proxy: {e}")),
         other => ErrPacket::new(
             2013,
             "HY000",
@@ -208,6 +211,13 @@ async fn login(
     };
     client.max_packet = limits.max_packet_bytes;
     let users = shared.users.read().expect("users lock").clone();
+    // The backend leg as safe as the client's: TLS for TLS clients when a backend CA is set,
+    // always for accounts that require it (refused at the backend connect without one).
+    let backend_tls = match users.users.get(&resp.user) {
+        Some(u) if u.require_tls => BackendTls::Required,
+        _ if client.is_tls() => BackendTls::Preferred,
+        _ => BackendTls::Off,
+    };
     let routed_db = routed_database(&users, &resp.user, resp.database.as_deref());
     // A database named (or the user's single grant): its route, bounded (a name tried at a
     // login that fails is handed back); none: the default side until the client selects one.
@@ -255,6 +265,7 @@ async fn login(
         capabilities: resp.capabilities & cap::PROXY_OFFER,
         charset: resp.charset,
         max_packet: resp.max_packet,
+        tls: backend_tls,
     };
     let counters = shared.counters(&routed_db, &side);
     let mut s = Session {
@@ -458,6 +469,11 @@ pub(crate) async fn check_login(
             AuthOutcome::Denied(e) => {
                 counters.login_failures.fetch_add(1, Ordering::Relaxed);
                 throttle.failed(peer.ip(), user);
+                if let Some(reason) = users.left_out(user) {
+                    // The operator learns why (the client only gets the usual 1045).
+                    counters.logins_left_out.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(user = %user, client = %peer, reason = reason.name(), "login refused: the account was left out of the proxy's user store: {}", reason.why());
+                }
                 e
             }
         }
@@ -516,7 +532,8 @@ impl Session {
             .filter(|d| *d == self.route.name);
         let timeout = Duration::from_millis(self.shared.limits.backend_connect_ms);
         let socket = self.shared.backend_socket(side);
-        let mut be = BackendConn::connect_via(side, addr, socket.as_deref(), &login, timeout)
+        let tls = self.shared.backend_tls.get();
+        let mut be = BackendConn::connect_via(side, addr, socket.as_deref(), &login, tls, timeout)
             .await
             .map_err(|e| backend_err_to_client(&e, &db))?;
         let fail = |what: &str, e: BackendError| {

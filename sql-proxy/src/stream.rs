@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 pub enum ClientIo {
     Plain(TcpStream),
@@ -90,6 +90,40 @@ pub enum TlsError {
     Config(#[from] tokio_rustls::rustls::Error),
 }
 
+/// The crypto provider, named, not guessed: a build where another crate also enables rustls'
+/// ring provider would otherwise panic at `ServerConfig::builder()`.
+fn provider() -> Arc<tokio_rustls::rustls::crypto::CryptoProvider> {
+    Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Builds the connector the proxy reaches its backends with over TLS: their certificates are
+/// verified against the CA certificates (PEM) in `ca_file`, for the backend's IP address.
+pub fn connector(ca_file: &Path) -> Result<TlsConnector, TlsError> {
+    let pem = std::fs::read(ca_file).map_err(|source| TlsError::Read {
+        what: "backend CA file",
+        path: ca_file.display().to_string(),
+        source,
+    })?;
+    let pem_err = |why: String| TlsError::Pem {
+        what: "backend CA file",
+        path: ca_file.display().to_string(),
+        why,
+    };
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| pem_err(e.to_string()))?;
+        roots.add(cert).map_err(|e| pem_err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(pem_err("no certificate found".into()));
+    }
+    let cfg = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(cfg)))
+}
+
 /// Builds the acceptor from a PEM certificate chain and a PEM private key.
 pub fn acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, TlsError> {
     let read = |what, p: &Path| {
@@ -118,10 +152,7 @@ pub fn acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, TlsErr
     }
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| pem_err("key", key_file, e.to_string()))?;
-    // The crypto provider named, not guessed: a build where another crate also enables rustls'
-    // ring provider would otherwise panic here.
-    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
-    let cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+    let cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;

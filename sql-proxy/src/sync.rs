@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::auth::{parse_hash, stage1_of, UserEntry, UserStore};
+use crate::auth::{parse_hash, stage1_of, SkipReason, SkippedAccount, UserEntry, UserStore};
 use crate::backend::{BackendConn, BackendError, Login};
 use crate::protocol::{cap, NATIVE_PASSWORD};
 
@@ -37,6 +37,7 @@ pub async fn load_users(
             | cap::MULTI_RESULTS,
         charset: 45,
         max_packet: 1 << 24,
+        tls: crate::backend::BackendTls::Off,
     };
     let mut be = BackendConn::connect("old", addr, &login, Duration::from_secs(10)).await?;
     // Every account with its host part, TLS requirement and lock (`account_locked` lives only
@@ -51,6 +52,7 @@ pub async fn load_users(
         )
         .await?;
     let mut users: BTreeMap<String, UserEntry> = BTreeMap::new();
+    let mut skipped = Vec::new();
     for row in rows {
         let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
         let (user, host, mut plugin, hash) = (get(0), get(1), get(2), get(3));
@@ -61,18 +63,20 @@ pub async fn load_users(
         // Never more reachable through the proxy than on the server: a locked account, one
         // without a password, or one whose host part cannot be judged from a client's
         // address (local only, host names) is left out, and said so.
-        let skip =
-            |why: &str| tracing::warn!(user = %user, host = %host, "skipping account: {why}");
-        if locked == "Y" {
-            skip("the account is locked");
-            continue;
-        }
-        if let Err(why) = crate::hosts::usable_through_proxy(&host) {
-            skip(why);
-            continue;
-        }
-        if plugin == NATIVE_PASSWORD && hash.is_empty() {
-            skip("no password: it would be open to any network client of the proxy");
+        let reason = if locked == "Y" {
+            Some(SkipReason::Locked)
+        } else if let Err(u) = crate::hosts::usable_through_proxy(&host) {
+            Some(u.into())
+        } else if plugin == NATIVE_PASSWORD && hash.is_empty() {
+            Some(SkipReason::NoPassword)
+        } else if plugin == NATIVE_PASSWORD && parse_hash(&user, &hash).is_err() {
+            Some(SkipReason::NotNativeHash)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            tracing::warn!(user = %user, host = %host, reason = reason.name(), "skipping account: {}", reason.why());
+            skipped.push(SkippedAccount { user, host, reason });
             continue;
         }
         let entry = UserEntry {
@@ -86,10 +90,6 @@ pub async fn load_users(
             hosts: vec![host.clone()],
             require_tls: !ssl_type.is_empty(),
         };
-        if entry.plugin == NATIVE_PASSWORD && parse_hash(&user, &entry.hash).is_err() {
-            tracing::warn!(user = %user, "skipping account: its hash is not a mysql_native_password hash");
-            continue;
-        }
         match users.get_mut(&user) {
             // The same credentials from several host parts: one entry admitting each.
             Some(prev)
@@ -124,5 +124,5 @@ pub async fn load_users(
             }
         }
     }
-    Ok(UserStore { users })
+    Ok(UserStore { users, skipped })
 }

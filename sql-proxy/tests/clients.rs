@@ -88,6 +88,7 @@ async fn mariadb_cli_queries_multi_results_and_load_data_local() {
         capabilities: sql_proxy::protocol::cap::PROXY_OFFER,
         charset: 45,
         max_packet: 1 << 24,
+        tls: Default::default(),
     };
     let mut c = sql_proxy::backend::BackendConn::connect(
         "proxy",

@@ -98,6 +98,7 @@ async fn raw(s: &Setup, user: &str, pw: &str, db: Option<&str>) -> BackendConn {
             | cap::PLUGIN_AUTH,
         charset: 45,
         max_packet: 1 << 24,
+        tls: Default::default(),
     };
     BackendConn::connect("proxy", s.addr(), &login, Duration::from_secs(10))
         .await

@@ -34,6 +34,7 @@ pub mod mariadb;
 pub mod pdns;
 pub mod process;
 pub mod sshd;
+pub mod tls;
 pub mod webdriver;
 
 pub use galera::Galera;
@@ -44,6 +45,7 @@ pub use mariadb::{MariaDb, MariaDbOptions};
 pub use pdns::Pdns;
 pub use process::ChildGuard;
 pub use sshd::Sshd;
+pub use tls::TlsFiles;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

@@ -176,10 +176,13 @@ extern "C" fn on_signal(_: libc::c_int) {
     SIGNALLED.store(true, Ordering::SeqCst);
 }
 
-fn engine_options(common: &Common) -> EngineOptions {
+/// The engine's options; `journal`: the journal it writes (the sync lease is renewed through
+/// it while a long phase runs).
+fn engine_options(common: &Common, journal: &Path) -> EngineOptions {
     let o = EngineOptions {
         gate_wait: Duration::from_secs(common.gate_wait),
         lease_ttl: Duration::from_secs(common.lease.max(1)),
+        renew_from: Some(journal.to_path_buf()),
         ..Default::default()
     };
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -252,7 +255,7 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             let jp = journal_for(&common, &scratch)?;
             let sys = systems_for(spec, &common, &jp)?;
             let mut j = open_journal_at(&jp)?;
-            let o = engine_options(&common);
+            let o = engine_options(&common, &jp);
             let r = Engine::new(spec, &sys, &mut *j, &o)
                 .migrate()
                 .with_context(|| format!("site {site}"))?;
@@ -273,7 +276,7 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             }
             let sys = systems_for(spec, &common, &jp)?;
             let mut j = open_journal_at(&jp)?;
-            let o = engine_options(&common);
+            let o = engine_options(&common, &jp);
             let r = rollback_site(Engine::new(spec, &sys, &mut *j, &o))
                 .with_context(|| format!("rollback of site {site}"))?;
             print_report(&r, common.json)?;

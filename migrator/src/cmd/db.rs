@@ -6,6 +6,7 @@
 
 use super::files::FileSides;
 use super::progress::Reporter;
+use super::site_lease;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use migrator::db::copy::{self, CopyOptions};
@@ -96,6 +97,12 @@ pub enum DbCommand {
     CopyDb {
         /// Database name (the same on both sides).
         db: String,
+        /// The site the database belongs to: its lease is held for the whole run (refused
+        /// while another migrator holds the site, or once the site switched). Default: the
+        /// journal's site named like the database; required when the journal tracks other
+        /// sites.
+        #[arg(long, value_name = "NAME")]
+        site: Option<String>,
         #[command(flatten)]
         sides: DbSides,
         /// The journal: its file (SQLite), or mysql://user@host:port/db?password_file=PATH
@@ -136,6 +143,12 @@ pub enum DbCommand {
     FollowDb {
         /// Database name (the same on both sides).
         db: String,
+        /// The site the database belongs to: its lease is held for the whole run (refused
+        /// while another migrator holds the site, or once the site switched). Default: the
+        /// journal's site named like the database; required when the journal tracks other
+        /// sites.
+        #[arg(long, value_name = "NAME")]
+        site: Option<String>,
         #[command(flatten)]
         sides: DbSides,
         /// The journal (file or mysql:// URL, as for copy-db); created if missing. It holds the
@@ -185,6 +198,7 @@ pub fn run(command: DbCommand) -> anyhow::Result<i32> {
     match command {
         DbCommand::CopyDb {
             db,
+            site,
             sides,
             journal,
             delta,
@@ -194,6 +208,12 @@ pub fn run(command: DbCommand) -> anyhow::Result<i32> {
             json,
         } => {
             let (src, dst) = sides.urls()?;
+            let held = if dry_run {
+                None
+            } else {
+                let site = site_lease::site_of_db(&journal, &db, site.as_deref(), "copy-db")?;
+                Some(site_lease::hold(&journal, &site, "copy-db")?)
+            };
             let j = open_journal(&JournalLocation::parse(&journal)?)?;
             let j: Arc<Mutex<dyn JournalStore + Send>> = Arc::new(Mutex::new(j));
             let step = if dry_run {
@@ -220,6 +240,9 @@ pub fn run(command: DbCommand) -> anyhow::Result<i32> {
                     return Err(e).with_context(|| format!("copy-db {db}"));
                 }
             };
+            if let Some(h) = held {
+                h.release()?;
+            }
             let bytes: u64 = report.tables.iter().map(|t| t.bytes).sum();
             if let Some(id) = step {
                 let sums: Vec<String> = report
@@ -264,6 +287,7 @@ pub fn run(command: DbCommand) -> anyhow::Result<i32> {
         }
         DbCommand::FollowDb {
             db,
+            site,
             sides,
             journal,
             threads,
@@ -271,6 +295,8 @@ pub fn run(command: DbCommand) -> anyhow::Result<i32> {
             json,
         } => {
             let (src, dst) = sides.urls()?;
+            let site = site_lease::site_of_db(&journal, &db, site.as_deref(), "follow-db")?;
+            let held = site_lease::hold(&journal, &site, "follow-db")?;
             let rt = runtime()?;
             if let Some(why) = rt.block_on(follow::capturable(&src))? {
                 bail!("follow-db {db}: the source's changes cannot be captured: {why}");
@@ -291,6 +317,7 @@ pub fn run(command: DbCommand) -> anyhow::Result<i32> {
                     return Err(e).with_context(|| format!("follow-db {db}"));
                 }
             };
+            held.release()?;
             j.lock().expect("journal").finish_step(
                 step,
                 &migrator::journal::StepOutcome {

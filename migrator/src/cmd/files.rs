@@ -88,6 +88,8 @@ impl FileSides {
 #[derive(Subcommand, Debug)]
 pub enum FilesCommand {
     /// Copy a site's home to the new side: only differences move; deletions propagate.
+    /// Runs under the site's lease (refused while another migrator holds the site, or once
+    /// the site switched).
     SyncFiles {
         /// Site name (the key in the journal).
         site: String,
@@ -153,6 +155,12 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
             feed_root,
         } => {
             let src = sides.src()?;
+            // The site's lease for the whole pass (a dry run writes nothing and takes none).
+            let held = if dry_run {
+                None
+            } else {
+                Some(super::site_lease::hold(&journal, &site, "sync-files")?)
+            };
             let mut dst = sides.destination()?;
             let mut journal = open_journal(&JournalLocation::parse(&journal)?)?;
             let reporter = Reporter::new("files", json);
@@ -181,6 +189,9 @@ pub fn run(command: FilesCommand) -> anyhow::Result<i32> {
                 &progress,
             )
             .with_context(|| format!("sync-files {site}"))?;
+            if let Some(h) = held {
+                h.release()?;
+            }
             reporter.finish();
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -8,6 +8,7 @@ pub mod planning;
 mod progress;
 pub mod routes;
 pub mod serve;
+mod site_lease;
 pub mod watch;
 
 use clap::Subcommand;

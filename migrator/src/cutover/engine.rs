@@ -3,6 +3,7 @@
 //! machine is in [`crate::cutover::machine`], the freeze window in [`crate::cutover::freeze`].
 
 use crate::cutover::lease::{self, LeaseKind};
+use crate::cutover::lease_keeper::LeaseKeeper;
 use crate::cutover::phase::{run_phase, CutoverError, Phase};
 use crate::cutover::signals::WaveSignals;
 use crate::journal::{JournalStore, SiteState};
@@ -31,6 +32,9 @@ pub struct EngineOptions {
     /// How long an unfreeze past the commit point is retried (with backoff) before the site
     /// is handed over to `lease-watch` and the next `wave run` ([`lease::hand_over`]).
     pub unfreeze_budget: Duration,
+    /// The journal (as `--journal` names it) a background thread renews the sync lease
+    /// through while one phase runs ([`LeaseKeeper`]); `None`: renewed per phase only.
+    pub renew_from: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineOptions {
@@ -43,6 +47,7 @@ impl Default for EngineOptions {
             lease_ttl: Duration::from_secs(60),
             sync_lease_ttl: Duration::from_secs(6 * 3600),
             unfreeze_budget: Duration::from_secs(20),
+            renew_from: None,
         }
     }
 }
@@ -129,6 +134,7 @@ impl<'a> Engine<'a> {
         if guarded {
             self.refuse_if_switched()?;
         }
+        let keeper = self.keep_sync_lease(phase)?;
         let spec = self.spec;
         let mut moved = 0;
         let (v, ms) = run_phase(self.journal, &site, phase, || {
@@ -137,6 +143,9 @@ impl<'a> Engine<'a> {
             }
             f(&ctx).inspect(|(_, b)| moved = *b)
         })?;
+        if let Some(k) = keeper {
+            k.stop()?;
+        }
         self.report.phases.push((phase.name().to_string(), ms));
         if let Some(s) = &self.opts.signals {
             if let Some(st) = phase.target() {
@@ -148,6 +157,25 @@ impl<'a> Engine<'a> {
         }
         drill_pause(phase);
         Ok(v)
+    }
+
+    /// Under a sync lease, a keeper renewing it while the phase runs (one pass can outlast
+    /// the TTL), through a journal handle of its own ([`EngineOptions::renew_from`]).
+    fn keep_sync_lease(&self, phase: Phase) -> Result<Option<LeaseKeeper>, CutoverError> {
+        let (Some(LeaseKind::Sync), Some(path)) = (self.leased, &self.opts.renew_from) else {
+            return Ok(None);
+        };
+        let ttl = self.ttl(LeaseKind::Sync);
+        let journal = crate::journal::open_journal_at(path)?;
+        LeaseKeeper::start(journal, &self.spec.site, LeaseKind::Sync, ttl)
+            .map(Some)
+            .map_err(|e| {
+                CutoverError::system(phase)(crate::systems::SystemError::new(
+                    "lease renewal",
+                    Dc::Old,
+                    e.to_string(),
+                ))
+            })
     }
 
     fn ttl(&self, kind: LeaseKind) -> Duration {
@@ -191,10 +219,7 @@ impl<'a> Engine<'a> {
     /// systems are asked too, inside the phase ([`refuse_if_old_vip_at_new`]).
     fn refuse_if_switched(&self) -> Result<(), CutoverError> {
         let state = self.state()?;
-        if matches!(
-            state,
-            SiteState::Verified | SiteState::Switched | SiteState::Live | SiteState::Finalized
-        ) {
+        if new_side_in_use(state) {
             return Err(switched(state));
         }
         Ok(())
@@ -307,6 +332,24 @@ impl<'a> Engine<'a> {
                 abort: Box::new(e),
             },
         }
+    }
+}
+
+/// Whether a site in `state` has switched (or is switching: `verified` is past the last copy)
+/// so that its new side is, or is about to be, the live one: nothing but a rollback may then
+/// write into its new home or new databases (a sync, a copy, a follow would overwrite the live
+/// site's writes).
+pub fn new_side_in_use(state: SiteState) -> bool {
+    match state {
+        SiteState::Verified | SiteState::Switched | SiteState::Live | SiteState::Finalized => true,
+        SiteState::Planned
+        | SiteState::Prepared
+        | SiteState::Synced
+        | SiteState::Frozen
+        | SiteState::FinalSynced
+        | SiteState::Aborted
+        | SiteState::Failed
+        | SiteState::RolledBack => false,
     }
 }
 

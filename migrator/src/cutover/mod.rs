@@ -36,7 +36,8 @@
 //!   and the one place that renders and parses their journal keys); [`phase`]: named, timed,
 //!   journaled phases
 //!   and [`phase::CutoverError`]; [`signals`]: what a wave and its sites tell each other.
-//! - [`lease`]: site leases (sync, freeze) in the journal; [`engine`]: the [`Engine`] of one site and the
+//! - [`lease`]: site leases (sync, freeze) in the journal; [`lease_keeper`]: a lease renewed
+//!   in the background through one long pass; [`engine`]: the [`Engine`] of one site and the
 //!   helpers every phase uses.
 //! - [`actions`]: switch actions shared by cutover and rollback (point the old VIP, DNS,
 //!   drain); [`freeze`]: the freeze window (freeze, final sync, verify, switch, unfreeze,
@@ -52,6 +53,7 @@ pub mod engine;
 pub mod freeze;
 pub mod group;
 pub mod lease;
+pub mod lease_keeper;
 pub mod machine;
 pub mod phase;
 pub mod rollback;

@@ -69,6 +69,62 @@ fn sync_runs_under_a_sync_lease_released_after() {
         .is_none());
 }
 
+/// Issue 18 (5): one sync pass longer than the sync lease's TTL. The lease used to be renewed
+/// only between phases, so from another host it ran out mid-pass and a second migrator could
+/// take the site; a keeper thread now renews it every third of the TTL while the pass runs.
+#[test]
+fn a_sync_pass_longer_than_the_lease_ttl_keeps_the_lease() {
+    // Samples the lease as another host sees it while the pass runs: (samples, expired ones).
+    let run = |renew: bool| -> (u32, u32) {
+        let (_dir, jp, spec, rec) = shop();
+        let sys = rec.systems(&spec);
+        let o = EngineOptions {
+            sync_lease_ttl: Duration::from_millis(300),
+            renew_from: renew.then(|| jp.clone()),
+            ..opts()
+        };
+        rec.set_trap("data.sync_files", Trap::Delay(Duration::from_millis(1500)));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let (jp, done) = (jp.clone(), done.clone());
+            std::thread::spawn(move || {
+                let j = SqliteJournal::open(&jp).unwrap();
+                let (mut seen, mut expired) = (0, 0);
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let logged = j.steps("shop").unwrap();
+                    let in_sync = logged
+                        .last()
+                        .is_some_and(|s| s.phase == "sync" && s.ended_ms.is_none());
+                    if let (true, Some(l)) = (in_sync, lease::get(&j, "shop").unwrap()) {
+                        let elsewhere = lease::Lease {
+                            host: "another-host".into(),
+                            ..l
+                        };
+                        seen += 1;
+                        expired += u32::from(elsewhere.expired(crate::journal::now_ms()));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                (seen, expired)
+            })
+        };
+        let mut j = SqliteJournal::open(&jp).unwrap();
+        let r = Engine::new(&spec, &sys, &mut j, &o).advance();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(r.unwrap(), SiteState::Synced);
+        sampler.join().unwrap()
+    };
+    let (seen, expired) = run(true);
+    assert!(seen >= 20, "sampled {seen} times mid-pass");
+    assert_eq!(
+        expired, 0,
+        "expired in {expired} of {seen} samples mid-pass"
+    );
+    // The same pass without the keeper: the lease runs out (what the test guards against).
+    let (seen, expired) = run(false);
+    assert!(seen >= 20 && expired > 0, "{expired} of {seen}");
+}
+
 /// Issue 18 (6): past the commit point, an unfreeze the load balancer refused three times was
 /// given up and the site left in 503 under a lease of a live owner, which `lease-watch` never
 /// touches. Now it is retried with backoff, then handed over: `lease-watch` finishes it.

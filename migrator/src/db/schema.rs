@@ -308,7 +308,8 @@ pub struct UserCopy {
     /// line and the grants on the copied database.
     pub accounts: Vec<(String, Vec<String>)>,
     /// What was not replayed, and why (grants on other databases or global ones, roles,
-    /// accounts without a password reachable from the network). Never holds a hash.
+    /// accounts without a password reachable from the network, accounts for host names).
+    /// Never holds a hash.
     pub skipped: Vec<String>,
 }
 
@@ -343,6 +344,17 @@ pub async fn user_statements(conn: &mut Conn, db: &str) -> Result<UserCopy> {
             .await
             .map_err(ctx(Side::Source, || format!("SHOW GRANTS FOR {account}")))?;
         let Some(create) = create else { continue };
+        if let Err(u @ sql_proxy::hosts::Unusable::HostName) =
+            sql_proxy::hosts::usable_through_proxy(&host)
+        {
+            // Its clients reach the new side through the SQL proxy, which refuses it (it does
+            // not resolve client names): fail closed on both sides, and say so.
+            out.skipped.push(format!(
+                "{name}: {}: not created (the SQL proxy refuses it too)",
+                u.why()
+            ));
+            continue;
+        }
         if !create.contains(" IDENTIFIED ") && !local_only(&host) {
             out.skipped.push(format!(
                 "{name}: account without a password reachable from the network: not created"

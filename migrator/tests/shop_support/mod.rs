@@ -7,7 +7,10 @@
 #![allow(dead_code)]
 
 use drivers::lb::{AdminState, Haproxy, LoadBalancer};
+use migrator::journal::{JournalStore, SiteState, SqliteJournal};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 use testkit::{Backend, Haproxy as HaproxyServer, TinyHttp};
 
 pub struct Shop {
@@ -131,4 +134,55 @@ pub fn many_sites(
     )
     .unwrap();
     (old_hp, new_hp)
+}
+
+/// The `migrator` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_migrator")
+}
+
+/// `shop`'s state in the journal `d/j.sqlite`.
+pub fn state(d: &Path) -> Option<SiteState> {
+    let j = SqliteJournal::open(&d.join("j.sqlite")).ok()?;
+    j.site_state("shop").ok().flatten()
+}
+
+/// Kills the child (SIGKILL, by its PID) if a test fails before it does.
+pub struct Killer(pub Child);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `site migrate shop` (sites file and journal under `d`) stalled for a minute after
+/// `phase` (a crash drill), and waits until the journal shows the site in `reached`.
+pub fn migrate_stalled_after(d: &Path, phase: &str, reached: SiteState) -> Killer {
+    let child = Command::new(bin())
+        .args(["site", "migrate", "shop", "--sites"])
+        .arg(d.join("sites.json"))
+        .args(["--journal"])
+        .arg(d.join("j.sqlite"))
+        .env("MIGRATOR_DRILL_PAUSE_AFTER", format!("{phase}=60000"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut k = Killer(child);
+    let t0 = Instant::now();
+    while state(d) != Some(reached) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "never reached {reached:?} (state {:?})",
+            state(d)
+        );
+        assert!(
+            k.0.try_wait().unwrap().is_none(),
+            "the migrator exited early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    k
 }

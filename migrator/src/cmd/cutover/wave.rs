@@ -287,7 +287,7 @@ fn wave_run(
         let mut j = open_journal_at(&jp)?;
         j.set_plan(&format!("{}#wave{number}", plan.display()))?;
     }
-    let eo = engine_options(common);
+    let eo = engine_options(common, &jp);
     let build = |s: &SiteSpec| systems_for(s, common, &jp);
     if !common.dry_run {
         // Sites of other waves left frozen by a dead migrator: their lease says so.

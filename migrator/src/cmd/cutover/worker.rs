@@ -71,7 +71,7 @@ pub fn worker(
         bail!("wave {number} is not started: run `migrator wave start {number} --plan FILE` first");
     }
     let file = SpecFile::load(&common.sites)?;
-    let eo = engine_options(common);
+    let eo = engine_options(common, &common.journal);
     let owner = owner_id();
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     let build = |s: &SiteSpec| real_systems::systems(s, &common.journal);
