@@ -33,7 +33,9 @@ pub mod loopfs;
 pub mod mariadb;
 pub mod pdns;
 pub mod process;
+pub mod promtool;
 pub mod sshd;
+pub mod tls;
 pub mod webdriver;
 
 pub use galera::Galera;
