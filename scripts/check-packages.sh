@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the packages scripts/package.sh built (dpkg -i, as root) and checks what an operator
 # would: every binary answers --version with the commit, every unit passes
-# `systemd-analyze verify`, every man page renders (`man -l`), the bash completions parse.
+# `systemd-analyze verify`, every man page renders (`man -l`), the bash completions parse,
+# `promtool check rules` accepts the shipped alert rules.
 # The packages are purged again at the end (also on failure). Usage: scripts/check-packages.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,11 +41,24 @@ for page in "$unpacked"/usr/share/man/man1/*.1.gz; do
 done
 echo "ok: $pages man pages render"
 units=(/lib/systemd/system/sql-proxy.service /lib/systemd/system/tunnel.service
+       /lib/systemd/system/tunnel-check.service /lib/systemd/system/tunnel-check.timer
        /lib/systemd/system/migrator-serve.service /lib/systemd/system/migrator-lease-watch.service)
 if out="$(systemd-analyze verify "${units[@]}" 2>&1)"; then
   echo "ok: systemd-analyze verify ${#units[@]} units"
 else
   echo "FAIL: systemd-analyze verify:"; echo "$out"; fail=1
+fi
+rules=/usr/share/hostmove/prometheus/hostmove-alerts.yml
+if out="$(promtool check rules "$rules" 2>&1)"; then
+  echo "ok: promtool check rules $rules ($(echo "$out" | grep -o '[0-9]* rules found'))"
+else
+  echo "FAIL: promtool check rules $rules:"; echo "$out"; fail=1
+fi
+# (its JSON and every metric it queries are checked by tests/tests/observability.rs)
+if grep -q '"panels"' /usr/share/hostmove/grafana/hostmove-dashboard.json 2>/dev/null; then
+  echo "ok: Grafana dashboard installed"
+else
+  echo "FAIL: /usr/share/hostmove/grafana/hostmove-dashboard.json"; fail=1
 fi
 for f in /etc/hostmove/migrator.env /etc/hostmove/sql-proxy.toml.example /etc/hostmove/tunnel.toml.example; do
   [ -f "$f" ] || { echo "FAIL: $f not installed"; fail=1; }

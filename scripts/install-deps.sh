@@ -22,6 +22,9 @@ PACKAGES=(
   socat curl procps time ca-certificates
   # packages: built with dpkg-deb, their man pages checked with man -l (scripts/check-packages.sh)
   man-db groff-base
+  # promtool (package prometheus; the server is not started): `promtool check metrics` on every
+  # /metrics endpoint in the tests, `promtool check rules` on the shipped alert rules
+  prometheus
   # sql-proxy TLS test: a throwaway self-signed certificate
   openssl
   # tunnel check/health: latency and loss probes over the tunnel

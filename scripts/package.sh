@@ -71,6 +71,10 @@ install -m 0644 packaging/etc/migrator.env "$work/hostmove-migrator/etc/hostmove
 mkdir -p "$work/hostmove-migrator/usr/share/doc/hostmove-migrator/runbooks"
 install -m 0644 runbooks/*.md "$work/hostmove-migrator/usr/share/doc/hostmove-migrator/runbooks/"
 conffiles hostmove-migrator /etc/hostmove/migrator.env
+# Monitoring: Prometheus alert rules and the Grafana dashboard of a campaign (every component)
+mkdir -p "$work/hostmove-migrator/usr/share/hostmove/prometheus" "$work/hostmove-migrator/usr/share/hostmove/grafana"
+install -m 0644 packaging/prometheus/hostmove-alerts.yml "$work/hostmove-migrator/usr/share/hostmove/prometheus/"
+install -m 0644 packaging/grafana/hostmove-dashboard.json "$work/hostmove-migrator/usr/share/hostmove/grafana/"
 
 # --- sql-proxy: the packaged unit is the repository's, with the packaged paths
 make_pkg hostmove-sql-proxy sql-proxy "MySQL wire-protocol proxy keeping old database endpoints answering" \
@@ -94,7 +98,8 @@ chmod 0755 "$work/hostmove-sql-proxy/DEBIAN/postinst"
 # --- tunnel
 make_pkg hostmove-tunnel tunnel "WireGuard links between datacenters (kernel or wireguard-go)" \
   "libc6, wireguard-tools, iproute2"
-install -m 0644 packaging/units/tunnel.service "$work/hostmove-tunnel/lib/systemd/system/tunnel.service"
+install -m 0644 packaging/units/tunnel.service packaging/units/tunnel-check.service \
+  packaging/units/tunnel-check.timer "$work/hostmove-tunnel/lib/systemd/system/"
 install -m 0644 packaging/etc/tunnel.toml "$work/hostmove-tunnel/etc/hostmove/tunnel.toml.example"
 install -m 0644 tunnel/README.md "$work/hostmove-tunnel/usr/share/doc/hostmove-tunnel/README.md"
 

@@ -79,6 +79,9 @@ pub enum HttpError {
         /// The start of the answer's body (the server's own error text).
         body: String,
     },
+    /// A certificate authority file that cannot be used (found before anything was sent).
+    #[error("certificate authority {path}: {message}")]
+    Ca { path: String, message: String },
     /// A 2xx answer whose body is not the JSON expected.
     #[error("{method} {url}: answer is not the expected JSON: {message}")]
     Decode {
@@ -95,7 +98,7 @@ impl HttpError {
         match self {
             HttpError::Transport { .. } => true,
             HttpError::Status { status, .. } => *status >= 500 || *status == 429,
-            HttpError::Url { .. } | HttpError::Decode { .. } => false,
+            HttpError::Url { .. } | HttpError::Ca { .. } | HttpError::Decode { .. } => false,
         }
     }
 
@@ -156,7 +159,12 @@ pub struct HttpClient {
     timeout: Duration,
     /// Whether idle connections are kept for the next request (the agent's pool).
     keep_alive: bool,
+    /// `https` servers are verified against these roots only (a private CA), instead of the
+    /// public web's (see [`HttpClient::with_ca_file`]).
+    roots: Option<Roots>,
 }
+
+type Roots = std::sync::Arc<Vec<ureq::tls::Certificate<'static>>>;
 
 impl fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -194,12 +202,37 @@ impl HttpClient {
         base.parse::<ureq::http::Uri>()
             .map_err(|e| bad(&e.to_string()))?;
         Ok(Self {
-            agent: agent(timeout, true),
+            agent: agent(timeout, true, None),
             base: base.trim_end_matches('/').to_string(),
             headers: Vec::new(),
             timeout,
             keep_alive: true,
+            roots: None,
         })
+    }
+
+    /// The same client trusting only the certificate authorities in the PEM file `path` for
+    /// `https` (a private CA: the server's certificate must chain to one of them and name the
+    /// host of the base URL, an IP address included). Read now; an unreadable file or one
+    /// without a certificate is an error naming it.
+    pub fn with_ca_file(mut self, path: &std::path::Path) -> Result<Self, HttpError> {
+        let bad = |message: String| HttpError::Ca {
+            path: path.display().to_string(),
+            message,
+        };
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            if let ureq::tls::PemItem::Certificate(c) = item.map_err(|e| bad(e.to_string()))? {
+                certs.push(c);
+            }
+        }
+        if certs.is_empty() {
+            return Err(bad("no PEM certificate in it".into()));
+        }
+        self.roots = Some(std::sync::Arc::new(certs));
+        self.agent = agent(self.timeout, self.keep_alive, self.roots.clone());
+        Ok(self)
     }
 
     /// A client for the plain-HTTP server at `addr` (`http://addr`).
@@ -210,7 +243,7 @@ impl HttpClient {
     /// The same client with another timeout per exchange.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
-        self.agent = agent(timeout, self.keep_alive);
+        self.agent = agent(timeout, self.keep_alive, self.roots.clone());
         self
     }
 
@@ -218,7 +251,7 @@ impl HttpClient {
     /// request resolves the name again and connects again, as a new visitor would.
     pub fn without_keep_alive(mut self) -> Self {
         self.keep_alive = false;
-        self.agent = agent(self.timeout, false);
+        self.agent = agent(self.timeout, false, self.roots.clone());
         self
     }
 
@@ -327,7 +360,15 @@ impl HttpClient {
 
 /// The `ureq` agent every client uses: `timeout` on each whole exchange, any status returned as
 /// an answer, no redirect followed, no environment proxy, rustls with the aws-lc-rs provider.
-fn agent(timeout: Duration, keep_alive: bool) -> ureq::Agent {
+fn agent(timeout: Duration, keep_alive: bool, roots: Option<Roots>) -> ureq::Agent {
+    let mut tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ));
+    if let Some(r) = roots {
+        tls = tls.root_certs(ureq::tls::RootCerts::Specific(r));
+    }
     let mut config = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
@@ -335,14 +376,7 @@ fn agent(timeout: Duration, keep_alive: bool) -> ureq::Agent {
         .max_redirects_will_error(false)
         .proxy(None)
         .user_agent(concat!("hostmove-drivers/", env!("CARGO_PKG_VERSION")))
-        .tls_config(
-            ureq::tls::TlsConfig::builder()
-                .provider(ureq::tls::TlsProvider::Rustls)
-                .unversioned_rustls_crypto_provider(std::sync::Arc::new(
-                    rustls::crypto::aws_lc_rs::default_provider(),
-                ))
-                .build(),
-        );
+        .tls_config(tls.build());
     if !keep_alive {
         config = config
             .max_idle_connections(0)

@@ -245,6 +245,7 @@ pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecE
             proxy: ProxySpec {
                 admin: opts.proxy_admin,
                 token_file: opts.proxy_token_file.clone(),
+                ca_file: None,
                 old_side: "old".into(),
                 new_side: "new".into(),
             },

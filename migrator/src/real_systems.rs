@@ -46,7 +46,10 @@ pub fn dns(spec: &SiteSpec) -> SysResult<Option<Arc<dyn drivers::dns::Dns>>> {
 
 /// The admin API client of the site's SQL proxy (its token file read now).
 pub fn proxy(p: &ProxySpec) -> Result<HttpProxy, ProxyError> {
-    HttpProxy::new(p.admin, &p.token_file)
+    match &p.ca_file {
+        Some(ca) => HttpProxy::new_tls(p.admin, &p.token_file, ca),
+        None => HttpProxy::new(p.admin, &p.token_file),
+    }
 }
 
 /// The admin client of `p` for the route check and repair (`timeout` per call). A proxy that

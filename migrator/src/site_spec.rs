@@ -115,10 +115,15 @@ fn default_ssh_port() -> u16 {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProxySpec {
-    /// Admin API address (`host:port`, plain HTTP on a private address).
+    /// Admin API address (`host:port`).
     pub admin: SocketAddr,
     /// File holding the bearer token, mode 0600.
     pub token_file: PathBuf,
+    /// The admin API's certificate authority (PEM). When set, the API is called over HTTPS and
+    /// the proxy's certificate must chain to it and name `admin`'s address (the proxy's
+    /// `[admin] tls_cert`); without it, plain HTTP (a lab, or a private link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// The proxy's names of the two sides.
     #[serde(default = "default_old")]
     pub old_side: String,
@@ -404,6 +409,7 @@ pub fn sample(site: &str) -> SiteSpec {
         proxy: ProxySpec {
             admin: "127.0.0.1:9".parse().unwrap(),
             token_file: "/tmp/token".into(),
+            ca_file: None,
             old_side: "old".into(),
             new_side: "new".into(),
         },

@@ -75,6 +75,7 @@ fn spec(
         proxy: ProxySpec {
             admin: "127.0.0.1:9".parse().unwrap(),
             token_file: dir.join("token"),
+            ca_file: None,
             old_side: "old".into(),
             new_side: "new".into(),
         },

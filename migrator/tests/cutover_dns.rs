@@ -86,6 +86,7 @@ fn migrate_and_roll_back(dns: DnsConfig) {
         proxy: ProxySpec {
             admin: "127.0.0.1:9".parse().unwrap(),
             token_file: d.join("token"),
+            ca_file: None,
             old_side: "old".into(),
             new_side: "new".into(),
         },

@@ -1,7 +1,6 @@
 //! Admin API (HTTP + JSON, `Authorization: Bearer <token>` on every path, 401 without) and
 //! Prometheus metrics. The migrator drives cutover through it; see `sql-proxy/README.md`.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,6 +26,8 @@ pub struct AdminState {
     pub shared: Arc<Shared>,
     pub token: Arc<str>,
     pub users_file: PathBuf,
+    /// Export per-database series (`[admin] per_database_metrics`).
+    pub per_database_metrics: bool,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -326,132 +327,6 @@ async fn reload(State(st): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(st): State<AdminState>) -> Response {
-    let mut out = String::new();
-    let counters = st.shared.counters.lock().expect("counters lock").clone();
-    let mut keys: Vec<_> = counters.keys().cloned().collect();
-    keys.sort();
-    type Get = fn(&crate::route::Counters) -> u64;
-    let series: [(&str, &str, &str, Get); 5] = [
-        (
-            "sqlproxy_queries_total",
-            "counter",
-            "Commands relayed",
-            |c| c.queries.load(Ordering::Relaxed),
-        ),
-        (
-            "sqlproxy_errors_total",
-            "counter",
-            "Commands answered with an error",
-            |c| c.errors.load(Ordering::Relaxed),
-        ),
-        (
-            "sqlproxy_held_queries_total",
-            "counter",
-            "Commands held while paused",
-            |c| c.held.load(Ordering::Relaxed),
-        ),
-        (
-            "sqlproxy_hold_timeouts_total",
-            "counter",
-            "Held commands that hit their deadline",
-            |c| c.hold_timeouts.load(Ordering::Relaxed),
-        ),
-        ("sqlproxy_sessions", "gauge", "Open client sessions", |c| {
-            c.sessions.load(Ordering::Relaxed)
-        }),
-    ];
-    for (name, kind, help, get) in series {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for k in &keys {
-            let _ = writeln!(
-                out,
-                "{name}{{database=\"{}\",side=\"{}\"}} {}",
-                esc(&k.0),
-                esc(&k.1),
-                get(&counters[k])
-            );
-        }
-    }
-    let pauses = st.shared.pauses.lock().expect("pauses lock").clone();
-    let _ = writeln!(out, "# HELP sqlproxy_pause_seconds Pauses seen by clients during switches\n# TYPE sqlproxy_pause_seconds summary");
-    for (db, (n, sum, max)) in &pauses {
-        let db = esc(db);
-        let _ = writeln!(out, "sqlproxy_pause_seconds_count{{database=\"{db}\"}} {n}");
-        let _ = writeln!(
-            out,
-            "sqlproxy_pause_seconds_sum{{database=\"{db}\"}} {}",
-            sum / 1e3
-        );
-        let _ = writeln!(
-            out,
-            "sqlproxy_pause_seconds_max{{database=\"{db}\"}} {}",
-            max / 1e3
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# TYPE sqlproxy_held_bytes gauge\nsqlproxy_held_bytes {}",
-        st.shared.held_bytes.load(Ordering::Relaxed)
-    );
-    let sc = &st.shared.store_counters;
-    let commits = sc.commits.load(Ordering::Relaxed);
-    let _ = writeln!(
-        out,
-        "# HELP sqlproxy_route_store_commits_total Route changes committed to the route store\n\
-         # TYPE sqlproxy_route_store_commits_total counter\n\
-         sqlproxy_route_store_commits_total {commits}\n\
-         # HELP sqlproxy_route_store_errors_total Route changes refused because the store could not commit them\n\
-         # TYPE sqlproxy_route_store_errors_total counter\n\
-         sqlproxy_route_store_errors_total {}\n\
-         # HELP sqlproxy_route_store_commit_seconds Time to commit one route change (fsync included)\n\
-         # TYPE sqlproxy_route_store_commit_seconds summary\n\
-         sqlproxy_route_store_commit_seconds_sum {}\n\
-         sqlproxy_route_store_commit_seconds_count {commits}",
-        sc.errors.load(Ordering::Relaxed),
-        sc.commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
-    );
-    if let Some(f) = &st.shared.fleet {
-        let held: u64 = counters
-            .values()
-            .map(|c| c.held.load(Ordering::Relaxed))
-            .sum();
-        let _ = writeln!(
-            out,
-            "# HELP sqlproxy_fleet_lease_age_seconds Since the start of the last round that renewed the lease and read the shared table\n\
-             # TYPE sqlproxy_fleet_lease_age_seconds gauge\n\
-             sqlproxy_fleet_lease_age_seconds {}\n\
-             # HELP sqlproxy_fleet_fenced 1 while the lease is not confirmed and every database is held\n\
-             # TYPE sqlproxy_fleet_fenced gauge\n\
-             sqlproxy_fleet_fenced {}\n\
-             # HELP sqlproxy_fleet_fences_total Times this instance fenced itself\n\
-             # TYPE sqlproxy_fleet_fences_total counter\n\
-             sqlproxy_fleet_fences_total {}\n\
-             # HELP sqlproxy_fleet_applied_epoch Shared store epoch the live table equals\n\
-             # TYPE sqlproxy_fleet_applied_epoch gauge\n\
-             sqlproxy_fleet_applied_epoch {}\n\
-             # HELP sqlproxy_fleet_acked_epoch Epoch this instance acknowledged in the store\n\
-             # TYPE sqlproxy_fleet_acked_epoch gauge\n\
-             sqlproxy_fleet_acked_epoch {}\n\
-             # HELP sqlproxy_fleet_round_errors_total Lease/follow rounds that failed\n\
-             # TYPE sqlproxy_fleet_round_errors_total counter\n\
-             sqlproxy_fleet_round_errors_total {}\n\
-             # HELP sqlproxy_fleet_held_queries_total Commands held (paused or fenced), all databases\n\
-             # TYPE sqlproxy_fleet_held_queries_total counter\n\
-             sqlproxy_fleet_held_queries_total {held}",
-            f.lease_age().as_secs_f64(),
-            u8::from(st.shared.fenced.load(Ordering::SeqCst)),
-            f.fences.load(Ordering::Relaxed),
-            f.applied.load(Ordering::Relaxed),
-            f.acked.load(Ordering::Relaxed),
-            f.errors.load(Ordering::Relaxed),
-        );
-    }
-    crate::limits::write_metrics(&mut out, &st.shared);
+    let out = crate::metrics::render(&st.shared, st.per_database_metrics);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
-}
-
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

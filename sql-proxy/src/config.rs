@@ -332,6 +332,17 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// File holding the bearer token (one line).
     pub token_file: PathBuf,
+    /// Export per-database series on `/metrics` (off by default: 2,500 databases per proxy
+    /// times every series is more than a Prometheus server wants from each proxy).
+    #[serde(default)]
+    pub per_database_metrics: bool,
+    /// PEM certificate chain of the admin API: with `tls_key`, the API speaks HTTPS only
+    /// (plain HTTP is refused); the migrator verifies it (`proxy.ca_file` in its site spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the admin API (mode 0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -363,6 +374,8 @@ pub enum Invalid {
     DatabaseSide { db: String, side: String },
     #[error("route_store and [fleet] exclude each other: a fleet's routes live in fleet.store")]
     StoreAndFleet,
+    #[error("admin.{0}: tls_cert and tls_key go together (both, or neither for plain HTTP)")]
+    AdminTls(&'static str),
     #[error("fleet.{field}: {why}")]
     Fleet { field: &'static str, why: String },
     #[error("limits.{field}: {why}")]
@@ -440,6 +453,13 @@ impl Config {
                     "poll_ms",
                     "above 0 and at most a fifth of lease_ms (the lease must survive a few missed renewals)",
                 ));
+            }
+        }
+        if let Some(a) = &self.admin {
+            match (&a.tls_cert, &a.tls_key) {
+                (Some(_), None) => return Err(Invalid::AdminTls("tls_key")),
+                (None, Some(_)) => return Err(Invalid::AdminTls("tls_cert")),
+                _ => {}
             }
         }
         for (db, r) in &self.databases {

@@ -26,6 +26,7 @@
 //! - [`backend`]: the proxy's own backend logins and queries.
 //! - [`limits`]: connection counts, the login throttle, refusal counters (hostile clients).
 pub mod admin;
+pub mod admin_tls;
 pub mod auth;
 pub mod backend;
 pub mod classify;
@@ -33,9 +34,11 @@ pub mod commands;
 pub mod config;
 pub mod fleet;
 pub mod follow;
+pub mod histogram;
 pub mod hosts;
 pub mod lex;
 pub mod limits;
+pub mod metrics;
 pub mod mode;
 pub mod pinned;
 pub mod prepared;

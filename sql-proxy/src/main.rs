@@ -293,16 +293,32 @@ async fn run(config: PathBuf, workers: usize) -> Result<()> {
             shared: shared.clone(),
             token: Arc::from(token),
             users_file: cfg.users_file.clone(),
+            per_database_metrics: admin.per_database_metrics,
         });
         let l = tokio::net::TcpListener::bind(admin.listen)
             .await
             .with_context(|| format!("admin listen on {}", admin.listen))?;
-        tracing::info!(listen = %l.local_addr()?, "admin API");
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app).await {
-                tracing::error!(error = %e, "admin API stopped");
+        match (&admin.tls_cert, &admin.tls_key) {
+            (Some(cert), Some(key)) => {
+                let acceptor = sql_proxy::stream::acceptor(cert, key)
+                    .with_context(|| format!("admin TLS ({})", cert.display()))?;
+                let l = sql_proxy::admin_tls::TlsListener::new(l, acceptor)?;
+                tracing::info!(listen = %admin.listen, "admin API (HTTPS only)");
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(l, app).await {
+                        tracing::error!(error = %e, "admin API stopped");
+                    }
+                });
             }
-        });
+            _ => {
+                tracing::info!(listen = %l.local_addr()?, "admin API (plain HTTP: set [admin] tls_cert and tls_key outside a lab)");
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(l, app).await {
+                        tracing::error!(error = %e, "admin API stopped");
+                    }
+                });
+            }
+        }
     }
     // SIGHUP reloads the user store without touching sessions.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;

@@ -131,12 +131,21 @@ pub struct Desired {
 }
 
 /// Route store activity, for `/metrics`.
-#[derive(Default)]
 pub struct StoreCounters {
     pub commits: AtomicU64,
     pub errors: AtomicU64,
-    /// Sum of commit durations, microseconds.
-    pub commit_micros: AtomicU64,
+    /// Commit durations.
+    pub commit_seconds: crate::histogram::Histogram,
+}
+
+impl Default for StoreCounters {
+    fn default() -> Self {
+        StoreCounters {
+            commits: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            commit_seconds: crate::histogram::Histogram::new(crate::histogram::COMMIT_BUCKETS),
+        }
+    }
 }
 
 /// Why the proxy cannot restore its routes (it then refuses to start).
@@ -203,8 +212,11 @@ pub struct Shared {
     pub users: RwLock<Arc<UserStore>>,
     pub sessions: Mutex<BTreeMap<u64, Arc<SessionInfo>>>,
     pub counters: Mutex<HashMap<(String, String), Arc<Counters>>>,
-    /// Completed pauses per database: (count, total ms, max ms).
+    /// Completed pauses per database: (count, total ms, max ms) (exported only with
+    /// `[admin] per_database_metrics`).
     pub pauses: Mutex<BTreeMap<String, (u64, f64, f64)>>,
+    /// Completed pauses, all databases.
+    pub pause_seconds: crate::histogram::Histogram,
     pub held_bytes: AtomicUsize,
     pub next_session: AtomicU64,
     pub limits: Limits,
@@ -275,6 +287,7 @@ impl Shared {
             sessions: Mutex::new(BTreeMap::new()),
             counters: Mutex::new(HashMap::new()),
             pauses: Mutex::new(BTreeMap::new()),
+            pause_seconds: crate::histogram::Histogram::new(crate::histogram::PAUSE_BUCKETS),
             held_bytes: AtomicUsize::new(0),
             next_session: AtomicU64::new(1),
             limits: cfg.limits.clone(),
@@ -541,8 +554,7 @@ impl Shared {
         match &res {
             Ok(_) => {
                 c.commits.fetch_add(1, Ordering::Relaxed);
-                c.commit_micros
-                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                c.commit_seconds.observe(started.elapsed().as_secs_f64());
             }
             Err(e) => {
                 c.errors.fetch_add(1, Ordering::Relaxed);
@@ -600,6 +612,7 @@ impl Shared {
     }
 
     pub fn record_pause(&self, db: &str, ms: f64) {
+        self.pause_seconds.observe(ms / 1e3);
         let mut p = self.pauses.lock().expect("pauses lock");
         let e = p.entry(db.to_string()).or_insert((0, 0.0, 0.0));
         e.0 += 1;

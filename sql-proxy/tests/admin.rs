@@ -40,10 +40,20 @@ async fn serve_admin(
     p: &Proxy,
     token: &str,
 ) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    serve_admin_with(p, token, true).await
+}
+
+/// As [`serve_admin`], with or without the per-database series on `/metrics`.
+async fn serve_admin_with(
+    p: &Proxy,
+    token: &str,
+    per_database_metrics: bool,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let app = router(AdminState {
         shared: p.shared.clone(),
         token: Arc::from(token),
         users_file: "/nonexistent/users.json".into(),
+        per_database_metrics,
     });
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = l.local_addr().unwrap();
@@ -153,10 +163,38 @@ async fn admin_api_needs_a_token_lists_switches_and_reports_metrics() {
         metrics.contains("sqlproxy_errors_total{database=\"shop\",side=\"new\"} 1"),
         "{metrics}"
     );
+    // Per-database series (opt-in here): the pause of `shop`, as counters and a gauge.
     assert!(
-        metrics.contains("sqlproxy_pause_seconds_count{database=\"shop\"} 1"),
+        metrics.contains("sqlproxy_database_pauses_total{database=\"shop\"} 1"),
         "{metrics}"
     );
+    // Every series passes the reference checker (HELP, TYPE, names, units, histograms).
+    testkit::promtool::check_metrics(&metrics).unwrap();
+
+    // By default the series are labelled by side only, and pauses are one histogram: bounded
+    // cardinality whatever the number of databases.
+    let (plain, plain_server) = serve_admin_with(&p, token, false).await;
+    let (code, metrics) = http(plain, Method::Get, "/metrics", Some(token), "").await;
+    assert_eq!(code, 200);
+    assert!(!metrics.contains("database=\"shop\""), "{metrics}");
+    assert!(
+        metrics.contains("sqlproxy_sessions{side=\"new\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sqlproxy_errors_total{side=\"new\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sqlproxy_pause_seconds_bucket{le=\"+Inf\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sqlproxy_pause_seconds_count 1\n"),
+        "{metrics}"
+    );
+    testkit::promtool::check_metrics(&metrics).unwrap();
+    plain_server.abort();
     server.abort();
 }
 

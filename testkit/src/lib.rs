@@ -33,6 +33,7 @@ pub mod loopfs;
 pub mod mariadb;
 pub mod pdns;
 pub mod process;
+pub mod promtool;
 pub mod sshd;
 pub mod tls;
 pub mod webdriver;

@@ -183,6 +183,7 @@ fn run(way: Way) {
             shared,
             token: Arc::from(TOKEN),
             users_file: "/nonexistent/users.json".into(),
+            per_database_metrics: false,
         });
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = l.local_addr().unwrap();
@@ -263,6 +264,7 @@ fn run(way: Way) {
         proxy: ProxySpec {
             admin: admin_addr,
             token_file: d.join("token"),
+            ca_file: None,
             old_side: "old".into(),
             new_side: "new".into(),
         },

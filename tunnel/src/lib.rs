@@ -40,6 +40,7 @@ pub mod outage;
 pub mod reconcile;
 pub mod rotate;
 pub mod side;
+pub mod textfile;
 
 pub use backend::Backend;
 pub use cidr::Cidr;

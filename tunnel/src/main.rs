@@ -89,6 +89,11 @@ enum Cmd {
         /// Echoes in the throughput probe (bounded also by 5 s).
         #[arg(long, default_value_t = 500)]
         echoes: u32,
+        /// Also write the verdict in Prometheus text format to FILE (atomically), for
+        /// node_exporter's textfile collector, e.g.
+        /// /var/lib/prometheus/node-exporter/hostmove-tunnel.prom
+        #[arg(long, value_name = "FILE")]
+        textfile: Option<PathBuf>,
     },
     /// Rotate this side's key, coordinated with a peer side reachable from this host.
     Rotate {
@@ -247,6 +252,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
             json,
             pings,
             echoes,
+            textfile,
         } => {
             let opts = CheckOptions {
                 pings,
@@ -254,6 +260,15 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
                 ..CheckOptions::default()
             };
             let rep = tunnel::check(&cfg, &side, &opts);
+            if let Some(path) = &textfile {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let text = tunnel::textfile::render(&rep, &side.name, now);
+                tunnel::textfile::write_atomic(path, &text)
+                    .map_err(|e| anyhow::anyhow!("--textfile {}: {e}", path.display()))?;
+            }
             emit(out, json, &rep, |r| {
                 let mut s = format!(
                     "{}: {}\n",

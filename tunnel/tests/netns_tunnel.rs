@@ -66,8 +66,32 @@ fn up_traffic_kill_heal_rotate_down() {
     assert!(peer["tx_bytes"].as_u64().unwrap() > 3 * payload.len() as u64 / 2);
     assert!(peer["last_handshake_age_secs"].as_u64().unwrap() < 30);
 
-    let (code, out, err) = lab.tunnel("a", &["check", "--pings", "5", "--echoes", "100"]);
+    // Beside the state dir (which must be empty after `down`).
+    let prom = lab.state_dir.with_file_name("tunnel-a.prom");
+    let (code, out, err) = lab.tunnel(
+        "a",
+        &[
+            "check",
+            "--pings",
+            "5",
+            "--echoes",
+            "100",
+            "--textfile",
+            prom.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "check on a healthy tunnel: {out} {err}");
+    // The same verdict for node_exporter's textfile collector, valid for promtool.
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        text.contains("tunnel_healthy{side=\"old-dc\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tunnel_peer_loss_ratio{side=\"old-dc\",peer=\"new-dc\"} 0\n"),
+        "{text}"
+    );
+    testkit::promtool::check_metrics(&text).unwrap();
     assert!(out.starts_with("healthy"), "{out}");
     assert!(out.contains("echo throughput"), "{out}");
     assert!(
@@ -86,8 +110,23 @@ fn up_traffic_kill_heal_rotate_down() {
         out.contains(&format!("wireguard-go daemon (pid {b_pid}) is not running")),
         "{out}"
     );
-    let (code, out, _) = lab.tunnel("a", &["check", "--pings", "3", "--json"]);
+    let (code, out, _) = lab.tunnel(
+        "a",
+        &[
+            "check",
+            "--pings",
+            "3",
+            "--json",
+            "--textfile",
+            prom.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 1, "{out}");
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        text.contains("tunnel_healthy{side=\"old-dc\"} 0\n"),
+        "an unhealthy verdict is written too: {text}"
+    );
     let rep: serde_json::Value = serde_json::from_str(&out).expect("check --json");
     assert_eq!(rep["health"]["healthy"], false);
     let reason = rep["health"]["reason"].as_str().unwrap();

@@ -169,7 +169,9 @@ impl PowerDns {
     fn api_error(&self, what: &str, e: HttpError) -> DnsError {
         let server = self.http.base().to_string();
         match e {
-            HttpError::Url { .. } => DnsError::Invalid(format!("dns.api: {e}")),
+            HttpError::Url { .. } | HttpError::Ca { .. } => {
+                DnsError::Invalid(format!("dns.api: {e}"))
+            }
             HttpError::Transport { message, .. } => DnsError::Unreachable {
                 server,
                 what: what.to_string(),

@@ -36,6 +36,18 @@ impl HttpProxy {
     /// The client of the proxy whose admin API listens on `admin`, with the token in
     /// `token_file` (mode 0600, one line). Nothing is sent yet.
     pub fn new(admin: SocketAddr, token_file: &Path) -> Result<HttpProxy> {
+        Self::build(admin, token_file, None)
+    }
+
+    /// As [`HttpProxy::new`] for an admin API over TLS (`[admin] tls_cert` on the proxy):
+    /// `https://{admin}`, the proxy's certificate verified against the CA certificate(s) in
+    /// `ca_file` and required to name `admin`'s IP address. The token is only ever sent inside
+    /// a verified TLS session.
+    pub fn new_tls(admin: SocketAddr, token_file: &Path, ca_file: &Path) -> Result<HttpProxy> {
+        Self::build(admin, token_file, Some(ca_file))
+    }
+
+    fn build(admin: SocketAddr, token_file: &Path, ca_file: Option<&Path>) -> Result<HttpProxy> {
         let token = crate::secret::read_secret_file("proxy.token_file", token_file)
             .map_err(|e| ProxyError::Invalid(e.to_string()))?;
         if token.chars().any(char::is_control) {
@@ -44,10 +56,14 @@ impl HttpProxy {
                 token_file.display()
             )));
         }
-        let http = HttpClient::for_addr(admin, TIMEOUT)
-            .map_err(|e| ProxyError::Invalid(format!("proxy.admin: {e}")))?
-            .without_keep_alive()
-            .with_secret_header("Authorization", &format!("Bearer {token}"));
+        let http = match ca_file {
+            None => HttpClient::for_addr(admin, TIMEOUT),
+            Some(ca) => HttpClient::new(&format!("https://{admin}"), TIMEOUT)
+                .and_then(|c| c.with_ca_file(ca)),
+        }
+        .map_err(|e| ProxyError::Invalid(format!("proxy.admin: {e}")))?
+        .without_keep_alive()
+        .with_secret_header("Authorization", &format!("Bearer {token}"));
         Ok(HttpProxy {
             http,
             restart_wait: RESTART_WAIT,
