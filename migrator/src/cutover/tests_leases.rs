@@ -191,3 +191,46 @@ fn a_handed_over_site_is_finished_by_the_next_run() {
     assert_eq!(serving(&spec, &rec), Ok(Dc::New));
     assert!(lease::get(&j, "shop").unwrap().is_none());
 }
+
+/// A standalone command killed while it held a sync lease on a name the site specs do not
+/// list (`copy-db DB` without a site): `lease-watch` releases it (nothing was frozen) instead of
+/// reporting it forever; a freeze lease there is still reported, never guessed at.
+#[test]
+fn a_dead_standalone_sync_lease_is_released_by_the_watchdog() {
+    let (_dir, jp, spec, rec) = shop();
+    use crate::cutover::checkpoints::{self, Checkpoint};
+    let mut j = SqliteJournal::open(&jp).unwrap();
+    lease::take_kind(&mut j, "probe", LeaseKind::Sync, Duration::from_secs(60)).unwrap();
+    let ours = lease::get(&j, "probe").unwrap().unwrap();
+    lease::release(&mut j, "probe").unwrap();
+    for (name, kind) in [
+        ("shop_db", LeaseKind::Sync),
+        ("frozen_db", LeaseKind::Freeze),
+    ] {
+        let dead = lease::Lease {
+            pid: i32::MAX as u32, // no such process: its owner is gone
+            kind,
+            ..ours.clone()
+        };
+        let l = serde_json::to_string(&dead).unwrap();
+        checkpoints::put(&mut j, name, Checkpoint::Lease, &l).unwrap();
+    }
+    let out = recover_expired(&jp, &[spec], &|s| Ok(rec.systems(s)), &opts()).unwrap();
+    let result = |site: &str| {
+        let r = out.iter().find(|r| r.site == site).expect(site);
+        r.result
+            .as_ref()
+            .map(|x| x.to_string())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        result("shop_db"),
+        Ok("sync lease released, nothing was frozen".to_string())
+    );
+    assert!(lease::get(&j, "shop_db").unwrap().is_none());
+    assert_eq!(
+        result("frozen_db"),
+        Err("site frozen_db is not in the site spec file".to_string())
+    );
+    assert!(lease::get(&j, "frozen_db").unwrap().is_some());
+}

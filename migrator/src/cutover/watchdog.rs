@@ -4,7 +4,7 @@
 
 use crate::cutover::engine::{Engine, EngineOptions};
 use crate::cutover::group::SystemsFn;
-use crate::cutover::lease::{all, get, Lease};
+use crate::cutover::lease::{all, get, release, Lease, LeaseKind};
 use crate::cutover::phase::CutoverError;
 use crate::journal::{now_ms, open_journal_at, JournalError, SiteState};
 use crate::site_spec::SiteSpec;
@@ -27,6 +27,9 @@ pub enum Recovery {
     Now(SiteState),
     /// Another watchdog was first: its lease is no longer expired.
     AlreadyRecovered,
+    /// A dead owner's sync lease on a name the specs do not list (a standalone `copy-db` of
+    /// a database without a site, killed): nothing was frozen, the lease is released.
+    SyncLeaseReleased,
 }
 
 impl std::fmt::Display for Recovery {
@@ -34,6 +37,7 @@ impl std::fmt::Display for Recovery {
         match self {
             Recovery::Now(st) => st.fmt(f),
             Recovery::AlreadyRecovered => f.write_str("already recovered"),
+            Recovery::SyncLeaseReleased => f.write_str("sync lease released, nothing was frozen"),
         }
     }
 }
@@ -60,6 +64,20 @@ pub enum RecoveryError {
 impl serde::Serialize for RecoveryError {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+/// A site missing from the specs: a dead owner's sync lease froze nothing and is released;
+/// any other lease is reported, never guessed at.
+fn release_dead_sync_lease(journal_path: &Path, site: &str) -> Result<Recovery, RecoveryError> {
+    let mut j = open_journal_at(journal_path)?;
+    match get(&*j, site)? {
+        Some(l) if l.kind == LeaseKind::Sync && l.expired(now_ms()) => {
+            release(&mut *j, site)?;
+            Ok(Recovery::SyncLeaseReleased)
+        }
+        Some(_) => Err(RecoveryError::NotInSpecs(site.to_string())),
+        None => Ok(Recovery::AlreadyRecovered),
     }
 }
 
@@ -99,10 +117,9 @@ fn recover_one(
     opts: &EngineOptions,
     site: &str,
 ) -> Result<Recovery, RecoveryError> {
-    let spec = specs
-        .iter()
-        .find(|s| s.site == site)
-        .ok_or_else(|| RecoveryError::NotInSpecs(site.to_string()))?;
+    let Some(spec) = specs.iter().find(|s| s.site == site) else {
+        return release_dead_sync_lease(journal_path, site);
+    };
     let sys = systems(spec)?;
     let mut j = open_journal_at(journal_path)?;
     // Re-read under our own connection: another watchdog may have been first.
