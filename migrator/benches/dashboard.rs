@@ -17,31 +17,18 @@
 
 mod common;
 
+use common::journal_gen::{site, waves, write_plan, write_sqlite, PHASES, WAVE};
 use common::{positional_args, stats};
 use drivers::http::{HttpClient, Method};
 use migrator::journal::{JournalStore, SqliteJournal, StepOutcome};
 use migrator::serve::{self, queries, ServeOptions};
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 use std::path::Path;
 use std::time::Instant;
 
-const WAVE: usize = 50_000;
 /// Waves already done (20 at full size; fewer for a small run, so that one runs).
 fn done_waves(sites: usize) -> usize {
-    (sites.div_ceil(WAVE)).saturating_sub(1).min(20)
-}
-const PHASES: [&str; 7] = [
-    "prepare",
-    "sync",
-    "freeze",
-    "final-sync",
-    "verify",
-    "switch",
-    "unfreeze",
-];
-
-fn site(i: usize) -> String {
-    format!("site{i:07}")
+    waves(sites).saturating_sub(1).min(20)
 }
 
 fn ms(t: Instant) -> f64 {
@@ -55,128 +42,6 @@ fn print(name: &str, v: &[f64]) -> f64 {
         v.len()
     );
     med
-}
-
-/// The plan file: waves of WAVE sites, one group per site.
-fn write_plan(path: &Path, sites: usize) {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    write!(
-        f,
-        "{{\"format\":\"{}\",\"version\":{},\"waves\":[",
-        planner::PLAN_FORMAT,
-        planner::PLAN_VERSION
-    )
-    .unwrap();
-    for (w, start) in (0..sites).step_by(WAVE).enumerate() {
-        if w > 0 {
-            write!(f, ",").unwrap();
-        }
-        write!(
-            f,
-            "{{\"number\":{},\"kind\":\"regular\",\"window_utc\":\"22:00-06:00 UTC\",\"groups\":[",
-            w + 1
-        )
-        .unwrap();
-        for i in start..(start + WAVE).min(sites) {
-            if i > start {
-                write!(f, ",").unwrap();
-            }
-            write!(f, "{{\"sites\":[\"{}\"]}}", site(i)).unwrap();
-        }
-        write!(f, "]}}").unwrap();
-    }
-    write!(f, "]}}").unwrap();
-    f.flush().unwrap();
-}
-
-/// The journal as the engine would have left it (bulk-inserted: the engine's one-by-one FULL
-/// sync writes would take hours for 7M steps).
-fn write_journal(path: &Path, plan: &Path, sites: usize) {
-    drop(SqliteJournal::open(path).unwrap());
-    let mut c = Connection::open(path).unwrap();
-    c.pragma_update(None, "synchronous", "OFF").unwrap();
-    let tx = c.transaction().unwrap();
-    tx.execute(
-        "INSERT INTO meta(k, v) VALUES('plan', ?1)",
-        [format!("{}#wave{}", plan.display(), done_waves(sites) + 1)],
-    )
-    .unwrap();
-    let t0: i64 = 1_795_000_000_000;
-    {
-        let mut s = tx
-            .prepare("INSERT INTO sites(site, state, updated_ms) VALUES(?1, ?2, ?3)")
-            .unwrap();
-        let mut st = tx
-            .prepare(
-                "INSERT INTO steps(site, phase, status, started_ms, ended_ms, bytes, error)
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .unwrap();
-        let mut cp = tx
-            .prepare("INSERT INTO checkpoints(scope, key, value, updated_ms) VALUES('cutover', ?1, ?2, ?3)")
-            .unwrap();
-        let current = done_waves(sites) * WAVE..((done_waves(sites) + 1) * WAVE).min(sites);
-        for i in 0..current.end.min(sites) {
-            let name = site(i);
-            // Time advances through the campaign: ~1.2 s per site.
-            let mut t = t0 + i as i64 * 1200;
-            let k = i % WAVE;
-            let (n_phases, fail) = if i < current.start || k < 20_000 {
-                (7, false)
-            } else if k < 25_000 {
-                (2 + k % 4, false)
-            } else if k < 26_000 {
-                (2, true)
-            } else {
-                continue; // planned: not in the journal yet
-            };
-            for (p, phase) in PHASES.iter().enumerate().take(n_phases) {
-                let d = 20 + ((i * 7 + p * 13) % 900) as i64;
-                let bytes = if *phase == "sync" {
-                    1_000_000 + (i % 5000) as i64 * 1000
-                } else {
-                    0
-                };
-                let failed = fail && p + 1 == n_phases;
-                st.execute(params![
-                    name,
-                    phase,
-                    if failed { "failed" } else { "done" },
-                    t,
-                    t + d,
-                    if failed { 0 } else { bytes },
-                    failed.then(|| format!("phase {phase}: copy-db: table wp_posts differs"))
-                ])
-                .unwrap();
-                t += d;
-            }
-            let state = if fail {
-                "failed"
-            } else {
-                [
-                    "prepared",
-                    "synced",
-                    "frozen",
-                    "final_synced",
-                    "verified",
-                    "switched",
-                    "live",
-                ][n_phases - 1]
-            };
-            s.execute(params![name, state, t]).unwrap();
-            if n_phases == 7 {
-                let freeze = 300 + (i * 37 % 2500);
-                cp.execute(params![
-                    format!("{name}.freeze_ms"),
-                    format!("{freeze}.0"),
-                    t
-                ])
-                .unwrap();
-            }
-        }
-    }
-    tx.commit().unwrap();
 }
 
 /// The overview without summary tables: states per wave by scanning the journal.
@@ -238,7 +103,7 @@ fn main() {
     );
     let t = Instant::now();
     write_plan(&plan, sites);
-    write_journal(&journal, &plan, sites);
+    write_sqlite(&journal, &plan, sites, done_waves(sites));
     let steps: i64 = Connection::open(&journal)
         .unwrap()
         .query_row("SELECT COUNT(*) FROM steps", [], |r| r.get(0))

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each bench uses its own subset
 
+pub mod journal_gen;
+
 use migrator::fixtures::HomeSpec;
 use std::process::{Command, Stdio};
 use std::time::Instant;

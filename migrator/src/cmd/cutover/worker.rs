@@ -1,18 +1,21 @@
 //! `migrator wave start N` and `migrator worker N`: one wave shared by workers on many hosts
-//! through one journal (issue 17; the claims and leases are [`migrator::fleet`]).
+//! through one journal (issue 17; the claims and leases are [`migrator::fleet`], the worker's
+//! loop [`migrator::fleet::worker`]).
 
 use super::wave::wave_specs;
 use super::{engine_options, Common};
 use anyhow::bail;
 use migrator::control::whoami;
-use migrator::fleet::{owner_id, resources, Claim, Fleet};
+use migrator::fleet::worker::{self as fleet_worker, Event, WorkerOptions};
+use migrator::fleet::{owner_id, resources, Fleet};
 use migrator::journal::open_journal_at;
 use migrator::real_systems;
 use migrator::site_spec::{SiteSpec, SpecFile};
-use migrator::wave::{move_groups, run_group};
+use migrator::wave::move_groups;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Writes wave `number`'s move groups to the journal for workers to claim.
 pub fn start(number: u32, plan: &Path, common: &Common) -> anyhow::Result<i32> {
@@ -66,31 +69,36 @@ pub fn worker(
     if common.dry_run {
         bail!("a worker moves sites for real; use `migrator wave run --dry-run` to rehearse");
     }
-    let fleet = Fleet::open(&common.journal)?;
-    if !fleet.started(number)? {
+    if !Fleet::open(&common.journal)?.started(number)? {
         bail!("wave {number} is not started: run `migrator wave start {number} --plan FILE` first");
     }
     let file = SpecFile::load(&common.sites)?;
     let eo = engine_options(common, &common.journal);
-    let owner = owner_id();
-    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let opts = WorkerOptions {
+        wave: number,
+        owner: owner_id(),
+        lease,
+        poll,
+        stop: Arc::new(AtomicBool::new(false)),
+    };
     let build = |s: &SiteSpec| real_systems::systems(s, &common.journal);
-    let mut failed = 0;
-    eprintln!("worker {owner}: wave {number}");
-    loop {
-        let Some(c) = fleet.claim(number, &owner, lease_ms)? else {
-            if fleet.progress(number)?.finished() {
-                break;
-            }
-            std::thread::sleep(poll);
-            continue;
-        };
-        let specs = c
-            .sites
-            .iter()
-            .map(|s| file.site(s))
-            .collect::<Result<Vec<_>, _>>()?;
-        eprintln!(
+    eprintln!("worker {}: wave {number}", opts.owner);
+    let summary = fleet_worker::run(
+        &common.journal,
+        &opts,
+        &|s| file.site(s),
+        &build,
+        &eo,
+        &mut print_event,
+    )?;
+    Ok(if summary.failed == 0 { 0 } else { 1 })
+}
+
+/// What an operator sees of a worker: each group claimed (stderr), each site's outcome
+/// (stdout).
+fn print_event(ev: Event<'_>) {
+    match ev {
+        Event::Claimed { claim: c, .. } => eprintln!(
             "group {} ({}){}",
             c.group,
             c.sites.join(", "),
@@ -99,58 +107,30 @@ pub fn worker(
             } else {
                 String::new()
             }
-        );
-        let outs = renewing(&common.journal, &c, lease, || {
-            run_group(&common.journal, &specs, &build, &eo)
-        });
-        for o in &outs {
-            match (&o.report, &o.error) {
-                (_, Some(e)) => {
-                    failed += 1;
-                    println!("{}: FAILED: {e}", o.site);
-                }
-                (Some(r), None) => println!("{}: {}", o.site, r.state),
-                (None, None) => println!("{}: done", o.site),
+        ),
+        Event::NothingClaimable { .. } => {}
+        Event::Ran {
+            claim: c,
+            outcomes,
+            kept,
+            renewals,
+        } => {
+            for r in renewals {
+                eprintln!("group {}: {r}", c.group);
             }
-        }
-        if !fleet.finish(&c)? {
-            eprintln!(
-                "group {}: the claim ran out and another worker took it over",
-                c.group
-            );
+            for o in outcomes {
+                match (&o.report, &o.error) {
+                    (_, Some(e)) => println!("{}: FAILED: {e}", o.site),
+                    (Some(r), None) => println!("{}: {}", o.site, r.state),
+                    (None, None) => println!("{}: done", o.site),
+                }
+            }
+            if !kept {
+                eprintln!(
+                    "group {}: the claim ran out and another worker took it over",
+                    c.group
+                );
+            }
         }
     }
-    Ok(if failed == 0 { 0 } else { 1 })
-}
-
-/// Runs `work` while a thread renews the claim's lease every third of it.
-fn renewing<T>(journal: &Path, c: &Claim, lease: Duration, work: impl FnOnce() -> T) -> T {
-    let stop = AtomicBool::new(false);
-    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let fleet = match Fleet::open(journal) {
-                Ok(f) => f,
-                Err(e) => return eprintln!("group {}: renewing the claim: {e}", c.group),
-            };
-            let mut last = Instant::now();
-            while !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(100));
-                if last.elapsed() < lease / 3 {
-                    continue;
-                }
-                last = Instant::now();
-                match fleet.renew(c, lease_ms) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        return eprintln!("group {}: the claim was taken over", c.group);
-                    }
-                    Err(e) => eprintln!("group {}: renewing the claim: {e}", c.group),
-                }
-            }
-        });
-        let r = work();
-        stop.store(true, Ordering::SeqCst);
-        r
-    })
 }

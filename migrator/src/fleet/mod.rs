@@ -20,12 +20,16 @@
 //!   proxy, the filer by the old homes' parent directory, the tunnel by its config); a group
 //!   is claimed only while fewer than the cap of live claims hold each of them. The cap rows
 //!   are read `FOR UPDATE` inside the claim, so two workers cannot both take the last slot.
+//! - [`worker`]: the loop a worker runs (claim, move the group's sites while renewing the
+//!   claim, mark it done).
 
 use crate::control::Controls;
 use crate::journal::{now_ms, Dialect, JournalError, SqlConn, SqlValue};
 use crate::site_spec::SiteSpec;
 use std::collections::BTreeSet;
 use std::path::Path;
+
+pub mod worker;
 
 /// Candidate groups looked at per claim when caps hold the first ones back.
 const CANDIDATES: usize = 20;
