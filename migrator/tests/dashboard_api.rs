@@ -221,6 +221,8 @@ fn without_token_everything_is_refused_and_controls_need_csrf() {
     ] {
         assert!(m.contains(want), "metrics lack {want}:\n{m}");
     }
+    // Prometheus conventions, by the reference checker (issue 22).
+    testkit::promtool::check_metrics(&m).unwrap();
     drop(srv);
 
     // A second start reuses the token and does not print it again; a loose file is refused.
@@ -483,6 +485,7 @@ fn the_latest_route_check_shows_on_the_overview_and_in_metrics() {
     ] {
         assert!(text.contains(want), "metrics lack {want}:\n{text}");
     }
+    testkit::promtool::check_metrics(&text).unwrap();
     migrator::route_check::store::record(&f.journal, &Default::default()).unwrap();
     assert!(get(a, "/metrics", &good)
         .text()
