@@ -19,6 +19,7 @@ use crate::error::{LabError, Result};
 use crate::process;
 use crate::state::LabState;
 use crate::traffic::unix_ms;
+use migrator::journal::{JournalStore, SqlConn};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -136,8 +137,7 @@ fn start(st: &LabState, m: &Migrator, sec: &MigrationSection) -> Result<Workers>
 }
 
 /// Groups claimed now: (group, owner PID, sites).
-fn claims(m: &Migrator) -> Result<Vec<(i64, i32, Vec<String>)>> {
-    let db = m.journal_sql()?;
+fn claims(db: &dyn SqlConn) -> Result<Vec<(i64, i32, Vec<String>)>> {
     let e = |e: migrator::journal::JournalError| LabError::Internal(format!("journal: {e}"));
     let rows = db
         .query(
@@ -173,8 +173,7 @@ fn groups_done(m: &Migrator) -> Result<(i64, i64)> {
 }
 
 /// A site of `sites` with a step of `phase` started and not ended.
-fn inside_phase(m: &Migrator, sites: &[String], phase: &str) -> Option<String> {
-    let j = m.journal().ok()?;
+fn inside_phase(j: &dyn JournalStore, sites: &[String], phase: &str) -> Option<String> {
     sites.iter().find_map(|s| {
         j.steps(s)
             .ok()?
@@ -225,6 +224,8 @@ pub(super) fn fleet_wave(
         .map(|c| c.id() as i32)
         .ok_or_else(|| LabError::Internal("no worker".into()))?;
     let phase = sec.worker_kill_phase.as_str();
+    // One connection each for the whole watch: a kill lands inside a freeze of ~1 s.
+    let (db, j) = (m.journal_sql()?, m.journal()?);
     let deadline = Instant::now() + Duration::from_secs(600);
     let held = loop {
         if let Some(Ok(Some(s))) = w.0[0].as_mut().map(|c| c.try_wait()) {
@@ -238,9 +239,11 @@ pub(super) fn fleet_wave(
                 .push(format!("worker 1 never held a site inside `{phase}`"));
             break None;
         }
-        let mine = claims(m)?.into_iter().find(|(_, pid, _)| *pid == victim);
+        let mine = claims(db.as_ref())?
+            .into_iter()
+            .find(|(_, pid, _)| *pid == victim);
         if let Some((g, _, sites)) = mine {
-            if let Some(site) = inside_phase(m, &sites, phase) {
+            if let Some(site) = inside_phase(j.as_ref(), &sites, phase) {
                 process::signal_pid(victim, libc::SIGKILL);
                 if let Some(mut c) = w.0[0].take() {
                     let _ = c.wait();
@@ -356,9 +359,10 @@ pub(super) fn proxy_partition(
     let cut = f.nodes[1].addr;
     let mut w = start(st, m, sec)?;
     let sites: Vec<String> = st.sites.iter().map(|s| s.login.clone()).collect();
+    let j = m.journal()?;
     let deadline = Instant::now() + Duration::from_secs(600);
     let site = loop {
-        if let Some(s) = inside_phase(m, &sites, "switch") {
+        if let Some(s) = inside_phase(j.as_ref(), &sites, "switch") {
             break Some(s);
         }
         if Instant::now() > deadline {
