@@ -25,6 +25,11 @@ pub fn zone_file(state: &LabState, site_lines: &str) -> String {
         let rel = dc.sql_hostname.trim_end_matches(&format!(".{z}"));
         let _ = writeln!(s, "{rel} IN A {}", dc.sql_addr);
     }
+    if state.fleet.is_some() {
+        // old-dc's second DB endpoint, served by the second proxy instance.
+        let rel = crate::sql_proxy::SQL2_HOST_PREFIX;
+        let _ = writeln!(s, "{rel} IN A {}", crate::sql_proxy::SQL2_ADDR);
+    }
     s.push_str(site_lines);
     s
 }

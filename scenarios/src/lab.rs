@@ -31,6 +31,9 @@ pub struct LabConfig {
     pub tunnel: bool,
     /// Keep filers and MariaDB data on a tmpfs (default) instead of the state root's disk.
     pub tmpfs: bool,
+    /// The fleet topology: a 3-node Galera control store and a second proxy instance
+    /// (`src/galera.rs`, `src/sql_proxy.rs`).
+    pub fleet: bool,
 }
 
 impl LabConfig {
@@ -42,6 +45,7 @@ impl LabConfig {
             spec: SiteSpec::default(),
             tunnel: true,
             tmpfs: true,
+            fleet: false,
         }
     }
     pub fn state_dir(&self) -> PathBuf {
@@ -143,6 +147,7 @@ fn skeleton(cfg: &LabConfig, run: &str, old_filer: u32, new_filer: u32) -> LabSt
         step_secs: Vec::new(),
         inventory_dir: None,
         sql_proxy: None,
+        fleet: cfg.fleet.then(|| crate::galera::skeleton(run, &dir)),
     }
 }
 
@@ -153,7 +158,8 @@ pub fn up(cfg: &LabConfig) -> Result<LabState> {
     if LabState::path(&dir).exists() {
         let old = LabState::load(&dir)?;
         let healthy = crate::status::status(&old).iter().all(|s| s.healthy);
-        if old.phase == Phase::Up && old.sites.len() == cfg.sites && healthy {
+        let same = old.sites.len() == cfg.sites && old.fleet.is_some() == cfg.fleet;
+        if old.phase == Phase::Up && same && healthy {
             return Ok(old);
         }
         down_state(&old, false);
@@ -287,6 +293,13 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
 
     let mut plan = sites::plan_sites(cfg.sites, &st.zone, st.old.filer.number);
     sites::mark_shared_owners(&mut plan);
+    if st.fleet.is_some() {
+        // Customers' code split between the two endpoints: every second site names the second.
+        let host = format!("{}.{}", crate::sql_proxy::SQL2_HOST_PREFIX, st.zone);
+        for s in plan.iter_mut().skip(1).step_by(2) {
+            s.sql_host = Some(host.clone());
+        }
+    }
     let mut passwords = BTreeMap::new();
     for s in &plan {
         if !passwords.contains_key(&s.db_user) {
@@ -429,6 +442,9 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
     st.save()?;
     result?;
 
+    if st.fleet.is_some() {
+        steps.time("ctl: galera (3 nodes synced)", || crate::galera::start(st))?;
+    }
     // old-dc's DB endpoint: our SQL proxy, with the users' hashes synced from MariaDB.
     steps.time("old-dc: sql-proxy (hash sync, start)", || {
         crate::sql_proxy::start(st)
@@ -499,7 +515,7 @@ fn write_trees(st: &LabState, spec: &SiteSpec, pw: &BTreeMap<String, String>) ->
                             s,
                             i + 1,
                             spec,
-                            &st.old.sql_hostname,
+                            s.sql_host.as_deref().unwrap_or(&st.old.sql_hostname),
                             pass,
                         )?;
                     }

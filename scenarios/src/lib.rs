@@ -31,6 +31,7 @@ pub mod dc_services;
 pub mod dns;
 pub mod error;
 pub mod faults;
+pub mod galera;
 pub mod inventory;
 pub mod lab;
 pub mod migration;

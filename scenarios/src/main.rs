@@ -110,6 +110,10 @@ enum LabCmd {
         /// Keep filers and MariaDB data on the state root's disk instead of a tmpfs.
         #[arg(long)]
         on_disk: bool,
+        /// The fleet topology: a 3-node Galera control store (namespace `ctl`) and a second
+        /// sql-proxy on old-dc's second DB endpoint (`sql2.old.lab.test`), both in one fleet.
+        #[arg(long)]
+        fleet: bool,
         #[arg(long)]
         small_files: Option<usize>,
         #[arg(long)]
@@ -145,6 +149,7 @@ fn main() -> anyhow::Result<()> {
                 sites,
                 no_tunnel,
                 on_disk,
+                fleet,
                 small_files,
                 large_files,
                 large_file_kib,
@@ -155,6 +160,7 @@ fn main() -> anyhow::Result<()> {
                 let mut cfg = LabConfig::new(&name, &cli.state_root, sites);
                 cfg.tunnel = !no_tunnel;
                 cfg.tmpfs = !on_disk;
+                cfg.fleet = fleet;
                 cfg.spec = SiteSpec {
                     small_files: small_files.unwrap_or(d.small_files),
                     large_files: large_files.unwrap_or(d.large_files),

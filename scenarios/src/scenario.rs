@@ -37,6 +37,9 @@ pub struct LabSection {
     pub sites: usize,
     #[serde(default = "yes")]
     pub tunnel: bool,
+    /// The fleet topology (`lab up --fleet`): Galera control store, two proxies.
+    #[serde(default)]
+    pub fleet: bool,
     #[serde(default)]
     pub site: SiteSpec,
 }
@@ -123,6 +126,7 @@ pub fn run_with(
     let mut cfg = LabConfig::new(&lab_name, state_root, sc.lab.sites);
     cfg.spec = sc.lab.site.clone();
     cfg.tunnel = sc.lab.tunnel;
+    cfg.fleet = sc.lab.fleet;
     let t0 = Instant::now();
     let mut guard = LabGuard::up(&cfg)?;
     let lab_up_secs = t0.elapsed().as_secs_f64();

@@ -82,6 +82,7 @@ pub fn plan_sites(count: usize, zone: &str, filer: u32) -> Vec<SiteState> {
                 login: l,
                 serving: Side::Old,
                 db_serving: None,
+                sql_host: None,
             }
         })
         .collect()

@@ -15,7 +15,7 @@ use crate::dc_services::DcDirs;
 use crate::error::{LabError, Result};
 use crate::process::{in_ns, run, spawn_daemon, wait_until};
 use crate::secrets::{password, write_secret};
-use crate::state::{LabState, ProxyState};
+use crate::state::{FleetState, LabState, ProxyState};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -32,6 +32,13 @@ pub const SUPERVISOR: &str = "old-dc/sql-proxy-supervisor";
 /// The admin API's address on old-dc's LAN.
 pub const ADMIN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 23);
 pub const ADMIN_PORT: u16 = 9090;
+/// A fleet lab's second instance: old-dc's second DB endpoint (`sql2.old.<zone>`) and its
+/// admin API.
+pub const SQL2_ADDR: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 24);
+pub const SQL2_HOST_PREFIX: &str = "sql2.old";
+pub const ADMIN2_ADDR: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 25);
+pub const SERVICE2: &str = "old-dc/sql-proxy-2";
+pub const SUPERVISOR2: &str = "old-dc/sql-proxy-2-supervisor";
 
 /// Reads `key=value` from a `[client]` option file.
 fn cnf_value(text: &str, key: &str) -> Option<String> {
@@ -63,27 +70,44 @@ pub fn config_toml(p: &ProxyState, databases: &[&str]) -> String {
     s
 }
 
+/// One proxy instance of old-dc: where it answers and what it is called.
+struct Instance {
+    service: &'static str,
+    supervisor: &'static str,
+    /// Its directory under old-dc's (config, supervisor status).
+    dir: &'static str,
+    listen: Ipv4Addr,
+    admin: Ipv4Addr,
+    token: &'static str,
+}
+
+const FIRST: Instance = Instance {
+    service: SERVICE,
+    supervisor: SUPERVISOR,
+    dir: "sql-proxy",
+    listen: Ipv4Addr::new(10, 1, 0, 20),
+    admin: ADMIN_ADDR,
+    token: "sql-proxy.token",
+};
+
+const SECOND: Instance = Instance {
+    service: SERVICE2,
+    supervisor: SUPERVISOR2,
+    dir: "sql-proxy-2",
+    listen: SQL2_ADDR,
+    admin: ADMIN2_ADDR,
+    token: "sql-proxy-2.token",
+};
+
 /// Syncs the hashes, writes the config and token, starts the daemon and waits for both the
-/// client listener and the admin API. Records the process and the proxy in the state.
+/// client listener and the admin API. Records the process and the proxy in the state. In a
+/// fleet lab, a second instance on old-dc's second endpoint joins the same fleet.
 pub fn start(st: &mut LabState) -> Result<()> {
     let bin = crate::tools::find("sql-proxy")?;
     let old = st.old.clone();
     let dirs = DcDirs::new(&st.state_dir, &old);
-    let root = dirs.root.join("sql-proxy");
-    std::fs::create_dir_all(&root).map_err(LabError::io("creating sql-proxy dir", &root))?;
     let backend_old = SocketAddr::from((old.mariadb_addr(), old.sql_port));
-    let backend_new = SocketAddr::from((st.new.mariadb_addr(), st.new.sql_port));
-    let p = ProxyState {
-        netns: old.netns.clone(),
-        listen: SocketAddr::from((old.sql_addr, old.sql_port)),
-        admin: SocketAddr::from((ADMIN_ADDR, ADMIN_PORT)),
-        token_file: dirs.private.join("sql-proxy.token"),
-        config: root.join("proxy.toml"),
-        users_file: dirs.private.join("sql-proxy-users.json"),
-        backends: BTreeMap::from([("old".into(), backend_old), ("new".into(), backend_new)]),
-        supervisor_status: Some(root.join("supervisor.json")),
-    };
-    write_secret(&p.token_file, password(32)?.as_bytes())?;
+    let users_file = dirs.private.join("sql-proxy-users.json");
     // The admin password for the hash sync, in its own 0600 file (never on a command line).
     let cnf_path = &old.db_admin_credentials;
     let cnf = std::fs::read_to_string(cnf_path).map_err(LabError::io("reading", cnf_path))?;
@@ -105,17 +129,60 @@ pub fn start(st: &mut LabState) -> Result<()> {
         "--password-file",
         &pw_file.to_string_lossy(),
         "--out",
-        &p.users_file.to_string_lossy(),
+        &users_file.to_string_lossy(),
     ]);
     run(&mut sync)?;
+    let p = start_instance(st, &FIRST, 0)?;
+    st.sql_proxy = Some(p);
+    st.save()?;
+    if st.fleet.is_some() {
+        let p2 = start_instance(st, &SECOND, 1)?;
+        if let Some(f) = st.fleet.as_mut() {
+            f.proxy2 = Some(p2);
+        }
+        st.save()?;
+    }
+    Ok(())
+}
+
+/// Starts instance `inst` under its supervisor (recorded) and waits until it answers; in a
+/// fleet lab its store connection goes to Galera node `store_node`.
+fn start_instance(st: &mut LabState, inst: &Instance, store_node: usize) -> Result<ProxyState> {
+    let bin = crate::tools::find("sql-proxy")?;
+    let old = st.old.clone();
+    let dirs = DcDirs::new(&st.state_dir, &old);
+    let root = dirs.root.join(inst.dir);
+    std::fs::create_dir_all(&root).map_err(LabError::io("creating sql-proxy dir", &root))?;
+    let backend_old = SocketAddr::from((old.mariadb_addr(), old.sql_port));
+    let backend_new = SocketAddr::from((st.new.mariadb_addr(), st.new.sql_port));
+    let p = ProxyState {
+        netns: old.netns.clone(),
+        listen: SocketAddr::from((inst.listen, old.sql_port)),
+        admin: SocketAddr::from((inst.admin, ADMIN_PORT)),
+        token_file: dirs.private.join(inst.token),
+        config: root.join("proxy.toml"),
+        users_file: dirs.private.join("sql-proxy-users.json"),
+        backends: BTreeMap::from([("old".into(), backend_old), ("new".into(), backend_new)]),
+        supervisor_status: Some(root.join("supervisor.json")),
+    };
+    write_secret(&p.token_file, password(32)?.as_bytes())?;
     let mut dbs: Vec<&str> = st.sites.iter().map(|s| s.database.as_str()).collect();
     dbs.sort();
     dbs.dedup();
-    std::fs::write(&p.config, config_toml(&p, &dbs))
-        .map_err(LabError::io("writing sql-proxy config", &p.config))?;
+    let mut text = config_toml(&p, &dbs);
+    if let Some(f) = &st.fleet {
+        text.push_str(&fleet_toml(f, inst.dir, store_node));
+    }
     // The durable route store, created once (the daemon refuses to start without it; later
-    // starts restore every route from it).
-    if !p.users_file.with_file_name("routes.sqlite").exists() {
+    // starts restore every route from it): beside the user store, or a fleet's table in the
+    // shared store, created from the first instance only.
+    let init = match &st.fleet {
+        Some(_) => store_node == 0,
+        None => !p.users_file.with_file_name("routes.sqlite").exists(),
+    };
+    if init {
+        std::fs::write(&p.config, &text)
+            .map_err(LabError::io("writing sql-proxy config", &p.config))?;
         let mut init = in_ns(None, &old.netns, &bin.to_string_lossy());
         init.args([
             "routes",
@@ -126,49 +193,61 @@ pub fn start(st: &mut LabState) -> Result<()> {
         ]);
         run(&mut init)?;
     }
-    st.sql_proxy = Some(p.clone());
-    st.save()?;
+    std::fs::write(&p.config, text).map_err(LabError::io("writing sql-proxy config", &p.config))?;
     let mut child = in_ns(Some(&old.mount_ns), &old.netns, &bin.to_string_lossy());
     child.args(["run", "--config", &p.config.to_string_lossy()]);
     let status_file = root.join("supervisor.json");
     let _ = std::fs::remove_file(&status_file);
+    let sup_log = dirs.logs.join(format!("{}-supervisor.log", inst.dir));
     let mut cmd = std::process::Command::new(supervisor_exe()?);
-    cmd.args(["supervise", "--service", SERVICE, "--status-file"])
+    cmd.args(["supervise", "--service", inst.service, "--status-file"])
         .arg(&status_file)
         .arg("--child-log")
-        .arg(dirs.logs.join("sql-proxy.log"))
+        .arg(dirs.logs.join(format!("{}.log", inst.dir)))
         .arg("--")
         .arg(child.get_program())
         .args(child.get_args())
         // Inherited by every start of the child.
         .env("SQL_PROXY_WORKER_THREADS", "2")
         .env("RUST_LOG", "warn");
-    let rec = spawn_daemon(SUPERVISOR, cmd, &dirs.logs.join("sql-proxy-supervisor.log"))?;
+    let rec = spawn_daemon(inst.supervisor, cmd, &sup_log)?;
     let supervisor = rec.clone();
     st.processes.push(rec);
     st.save()?;
     wait_until(Duration::from_secs(30), || {
         if !crate::process::alive(&supervisor) {
             return Err(LabError::Exited {
-                service: SUPERVISOR.into(),
+                service: inst.supervisor.into(),
                 pid: supervisor.pid,
-                log: dirs.logs.join("sql-proxy-supervisor.log"),
+                log: sup_log.clone(),
             });
         }
         crate::supervise::current_child(&status_file).ok_or(LabError::NotStarted {
-            supervisor: SUPERVISOR,
-            service: SERVICE,
+            supervisor: inst.supervisor,
+            service: inst.service,
         })?;
         crate::topology::tcp_probe(&p.netns, p.listen)?;
-        admin_get(st, "/routes").map(|_| ())
+        admin_get_at(&p, "/routes").map(|_| ())
     })
     .map_err(|last| LabError::NotReady {
-        service: SERVICE.into(),
+        service: inst.service.into(),
         namespace: p.netns.clone(),
         address: format!("{} (admin {})", p.listen, p.admin),
         secs: 30,
         detail: last.to_string(),
-    })
+    })?;
+    Ok(p)
+}
+
+/// `[fleet]` of an instance: one fleet for old-dc's SQL server, the store on one node.
+pub fn fleet_toml(f: &FleetState, instance: &str, store_node: usize) -> String {
+    format!(
+        "\n[fleet]\nname = \"old-dc-sql\"\ninstance = \"{instance}\"\nstore = \"{}\"\n\
+         password_file = \"{}\"\nlease_ms = {}\npoll_ms = 200\n",
+        f.store_url(store_node),
+        f.password_file.display(),
+        f.proxy_lease_ms
+    )
 }
 
 /// The `scenarios` binary that runs `scenarios supervise`: this one when it is `scenarios`,
@@ -187,11 +266,7 @@ pub fn current_child(st: &LabState) -> Option<crate::process::ProcRecord> {
 }
 
 /// The client of the proxy's admin API (token read now) and the namespace to call it from.
-fn admin_client(st: &LabState) -> Result<(String, HttpClient)> {
-    let p = st
-        .sql_proxy
-        .as_ref()
-        .ok_or(LabError::Missing("sql-proxy"))?;
+fn admin_client(p: &ProxyState) -> Result<(String, HttpClient)> {
     let token = std::fs::read_to_string(&p.token_file)
         .map_err(LabError::io("reading the sql-proxy token", &p.token_file))?;
     let client = HttpClient::for_addr(p.admin, Duration::from_secs(10))?
@@ -199,10 +274,20 @@ fn admin_client(st: &LabState) -> Result<(String, HttpClient)> {
     Ok((p.netns.clone(), client))
 }
 
-/// `GET path` on the proxy's admin API from inside old-dc's namespace; the body of a 2xx
-/// answer, an error naming the status and the proxy's text otherwise.
+/// `GET path` on the (first) proxy's admin API from inside old-dc's namespace; the body of a
+/// 2xx answer, an error naming the status and the proxy's text otherwise.
 pub fn admin_get(st: &LabState, path: &str) -> Result<String> {
-    let (ns, client) = admin_client(st)?;
+    admin_get_at(
+        st.sql_proxy
+            .as_ref()
+            .ok_or(LabError::Missing("sql-proxy"))?,
+        path,
+    )
+}
+
+/// [`admin_get`] on instance `p`.
+pub fn admin_get_at(p: &ProxyState, path: &str) -> Result<String> {
+    let (ns, client) = admin_client(p)?;
     let path = path.to_string();
     // The connection is made on the thread inside the namespace.
     in_netns(&ns, move || {
@@ -212,7 +297,16 @@ pub fn admin_get(st: &LabState, path: &str) -> Result<String> {
 
 /// Every database's side as the proxy routes it now.
 pub fn routes(st: &LabState) -> Result<BTreeMap<String, String>> {
-    let (ns, client) = admin_client(st)?;
+    routes_at(
+        st.sql_proxy
+            .as_ref()
+            .ok_or(LabError::Missing("sql-proxy"))?,
+    )
+}
+
+/// [`routes`] of instance `p`.
+pub fn routes_at(p: &ProxyState) -> Result<BTreeMap<String, String>> {
+    let (ns, client) = admin_client(p)?;
     let routes: Vec<Route> = in_netns(&ns, move || {
         client.json(Method::Get, "/routes", None::<&()>)
     })??;

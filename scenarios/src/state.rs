@@ -77,6 +77,80 @@ pub struct LabState {
     /// Planner-compatible inventory of the lab (`datacenters.jsonl`, … `sites.jsonl`).
     #[serde(default)]
     pub inventory_dir: Option<PathBuf>,
+    /// The fleet topology (`lab up --fleet`): a Galera control store and a second proxy.
+    #[serde(default)]
+    pub fleet: Option<FleetState>,
+}
+
+/// `lab up --fleet` (issue 17): a 3-node Galera cluster as the shared control store (the
+/// migrator workers' journal and the proxies' route table) in its own namespace on the lab's
+/// internet bridge, and a second `sql-proxy` instance on old-dc's second DB endpoint
+/// (`sql2.old.<zone>`), both proxies in one fleet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetState {
+    /// The store's network namespace (`hm<run>-ctl`).
+    pub netns: String,
+    pub nodes: Vec<GaleraNode>,
+    /// The store account (proxies and workers) and its password file (0600).
+    pub user: String,
+    pub password_file: PathBuf,
+    /// Database of the proxies' shared route table.
+    pub routes_db: String,
+    /// Database of the migrator's shared journal.
+    pub journal_db: String,
+    /// Lease of each proxy instance in the store (fenced after half of it unconfirmed).
+    pub proxy_lease_ms: u64,
+    /// The second proxy (`sql2.old.<zone>`); its store connection goes to node 2, the first
+    /// proxy's to node 1 (a proxy names one node: cutting one off cuts that proxy only).
+    pub proxy2: Option<ProxyState>,
+}
+
+/// One Galera node (`mariadbd` with `wsrep`) of the fleet's control store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GaleraNode {
+    /// Service name in `processes` (`ctl/galera-node1`).
+    pub service: String,
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    /// Its directory (data, socket, error log).
+    pub dir: PathBuf,
+}
+
+impl GaleraNode {
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("mysqld.sock")
+    }
+    pub fn datadir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+}
+
+impl FleetState {
+    /// The migrator's `--journal` URL naming every node, starting with node `first` (workers
+    /// start on different nodes; each moves to the next when its node goes away).
+    pub fn journal_url(&self, first: usize) -> String {
+        let n = self.nodes.len().max(1);
+        let hosts: Vec<String> = (0..self.nodes.len())
+            .map(|i| &self.nodes[(first + i) % n])
+            .map(|g| format!("{}:{}", g.addr, g.port))
+            .collect();
+        format!(
+            "mysql://{}@{}/{}?password_file={}",
+            self.user,
+            hosts.join(","),
+            self.journal_db,
+            self.password_file.display()
+        )
+    }
+
+    /// The `[fleet] store` URL of a proxy connected to node `i` (never a password in it).
+    pub fn store_url(&self, i: usize) -> String {
+        let g = &self.nodes[i % self.nodes.len().max(1)];
+        format!(
+            "mysql://{}@{}:{}/{}",
+            self.user, g.addr, g.port, self.routes_db
+        )
+    }
 }
 
 /// One datacenter.
@@ -217,6 +291,10 @@ pub struct SiteState {
     /// the SQL proxy's routes); `None` = same as `serving`.
     #[serde(default)]
     pub db_serving: Option<Side>,
+    /// The DB hostname the site's `config.php` names (`None`: its DC's `sql_hostname`). In a
+    /// fleet lab half the sites use old-dc's second endpoint, served by the second proxy.
+    #[serde(default)]
+    pub sql_host: Option<String>,
 }
 
 impl LabState {
@@ -251,12 +329,23 @@ impl LabState {
 
     /// All network namespaces of the lab.
     pub fn namespaces(&self) -> Vec<&str> {
-        vec![
-            &self.old.netns,
+        [
+            self.old.netns.as_str(),
             &self.new.netns,
             &self.dns.netns,
             &self.client.netns,
             &self.internet_netns,
         ]
+        .into_iter()
+        .chain(self.fleet.as_ref().map(|f| f.netns.as_str()))
+        .collect()
+    }
+
+    /// Every sql-proxy instance of old-dc (the second one only in a fleet lab).
+    pub fn proxies(&self) -> Vec<&ProxyState> {
+        self.sql_proxy
+            .iter()
+            .chain(self.fleet.as_ref().and_then(|f| f.proxy2.as_ref()))
+            .collect()
     }
 }

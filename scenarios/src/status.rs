@@ -82,26 +82,26 @@ fn dc_lines(st: &LabState, dc: &DcState, out: &mut Vec<ServiceStatus>) {
         name,
         topology::tcp_probe(&dc.netns, sql).map(|_| "accepts TCP".to_string()),
     ));
-    if let (Some(p), crate::state::Side::Old) = (&st.sql_proxy, dc.side) {
-        let probe = topology::tcp_probe(&p.netns, p.listen)
-            .and_then(|_| crate::sql_proxy::admin_get(st, "/routes"))
-            .map(|body| {
-                let n = serde_json::from_str::<Vec<serde_json::Value>>(&body)
-                    .map(|v| v.len())
-                    .unwrap_or(0);
-                format!("accepts TCP, admin API ok, {n} routes")
-            });
-        let address = format!("{} ({}) admin {}", dc.sql_hostname, p.listen, p.admin);
-        match &p.supervisor_status {
-            Some(file) => proxy_lines(st, p, file, address, probe, out),
-            // A lab built before the supervisor: the proxy itself is recorded.
-            None => out.push(line(
-                st,
-                crate::sql_proxy::SERVICE.into(),
-                &p.netns,
-                address,
-                probe,
-            )),
+    if dc.side == crate::state::Side::Old {
+        let names = [
+            (crate::sql_proxy::SUPERVISOR, crate::sql_proxy::SERVICE),
+            (crate::sql_proxy::SUPERVISOR2, crate::sql_proxy::SERVICE2),
+        ];
+        for (p, (sup, service)) in st.proxies().into_iter().zip(names) {
+            let probe = topology::tcp_probe(&p.netns, p.listen)
+                .and_then(|_| crate::sql_proxy::admin_get_at(p, "/routes"))
+                .map(|body| {
+                    let n = serde_json::from_str::<Vec<serde_json::Value>>(&body)
+                        .map(|v| v.len())
+                        .unwrap_or(0);
+                    format!("accepts TCP, admin API ok, {n} routes")
+                });
+            let address = format!("{} admin {}", p.listen, p.admin);
+            match &p.supervisor_status {
+                Some(file) => proxy_lines(st, p, (sup, service), file, address, probe, out),
+                // A lab built before the supervisor: the proxy itself is recorded.
+                None => out.push(line(st, service.into(), &p.netns, address, probe)),
+            }
         }
     }
     out.push(line(
@@ -162,6 +162,7 @@ fn dc_lines(st: &LabState, dc: &DcState, out: &mut Vec<ServiceStatus>) {
 fn proxy_lines(
     st: &LabState,
     p: &crate::state::ProxyState,
+    (supervisor, service): (&str, &str),
     file: &std::path::Path,
     address: String,
     probe: impl Into<Probe>,
@@ -182,7 +183,7 @@ fn proxy_lines(
     };
     out.push(line(
         st,
-        crate::sql_proxy::SUPERVISOR.into(),
+        supervisor.into(),
         &p.netns,
         file.display().to_string(),
         sup_probe,
@@ -198,7 +199,7 @@ fn proxy_lines(
         Probe::Unhealthy(e) => (false, e),
     };
     out.push(ServiceStatus {
-        service: crate::sql_proxy::SERVICE.into(),
+        service: service.into(),
         namespace: p.netns.clone(),
         address,
         pid: child.map(|c| c.pid),
@@ -225,6 +226,19 @@ pub fn status(st: &LabState) -> Vec<ServiceStatus> {
     dc_lines(st, &st.new, &mut out);
     if st.tunnel.is_some() {
         out.push(crate::tunnel_link::status(st));
+    }
+    if let Some(f) = &st.fleet {
+        for n in &f.nodes {
+            let probe = crate::galera::node_state(n).and_then(|(state, size)| {
+                if state == "Synced" {
+                    Ok(format!("wsrep Synced, cluster size {size}"))
+                } else {
+                    Err(crate::error::LabError::Internal(format!("wsrep {state:?}")))
+                }
+            });
+            let addr = format!("{}:{} {}", n.addr, n.port, n.dir.display());
+            out.push(line(st, n.service.clone(), &f.netns, addr, probe));
+        }
     }
     out
 }

@@ -67,6 +67,21 @@ pub fn create_network(state: &LabState) -> Result<()> {
         )?;
         ipn(ns, &["link", "set", "eth0", "up"])?;
     }
+    if let Some(f) = &state.fleet {
+        // The control store's namespace: one address per Galera node on its bridge port.
+        ipn(
+            net,
+            &[
+                "link", "add", "p-ctl", "type", "veth", "peer", "name", "eth0", "netns", &f.netns,
+            ],
+        )?;
+        ipn(net, &["link", "set", "p-ctl", "master", "br0", "up"])?;
+        for n in &f.nodes {
+            let cidr = format!("{}/{INTERNET_PREFIX}", n.addr);
+            ipn(&f.netns, &["addr", "add", &cidr, "dev", "eth0"])?;
+        }
+        ipn(&f.netns, &["link", "set", "eth0", "up"])?;
+    }
     for dc in [&state.old, &state.new] {
         ipn(
             &dc.netns,
@@ -80,6 +95,9 @@ pub fn create_network(state: &LabState) -> Result<()> {
         }
         if dc.side == crate::state::Side::Old {
             lan.push(crate::sql_proxy::ADMIN_ADDR);
+            if state.fleet.is_some() {
+                lan.extend([crate::sql_proxy::SQL2_ADDR, crate::sql_proxy::ADMIN2_ADDR]);
+            }
         }
         for a in lan {
             let cidr = format!("{a}/32");

@@ -173,11 +173,12 @@ struct Site {
     db: String,
     user: String,
     pass: String,
+    /// The DB hostname its `config.php` names (the customer's code connects there).
+    sql_host: String,
 }
 
 struct Shared {
     sites: Vec<Site>,
-    sql_host: String,
     sql_port: u16,
     spec: TrafficSpec,
     run_tag: String,
@@ -210,6 +211,10 @@ pub async fn run(state: &LabState, spec: &TrafficSpec, log_path: &Path) -> Resul
                 db: s.database.clone(),
                 user: s.db_user.clone(),
                 pass: passwords.get(&s.db_user).cloned().unwrap_or_default(),
+                sql_host: s
+                    .sql_host
+                    .clone()
+                    .unwrap_or_else(|| state.old.sql_hostname.clone()),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -220,7 +225,6 @@ pub async fn run(state: &LabState, spec: &TrafficSpec, log_path: &Path) -> Resul
         .map_err(LabError::io("creating the traffic log", log_path))?;
     let shared = Arc::new(Shared {
         sites,
-        sql_host: state.old.sql_hostname.clone(),
         sql_port: state.old.sql_port,
         spec: spec.clone(),
         run_tag: format!("{}{}", state.run_id, std::process::id()),
@@ -442,14 +446,14 @@ async fn request(sh: &Shared, idx: usize, op: Op, token: Option<&str>) -> ReqRes
         }
         Op::SqlRead | Op::SqlWrite => {
             let opts = mysql_async::OptsBuilder::default()
-                .ip_or_hostname(sh.sql_host.clone())
+                .ip_or_hostname(site.sql_host.clone())
                 .tcp_port(sh.sql_port)
                 .user(Some(site.user.clone()))
                 .pass(Some(site.pass.clone()))
                 .db_name(Some(site.db.clone()));
             let mut conn = mysql_async::Conn::new(opts)
                 .await
-                .map_err(|e| (None, format!("connect {}: {e}", sh.sql_host)))?;
+                .map_err(|e| (None, format!("connect {}: {e}", site.sql_host)))?;
             let res = if op == Op::SqlWrite {
                 conn.exec_drop(
                     "INSERT INTO events (token, site, body) VALUES (?, ?, 'sql')",

@@ -78,6 +78,121 @@ fn assert_nothing_left(st: &LabState) {
     assert!(!st.state_dir.exists(), "state dir left");
 }
 
+/// `scenarios probe` from the client namespace: read, write, read again on every site.
+fn probe(st: &LabState) -> Vec<SiteProbe> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &st.client.netns,
+            env!("CARGO_BIN_EXE_scenarios"),
+        ])
+        .args(["probe", "--state-dir", &st.state_dir.to_string_lossy()])
+        .output()
+        .expect("run probe");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "probe output: {e}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// `sqlproxy_queries_total` of a proxy instance, over every database.
+fn proxy_queries(p: &scenarios::state::ProxyState) -> u64 {
+    let m = scenarios::sql_proxy::admin_get_at(p, "/metrics").expect("GET /metrics");
+    m.lines()
+        .filter(|l| l.starts_with("sqlproxy_queries_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn fleet_lab_galera_store_two_proxies_split_customers_and_down_leaves_nothing() {
+    if !is_root() {
+        eprintln!("skipped: the lab needs root (namespaces, mounts, daemons); CI runs as root");
+        return;
+    }
+    let root = state_root();
+    let mut cfg = LabConfig::new("fleet", &root, 6);
+    cfg.spec = small_spec();
+    cfg.tunnel = false;
+    cfg.fleet = true;
+    let guard = LabGuard::up(&cfg).expect("lab up --fleet");
+    let st = guard.state.clone();
+    let f = st.fleet.clone().expect("fleet state");
+
+    // Every service answers, the three Galera nodes and the second proxy included.
+    let lines = status::status(&st);
+    let bad: Vec<_> = lines.iter().filter(|l| !l.healthy).collect();
+    assert!(bad.is_empty(), "unhealthy: {bad:?}");
+    for name in [
+        "ctl/galera-node1",
+        "ctl/galera-node2",
+        "ctl/galera-node3",
+        "old-dc/sql-proxy-2",
+    ] {
+        assert!(lines.iter().any(|l| l.service == name), "{name} missing");
+    }
+    for n in &f.nodes {
+        let (state, size) = scenarios::galera::node_state(n).expect("wsrep status");
+        assert_eq!((state.as_str(), size), ("Synced", 3), "{}", n.service);
+    }
+    // The store is reachable from the workers' namespace and from old-dc's proxies, and its
+    // namespace has no route out of the lab.
+    for n in &f.nodes {
+        let a = SocketAddr::from((n.addr, n.port));
+        topology::tcp_probe(&st.client.netns, a).expect("client → galera");
+        topology::tcp_probe(&st.old.netns, a).expect("old-dc → galera");
+    }
+    let routes = Command::new("ip")
+        .args(["-n", &f.netns, "route", "show", "default"])
+        .output()
+        .unwrap();
+    assert!(
+        routes.stdout.is_empty(),
+        "a default route in the store's namespace"
+    );
+
+    // Both proxies joined one fleet, live, on the same epoch.
+    let p2 = f.proxy2.as_ref().expect("second proxy");
+    let fleet: serde_json::Value = serde_json::from_str(
+        &scenarios::sql_proxy::admin_get_at(p2, "/fleet").expect("GET /fleet"),
+    )
+    .unwrap();
+    let live: Vec<&serde_json::Value> = fleet["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["live"] == true)
+        .collect();
+    assert_eq!(live.len(), 2, "{fleet}");
+    assert_eq!(fleet["fenced"], false, "{fleet}");
+
+    // Customers' code split between the endpoints; every site works through its own, and
+    // each proxy served queries.
+    let on2 = st.sites.iter().filter(|s| s.sql_host.is_some()).count();
+    assert_eq!(on2, 3, "half the sites on sql2");
+    let before = [st.sql_proxy.as_ref().unwrap(), p2].map(proxy_queries);
+    let probes = probe(&st);
+    assert_eq!(probes.len(), 6);
+    for p in &probes {
+        assert!(p.read_ok && p.write_ok && p.visible, "site failed: {p:?}");
+    }
+    let after = [st.sql_proxy.as_ref().unwrap(), p2].map(proxy_queries);
+    assert!(
+        after[0] > before[0] && after[1] > before[1],
+        "{before:?} → {after:?}"
+    );
+
+    // `lab down` (the command's code path) leaves nothing: no node, proxy, namespace, mount.
+    lab::down("fleet", &root).expect("lab down");
+    assert_nothing_left(&st);
+    drop(guard);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
 #[test]
 fn lab_with_20_sites_serves_every_site_end_to_end_and_leaves_nothing() {
     if !is_root() {
@@ -102,23 +217,7 @@ fn lab_with_20_sites_serves_every_site_end_to_end_and_leaves_nothing() {
 
     // From the client: DNS → old VIP → HAProxy → nginx/php → MariaDB, for every site;
     // a write is visible on the next read.
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &st.client.netns,
-            env!("CARGO_BIN_EXE_scenarios"),
-        ])
-        .args(["probe", "--state-dir", &st.state_dir.to_string_lossy()])
-        .output()
-        .expect("run probe");
-    let probes: Vec<SiteProbe> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "probe output: {e}: {} {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let probes = probe(&st);
     assert_eq!(probes.len(), 20);
     for (p, site) in probes.iter().zip(&st.sites) {
         assert!(p.read_ok && p.write_ok && p.visible, "site failed: {p:?}");

@@ -110,3 +110,80 @@ fn wave_bigdb_big_busy_databases_all_live_nothing_lost() {
     assert!(m.phase_ms.contains_key("freeze"), "{:?}", m.phase_ms);
     assert!(m.phase_ms.contains_key("post-verify"), "{:?}", m.phase_ms);
 }
+
+/// The fleet scenarios' common end: every site live on new-dc, nothing lost, no write on the
+/// non-owning side, nothing failed outside freezes and fault windows.
+fn assert_fleet_wave_done(r: &ScenarioReport, sites: usize) {
+    let m = r.migration.as_ref().expect("migration report");
+    assert_eq!(m.states.get("live"), Some(&sites), "{:?}", m.states);
+    assert!(r.check.lost_writes.is_empty() && r.check.non_owner_writes.is_empty());
+    assert_eq!(r.check.failed, 0);
+    assert!(
+        m.events
+            .iter()
+            .any(|e| e.starts_with("wave 1: ") && e.contains(" groups done")),
+        "{:?}",
+        m.events
+    );
+}
+
+#[test]
+fn fleet_wave_killed_workers_group_finishes_on_the_others() {
+    let Some(r) = run("fleet-wave", 8) else {
+        return;
+    };
+    assert_fleet_wave_done(&r, 8);
+    let m = r.migration.as_ref().unwrap();
+    assert!(
+        m.events.iter().any(|e| e.starts_with("SIGKILL worker 1")),
+        "{:?}",
+        m.events
+    );
+    assert!(
+        m.events
+            .iter()
+            .any(|e| e.contains("taken over by another worker")),
+        "{:?}",
+        m.events
+    );
+    // No site frozen longer than the scenario's bound (claim lease + one freeze).
+    assert!(
+        m.freeze_max_ms.unwrap() <= 12_000.0,
+        "{:?}",
+        m.freeze_max_ms
+    );
+}
+
+#[test]
+fn store_node_loss_wave_continues_and_completes() {
+    let Some(r) = run("store-node-loss", 8) else {
+        return;
+    };
+    assert_fleet_wave_done(&r, 8);
+    let m = r.migration.as_ref().unwrap();
+    assert!(
+        m.events
+            .iter()
+            .any(|e| e.starts_with("SIGKILL galera node3")),
+        "{:?}",
+        m.events
+    );
+}
+
+#[test]
+fn proxy_partition_cut_off_proxy_fences_and_no_write_reaches_the_old_side() {
+    let Some(r) = run("proxy-partition", 6) else {
+        return;
+    };
+    assert_fleet_wave_done(&r, 6);
+    let m = r.migration.as_ref().unwrap();
+    assert!(
+        m.events.iter().any(|e| e.contains("fenced itself")),
+        "{:?}",
+        m.events
+    );
+    assert!(
+        r.check.non_owner_checked > 0,
+        "no write after a switch was checked"
+    );
+}

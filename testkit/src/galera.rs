@@ -47,9 +47,6 @@ impl Node {
     fn socket(&self) -> PathBuf {
         self.dir.join("mysqld.sock")
     }
-    fn datadir(&self) -> PathBuf {
-        self.dir.join("data")
-    }
 }
 
 /// A running Galera cluster; every node is stopped and the files removed on drop.
@@ -120,24 +117,7 @@ impl Galera {
     /// Makes the seed data directory (node 1, with the admin account and a clean shutdown
     /// position) and copies it to every other node.
     fn seed(&mut self) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let first = &self.nodes[0];
-        let install = find_program("mariadb-install-db")?;
-        let out = Command::new(&install)
-            .args(["--no-defaults", "--user=root", "--skip-test-db"])
-            .arg("--auth-root-authentication-method=normal")
-            .arg(format!("--datadir={}", first.datadir().display()))
-            .arg(format!("--tmpdir={}", first.dir.join("tmp").display()))
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| err(format!("run {}: {e}", install.display())))?;
-        if !out.status.success() {
-            return Err(err(format!(
-                "mariadb-install-db failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
+        install_datadir(&self.nodes[0].dir)?;
         self.start_node(0, true)?;
         self.wait_synced(0, Duration::from_secs(60))?;
         self.exec(
@@ -150,102 +130,32 @@ impl Galera {
         if let Some(mut p) = self.nodes[0].process.take() {
             p.stop();
         }
-        let state = std::fs::read_to_string(self.nodes[0].datadir().join("grastate.dat"))
-            .map_err(|e| err(format!("read grastate.dat of the seed node: {e}")))?;
-        if state.contains("seqno:   -1") {
-            return Err(err(format!(
-                "the seed node did not record its position at shutdown:\n{state}"
-            )));
-        }
-        let seed = self.nodes[0].datadir();
-        for node in &self.nodes[1..] {
-            let out = Command::new("cp")
-                .arg("-a")
-                .arg(&seed)
-                .arg(node.datadir())
-                .output()
-                .map_err(|e| err(format!("run cp: {e}")))?;
-            if !out.status.success() {
-                return Err(err(format!(
-                    "copy the seed data directory to {}: {}",
-                    node.datadir().display(),
-                    String::from_utf8_lossy(&out.stderr)
-                )));
-            }
-        }
-        for node in &self.nodes {
-            std::fs::set_permissions(node.datadir(), std::fs::Permissions::from_mode(0o777))
-                .map_err(|e| err(format!("chmod {}: {e}", node.datadir().display())))?;
-        }
-        Ok(())
+        let others: Vec<PathBuf> = self.nodes[1..].iter().map(|n| n.dir.clone()).collect();
+        clone_seed(&self.nodes[0].dir, &others)
     }
 
     fn start_node(&mut self, i: usize, bootstrap: bool) -> Result<()> {
-        let addresses: Vec<String> = self
+        let peers: Vec<String> = self
             .nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.gcomm))
             .collect();
-        let mariadbd = find_program("mariadbd")?;
-        let provider = [
-            "/usr/lib/galera/libgalera_smm.so",
-            "/usr/lib/libgalera_smm.so",
-        ]
-        .into_iter()
-        .find(|p| Path::new(p).is_file())
-        .ok_or_else(|| {
-            err("libgalera_smm.so not found: install galera-4 (scripts/install-deps.sh)")
-        })?;
         let node = &self.nodes[i];
-        let mut cmd = Command::new(&mariadbd);
-        cmd.arg("--no-defaults")
-            .arg(format!("--datadir={}", node.datadir().display()))
-            .arg(format!("--port={}", node.port))
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--socket={}", node.socket().display()))
-            .arg(format!(
-                "--pid-file={}",
-                node.dir.join("mysqld.pid").display()
-            ))
-            .arg(format!(
-                "--log-error={}",
-                node.dir.join("error.log").display()
-            ))
-            .arg(format!("--tmpdir={}", node.dir.join("tmp").display()))
-            .arg("--user=root")
-            .arg("--skip-name-resolve")
-            .arg("--max-connections=2000")
-            .arg("--innodb-buffer-pool-size=64M")
-            .arg("--innodb-flush-log-at-trx-commit=2")
-            .arg("--binlog-format=ROW")
-            .arg("--default-storage-engine=InnoDB")
-            .arg("--innodb-autoinc-lock-mode=2")
-            .arg("--wsrep-on=ON")
-            .arg(format!("--wsrep-provider={provider}"))
-            .arg(format!("--wsrep-cluster-name={}", self.name))
-            .arg(format!(
-                "--wsrep-cluster-address=gcomm://{}",
-                addresses.join(",")
-            ))
-            .arg(format!("--wsrep-node-address=127.0.0.1:{}", node.gcomm))
-            .arg(format!("--wsrep-node-name=node{}", i + 1))
-            .arg("--wsrep-sst-method=rsync")
-            .arg(format!(
-                "--wsrep-sst-receive-address=127.0.0.1:{}",
-                node.sst
-            ))
-            .arg(format!(
-                "--wsrep-provider-options=gmcast.listen_addr=tcp://127.0.0.1:{};\
-                 ist.recv_addr=127.0.0.1:{};gcache.size=64M;\
-                 evs.keepalive_period=PT0.5S;evs.suspect_timeout=PT2S;\
-                 evs.inactive_timeout=PT4S;evs.inactive_check_period=PT0.5S",
-                node.gcomm, node.ist
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if bootstrap {
-            cmd.arg("--wsrep-new-cluster");
-        }
+        let name = format!("node{}", i + 1);
+        let args = mariadbd_args(&NodeArgs {
+            dir: &node.dir,
+            addr: "127.0.0.1",
+            port: node.port,
+            gcomm: node.gcomm,
+            ist: node.ist,
+            sst: node.sst,
+            cluster: &self.name,
+            peers: &peers,
+            node_name: &name,
+            bootstrap,
+        })?;
+        let mut cmd = Command::new(find_program("mariadbd")?);
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
         let what = format!("galera node{} mariadbd on 127.0.0.1:{}", i + 1, node.port);
         self.nodes[i].process = Some(ChildGuard::spawn(what, &mut cmd)?);
         Ok(())
@@ -354,6 +264,135 @@ impl Galera {
         p.stop();
         Ok(())
     }
+}
+
+/// How one node runs, for [`mariadbd_args`]. The node's directory `dir` holds `data/`, `tmp/`,
+/// `mysqld.sock`, `mysqld.pid` and `error.log`. Also used by the scenarios lab, which runs its
+/// nodes as lab daemons inside a network namespace.
+pub struct NodeArgs<'a> {
+    pub dir: &'a Path,
+    /// The address every port of the node binds.
+    pub addr: &'a str,
+    pub port: u16,
+    /// Group communication port: how the nodes find each other.
+    pub gcomm: u16,
+    /// Incremental state transfer receiver port.
+    pub ist: u16,
+    /// State snapshot transfer receiver port (the rsync daemon of the IST "bypass" step).
+    pub sst: u16,
+    pub cluster: &'a str,
+    /// Every node's `addr:gcomm`, this one included.
+    pub peers: &'a [String],
+    pub node_name: &'a str,
+    /// `--wsrep-new-cluster`: the first node of a (re)started cluster.
+    pub bootstrap: bool,
+}
+
+/// `mariadbd`'s arguments for one node (the provider found on this machine, the failure
+/// detector tightened for a lab: see the module's comment).
+pub fn mariadbd_args(a: &NodeArgs) -> Result<Vec<String>> {
+    let provider = [
+        "/usr/lib/galera/libgalera_smm.so",
+        "/usr/lib/libgalera_smm.so",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).is_file())
+    .ok_or_else(|| err("libgalera_smm.so not found: install galera-4 (scripts/install-deps.sh)"))?;
+    let d = a.dir.display();
+    let mut v = vec![
+        "--no-defaults".to_string(),
+        format!("--datadir={d}/data"),
+        format!("--port={}", a.port),
+        format!("--bind-address={}", a.addr),
+        format!("--socket={d}/mysqld.sock"),
+        format!("--pid-file={d}/mysqld.pid"),
+        format!("--log-error={d}/error.log"),
+        format!("--tmpdir={d}/tmp"),
+        "--user=root".into(),
+        "--skip-name-resolve".into(),
+        "--max-connections=2000".into(),
+        "--innodb-buffer-pool-size=64M".into(),
+        "--innodb-flush-log-at-trx-commit=2".into(),
+        "--binlog-format=ROW".into(),
+        "--default-storage-engine=InnoDB".into(),
+        "--innodb-autoinc-lock-mode=2".into(),
+        "--wsrep-on=ON".into(),
+        format!("--wsrep-provider={provider}"),
+        format!("--wsrep-cluster-name={}", a.cluster),
+        format!("--wsrep-cluster-address=gcomm://{}", a.peers.join(",")),
+        format!("--wsrep-node-address={}:{}", a.addr, a.gcomm),
+        format!("--wsrep-node-name={}", a.node_name),
+        "--wsrep-sst-method=rsync".into(),
+        format!("--wsrep-sst-receive-address={}:{}", a.addr, a.sst),
+        format!(
+            "--wsrep-provider-options=gmcast.listen_addr=tcp://{}:{};\
+             ist.recv_addr={}:{};gcache.size=64M;\
+             evs.keepalive_period=PT0.5S;evs.suspect_timeout=PT2S;\
+             evs.inactive_timeout=PT4S;evs.inactive_check_period=PT0.5S",
+            a.addr, a.gcomm, a.addr, a.ist
+        ),
+    ];
+    if a.bootstrap {
+        v.push("--wsrep-new-cluster".into());
+    }
+    Ok(v)
+}
+
+/// `mariadb-install-db` into `<node_dir>/data` (the seed node's system tables).
+pub fn install_datadir(node_dir: &Path) -> Result<()> {
+    let install = find_program("mariadb-install-db")?;
+    let out = Command::new(&install)
+        .args(["--no-defaults", "--user=root", "--skip-test-db"])
+        .arg("--auth-root-authentication-method=normal")
+        .arg(format!("--datadir={}", node_dir.join("data").display()))
+        .arg(format!("--tmpdir={}", node_dir.join("tmp").display()))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| err(format!("run {}: {e}", install.display())))?;
+    if !out.status.success() {
+        return Err(err(format!(
+            "mariadb-install-db failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
+
+/// After the seed node (bootstrapped alone, accounts made) was shut down cleanly: checks that
+/// it recorded its position, copies its data directory to every other node's directory and
+/// makes every data directory writable by `nobody` (the IST "bypass" step; module comment).
+pub fn clone_seed(seed_dir: &Path, others: &[PathBuf]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let seed = seed_dir.join("data");
+    let state = std::fs::read_to_string(seed.join("grastate.dat"))
+        .map_err(|e| err(format!("read grastate.dat of the seed node: {e}")))?;
+    if state.contains("seqno:   -1") {
+        return Err(err(format!(
+            "the seed node did not record its position at shutdown:\n{state}"
+        )));
+    }
+    for dir in others {
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(&seed)
+            .arg(dir.join("data"))
+            .output()
+            .map_err(|e| err(format!("run cp: {e}")))?;
+        if !out.status.success() {
+            return Err(err(format!(
+                "copy the seed data directory to {}: {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+    }
+    for dir in std::iter::once(&seed_dir.to_path_buf()).chain(others) {
+        let data = dir.join("data");
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| err(format!("chmod {}: {e}", data.display())))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

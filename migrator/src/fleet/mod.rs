@@ -33,6 +33,8 @@ pub mod worker;
 
 /// Candidate groups looked at per claim when caps hold the first ones back.
 const CANDIDATES: usize = 20;
+/// Claims run again after a deadlock or Galera certification conflict rolled them back.
+const CLAIM_CONFLICT_RETRIES: u32 = 6;
 
 /// The shared resources a site loads: `sql:<proxy admin address>` (the proxy in front of its
 /// old SQL endpoint; only for a site with databases), `filer:<parent of an old home>`,
@@ -51,6 +53,15 @@ pub fn resources(spec: &SiteSpec) -> BTreeSet<String> {
         r.insert(format!("tunnel:{}", t.config.display()));
     }
     r
+}
+
+/// What one claim transaction found.
+enum Race {
+    Won(Claim),
+    /// Nothing claimable (all done, held, or capped).
+    Nothing,
+    /// The group chosen was claimed by another worker in between (another Galera node).
+    Lost,
 }
 
 /// A claimed move group.
@@ -247,16 +258,37 @@ impl Fleet {
             Dialect::Sqlite => ("BEGIN IMMEDIATE", ""),
             Dialect::MariaDb => ("START TRANSACTION", " FOR UPDATE SKIP LOCKED"),
         };
-        self.db.batch(begin)?;
-        let r = self.claim_in_tx(wave, owner, lease_ms, ctl.concurrency_limit, lock);
-        match r {
-            Ok(c) => {
-                self.db.batch("COMMIT")?;
-                Ok(c)
-            }
-            Err(e) => {
-                let _ = self.db.batch("ROLLBACK");
-                Err(e)
+        // Workers on different Galera nodes claiming at once: the loser of a certification
+        // conflict sees its transaction rolled back (a deadlock error, at any statement or at
+        // COMMIT). It is not an error of the worker: the claim runs again.
+        let mut conflicts = 0;
+        loop {
+            self.db.batch(begin)?;
+            let r = self
+                .claim_in_tx(wave, owner, lease_ms, ctl.concurrency_limit, lock)
+                .and_then(|c| match c {
+                    Race::Lost => Ok(Race::Lost),
+                    c => self.db.batch("COMMIT").map(|_| c),
+                });
+            match r {
+                Ok(Race::Won(c)) => return Ok(Some(c)),
+                Ok(Race::Nothing) => return Ok(None),
+                Ok(Race::Lost) => {
+                    let _ = self.db.batch("ROLLBACK");
+                    if conflicts >= CLAIM_CONFLICT_RETRIES {
+                        return Ok(None);
+                    }
+                    conflicts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10 << conflicts));
+                }
+                Err(e) => {
+                    let _ = self.db.batch("ROLLBACK");
+                    if !e.is_conflict() || conflicts >= CLAIM_CONFLICT_RETRIES {
+                        return Err(e);
+                    }
+                    conflicts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10 << conflicts));
+                }
             }
         }
     }
@@ -268,7 +300,7 @@ impl Fleet {
         lease_ms: i64,
         limit: Option<u32>,
         lock: &str,
-    ) -> Result<Option<Claim>, JournalError> {
+    ) -> Result<Race, JournalError> {
         let now = now_ms();
         if let Some(limit) = limit {
             let held = self
@@ -282,7 +314,7 @@ impl Fleet {
                 .transpose()?
                 .unwrap_or(0);
             if held >= i64::from(limit) {
-                return Ok(None);
+                return Ok(Race::Nothing);
             }
         }
         let candidates = self.db.query(
@@ -301,7 +333,7 @@ impl Fleet {
             }
         }
         let Some(row) = chosen else {
-            return Ok(None);
+            return Ok(Race::Nothing);
         };
         let group = u32::try_from(row.i64(0)?).unwrap_or(0);
         let sites: Vec<String> =
@@ -311,10 +343,12 @@ impl Fleet {
                 reason: e.to_string(),
             })?;
         let attempts = u32::try_from(row.i64(2)?).unwrap_or(0) + 1;
-        self.db.exec(
+        // The same condition again, on the row's latest version: on Galera the row lock of the
+        // SELECT is the node's own, and another node's claim may have been applied since.
+        let r = self.db.exec(
             "UPDATE wave_groups SET state = 'claimed', owner = ?, lease_until_ms = ?,
                     attempts = ?, updated_ms = ?
-              WHERE wave = ? AND grp = ?",
+              WHERE wave = ? AND grp = ? AND state <> 'done' AND lease_until_ms < ?",
             &[
                 owner.into(),
                 (now + lease_ms).into(),
@@ -322,9 +356,13 @@ impl Fleet {
                 now.into(),
                 wave.into(),
                 group.into(),
+                now.into(),
             ],
         )?;
-        Ok(Some(Claim {
+        if r.affected != 1 {
+            return Ok(Race::Lost);
+        }
+        Ok(Race::Won(Claim {
             wave,
             group,
             sites,

@@ -122,6 +122,23 @@ pub enum JournalError {
     NoSuchStep { journal: String, id: i64 },
 }
 
+impl JournalError {
+    /// The server rolled the transaction back for a deadlock or a Galera certification
+    /// conflict (another node committed a conflicting write first): running the whole
+    /// transaction again may succeed. (The connection thread retries single statements
+    /// itself; a transaction the caller opened is the caller's to redo.)
+    pub fn is_conflict(&self) -> bool {
+        const ER_LOCK_DEADLOCK: u16 = 1213;
+        matches!(
+            self,
+            JournalError::MariaDb {
+                source: mysql_async::Error::Server(e),
+                ..
+            } if e.code == ER_LOCK_DEADLOCK
+        )
+    }
+}
+
 pub type Result<T> = std::result::Result<T, JournalError>;
 
 /// A state name read back from a journal, or the error naming the journal, site and text.

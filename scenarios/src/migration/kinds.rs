@@ -2,7 +2,10 @@
 //! each listed phase and resumed, a wave through a tunnel flap, a wave through three SIGKILLs
 //! of the SQL proxy.
 
-use super::{owner_since, rerun_until_done, steps, MigrationReport, MigrationSection, Migrator};
+use super::{
+    owner_since, rerun_until_done, steps, switched_sites, MigrationReport, MigrationSection,
+    Migrator,
+};
 use crate::error::{LabError, Result};
 use crate::state::{LabState, Side};
 use crate::traffic::unix_ms;
@@ -181,21 +184,6 @@ pub(super) fn tunnel_flap(
         }
     }
     Ok(())
-}
-
-/// Sites of the journal whose `switch` step has ended.
-fn switched_sites(m: &Migrator) -> usize {
-    let Ok(j) = m.journal() else { return 0 };
-    let Ok(sites) = j.sites() else { return 0 };
-    sites
-        .iter()
-        .filter(|(s, _)| {
-            j.steps(s).is_ok_and(|v| {
-                v.iter()
-                    .any(|x| x.phase == "switch" && x.ended_ms.is_some())
-            })
-        })
-        .count()
 }
 
 pub(super) fn proxy_restart(

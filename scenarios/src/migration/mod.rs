@@ -22,13 +22,14 @@ use crate::process::{in_ns, run as run_cmd};
 use crate::serving::SiteSides;
 use crate::state::{LabState, Side};
 use crate::traffic::unix_ms;
-use migrator::journal::{JournalStore, SiteState, SqliteJournal};
+use migrator::journal::{JournalStore, SiteState};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+mod fleet;
 mod kinds;
 
 /// What a scenario migrates.
@@ -40,6 +41,12 @@ pub enum Kind {
     CrashResume,
     TunnelFlap,
     ProxyRestart,
+    /// Fleet lab only (`fleet.rs`): workers, one SIGKILLed mid-wave.
+    FleetWave,
+    /// Fleet lab only: a Galera node SIGKILLed mid-wave.
+    StoreNodeLoss,
+    /// Fleet lab only: the second proxy cut off from the store during a switch.
+    ProxyPartition,
 }
 
 /// `[migration]` of a scenario.
@@ -81,6 +88,43 @@ pub struct MigrationSection {
     /// `proxy_restart`: at least this long between the proxy answering again and the next kill.
     #[serde(default = "default_kill_gap")]
     pub proxy_kill_gap_secs: f64,
+    /// Fleet kinds: `migrator worker` processes sharing the wave.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Fleet kinds: `--claim-lease` of each worker (seconds).
+    #[serde(default = "default_claim_lease")]
+    pub claim_lease_secs: u64,
+    /// `fleet_wave`: worker 1 is killed once a site of its group is inside this phase.
+    #[serde(default = "default_worker_kill_phase")]
+    pub worker_kill_phase: String,
+    /// `store_node_loss`: the Galera node killed (1-based), once this fraction of the sites
+    /// switched.
+    #[serde(default = "default_store_kill_node")]
+    pub store_kill_node: usize,
+    #[serde(default = "default_store_kill_after")]
+    pub store_kill_after_switched: f64,
+    /// `proxy_partition`: how long the second proxy stays cut off from the store.
+    #[serde(default = "default_warmup")]
+    pub partition_secs: f64,
+    /// Longest freeze (journal: freeze → unfreeze/abort) any site may have; none: unchecked.
+    #[serde(default)]
+    pub max_freeze_secs: Option<f64>,
+}
+
+fn default_workers() -> usize {
+    3
+}
+fn default_claim_lease() -> u64 {
+    6
+}
+fn default_worker_kill_phase() -> String {
+    "freeze".into()
+}
+fn default_store_kill_node() -> usize {
+    3
+}
+fn default_store_kill_after() -> f64 {
+    0.3
 }
 
 fn default_kill_gap() -> f64 {
@@ -146,7 +190,11 @@ impl Migrator {
             dir: dir.to_path_buf(),
             sites_file: dir.join("sites.json"),
             plan: dir.join("plan.json"),
-            journal: dir.join("journal.sqlite"),
+            // A fleet lab's journal is the Galera control store (every node named).
+            journal: match &st.fleet {
+                Some(f) => PathBuf::from(f.journal_url(0)),
+                None => dir.join("journal.sqlite"),
+            },
             log: dir.join("migrator.log"),
         };
         let p = st
@@ -248,9 +296,48 @@ impl Migrator {
         Ok(st.code().unwrap_or(-1))
     }
 
-    fn journal(&self) -> Result<SqliteJournal> {
-        SqliteJournal::open(&self.journal).map_err(|e| LabError::Internal(format!("journal: {e}")))
+    /// The journal: the SQLite file, or the fleet's Galera store opened from inside the
+    /// client namespace (its connection thread, reconnects included, stays there).
+    fn journal(&self) -> Result<Box<dyn JournalStore + Send>> {
+        let e = |e: migrator::journal::JournalError| LabError::Internal(format!("journal: {e}"));
+        if !self.is_fleet() {
+            return migrator::journal::open_journal_at(&self.journal).map_err(e);
+        }
+        let at = self.journal.clone();
+        crate::topology::in_netns(&self.client_netns, move || {
+            migrator::journal::open_journal_at(&at)
+        })?
+        .map_err(e)
     }
+
+    /// The journal's other tables (the fleet's `wave_groups`), opened like [`Self::journal`].
+    fn journal_sql(&self) -> Result<Box<dyn migrator::journal::SqlConn>> {
+        let at = self.journal.clone();
+        crate::topology::in_netns(&self.client_netns, move || {
+            migrator::journal::open_sql_at(&at)
+        })?
+        .map_err(|e| LabError::Internal(format!("journal: {e}")))
+    }
+
+    /// True when the journal is a shared store (a fleet lab).
+    fn is_fleet(&self) -> bool {
+        self.journal.to_string_lossy().starts_with("mysql://")
+    }
+}
+
+/// Sites of the journal whose `switch` step has ended.
+pub(crate) fn switched_sites(m: &Migrator) -> usize {
+    let Ok(j) = m.journal() else { return 0 };
+    let Ok(sites) = j.sites() else { return 0 };
+    sites
+        .iter()
+        .filter(|(s, _)| {
+            j.steps(s).is_ok_and(|v| {
+                v.iter()
+                    .any(|x| x.phase == "switch" && x.ended_ms.is_some())
+            })
+        })
+        .count()
 }
 
 /// Every site's steps from the journal.
@@ -318,6 +405,9 @@ pub fn run(
         Kind::CrashResume => kinds::crash_resume(m, sec, &mut r),
         Kind::TunnelFlap => kinds::tunnel_flap(st, m, sec, &mut r, &mut faults),
         Kind::ProxyRestart => kinds::proxy_restart(st, m, sec, &mut r, &mut faults),
+        Kind::FleetWave => fleet::fleet_wave(st, m, sec, &mut r),
+        Kind::StoreNodeLoss => fleet::store_node_loss(st, m, sec, &mut r, &mut faults),
+        Kind::ProxyPartition => fleet::proxy_partition(st, m, sec, &mut r, &mut faults),
     };
     if r.wave_secs == 0.0 {
         r.wave_secs = t0.elapsed().as_secs_f64();
@@ -426,6 +516,16 @@ pub fn finish(
         r.freeze_p50_ms = pct(&f, 50.0);
         r.freeze_p99_ms = pct(&f, 99.0);
         r.freeze_max_ms = f.last().copied();
+        if let Some(max) = sec.max_freeze_secs {
+            for (site, v) in &w {
+                for (a, b) in v {
+                    if (b - a) as f64 > max * 1e3 {
+                        r.violations
+                            .push(format!("{site} was frozen {} ms, more than {max} s", b - a));
+                    }
+                }
+            }
+        }
     }
     if let Ok(all) = steps(m) {
         let mut per: BTreeMap<String, Vec<f64>> = BTreeMap::new();

@@ -71,18 +71,25 @@ pub(super) fn serve(
     }
     let _ = ready.send(Ok(()));
     // Inside a transaction the caller opened (`START TRANSACTION` … `COMMIT`/`ROLLBACK`), a
-    // deadlock rolled the whole transaction back: the statement is not retried alone.
+    // deadlock rolled the whole transaction back: the statement is not retried alone. The
+    // `COMMIT` itself belongs to the transaction: a Galera certification failure at commit
+    // must reach the caller (run again, a bare `COMMIT` would succeed on nothing and report a
+    // rolled-back transaction as committed).
     let mut in_tx = false;
     for req in rx {
+        let mut ends_tx = false;
         if let Op::Text(sql) = &req.op {
             let head = sql.trim_start().to_ascii_uppercase();
             if head.starts_with("START TRANSACTION") || head.starts_with("BEGIN") {
                 in_tx = true;
             } else if head.starts_with("COMMIT") || head.starts_with("ROLLBACK") {
-                in_tx = false;
+                ends_tx = true;
             }
         }
         let r = rt.block_on(link.run(&req.op, in_tx));
+        if ends_tx {
+            in_tx = false;
+        }
         let _ = req.reply.send(r);
     }
     if let Some(c) = link.conn.take() {
