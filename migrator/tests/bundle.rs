@@ -186,6 +186,12 @@ fn a_bundle_restores_the_old_side_at_the_switch_and_names_a_tampered_part() {
     let st = migrator::bundle::state::get(&j, "shop").unwrap().unwrap();
     assert_eq!(st.stage, migrator::bundle::state::Stage::Verified);
     drop(j);
+    let o = migrator(d, &["status"]);
+    assert!(
+        text(&o).contains(&format!("bundle {id} verified")),
+        "{}",
+        text(&o)
+    );
     assert_eq!(
         rows(&new, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bundle_verify%'"),
         "0\n",
