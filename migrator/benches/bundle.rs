@@ -68,8 +68,7 @@ fn main() {
     let id = j.begin_step("bench", "switch").unwrap();
     j.finish_step(id, &StepOutcome::default()).unwrap();
     j.set_site_state("bench", SiteState::Live).unwrap();
-    migrator::bundle::state::record_switch_checksums(&mut j, "sbtest", Default::default())
-        .unwrap();
+    migrator::bundle::state::record_switch_checksums(&mut j, "sbtest", Default::default()).unwrap();
     let mut spec = migrator::site_spec::sample("bench");
     spec.databases = vec!["sbtest".into()];
     spec.homes.clear();

@@ -32,6 +32,14 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// The one report of a `bundle capture SITE --json`.
+fn only(o: &Output) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)));
+    assert_eq!(v.as_array().map(|a| a.len()), Some(1), "{v}");
+    v[0].clone()
+}
+
 fn url_file(d: &Path, name: &str, db: &MariaDb) -> PathBuf {
     let p = d.join(name);
     std::fs::write(&p, db.admin_url()).unwrap();
@@ -154,7 +162,7 @@ fn a_bundle_restores_the_old_side_at_the_switch_and_names_a_tampered_part() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = only(&o);
     let id = r["bundle"].as_str().unwrap().to_string();
     assert_eq!(
         r["written"].as_array().unwrap().len(),
@@ -341,12 +349,26 @@ fn expire_deletes_only_expired_bundles() {
     switch(d, &old, &new, "gone", &["gone_db"]);
     let sites = d.join("sites.json");
     let s = sites.to_str().unwrap();
+    // Captured and verified in one run (the wave's post-switch step).
+    let scratch = d.join("new.url");
+    let scratch = scratch.to_str().unwrap();
     for (site, days) in [("keep", "30"), ("gone", "0")] {
         let o = migrator(
             d,
-            &["bundle", "capture", site, "--sites", s, "--keep-days", days],
+            &[
+                "bundle",
+                "capture",
+                site,
+                "--sites",
+                s,
+                "--keep-days",
+                days,
+                "--verify-scratch-url-file",
+                scratch,
+            ],
         );
         assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("VERIFIED"), "{}", text(&o));
     }
     let o = migrator(d, &["bundle", "expire", "--dry-run", "--json"]);
     let gone: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -469,7 +491,7 @@ fn a_capture_killed_mid_part_resumes_without_redoing_finished_parts() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = only(&o);
     assert_eq!(r["skipped"], serde_json::json!([first]), "{r}");
     assert_eq!(
         r["written"].as_array().unwrap().len(),
@@ -506,6 +528,6 @@ fn a_capture_killed_mid_part_resumes_without_redoing_finished_parts() {
             "--json",
         ],
     );
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = only(&o);
     assert_eq!(r["already"], true, "{r}");
 }

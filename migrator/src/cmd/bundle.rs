@@ -8,7 +8,7 @@ use migrator::bundle::check;
 use migrator::bundle::sign;
 use migrator::bundle::state::{self, BundleState, Stage};
 use migrator::bundle::store::{self, BundleRef, BundleStore, LocalStore};
-use migrator::journal::JournalStore;
+use migrator::journal::{JournalStore, SiteState};
 use migrator::site_spec::SpecFile;
 use std::path::{Path, PathBuf};
 
@@ -74,7 +74,19 @@ pub enum BundleCmd {
     /// Capture a live site's bundle from its old side (throttled, resumable).
     #[command(after_long_help = CAPTURE_HELP)]
     Capture {
-        site: String,
+        /// The site (or use --wave).
+        #[arg(required_unless_present = "wave", conflicts_with = "wave")]
+        site: Option<String>,
+        /// Every site of wave N of --plan that is live or finalized (the others are skipped
+        /// and said so): run it after `wave run`, off the freeze.
+        #[arg(long, value_name = "N", requires = "plan")]
+        wave: Option<u32>,
+        #[arg(long, value_name = "FILE")]
+        plan: Option<PathBuf>,
+        /// Verify each bundle right after its capture, restoring the dumps into scratch
+        /// databases on this server (0600 file with mysql://user:pass@host:port).
+        #[arg(long, value_name = "FILE")]
+        verify_scratch_url_file: Option<PathBuf>,
         /// The site spec file (the site's databases, old SQL server, old homes).
         #[arg(long, value_name = "FILE")]
         sites: PathBuf,
@@ -192,6 +204,23 @@ pub enum BundleCommand {
     Bundle(BundleCmd),
 }
 
+fn print_capture(r: &capture::CaptureReport) {
+    if r.already {
+        println!("{}: already complete ({} bytes)", r.bundle, r.bytes);
+    } else {
+        println!(
+            "{}: captured: {} parts written, {} kept from an earlier run; {:.1} MiB stored \
+             ({:.1} MiB before compression) in {:.1} s",
+            r.bundle,
+            r.written.len(),
+            r.skipped.len(),
+            r.bytes as f64 / 1048576.0,
+            r.raw_bytes as f64 / 1048576.0,
+            r.seconds
+        );
+    }
+}
+
 fn url_file(field: &str, p: &Path) -> anyhow::Result<mysql_async::Opts> {
     let text = drivers::secret::read_secret_file(field, p)?;
     text.parse()
@@ -203,6 +232,9 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
     match c {
         BundleCmd::Capture {
             site,
+            wave,
+            plan,
+            verify_scratch_url_file,
             sites,
             journal,
             store,
@@ -214,26 +246,12 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             json,
         } => {
             let file = SpecFile::load(&sites)?;
-            let spec = file.site(&site)?;
+            let names = match (site, wave, plan) {
+                (Some(s), _, _) => vec![s],
+                (None, Some(w), Some(p)) => crate::cmd::cutover::wave::plan_sites(w, &p)?,
+                _ => bail!("say which: a SITE, or --wave N --plan FILE"),
+            };
             let mut j = crate::cmd::open_existing(&journal)?;
-            if dry_run {
-                let b = capture::bundle_of(&*j, &site)?;
-                let Some(b) = b else {
-                    println!("{site}: no finished switch in the journal: nothing to capture");
-                    return Ok(1);
-                };
-                println!(
-                    "{site}: would capture {} into {}: databases {:?}, homes {:?}{}, at most {} MiB/s",
-                    b.id(),
-                    store.display(),
-                    spec.databases,
-                    spec.homes.iter().map(|h| &h.old).collect::<Vec<_>>(),
-                    if tar { " (with tars)" } else { "" },
-                    max_rate
-                );
-                return Ok(0);
-            }
-            let key = sign::load_or_create(&key)?;
             let opts = CaptureOptions {
                 keep_days,
                 rate: (max_rate > 0).then_some(max_rate << 20),
@@ -241,30 +259,74 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
                 ..Default::default()
             };
             let st = LocalStore::new(&store);
-            match capture::capture(&mut *j, spec, &st, &key, &opts) {
-                Ok(r) => {
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&r)?);
-                    } else if r.already {
-                        println!("{}: already complete ({} bytes)", r.bundle, r.bytes);
-                    } else {
-                        println!(
-                            "{}: captured: {} parts written, {} kept from an earlier run; {:.1} MiB stored ({:.1} MiB before compression) in {:.1} s",
-                            r.bundle,
-                            r.written.len(),
-                            r.skipped.len(),
-                            r.bytes as f64 / 1048576.0,
-                            r.raw_bytes as f64 / 1048576.0,
-                            r.seconds
-                        );
+            let scratch = verify_scratch_url_file
+                .as_deref()
+                .map(|f| url_file("--verify-scratch-url-file", f))
+                .transpose()?;
+            let key = match dry_run {
+                true => None,
+                false => Some(sign::load_or_create(&key)?),
+            };
+            let (mut reports, mut failed) = (Vec::new(), 0);
+            for n in &names {
+                let spec = file.site(n)?;
+                let live = matches!(
+                    j.site_state(n)?,
+                    Some(SiteState::Live | SiteState::Finalized)
+                );
+                if wave.is_some() && !live {
+                    eprintln!("{n}: skipped (not live: no switch to capture)");
+                    continue;
+                }
+                let Some(key) = &key else {
+                    match capture::bundle_of(&*j, n)? {
+                        Some(b) => println!(
+                            "{n}: would capture {} into {}: databases {:?}, homes {:?}{}, at most {max_rate} MiB/s",
+                            b.id(),
+                            store.display(),
+                            spec.databases,
+                            spec.homes.iter().map(|h| &h.old).collect::<Vec<_>>(),
+                            if tar { " (with tars)" } else { "" },
+                        ),
+                        None => println!("{n}: no finished switch in the journal: nothing to capture"),
                     }
-                    Ok(0)
+                    continue;
+                };
+                let r = match capture::capture(&mut *j, spec, &st, key, &opts) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{n}: capture FAILED: {e}");
+                        continue;
+                    }
+                };
+                if !json {
+                    print_capture(&r);
                 }
-                Err(e) => {
-                    eprintln!("{site}: capture FAILED: {e}");
-                    Ok(1)
+                if let Some(url) = &scratch {
+                    let b = BundleRef::parse(&r.bundle)?;
+                    let public = key.verifying_key();
+                    let v = check::verify(&st, &b, &public, Some(url));
+                    let (stage, error) = match &v {
+                        Ok(v) if v.ok => (Stage::Verified, None),
+                        Ok(v) => (Stage::Failed, Some(v.problems().join("; "))),
+                        Err(e) => (Stage::Failed, Some(e.to_string())),
+                    };
+                    record(&mut *j, &st, &b, stage, error.clone())?;
+                    match error {
+                        None => println!("{}: VERIFIED", r.bundle),
+                        Some(e) => {
+                            failed += 1;
+                            eprintln!("{}: verification FAILED: {e}", r.bundle);
+                        }
+                    }
                 }
+                reports.push(r);
             }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            }
+            Ok(if failed == 0 { 0 } else { 1 })
         }
         BundleCmd::List { store, site, json } => {
             let st = LocalStore::new(&store);

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 mod finalize;
-mod wave;
+pub(crate) mod wave;
 mod worker;
 
 #[derive(Args, Debug, Clone)]

@@ -231,7 +231,7 @@ fn control(action: Option<Action>, t: &Target) -> anyhow::Result<i32> {
 }
 
 /// The sites of wave `number` of the plan file, in plan order.
-pub(super) fn plan_sites(number: u32, plan: &Path) -> anyhow::Result<Vec<String>> {
+pub(crate) fn plan_sites(number: u32, plan: &Path) -> anyhow::Result<Vec<String>> {
     let plan_file =
         planner::Plan::read(plan).with_context(|| format!("plan {}", plan.display()))?;
     let Some(w) = plan_file.waves.iter().find(|w| w.number == number) else {
