@@ -531,3 +531,74 @@ fn a_capture_killed_mid_part_resumes_without_redoing_finished_parts() {
     let r = only(&o);
     assert_eq!(r["already"], true, "{r}");
 }
+
+/// A dump the server refuses halfway (signed and intact, but not loadable there): the restore
+/// fails with the client's error and leaves no half-loaded database under the chosen name.
+#[test]
+fn a_failed_restore_leaves_no_database_behind() {
+    use migrator::bundle::store::{BundleRef, BundleStore, LocalStore};
+    use migrator::bundle::{part, sign, BundleManifest, ChecksumSource, DbRecord, PartKind};
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    let server = MariaDb::start().unwrap();
+    let store = LocalStore::new(&d.join("store"));
+    let b = BundleRef::parse("shop/1").unwrap();
+    let sql: &[u8] =
+        b"CREATE TABLE t (id INT PRIMARY KEY);\nINSERT INTO t VALUES (1);\nTHIS IS NOT SQL;\n";
+    let sink = store.create(&b, "db-x.sql.zst").unwrap();
+    let info = part::write_part(
+        sink,
+        "db-x.sql.zst",
+        PartKind::Dump,
+        sql,
+        &mut part::Throttle::new(None),
+    )
+    .unwrap();
+    let key = sign::load_or_create(&d.join("k")).unwrap();
+    let m = BundleManifest {
+        format: migrator::bundle::FORMAT,
+        site: "shop".into(),
+        switch_ms: 1,
+        captured_ms: 2,
+        expires_ms: 3,
+        databases: vec![DbRecord {
+            name: "x".into(),
+            charset: "utf8mb4".into(),
+            collation: "utf8mb4_general_ci".into(),
+            part: info.name.clone(),
+            checksums: Default::default(),
+            checksums_from: ChecksumSource::Capture,
+        }],
+        homes: Vec::new(),
+        parts: vec![info],
+        public_key: String::new(),
+    };
+    let bytes = serde_json::to_vec(&m).unwrap();
+    store.put_small(&b, "manifest.json", &bytes).unwrap();
+    store
+        .put_small(&b, "manifest.sig", sign::sign(&key, &bytes).as_bytes())
+        .unwrap();
+    let url: mysql_async::Opts = server.admin_url().parse().unwrap();
+    let e = migrator::bundle::check::restore_db(
+        &store,
+        &b,
+        &key.verifying_key(),
+        "x",
+        &url,
+        "x_restored",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("mariadb") && e.contains("restore of x into x_restored"),
+        "{e}"
+    );
+    assert_eq!(
+        server
+            .exec(
+                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'x_restored'"
+            )
+            .unwrap(),
+        "0\n"
+    );
+}

@@ -226,14 +226,7 @@ fn check_dump(
             })
         })
     });
-    let s3 = scratch.clone();
-    let dropped = admin(url, &scratch, move |c| {
-        Box::pin(async move {
-            c.query_drop(format!("DROP DATABASE IF EXISTS {}", ident(&s3)))
-                .await
-                .map_err(|e| e.to_string())
-        })
-    });
+    let dropped = drop_db(url, &scratch);
     let restored = res?;
     dropped?;
     let mut differences = Vec::new();
@@ -381,7 +374,19 @@ pub fn restore_db(
         ));
     }
     create_db(url, as_name, &rec)?;
-    load_dump(store, b, &rec, url, as_name)
+    let loaded = load_dump(store, b, &rec, url, as_name);
+    if loaded.is_err() {
+        // Never leave a half-loaded database under the operator's name.
+        let _ = drop_db(url, as_name);
+    }
+    loaded
+}
+
+fn drop_db(url: &Opts, name: &str) -> Result<()> {
+    let sql = format!("DROP DATABASE IF EXISTS {}", ident(name));
+    admin(url, name, move |c| {
+        Box::pin(async move { c.query_drop(sql).await.map_err(|e| e.to_string()) })
+    })
 }
 
 /// Extracts the tar of the home captured from `home` (its old path) into `into`, which must
