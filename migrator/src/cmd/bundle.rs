@@ -204,11 +204,113 @@ pub enum BundleCommand {
     Bundle(BundleCmd),
 }
 
-fn print_capture(r: &capture::CaptureReport) {
+/// Captures (and with a scratch server, verifies) the bundles of `names`: `bundle capture`,
+/// and `wave run --bundle-store` once its sites are done.
+pub struct CaptureJob<'a> {
+    pub sites: &'a Path,
+    pub journal: &'a Path,
+    pub store: &'a Path,
+    pub key: &'a Path,
+    pub opts: CaptureOptions,
+    pub verify_scratch_url_file: Option<&'a Path>,
+    /// Skip (and say so) sites not live or finalized, instead of failing on them.
+    pub only_live: bool,
+    pub dry_run: bool,
+    pub json: bool,
+    /// Lines on stderr (stdout belongs to another command's output, as `wave run --json`).
+    pub stderr: bool,
+}
+
+impl CaptureJob<'_> {
+    /// Exit code: 0 when every bundle was captured (and verified when asked), else 1.
+    pub fn run(&self, names: &[String]) -> anyhow::Result<i32> {
+        let file = SpecFile::load(self.sites)?;
+        let mut j = crate::cmd::open_existing(self.journal)?;
+        let st = LocalStore::new(self.store);
+        let scratch = self
+            .verify_scratch_url_file
+            .map(|f| url_file("--verify-scratch-url-file", f))
+            .transpose()?;
+        let key = match self.dry_run {
+            true => None,
+            false => Some(sign::load_or_create(self.key)?),
+        };
+        let (mut reports, mut failed) = (Vec::new(), 0);
+        for n in names {
+            let spec = file.site(n)?;
+            let live = matches!(
+                j.site_state(n)?,
+                Some(SiteState::Live | SiteState::Finalized)
+            );
+            if self.only_live && !live {
+                eprintln!("{n}: skipped (not live: no switch to capture)");
+                continue;
+            }
+            let Some(key) = &key else {
+                match capture::bundle_of(&*j, n)? {
+                    Some(b) => println!(
+                        "{n}: would capture {} into {}: databases {:?}, homes {:?}{}, at most {} MiB/s",
+                        b.id(),
+                        self.store.display(),
+                        spec.databases,
+                        spec.homes.iter().map(|h| &h.old).collect::<Vec<_>>(),
+                        if self.opts.tar_homes { " (with tars)" } else { "" },
+                        self.opts.rate.map(|r| (r >> 20).to_string()).unwrap_or("unlimited".into()),
+                    ),
+                    None => println!("{n}: no finished switch in the journal: nothing to capture"),
+                }
+                continue;
+            };
+            let r = match capture::capture(&mut *j, spec, &st, key, &self.opts) {
+                Ok(r) => r,
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("{n}: capture FAILED: {e}");
+                    continue;
+                }
+            };
+            if !self.json {
+                self.say(&capture_line(&r));
+            }
+            if let Some(url) = &scratch {
+                let b = BundleRef::parse(&r.bundle)?;
+                let v = check::verify(&st, &b, &key.verifying_key(), Some(url));
+                let (stage, error) = match &v {
+                    Ok(v) if v.ok => (Stage::Verified, None),
+                    Ok(v) => (Stage::Failed, Some(v.problems().join("; "))),
+                    Err(e) => (Stage::Failed, Some(e.to_string())),
+                };
+                record(&mut *j, &st, &b, stage, error.clone())?;
+                match error {
+                    None => self.say(&format!("{}: VERIFIED", r.bundle)),
+                    Some(e) => {
+                        failed += 1;
+                        eprintln!("{}: verification FAILED: {e}", r.bundle);
+                    }
+                }
+            }
+            reports.push(r);
+        }
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&reports)?);
+        }
+        Ok(if failed == 0 { 0 } else { 1 })
+    }
+
+    fn say(&self, line: &str) {
+        if self.stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+}
+
+fn capture_line(r: &capture::CaptureReport) -> String {
     if r.already {
-        println!("{}: already complete ({} bytes)", r.bundle, r.bytes);
+        format!("{}: already complete ({} bytes)", r.bundle, r.bytes)
     } else {
-        println!(
+        format!(
             "{}: captured: {} parts written, {} kept from an earlier run; {:.1} MiB stored \
              ({:.1} MiB before compression) in {:.1} s",
             r.bundle,
@@ -217,7 +319,7 @@ fn print_capture(r: &capture::CaptureReport) {
             r.bytes as f64 / 1048576.0,
             r.raw_bytes as f64 / 1048576.0,
             r.seconds
-        );
+        )
     }
 }
 
@@ -245,88 +347,29 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             dry_run,
             json,
         } => {
-            let file = SpecFile::load(&sites)?;
             let names = match (site, wave, plan) {
                 (Some(s), _, _) => vec![s],
                 (None, Some(w), Some(p)) => crate::cmd::cutover::wave::plan_sites(w, &p)?,
                 _ => bail!("say which: a SITE, or --wave N --plan FILE"),
             };
-            let mut j = crate::cmd::open_existing(&journal)?;
-            let opts = CaptureOptions {
-                keep_days,
-                rate: (max_rate > 0).then_some(max_rate << 20),
-                tar_homes: tar,
-                ..Default::default()
+            let job = CaptureJob {
+                sites: &sites,
+                journal: &journal,
+                store: &store,
+                key: &key,
+                opts: CaptureOptions {
+                    keep_days,
+                    rate: (max_rate > 0).then_some(max_rate << 20),
+                    tar_homes: tar,
+                    ..Default::default()
+                },
+                verify_scratch_url_file: verify_scratch_url_file.as_deref(),
+                only_live: wave.is_some(),
+                dry_run,
+                json,
+                stderr: false,
             };
-            let st = LocalStore::new(&store);
-            let scratch = verify_scratch_url_file
-                .as_deref()
-                .map(|f| url_file("--verify-scratch-url-file", f))
-                .transpose()?;
-            let key = match dry_run {
-                true => None,
-                false => Some(sign::load_or_create(&key)?),
-            };
-            let (mut reports, mut failed) = (Vec::new(), 0);
-            for n in &names {
-                let spec = file.site(n)?;
-                let live = matches!(
-                    j.site_state(n)?,
-                    Some(SiteState::Live | SiteState::Finalized)
-                );
-                if wave.is_some() && !live {
-                    eprintln!("{n}: skipped (not live: no switch to capture)");
-                    continue;
-                }
-                let Some(key) = &key else {
-                    match capture::bundle_of(&*j, n)? {
-                        Some(b) => println!(
-                            "{n}: would capture {} into {}: databases {:?}, homes {:?}{}, at most {max_rate} MiB/s",
-                            b.id(),
-                            store.display(),
-                            spec.databases,
-                            spec.homes.iter().map(|h| &h.old).collect::<Vec<_>>(),
-                            if tar { " (with tars)" } else { "" },
-                        ),
-                        None => println!("{n}: no finished switch in the journal: nothing to capture"),
-                    }
-                    continue;
-                };
-                let r = match capture::capture(&mut *j, spec, &st, key, &opts) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        failed += 1;
-                        eprintln!("{n}: capture FAILED: {e}");
-                        continue;
-                    }
-                };
-                if !json {
-                    print_capture(&r);
-                }
-                if let Some(url) = &scratch {
-                    let b = BundleRef::parse(&r.bundle)?;
-                    let public = key.verifying_key();
-                    let v = check::verify(&st, &b, &public, Some(url));
-                    let (stage, error) = match &v {
-                        Ok(v) if v.ok => (Stage::Verified, None),
-                        Ok(v) => (Stage::Failed, Some(v.problems().join("; "))),
-                        Err(e) => (Stage::Failed, Some(e.to_string())),
-                    };
-                    record(&mut *j, &st, &b, stage, error.clone())?;
-                    match error {
-                        None => println!("{}: VERIFIED", r.bundle),
-                        Some(e) => {
-                            failed += 1;
-                            eprintln!("{}: verification FAILED: {e}", r.bundle);
-                        }
-                    }
-                }
-                reports.push(r);
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&reports)?);
-            }
-            Ok(if failed == 0 { 0 } else { 1 })
+            job.run(&names)
         }
         BundleCmd::List { store, site, json } => {
             let st = LocalStore::new(&store);
