@@ -86,6 +86,9 @@ pub enum WaveCmd {
         /// Verify each bundle after its capture on this scratch server (0600 URL file).
         #[arg(long, value_name = "FILE", requires = "bundle_store")]
         bundle_verify_scratch_url_file: Option<PathBuf>,
+        /// MiB per second the bundles read from the old side (0: no limit).
+        #[arg(long, value_name = "MIB", default_value_t = 50)]
+        bundle_max_rate: u64,
     },
     /// Start wave N for workers: its move groups are written to the journal (a shared
     /// MariaDB journal for workers on many hosts), where `migrator worker N` claims them.
@@ -146,6 +149,7 @@ pub fn run(cmd: WaveCmd) -> anyhow::Result<i32> {
             bundle_store,
             bundle_key,
             bundle_verify_scratch_url_file,
+            bundle_max_rate,
         } => {
             let o = WaveOptions {
                 wave: number,
@@ -173,7 +177,10 @@ pub fn run(cmd: WaveCmd) -> anyhow::Result<i32> {
                 journal: &common.journal,
                 store: &store,
                 key: &key,
-                opts: migrator::bundle::capture::CaptureOptions::default(),
+                opts: migrator::bundle::capture::CaptureOptions {
+                    rate: (bundle_max_rate > 0).then_some(bundle_max_rate << 20),
+                    ..Default::default()
+                },
                 verify_scratch_url_file: bundle_verify_scratch_url_file.as_deref(),
                 only_live: true,
                 dry_run: false,
