@@ -73,6 +73,7 @@ fn main() {
     spec.databases = vec!["sbtest".into()];
     spec.homes.clear();
     spec.old_db_url_file = url;
+    spec.new_db_url_file = spec.old_db_url_file.clone();
     let key = migrator::bundle::sign::load_or_create(&d.join("bundle.key")).unwrap();
     let store = LocalStore::new(&d.join("store"));
     let opts = CaptureOptions::default();

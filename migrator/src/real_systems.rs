@@ -118,8 +118,7 @@ impl LocalData {
         }
     }
 
-    /// The old and new SQL servers of `spec` (their 0600 URL files read now).
-    pub(crate) fn urls(spec: &SiteSpec) -> SysResult<(mysql_async::Opts, mysql_async::Opts)> {
+    fn urls(spec: &SiteSpec) -> SysResult<(mysql_async::Opts, mysql_async::Opts)> {
         let parse = |field: &str, p: &Path, dc| -> SysResult<mysql_async::Opts> {
             drivers::secret::read_secret_file(field, p)
                 .map_err(|e| SystemError::new("mariadb", dc, e.to_string()))?

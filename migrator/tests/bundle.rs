@@ -337,7 +337,6 @@ fn expire_deletes_only_expired_bundles() {
     let d = d.path();
     let (old, new) = (MariaDb::start().unwrap(), MariaDb::start().unwrap());
     url_file(d, "old.url", &old);
-    url_file(d, "new.url", &new);
     write_sites(d, &[("keep", &["keep_db"]), ("gone", &["gone_db"])]);
     old.exec(
         "CREATE DATABASE keep_db; CREATE TABLE keep_db.t (id INT PRIMARY KEY); \
@@ -349,8 +348,9 @@ fn expire_deletes_only_expired_bundles() {
     switch(d, &old, &new, "gone", &["gone_db"]);
     let sites = d.join("sites.json");
     let s = sites.to_str().unwrap();
-    // Captured and verified in one run (the wave's post-switch step).
-    let scratch = d.join("new.url");
+    // Captured and verified in one run (the wave's post-switch step). A capture needs only
+    // the old server: the sites file's new.url does not exist here.
+    let scratch = url_file(d, "scratch.url", &new);
     let scratch = scratch.to_str().unwrap();
     for (site, days) in [("keep", "30"), ("gone", "0")] {
         let o = migrator(

@@ -204,12 +204,21 @@ fn run(
 
     let mut databases = Vec::new();
     if !spec.databases.is_empty() {
-        let url = crate::real_systems::LocalData::urls(spec)
-            .map_err(|e| BundleError::Database {
-                db: spec.databases.join(","),
-                message: e.to_string(),
-            })?
-            .0;
+        // The old side only: a capture never needs the new server.
+        let fail = |message: String| BundleError::Database {
+            db: spec.databases.join(","),
+            message,
+        };
+        let f = &spec.old_db_url_file;
+        let url: mysql_async::Opts = drivers::secret::read_secret_file("old_db_url_file", f)
+            .map_err(|e| fail(e.to_string()))?
+            .parse()
+            .map_err(|_| {
+                fail(format!(
+                    "old_db_url_file {}: not a mysql:// URL",
+                    f.display()
+                ))
+            })?;
         let cnf = ClientOptions::new(&url)?;
         for db in &spec.databases {
             let (charset, collation, sums) = describe_db(journal, &url, db)?;
