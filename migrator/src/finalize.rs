@@ -1,6 +1,11 @@
 //! `migrator finalize SITE|--wave N`: the end of a site's reversibility (docs/ARCHITECTURE.md §2,
 //! invariant 5). A `live` site becomes `finalized`; from then on `migrator rollback` refuses it.
 //!
+//! A site is finalized only once its consistency-point bundle is verified
+//! ([`crate::bundle::state::finalize_blocker`]): after finalize nothing else can bring back its
+//! state at the switch. `override_reason` lets the operator finalize anyway; the reason is
+//! journaled ([`crate::bundle::state::record_override`]).
+//!
 //! What finalize does NOT do: delete anything. The old side's home and databases are what a
 //! rollback would have copied back into; once finalized they are no longer needed, but
 //! removing a customer's data is left to the operator's retirement procedure (filers and SQL
@@ -37,6 +42,7 @@ pub fn finalize(
     journal: &mut dyn JournalStore,
     spec: &SiteSpec,
     proxy: &dyn ProxyControl,
+    override_reason: Option<&str>,
 ) -> Result<Finalized, CutoverError> {
     let site = &spec.site;
     let state = journal.site_state(site)?.unwrap_or(SiteState::Planned);
@@ -70,6 +76,20 @@ pub fn finalize(
             action: "finalize (only a live site with no rollback or freeze in progress)",
         });
     }
+    if let Some(why) = crate::bundle::state::finalize_blocker(journal, site)? {
+        match override_reason.map(str::trim).filter(|r| !r.is_empty()) {
+            Some(reason) => {
+                let stage = crate::bundle::state::get(journal, site)?.map(|s| s.stage);
+                crate::bundle::state::record_override(journal, site, reason, stage)?;
+            }
+            None => {
+                return Err(CutoverError::BundleNotVerified {
+                    site: site.clone(),
+                    why,
+                })
+            }
+        }
+    }
     // Under the site's lease (compare-and-set): a rollback starting meanwhile is refused, or
     // refuses us; never both.
     lease::take(journal, site, std::time::Duration::from_secs(60))?;
@@ -92,7 +112,7 @@ mod tests {
         let spec = sample("shop");
         j.set_site_state("shop", SiteState::Switched).unwrap();
         let rec0 = crate::dry_run::Recorder::for_site(&spec, false);
-        let e = finalize(&mut j, &spec, rec0.systems(&spec).proxy.as_ref()).unwrap_err();
+        let e = finalize(&mut j, &spec, rec0.systems(&spec).proxy.as_ref(), None).unwrap_err();
         assert!(e.to_string().contains("only a live site"), "{e}");
         j.set_site_state("shop", SiteState::Live).unwrap();
         let rec = crate::dry_run::Recorder::for_site(&spec, false);
@@ -101,12 +121,57 @@ mod tests {
             sys.proxy.pause(db).unwrap();
             sys.proxy.resume(db, Some(&spec.proxy.new_side)).unwrap();
         }
-        let f = finalize(&mut j, &spec, sys.proxy.as_ref()).unwrap();
+        // No verified bundle: refused, nothing changed; then allowed with a journaled reason.
+        let e = finalize(&mut j, &spec, sys.proxy.as_ref(), None).unwrap_err();
+        assert!(e.to_string().contains("no bundle"), "{e}");
+        let e = finalize(&mut j, &spec, sys.proxy.as_ref(), Some("  ")).unwrap_err();
+        assert!(e.to_string().contains("--override-reason"), "{e}");
+        assert_eq!(j.site_state("shop").unwrap(), Some(SiteState::Live));
+        let f = finalize(&mut j, &spec, sys.proxy.as_ref(), Some("test")).unwrap();
+        let o = crate::bundle::state::override_of(&j, "shop")
+            .unwrap()
+            .unwrap();
+        assert_eq!((o.reason.as_str(), o.stage), ("test", None));
         assert!(!f.already);
         assert_eq!(f.old_databases, spec.databases);
         assert_eq!(j.site_state("shop").unwrap(), Some(SiteState::Finalized));
-        assert!(finalize(&mut j, &spec, sys.proxy.as_ref()).unwrap().already);
+        assert!(
+            finalize(&mut j, &spec, sys.proxy.as_ref(), Some("test"))
+                .unwrap()
+                .already
+        );
         assert_eq!(j.steps("shop").unwrap().len(), 1, "one finalize step");
+    }
+
+    /// A verified bundle lets a site finalize without a reason; a failed one does not.
+    #[test]
+    fn a_verified_bundle_lets_a_site_finalize() {
+        use crate::bundle::state::{self, BundleState, Stage};
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = SqliteJournal::open(&dir.path().join("j")).unwrap();
+        let spec = sample("shop");
+        let rec = crate::dry_run::Recorder::for_site(&spec, false);
+        let sys = rec.systems(&spec);
+        j.set_site_state("shop", SiteState::Live).unwrap();
+        let mut b = BundleState {
+            stage: Stage::Failed,
+            bundle: "shop/1".into(),
+            store: "/b".into(),
+            bytes: 1,
+            at_ms: 1,
+            error: Some("part db-x: altered".into()),
+        };
+        state::set(&mut j, "shop", &b).unwrap();
+        let e = finalize(&mut j, &spec, sys.proxy.as_ref(), None).unwrap_err();
+        assert!(e.to_string().contains("failed: part db-x: altered"), "{e}");
+        b.stage = Stage::Verified;
+        state::set(&mut j, "shop", &b).unwrap();
+        assert!(
+            !finalize(&mut j, &spec, sys.proxy.as_ref(), None)
+                .unwrap()
+                .already
+        );
+        assert_eq!(state::override_of(&j, "shop").unwrap(), None);
     }
 
     /// A database the proxy still serves from the old side (shared with a group mate that
@@ -127,7 +192,7 @@ mod tests {
             .resume(&spec.databases[0], Some(&spec.proxy.new_side))
             .unwrap();
         j.set_site_state("shop", SiteState::Live).unwrap();
-        let f = finalize(&mut j, &spec, sys.proxy.as_ref()).unwrap();
+        let f = finalize(&mut j, &spec, sys.proxy.as_ref(), Some("test")).unwrap();
         assert_eq!(f.old_databases, [spec.databases[0].clone()]);
         assert_eq!(f.in_use_on_old, [spec.databases[1].clone()]);
     }

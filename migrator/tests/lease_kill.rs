@@ -93,8 +93,25 @@ fn sigkilled_while_frozen_then_the_lease_watchdog_unfreezes_on_the_owning_side()
     assert_eq!(srv(new_lb).admin, AdminState::Ready);
     assert!(d.join("new/shop/www/index.php").exists());
 
-    // Finalize, after which rollback is refused with the reason.
+    // Finalize: refused without a verified bundle of the state at the switch (issue 19),
+    // allowed with a reason; after it rollback is refused with the reason.
     let out = run(&["finalize", "shop"], d);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("no bundle") && err.contains("--override-reason"),
+        "{err}"
+    );
+    assert_eq!(state(d), Some(SiteState::Live));
+    let out = run(
+        &[
+            "finalize",
+            "shop",
+            "--override-reason",
+            "drill: no bundle store",
+        ],
+        d,
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("shop: finalized"), "{text}");

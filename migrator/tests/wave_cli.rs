@@ -67,6 +67,11 @@ fn wave_run_with_a_live_control_socket_and_plain_progress() {
         .arg(d.join("sites.json"))
         .arg("--journal")
         .arg(&jp)
+        // Issue 19: once the sites are done, each live site's bundle (off every freeze).
+        .arg("--bundle-store")
+        .arg(d.join("bundles"))
+        .arg("--bundle-key")
+        .arg(d.join("bundle.key"))
         // Slow each site down a little so the wave is still running when we ask.
         .env("MIGRATOR_DRILL_PAUSE_AFTER", "sync=400")
         .stdout(Stdio::piped())
@@ -116,6 +121,16 @@ fn wave_run_with_a_live_control_socket_and_plain_progress() {
     for s in &sites {
         assert_eq!(j.site_state(s).unwrap(), Some(SiteState::Live), "{s}");
         assert!(d.join("new").join(s).join("index.php").exists());
+        let b = migrator::bundle::state::get(&j, s).unwrap().unwrap();
+        assert_eq!(b.stage, migrator::bundle::state::Stage::Captured, "{s}");
+        assert!(
+            stdout.contains(&format!("{}: captured", b.bundle)),
+            "{stdout}"
+        );
+        let store = migrator::bundle::store::LocalStore::new(&d.join("bundles"));
+        let r = migrator::bundle::store::BundleRef::parse(&b.bundle).unwrap();
+        let (m, _, _) = migrator::bundle::check::manifest(&store, &r).unwrap();
+        assert_eq!(m.homes[0].files, 2, "{s}: the home and its index.php");
     }
     // The published status is the final one.
     let st = migrator::control::Controls::open(&jp)

@@ -333,6 +333,17 @@ fn run(way: Way) {
     );
     let post_verified = phases.contains(&"post-verify:done".to_string());
     assert_eq!(post_verified, way == Way::Followed, "{phases:?}");
+    // Issue 19: the old side's checksums at the switch are journaled by the verification
+    // (inside the freeze when copied, at post-verify when followed); nothing writes on the
+    // old side since, so their row count is its row count now.
+    let at_switch = migrator::bundle::state::switch_checksums(&j, "shop")
+        .unwrap()
+        .expect("switch checksums journaled");
+    let rows_at_switch = count(&old);
+    assert!(
+        at_switch.tables["t"].starts_with(&format!("{rows_at_switch}:")),
+        "{at_switch:?} vs {rows_at_switch} rows"
+    );
     std::thread::sleep(std::time::Duration::from_millis(300));
     let after_switch = acked.load(Ordering::SeqCst);
 

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 mod finalize;
-mod wave;
+pub(crate) mod wave;
 mod worker;
 
 #[derive(Args, Debug, Clone)]
@@ -135,6 +135,10 @@ pub enum CutoverCommand {
         dry_run: bool,
         #[arg(long)]
         json: bool,
+        /// Finalize even though the site's bundle (`migrator bundle`) is missing or not
+        /// verified; the reason is journaled with the site.
+        #[arg(long, value_name = "TEXT")]
+        override_reason: Option<String>,
     },
     /// Watchdog: unfreezes, on the side that owns the data, every site whose freeze lease
     /// expired or whose migrator died (a crash never leaves a site frozen indefinitely).
@@ -302,7 +306,19 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             journal,
             dry_run,
             json,
-        } => finalize::run(site, wave, plan, &sites, &journal, dry_run, json),
+            override_reason,
+        } => finalize::run(
+            site,
+            wave,
+            plan,
+            &sites,
+            &journal,
+            &finalize::Flags {
+                dry_run,
+                json,
+                override_reason: override_reason.as_deref(),
+            },
+        ),
         CutoverCommand::LeaseWatch {
             sites,
             journal,
@@ -431,8 +447,30 @@ fn status(journal: &Path, sites_file: Option<&Path>) -> anyhow::Result<i32> {
     if let Some(w) = migrator::control::Controls::open(journal)?.status(None)? {
         println!("{}{}", w.line(), if w.finished { " (ended)" } else { "" });
     }
+    let bundles: std::collections::BTreeMap<String, migrator::bundle::state::BundleState> =
+        migrator::bundle::state::all(&j)?.into_iter().collect();
     for (site, st) in &sites {
-        println!("  {site:<30} {}", st.as_str());
+        // The bundle column matters once a site switched: finalize waits for `verified`.
+        let bundle = match bundles.get(site) {
+            Some(b) => format!(
+                "bundle {} {}{}",
+                b.bundle,
+                b.stage.as_str(),
+                b.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+            None if matches!(
+                st,
+                migrator::journal::SiteState::Live | migrator::journal::SiteState::Finalized
+            ) =>
+            {
+                "no bundle".into()
+            }
+            None => String::new(),
+        };
+        println!("  {site:<30} {:<12} {bundle}", st.as_str());
     }
     let Some(spec_path) = sites_file else {
         return Ok(0);

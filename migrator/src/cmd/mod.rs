@@ -1,5 +1,6 @@
 //! Subcommand groups. Each file owns one group; `Command` flattens them into one CLI.
 
+pub mod bundle;
 pub mod cutover;
 pub mod db;
 pub mod files;
@@ -28,6 +29,8 @@ pub enum Command {
     #[command(flatten)]
     Routes(routes::RoutesCommand),
     #[command(flatten)]
+    Bundle(bundle::BundleCommand),
+    #[command(flatten)]
     Serve(serve::ServeCommand),
     #[command(flatten)]
     Watch(watch::WatchCommand),
@@ -42,6 +45,7 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Journal(c) => journal::run(c),
         Command::Cutover(c) => cutover::run(c),
         Command::Routes(c) => routes::run(c),
+        Command::Bundle(c) => bundle::run(c),
         Command::Serve(c) => serve::run(c),
         Command::Watch(c) => watch::run(c),
     }

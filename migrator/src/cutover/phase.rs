@@ -137,6 +137,11 @@ pub enum CutoverError {
          on it; once that migrator is gone, `migrator lease-watch` or the next run recovers it"
     )]
     Leased { site: String, owner: String },
+    #[error(
+        "site {site}: finalize refused: {why}; a site is finalized once its bundle (its state \
+         at the switch) is verified, or with --override-reason TEXT, which is journaled"
+    )]
+    BundleNotVerified { site: String, why: String },
     #[error("interrupted by the operator before the freeze; the site is still on the old side")]
     Interrupted,
     #[error("{cause}; the site was aborted back to the old side")]

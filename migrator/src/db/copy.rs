@@ -285,9 +285,20 @@ pub async fn verify_database(src_url: &Opts, dst_url: &Opts, db: &str) -> Result
 
 /// [`verify_database`] on open sessions (one may be inside a snapshot).
 pub async fn verify_sessions(s: &mut Conn, d: &mut Conn, db: &str) -> Result<Vec<String>> {
+    Ok(verify_sessions_sums(s, d, db).await?.0)
+}
+
+/// [`verify_sessions`], also returning the source's checksum of every table it compared (the
+/// cutover journals them: the old side's state at the switch, which a bundle records).
+pub async fn verify_sessions_sums(
+    s: &mut Conn,
+    d: &mut Conn,
+    db: &str,
+) -> Result<(Vec<String>, std::collections::BTreeMap<String, String>)> {
     let src_tables = schema::tables(s, Side::Source, db).await?;
     let dst_tables = schema::tables(d, Side::Destination, db).await?;
     let mut diffs = Vec::new();
+    let mut sums = std::collections::BTreeMap::new();
     for t in &src_tables {
         if !dst_tables.iter().any(|x| x.name == t.name) {
             diffs.push(format!("table `{}`: only on source", t.name));
@@ -301,11 +312,12 @@ pub async fn verify_sessions(s: &mut Conn, d: &mut Conn, db: &str) -> Result<Vec
                 t.name
             ));
         }
+        sums.insert(t.name.clone(), a);
     }
     for t in &dst_tables {
         if !src_tables.iter().any(|x| x.name == t.name) {
             diffs.push(format!("table `{}`: only on destination", t.name));
         }
     }
-    Ok(diffs)
+    Ok((diffs, sums))
 }

@@ -23,6 +23,6 @@ pub mod mover;
 mod progress;
 pub mod rows;
 pub mod schema;
-mod session;
+pub(crate) mod session;
 mod snapshot;
 mod table;

@@ -235,12 +235,29 @@ impl DbMover {
                     .insert(db.clone(), conn);
                 continue;
             }
-            let d = rt
-                .block_on(copy::verify_database(&old, &new, db))
+            let (d, sums) = rt
+                .block_on(async {
+                    let mut s = session(&old, Side::Source, None).await?;
+                    let mut n = session(&new, Side::Destination, None).await?;
+                    copy::verify_sessions_sums(&mut s, &mut n, db).await
+                })
                 .map_err(err)?;
+            if d.is_empty() {
+                // The old side is paused: these are its checksums at the switch.
+                self.record_switch_sums(db, sums)?;
+            }
             diffs.extend(d.into_iter().map(|x| format!("database {db}: {x}")));
         }
         Ok(diffs)
+    }
+
+    /// Journals `db`'s old-side checksums at the switch ([`crate::bundle::state`]), which a
+    /// consistency-point bundle records and `bundle verify` compares a restored dump with.
+    fn record_switch_sums(&self, db: &str, sums: BTreeMap<String, String>) -> SysResult<()> {
+        let j = self.journal(Dc::Old)?;
+        let mut j = j.lock().expect("journal lock");
+        crate::bundle::state::record_switch_checksums(&mut *j, db, sums)
+            .map_err(|e| SystemError::new("journal", Dc::Old, e.to_string()))
     }
 
     /// Whether databases are pinned for [`DbMover::verify_after_switch`].
@@ -269,12 +286,17 @@ impl DbMover {
             let d = rt
                 .block_on(async {
                     let mut s = session(old, Side::Source, None).await?;
-                    let r = copy::verify_sessions(&mut s, &mut conn, &db).await;
+                    let r = copy::verify_sessions_sums(&mut s, &mut conn, &db).await;
                     let _ = s.disconnect().await;
                     let _ = conn.disconnect().await;
                     r
                 })
                 .map_err(err)?;
+            let (d, sums) = d;
+            if d.is_empty() {
+                // The old side is written no more: its checksums at the switch.
+                self.record_switch_sums(&db, sums)?;
+            }
             diffs.extend(d.into_iter().map(|x| format!("database {db}: {x}")));
         }
         Ok(diffs)

@@ -5,7 +5,7 @@
 //!
 //! `store_tests.rs` runs them on SQLite files, `migrator/tests/journal_backends.rs` (which
 //! includes this file with `#[path]`) on a real MariaDB server. The parent module names the
-//! crate's modules: `control`, `fleet`, `journal`, `route_check`, `serve`.
+//! crate's modules: `bundle`, `control`, `fleet`, `journal`, `route_check`, `serve`.
 
 use super::control::{Action, Controls, WaveStatus, STOP_RULE_SOURCE};
 use super::fleet::Fleet;
@@ -228,6 +228,22 @@ pub fn summary_triggers_match_rebuild(b: &dyn StoreBackend) {
     );
     assert_eq!(figures(&*db), live);
 
+    // Bundles (issue 19): shop's verified, blog's failed, wiki finalized by override.
+    {
+        use super::bundle::state::{self, BundleState, Stage};
+        let b = |stage, bytes| BundleState {
+            stage,
+            bundle: "x/1".into(),
+            store: "/b".into(),
+            bytes,
+            at_ms: 1,
+            error: None,
+        };
+        state::set(&mut j, "shop", &b(Stage::Verified, 500)).unwrap();
+        state::set(&mut j, "blog", &b(Stage::Failed, 200)).unwrap();
+        state::record_override(&mut j, "wiki", "no bundle wanted", None).unwrap();
+    }
+
     // The wave page, the site page and the metrics read the same tables.
     let f = queries::SiteFilter {
         state: Some("live".into()),
@@ -270,9 +286,18 @@ pub fn summary_triggers_match_rebuild(b: &dyn StoreBackend) {
         d.checkpoints,
         [("freeze_ms".to_string(), "250.2".to_string())]
     );
+    assert_eq!(
+        d.bundle.map(|b| b.stage),
+        Some(super::bundle::state::Stage::Verified)
+    );
     assert!(site::site_detail(&*db, "nowhere").unwrap().is_none());
     let m = metrics::render(&*db).unwrap();
     for line in [
+        "migrator_bundles{stage=\"verified\"} 1",
+        "migrator_bundles{stage=\"capturing\"} 0",
+        "migrator_bundle_bytes 700",
+        "migrator_bundle_failures 1",
+        "migrator_bundle_overrides 1",
         "migrator_sites{state=\"live\"} 1",
         "migrator_bytes_copied_total 2000",
         "migrator_step_errors_total{phase=\"copy-db\"} 1",

@@ -200,7 +200,69 @@ pub fn render(db: &dyn SqlConn) -> Result<String, JournalError> {
         let _ = writeln!(out, "migrator_write_unavailability_seconds_count {total}");
     }
     routes(db, &mut out)?;
+    bundles(db, &mut out)?;
     Ok(out)
+}
+
+/// Consistency-point bundles (`migrator bundle`): sites per bundle stage, bytes stored, sites
+/// whose last capture or verification failed. Reads one journal row per site with a bundle.
+fn bundles(db: &dyn SqlConn, out: &mut String) -> Result<(), JournalError> {
+    use crate::bundle::state::{BundleState, Stage, SCOPE};
+    let k = db.dialect().ckey();
+    let rows = db.query(
+        &format!("SELECT {k}, value FROM checkpoints WHERE scope = ?"),
+        &[SCOPE.into()],
+    )?;
+    let mut per: BTreeMap<&'static str, i64> = [
+        Stage::Capturing,
+        Stage::Captured,
+        Stage::Verified,
+        Stage::Failed,
+    ]
+    .iter()
+    .map(|s| (s.as_str(), 0))
+    .collect();
+    let (mut bytes, mut overrides) = (0u64, 0i64);
+    for r in rows {
+        if r.text(0)?.ends_with(".override") {
+            overrides += 1;
+            continue;
+        }
+        if let Ok(s) = serde_json::from_str::<BundleState>(&r.text(1)?) {
+            *per.entry(s.stage.as_str()).or_default() += 1;
+            bytes += s.bytes;
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP migrator_bundles Sites per state of their consistency-point bundle."
+    );
+    let _ = writeln!(out, "# TYPE migrator_bundles gauge");
+    for (stage, n) in &per {
+        let _ = writeln!(out, "migrator_bundles{{stage=\"{stage}\"}} {n}");
+    }
+    for (name, help, v) in [
+        (
+            "migrator_bundle_bytes",
+            "Bytes stored by the sites' bundles.",
+            bytes as i64,
+        ),
+        (
+            "migrator_bundle_failures",
+            "Sites whose last bundle capture or verification failed.",
+            per[Stage::Failed.as_str()],
+        ),
+        (
+            "migrator_bundle_overrides",
+            "Sites finalized without a verified bundle (--override-reason).",
+            overrides,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {v}");
+    }
+    Ok(())
 }
 
 /// The latest route check (absent until one is recorded: alert on `absent()` or the age).

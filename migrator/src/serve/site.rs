@@ -42,6 +42,8 @@ pub struct SiteDetail {
     pub verification: Vec<Step>,
     /// The site's cutover checkpoints (fingerprint, last delta, freeze figures).
     pub checkpoints: Vec<(String, String)>,
+    /// The site's consistency-point bundle state (`migrator bundle`), when it has one.
+    pub bundle: Option<crate::bundle::state::BundleState>,
     /// A rollback is offered for switched or live sites.
     pub can_rollback: bool,
     pub controls: Vec<Control>,
@@ -110,6 +112,13 @@ pub fn site_detail(db: &dyn SqlConn, site: &str) -> Result<Option<SiteDetail>, J
         .collect();
     let can_rollback = matches!(state, SiteState::Switched | SiteState::Live);
     let controls = controls_for(db, site, 20)?;
+    let bundle = db
+        .row(
+            &format!("SELECT value FROM checkpoints WHERE scope = ? AND {k} = ?"),
+            &[crate::bundle::state::SCOPE.into(), site.into()],
+        )?
+        .and_then(|r| r.text(0).ok())
+        .and_then(|v| serde_json::from_str(&v).ok());
     Ok(Some(SiteDetail {
         site: site.to_string(),
         wave: (wave != 0).then_some(wave),
@@ -120,6 +129,7 @@ pub fn site_detail(db: &dyn SqlConn, site: &str) -> Result<Option<SiteDetail>, J
         steps,
         verification,
         checkpoints,
+        bundle,
         can_rollback,
         controls,
     }))

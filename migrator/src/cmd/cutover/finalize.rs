@@ -10,15 +10,22 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How `finalize` runs: `--dry-run`, `--json`, `--override-reason`.
+pub struct Flags<'a> {
+    pub dry_run: bool,
+    pub json: bool,
+    pub override_reason: Option<&'a str>,
+}
+
 pub fn run(
     site: Option<String>,
     wave: Option<u32>,
     plan: Option<PathBuf>,
     sites: &Path,
     journal: &Path,
-    dry_run: bool,
-    json: bool,
+    flags: &Flags,
 ) -> anyhow::Result<i32> {
+    let (dry_run, json, override_reason) = (flags.dry_run, flags.json, flags.override_reason);
     crate::cmd::require_journal(journal)?;
     let file = SpecFile::load(sites)?;
     let names = match (site, wave, plan) {
@@ -41,7 +48,14 @@ pub fn run(
             continue;
         }
         if dry_run {
-            println!("{n}: {} → would be finalized", state.as_str());
+            match migrator::bundle::state::finalize_blocker(&*j, n)? {
+                None => println!("{n}: {} → would be finalized", state.as_str()),
+                Some(why) if override_reason.is_some() => println!(
+                    "{n}: {} → would be finalized with the override ({why})",
+                    state.as_str()
+                ),
+                Some(why) => println!("{n}: {} → would be REFUSED: {why}", state.as_str()),
+            }
             continue;
         }
         let sys = match real_systems::systems(spec, journal) {
@@ -52,7 +66,7 @@ pub fn run(
                 continue;
             }
         };
-        match finalize(&mut *j, spec, sys.proxy.as_ref()) {
+        match finalize(&mut *j, spec, sys.proxy.as_ref(), override_reason) {
             Ok(f) => {
                 if !json {
                     let what = if f.already {

@@ -75,6 +75,20 @@ pub enum WaveCmd {
         /// journal, a socket in the temporary directory named by the wave and the PID).
         #[arg(long, value_name = "PATH")]
         control_socket: Option<PathBuf>,
+        /// Once the wave's sites are done, capture each live site's consistency-point bundle
+        /// into this directory (`migrator bundle capture --wave N`: from the old side, after
+        /// every freeze, so no freeze is longer).
+        #[arg(long, value_name = "DIR", requires = "bundle_key")]
+        bundle_store: Option<PathBuf>,
+        /// The bundles' signing key (created, mode 0600, when missing).
+        #[arg(long, value_name = "FILE")]
+        bundle_key: Option<PathBuf>,
+        /// Verify each bundle after its capture on this scratch server (0600 URL file).
+        #[arg(long, value_name = "FILE", requires = "bundle_store")]
+        bundle_verify_scratch_url_file: Option<PathBuf>,
+        /// MiB per second the bundles read from the old side (0: no limit).
+        #[arg(long, value_name = "MIB", default_value_t = 50)]
+        bundle_max_rate: u64,
     },
     /// Start wave N for workers: its move groups are written to the journal (a shared
     /// MariaDB journal for workers on many hosts), where `migrator worker N` claims them.
@@ -132,6 +146,10 @@ pub fn run(cmd: WaveCmd) -> anyhow::Result<i32> {
             hold_on_stop,
             max_error_rate,
             control_socket,
+            bundle_store,
+            bundle_key,
+            bundle_verify_scratch_url_file,
+            bundle_max_rate,
         } => {
             let o = WaveOptions {
                 wave: number,
@@ -145,7 +163,32 @@ pub fn run(cmd: WaveCmd) -> anyhow::Result<i32> {
                 },
                 ..Default::default()
             };
-            wave_run(&plan, &common, &o, control_socket)
+            let code = wave_run(&plan, &common, &o, control_socket)?;
+            let (Some(store), Some(key)) = (bundle_store, bundle_key) else {
+                return Ok(code);
+            };
+            if common.dry_run {
+                return Ok(code);
+            }
+            // Off every freeze: the wave's sites are done; a failed capture is said and
+            // makes the exit code 1, it never changes a site's state.
+            let job = crate::cmd::bundle::CaptureJob {
+                sites: &common.sites,
+                journal: &common.journal,
+                store: &store,
+                key: &key,
+                opts: migrator::bundle::capture::CaptureOptions {
+                    rate: (bundle_max_rate > 0).then_some(bundle_max_rate << 20),
+                    ..Default::default()
+                },
+                verify_scratch_url_file: bundle_verify_scratch_url_file.as_deref(),
+                only_live: true,
+                dry_run: false,
+                json: false,
+                stderr: common.json,
+            };
+            let bundles = job.run(&plan_sites(number, &plan)?)?;
+            Ok(if code == 0 { bundles } else { code })
         }
         WaveCmd::Start {
             number,
@@ -231,7 +274,7 @@ fn control(action: Option<Action>, t: &Target) -> anyhow::Result<i32> {
 }
 
 /// The sites of wave `number` of the plan file, in plan order.
-pub(super) fn plan_sites(number: u32, plan: &Path) -> anyhow::Result<Vec<String>> {
+pub(crate) fn plan_sites(number: u32, plan: &Path) -> anyhow::Result<Vec<String>> {
     let plan_file =
         planner::Plan::read(plan).with_context(|| format!("plan {}", plan.display()))?;
     let Some(w) = plan_file.waves.iter().find(|w| w.number == number) else {
