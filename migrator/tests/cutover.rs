@@ -211,6 +211,40 @@ fn site_moves_through_real_haproxy_and_rolls_back_with_new_side_writes() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("1 sites: rolled_back 1"), "{text}");
     assert!(text.contains("freeze p50"), "{text}");
+
+    // The same views as JSON (issue 22: `--json` on every read command).
+    let json_of = |args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .arg("--journal")
+            .arg(&jp)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        serde_json::from_slice(&out.stdout).expect("one JSON document")
+    };
+    let v = json_of(&["site", "show", "shop"]);
+    assert_eq!(v["state"], "rolled_back");
+    let phases: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["phase"].as_str().unwrap())
+        .collect();
+    assert!(
+        phases.contains(&"switch") && phases.contains(&"rollback-unfreeze"),
+        "{v}"
+    );
+    assert!(v["write_unavailability_ms"].as_f64().is_some(), "{v}");
+    let v = json_of(&["status"]);
+    assert_eq!(v["sites_total"], 1);
+    assert_eq!(v["counts"]["rolled_back"], 1);
+    assert_eq!(v["sites"][0]["site"], "shop");
+    assert!(
+        v["write_unavailability_ms"]["p50"].as_f64().is_some(),
+        "{v}"
+    );
 }
 
 #[test]

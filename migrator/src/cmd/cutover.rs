@@ -88,6 +88,9 @@ pub enum SiteCmd {
         /// The journal: its file (SQLite), or mysql://user@host:port/db?password_file=PATH.
         #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
         journal: PathBuf,
+        /// Print one JSON document: state, steps (with durations and errors), freeze, lease.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -169,6 +172,10 @@ pub enum CutoverCommand {
         /// exit 3 on a mismatch, 4 when a proxy did not answer).
         #[arg(long, value_name = "FILE")]
         sites: Option<PathBuf>,
+        /// Print one JSON document (counts, freeze percentiles, the wave, every site with its
+        /// state, freeze and bundle; with --sites the route check too); exit codes unchanged.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -325,7 +332,11 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             once,
             interval,
         } => finalize::lease_watch(&sites, &journal, once, interval),
-        CutoverCommand::Site(SiteCmd::Show { site, journal }) => show(&site, &journal),
+        CutoverCommand::Site(SiteCmd::Show {
+            site,
+            journal,
+            json,
+        }) => show(&site, &journal, json),
         CutoverCommand::Site(SiteCmd::SpecsFromLab {
             state,
             out,
@@ -357,7 +368,11 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             println!("{} site(s) written to {}", f.sites.len(), out.display());
             Ok(0)
         }
-        CutoverCommand::Status { journal, sites } => status(&journal, sites.as_deref()),
+        CutoverCommand::Status {
+            journal,
+            sites,
+            json,
+        } => status(&journal, sites.as_deref(), json),
     }
 }
 
@@ -365,7 +380,7 @@ fn open_existing(journal: &Path) -> anyhow::Result<Box<dyn JournalStore + Send>>
     crate::cmd::open_existing(journal)
 }
 
-fn show(site: &str, journal: &Path) -> anyhow::Result<i32> {
+fn show(site: &str, journal: &Path, json: bool) -> anyhow::Result<i32> {
     let journal = JournalLocation::parse(journal)?;
     if !journal.may_exist() {
         bail!("journal {journal} does not exist");
@@ -374,6 +389,44 @@ fn show(site: &str, journal: &Path) -> anyhow::Result<i32> {
     let Some(state) = j.site_state(site)? else {
         bail!("site {site} is not in journal {journal}");
     };
+    if json {
+        let steps: Vec<serde_json::Value> = j
+            .steps(site)?
+            .into_iter()
+            .map(|s| {
+                serde_json::json!({
+                    "phase": s.phase,
+                    "status": s.status.name(),
+                    "started_ms": s.started_ms,
+                    "ended_ms": s.ended_ms,
+                    "duration_ms": s.ended_ms.map(|e| e - s.started_ms),
+                    "bytes": s.bytes,
+                    "error": s.error,
+                })
+            })
+            .collect();
+        let lease = migrator::cutover::lease::get(&*j, site)?.map(|l| {
+            serde_json::json!({
+                "kind": match l.kind {
+                    migrator::cutover::lease::LeaseKind::Sync => "sync",
+                    migrator::cutover::lease::LeaseKind::Freeze => "freeze",
+                },
+                "pid": l.pid,
+                "host": l.host,
+                "expires_ms": l.expires_ms,
+            })
+        });
+        let doc = serde_json::json!({
+            "site": site,
+            "state": state.as_str(),
+            "steps": steps,
+            "write_unavailability_ms": checkpoints::get_num::<f64>(&*j, site, Checkpoint::FreezeMs)?,
+            "lease": lease,
+            "bundle": migrator::bundle::state::get(&*j, site)?,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(0);
+    }
     println!("{site}: {}", state.as_str());
     let steps = j.steps(site)?;
     let t0 = steps.first().map(|s| s.started_ms).unwrap_or(0);
@@ -418,7 +471,10 @@ Exit codes:
   4  with --sites: a proxy did not answer, its routes are not confirmed
   2  the command failed (journal, spec file)";
 
-fn status(journal: &Path, sites_file: Option<&Path>) -> anyhow::Result<i32> {
+fn status(journal: &Path, sites_file: Option<&Path>, json: bool) -> anyhow::Result<i32> {
+    if json {
+        return status_json(journal, sites_file);
+    }
     let j = open_existing(journal)?;
     let sites = j.sites()?;
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
@@ -484,4 +540,54 @@ fn status(journal: &Path, sites_file: Option<&Path>) -> anyhow::Result<i32> {
     )?;
     crate::cmd::routes::print_check(&r, spec_path, journal);
     Ok(r.exit_code())
+}
+
+/// `status --json`: the same figures as one document.
+fn status_json(journal: &Path, sites_file: Option<&Path>) -> anyhow::Result<i32> {
+    let j = open_existing(journal)?;
+    let sites = j.sites()?;
+    let bundles: std::collections::BTreeMap<String, migrator::bundle::state::BundleState> =
+        migrator::bundle::state::all(&j)?.into_iter().collect();
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    let mut freezes = Vec::new();
+    let mut rows = Vec::new();
+    for (site, st) in &sites {
+        *counts.entry(st.as_str()).or_default() += 1;
+        let freeze = checkpoints::get_num::<f64>(&j, site, Checkpoint::FreezeMs)?;
+        freezes.extend(freeze);
+        rows.push(serde_json::json!({
+            "site": site,
+            "state": st.as_str(),
+            "write_unavailability_ms": freeze,
+            "bundle": bundles.get(site),
+        }));
+    }
+    freezes.sort_by(|a, b| a.total_cmp(b));
+    let wave = migrator::control::Controls::open(journal)?.status(None)?;
+    let mut doc = serde_json::json!({
+        "plan": j.plan()?,
+        "sites_total": sites.len(),
+        "counts": counts,
+        "write_unavailability_ms": {
+            "p50": migrator::wave::percentile(&freezes, 50.0),
+            "p99": migrator::wave::percentile(&freezes, 99.0),
+            "sites": freezes.len(),
+        },
+        "wave": wave,
+        "sites": rows,
+    });
+    let mut code = 0;
+    if let Some(spec_path) = sites_file {
+        let specs = SpecFile::load(spec_path)?;
+        let r = crate::cmd::routes::check_with(
+            &specs.sites,
+            journal,
+            crate::cmd::routes::CHECK_TIMEOUT,
+            false,
+        )?;
+        code = r.exit_code();
+        doc["route_check"] = serde_json::to_value(&r)?;
+    }
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(code)
 }
