@@ -75,6 +75,10 @@ pub struct Settings {
     pub pin_wave: BTreeMap<String, u32>,
     /// Site ids not to move; their whole group stays.
     pub exclude: Vec<String>,
+    /// Why an excluded site is excluded, when a tool said (`migrator plan --exclude-from
+    /// preflight.jsonl`: its verdict and reasons); `plan explain` repeats it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exclude_why: BTreeMap<String, String>,
 }
 
 impl Default for Settings {
@@ -105,6 +109,7 @@ impl Default for Settings {
             pin_last: Vec::new(),
             pin_wave: BTreeMap::new(),
             exclude: Vec::new(),
+            exclude_why: BTreeMap::new(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod db;
 pub mod files;
 pub mod journal;
 pub mod planning;
+pub mod preflight;
 mod progress;
 pub mod routes;
 pub mod serve;
@@ -30,6 +31,8 @@ pub enum Command {
     Serve(serve::ServeCommand),
     #[command(flatten)]
     Watch(watch::WatchCommand),
+    #[command(flatten)]
+    Preflight(preflight::PreflightCommand),
 }
 
 /// Runs a command and returns the process exit code.
@@ -43,6 +46,7 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Routes(c) => routes::run(c),
         Command::Serve(c) => serve::run(c),
         Command::Watch(c) => watch::run(c),
+        Command::Preflight(c) => preflight::run_group(c),
     }
 }
 

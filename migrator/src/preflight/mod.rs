@@ -24,15 +24,23 @@
 //!   plugins, keys, engines, definers, sizes, the binary log's settings);
 //! - `verdict.rs`: a site's verdict and predicted freeze, the fleet summary;
 //! - `report.rs`: JSON lines and the static HTML report (every value escaped);
+//! - `run.rs`: a run over many sites (homes in parallel, then servers and databases, then
+//!   reports saved one by one), and the inventory's view of the fleet;
 //! - `store.rs`: results kept in the journal (table `preflight_sites`), so a rerun scans
 //!   only homes whose newest mtime changed and a killed run resumes where it stopped.
 
 pub mod code;
 pub mod config;
+pub mod db;
+pub mod report;
 pub mod rules;
+pub mod run;
+pub mod store;
+pub mod verdict;
 pub mod walk;
 
 pub use config::PreflightConfig;
+pub use verdict::{SiteReport, Verdict};
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
