@@ -18,8 +18,10 @@ PACKAGES=(
   pdns-server pdns-backend-sqlite3 sqlite3
   # tunnel: userspace WireGuard (no kernel module here) and its tools
   wireguard-go wireguard-tools iproute2
-  # small tools the lab and the benchmarks use
-  socat curl procps time ca-certificates
+  # small tools the lab and the benchmarks use; ripgrep is the pre-flight scan's benchmark limit
+  socat curl procps time ca-certificates ripgrep
+  # pre-flight (issue 21): a real WordPress tree to scan (/usr/share/wordpress)
+  wordpress
   # packages: built with dpkg-deb, their man pages checked with man -l (scripts/check-packages.sh)
   man-db groff-base
   # promtool (package prometheus; the server is not started): `promtool check metrics` on every

@@ -42,6 +42,7 @@ pub mod fleet;
 pub mod journal;
 pub mod lab_spec;
 pub mod monitor;
+pub mod preflight;
 pub mod real_systems;
 pub mod route_check;
 pub mod serve;

@@ -16,7 +16,7 @@ use migrator::journal::{
     open_journal, JournalError, JournalExt, JournalLocation, JournalStore, MariaDbJournal,
     SiteState, StepOutcome, StepStatus, MARIADB_SCHEMA_VERSION,
 };
-use migrator::{bundle, control, fleet, journal, route_check, serve};
+use migrator::{bundle, control, fleet, journal, preflight, route_check, serve};
 use mysql_async::{Opts, OptsBuilder};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;

@@ -120,7 +120,12 @@ pub fn explain(plan: &Plan, site: &str) -> Result<Explanation, PlanError> {
                 .unwrap_or_default()
         ),
         Reason::Excluded { site: s } => format!(
-            "Why no wave: site {s} is excluded, so its whole group stays in the old datacenter."
+            "Why no wave: site {s} is excluded{}, so its whole group stays in the old datacenter.",
+            plan.settings
+                .exclude_why
+                .get(s)
+                .map(|why| format!(" ({why})"))
+                .unwrap_or_default()
         ),
     });
     if let Some(d) = &group.deferred {

@@ -108,6 +108,10 @@ impl Inventory {
     pub fn db_name(&self, d: usize) -> &str {
         self.databases.name[d].get(&self.databases.text)
     }
+    /// The one account of database `d`.
+    pub fn db_user(&self, d: usize) -> &str {
+        self.databases.user[d].get(&self.databases.text)
+    }
     /// True when web cluster `c` is in a destination datacenter.
     pub fn cluster_is_destination(&self, c: usize) -> bool {
         self.dc_role(&self.clusters[c].dc) == Some(DcRole::Destination)

@@ -92,6 +92,10 @@ pub struct Settings {
     /// Waves run per night when `campaign_start` is set.
     #[serde(skip_serializing_if = "is_one")]
     pub waves_per_night: u32,
+    /// Why an excluded site is excluded, when a tool said (`migrator plan --exclude-from
+    /// preflight.jsonl`: its verdict and reasons); `plan explain` repeats it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exclude_why: BTreeMap<String, String>,
 }
 
 fn is_one(v: &u32) -> bool {
@@ -128,6 +132,7 @@ impl Default for Settings {
             exclude: Vec::new(),
             campaign_start: None,
             waves_per_night: 1,
+            exclude_why: BTreeMap::new(),
         }
     }
 }

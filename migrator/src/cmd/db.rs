@@ -54,7 +54,11 @@ pub struct DbSides {
     pub dst_url_file: Option<PathBuf>,
 }
 
-fn url_from(file: &Option<PathBuf>, var: &str, side: &str) -> anyhow::Result<mysql_async::Opts> {
+pub(super) fn url_from(
+    file: &Option<PathBuf>,
+    var: &str,
+    side: &str,
+) -> anyhow::Result<mysql_async::Opts> {
     let text = match file {
         Some(f) => {
             let md =

@@ -6,6 +6,7 @@ pub mod db;
 pub mod files;
 pub mod journal;
 pub mod planning;
+pub mod preflight;
 mod progress;
 pub mod routes;
 pub mod serve;
@@ -34,6 +35,8 @@ pub enum Command {
     Serve(serve::ServeCommand),
     #[command(flatten)]
     Watch(watch::WatchCommand),
+    #[command(flatten)]
+    Preflight(preflight::PreflightCommand),
 }
 
 /// Runs a command and returns the process exit code.
@@ -48,6 +51,7 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Bundle(c) => bundle::run(c),
         Command::Serve(c) => serve::run(c),
         Command::Watch(c) => watch::run(c),
+        Command::Preflight(c) => preflight::run_group(c),
     }
 }
 

@@ -134,6 +134,10 @@ struct PlanArgs {
     /// File with one site id per line (# comments) not to move.
     #[arg(long, value_name = "FILE")]
     exclude_file: Vec<PathBuf>,
+    /// `migrator preflight`'s JSON lines: its `blocked` sites are not moved (their whole
+    /// group stays), and `plan explain` says why.
+    #[arg(long, value_name = "PREFLIGHT_JSONL")]
+    exclude_from: Vec<PathBuf>,
     /// Stop reading the inventory after this many problems.
     #[arg(long, default_value_t = 20)]
     max_errors: usize,
@@ -421,6 +425,17 @@ fn settings_from(a: &PlanArgs) -> anyhow::Result<Settings> {
         .extend(a.exclude.iter().filter(|x| !x.is_empty()).cloned());
     for f in &a.exclude_file {
         s.exclude.extend(read_list(f)?);
+    }
+    for f in &a.exclude_from {
+        for r in migrator::preflight::report::read_jsonl(f)? {
+            if r.verdict == migrator::preflight::Verdict::Blocked {
+                s.exclude_why.insert(
+                    r.site.clone(),
+                    format!("pre-flight verdict blocked: {}", r.reasons.join(", ")),
+                );
+                s.exclude.push(r.site);
+            }
+        }
     }
     s.validate()?;
     Ok(s)

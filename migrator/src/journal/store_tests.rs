@@ -1,7 +1,7 @@
 //! The store cases (`suite_store.rs`: controls, route checks, the dashboard's summary) on
 //! SQLite files.
 
-pub(crate) use crate::{bundle, control, fleet, journal, route_check, serve};
+pub(crate) use crate::{bundle, control, fleet, journal, preflight, route_check, serve};
 
 #[path = "suite_store.rs"]
 mod suite_store;

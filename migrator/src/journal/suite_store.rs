@@ -10,6 +10,7 @@
 use super::control::{Action, Controls, WaveStatus, STOP_RULE_SOURCE};
 use super::fleet::Fleet;
 use super::journal::{open_journal_at, open_sql_at, JournalExt, SiteState, StepOutcome};
+use super::preflight::{store as preflight, SiteReport, Verdict};
 use super::route_check::{store as routes, RouteReport};
 use super::serve::{metrics, queries, site, summary};
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ pub const STORE_CASES: &[(&str, StoreCase)] = &[
     ("fleet_claims_are_exclusive", fleet_claims_are_exclusive),
     ("fleet_claims_expire_and_obey", fleet_claims_expire_and_obey),
     ("fleet_resource_caps_hold", fleet_resource_caps_hold),
+    ("preflight_results_are_kept", preflight_results_are_kept),
 ];
 
 /// Runs every case on a journal from `fresh`, saying which one runs.
@@ -426,4 +428,34 @@ pub fn fleet_resource_caps_hold(b: &dyn StoreBackend) {
     assert_eq!(other.claim(3, "w5", 60_000).unwrap(), None);
     f.set_cap("sql:a", 0).unwrap();
     assert_eq!(other.claim(3, "w5", 60_000).unwrap().unwrap().group, 2);
+}
+
+/// Pre-flight results (`preflight::store`): replaced per site, read back whole, counted.
+pub fn preflight_results_are_kept(b: &dyn StoreBackend) {
+    let db = open_sql_at(&b.journal()).unwrap();
+    assert_eq!(preflight::load(&*db, "a").unwrap(), None);
+    let mut r = SiteReport {
+        site: "a".into(),
+        verdict: Verdict::Blocked,
+        reasons: vec!["php.ereg".into()],
+        predicted_freeze_ms: 700,
+        findings: vec![],
+        files: Default::default(),
+        databases: vec![],
+        home_stamp: u64::MAX - 3,
+    };
+    preflight::save(&*db, &r).unwrap();
+    r.verdict = Verdict::Ok;
+    r.reasons.clear();
+    preflight::save(&*db, &r).unwrap();
+    let other = SiteReport {
+        site: "b".into(),
+        ..r.clone()
+    };
+    preflight::save(&*db, &other).unwrap();
+    assert_eq!(preflight::load(&*db, "a").unwrap(), Some(r));
+    assert_eq!(
+        preflight::counts(&*db).unwrap(),
+        vec![("ok".to_string(), 2)]
+    );
 }

@@ -45,7 +45,16 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Step `i` brings the schema from version `i` to `i + 1`. Append only; each statement must be
 /// safe to run twice and concurrently (`IF NOT EXISTS`).
-const MIGRATIONS: &[&[&str]] = &[V1, V2_CONTROLS_AND_ROUTES, V3_FLEET];
+const MIGRATIONS: &[&[&str]] = &[V1, V2_CONTROLS_AND_ROUTES, V3_FLEET, V4_PREFLIGHT];
+
+/// Pre-flight results per site (`crate::preflight::store`).
+const V4_PREFLIGHT: &[&str] = &["CREATE TABLE IF NOT EXISTS preflight_sites (
+        site VARBINARY(255) NOT NULL PRIMARY KEY,
+        stamp VARCHAR(32) CHARACTER SET ascii NOT NULL,
+        verdict VARCHAR(16) CHARACTER SET ascii NOT NULL,
+        json LONGTEXT CHARACTER SET utf8mb4 NOT NULL,
+        scanned_ms BIGINT NOT NULL
+    ) ENGINE=InnoDB"];
 
 /// Waves started for workers and their move groups, claimed with a lease (`crate::fleet`).
 const V3_FLEET: &[&str] = &[

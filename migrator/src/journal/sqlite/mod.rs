@@ -41,7 +41,7 @@ impl rusqlite::types::FromSql for SiteState {
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Step `i` brings the schema from version `i` to `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &[V1, V2_CONTROLS_AND_ROUTES, V3_FLEET];
+const MIGRATIONS: &[&str] = &[V1, V2_CONTROLS_AND_ROUTES, V3_FLEET, V4_PREFLIGHT];
 
 const V1: &str = "
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -89,6 +89,13 @@ CREATE TABLE IF NOT EXISTS group_resources (
     PRIMARY KEY (wave, grp, resource));
 CREATE INDEX IF NOT EXISTS group_resources_resource ON group_resources(resource, wave, grp);
 CREATE TABLE IF NOT EXISTS resource_caps (resource TEXT PRIMARY KEY, cap INTEGER NOT NULL);
+";
+
+/// Pre-flight results per site (`crate::preflight::store`).
+const V4_PREFLIGHT: &str = "
+CREATE TABLE IF NOT EXISTS preflight_sites (
+    site TEXT PRIMARY KEY, stamp TEXT NOT NULL, verdict TEXT NOT NULL, json TEXT NOT NULL,
+    scanned_ms INTEGER NOT NULL);
 ";
 
 /// Applies the missing migrations (see the file's documentation).
