@@ -24,12 +24,12 @@ fn window(name: &str, start: &str, end: &str, tz: &str) -> WaveWindow {
     }
 }
 
-/// 30 sites, each with a 01:00–05:00 Europe/Paris maintenance window.
-fn paris_inventory(dir: &std::path::Path) {
-    let sites = (0..30)
+/// `n` sites of 1000 bytes, each with maintenance window `window`, on one roomy destination.
+fn inventory(dir: &std::path::Path, n: usize, window: Option<Window>) {
+    let sites = (0..n)
         .map(|i| {
             let mut s = site(&format!("s{i:02}"), &format!("l{i:02}"), 1000, &[]);
-            s.window = Some(Window::new("01:00", "05:00", "Europe/Paris"));
+            s.window = window.clone();
             s
         })
         .collect();
@@ -40,6 +40,11 @@ fn paris_inventory(dir: &std::path::Path) {
         dbs: vec![],
     }
     .write(dir, SitesFormat::Jsonl);
+}
+
+/// 30 sites, each with a 01:00–05:00 Europe/Paris maintenance window.
+fn paris_inventory(dir: &std::path::Path) {
+    inventory(dir, 30, Some(Window::new("01:00", "05:00", "Europe/Paris")));
 }
 
 /// Two UTC wave windows: in winter only `late` lies inside 01:00–05:00 Paris (00:00–04:00
@@ -103,6 +108,13 @@ fn check_inside_paris_window(p: &Plan) -> Vec<(String, String)> {
     out
 }
 
+/// Each night's wave window is the one `expected` names for its date.
+fn expect_windows(nights: &[(String, String)], expected: impl Fn(&str) -> &'static str) {
+    for (date, win) in nights {
+        assert_eq!(win, expected(date), "night {date}: {nights:?}");
+    }
+}
+
 #[test]
 fn march_change_keeps_paris_customers_in_their_local_window() {
     let t = tempfile::tempdir().unwrap();
@@ -110,14 +122,10 @@ fn march_change_keeps_paris_customers_in_their_local_window() {
     let p = plan(t.path(), &settings("2027-03-20"));
     let nights = check_inside_paris_window(&p);
     // Before the change (CET) the `late` window, after it (CEST) the `early` one.
-    for (date, win) in &nights {
-        let expected = if date.as_str() < "2027-03-28" {
-            "late"
-        } else {
-            "early"
-        };
-        assert_eq!(win, expected, "night {date}: {nights:?}");
-    }
+    expect_windows(
+        &nights,
+        |date| if date < "2027-03-28" { "late" } else { "early" },
+    );
     assert!(nights.iter().any(|(_, w)| w == "late") && nights.iter().any(|(_, w)| w == "early"));
     // The `early` wave of the night dated 28 March (UTC) runs 01:00-05:00 CEST on the 29th.
     let w = p
@@ -139,14 +147,13 @@ fn october_change_keeps_paris_customers_in_their_local_window() {
     let nights = check_inside_paris_window(&p);
     // Summer until the night of 30 to 31 October (the `early` window starts on the 30th at
     // 23:00 UTC = 01:00 CEST on the 31st), winter after.
-    for (date, win) in &nights {
-        let expected = if date.as_str() <= "2027-10-30" {
+    expect_windows(&nights, |date| {
+        if date <= "2027-10-30" {
             "early"
         } else {
             "late"
-        };
-        assert_eq!(win, expected, "night {date}: {nights:?}");
-    }
+        }
+    });
 }
 
 #[test]
@@ -160,32 +167,23 @@ fn nights_no_window_suits_are_skipped_until_one_does() {
     s.windows.truncate(1);
     let p = plan(t.path(), &s);
     let nights = check_inside_paris_window(&p);
-    let dates: Vec<&str> = nights.iter().map(|(d, _)| d.as_str()).collect();
-    assert_eq!(
-        &dates[..7],
-        [
-            "2027-03-21",
-            "2027-03-22",
-            "2027-03-23",
-            "2027-03-24",
-            "2027-03-25",
-            "2027-03-26",
-            "2027-03-27"
-        ]
-    );
-    assert_eq!(
-        &dates[7..],
-        [
-            "2027-10-31",
-            "2027-11-01",
-            "2027-11-02",
-            "2027-11-03",
-            "2027-11-04",
-            "2027-11-05",
-            "2027-11-06",
-            "2027-11-07"
-        ]
-    );
+    let dates: Vec<String> = nights.iter().map(|(d, _)| d.clone()).collect();
+    // Seven winter nights in March, then the next eight from 31 October.
+    let mut want = consecutive_nights("2027-03-21", 7);
+    want.extend(consecutive_nights("2027-10-31", 8));
+    assert_eq!(dates, want);
+}
+
+/// `n` dates one after another from `start` (computed by jiff, not by the planner).
+fn consecutive_nights(start: &str, n: i64) -> Vec<String> {
+    let d: jiff::civil::Date = start.parse().unwrap();
+    (0..n)
+        .map(|k| {
+            d.checked_add(jiff::Span::new().days(k))
+                .unwrap()
+                .to_string()
+        })
+        .collect()
 }
 
 #[test]
@@ -215,16 +213,7 @@ fn a_named_zone_needs_dates_and_the_error_names_the_site() {
 #[test]
 fn a_wave_window_in_paris_is_shorter_on_the_spring_night() {
     let t = tempfile::tempdir().unwrap();
-    let sites = (0..6)
-        .map(|i| site(&format!("s{i}"), &format!("l{i}"), 1000, &[]))
-        .collect();
-    Small {
-        dest_clusters: vec![(1 << 40, 1000)],
-        dest_sql: vec![],
-        sites,
-        dbs: vec![],
-    }
-    .write(t.path(), SitesFormat::Jsonl);
+    inventory(t.path(), 6, None);
     let s = Settings {
         bandwidth: "8bit/s".into(),
         efficiency: 1.0,

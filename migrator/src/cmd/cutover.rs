@@ -531,15 +531,23 @@ fn status(journal: &Path, sites_file: Option<&Path>, json: bool) -> anyhow::Resu
     let Some(spec_path) = sites_file else {
         return Ok(0);
     };
+    let r = route_check(journal, spec_path)?;
+    crate::cmd::routes::print_check(&r, spec_path, journal);
+    Ok(r.exit_code())
+}
+
+/// `status --sites`: the proxies' routes against the journal (read-only, not recorded).
+fn route_check(
+    journal: &Path,
+    spec_path: &Path,
+) -> anyhow::Result<migrator::route_check::RouteReport> {
     let specs = SpecFile::load(spec_path)?;
-    let r = crate::cmd::routes::check_with(
+    crate::cmd::routes::check_with(
         &specs.sites,
         journal,
         crate::cmd::routes::CHECK_TIMEOUT,
         false,
-    )?;
-    crate::cmd::routes::print_check(&r, spec_path, journal);
-    Ok(r.exit_code())
+    )
 }
 
 /// `status --json`: the same figures as one document.
@@ -578,13 +586,7 @@ fn status_json(journal: &Path, sites_file: Option<&Path>) -> anyhow::Result<i32>
     });
     let mut code = 0;
     if let Some(spec_path) = sites_file {
-        let specs = SpecFile::load(spec_path)?;
-        let r = crate::cmd::routes::check_with(
-            &specs.sites,
-            journal,
-            crate::cmd::routes::CHECK_TIMEOUT,
-            false,
-        )?;
+        let r = route_check(journal, spec_path)?;
         code = r.exit_code();
         doc["route_check"] = serde_json::to_value(&r)?;
     }
