@@ -175,11 +175,27 @@ fn groups_done(m: &Migrator) -> Result<(i64, i64)> {
 /// A site of `sites` with a step of `phase` started and not ended.
 fn inside_phase(j: &dyn JournalStore, sites: &[String], phase: &str) -> Option<String> {
     sites.iter().find_map(|s| {
-        j.steps(s)
-            .ok()?
-            .iter()
-            .any(|x| x.phase == phase && x.ended_ms.is_none())
-            .then(|| s.clone())
+        let steps = j.steps(s).ok()?;
+        let inside = if phase == "freeze" {
+            // Inside the freeze window: from the freeze step to the end of unfreeze (about a
+            // second: pause, final sync, verify, switch). The `freeze` step alone lasts a few
+            // milliseconds, which a 20 ms poll misses (seen in CI: worker 1 finished first).
+            let frozen_at = steps
+                .iter()
+                .filter(|x| x.phase == "freeze")
+                .map(|x| x.started_ms)
+                .max();
+            frozen_at.is_some_and(|f| {
+                !steps
+                    .iter()
+                    .any(|x| x.phase == "unfreeze" && x.started_ms >= f && x.ended_ms.is_some())
+            })
+        } else {
+            steps
+                .iter()
+                .any(|x| x.phase == phase && x.ended_ms.is_none())
+        };
+        inside.then(|| s.clone())
     })
 }
 
