@@ -4,14 +4,14 @@
 //! under a name the operator chooses, a home into a directory). A restore checks the
 //! signature and the part's hash first: a tampered bundle is never loaded.
 
-use super::part::{tail, ClientOptions};
+use super::part::{spawn_reading_stderr, tail, ClientOptions};
 use super::store::{self, BundleRef, BundleStore};
 use super::{BundleError, BundleManifest, DbRecord, Result};
 use crate::db::schema::{ident, Side};
 use ed25519_dalek::VerifyingKey;
 use mysql_async::prelude::*;
 use mysql_async::Opts;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -302,18 +302,8 @@ fn feed(
         message: format!("part {name}: missing"),
     })?;
     let mut dec = zstd::Decoder::new(src).map_err(BundleError::io(name))?;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    let (mut child, errs) = spawn_reading_stderr(&mut cmd, Stdio::piped(), Stdio::null())
         .map_err(|e| fail(format!("cannot start it: {e}")))?;
-    let mut stderr = child.stderr.take().expect("stderr piped");
-    let errs = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
     let mut stdin = child.stdin.take().expect("stdin piped");
     let copied = std::io::copy(&mut dec, &mut stdin).and_then(|_| stdin.flush());
     drop(stdin);

@@ -126,18 +126,8 @@ pub fn write_part_from_child(
         what: what.to_string(),
         message,
     };
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let (mut child, errs) = spawn_reading_stderr(&mut cmd, Stdio::null(), Stdio::piped())
         .map_err(|e| fail(format!("cannot start it: {e}")))?;
-    let mut stderr = child.stderr.take().expect("stderr piped");
-    let errs = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
     let stdout = child.stdout.take().expect("stdout piped");
     let written = write_part_checked(sink, name, kind, stdout, throttle, &mut child);
     let status = child.wait().map_err(|e| fail(e.to_string()))?;
@@ -211,6 +201,27 @@ fn wait_ok(pid: u32) -> bool {
 }
 
 /// The last lines of a program's stderr (errors come last).
+/// Starts `cmd` with its stderr read into a string by a thread of its own (a chatty program
+/// never blocks on a full pipe); join the handle once the child is done.
+pub fn spawn_reading_stderr(
+    cmd: &mut Command,
+    stdin: Stdio,
+    stdout: Stdio,
+) -> std::io::Result<(std::process::Child, std::thread::JoinHandle<String>)> {
+    let mut child = cmd
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    let errs = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    Ok((child, errs))
+}
+
 pub fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.trim().lines().collect();
     lines[lines.len().saturating_sub(5)..].join(" / ")
