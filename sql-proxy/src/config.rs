@@ -478,17 +478,29 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// The smallest valid config, to append tables to.
+    const BASE: &str = r#"
+        listen = ["127.0.0.1:3306"]
+        users_file = "users.json"
+        default_side = "old"
+        [backends]
+        old = "127.0.0.1:3307"
+    "#;
+
+    #[test]
+    fn admin_tls_cert_without_key_is_refused_naming_the_field() {
+        let text = format!(
+            "{BASE}\n[admin]\nlisten = \"127.0.0.1:9090\"\ntoken_file = \"t\"\ntls_cert = \"c.pem\"\n"
+        );
+        let cfg: Config = toml::from_str(&text).unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("admin.tls_key"), "{e}");
+    }
+
     #[test]
     fn example_parses_and_bad_side_is_named() {
-        let text = r#"
-            listen = ["127.0.0.1:3306"]
-            users_file = "users.json"
-            default_side = "old"
-            [backends]
-            old = "127.0.0.1:3307"
-            [databases.shop]
-            side = "new"
-        "#;
+        let text = format!("{BASE}\n[databases.shop]\nside = \"new\"\n");
+        let text = text.as_str();
         let cfg: Config = toml::from_str(text).unwrap();
         assert_eq!(cfg.databases["shop"].mode, Mode::Open);
         // A [limits] table with one field keeps the defaults of the others.
