@@ -98,6 +98,18 @@ pub(crate) fn backend_err_to_client(e: &BackendError, db: &str) -> ErrPacket {
     }
 }
 
+/// An error refusing a login, as the stock clients read it. Codes 2000-2999 are the client
+/// library's own: sent by a server during the handshake, libmariadb reports them as "2027
+/// malformed packet" and drops the text, so they go out as 1429 ("unable to connect to
+/// foreign data source", what a server says when the source behind it is unreachable).
+pub(crate) fn login_refusal(e: ErrPacket) -> ErrPacket {
+    if (2000..3000).contains(&e.code) {
+        ErrPacket::new(1429, "HY000", e.message)
+    } else {
+        e
+    }
+}
+
 /// Serves one client connection to its end. `_conn` keeps it counted against the connection
 /// limits until then.
 pub async fn serve(
@@ -301,13 +313,13 @@ async fn login(
     let gate = s.gate(0).await;
     s.info.in_flight.store(false, Ordering::SeqCst);
     if let Err(e) = gate {
-        write_client(&mut s.client, seq, &e.build()).await?;
+        write_client(&mut s.client, seq, &login_refusal(e).build()).await?;
         return refused(s, claim);
     }
     if s.backend.is_none() {
         let side = s.info.side.lock().expect("side lock").clone();
         if let Err(e) = s.connect_backend(&side).await {
-            write_client(&mut s.client, seq, &e.build()).await?;
+            write_client(&mut s.client, seq, &login_refusal(e).build()).await?;
             return refused(s, claim);
         }
     }

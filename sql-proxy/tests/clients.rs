@@ -453,3 +453,27 @@ async fn prefer_socket_clients_on_the_backend_host_stay_on_the_proxy() {
         .unwrap();
     conn.disconnect().await.unwrap();
 }
+
+/// A login the proxy cannot carry to its backend (the server is down) reaches the stock
+/// client with the proxy's reason, not as "2027 malformed packet" (what libmariadb makes of a
+/// client-range code such as 2013 sent during the handshake).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_whose_backend_is_down_reads_with_the_reason() {
+    let mut db = backend();
+    let p = proxy(&db, None, Default::default()).await;
+    db.stop();
+    let out = run_cli(
+        p.addr,
+        APP_USER,
+        APP_PASSWORD,
+        vec!["shop"],
+        "SELECT 1".into(),
+    )
+    .await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ERROR 1429 (HY000): sql-proxy: database 'shop' is unreachable right now"),
+        "{err}"
+    );
+}
