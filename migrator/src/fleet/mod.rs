@@ -31,6 +31,9 @@ use std::path::Path;
 
 pub mod worker;
 
+#[cfg(test)]
+mod tests;
+
 /// Candidate groups looked at per claim when caps hold the first ones back.
 const CANDIDATES: usize = 20;
 /// Claims run again after a deadlock or Galera certification conflict rolled them back.
@@ -402,6 +405,25 @@ impl Fleet {
             ],
         )?;
         Ok(r.affected == 1)
+    }
+
+    /// The sites of `wave`'s groups claimed now, live claims and run-out ones alike (a dead
+    /// worker's site may be frozen under either): what the workers' watchdog looks at.
+    pub fn claimed_sites(&self, wave: u32) -> Result<Vec<String>, JournalError> {
+        let mut out = Vec::new();
+        for r in self.db.query(
+            "SELECT sites FROM wave_groups WHERE wave = ? AND state = 'claimed'",
+            &[wave.into()],
+        )? {
+            let sites: Vec<String> =
+                serde_json::from_str(&r.text(0)?).map_err(|e| JournalError::BadValue {
+                    journal: self.db.name().to_string(),
+                    what: "a move group's sites",
+                    reason: e.to_string(),
+                })?;
+            out.extend(sites);
+        }
+        Ok(out)
     }
 
     /// Groups of `wave` by where they are.
