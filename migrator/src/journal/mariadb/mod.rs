@@ -195,7 +195,7 @@ impl MariaDbJournal {
     /// database on each): connects to the first that answers, and moves to the next when its
     /// node goes away.
     pub fn open_any(nodes: Vec<Opts>) -> Result<Self> {
-        let name = store_name_all(&nodes);
+        let name = sql_proxy::store_nodes::name(&nodes);
         if nodes.is_empty() || nodes.iter().any(|o| o.db_name().is_none_or(str::is_empty)) {
             return Err(JournalError::NoDatabase { journal: name });
         }
@@ -378,15 +378,6 @@ impl Drop for MariaDbJournal {
 
 /// `mysql://host:port/db`: what the journal is called in messages.
 /// `mysql://host:port,host:port/db`: every node, as messages name a clustered journal.
-pub(super) fn store_name_all(nodes: &[Opts]) -> String {
-    let hosts: Vec<String> = nodes
-        .iter()
-        .map(|o| format!("{}:{}", o.ip_or_hostname(), o.tcp_port()))
-        .collect();
-    let db = nodes.first().and_then(|o| o.db_name()).unwrap_or("");
-    format!("mysql://{}/{db}", hosts.join(","))
-}
-
 impl JournalStore for MariaDbJournal {
     fn name(&self) -> &str {
         &self.name
