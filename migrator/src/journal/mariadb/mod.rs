@@ -45,7 +45,18 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Step `i` brings the schema from version `i` to `i + 1`. Append only; each statement must be
 /// safe to run twice and concurrently (`IF NOT EXISTS`).
-const MIGRATIONS: &[&[&str]] = &[V1, V2_CONTROLS_AND_ROUTES, V3_FLEET, V4_PREFLIGHT];
+const MIGRATIONS: &[&[&str]] = &[
+    V1,
+    V2_CONTROLS_AND_ROUTES,
+    V3_FLEET,
+    V4_PREFLIGHT,
+    V5_CLAIM_INDEX,
+];
+
+/// The fleet's claims look up a wave's claimable groups by state (`crate::fleet`): without
+/// it each claim walked the primary key `(wave, grp)` through every group already done.
+const V5_CLAIM_INDEX: &[&str] =
+    &["CREATE INDEX IF NOT EXISTS wave_groups_claim ON wave_groups (wave, state, grp)"];
 
 /// Pre-flight results per site (`crate::preflight::store`).
 const V4_PREFLIGHT: &[&str] = &["CREATE TABLE IF NOT EXISTS preflight_sites (
