@@ -11,7 +11,10 @@
 //!   guarantees, the freeze lease TTL (= the claim lease here) plus one watchdog poll plus the
 //!   abort's own duration;
 //! - `store_node_loss`: Galera node `store_kill_node` (1-based; by its recorded PID) is
-//!   SIGKILLed once a fraction of the sites switched; the wave goes on and completes;
+//!   SIGKILLed once a fraction of the sites switched; the wave goes on and completes. Node 1 is
+//!   the first proxy's store node (it names every node): it must be seen using it before the
+//!   kill and never fence after it (`GET /fleet` sampled until a few seconds after the
+//!   cluster evicted the node);
 //! - `proxy_partition`: while a site's `switch` runs, the second proxy's store node is made
 //!   unreachable from old-dc (a blackhole route in old-dc's namespace: this kernel has neither
 //!   nft nor iptables); that proxy must fence itself (`GET /fleet`: `fenced`) within its
@@ -436,19 +439,70 @@ pub(super) fn store_node_loss(
     let i = sec.store_kill_node.saturating_sub(1);
     let rec = crate::galera::node_process(st, i)
         .ok_or_else(|| LabError::Internal(format!("galera node{} is not running", i + 1)))?;
+    let f = st.fleet.as_ref().ok_or(LabError::Missing("fleet"))?;
+    // The first proxy names every node from node 1 (`sql_proxy::fleet_toml`): when node 1 is
+    // the one killed, it is the node that proxy uses, which must be seen before the kill.
+    let proxy1 = st
+        .sql_proxy
+        .as_ref()
+        .ok_or(LabError::Missing("sql-proxy"))?;
+    let on_node = |k: usize| {
+        crate::galera::exec(
+            &f.nodes[k],
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = '{}'",
+                f.routes_db
+            ),
+        )
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+    };
+    let proxy_node = i == 0;
+    if proxy_node {
+        let routes = on_node(0);
+        r.events.push(format!(
+            "before the kill: {routes} route-store connection(s) on node1 (the first proxy's)"
+        ));
+        if routes == 0 {
+            r.violations
+                .push("the first proxy was not using node1 before the kill".into());
+        }
+    }
     let at = unix_ms();
     process::signal_pid(rec.pid, libc::SIGKILL);
-    // Until the others evicted it, their commits stall: a fault window for the traffic.
-    let f = st.fleet.as_ref().ok_or(LabError::Missing("fleet"))?;
+    // Until the others evicted it, their commits stall: a fault window for the traffic. The
+    // first proxy's fence flag is sampled meanwhile and a few seconds after.
     let other = &f.nodes[(i + 1) % f.nodes.len()];
-    let shrunk = process::wait_until(Duration::from_secs(30), || match crate::galera::node_state(
-        other,
-    ) {
-        Ok((_, n)) if n == f.nodes.len() - 1 => Ok(()),
-        Ok((_, n)) => Err(format!("cluster size {n}")),
-        Err(e) => Err(e.to_string()),
+    let mut fence = FenceWatch::default();
+    let shrunk = process::wait_until(Duration::from_secs(30), || {
+        fence.sample(proxy1);
+        match crate::galera::node_state(other) {
+            Ok((_, n)) if n == f.nodes.len() - 1 => Ok(()),
+            Ok((_, n)) => Err(format!("cluster size {n}")),
+            Err(e) => Err(e.to_string()),
+        }
     });
     let end = unix_ms();
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(5) {
+        fence.sample(proxy1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    r.events.push(format!(
+        "the first proxy after the kill: fenced in {} of {} samples, lease age max {} ms (lease {} ms); route-store connections on the other nodes: {}",
+        fence.fenced,
+        fence.samples,
+        fence.max_lease_age_ms,
+        f.proxy_lease_ms,
+        (0..f.nodes.len()).filter(|&k| k != i).map(on_node).sum::<u64>()
+    ));
+    if proxy_node && (fence.fenced > 0 || fence.samples == 0) {
+        r.violations.push(format!(
+            "the first proxy fenced itself ({} of {} samples) when its store node was killed: it should have moved to another node",
+            fence.fenced, fence.samples
+        ));
+    }
     faults.push((at, end));
     r.events.push(format!(
         "SIGKILL galera node{} (pid {}) at {:.1} s, {} sites switched; cluster of {} after {} ms ({shrunk:?})",
@@ -464,6 +518,30 @@ pub(super) fn store_node_loss(
             .push(format!("galera node{} survived SIGKILL", i + 1));
     }
     finish(m, r, &mut w, t, None)
+}
+
+/// A proxy's `GET /fleet` sampled: how often it said `fenced`, its oldest lease.
+#[derive(Default)]
+struct FenceWatch {
+    samples: u32,
+    fenced: u32,
+    max_lease_age_ms: u64,
+}
+
+impl FenceWatch {
+    fn sample(&mut self, p: &crate::state::ProxyState) {
+        let Ok(body) = crate::sql_proxy::admin_get_at(p, "/fleet") else {
+            return;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+            return;
+        };
+        self.samples += 1;
+        self.fenced += u32::from(v["fenced"].as_bool().unwrap_or(false));
+        self.max_lease_age_ms = self
+            .max_lease_age_ms
+            .max(v["lease_age_ms"].as_u64().unwrap_or(0));
+    }
 }
 
 /// `ip route add|del blackhole ADDR/32` in old-dc's namespace.
