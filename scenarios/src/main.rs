@@ -255,6 +255,23 @@ fn main() -> anyhow::Result<()> {
                     report.check.failed_in_fault,
                     report.check.failed
                 );
+                if let Some(k) = &m.killed {
+                    println!(
+                        "killed worker (pid {}): {} killed {} ms into {}; its freeze windows {:?} ms, sum {} ms; the cut one ended by {} {} ms after the kill (bound {} ms)",
+                        k.pid,
+                        k.site,
+                        k.killed_after_ms,
+                        k.phase,
+                        k.windows_ms,
+                        k.sum_ms,
+                        k.cut_ended_by.as_deref().unwrap_or("-"),
+                        k.cut_ended_after_kill_ms.map_or("-".into(), |v| v.to_string()),
+                        k.cut_bound_after_kill_ms.map_or("-".into(), |v| v.to_string()),
+                    );
+                }
+                for (site, w) in m.freeze_windows_ms.iter().filter(|(_, w)| w.len() > 1) {
+                    println!("  {site}: {} freeze windows {w:?} ms", w.len());
+                }
             }
             if !report.passed() {
                 bail!("scenario `{name}` FAILED: {}", report.violations.join("; "));

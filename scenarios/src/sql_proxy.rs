@@ -239,12 +239,18 @@ fn start_instance(st: &mut LabState, inst: &Instance, store_node: usize) -> Resu
     Ok(p)
 }
 
-/// `[fleet]` of an instance: one fleet for old-dc's SQL server, the store on one node.
+/// `[fleet]` of an instance: one fleet for old-dc's SQL server. The first instance names
+/// every store node from node 1 (it fails over when its node dies: `store-node-loss` kills
+/// that one); the second only node `store_node`, so cutting that node off fences it
+/// (`proxy-partition`: both instances share old-dc's namespace, a route cannot single one out).
 pub fn fleet_toml(f: &FleetState, instance: &str, store_node: usize) -> String {
+    let store = match store_node {
+        0 => f.store_url_all(0),
+        i => f.store_url(i),
+    };
     format!(
-        "\n[fleet]\nname = \"old-dc-sql\"\ninstance = \"{instance}\"\nstore = \"{}\"\n\
+        "\n[fleet]\nname = \"old-dc-sql\"\ninstance = \"{instance}\"\nstore = \"{store}\"\n\
          password_file = \"{}\"\nlease_ms = {}\npoll_ms = 200\n",
-        f.store_url(store_node),
         f.password_file.display(),
         f.proxy_lease_ms
     )

@@ -126,20 +126,36 @@ impl GaleraNode {
 }
 
 impl FleetState {
-    /// The migrator's `--journal` URL naming every node, starting with node `first` (workers
-    /// start on different nodes; each moves to the next when its node goes away).
-    pub fn journal_url(&self, first: usize) -> String {
+    /// Every node's `addr:port`, comma-separated, starting with node `first`.
+    fn hosts_from(&self, first: usize) -> String {
         let n = self.nodes.len().max(1);
         let hosts: Vec<String> = (0..self.nodes.len())
             .map(|i| &self.nodes[(first + i) % n])
             .map(|g| format!("{}:{}", g.addr, g.port))
             .collect();
+        hosts.join(",")
+    }
+
+    /// The migrator's `--journal` URL naming every node, starting with node `first` (workers
+    /// start on different nodes; each moves to the next when its node goes away).
+    pub fn journal_url(&self, first: usize) -> String {
         format!(
             "mysql://{}@{}/{}?password_file={}",
             self.user,
-            hosts.join(","),
+            self.hosts_from(first),
             self.journal_db,
             self.password_file.display()
+        )
+    }
+
+    /// The `[fleet] store` URL of a proxy naming every node, starting with node `first` (it
+    /// moves to the next when its node goes away, as the journal does).
+    pub fn store_url_all(&self, first: usize) -> String {
+        format!(
+            "mysql://{}@{}/{}",
+            self.user,
+            self.hosts_from(first),
+            self.routes_db
         )
     }
 

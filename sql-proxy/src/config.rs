@@ -86,7 +86,9 @@ pub struct Config {
 pub struct FleetConfig {
     /// The fleet: every instance answering the same old endpoint(s) uses the same name.
     pub name: String,
-    /// `mysql://user@host:port/database` of the shared store (a password here is refused).
+    /// `mysql://user@host:port/database` of the shared store (a password here is refused);
+    /// the nodes of a Galera cluster as `mysql://user@host:port,host:port,host:port/database`
+    /// (the store connects to the first that answers and moves on when its node goes away).
     pub store: String,
     /// The store account's password, one line, in a file only the daemon may read.
     pub password_file: PathBuf,
@@ -102,35 +104,30 @@ pub struct FleetConfig {
 }
 
 impl FleetConfig {
-    /// Connection settings of the store: the URL (never with a password) and the password
-    /// from `password_file`, which only its owner (and group, read-only) may read.
-    pub fn store_opts(&self) -> Result<mysql_async::Opts, Invalid> {
+    /// Connection settings of the store, one per node the URL names (a single server, or
+    /// the nodes of one Galera cluster: `mysql://user@host:port,host:port/db`, tried in that
+    /// order, [`crate::store_nodes`]), each with the password from `password_file`, which
+    /// only its owner (and group, read-only) may read.
+    pub fn store_nodes(&self) -> Result<Vec<mysql_async::Opts>, Invalid> {
         let bad = |field, why: String| Invalid::Fleet { field, why };
         let rest = self
             .store
             .strip_prefix("mysql://")
             .or_else(|| self.store.strip_prefix("mariadb://"))
             .ok_or_else(|| bad("store", "must start with mysql:// (or mariadb://)".into()))?;
-        let authority = rest.split(['/', '?']).next().unwrap_or_default();
-        if authority
-            .rsplit_once('@')
-            .is_some_and(|(user, _)| user.contains(':'))
-        {
-            return Err(bad(
+        let nodes = crate::store_nodes::parse(rest).map_err(|e| match e {
+            crate::store_nodes::NodesError::InlinePassword => bad(
                 "store",
                 "the URL carries a password, which would show in logs and backups; put it in \
                  password_file (chmod 600) and write mysql://user@host:port/db"
                     .into(),
-            ));
-        }
-        let opts = mysql_async::Opts::from_url(&format!("mysql://{rest}"))
-            .map_err(|e| bad("store", e.to_string()))?;
-        if opts.db_name().is_none_or(str::is_empty) {
-            return Err(bad(
+            ),
+            crate::store_nodes::NodesError::NoDatabase => bad(
                 "store",
                 "names no database (mysql://user@host:port/DATABASE)".into(),
-            ));
-        }
+            ),
+            e @ crate::store_nodes::NodesError::BadUrl(_) => bad("store", e.to_string()),
+        })?;
         let pf = &self.password_file;
         let md = std::fs::metadata(pf)
             .map_err(|e| bad("password_file", format!("{}: {e}", pf.display())))?;
@@ -153,10 +150,15 @@ impl FleetConfig {
         // The address named is the one used: never a switch to the server's unix socket
         // (mysql_async does that for a loopback host), which would bypass whatever the
         // operator put on the path (and the fencing tests' partition).
-        Ok(mysql_async::OptsBuilder::from_opts(opts)
-            .pass(Some(pass))
-            .prefer_socket(false)
-            .into())
+        Ok(nodes
+            .into_iter()
+            .map(|o| {
+                mysql_async::OptsBuilder::from_opts(o)
+                    .pass(Some(pass.clone()))
+                    .prefer_socket(false)
+                    .into()
+            })
+            .collect())
     }
 }
 
@@ -556,14 +558,35 @@ mod tests {
         cfg.validate().unwrap();
         let f = cfg.fleet.as_ref().unwrap();
         assert_eq!((f.lease_ms, f.poll_ms), (10_000, 200));
-        let opts = f.store_opts().unwrap();
-        assert_eq!(opts.pass(), Some("s3cret-store-pw"));
-        assert_eq!(opts.db_name(), Some("sqlproxy"));
-        assert!(!opts.prefer_socket());
+        let nodes = f.store_nodes().unwrap();
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes[0].pass(), Some("s3cret-store-pw"));
+        assert_eq!(nodes[0].db_name(), Some("sqlproxy"));
+        assert!(!nodes[0].prefer_socket());
+        // The nodes of a Galera cluster: each with the password, tried in the URL's order.
+        let cfg = fleet_cfg(
+            dir.path(),
+            "mysql://px@10.0.0.9:3306,10.0.0.10:3306,10.0.0.11/sqlproxy",
+            0o600,
+        );
+        cfg.validate().unwrap();
+        let nodes = cfg.fleet.unwrap().store_nodes().unwrap();
+        let hosts: Vec<String> = nodes
+            .iter()
+            .map(|o| o.ip_or_hostname().to_string())
+            .collect();
+        assert_eq!(hosts, ["10.0.0.9", "10.0.0.10", "10.0.0.11"]);
+        for o in &nodes {
+            assert_eq!(
+                (o.pass(), o.db_name()),
+                (Some("s3cret-store-pw"), Some("sqlproxy"))
+            );
+            assert!(!o.prefer_socket());
+        }
 
         // A password in the URL: refused, and not repeated in the message.
         let cfg = fleet_cfg(dir.path(), "mysql://px:hunter2@10.0.0.9/sqlproxy", 0o600);
-        let e = cfg.fleet.unwrap().store_opts().unwrap_err().to_string();
+        let e = cfg.fleet.unwrap().store_nodes().unwrap_err().to_string();
         assert!(
             e.starts_with("fleet.store: the URL carries a password"),
             "{e}"
@@ -588,7 +611,7 @@ mod tests {
             ),
         ] {
             let cfg = fleet_cfg(dir.path(), store, mode);
-            let e = cfg.fleet.unwrap().store_opts().unwrap_err().to_string();
+            let e = cfg.fleet.unwrap().store_nodes().unwrap_err().to_string();
             assert!(e.starts_with(want), "{store}: {e}");
         }
         // A lease renewed too rarely, and a fleet next to a route_store file.

@@ -19,7 +19,7 @@ fn shared(dir: &std::path::Path) -> Arc<Shared> {
     let store = Arc::new(RouteStore::create(&dir.join("r.sqlite"), &[]).unwrap());
     let opts = mysql_async::Opts::from_url("mysql://u@127.0.0.1:9/d").unwrap();
     let fleet = Fleet::new(
-        SharedStore::new(opts, "f", Duration::from_millis(250)),
+        SharedStore::new(vec![opts], "f", Duration::from_millis(250)),
         "me".into(),
         "127.0.0.1:3306".into(),
         Duration::from_secs(60),

@@ -21,6 +21,8 @@
 //! - [`mode`]: a database's mode; [`route`]: live routes, session registry, counters; [`route_store`]: the durable
 //!   copy every route change is committed to first (SQLite, WAL; or a fleet's shared MariaDB
 //!   table); [`fleet`]: lease, follow, acknowledge and fence when instances share routes;
+//!   [`store_nodes`]: the nodes a shared store's URL names (a Galera cluster) and failing over
+//!   between them;
 //!   [`switch`]: pause → drain → resume (→ every live instance acknowledged);
 //!   [`admin`]: HTTP API and Prometheus metrics; [`config`]: the TOML file.
 //! - [`backend`]: the proxy's own backend logins and queries.
@@ -52,6 +54,7 @@ pub mod scope;
 pub mod server;
 pub mod session;
 pub mod session_state;
+pub mod store_nodes;
 pub mod stream;
 pub mod switch;
 pub mod sync;

@@ -89,11 +89,11 @@ pub(crate) fn shared_store(config: &std::path::Path, cfg: &Config) -> Result<Opt
     let Some(f) = &cfg.fleet else {
         return Ok(None);
     };
-    let opts = f
-        .store_opts()
+    let nodes = f
+        .store_nodes()
         .map_err(|e| anyhow::anyhow!("config {}: {e}", config.display()))?;
     Ok(Some(SharedStore::new(
-        opts,
+        nodes,
         &f.name,
         Duration::from_millis(f.lease_ms / 4),
     )))

@@ -13,14 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, Setup};
+use common::daemon::Setup;
+use common::fleet::*;
 use common::*;
 use drivers::http::Method;
-use drivers::proxy::{HttpProxy, SqlProxy};
-
-const LEASE_MS: u64 = 3000;
-const STORE_USER: &str = "sqlproxy";
-const STORE_PASSWORD: &str = "store-secret-pw-42";
+use drivers::proxy::SqlProxy;
 
 /// A loopback TCP forwarder that can be frozen: bytes stop flowing both ways (connections stay
 /// open, new ones are accepted and never answered), as when a network partition drops packets.
@@ -133,67 +130,14 @@ fn instance(
     store_port: u16,
     name: &str,
 ) -> Setup {
-    instance_with(old, new, st.pw_file.path(), store_port, name)
-}
-
-/// As [`instance`], with the store's password file named directly (a Galera store).
-fn instance_with(
-    old: &testkit::MariaDb,
-    new: &testkit::MariaDb,
-    pw_file: &std::path::Path,
-    store_port: u16,
-    name: &str,
-) -> Setup {
-    Setup::new(
+    instance_with(
         old,
-        Some(new),
-        &format!(
-            "[limits]\nhold_deadline_ms = 8000\nswitch_txn_deadline_ms = 500\n\
-             switch_statement_grace_ms = 500\n\
-             [fleet]\nname = \"old-db1\"\ninstance = \"{name}\"\n\
-             store = \"mysql://{STORE_USER}@127.0.0.1:{store_port}/sqlproxy\"\n\
-             password_file = \"{}\"\nlease_ms = {LEASE_MS}\npoll_ms = 100\n",
-            pw_file.display()
-        ),
+        new,
+        st.pw_file.path(),
+        &format!("127.0.0.1:{store_port}"),
+        name,
+        LEASE_MS,
     )
-}
-
-fn sides() -> (testkit::MariaDb, testkit::MariaDb) {
-    let a = backend();
-    let b = backend();
-    for db in [&a, &b] {
-        db.exec(
-            "CREATE TABLE shop.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64)); \
-             CREATE DATABASE blog; GRANT ALL ON blog.* TO 'app'@'%'; \
-             CREATE TABLE blog.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64))",
-        )
-        .unwrap();
-    }
-    (a, b)
-}
-
-fn count(db: &testkit::MariaDb, table: &str, v: &str) -> u64 {
-    db.exec(&format!("SELECT COUNT(*) FROM {table} WHERE v LIKE '{v}'"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// One write through an instance; Ok when the client saw success.
-fn write(s: &Setup, db: &str, v: &str) -> Result<(), String> {
-    let out = cli(
-        s.addr(),
-        APP_USER,
-        APP_PASSWORD,
-        &[db],
-        &format!("INSERT INTO t (v) VALUES ('{v}')"),
-    );
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
 }
 
 fn metric(s: &Setup, name: &str) -> f64 {
@@ -205,26 +149,6 @@ fn metric(s: &Setup, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} not in {text}"))
         .parse()
         .unwrap()
-}
-
-fn proxy_client(s: &Setup) -> HttpProxy {
-    HttpProxy::new(s.admin, &s.dir.path().join("token")).unwrap()
-}
-
-/// Both instances up and registered; the route table created once through `a`.
-fn start_two(sa: &Setup, sb: &Setup) -> (Daemon, Daemon) {
-    sa.init();
-    let (da, db) = (sa.start(), sb.start());
-    let (code, v) = sa.admin(Method::Get, "/fleet", "");
-    assert_eq!(code, 200, "{v}");
-    let live = v["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["live"] == true)
-        .count();
-    assert_eq!(live, 2, "{v}");
-    (da, db)
 }
 
 #[test]
@@ -474,7 +398,7 @@ fn shared_store_commits_are_checked_against_the_epoch_and_a_missing_fleet_is_ref
         .build()
         .unwrap();
     rt.block_on(async {
-        let s = SharedStore::new(opts, "old-db1", Duration::from_secs(5));
+        let s = SharedStore::new(vec![opts], "old-db1", Duration::from_secs(5));
         assert!(matches!(s.check().await, Err(StoreError::NoFleet { .. })));
         let seed = vec![("shop".to_string(), "old".to_string(), Mode::Open)];
         assert_eq!(s.create(&seed).await.unwrap(), 1);
@@ -484,7 +408,7 @@ fn shared_store_commits_are_checked_against_the_epoch_and_a_missing_fleet_is_ref
         ));
         s.check().await.unwrap();
         // Another fleet in the same schema is separate.
-        let other = SharedStore::new(s_opts(&st), "old-db2", Duration::from_secs(5));
+        let other = SharedStore::new(vec![s_opts(&st)], "old-db2", Duration::from_secs(5));
         assert!(matches!(
             other.check().await,
             Err(StoreError::NoFleet { .. })
@@ -556,80 +480,4 @@ fn s_opts(st: &Store) -> mysql_async::Opts {
         .db_name(Some("sqlproxy"))
         .prefer_socket(false)
         .into()
-}
-
-/// The store on a real 3-node Galera cluster, each instance on its own node: a switch through
-/// A (node 1) is acknowledged by B (node 2) and moves both; then B's node is SIGKILLed: B
-/// fences (it cannot confirm its routes), the cluster carries on with two nodes, and the next
-/// switch through A waits at most B's lease, with no write reaching the old side.
-#[test]
-fn a_fleet_on_a_galera_store_switches_across_nodes_and_survives_node_loss() {
-    let (a, b) = sides();
-    let mut g = testkit::Galera::start(3).expect("start a 3-node Galera cluster");
-    g.exec(
-        0,
-        &format!(
-            "CREATE DATABASE sqlproxy; CREATE USER '{STORE_USER}'@'%' IDENTIFIED BY \
-             '{STORE_PASSWORD}'; GRANT ALL ON sqlproxy.* TO '{STORE_USER}'@'%';"
-        ),
-    )
-    .unwrap();
-    let mut pw = tempfile::NamedTempFile::new().unwrap();
-    writeln!(pw, "{STORE_PASSWORD}").unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(pw.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    let sa = instance_with(&a, &b, pw.path(), g.port(0), "proxy-a");
-    let sb = instance_with(&a, &b, pw.path(), g.port(1), "proxy-b");
-    let (_da, _db) = start_two(&sa, &sb);
-    write(&sb, "shop", "before").unwrap();
-    assert_eq!(count(&a, "shop.t", "before"), 1);
-
-    let pa = proxy_client(&sa);
-    pa.pause("shop").unwrap();
-    a.copy_database_to("shop", &b).unwrap();
-    pa.resume("shop", Some("new")).unwrap();
-    write(&sb, "shop", "after-b").unwrap();
-    write(&sa, "shop", "after-a").unwrap();
-    assert_eq!(
-        count(&b, "shop.t", "after-%"),
-        2,
-        "B did not follow A's switch"
-    );
-    assert_eq!(
-        count(&a, "shop.t", "after-%"),
-        0,
-        "a write reached the old side"
-    );
-
-    // B's own node dies: B cannot confirm its routes and must stop serving them within its
-    // lease; once the two other nodes have evicted the dead one (Galera stalls commits until
-    // then), a switch through A waits at most B's lease.
-    g.kill(1).unwrap();
-    let evicted = Instant::now();
-    while g.cluster_size(0).ok() != Some(2) {
-        assert!(
-            evicted.elapsed() < Duration::from_secs(30),
-            "the cluster never evicted node 2"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let t = Instant::now();
-    pa.pause("shop").unwrap();
-    let waited = t.elapsed();
-    assert!(
-        waited <= Duration::from_millis(LEASE_MS + 2000),
-        "the pause waited {waited:?}"
-    );
-    std::thread::sleep(Duration::from_millis(LEASE_MS / 2));
-    assert!(
-        write(&sb, "shop", "fenced-b").is_err(),
-        "B served a database after losing its store node"
-    );
-    assert_eq!(count(&a, "shop.t", "fenced-b"), 0);
-    assert_eq!(count(&b, "shop.t", "fenced-b"), 0);
-    pa.resume("shop", None).unwrap();
-    write(&sa, "shop", "end-a").unwrap();
-    assert_eq!(count(&b, "shop.t", "end-a"), 1);
 }

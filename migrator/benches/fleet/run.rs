@@ -180,6 +180,8 @@ pub fn run(store: &Store, world: &WaveWorld, n: usize, secs: f64, copy: Duration
                     lease: Duration::from_secs(30),
                     poll: Duration::from_millis(200),
                     stop: stop.clone(),
+                    // As `migrator worker` does (its watchdog looks every poll).
+                    watch: Some(Duration::from_millis(200)),
                 };
                 let (lookup, build, engine, counting, totals) =
                     (&lookup, &build, &engine, &counting, &totals);

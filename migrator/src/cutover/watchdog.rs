@@ -6,7 +6,7 @@ use crate::cutover::engine::{Engine, EngineOptions};
 use crate::cutover::group::SystemsFn;
 use crate::cutover::lease::{all, get, release, Lease, LeaseKind};
 use crate::cutover::phase::CutoverError;
-use crate::journal::{now_ms, open_journal_at, JournalError, SiteState};
+use crate::journal::{now_ms, open_journal_at, JournalError, JournalStore, SiteState};
 use crate::site_spec::SiteSpec;
 use crate::systems::SystemError;
 use std::path::Path;
@@ -95,12 +95,13 @@ pub fn recover_expired(
         all(&*j)?
     };
     let now = now_ms();
+    let lookup = |name: &str| specs.iter().find(|s| s.site == name);
     let mut out = Vec::new();
     for (site, lease) in leases {
         if !lease.expired(now) {
             continue;
         }
-        let result = recover_one(journal_path, specs, systems, opts, &site);
+        let result = recover_one(journal_path, &lookup, systems, opts, &site);
         out.push(Recovered {
             site,
             lease,
@@ -110,14 +111,49 @@ pub fn recover_expired(
     Ok(out)
 }
 
+/// Finds a site's spec by name (`None`: not in the spec file).
+pub type SpecFinder<'s> = &'s (dyn Fn(&str) -> Option<&'s SiteSpec> + Sync);
+
+/// [`recover_expired`] limited to `sites` and to freeze leases: the sites of the move groups
+/// claimed in a fleet (`migrator worker`'s watchdog, issue 17), so a worker that died inside a
+/// freeze does not keep its site frozen until its group is claimed again. Reads one lease per
+/// site, never the whole journal's.
+/// `journal` reads the leases (the caller keeps it open between rounds); a recovery opens
+/// its own handle on `journal_path`.
+pub fn recover_frozen(
+    journal: &dyn JournalStore,
+    journal_path: &Path,
+    sites: &[String],
+    find: SpecFinder<'_>,
+    systems: SystemsFn<'_>,
+    opts: &EngineOptions,
+) -> Result<Vec<Recovered>, CutoverError> {
+    let mut out = Vec::new();
+    for site in sites {
+        let Some(lease) = get(journal, site)? else {
+            continue;
+        };
+        if lease.kind != LeaseKind::Freeze || !lease.expired(now_ms()) {
+            continue;
+        }
+        let result = recover_one(journal_path, find, systems, opts, site);
+        out.push(Recovered {
+            site: site.clone(),
+            lease,
+            result,
+        });
+    }
+    Ok(out)
+}
+
 fn recover_one(
     journal_path: &Path,
-    specs: &[SiteSpec],
+    find: SpecFinder<'_>,
     systems: SystemsFn<'_>,
     opts: &EngineOptions,
     site: &str,
 ) -> Result<Recovery, RecoveryError> {
-    let Some(spec) = specs.iter().find(|s| s.site == site) else {
+    let Some(spec) = find(site) else {
         return release_dead_sync_lease(journal_path, site);
     };
     let sys = systems(spec)?;

@@ -4,8 +4,8 @@
 //! - `migrator wave start N` ([`Fleet::start_wave`]) writes wave N's move groups to
 //!   `wave_groups` (state `queued`) and marks the wave started in `wave_runs`. Starting again
 //!   adds nothing (a group already there keeps its state).
-//! - `migrator worker` ([`Fleet::claim`]) takes the first group that is not done and whose
-//!   claim lease is not live, in one transaction: on MariaDB `SELECT … FOR UPDATE SKIP LOCKED`
+//! - `migrator worker` ([`Fleet::claim`]) takes the first group whose claim ran out, else the
+//!   first queued one (through the `(wave, state, grp)` index), in one transaction: on MariaDB `SELECT … FOR UPDATE SKIP LOCKED`
 //!   (two workers never wait for each other, nor take the same row), on SQLite under the
 //!   file's write lock (`BEGIN IMMEDIATE`). The claim names its owner (host, PID, boot id) and
 //!   runs until `lease_until_ms`; the worker renews it while it works ([`Fleet::renew`]).
@@ -30,6 +30,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 pub mod worker;
+
+#[cfg(test)]
+mod tests;
 
 /// Candidate groups looked at per claim when caps hold the first ones back.
 const CANDIDATES: usize = 20;
@@ -317,18 +320,29 @@ impl Fleet {
                 return Ok(Race::Nothing);
             }
         }
-        let candidates = self.db.query(
-            &format!(
-                "SELECT grp, sites, attempts FROM wave_groups
-                  WHERE wave = ? AND state <> 'done' AND lease_until_ms < ?
-                  ORDER BY grp LIMIT {CANDIDATES}{lock}"
-            ),
-            &[wave.into(), now.into()],
-        )?;
+        // Run-out claims first (a dead worker's group waits no longer than it must), then
+        // queued groups; each through the `(wave, state, grp)` index, so a claim's cost does
+        // not grow with the groups already done.
         let mut chosen = None;
-        for row in candidates {
-            if !self.over_cap(wave, row.i64(0)?, now, lock)? {
-                chosen = Some(row);
+        for filter in [
+            "state = 'claimed' AND lease_until_ms < ?",
+            "state = 'queued' AND lease_until_ms < ?",
+        ] {
+            let candidates = self.db.query(
+                &format!(
+                    "SELECT grp, sites, attempts FROM wave_groups
+                      WHERE wave = ? AND {filter}
+                      ORDER BY grp LIMIT {CANDIDATES}{lock}"
+                ),
+                &[wave.into(), now.into()],
+            )?;
+            for row in candidates {
+                if !self.over_cap(wave, row.i64(0)?, now, lock)? {
+                    chosen = Some(row);
+                    break;
+                }
+            }
+            if chosen.is_some() {
                 break;
             }
         }
@@ -402,6 +416,25 @@ impl Fleet {
             ],
         )?;
         Ok(r.affected == 1)
+    }
+
+    /// The sites of `wave`'s groups claimed now, live claims and run-out ones alike (a dead
+    /// worker's site may be frozen under either): what the workers' watchdog looks at.
+    pub fn claimed_sites(&self, wave: u32) -> Result<Vec<String>, JournalError> {
+        let mut out = Vec::new();
+        for r in self.db.query(
+            "SELECT sites FROM wave_groups WHERE wave = ? AND state = 'claimed'",
+            &[wave.into()],
+        )? {
+            let sites: Vec<String> =
+                serde_json::from_str(&r.text(0)?).map_err(|e| JournalError::BadValue {
+                    journal: self.db.name().to_string(),
+                    what: "a move group's sites",
+                    reason: e.to_string(),
+                })?;
+            out.extend(sites);
+        }
+        Ok(out)
     }
 
     /// Groups of `wave` by where they are.

@@ -2,11 +2,19 @@
 //! sites while a thread renews the claim, mark the group done, until every group is done. The
 //! binary prints what happens ([`Event`]); the fleet benchmark (`benches/fleet.rs`) runs the
 //! same loop in threads and counts it.
+//!
+//! Beside the loop, a watchdog thread ([`WorkerOptions::watch`]) looks at the sites of every
+//! claimed group of the wave and puts back any whose freeze lease expired (its owner died: on
+//! this host at once, elsewhere once the lease's TTL ran out since its last renewal;
+//! [`crate::cutover::lease`]). Without it a worker killed inside a freeze left its site frozen
+//! until its group was claimed again: a claim lease later at best, and only once a worker was
+//! free to claim it (the others may be busy with long groups of their own).
 
 use super::{Claim, Fleet};
 use crate::cutover::group::{SiteOutcome, SystemsFn};
+use crate::cutover::watchdog::{recover_frozen, Recovered};
 use crate::cutover::EngineOptions;
-use crate::journal::JournalError;
+use crate::journal::{open_journal_at, JournalError};
 use crate::site_spec::{SiteSpec, SpecError};
 use crate::wave::run_group;
 use std::path::Path;
@@ -27,6 +35,9 @@ pub struct WorkerOptions {
     pub poll: Duration,
     /// Once set, no new group is claimed: the worker returns when its current group is done.
     pub stop: Arc<AtomicBool>,
+    /// How often the watchdog looks for claimed sites left frozen by a dead worker (`None`:
+    /// no watchdog; a frozen site then waits for its group to be claimed again).
+    pub watch: Option<Duration>,
 }
 
 /// What the worker did, as it happens.
@@ -45,6 +56,10 @@ pub enum Event<'a> {
         kept: bool,
         renewals: Vec<String>,
     },
+    /// The watchdog put back a claimed site whose freeze lease had expired (its worker died).
+    Recovered(&'a Recovered),
+    /// The watchdog could not look this round (the journal unreachable); it looks again.
+    WatchFailed(String),
 }
 
 /// How a worker's run ended.
@@ -69,14 +84,36 @@ pub enum WorkerError {
 pub type SpecLookup<'s> = &'s (dyn Fn(&str) -> Result<&'s SiteSpec, SpecError> + Sync);
 
 /// Claims and moves groups of `opts.wave` until every group is done (or `opts.stop` is set);
-/// `on` hears each [`Event`].
+/// `on` hears each [`Event`] (from the watchdog's thread too).
 pub fn run(
     journal: &Path,
     opts: &WorkerOptions,
     spec: SpecLookup<'_>,
     systems: SystemsFn<'_>,
     engine: &EngineOptions,
-    on: &mut dyn FnMut(Event<'_>),
+    on: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<WorkerSummary, WorkerError> {
+    let on = Mutex::new(on);
+    let emit = |ev: Event<'_>| (on.lock().unwrap_or_else(|e| e.into_inner()))(ev);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        if let Some(every) = opts.watch {
+            let (emit, done) = (&emit, &done);
+            s.spawn(move || watch(journal, opts.wave, every, done, spec, systems, engine, emit));
+        }
+        let r = claim_loop(journal, opts, spec, systems, engine, &emit);
+        done.store(true, Ordering::SeqCst);
+        r
+    })
+}
+
+fn claim_loop(
+    journal: &Path,
+    opts: &WorkerOptions,
+    spec: SpecLookup<'_>,
+    systems: SystemsFn<'_>,
+    engine: &EngineOptions,
+    on: &dyn Fn(Event<'_>),
 ) -> Result<WorkerSummary, WorkerError> {
     let fleet = Fleet::open(journal)?;
     let lease_ms = millis(opts.lease);
@@ -115,6 +152,53 @@ pub fn run(
         });
     }
     Ok(sum)
+}
+
+/// The watchdog: every `every` until `done`, the claimed sites of `wave` whose freeze lease
+/// expired are put back on the side that owns their data ([`recover_frozen`]). Its store
+/// handles are opened once; an error is reported and the next round tries again.
+#[allow(clippy::too_many_arguments)]
+fn watch(
+    journal: &Path,
+    wave: u32,
+    every: Duration,
+    done: &AtomicBool,
+    spec: SpecLookup<'_>,
+    systems: SystemsFn<'_>,
+    engine: &EngineOptions,
+    on: &dyn Fn(Event<'_>),
+) {
+    let find = |name: &str| spec(name).ok();
+    let mut handles = None;
+    let mut next = Instant::now() + every;
+    while !done.load(Ordering::SeqCst) {
+        if Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(20).min(every));
+            continue;
+        }
+        next = Instant::now() + every;
+        if handles.is_none() {
+            match Fleet::open(journal).and_then(|f| Ok((f, open_journal_at(journal)?))) {
+                Ok(h) => handles = Some(h),
+                Err(e) => {
+                    on(Event::WatchFailed(e.to_string()));
+                    continue;
+                }
+            }
+        }
+        let Some((fleet, j)) = &handles else { continue };
+        let round = fleet
+            .claimed_sites(wave)
+            .map_err(|e| e.to_string())
+            .and_then(|sites| {
+                recover_frozen(&**j, journal, &sites, &find, systems, engine)
+                    .map_err(|e| e.to_string())
+            });
+        match round {
+            Ok(found) => found.iter().for_each(|r| on(Event::Recovered(r))),
+            Err(e) => on(Event::WatchFailed(e)),
+        }
+    }
 }
 
 fn millis(d: Duration) -> i64 {

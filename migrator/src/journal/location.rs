@@ -48,7 +48,7 @@ impl MariaDbTarget {
 
     /// A target for the nodes of one cluster (same account and database on each; not empty).
     pub fn from_nodes(nodes: Vec<Opts>) -> MariaDbTarget {
-        let name = super::mariadb::store_name_all(&nodes);
+        let name = sql_proxy::store_nodes::name(&nodes);
         MariaDbTarget { nodes, name }
     }
 
@@ -140,34 +140,34 @@ impl JournalLocation {
         } else {
             format!("?{}", kept.join("&"))
         };
-        // `user@host:port,host:port/db`: the nodes of one cluster, tried in this order.
-        let (authority, path) = base.split_at(base.find('/').unwrap_or(base.len()));
-        let (user, hosts) = match authority.rsplit_once('@') {
-            Some((user, hosts)) => (format!("{user}@"), hosts),
-            None => (String::new(), authority),
-        };
         let password = match password_file {
             None => None,
             Some(path) => Some(read_password(&path, &shown)?),
         };
-        let mut nodes = Vec::new();
-        for host in hosts.split(',') {
-            let url = format!("mysql://{user}{host}{path}{query}");
-            let opts = Opts::from_url(&url).map_err(|source| LocationError::BadUrl {
-                shown: shown.clone(),
-                source,
-            })?;
-            if opts.pass().is_some() {
-                return Err(LocationError::InlinePassword { shown });
+        // `user@host:port,host:port/db`: the nodes of one cluster, tried in this order (the
+        // parsing is the proxy's shared route store's: both fail over the same way).
+        let nodes = sql_proxy::store_nodes::parse(&format!("{base}{query}")).map_err(|e| {
+            use sql_proxy::store_nodes::NodesError;
+            match e {
+                NodesError::BadUrl(source) => LocationError::BadUrl {
+                    shown: shown.clone(),
+                    source,
+                },
+                NodesError::InlinePassword => LocationError::InlinePassword {
+                    shown: shown.clone(),
+                },
+                NodesError::NoDatabase => LocationError::NoDatabase {
+                    shown: shown.clone(),
+                },
             }
-            if opts.db_name().is_none_or(str::is_empty) {
-                return Err(LocationError::NoDatabase { shown });
-            }
-            nodes.push(match &password {
+        })?;
+        let nodes = nodes
+            .into_iter()
+            .map(|opts| match &password {
                 None => opts,
                 Some(pass) => OptsBuilder::from_opts(opts).pass(Some(pass.clone())).into(),
-            });
-        }
+            })
+            .collect();
         Ok(JournalLocation::MariaDb(MariaDbTarget::from_nodes(nodes)))
     }
 

@@ -33,6 +33,10 @@ pub const STORE_CASES: &[(&str, StoreCase)] = &[
     ("fleet_claims_are_exclusive", fleet_claims_are_exclusive),
     ("fleet_claims_expire_and_obey", fleet_claims_expire_and_obey),
     ("fleet_resource_caps_hold", fleet_resource_caps_hold),
+    (
+        "fleet_claims_take_run_out_claims_first",
+        fleet_claims_take_run_out_claims_first,
+    ),
     ("preflight_results_are_kept", preflight_results_are_kept),
 ];
 
@@ -393,6 +397,40 @@ pub fn fleet_claims_expire_and_obey(b: &dyn StoreBackend) {
     let p = f.progress(2).unwrap();
     assert!(p.finished() && p.done == 2, "{p:?}");
     assert_eq!(f.claim(2, "w1", 60_000).unwrap(), None, "nothing left");
+}
+
+/// Scale bench finding (issue 17): a claim walked the primary key through every group already
+/// done. Claims now go through the `(wave, state, grp)` index (schema version 5): run-out
+/// claims first, so a dead worker's group is not left behind queued groups with lower numbers,
+/// then the queued groups in order.
+pub fn fleet_claims_take_run_out_claims_first(b: &dyn StoreBackend) {
+    let jp = b.journal();
+    let groups: Vec<Vec<String>> = (0..4).map(|i| vec![format!("s{i}")]).collect();
+    let f = Fleet::open(&jp).unwrap();
+    f.start_wave(4, "p#wave4", &groups, "op").unwrap();
+    let db = open_sql_at(&jp).unwrap();
+    let index = match db.dialect() {
+        super::journal::Dialect::Sqlite => {
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'wave_groups_claim'"
+        }
+        super::journal::Dialect::MariaDb => {
+            "SELECT COUNT(DISTINCT index_name) FROM information_schema.STATISTICS \
+              WHERE table_schema = DATABASE() AND table_name = 'wave_groups' \
+                AND index_name = 'wave_groups_claim'"
+        }
+    };
+    assert_eq!(db.row(index, &[]).unwrap().unwrap().i64(0).unwrap(), 1);
+    // Group 2's worker died: its claim ran out; groups 0, 1 and 3 are still queued.
+    db.exec(
+        "UPDATE wave_groups SET state = 'claimed', owner = 'dead', lease_until_ms = 1,
+                attempts = 1 WHERE wave = 4 AND grp = 2",
+        &[],
+    )
+    .unwrap();
+    let order: Vec<(u32, u32)> = std::iter::from_fn(|| f.claim(4, "w", 60_000).unwrap())
+        .map(|c| (c.group, c.attempts))
+        .collect();
+    assert_eq!(order, [(2, 2), (0, 1), (1, 1), (3, 1)]);
 }
 
 /// A cap on a shared resource holds across workers: groups loading a capped resource wait

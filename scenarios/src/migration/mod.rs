@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-mod fleet;
+pub mod fleet;
 mod kinds;
 
 /// What a scenario migrates.
@@ -106,7 +106,8 @@ pub struct MigrationSection {
     /// `proxy_partition`: how long the second proxy stays cut off from the store.
     #[serde(default = "default_warmup")]
     pub partition_secs: f64,
-    /// Longest freeze (journal: freeze → unfreeze/abort) any site may have; none: unchecked.
+    /// Longest freeze window (journal: freeze → unfreeze/abort) any site may have, every
+    /// window counted; none: unchecked.
     #[serde(default)]
     pub max_freeze_secs: Option<f64>,
 }
@@ -153,6 +154,10 @@ pub struct MigrationReport {
     pub freeze_p50_ms: Option<f64>,
     pub freeze_p99_ms: Option<f64>,
     pub freeze_max_ms: Option<f64>,
+    /// Every freeze window of every site, in order (ms); the percentiles above are over all.
+    pub freeze_windows_ms: BTreeMap<String, Vec<u64>>,
+    /// `fleet_wave`: the site frozen when its worker was SIGKILLed, and its windows.
+    pub killed: Option<fleet::KilledInFreeze>,
     /// Phase name → (p50, max) ms over the sites.
     pub phase_ms: BTreeMap<String, (f64, f64)>,
     /// Journal state → sites.
@@ -351,12 +356,30 @@ pub(crate) fn steps(m: &Migrator) -> Result<Vec<migrator::journal::StepRecord>> 
     Ok(all)
 }
 
-/// Freeze windows per site: `freeze`/`rollback-freeze` start → `unfreeze`/`abort`/
-/// `rollback-unfreeze` end (still open at the end: until now).
-pub fn freeze_windows(m: &Migrator) -> Result<HashMap<String, Vec<(u64, u64)>>> {
+/// One freeze window of a site from the journal: the `freeze`/`rollback-freeze` step's start
+/// to the end of the step that ended it (`unfreeze`, `abort`, `rollback-unfreeze`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FreezeWindow {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// The phase of the step that ended it (`open`: still frozen when read).
+    pub ended_by: String,
+    /// When that step started (who ended the window: a step started after a kill was not the
+    /// killed process's).
+    pub end_step_started_ms: u64,
+}
+
+impl FreezeWindow {
+    pub fn ms(&self) -> u64 {
+        self.end_ms.saturating_sub(self.start_ms)
+    }
+}
+
+/// Every freeze window per site, in order ([`FreezeWindow`]; still open at the end: until now).
+pub fn freeze_windows_of(m: &Migrator) -> Result<HashMap<String, Vec<FreezeWindow>>> {
     let mut all = steps(m)?;
     all.sort_by_key(|s| (s.site.clone(), s.started_ms, s.id));
-    let mut out: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+    let mut out: HashMap<String, Vec<FreezeWindow>> = HashMap::new();
     let mut open: HashMap<String, u64> = HashMap::new();
     for s in &all {
         match s.phase.as_str() {
@@ -365,8 +388,12 @@ pub fn freeze_windows(m: &Migrator) -> Result<HashMap<String, Vec<(u64, u64)>>> 
             }
             "unfreeze" | "abort" | "rollback-unfreeze" => {
                 if let Some(start) = open.remove(&s.site) {
-                    let end = s.ended_ms.unwrap_or(s.started_ms) as u64;
-                    out.entry(s.site.clone()).or_default().push((start, end));
+                    out.entry(s.site.clone()).or_default().push(FreezeWindow {
+                        start_ms: start,
+                        end_ms: s.ended_ms.unwrap_or(s.started_ms) as u64,
+                        ended_by: s.phase.clone(),
+                        end_step_started_ms: s.started_ms as u64,
+                    });
                 }
             }
             _ => {}
@@ -374,9 +401,22 @@ pub fn freeze_windows(m: &Migrator) -> Result<HashMap<String, Vec<(u64, u64)>>> 
     }
     let now = unix_ms();
     for (site, start) in open {
-        out.entry(site).or_default().push((start, now));
+        out.entry(site).or_default().push(FreezeWindow {
+            start_ms: start,
+            end_ms: now,
+            ended_by: "open".into(),
+            end_step_started_ms: now,
+        });
     }
     Ok(out)
+}
+
+/// [`freeze_windows_of`] as (start, end) pairs, for the traffic check.
+pub fn freeze_windows(m: &Migrator) -> Result<HashMap<String, Vec<(u64, u64)>>> {
+    Ok(freeze_windows_of(m)?
+        .into_iter()
+        .map(|(site, v)| (site, v.iter().map(|w| (w.start_ms, w.end_ms)).collect()))
+        .collect())
 }
 
 fn pct(sorted: &[f64], p: f64) -> Option<f64> {
@@ -507,21 +547,27 @@ pub fn finish(
     if r.wave_secs > 0.0 {
         r.sites_per_minute = wave_sites as f64 * 60.0 / r.wave_secs;
     }
-    if let Ok(w) = freeze_windows(m) {
-        let mut f: Vec<f64> = w
-            .values()
-            .filter_map(|v| v.last().map(|(a, b)| (b - a) as f64))
-            .collect();
+    if let Ok(w) = freeze_windows_of(m) {
+        // Every window counts: a site whose freeze was cut short (its worker killed) and
+        // retried has two, and the first may be the longer.
+        let mut f: Vec<f64> = w.values().flatten().map(|x| x.ms() as f64).collect();
         f.sort_by(|a, b| a.total_cmp(b));
         r.freeze_p50_ms = pct(&f, 50.0);
         r.freeze_p99_ms = pct(&f, 99.0);
         r.freeze_max_ms = f.last().copied();
+        r.freeze_windows_ms = w
+            .iter()
+            .map(|(site, v)| (site.clone(), v.iter().map(FreezeWindow::ms).collect()))
+            .collect();
         if let Some(max) = sec.max_freeze_secs {
             for (site, v) in &w {
-                for (a, b) in v {
-                    if (b - a) as f64 > max * 1e3 {
-                        r.violations
-                            .push(format!("{site} was frozen {} ms, more than {max} s", b - a));
+                for x in v {
+                    if x.ms() as f64 > max * 1e3 {
+                        r.violations.push(format!(
+                            "{site} was frozen {} ms (ended by {}), more than {max} s",
+                            x.ms(),
+                            x.ended_by
+                        ));
                     }
                 }
             }

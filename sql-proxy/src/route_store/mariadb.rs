@@ -12,10 +12,13 @@
 //!   (the store server's clock) and the last epoch it acknowledged.
 //!
 //! Every call runs under a timeout; a call that fails or times out drops its connection (a
-//! half-done transaction is rolled back by the server) and the next call reconnects.
+//! half-done transaction is rolled back by the server) and the next call reconnects. When the
+//! URL names several nodes (a Galera cluster), the next call starts at the node after the one
+//! that broke or stalled and takes the first that answers ([`crate::store_nodes`]).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
@@ -92,11 +95,28 @@ pub enum Committed {
     Conflict(Option<StoredRoute>),
 }
 
+/// One node's connection with the session the store needs: on a Galera node, reads and
+/// updates first wait for write sets committed through other nodes, so another instance's
+/// lease or acknowledgement is never read stale. A server without Galera support has no such
+/// variable (1193).
+async fn session(opts: &Opts) -> Result<Conn, mysql_async::Error> {
+    let mut c = Conn::new(opts.clone()).await?;
+    match c.query_drop("SET SESSION wsrep_sync_wait = 3").await {
+        Err(mysql_async::Error::Server(e)) if e.code == 1193 => {}
+        other => other?,
+    }
+    Ok(c)
+}
+
 type OpFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, mysql_async::Error>> + Send + 'c>>;
 
 /// A handle on the shared store with one connection of its own.
 pub struct SharedStore {
-    opts: Opts,
+    /// One server, or the nodes of one Galera cluster (never empty), in the URL's order.
+    nodes: Vec<Opts>,
+    /// The node tried first at the next connect: the one connected to last, or the next one
+    /// once its connection broke or timed out (a dead or stalled node is not tried first).
+    current: AtomicUsize,
     /// `mysql://host:port/db` (never a password): what messages and logs show.
     name: String,
     fleet: String,
@@ -105,17 +125,14 @@ pub struct SharedStore {
 }
 
 impl SharedStore {
-    /// A handle (not connected yet). `opts` carries the password read from its file.
-    pub fn new(opts: Opts, fleet: &str, timeout: Duration) -> SharedStore {
-        let name = format!(
-            "mysql://{}:{}/{}",
-            opts.ip_or_hostname(),
-            opts.tcp_port(),
-            opts.db_name().unwrap_or_default()
-        );
+    /// A handle (not connected yet) on the store at `nodes` (one server, or the nodes of one
+    /// Galera cluster; [`crate::store_nodes`]), each carrying the password read from its file.
+    pub fn new(nodes: Vec<Opts>, fleet: &str, timeout: Duration) -> SharedStore {
+        assert!(!nodes.is_empty(), "a shared store names at least one node");
         SharedStore {
-            opts,
-            name,
+            name: crate::store_nodes::name(&nodes),
+            nodes,
+            current: AtomicUsize::new(0),
             fleet: fleet.to_string(),
             timeout,
             conn: tokio::sync::Mutex::new(None),
@@ -125,7 +142,7 @@ impl SharedStore {
     /// Another handle on the same store and fleet, with its own connection (the follower and
     /// the admin API must not wait on each other's calls).
     pub fn another(&self) -> SharedStore {
-        SharedStore::new(self.opts.clone(), &self.fleet, self.timeout)
+        SharedStore::new(self.nodes.clone(), &self.fleet, self.timeout)
     }
 
     /// `mysql://host:port/db fleet NAME`.
@@ -162,27 +179,32 @@ impl SharedStore {
         let mut slot = self.conn.lock().await;
         let res = tokio::time::timeout(self.timeout, async {
             if slot.is_none() {
-                let mut c = Conn::new(self.opts.clone()).await?;
-                // On a Galera node, reads and updates first wait for write sets committed
-                // through other nodes: another instance's lease or acknowledgement is never
-                // read stale. A server without Galera support has no such variable (1193).
-                match c.query_drop("SET SESSION wsrep_sync_wait = 3").await {
-                    Err(mysql_async::Error::Server(e)) if e.code == 1193 => {}
-                    other => other?,
-                }
+                let start = self.current.load(Ordering::SeqCst);
+                let (i, c) = crate::store_nodes::connect_first(&self.nodes, start, session).await?;
+                self.current.store(i, Ordering::SeqCst);
                 *slot = Some(c);
             }
             op(slot.as_mut().expect("connected")).await
         })
         .await;
+        // A broken or stalled connection: its node is tried last next time. A server's
+        // refusal (a statement's error) says nothing about the node.
+        let move_on = || {
+            let next = (self.current.load(Ordering::SeqCst) + 1) % self.nodes.len();
+            self.current.store(next, Ordering::SeqCst);
+        };
         match res {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 *slot = None;
+                if !matches!(e, mysql_async::Error::Server(_)) {
+                    move_on();
+                }
                 Err(self.err(what)(e))
             }
             Err(_) => {
                 *slot = None;
+                move_on();
                 Err(StoreError::SharedTimeout {
                     store: self.describe(),
                     what,

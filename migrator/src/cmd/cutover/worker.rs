@@ -80,6 +80,9 @@ pub fn worker(
         lease,
         poll,
         stop: Arc::new(AtomicBool::new(false)),
+        // As often as it looks for a group: a dead worker's frozen site is put back within a
+        // poll of its lease expiring (at once on this host, where its PID is seen gone).
+        watch: Some(poll),
     };
     let build = |s: &SiteSpec| real_systems::systems(s, &common.journal);
     eprintln!("worker {}: wave {number}", opts.owner);
@@ -109,6 +112,17 @@ fn print_event(ev: Event<'_>) {
             }
         ),
         Event::NothingClaimable { .. } => {}
+        Event::Recovered(r) => eprintln!(
+            "{}: freeze left by pid {} on {} (lease expired): {}",
+            r.site,
+            r.lease.pid,
+            r.lease.host,
+            match &r.result {
+                Ok(st) => format!("recovered, now {st}"),
+                Err(e) => format!("recovery FAILED: {e}"),
+            }
+        ),
+        Event::WatchFailed(e) => eprintln!("warning: the frozen-site watchdog could not look: {e}"),
         Event::Ran {
             claim: c,
             outcomes,

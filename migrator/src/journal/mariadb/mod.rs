@@ -45,7 +45,18 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Step `i` brings the schema from version `i` to `i + 1`. Append only; each statement must be
 /// safe to run twice and concurrently (`IF NOT EXISTS`).
-const MIGRATIONS: &[&[&str]] = &[V1, V2_CONTROLS_AND_ROUTES, V3_FLEET, V4_PREFLIGHT];
+const MIGRATIONS: &[&[&str]] = &[
+    V1,
+    V2_CONTROLS_AND_ROUTES,
+    V3_FLEET,
+    V4_PREFLIGHT,
+    V5_CLAIM_INDEX,
+];
+
+/// The fleet's claims look up a wave's claimable groups by state (`crate::fleet`): without
+/// it each claim walked the primary key `(wave, grp)` through every group already done.
+const V5_CLAIM_INDEX: &[&str] =
+    &["CREATE INDEX IF NOT EXISTS wave_groups_claim ON wave_groups (wave, state, grp)"];
 
 /// Pre-flight results per site (`crate::preflight::store`).
 const V4_PREFLIGHT: &[&str] = &["CREATE TABLE IF NOT EXISTS preflight_sites (
@@ -195,7 +206,7 @@ impl MariaDbJournal {
     /// database on each): connects to the first that answers, and moves to the next when its
     /// node goes away.
     pub fn open_any(nodes: Vec<Opts>) -> Result<Self> {
-        let name = store_name_all(&nodes);
+        let name = sql_proxy::store_nodes::name(&nodes);
         if nodes.is_empty() || nodes.iter().any(|o| o.db_name().is_none_or(str::is_empty)) {
             return Err(JournalError::NoDatabase { journal: name });
         }
@@ -378,15 +389,6 @@ impl Drop for MariaDbJournal {
 
 /// `mysql://host:port/db`: what the journal is called in messages.
 /// `mysql://host:port,host:port/db`: every node, as messages name a clustered journal.
-pub(super) fn store_name_all(nodes: &[Opts]) -> String {
-    let hosts: Vec<String> = nodes
-        .iter()
-        .map(|o| format!("{}:{}", o.ip_or_hostname(), o.tcp_port()))
-        .collect();
-    let db = nodes.first().and_then(|o| o.db_name()).unwrap_or("");
-    format!("mysql://{}/{db}", hosts.join(","))
-}
-
 impl JournalStore for MariaDbJournal {
     fn name(&self) -> &str {
         &self.name

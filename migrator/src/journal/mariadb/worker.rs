@@ -108,22 +108,12 @@ struct Link {
 
 impl Link {
     /// Connects to the first node that answers, starting with the current one.
+    /// (A refused login or a bad database is the same on every node: said at once.)
     async fn connect(&mut self) -> std::result::Result<&mut Conn, mysql_async::Error> {
-        let mut last = None;
-        for k in 0..self.nodes.len() {
-            let i = (self.current + k) % self.nodes.len();
-            match connect(&self.nodes[i]).await {
-                Ok(c) => {
-                    self.current = i;
-                    return Ok(self.conn.insert(c));
-                }
-                // A refused login or a bad database is the same on every node: say it now.
-                Err(e @ mysql_async::Error::Server(_)) => return Err(e),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last
-            .unwrap_or_else(|| mysql_async::Error::Other("the journal URL names no server".into())))
+        let (i, c) =
+            sql_proxy::store_nodes::connect_first(&self.nodes, self.current, connect).await?;
+        self.current = i;
+        Ok(self.conn.insert(c))
     }
 
     /// Runs one operation: reconnects first when the last one lost the connection; retries a

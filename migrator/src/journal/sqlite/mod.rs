@@ -41,7 +41,13 @@ impl rusqlite::types::FromSql for SiteState {
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Step `i` brings the schema from version `i` to `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &[V1, V2_CONTROLS_AND_ROUTES, V3_FLEET, V4_PREFLIGHT];
+const MIGRATIONS: &[&str] = &[
+    V1,
+    V2_CONTROLS_AND_ROUTES,
+    V3_FLEET,
+    V4_PREFLIGHT,
+    V5_CLAIM_INDEX,
+];
 
 const V1: &str = "
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -96,6 +102,12 @@ const V4_PREFLIGHT: &str = "
 CREATE TABLE IF NOT EXISTS preflight_sites (
     site TEXT PRIMARY KEY, stamp TEXT NOT NULL, verdict TEXT NOT NULL, json TEXT NOT NULL,
     scanned_ms INTEGER NOT NULL);
+";
+
+/// The fleet's claims look up a wave's claimable groups by state (`crate::fleet`): without
+/// it each claim walked the primary key through every group already done.
+const V5_CLAIM_INDEX: &str = "
+CREATE INDEX IF NOT EXISTS wave_groups_claim ON wave_groups(wave, state, grp);
 ";
 
 /// Applies the missing migrations (see the file's documentation).
