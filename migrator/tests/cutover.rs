@@ -86,6 +86,7 @@ fn spec(
             path: "/".into(),
         }),
         budget: Budget::default(),
+        artifacts: Default::default(),
     }
 }
 

@@ -32,7 +32,8 @@ impl Engine<'_> {
             // the old side before the final copy); the databases pause after.
             e.drain_old_web(spec)?;
             Ok(((), 0))
-        })
+        })?;
+        self.fence_freeze()
     }
 
     /// Pauses the site's databases still open on the old side (the end of a group's freeze),
@@ -95,7 +96,8 @@ impl Engine<'_> {
                 Phase::Switch,
             )?;
             Ok(((), 0))
-        })
+        })?;
+        self.fence_owner(crate::artifacts::fence::Side::New)
     }
 
     pub(crate) fn unfreeze(&mut self) -> Result<(), CutoverError> {
@@ -118,6 +120,7 @@ impl Engine<'_> {
                 .map_err(err())?;
             Ok(((), 0))
         })?;
+        self.fence_unfreeze()?;
         self.release_lease()?;
         self.report.freeze_ms = self.freeze_elapsed()?;
         if let Some(ms) = self.report.freeze_ms {
@@ -244,6 +247,7 @@ impl Engine<'_> {
             e.point_dns_at(spec, spec.old_vip, Phase::Abort)?;
             Ok(((), 0))
         })?;
+        self.fence_reset(crate::artifacts::fence::Side::Old)?;
         self.release_lease()?;
         self.report.freeze_ms = self.freeze_elapsed()?;
         Ok(())
