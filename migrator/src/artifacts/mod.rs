@@ -261,4 +261,6 @@ pub fn sample(site: &str) -> Artifacts {
 }
 
 #[cfg(test)]
+pub(crate) mod test_pki;
+#[cfg(test)]
 mod tests;

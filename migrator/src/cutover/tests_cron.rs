@@ -194,3 +194,31 @@ fn a_run_past_the_freeze_wait_is_reported() {
     drop(j);
     stuck.join().unwrap();
 }
+
+/// A certificate whose key is another's is refused at prepare, naming the field, before the
+/// new side is touched; fixed, the same command moves the site.
+#[test]
+fn a_key_not_matching_its_certificate_refuses_prepare_before_anything_is_installed() {
+    let (_dir, jp, mut spec, rec) = cron_shop();
+    let pki = crate::artifacts::test_pki::Pki::new();
+    let good = pki.leaf("shop", "shop.lab.test");
+    let other = pki.leaf("other", "other.lab.test");
+    spec.artifacts.tls = vec![crate::artifacts::TlsSpec {
+        key: other.key.clone(),
+        ..good.clone()
+    }];
+    let err = migrate(&spec, &rec, &jp).unwrap_err();
+    assert!(
+        matches!(&err, CutoverError::Artifact { field, .. } if field == "tls[0].key"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("does not match"), "{err}");
+    assert!(
+        !rec.log().iter().any(|l| l.starts_with("data.prepare")),
+        "{:?}",
+        rec.log()
+    );
+    assert_eq!(serving(&spec, &rec), Ok(Dc::Old));
+    spec.artifacts.tls = vec![good];
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
+}
