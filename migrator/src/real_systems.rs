@@ -187,6 +187,10 @@ impl DataMover for LocalData {
         }
         if let Some(w) = &spec.new_web_host {
             crate::web_host::prepare(spec, w)?;
+        } else if !spec.artifacts.is_empty() {
+            let a = &spec.artifacts;
+            crate::artifacts::install::stage_locally(&spec.site, a.stage(), a)
+                .map_err(|m| SystemError::new("web-host", Dc::New, m))?;
         }
         if !spec.databases.is_empty() {
             if let Some(note) = self

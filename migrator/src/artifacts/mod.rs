@@ -14,6 +14,7 @@
 
 pub mod cron;
 pub mod fence;
+pub mod install;
 pub mod php;
 pub mod tls;
 pub mod web_rules;
@@ -38,6 +39,10 @@ pub struct Artifacts {
     /// and reports the run (seconds).
     #[serde(default = "default_cron_wait_s")]
     pub cron_wait_s: u64,
+    /// Where prepare stages them on the new web server ([`install`]; default
+    /// [`install::DEFAULT_STAGE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_dir: Option<String>,
 }
 
 fn default_cron_wait_s() -> u64 {
@@ -52,6 +57,7 @@ impl Default for Artifacts {
             php: None,
             web_rules: vec![],
             cron_wait_s: default_cron_wait_s(),
+            stage_dir: None,
         }
     }
 }
@@ -63,6 +69,12 @@ impl Artifacts {
             && self.php.is_none()
             && self.web_rules.is_empty()
             && self.cron_wait_s == default_cron_wait_s()
+            && self.stage_dir.is_none()
+    }
+
+    /// Where prepare stages the artifacts on the new web server.
+    pub fn stage(&self) -> &str {
+        self.stage_dir.as_deref().unwrap_or(install::DEFAULT_STAGE)
     }
 }
 
@@ -205,6 +217,15 @@ pub fn validate(a: &Artifacts) -> Result<(), (String, String)> {
             ));
         }
     }
+    if let Some(d) = &a.stage_dir {
+        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-');
+        if !d.starts_with('/') || !d.chars().all(ok) || d.split('/').any(|p| p == "..") {
+            return Err((
+                "stage_dir".into(),
+                format!("{d:?}: an absolute path of letters, digits, `/`, `.`, `_`, `-`"),
+            ));
+        }
+    }
     if let Some(p) = &a.php {
         php::validate(p).map_err(|(f, m)| (format!("php.{f}"), m))?;
     }
@@ -257,6 +278,7 @@ pub fn sample(site: &str) -> Artifacts {
             },
         ],
         cron_wait_s: default_cron_wait_s(),
+        stage_dir: None,
     }
 }
 

@@ -364,3 +364,85 @@ fn the_freeze_waits_for_a_run_and_a_slot_due_in_it_runs_after_on_the_owner() {
     assert_eq!((left[0].side, left[0].slot), (Side::New, slot + 60));
     stuck.join().unwrap();
 }
+
+#[test]
+fn prepare_stages_everything_disabled_and_all_or_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new();
+    let d = tempfile::tempdir().unwrap();
+    let stage = d.path().join("stage").display().to_string();
+    let mut a = sample("a");
+    a.tls = vec![pki.leaf("a", "a.lab.test"), pki.leaf("w", "www.a.lab.test")];
+    install::stage_locally("a", &stage, &a).unwrap();
+    let dest = Path::new(&stage).join("a");
+    let read = |n: &str| std::fs::read_to_string(dest.join(n)).unwrap();
+    let mode = |n: &str| {
+        std::fs::metadata(dest.join(n))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    // The crontab is there, every job line disabled, each through the fence on the new side.
+    let cron = read("crontab");
+    let jobs: Vec<&str> = cron.lines().filter(|l| l.contains("cron-run")).collect();
+    assert_eq!(jobs.len(), 1, "{cron}");
+    assert!(cron.lines().all(|l| l.starts_with('#')), "{cron}");
+    assert!(jobs[0].contains("--site a --job tick --side new"), "{cron}");
+    assert_eq!(
+        read("tls/a.lab.test.crt"),
+        std::fs::read_to_string(&a.tls[0].cert).unwrap()
+    );
+    assert_eq!(
+        read("tls/www.a.lab.test.key"),
+        std::fs::read_to_string(&a.tls[1].key).unwrap()
+    );
+    assert_eq!(mode("tls/www.a.lab.test.key"), 0o600);
+    assert_eq!(mode("tls/a.lab.test.crt"), 0o644);
+    assert!(read("php-pool.conf").contains("php_admin_value[memory_limit] = 256M"));
+    assert_eq!(
+        read("nginx-rules.conf"),
+        web_rules::render_nginx(&a.web_rules)
+    );
+    let before = read("php-pool.conf");
+
+    // A key that cannot be read: nothing is sent, what was staged stays as it was.
+    let mut broken = a.clone();
+    broken.tls[1].key = pki.path("missing.key");
+    if let Some(p) = broken.php.as_mut() {
+        p.pool.memory_limit = Some("1G".into());
+    }
+    let e = install::stage_locally("a", &stage, &broken).unwrap_err();
+    assert!(
+        e.contains("artifacts.tls[1].key") && e.contains("missing.key"),
+        "{e}"
+    );
+    assert_eq!(read("php-pool.conf"), before);
+
+    // A failure on the server's side (a staged name in no directory): the temporary
+    // directory goes, the staged one stays as it was.
+    let mut clash = a.clone();
+    clash.tls[1].domain = "nodir/x".into();
+    assert!(install::stage_locally("a", &stage, &clash).is_err());
+    assert_eq!(read("php-pool.conf"), before);
+    let left: Vec<_> = std::fs::read_dir(&stage)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, ["a"]);
+
+    // Staged again with new settings: replaced whole.
+    let mut changed = a.clone();
+    changed.tls.pop();
+    install::stage_locally("a", &stage, &changed).unwrap();
+    assert!(!dest.join("tls/www.a.lab.test.key").exists());
+
+    // The dry run's lines name the files, never a key's contents.
+    let lines = install::describe("a", &stage, &a).join("\n");
+    assert!(
+        lines.contains("tls/a.lab.test.crt and .key (0600)"),
+        "{lines}"
+    );
+    assert!(lines.contains("job tick"), "{lines}");
+    assert!(!lines.contains("PRIVATE KEY"), "{lines}");
+}

@@ -222,3 +222,21 @@ fn a_key_not_matching_its_certificate_refuses_prepare_before_anything_is_install
     spec.artifacts.tls = vec![good];
     assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
 }
+
+#[test]
+fn the_dry_run_prints_what_prepare_stages() {
+    let (_dir, jp, spec, rec) = cron_shop();
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
+    let staged: Vec<String> = rec
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("data.prepare_artifacts"))
+        .collect();
+    let all = staged.join("\n");
+    assert!(all.contains("/shop/crontab: job tick"), "{all}");
+    assert!(all.contains("php-pool.conf: PHP 8.2"), "{all}");
+    assert!(
+        all.contains("return 301 https://shop.lab.test/new"),
+        "{all}"
+    );
+}
