@@ -87,8 +87,9 @@ fn files(site: &str, a: &Artifacts) -> Result<Vec<StagedFile>, (String, String)>
 pub fn script(site: &str, stage: &str, a: &Artifacts) -> Result<String, (String, String)> {
     let files = files(site, a)?;
     let dest = format!("{stage}/{site}");
+    let php_check = a.php.as_ref().map(php::require_script).unwrap_or_default();
     let mut s = format!(
-        "set -eu\numask 077\nstage={}\ndest={}\ntmp=\"$dest.new.$$\"\n\
+        "set -eu\n{php_check}umask 077\nstage={}\ndest={}\ntmp=\"$dest.new.$$\"\n\
          mkdir -p \"$stage\"\nrm -rf \"$tmp\"\ntrap 'rm -rf \"$tmp\"' EXIT\n\
          mkdir -p \"$tmp/tls\"\n",
         q(stage),
@@ -146,8 +147,10 @@ pub fn describe(site: &str, stage: &str, a: &Artifacts) -> Vec<String> {
     }
     if let Some(p) = &a.php {
         out.push(format!(
-            "stage {dest}/php-pool.conf: PHP {} {:?}",
-            p.version, p.pool
+            "stage {dest}/php-pool.conf: PHP {} {:?} (refused if the new side lacks PHP {})",
+            p.version,
+            p.pool,
+            p.target()
         ));
     }
     for line in web_rules::render_nginx(&a.web_rules).lines() {

@@ -118,8 +118,23 @@ pub struct TlsSpec {
 pub struct PhpSpec {
     /// `8.2`, … (one of [`php::KNOWN_VERSIONS`]).
     pub version: String,
+    /// The version the new side runs the site with when it lacks `version` (the operator's
+    /// mapping; prepare refuses a missing version and names what the new side has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_to: Option<String>,
+    /// Where the new web server keeps its PHP versions (`ROOT/VERSION/fpm`); default
+    /// `/etc/php` (Debian).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fpm_root: Option<String>,
     #[serde(default)]
     pub pool: PoolSettings,
+}
+
+impl PhpSpec {
+    /// The version the new side must have.
+    pub fn target(&self) -> &str {
+        self.map_to.as_deref().unwrap_or(&self.version)
+    }
 }
 
 /// Pool settings that must be equal on both sides (unset: PHP's default).
@@ -257,6 +272,8 @@ pub fn sample(site: &str) -> Artifacts {
         tls: vec![],
         php: Some(PhpSpec {
             version: "8.2".into(),
+            map_to: None,
+            fpm_root: None,
             pool: PoolSettings {
                 memory_limit: Some("256M".into()),
                 max_execution_time: Some(30),

@@ -26,6 +26,23 @@ pub fn validate(p: &PhpSpec) -> Result<(), (String, String)> {
             ),
         ));
     }
+    if let Some(m) = &p.map_to {
+        if !KNOWN_VERSIONS.contains(&m.as_str()) {
+            return Err((
+                "map_to".into(),
+                format!(
+                    "{m:?}: unknown PHP version (known: {})",
+                    KNOWN_VERSIONS.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(r) = &p.fpm_root {
+        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-');
+        if !r.starts_with('/') || !r.chars().all(ok) {
+            return Err(("fpm_root".into(), format!("{r:?}: not an absolute path")));
+        }
+    }
     let sizes = [
         ("memory_limit", &p.pool.memory_limit),
         ("upload_max_filesize", &p.pool.upload_max_filesize),
@@ -56,13 +73,31 @@ pub fn validate(p: &PhpSpec) -> Result<(), (String, String)> {
     Ok(())
 }
 
+/// The shell lines that refuse (exit 4) a new web server without the PHP version the site
+/// runs with there, naming the versions it has and the field that maps one.
+pub fn require_script(p: &PhpSpec) -> String {
+    let root = p.fpm_root.as_deref().unwrap_or("/etc/php");
+    let field = if p.map_to.is_some() {
+        format!("artifacts.php.map_to ({} for {})", p.target(), p.version)
+    } else {
+        format!("artifacts.php.version {}", p.version)
+    };
+    format!(
+        "if [ ! -d '{root}/{v}/fpm' ]; then\n  \
+         have=$(ls '{root}' 2>/dev/null | tr '\\n' ' ')\n  \
+         echo \"{field}: PHP {v} is not installed on the new web server (it has: ${{have:-none}}); \
+         set artifacts.php.map_to to one of those\" >&2\n  exit 4\nfi\n",
+        v = p.target()
+    )
+}
+
 /// The php-fpm pool file of a site (`[site]` running as `user`, listening on `listen`), its
 /// settings as `php_admin_value`s so a script cannot change them.
 pub fn render_pool(site: &str, user: &str, listen: &str, p: &PhpSpec) -> String {
     let mut out = format!(
         "; written by migrator for site {site} (PHP {})\n[{site}]\nuser = {user}\ngroup = {user}\n\
          listen = {listen}\npm = ondemand\npm.max_children = {}\n",
-        p.version,
+        p.target(),
         p.pool.max_children.unwrap_or(5)
     );
     let mut value = |k: &str, v: &str| out.push_str(&format!("php_admin_value[{k}] = {v}\n"));

@@ -373,6 +373,7 @@ fn prepare_stages_everything_disabled_and_all_or_nothing() {
     let stage = d.path().join("stage").display().to_string();
     let mut a = sample("a");
     a.tls = vec![pki.leaf("a", "a.lab.test"), pki.leaf("w", "www.a.lab.test")];
+    a.php.as_mut().unwrap().fpm_root = Some(php_root(d.path(), &["8.2"]));
     install::stage_locally("a", &stage, &a).unwrap();
     let dest = Path::new(&stage).join("a");
     let read = |n: &str| std::fs::read_to_string(dest.join(n)).unwrap();
@@ -445,4 +446,49 @@ fn prepare_stages_everything_disabled_and_all_or_nothing() {
     );
     assert!(lines.contains("job tick"), "{lines}");
     assert!(!lines.contains("PRIVATE KEY"), "{lines}");
+}
+
+/// A PHP root like Debian's `/etc/php` with `versions` installed.
+fn php_root(d: &Path, versions: &[&str]) -> String {
+    let root = d.join("php");
+    for v in versions {
+        std::fs::create_dir_all(root.join(v).join("fpm")).unwrap();
+    }
+    root.display().to_string()
+}
+
+#[test]
+fn a_php_version_the_new_side_lacks_is_refused_with_the_mapping_to_use() {
+    let d = tempfile::tempdir().unwrap();
+    let stage = d.path().join("stage").display().to_string();
+    let mut a = sample("a");
+    let p = a.php.as_mut().unwrap();
+    p.version = "8.1".into();
+    p.fpm_root = Some(php_root(d.path(), &["8.2", "8.3"]));
+    let e = install::stage_locally("a", &stage, &a).unwrap_err();
+    assert!(
+        e.contains("artifacts.php.version 8.1: PHP 8.1 is not installed")
+            && e.contains("it has: 8.2 8.3")
+            && e.contains("artifacts.php.map_to"),
+        "{e}"
+    );
+    assert!(!Path::new(&stage).exists(), "something was staged");
+
+    // Mapped to a version it lacks too: named as the mapping.
+    a.php.as_mut().unwrap().map_to = Some("7.4".into());
+    let e = install::stage_locally("a", &stage, &a).unwrap_err();
+    assert!(e.contains("artifacts.php.map_to (7.4 for 8.1)"), "{e}");
+
+    // Mapped to one it has: staged, the pool file for that version.
+    a.php.as_mut().unwrap().map_to = Some("8.3".into());
+    install::stage_locally("a", &stage, &a).unwrap();
+    let pool = std::fs::read_to_string(Path::new(&stage).join("a/php-pool.conf")).unwrap();
+    assert!(
+        pool.starts_with("; written by migrator for site a (PHP 8.3)"),
+        "{pool}"
+    );
+
+    // A mapping to no PHP version at all is refused when the spec loads.
+    let e = parse_with(|a| a["php"]["map_to"] = serde_json::json!("8")).unwrap_err();
+    assert!(e.contains("sites[0].artifacts.php.map_to"), "{e}");
 }
