@@ -263,6 +263,13 @@ impl DataMover for LocalData {
         if !dbs.is_empty() {
             diffs.extend(self.db.verify(LocalData::urls(spec)?, dbs)?);
         }
+        if spec.new_web_host.is_none() && !spec.artifacts.is_empty() {
+            let a = &spec.artifacts;
+            diffs.extend(
+                crate::artifacts::install::compare_staged(&spec.site, a.stage(), a)
+                    .map_err(|m| SystemError::new("web-host", Dc::New, m))?,
+            );
+        }
         Ok(diffs)
     }
 

@@ -187,3 +187,25 @@ pub fn stage_locally(site: &str, stage: &str, a: &Artifacts) -> Result<(), Strin
         ))
     }
 }
+
+/// Compares what is staged under `stage/site` with what the spec says (verify): one line per
+/// file missing or different, naming the file, never its contents.
+pub fn compare_staged(site: &str, stage: &str, a: &Artifacts) -> Result<Vec<String>, String> {
+    let want = files(site, a).map_err(|(f, m)| format!("artifacts.{f}: {m}"))?;
+    let dest = std::path::Path::new(stage).join(site);
+    let mut diffs = Vec::new();
+    for f in want {
+        let path = dest.join(&f.name);
+        let expected = if f.text.ends_with('\n') || f.text.is_empty() {
+            f.text
+        } else {
+            format!("{}\n", f.text)
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(have) if have == expected => {}
+            Ok(_) => diffs.push(format!("artifact {} differs from the spec", path.display())),
+            Err(e) => diffs.push(format!("artifact {}: {e}", path.display())),
+        }
+    }
+    Ok(diffs)
+}

@@ -438,6 +438,24 @@ fn prepare_stages_everything_disabled_and_all_or_nothing() {
     install::stage_locally("a", &stage, &changed).unwrap();
     assert!(!dest.join("tls/www.a.lab.test.key").exists());
 
+    // Verify compares what is staged with the spec, naming files, never contents.
+    assert_eq!(
+        install::compare_staged("a", &stage, &changed).unwrap(),
+        Vec::<String>::new()
+    );
+    std::fs::write(dest.join("php-pool.conf"), "[a]\n").unwrap();
+    std::fs::write(dest.join("tls/a.lab.test.key"), "tampered").unwrap();
+    let diffs = install::compare_staged("a", &stage, &changed).unwrap();
+    assert_eq!(diffs.len(), 2, "{diffs:?}");
+    assert!(
+        diffs[0].ends_with("a.lab.test.key differs from the spec"),
+        "{diffs:?}"
+    );
+    assert!(
+        diffs[1].ends_with("php-pool.conf differs from the spec"),
+        "{diffs:?}"
+    );
+
     // The dry run's lines name the files, never a key's contents.
     let lines = install::describe("a", &stage, &a).join("\n");
     assert!(
