@@ -19,6 +19,9 @@ impl Engine<'_> {
     pub(crate) fn freeze(&mut self) -> Result<(), CutoverError> {
         let spec = self.spec;
         self.take_lease()?;
+        // The site's cron jobs first: none starts from now on, and the wait for runs in
+        // progress happens before the web is held (not counted in its write freeze).
+        self.fence_freeze()?;
         checkpoints::stamp(self.journal, &spec.site, Checkpoint::FreezeStartedMs)?;
         self.phase(Phase::Freeze, |e| {
             let err = || CutoverError::system(Phase::Freeze);
@@ -32,8 +35,7 @@ impl Engine<'_> {
             // the old side before the final copy); the databases pause after.
             e.drain_old_web(spec)?;
             Ok(((), 0))
-        })?;
-        self.fence_freeze()
+        })
     }
 
     /// Pauses the site's databases still open on the old side (the end of a group's freeze),
