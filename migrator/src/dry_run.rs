@@ -460,6 +460,12 @@ impl DataMover for Recorder {
         for line in crate::web_host::describe(spec) {
             self.act("data.prepare_web_host", "web-host", Dc::New, line)?;
         }
+        if spec.new_web_host.is_none() {
+            let a = &spec.artifacts;
+            for line in crate::artifacts::install::describe(&spec.site, a.stage(), a) {
+                self.act("data.prepare_artifacts", "web-host", Dc::New, line)?;
+            }
+        }
         Ok(())
     }
     fn sync_files(&self, spec: &SiteSpec, dir: Direction) -> SysResult<u64> {

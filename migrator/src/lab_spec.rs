@@ -257,6 +257,7 @@ pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecE
                 path: "/?op=about".into(),
             }),
             budget: opts.budget.clone(),
+            artifacts: Default::default(),
         })
         .collect();
     let file = SpecFile { sites };

@@ -24,11 +24,14 @@
 //!   [`finalize`]; [`fleet`] (workers on many hosts claiming a started wave's move groups
 //!   with a lease); [`route_check`] (the proxy's routes against the journal, and their repair);
 //!   [`lab_spec`] derives site specs from the staging lab's `state.json`.
+//! - [`artifacts`]: a site's cron jobs, certificates, PHP runtime and web rules (issue 20),
+//!   and the fence that runs each job on the side owning the site only.
 //! - [`bundle`]: consistency-point bundles (issue 19): a site's databases and files as they
 //!   were at the switch, captured from the old side after it, signed, verified, restored.
 //! - [`serve`]: `migrator serve`, the progress dashboard (pages, JSON API, `/metrics`, wave
 //!   controls and site rollback) over summary tables the journal's triggers keep current.
 
+pub mod artifacts;
 pub mod bundle;
 pub mod control;
 pub mod control_socket;

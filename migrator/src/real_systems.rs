@@ -187,6 +187,10 @@ impl DataMover for LocalData {
         }
         if let Some(w) = &spec.new_web_host {
             crate::web_host::prepare(spec, w)?;
+        } else if !spec.artifacts.is_empty() {
+            let a = &spec.artifacts;
+            crate::artifacts::install::stage_locally(&spec.site, a.stage(), a)
+                .map_err(|m| SystemError::new("web-host", Dc::New, m))?;
         }
         if !spec.databases.is_empty() {
             if let Some(note) = self
@@ -258,6 +262,13 @@ impl DataMover for LocalData {
         }
         if !dbs.is_empty() {
             diffs.extend(self.db.verify(LocalData::urls(spec)?, dbs)?);
+        }
+        if spec.new_web_host.is_none() && !spec.artifacts.is_empty() {
+            let a = &spec.artifacts;
+            diffs.extend(
+                crate::artifacts::install::compare_staged(&spec.site, a.stage(), a)
+                    .map_err(|m| SystemError::new("web-host", Dc::New, m))?,
+            );
         }
         Ok(diffs)
     }

@@ -225,6 +225,9 @@ pub struct SiteSpec {
     pub fingerprint: Option<FingerprintSpec>,
     #[serde(default)]
     pub budget: Budget,
+    /// Cron jobs, certificates, PHP runtime and web rules ([`crate::artifacts`]).
+    #[serde(default, skip_serializing_if = "crate::artifacts::Artifacts::is_empty")]
+    pub artifacts: crate::artifacts::Artifacts,
 }
 
 /// The spec file.
@@ -291,6 +294,8 @@ impl SpecFile {
             if let Some(d) = &s.dns {
                 d.validate().map_err(|e| bad(e.to_string()))?;
             }
+            crate::artifacts::validate(&s.artifacts)
+                .map_err(|(f, m)| field(&format!("artifacts.{f}"), m))?;
             if s.budget.max_sync_passes == 0 {
                 return Err(bad("`budget.max_sync_passes` must be at least 1".into()));
             }
@@ -416,6 +421,7 @@ pub fn sample(site: &str) -> SiteSpec {
         tunnel: None,
         fingerprint: None,
         budget: Budget::default(),
+        artifacts: Default::default(),
     }
 }
 

@@ -86,7 +86,11 @@ pub fn describe(spec: &SiteSpec) -> Vec<String> {
         w.known_hosts.display(),
         w.identity.display()
     );
-    let mut out = Vec::new();
+    let a = &spec.artifacts;
+    let mut out: Vec<String> = crate::artifacts::install::describe(&spec.site, a.stage(), a)
+        .into_iter()
+        .map(|l| format!("{via}: {l}"))
+        .collect();
     for h in &spec.homes {
         if let (Some(l), Some(t)) = (&h.compat_link, &h.compat_target) {
             out.push(format!(
@@ -113,13 +117,28 @@ pub fn prepare(spec: &SiteSpec, w: &WebHostSpec) -> SysResult<()> {
     // here too, before anything reaches the server.
     crate::site_spec::check_map_entry(w)
         .map_err(|(field, m)| err(format!("{}: new_web_host.{field}: {m}", spec.site)))?;
+    // The artifacts' staging first (all files read here: one unreadable and nothing is sent).
+    let staged = if spec.artifacts.is_empty() {
+        String::new()
+    } else {
+        let a = &spec.artifacts;
+        let s = crate::artifacts::install::script(&spec.site, a.stage(), a).map_err(|(f, m)| {
+            SystemError::new(
+                "web-host",
+                Dc::New,
+                format!("{}: artifacts.{f}: {m}", spec.site),
+            )
+        })?;
+        // Its own subshell: its `set -eu` and trap end with it; a failure still fails the run.
+        format!("set -eu\n(\n{s})\n")
+    };
     let mut child = ssh(w)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| err(format!("starting ssh to {}: {e}", w.ssh)))?;
-    let text = script(spec, w);
+    let text = format!("{staged}{}", script(spec, w));
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(text.as_bytes())

@@ -86,6 +86,7 @@ fn spec(
             path: "/".into(),
         }),
         budget: Budget::default(),
+        artifacts: Default::default(),
     }
 }
 
@@ -384,4 +385,117 @@ fn a_watched_home_moves_through_its_feed_and_is_compared_after_the_switch() {
         .collect();
     assert!(steps.contains(&"post-verify:done".to_string()), "{steps:?}");
     assert!(steps.contains(&"sync-files:done".to_string()), "{steps:?}");
+}
+
+/// Issue 20: a job due every second, fired on both sides by real `migrator cron-run`
+/// processes through a real migrate and rollback: every slot runs once, never on the side not
+/// owning the site (old until the switch, new until the rollback's switch, old after), and the
+/// job keeps running on the owner after each move (no silent stop).
+#[test]
+fn cron_jobs_run_once_per_slot_on_the_owning_side_through_migrate_and_rollback() {
+    use migrator::artifacts::fence::{self, Side};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (old, new, old_hp, new_hp) = two_dcs("shop front page");
+    Haproxy::new(new_hp.socket())
+        .set_server_admin("be_shop", "srv", AdminState::Maint)
+        .unwrap();
+    let mut spec = spec(d, &old_hp, &new_hp, &old, &new);
+    spec.artifacts.cron = vec![migrator::artifacts::CronJob {
+        name: "tick".into(),
+        schedule: "* * * * * *".into(),
+        command: "true".into(),
+        user: "root".into(),
+    }];
+    spec.artifacts.stage_dir = Some(d.join("stage").display().to_string());
+    std::fs::create_dir_all(spec.homes[0].old.join("www")).unwrap();
+    std::fs::write(spec.homes[0].old.join("www/index.php"), "<?php echo 1;").unwrap();
+    let spec_file = d.join("sites.json");
+    let text = serde_json::to_string(&SpecFile {
+        sites: vec![spec.clone()],
+    })
+    .unwrap();
+    std::fs::write(&spec_file, text).unwrap();
+    let jp = d.join("journal.sqlite");
+    let mut j = SqliteJournal::open(&jp).unwrap();
+
+    // Each side's "cron": fires every 250 ms (four times per slot).
+    let stop = Arc::new(AtomicBool::new(false));
+    let tickers: Vec<_> = [Side::Old, Side::New]
+        .into_iter()
+        .map(|side| {
+            let (stop, jp, spec_file) = (stop.clone(), jp.clone(), spec_file.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let st = std::process::Command::new(env!("CARGO_BIN_EXE_migrator"))
+                        .arg("cron-run")
+                        .arg("--journal")
+                        .arg(&jp)
+                        .arg("--spec")
+                        .arg(&spec_file)
+                        .args(["--site", "shop", "--job", "tick", "--side", side.as_str()])
+                        .stderr(std::process::Stdio::null())
+                        .status()
+                        .unwrap();
+                    assert!(st.success(), "{side:?}: {st}");
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+            })
+        })
+        .collect();
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(1500));
+    pause();
+    let sys = file_systems(&spec, &old_hp, &new_hp, &jp);
+    let opts = EngineOptions::default();
+    let report = Engine::new(&spec, &sys, &mut j, &opts).migrate().unwrap();
+    assert_eq!(report.state, SiteState::Live);
+    // Staged on the "new web server", disabled.
+    let cron = std::fs::read_to_string(d.join("stage/shop/crontab")).unwrap();
+    assert!(
+        cron.contains("#* * * * * * root migrator cron-run"),
+        "{cron}"
+    );
+    pause();
+    let report = rollback_site(Engine::new(&spec, &sys, &mut j, &opts)).unwrap();
+    assert_eq!(report.state, SiteState::RolledBack);
+    pause();
+    stop.store(true, Ordering::SeqCst);
+    tickers.into_iter().for_each(|t| t.join().unwrap());
+
+    let steps = j.steps("shop").unwrap();
+    let at = |phase: &str| steps.iter().find(|s| s.phase == phase).unwrap().clone();
+    let (switch, back) = (at("switch"), at("rollback-switch"));
+    let runs = fence::runs(&j, "shop").unwrap();
+    for r in &runs {
+        let end = r.ended_ms.unwrap();
+        match r.side {
+            // The old side runs nothing from the switch to the rollback's switch.
+            Side::Old => assert!(
+                end <= switch.started_ms || r.started_ms >= back.ended_ms.unwrap(),
+                "old ran while new owned the site: {r:?}"
+            ),
+            Side::New => assert!(
+                r.started_ms >= switch.started_ms && end <= back.started_ms,
+                "new ran while old owned the site: {r:?}"
+            ),
+        }
+    }
+    let count = |side: Side, from: i64, to: i64| {
+        runs.iter()
+            .filter(|r| r.side == side && r.started_ms >= from && r.started_ms <= to)
+            .count()
+    };
+    let sw_end = switch.ended_ms.unwrap();
+    let back_end = back.ended_ms.unwrap();
+    assert!(count(Side::Old, 0, switch.started_ms) >= 1, "{runs:?}");
+    assert!(count(Side::New, sw_end, back.started_ms) >= 1, "{runs:?}");
+    assert!(count(Side::Old, back_end, i64::MAX) >= 1, "{runs:?}");
+    // One run per slot (the journal is keyed by slot; each slot a distinct second).
+    let mut slots: Vec<i64> = runs.iter().map(|r| r.slot).collect();
+    slots.sort();
+    slots.dedup();
+    assert_eq!(slots.len(), runs.len());
+    let t = fence::token(&j, "shop").unwrap().1;
+    assert_eq!((t.owner, t.frozen), (Side::Old, false));
 }

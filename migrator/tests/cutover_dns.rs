@@ -93,6 +93,7 @@ fn migrate_and_roll_back(dns: DnsConfig) {
         tunnel: None,
         fingerprint: None,
         budget: Budget::default(),
+        artifacts: Default::default(),
     };
     std::fs::create_dir_all(spec.homes[0].old.join("www")).unwrap();
     std::fs::write(spec.homes[0].old.join("www/index.php"), "<?php echo 1;").unwrap();

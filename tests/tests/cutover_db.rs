@@ -275,6 +275,7 @@ fn run(way: Way) {
             max_sync_passes: 3,
             max_lag_ms: 60_000,
         },
+        artifacts: Default::default(),
     };
     let jp = d.join("journal.sqlite");
     let proxy = real_systems::proxy(&spec.proxy).unwrap();

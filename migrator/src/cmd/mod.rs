@@ -1,6 +1,7 @@
 //! Subcommand groups. Each file owns one group; `Command` flattens them into one CLI.
 
 pub mod bundle;
+pub mod cron;
 pub mod cutover;
 pub mod db;
 pub mod files;
@@ -37,6 +38,8 @@ pub enum Command {
     Watch(watch::WatchCommand),
     #[command(flatten)]
     Preflight(preflight::PreflightCommand),
+    #[command(flatten)]
+    Cron(cron::CronCommand),
 }
 
 /// Runs a command and returns the process exit code.
@@ -52,6 +55,7 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Serve(c) => serve::run(c),
         Command::Watch(c) => watch::run(c),
         Command::Preflight(c) => preflight::run_group(c),
+        Command::Cron(c) => cron::run(c),
     }
 }
 

@@ -64,6 +64,9 @@ pub struct SiteReport {
     pub phases: Vec<(String, f64)>,
     /// An interrupt arrived inside the critical section and was deferred.
     pub deferred_signal: bool,
+    /// Cron runs still in progress when the freeze's wait for them ended.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cron_overruns: Vec<String>,
 }
 
 /// How long a freeze waits for the site's in-flight requests on the old VIP.

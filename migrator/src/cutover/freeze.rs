@@ -19,6 +19,9 @@ impl Engine<'_> {
     pub(crate) fn freeze(&mut self) -> Result<(), CutoverError> {
         let spec = self.spec;
         self.take_lease()?;
+        // The site's cron jobs first: none starts from now on, and the wait for runs in
+        // progress happens before the web is held (not counted in its write freeze).
+        self.fence_freeze()?;
         checkpoints::stamp(self.journal, &spec.site, Checkpoint::FreezeStartedMs)?;
         self.phase(Phase::Freeze, |e| {
             let err = || CutoverError::system(Phase::Freeze);
@@ -95,7 +98,8 @@ impl Engine<'_> {
                 Phase::Switch,
             )?;
             Ok(((), 0))
-        })
+        })?;
+        self.fence_owner(crate::artifacts::fence::Side::New)
     }
 
     pub(crate) fn unfreeze(&mut self) -> Result<(), CutoverError> {
@@ -118,6 +122,7 @@ impl Engine<'_> {
                 .map_err(err())?;
             Ok(((), 0))
         })?;
+        self.fence_unfreeze()?;
         self.release_lease()?;
         self.report.freeze_ms = self.freeze_elapsed()?;
         if let Some(ms) = self.report.freeze_ms {
@@ -244,6 +249,7 @@ impl Engine<'_> {
             e.point_dns_at(spec, spec.old_vip, Phase::Abort)?;
             Ok(((), 0))
         })?;
+        self.fence_reset(crate::artifacts::fence::Side::Old)?;
         self.release_lease()?;
         self.report.freeze_ms = self.freeze_elapsed()?;
         Ok(())

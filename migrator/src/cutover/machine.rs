@@ -163,6 +163,16 @@ impl Engine<'_> {
         let spec = self.spec;
         self.phase(Phase::Prepare, |e| {
             let err = CutoverError::system(Phase::Prepare);
+            // Certificates first: one that cannot serve the site refuses the move before
+            // anything is written on the new side.
+            let now = rustls::pki_types::UnixTime::now();
+            crate::artifacts::check_tls(&spec.artifacts, now).map_err(|(field, message)| {
+                CutoverError::Artifact {
+                    site: spec.site.clone(),
+                    field,
+                    message,
+                }
+            })?;
             e.sys.data.prepare(spec).map_err(err)?;
             e.new_backend_ready(spec)?;
             if let (Some(dns), Some(d)) = (&e.sys.dns, &spec.dns) {

@@ -36,6 +36,7 @@
 //!   and the one place that renders and parses their journal keys); [`phase`]: named, timed,
 //!   journaled phases
 //!   and [`phase::CutoverError`]; [`signals`]: what a wave and its sites tell each other.
+//! - [`cron_fence`]: the freeze, commit points and unfreeze of the site's cron jobs.
 //! - [`lease`]: site leases (sync, freeze) in the journal; [`lease_keeper`]: a lease renewed
 //!   in the background through one long pass; [`engine`]: the [`Engine`] of one site and the
 //!   helpers every phase uses.
@@ -49,6 +50,7 @@
 
 pub mod actions;
 pub mod checkpoints;
+pub mod cron_fence;
 pub mod engine;
 pub mod freeze;
 pub mod group;

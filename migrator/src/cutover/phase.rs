@@ -142,6 +142,14 @@ pub enum CutoverError {
          at the switch) is verified, or with --override-reason TEXT, which is journaled"
     )]
     BundleNotVerified { site: String, why: String },
+    /// A site artifact that cannot move as it is (an expired certificate, a key not matching
+    /// it): refused at prepare, before anything is installed on the new side.
+    #[error("site {site}: artifacts.{field}: {message}; refused at prepare, nothing installed")]
+    Artifact {
+        site: String,
+        field: String,
+        message: String,
+    },
     #[error("interrupted by the operator before the freeze; the site is still on the old side")]
     Interrupted,
     #[error("{cause}; the site was aborted back to the old side")]

@@ -7,6 +7,7 @@
 //! killed rollback is finished by the next `rollback` or `wave run` rather than left frozen.
 //! Every action checks what the system reports first, so re-running is safe.
 
+use crate::artifacts::fence::Side;
 use crate::cutover::checkpoints::{self, Checkpoint};
 use crate::cutover::engine::{Ctx, Engine, SiteReport, RETRY_PAUSE, SWITCH_TRIES};
 use crate::cutover::phase::{CutoverError, Phase};
@@ -72,7 +73,9 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
     let spec = engine.spec;
     if engine.state()? == SiteState::RolledBack {
         // Killed after the rollback's last step: the old side serves and takes writes since;
-        // a copy back now would put stale new-side files over them. Only the cleanup is left.
+        // a copy back now would put stale new-side files over them. Only the cleanup is left
+        // (the jobs' token too: owned by the old side, running).
+        engine.fence_reset(Side::Old)?;
         clear(engine, &site)?;
         return engine.release_lease();
     }
@@ -104,6 +107,7 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
         }
         Ok(((), 0))
     });
+    let frozen = frozen.and_then(|()| engine.fence_freeze());
     if let Err(cause) = frozen {
         // Never left half frozen: the new side serves again.
         return Err(give_up(engine, cause));
@@ -161,7 +165,8 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
     // Set once the copy back verified and the rollback's switch begins.
     checkpoints::stamp(engine.journal, &site, Checkpoint::RollbackSwitch)?;
     // Both steps are idempotent: a failure is retried (bounded) rather than left frozen.
-    let mut switched = retried(|| engine.phase(Phase::RollbackSwitch, |e| switch_back(e, spec)));
+    let mut switched = retried(|| engine.phase(Phase::RollbackSwitch, |e| switch_back(e, spec)))
+        .and_then(|()| engine.fence_owner(Side::Old));
     if switched.is_ok() {
         switched = retried(|| {
             engine.phase(Phase::RollbackUnfreeze, |e| {
@@ -182,6 +187,7 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
         }
         return Err(give_up(engine, cause));
     }
+    engine.fence_unfreeze()?;
     engine.report.freeze_ms = engine.freeze_elapsed()?;
     clear(engine, &site)?;
     engine.release_lease()?;
@@ -261,5 +267,6 @@ fn undo_freeze(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
             .map_err(drv(Dc::Old))
             .map_err(err())?;
         Ok(((), 0))
-    })
+    })?;
+    engine.fence_reset(Side::New)
 }

@@ -515,3 +515,8 @@ mod invariants;
 /// point (issue 18, findings 5 and 6).
 #[path = "tests_leases.rs"]
 mod leases;
+
+/// The cron fence's owner token moved by the freeze, the commit points, the unfreeze, an
+/// abort and a rollback (issue 20).
+#[path = "tests_cron.rs"]
+mod cron;

@@ -1,0 +1,359 @@
+//! The fence of a site's scheduled jobs: every job runs on exactly one side.
+//!
+//! The **owner token** (journal checkpoint `cron-fence`/SITE, a [`Token`]) says which side owns
+//! the site's jobs, whether they are frozen, and which runs are in progress. It changes only by
+//! compare-and-swap ([`JournalStore::swap_checkpoint_raw`]), so a run's start (token read,
+//! run registered) is atomic against the cutover's moves:
+//! - the freeze sets `frozen` and waits (bounded) for the runs in progress to end
+//!   ([`wait_idle`]; what is still running at the deadline is reported, not killed);
+//! - the switch's commit point sets the owner to `new` (still frozen), the rollback's sets it
+//!   back to `old`; an abort puts `old` and unfrozen back;
+//! - the unfreeze clears `frozen`.
+//!
+//! The **run journal** (`cron-runs/SITE`, one [`RunRecord`] per `JOB@SLOT`) is written by
+//! compare-and-swap on an absent key: one run per slot, whichever side asks. Refusals are kept
+//! in `cron-refused/SITE` (`JOB@SLOT@SIDE`).
+//!
+//! `migrator cron-run` ([`run`]) is installed on both sides: started by the system's cron at a
+//! due time, it waits while the site is frozen (bounded), then runs the job only where the token
+//! names its side. A waiter whose slot was overtaken by a newer one while it waited gives way:
+//! a job due during the freeze runs once after the unfreeze, on the owning side.
+
+use crate::journal::{JournalError, JournalStore};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+const TOKEN_SCOPE: &str = "cron-fence";
+
+/// One side of the migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    #[default]
+    Old,
+    New,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Old => "old",
+            Side::New => "new",
+        }
+    }
+}
+
+impl std::str::FromStr for Side {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Side, String> {
+        match s {
+            "old" => Ok(Side::Old),
+            "new" => Ok(Side::New),
+            o => Err(format!("{o:?}: a side is `old` or `new`")),
+        }
+    }
+}
+
+/// The owner token of a site's jobs. Absent in the journal: owned by `old`, not frozen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Token {
+    pub owner: Side,
+    pub frozen: bool,
+    /// Runs started and not yet ended (the freeze waits for them).
+    #[serde(default)]
+    pub running: Vec<Running>,
+}
+
+/// A run in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Running {
+    pub job: String,
+    pub side: Side,
+    pub slot: i64,
+    pub started_ms: i64,
+}
+
+/// One run of a job, by slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub job: String,
+    /// The due time (unix seconds) this run is for.
+    pub slot: i64,
+    pub side: Side,
+    pub started_ms: i64,
+    pub ended_ms: Option<i64>,
+    pub exit: Option<i32>,
+}
+
+/// Why a side did not run a slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub job: String,
+    pub slot: i64,
+    pub side: Side,
+    pub at_ms: i64,
+    pub reason: String,
+}
+
+/// What `cron-run` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Ran {
+        exit: i32,
+    },
+    /// Not run here: the reason (another side owns the site, a newer slot overtook it, the
+    /// freeze outlasted the wait).
+    Refused(String),
+    /// The slot was already run (by `side`).
+    AlreadyRan {
+        side: Side,
+    },
+}
+
+fn runs_scope(site: &str) -> String {
+    format!("cron-runs/{site}")
+}
+fn refused_scope(site: &str) -> String {
+    format!("cron-refused/{site}")
+}
+
+fn bad(j: &dyn JournalStore, what: &'static str, e: serde_json::Error) -> JournalError {
+    JournalError::BadValue {
+        journal: j.name().to_string(),
+        what,
+        reason: e.to_string(),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The site's token as stored (raw, for a swap) and parsed.
+pub fn token(j: &dyn JournalStore, site: &str) -> Result<(Option<String>, Token), JournalError> {
+    let raw = j.checkpoint_raw(TOKEN_SCOPE, site)?;
+    let t = match &raw {
+        Some(r) => serde_json::from_str(r).map_err(|e| bad(j, "cron owner token", e))?,
+        None => Token::default(),
+    };
+    Ok((raw, t))
+}
+
+/// Changes the token by compare-and-swap, retried until no other writer came between; `f`
+/// returns `false` to leave it as it is. Returns the token as it ends.
+fn update(
+    j: &mut dyn JournalStore,
+    site: &str,
+    mut f: impl FnMut(&mut Token) -> bool,
+) -> Result<Token, JournalError> {
+    loop {
+        let (raw, mut t) = token(j, site)?;
+        if !f(&mut t) {
+            return Ok(t);
+        }
+        let json = serde_json::to_string(&t).map_err(|e| bad(j, "cron owner token", e))?;
+        if j.swap_checkpoint_raw(TOKEN_SCOPE, site, raw.as_deref(), &json)? {
+            return Ok(t);
+        }
+    }
+}
+
+/// The freeze: no job of the site starts from now on, on either side.
+pub fn freeze(j: &mut dyn JournalStore, site: &str) -> Result<(), JournalError> {
+    update(j, site, |t| !std::mem::replace(&mut t.frozen, true)).map(|_| ())
+}
+
+/// A commit point: `side` owns the site's jobs (still frozen until [`unfreeze`]).
+pub fn set_owner(j: &mut dyn JournalStore, site: &str, side: Side) -> Result<(), JournalError> {
+    update(j, site, |t| std::mem::replace(&mut t.owner, side) != side).map(|_| ())
+}
+
+/// The unfreeze: the owner's jobs run again.
+pub fn unfreeze(j: &mut dyn JournalStore, site: &str) -> Result<(), JournalError> {
+    update(j, site, |t| std::mem::replace(&mut t.frozen, false)).map(|_| ())
+}
+
+/// Waits up to `deadline` for the site's runs in progress to end; returns those still running
+/// then (to be reported: they are not killed).
+pub fn wait_idle(
+    j: &dyn JournalStore,
+    site: &str,
+    deadline: Duration,
+) -> Result<Vec<Running>, JournalError> {
+    let end = Instant::now() + deadline;
+    loop {
+        let (_, t) = token(j, site)?;
+        if t.running.is_empty() || Instant::now() >= end {
+            return Ok(t.running);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every run of the site's jobs, by `JOB@SLOT`.
+pub fn runs(j: &dyn JournalStore, site: &str) -> Result<Vec<RunRecord>, JournalError> {
+    j.checkpoints(&runs_scope(site))?
+        .into_iter()
+        .map(|(_, v)| serde_json::from_str(&v).map_err(|e| bad(j, "cron run record", e)))
+        .collect()
+}
+
+/// Every refusal recorded for the site's jobs.
+pub fn refusals(j: &dyn JournalStore, site: &str) -> Result<Vec<Refusal>, JournalError> {
+    j.checkpoints(&refused_scope(site))?
+        .into_iter()
+        .map(|(_, v)| serde_json::from_str(&v).map_err(|e| bad(j, "cron refusal", e)))
+        .collect()
+}
+
+/// One invocation of a job on one side (see the module).
+pub struct Invocation<'a> {
+    pub site: &'a str,
+    pub job: &'a str,
+    pub side: Side,
+    pub schedule: &'a super::cron::Schedule,
+    /// How long to wait while the site is frozen before giving the slot up.
+    pub max_wait: Duration,
+    pub poll: Duration,
+}
+
+impl Invocation<'_> {
+    fn refuse(
+        &self,
+        j: &mut dyn JournalStore,
+        slot: i64,
+        reason: String,
+    ) -> Result<Outcome, JournalError> {
+        let r = Refusal {
+            job: self.job.into(),
+            slot,
+            side: self.side,
+            at_ms: now_ms(),
+            reason: reason.clone(),
+        };
+        let key = format!("{}@{slot}@{}", self.job, self.side.as_str());
+        let json = serde_json::to_string(&r).map_err(|e| bad(j, "cron refusal", e))?;
+        j.put_checkpoint_raw(&refused_scope(self.site), &key, &json)?;
+        Ok(Outcome::Refused(reason))
+    }
+
+    /// Runs `job` through the fence for the slot due at `now_s` (unix seconds): waits while
+    /// frozen, refuses on the non-owner, claims the slot, runs, records the end.
+    pub fn run(
+        &self,
+        j: &mut dyn JournalStore,
+        now_s: i64,
+        job: impl FnOnce() -> std::io::Result<i32>,
+    ) -> Result<std::io::Result<Outcome>, JournalError> {
+        let Some(slot) = self.schedule.last_due(now_s) else {
+            return self
+                .refuse(
+                    j,
+                    now_s,
+                    format!("no due time of {:?} before now", self.schedule.text),
+                )
+                .map(Ok);
+        };
+        let give_up = Instant::now() + self.max_wait;
+        let mut waited = false;
+        let started_ms = loop {
+            let (_, t) = token(j, self.site)?;
+            if t.frozen {
+                if Instant::now() >= give_up {
+                    let why = format!(
+                        "the site stayed frozen longer than the wait ({} s)",
+                        self.max_wait.as_secs()
+                    );
+                    return self.refuse(j, slot, why).map(Ok);
+                }
+                waited = true;
+                std::thread::sleep(self.poll);
+                continue;
+            }
+            if t.owner != self.side {
+                let why = format!("the {} side owns the site", t.owner.as_str());
+                return self.refuse(j, slot, why).map(Ok);
+            }
+            if waited {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                if let Some(newer) = self.schedule.last_due(now).filter(|n| *n > slot) {
+                    let why = format!("the freeze ran past slot {newer}, which runs instead");
+                    return self.refuse(j, slot, why).map(Ok);
+                }
+            }
+            // Registered only while still unfrozen and ours: atomic against the freeze.
+            let started = now_ms();
+            let mut ok = false;
+            let me = Running {
+                job: self.job.into(),
+                side: self.side,
+                slot,
+                started_ms: started,
+            };
+            update(j, self.site, |t| {
+                ok = !t.frozen && t.owner == self.side;
+                if ok {
+                    t.running.push(me.clone());
+                }
+                ok
+            })?;
+            if ok {
+                break started;
+            }
+        };
+        let rec = RunRecord {
+            job: self.job.into(),
+            slot,
+            side: self.side,
+            started_ms,
+            ended_ms: None,
+            exit: None,
+        };
+        let key = format!("{}@{slot}", self.job);
+        let json = serde_json::to_string(&rec).map_err(|e| bad(j, "cron run record", e))?;
+        let claimed = j.swap_checkpoint_raw(&runs_scope(self.site), &key, None, &json)?;
+        if !claimed {
+            self.unregister(j, slot, started_ms)?;
+            let prev: RunRecord = j
+                .checkpoint_raw(&runs_scope(self.site), &key)?
+                .map(|v| serde_json::from_str(&v))
+                .transpose()
+                .map_err(|e| bad(j, "cron run record", e))?
+                .unwrap_or(rec);
+            return Ok(Ok(Outcome::AlreadyRan { side: prev.side }));
+        }
+        let result = job();
+        let done = RunRecord {
+            ended_ms: Some(now_ms()),
+            exit: Some(*result.as_ref().unwrap_or(&-1)),
+            ..rec
+        };
+        let json = serde_json::to_string(&done).map_err(|e| bad(j, "cron run record", e))?;
+        j.put_checkpoint_raw(&runs_scope(self.site), &key, &json)?;
+        self.unregister(j, slot, started_ms)?;
+        Ok(result.map(|exit| Outcome::Ran { exit }))
+    }
+
+    fn unregister(
+        &self,
+        j: &mut dyn JournalStore,
+        slot: i64,
+        started_ms: i64,
+    ) -> Result<(), JournalError> {
+        update(j, self.site, |t| {
+            let n = t.running.len();
+            t.running.retain(|r| {
+                !(r.job == self.job
+                    && r.side == self.side
+                    && r.slot == slot
+                    && r.started_ms == started_ms)
+            });
+            t.running.len() != n
+        })
+        .map(|_| ())
+    }
+}

@@ -1,0 +1,143 @@
+//! `migrator cron-run` (a site's scheduled job, run only on the side that owns the site) and
+//! `migrator cron-runs` (the run journal). See [`migrator::artifacts::fence`].
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use migrator::artifacts::fence::{self, Invocation, Outcome, Side};
+use migrator::site_spec::SpecFile;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct CronRunArgs {
+    /// The journal holding the site's owner token (the migration's `--journal`; shared by
+    /// both sides: a MariaDB URL, or a file both reach).
+    #[arg(long, value_name = "FILE|URL")]
+    pub journal: PathBuf,
+    /// The site spec file naming the job (its schedule gives the slot a run belongs to).
+    #[arg(long, value_name = "FILE")]
+    pub spec: PathBuf,
+    #[arg(long)]
+    pub site: String,
+    /// The job's `name` in the site's `artifacts.cron`.
+    #[arg(long)]
+    pub job: String,
+    /// The side this host is on: `old` or `new`.
+    #[arg(long, value_name = "old|new")]
+    pub side: Side,
+    /// How long to wait while the site is frozen before giving this slot up (seconds).
+    #[arg(long, value_name = "S", default_value_t = 300)]
+    pub max_wait: u64,
+    /// The command to run (default: the job's `command`, through `sh -c`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CronRunsArgs {
+    #[arg(long, value_name = "FILE|URL")]
+    pub journal: PathBuf,
+    #[arg(long)]
+    pub site: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CronCommand {
+    /// Run a site's scheduled job if, and only if, this side owns the site.
+    ///
+    /// Installed in the crontab of BOTH sides in place of the job's command:
+    ///   */5 * * * * alice migrator cron-run --journal J --spec sites.json --site alice
+    ///       --job purge --side old
+    /// While the site is frozen (its cutover or rollback) the run waits, up to --max-wait;
+    /// after the switch only the new side runs it, after a rollback only the old one. Each
+    /// slot (due time) runs once, whichever side asks. Every run is recorded (side, start,
+    /// end, exit) and so is every refusal: `migrator cron-runs` lists them.
+    ///
+    /// Exit status: the job's own; 0 when refused or already run (the other side's cron is
+    /// expected to fire too); 2 when the journal or spec cannot be read.
+    #[command(verbatim_doc_comment)]
+    CronRun(CronRunArgs),
+    /// The run journal of a site's jobs, as JSON (runs and refusals).
+    CronRuns(CronRunsArgs),
+}
+
+pub fn run(command: CronCommand) -> anyhow::Result<i32> {
+    match command {
+        CronCommand::CronRun(a) => cron_run(a),
+        CronCommand::CronRuns(a) => {
+            let j = super::open_existing(&a.journal)?;
+            let out = serde_json::json!({
+                "site": a.site,
+                "token": fence::token(j.as_ref(), &a.site)?.1,
+                "runs": fence::runs(j.as_ref(), &a.site)?,
+                "refusals": fence::refusals(j.as_ref(), &a.site)?,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(0)
+        }
+    }
+}
+
+fn cron_run(a: CronRunArgs) -> anyhow::Result<i32> {
+    let spec = SpecFile::load(&a.spec)?;
+    let site = spec.site(&a.site)?;
+    let job = site
+        .artifacts
+        .cron
+        .iter()
+        .find(|j| j.name == a.job)
+        .with_context(|| {
+            format!(
+                "{}: site {} has no cron job {:?}",
+                a.spec.display(),
+                a.site,
+                a.job
+            )
+        })?;
+    let schedule = job.parsed().map_err(anyhow::Error::msg)?;
+    let mut journal = super::open_existing(&a.journal)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let inv = Invocation {
+        site: &a.site,
+        job: &a.job,
+        side: a.side,
+        schedule: &schedule,
+        max_wait: Duration::from_secs(a.max_wait),
+        poll: Duration::from_millis(200),
+    };
+    let argv = if a.command.is_empty() {
+        vec!["sh".to_string(), "-c".to_string(), job.command.clone()]
+    } else {
+        a.command.clone()
+    };
+    let outcome = inv.run(journal.as_mut(), now, || {
+        let status = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .status()?;
+        Ok(status.code().unwrap_or(128))
+    })?;
+    let outcome = outcome.with_context(|| format!("job {}: starting {:?}", a.job, argv[0]))?;
+    match outcome {
+        Outcome::Ran { exit } => Ok(exit),
+        Outcome::Refused(why) => {
+            eprintln!(
+                "cron-run {} {}: not run on the {} side: {why}",
+                a.site,
+                a.job,
+                a.side.as_str()
+            );
+            Ok(0)
+        }
+        Outcome::AlreadyRan { side } => {
+            eprintln!(
+                "cron-run {} {}: this slot already ran on the {} side",
+                a.site,
+                a.job,
+                side.as_str()
+            );
+            Ok(0)
+        }
+    }
+}

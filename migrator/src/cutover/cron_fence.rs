@@ -1,0 +1,65 @@
+//! The cutover's moves of a site's cron fence ([`crate::artifacts::fence`]), each a no-op for
+//! a site without jobs: the freeze freezes the jobs and waits for runs in progress (reported
+//! past `artifacts.cron_wait_s`), each commit point hands the owner token to its side, the
+//! unfreeze and an abort let the owner's jobs run again.
+
+use crate::artifacts::fence::{self, Side};
+use crate::cutover::engine::Engine;
+use crate::cutover::phase::CutoverError;
+use std::time::Duration;
+
+impl Engine<'_> {
+    fn has_jobs(&self) -> bool {
+        !self.spec.artifacts.cron.is_empty()
+    }
+
+    /// Freezes the site's jobs and waits for the runs in progress; one still running at the
+    /// deadline is reported (in the report and the journal's `cron-overrun` checkpoint).
+    pub(crate) fn fence_freeze(&mut self) -> Result<(), CutoverError> {
+        if !self.has_jobs() {
+            return Ok(());
+        }
+        let site = self.spec.site.clone();
+        fence::freeze(self.journal, &site)?;
+        let wait = Duration::from_secs(self.spec.artifacts.cron_wait_s);
+        let left = fence::wait_idle(self.journal, &site, wait)?;
+        for r in &left {
+            self.report.cron_overruns.push(format!(
+                "job {} ({} side, slot {}) still running {} s into the freeze",
+                r.job,
+                r.side.as_str(),
+                r.slot,
+                wait.as_secs()
+            ));
+        }
+        if !left.is_empty() {
+            let json =
+                serde_json::to_string(&self.report.cron_overruns).unwrap_or_else(|_| "[]".into());
+            self.journal
+                .put_checkpoint_raw("cron-overrun", &site, &json)?;
+        }
+        Ok(())
+    }
+
+    /// A commit point: `side` owns the site's jobs from now on (still frozen).
+    pub(crate) fn fence_owner(&mut self, side: Side) -> Result<(), CutoverError> {
+        if self.has_jobs() {
+            fence::set_owner(self.journal, &self.spec.site, side)?;
+        }
+        Ok(())
+    }
+
+    /// The owner's jobs run again.
+    pub(crate) fn fence_unfreeze(&mut self) -> Result<(), CutoverError> {
+        if self.has_jobs() {
+            fence::unfreeze(self.journal, &self.spec.site)?;
+        }
+        Ok(())
+    }
+
+    /// Back on `side`, unfrozen (an abort, a rollback given up).
+    pub(crate) fn fence_reset(&mut self, side: Side) -> Result<(), CutoverError> {
+        self.fence_owner(side)?;
+        self.fence_unfreeze()
+    }
+}

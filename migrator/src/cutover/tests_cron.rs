@@ -1,0 +1,242 @@
+//! Issue 20: a site's jobs run on exactly one side. The owner token follows the switch and the
+//! rollback, the freeze waits for a run in progress (and reports one past its wait), an abort
+//! or a kill at any action never leaves the jobs frozen or owned by the side not serving.
+
+use super::*;
+use crate::artifacts::cron::Schedule;
+use crate::artifacts::fence::{self, Invocation, Outcome, Side, Token};
+
+fn cron_shop() -> (tempfile::TempDir, PathBuf, SiteSpec, Recorder) {
+    let (dir, jp, mut spec, rec) = shop();
+    spec.artifacts = crate::artifacts::sample("shop");
+    (dir, jp, spec, rec)
+}
+
+fn token(jp: &Path) -> Token {
+    fence::token(&SqliteJournal::open(jp).unwrap(), "shop")
+        .unwrap()
+        .1
+}
+
+fn unfrozen(owner: Side) -> Token {
+    Token {
+        owner,
+        frozen: false,
+        running: vec![],
+    }
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Runs the job `tick` on `side` for the slot due now (no wait).
+fn run_on(jp: &Path, side: Side, at: i64) -> Outcome {
+    let mut j = SqliteJournal::open(jp).unwrap();
+    let s = Schedule::parse("*/10 * * * * *").unwrap();
+    let inv = Invocation {
+        site: "shop",
+        job: "tick",
+        side,
+        schedule: &s,
+        max_wait: Duration::ZERO,
+        poll: Duration::from_millis(10),
+    };
+    inv.run(&mut j, at, || Ok(0)).unwrap().unwrap()
+}
+
+#[test]
+fn the_owner_token_follows_the_switch_and_the_rollback() {
+    let (_dir, jp, spec, rec) = cron_shop();
+    let t = now_s();
+    assert_eq!(run_on(&jp, Side::Old, t), Outcome::Ran { exit: 0 });
+    // A long run on the old side, in progress when the freeze comes.
+    let p = jp.clone();
+    let long = std::thread::spawn(move || {
+        let mut j = SqliteJournal::open(&p).unwrap();
+        let s = Schedule::parse("*/10 * * * * *").unwrap();
+        let inv = Invocation {
+            site: "shop",
+            job: "tick",
+            side: Side::Old,
+            schedule: &s,
+            max_wait: Duration::ZERO,
+            poll: Duration::from_millis(10),
+        };
+        inv.run(&mut j, t + 10, || {
+            std::thread::sleep(Duration::from_millis(600));
+            Ok(0)
+        })
+        .unwrap()
+        .unwrap()
+    });
+    while token(&jp).running.is_empty() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
+    // The freeze waited for it: it ended before the switch began.
+    assert!(long.is_finished(), "the cutover did not wait for the run");
+    assert_eq!(long.join().unwrap(), Outcome::Ran { exit: 0 });
+    let j = SqliteJournal::open(&jp).unwrap();
+    let switch = j
+        .steps("shop")
+        .unwrap()
+        .into_iter()
+        .find(|s| s.phase == "switch")
+        .unwrap();
+    let run = fence::runs(&j, "shop")
+        .unwrap()
+        .into_iter()
+        .find(|r| r.slot == t + 10 - (t + 10).rem_euclid(10))
+        .unwrap();
+    assert!(
+        run.ended_ms.unwrap() <= switch.started_ms,
+        "{run:?} {switch:?}"
+    );
+    drop(j);
+    assert_eq!(token(&jp), unfrozen(Side::New));
+    assert!(matches!(
+        run_on(&jp, Side::Old, t + 20),
+        Outcome::Refused(_)
+    ));
+    assert_eq!(run_on(&jp, Side::New, t + 20), Outcome::Ran { exit: 0 });
+
+    assert_eq!(rollback(&spec, &rec, &jp).unwrap(), SiteState::RolledBack);
+    assert_eq!(token(&jp), unfrozen(Side::Old));
+    assert!(matches!(
+        run_on(&jp, Side::New, t + 30),
+        Outcome::Refused(_)
+    ));
+    assert_eq!(run_on(&jp, Side::Old, t + 30), Outcome::Ran { exit: 0 });
+}
+
+#[test]
+fn an_abort_gives_the_jobs_back_to_the_old_side_unfrozen() {
+    let (_dir, jp, spec, rec) = cron_shop();
+    rec.set_verify_diffs(vec!["table `orders`: checksums differ".into()]);
+    assert!(migrate(&spec, &rec, &jp).is_err());
+    assert_eq!(token(&jp), unfrozen(Side::Old));
+}
+
+#[test]
+fn killed_at_every_action_the_jobs_end_on_the_serving_side_unfrozen() {
+    for action in ACTIONS {
+        let (_dir, jp, spec, rec) = cron_shop();
+        rec.set_trap(action, Trap::Crash);
+        crash(|| migrate(&spec, &rec, &jp));
+        assert_eq!(
+            migrate(&spec, &rec, &jp).unwrap(),
+            SiteState::Live,
+            "{action}"
+        );
+        assert_eq!(token(&jp), unfrozen(Side::New), "{action}");
+    }
+    for action in [
+        "haproxy.maint",
+        "data.sync_files",
+        "proxy.resume",
+        "haproxy.ready",
+    ] {
+        let (_dir, jp, spec, rec) = cron_shop();
+        assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
+        rec.set_trap(action, Trap::Crash);
+        crash(|| rollback(&spec, &rec, &jp));
+        assert_eq!(
+            migrate(&spec, &rec, &jp).unwrap(),
+            SiteState::RolledBack,
+            "{action}"
+        );
+        assert_eq!(token(&jp), unfrozen(Side::Old), "{action}");
+    }
+}
+
+#[test]
+fn a_run_past_the_freeze_wait_is_reported() {
+    let (_dir, jp, mut spec, rec) = cron_shop();
+    spec.artifacts.cron_wait_s = 0;
+    let p = jp.clone();
+    let t = now_s();
+    let stuck = std::thread::spawn(move || {
+        let mut j = SqliteJournal::open(&p).unwrap();
+        let s = Schedule::parse("*/10 * * * * *").unwrap();
+        let inv = Invocation {
+            site: "shop",
+            job: "tick",
+            side: Side::Old,
+            schedule: &s,
+            max_wait: Duration::ZERO,
+            poll: Duration::from_millis(10),
+        };
+        inv.run(&mut j, t, || {
+            std::thread::sleep(Duration::from_millis(800));
+            Ok(0)
+        })
+        .unwrap()
+        .unwrap()
+    });
+    while token(&jp).running.is_empty() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let sys = rec.systems(&spec);
+    let mut j = SqliteJournal::open(&jp).unwrap();
+    let o = opts();
+    let report = Engine::new(&spec, &sys, &mut j, &o).migrate().unwrap();
+    assert_eq!(report.state, SiteState::Live);
+    assert_eq!(report.cron_overruns.len(), 1, "{report:?}");
+    assert!(
+        report.cron_overruns[0].contains("job tick (old side"),
+        "{report:?}"
+    );
+    assert!(j.checkpoint_raw("cron-overrun", "shop").unwrap().is_some());
+    drop(j);
+    stuck.join().unwrap();
+}
+
+/// A certificate whose key is another's is refused at prepare, naming the field, before the
+/// new side is touched; fixed, the same command moves the site.
+#[test]
+fn a_key_not_matching_its_certificate_refuses_prepare_before_anything_is_installed() {
+    let (_dir, jp, mut spec, rec) = cron_shop();
+    let pki = crate::artifacts::test_pki::Pki::new();
+    let good = pki.leaf("shop", "shop.lab.test");
+    let other = pki.leaf("other", "other.lab.test");
+    spec.artifacts.tls = vec![crate::artifacts::TlsSpec {
+        key: other.key.clone(),
+        ..good.clone()
+    }];
+    let err = migrate(&spec, &rec, &jp).unwrap_err();
+    assert!(
+        matches!(&err, CutoverError::Artifact { field, .. } if field == "tls[0].key"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("does not match"), "{err}");
+    assert!(
+        !rec.log().iter().any(|l| l.starts_with("data.prepare")),
+        "{:?}",
+        rec.log()
+    );
+    assert_eq!(serving(&spec, &rec), Ok(Dc::Old));
+    spec.artifacts.tls = vec![good];
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
+}
+
+#[test]
+fn the_dry_run_prints_what_prepare_stages() {
+    let (_dir, jp, spec, rec) = cron_shop();
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
+    let staged: Vec<String> = rec
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("data.prepare_artifacts"))
+        .collect();
+    let all = staged.join("\n");
+    assert!(all.contains("/shop/crontab: job tick"), "{all}");
+    assert!(all.contains("php-pool.conf: PHP 8.2"), "{all}");
+    assert!(
+        all.contains("return 301 https://shop.lab.test/new"),
+        "{all}"
+    );
+}

@@ -1,0 +1,175 @@
+//! Issue 20: `migrator cron-run` as real processes on both "sides" (one journal file they
+//! share), started together the way each side's cron starts them. Only the owner runs a slot;
+//! a slot due while the site is frozen waits and runs once, on the side the commit point named;
+//! `migrator cron-runs` lists the runs and refusals.
+
+use migrator::artifacts::fence::{self, Side};
+use migrator::artifacts::CronJob;
+use migrator::journal::SqliteJournal;
+use migrator::site_spec::{sample, SpecFile};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// A yearly job: its slot (Jan 1st) does not change while the test runs.
+fn job(name: &str) -> CronJob {
+    CronJob {
+        name: name.into(),
+        schedule: "0 0 1 1 *".into(),
+        command: "true".into(),
+        user: "root".into(),
+    }
+}
+
+struct Lab {
+    _dir: tempfile::TempDir,
+    d: PathBuf,
+    journal: PathBuf,
+    spec: PathBuf,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let journal = d.join("journal.sqlite");
+        SqliteJournal::open(&journal).unwrap();
+        let mut site = sample("shop");
+        site.artifacts.cron = vec![job("before"), job("during")];
+        let spec = d.join("sites.json");
+        let text = serde_json::to_string(&SpecFile { sites: vec![site] }).unwrap();
+        std::fs::write(&spec, text).unwrap();
+        Lab {
+            _dir: dir,
+            d,
+            journal,
+            spec,
+        }
+    }
+
+    /// `cron-run` of `job` on `side`: its command appends the side's name to `out-JOB`.
+    fn cron_run(&self, job: &str, side: Side, max_wait: u64) -> Child {
+        let out = self.d.join(format!("out-{job}"));
+        Command::new(env!("CARGO_BIN_EXE_migrator"))
+            .arg("cron-run")
+            .arg("--journal")
+            .arg(&self.journal)
+            .arg("--spec")
+            .arg(&self.spec)
+            .args(["--site", "shop", "--job", job, "--side", side.as_str()])
+            .args(["--max-wait", &max_wait.to_string(), "--", "sh", "-c"])
+            .arg(format!("echo {} >> {}", side.as_str(), out.display()))
+            .spawn()
+            .unwrap()
+    }
+
+    fn out(&self, job: &str) -> String {
+        std::fs::read_to_string(self.d.join(format!("out-{job}"))).unwrap_or_default()
+    }
+
+    fn journal(&self) -> SqliteJournal {
+        SqliteJournal::open(&self.journal).unwrap()
+    }
+}
+
+fn wait_ok(mut c: Child) {
+    let st = c.wait().unwrap();
+    assert!(st.success(), "{st}");
+}
+
+#[test]
+fn both_sides_cron_fire_and_only_the_owner_runs_each_slot_once() {
+    let lab = Lab::new();
+    // Both sides' cron fire at once, and the old side's fires twice for the same slot.
+    let kids = [
+        lab.cron_run("before", Side::Old, 5),
+        lab.cron_run("before", Side::New, 5),
+        lab.cron_run("before", Side::Old, 5),
+    ];
+    kids.into_iter().for_each(wait_ok);
+    assert_eq!(lab.out("before"), "old\n");
+
+    // The freeze; the slot of `during` comes due while frozen: both sides wait.
+    let mut j = lab.journal();
+    fence::freeze(&mut j, "shop").unwrap();
+    let mut waiting = [
+        lab.cron_run("during", Side::Old, 30),
+        lab.cron_run("during", Side::New, 30),
+    ];
+    std::thread::sleep(Duration::from_millis(700));
+    for c in &mut waiting {
+        assert!(
+            c.try_wait().unwrap().is_none(),
+            "ran or gave up while frozen"
+        );
+    }
+    assert_eq!(lab.out("during"), "");
+    // The switch's commit point, then the unfreeze.
+    fence::set_owner(&mut j, "shop", Side::New).unwrap();
+    let t0 = Instant::now();
+    fence::unfreeze(&mut j, "shop").unwrap();
+    waiting.into_iter().for_each(wait_ok);
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert_eq!(lab.out("during"), "new\n");
+
+    let runs = fence::runs(&j, "shop").unwrap();
+    let mut seen: Vec<(String, Side)> = runs.iter().map(|r| (r.job.clone(), r.side)).collect();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        seen,
+        [
+            ("before".to_string(), Side::Old),
+            ("during".to_string(), Side::New)
+        ]
+    );
+    assert!(runs
+        .iter()
+        .all(|r| r.exit == Some(0) && r.ended_ms >= Some(r.started_ms)));
+    // The non-owners' refusals are on record: new for `before`, old for `during`.
+    let refusals = fence::refusals(&j, "shop").unwrap();
+    assert!(refusals
+        .iter()
+        .any(|r| r.job == "before" && r.side == Side::New));
+    assert!(refusals
+        .iter()
+        .any(|r| r.job == "during" && r.side == Side::Old));
+
+    // The listing an operator reads.
+    let out = Command::new(env!("CARGO_BIN_EXE_migrator"))
+        .args(["cron-runs", "--site", "shop", "--journal"])
+        .arg(&lab.journal)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["token"]["owner"], "new");
+    assert_eq!(v["token"]["frozen"], false);
+    assert_eq!(v["runs"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn an_unknown_job_or_side_is_refused_by_name() {
+    let lab = Lab::new();
+    let run = |job: &str, side: &str| {
+        Command::new(env!("CARGO_BIN_EXE_migrator"))
+            .arg("cron-run")
+            .arg("--journal")
+            .arg(&lab.journal)
+            .arg("--spec")
+            .arg(&lab.spec)
+            .args(["--site", "shop", "--job", job, "--side", side])
+            .output()
+            .unwrap()
+    };
+    let out = run("nope", "old");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no cron job \"nope\"") && err.contains("sites.json"),
+        "{err}"
+    );
+    let out = run("before", "middle");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`old` or `new`"));
+    assert!(fence::runs(&lab.journal(), "shop").unwrap().is_empty());
+}
