@@ -138,6 +138,21 @@ DROP USER IF EXISTS ''@'localhost';\nFLUSH PRIVILEGES;\n"
     write_secret(&dc.db_admin_credentials, cnf.as_bytes())
 }
 
+/// The admin account's `mysql://` URL on the DC's MariaDB, from its `[client]` file. It holds
+/// the password: give it to a tool in a 0600 file, never on a command line or in a log.
+pub fn mariadb_admin_url(dc: &DcState) -> Result<String> {
+    let path = &dc.db_admin_credentials;
+    let cnf = std::fs::read_to_string(path).map_err(LabError::io("reading", path))?;
+    let v = |k| crate::sql_proxy::cnf_value(&cnf, k);
+    match (v("user"), v("password"), v("host"), v("port")) {
+        (Some(u), Some(pw), Some(h), Some(p)) => Ok(format!("mysql://{u}:{pw}@{h}:{p}/")),
+        _ => Err(LabError::Config {
+            path: path.clone(),
+            message: "needs user=, password=, host= and port=".into(),
+        }),
+    }
+}
+
 /// php-fpm: one pool as www-data on a unix socket.
 pub fn php_fpm_start(dc: &DcState, dirs: &DcDirs) -> Result<ProcRecord> {
     let conf = dirs.root.join("php-fpm.conf");

@@ -41,7 +41,7 @@ pub const SERVICE2: &str = "old-dc/sql-proxy-2";
 pub const SUPERVISOR2: &str = "old-dc/sql-proxy-2-supervisor";
 
 /// Reads `key=value` from a `[client]` option file.
-fn cnf_value(text: &str, key: &str) -> Option<String> {
+pub(crate) fn cnf_value(text: &str, key: &str) -> Option<String> {
     text.lines()
         .filter_map(|l| l.split_once('='))
         .find(|(k, _)| k.trim() == key)

@@ -12,6 +12,7 @@
 //! max_file_bytes = 4194304
 //! skip_extensions = ["jpg", "png"]         # added to the built-in media list
 //! freeze_budget_ms = 3000
+//! write_sample_s = 10.0                    # write rates measured over at least this long
 //! ```
 
 use super::{PreflightError, Result};
@@ -61,6 +62,9 @@ pub struct PreflightConfig {
     pub capture_tail_s: f64,
     /// Apply throughput of the capture's tail.
     pub apply_bytes_per_s: f64,
+    /// Each source server's databases' write rates are measured on its binary log over at
+    /// least this many seconds (the scan of its databases counts); 0: the inventory's figures.
+    pub write_sample_s: f64,
 }
 
 impl Default for PreflightConfig {
@@ -80,6 +84,7 @@ impl Default for PreflightConfig {
             copy_bytes_per_s: 50e6,
             capture_tail_s: 2.0,
             apply_bytes_per_s: 20e6,
+            write_sample_s: 10.0,
         }
     }
 }

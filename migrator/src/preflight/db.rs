@@ -49,7 +49,11 @@ pub struct DbScan {
     pub bytes: u64,
     /// Bytes of the tables copied again inside the freeze (no key, no snapshot).
     pub recopy_bytes: u64,
+    /// Bytes per second: measured on the server's binary log when `write_rate_measured`,
+    /// else the inventory's figure.
     pub write_rate: f64,
+    #[serde(default)]
+    pub write_rate_measured: bool,
     pub findings: Vec<Finding>,
 }
 

@@ -22,6 +22,8 @@
 //!   skipped by extension and by a NUL in the first 8 KiB, large files skipped;
 //! - `db.rs`: a database and its server read over MariaDB (accounts' authentication
 //!   plugins, keys, engines, definers, sizes, the binary log's settings);
+//! - `write_rate.rs`: each database's write rate measured on its server's binary log (two
+//!   positions some seconds apart, the events between attributed to their database);
 //! - `verdict.rs`: a site's verdict and predicted freeze, the fleet summary;
 //! - `report.rs`: JSON lines and the static HTML report (every value escaped);
 //! - `run.rs`: a run over many sites (homes in parallel, then servers and databases, then
@@ -38,6 +40,7 @@ pub mod run;
 pub mod store;
 pub mod verdict;
 pub mod walk;
+pub mod write_rate;
 
 pub use config::PreflightConfig;
 pub use verdict::{SiteReport, Verdict};

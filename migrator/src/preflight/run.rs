@@ -7,6 +7,7 @@ use super::code::{Scanner, Served};
 use super::db::{connect, scan_database, scan_server, DbScan, DbTarget, ServerScan};
 use super::verdict::site_report;
 use super::walk::{scan_home, stamp_home, HomeScan, WalkLimits};
+use super::write_rate::{binlog_bytes, binlog_pos};
 use super::{store, PreflightConfig, Result, SiteReport, Where};
 use crate::journal::SqlConn;
 use rayon::prelude::*;
@@ -165,7 +166,7 @@ pub fn run(
         })
         .collect::<Result<_>>()?;
     // 2. Servers and databases.
-    let (servers, dbs) = scan_databases(sites, access)?;
+    let (servers, dbs) = scan_databases(sites, access, config)?;
     // 3. Reports.
     let mut reports = Vec::with_capacity(sites.len());
     for (s, (home, err)) in sites.iter().zip(homes) {
@@ -191,6 +192,7 @@ pub fn run(
 fn scan_databases(
     sites: &[SiteInput],
     access: &DbAccess,
+    config: &PreflightConfig,
 ) -> Result<(Vec<ServerScan>, BTreeMap<String, DbScan>)> {
     if access.sources.is_empty() {
         return Ok((Vec::new(), BTreeMap::new()));
@@ -211,7 +213,17 @@ fn scan_databases(
         let mut dbs = BTreeMap::new();
         for (id, opts) in &access.sources {
             let mut c = connect(id, opts).await?;
-            servers.push(scan_server(id, &mut c).await?);
+            let server = scan_server(id, &mut c).await?;
+            // The write-rate window opens now: the databases' scan is part of it.
+            let window = std::time::Duration::from_secs_f64(config.write_sample_s.max(0.0));
+            let start = match server.log_bin && !window.is_zero() {
+                true => binlog_pos(id, &mut c)
+                    .await?
+                    .map(|p| (p, std::time::Instant::now())),
+                false => None,
+            };
+            servers.push(server);
+            let mut mine = Vec::new();
             for t in sites
                 .iter()
                 .flat_map(|s| &s.databases)
@@ -222,6 +234,20 @@ fn scan_databases(
                 }
                 let scan = scan_database(&mut c, dest.as_mut(), t).await?;
                 dbs.insert(t.database.clone(), scan);
+                mine.push(t.database.clone());
+            }
+            if let Some((from, t0)) = start {
+                tokio::time::sleep(window.saturating_sub(t0.elapsed())).await;
+                if let Some(to) = binlog_pos(id, &mut c).await? {
+                    let secs = t0.elapsed().as_secs_f64();
+                    let b = binlog_bytes(id, &mut c, &from, &to).await?;
+                    for name in &mine {
+                        if let Some(d) = dbs.get_mut(name) {
+                            d.write_rate = b.rate(name, secs);
+                            d.write_rate_measured = true;
+                        }
+                    }
+                }
             }
         }
         Ok::<_, super::PreflightError>((servers, dbs))

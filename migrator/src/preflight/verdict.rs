@@ -40,6 +40,9 @@ pub struct DbLine {
     pub bytes: u64,
     pub recopy_bytes: u64,
     pub write_rate: f64,
+    /// Measured on the source's binary log (`write_rate.rs`), not the inventory's figure.
+    #[serde(default)]
+    pub write_rate_measured: bool,
     pub capture: bool,
     pub freeze_ms: u64,
 }
@@ -127,6 +130,7 @@ pub fn site_report(
             bytes: d.bytes,
             recopy_bytes: d.recopy_bytes,
             write_rate: d.write_rate,
+            write_rate_measured: d.write_rate_measured,
             capture,
             freeze_ms: db_ms,
         });
@@ -226,6 +230,7 @@ mod tests {
             bytes,
             recopy_bytes: recopy,
             write_rate: rate,
+            write_rate_measured: true,
             findings: Vec::new(),
         }
     }
