@@ -13,15 +13,67 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use testkit::MariaDb;
 
-fn migrator(d: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_migrator"))
-        .args(args)
+/// The `migrator` binary with this test's journal, store and keys in `d`.
+fn cmd(d: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_migrator"));
+    c.args(args)
         .env("MIGRATOR_JOURNAL", d.join("j.sqlite"))
         .env("MIGRATOR_BUNDLE_STORE", d.join("store"))
         .env("MIGRATOR_BUNDLE_KEY", d.join("keys/bundle.key"))
-        .env("MIGRATOR_BUNDLE_PUBLIC_KEY", d.join("keys/bundle.key.pub"))
-        .output()
-        .unwrap()
+        .env("MIGRATOR_BUNDLE_PUBLIC_KEY", d.join("keys/bundle.key.pub"));
+    c
+}
+
+fn migrator(d: &Path, args: &[&str]) -> Output {
+    cmd(d, args).output().unwrap()
+}
+
+/// `bundle capture SITE --sites d/sites.json` and `extra`.
+fn capture(d: &Path, site: &str, extra: &[&str]) -> Output {
+    let sites = d.join("sites.json");
+    let mut args = vec![
+        "bundle",
+        "capture",
+        site,
+        "--sites",
+        sites.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    migrator(d, &args)
+}
+
+/// A test bed: an old and a new MariaDB server, `old.url` (the sites' old SQL server) and
+/// `scratch.url` (the new server, for verify and restore) in a temporary directory, the
+/// sites file, the journal. No `new.url`: a capture needs only the old side.
+struct Bed {
+    dir: tempfile::TempDir,
+    old: MariaDb,
+    new: MariaDb,
+}
+
+impl Bed {
+    /// `sites` (name, databases); `sql` run on the old server.
+    fn start(sites: &[(&str, &[&str])], sql: &str) -> Bed {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (MariaDb::start().unwrap(), MariaDb::start().unwrap());
+        let d = dir.path();
+        url_file(d, "old.url", &old);
+        url_file(d, "scratch.url", &new);
+        write_sites(d, sites);
+        old.exec(sql).unwrap();
+        SqliteJournal::open(&d.join("j.sqlite")).unwrap();
+        Bed { dir, old, new }
+    }
+    fn d(&self) -> &Path {
+        self.dir.path()
+    }
+    fn scratch(&self) -> String {
+        self.d().join("scratch.url").to_str().unwrap().to_string()
+    }
+    /// [`switch`] of `site` from this bed's old server to its new one.
+    fn switch(&self, site: &str, dbs: &[&str]) {
+        switch(self.d(), &self.old, &self.new, site, dbs)
+    }
 }
 
 fn text(o: &Output) -> String {
@@ -115,26 +167,11 @@ const SHOP_SQL: &str = "CREATE DATABASE shop_db CHARACTER SET utf8mb4 COLLATE ut
 
 #[test]
 fn a_bundle_restores_the_old_side_at_the_switch_and_names_a_tampered_part() {
-    let d = tempfile::tempdir().unwrap();
-    let d = d.path();
-    let (old, new) = (MariaDb::start().unwrap(), MariaDb::start().unwrap());
-    url_file(d, "old.url", &old);
-    let new_url = url_file(d, "new.url", &new);
-    write_sites(d, &[("shop", &["shop_db"])]);
-    old.exec(SHOP_SQL).unwrap();
-    SqliteJournal::open(&d.join("j.sqlite")).unwrap();
+    let bed = Bed::start(&[("shop", &["shop_db"])], SHOP_SQL);
+    let (d, old, new) = (bed.d(), &bed.old, &bed.new);
 
     // Refused before the switch: the old side is not yet a consistency point.
-    let o = migrator(
-        d,
-        &[
-            "bundle",
-            "capture",
-            "shop",
-            "--sites",
-            d.join("sites.json").to_str().unwrap(),
-        ],
-    );
+    let o = capture(d, "shop", &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("only once the site is live"),
@@ -142,25 +179,13 @@ fn a_bundle_restores_the_old_side_at_the_switch_and_names_a_tampered_part() {
         text(&o)
     );
 
-    switch(d, &old, &new, "shop", &["shop_db"]);
+    bed.switch("shop", &["shop_db"]);
     // After the switch the site writes on the new side only.
     new.exec("INSERT INTO shop_db.orders (item, qty) VALUES ('after the switch', 1)")
         .unwrap();
-    let at_switch = rows(&old, "SELECT * FROM shop_db.orders ORDER BY id");
+    let at_switch = rows(old, "SELECT * FROM shop_db.orders ORDER BY id");
 
-    let sites = d.join("sites.json");
-    let o = migrator(
-        d,
-        &[
-            "bundle",
-            "capture",
-            "shop",
-            "--sites",
-            sites.to_str().unwrap(),
-            "--tar",
-            "--json",
-        ],
-    );
+    let o = capture(d, "shop", &["--tar", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let r = only(&o);
     let id = r["bundle"].as_str().unwrap().to_string();
@@ -186,7 +211,7 @@ fn a_bundle_restores_the_old_side_at_the_switch_and_names_a_tampered_part() {
     );
 
     // verify: signature, parts, the dump restored into a scratch database, equal.
-    let scratch = new_url.to_str().unwrap();
+    let scratch = &bed.scratch();
     let o = migrator(d, &["bundle", "verify", &id, "--scratch-url-file", scratch]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("VERIFIED"), "{}", text(&o));
@@ -201,7 +226,7 @@ fn a_bundle_restores_the_old_side_at_the_switch_and_names_a_tampered_part() {
         text(&o)
     );
     assert_eq!(
-        rows(&new, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bundle_verify%'"),
+        rows(new, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bundle_verify%'"),
         "0\n",
         "scratch databases are dropped"
     );
@@ -223,16 +248,16 @@ fn a_bundle_restores_the_old_side_at_the_switch_and_names_a_tampered_part() {
     );
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
-        rows(&new, "SELECT * FROM shop_at_switch.orders ORDER BY id"),
+        rows(new, "SELECT * FROM shop_at_switch.orders ORDER BY id"),
         at_switch
     );
     assert_ne!(
-        rows(&new, "SELECT * FROM shop_db.orders ORDER BY id"),
+        rows(new, "SELECT * FROM shop_db.orders ORDER BY id"),
         at_switch
     );
-    assert_eq!(rows(&new, "SELECT COUNT(*) FROM shop_at_switch.log"), "3\n");
+    assert_eq!(rows(new, "SELECT COUNT(*) FROM shop_at_switch.log"), "3\n");
     assert_eq!(
-        rows(&new, "SELECT item FROM shop_at_switch.big_orders"),
+        rows(new, "SELECT item FROM shop_at_switch.big_orders"),
         "café ☕\n"
     );
     // Never over an existing database.
@@ -333,39 +358,22 @@ fn a_bundle_restores_the_old_side_at_the_switch_and_names_a_tampered_part() {
 
 #[test]
 fn expire_deletes_only_expired_bundles() {
-    let d = tempfile::tempdir().unwrap();
-    let d = d.path();
-    let (old, new) = (MariaDb::start().unwrap(), MariaDb::start().unwrap());
-    url_file(d, "old.url", &old);
-    write_sites(d, &[("keep", &["keep_db"]), ("gone", &["gone_db"])]);
-    old.exec(
+    let bed = Bed::start(
+        &[("keep", &["keep_db"]), ("gone", &["gone_db"])],
         "CREATE DATABASE keep_db; CREATE TABLE keep_db.t (id INT PRIMARY KEY); \
-              CREATE DATABASE gone_db; CREATE TABLE gone_db.t (id INT PRIMARY KEY);",
-    )
-    .unwrap();
-    SqliteJournal::open(&d.join("j.sqlite")).unwrap();
-    switch(d, &old, &new, "keep", &["keep_db"]);
-    switch(d, &old, &new, "gone", &["gone_db"]);
-    let sites = d.join("sites.json");
-    let s = sites.to_str().unwrap();
+         CREATE DATABASE gone_db; CREATE TABLE gone_db.t (id INT PRIMARY KEY);",
+    );
+    let d = bed.d();
+    bed.switch("keep", &["keep_db"]);
+    bed.switch("gone", &["gone_db"]);
     // Captured and verified in one run (the wave's post-switch step). A capture needs only
     // the old server: the sites file's new.url does not exist here.
-    let scratch = url_file(d, "scratch.url", &new);
-    let scratch = scratch.to_str().unwrap();
+    let scratch = &bed.scratch();
     for (site, days) in [("keep", "30"), ("gone", "0")] {
-        let o = migrator(
+        let o = capture(
             d,
-            &[
-                "bundle",
-                "capture",
-                site,
-                "--sites",
-                s,
-                "--keep-days",
-                days,
-                "--verify-scratch-url-file",
-                scratch,
-            ],
+            site,
+            &["--keep-days", days, "--verify-scratch-url-file", scratch],
         );
         assert!(o.status.success(), "{}", text(&o));
         assert!(text(&o).contains("VERIFIED"), "{}", text(&o));
@@ -395,27 +403,25 @@ fn expire_deletes_only_expired_bundles() {
 
 #[test]
 fn a_capture_killed_mid_part_resumes_without_redoing_finished_parts() {
-    let d = tempfile::tempdir().unwrap();
-    let d = d.path();
-    let (old, new) = (MariaDb::start().unwrap(), MariaDb::start().unwrap());
-    url_file(d, "old.url", &old);
-    url_file(d, "new.url", &new);
-    write_sites(d, &[("big", &["big_a", "big_b"])]);
-    for db in ["big_a", "big_b"] {
-        // ~2 MiB of dump each: at 1 MiB/s a part takes about two seconds.
-        old.exec(&format!(
-            "SET SESSION max_recursive_iterations = 100000; CREATE DATABASE {db}; \
-             CREATE TABLE {db}.t (id INT PRIMARY KEY, pad VARCHAR(300)); \
-             INSERT INTO {db}.t WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s \
-             WHERE n < 8000) SELECT n, REPEAT(MD5(n), 8) FROM s;"
-        ))
-        .unwrap();
-    }
-    SqliteJournal::open(&d.join("j.sqlite")).unwrap();
-    switch(d, &old, &new, "big", &["big_a", "big_b"]);
+    // ~2 MiB of dump each: at 1 MiB/s a part takes about two seconds.
+    let sql: String = ["big_a", "big_b"]
+        .iter()
+        .map(|db| {
+            format!(
+                "SET SESSION max_recursive_iterations = 100000; CREATE DATABASE {db}; \
+                 CREATE TABLE {db}.t (id INT PRIMARY KEY, pad VARCHAR(300)); \
+                 INSERT INTO {db}.t WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL \
+                 SELECT n + 1 FROM s WHERE n < 8000) SELECT n, REPEAT(MD5(n), 8) FROM s;"
+            )
+        })
+        .collect();
+    let bed = Bed::start(&[("big", &["big_a", "big_b"])], &sql);
+    let d = bed.d();
+    bed.switch("big", &["big_a", "big_b"]);
     let sites = d.join("sites.json");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_migrator"))
-        .args([
+    let mut child = cmd(
+        d,
+        &[
             "bundle",
             "capture",
             "big",
@@ -423,12 +429,10 @@ fn a_capture_killed_mid_part_resumes_without_redoing_finished_parts() {
             sites.to_str().unwrap(),
             "--max-rate",
             "1",
-        ])
-        .env("MIGRATOR_JOURNAL", d.join("j.sqlite"))
-        .env("MIGRATOR_BUNDLE_STORE", d.join("store"))
-        .env("MIGRATOR_BUNDLE_KEY", d.join("keys/bundle.key"))
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .spawn()
+    .unwrap();
     // Wait until the first part is finished, then SIGKILL the capture while it writes the
     // second.
     let start = Instant::now();
@@ -477,19 +481,7 @@ fn a_capture_killed_mid_part_resumes_without_redoing_finished_parts() {
     assert_eq!(st.stage, migrator::bundle::state::Stage::Capturing);
     drop(j);
 
-    let o = migrator(
-        d,
-        &[
-            "bundle",
-            "capture",
-            "big",
-            "--sites",
-            sites.to_str().unwrap(),
-            "--max-rate",
-            "0",
-            "--json",
-        ],
-    );
+    let o = capture(d, "big", &["--max-rate", "0", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let r = only(&o);
     assert_eq!(r["skipped"], serde_json::json!([first]), "{r}");
@@ -504,31 +496,13 @@ fn a_capture_killed_mid_part_resumes_without_redoing_finished_parts() {
         "the finished part was not rewritten"
     );
     let id = r["bundle"].as_str().unwrap();
-    let scratch = d.join("new.url");
     let o = migrator(
         d,
-        &[
-            "bundle",
-            "verify",
-            id,
-            "--scratch-url-file",
-            scratch.to_str().unwrap(),
-        ],
+        &["bundle", "verify", id, "--scratch-url-file", &bed.scratch()],
     );
     assert!(o.status.success(), "{}", text(&o));
     // A complete bundle is never rewritten.
-    let o = migrator(
-        d,
-        &[
-            "bundle",
-            "capture",
-            "big",
-            "--sites",
-            sites.to_str().unwrap(),
-            "--json",
-        ],
-    );
-    let r = only(&o);
+    let r = only(&capture(d, "big", &["--json"]));
     assert_eq!(r["already"], true, "{r}");
 }
 
