@@ -18,6 +18,8 @@
 //!   manifest and optionally a tar), resumed after a kill without redoing finished parts;
 //! - `check.rs`: `verify` (signature, every part's hash, the dumps restored into scratch
 //!   databases and compared with the checksums recorded at the switch) and `restore`;
+//! - `job.rs`: one site's capture then verification, recorded in the journal, and the
+//!   background thread that does it for each site of a wave as soon as it is live;
 //! - `state.rs`: a site's bundle state in the journal (what `finalize`, `status`, the
 //!   dashboard and `/metrics` read).
 //!
@@ -27,6 +29,7 @@
 
 pub mod capture;
 pub mod check;
+pub mod job;
 pub mod part;
 pub mod sign;
 pub mod state;

@@ -5,8 +5,9 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use migrator::bundle::capture::{self, CaptureOptions};
 use migrator::bundle::check;
+use migrator::bundle::job;
 use migrator::bundle::sign;
-use migrator::bundle::state::{self, BundleState, Stage};
+use migrator::bundle::state::Stage;
 use migrator::bundle::store::{self, BundleRef, BundleStore, LocalStore};
 use migrator::journal::{JournalStore, SiteState};
 use migrator::site_spec::SpecFile;
@@ -261,48 +262,39 @@ impl CaptureJob<'_> {
                 }
                 continue;
             };
-            let r = match capture::capture(&mut *j, spec, &st, key, &self.opts) {
-                Ok(r) => r,
-                Err(e) => {
-                    failed += 1;
-                    eprintln!("{n}: capture FAILED: {e}");
-                    continue;
-                }
-            };
-            if !self.json {
-                self.say(&capture_line(&r));
+            let r = job::capture_and_verify(&mut *j, spec, &st, key, &self.opts, scratch.as_ref())?;
+            match (&r.error, self.json) {
+                (_, false) => print_bundle(&r, self.stderr),
+                (Some(e), true) => eprintln!("{n}: {e}"),
+                (None, true) => {}
             }
-            if let Some(url) = &scratch {
-                let b = BundleRef::parse(&r.bundle)?;
-                let v = check::verify(&st, &b, &key.verifying_key(), Some(url));
-                let (stage, error) = match &v {
-                    Ok(v) if v.ok => (Stage::Verified, None),
-                    Ok(v) => (Stage::Failed, Some(v.problems().join("; "))),
-                    Err(e) => (Stage::Failed, Some(e.to_string())),
-                };
-                record(&mut *j, &st, &b, stage, error.clone())?;
-                match error {
-                    None => self.say(&format!("{}: VERIFIED", r.bundle)),
-                    Some(e) => {
-                        failed += 1;
-                        eprintln!("{}: verification FAILED: {e}", r.bundle);
-                    }
-                }
+            failed += usize::from(!r.ok());
+            if let Some(r) = r.capture {
+                reports.push(r);
             }
-            reports.push(r);
         }
         if self.json {
             println!("{}", serde_json::to_string_pretty(&reports)?);
         }
         Ok(if failed == 0 { 0 } else { 1 })
     }
+}
 
-    fn say(&self, line: &str) {
-        if self.stderr {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
-        }
+/// Lines saying what became of one site's bundle; failures on stderr, the rest there too
+/// with `stderr` (stdout belongs to another command's output).
+pub fn print_bundle(r: &job::SiteBundle, stderr: bool) {
+    let say = |line: String| match stderr {
+        true => eprintln!("{line}"),
+        false => println!("{line}"),
+    };
+    if let Some(c) = &r.capture {
+        say(capture_line(c));
+    }
+    match (&r.error, &r.capture) {
+        (Some(e), Some(c)) => eprintln!("{}: {e}", c.bundle),
+        (Some(e), None) => eprintln!("{}: {e}", r.site),
+        (None, Some(c)) if r.verified == Some(true) => say(format!("{}: VERIFIED", c.bundle)),
+        _ => {}
     }
 }
 
@@ -323,7 +315,7 @@ fn capture_line(r: &capture::CaptureReport) -> String {
     }
 }
 
-fn url_file(field: &str, p: &Path) -> anyhow::Result<mysql_async::Opts> {
+pub(crate) fn url_file(field: &str, p: &Path) -> anyhow::Result<mysql_async::Opts> {
     let text = drivers::secret::read_secret_file(field, p)?;
     text.parse()
         .map_err(|_| anyhow::anyhow!("{field} {}: not a mysql:// URL", p.display()))
@@ -480,7 +472,7 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
                 Err(e) => (Stage::Failed, Some(e.to_string())),
             };
             if let Some(j) = j.as_mut() {
-                record(&mut **j, &st, &b, stage, error)?;
+                job::record(&mut **j, &st, &b, stage, error)?;
             }
             let r = result?;
             if json {
@@ -591,30 +583,4 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
-}
-
-/// Records a verification's result as the site's bundle state, when `b` is the bundle of the
-/// site's last switch (an older bundle's result says nothing about the current one).
-fn record(
-    j: &mut dyn JournalStore,
-    st: &dyn BundleStore,
-    b: &BundleRef,
-    stage: Stage,
-    error: Option<String>,
-) -> anyhow::Result<()> {
-    if capture::bundle_of(j, &b.site)?.as_ref() != Some(b) {
-        return Ok(());
-    }
-    let s = BundleState {
-        stage,
-        bundle: b.id(),
-        store: st.describe(),
-        bytes: st.size(b)?,
-        at_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis() as i64,
-        error,
-    };
-    state::set(j, &b.site, &s)?;
-    Ok(())
 }

@@ -9,11 +9,12 @@ use super::{engine_options, journal_for, systems_for, Common};
 use crate::cmd::progress::WaveProgress;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use migrator::bundle::job::{Background, BackgroundJob};
 use migrator::control::{whoami, Action, Controls, WaveStatus};
 use migrator::control_socket::{self, Command as SockCmd, ControlServer};
 use migrator::cutover::group::SiteOutcome;
 use migrator::journal::open_journal_at;
-use migrator::journal::JournalStore;
+use migrator::journal::{JournalStore, SiteState};
 use migrator::monitor::ErrorRate;
 use migrator::site_spec::{SiteSpec, SpecFile};
 use migrator::wave::{new_monitor, run_wave_with, WaveOptions};
@@ -75,9 +76,11 @@ pub enum WaveCmd {
         /// journal, a socket in the temporary directory named by the wave and the PID).
         #[arg(long, value_name = "PATH")]
         control_socket: Option<PathBuf>,
-        /// Once the wave's sites are done, capture each live site's consistency-point bundle
-        /// into this directory (`migrator bundle capture --wave N`: from the old side, after
-        /// every freeze, so no freeze is longer).
+        /// Capture each site's consistency-point bundle into this directory as soon as the
+        /// site is live (after its unfreeze), in a background thread while the wave goes on
+        /// (from the old side, throttled, nice 10: no freeze is longer); the wave's end waits
+        /// for the last one. Sites live before this run are captured at its end (a complete
+        /// bundle is kept as it is).
         #[arg(long, value_name = "DIR", requires = "bundle_key")]
         bundle_store: Option<PathBuf>,
         /// The bundles' signing key (created, mode 0600, when missing).
@@ -163,32 +166,16 @@ pub fn run(cmd: WaveCmd) -> anyhow::Result<i32> {
                 },
                 ..Default::default()
             };
-            let code = wave_run(&plan, &common, &o, control_socket)?;
-            let (Some(store), Some(key)) = (bundle_store, bundle_key) else {
-                return Ok(code);
-            };
-            if common.dry_run {
-                return Ok(code);
-            }
-            // Off every freeze: the wave's sites are done; a failed capture is said and
-            // makes the exit code 1, it never changes a site's state.
-            let job = crate::cmd::bundle::CaptureJob {
-                sites: &common.sites,
-                journal: &common.journal,
-                store: &store,
-                key: &key,
-                opts: migrator::bundle::capture::CaptureOptions {
+            let bundles = match (bundle_store, bundle_key) {
+                (Some(store), Some(key)) if !common.dry_run => Some(Bundles {
+                    store,
+                    key,
+                    scratch: bundle_verify_scratch_url_file,
                     rate: (bundle_max_rate > 0).then_some(bundle_max_rate << 20),
-                    ..Default::default()
-                },
-                verify_scratch_url_file: bundle_verify_scratch_url_file.as_deref(),
-                only_live: true,
-                dry_run: false,
-                json: false,
-                stderr: common.json,
+                }),
+                _ => None,
             };
-            let bundles = job.run(&plan_sites(number, &plan)?)?;
-            Ok(if code == 0 { bundles } else { code })
+            wave_run(&plan, &common, &o, control_socket, bundles.as_ref())
         }
         WaveCmd::Start {
             number,
@@ -316,11 +303,77 @@ pub(super) fn wave_specs(
     Ok(specs)
 }
 
+/// `wave run --bundle-store`: where and how the wave's bundles are captured.
+struct Bundles {
+    store: PathBuf,
+    key: PathBuf,
+    scratch: Option<PathBuf>,
+    /// Bytes per second (`None`: no limit).
+    rate: Option<u64>,
+}
+
+impl Bundles {
+    fn options(&self) -> migrator::bundle::capture::CaptureOptions {
+        migrator::bundle::capture::CaptureOptions {
+            rate: self.rate,
+            ..Default::default()
+        }
+    }
+
+    /// The capture thread; its lines on stderr with `stderr` (`--json`).
+    fn start(&self, journal: &Path, stderr: bool) -> anyhow::Result<Background> {
+        use migrator::bundle::store::LocalStore;
+        let job = BackgroundJob {
+            journal: journal.to_path_buf(),
+            store: Arc::new(LocalStore::new(&self.store)),
+            key: migrator::bundle::sign::load_or_create(&self.key)?,
+            opts: self.options(),
+            scratch: self
+                .scratch
+                .as_deref()
+                .map(|f| crate::cmd::bundle::url_file("--bundle-verify-scratch-url-file", f))
+                .transpose()?,
+        };
+        Ok(Background::start(job, move |r| {
+            crate::cmd::bundle::print_bundle(r, stderr)
+        }))
+    }
+
+    /// Waits for the capture thread, then captures the wave's live sites it was not given
+    /// (live before this run); exit code 0 when every bundle is done (and verified if asked).
+    fn finish(
+        &self,
+        bg: Background,
+        given: &[String],
+        all: &[String],
+        journal: &Path,
+        common: &Common,
+    ) -> anyhow::Result<i32> {
+        let failed = bg.finish().iter().filter(|r| !r.ok()).count();
+        let rest: Vec<String> = all.iter().filter(|s| !given.contains(s)).cloned().collect();
+        let job = crate::cmd::bundle::CaptureJob {
+            sites: &common.sites,
+            journal,
+            store: &self.store,
+            key: &self.key,
+            opts: self.options(),
+            verify_scratch_url_file: self.scratch.as_deref(),
+            only_live: true,
+            dry_run: false,
+            json: false,
+            stderr: common.json,
+        };
+        let code = if rest.is_empty() { 0 } else { job.run(&rest)? };
+        Ok(if failed == 0 { code } else { 1 })
+    }
+}
+
 fn wave_run(
     plan: &Path,
     common: &Common,
     o: &WaveOptions,
     socket: Option<PathBuf>,
+    bundles: Option<&Bundles>,
 ) -> anyhow::Result<i32> {
     let number = o.wave;
     let specs = wave_specs(number, plan, common)?;
@@ -372,6 +425,9 @@ fn wave_run(
             return Ok(r.exit_code());
         }
     }
+    // Each site's bundle from the moment it is live, off the wave's threads.
+    let bg = bundles.map(|b| b.start(&jp, common.json)).transpose()?;
+    let given = std::sync::Mutex::new(Vec::<String>::new());
     let monitor = Arc::new(new_monitor(&jp, &specs, o));
     let sock_path = socket.unwrap_or_else(|| {
         match migrator::journal::JournalLocation::parse(&common.journal) {
@@ -403,6 +459,16 @@ fn wave_run(
     let done = std::sync::atomic::AtomicUsize::new(0);
     let on_done = |out: &SiteOutcome| {
         let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+        let live = out.report.as_ref().map(|r| r.state) == Some(SiteState::Live);
+        if let (Some(bg), true) = (&bg, live) {
+            if let Some(spec) = specs.iter().find(|s| s.site == out.site) {
+                bg.submit(spec);
+                given
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(out.site.clone());
+            }
+        }
         if json {
             return;
         }
@@ -439,9 +505,16 @@ fn wave_run(
             println!("stopped: {why}");
         }
     }
-    Ok(if report.failed == 0 && report.stopped.is_none() {
+    let code = if report.failed == 0 && report.stopped.is_none() {
         0
     } else {
         1
-    })
+    };
+    let Some((b, bg)) = bundles.zip(bg) else {
+        return Ok(code);
+    };
+    let given = given.into_inner().unwrap_or_else(|e| e.into_inner());
+    let names: Vec<String> = specs.iter().map(|s| s.site.clone()).collect();
+    let bundles_code = b.finish(bg, &given, &names, &jp, common)?;
+    Ok(if code == 0 { bundles_code } else { code })
 }
