@@ -119,7 +119,8 @@ pub enum CutoverCommand {
         poll: u64,
     },
     /// End a live site's reversibility: live → finalized; rollback is refused afterwards.
-    /// Nothing is deleted: the old side's copies are listed as no longer needed.
+    /// Nothing is deleted unless --drop-old-copies: the old side's copies are listed as no
+    /// longer needed.
     Finalize {
         /// The site (or use --wave).
         #[arg(required_unless_present = "wave", conflicts_with = "wave")]
@@ -142,6 +143,12 @@ pub enum CutoverCommand {
         /// verified; the reason is journaled with the site.
         #[arg(long, value_name = "TEXT")]
         override_reason: Option<String>,
+        /// Then DROP the site's old copies: its databases on the old SQL server (only those
+        /// the proxy serves from the new side) and its old homes. Only for a site whose
+        /// bundle is verified (not with --override-reason); journaled as `release-old`. With
+        /// --dry-run: lists each copy and whether it is still there.
+        #[arg(long)]
+        drop_old_copies: bool,
     },
     /// Watchdog: unfreezes, on the side that owns the data, every site whose freeze lease
     /// expired or whose migrator died (a crash never leaves a site frozen indefinitely).
@@ -314,6 +321,7 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             dry_run,
             json,
             override_reason,
+            drop_old_copies,
         } => finalize::run(
             site,
             wave,
@@ -324,6 +332,7 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
                 dry_run,
                 json,
                 override_reason: override_reason.as_deref(),
+                drop_old_copies,
             },
         ),
         CutoverCommand::LeaseWatch {
