@@ -103,9 +103,16 @@ fn a_bundle_restores_the_old_side_at_the_switch_and_names_a_tampered_part() {
             "shop_at_switch",
             "--url-file",
             scratch,
+            "--json",
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (&r["database"], &r["as"], &r["dry_run"]),
+        (&"shop_db".into(), &"shop_at_switch".into(), &false.into()),
+        "{r}"
+    );
     assert_eq!(
         rows(new, "SELECT * FROM shop_at_switch.orders ORDER BY id"),
         at_switch
@@ -168,6 +175,16 @@ fn a_bundle_restores_the_old_side_at_the_switch_and_names_a_tampered_part() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     std::fs::write(&path, bytes).unwrap();
+    // A dry run names it too, and records nothing (the journal still says verified).
+    let o = migrator(d, &["bundle", "verify", &id, "--dry-run", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["report"]["bad_parts"][0]["name"], part, "{r}");
+    assert_eq!(r["would_restore"], serde_json::json!(["shop_db"]), "{r}");
+    let j = SqliteJournal::open(&d.join("j.sqlite")).unwrap();
+    let st = migrator::bundle::state::get(&j, "shop").unwrap().unwrap();
+    assert_eq!(st.stage, migrator::bundle::state::Stage::Verified);
+    drop(j);
     let o = migrator(d, &["bundle", "verify", &id, "--scratch-url-file", scratch]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(

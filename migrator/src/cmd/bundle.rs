@@ -13,62 +13,8 @@ use migrator::journal::{JournalStore, SiteState};
 use migrator::site_spec::SpecFile;
 use std::path::{Path, PathBuf};
 
-const ABOUT_HELP: &str = "\
-A bundle is a site's state at the instant its writes moved to the new side: per database a
-compressed dump restorable with the stock client, per home the file manifest (paths, sizes,
-modes, BLAKE3) and optionally a tar, and a manifest with the switch instant, the table
-checksums the cutover journaled at the switch, the size and BLAKE3 of every part, signed with
-an ed25519 key. It is captured from the OLD side after the switch (nothing writes there any
-more), so the freeze is not made longer.
-
-The life of a bundle:
-  migrator bundle capture shop --sites S --journal J --store /srv/bundles --key K
-  migrator bundle verify shop/1733450000000 --store /srv/bundles --public-key K.pub \\
-      --scratch-url-file /etc/migrator/scratch.url --journal J
-  migrator finalize shop ...          (refused until the bundle is verified)
-  migrator bundle expire --store /srv/bundles        (daily: deletes expired bundles)
-
-By hand, without the migrator:
-  zstd -dc db-shop_db-*.sql.zst | mariadb NEWNAME   (after CREATE DATABASE NEWNAME)
-  zstd -dc home-*.tar.zst | tar -x -C DIR";
-
-const CAPTURE_HELP: &str = "\
-Captures the site's bundle from its old side. The site must be live (or finalized): the
-journal's last finished `switch` names the bundle (SITE/SWITCH_MS). Run it after the wave,
-any time before the old side is released; it reads the old SQL server (mariadb-dump,
---single-transaction) and the old homes, at most --max-rate MiB/s.
-
-Killed or failed: run it again. Parts finished before are re-hashed and kept; only the part
-being written is redone. A complete bundle is never rewritten (`already complete`).
-
-The signing key (--key) is created when missing (mode 0600) with its public key next to it
-(KEY.pub): give that file to whoever verifies bundles.
-
-Exit codes: 0 captured (or already complete), 1 refused or failed (the journal records the
-bundle as failed, with the reason), 2 the command itself failed.";
-
-const VERIFY_HELP: &str = "\
-Checks, in order: the manifest's signature against --public-key; every part's size and
-BLAKE3 (an altered or missing part is named); then, unless --no-restore, each database dump
-is restored into a scratch database on the --scratch-url-file server (named
-bundle_verify_<db>_<random>, dropped afterwards) and every table's checksum compared with the
-checksum journaled at the switch.
-
-With --journal the site's bundle state becomes `verified` or `failed`: `migrator finalize`
-refuses a site whose bundle is not verified.
-
-Exit codes: 0 verified, 1 a problem (each printed), 2 the command itself failed.";
-
-const RESTORE_HELP: &str = "\
-Recreates one database, under a name you choose, on the server of --url-file:
-  migrator bundle restore shop/1733450000000 --store S --public-key K.pub \\
-      --db shop_db --as shop_db_at_switch --url-file /etc/migrator/old.url
-or one home (captured with --tar) into a directory that is missing or empty:
-  migrator bundle restore shop/1733450000000 --store S --public-key K.pub \\
-      --home /homez.1/shop --into /srv/restore/shop
-
-Never overwrites: an existing database name or a non-empty directory is refused. The
-signature and the part's hash are checked first; a tampered bundle restores nothing.";
+mod help;
+use help::{ABOUT_HELP, CAPTURE_HELP, RESTORE_HELP, VERIFY_HELP};
 
 #[derive(Subcommand, Debug)]
 pub enum BundleCmd {
@@ -114,7 +60,7 @@ pub enum BundleCmd {
         #[arg(long)]
         json: bool,
     },
-    /// List the bundles of a store (complete or not, expiry, size).
+    /// List the bundles of a store (complete or not, expiry, size); read only.
     List {
         #[arg(long, value_name = "DIR", env = "MIGRATOR_BUNDLE_STORE")]
         store: PathBuf,
@@ -124,7 +70,8 @@ pub enum BundleCmd {
         #[arg(long)]
         json: bool,
     },
-    /// One bundle's manifest: switch instant, databases and their checksums, homes, parts.
+    /// One bundle's manifest: switch instant, databases and their checksums, homes, parts;
+    /// read only.
     Show {
         /// SITE/SWITCH_MS, as `bundle list` prints.
         bundle: String,
@@ -143,11 +90,15 @@ pub enum BundleCmd {
         #[arg(long, value_name = "FILE", env = "MIGRATOR_BUNDLE_PUBLIC_KEY")]
         public_key: PathBuf,
         /// A 0600 file with mysql://user:pass@host:port of a server for scratch databases.
-        #[arg(long, value_name = "FILE", required_unless_present = "no_restore")]
+        #[arg(long, value_name = "FILE", required_unless_present_any = ["no_restore", "dry_run"])]
         scratch_url_file: Option<PathBuf>,
         /// Check the signature and the parts only.
         #[arg(long)]
         no_restore: bool,
+        /// Check the signature and the parts (read only), say what a verification would
+        /// restore; no scratch database, nothing recorded in the journal.
+        #[arg(long)]
+        dry_run: bool,
         /// Record the result as the site's bundle state (what finalize reads).
         #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
         journal: Option<PathBuf>,
@@ -185,6 +136,8 @@ pub enum BundleCmd {
         /// Check the bundle and say what would be restored, create nothing.
         #[arg(long)]
         dry_run: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Delete the bundles whose retention (--keep-days at capture) has ended.
     Expire {
@@ -450,12 +403,16 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             public_key,
             scratch_url_file,
             no_restore,
+            dry_run,
             journal,
             json,
         } => {
             let st = LocalStore::new(&store);
             let b = BundleRef::parse(&bundle)?;
             let public = sign::load_public(&public_key)?;
+            if dry_run {
+                return verify_dry_run(&st, &b, &public, json);
+            }
             let scratch = match (&scratch_url_file, no_restore) {
                 (Some(f), false) => Some(url_file("--scratch-url-file", f)?),
                 _ => None,
@@ -510,6 +467,7 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             home,
             into,
             dry_run,
+            json,
         } => {
             let st = LocalStore::new(&store);
             let b = BundleRef::parse(&bundle)?;
@@ -518,6 +476,11 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
                 let r = check::verify(&st, &b, &public, None)?;
                 if !r.ok {
                     bail!("{}: {}", r.bundle, r.problems().join("; "));
+                }
+                let what = restore_json(&r.bundle, &db, &as_name, &home, &into, true);
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&what)?);
+                    return Ok(0);
                 }
                 match (&db, &home) {
                     (Some(d), _) => println!(
@@ -535,19 +498,27 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
                 }
                 return Ok(0);
             }
-            if let Some(d) = db {
+            let what = restore_json(&b.id(), &db, &as_name, &home, &into, false);
+            if let Some(d) = &db {
                 let (as_name, target) = (as_name.context("--as")?, target.context("--url-file")?);
                 let url = url_file("--url-file", &target)?;
-                check::restore_db(&st, &b, &public, &d, &url, &as_name)?;
-                println!("{}: database {d} restored as {as_name}", b.id());
-            } else if let (Some(h), Some(into)) = (home, into) {
-                let dir = check::restore_home(&st, &b, &public, &h, &into)?;
-                println!(
-                    "{}: home {} restored into {}",
-                    b.id(),
-                    h.display(),
-                    dir.display()
-                );
+                check::restore_db(&st, &b, &public, d, &url, &as_name)?;
+                if !json {
+                    println!("{}: database {d} restored as {as_name}", b.id());
+                }
+            } else if let (Some(h), Some(into)) = (&home, &into) {
+                let dir = check::restore_home(&st, &b, &public, h, into)?;
+                if !json {
+                    println!(
+                        "{}: home {} restored into {}",
+                        b.id(),
+                        h.display(),
+                        dir.display()
+                    );
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&what)?);
             }
             Ok(0)
         }
@@ -583,4 +554,60 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `bundle restore --json`: what was (or, in a dry run, would be) restored.
+fn restore_json(
+    bundle: &str,
+    db: &Option<String>,
+    as_name: &Option<String>,
+    home: &Option<PathBuf>,
+    into: &Option<PathBuf>,
+    dry_run: bool,
+) -> serde_json::Value {
+    serde_json::json!({
+        "bundle": bundle,
+        "dry_run": dry_run,
+        "database": db,
+        "as": as_name,
+        "home": home,
+        "into": into,
+    })
+}
+
+/// `bundle verify --dry-run`: the signature and every part checked (read only); what a
+/// verification would restore. Exit 1 when the bundle is already not intact.
+fn verify_dry_run(
+    st: &dyn BundleStore,
+    b: &BundleRef,
+    public: &ed25519_dalek::VerifyingKey,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let r = check::verify(st, b, public, None)?;
+    let (m, _, _) = check::manifest(st, b)?;
+    let dbs: Vec<&str> = m.databases.iter().map(|d| d.name.as_str()).collect();
+    if json {
+        let v = serde_json::json!({
+            "dry_run": true,
+            "report": r,
+            "would_restore": dbs,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if r.ok {
+        println!(
+            "{}: dry run: signature and {} parts intact; a verification would restore {} \
+             database(s) {:?} into scratch databases, compare them with the switch's checksums \
+             and record the result in the journal",
+            r.bundle,
+            r.parts_checked,
+            dbs.len(),
+            dbs
+        );
+    } else {
+        println!("{}: FAILED (dry run)", r.bundle);
+        for p in r.problems() {
+            println!("  {p}");
+        }
+    }
+    Ok(if r.ok { 0 } else { 1 })
 }
