@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+mod bundles;
 mod finalize;
 pub(crate) mod wave;
 mod worker;
@@ -117,6 +118,8 @@ pub enum CutoverCommand {
         /// Milliseconds between looks for a claimable group.
         #[arg(long, value_name = "MS", default_value_t = 1000)]
         poll: u64,
+        #[command(flatten)]
+        bundles: bundles::BundleArgs,
     },
     /// End a live site's reversibility: live → finalized; rollback is refused afterwards.
     /// Nothing is deleted unless --drop-old-copies: the old side's copies are listed as no
@@ -306,11 +309,13 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             common,
             claim_lease,
             poll,
+            bundles,
         } => worker::worker(
             number,
             &common,
             Duration::from_secs(claim_lease.max(1)),
             Duration::from_millis(poll.max(10)),
+            bundles,
         ),
         CutoverCommand::Finalize {
             site,

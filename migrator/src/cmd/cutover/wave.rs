@@ -5,11 +5,11 @@
 //! and obeys the journal's controls; `pause`/`resume`/`throttle` reach it through either
 //! (`--socket` or `--journal`), and both are recorded in the journal with who and when.
 
+use super::bundles::{BundleArgs, Bundles};
 use super::{engine_options, journal_for, systems_for, Common};
 use crate::cmd::progress::WaveProgress;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use migrator::bundle::job::{Background, BackgroundJob};
 use migrator::control::{whoami, Action, Controls, WaveStatus};
 use migrator::control_socket::{self, Command as SockCmd, ControlServer};
 use migrator::cutover::group::SiteOutcome;
@@ -76,22 +76,8 @@ pub enum WaveCmd {
         /// journal, a socket in the temporary directory named by the wave and the PID).
         #[arg(long, value_name = "PATH")]
         control_socket: Option<PathBuf>,
-        /// Capture each site's consistency-point bundle into this directory as soon as the
-        /// site is live (after its unfreeze), in a background thread while the wave goes on
-        /// (from the old side, throttled, nice 10: no freeze is longer); the wave's end waits
-        /// for the last one. Sites live before this run are captured at its end (a complete
-        /// bundle is kept as it is).
-        #[arg(long, value_name = "DIR", requires = "bundle_key")]
-        bundle_store: Option<PathBuf>,
-        /// The bundles' signing key (created, mode 0600, when missing).
-        #[arg(long, value_name = "FILE")]
-        bundle_key: Option<PathBuf>,
-        /// Verify each bundle after its capture on this scratch server (0600 URL file).
-        #[arg(long, value_name = "FILE", requires = "bundle_store")]
-        bundle_verify_scratch_url_file: Option<PathBuf>,
-        /// MiB per second the bundles read from the old side (0: no limit).
-        #[arg(long, value_name = "MIB", default_value_t = 50)]
-        bundle_max_rate: u64,
+        #[command(flatten)]
+        bundles: BundleArgs,
     },
     /// Start wave N for workers: its move groups are written to the journal (a shared
     /// MariaDB journal for workers on many hosts), where `migrator worker N` claims them.
@@ -149,10 +135,7 @@ pub fn run(cmd: WaveCmd) -> anyhow::Result<i32> {
             hold_on_stop,
             max_error_rate,
             control_socket,
-            bundle_store,
-            bundle_key,
-            bundle_verify_scratch_url_file,
-            bundle_max_rate,
+            bundles,
         } => {
             let o = WaveOptions {
                 wave: number,
@@ -166,15 +149,7 @@ pub fn run(cmd: WaveCmd) -> anyhow::Result<i32> {
                 },
                 ..Default::default()
             };
-            let bundles = match (bundle_store, bundle_key) {
-                (Some(store), Some(key)) if !common.dry_run => Some(Bundles {
-                    store,
-                    key,
-                    scratch: bundle_verify_scratch_url_file,
-                    rate: (bundle_max_rate > 0).then_some(bundle_max_rate << 20),
-                }),
-                _ => None,
-            };
+            let bundles = bundles.get(common.dry_run);
             wave_run(&plan, &common, &o, control_socket, bundles.as_ref())
         }
         WaveCmd::Start {
@@ -301,71 +276,6 @@ pub(super) fn wave_specs(
         );
     }
     Ok(specs)
-}
-
-/// `wave run --bundle-store`: where and how the wave's bundles are captured.
-struct Bundles {
-    store: PathBuf,
-    key: PathBuf,
-    scratch: Option<PathBuf>,
-    /// Bytes per second (`None`: no limit).
-    rate: Option<u64>,
-}
-
-impl Bundles {
-    fn options(&self) -> migrator::bundle::capture::CaptureOptions {
-        migrator::bundle::capture::CaptureOptions {
-            rate: self.rate,
-            ..Default::default()
-        }
-    }
-
-    /// The capture thread; its lines on stderr with `stderr` (`--json`).
-    fn start(&self, journal: &Path, stderr: bool) -> anyhow::Result<Background> {
-        use migrator::bundle::store::LocalStore;
-        let job = BackgroundJob {
-            journal: journal.to_path_buf(),
-            store: Arc::new(LocalStore::new(&self.store)),
-            key: migrator::bundle::sign::load_or_create(&self.key)?,
-            opts: self.options(),
-            scratch: self
-                .scratch
-                .as_deref()
-                .map(|f| crate::cmd::bundle::url_file("--bundle-verify-scratch-url-file", f))
-                .transpose()?,
-        };
-        Ok(Background::start(job, move |r| {
-            crate::cmd::bundle::print_bundle(r, stderr)
-        }))
-    }
-
-    /// Waits for the capture thread, then captures the wave's live sites it was not given
-    /// (live before this run); exit code 0 when every bundle is done (and verified if asked).
-    fn finish(
-        &self,
-        bg: Background,
-        given: &[String],
-        all: &[String],
-        journal: &Path,
-        common: &Common,
-    ) -> anyhow::Result<i32> {
-        let failed = bg.finish().iter().filter(|r| !r.ok()).count();
-        let rest: Vec<String> = all.iter().filter(|s| !given.contains(s)).cloned().collect();
-        let job = crate::cmd::bundle::CaptureJob {
-            sites: &common.sites,
-            journal,
-            store: &self.store,
-            key: &self.key,
-            opts: self.options(),
-            verify_scratch_url_file: self.scratch.as_deref(),
-            only_live: true,
-            dry_run: false,
-            json: false,
-            stderr: common.json,
-        };
-        let code = if rest.is_empty() { 0 } else { job.run(&rest)? };
-        Ok(if failed == 0 { code } else { 1 })
-    }
 }
 
 fn wave_run(
