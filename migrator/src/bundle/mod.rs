@@ -13,7 +13,8 @@
 //!   BLAKE3, written under a temporary name and renamed), the [`part::Throttle`], and the
 //!   client option file that keeps database passwords off command lines;
 //! - `store.rs`: the [`store::BundleStore`] trait and its local-directory implementation,
-//!   listing and expiry;
+//!   listing and expiry; `store_ssh.rs`: the same on another host over SSH (host key checked
+//!   against known_hosts);
 //! - `capture.rs`: one site's capture (per database a `mariadb-dump`, per home the file
 //!   manifest and optionally a tar), resumed after a kill without redoing finished parts;
 //! - `check.rs`: `verify` (signature, every part's hash, the dumps restored into scratch
@@ -34,6 +35,7 @@ pub mod part;
 pub mod sign;
 pub mod state;
 pub mod store;
+pub mod store_ssh;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

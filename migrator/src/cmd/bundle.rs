@@ -2,16 +2,18 @@
 //! ([`migrator::bundle`]), a site's databases and files as they were at the switch.
 
 use anyhow::{bail, Context};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use migrator::bundle::capture::{self, CaptureOptions};
 use migrator::bundle::check;
 use migrator::bundle::job;
 use migrator::bundle::sign;
 use migrator::bundle::state::Stage;
 use migrator::bundle::store::{self, BundleRef, BundleStore, LocalStore};
+use migrator::bundle::store_ssh::SshStore;
 use migrator::journal::{JournalStore, SiteState};
 use migrator::site_spec::SpecFile;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 mod help;
 use help::{ABOUT_HELP, CAPTURE_HELP, RESTORE_HELP, VERIFY_HELP};
@@ -39,9 +41,8 @@ pub enum BundleCmd {
         sites: PathBuf,
         #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
         journal: PathBuf,
-        /// The bundle directory.
-        #[arg(long, value_name = "DIR", env = "MIGRATOR_BUNDLE_STORE")]
-        store: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The ed25519 signing key (created, mode 0600, when missing; public key KEY.pub).
         #[arg(long, value_name = "FILE", env = "MIGRATOR_BUNDLE_KEY")]
         key: PathBuf,
@@ -62,8 +63,8 @@ pub enum BundleCmd {
     },
     /// List the bundles of a store (complete or not, expiry, size); read only.
     List {
-        #[arg(long, value_name = "DIR", env = "MIGRATOR_BUNDLE_STORE")]
-        store: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Only this site's.
         #[arg(long)]
         site: Option<String>,
@@ -75,8 +76,8 @@ pub enum BundleCmd {
     Show {
         /// SITE/SWITCH_MS, as `bundle list` prints.
         bundle: String,
-        #[arg(long, value_name = "DIR", env = "MIGRATOR_BUNDLE_STORE")]
-        store: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         json: bool,
     },
@@ -84,8 +85,8 @@ pub enum BundleCmd {
     #[command(after_long_help = VERIFY_HELP)]
     Verify {
         bundle: String,
-        #[arg(long, value_name = "DIR", env = "MIGRATOR_BUNDLE_STORE")]
-        store: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The signer's public key (KEY.pub).
         #[arg(long, value_name = "FILE", env = "MIGRATOR_BUNDLE_PUBLIC_KEY")]
         public_key: PathBuf,
@@ -109,8 +110,8 @@ pub enum BundleCmd {
     #[command(after_long_help = RESTORE_HELP)]
     Restore {
         bundle: String,
-        #[arg(long, value_name = "DIR", env = "MIGRATOR_BUNDLE_STORE")]
-        store: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long, value_name = "FILE", env = "MIGRATOR_BUNDLE_PUBLIC_KEY")]
         public_key: PathBuf,
         /// The database to restore (its name at the switch).
@@ -141,14 +142,54 @@ pub enum BundleCmd {
     },
     /// Delete the bundles whose retention (--keep-days at capture) has ended.
     Expire {
-        #[arg(long, value_name = "DIR", env = "MIGRATOR_BUNDLE_STORE")]
-        store: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Say which would be deleted, delete nothing.
         #[arg(long)]
         dry_run: bool,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Where the bundles are: a local directory, or another host's over SSH.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// The bundle directory: a local path, or ssh://[user@]host[:port]/path (then
+    /// --ssh-known-hosts and --ssh-identity).
+    #[arg(long = "store", value_name = "DIR|URL", env = "MIGRATOR_BUNDLE_STORE")]
+    pub store: PathBuf,
+    /// For an ssh:// store: the known_hosts file its host key must be in (anything else is
+    /// refused before connecting further).
+    #[arg(long, value_name = "FILE", env = "MIGRATOR_BUNDLE_SSH_KNOWN_HOSTS")]
+    pub ssh_known_hosts: Option<PathBuf>,
+    /// For an ssh:// store: the private key to log in with (not readable by others).
+    #[arg(long, value_name = "FILE", env = "MIGRATOR_BUNDLE_SSH_IDENTITY")]
+    pub ssh_identity: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// A local directory.
+    pub fn local(dir: &Path) -> StoreArgs {
+        StoreArgs {
+            store: dir.to_path_buf(),
+            ssh_known_hosts: None,
+            ssh_identity: None,
+        }
+    }
+
+    pub fn open(&self) -> anyhow::Result<Arc<dyn BundleStore>> {
+        let s = self.store.to_string_lossy();
+        if !s.starts_with("ssh://") {
+            return Ok(Arc::new(LocalStore::new(&self.store)));
+        }
+        let (Some(kh), Some(id)) = (&self.ssh_known_hosts, &self.ssh_identity) else {
+            bail!(
+                "--store {s}: an ssh:// store needs --ssh-known-hosts FILE and --ssh-identity FILE"
+            );
+        };
+        Ok(Arc::new(SshStore::connect(&s, kh, id)?))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -163,7 +204,7 @@ pub enum BundleCommand {
 pub struct CaptureJob<'a> {
     pub sites: &'a Path,
     pub journal: &'a Path,
-    pub store: &'a Path,
+    pub store: &'a StoreArgs,
     pub key: &'a Path,
     pub opts: CaptureOptions,
     pub verify_scratch_url_file: Option<&'a Path>,
@@ -180,7 +221,7 @@ impl CaptureJob<'_> {
     pub fn run(&self, names: &[String]) -> anyhow::Result<i32> {
         let file = SpecFile::load(self.sites)?;
         let mut j = crate::cmd::open_existing(self.journal)?;
-        let st = LocalStore::new(self.store);
+        let st = self.store.open()?;
         let scratch = self
             .verify_scratch_url_file
             .map(|f| url_file("--verify-scratch-url-file", f))
@@ -205,7 +246,7 @@ impl CaptureJob<'_> {
                     Some(b) => println!(
                         "{n}: would capture {} into {}: databases {:?}, homes {:?}{}, at most {} MiB/s",
                         b.id(),
-                        self.store.display(),
+                        self.store.store.display(),
                         spec.databases,
                         spec.homes.iter().map(|h| &h.old).collect::<Vec<_>>(),
                         if self.opts.tar_homes { " (with tars)" } else { "" },
@@ -215,7 +256,8 @@ impl CaptureJob<'_> {
                 }
                 continue;
             };
-            let r = job::capture_and_verify(&mut *j, spec, &st, key, &self.opts, scratch.as_ref())?;
+            let r =
+                job::capture_and_verify(&mut *j, spec, &*st, key, &self.opts, scratch.as_ref())?;
             match (&r.error, self.json) {
                 (_, false) => print_bundle(&r, self.stderr),
                 (Some(e), true) => eprintln!("{n}: {e}"),
@@ -317,10 +359,10 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             job.run(&names)
         }
         BundleCmd::List { store, site, json } => {
-            let st = LocalStore::new(&store);
+            let st = store.open()?;
             let mut rows = Vec::new();
             for b in st.list(site.as_deref())? {
-                let m = store::read_manifest(&st, &b)?;
+                let m = store::read_manifest(&*st, &b)?;
                 rows.push(serde_json::json!({
                     "bundle": b.id(),
                     "complete": m.is_some(),
@@ -332,7 +374,7 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {
-                println!("no bundles in {}", store.display());
+                println!("no bundles in {}", st.describe());
             } else {
                 for r in &rows {
                     println!(
@@ -355,8 +397,8 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             store,
             json,
         } => {
-            let st = LocalStore::new(&store);
-            let (m, _, _) = check::manifest(&st, &BundleRef::parse(&bundle)?)?;
+            let st = store.open()?;
+            let (m, _, _) = check::manifest(&*st, &BundleRef::parse(&bundle)?)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&m)?);
                 return Ok(0);
@@ -407,11 +449,11 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             journal,
             json,
         } => {
-            let st = LocalStore::new(&store);
+            let st = store.open()?;
             let b = BundleRef::parse(&bundle)?;
             let public = sign::load_public(&public_key)?;
             if dry_run {
-                return verify_dry_run(&st, &b, &public, json);
+                return verify_dry_run(&*st, &b, &public, json);
             }
             let scratch = match (&scratch_url_file, no_restore) {
                 (Some(f), false) => Some(url_file("--scratch-url-file", f)?),
@@ -421,7 +463,7 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
                 .as_deref()
                 .map(crate::cmd::open_existing)
                 .transpose()?;
-            let result = check::verify(&st, &b, &public, scratch.as_ref());
+            let result = check::verify(&*st, &b, &public, scratch.as_ref());
             let (stage, error) = match &result {
                 Ok(r) if r.ok && scratch.is_some() => (Stage::Verified, None),
                 Ok(r) if r.ok => (Stage::Captured, None),
@@ -429,7 +471,7 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
                 Err(e) => (Stage::Failed, Some(e.to_string())),
             };
             if let Some(j) = j.as_mut() {
-                job::record(&mut **j, &st, &b, stage, error)?;
+                job::record(&mut **j, &*st, &b, stage, error)?;
             }
             let r = result?;
             if json {
@@ -469,11 +511,11 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             dry_run,
             json,
         } => {
-            let st = LocalStore::new(&store);
+            let st = store.open()?;
             let b = BundleRef::parse(&bundle)?;
             let public = sign::load_public(&public_key)?;
             if dry_run {
-                let r = check::verify(&st, &b, &public, None)?;
+                let r = check::verify(&*st, &b, &public, None)?;
                 if !r.ok {
                     bail!("{}: {}", r.bundle, r.problems().join("; "));
                 }
@@ -502,12 +544,12 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             if let Some(d) = &db {
                 let (as_name, target) = (as_name.context("--as")?, target.context("--url-file")?);
                 let url = url_file("--url-file", &target)?;
-                check::restore_db(&st, &b, &public, d, &url, &as_name)?;
+                check::restore_db(&*st, &b, &public, d, &url, &as_name)?;
                 if !json {
                     println!("{}: database {d} restored as {as_name}", b.id());
                 }
             } else if let (Some(h), Some(into)) = (&home, &into) {
-                let dir = check::restore_home(&st, &b, &public, h, into)?;
+                let dir = check::restore_home(&*st, &b, &public, h, into)?;
                 if !json {
                     println!(
                         "{}: home {} restored into {}",
@@ -527,15 +569,15 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             dry_run,
             json,
         } => {
-            let st = LocalStore::new(&store);
+            let st = store.open()?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as i64;
-            let gone = store::expire(&st, now, dry_run)?;
+            let gone = store::expire(&*st, now, dry_run)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&gone)?);
             } else if gone.is_empty() {
-                println!("nothing expired in {}", store.display());
+                println!("nothing expired in {}", st.describe());
             } else {
                 for g in &gone {
                     println!(

@@ -92,10 +92,11 @@ impl Bundles {
     ) -> anyhow::Result<i32> {
         let failed = bg.finish().iter().filter(|r| !r.ok()).count();
         let rest: Vec<String> = all.iter().filter(|s| !given.contains(s)).cloned().collect();
+        let store = crate::cmd::bundle::StoreArgs::local(&self.store);
         let job = crate::cmd::bundle::CaptureJob {
             sites: &common.sites,
             journal,
-            store: &self.store,
+            store: &store,
             key: &self.key,
             opts: self.options(),
             verify_scratch_url_file: self.scratch.as_deref(),
