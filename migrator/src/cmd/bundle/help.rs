@@ -22,9 +22,11 @@ By hand, without the migrator:
 
 pub(super) const CAPTURE_HELP: &str = "\
 Captures the site's bundle from its old side. The site must be live (or finalized): the
-journal's last finished `switch` names the bundle (SITE/SWITCH_MS). Run it after the wave,
-any time before the old side is released; it reads the old SQL server (mariadb-dump,
---single-transaction) and the old homes, at most --max-rate MiB/s.
+journal's last finished `switch` names the bundle (SITE/SWITCH_MS). `wave run` and `worker`
+with --bundle-store capture each site this way as soon as it is live; run this command for
+sites moved without it, any time before the old side is released (finalize
+--drop-old-copies). It reads the old SQL server (mariadb-dump, --single-transaction) and the
+old homes, at most --max-rate MiB/s.
 
 Killed or failed: run it again. Parts finished before are re-hashed and kept; only the part
 being written is redone. A complete bundle is never rewritten (`already complete`).
