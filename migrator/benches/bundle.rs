@@ -19,8 +19,8 @@
 //! database part of a site's freeze (a delta `copy_database` of a small site database, 4 tables
 //! of 500 rows, 20 rows written before each freeze, then `verify_database`, as the engine's
 //! final sync and verify) to a second server, FREEZES freezes 300 ms apart; "on": while
-//! `wave run --bundle-store`'s background capture (`bundle::job::Background`, default options:
-//! 50 MiB/s, nice 10) captures the big database of the SAME old server. Only freezes that
+//! `wave run --bundle-store`'s background capture (`bundle::job::Background`, as `wave run`
+//! runs it by default: 50 MiB/s, nice 10) captures the big database of the SAME old server. Only freezes that
 //! ended before that capture did count as "on". Without `--bench` it does nothing.
 
 mod common;
@@ -218,9 +218,14 @@ fn freeze_on_off(
     let store: Arc<LocalStore> = Arc::new(LocalStore::new(&d.join("store")));
     let (mut off, mut on, mut dropped) = (Vec::new(), Vec::new(), 0);
     let mut k = 0;
+    // What `wave run --bundle-store` uses by default (`--bundle-max-rate 50`).
+    let capture_opts = CaptureOptions {
+        rate: Some(50 << 20),
+        ..Default::default()
+    };
     println!(
         "freeze with capture on vs off: {pairs} pairs x {freezes} freezes, capture at {} MiB/s",
-        CaptureOptions::default().rate.unwrap_or(0) >> 20
+        capture_opts.rate.unwrap_or(0) >> 20
     );
     for _ in 0..pairs {
         for _ in 0..freezes {
@@ -238,7 +243,7 @@ fn freeze_on_off(
                 journal: d.join("j.sqlite"),
                 store: store.clone(),
                 key: migrator::bundle::sign::load_or_create(&d.join("bundle.key")).unwrap(),
-                opts: CaptureOptions::default(),
+                opts: capture_opts.clone(),
                 scratch: None,
             },
             move |_| *e.lock().unwrap() = Some(Instant::now()),
