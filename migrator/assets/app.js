@@ -215,6 +215,10 @@ async function site() {
   $("title").textContent = "Site " + s.site;
   $("s-state").textContent = s.state; $("s-wave").textContent = s.wave == null ? "–" : s.wave;
   $("s-bytes").textContent = bytes(s.bytes); $("s-freeze").textContent = ms(s.freeze_ms);
+  // Consistency-point bundle: finalize waits for "verified".
+  const b = s.bundle;
+  $("s-bundle").textContent = b ? b.stage + " (" + b.bundle + ", " + bytes(b.bytes) + ")" + (b.error ? ": " + b.error : "") : "none";
+  $("s-bundle").className = "v" + (b && b.stage === "failed" ? " err" : "");
   const t0 = s.steps.length ? s.steps[0].started_ms : 0;
   const tb = $("steps").tBodies[0]; tb.textContent = "";
   s.steps.forEach(x => {

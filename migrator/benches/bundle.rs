@@ -1,7 +1,8 @@
 //! Bundle capture throughput (issue 19) against what an operator would otherwise run, on the
 //! same database, alternately (A B C A B C …).
 //!
-//! `cargo bench -p migrator --bench bundle -- [ROWS_PER_TABLE] [PAIRS]` (defaults `250000 5`).
+//! `cargo bench -p migrator --bench bundle -- [ROWS_PER_TABLE] [PAIRS] [FREEZES]` (defaults
+//! `250000 5 5`).
 //!
 //! A private MariaDB server with one database of 4 sysbench-shaped tables (`id` primary key,
 //! `k` INT, `c` CHAR(120), `pad` CHAR(60) of pseudo-random digits), ROWS_PER_TABLE rows each.
@@ -12,17 +13,28 @@
 //! - `mariadb-dump | zstd -3 > FILE` (what an operator would run for a compressed dump);
 //! - `mariadb-dump > FILE` (no compression: the limit, the dump program alone).
 //!
-//! Throughput is the dump's uncompressed bytes over the wall time. Without `--bench` it does
-//! nothing.
+//! Throughput is the dump's uncompressed bytes over the wall time.
+//!
+//! Then the freeze with capture on vs off, alternately (off on off on …, PAIRS pairs): the
+//! database part of a site's freeze (a delta `copy_database` of a small site database, 4 tables
+//! of 500 rows, 20 rows written before each freeze, then `verify_database`, as the engine's
+//! final sync and verify) to a second server, FREEZES freezes 300 ms apart; "on": while
+//! `wave run --bundle-store`'s background capture (`bundle::job::Background`, as `wave run`
+//! runs it by default: 50 MiB/s, nice 10) captures the big database of the SAME old server. Only freezes that
+//! ended before that capture did count as "on". Without `--bench` it does nothing.
 
 mod common;
 
 use common::{num, positional_args, stats};
 use migrator::bundle::capture::{capture, CaptureOptions};
+use migrator::bundle::job::{Background, BackgroundJob};
 use migrator::bundle::store::{BundleStore, LocalStore};
+use migrator::db::copy::{copy_database, verify_database, CopyOptions};
 use migrator::journal::{JournalStore, SiteState, SqliteJournal, StepOutcome};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use std::time::Instant;
 use testkit::MariaDb;
 
@@ -32,6 +44,7 @@ fn main() {
     };
     let rows = num(&args, 0, 250_000);
     let pairs = num(&args, 1, 5).max(1);
+    let freezes = num(&args, 2, 5).max(1);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let old = MariaDb::start().unwrap();
@@ -138,5 +151,142 @@ fn main() {
         "ratio (time): ours / dump|zstd = {:.2}, ours / dump = {:.2}",
         a / b,
         a / c
+    );
+    drop(j);
+    freeze_on_off(&old, d, &spec, pairs, freezes);
+}
+
+/// The database part of a freeze, with and without a background capture reading the same old
+/// server (see the top of the file).
+fn freeze_on_off(
+    old: &MariaDb,
+    d: &std::path::Path,
+    spec: &migrator::site_spec::SiteSpec,
+    pairs: usize,
+    freezes: usize,
+) {
+    let new = MariaDb::start().unwrap();
+    for t in 1..=4 {
+        old.exec(&format!(
+            "CREATE DATABASE IF NOT EXISTS shop; CREATE TABLE shop.t{t} (id INT AUTO_INCREMENT \
+             PRIMARY KEY, v VARCHAR(200)); INSERT INTO shop.t{t} (v) WITH RECURSIVE s(n) AS \
+             (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 500) SELECT REPEAT(MD5(n), 6) FROM s;"
+        ))
+        .unwrap();
+    }
+    let (src, dst): (mysql_async::Opts, mysql_async::Opts) = (
+        old.admin_url().parse().unwrap(),
+        new.admin_url().parse().unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let journal = || -> Arc<Mutex<dyn migrator::journal::JournalStore + Send>> {
+        Arc::new(Mutex::new(
+            SqliteJournal::open(&d.join("copy.sqlite")).unwrap(),
+        ))
+    };
+    let full = CopyOptions {
+        threads: 2,
+        ..Default::default()
+    };
+    let delta = CopyOptions {
+        delta: true,
+        ..full.clone()
+    };
+    rt.block_on(copy_database(&src, &dst, "shop", journal(), &full))
+        .unwrap();
+    // One freeze: writes before it (the site was live), then the final sync and verify.
+    let freeze = |k: usize| -> f64 {
+        old.exec(&format!(
+            "INSERT INTO shop.t{} (v) WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 \
+             FROM s WHERE n < 20) SELECT MD5(n) FROM s",
+            k % 4 + 1
+        ))
+        .unwrap();
+        let t = Instant::now();
+        rt.block_on(async {
+            copy_database(&src, &dst, "shop", journal(), &delta)
+                .await
+                .unwrap();
+            let diffs = verify_database(&src, &dst, "shop").await.unwrap();
+            assert!(diffs.is_empty(), "{diffs:?}");
+        });
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let store: Arc<LocalStore> = Arc::new(LocalStore::new(&d.join("store")));
+    let (mut off, mut on, mut dropped) = (Vec::new(), Vec::new(), 0);
+    let mut k = 0;
+    // What `wave run --bundle-store` uses by default (`--bundle-max-rate 50`).
+    let capture_opts = CaptureOptions {
+        rate: Some(50 << 20),
+        ..Default::default()
+    };
+    println!(
+        "freeze with capture on vs off: {pairs} pairs x {freezes} freezes, capture at {} MiB/s",
+        capture_opts.rate.unwrap_or(0) >> 20
+    );
+    for _ in 0..pairs {
+        for _ in 0..freezes {
+            std::thread::sleep(Duration::from_millis(300));
+            off.push(freeze(k));
+            k += 1;
+        }
+        for b in store.list(None).unwrap() {
+            store.delete(&b).unwrap();
+        }
+        let ended: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let e = ended.clone();
+        let bg = Background::start(
+            BackgroundJob {
+                journal: d.join("j.sqlite"),
+                store: store.clone(),
+                key: migrator::bundle::sign::load_or_create(&d.join("bundle.key")).unwrap(),
+                opts: capture_opts.clone(),
+                scratch: None,
+            },
+            move |_| *e.lock().unwrap() = Some(Instant::now()),
+        );
+        bg.submit(spec);
+        // The capture is reading (mariadb-dump started) before the first freeze.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut samples = Vec::new();
+        for _ in 0..freezes {
+            std::thread::sleep(Duration::from_millis(300));
+            samples.push((freeze(k), Instant::now()));
+            k += 1;
+        }
+        let r = bg.finish();
+        assert!(r.iter().all(|r| r.ok()), "{r:?}");
+        let end = ended.lock().unwrap().expect("the capture ended");
+        for (ms, at) in samples {
+            if at <= end {
+                on.push(ms);
+            } else {
+                dropped += 1;
+            }
+        }
+    }
+    if on.is_empty() || off.is_empty() {
+        println!("no freeze overlapped a capture ({dropped} ended after it): use more rows");
+        return;
+    }
+    let p = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(|a, b| a.total_cmp(b));
+        migrator::wave::percentile(&s, 99.0).unwrap_or(f64::NAN)
+    };
+    for (name, v) in [("freeze, capture off", &off), ("freeze, capture on", &on)] {
+        let (med, min, max) = stats(v);
+        println!(
+            "{name:<22} n={:<3} median {med:6.1} ms ({min:.1}–{max:.1}), p99 {:.1} ms",
+            v.len(),
+            p(v)
+        );
+    }
+    println!(
+        "ratio (median freeze): on / off = {:.2} ({dropped} 'on' freezes ended after the capture, not counted)",
+        stats(&on).0 / stats(&off).0
     );
 }

@@ -6,11 +6,11 @@
 //! state at the switch. `override_reason` lets the operator finalize anyway; the reason is
 //! journaled ([`crate::bundle::state::record_override`]).
 //!
-//! What finalize does NOT do: delete anything. The old side's home and databases are what a
-//! rollback would have copied back into; once finalized they are no longer needed, but
-//! removing a customer's data is left to the operator's retirement procedure (filers and SQL
-//! servers are drained and retired as a whole). Finalize lists what the old side holds for the
-//! site so that procedure knows what it may release.
+//! What finalize does NOT do by itself: delete anything. The old side's home and databases are
+//! what a rollback would have copied back into; once finalized they are no longer needed.
+//! Finalize lists what the old side holds for the site ([`old_copies`]) so the operator's
+//! retirement procedure knows what it may release; `--drop-old-copies` drops them, only with a
+//! verified bundle ([`crate::release_old`]).
 
 use crate::cutover::lease;
 use crate::cutover::phase::{run_phase, CutoverError, Phase};
@@ -36,16 +36,9 @@ pub struct Finalized {
     pub in_use_on_old: Vec<String>,
 }
 
-/// Finalizes `spec`'s site: only a `live` one, with no rollback or freeze in progress. Which
-/// old-side databases are releasable is asked of the proxy (`proxy`), never assumed.
-pub fn finalize(
-    journal: &mut dyn JournalStore,
-    spec: &SiteSpec,
-    proxy: &dyn ProxyControl,
-    override_reason: Option<&str>,
-) -> Result<Finalized, CutoverError> {
-    let site = &spec.site;
-    let state = journal.site_state(site)?.unwrap_or(SiteState::Planned);
+/// What the old side holds for `spec`'s site and what of it the proxy no longer serves from
+/// there (`already` false); changes nothing.
+pub fn old_copies(spec: &SiteSpec, proxy: &dyn ProxyControl) -> Result<Finalized, CutoverError> {
     let (mut releasable, mut in_use) = (Vec::new(), Vec::new());
     for db in &spec.databases {
         let r = proxy
@@ -57,12 +50,29 @@ pub fn finalize(
             in_use.push(db.clone());
         }
     }
-    let out = |already| Finalized {
-        site: site.clone(),
-        already,
+    Ok(Finalized {
+        site: spec.site.clone(),
+        already: false,
         old_homes: spec.homes.iter().map(|h| h.old.clone()).collect(),
-        old_databases: releasable.clone(),
-        in_use_on_old: in_use.clone(),
+        old_databases: releasable,
+        in_use_on_old: in_use,
+    })
+}
+
+/// Finalizes `spec`'s site: only a `live` one, with no rollback or freeze in progress. Which
+/// old-side databases are releasable is asked of the proxy (`proxy`), never assumed.
+pub fn finalize(
+    journal: &mut dyn JournalStore,
+    spec: &SiteSpec,
+    proxy: &dyn ProxyControl,
+    override_reason: Option<&str>,
+) -> Result<Finalized, CutoverError> {
+    let site = &spec.site;
+    let state = journal.site_state(site)?.unwrap_or(SiteState::Planned);
+    let copies = old_copies(spec, proxy)?;
+    let out = |already| Finalized {
+        already,
+        ..copies.clone()
     };
     if state == SiteState::Finalized {
         return Ok(out(true));

@@ -21,7 +21,7 @@
 //!   groups, rollback, throttle, leases and their watchdog), [`wave`] (a wave of sites in
 //!   parallel), [`monitor`] (a running wave's live picture), [`control`] and
 //!   [`control_socket`] (operator controls kept in the journal, the local socket),
-//!   [`finalize`]; [`fleet`] (workers on many hosts claiming a started wave's move groups
+//!   [`finalize`] and [`release_old`] (dropping the old copies once a bundle is verified); [`fleet`] (workers on many hosts claiming a started wave's move groups
 //!   with a lease); [`route_check`] (the proxy's routes against the journal, and their repair);
 //!   [`lab_spec`] derives site specs from the staging lab's `state.json`.
 //! - [`artifacts`]: a site's cron jobs, certificates, PHP runtime and web rules (issue 20),
@@ -47,6 +47,7 @@ pub mod lab_spec;
 pub mod monitor;
 pub mod preflight;
 pub mod real_systems;
+pub mod release_old;
 pub mod route_check;
 pub mod serve;
 pub mod site_spec;

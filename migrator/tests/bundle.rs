@@ -6,102 +6,13 @@
 //! deleting only expired bundles; a capture SIGKILLed (by PID) mid-part and rerun, keeping
 //! the parts it had finished.
 
-use migrator::journal::{JournalStore, SiteState, SqliteJournal, StepOutcome};
+mod bundle_support;
+
+use bundle_support::{capture, cmd, migrator, only, rows, text, Bed};
+use migrator::journal::SqliteJournal;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use testkit::MariaDb;
-
-fn migrator(d: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_migrator"))
-        .args(args)
-        .env("MIGRATOR_JOURNAL", d.join("j.sqlite"))
-        .env("MIGRATOR_BUNDLE_STORE", d.join("store"))
-        .env("MIGRATOR_BUNDLE_KEY", d.join("keys/bundle.key"))
-        .env("MIGRATOR_BUNDLE_PUBLIC_KEY", d.join("keys/bundle.key.pub"))
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// The one report of a `bundle capture SITE --json`.
-fn only(o: &Output) -> serde_json::Value {
-    let v: serde_json::Value =
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)));
-    assert_eq!(v.as_array().map(|a| a.len()), Some(1), "{v}");
-    v[0].clone()
-}
-
-fn url_file(d: &Path, name: &str, db: &MariaDb) -> PathBuf {
-    let p = d.join(name);
-    std::fs::write(&p, db.admin_url()).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    p
-}
-
-/// A sites file with `sites` (name, databases), their old homes under `d/old/<site>`.
-fn write_sites(d: &Path, sites: &[(&str, &[&str])]) {
-    let token = d.join("token");
-    std::fs::write(&token, "t").unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let specs: Vec<_> = sites
-        .iter()
-        .map(|(site, dbs)| {
-            let home = d.join("old").join(site);
-            std::fs::create_dir_all(home.join("www")).unwrap();
-            std::fs::write(home.join("www/index.php"), format!("<?php echo '{site}';")).unwrap();
-            serde_json::json!({
-                "site": site,
-                "old_vip": "127.0.0.1", "new_vip": "127.0.0.2",
-                "old_lb": {"socket": d.join("none.sock"), "backend": "be", "server": "srv"},
-                "new_lb": {"socket": d.join("none.sock"), "backend": "be", "server": "srv"},
-                "old_web": "127.0.0.1:9", "new_web": "127.0.0.1:9",
-                "homes": [{"old": home, "new": d.join("new").join(site)}],
-                "databases": dbs,
-                "old_db_url_file": d.join("old.url"), "new_db_url_file": d.join("new.url"),
-                "proxy": {"admin": "127.0.0.1:9", "token_file": token},
-            })
-        })
-        .collect();
-    std::fs::write(
-        d.join("sites.json"),
-        serde_json::json!({ "sites": specs }).to_string(),
-    )
-    .unwrap();
-}
-
-/// The cutover's end for `site` as the journal sees it: the databases copied to the new side
-/// and verified there by the engine's mover (which journals the old side's checksums), a
-/// finished `switch` step, the site live.
-fn switch(d: &Path, old: &MariaDb, new: &MariaDb, site: &str, dbs: &[&str]) {
-    for db in dbs {
-        old.copy_database_to(db, new).unwrap();
-    }
-    let mover = migrator::db::mover::DbMover::new(d.join("j.sqlite"));
-    let urls = (
-        old.admin_url().parse().unwrap(),
-        new.admin_url().parse().unwrap(),
-    );
-    let names: Vec<String> = dbs.iter().map(|s| s.to_string()).collect();
-    let diffs = mover.verify(urls, &names).unwrap();
-    assert!(diffs.is_empty(), "{diffs:?}");
-    let mut j = SqliteJournal::open(&d.join("j.sqlite")).unwrap();
-    let id = j.begin_step(site, "switch").unwrap();
-    j.finish_step(id, &StepOutcome::default()).unwrap();
-    j.set_site_state(site, SiteState::Live).unwrap();
-}
-
-fn rows(db: &MariaDb, sql: &str) -> String {
-    db.exec(sql).unwrap()
-}
 
 const SHOP_SQL: &str = "CREATE DATABASE shop_db CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci; \
     USE shop_db; \
@@ -115,26 +26,11 @@ const SHOP_SQL: &str = "CREATE DATABASE shop_db CHARACTER SET utf8mb4 COLLATE ut
 
 #[test]
 fn a_bundle_restores_the_old_side_at_the_switch_and_names_a_tampered_part() {
-    let d = tempfile::tempdir().unwrap();
-    let d = d.path();
-    let (old, new) = (MariaDb::start().unwrap(), MariaDb::start().unwrap());
-    url_file(d, "old.url", &old);
-    let new_url = url_file(d, "new.url", &new);
-    write_sites(d, &[("shop", &["shop_db"])]);
-    old.exec(SHOP_SQL).unwrap();
-    SqliteJournal::open(&d.join("j.sqlite")).unwrap();
+    let bed = Bed::start(&[("shop", &["shop_db"])], SHOP_SQL);
+    let (d, old, new) = (bed.d(), &bed.old, &bed.new);
 
     // Refused before the switch: the old side is not yet a consistency point.
-    let o = migrator(
-        d,
-        &[
-            "bundle",
-            "capture",
-            "shop",
-            "--sites",
-            d.join("sites.json").to_str().unwrap(),
-        ],
-    );
+    let o = capture(d, "shop", &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("only once the site is live"),
@@ -142,25 +38,13 @@ fn a_bundle_restores_the_old_side_at_the_switch_and_names_a_tampered_part() {
         text(&o)
     );
 
-    switch(d, &old, &new, "shop", &["shop_db"]);
+    bed.switch("shop", &["shop_db"]);
     // After the switch the site writes on the new side only.
     new.exec("INSERT INTO shop_db.orders (item, qty) VALUES ('after the switch', 1)")
         .unwrap();
-    let at_switch = rows(&old, "SELECT * FROM shop_db.orders ORDER BY id");
+    let at_switch = rows(old, "SELECT * FROM shop_db.orders ORDER BY id");
 
-    let sites = d.join("sites.json");
-    let o = migrator(
-        d,
-        &[
-            "bundle",
-            "capture",
-            "shop",
-            "--sites",
-            sites.to_str().unwrap(),
-            "--tar",
-            "--json",
-        ],
-    );
+    let o = capture(d, "shop", &["--tar", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let r = only(&o);
     let id = r["bundle"].as_str().unwrap().to_string();
@@ -186,7 +70,7 @@ fn a_bundle_restores_the_old_side_at_the_switch_and_names_a_tampered_part() {
     );
 
     // verify: signature, parts, the dump restored into a scratch database, equal.
-    let scratch = new_url.to_str().unwrap();
+    let scratch = &bed.scratch();
     let o = migrator(d, &["bundle", "verify", &id, "--scratch-url-file", scratch]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("VERIFIED"), "{}", text(&o));
@@ -201,7 +85,7 @@ fn a_bundle_restores_the_old_side_at_the_switch_and_names_a_tampered_part() {
         text(&o)
     );
     assert_eq!(
-        rows(&new, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bundle_verify%'"),
+        rows(new, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bundle_verify%'"),
         "0\n",
         "scratch databases are dropped"
     );
@@ -219,20 +103,27 @@ fn a_bundle_restores_the_old_side_at_the_switch_and_names_a_tampered_part() {
             "shop_at_switch",
             "--url-file",
             scratch,
+            "--json",
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
-        rows(&new, "SELECT * FROM shop_at_switch.orders ORDER BY id"),
+        (&r["database"], &r["as"], &r["dry_run"]),
+        (&"shop_db".into(), &"shop_at_switch".into(), &false.into()),
+        "{r}"
+    );
+    assert_eq!(
+        rows(new, "SELECT * FROM shop_at_switch.orders ORDER BY id"),
         at_switch
     );
     assert_ne!(
-        rows(&new, "SELECT * FROM shop_db.orders ORDER BY id"),
+        rows(new, "SELECT * FROM shop_db.orders ORDER BY id"),
         at_switch
     );
-    assert_eq!(rows(&new, "SELECT COUNT(*) FROM shop_at_switch.log"), "3\n");
+    assert_eq!(rows(new, "SELECT COUNT(*) FROM shop_at_switch.log"), "3\n");
     assert_eq!(
-        rows(&new, "SELECT item FROM shop_at_switch.big_orders"),
+        rows(new, "SELECT item FROM shop_at_switch.big_orders"),
         "café ☕\n"
     );
     // Never over an existing database.
@@ -284,6 +175,16 @@ fn a_bundle_restores_the_old_side_at_the_switch_and_names_a_tampered_part() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     std::fs::write(&path, bytes).unwrap();
+    // A dry run names it too, and records nothing (the journal still says verified).
+    let o = migrator(d, &["bundle", "verify", &id, "--dry-run", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["report"]["bad_parts"][0]["name"], part, "{r}");
+    assert_eq!(r["would_restore"], serde_json::json!(["shop_db"]), "{r}");
+    let j = SqliteJournal::open(&d.join("j.sqlite")).unwrap();
+    let st = migrator::bundle::state::get(&j, "shop").unwrap().unwrap();
+    assert_eq!(st.stage, migrator::bundle::state::Stage::Verified);
+    drop(j);
     let o = migrator(d, &["bundle", "verify", &id, "--scratch-url-file", scratch]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
@@ -333,39 +234,22 @@ fn a_bundle_restores_the_old_side_at_the_switch_and_names_a_tampered_part() {
 
 #[test]
 fn expire_deletes_only_expired_bundles() {
-    let d = tempfile::tempdir().unwrap();
-    let d = d.path();
-    let (old, new) = (MariaDb::start().unwrap(), MariaDb::start().unwrap());
-    url_file(d, "old.url", &old);
-    write_sites(d, &[("keep", &["keep_db"]), ("gone", &["gone_db"])]);
-    old.exec(
+    let bed = Bed::start(
+        &[("keep", &["keep_db"]), ("gone", &["gone_db"])],
         "CREATE DATABASE keep_db; CREATE TABLE keep_db.t (id INT PRIMARY KEY); \
-              CREATE DATABASE gone_db; CREATE TABLE gone_db.t (id INT PRIMARY KEY);",
-    )
-    .unwrap();
-    SqliteJournal::open(&d.join("j.sqlite")).unwrap();
-    switch(d, &old, &new, "keep", &["keep_db"]);
-    switch(d, &old, &new, "gone", &["gone_db"]);
-    let sites = d.join("sites.json");
-    let s = sites.to_str().unwrap();
+         CREATE DATABASE gone_db; CREATE TABLE gone_db.t (id INT PRIMARY KEY);",
+    );
+    let d = bed.d();
+    bed.switch("keep", &["keep_db"]);
+    bed.switch("gone", &["gone_db"]);
     // Captured and verified in one run (the wave's post-switch step). A capture needs only
     // the old server: the sites file's new.url does not exist here.
-    let scratch = url_file(d, "scratch.url", &new);
-    let scratch = scratch.to_str().unwrap();
+    let scratch = &bed.scratch();
     for (site, days) in [("keep", "30"), ("gone", "0")] {
-        let o = migrator(
+        let o = capture(
             d,
-            &[
-                "bundle",
-                "capture",
-                site,
-                "--sites",
-                s,
-                "--keep-days",
-                days,
-                "--verify-scratch-url-file",
-                scratch,
-            ],
+            site,
+            &["--keep-days", days, "--verify-scratch-url-file", scratch],
         );
         assert!(o.status.success(), "{}", text(&o));
         assert!(text(&o).contains("VERIFIED"), "{}", text(&o));
@@ -395,27 +279,25 @@ fn expire_deletes_only_expired_bundles() {
 
 #[test]
 fn a_capture_killed_mid_part_resumes_without_redoing_finished_parts() {
-    let d = tempfile::tempdir().unwrap();
-    let d = d.path();
-    let (old, new) = (MariaDb::start().unwrap(), MariaDb::start().unwrap());
-    url_file(d, "old.url", &old);
-    url_file(d, "new.url", &new);
-    write_sites(d, &[("big", &["big_a", "big_b"])]);
-    for db in ["big_a", "big_b"] {
-        // ~2 MiB of dump each: at 1 MiB/s a part takes about two seconds.
-        old.exec(&format!(
-            "SET SESSION max_recursive_iterations = 100000; CREATE DATABASE {db}; \
-             CREATE TABLE {db}.t (id INT PRIMARY KEY, pad VARCHAR(300)); \
-             INSERT INTO {db}.t WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s \
-             WHERE n < 8000) SELECT n, REPEAT(MD5(n), 8) FROM s;"
-        ))
-        .unwrap();
-    }
-    SqliteJournal::open(&d.join("j.sqlite")).unwrap();
-    switch(d, &old, &new, "big", &["big_a", "big_b"]);
+    // ~2 MiB of dump each: at 1 MiB/s a part takes about two seconds.
+    let sql: String = ["big_a", "big_b"]
+        .iter()
+        .map(|db| {
+            format!(
+                "SET SESSION max_recursive_iterations = 100000; CREATE DATABASE {db}; \
+                 CREATE TABLE {db}.t (id INT PRIMARY KEY, pad VARCHAR(300)); \
+                 INSERT INTO {db}.t WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL \
+                 SELECT n + 1 FROM s WHERE n < 8000) SELECT n, REPEAT(MD5(n), 8) FROM s;"
+            )
+        })
+        .collect();
+    let bed = Bed::start(&[("big", &["big_a", "big_b"])], &sql);
+    let d = bed.d();
+    bed.switch("big", &["big_a", "big_b"]);
     let sites = d.join("sites.json");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_migrator"))
-        .args([
+    let mut child = cmd(
+        d,
+        &[
             "bundle",
             "capture",
             "big",
@@ -423,12 +305,10 @@ fn a_capture_killed_mid_part_resumes_without_redoing_finished_parts() {
             sites.to_str().unwrap(),
             "--max-rate",
             "1",
-        ])
-        .env("MIGRATOR_JOURNAL", d.join("j.sqlite"))
-        .env("MIGRATOR_BUNDLE_STORE", d.join("store"))
-        .env("MIGRATOR_BUNDLE_KEY", d.join("keys/bundle.key"))
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .spawn()
+    .unwrap();
     // Wait until the first part is finished, then SIGKILL the capture while it writes the
     // second.
     let start = Instant::now();
@@ -477,19 +357,7 @@ fn a_capture_killed_mid_part_resumes_without_redoing_finished_parts() {
     assert_eq!(st.stage, migrator::bundle::state::Stage::Capturing);
     drop(j);
 
-    let o = migrator(
-        d,
-        &[
-            "bundle",
-            "capture",
-            "big",
-            "--sites",
-            sites.to_str().unwrap(),
-            "--max-rate",
-            "0",
-            "--json",
-        ],
-    );
+    let o = capture(d, "big", &["--max-rate", "0", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let r = only(&o);
     assert_eq!(r["skipped"], serde_json::json!([first]), "{r}");
@@ -504,31 +372,13 @@ fn a_capture_killed_mid_part_resumes_without_redoing_finished_parts() {
         "the finished part was not rewritten"
     );
     let id = r["bundle"].as_str().unwrap();
-    let scratch = d.join("new.url");
     let o = migrator(
         d,
-        &[
-            "bundle",
-            "verify",
-            id,
-            "--scratch-url-file",
-            scratch.to_str().unwrap(),
-        ],
+        &["bundle", "verify", id, "--scratch-url-file", &bed.scratch()],
     );
     assert!(o.status.success(), "{}", text(&o));
     // A complete bundle is never rewritten.
-    let o = migrator(
-        d,
-        &[
-            "bundle",
-            "capture",
-            "big",
-            "--sites",
-            sites.to_str().unwrap(),
-            "--json",
-        ],
-    );
-    let r = only(&o);
+    let r = only(&capture(d, "big", &["--json"]));
     assert_eq!(r["already"], true, "{r}");
 }
 

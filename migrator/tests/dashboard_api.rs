@@ -523,3 +523,53 @@ fn the_copy_lag_of_sites_waiting_to_freeze_is_in_metrics() {
     }
     drop(srv);
 }
+
+/// Issue 19: a site's bundle state in its API answer (the site page's card) and the bundles
+/// in `/metrics`: sites per stage, bytes, failures, overrides.
+#[test]
+fn bundle_states_show_per_site_and_in_metrics() {
+    use migrator::bundle::state::{self, BundleState, Stage};
+    let f = fixture();
+    let mut j = SqliteJournal::open(&f.journal).unwrap();
+    for (site, stage, bytes, error) in [
+        ("s000", Stage::Verified, 1000, None),
+        ("s003", Stage::Verified, 2000, None),
+        ("s006", Stage::Failed, 30, Some("part db-x: altered")),
+        ("s009", Stage::Capturing, 0, None),
+    ] {
+        let b = BundleState {
+            stage,
+            bundle: format!("{site}/1700000000000"),
+            store: "/srv/bundles".into(),
+            bytes,
+            at_ms: 1,
+            error: error.map(str::to_string),
+        };
+        state::set(&mut j, site, &b).unwrap();
+    }
+    state::record_override(&mut j, "s006", "customer declined", Some(Stage::Failed)).unwrap();
+    let (app, token, _) = serve::build(&f.opts, None).unwrap();
+    let srv = serve::Background::start(app, f.opts.listen).unwrap();
+    let bearer = format!("Bearer {}", token.value);
+    let good = [("Authorization", bearer.as_str())];
+    let s = get(srv.addr, "/api/site/s006", &good).json();
+    assert_eq!(s["site"]["bundle"]["stage"], "failed", "{s}");
+    assert_eq!(s["site"]["bundle"]["error"], "part db-x: altered", "{s}");
+    let s = get(srv.addr, "/api/site/s001", &good).json();
+    assert!(s["site"]["bundle"].is_null(), "{s}");
+    let text = get(srv.addr, "/metrics", &good).text();
+    for want in [
+        "# TYPE migrator_bundles gauge",
+        "migrator_bundles{stage=\"verified\"} 2\n",
+        "migrator_bundles{stage=\"failed\"} 1\n",
+        "migrator_bundles{stage=\"capturing\"} 1\n",
+        "migrator_bundles{stage=\"captured\"} 0\n",
+        "migrator_bundle_bytes 3030\n",
+        "migrator_bundle_failures 1\n",
+        "migrator_bundle_overrides 1\n",
+    ] {
+        assert!(text.contains(want), "metrics lack {want}:\n{text}");
+    }
+    testkit::promtool::check_metrics(&text).unwrap();
+    drop(srv);
+}

@@ -119,6 +119,11 @@ fn workers_share_a_wave_and_take_over_a_killed_workers_group() {
             ])
             .arg(&spec_file)
             .args(["--journal", &url])
+            // Issue 19: each live site's bundle, captured by the worker that moved it.
+            .arg("--bundle-store")
+            .arg(d.join("bundles"))
+            .arg("--bundle-key")
+            .arg(d.join("bundle.key"))
             // Each site waits after its sync: the kill lands while a group is held.
             .env("MIGRATOR_DRILL_PAUSE_AFTER", "sync=1500")
             .stdout(std::fs::File::create(d.join(format!("w{i}.out"))).unwrap())
@@ -206,5 +211,11 @@ fn workers_share_a_wave_and_take_over_a_killed_workers_group() {
             .filter(|st| st.phase == "switch" && st.status.name() == "done")
             .count();
         assert_eq!(switched, 1, "{s}");
+        // Its bundle, captured (by the worker that moved it) before that worker ended.
+        let b = migrator::bundle::state::get(&*j, s).unwrap().unwrap();
+        assert_eq!(b.stage, migrator::bundle::state::Stage::Captured, "{s}");
+        let store = migrator::bundle::store::LocalStore::new(&d.join("bundles"));
+        let r = migrator::bundle::store::BundleRef::parse(&b.bundle).unwrap();
+        migrator::bundle::check::manifest(&store, &r).unwrap();
     }
 }

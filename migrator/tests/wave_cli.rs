@@ -67,7 +67,7 @@ fn wave_run_with_a_live_control_socket_and_plain_progress() {
         .arg(d.join("sites.json"))
         .arg("--journal")
         .arg(&jp)
-        // Issue 19: once the sites are done, each live site's bundle (off every freeze).
+        // Issue 19: each site's bundle as soon as it is live, while the wave goes on.
         .arg("--bundle-store")
         .arg(d.join("bundles"))
         .arg("--bundle-key")
@@ -118,6 +118,8 @@ fn wave_run_with_a_live_control_socket_and_plain_progress() {
     );
     assert!(!sock.exists(), "the socket is removed when the wave ends");
     let j = SqliteJournal::open(&jp).unwrap();
+    // (switch instant, capture end) of every site's bundle.
+    let mut times = Vec::new();
     for s in &sites {
         assert_eq!(j.site_state(s).unwrap(), Some(SiteState::Live), "{s}");
         assert!(d.join("new").join(s).join("index.php").exists());
@@ -131,7 +133,20 @@ fn wave_run_with_a_live_control_socket_and_plain_progress() {
         let r = migrator::bundle::store::BundleRef::parse(&b.bundle).unwrap();
         let (m, _, _) = migrator::bundle::check::manifest(&store, &r).unwrap();
         assert_eq!(m.homes[0].files, 2, "{s}: the home and its index.php");
+        assert!(
+            m.captured_ms > m.switch_ms,
+            "{s}: captured after its switch"
+        );
+        times.push((m.switch_ms, m.captured_ms));
     }
+    // Captured while the wave ran, not after it: the first bundle was complete before the
+    // last site switched.
+    let first_captured = times.iter().map(|t| t.1).min().unwrap();
+    let last_switch = times.iter().map(|t| t.0).max().unwrap();
+    assert!(
+        first_captured < last_switch,
+        "first bundle at {first_captured} ms, last switch at {last_switch} ms: {times:?}"
+    );
     // The published status is the final one.
     let st = migrator::control::Controls::open(&jp)
         .unwrap()

@@ -13,11 +13,14 @@
 //!   BLAKE3, written under a temporary name and renamed), the [`part::Throttle`], and the
 //!   client option file that keeps database passwords off command lines;
 //! - `store.rs`: the [`store::BundleStore`] trait and its local-directory implementation,
-//!   listing and expiry;
+//!   listing and expiry; `store_ssh.rs`: the same on another host over SSH (host key checked
+//!   against known_hosts);
 //! - `capture.rs`: one site's capture (per database a `mariadb-dump`, per home the file
 //!   manifest and optionally a tar), resumed after a kill without redoing finished parts;
 //! - `check.rs`: `verify` (signature, every part's hash, the dumps restored into scratch
 //!   databases and compared with the checksums recorded at the switch) and `restore`;
+//! - `job.rs`: one site's capture then verification, recorded in the journal, and the
+//!   background thread that does it for each site of a wave as soon as it is live;
 //! - `state.rs`: a site's bundle state in the journal (what `finalize`, `status`, the
 //!   dashboard and `/metrics` read).
 //!
@@ -27,10 +30,12 @@
 
 pub mod capture;
 pub mod check;
+pub mod job;
 pub mod part;
 pub mod sign;
 pub mod state;
 pub mod store;
+pub mod store_ssh;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

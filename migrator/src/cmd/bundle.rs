@@ -2,72 +2,21 @@
 //! ([`migrator::bundle`]), a site's databases and files as they were at the switch.
 
 use anyhow::{bail, Context};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use migrator::bundle::capture::{self, CaptureOptions};
 use migrator::bundle::check;
+use migrator::bundle::job;
 use migrator::bundle::sign;
-use migrator::bundle::state::{self, BundleState, Stage};
+use migrator::bundle::state::Stage;
 use migrator::bundle::store::{self, BundleRef, BundleStore, LocalStore};
+use migrator::bundle::store_ssh::SshStore;
 use migrator::journal::{JournalStore, SiteState};
 use migrator::site_spec::SpecFile;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-const ABOUT_HELP: &str = "\
-A bundle is a site's state at the instant its writes moved to the new side: per database a
-compressed dump restorable with the stock client, per home the file manifest (paths, sizes,
-modes, BLAKE3) and optionally a tar, and a manifest with the switch instant, the table
-checksums the cutover journaled at the switch, the size and BLAKE3 of every part, signed with
-an ed25519 key. It is captured from the OLD side after the switch (nothing writes there any
-more), so the freeze is not made longer.
-
-The life of a bundle:
-  migrator bundle capture shop --sites S --journal J --store /srv/bundles --key K
-  migrator bundle verify shop/1733450000000 --store /srv/bundles --public-key K.pub \\
-      --scratch-url-file /etc/migrator/scratch.url --journal J
-  migrator finalize shop ...          (refused until the bundle is verified)
-  migrator bundle expire --store /srv/bundles        (daily: deletes expired bundles)
-
-By hand, without the migrator:
-  zstd -dc db-shop_db-*.sql.zst | mariadb NEWNAME   (after CREATE DATABASE NEWNAME)
-  zstd -dc home-*.tar.zst | tar -x -C DIR";
-
-const CAPTURE_HELP: &str = "\
-Captures the site's bundle from its old side. The site must be live (or finalized): the
-journal's last finished `switch` names the bundle (SITE/SWITCH_MS). Run it after the wave,
-any time before the old side is released; it reads the old SQL server (mariadb-dump,
---single-transaction) and the old homes, at most --max-rate MiB/s.
-
-Killed or failed: run it again. Parts finished before are re-hashed and kept; only the part
-being written is redone. A complete bundle is never rewritten (`already complete`).
-
-The signing key (--key) is created when missing (mode 0600) with its public key next to it
-(KEY.pub): give that file to whoever verifies bundles.
-
-Exit codes: 0 captured (or already complete), 1 refused or failed (the journal records the
-bundle as failed, with the reason), 2 the command itself failed.";
-
-const VERIFY_HELP: &str = "\
-Checks, in order: the manifest's signature against --public-key; every part's size and
-BLAKE3 (an altered or missing part is named); then, unless --no-restore, each database dump
-is restored into a scratch database on the --scratch-url-file server (named
-bundle_verify_<db>_<random>, dropped afterwards) and every table's checksum compared with the
-checksum journaled at the switch.
-
-With --journal the site's bundle state becomes `verified` or `failed`: `migrator finalize`
-refuses a site whose bundle is not verified.
-
-Exit codes: 0 verified, 1 a problem (each printed), 2 the command itself failed.";
-
-const RESTORE_HELP: &str = "\
-Recreates one database, under a name you choose, on the server of --url-file:
-  migrator bundle restore shop/1733450000000 --store S --public-key K.pub \\
-      --db shop_db --as shop_db_at_switch --url-file /etc/migrator/old.url
-or one home (captured with --tar) into a directory that is missing or empty:
-  migrator bundle restore shop/1733450000000 --store S --public-key K.pub \\
-      --home /homez.1/shop --into /srv/restore/shop
-
-Never overwrites: an existing database name or a non-empty directory is refused. The
-signature and the part's hash are checked first; a tampered bundle restores nothing.";
+mod help;
+use help::{ABOUT_HELP, CAPTURE_HELP, RESTORE_HELP, VERIFY_HELP};
 
 #[derive(Subcommand, Debug)]
 pub enum BundleCmd {
@@ -92,9 +41,8 @@ pub enum BundleCmd {
         sites: PathBuf,
         #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
         journal: PathBuf,
-        /// The bundle directory.
-        #[arg(long, value_name = "DIR", env = "MIGRATOR_BUNDLE_STORE")]
-        store: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The ed25519 signing key (created, mode 0600, when missing; public key KEY.pub).
         #[arg(long, value_name = "FILE", env = "MIGRATOR_BUNDLE_KEY")]
         key: PathBuf,
@@ -113,22 +61,23 @@ pub enum BundleCmd {
         #[arg(long)]
         json: bool,
     },
-    /// List the bundles of a store (complete or not, expiry, size).
+    /// List the bundles of a store (complete or not, expiry, size); read only.
     List {
-        #[arg(long, value_name = "DIR", env = "MIGRATOR_BUNDLE_STORE")]
-        store: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Only this site's.
         #[arg(long)]
         site: Option<String>,
         #[arg(long)]
         json: bool,
     },
-    /// One bundle's manifest: switch instant, databases and their checksums, homes, parts.
+    /// One bundle's manifest: switch instant, databases and their checksums, homes, parts;
+    /// read only.
     Show {
         /// SITE/SWITCH_MS, as `bundle list` prints.
         bundle: String,
-        #[arg(long, value_name = "DIR", env = "MIGRATOR_BUNDLE_STORE")]
-        store: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         json: bool,
     },
@@ -136,17 +85,21 @@ pub enum BundleCmd {
     #[command(after_long_help = VERIFY_HELP)]
     Verify {
         bundle: String,
-        #[arg(long, value_name = "DIR", env = "MIGRATOR_BUNDLE_STORE")]
-        store: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The signer's public key (KEY.pub).
         #[arg(long, value_name = "FILE", env = "MIGRATOR_BUNDLE_PUBLIC_KEY")]
         public_key: PathBuf,
         /// A 0600 file with mysql://user:pass@host:port of a server for scratch databases.
-        #[arg(long, value_name = "FILE", required_unless_present = "no_restore")]
+        #[arg(long, value_name = "FILE", required_unless_present_any = ["no_restore", "dry_run"])]
         scratch_url_file: Option<PathBuf>,
         /// Check the signature and the parts only.
         #[arg(long)]
         no_restore: bool,
+        /// Check the signature and the parts (read only), say what a verification would
+        /// restore; no scratch database, nothing recorded in the journal.
+        #[arg(long)]
+        dry_run: bool,
         /// Record the result as the site's bundle state (what finalize reads).
         #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
         journal: Option<PathBuf>,
@@ -157,8 +110,8 @@ pub enum BundleCmd {
     #[command(after_long_help = RESTORE_HELP)]
     Restore {
         bundle: String,
-        #[arg(long, value_name = "DIR", env = "MIGRATOR_BUNDLE_STORE")]
-        store: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long, value_name = "FILE", env = "MIGRATOR_BUNDLE_PUBLIC_KEY")]
         public_key: PathBuf,
         /// The database to restore (its name at the switch).
@@ -184,17 +137,59 @@ pub enum BundleCmd {
         /// Check the bundle and say what would be restored, create nothing.
         #[arg(long)]
         dry_run: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Delete the bundles whose retention (--keep-days at capture) has ended.
     Expire {
-        #[arg(long, value_name = "DIR", env = "MIGRATOR_BUNDLE_STORE")]
-        store: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Say which would be deleted, delete nothing.
         #[arg(long)]
         dry_run: bool,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Where the bundles are: a local directory, or another host's over SSH.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// The bundle directory: a local path, or ssh://[user@]host[:port]/path (then
+    /// --ssh-known-hosts and --ssh-identity).
+    #[arg(long = "store", value_name = "DIR|URL", env = "MIGRATOR_BUNDLE_STORE")]
+    pub store: PathBuf,
+    /// For an ssh:// store: the known_hosts file its host key must be in (anything else is
+    /// refused before connecting further).
+    #[arg(long, value_name = "FILE", env = "MIGRATOR_BUNDLE_SSH_KNOWN_HOSTS")]
+    pub ssh_known_hosts: Option<PathBuf>,
+    /// For an ssh:// store: the private key to log in with (not readable by others).
+    #[arg(long, value_name = "FILE", env = "MIGRATOR_BUNDLE_SSH_IDENTITY")]
+    pub ssh_identity: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// A local directory.
+    pub fn local(dir: &Path) -> StoreArgs {
+        StoreArgs {
+            store: dir.to_path_buf(),
+            ssh_known_hosts: None,
+            ssh_identity: None,
+        }
+    }
+
+    pub fn open(&self) -> anyhow::Result<Arc<dyn BundleStore>> {
+        let s = self.store.to_string_lossy();
+        if !s.starts_with("ssh://") {
+            return Ok(Arc::new(LocalStore::new(&self.store)));
+        }
+        let (Some(kh), Some(id)) = (&self.ssh_known_hosts, &self.ssh_identity) else {
+            bail!(
+                "--store {s}: an ssh:// store needs --ssh-known-hosts FILE and --ssh-identity FILE"
+            );
+        };
+        Ok(Arc::new(SshStore::connect(&s, kh, id)?))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -209,7 +204,7 @@ pub enum BundleCommand {
 pub struct CaptureJob<'a> {
     pub sites: &'a Path,
     pub journal: &'a Path,
-    pub store: &'a Path,
+    pub store: &'a StoreArgs,
     pub key: &'a Path,
     pub opts: CaptureOptions,
     pub verify_scratch_url_file: Option<&'a Path>,
@@ -226,7 +221,7 @@ impl CaptureJob<'_> {
     pub fn run(&self, names: &[String]) -> anyhow::Result<i32> {
         let file = SpecFile::load(self.sites)?;
         let mut j = crate::cmd::open_existing(self.journal)?;
-        let st = LocalStore::new(self.store);
+        let st = self.store.open()?;
         let scratch = self
             .verify_scratch_url_file
             .map(|f| url_file("--verify-scratch-url-file", f))
@@ -251,7 +246,7 @@ impl CaptureJob<'_> {
                     Some(b) => println!(
                         "{n}: would capture {} into {}: databases {:?}, homes {:?}{}, at most {} MiB/s",
                         b.id(),
-                        self.store.display(),
+                        self.store.store.display(),
                         spec.databases,
                         spec.homes.iter().map(|h| &h.old).collect::<Vec<_>>(),
                         if self.opts.tar_homes { " (with tars)" } else { "" },
@@ -261,48 +256,40 @@ impl CaptureJob<'_> {
                 }
                 continue;
             };
-            let r = match capture::capture(&mut *j, spec, &st, key, &self.opts) {
-                Ok(r) => r,
-                Err(e) => {
-                    failed += 1;
-                    eprintln!("{n}: capture FAILED: {e}");
-                    continue;
-                }
-            };
-            if !self.json {
-                self.say(&capture_line(&r));
+            let r =
+                job::capture_and_verify(&mut *j, spec, &*st, key, &self.opts, scratch.as_ref())?;
+            match (&r.error, self.json) {
+                (_, false) => print_bundle(&r, self.stderr),
+                (Some(e), true) => eprintln!("{n}: {e}"),
+                (None, true) => {}
             }
-            if let Some(url) = &scratch {
-                let b = BundleRef::parse(&r.bundle)?;
-                let v = check::verify(&st, &b, &key.verifying_key(), Some(url));
-                let (stage, error) = match &v {
-                    Ok(v) if v.ok => (Stage::Verified, None),
-                    Ok(v) => (Stage::Failed, Some(v.problems().join("; "))),
-                    Err(e) => (Stage::Failed, Some(e.to_string())),
-                };
-                record(&mut *j, &st, &b, stage, error.clone())?;
-                match error {
-                    None => self.say(&format!("{}: VERIFIED", r.bundle)),
-                    Some(e) => {
-                        failed += 1;
-                        eprintln!("{}: verification FAILED: {e}", r.bundle);
-                    }
-                }
+            failed += usize::from(!r.ok());
+            if let Some(r) = r.capture {
+                reports.push(r);
             }
-            reports.push(r);
         }
         if self.json {
             println!("{}", serde_json::to_string_pretty(&reports)?);
         }
         Ok(if failed == 0 { 0 } else { 1 })
     }
+}
 
-    fn say(&self, line: &str) {
-        if self.stderr {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
-        }
+/// Lines saying what became of one site's bundle; failures on stderr, the rest there too
+/// with `stderr` (stdout belongs to another command's output).
+pub fn print_bundle(r: &job::SiteBundle, stderr: bool) {
+    let say = |line: String| match stderr {
+        true => eprintln!("{line}"),
+        false => println!("{line}"),
+    };
+    if let Some(c) = &r.capture {
+        say(capture_line(c));
+    }
+    match (&r.error, &r.capture) {
+        (Some(e), Some(c)) => eprintln!("{}: {e}", c.bundle),
+        (Some(e), None) => eprintln!("{}: {e}", r.site),
+        (None, Some(c)) if r.verified == Some(true) => say(format!("{}: VERIFIED", c.bundle)),
+        _ => {}
     }
 }
 
@@ -323,7 +310,7 @@ fn capture_line(r: &capture::CaptureReport) -> String {
     }
 }
 
-fn url_file(field: &str, p: &Path) -> anyhow::Result<mysql_async::Opts> {
+pub(crate) fn url_file(field: &str, p: &Path) -> anyhow::Result<mysql_async::Opts> {
     let text = drivers::secret::read_secret_file(field, p)?;
     text.parse()
         .map_err(|_| anyhow::anyhow!("{field} {}: not a mysql:// URL", p.display()))
@@ -372,10 +359,10 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             job.run(&names)
         }
         BundleCmd::List { store, site, json } => {
-            let st = LocalStore::new(&store);
+            let st = store.open()?;
             let mut rows = Vec::new();
             for b in st.list(site.as_deref())? {
-                let m = store::read_manifest(&st, &b)?;
+                let m = store::read_manifest(&*st, &b)?;
                 rows.push(serde_json::json!({
                     "bundle": b.id(),
                     "complete": m.is_some(),
@@ -387,7 +374,7 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {
-                println!("no bundles in {}", store.display());
+                println!("no bundles in {}", st.describe());
             } else {
                 for r in &rows {
                     println!(
@@ -410,8 +397,8 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             store,
             json,
         } => {
-            let st = LocalStore::new(&store);
-            let (m, _, _) = check::manifest(&st, &BundleRef::parse(&bundle)?)?;
+            let st = store.open()?;
+            let (m, _, _) = check::manifest(&*st, &BundleRef::parse(&bundle)?)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&m)?);
                 return Ok(0);
@@ -458,12 +445,16 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             public_key,
             scratch_url_file,
             no_restore,
+            dry_run,
             journal,
             json,
         } => {
-            let st = LocalStore::new(&store);
+            let st = store.open()?;
             let b = BundleRef::parse(&bundle)?;
             let public = sign::load_public(&public_key)?;
+            if dry_run {
+                return verify_dry_run(&*st, &b, &public, json);
+            }
             let scratch = match (&scratch_url_file, no_restore) {
                 (Some(f), false) => Some(url_file("--scratch-url-file", f)?),
                 _ => None,
@@ -472,7 +463,7 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
                 .as_deref()
                 .map(crate::cmd::open_existing)
                 .transpose()?;
-            let result = check::verify(&st, &b, &public, scratch.as_ref());
+            let result = check::verify(&*st, &b, &public, scratch.as_ref());
             let (stage, error) = match &result {
                 Ok(r) if r.ok && scratch.is_some() => (Stage::Verified, None),
                 Ok(r) if r.ok => (Stage::Captured, None),
@@ -480,7 +471,7 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
                 Err(e) => (Stage::Failed, Some(e.to_string())),
             };
             if let Some(j) = j.as_mut() {
-                record(&mut **j, &st, &b, stage, error)?;
+                job::record(&mut **j, &*st, &b, stage, error)?;
             }
             let r = result?;
             if json {
@@ -518,14 +509,20 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             home,
             into,
             dry_run,
+            json,
         } => {
-            let st = LocalStore::new(&store);
+            let st = store.open()?;
             let b = BundleRef::parse(&bundle)?;
             let public = sign::load_public(&public_key)?;
             if dry_run {
-                let r = check::verify(&st, &b, &public, None)?;
+                let r = check::verify(&*st, &b, &public, None)?;
                 if !r.ok {
                     bail!("{}: {}", r.bundle, r.problems().join("; "));
+                }
+                let what = restore_json(&r.bundle, &db, &as_name, &home, &into, true);
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&what)?);
+                    return Ok(0);
                 }
                 match (&db, &home) {
                     (Some(d), _) => println!(
@@ -543,19 +540,27 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
                 }
                 return Ok(0);
             }
-            if let Some(d) = db {
+            let what = restore_json(&b.id(), &db, &as_name, &home, &into, false);
+            if let Some(d) = &db {
                 let (as_name, target) = (as_name.context("--as")?, target.context("--url-file")?);
                 let url = url_file("--url-file", &target)?;
-                check::restore_db(&st, &b, &public, &d, &url, &as_name)?;
-                println!("{}: database {d} restored as {as_name}", b.id());
-            } else if let (Some(h), Some(into)) = (home, into) {
-                let dir = check::restore_home(&st, &b, &public, &h, &into)?;
-                println!(
-                    "{}: home {} restored into {}",
-                    b.id(),
-                    h.display(),
-                    dir.display()
-                );
+                check::restore_db(&*st, &b, &public, d, &url, &as_name)?;
+                if !json {
+                    println!("{}: database {d} restored as {as_name}", b.id());
+                }
+            } else if let (Some(h), Some(into)) = (&home, &into) {
+                let dir = check::restore_home(&*st, &b, &public, h, into)?;
+                if !json {
+                    println!(
+                        "{}: home {} restored into {}",
+                        b.id(),
+                        h.display(),
+                        dir.display()
+                    );
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&what)?);
             }
             Ok(0)
         }
@@ -564,15 +569,15 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
             dry_run,
             json,
         } => {
-            let st = LocalStore::new(&store);
+            let st = store.open()?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as i64;
-            let gone = store::expire(&st, now, dry_run)?;
+            let gone = store::expire(&*st, now, dry_run)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&gone)?);
             } else if gone.is_empty() {
-                println!("nothing expired in {}", store.display());
+                println!("nothing expired in {}", st.describe());
             } else {
                 for g in &gone {
                     println!(
@@ -593,28 +598,58 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
     }
 }
 
-/// Records a verification's result as the site's bundle state, when `b` is the bundle of the
-/// site's last switch (an older bundle's result says nothing about the current one).
-fn record(
-    j: &mut dyn JournalStore,
+/// `bundle restore --json`: what was (or, in a dry run, would be) restored.
+fn restore_json(
+    bundle: &str,
+    db: &Option<String>,
+    as_name: &Option<String>,
+    home: &Option<PathBuf>,
+    into: &Option<PathBuf>,
+    dry_run: bool,
+) -> serde_json::Value {
+    serde_json::json!({
+        "bundle": bundle,
+        "dry_run": dry_run,
+        "database": db,
+        "as": as_name,
+        "home": home,
+        "into": into,
+    })
+}
+
+/// `bundle verify --dry-run`: the signature and every part checked (read only); what a
+/// verification would restore. Exit 1 when the bundle is already not intact.
+fn verify_dry_run(
     st: &dyn BundleStore,
     b: &BundleRef,
-    stage: Stage,
-    error: Option<String>,
-) -> anyhow::Result<()> {
-    if capture::bundle_of(j, &b.site)?.as_ref() != Some(b) {
-        return Ok(());
+    public: &ed25519_dalek::VerifyingKey,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let r = check::verify(st, b, public, None)?;
+    let (m, _, _) = check::manifest(st, b)?;
+    let dbs: Vec<&str> = m.databases.iter().map(|d| d.name.as_str()).collect();
+    if json {
+        let v = serde_json::json!({
+            "dry_run": true,
+            "report": r,
+            "would_restore": dbs,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if r.ok {
+        println!(
+            "{}: dry run: signature and {} parts intact; a verification would restore {} \
+             database(s) {:?} into scratch databases, compare them with the switch's checksums \
+             and record the result in the journal",
+            r.bundle,
+            r.parts_checked,
+            dbs.len(),
+            dbs
+        );
+    } else {
+        println!("{}: FAILED (dry run)", r.bundle);
+        for p in r.problems() {
+            println!("  {p}");
+        }
     }
-    let s = BundleState {
-        stage,
-        bundle: b.id(),
-        store: st.describe(),
-        bytes: st.size(b)?,
-        at_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis() as i64,
-        error,
-    };
-    state::set(j, &b.site, &s)?;
-    Ok(())
+    Ok(if r.ok { 0 } else { 1 })
 }

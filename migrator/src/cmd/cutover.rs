@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+mod bundles;
 mod finalize;
 pub(crate) mod wave;
 mod worker;
@@ -117,9 +118,12 @@ pub enum CutoverCommand {
         /// Milliseconds between looks for a claimable group.
         #[arg(long, value_name = "MS", default_value_t = 1000)]
         poll: u64,
+        #[command(flatten)]
+        bundles: bundles::BundleArgs,
     },
     /// End a live site's reversibility: live → finalized; rollback is refused afterwards.
-    /// Nothing is deleted: the old side's copies are listed as no longer needed.
+    /// Nothing is deleted unless --drop-old-copies: the old side's copies are listed as no
+    /// longer needed.
     Finalize {
         /// The site (or use --wave).
         #[arg(required_unless_present = "wave", conflicts_with = "wave")]
@@ -142,6 +146,12 @@ pub enum CutoverCommand {
         /// verified; the reason is journaled with the site.
         #[arg(long, value_name = "TEXT")]
         override_reason: Option<String>,
+        /// Then DROP the site's old copies: its databases on the old SQL server (only those
+        /// the proxy serves from the new side) and its old homes. Only for a site whose
+        /// bundle is verified (not with --override-reason); journaled as `release-old`. With
+        /// --dry-run: lists each copy and whether it is still there.
+        #[arg(long)]
+        drop_old_copies: bool,
     },
     /// Watchdog: unfreezes, on the side that owns the data, every site whose freeze lease
     /// expired or whose migrator died (a crash never leaves a site frozen indefinitely).
@@ -299,11 +309,13 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             common,
             claim_lease,
             poll,
+            bundles,
         } => worker::worker(
             number,
             &common,
             Duration::from_secs(claim_lease.max(1)),
             Duration::from_millis(poll.max(10)),
+            bundles,
         ),
         CutoverCommand::Finalize {
             site,
@@ -314,6 +326,7 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             dry_run,
             json,
             override_reason,
+            drop_old_copies,
         } => finalize::run(
             site,
             wave,
@@ -324,6 +337,7 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
                 dry_run,
                 json,
                 override_reason: override_reason.as_deref(),
+                drop_old_copies,
             },
         ),
         CutoverCommand::LeaseWatch {

@@ -38,6 +38,9 @@ pub enum Phase {
     RollbackVerify,
     /// `migrator finalize`: live → finalized; no rollback after it.
     Finalize,
+    /// `migrator finalize --drop-old-copies`: the old side's databases and homes of a
+    /// finalized site with a verified bundle dropped ([`crate::release_old`]).
+    ReleaseOld,
 }
 
 impl Phase {
@@ -61,6 +64,7 @@ impl Phase {
             Phase::RollbackUnfreeze => "rollback-unfreeze",
             Phase::RollbackVerify => "rollback-verify",
             Phase::Finalize => "finalize",
+            Phase::ReleaseOld => "release-old",
         }
     }
 
@@ -78,6 +82,7 @@ impl Phase {
             Phase::RollbackUnfreeze => Some(SiteState::RolledBack),
             Phase::Finalize => Some(SiteState::Finalized),
             Phase::PostCheck
+            | Phase::ReleaseOld
             | Phase::PostVerify
             | Phase::Gate
             | Phase::PauseDbs

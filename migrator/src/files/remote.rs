@@ -9,7 +9,7 @@
 //! receiver's greeting, frames off the channel); this file is the [`Destination`] over it:
 //! batches pipelined, large files in chunks resumed where an interrupted pass stopped.
 
-mod session;
+pub(crate) mod session;
 
 pub use session::{SshError, SshOptions, SshTarget};
 

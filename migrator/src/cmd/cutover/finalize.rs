@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How `finalize` runs: `--dry-run`, `--json`, `--override-reason`.
+/// How `finalize` runs: `--dry-run`, `--json`, `--override-reason`, `--drop-old-copies`.
 pub struct Flags<'a> {
     pub dry_run: bool,
     pub json: bool,
     pub override_reason: Option<&'a str>,
+    pub drop_old_copies: bool,
 }
 
 pub fn run(
@@ -56,6 +57,12 @@ pub fn run(
                 ),
                 Some(why) => println!("{n}: {} → would be REFUSED: {why}", state.as_str()),
             }
+            if flags.drop_old_copies {
+                if let Err(e) = dry_run_release(&*j, spec, journal) {
+                    refused += 1;
+                    eprintln!("{n}: {e:#}");
+                }
+            }
             continue;
         }
         let sys = match real_systems::systems(spec, journal) {
@@ -85,7 +92,24 @@ pub fn run(
                         );
                     }
                 }
-                results.push(f);
+                let mut v = serde_json::to_value(&f)?;
+                if flags.drop_old_copies {
+                    match migrator::release_old::release(&mut *j, spec, &f) {
+                        Ok(copies) => {
+                            if !json {
+                                for c in &copies {
+                                    println!("{n}: {}", copy_line(c));
+                                }
+                            }
+                            v["old_copies"] = serde_json::to_value(&copies)?;
+                        }
+                        Err(e) => {
+                            refused += 1;
+                            eprintln!("{n}: {e}");
+                        }
+                    }
+                }
+                results.push(v);
             }
             Err(e) => {
                 refused += 1;
@@ -97,6 +121,53 @@ pub fn run(
         println!("{}", serde_json::to_string_pretty(&results)?);
     }
     Ok(if refused == 0 { 0 } else { 1 })
+}
+
+/// `finalize --drop-old-copies --dry-run`: each old copy, whether it is there, and whether it
+/// would be dropped.
+fn dry_run_release(
+    j: &dyn migrator::journal::JournalStore,
+    spec: &SiteSpec,
+    journal: &Path,
+) -> anyhow::Result<()> {
+    let n = &spec.site;
+    let sys = real_systems::systems(spec, journal)?;
+    let f = migrator::finalize::old_copies(spec, sys.proxy.as_ref())?;
+    let copies = migrator::release_old::plan(spec, &f)?;
+    let verb = match migrator::bundle::state::finalize_blocker(j, n)? {
+        None => "would be DROPPED",
+        Some(_) => "kept (no verified bundle: --drop-old-copies would be refused)",
+    };
+    for c in &copies {
+        println!(
+            "{n}: old {}: {}",
+            copy_name(c),
+            if c.existed { verb } else { "already gone" }
+        );
+    }
+    for db in &f.in_use_on_old {
+        println!("{n}: old database {db}: kept (the proxy serves it from the old side)");
+    }
+    Ok(())
+}
+
+fn copy_name(c: &migrator::release_old::CopyState) -> String {
+    match &c.copy {
+        migrator::release_old::OldCopy::Database { name } => format!("database {name}"),
+        migrator::release_old::OldCopy::Home { path } => format!("home {}", path.display()),
+    }
+}
+
+fn copy_line(c: &migrator::release_old::CopyState) -> String {
+    format!(
+        "old {}: {}",
+        copy_name(c),
+        match (c.existed, c.dropped) {
+            (_, true) => "dropped",
+            (false, _) => "already gone",
+            (true, false) => "kept",
+        }
+    )
 }
 
 pub fn lease_watch(sites: &Path, journal: &Path, once: bool, interval: u64) -> anyhow::Result<i32> {

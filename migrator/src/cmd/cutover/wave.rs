@@ -5,6 +5,7 @@
 //! and obeys the journal's controls; `pause`/`resume`/`throttle` reach it through either
 //! (`--socket` or `--journal`), and both are recorded in the journal with who and when.
 
+use super::bundles::{BundleArgs, Bundles};
 use super::{engine_options, journal_for, systems_for, Common};
 use crate::cmd::progress::WaveProgress;
 use anyhow::{bail, Context};
@@ -13,7 +14,7 @@ use migrator::control::{whoami, Action, Controls, WaveStatus};
 use migrator::control_socket::{self, Command as SockCmd, ControlServer};
 use migrator::cutover::group::SiteOutcome;
 use migrator::journal::open_journal_at;
-use migrator::journal::JournalStore;
+use migrator::journal::{JournalStore, SiteState};
 use migrator::monitor::ErrorRate;
 use migrator::site_spec::{SiteSpec, SpecFile};
 use migrator::wave::{new_monitor, run_wave_with, WaveOptions};
@@ -75,20 +76,8 @@ pub enum WaveCmd {
         /// journal, a socket in the temporary directory named by the wave and the PID).
         #[arg(long, value_name = "PATH")]
         control_socket: Option<PathBuf>,
-        /// Once the wave's sites are done, capture each live site's consistency-point bundle
-        /// into this directory (`migrator bundle capture --wave N`: from the old side, after
-        /// every freeze, so no freeze is longer).
-        #[arg(long, value_name = "DIR", requires = "bundle_key")]
-        bundle_store: Option<PathBuf>,
-        /// The bundles' signing key (created, mode 0600, when missing).
-        #[arg(long, value_name = "FILE")]
-        bundle_key: Option<PathBuf>,
-        /// Verify each bundle after its capture on this scratch server (0600 URL file).
-        #[arg(long, value_name = "FILE", requires = "bundle_store")]
-        bundle_verify_scratch_url_file: Option<PathBuf>,
-        /// MiB per second the bundles read from the old side (0: no limit).
-        #[arg(long, value_name = "MIB", default_value_t = 50)]
-        bundle_max_rate: u64,
+        #[command(flatten)]
+        bundles: BundleArgs,
     },
     /// Start wave N for workers: its move groups are written to the journal (a shared
     /// MariaDB journal for workers on many hosts), where `migrator worker N` claims them.
@@ -146,10 +135,7 @@ pub fn run(cmd: WaveCmd) -> anyhow::Result<i32> {
             hold_on_stop,
             max_error_rate,
             control_socket,
-            bundle_store,
-            bundle_key,
-            bundle_verify_scratch_url_file,
-            bundle_max_rate,
+            bundles,
         } => {
             let o = WaveOptions {
                 wave: number,
@@ -163,32 +149,8 @@ pub fn run(cmd: WaveCmd) -> anyhow::Result<i32> {
                 },
                 ..Default::default()
             };
-            let code = wave_run(&plan, &common, &o, control_socket)?;
-            let (Some(store), Some(key)) = (bundle_store, bundle_key) else {
-                return Ok(code);
-            };
-            if common.dry_run {
-                return Ok(code);
-            }
-            // Off every freeze: the wave's sites are done; a failed capture is said and
-            // makes the exit code 1, it never changes a site's state.
-            let job = crate::cmd::bundle::CaptureJob {
-                sites: &common.sites,
-                journal: &common.journal,
-                store: &store,
-                key: &key,
-                opts: migrator::bundle::capture::CaptureOptions {
-                    rate: (bundle_max_rate > 0).then_some(bundle_max_rate << 20),
-                    ..Default::default()
-                },
-                verify_scratch_url_file: bundle_verify_scratch_url_file.as_deref(),
-                only_live: true,
-                dry_run: false,
-                json: false,
-                stderr: common.json,
-            };
-            let bundles = job.run(&plan_sites(number, &plan)?)?;
-            Ok(if code == 0 { bundles } else { code })
+            let bundles = bundles.get(common.dry_run);
+            wave_run(&plan, &common, &o, control_socket, bundles.as_ref())
         }
         WaveCmd::Start {
             number,
@@ -321,6 +283,7 @@ fn wave_run(
     common: &Common,
     o: &WaveOptions,
     socket: Option<PathBuf>,
+    bundles: Option<&Bundles>,
 ) -> anyhow::Result<i32> {
     let number = o.wave;
     let specs = wave_specs(number, plan, common)?;
@@ -372,6 +335,9 @@ fn wave_run(
             return Ok(r.exit_code());
         }
     }
+    // Each site's bundle from the moment it is live, off the wave's threads.
+    let bg = bundles.map(|b| b.start(&jp, common.json)).transpose()?;
+    let given = std::sync::Mutex::new(Vec::<String>::new());
     let monitor = Arc::new(new_monitor(&jp, &specs, o));
     let sock_path = socket.unwrap_or_else(|| {
         match migrator::journal::JournalLocation::parse(&common.journal) {
@@ -403,6 +369,16 @@ fn wave_run(
     let done = std::sync::atomic::AtomicUsize::new(0);
     let on_done = |out: &SiteOutcome| {
         let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+        let live = out.report.as_ref().map(|r| r.state) == Some(SiteState::Live);
+        if let (Some(bg), true) = (&bg, live) {
+            if let Some(spec) = specs.iter().find(|s| s.site == out.site) {
+                bg.submit(spec);
+                given
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(out.site.clone());
+            }
+        }
         if json {
             return;
         }
@@ -439,9 +415,16 @@ fn wave_run(
             println!("stopped: {why}");
         }
     }
-    Ok(if report.failed == 0 && report.stopped.is_none() {
+    let code = if report.failed == 0 && report.stopped.is_none() {
         0
     } else {
         1
-    })
+    };
+    let Some((b, bg)) = bundles.zip(bg) else {
+        return Ok(code);
+    };
+    let given = given.into_inner().unwrap_or_else(|e| e.into_inner());
+    let names: Vec<String> = specs.iter().map(|s| s.site.clone()).collect();
+    let bundles_code = b.finish(bg, &given, &names, &jp, common)?;
+    Ok(if code == 0 { bundles_code } else { code })
 }

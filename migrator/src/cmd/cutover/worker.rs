@@ -8,7 +8,7 @@ use anyhow::bail;
 use migrator::control::whoami;
 use migrator::fleet::worker::{self as fleet_worker, Event, WorkerOptions};
 use migrator::fleet::{owner_id, resources, Fleet};
-use migrator::journal::open_journal_at;
+use migrator::journal::{open_journal_at, SiteState};
 use migrator::real_systems;
 use migrator::site_spec::{SiteSpec, SpecFile};
 use migrator::wave::move_groups;
@@ -59,12 +59,13 @@ pub fn cap(resource: &str, n: u32, journal: &Path) -> anyhow::Result<i32> {
 }
 
 /// Claims and moves groups of wave `number` until every group is done; exit 1 when a site
-/// did not go live.
+/// did not go live (or, with --bundle-store, a bundle of its sites failed).
 pub fn worker(
     number: u32,
     common: &Common,
     lease: Duration,
     poll: Duration,
+    bundles: super::bundles::BundleArgs,
 ) -> anyhow::Result<i32> {
     if common.dry_run {
         bail!("a worker moves sites for real; use `migrator wave run --dry-run` to rehearse");
@@ -86,15 +87,39 @@ pub fn worker(
     };
     let build = |s: &SiteSpec| real_systems::systems(s, &common.journal);
     eprintln!("worker {}: wave {number}", opts.owner);
+    // Each site's bundle as soon as it is live, in the background (the claim goes on).
+    let bundles = bundles.get(false);
+    let bg = bundles
+        .as_ref()
+        .map(|b| b.start(&common.journal, false))
+        .transpose()?;
+    let mut given = Vec::new();
+    let mut on_event = |ev: Event<'_>| {
+        if let (Some(bg), Event::Ran { outcomes, .. }) = (&bg, &ev) {
+            for o in outcomes.iter() {
+                let live = o.report.as_ref().map(|r| r.state) == Some(SiteState::Live);
+                if let (true, Ok(spec)) = (live, file.site(&o.site)) {
+                    bg.submit(spec);
+                    given.push(o.site.clone());
+                }
+            }
+        }
+        print_event(ev);
+    };
     let summary = fleet_worker::run(
         &common.journal,
         &opts,
         &|s| file.site(s),
         &build,
         &eo,
-        &mut print_event,
+        &mut on_event,
     )?;
-    Ok(if summary.failed == 0 { 0 } else { 1 })
+    let code = if summary.failed == 0 { 0 } else { 1 };
+    let Some((b, bg)) = bundles.as_ref().zip(bg) else {
+        return Ok(code);
+    };
+    let bundles_code = b.finish(bg, &given, &[], &common.journal, common)?;
+    Ok(if code == 0 { bundles_code } else { code })
 }
 
 /// What an operator sees of a worker: each group claimed (stderr), each site's outcome

@@ -111,7 +111,7 @@ pub enum SshError {
 }
 
 /// Checks the server's key against the known_hosts file and remembers why it refused.
-pub(super) struct KnownHostsCheck {
+pub(crate) struct KnownHostsCheck {
     host: String,
     port: u16,
     known_hosts: PathBuf,
@@ -164,7 +164,7 @@ impl russh::client::Handler for KnownHostsCheck {
 }
 
 /// Quotes a word for the remote POSIX shell.
-fn shell_quote(s: &[u8]) -> Vec<u8> {
+pub(crate) fn shell_quote(s: &[u8]) -> Vec<u8> {
     let mut out = b"'".to_vec();
     for &b in s {
         if b == b'\'' {
@@ -191,21 +191,69 @@ pub(super) async fn open(
     ),
     SshError,
 > {
-    if !opts.known_hosts.is_file() {
+    let handle = connect(target, &opts.known_hosts, &opts.identity).await?;
+    let ssh_err = |source| SshError::Ssh {
+        host: target.host.clone(),
+        port: target.port,
+        source,
+    };
+    let channel = handle.channel_open_session().await.map_err(ssh_err)?;
+    let mut cmd = shell_quote(opts.remote_migrator.as_bytes());
+    cmd.extend_from_slice(b" receive --root ");
+    cmd.extend_from_slice(&shell_quote(target.path.as_os_str().as_encoded_bytes()));
+    channel.exec(true, cmd).await.map_err(ssh_err)?;
+    let mut stream = channel.into_stream();
+    let hello = read_frame_async(&mut stream)
+        .await
+        .map_err(|why| SshError::Receiver {
+            host: target.host.clone(),
+            why: format!(
+                "{why}; is `{} receive` installed on the far host?",
+                opts.remote_migrator
+            ),
+        })?;
+    match wire::decode_response(&hello) {
+        Ok(Response::Hello {
+            version,
+            sets_owner,
+        }) if version == wire::PROTOCOL_VERSION => Ok((handle, stream, sets_owner)),
+        Ok(Response::Hello { version, .. }) => Err(SshError::Receiver {
+            host: target.host.clone(),
+            why: format!(
+                "speaks protocol {version}, we speak {}: install the same migrator version",
+                wire::PROTOCOL_VERSION
+            ),
+        }),
+        other => Err(SshError::Receiver {
+            host: target.host.clone(),
+            why: format!("unexpected greeting {other:?}"),
+        }),
+    }
+}
+
+/// Connects to `target`, checks its host key against `known_hosts` (an unknown host or a
+/// changed key is refused, naming the file and line) and authenticates with the private key
+/// `identity`: a connection on which channels can be opened.
+pub(crate) async fn connect(
+    target: &SshTarget,
+    known_hosts: &std::path::Path,
+    identity: &std::path::Path,
+) -> Result<russh::client::Handle<KnownHostsCheck>, SshError> {
+    if !known_hosts.is_file() {
         return Err(SshError::KnownHosts {
-            path: opts.known_hosts.clone(),
+            path: known_hosts.to_path_buf(),
             why: "no such file".into(),
         });
     }
-    let key = russh::keys::load_secret_key(&opts.identity, None).map_err(|e| SshError::Key {
-        path: opts.identity.clone(),
+    let key = russh::keys::load_secret_key(identity, None).map_err(|e| SshError::Key {
+        path: identity.to_path_buf(),
         why: e.to_string(),
     })?;
     let verdict = Arc::new(Mutex::new(None));
     let check = KnownHostsCheck {
         host: target.host.clone(),
         port: target.port,
-        known_hosts: opts.known_hosts.clone(),
+        known_hosts: known_hosts.to_path_buf(),
         verdict: verdict.clone(),
     };
     let config = Arc::new(russh::client::Config {
@@ -241,41 +289,10 @@ pub(super) async fn open(
             host: target.host.clone(),
             port: target.port,
             user: target.user.clone(),
-            key: opts.identity.clone(),
+            key: identity.to_path_buf(),
         });
     }
-    let channel = handle.channel_open_session().await.map_err(ssh_err)?;
-    let mut cmd = shell_quote(opts.remote_migrator.as_bytes());
-    cmd.extend_from_slice(b" receive --root ");
-    cmd.extend_from_slice(&shell_quote(target.path.as_os_str().as_encoded_bytes()));
-    channel.exec(true, cmd).await.map_err(ssh_err)?;
-    let mut stream = channel.into_stream();
-    let hello = read_frame_async(&mut stream)
-        .await
-        .map_err(|why| SshError::Receiver {
-            host: target.host.clone(),
-            why: format!(
-                "{why}; is `{} receive` installed on the far host?",
-                opts.remote_migrator
-            ),
-        })?;
-    match wire::decode_response(&hello) {
-        Ok(Response::Hello {
-            version,
-            sets_owner,
-        }) if version == wire::PROTOCOL_VERSION => Ok((handle, stream, sets_owner)),
-        Ok(Response::Hello { version, .. }) => Err(SshError::Receiver {
-            host: target.host.clone(),
-            why: format!(
-                "speaks protocol {version}, we speak {}: install the same migrator version",
-                wire::PROTOCOL_VERSION
-            ),
-        }),
-        other => Err(SshError::Receiver {
-            host: target.host.clone(),
-            why: format!("unexpected greeting {other:?}"),
-        }),
-    }
+    Ok(handle)
 }
 
 /// Why a frame could not be read off the channel (the connection is then unusable).
