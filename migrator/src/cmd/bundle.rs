@@ -90,7 +90,7 @@ pub enum BundleCmd {
         /// The site spec file (the site's databases, old SQL server, old homes).
         #[arg(long, value_name = "FILE")]
         sites: PathBuf,
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// The bundle directory.
         #[arg(long, value_name = "DIR", env = "MIGRATOR_BUNDLE_STORE")]
@@ -148,7 +148,7 @@ pub enum BundleCmd {
         #[arg(long)]
         no_restore: bool,
         /// Record the result as the site's bundle state (what finalize reads).
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: Option<PathBuf>,
         #[arg(long)]
         json: bool,

@@ -68,7 +68,7 @@ pub enum RoutesCmd {
         #[arg(long, value_name = "FILE")]
         sites: PathBuf,
         /// The journal of the campaign (its file, or a mysql:// URL).
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// Print the report as JSON on stdout.
         #[arg(long)]
@@ -82,7 +82,7 @@ pub enum RoutesCmd {
         #[arg(long, value_name = "FILE")]
         sites: PathBuf,
         /// The journal of the campaign (its file, or a mysql:// URL): the source of truth.
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// Print the same lines, change nothing.
         #[arg(long)]

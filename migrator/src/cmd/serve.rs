@@ -11,7 +11,7 @@ pub enum ServeCommand {
     /// all behind an access token.
     Serve {
         /// The journal the waves write: its file, or a mysql:// URL (then --token-file too).
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// Address to listen on (loopback by default; put a TLS proxy in front for remote use).
         #[arg(long, default_value = "127.0.0.1:8750", value_name = "ADDR")]

@@ -141,6 +141,29 @@ pub fn lease_watch(sites: &Path, journal: &Path, once: bool, interval: u64) -> a
     }
 }
 
+/// `lease-watch --dry-run`: the leases a round would act on, and what it would do; exit 0.
+pub fn lease_watch_dry_run(sites: &Path, journal: &Path) -> anyhow::Result<i32> {
+    crate::cmd::require_journal(journal)?;
+    let file = SpecFile::load(sites)?;
+    let expired = migrator::cutover::watchdog::expired(journal)?;
+    for (site, l) in &expired {
+        let what = if file.sites.iter().any(|s| &s.site == site) {
+            "would recover it (unfreeze on the side that owns its data)"
+        } else {
+            "not in the site spec: would release a sync lease, report any other"
+        };
+        println!(
+            "{site}: lease of pid {} on {} expired: {what}",
+            l.pid, l.host
+        );
+    }
+    println!(
+        "dry run: {} expired lease(s), nothing changed",
+        expired.len()
+    );
+    Ok(0)
+}
+
 /// How long one proxy call of a watchdog's route check may take.
 const WATCH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 

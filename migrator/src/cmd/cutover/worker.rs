@@ -48,12 +48,20 @@ pub fn start(number: u32, plan: &Path, common: &Common) -> anyhow::Result<i32> {
 }
 
 /// Caps the live claims on groups that load `resource`, fleet-wide (0 removes the cap).
-pub fn cap(resource: &str, n: u32, journal: &Path) -> anyhow::Result<i32> {
+pub fn cap(resource: &str, n: u32, journal: &Path, dry_run: bool) -> anyhow::Result<i32> {
     crate::cmd::require_journal(journal)?;
-    Fleet::open(journal)?.set_cap(resource, n)?;
+    let fleet = Fleet::open(journal)?;
+    if !dry_run {
+        fleet.set_cap(resource, n)?;
+    }
+    let would = if dry_run {
+        "dry run, nothing recorded: "
+    } else {
+        ""
+    };
     match n {
-        0 => println!("{resource}: no cap"),
-        n => println!("{resource}: at most {n} move group(s) at once, fleet-wide"),
+        0 => println!("{would}{resource}: no cap"),
+        n => println!("{would}{resource}: at most {n} move group(s) at once, fleet-wide"),
     }
     Ok(0)
 }
