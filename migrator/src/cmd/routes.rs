@@ -186,7 +186,7 @@ pub fn check_with(
 /// Records a fresh check, reporting a failure on stderr (the caller's result stands).
 fn record_quietly(specs: &[SiteSpec], journal: &Path) {
     if let Err(e) = check_and_record(specs, journal) {
-        eprintln!("recording the route check in the journal failed: {e:#}");
+        tracing::warn!("recording the route check in the journal failed: {e:#}");
     }
 }
 

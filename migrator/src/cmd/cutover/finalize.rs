@@ -118,9 +118,11 @@ pub fn lease_watch(sites: &Path, journal: &Path, once: bool, interval: u64) -> a
                 ),
                 Err(e) => {
                     failed += 1;
-                    eprintln!(
+                    tracing::error!(
                         "{}: lease of pid {} on {} expired: recovery FAILED: {e}",
-                        r.site, r.lease.pid, r.lease.host
+                        r.site,
+                        r.lease.pid,
+                        r.lease.host
                     );
                 }
             }
@@ -190,9 +192,9 @@ fn route_round(specs: &[SiteSpec], journal: &Path, sites: &Path, printed: &Mutex
     };
     if *last != text {
         if text.is_empty() {
-            eprintln!("routes: every database is routed as the journal says again");
+            tracing::info!("routes: every database is routed as the journal says again");
         } else {
-            eprintln!("{text}");
+            tracing::warn!("{text}");
         }
         *last = text;
     }

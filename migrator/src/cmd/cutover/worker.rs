@@ -90,7 +90,7 @@ pub fn worker(
         stop: Arc::new(AtomicBool::new(false)),
     };
     let build = |s: &SiteSpec| real_systems::systems(s, &common.journal);
-    eprintln!("worker {}: wave {number}", opts.owner);
+    tracing::info!("worker {}: wave {number}", opts.owner);
     let summary = fleet_worker::run(
         &common.journal,
         &opts,
@@ -102,11 +102,11 @@ pub fn worker(
     Ok(if summary.failed == 0 { 0 } else { 1 })
 }
 
-/// What an operator sees of a worker: each group claimed (stderr), each site's outcome
+/// What an operator sees of a worker: each group claimed (a log line), each site's outcome
 /// (stdout).
 fn print_event(ev: Event<'_>) {
     match ev {
-        Event::Claimed { claim: c, .. } => eprintln!(
+        Event::Claimed { claim: c, .. } => tracing::info!(
             "group {} ({}){}",
             c.group,
             c.sites.join(", "),
@@ -124,7 +124,7 @@ fn print_event(ev: Event<'_>) {
             renewals,
         } => {
             for r in renewals {
-                eprintln!("group {}: {r}", c.group);
+                tracing::info!("group {}: {r}", c.group);
             }
             for o in outcomes {
                 match (&o.report, &o.error) {
@@ -134,7 +134,7 @@ fn print_event(ev: Event<'_>) {
                 }
             }
             if !kept {
-                eprintln!(
+                tracing::warn!(
                     "group {}: the claim ran out and another worker took it over",
                     c.group
                 );
