@@ -34,7 +34,12 @@ struct Cli {
     #[arg(long, global = true)]
     backend: Option<BackendChoice>,
     /// Where state files and daemon logs live.
-    #[arg(long, global = true, default_value = tunnel::DEFAULT_STATE_DIR)]
+    #[arg(
+        long,
+        global = true,
+        env = "TUNNEL_STATE_DIR",
+        default_value = tunnel::DEFAULT_STATE_DIR
+    )]
     state_dir: PathBuf,
     #[command(flatten)]
     log: climeta::logging::LogArgs,
