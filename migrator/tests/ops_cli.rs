@@ -158,3 +158,44 @@ fn status_reads_the_journal_from_the_config_file_and_the_environment_beats_it() 
         "{err}"
     );
 }
+
+/// `wave pause --dry-run` says what it would send and records nothing; without it the pause
+/// is recorded (so the check above can fail).
+#[test]
+fn wave_pause_dry_run_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("j.sqlite");
+    SqliteJournal::open(&journal)
+        .unwrap()
+        .set_site_state("shop", SiteState::Synced)
+        .unwrap();
+    let j = journal.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(bin())
+            .args(args)
+            .args(["--journal", j, "--wave", "1"])
+            .env_remove("HOSTMOVE_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let paused = || {
+        let out = run(&["wave", "status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["control"]["paused"].as_bool().unwrap_or(false)
+    };
+    let out = run(&["wave", "pause", "--dry-run"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("dry run: would send pause") && err.contains(j),
+        "{err}"
+    );
+    assert!(!paused(), "a dry run paused the wave");
+    run(&["wave", "pause"]);
+    assert!(paused(), "the real pause was not recorded");
+}
