@@ -68,9 +68,10 @@ make_pkg hostmove-migrator migrator "operator CLI and engine of hostmove (waves,
 install -m 0644 packaging/units/migrator-serve.service packaging/units/migrator-lease-watch.service \
   "$work/hostmove-migrator/lib/systemd/system/"
 install -m 0644 packaging/etc/migrator.env "$work/hostmove-migrator/etc/hostmove/migrator.env"
+install -m 0644 packaging/etc/migrator.toml "$work/hostmove-migrator/etc/hostmove/migrator.toml"
 mkdir -p "$work/hostmove-migrator/usr/share/doc/hostmove-migrator/runbooks"
 install -m 0644 runbooks/*.md "$work/hostmove-migrator/usr/share/doc/hostmove-migrator/runbooks/"
-conffiles hostmove-migrator /etc/hostmove/migrator.env
+conffiles hostmove-migrator /etc/hostmove/migrator.env /etc/hostmove/migrator.toml
 # Monitoring: Prometheus alert rules and the Grafana dashboard of a campaign (every component)
 mkdir -p "$work/hostmove-migrator/usr/share/hostmove/prometheus" "$work/hostmove-migrator/usr/share/hostmove/grafana"
 install -m 0644 packaging/prometheus/hostmove-alerts.yml "$work/hostmove-migrator/usr/share/hostmove/prometheus/"

@@ -4,7 +4,10 @@
 //! - [`generate`]: man pages (one per command and subcommand, `clap_mangen`) and bash/zsh
 //!   completions (`clap_complete`) from the binary's own clap definition, so they never drift
 //!   from `--help`. Each binary exposes it as a hidden `generate-docs --out DIR` command, which
-//!   `scripts/package.sh` runs to fill the packages.
+//!   `scripts/package.sh` runs to fill the packages;
+//! - [`logging`]: log lines with timestamps and levels, `RUST_LOG`, `--log-format text|json`.
+
+pub mod logging;
 
 use std::path::{Path, PathBuf};
 

@@ -197,7 +197,7 @@ impl DataMover for LocalData {
                 .db
                 .capture_note(&LocalData::urls(spec)?, &spec.databases)?
             {
-                eprintln!("{}: {note}", spec.site);
+                tracing::info!("{}: {note}", spec.site);
             }
         }
         Ok(())

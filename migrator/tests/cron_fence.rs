@@ -136,11 +136,21 @@ fn both_sides_cron_fire_and_only_the_owner_runs_each_slot_once() {
 
     // The listing an operator reads.
     let out = Command::new(env!("CARGO_BIN_EXE_migrator"))
-        .args(["cron-runs", "--site", "shop", "--journal"])
+        .args(["cron-runs", "--json", "--site", "shop", "--journal"])
         .arg(&lab.journal)
         .output()
         .unwrap();
     assert!(out.status.success());
+    let table = Command::new(env!("CARGO_BIN_EXE_migrator"))
+        .args(["cron-runs", "--site", "shop", "--journal"])
+        .arg(&lab.journal)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.starts_with("site shop: owner new, frozen false\n"),
+        "{table}"
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["token"]["owner"], "new");
     assert_eq!(v["token"]["frozen"], false);

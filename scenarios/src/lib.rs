@@ -50,6 +50,7 @@ pub mod tools;
 pub mod topology;
 pub mod traffic;
 pub mod tunnel_link;
+pub mod units;
 
 pub use error::{LabError, Result};
 pub use lab::{LabConfig, LabGuard};

@@ -194,8 +194,10 @@ fn start_instance(st: &mut LabState, inst: &Instance, store_node: usize) -> Resu
         run(&mut init)?;
     }
     std::fs::write(&p.config, text).map_err(LabError::io("writing sql-proxy config", &p.config))?;
+    // The command line sql-proxy.service runs, with the lab's binary and config.
+    let unit = crate::units::sql_proxy_run(&bin, &p.config)?;
     let mut child = in_ns(Some(&old.mount_ns), &old.netns, &bin.to_string_lossy());
-    child.args(["run", "--config", &p.config.to_string_lossy()]);
+    child.args(&unit.argv[1..]);
     let status_file = root.join("supervisor.json");
     let _ = std::fs::remove_file(&status_file);
     let sup_log = dirs.logs.join(format!("{}-supervisor.log", inst.dir));
@@ -207,7 +209,8 @@ fn start_instance(st: &mut LabState, inst: &Instance, store_node: usize) -> Resu
         .arg("--")
         .arg(child.get_program())
         .args(child.get_args())
-        // Inherited by every start of the child.
+        // Inherited by every start of the child: the unit's environment, then the lab's.
+        .envs(unit.env.iter().map(|(k, v)| (k, v)))
         .env("SQL_PROXY_WORKER_THREADS", "2")
         .env("RUST_LOG", "warn");
     let rec = spawn_daemon(inst.supervisor, cmd, &sup_log)?;

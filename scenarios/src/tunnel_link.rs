@@ -1,7 +1,8 @@
 //! The WireGuard link between old-dc and new-dc, made with the `tunnel` crate's library:
 //! we write its config (one `[[datacenter]]` per DC, each in its namespace, each DC's LAN as
 //! its prefix), generate both key pairs into one key dir (so each side finds the other's
-//! `.pub`), `tunnel::up` both sides and wait for `tunnel::health` to pass. `down` calls
+//! `.pub`), run `tunnel up` on both sides from tunnel.service's command line
+//! (`crate::units`) and wait for `tunnel::health` to pass. `down` calls
 //! `tunnel::down` on both sides before the namespaces are deleted.
 
 use crate::error::{LabError, Result};
@@ -65,8 +66,21 @@ pub fn up(st: &mut LabState) -> Result<()> {
     st.save()?;
     let old = side(OLD, &st.old.netns, &dir);
     let new = side(NEW, &st.new.netns, &dir);
-    tunnel::up(&cfg, &old).map_err(|e| err("tunnel up old-dc", e))?;
-    tunnel::up(&cfg, &new).map_err(|e| err("tunnel up new-dc", e))?;
+    // `tunnel up` as tunnel.service runs it (its ExecStart and environment), each side.
+    let program = crate::tools::find_or_build("tunnel")?;
+    for (name, s) in [(OLD, &old), (NEW, &new)] {
+        let unit = crate::units::tunnel("ExecStart", &program, &path, name, &s.state_dir)?;
+        let out = unit
+            .command()
+            .output()
+            .map_err(LabError::io("running tunnel up", &program))?;
+        if !out.status.success() {
+            return Err(err(
+                &format!("tunnel up {name}"),
+                String::from_utf8_lossy(&out.stderr).trim(),
+            ));
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let h_old = tunnel::health(&cfg, &old);

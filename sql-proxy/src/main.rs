@@ -27,6 +27,8 @@ use routes_cli::{routes_cmd, shared_store, RoutesCmd};
     about = "MySQL proxy that keeps old database endpoints answering while databases move"
 )]
 struct Cli {
+    #[command(flatten)]
+    log: climeta::logging::LogArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -70,13 +72,9 @@ fn main() -> Result<()> {
     if let Some(code) = climeta::generate_docs_if_asked(<Cli as clap::CommandFactory>::command) {
         std::process::exit(code);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // Log lines as every hostmove binary writes them (climeta::logging): RUST_LOG, --log-format.
+    cli.log.init();
     // SQL_PROXY_WORKER_THREADS: session threads (default: one per core). Accepting, the admin
     // API and signals run on the main thread.
     let workers =

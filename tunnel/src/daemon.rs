@@ -172,6 +172,10 @@ pub fn start(netns: Option<&str>, iface: &str, log: &Path) -> Result<DaemonInfo>
         source,
     })?;
     let pid = child.id();
+    tracing::info!(
+        "{iface}: started `{describe}` (pid {pid}, log {})",
+        log.display()
+    );
     let fail = |message: String| Error::DaemonStart {
         interface: iface.to_string(),
         message,

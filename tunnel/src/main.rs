@@ -34,8 +34,15 @@ struct Cli {
     #[arg(long, global = true)]
     backend: Option<BackendChoice>,
     /// Where state files and daemon logs live.
-    #[arg(long, global = true, default_value = tunnel::DEFAULT_STATE_DIR)]
+    #[arg(
+        long,
+        global = true,
+        env = "TUNNEL_STATE_DIR",
+        default_value = tunnel::DEFAULT_STATE_DIR
+    )]
     state_dir: PathBuf,
+    #[command(flatten)]
+    log: climeta::logging::LogArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -120,6 +127,7 @@ fn main() -> ExitCode {
         return ExitCode::from(code as u8);
     }
     let cli = Cli::parse();
+    cli.log.init();
     let json = matches!(
         cli.cmd,
         Cmd::Plan { json: true }

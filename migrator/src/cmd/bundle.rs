@@ -39,7 +39,7 @@ pub enum BundleCmd {
         /// The site spec file (the site's databases, old SQL server, old homes).
         #[arg(long, value_name = "FILE")]
         sites: PathBuf,
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         #[command(flatten)]
         store: StoreArgs,
@@ -101,7 +101,7 @@ pub enum BundleCmd {
         #[arg(long)]
         dry_run: bool,
         /// Record the result as the site's bundle state (what finalize reads).
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: Option<PathBuf>,
         #[arg(long)]
         json: bool,

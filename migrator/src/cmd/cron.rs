@@ -39,6 +39,9 @@ pub struct CronRunsArgs {
     pub journal: PathBuf,
     #[arg(long)]
     pub site: String,
+    /// The whole record as JSON (token, runs, refusals) instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -57,7 +60,7 @@ pub enum CronCommand {
     /// expected to fire too); 2 when the journal or spec cannot be read.
     #[command(verbatim_doc_comment)]
     CronRun(CronRunArgs),
-    /// The run journal of a site's jobs, as JSON (runs and refusals).
+    /// The run journal of a site's jobs: who owns the site, every run and every refusal.
     CronRuns(CronRunsArgs),
 }
 
@@ -66,13 +69,49 @@ pub fn run(command: CronCommand) -> anyhow::Result<i32> {
         CronCommand::CronRun(a) => cron_run(a),
         CronCommand::CronRuns(a) => {
             let j = super::open_existing(&a.journal)?;
-            let out = serde_json::json!({
-                "site": a.site,
-                "token": fence::token(j.as_ref(), &a.site)?.1,
-                "runs": fence::runs(j.as_ref(), &a.site)?,
-                "refusals": fence::refusals(j.as_ref(), &a.site)?,
-            });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            let token = fence::token(j.as_ref(), &a.site)?.1;
+            let runs = fence::runs(j.as_ref(), &a.site)?;
+            let refusals = fence::refusals(j.as_ref(), &a.site)?;
+            if a.json {
+                let out = serde_json::json!({
+                    "site": a.site, "token": token, "runs": runs, "refusals": refusals,
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(0);
+            }
+            let t = serde_json::to_value(&token)?;
+            println!(
+                "site {}: owner {}, frozen {}",
+                a.site,
+                t["owner"].as_str().unwrap_or("?"),
+                t["frozen"]
+            );
+            println!(
+                "{:<16} {:>12} {:<4} {:>15} {:>15} {:>5}",
+                "JOB", "SLOT", "SIDE", "STARTED_MS", "ENDED_MS", "EXIT"
+            );
+            let opt = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+            for r in &runs {
+                println!(
+                    "{:<16} {:>12} {:<4} {:>15} {:>15} {:>5}",
+                    r.job,
+                    r.slot,
+                    r.side.as_str(),
+                    r.started_ms,
+                    opt(r.ended_ms),
+                    opt(r.exit.map(i64::from))
+                );
+            }
+            for r in &refusals {
+                println!(
+                    "refused {} slot {} on {} at {}: {}",
+                    r.job,
+                    r.slot,
+                    r.side.as_str(),
+                    r.at_ms,
+                    r.reason
+                );
+            }
             Ok(0)
         }
     }

@@ -33,7 +33,7 @@ pub struct Common {
     pub sites: PathBuf,
     /// The journal: its file (SQLite), or mysql://user@host:port/db?password_file=PATH
     /// (MariaDB, shared by many hosts); created if missing.
-    #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+    #[arg(long, value_name = "FILE|URL")]
     pub journal: PathBuf,
     /// Print every action on every system, change nothing.
     #[arg(long)]
@@ -87,7 +87,7 @@ pub enum SiteCmd {
     Show {
         site: String,
         /// The journal: its file (SQLite), or mysql://user@host:port/db?password_file=PATH.
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// Print one JSON document: state, steps (with durations and errors), freeze, lease.
         #[arg(long)]
@@ -135,7 +135,7 @@ pub enum CutoverCommand {
         plan: Option<PathBuf>,
         #[arg(long, value_name = "FILE")]
         sites: PathBuf,
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// Say what would be finalized, change nothing.
         #[arg(long)]
@@ -158,13 +158,17 @@ pub enum CutoverCommand {
     LeaseWatch {
         #[arg(long, value_name = "FILE")]
         sites: PathBuf,
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// Look once and exit (otherwise every --interval seconds until interrupted).
         #[arg(long)]
         once: bool,
         #[arg(long, default_value_t = 5)]
         interval: u64,
+        /// List the expired leases it would recover (unfreeze, or release), once, and change
+        /// nothing: no system touched, no lease released, no route check recorded.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Roll a switched or live site back to the old side, carrying its new writes back.
     Rollback {
@@ -176,7 +180,7 @@ pub enum CutoverCommand {
     /// --sites, also whether the SQL proxy routes every database as the journal says.
     #[command(after_long_help = STATUS_HELP)]
     Status {
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// The site spec file: also check the proxy's routes against the journal (read-only;
         /// exit 3 on a mismatch, 4 when a proxy did not answer).
@@ -343,8 +347,16 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
         CutoverCommand::LeaseWatch {
             sites,
             journal,
+            once: _,
+            interval: _,
+            dry_run: true,
+        } => finalize::lease_watch_dry_run(&sites, &journal),
+        CutoverCommand::LeaseWatch {
+            sites,
+            journal,
             once,
             interval,
+            dry_run: false,
         } => finalize::lease_watch(&sites, &journal, once, interval),
         CutoverCommand::Site(SiteCmd::Show {
             site,

@@ -111,7 +111,7 @@ pub enum DbCommand {
         sides: DbSides,
         /// The journal: its file (SQLite), or mysql://user@host:port/db?password_file=PATH
         /// (MariaDB; the password file must be mode 0600). Created if missing.
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// Re-copy only tables whose checksum differs between the sides.
         #[arg(long)]
@@ -157,7 +157,7 @@ pub enum DbCommand {
         sides: DbSides,
         /// The journal (file or mysql:// URL, as for copy-db); created if missing. It holds the
         /// capture's position.
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// Tables copied in parallel (first copy and re-copies).
         #[arg(long, default_value_t = 4)]
@@ -168,6 +168,11 @@ pub enum DbCommand {
         /// Print a JSON summary on stdout.
         #[arg(long)]
         json: bool,
+        /// Say what a run would do (first copy, or changes from the journaled position up to
+        /// the source's current one; tables to copy again), change nothing: no lease, no
+        /// copy, no journal step.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Compare a site's files (manifests) and databases (table checksums) on both sides and
     /// print every difference. Exit code 1 when anything differs.
@@ -189,6 +194,51 @@ pub enum DbCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `follow-db --dry-run`: what a run would do, read-only.
+fn follow_dry_run(
+    src: &mysql_async::Opts,
+    db: &str,
+    site: &str,
+    journal: &std::path::Path,
+    tail: bool,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let rt = runtime()?;
+    if let Some(why) = rt.block_on(follow::capturable(src))? {
+        bail!("follow-db {db}: the source's changes cannot be captured: {why}");
+    }
+    let j = open_journal(&JournalLocation::parse(journal)?)?;
+    let j: Arc<Mutex<dyn JournalStore + Send>> = Arc::new(Mutex::new(j));
+    let plan = rt.block_on(follow::plan(src, db, &j))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+        return Ok(0);
+    }
+    match &plan.applied {
+        None => println!(
+            "DRY RUN: follow-db {db} (site {site}): first copy of every table, then the changes up to {} at least",
+            plan.source_now
+        ),
+        Some(from) => println!(
+            "DRY RUN: follow-db {db} (site {site}): changes from {from} up to {} at least",
+            plan.source_now
+        ),
+    }
+    for (t, why) in &plan.recopy {
+        println!("would copy again {t}: {why}");
+    }
+    let verb = if tail {
+        "would copy (tail)"
+    } else {
+        "not followed"
+    };
+    for (t, why) in &plan.uncaptured {
+        println!("{verb} {t}: {why}");
+    }
+    println!("nothing changed: no lease taken, nothing copied or applied, no journal step");
+    Ok(0)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -297,9 +347,13 @@ pub fn run(command: DbCommand) -> anyhow::Result<i32> {
             threads,
             tail,
             json,
+            dry_run,
         } => {
             let (src, dst) = sides.urls()?;
             let site = site_lease::site_of_db(&journal, &db, site.as_deref(), "follow-db")?;
+            if dry_run {
+                return follow_dry_run(&src, &db, &site, &journal, tail, json);
+            }
             let held = site_lease::hold(&journal, &site, "follow-db")?;
             let rt = runtime()?;
             if let Some(why) = rt.block_on(follow::capturable(&src))? {

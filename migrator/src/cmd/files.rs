@@ -97,7 +97,7 @@ pub enum FilesCommand {
         sides: FileSides,
         /// The journal: its file (SQLite), or mysql://user@host:port/db?password_file=PATH
         /// (MariaDB; the password file must be mode 0600). Created if missing.
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// Print what would be copied (files, bytes), change nothing.
         #[arg(long)]

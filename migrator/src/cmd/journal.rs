@@ -10,7 +10,7 @@ pub enum JournalCommand {
     Journal {
         /// The journal: its file (SQLite), or mysql://user@host:port/db?password_file=PATH
         /// (MariaDB; the password file must be mode 0600).
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// Show this site's steps (default: every site's state).
         site: Option<String>,

@@ -1,6 +1,7 @@
 //! Subcommand groups. Each file owns one group; `Command` flattens them into one CLI.
 
 pub mod bundle;
+pub mod config;
 pub mod cron;
 pub mod cutover;
 pub mod db;

@@ -85,6 +85,9 @@ struct PlanArgs {
     /// Where to write the plan file.
     #[arg(long, value_name = "FILE", default_value = "plan.json")]
     out: PathBuf,
+    /// Plan and print the waves, write no plan file.
+    #[arg(long)]
+    dry_run: bool,
     /// TOML settings file; flags given here override it.
     #[arg(long, value_name = "FILE")]
     settings: Option<PathBuf>,
@@ -475,13 +478,16 @@ fn plan(a: PlanArgs) -> anyhow::Result<i32> {
         }
         Err(e) => return Err(e.into()),
     };
-    planned.write_file(&a.out)?;
+    if !a.dry_run {
+        planned.write_file(&a.out)?;
+    }
     let total = t.elapsed();
     let o = &planned.overview;
     let tm = &planned.timings;
     if a.json {
         let v = serde_json::json!({
             "plan_file": a.out,
+            "dry_run": a.dry_run,
             "inventory": o.inventory,
             "summary": o.summary,
             "waves": o.waves,
@@ -551,7 +557,8 @@ fn plan(a: PlanArgs) -> anyhow::Result<i32> {
         s.retired_clusters, s.retired_web_servers, s.retired_filers, s.retired_sql_servers
     );
     println!(
-        "Plan written to {} (inventory checksum {}…); {:.2}s: load {:.2}s, group {:.2}s, waves {:.2}s, write {:.2}s.",
+        "{} {} (inventory checksum {}…); {:.2}s: load {:.2}s, group {:.2}s, waves {:.2}s, write {:.2}s.",
+        if a.dry_run { "Dry run: plan NOT written to" } else { "Plan written to" },
         a.out.display(),
         &o.inventory.checksum.blake3[..16],
         total.as_secs_f64(),

@@ -68,7 +68,7 @@ pub enum RoutesCmd {
         #[arg(long, value_name = "FILE")]
         sites: PathBuf,
         /// The journal of the campaign (its file, or a mysql:// URL).
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// Print the report as JSON on stdout.
         #[arg(long)]
@@ -82,7 +82,7 @@ pub enum RoutesCmd {
         #[arg(long, value_name = "FILE")]
         sites: PathBuf,
         /// The journal of the campaign (its file, or a mysql:// URL): the source of truth.
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// Print the same lines, change nothing.
         #[arg(long)]
@@ -186,7 +186,7 @@ pub fn check_with(
 /// Records a fresh check, reporting a failure on stderr (the caller's result stands).
 fn record_quietly(specs: &[SiteSpec], journal: &Path) {
     if let Err(e) = check_and_record(specs, journal) {
-        eprintln!("recording the route check in the journal failed: {e:#}");
+        tracing::warn!("recording the route check in the journal failed: {e:#}");
     }
 }
 

@@ -11,7 +11,7 @@ pub enum ServeCommand {
     /// all behind an access token.
     Serve {
         /// The journal the waves write: its file, or a mysql:// URL (then --token-file too).
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
         /// Address to listen on (loopback by default; put a TLS proxy in front for remote use).
         #[arg(long, default_value = "127.0.0.1:8750", value_name = "ADDR")]
@@ -58,13 +58,13 @@ pub fn run(command: ServeCommand) -> anyhow::Result<i32> {
         plan,
         sites,
     };
-    eprintln!(
+    tracing::info!(
         "dashboard: preparing summary tables in {} (a first start on a large journal takes a while)",
         opts.journal.display()
     );
     let t0 = std::time::Instant::now();
     let (app, token, installed) = serve::build(&opts, None)?;
-    eprintln!(
+    tracing::info!(
         "dashboard: summary {:?} in {:.1} s",
         installed,
         t0.elapsed().as_secs_f64()
@@ -77,11 +77,11 @@ pub fn run(command: ServeCommand) -> anyhow::Result<i32> {
             token.value
         );
     } else {
-        eprintln!("dashboard: access token in {}", opts.token_file.display());
+        tracing::info!("dashboard: access token in {}", opts.token_file.display());
     }
     if !listen.ip().is_loopback() {
-        eprintln!(
-            "dashboard: WARNING: listening on {listen}, not loopback: the token travels in clear \
+        tracing::warn!(
+            "dashboard: listening on {listen}, not loopback: the token travels in clear \
              HTTP; put a TLS proxy in front"
         );
     }
@@ -93,7 +93,7 @@ pub fn run(command: ServeCommand) -> anyhow::Result<i32> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listen on {listen}"))?;
-        eprintln!(
+        tracing::info!(
             "dashboard: http://{}/ (log in with the token, or open http://{}/?token=…)",
             listener.local_addr()?,
             listener.local_addr()?

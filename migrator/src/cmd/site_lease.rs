@@ -82,7 +82,7 @@ impl Drop for HeldSite {
     fn drop(&mut self) {
         drop(self.keeper.take());
         if let Err(e) = lease::release(self.journal.as_mut(), &self.site) {
-            eprintln!("warning: releasing the lease of site {}: {e}", self.site);
+            tracing::warn!("releasing the lease of site {}: {e}", self.site);
         }
     }
 }

@@ -51,7 +51,7 @@ impl LeaseKeeper {
                     Ok(()) => {}
                     Err(e @ CutoverError::Leased { .. }) => return Err(e),
                     Err(e) => {
-                        eprintln!("warning: renewing the lease of {site} failed, retrying: {e}")
+                        tracing::warn!("renewing the lease of {site} failed, retrying: {e}")
                     }
                 }
             })?;

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::cutover::lease::{self, LeaseKind};
-use crate::cutover::watchdog::recover_expired;
+use crate::cutover::watchdog::{expired, recover_expired};
 
 fn quick() -> EngineOptions {
     EngineOptions {
@@ -215,6 +215,11 @@ fn a_dead_standalone_sync_lease_is_released_by_the_watchdog() {
         let l = serde_json::to_string(&dead).unwrap();
         checkpoints::put(&mut j, name, Checkpoint::Lease, &l).unwrap();
     }
+    // What `lease-watch --dry-run` lists: both dead leases, and nothing changed.
+    let mut listed: Vec<String> = expired(&jp).unwrap().into_iter().map(|(s, _)| s).collect();
+    listed.sort();
+    assert_eq!(listed, ["frozen_db", "shop_db"]);
+    assert!(lease::get(&j, "shop_db").unwrap().is_some());
     let out = recover_expired(&jp, &[spec], &|s| Ok(rec.systems(s)), &opts()).unwrap();
     let result = |site: &str| {
         let r = out.iter().find(|r| r.site == site).expect(site);

@@ -90,17 +90,9 @@ pub fn recover_expired(
     systems: SystemsFn<'_>,
     opts: &EngineOptions,
 ) -> Result<Vec<Recovered>, CutoverError> {
-    let leases = {
-        let j = open_journal_at(journal_path)?;
-        all(&*j)?
-    };
-    let now = now_ms();
     let lookup = |name: &str| specs.iter().find(|s| s.site == name);
     let mut out = Vec::new();
-    for (site, lease) in leases {
-        if !lease.expired(now) {
-            continue;
-        }
+    for (site, lease) in expired(journal_path)? {
         let result = recover_one(journal_path, &lookup, systems, opts, &site);
         out.push(Recovered {
             site,
@@ -144,6 +136,17 @@ pub fn recover_frozen(
         });
     }
     Ok(out)
+}
+
+/// The leases [`recover_expired`] would act on now (expired, or their owner on this host is
+/// gone), read-only: `lease-watch --dry-run`.
+pub fn expired(journal_path: &Path) -> Result<Vec<(String, Lease)>, CutoverError> {
+    let j = open_journal_at(journal_path)?;
+    let now = now_ms();
+    Ok(all(&*j)?
+        .into_iter()
+        .filter(|(_, l)| l.expired(now))
+        .collect())
 }
 
 fn recover_one(

@@ -98,6 +98,43 @@ pub async fn sync(
     Ok(report)
 }
 
+/// What a `follow-db` run would do now (`--dry-run`), read from the journal and the source's
+/// current binary log position; nothing is copied, applied or recorded.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct FollowPlan {
+    pub database: String,
+    /// No capture state in the journal: the run starts with a full copy.
+    pub first_copy: bool,
+    /// Applied on the destination up to here (none before the first copy).
+    pub applied: Option<BinlogPos>,
+    /// The source's position now: a run applies changes up to at least here.
+    pub source_now: BinlogPos,
+    /// Tables a run copies again first, with why.
+    pub recopy: Vec<(String, String)>,
+    /// Tables not followed from the log (copied inside the freeze, by `--tail`), with why.
+    pub uncaptured: Vec<(String, String)>,
+}
+
+/// [`FollowPlan`] of `db`: read-only on the journal and the source.
+pub async fn plan(src: &Opts, db: &str, journal: &Journal) -> Result<FollowPlan> {
+    let state = load_state(journal, db)?;
+    let source_now = position_now(src).await?;
+    let list = |m: &std::collections::BTreeMap<String, String>| {
+        m.iter().map(|(t, w)| (t.clone(), w.clone())).collect()
+    };
+    Ok(FollowPlan {
+        database: db.to_string(),
+        first_copy: state.is_none(),
+        applied: state.as_ref().map(|s| s.applied.clone()),
+        source_now,
+        recopy: state.as_ref().map(|s| list(&s.recopy)).unwrap_or_default(),
+        uncaptured: state
+            .as_ref()
+            .map(|s| list(&s.uncaptured))
+            .unwrap_or_default(),
+    })
+}
+
 async fn position_now(src: &Opts) -> Result<BinlogPos> {
     let mut conn = Conn::new(src.clone())
         .await

@@ -216,7 +216,7 @@ impl ControlDesk {
                 )
             });
             if let Err(e) = recorded {
-                eprintln!("dashboard: recording the end of rollback {id} of {site}: {e}");
+                tracing::error!("dashboard: recording the end of rollback {id} of {site}: {e}");
             }
             busy.lock().expect("busy").remove(&site);
         });

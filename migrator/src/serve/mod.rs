@@ -230,7 +230,7 @@ impl Background {
                 let _ = rx.await;
             }));
             if let Err(e) = res {
-                eprintln!("dashboard: {e}");
+                tracing::error!("dashboard: {e}");
             }
         });
         Ok(Background {

@@ -189,9 +189,11 @@ pub fn lease_watch(sites: &Path, journal: &Path, once: bool, interval: u64) -> a
                 ),
                 Err(e) => {
                     failed += 1;
-                    eprintln!(
+                    tracing::error!(
                         "{}: lease of pid {} on {} expired: recovery FAILED: {e}",
-                        r.site, r.lease.pid, r.lease.host
+                        r.site,
+                        r.lease.pid,
+                        r.lease.host
                     );
                 }
             }
@@ -210,6 +212,29 @@ pub fn lease_watch(sites: &Path, journal: &Path, once: bool, interval: u64) -> a
         }
         std::thread::sleep(Duration::from_secs(interval.max(1)));
     }
+}
+
+/// `lease-watch --dry-run`: the leases a round would act on, and what it would do; exit 0.
+pub fn lease_watch_dry_run(sites: &Path, journal: &Path) -> anyhow::Result<i32> {
+    crate::cmd::require_journal(journal)?;
+    let file = SpecFile::load(sites)?;
+    let expired = migrator::cutover::watchdog::expired(journal)?;
+    for (site, l) in &expired {
+        let what = if file.sites.iter().any(|s| &s.site == site) {
+            "would recover it (unfreeze on the side that owns its data)"
+        } else {
+            "not in the site spec: would release a sync lease, report any other"
+        };
+        println!(
+            "{site}: lease of pid {} on {} expired: {what}",
+            l.pid, l.host
+        );
+    }
+    println!(
+        "dry run: {} expired lease(s), nothing changed",
+        expired.len()
+    );
+    Ok(0)
 }
 
 /// How long one proxy call of a watchdog's route check may take.
@@ -238,9 +263,9 @@ fn route_round(specs: &[SiteSpec], journal: &Path, sites: &Path, printed: &Mutex
     };
     if *last != text {
         if text.is_empty() {
-            eprintln!("routes: every database is routed as the journal says again");
+            tracing::info!("routes: every database is routed as the journal says again");
         } else {
-            eprintln!("{text}");
+            tracing::warn!("{text}");
         }
         *last = text;
     }

@@ -25,8 +25,9 @@ use std::sync::Arc;
 /// Where a control goes: a running wave's socket, or the journal it obeys.
 #[derive(Args, Debug, Clone)]
 pub struct Target {
-    /// The running wave's control socket.
-    #[arg(long, value_name = "PATH", conflicts_with = "journal")]
+    /// The running wave's control socket (wins over --journal: with both, e.g. the journal
+    /// from the config file, the control goes to the socket).
+    #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// The journal the wave runs on, a file or a MariaDB URL (the control is written there;
     /// the wave obeys it within a second, on whatever host it runs). Without --socket or
@@ -97,8 +98,10 @@ pub enum WaveCmd {
         resource: String,
         n: u32,
         /// The journal the workers share (a file or a MariaDB URL).
-        #[arg(long, value_name = "FILE|URL", env = "MIGRATOR_JOURNAL")]
+        #[arg(long, value_name = "FILE|URL")]
         journal: PathBuf,
+        #[command(flatten)]
+        dry: DryRun,
     },
     /// The running wave's status: sites per state, bytes, rate, ETA, why it waits.
     Status {
@@ -109,17 +112,23 @@ pub enum WaveCmd {
     Pause {
         #[command(flatten)]
         target: Target,
+        #[command(flatten)]
+        dry: DryRun,
     },
     /// Lifts a pause (an operator's or the stop rule's).
     Resume {
         #[command(flatten)]
         target: Target,
+        #[command(flatten)]
+        dry: DryRun,
     },
     /// At most N sites (move groups) in progress at once; 0 removes the limit.
     Throttle {
         n: u32,
         #[command(flatten)]
         target: Target,
+        #[command(flatten)]
+        dry: DryRun,
     },
 }
 
@@ -161,12 +170,39 @@ pub fn run(cmd: WaveCmd) -> anyhow::Result<i32> {
             resource,
             n,
             journal,
-        } => super::worker::cap(&resource, n, &journal),
+            dry,
+        } => super::worker::cap(&resource, n, &journal, dry.dry_run),
         WaveCmd::Status { target } => control(None, &target),
-        WaveCmd::Pause { target } => control(Some(Action::Pause), &target),
-        WaveCmd::Resume { target } => control(Some(Action::Resume), &target),
-        WaveCmd::Throttle { n, target } => control(Some(Action::Throttle(n)), &target),
+        WaveCmd::Pause { target, dry } => control_or_dry(Action::Pause, &target, dry),
+        WaveCmd::Resume { target, dry } => control_or_dry(Action::Resume, &target, dry),
+        WaveCmd::Throttle { n, target, dry } => control_or_dry(Action::Throttle(n), &target, dry),
     }
+}
+
+/// `--dry-run` of a wave control or cap.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct DryRun {
+    /// Say what would be sent or recorded, change nothing (the status shown is read as usual).
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// A control, or with `--dry-run` the status only and what would have been sent.
+fn control_or_dry(action: Action, t: &Target, dry: DryRun) -> anyhow::Result<i32> {
+    if !dry.dry_run {
+        return control(Some(action), t);
+    }
+    let code = control(None, t)?;
+    let to = match (&t.socket, &t.journal) {
+        (Some(s), _) => format!("the control socket {}", s.display()),
+        (None, Some(j)) => format!("the journal {}", j.display()),
+        (None, None) => String::new(),
+    };
+    eprintln!(
+        "dry run: would send {} to {to}; nothing sent",
+        action.name()
+    );
+    Ok(code)
 }
 
 fn control(action: Option<Action>, t: &Target) -> anyhow::Result<i32> {

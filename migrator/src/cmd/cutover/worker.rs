@@ -48,12 +48,20 @@ pub fn start(number: u32, plan: &Path, common: &Common) -> anyhow::Result<i32> {
 }
 
 /// Caps the live claims on groups that load `resource`, fleet-wide (0 removes the cap).
-pub fn cap(resource: &str, n: u32, journal: &Path) -> anyhow::Result<i32> {
+pub fn cap(resource: &str, n: u32, journal: &Path, dry_run: bool) -> anyhow::Result<i32> {
     crate::cmd::require_journal(journal)?;
-    Fleet::open(journal)?.set_cap(resource, n)?;
+    let fleet = Fleet::open(journal)?;
+    if !dry_run {
+        fleet.set_cap(resource, n)?;
+    }
+    let would = if dry_run {
+        "dry run, nothing recorded: "
+    } else {
+        ""
+    };
     match n {
-        0 => println!("{resource}: no cap"),
-        n => println!("{resource}: at most {n} move group(s) at once, fleet-wide"),
+        0 => println!("{would}{resource}: no cap"),
+        n => println!("{would}{resource}: at most {n} move group(s) at once, fleet-wide"),
     }
     Ok(0)
 }
@@ -86,7 +94,7 @@ pub fn worker(
         watch: Some(poll),
     };
     let build = |s: &SiteSpec| real_systems::systems(s, &common.journal);
-    eprintln!("worker {}: wave {number}", opts.owner);
+    tracing::info!("worker {}: wave {number}", opts.owner);
     // Each site's bundle as soon as it is live, in the background (the claim goes on).
     let bundles = bundles.get(false);
     let bg = bundles
@@ -122,11 +130,11 @@ pub fn worker(
     Ok(if code == 0 { bundles_code } else { code })
 }
 
-/// What an operator sees of a worker: each group claimed (stderr), each site's outcome
+/// What an operator sees of a worker: each group claimed (a log line), each site's outcome
 /// (stdout).
 fn print_event(ev: Event<'_>) {
     match ev {
-        Event::Claimed { claim: c, .. } => eprintln!(
+        Event::Claimed { claim: c, .. } => tracing::info!(
             "group {} ({}){}",
             c.group,
             c.sites.join(", "),
@@ -155,7 +163,7 @@ fn print_event(ev: Event<'_>) {
             renewals,
         } => {
             for r in renewals {
-                eprintln!("group {}: {r}", c.group);
+                tracing::info!("group {}: {r}", c.group);
             }
             for o in outcomes {
                 match (&o.report, &o.error) {
@@ -165,7 +173,7 @@ fn print_event(ev: Event<'_>) {
                 }
             }
             if !kept {
-                eprintln!(
+                tracing::warn!(
                     "group {}: the claim ran out and another worker took it over",
                     c.group
                 );
