@@ -295,7 +295,7 @@ fn schema_example_and_types_name_the_same_fields() {
 #[test]
 fn a_bad_spec_is_refused_naming_the_field() {
     let doc = example();
-    let cases: [(&str, Value, &str); 4] = [
+    let cases: [(&str, Value, &str); 5] = [
         (
             "/sites/0/budget/max_sync_passes",
             "five".into(),
@@ -312,6 +312,11 @@ fn a_bad_spec_is_refused_naming_the_field() {
             "sites[0].artifacts.php.pool.max_children",
         ),
         ("/sites/0/dns/servers/1", 53.into(), "sites[0].dns"),
+        (
+            "/sites/0/artifacts/web_rules/0/status",
+            "301".into(),
+            "sites[0].artifacts.web_rules[0]`: status:",
+        ),
     ];
     for (pointer, bad, field) in cases {
         let mut d = doc.clone();
