@@ -60,7 +60,8 @@ if grep -q '"panels"' /usr/share/hostmove/grafana/hostmove-dashboard.json 2>/dev
 else
   echo "FAIL: /usr/share/hostmove/grafana/hostmove-dashboard.json"; fail=1
 fi
-for f in /etc/hostmove/migrator.env /etc/hostmove/migrator.toml /etc/hostmove/sql-proxy.toml.example /etc/hostmove/tunnel.toml.example; do
+for f in /etc/hostmove/migrator.env /etc/hostmove/migrator.toml /etc/hostmove/sql-proxy.toml.example /etc/hostmove/tunnel.toml.example \
+         /etc/hostmove/sites.json.example /usr/share/doc/hostmove-migrator/site-spec.schema.json; do
   [ -f "$f" ] || { echo "FAIL: $f not installed"; fail=1; }
 done
 exit $fail

@@ -69,6 +69,10 @@ install -m 0644 packaging/units/migrator-serve.service packaging/units/migrator-
   "$work/hostmove-migrator/lib/systemd/system/"
 install -m 0644 packaging/etc/migrator.env "$work/hostmove-migrator/etc/hostmove/migrator.env"
 install -m 0644 packaging/etc/migrator.toml "$work/hostmove-migrator/etc/hostmove/migrator.toml"
+# The site spec: an example using every field (copy it to /etc/hostmove/sites.json) and its
+# JSON schema (also printed by `migrator site schema --json`)
+install -m 0644 packaging/etc/sites.example.json "$work/hostmove-migrator/etc/hostmove/sites.json.example"
+install -m 0644 docs/site-spec.schema.json "$work/hostmove-migrator/usr/share/doc/hostmove-migrator/site-spec.schema.json"
 mkdir -p "$work/hostmove-migrator/usr/share/doc/hostmove-migrator/runbooks"
 install -m 0644 runbooks/*.md "$work/hostmove-migrator/usr/share/doc/hostmove-migrator/runbooks/"
 conffiles hostmove-migrator /etc/hostmove/migrator.env /etc/hostmove/migrator.toml

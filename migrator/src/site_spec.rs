@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+/// The JSON schema of the spec file (`docs/site-spec.schema.json`, printed by `migrator site
+/// schema --json`); `tests/site_spec_schema.rs` keeps it in step with these types.
+pub const SCHEMA: &str = include_str!("../../docs/site-spec.schema.json");
+
 /// Errors loading a spec file; each names the file and, for bad JSON, the field.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {

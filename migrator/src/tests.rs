@@ -16,6 +16,7 @@ const READ: &[&str] = &[
     "plan explain",
     "preflight",
     "routes check",
+    "site schema",
     "site show",
     "status",
     "verify",

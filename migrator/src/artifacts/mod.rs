@@ -155,20 +155,48 @@ pub struct PoolSettings {
     pub max_children: Option<u32>,
 }
 
-/// A web rule of the site's vhost.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+/// A web rule of the site's vhost, tagged by `kind`. Read by hand (like the `dns` section) so
+/// an error inside a rule names its field (`web_rules[0]: status: ...`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WebRule {
-    Redirect {
-        from: String,
-        to: String,
-        #[serde(default = "default_redirect")]
-        status: u16,
-    },
-    Header {
-        name: String,
-        value: String,
-    },
+    Redirect(Redirect),
+    Header(Header),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    pub from: String,
+    pub to: String,
+    #[serde(default = "default_redirect")]
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+}
+
+impl<'de> Deserialize<'de> for WebRule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use drivers::dns::tagged_section;
+        use serde::de::Error;
+        let mut map = serde_json::Map::deserialize(d)?;
+        match map.remove("kind") {
+            Some(serde_json::Value::String(k)) => match k.as_str() {
+                "redirect" => tagged_section(map).map(WebRule::Redirect),
+                "header" => tagged_section(map).map(WebRule::Header),
+                other => Err(D::Error::unknown_variant(other, &["redirect", "header"])),
+            },
+            Some(other) => Err(D::Error::custom(format!(
+                "kind: expected a string, found {other}"
+            ))),
+            None => Err(D::Error::missing_field("kind")),
+        }
+    }
 }
 
 fn default_redirect() -> u16 {
@@ -284,15 +312,15 @@ pub fn sample(site: &str) -> Artifacts {
             },
         }),
         web_rules: vec![
-            WebRule::Redirect {
+            WebRule::Redirect(Redirect {
                 from: "/old".into(),
                 to: format!("https://{site}.lab.test/new"),
                 status: 301,
-            },
-            WebRule::Header {
+            }),
+            WebRule::Header(Header {
                 name: "X-Site".into(),
                 value: site.into(),
-            },
+            }),
         ],
         cron_wait_s: default_cron_wait_s(),
         stage_dir: None,

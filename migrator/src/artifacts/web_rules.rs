@@ -2,7 +2,7 @@
 //! value is checked to stay one token of the nginx file: a quote, `;`, brace, `$` or newline
 //! would end the directive early or add one.
 
-use super::WebRule;
+use super::{Header, Redirect, WebRule};
 
 const REDIRECT_STATUS: [u16; 4] = [301, 302, 307, 308];
 
@@ -20,7 +20,7 @@ fn path_ok(p: &str) -> bool {
 /// Checks one rule; the error names the field (below `web_rules[N].`) and why.
 pub fn validate(r: &WebRule) -> Result<(), (&'static str, String)> {
     match r {
-        WebRule::Redirect { from, to, status } => {
+        WebRule::Redirect(Redirect { from, to, status }) => {
             if !path_ok(from) {
                 return Err((
                     "from",
@@ -42,7 +42,7 @@ pub fn validate(r: &WebRule) -> Result<(), (&'static str, String)> {
                 ));
             }
         }
-        WebRule::Header { name, value } => {
+        WebRule::Header(Header { name, value }) => {
             let tok = |c: char| c.is_ascii_alphanumeric() || c == '-';
             if name.is_empty() || !name.chars().all(tok) {
                 return Err(("name", format!("{name:?}: not a header name")));
@@ -66,10 +66,10 @@ pub fn render_nginx(rules: &[WebRule]) -> String {
     let mut out = String::new();
     for r in rules {
         match r {
-            WebRule::Redirect { from, to, status } => {
+            WebRule::Redirect(Redirect { from, to, status }) => {
                 out.push_str(&format!("location = {from} {{ return {status} {to}; }}\n"))
             }
-            WebRule::Header { name, value } => {
+            WebRule::Header(Header { name, value }) => {
                 out.push_str(&format!("add_header {name} \"{value}\" always;\n"))
             }
         }

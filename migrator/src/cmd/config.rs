@@ -218,7 +218,7 @@ mod tests {
         );
         assert_eq!(
             c.sites.as_deref(),
-            Some(Path::new("/etc/hostmove/sites.toml"))
+            Some(Path::new("/etc/hostmove/sites.json"))
         );
         assert!(c.plan.is_some());
     }

@@ -93,6 +93,14 @@ pub enum SiteCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print the JSON schema of the site spec file (2020-12; the file's fields, types and
+    /// defaults, for editors and validators). An example using every field is
+    /// packaging/etc/sites.example.json (installed as /etc/hostmove/sites.json.example).
+    Schema {
+        /// JSON, the only format (required).
+        #[arg(long, required = true)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -363,6 +371,10 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             journal,
             json,
         }) => show(&site, &journal, json),
+        CutoverCommand::Site(SiteCmd::Schema { json: _ }) => {
+            print!("{}", migrator::site_spec::SCHEMA);
+            Ok(0)
+        }
         CutoverCommand::Site(SiteCmd::SpecsFromLab {
             state,
             out,
