@@ -467,7 +467,7 @@ fn prepare_stages_everything_disabled_and_all_or_nothing() {
 }
 
 /// A PHP root like Debian's `/etc/php` with `versions` installed.
-fn php_root(d: &Path, versions: &[&str]) -> String {
+pub(super) fn php_root(d: &Path, versions: &[&str]) -> String {
     let root = d.join("php");
     for v in versions {
         std::fs::create_dir_all(root.join(v).join("fpm")).unwrap();

@@ -5,8 +5,11 @@
 
 use crate::artifacts::fence::{self, Side};
 use crate::cutover::engine::Engine;
-use crate::cutover::phase::CutoverError;
+use crate::cutover::phase::{CutoverError, Phase};
 use std::time::Duration;
+
+/// The journal scope of the side whose artifacts are enabled (key: the site).
+pub const ACTIVE_SCOPE: &str = "artifacts-active";
 
 impl Engine<'_> {
     fn has_jobs(&self) -> bool {
@@ -41,12 +44,44 @@ impl Engine<'_> {
         Ok(())
     }
 
-    /// A commit point: `side` owns the site's jobs from now on (still frozen).
+    /// A commit point: `side` owns the site's jobs from now on (still frozen), and its staged
+    /// artifacts are enabled, the other side's disabled ([`crate::artifacts::activate`]; the
+    /// journal's `artifacts-active` checkpoint names the side once done). Idempotent: every
+    /// resume after a kill goes through it again.
     pub(crate) fn fence_owner(&mut self, side: Side) -> Result<(), CutoverError> {
         if self.has_jobs() {
             fence::set_owner(self.journal, &self.spec.site, side)?;
         }
+        if !self.spec.artifacts.is_empty() {
+            let phase = match side {
+                Side::New => Phase::Switch,
+                Side::Old => Phase::RollbackSwitch,
+            };
+            self.sys
+                .data
+                .activate_artifacts(self.spec, side)
+                .map_err(CutoverError::system(phase))?;
+            let site = self.spec.site.clone();
+            self.journal.put_checkpoint_raw(
+                ACTIVE_SCOPE,
+                &site,
+                &format!("{:?}", side.as_str()),
+            )?;
+        }
         Ok(())
+    }
+
+    /// [`Engine::fence_owner`] unless the journal shows it done for `side` (a resume).
+    pub(crate) fn ensure_owner(&mut self, side: Side) -> Result<(), CutoverError> {
+        let site = &self.spec.site;
+        let active = self.journal.checkpoint_raw(ACTIVE_SCOPE, site)?;
+        let moved = self.spec.artifacts.is_empty()
+            || active.as_deref() == Some(format!("{:?}", side.as_str()).as_str());
+        let owned = !self.has_jobs() || fence::token(self.journal, site)?.1.owner == side;
+        if moved && owned {
+            return Ok(());
+        }
+        self.fence_owner(side)
     }
 
     /// The owner's jobs run again.

@@ -240,3 +240,74 @@ fn the_dry_run_prints_what_prepare_stages() {
         "{all}"
     );
 }
+
+fn active(jp: &Path) -> Option<String> {
+    SqliteJournal::open(jp)
+        .unwrap()
+        .checkpoint_raw(crate::cutover::cron_fence::ACTIVE_SCOPE, "shop")
+        .unwrap()
+}
+
+/// Position of the first log line starting with `prefix` at or after `from`.
+fn at(log: &[String], prefix: &str, from: usize) -> usize {
+    from + log[from..]
+        .iter()
+        .position(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} after {from}: {log:?}"))
+}
+
+/// Issue 20: the staged artifacts are enabled on the new side at the switch's commit point
+/// (after the databases resume there, before the unfreeze), the old side's disabled first;
+/// the rollback reverses both; `--dry-run` prints each move.
+#[test]
+fn the_switch_enables_the_new_sides_artifacts_and_the_rollback_reverses_it() {
+    let (_dir, jp, mut spec, rec) = cron_shop();
+    spec.artifacts.old_stage_dir = Some("/srv/old-artifacts".into());
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
+    let log = rec.log();
+    let commit = at(&log, "proxy.resume", at(&log, "data.verify", 0));
+    let off = at(&log, "data.activate_artifacts", commit);
+    assert!(
+        log[off].contains("disable /srv/old-artifacts/shop/active"),
+        "{log:?}"
+    );
+    assert!(
+        log[off + 1].starts_with("data.activate_artifacts")
+            && log[off + 1].contains("enable /var/lib/hostmove/artifacts/shop/active"),
+        "{log:?}"
+    );
+    assert!(at(&log, "haproxy.ready", commit) > off + 1, "{log:?}");
+    assert!(!log[..commit]
+        .iter()
+        .any(|l| l.starts_with("data.activate_artifacts")));
+    assert_eq!(active(&jp).as_deref(), Some("\"new\""));
+
+    let n = log.len();
+    assert_eq!(rollback(&spec, &rec, &jp).unwrap(), SiteState::RolledBack);
+    let log = rec.log();
+    let moves: Vec<&String> = log[n..]
+        .iter()
+        .filter(|l| l.starts_with("data.activate_artifacts"))
+        .collect();
+    assert!(moves[0].contains("disable /var/lib/hostmove/artifacts/shop/active"));
+    assert!(moves[1].contains("enable /srv/old-artifacts/shop/active"));
+    assert_eq!(active(&jp).as_deref(), Some("\"old\""));
+}
+
+/// Killed at the move itself (forward and back), the next run completes it.
+#[test]
+fn killed_while_moving_the_artifacts_the_next_run_completes_the_move() {
+    let (_dir, jp, spec, rec) = cron_shop();
+    rec.set_trap("data.activate_artifacts", Trap::Crash);
+    crash(|| migrate(&spec, &rec, &jp));
+    assert_eq!(active(&jp), None);
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
+    assert_eq!(active(&jp).as_deref(), Some("\"new\""));
+    assert_eq!(token(&jp), unfrozen(Side::New));
+
+    rec.set_trap("data.activate_artifacts", Trap::Crash);
+    crash(|| rollback(&spec, &rec, &jp));
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::RolledBack);
+    assert_eq!(active(&jp).as_deref(), Some("\"old\""));
+    assert_eq!(token(&jp), unfrozen(Side::Old));
+}
