@@ -189,7 +189,8 @@ fn slow_lab(job_name: &str, wait_s: u64) -> (Lab, migrator::site_spec::SiteSpec)
 }
 
 impl Lab {
-    /// `cron-run` of `job` on the old side: sleeps `secs`, then appends `late` to `out-JOB`.
+    /// `cron-run` of `job` on the old side: appends `start` to `out-JOB`, sleeps `secs`, then
+    /// appends `late`.
     fn slow_run(&self, job: &str, secs: u32) -> Child {
         let out = self.d.join(format!("out-{job}"));
         Command::new(env!("CARGO_BIN_EXE_migrator"))
@@ -200,17 +201,20 @@ impl Lab {
             .arg(&self.spec)
             .args(["--site", "shop", "--job", job, "--side", "old", "--"])
             .args(["sh", "-c"])
-            .arg(format!("sleep {secs}; echo late >> {}", out.display()))
+            .arg(format!(
+                "echo start >> {o}; sleep {secs}; echo late >> {o}",
+                o = out.display()
+            ))
             .spawn()
             .unwrap()
     }
 
-    /// Waits until the run is registered in the token; returns its process.
-    fn registered(&self) -> fence::Running {
+    /// Waits until the run is registered in the token and its job started; returns it.
+    fn registered(&self, job: &str) -> fence::Running {
         let t0 = Instant::now();
         loop {
             let (_, t) = fence::token(&self.journal(), "shop").unwrap();
-            if let Some(r) = t.running.first() {
+            if let (Some(r), "start\n") = (t.running.first(), self.out(job).as_str()) {
                 return r.clone();
             }
             assert!(t0.elapsed() < Duration::from_secs(10), "never registered");
@@ -231,7 +235,7 @@ fn sigkill(pid: i32) {
 fn a_killed_cron_run_is_reaped_by_the_freeze_not_waited_for() {
     let (lab, _) = slow_lab("slow", 30);
     let mut child = lab.slow_run("slow", 2);
-    let r = lab.registered();
+    let r = lab.registered("slow");
     let p = r.process.clone().expect("cron-run records its process");
     assert_eq!(p.pid, child.id());
     assert!(p.group, "cron-run leads its process group");
@@ -246,7 +250,7 @@ fn a_killed_cron_run_is_reaped_by_the_freeze_not_waited_for() {
     assert!(s.left.is_empty() && s.dead.len() == 1, "{s:?}");
     // Waited for the orphaned job (about 2 s), not for the 30 s of the wait.
     assert!(took < Duration::from_secs(10), "{took:?}");
-    assert_eq!(lab.out("slow"), "late\n");
+    assert_eq!(lab.out("slow"), "start\nlate\n");
     let runs = fence::runs(&j, "shop").unwrap();
     assert_eq!(runs.len(), 1);
     assert!(runs[0].ended_ms.is_some() && runs[0].exit.is_none());
@@ -259,7 +263,7 @@ fn a_killed_cron_run_is_reaped_by_the_freeze_not_waited_for() {
     fence::unfreeze(&mut j, "shop").unwrap();
     let (lab, _) = slow_lab("slow2", 30);
     let mut child = lab.slow_run("slow2", 30);
-    lab.registered();
+    lab.registered("slow2");
     sigkill(-(child.id() as i32));
     child.wait().unwrap();
     let mut j = lab.journal();
@@ -268,7 +272,7 @@ fn a_killed_cron_run_is_reaped_by_the_freeze_not_waited_for() {
     let s = fence::settle(&mut j, "shop", Duration::from_secs(30)).unwrap();
     assert!(s.left.is_empty() && s.dead.len() == 1, "{s:?}");
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
-    assert_eq!(lab.out("slow2"), "");
+    assert_eq!(lab.out("slow2"), "start\n");
 }
 
 /// A run still going on the old side when the freeze's wait ends is stopped (its process
@@ -279,7 +283,7 @@ fn an_overrun_on_this_host_is_stopped_before_the_switch() {
     use migrator::journal::SiteState;
     let (lab, site) = slow_lab("slow", 1);
     let mut child = lab.slow_run("slow", 4);
-    let r = lab.registered();
+    let r = lab.registered("slow");
     let rec = migrator::dry_run::Recorder::for_site(&site, false);
     let sys = rec.systems(&site);
     let opts = EngineOptions::default();
@@ -300,7 +304,7 @@ fn an_overrun_on_this_host_is_stopped_before_the_switch() {
     );
     // Its job would have written 4 s after it started: it never does.
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(lab.out("slow"), "");
+    assert_eq!(lab.out("slow"), "start\n");
     let runs = fence::runs(&j, "shop").unwrap();
     assert!(runs[0].lost.is_some(), "{runs:?}");
     assert_eq!(fence::token(&j, "shop").unwrap().1.owner, Side::New);

@@ -24,6 +24,10 @@ pub struct ProcId {
     pub start: u64,
     /// Whether `pid` leads its own process group (the group then holds the job's processes).
     pub group: bool,
+    /// The pid namespace it runs in (`/proc/self/ns/pid`): the same host in another container
+    /// is another host here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +36,12 @@ pub enum Liveness {
     Dead,
     /// Another host or boot: not decidable here.
     Unknown,
+}
+
+fn pid_ns() -> Option<String> {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .map(|p| p.display().to_string())
 }
 
 fn boot_id() -> Option<String> {
@@ -78,12 +88,13 @@ impl ProcId {
             boot_id: boot_id()?,
             start: start_of(pid)?,
             group,
+            pid_ns: pid_ns(),
         })
     }
 
-    /// Whether this process runs on this host, this boot.
+    /// Whether this process runs on this host, this boot, in this pid namespace.
     pub fn is_local(&self) -> bool {
-        boot_id().as_deref() == Some(self.boot_id.as_str())
+        boot_id().as_deref() == Some(self.boot_id.as_str()) && self.pid_ns == pid_ns()
     }
 
     pub fn liveness(&self) -> Liveness {
@@ -101,13 +112,17 @@ impl ProcId {
 
     /// Stops the run: SIGTERM to its process group, SIGKILL after `grace`; waits until it is
     /// dead (up to `grace` more). Only a local group leader's run can be stopped; returns how
-    /// it ended (`"SIGTERM"`, `"SIGKILL"`) or why it could not be.
+    /// it ended (`"SIGTERM"`, `"SIGKILL"`, `"ended"` by itself) or why it could not be.
     pub fn stop(&self, grace: Duration) -> Result<&'static str, String> {
         if !self.is_local() {
             return Err(format!("pid {} runs on another host", self.pid));
         }
         if !self.group {
             return Err(format!("pid {} does not lead its process group", self.pid));
+        }
+        if self.liveness() == Liveness::Dead {
+            // Ended meanwhile: its pid may be someone else's by now, never signalled.
+            return Ok("ended");
         }
         let pg = -(self.pid as i32);
         let gone = |until: Instant| loop {
@@ -167,6 +182,11 @@ mod tests {
             ..me.clone()
         };
         assert_eq!(elsewhere.liveness(), Liveness::Unknown);
+        let container = ProcId {
+            pid_ns: Some("pid:[1]".into()),
+            ..me.clone()
+        };
+        assert_eq!(container.liveness(), Liveness::Unknown);
         assert!(elsewhere
             .stop(Duration::ZERO)
             .unwrap_err()
