@@ -125,15 +125,19 @@ fn a_kill_in_the_middle_is_completed_by_the_next_run() {
     assert_new_enabled(&s);
     assert!(!partial.exists(), "the killed run's leftovers stay");
 
-    // A real SIGKILL of the script itself at a random point: the next run converges.
+    // A real SIGKILL of the script and its commands (its process group, as when the host's
+    // session dies) at some point: the next run converges.
     for delay_ms in [0u64, 1, 3, 8] {
+        use std::os::unix::process::CommandExt;
         let mut child = std::process::Command::new("sh")
             .arg("-c")
             .arg(activate::script("a", &s.new, false))
+            .process_group(0)
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
+        // SAFETY: the group this test just created.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
         let _ = child.wait();
         to_old(&s);
         assert_eq!(read(&s.old, "active/crontab").as_deref(), Some(OLD_CRONTAB));
