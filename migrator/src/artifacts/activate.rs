@@ -10,8 +10,9 @@
 //!   directory and renamed into place (the crontab's job lines uncommented).
 //! - **disable**: `active/` renamed to `active.disabled/` (kept, for a rollback).
 //!
-//! Every step is a rename, checked first: the script is idempotent, and a kill at any point
-//! leaves either the old or the new state of each side, which the next run completes. Jobs
+//! Every step is a rename, checked first, under a lock per site: the script is idempotent, and
+//! a kill at any point leaves either the old or the new state of each side, which the next run
+//! completes (after a killed run's script still going, if any). Jobs
 //! still go through `migrator cron-run` and its owner token: an enabled crontab on the side
 //! that does not own the site runs nothing.
 
@@ -22,8 +23,12 @@ fn q(s: &str) -> String {
 
 /// The script that enables (or disables) the artifacts staged under `stage/site`.
 pub fn script(site: &str, stage: &str, enable: bool) -> String {
+    // One move at a time per site (a killed migrator's script may still be running when the
+    // next run starts): `flock` on `STAGE/SITE/.move.lock` where util-linux has it.
     let head = format!(
-        "set -eu\ndest={}\nact=\"$dest/active\"\noff=\"$dest/active.disabled\"\n",
+        "set -eu\ndest={}\nact=\"$dest/active\"\noff=\"$dest/active.disabled\"\n\
+         if [ -d \"$dest\" ]; then\n  exec 9>\"$dest/.move.lock\"\n  \
+         if command -v flock >/dev/null 2>&1; then flock 9; fi\nfi\n",
         q(&format!("{stage}/{site}"))
     );
     if !enable {
