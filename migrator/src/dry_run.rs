@@ -468,6 +468,31 @@ impl DataMover for Recorder {
         }
         Ok(())
     }
+    fn activate_artifacts(
+        &self,
+        spec: &SiteSpec,
+        owner: crate::artifacts::fence::Side,
+    ) -> SysResult<()> {
+        use crate::artifacts::{activate::describe, fence::Side};
+        let a = &spec.artifacts;
+        if a.is_empty() {
+            return Ok(());
+        }
+        let new = owner == Side::New;
+        let mut lines = Vec::new();
+        if let Some(stage) = &a.old_stage_dir {
+            lines.push((Dc::Old, describe(&spec.site, stage, !new)));
+        }
+        lines.push((Dc::New, describe(&spec.site, a.stage(), new)));
+        // The side losing the site first, as the real move does.
+        if !new {
+            lines.reverse();
+        }
+        for (dc, line) in lines {
+            self.act("data.activate_artifacts", "web-host", dc, line)?;
+        }
+        Ok(())
+    }
     fn sync_files(&self, spec: &SiteSpec, dir: Direction) -> SysResult<u64> {
         let (to, line) = match dir {
             Direction::Forward => (Dc::New, "file pass old -> new"),

@@ -273,6 +273,41 @@ impl DataMover for LocalData {
         Ok(diffs)
     }
 
+    fn activate_artifacts(
+        &self,
+        spec: &SiteSpec,
+        owner: crate::artifacts::fence::Side,
+    ) -> SysResult<()> {
+        use crate::artifacts::{activate, fence::Side};
+        let a = &spec.artifacts;
+        if a.is_empty() {
+            return Ok(());
+        }
+        let new = owner == Side::New;
+        let old_side = |enable: bool| -> SysResult<()> {
+            match &a.old_stage_dir {
+                Some(stage) => activate::apply_locally(&spec.site, stage, enable)
+                    .map_err(|m| SystemError::new("web-host", Dc::Old, m)),
+                None => Ok(()),
+            }
+        };
+        let new_side = |enable: bool| -> SysResult<()> {
+            match &spec.new_web_host {
+                Some(w) => crate::web_host::activate_artifacts(spec, w, enable),
+                None => activate::apply_locally(&spec.site, a.stage(), enable)
+                    .map_err(|m| SystemError::new("web-host", Dc::New, m)),
+            }
+        };
+        // The side losing the site first: never both enabled at once.
+        if new {
+            old_side(false)?;
+            new_side(true)
+        } else {
+            new_side(false)?;
+            old_side(true)
+        }
+    }
+
     fn verifies_after_switch(&self, _spec: &SiteSpec) -> bool {
         self.db.has_pinned()
             || !self

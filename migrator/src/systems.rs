@@ -186,6 +186,15 @@ pub trait DataMover: Send + Sync {
     fn verifies_after_switch(&self, _spec: &SiteSpec) -> bool {
         false
     }
+    /// A commit point's move of the site's artifacts ([`crate::artifacts::activate`]): enabled
+    /// on `owner`'s side, disabled on the other. Idempotent; by default nothing to move.
+    fn activate_artifacts(
+        &self,
+        _spec: &SiteSpec,
+        _owner: crate::artifacts::fence::Side,
+    ) -> SysResult<()> {
+        Ok(())
+    }
     /// A fingerprint of the site's HTTP answer (status and body digest).
     fn fingerprint(&self, spec: &SiteSpec) -> SysResult<Option<String>>;
 }

@@ -132,13 +132,28 @@ pub fn prepare(spec: &SiteSpec, w: &WebHostSpec) -> SysResult<()> {
         // Its own subshell: its `set -eu` and trap end with it; a failure still fails the run.
         format!("set -eu\n(\n{s})\n")
     };
+    let text = format!("{staged}{}", script(spec, w));
+    run_remote(w, &text, &format!("preparing {}", spec.site))
+}
+
+/// Enables (or disables) the site's staged artifacts on the web server
+/// ([`crate::artifacts::activate`]). Idempotent.
+pub fn activate_artifacts(spec: &SiteSpec, w: &WebHostSpec, enable: bool) -> SysResult<()> {
+    let a = &spec.artifacts;
+    let text = crate::artifacts::activate::script(&spec.site, a.stage(), enable);
+    let what = if enable { "enabling" } else { "disabling" };
+    run_remote(w, &text, &format!("{what} the artifacts of {}", spec.site))
+}
+
+/// Runs `text` with the web server's shell over ssh; `what` starts the error message.
+fn run_remote(w: &WebHostSpec, text: &str, what: &str) -> SysResult<()> {
+    let err = |m: String| SystemError::new("web-host", Dc::New, m);
     let mut child = ssh(w)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| err(format!("starting ssh to {}: {e}", w.ssh)))?;
-    let text = format!("{staged}{}", script(spec, w));
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(text.as_bytes())
@@ -156,10 +171,7 @@ pub fn prepare(spec: &SiteSpec, w: &WebHostSpec) -> SysResult<()> {
         dc: Dc::New,
         // 255 is ssh's own failure (connection, host key, authentication): may pass.
         retryable: out.status.code() == Some(255),
-        message: format!(
-            "preparing {} on {}:{} ({}): {stderr}",
-            spec.site, w.ssh, w.port, out.status
-        ),
+        message: format!("{what} on {}:{} ({}): {stderr}", w.ssh, w.port, out.status),
     })
 }
 

@@ -183,3 +183,139 @@ fn an_unknown_job_or_side_is_refused_by_name() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("`old` or `new`"));
     assert!(fence::runs(&lab.journal(), "shop").unwrap().is_empty());
 }
+
+/// A yearly job with a command that takes `secs`, then writes `late` to `out-JOB`.
+fn slow_lab(job_name: &str, wait_s: u64) -> (Lab, migrator::site_spec::SiteSpec) {
+    let lab = Lab::new();
+    let mut site = sample("shop");
+    site.artifacts.cron = vec![job(job_name)];
+    site.artifacts.cron_wait_s = wait_s;
+    let text = serde_json::to_string(&SpecFile {
+        sites: vec![site.clone()],
+    })
+    .unwrap();
+    std::fs::write(&lab.spec, text).unwrap();
+    (lab, site)
+}
+
+impl Lab {
+    /// `cron-run` of `job` on the old side: appends `start` to `out-JOB`, sleeps `secs`, then
+    /// appends `late`.
+    fn slow_run(&self, job: &str, secs: u32) -> Child {
+        let out = self.d.join(format!("out-{job}"));
+        Command::new(env!("CARGO_BIN_EXE_migrator"))
+            .arg("cron-run")
+            .arg("--journal")
+            .arg(&self.journal)
+            .arg("--spec")
+            .arg(&self.spec)
+            .args(["--site", "shop", "--job", job, "--side", "old", "--"])
+            .args(["sh", "-c"])
+            .arg(format!(
+                "echo start >> {o}; sleep {secs}; echo late >> {o}",
+                o = out.display()
+            ))
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits until the run is registered in the token and its job started; returns it.
+    fn registered(&self, job: &str) -> fence::Running {
+        let t0 = Instant::now();
+        loop {
+            let (_, t) = fence::token(&self.journal(), "shop").unwrap();
+            if let (Some(r), "start\n") = (t.running.first(), self.out(job).as_str()) {
+                return r.clone();
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "never registered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn sigkill(pid: i32) {
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+}
+
+/// A SIGKILLed `cron-run` leaves its run in the token: the freeze checks its process (pid,
+/// boot id, start time, process group) instead of waiting the whole `cron_wait_s`. An orphaned
+/// job of that run still counts (it may still write); once it is gone too, the run is reaped
+/// and its record ends as `lost`.
+#[test]
+fn a_killed_cron_run_is_reaped_by_the_freeze_not_waited_for() {
+    let (lab, _) = slow_lab("slow", 30);
+    let mut child = lab.slow_run("slow", 2);
+    let r = lab.registered("slow");
+    let p = r.process.clone().expect("cron-run records its process");
+    assert_eq!(p.pid, child.id());
+    assert!(p.group, "cron-run leads its process group");
+    // The cron-run process alone is killed (as by the OOM killer): its job lives on.
+    sigkill(child.id() as i32);
+    child.wait().unwrap();
+    let mut j = lab.journal();
+    fence::freeze(&mut j, "shop").unwrap();
+    let t0 = Instant::now();
+    let s = fence::settle(&mut j, "shop", Duration::from_secs(30)).unwrap();
+    let took = t0.elapsed();
+    assert!(s.left.is_empty() && s.dead.len() == 1, "{s:?}");
+    // Waited for the orphaned job (about 2 s), not for the 30 s of the wait.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(lab.out("slow"), "start\nlate\n");
+    let runs = fence::runs(&j, "shop").unwrap();
+    assert_eq!(runs.len(), 1);
+    assert!(runs[0].ended_ms.is_some() && runs[0].exit.is_none());
+    assert!(
+        runs[0].lost.as_deref().unwrap().contains("died"),
+        "{runs:?}"
+    );
+
+    // The whole group killed: reaped at once.
+    fence::unfreeze(&mut j, "shop").unwrap();
+    let (lab, _) = slow_lab("slow2", 30);
+    let mut child = lab.slow_run("slow2", 30);
+    lab.registered("slow2");
+    sigkill(-(child.id() as i32));
+    child.wait().unwrap();
+    let mut j = lab.journal();
+    fence::freeze(&mut j, "shop").unwrap();
+    let t0 = Instant::now();
+    let s = fence::settle(&mut j, "shop", Duration::from_secs(30)).unwrap();
+    assert!(s.left.is_empty() && s.dead.len() == 1, "{s:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(lab.out("slow2"), "start\n");
+}
+
+/// A run still going on the old side when the freeze's wait ends is stopped (its process
+/// group: SIGTERM), so it cannot write after the switch; the site moves and the report says so.
+#[test]
+fn an_overrun_on_this_host_is_stopped_before_the_switch() {
+    use migrator::cutover::{Engine, EngineOptions};
+    use migrator::journal::SiteState;
+    let (lab, site) = slow_lab("slow", 1);
+    let mut child = lab.slow_run("slow", 4);
+    let r = lab.registered("slow");
+    let rec = migrator::dry_run::Recorder::for_site(&site, false);
+    let sys = rec.systems(&site);
+    let opts = EngineOptions::default();
+    let mut j = lab.journal();
+    let report = Engine::new(&site, &sys, &mut j, &opts).migrate().unwrap();
+    assert_eq!(report.state, SiteState::Live);
+    assert_eq!(report.cron_overruns.len(), 1, "{report:?}");
+    assert!(
+        report.cron_overruns[0].contains("job slow (old side")
+            && report.cron_overruns[0].contains("stopped (SIGTERM)"),
+        "{report:?}"
+    );
+    let st = child.wait().unwrap();
+    assert!(!st.success(), "{st}");
+    assert_eq!(
+        r.process.unwrap().liveness(),
+        migrator::artifacts::liveness::Liveness::Dead
+    );
+    // Its job would have written 4 s after it started: it never does.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(lab.out("slow"), "start\n");
+    let runs = fence::runs(&j, "shop").unwrap();
+    assert!(runs[0].lost.is_some(), "{runs:?}");
+    assert_eq!(fence::token(&j, "shop").unwrap().1.owner, Side::New);
+}

@@ -499,3 +499,72 @@ fn cron_jobs_run_once_per_slot_on_the_owning_side_through_migrate_and_rollback()
     let t = fence::token(&j, "shop").unwrap().1;
     assert_eq!((t.owner, t.frozen), (Side::Old, false));
 }
+
+/// Issue 20 through the real systems (real HAProxy, local files, the real `sh` staging and
+/// moving the artifacts): prepare stages the new side's artifacts disabled, the switch enables
+/// them and disables the old side's, the rollback reverses both.
+#[test]
+fn the_switch_enables_the_staged_artifacts_and_the_rollback_reverses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (old, new, old_hp, new_hp) = two_dcs("shop front page");
+    let mut spec = spec(d, &old_hp, &new_hp, &old, &new);
+    std::fs::create_dir_all(spec.homes[0].old.join("www")).unwrap();
+    std::fs::write(spec.homes[0].old.join("www/index.php"), "<?php echo 1;").unwrap();
+    let mut a = migrator::artifacts::sample("shop");
+    std::fs::create_dir_all(d.join("php/8.2/fpm")).unwrap();
+    a.php.as_mut().unwrap().fpm_root = Some(d.join("php").display().to_string());
+    let (new_stage, old_stage) = (d.join("new-stage"), d.join("old-stage"));
+    a.stage_dir = Some(new_stage.display().to_string());
+    a.old_stage_dir = Some(old_stage.display().to_string());
+    spec.artifacts = a;
+    let old_cron = "* * * * * root migrator cron-run --site shop --job tick --side old\n";
+    std::fs::create_dir_all(old_stage.join("shop/active")).unwrap();
+    std::fs::write(old_stage.join("shop/active/crontab"), old_cron).unwrap();
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).ok();
+
+    let jp = d.join("journal.sqlite");
+    let sys = file_systems(&spec, &old_hp, &new_hp, &jp);
+    let opts = EngineOptions::default();
+    let mut j = SqliteJournal::open(&jp).unwrap();
+    let report = Engine::new(&spec, &sys, &mut j, &opts).migrate().unwrap();
+    assert_eq!(report.state, SiteState::Live);
+    let cron = read(new_stage.join("shop/active/crontab")).expect("enabled on new");
+    let job = cron.lines().find(|l| l.contains("cron-run")).unwrap();
+    assert!(
+        job.starts_with(
+            "*/10 * * * * * www-data migrator cron-run --site shop --job tick \
+             --side new"
+        ),
+        "{cron}"
+    );
+    assert!(read(new_stage.join("shop/active/nginx-rules.conf"))
+        .unwrap()
+        .contains("X-Site"));
+    assert!(read(new_stage.join("shop/active/php-pool.conf")).is_some());
+    assert_eq!(read(old_stage.join("shop/active/crontab")), None);
+    assert_eq!(
+        read(old_stage.join("shop/active.disabled/crontab")).as_deref(),
+        Some(old_cron)
+    );
+    assert_eq!(
+        j.checkpoint_raw("artifacts-active", "shop")
+            .unwrap()
+            .as_deref(),
+        Some("\"new\"")
+    );
+
+    let report = rollback_site(Engine::new(&spec, &sys, &mut j, &opts)).unwrap();
+    assert_eq!(report.state, SiteState::RolledBack);
+    assert_eq!(
+        read(old_stage.join("shop/active/crontab")).as_deref(),
+        Some(old_cron)
+    );
+    assert_eq!(read(new_stage.join("shop/active/crontab")), None);
+    assert_eq!(
+        j.checkpoint_raw("artifacts-active", "shop")
+            .unwrap()
+            .as_deref(),
+        Some("\"old\"")
+    );
+}

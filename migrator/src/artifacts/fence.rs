@@ -4,8 +4,9 @@
 //! the site's jobs, whether they are frozen, and which runs are in progress. It changes only by
 //! compare-and-swap ([`JournalStore::swap_checkpoint_raw`]), so a run's start (token read,
 //! run registered) is atomic against the cutover's moves:
-//! - the freeze sets `frozen` and waits (bounded) for the runs in progress to end
-//!   ([`wait_idle`]; what is still running at the deadline is reported, not killed);
+//! - the freeze sets `frozen` and waits (bounded) for the runs in progress to end ([`settle`]:
+//!   a run whose process died is reaped, not waited for; one still running at the deadline is
+//!   stopped ([`stop`]) or refuses the switch, see `cutover::cron_fence`);
 //! - the switch's commit point sets the owner to `new` (still frozen), the rollback's sets it
 //!   back to `old`; an abort puts `old` and unfrozen back;
 //! - the unfreeze clears `frozen`.
@@ -19,6 +20,7 @@
 //! names its side. A waiter whose slot was overtaken by a newer one while it waited gives way:
 //! a job due during the freeze runs once after the unfreeze, on the owning side.
 
+use super::liveness::{Liveness, ProcId};
 use crate::journal::{JournalError, JournalStore};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -71,6 +73,10 @@ pub struct Running {
     pub side: Side,
     pub slot: i64,
     pub started_ms: i64,
+    /// The process that runs it ([`super::liveness`]): a run whose process died is reaped instead
+    /// of waited for. Absent (an in-process run): waited for until the deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcId>,
 }
 
 /// One run of a job, by slot.
@@ -83,6 +89,9 @@ pub struct RunRecord {
     pub started_ms: i64,
     pub ended_ms: Option<i64>,
     pub exit: Option<i32>,
+    /// Why it ended without an exit status (its process died, or was stopped at a freeze).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<String>,
 }
 
 /// Why a side did not run a slot.
@@ -176,20 +185,94 @@ pub fn unfreeze(j: &mut dyn JournalStore, site: &str) -> Result<(), JournalError
 }
 
 /// Waits up to `deadline` for the site's runs in progress to end; returns those still running
-/// then (to be reported: they are not killed).
+/// then (see [`settle`]).
 pub fn wait_idle(
-    j: &dyn JournalStore,
+    j: &mut dyn JournalStore,
     site: &str,
     deadline: Duration,
 ) -> Result<Vec<Running>, JournalError> {
+    settle(j, site, deadline).map(|s| s.left)
+}
+
+/// What [`settle`] found.
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// Still running at the deadline.
+    pub left: Vec<Running>,
+    /// Registered as running, but their process had died: taken out of the token, their run
+    /// record ended as `lost`.
+    pub dead: Vec<Running>,
+}
+
+/// Waits up to `deadline` for the site's runs in progress to end, reaping those whose process
+/// died ([`reap`]) rather than waiting for them.
+pub fn settle(
+    j: &mut dyn JournalStore,
+    site: &str,
+    deadline: Duration,
+) -> Result<Settled, JournalError> {
     let end = Instant::now() + deadline;
+    let mut dead = Vec::new();
     loop {
+        dead.extend(reap(j, site)?);
         let (_, t) = token(j, site)?;
         if t.running.is_empty() || Instant::now() >= end {
-            return Ok(t.running);
+            return Ok(Settled {
+                left: t.running,
+                dead,
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Takes the runs whose process is dead ([`super::liveness`]: same host and boot only) out of the
+/// token and ends their run records as `lost`; returns them.
+pub fn reap(j: &mut dyn JournalStore, site: &str) -> Result<Vec<Running>, JournalError> {
+    let is_dead = |r: &Running| r.process.as_ref().map(ProcId::liveness) == Some(Liveness::Dead);
+    let mut dead = Vec::new();
+    update(j, site, |t| {
+        dead = t.running.iter().filter(|r| is_dead(r)).cloned().collect();
+        t.running.retain(|r| !is_dead(r));
+        !dead.is_empty()
+    })?;
+    for r in &dead {
+        let key = format!("{}@{}", r.job, r.slot);
+        let Some(raw) = j.checkpoint_raw(&runs_scope(site), &key)? else {
+            continue;
+        };
+        let mut rec: RunRecord =
+            serde_json::from_str(&raw).map_err(|e| bad(j, "cron run record", e))?;
+        if rec.ended_ms.is_some() || rec.side != r.side || rec.started_ms != r.started_ms {
+            continue;
+        }
+        let pid = r.process.as_ref().map_or(0, |p| p.pid);
+        rec.ended_ms = Some(now_ms());
+        rec.lost = Some(format!("its process (pid {pid}) died before it ended"));
+        let json = serde_json::to_string(&rec).map_err(|e| bad(j, "cron run record", e))?;
+        j.swap_checkpoint_raw(&runs_scope(site), &key, Some(&raw), &json)?;
+    }
+    Ok(dead)
+}
+
+/// Stops a run still going past the freeze's wait: its process group gets SIGTERM, then
+/// SIGKILL after `grace` ([`ProcId::stop`]); once it is dead its record ends as
+/// `lost`. The error says why it cannot be stopped from here (another host, no process).
+pub fn stop(
+    j: &mut dyn JournalStore,
+    site: &str,
+    r: &Running,
+    grace: Duration,
+) -> Result<Result<&'static str, String>, JournalError> {
+    let Some(p) = &r.process else {
+        return Ok(Err("no process recorded for it".into()));
+    };
+    let how = match p.stop(grace) {
+        Ok(how) => how,
+        Err(e) => return Ok(Err(e)),
+    };
+    reap(j, site)?;
+    Ok(Ok(how))
 }
 
 /// Every run of the site's jobs, by `JOB@SLOT`.
@@ -217,6 +300,8 @@ pub struct Invocation<'a> {
     /// How long to wait while the site is frozen before giving the slot up.
     pub max_wait: Duration,
     pub poll: Duration,
+    /// The process running the job, registered with it ([`ProcId::me`] in `cron-run`).
+    pub process: Option<ProcId>,
 }
 
 impl Invocation<'_> {
@@ -293,6 +378,7 @@ impl Invocation<'_> {
                 side: self.side,
                 slot,
                 started_ms: started,
+                process: self.process.clone(),
             };
             update(j, self.site, |t| {
                 ok = !t.frozen && t.owner == self.side;
@@ -312,6 +398,7 @@ impl Invocation<'_> {
             started_ms,
             ended_ms: None,
             exit: None,
+            lost: None,
         };
         let key = format!("{}@{slot}", self.job);
         let json = serde_json::to_string(&rec).map_err(|e| bad(j, "cron run record", e))?;

@@ -12,9 +12,11 @@
 //! - [`fence`]: the owner token of a site's jobs (flipped with the switch and the rollback)
 //!   and the journal of their runs; `migrator cron-run` runs a job through it.
 
+pub mod activate;
 pub mod cron;
 pub mod fence;
 pub mod install;
+pub mod liveness;
 pub mod php;
 pub mod tls;
 pub mod web_rules;
@@ -43,6 +45,11 @@ pub struct Artifacts {
     /// [`install::DEFAULT_STAGE`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage_dir: Option<String>,
+    /// Where the old side keeps the site's artifacts on the migrator's host (same layout,
+    /// [`activate`]): disabled at the switch, enabled again at a rollback. Absent: the old
+    /// side's jobs are fenced by the owner token only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_stage_dir: Option<String>,
 }
 
 fn default_cron_wait_s() -> u64 {
@@ -58,6 +65,7 @@ impl Default for Artifacts {
             web_rules: vec![],
             cron_wait_s: default_cron_wait_s(),
             stage_dir: None,
+            old_stage_dir: None,
         }
     }
 }
@@ -70,6 +78,7 @@ impl Artifacts {
             && self.web_rules.is_empty()
             && self.cron_wait_s == default_cron_wait_s()
             && self.stage_dir.is_none()
+            && self.old_stage_dir.is_none()
     }
 
     /// Where prepare stages the artifacts on the new web server.
@@ -260,11 +269,15 @@ pub fn validate(a: &Artifacts) -> Result<(), (String, String)> {
             ));
         }
     }
-    if let Some(d) = &a.stage_dir {
+    for (field, dir) in [
+        ("stage_dir", &a.stage_dir),
+        ("old_stage_dir", &a.old_stage_dir),
+    ] {
+        let Some(d) = dir else { continue };
         let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-');
         if !d.starts_with('/') || !d.chars().all(ok) || d.split('/').any(|p| p == "..") {
             return Err((
-                "stage_dir".into(),
+                field.into(),
                 format!("{d:?}: an absolute path of letters, digits, `/`, `.`, `_`, `-`"),
             ));
         }
@@ -324,6 +337,7 @@ pub fn sample(site: &str) -> Artifacts {
         ],
         cron_wait_s: default_cron_wait_s(),
         stage_dir: None,
+        old_stage_dir: None,
     }
 }
 
@@ -331,3 +345,5 @@ pub fn sample(site: &str) -> Artifacts {
 pub(crate) mod test_pki;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_activate;

@@ -220,6 +220,7 @@ fn inv<'a>(side: Side, s: &'a cron::Schedule, wait_ms: u64) -> Invocation<'a> {
         schedule: s,
         max_wait: Duration::from_millis(wait_ms),
         poll: Duration::from_millis(10),
+        process: None,
     }
 }
 
@@ -304,7 +305,7 @@ fn the_freeze_waits_for_a_run_and_a_slot_due_in_it_runs_after_on_the_owner() {
     }
     fence::freeze(&mut j, "a").unwrap();
     let t0 = std::time::Instant::now();
-    let left = fence::wait_idle(&j, "a", Duration::from_secs(5)).unwrap();
+    let left = fence::wait_idle(&mut j, "a", Duration::from_secs(5)).unwrap();
     assert!(left.is_empty());
     assert!(
         t0.elapsed() >= Duration::from_millis(300),
@@ -359,7 +360,7 @@ fn the_freeze_waits_for_a_run_and_a_slot_due_in_it_runs_after_on_the_owner() {
         std::thread::sleep(Duration::from_millis(5));
     }
     fence::freeze(&mut j, "a").unwrap();
-    let left = fence::wait_idle(&j, "a", Duration::from_millis(50)).unwrap();
+    let left = fence::wait_idle(&mut j, "a", Duration::from_millis(50)).unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!((left[0].side, left[0].slot), (Side::New, slot + 60));
     stuck.join().unwrap();
@@ -467,7 +468,7 @@ fn prepare_stages_everything_disabled_and_all_or_nothing() {
 }
 
 /// A PHP root like Debian's `/etc/php` with `versions` installed.
-fn php_root(d: &Path, versions: &[&str]) -> String {
+pub(super) fn php_root(d: &Path, versions: &[&str]) -> String {
     let root = d.join("php");
     for v in versions {
         std::fs::create_dir_all(root.join(v).join("fpm")).unwrap();

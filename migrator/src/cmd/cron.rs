@@ -117,6 +117,16 @@ pub fn run(command: CronCommand) -> anyhow::Result<i32> {
     }
 }
 
+/// Makes this process the leader of a new process group, which the job's processes join: a
+/// freeze that must stop an overrunning run stops the whole group, and a run whose leader was
+/// killed stays alive while its job does ([`fence::reap`]).
+fn own_group() -> Option<migrator::artifacts::liveness::ProcId> {
+    // SAFETY: setpgid on this process only; failing (already a session leader) leaves it in
+    // its group, which ProcId::me reports.
+    unsafe { libc::setpgid(0, 0) };
+    migrator::artifacts::liveness::ProcId::me()
+}
+
 fn cron_run(a: CronRunArgs) -> anyhow::Result<i32> {
     let spec = SpecFile::load(&a.spec)?;
     let site = spec.site(&a.site)?;
@@ -145,6 +155,7 @@ fn cron_run(a: CronRunArgs) -> anyhow::Result<i32> {
         schedule: &schedule,
         max_wait: Duration::from_secs(a.max_wait),
         poll: Duration::from_millis(200),
+        process: own_group(),
     };
     let argv = if a.command.is_empty() {
         vec!["sh".to_string(), "-c".to_string(), job.command.clone()]

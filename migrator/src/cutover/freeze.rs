@@ -104,6 +104,8 @@ impl Engine<'_> {
 
     pub(crate) fn unfreeze(&mut self) -> Result<(), CutoverError> {
         let spec = self.spec;
+        // Again (idempotent): a run killed right after the switch's phase never got to it.
+        self.ensure_owner(crate::artifacts::fence::Side::New)?;
         self.phase(Phase::Unfreeze, |e| {
             let err = || CutoverError::system(Phase::Unfreeze);
             e.sys

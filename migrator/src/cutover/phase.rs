@@ -155,6 +155,13 @@ pub enum CutoverError {
         field: String,
         message: String,
     },
+    /// A job run still going when the freeze's wait ended, which cannot be stopped from the
+    /// migrator's host: the switch would let it write on the side losing the site.
+    #[error(
+        "site {site}: refusing the switch: {runs}; raise artifacts.cron_wait_s, or stop the \
+         run on its host, then run again"
+    )]
+    CronOverrun { site: String, runs: String },
     #[error("interrupted by the operator before the freeze; the site is still on the old side")]
     Interrupted,
     #[error("{cause}; the site was aborted back to the old side")]

@@ -44,6 +44,7 @@ fn run_on(jp: &Path, side: Side, at: i64) -> Outcome {
         schedule: &s,
         max_wait: Duration::ZERO,
         poll: Duration::from_millis(10),
+        process: None,
     };
     inv.run(&mut j, at, || Ok(0)).unwrap().unwrap()
 }
@@ -65,6 +66,7 @@ fn the_owner_token_follows_the_switch_and_the_rollback() {
             schedule: &s,
             max_wait: Duration::ZERO,
             poll: Duration::from_millis(10),
+            process: None,
         };
         inv.run(&mut j, t + 10, || {
             std::thread::sleep(Duration::from_millis(600));
@@ -153,8 +155,11 @@ fn killed_at_every_action_the_jobs_end_on_the_serving_side_unfrozen() {
     }
 }
 
+/// A run past the freeze's wait that cannot be stopped from here (no process recorded: an
+/// in-process run) refuses the switch: the site is aborted back to the old side, which keeps
+/// the jobs, and the overrun is reported.
 #[test]
-fn a_run_past_the_freeze_wait_is_reported() {
+fn a_run_past_the_freeze_wait_that_cannot_be_stopped_refuses_the_switch() {
     let (_dir, jp, mut spec, rec) = cron_shop();
     spec.artifacts.cron_wait_s = 0;
     let p = jp.clone();
@@ -169,6 +174,7 @@ fn a_run_past_the_freeze_wait_is_reported() {
             schedule: &s,
             max_wait: Duration::ZERO,
             poll: Duration::from_millis(10),
+            process: None,
         };
         inv.run(&mut j, t, || {
             std::thread::sleep(Duration::from_millis(800));
@@ -180,19 +186,22 @@ fn a_run_past_the_freeze_wait_is_reported() {
     while token(&jp).running.is_empty() {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let sys = rec.systems(&spec);
-    let mut j = SqliteJournal::open(&jp).unwrap();
-    let o = opts();
-    let report = Engine::new(&spec, &sys, &mut j, &o).migrate().unwrap();
-    assert_eq!(report.state, SiteState::Live);
-    assert_eq!(report.cron_overruns.len(), 1, "{report:?}");
+    let err = migrate(&spec, &rec, &jp).unwrap_err();
+    let msg = err.to_string();
     assert!(
-        report.cron_overruns[0].contains("job tick (old side"),
-        "{report:?}"
+        msg.contains("refusing the switch")
+            && msg.contains("job tick (old side")
+            && msg.contains("not stoppable from here")
+            && msg.contains("aborted back to the old side"),
+        "{msg}"
     );
+    assert_eq!(serving(&spec, &rec), Ok(Dc::Old));
+    assert_eq!(token(&jp).owner, Side::Old);
+    assert!(!token(&jp).frozen);
+    let j = SqliteJournal::open(&jp).unwrap();
     assert!(j.checkpoint_raw("cron-overrun", "shop").unwrap().is_some());
     drop(j);
-    stuck.join().unwrap();
+    assert_eq!(stuck.join().unwrap(), Outcome::Ran { exit: 0 });
 }
 
 /// A certificate whose key is another's is refused at prepare, naming the field, before the
@@ -239,4 +248,117 @@ fn the_dry_run_prints_what_prepare_stages() {
         all.contains("return 301 https://shop.lab.test/new"),
         "{all}"
     );
+}
+
+fn active(jp: &Path) -> Option<String> {
+    SqliteJournal::open(jp)
+        .unwrap()
+        .checkpoint_raw(crate::cutover::cron_fence::ACTIVE_SCOPE, "shop")
+        .unwrap()
+}
+
+/// Position of the first log line starting with `prefix` at or after `from`.
+fn at(log: &[String], prefix: &str, from: usize) -> usize {
+    from + log[from..]
+        .iter()
+        .position(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} after {from}: {log:?}"))
+}
+
+/// Issue 20: the staged artifacts are enabled on the new side at the switch's commit point
+/// (after the databases resume there, before the unfreeze), the old side's disabled first;
+/// the rollback reverses both; `--dry-run` prints each move.
+#[test]
+fn the_switch_enables_the_new_sides_artifacts_and_the_rollback_reverses_it() {
+    let (_dir, jp, mut spec, rec) = cron_shop();
+    spec.artifacts.old_stage_dir = Some("/srv/old-artifacts".into());
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
+    let log = rec.log();
+    let commit = at(&log, "proxy.resume", at(&log, "data.verify", 0));
+    let off = at(&log, "data.activate_artifacts", commit);
+    assert!(
+        log[off].contains("disable /srv/old-artifacts/shop/active"),
+        "{log:?}"
+    );
+    assert!(
+        log[off + 1].starts_with("data.activate_artifacts")
+            && log[off + 1].contains("enable /var/lib/hostmove/artifacts/shop/active"),
+        "{log:?}"
+    );
+    assert!(at(&log, "haproxy.ready", commit) > off + 1, "{log:?}");
+    assert!(!log[..commit]
+        .iter()
+        .any(|l| l.starts_with("data.activate_artifacts")));
+    assert_eq!(active(&jp).as_deref(), Some("\"new\""));
+
+    let n = log.len();
+    assert_eq!(rollback(&spec, &rec, &jp).unwrap(), SiteState::RolledBack);
+    let log = rec.log();
+    let moves: Vec<&String> = log[n..]
+        .iter()
+        .filter(|l| l.starts_with("data.activate_artifacts"))
+        .collect();
+    assert!(moves[0].contains("disable /var/lib/hostmove/artifacts/shop/active"));
+    assert!(moves[1].contains("enable /srv/old-artifacts/shop/active"));
+    assert_eq!(active(&jp).as_deref(), Some("\"old\""));
+}
+
+/// Killed at the move itself (forward and back), the next run completes it.
+#[test]
+fn killed_while_moving_the_artifacts_the_next_run_completes_the_move() {
+    let (_dir, jp, spec, rec) = cron_shop();
+    rec.set_trap("data.activate_artifacts", Trap::Crash);
+    crash(|| migrate(&spec, &rec, &jp));
+    assert_eq!(active(&jp), None);
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
+    assert_eq!(active(&jp).as_deref(), Some("\"new\""));
+    assert_eq!(token(&jp), unfrozen(Side::New));
+
+    rec.set_trap("data.activate_artifacts", Trap::Crash);
+    crash(|| rollback(&spec, &rec, &jp));
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::RolledBack);
+    assert_eq!(active(&jp).as_deref(), Some("\"old\""));
+    assert_eq!(token(&jp), unfrozen(Side::Old));
+}
+
+/// The same at a rollback's freeze: a run on the new side that cannot be stopped refuses the
+/// rollback; the new side keeps serving and keeps the jobs, unfrozen.
+#[test]
+fn a_run_that_cannot_be_stopped_refuses_the_rollback_and_new_keeps_the_site() {
+    let (_dir, jp, mut spec, rec) = cron_shop();
+    spec.artifacts.cron_wait_s = 0;
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
+    let p = jp.clone();
+    let t = now_s();
+    let stuck = std::thread::spawn(move || {
+        let mut j = SqliteJournal::open(&p).unwrap();
+        let s = Schedule::parse("*/10 * * * * *").unwrap();
+        let inv = Invocation {
+            site: "shop",
+            job: "tick",
+            side: Side::New,
+            schedule: &s,
+            max_wait: Duration::ZERO,
+            poll: Duration::from_millis(10),
+            process: None,
+        };
+        inv.run(&mut j, t, || {
+            std::thread::sleep(Duration::from_millis(800));
+            Ok(0)
+        })
+        .unwrap()
+        .unwrap()
+    });
+    while token(&jp).running.is_empty() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let err = rollback(&spec, &rec, &jp).unwrap_err().to_string();
+    assert!(
+        err.contains("refusing the switch") && err.contains("job tick (new side"),
+        "{err}"
+    );
+    assert_eq!(serving(&spec, &rec), Ok(Dc::New));
+    assert_eq!(token(&jp).owner, Side::New);
+    assert!(!token(&jp).frozen);
+    assert_eq!(stuck.join().unwrap(), Outcome::Ran { exit: 0 });
 }
