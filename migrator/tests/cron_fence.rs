@@ -47,15 +47,15 @@ impl Lab {
         }
     }
 
-    /// `cron-run` of `job` on `side`: its command appends the side's name to `out-JOB`.
+    /// `cron-run` of `job` on `side`: its command appends the side's name to `out-JOB`. The
+    /// journal and the spec file come from the environment, as in the crontab prepare stages
+    /// (`artifacts::install::crontab`).
     fn cron_run(&self, job: &str, side: Side, max_wait: u64) -> Child {
         let out = self.d.join(format!("out-{job}"));
         Command::new(env!("CARGO_BIN_EXE_migrator"))
+            .env("HOSTMOVE_JOURNAL", &self.journal)
+            .env("HOSTMOVE_SITES", &self.spec)
             .arg("cron-run")
-            .arg("--journal")
-            .arg(&self.journal)
-            .arg("--spec")
-            .arg(&self.spec)
             .args(["--site", "shop", "--job", job, "--side", side.as_str()])
             .args(["--max-wait", &max_wait.to_string(), "--", "sh", "-c"])
             .arg(format!("echo {} >> {}", side.as_str(), out.display()))

@@ -92,7 +92,7 @@ fn workers_share_a_wave_and_take_over_a_killed_workers_group() {
     let out = Command::new(bin)
         .args(["worker", "1", "--sites"])
         .arg(&spec_file)
-        .env("MIGRATOR_JOURNAL", &url)
+        .env("HOSTMOVE_JOURNAL", &url)
         .output()
         .unwrap();
     assert!(!out.status.success());

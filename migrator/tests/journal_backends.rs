@@ -185,7 +185,7 @@ fn every_store_case_on_mariadb() {
 }
 
 /// The commands that read the wave's controls, the journal and the route history take a
-/// MariaDB URL too (`--journal` or `MIGRATOR_JOURNAL`), and never show its password.
+/// MariaDB URL too (`--journal` or `HOSTMOVE_JOURNAL`), and never show its password.
 #[test]
 fn commands_steer_a_wave_through_a_mariadb_journal() {
     let server = MariaDb::start().unwrap();
@@ -201,7 +201,7 @@ fn commands_steer_a_wave_through_a_mariadb_journal() {
         let mut c = Command::new(bin);
         c.args(args);
         if env {
-            c.env("MIGRATOR_JOURNAL", &url);
+            c.env("HOSTMOVE_JOURNAL", &url);
         } else {
             c.args(["--journal", &url]);
         }

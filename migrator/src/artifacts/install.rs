@@ -28,8 +28,8 @@ struct StagedFile {
 }
 
 /// The crontab of the site's jobs for the new side, every line disabled: the jobs go through
-/// `migrator cron-run` (its journal and spec from `MIGRATOR_JOURNAL` and `MIGRATOR_SPEC` in
-/// cron's environment), and enabling the file is the switch's business, not prepare's.
+/// `migrator cron-run` (its journal and spec file from `HOSTMOVE_JOURNAL` and `HOSTMOVE_SITES`
+/// in cron's environment, or from /etc/hostmove/migrator.toml), and enabling the file is the switch's business, not prepare's.
 pub fn crontab(site: &str, a: &Artifacts) -> String {
     let mut out = format!("# site {site}: disabled until the switch (migrator prepare)\n");
     for j in &a.cron {

@@ -14,9 +14,10 @@ pub struct CronRunArgs {
     /// both sides: a MariaDB URL, or a file both reach).
     #[arg(long, value_name = "FILE|URL")]
     pub journal: PathBuf,
-    /// The site spec file naming the job (its schedule gives the slot a run belongs to).
-    #[arg(long, value_name = "FILE")]
-    pub spec: PathBuf,
+    /// The site spec file naming the job (its schedule gives the slot a run belongs to); like
+    /// `--journal`, also from `HOSTMOVE_SITES` or /etc/hostmove/migrator.toml.
+    #[arg(long, visible_alias = "spec", value_name = "FILE")]
+    pub sites: PathBuf,
     #[arg(long)]
     pub site: String,
     /// The job's `name` in the site's `artifacts.cron`.
@@ -49,7 +50,7 @@ pub enum CronCommand {
     /// Run a site's scheduled job if, and only if, this side owns the site.
     ///
     /// Installed in the crontab of BOTH sides in place of the job's command:
-    ///   */5 * * * * alice migrator cron-run --journal J --spec sites.json --site alice
+    ///   */5 * * * * alice migrator cron-run --journal J --sites sites.json --site alice
     ///       --job purge --side old
     /// While the site is frozen (its cutover or rollback) the run waits, up to --max-wait;
     /// after the switch only the new side runs it, after a rollback only the old one. Each
@@ -128,7 +129,7 @@ fn own_group() -> Option<migrator::artifacts::liveness::ProcId> {
 }
 
 fn cron_run(a: CronRunArgs) -> anyhow::Result<i32> {
-    let spec = SpecFile::load(&a.spec)?;
+    let spec = SpecFile::load(&a.sites)?;
     let site = spec.site(&a.site)?;
     let job = site
         .artifacts
@@ -138,7 +139,7 @@ fn cron_run(a: CronRunArgs) -> anyhow::Result<i32> {
         .with_context(|| {
             format!(
                 "{}: site {} has no cron job {:?}",
-                a.spec.display(),
+                a.sites.display(),
                 a.site,
                 a.job
             )
