@@ -372,4 +372,24 @@ mod tests {
         assert!(get(&j, "a").unwrap().is_none());
         assert!(all(&j).unwrap().is_empty());
     }
+
+    /// What a bundle capture of this process yields to at once: the sites it holds a freeze
+    /// lease of (not a sync lease), until released or handed over.
+    #[test]
+    fn this_process_s_freezes_are_known_without_reading_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = SqliteJournal::open(&dir.path().join("j")).unwrap();
+        let site = "frozen-here-test-site";
+        let here = || FROZEN_HERE.lock().unwrap().contains(site);
+        let ttl = Duration::from_secs(60);
+        take_kind(&mut j, site, LeaseKind::Sync, ttl).unwrap();
+        assert!(!here(), "a sync lease is no freeze");
+        take(&mut j, site, ttl).unwrap();
+        assert!(here() && frozen_here());
+        release(&mut j, site).unwrap();
+        assert!(!here());
+        take(&mut j, site, ttl).unwrap();
+        hand_over(&mut j, site, "test").unwrap();
+        assert!(!here(), "handed over: the watchdog's now");
+    }
 }
