@@ -15,7 +15,7 @@ use testkit::MariaDb;
 pub fn cmd(d: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_migrator"));
     c.args(args)
-        .env("MIGRATOR_JOURNAL", d.join("j.sqlite"))
+        .env("HOSTMOVE_JOURNAL", d.join("j.sqlite"))
         .env("MIGRATOR_BUNDLE_STORE", d.join("store"))
         .env("MIGRATOR_BUNDLE_KEY", d.join("keys/bundle.key"))
         .env("MIGRATOR_BUNDLE_PUBLIC_KEY", d.join("keys/bundle.key.pub"));
