@@ -21,14 +21,20 @@
 //! final sync and verify) to a second server, FREEZES freezes 300 ms apart; "on": while
 //! `wave run --bundle-store`'s background capture (`bundle::job::Background`, as `wave run`
 //! runs it by default: 50 MiB/s, nice 10) captures the big database of the SAME old server. Only freezes that
-//! ended before that capture did count as "on". Without `--bench` it does nothing.
+//! ended before that capture did count as "on". Each freeze (on and off alike) holds the
+//! site's freeze lease in the journal the capture reads, as the engine does, so the capture
+//! pauses for it ([`migrator::bundle::pause`]); the lease is taken before the timed part and
+//! released after it. The bench prints how many "on" freezes found the capture paused and the
+//! capture's pauses. Without `--bench` it does nothing.
 
 mod common;
 
 use common::{num, positional_args, stats};
 use migrator::bundle::capture::{capture, CaptureOptions};
 use migrator::bundle::job::{Background, BackgroundJob};
+use migrator::bundle::pause;
 use migrator::bundle::store::{BundleStore, LocalStore};
+use migrator::cutover::lease;
 use migrator::db::copy::{copy_database, verify_database, CopyOptions};
 use migrator::journal::{JournalStore, SiteState, SqliteJournal, StepOutcome};
 use std::os::unix::fs::PermissionsExt;
@@ -197,14 +203,18 @@ fn freeze_on_off(
     };
     rt.block_on(copy_database(&src, &dst, "shop", journal(), &full))
         .unwrap();
-    // One freeze: writes before it (the site was live), then the final sync and verify.
-    let freeze = |k: usize| -> f64 {
+    // The freeze lease, in the journal the background capture reads (as the engine holds it).
+    let mut lj = SqliteJournal::open(&d.join("j.sqlite")).unwrap();
+    // One freeze: writes before it (the site was live), then the final sync and verify, under
+    // the site's freeze lease. Returns its time and whether a capture was paused at its end.
+    let mut freeze = |k: usize| -> (f64, bool) {
         old.exec(&format!(
             "INSERT INTO shop.t{} (v) WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 \
              FROM s WHERE n < 20) SELECT MD5(n) FROM s",
             k % 4 + 1
         ))
         .unwrap();
+        lease::take(&mut lj, "shop", Duration::from_secs(60)).unwrap();
         let t = Instant::now();
         rt.block_on(async {
             copy_database(&src, &dst, "shop", journal(), &delta)
@@ -213,10 +223,13 @@ fn freeze_on_off(
             let diffs = verify_database(&src, &dst, "shop").await.unwrap();
             assert!(diffs.is_empty(), "{diffs:?}");
         });
-        t.elapsed().as_secs_f64() * 1e3
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let paused = pause::paused_now();
+        lease::release(&mut lj, "shop").unwrap();
+        (ms, paused)
     };
     let store: Arc<LocalStore> = Arc::new(LocalStore::new(&d.join("store")));
-    let (mut off, mut on, mut dropped) = (Vec::new(), Vec::new(), 0);
+    let (mut off, mut on, mut dropped, mut paused_on) = (Vec::new(), Vec::new(), 0, 0);
     let mut k = 0;
     // What `wave run --bundle-store` uses by default (`--bundle-max-rate 50`).
     let capture_opts = CaptureOptions {
@@ -230,7 +243,7 @@ fn freeze_on_off(
     for _ in 0..pairs {
         for _ in 0..freezes {
             std::thread::sleep(Duration::from_millis(300));
-            off.push(freeze(k));
+            off.push(freeze(k).0);
             k += 1;
         }
         for b in store.list(None).unwrap() {
@@ -254,15 +267,23 @@ fn freeze_on_off(
         let mut samples = Vec::new();
         for _ in 0..freezes {
             std::thread::sleep(Duration::from_millis(300));
-            samples.push((freeze(k), Instant::now()));
+            let (ms, paused) = freeze(k);
+            samples.push((ms, paused, Instant::now()));
             k += 1;
         }
         let r = bg.finish();
         assert!(r.iter().all(|r| r.ok()), "{r:?}");
+        if let Some(c) = r.first().and_then(|r| r.capture.as_ref()) {
+            println!(
+                "  capture: {:.1} s, paused {} times, {:.2} s in all",
+                c.seconds, c.pauses, c.paused_seconds
+            );
+        }
         let end = ended.lock().unwrap().expect("the capture ended");
-        for (ms, at) in samples {
+        for (ms, paused, at) in samples {
             if at <= end {
                 on.push(ms);
+                paused_on += paused as usize;
             } else {
                 dropped += 1;
             }
@@ -288,5 +309,10 @@ fn freeze_on_off(
     println!(
         "ratio (median freeze): on / off = {:.2} ({dropped} 'on' freezes ended after the capture, not counted)",
         stats(&on).0 / stats(&off).0
+    );
+    let (n, secs) = pause::totals();
+    println!(
+        "capture paused at the end of {paused_on} of {} 'on' freezes; {n} pauses, {secs:.2} s in all",
+        on.len()
     );
 }

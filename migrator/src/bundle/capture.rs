@@ -14,6 +14,7 @@
 //! point redoes at most the part it was writing. The manifest and its signature come last.
 
 use super::part::{self, ClientOptions, Throttle};
+use super::pause::Gate;
 use super::state::{self, BundleState, Stage};
 use super::store::{self, BundleRef, BundleStore};
 use super::{
@@ -65,6 +66,9 @@ pub struct CaptureReport {
     pub bytes: u64,
     pub raw_bytes: u64,
     pub seconds: f64,
+    /// Times the capture paused for a freeze ([`super::pause`]), and for how long in all.
+    pub pauses: u64,
+    pub paused_seconds: f64,
 }
 
 /// When the site's switch committed: the end of its last `switch` phase that finished.
@@ -118,6 +122,8 @@ pub fn capture(
             bytes: m.bytes(),
             raw_bytes: m.parts.iter().map(|p| p.raw_bytes).sum(),
             seconds: 0.0,
+            pauses: 0,
+            paused_seconds: 0.0,
         });
     }
     let mut st = BundleState {
@@ -172,6 +178,9 @@ fn run(
     opts: &CaptureOptions,
     b: &BundleRef,
 ) -> Result<CaptureReport> {
+    // Read only from here on: the journal's freeze leases (the gate) and its checksums.
+    let journal: &dyn JournalStore = journal;
+    let gate = Gate::new(Some(journal));
     let mut done = finished_parts(store, b)?;
     let mut report = CaptureReport {
         bundle: b.id(),
@@ -181,12 +190,14 @@ fn run(
         bytes: 0,
         raw_bytes: 0,
         seconds: 0.0,
+        pauses: 0,
+        paused_seconds: 0.0,
     };
-    let mut throttle = Throttle::new(opts.rate);
+    let mut throttle = Throttle::with_gate(opts.rate, &gate);
     let mut order: Vec<String> = Vec::new();
     // Writes `name` unless an earlier run finished it; records it in progress.json.
     let mut part = |name: String,
-                    write: &mut dyn FnMut(&mut Throttle) -> Result<PartInfo>,
+                    write: &mut dyn FnMut(&mut Throttle<'_>) -> Result<PartInfo>,
                     done: &mut BTreeMap<String, PartInfo>,
                     report: &mut CaptureReport|
      -> Result<()> {
@@ -194,6 +205,7 @@ fn run(
         if done.contains_key(&name) {
             return Ok(());
         }
+        gate.wait();
         let info = write(&mut throttle)?;
         done.insert(name.clone(), info);
         report.written.push(name);
@@ -221,6 +233,7 @@ fn run(
             })?;
         let cnf = ClientOptions::new(&url)?;
         for db in &spec.databases {
+            gate.wait();
             let (charset, collation, sums) = describe_db(journal, &url, db)?;
             let name = super::part_name("db", db, ".sql.zst");
             part(
@@ -318,6 +331,10 @@ fn run(
         });
     }
 
+    (report.pauses, report.paused_seconds) = {
+        let (n, d) = gate.stats();
+        (n, d.as_secs_f64())
+    };
     let parts: Vec<PartInfo> = order.iter().filter_map(|n| done.get(n).cloned()).collect();
     report.bytes = parts.iter().map(|p| p.bytes).sum();
     report.raw_bytes = parts.iter().map(|p| p.raw_bytes).sum();

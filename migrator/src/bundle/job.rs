@@ -7,8 +7,9 @@
 //! which is the consistency point as soon as the switch committed; it needs nothing from the
 //! freeze, so it must not lengthen it. A site is handed over once its outcome is `live` (after
 //! its unfreeze); the thread runs at a lower CPU priority (nice 10, inherited by
-//! `mariadb-dump` and `tar`) and each capture is held to the byte rate of its
-//! [`CaptureOptions`]. Resumable as any capture: a wave killed meanwhile leaves the bundle
+//! `mariadb-dump` and `tar`), each capture is held to the byte rate of its
+//! [`CaptureOptions`], and it pauses while any site is frozen ([`super::pause`]: this
+//! process's freeze leases and the journal's), so a freeze is not made longer by it. Resumable as any capture: a wave killed meanwhile leaves the bundle
 //! `capturing` in the journal, and the next run (or `bundle capture`) keeps its finished parts.
 
 use super::capture::{self, CaptureOptions, CaptureReport};

@@ -19,6 +19,8 @@
 //!   manifest and optionally a tar), resumed after a kill without redoing finished parts;
 //! - `check.rs`: `verify` (signature, every part's hash, the dumps restored into scratch
 //!   databases and compared with the checksums recorded at the switch) and `restore`;
+//! - `pause.rs`: a capture pauses while a site is frozen (this process's freeze leases and the
+//!   journal's), so that the freeze is not made longer;
 //! - `job.rs`: one site's capture then verification, recorded in the journal, and the
 //!   background thread that does it for each site of a wave as soon as it is live;
 //! - `state.rs`: a site's bundle state in the journal (what `finalize`, `status`, the
@@ -32,6 +34,7 @@ pub mod capture;
 pub mod check;
 pub mod job;
 pub mod part;
+pub mod pause;
 pub mod sign;
 pub mod state;
 pub mod store;

@@ -4,6 +4,7 @@
 //! ([`super::store::PartSink::commit`]). Also the option file that gives `mariadb-dump` and
 //! `mariadb` their credentials (mode 0600, deleted on drop), never a command line.
 
+use super::pause::Gate;
 use super::store::PartSink;
 use super::{BundleError, PartInfo, PartKind, Result};
 use std::io::{Read, Write};
@@ -17,26 +18,40 @@ const CHUNK: usize = 1 << 20;
 
 /// A byte-rate limit over everything one capture reads (its parts one after the other), so a
 /// capture never loads the old side's disks or network more than asked: the work loop calls
-/// [`Throttle::obey`] with each chunk, which sleeps while the capture is ahead of the rate.
-#[derive(Debug)]
-pub struct Throttle {
+/// [`Throttle::obey`] with each chunk, which sleeps while the capture is ahead of the rate,
+/// and, with a [`Gate`], while a site is frozen (the time paused is not caught up after).
+pub struct Throttle<'g> {
     bytes_per_sec: Option<u64>,
     start: Instant,
     bytes: u64,
+    gate: Option<&'g Gate<'g>>,
 }
 
-impl Throttle {
+impl<'g> Throttle<'g> {
     /// `None`: no limit.
-    pub fn new(bytes_per_sec: Option<u64>) -> Throttle {
+    pub fn new(bytes_per_sec: Option<u64>) -> Throttle<'static> {
         Throttle {
             bytes_per_sec: bytes_per_sec.filter(|r| *r > 0),
             start: Instant::now(),
             bytes: 0,
+            gate: None,
+        }
+    }
+
+    /// [`Throttle::new`], also pausing while `gate` says a site is frozen.
+    pub fn with_gate(bytes_per_sec: Option<u64>, gate: &'g Gate<'g>) -> Throttle<'g> {
+        Throttle {
+            gate: Some(gate),
+            ..Throttle::new(bytes_per_sec)
         }
     }
 
     pub fn obey(&mut self, n: usize) {
         self.bytes += n as u64;
+        if let Some(g) = self.gate {
+            // The rate's clock stops while paused: no burst to catch up afterwards.
+            self.start += g.wait();
+        }
         let Some(rate) = self.bytes_per_sec else {
             return;
         };
@@ -73,7 +88,7 @@ pub fn write_part(
     name: &str,
     kind: PartKind,
     mut src: impl Read,
-    throttle: &mut Throttle,
+    throttle: &mut Throttle<'_>,
 ) -> Result<PartInfo> {
     let io = |e: std::io::Error| BundleError::Io {
         path: name.into(),
@@ -118,7 +133,7 @@ pub fn write_part_from_child(
     kind: PartKind,
     mut cmd: Command,
     what: &str,
-    throttle: &mut Throttle,
+    throttle: &mut Throttle<'_>,
 ) -> Result<PartInfo> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let fail = |message: String| BundleError::Program {
@@ -145,7 +160,7 @@ fn write_part_checked(
     name: &str,
     kind: PartKind,
     src: impl Read,
-    throttle: &mut Throttle,
+    throttle: &mut Throttle<'_>,
     child: &mut std::process::Child,
 ) -> Result<PartInfo> {
     struct Gate {

@@ -297,9 +297,17 @@ fn capture_line(r: &capture::CaptureReport) -> String {
     if r.already {
         format!("{}: already complete ({} bytes)", r.bundle, r.bytes)
     } else {
+        let paused = if r.pauses > 0 {
+            format!(
+                " (paused {} time(s), {:.1} s in all, while sites were frozen)",
+                r.pauses, r.paused_seconds
+            )
+        } else {
+            String::new()
+        };
         format!(
             "{}: captured: {} parts written, {} kept from an earlier run; {:.1} MiB stored \
-             ({:.1} MiB before compression) in {:.1} s",
+             ({:.1} MiB before compression) in {:.1} s{paused}",
             r.bundle,
             r.written.len(),
             r.skipped.len(),

@@ -70,6 +70,28 @@ pub struct Lease {
     pub handed_over: Option<String>,
 }
 
+/// The sites this process holds a freeze lease of (what a bundle capture of this process
+/// yields to at once, [`crate::bundle::pause`]).
+static FROZEN_HERE: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn frozen_here_set(site: &str, frozen: bool) {
+    let mut s = FROZEN_HERE.lock().unwrap_or_else(|e| e.into_inner());
+    if frozen {
+        s.insert(site.to_string());
+    } else {
+        s.remove(site);
+    }
+}
+
+/// Whether this process holds a freeze lease now (a site of its own is frozen).
+pub fn frozen_here() -> bool {
+    !FROZEN_HERE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_empty()
+}
+
 /// This host's boot id, if the kernel tells.
 fn boot_id() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -226,6 +248,7 @@ pub fn take_kind(
             },
         });
     }
+    frozen_here_set(site, kind == LeaseKind::Freeze);
     Ok(())
 }
 
@@ -233,6 +256,8 @@ pub fn take_kind(
 /// is gone (recovered by us). Another live owner's lease is left alone.
 pub fn release(journal: &mut dyn JournalStore, site: &str) -> Result<(), CutoverError> {
     let (raw, cur) = current(journal, site)?;
+    // Whoever holds it now, this process holds no lease of `site` any more.
+    frozen_here_set(site, false);
     match cur {
         None => Ok(()),
         Some(l) if !l.is_ours() && !l.expired(now_ms()) => Ok(()),
@@ -256,6 +281,7 @@ pub fn hand_over(
     let Some(mut l) = cur.filter(Lease::is_ours) else {
         return Ok(());
     };
+    frozen_here_set(site, false);
     l.expires_ms = now_ms();
     l.handed_over = Some(why.to_string());
     let json = serde_json::to_string(&l).expect("lease serializes");
@@ -345,5 +371,25 @@ mod tests {
         release(&mut j, "a").unwrap();
         assert!(get(&j, "a").unwrap().is_none());
         assert!(all(&j).unwrap().is_empty());
+    }
+
+    /// What a bundle capture of this process yields to at once: the sites it holds a freeze
+    /// lease of (not a sync lease), until released or handed over.
+    #[test]
+    fn this_process_s_freezes_are_known_without_reading_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = SqliteJournal::open(&dir.path().join("j")).unwrap();
+        let site = "frozen-here-test-site";
+        let here = || FROZEN_HERE.lock().unwrap().contains(site);
+        let ttl = Duration::from_secs(60);
+        take_kind(&mut j, site, LeaseKind::Sync, ttl).unwrap();
+        assert!(!here(), "a sync lease is no freeze");
+        take(&mut j, site, ttl).unwrap();
+        assert!(here() && frozen_here());
+        release(&mut j, site).unwrap();
+        assert!(!here());
+        take(&mut j, site, ttl).unwrap();
+        hand_over(&mut j, site, "test").unwrap();
+        assert!(!here(), "handed over: the watchdog's now");
     }
 }
