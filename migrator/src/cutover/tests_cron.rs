@@ -33,8 +33,8 @@ fn now_s() -> i64 {
         .as_secs() as i64
 }
 
-/// Runs the job `tick` on `side` for the slot due now (no wait).
-fn run_on(jp: &Path, side: Side, at: i64) -> Outcome {
+/// Runs the job `tick` on `side` for the slot `at` (no wait), the job taking `takes`.
+fn run_for(jp: &Path, side: Side, at: i64, takes: Duration) -> Outcome {
     let mut j = SqliteJournal::open(jp).unwrap();
     let s = Schedule::parse("*/10 * * * * *").unwrap();
     let inv = Invocation {
@@ -46,7 +46,32 @@ fn run_on(jp: &Path, side: Side, at: i64) -> Outcome {
         poll: Duration::from_millis(10),
         process: None,
     };
-    inv.run(&mut j, at, || Ok(0)).unwrap().unwrap()
+    inv.run(&mut j, at, || {
+        std::thread::sleep(takes);
+        Ok(0)
+    })
+    .unwrap()
+    .unwrap()
+}
+
+/// Runs the job `tick` on `side` for the slot due now (no wait).
+fn run_on(jp: &Path, side: Side, at: i64) -> Outcome {
+    run_for(jp, side, at, Duration::ZERO)
+}
+
+/// A run of `tick` on `side` taking `takes`, in a thread; returns once it is in progress.
+fn run_in_progress(
+    jp: &Path,
+    side: Side,
+    at: i64,
+    takes: Duration,
+) -> std::thread::JoinHandle<Outcome> {
+    let p = jp.to_path_buf();
+    let run = std::thread::spawn(move || run_for(&p, side, at, takes));
+    while token(jp).running.is_empty() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    run
 }
 
 #[test]
@@ -55,29 +80,7 @@ fn the_owner_token_follows_the_switch_and_the_rollback() {
     let t = now_s();
     assert_eq!(run_on(&jp, Side::Old, t), Outcome::Ran { exit: 0 });
     // A long run on the old side, in progress when the freeze comes.
-    let p = jp.clone();
-    let long = std::thread::spawn(move || {
-        let mut j = SqliteJournal::open(&p).unwrap();
-        let s = Schedule::parse("*/10 * * * * *").unwrap();
-        let inv = Invocation {
-            site: "shop",
-            job: "tick",
-            side: Side::Old,
-            schedule: &s,
-            max_wait: Duration::ZERO,
-            poll: Duration::from_millis(10),
-            process: None,
-        };
-        inv.run(&mut j, t + 10, || {
-            std::thread::sleep(Duration::from_millis(600));
-            Ok(0)
-        })
-        .unwrap()
-        .unwrap()
-    });
-    while token(&jp).running.is_empty() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let long = run_in_progress(&jp, Side::Old, t + 10, Duration::from_millis(600));
     assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
     // The freeze waited for it: it ended before the switch began.
     assert!(long.is_finished(), "the cutover did not wait for the run");
@@ -162,30 +165,8 @@ fn killed_at_every_action_the_jobs_end_on_the_serving_side_unfrozen() {
 fn a_run_past_the_freeze_wait_that_cannot_be_stopped_refuses_the_switch() {
     let (_dir, jp, mut spec, rec) = cron_shop();
     spec.artifacts.cron_wait_s = 0;
-    let p = jp.clone();
     let t = now_s();
-    let stuck = std::thread::spawn(move || {
-        let mut j = SqliteJournal::open(&p).unwrap();
-        let s = Schedule::parse("*/10 * * * * *").unwrap();
-        let inv = Invocation {
-            site: "shop",
-            job: "tick",
-            side: Side::Old,
-            schedule: &s,
-            max_wait: Duration::ZERO,
-            poll: Duration::from_millis(10),
-            process: None,
-        };
-        inv.run(&mut j, t, || {
-            std::thread::sleep(Duration::from_millis(800));
-            Ok(0)
-        })
-        .unwrap()
-        .unwrap()
-    });
-    while token(&jp).running.is_empty() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let stuck = run_in_progress(&jp, Side::Old, t, Duration::from_millis(800));
     let err = migrate(&spec, &rec, &jp).unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -328,30 +309,8 @@ fn a_run_that_cannot_be_stopped_refuses_the_rollback_and_new_keeps_the_site() {
     let (_dir, jp, mut spec, rec) = cron_shop();
     spec.artifacts.cron_wait_s = 0;
     assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
-    let p = jp.clone();
     let t = now_s();
-    let stuck = std::thread::spawn(move || {
-        let mut j = SqliteJournal::open(&p).unwrap();
-        let s = Schedule::parse("*/10 * * * * *").unwrap();
-        let inv = Invocation {
-            site: "shop",
-            job: "tick",
-            side: Side::New,
-            schedule: &s,
-            max_wait: Duration::ZERO,
-            poll: Duration::from_millis(10),
-            process: None,
-        };
-        inv.run(&mut j, t, || {
-            std::thread::sleep(Duration::from_millis(800));
-            Ok(0)
-        })
-        .unwrap()
-        .unwrap()
-    });
-    while token(&jp).running.is_empty() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let stuck = run_in_progress(&jp, Side::New, t, Duration::from_millis(800));
     let err = rollback(&spec, &rec, &jp).unwrap_err().to_string();
     assert!(
         err.contains("refusing the switch") && err.contains("job tick (new side"),
