@@ -1,6 +1,6 @@
 //! The cutover scenarios against the real lab with the real `migrator` and `sql-proxy`
 //! binaries, traffic running throughout: `wave-basic`, `rollback`, `crash-resume`, `wave-bigdb`,
-//! `tunnel-flap`, `proxy-restart`. They run one at a time (a lab each) and with 10 sites instead of the
+//! `tunnel-flap`, `proxy-restart`, `wave-bundles`. They run one at a time (a lab each) and with 10 sites instead of the
 //! scenario files' sizes where those are larger (`wave-basic` is 50 in its file), to keep the
 //! suite within a few minutes in debug on 2 cores. Root only (CI runs as root).
 
@@ -209,4 +209,25 @@ fn proxy_partition_cut_off_proxy_fences_and_no_write_reaches_the_old_side() {
         r.check.non_owner_checked > 0,
         "no write after a switch was checked"
     );
+}
+
+#[test]
+fn wave_bundles_verify_restore_the_switch_name_tampering_and_expire_exactly() {
+    let Some(r) = run("wave-bundles", 5) else {
+        return;
+    };
+    let m = r.migration.expect("migration report");
+    assert_eq!(m.states.get("live"), Some(&5), "{:?}", m.states);
+    assert!(r.check.lost_writes.is_empty() && r.check.non_owner_writes.is_empty());
+    // What the scenario proved (its findings, if any, failed `run` already).
+    let has = |p: &str| m.events.iter().any(|e| e.contains(p));
+    assert!(has("5 bundles verified"), "{:?}", m.events);
+    let restored = m
+        .events
+        .iter()
+        .filter(|e| e.contains("_at_switch equals old-dc"))
+        .count();
+    assert_eq!(restored, 2, "{:?}", m.events);
+    assert!(has("named by verify (exit 1)"), "{:?}", m.events);
+    assert!(has("deleted") && has("only, 4 kept"), "{:?}", m.events);
 }

@@ -147,6 +147,10 @@ pub enum BundleCmd {
         /// Say which would be deleted, delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Decide as if it were this instant (Unix ms) instead of now: with --dry-run, what
+        /// a run at that time would delete.
+        #[arg(long, value_name = "MS")]
+        now_ms: Option<i64>,
         #[arg(long)]
         json: bool,
     },
@@ -575,12 +579,16 @@ pub fn run(c: BundleCommand) -> anyhow::Result<i32> {
         BundleCmd::Expire {
             store,
             dry_run,
+            now_ms,
             json,
         } => {
             let st = store.open()?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_millis() as i64;
+            let now = match now_ms {
+                Some(ms) => ms,
+                None => std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_millis() as i64,
+            };
             let gone = store::expire(&*st, now, dry_run)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&gone)?);

@@ -10,7 +10,9 @@
 //!   and brought back up later;
 //! - `proxy_restart`: the wave, with old-dc's `sql-proxy` SIGKILLed (the current child's PID
 //!   from its supervisor, which restarts it) once each listed fraction of the wave's sites has
-//!   switched; afterwards every switched database must still be routed `new` by the proxy.
+//!   switched; afterwards every switched database must still be routed `new` by the proxy;
+//! - `wave_bundles`: the wave with `--bundle-store`, then the consistency-point bundles checked
+//!   against the lab ([`bundles`]).
 //!
 //! Afterwards every site's placement is read from the systems ([`crate::serving`]): each site
 //! must be on exactly one side and unfrozen, with the journal state the kind expects. Freeze
@@ -29,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+mod bundles;
 pub mod fleet;
 mod kinds;
 
@@ -41,6 +44,8 @@ pub enum Kind {
     CrashResume,
     TunnelFlap,
     ProxyRestart,
+    /// The wave capturing each site's bundle (`--bundle-store`), then the bundles checked.
+    WaveBundles,
     /// Fleet lab only (`fleet.rs`): workers, one SIGKILLed mid-wave.
     FleetWave,
     /// Fleet lab only: a Galera node SIGKILLed mid-wave.
@@ -274,8 +279,24 @@ impl Migrator {
             "--max-failures",
             "1000",
         ]);
+        if sec.kind == Kind::WaveBundles {
+            cmd.arg("--bundle-store")
+                .arg(self.bundle_store())
+                .arg("--bundle-key")
+                .arg(self.bundle_key());
+        }
         self.log_to(&mut cmd);
         cmd
+    }
+
+    /// `--bundle-store` of `wave_bundles`.
+    fn bundle_store(&self) -> PathBuf {
+        self.dir.join("bundles")
+    }
+
+    /// The bundles' signing key (created by the wave; its public key beside it as `.pub`).
+    fn bundle_key(&self) -> PathBuf {
+        self.dir.join("bundle.key")
     }
 
     fn log_to(&self, cmd: &mut Command) {
@@ -438,7 +459,7 @@ pub fn run(
     let mut faults = Vec::new();
     let t0 = Instant::now();
     let res = match sec.kind {
-        Kind::Wave => kinds::wave_once(m, sec, &mut r),
+        Kind::Wave | Kind::WaveBundles => kinds::wave_once(m, sec, &mut r),
         Kind::Rollback => {
             kinds::wave_once(m, sec, &mut r).and_then(|_| kinds::rollback(m, sec, &mut r))
         }
@@ -627,6 +648,9 @@ pub fn finish(
             )),
             _ => {}
         }
+    }
+    if sec.kind == Kind::WaveBundles {
+        bundles::check(st, m, r);
     }
 }
 
