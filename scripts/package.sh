@@ -16,6 +16,9 @@ version="$(cargo metadata --no-deps --format-version 1 \
 version="${version:-0.1.0}"
 arch="$(dpkg --print-architecture)"
 out="target/debian"
+# Only this build's packages: check-packages.sh installs every .deb found here, and an older
+# build's left beside them would be installed over these.
+rm -f "$out"/hostmove-*.deb
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
