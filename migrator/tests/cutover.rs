@@ -36,6 +36,14 @@ fn two_dcs(body: &'static str) -> (Web, Web, HaproxyServer, HaproxyServer) {
     (old, new, old_hp, new_hp)
 }
 
+/// The new side's server in maintenance, as before a move: the switch makes it ready.
+fn new_side_in_maint(new_hp: &HaproxyServer) -> Haproxy {
+    let lb = Haproxy::new(new_hp.socket());
+    lb.set_server_admin("be_shop", "srv", AdminState::Maint)
+        .unwrap();
+    lb
+}
+
 fn spec(
     dir: &std::path::Path,
     old_hp: &HaproxyServer,
@@ -113,10 +121,7 @@ fn site_moves_through_real_haproxy_and_rolls_back_with_new_side_writes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (old, new, old_hp, new_hp) = two_dcs("shop front page");
-    let new_lb = Haproxy::new(new_hp.socket());
-    new_lb
-        .set_server_admin("be_shop", "srv", AdminState::Maint)
-        .unwrap();
+    let new_lb = new_side_in_maint(&new_hp);
 
     let spec = spec(d, &old_hp, &new_hp, &old, &new);
     let home = &spec.homes[0];
@@ -325,9 +330,7 @@ fn a_watched_home_moves_through_its_feed_and_is_compared_after_the_switch() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (old, new, old_hp, new_hp) = two_dcs("shop front page");
-    Haproxy::new(new_hp.socket())
-        .set_server_admin("be_shop", "srv", AdminState::Maint)
-        .unwrap();
+    new_side_in_maint(&new_hp);
     let mut spec = spec(d, &old_hp, &new_hp, &old, &new);
     let home = spec.homes[0].clone();
     std::fs::create_dir_all(home.old.join("www/uploads")).unwrap();
@@ -398,9 +401,7 @@ fn cron_jobs_run_once_per_slot_on_the_owning_side_through_migrate_and_rollback()
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (old, new, old_hp, new_hp) = two_dcs("shop front page");
-    Haproxy::new(new_hp.socket())
-        .set_server_admin("be_shop", "srv", AdminState::Maint)
-        .unwrap();
+    new_side_in_maint(&new_hp);
     let mut spec = spec(d, &old_hp, &new_hp, &old, &new);
     spec.artifacts.cron = vec![migrator::artifacts::CronJob {
         name: "tick".into(),
