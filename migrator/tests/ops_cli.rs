@@ -24,11 +24,7 @@ impl Drop for Running {
 /// naming its address, and the token it printed once on stdout.
 fn serve_log(extra: &[&str]) -> (Vec<String>, String) {
     let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("j.sqlite");
-    SqliteJournal::open(&journal)
-        .unwrap()
-        .set_site_state("shop", SiteState::Synced)
-        .unwrap();
+    let journal = journal_with_shop(dir.path());
     let mut child = Running(
         Command::new(bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--journal"])
@@ -98,14 +94,20 @@ fn dashboard_log_lines_as_json() {
     }
 }
 
-#[test]
-fn status_reads_the_journal_from_the_config_file_and_the_environment_beats_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("j.sqlite");
+/// A journal in `dir` with one site, `shop`, synced.
+fn journal_with_shop(dir: &std::path::Path) -> std::path::PathBuf {
+    let journal = dir.join("j.sqlite");
     SqliteJournal::open(&journal)
         .unwrap()
         .set_site_state("shop", SiteState::Synced)
         .unwrap();
+    journal
+}
+
+#[test]
+fn status_reads_the_journal_from_the_config_file_and_the_environment_beats_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_with_shop(dir.path());
     let config = dir.path().join("migrator.toml");
     std::fs::write(
         &config,
@@ -164,11 +166,7 @@ fn status_reads_the_journal_from_the_config_file_and_the_environment_beats_it() 
 #[test]
 fn wave_pause_dry_run_records_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("j.sqlite");
-    SqliteJournal::open(&journal)
-        .unwrap()
-        .set_site_state("shop", SiteState::Synced)
-        .unwrap();
+    let journal = journal_with_shop(dir.path());
     let j = journal.to_str().unwrap();
     let run = |args: &[&str]| {
         let out = Command::new(bin())
