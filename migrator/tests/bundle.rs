@@ -8,7 +8,7 @@
 
 mod bundle_support;
 
-use bundle_support::{capture, cmd, migrator, only, rows, text, Bed};
+use bundle_support::{capture, capture_cmd, migrator, only, rows, text, Bed};
 use migrator::journal::SqliteJournal;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
@@ -294,21 +294,7 @@ fn a_capture_killed_mid_part_resumes_without_redoing_finished_parts() {
     let bed = Bed::start(&[("big", &["big_a", "big_b"])], &sql);
     let d = bed.d();
     bed.switch("big", &["big_a", "big_b"]);
-    let sites = d.join("sites.json");
-    let mut child = cmd(
-        d,
-        &[
-            "bundle",
-            "capture",
-            "big",
-            "--sites",
-            sites.to_str().unwrap(),
-            "--max-rate",
-            "1",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let mut child = capture_cmd(d, "big", &["--max-rate", "1"]).spawn().unwrap();
     // Wait until the first part is finished, then SIGKILL the capture while it writes the
     // second.
     let start = Instant::now();

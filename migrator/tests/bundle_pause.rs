@@ -6,7 +6,7 @@
 
 mod bundle_support;
 
-use bundle_support::{cmd, text, Bed};
+use bundle_support::{capture_cmd, text, Bed};
 use migrator::cutover::lease;
 use migrator::journal::SqliteJournal;
 use std::path::Path;
@@ -47,24 +47,11 @@ fn a_capture_makes_no_progress_while_a_freeze_lease_is_held_and_resumes_after() 
     // Another site of the fleet is frozen (this process is its live migrator).
     lease::take(&mut j, "other", Duration::from_secs(120)).unwrap();
 
-    let sites = d.join("sites.json");
-    let mut child = cmd(
-        d,
-        &[
-            "bundle",
-            "capture",
-            "big",
-            "--sites",
-            sites.to_str().unwrap(),
-            "--max-rate",
-            "1",
-            "--json",
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = capture_cmd(d, "big", &["--max-rate", "1", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
 
     // Frozen before the capture started: it does not start its part.
     std::thread::sleep(Duration::from_millis(1500));

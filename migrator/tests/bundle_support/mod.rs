@@ -26,8 +26,8 @@ pub fn migrator(d: &Path, args: &[&str]) -> Output {
     cmd(d, args).output().unwrap()
 }
 
-/// `bundle capture SITE --sites d/sites.json` and `extra`.
-pub fn capture(d: &Path, site: &str, extra: &[&str]) -> Output {
+/// `bundle capture SITE --sites d/sites.json` and `extra`, to spawn or run.
+pub fn capture_cmd(d: &Path, site: &str, extra: &[&str]) -> Command {
     let sites = d.join("sites.json");
     let mut args = vec![
         "bundle",
@@ -37,7 +37,12 @@ pub fn capture(d: &Path, site: &str, extra: &[&str]) -> Output {
         sites.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    migrator(d, &args)
+    cmd(d, &args)
+}
+
+/// [`capture_cmd`], run to its end.
+pub fn capture(d: &Path, site: &str, extra: &[&str]) -> Output {
+    capture_cmd(d, site, extra).output().unwrap()
 }
 
 /// A test bed: an old and a new MariaDB server, `old.url` (the sites' old SQL server) and
