@@ -20,6 +20,17 @@ pub struct Recovered {
     pub result: Result<Recovery, RecoveryError>,
 }
 
+impl Recovered {
+    /// How it ended, as the commands print it: `recovered, now STATE` or
+    /// `recovery FAILED: WHY`.
+    pub fn outcome(&self) -> String {
+        match &self.result {
+            Ok(st) => format!("recovered, now {st}"),
+            Err(e) => format!("recovery FAILED: {e}"),
+        }
+    }
+}
+
 /// How a recovery ended (shown, and serialized, as the state's name or `already recovered`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recovery {

@@ -340,10 +340,7 @@ fn wave_run(
                 r.site,
                 r.lease.pid,
                 r.lease.host,
-                match &r.result {
-                    Ok(st) => format!("recovered, now {st}"),
-                    Err(e) => format!("recovery FAILED: {e}"),
-                }
+                r.outcome()
             );
         }
         // The proxy must route every database where the journal says its data is: a wave

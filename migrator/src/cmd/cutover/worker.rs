@@ -150,10 +150,7 @@ fn print_event(ev: Event<'_>) {
             r.site,
             r.lease.pid,
             r.lease.host,
-            match &r.result {
-                Ok(st) => format!("recovered, now {st}"),
-                Err(e) => format!("recovery FAILED: {e}"),
-            }
+            r.outcome()
         ),
         Event::WatchFailed(e) => eprintln!("warning: the frozen-site watchdog could not look: {e}"),
         Event::Ran {
