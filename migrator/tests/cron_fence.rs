@@ -157,6 +157,34 @@ fn both_sides_cron_fire_and_only_the_owner_runs_each_slot_once() {
     assert_eq!(v["runs"].as_array().unwrap().len(), 2);
 }
 
+/// The job learns the slot it runs for and its side (the lab's cron job names its row and file
+/// by them, so a run lost or run twice can be counted).
+#[test]
+fn the_job_runs_with_its_slot_and_side_in_the_environment() {
+    let lab = Lab::new();
+    let out = lab.d.join("env-out");
+    let st = Command::new(env!("CARGO_BIN_EXE_migrator"))
+        .env("HOSTMOVE_JOURNAL", &lab.journal)
+        .env("HOSTMOVE_SITES", &lab.spec)
+        .arg("cron-run")
+        .args([
+            "--site", "shop", "--job", "before", "--side", "old", "--", "sh", "-c",
+        ])
+        .arg(format!(
+            "echo \"$HOSTMOVE_CRON_SIDE $HOSTMOVE_CRON_SLOT\" > {}",
+            out.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success(), "{st}");
+    let runs = fence::runs(&lab.journal(), "shop").unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        format!("old {}\n", runs[0].slot)
+    );
+}
+
 #[test]
 fn an_unknown_job_or_side_is_refused_by_name() {
     let lab = Lab::new();

@@ -55,7 +55,9 @@ pub enum CronCommand {
     /// While the site is frozen (its cutover or rollback) the run waits, up to --max-wait;
     /// after the switch only the new side runs it, after a rollback only the old one. Each
     /// slot (due time) runs once, whichever side asks. Every run is recorded (side, start,
-    /// end, exit) and so is every refusal: `migrator cron-runs` lists them.
+    /// end, exit) and so is every refusal: `migrator cron-runs` lists them. The job runs
+    /// with HOSTMOVE_CRON_SLOT (the due time it runs for, unix seconds) and
+    /// HOSTMOVE_CRON_SIDE (old|new) in its environment.
     ///
     /// Exit status: the job's own; 0 when refused or already run (the other side's cron is
     /// expected to fire too); 2 when the journal or spec cannot be read.
@@ -163,10 +165,17 @@ fn cron_run(a: CronRunArgs) -> anyhow::Result<i32> {
     } else {
         a.command.clone()
     };
+    // The slot `run` claims (the same due time, from the same instant), for the job to name
+    // what it writes by.
+    let slot = schedule.last_due(now);
     let outcome = inv.run(journal.as_mut(), now, || {
-        let status = std::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .status()?;
+        let mut cmd = std::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env("HOSTMOVE_CRON_SIDE", a.side.as_str());
+        if let Some(s) = slot {
+            cmd.env("HOSTMOVE_CRON_SLOT", s.to_string());
+        }
+        let status = cmd.status()?;
         Ok(status.code().unwrap_or(128))
     })?;
     let outcome = outcome.with_context(|| format!("job {}: starting {:?}", a.job, argv[0]))?;
