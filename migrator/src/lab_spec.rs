@@ -8,6 +8,7 @@
 //! The new side is prepared over SSH on new-dc's sshd (host key from the lab's known_hosts),
 //! which runs in new-dc's mount namespace: the compat path and nginx map entry land there.
 
+use crate::artifacts::{Artifacts, CronJob};
 use crate::site_spec::{
     check_map_entry, check_site_name, Budget, FingerprintSpec, HomeSpec, LbSpec, ProxySpec,
     SiteSpec, SpecError, SpecFile, TunnelSpec, WebHostSpec,
@@ -29,6 +30,21 @@ struct Lab {
     sites: Vec<LabSite>,
     #[serde(default)]
     tunnel: Option<LabTunnel>,
+    /// `lab up --artifacts` (issue 20); absent in other labs and older states.
+    #[serde(default)]
+    artifacts: Option<LabArtifacts>,
+}
+
+/// The lab's cron job of every site and where each side keeps the site's artifacts.
+#[derive(Deserialize)]
+struct LabArtifacts {
+    stage_dir: PathBuf,
+    old_stage_dir: PathBuf,
+    job: String,
+    schedule: String,
+    user: String,
+    /// Relative to the site's home.
+    script: String,
 }
 
 #[derive(Deserialize)]
@@ -257,7 +273,21 @@ pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecE
                 path: "/?op=about".into(),
             }),
             budget: opts.budget.clone(),
-            artifacts: Default::default(),
+            artifacts: lab
+                .artifacts
+                .as_ref()
+                .map(|a| Artifacts {
+                    cron: vec![CronJob {
+                        name: a.job.clone(),
+                        schedule: a.schedule.clone(),
+                        command: format!("php {}", old_home(&s.login).join(&a.script).display()),
+                        user: a.user.clone(),
+                    }],
+                    stage_dir: Some(a.stage_dir.to_string_lossy().into_owned()),
+                    old_stage_dir: Some(a.old_stage_dir.to_string_lossy().into_owned()),
+                    ..Default::default()
+                })
+                .unwrap_or_default(),
         })
         .collect();
     let file = SpecFile { sites };
@@ -337,6 +367,8 @@ mod tests {
             w.nginx_reload,
             "kill -HUP \"$(cat '/lab/new-dc/nginx.pid')\""
         );
+        // A lab without artifacts (or a state from before them): none in the spec.
+        assert!(s.artifacts.is_empty());
         let md = std::fs::metadata(&s.old_db_url_file).unwrap();
         assert_eq!(md.permissions().mode() & 0o777, 0o600);
         assert_eq!(
@@ -373,6 +405,28 @@ mod tests {
                 "{value:?}: files written before refusing"
             );
         }
+        // `lab up --artifacts`: the site's cron job, run by path under its old home, and
+        // both sides' stages.
+        let mut with = state.clone();
+        with["artifacts"] = serde_json::json!({
+            "stage_dir": "/lab/new-dc/artifacts", "old_stage_dir": "/lab/old-dc/artifacts",
+            "env_file": "/lab/cron/env", "job": "tick", "schedule": "*/10 * * * * *",
+            "user": "root", "script": "www/cron.php", "out_dir": "www/cron"
+        });
+        std::fs::write(&sp, with.to_string()).unwrap();
+        let f = specs_from_lab(&sp, &opts).unwrap();
+        let a = &f.sites[0].artifacts;
+        assert_eq!(a.stage_dir.as_deref(), Some("/lab/new-dc/artifacts"));
+        assert_eq!(a.old_stage_dir.as_deref(), Some("/lab/old-dc/artifacts"));
+        assert_eq!(
+            a.cron,
+            vec![CronJob {
+                name: "tick".into(),
+                schedule: "*/10 * * * * *".into(),
+                command: "php /homez.3/site0001/www/cron.php".into(),
+                user: "root".into(),
+            }]
+        );
         // A missing field is named.
         std::fs::write(&sp, r#"{"zone":"lab.test","state_dir":"/lab"}"#).unwrap();
         let e = specs_from_lab(&sp, &opts).unwrap_err().to_string();
