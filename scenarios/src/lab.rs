@@ -34,6 +34,9 @@ pub struct LabConfig {
     /// The fleet topology: a 3-node Galera control store and a second proxy instance
     /// (`src/galera.rs`, `src/sql_proxy.rs`).
     pub fleet: bool,
+    /// Issue 20: each site gets a cron job and each DC a cron daemon ([`crate::cron_lab`]).
+    /// Off: the lab is built exactly as before.
+    pub artifacts: bool,
 }
 
 impl LabConfig {
@@ -46,6 +49,7 @@ impl LabConfig {
             tunnel: true,
             tmpfs: true,
             fleet: false,
+            artifacts: false,
         }
     }
     pub fn state_dir(&self) -> PathBuf {
@@ -148,6 +152,7 @@ fn skeleton(cfg: &LabConfig, run: &str, old_filer: u32, new_filer: u32) -> LabSt
         inventory_dir: None,
         sql_proxy: None,
         fleet: cfg.fleet.then(|| crate::galera::skeleton(run, &dir)),
+        artifacts: cfg.artifacts.then(|| crate::cron_lab::skeleton(&dir)),
     }
 }
 
@@ -158,7 +163,9 @@ pub fn up(cfg: &LabConfig) -> Result<LabState> {
     if LabState::path(&dir).exists() {
         let old = LabState::load(&dir)?;
         let healthy = crate::status::status(&old).iter().all(|s| s.healthy);
-        let same = old.sites.len() == cfg.sites && old.fleet.is_some() == cfg.fleet;
+        let same = old.sites.len() == cfg.sites
+            && old.fleet.is_some() == cfg.fleet
+            && old.artifacts.is_some() == cfg.artifacts;
         if old.phase == Phase::Up && same && healthy {
             return Ok(old);
         }
@@ -495,6 +502,12 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
         t_web.elapsed().as_secs_f64(),
     ));
     st.inventory_dir = Some(crate::inventory::write(st, &cfg.spec)?);
+    if let Some(a) = st.artifacts.clone() {
+        steps.time("artifacts: cron jobs, crond per dc", || {
+            crate::cron_lab::install(st, &a)?;
+            crate::cron_lab::start(st, &a)
+        })?;
+    }
     if cfg.tunnel {
         steps.time("tunnel up and healthy", || crate::tunnel_link::up(st))?;
         st.save()?;

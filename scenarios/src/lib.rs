@@ -20,6 +20,8 @@
 //!   goes through `drivers::http`; a probe from a namespace makes its connection on a thread
 //!   that has joined it ([`topology::in_netns`]).
 //! - [`check`]: proves zero lost writes and counts failures from a traffic log.
+//! - [`cron_lab`]: `lab up --artifacts`, each site's cron job and the DCs' cron daemons
+//!   ([`crond`], `scenarios crond`).
 //! - [`faults`]: faults injected during a scenario (HAProxy maintenance, SQL server pause).
 //! - [`scenario`]: `scenario.toml` + `expect.toml`, `scenarios run <name>`.
 //! - [`migration`]: the `[migration]` a scenario runs with the real `migrator` (wave, rollback,
@@ -27,6 +29,8 @@
 //!   proxy, HAProxy and DNS.
 
 pub mod check;
+pub mod cron_lab;
+pub mod crond;
 pub mod dc_services;
 pub mod dns;
 pub mod error;

@@ -86,6 +86,19 @@ enum Cmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// The lab's cron daemon (one per DC, started by `lab up --artifacts`): every second, runs
+    /// the due lines of every DIR/*/active/crontab (`SCHEDULE USER COMMAND`, 6-field
+    /// schedules with seconds first) with `sh -c`; the commands get HOSTMOVE_JOURNAL and
+    /// HOSTMOVE_SITES from --env-file (re-read each second) or this environment.
+    Crond {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+        /// Put first on the commands' PATH (the directory holding `migrator`).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
     /// Check a traffic log against the lab: failed requests and lost writes (on the side that
     /// serves each site now, read from the SQL proxy, HAProxy and DNS).
     Check {
@@ -114,6 +127,10 @@ enum LabCmd {
         /// sql-proxy on old-dc's second DB endpoint (`sql2.old.lab.test`), both in one fleet.
         #[arg(long)]
         fleet: bool,
+        /// Issue 20: every site gets a cron job (every 10 s, a row and a file per run), each
+        /// DC a cron daemon (`scenarios crond`) over its artifacts stage.
+        #[arg(long)]
+        artifacts: bool,
         #[arg(long)]
         small_files: Option<usize>,
         #[arg(long)]
@@ -150,6 +167,7 @@ fn main() -> anyhow::Result<()> {
                 no_tunnel,
                 on_disk,
                 fleet,
+                artifacts,
                 small_files,
                 large_files,
                 large_file_kib,
@@ -161,6 +179,7 @@ fn main() -> anyhow::Result<()> {
                 cfg.tunnel = !no_tunnel;
                 cfg.tmpfs = !on_disk;
                 cfg.fleet = fleet;
+                cfg.artifacts = artifacts;
                 cfg.spec = SiteSpec {
                     small_files: small_files.unwrap_or(d.small_files),
                     large_files: large_files.unwrap_or(d.large_files),
@@ -171,13 +190,18 @@ fn main() -> anyhow::Result<()> {
                 if dry_run {
                     println!(
                         "would build lab `{name}` in {}: namespaces old-dc, new-dc, dns, client, internet; \
-{sites} sites ({} small + {} large files of {} KiB, {} rows each) on old-dc; tunnel: {}",
+{sites} sites ({} small + {} large files of {} KiB, {} rows each) on old-dc; tunnel: {}{}",
                         cfg.state_dir().display(),
                         cfg.spec.small_files,
                         cfg.spec.large_files,
                         cfg.spec.large_file_kib,
                         cfg.spec.rows,
-                        cfg.tunnel
+                        cfg.tunnel,
+                        if cfg.artifacts {
+                            "; artifacts: a cron job per site, crond in old-dc and new-dc"
+                        } else {
+                            ""
+                        }
                     );
                     return Ok(());
                 }
@@ -309,6 +333,15 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Cmd::Crond {
+            dir,
+            env_file,
+            bin_dir,
+        } => scenarios::crond::run(&scenarios::crond::Options {
+            stage: dir,
+            env_file,
+            bin_dir,
+        }),
         Cmd::Supervise {
             service,
             status_file,

@@ -80,3 +80,51 @@ try {
     out(500, ['ok' => false, 'error' => get_class($e) . ': ' . $e->getMessage()]);
 }
 "#;
+
+/// `cron.php` (`lab up --artifacts`, issue 20): the site's scheduled job, run by
+/// `migrator cron-run` (which sets `HOSTMOVE_CRON_SLOT` and `HOSTMOVE_CRON_SIDE`). Like the
+/// app it includes `config.php` by ABSOLUTE path and writes through the OLD DB hostname: one
+/// line appended to `<out_dir>/<job>-<slot>.txt` (a second run of the slot on the same filer
+/// makes a second line) and one row in `events` with token `cron-<login>-<job>-<slot>`
+/// ([`cron_token`]; unique: a second run on the same database fails). Any failure exits
+/// non-zero (`cron-run` records the exit).
+pub fn cron_php(config_abs_path: &str, out_dir_abs: &str, job: &str) -> String {
+    CRON_PHP
+        .replace("@CONFIG@", config_abs_path)
+        .replace("@OUT@", out_dir_abs)
+        .replace("@JOB@", job)
+}
+
+/// The `events` token of a cron run of `login`'s `job` for `slot`.
+pub fn cron_token(login: &str, job: &str, slot: i64) -> String {
+    format!("cron-{login}-{job}-{slot}")
+}
+
+/// The file a cron run of `job` for `slot` writes, in the job's output directory.
+pub fn cron_file(job: &str, slot: i64) -> String {
+    format!("{job}-{slot}.txt")
+}
+
+const CRON_PHP: &str = r#"<?php
+// hostmove staging lab: the site's cron job (one row and one file per slot).
+require '@CONFIG@';
+mysqli_report(MYSQLI_REPORT_ERROR | MYSQLI_REPORT_STRICT);
+$slot = getenv('HOSTMOVE_CRON_SLOT');
+$side = getenv('HOSTMOVE_CRON_SIDE') ?: '?';
+if ($slot === false || !preg_match('/^[0-9]{1,12}$/', $slot)) {
+    fwrite(STDERR, "cron.php: no HOSTMOVE_CRON_SLOT (run it through migrator cron-run)\n");
+    exit(2);
+}
+$file = '@OUT@/@JOB@-' . $slot . '.txt';
+$line = $side . ' ' . getmypid() . ' ' . sprintf('%.3f', microtime(true)) . "\n";
+if (file_put_contents($file, $line, FILE_APPEND | LOCK_EX) === false) {
+    fwrite(STDERR, "cron.php: writing $file failed\n");
+    exit(1);
+}
+$db = new mysqli(DB_HOST, DB_USER, DB_PASS, DB_NAME);
+$token = 'cron-' . SITE_LOGIN . '-@JOB@-' . $slot;
+$site = SITE_LOGIN;
+$st = $db->prepare('INSERT INTO events (token, site, body) VALUES (?, ?, ?)');
+$st->bind_param('sss', $token, $site, $side);
+$st->execute();
+"#;

@@ -201,7 +201,7 @@ fn start_instance(st: &mut LabState, inst: &Instance, store_node: usize) -> Resu
     let status_file = root.join("supervisor.json");
     let _ = std::fs::remove_file(&status_file);
     let sup_log = dirs.logs.join(format!("{}-supervisor.log", inst.dir));
-    let mut cmd = std::process::Command::new(supervisor_exe()?);
+    let mut cmd = std::process::Command::new(scenarios_exe()?);
     cmd.args(["supervise", "--service", inst.service, "--status-file"])
         .arg(&status_file)
         .arg("--child-log")
@@ -259,9 +259,9 @@ pub fn fleet_toml(f: &FleetState, instance: &str, store_node: usize) -> String {
     )
 }
 
-/// The `scenarios` binary that runs `scenarios supervise`: this one when it is `scenarios`,
+/// The `scenarios` binary that runs `scenarios supervise` (and `crond`): this one when it is `scenarios`,
 /// else found (or built) like the other workspace binaries (tests, `lab-bench`).
-fn supervisor_exe() -> Result<std::path::PathBuf> {
+pub(crate) fn scenarios_exe() -> Result<std::path::PathBuf> {
     match std::env::current_exe() {
         Ok(e) if e.file_name().is_some_and(|n| n == "scenarios") => Ok(e),
         _ => crate::tools::find_or_build("scenarios"),

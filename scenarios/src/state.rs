@@ -80,6 +80,29 @@ pub struct LabState {
     /// The fleet topology (`lab up --fleet`): a Galera control store and a second proxy.
     #[serde(default)]
     pub fleet: Option<FleetState>,
+    /// `lab up --artifacts` (issue 20): each site's cron job and the DCs' cron daemons.
+    #[serde(default)]
+    pub artifacts: Option<ArtifactsState>,
+}
+
+/// `lab up --artifacts`: every site has one cron job (`job`, `schedule`, run as `user`:
+/// `php <home>/<script>`, which writes a row and a file named by its slot), staged for the
+/// migrator under `stage_dir` on new-dc (written at prepare over SSH) and active from `lab up`
+/// under `old_stage_dir` on old-dc. Each DC runs `scenarios crond` over its stage
+/// (`old-dc/crond`, `new-dc/crond`); its commands get the migration's journal and spec file
+/// from `env_file` (written when a migration is set up).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactsState {
+    pub stage_dir: PathBuf,
+    pub old_stage_dir: PathBuf,
+    pub env_file: PathBuf,
+    pub job: String,
+    pub schedule: String,
+    pub user: String,
+    /// Relative to the site's home: `www/cron.php`.
+    pub script: String,
+    /// Relative to the site's home: where each run writes its file (`www/cron`).
+    pub out_dir: String,
 }
 
 /// `lab up --fleet` (issue 17): a 3-node Galera cluster as the shared control store (the

@@ -43,7 +43,7 @@ fn pid_of(st: &LabState, service: &str) -> Option<(i32, bool)> {
         .map(|p| (p.pid, process::alive(p)))
 }
 
-fn line(
+pub(crate) fn line(
     st: &LabState,
     service: String,
     namespace: &str,
@@ -226,6 +226,9 @@ pub fn status(st: &LabState) -> Vec<ServiceStatus> {
     dc_lines(st, &st.new, &mut out);
     if st.tunnel.is_some() {
         out.push(crate::tunnel_link::status(st));
+    }
+    if let Some(a) = &st.artifacts {
+        crate::cron_lab::status_lines(st, a, &mut out);
     }
     if let Some(f) = &st.fleet {
         for n in &f.nodes {
