@@ -1,8 +1,9 @@
 //! The cutover scenarios against the real lab with the real `migrator` and `sql-proxy`
 //! binaries, traffic running throughout: `wave-basic`, `rollback`, `crash-resume`, `wave-bigdb`,
-//! `tunnel-flap`, `proxy-restart`, `wave-bundles`. They run one at a time (a lab each) and with 10 sites instead of the
-//! scenario files' sizes where those are larger (`wave-basic` is 50 in its file), to keep the
-//! suite within a few minutes in debug on 2 cores. Root only (CI runs as root).
+//! `tunnel-flap`, `proxy-restart`, `wave-bundles`, `wave-artifacts`, `rollback-artifacts`. They
+//! run one at a time (a lab each) and with 10 sites instead of the scenario files' sizes where
+//! those are larger (`wave-basic` is 50 in its file), to keep the suite within a few minutes in
+//! debug on 2 cores. Root only (CI runs as root).
 
 use scenarios::scenario::{self, RunOptions, ScenarioReport};
 use std::path::PathBuf;
@@ -230,4 +231,51 @@ fn wave_bundles_verify_restore_the_switch_name_tampering_and_expire_exactly() {
     assert_eq!(restored, 2, "{:?}", m.events);
     assert!(has("named by verify (exit 1)"), "{:?}", m.events);
     assert!(has("deleted") && has("only, 4 kept"), "{:?}", m.events);
+}
+
+/// The cron counts of a scenario's report (`cron: N sites checked: A runs on old, B on new, …`).
+fn cron_runs(events: &[String]) -> (usize, usize) {
+    let e = events
+        .iter()
+        .find(|e| e.starts_with("cron: "))
+        .unwrap_or_else(|| panic!("no cron summary in {events:?}"));
+    let num = |after: &str| -> usize {
+        e.split(after)
+            .next()
+            .and_then(|x| x.split_whitespace().last())
+            .and_then(|x| x.parse().ok())
+            .unwrap_or_else(|| panic!("{e}"))
+    };
+    (num(" runs on old"), num(" on new,"))
+}
+
+#[test]
+fn wave_artifacts_each_cron_slot_once_on_the_owner_nothing_lost() {
+    let Some(r) = run("wave-artifacts", 5) else {
+        return;
+    };
+    let m = r.migration.expect("migration report");
+    assert_eq!(m.states.get("live"), Some(&5), "{:?}", m.states);
+    assert!(r.check.lost_writes.is_empty() && r.check.non_owner_writes.is_empty());
+    // Both sides ran the jobs: old-dc during the warmup, new-dc after the switches (the
+    // per-site findings, if any, failed `run` already).
+    let (old, new) = cron_runs(&m.events);
+    assert!(
+        old >= 5 && new >= 10,
+        "old {old}, new {new}: {:?}",
+        m.events
+    );
+}
+
+#[test]
+fn rollback_artifacts_cron_back_on_old_dc_each_slot_once() {
+    let Some(r) = run("rollback-artifacts", 5) else {
+        return;
+    };
+    let m = r.migration.expect("migration report");
+    assert_eq!(m.states.get("rolled_back"), Some(&1), "{:?}", m.states);
+    assert_eq!(m.states.get("live"), Some(&4), "{:?}", m.states);
+    assert!(r.check.lost_writes.is_empty());
+    let (old, new) = cron_runs(&m.events);
+    assert!(old >= 7 && new >= 8, "old {old}, new {new}: {:?}", m.events);
 }

@@ -12,7 +12,9 @@
 //!   from its supervisor, which restarts it) once each listed fraction of the wave's sites has
 //!   switched; afterwards every switched database must still be routed `new` by the proxy;
 //! - `wave_bundles`: the wave with `--bundle-store`, then the consistency-point bundles checked
-//!   against the lab ([`bundles`]).
+//!   against the lab ([`bundles`]);
+//! - `wave_artifacts`, `rollback_artifacts`: `wave` and `rollback` in a lab with artifacts
+//!   (`[lab] artifacts = true`), the sites' cron jobs checked through them ([`cron_check`]).
 //!
 //! Afterwards every site's placement is read from the systems ([`crate::serving`]): each site
 //! must be on exactly one side and unfrozen, with the journal state the kind expects. Freeze
@@ -32,6 +34,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 mod bundles;
+mod cron_check;
 pub mod fleet;
 mod kinds;
 
@@ -46,12 +49,25 @@ pub enum Kind {
     ProxyRestart,
     /// The wave capturing each site's bundle (`--bundle-store`), then the bundles checked.
     WaveBundles,
+    /// The wave in a lab with artifacts (`[lab] artifacts = true`): the sites' cron jobs
+    /// checked through it ([`cron_check`]).
+    WaveArtifacts,
+    /// `rollback` in a lab with artifacts: the cron jobs checked through the switch and the
+    /// rollback.
+    RollbackArtifacts,
     /// Fleet lab only (`fleet.rs`): workers, one SIGKILLed mid-wave.
     FleetWave,
     /// Fleet lab only: a Galera node SIGKILLed mid-wave.
     StoreNodeLoss,
     /// Fleet lab only: the second proxy cut off from the store during a switch.
     ProxyPartition,
+}
+
+impl Kind {
+    /// A wave followed by the rollback of `rollback_site`.
+    pub fn rolls_back(self) -> bool {
+        matches!(self, Kind::Rollback | Kind::RollbackArtifacts)
+    }
 }
 
 /// `[migration]` of a scenario.
@@ -256,6 +272,13 @@ impl Migrator {
             "--out",
             &m.plan.to_string_lossy(),
         ]))?;
+        if let Some(a) = &st.artifacts {
+            // The cron daemons' `cron-run` check the migration's owner tokens: the journal
+            // exists before the wave, and both daemons are pointed at it and at the spec.
+            migrator::journal::open_journal_at(&m.journal)
+                .map_err(|e| LabError::Internal(format!("creating the journal: {e}")))?;
+            crate::cron_lab::write_env(a, &m.journal, &m.sites_file)?;
+        }
         Ok(m)
     }
 
@@ -459,8 +482,8 @@ pub fn run(
     let mut faults = Vec::new();
     let t0 = Instant::now();
     let res = match sec.kind {
-        Kind::Wave | Kind::WaveBundles => kinds::wave_once(m, sec, &mut r),
-        Kind::Rollback => {
+        Kind::Wave | Kind::WaveBundles | Kind::WaveArtifacts => kinds::wave_once(m, sec, &mut r),
+        Kind::Rollback | Kind::RollbackArtifacts => {
             kinds::wave_once(m, sec, &mut r).and_then(|_| kinds::rollback(m, sec, &mut r))
         }
         Kind::CrashResume => kinds::crash_resume(m, sec, &mut r),
@@ -629,7 +652,7 @@ pub fn finish(
         let state = states.get(&s.site).copied().unwrap_or_default();
         let in_wave = wave.contains(&s.site.as_str());
         let rolled = sec.rollback_site.as_deref() == Some(s.site.as_str());
-        let want = match (in_wave, rolled && sec.kind == Kind::Rollback) {
+        let want = match (in_wave, rolled && sec.kind.rolls_back()) {
             (_, true) => Some(Side::Old),
             (true, false) => Some(Side::New),
             (false, false) => None,
@@ -651,6 +674,19 @@ pub fn finish(
     }
     if sec.kind == Kind::WaveBundles {
         bundles::check(st, m, r);
+    }
+    if matches!(sec.kind, Kind::WaveArtifacts | Kind::RollbackArtifacts) {
+        let final_side = |site: &str| {
+            let in_wave = wave.contains(&site);
+            match (
+                in_wave,
+                sec.rollback_site.as_deref() == Some(site) && sec.kind.rolls_back(),
+            ) {
+                (true, false) => Side::New,
+                _ => Side::Old,
+            }
+        };
+        cron_check::check(st, m, &final_side, r);
     }
 }
 
