@@ -83,31 +83,36 @@ pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
     engine.take_lease()?;
     checkpoints::stamp(engine.journal, &site, Checkpoint::Rollback)?;
     checkpoints::stamp(engine.journal, &site, Checkpoint::FreezeStartedMs)?;
-    let frozen = engine.phase(Phase::RollbackFreeze, |e| {
-        let err = || CutoverError::system(Phase::RollbackFreeze);
-        e.sys
-            .lb_old
-            .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Maint)
-            .map_err(drv(Dc::Old))
-            .map_err(err())?;
-        e.sys
-            .lb_new
-            .set_server_admin(&spec.new_lb.backend, &spec.new_lb.server, AdminState::Maint)
-            .map_err(drv(Dc::New))
-            .map_err(err())?;
-        // As in the forward freeze: requests admitted before the maintenance finish (on
-        // both VIPs, which both reach the new web) before the databases pause and copy back.
-        e.drain(spec, Dc::Old, Phase::RollbackFreeze)?;
-        e.drain(spec, Dc::New, Phase::RollbackFreeze)?;
-        for db in &spec.databases {
-            let r = e.sys.proxy.route(db).map_err(err())?;
-            if r.side == spec.proxy.new_side && !r.paused() {
-                e.sys.proxy.pause(db).map_err(err())?;
+    // The site's cron jobs first, as in the forward freeze: a run in progress ends before the
+    // databases pause (a job writing its database would otherwise wait on the pause while the
+    // freeze waits on it, until the wait runs out and the run is stopped).
+    let frozen = engine.fence_freeze();
+    let frozen = frozen.and_then(|()| {
+        engine.phase(Phase::RollbackFreeze, |e| {
+            let err = || CutoverError::system(Phase::RollbackFreeze);
+            e.sys
+                .lb_old
+                .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Maint)
+                .map_err(drv(Dc::Old))
+                .map_err(err())?;
+            e.sys
+                .lb_new
+                .set_server_admin(&spec.new_lb.backend, &spec.new_lb.server, AdminState::Maint)
+                .map_err(drv(Dc::New))
+                .map_err(err())?;
+            // As in the forward freeze: requests admitted before the maintenance finish (on
+            // both VIPs, which both reach the new web) before the databases pause and copy back.
+            e.drain(spec, Dc::Old, Phase::RollbackFreeze)?;
+            e.drain(spec, Dc::New, Phase::RollbackFreeze)?;
+            for db in &spec.databases {
+                let r = e.sys.proxy.route(db).map_err(err())?;
+                if r.side == spec.proxy.new_side && !r.paused() {
+                    e.sys.proxy.pause(db).map_err(err())?;
+                }
             }
-        }
-        Ok(((), 0))
+            Ok(((), 0))
+        })
     });
-    let frozen = frozen.and_then(|()| engine.fence_freeze());
     if let Err(cause) = frozen {
         // Never left half frozen: the new side serves again.
         return Err(give_up(engine, cause));

@@ -321,3 +321,47 @@ fn a_run_that_cannot_be_stopped_refuses_the_rollback_and_new_keeps_the_site() {
     assert!(!token(&jp).frozen);
     assert_eq!(stuck.join().unwrap(), Outcome::Ran { exit: 0 });
 }
+
+/// The rollback's freeze waits for a run in progress on the new side before it pauses the
+/// databases (as the forward freeze does): a job writing its database ends, instead of waiting
+/// on the pause until the freeze's wait runs out and the run is stopped.
+#[test]
+fn the_rollback_waits_for_a_run_in_progress_before_pausing_the_databases() {
+    let (_dir, jp, spec, rec) = cron_shop();
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
+    let n = rec.log().len();
+    let t = now_s();
+    let (p, r) = (jp.clone(), rec.clone());
+    // The job "writes its database" at its end: it must find it not paused by the rollback.
+    let run = std::thread::spawn(move || {
+        let mut j = SqliteJournal::open(&p).unwrap();
+        let s = Schedule::parse("*/10 * * * * *").unwrap();
+        let inv = Invocation {
+            site: "shop",
+            job: "tick",
+            side: Side::New,
+            schedule: &s,
+            max_wait: Duration::ZERO,
+            poll: Duration::from_millis(10),
+            process: None,
+        };
+        inv.run(&mut j, t, || {
+            std::thread::sleep(Duration::from_millis(500));
+            let paused = r.log()[n..].iter().any(|l| l.starts_with("proxy.pause"));
+            Ok(if paused { 1 } else { 0 })
+        })
+        .unwrap()
+        .unwrap()
+    });
+    while token(&jp).running.is_empty() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(rollback(&spec, &rec, &jp).unwrap(), SiteState::RolledBack);
+    assert_eq!(
+        run.join().unwrap(),
+        Outcome::Ran { exit: 0 },
+        "the run found the database paused: {:?}",
+        &rec.log()[n..]
+    );
+    assert_eq!(token(&jp), unfrozen(Side::Old));
+}
