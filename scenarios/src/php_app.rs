@@ -85,15 +85,21 @@ try {
 /// `migrator cron-run` (which sets `HOSTMOVE_CRON_SLOT` and `HOSTMOVE_CRON_SIDE`). Like the
 /// app it includes `config.php` by ABSOLUTE path and writes through the OLD DB hostname: one
 /// line appended to `<out_dir>/<job>-<slot>.txt` (a second run of the slot on the same filer
-/// makes a second line) and one row in `events` with token `cron-<login>-<job>-<slot>`
-/// ([`cron_token`]; unique: a second run on the same database fails). Any failure exits
-/// non-zero (`cron-run` records the exit).
+/// makes a second line), then [`CRON_WORK_MS`] of work, then one row in `events` with token
+/// `cron-<login>-<job>-<slot>` ([`cron_token`]; unique: a second run on the same database
+/// fails). Any failure exits non-zero (`cron-run` records the exit).
 pub fn cron_php(config_abs_path: &str, out_dir_abs: &str, job: &str) -> String {
     CRON_PHP
         .replace("@CONFIG@", config_abs_path)
         .replace("@OUT@", out_dir_abs)
         .replace("@JOB@", job)
+        .replace("@WORK_US@", &(CRON_WORK_MS * 1000).to_string())
 }
+
+/// How long the lab's cron job works between its file and its row: like customers' jobs it
+/// takes a while, so a cutover or rollback often finds a run in progress whose database write
+/// is still to come (the freeze must let it end before the databases pause).
+pub const CRON_WORK_MS: u64 = 1000;
 
 /// The `events` token of a cron run of `login`'s `job` for `slot`.
 pub fn cron_token(login: &str, job: &str, slot: i64) -> String {
@@ -121,6 +127,7 @@ if (file_put_contents($file, $line, FILE_APPEND | LOCK_EX) === false) {
     fwrite(STDERR, "cron.php: writing $file failed\n");
     exit(1);
 }
+usleep(@WORK_US@);
 $db = new mysqli(DB_HOST, DB_USER, DB_PASS, DB_NAME);
 $token = 'cron-' . SITE_LOGIN . '-@JOB@-' . $slot;
 $site = SITE_LOGIN;

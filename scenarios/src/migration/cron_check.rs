@@ -31,12 +31,14 @@ use migrator::artifacts::fence::{self, RunRecord, Side};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-/// A due time whose `cron-run` started this long before its site's freeze may be refused: the
-/// daemon starts a due line up to ~1 s after its second (it ticks once a second), and
-/// `cron-run` needs up to another second on a loaded 2-core machine to read the token; a run
-/// that finds the site frozen waits, and gives its slot up if the freeze outlasts the next due
-/// time. So a slot due up to 2 s before the freeze began can be lost to it, never earlier.
-pub const EARLY_MS: u64 = 2_000;
+/// A due time can be lost to a freeze only when its `cron-run` finds the site's jobs frozen
+/// and the freeze outlasts the next due time. The jobs freeze before the freeze step the
+/// journal shows begins: the migrator first waits for the runs in progress, up to one run of
+/// the lab's job ([`crate::php_app::CRON_WORK_MS`] plus PHP's start and the row: under 2 s on
+/// a loaded 2-core machine). And a due line starts up to ~1 s late (the daemon ticks once a
+/// second) and `cron-run` needs up to another second to read the token. So a slot due up to
+/// 4 s before the freeze step began can be lost to it, never earlier.
+pub const EARLY_MS: u64 = 4_000;
 /// A slot due after the unfreeze's end finds the site unfrozen; its step's end is written a
 /// moment after the token flips, so 1 s covers the clock read.
 pub const LATE_MS: u64 = 1_000;
@@ -289,6 +291,23 @@ impl SiteCron {
     }
 }
 
+/// Waits up to `timeout` for a run of `site`'s jobs to be in progress; returns it.
+pub(super) fn wait_for_run(m: &Migrator, site: &str, timeout: Duration) -> Option<fence::Running> {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        let running = m
+            .journal()
+            .ok()
+            .and_then(|j| fence::token(j.as_ref(), site).ok())
+            .and_then(|(_, t)| t.running.into_iter().next());
+        if running.is_some() {
+            return running;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
 /// Stops new runs (the daemons' env file removed) and waits for those in progress to end.
 fn pause(a: &ArtifactsState, st: &LabState, m: &Migrator, r: &mut MigrationReport) {
     let _ = std::fs::remove_file(&a.env_file);
@@ -432,6 +451,7 @@ pub(super) fn check(
     };
     let mut total = Counted::default();
     let mut sites = 0;
+    let before = r.violations.len();
     for s in &st.sites {
         let fin = match final_side(&s.login) {
             crate::state::Side::Old => Side::Old,
@@ -475,10 +495,18 @@ pub(super) fn check(
         total.skipped_in_freeze += counted.skipped_in_freeze;
         sites += 1;
     }
+    let findings = r.violations.len() - before;
     r.events.push(format!(
         "cron: {sites} sites checked: {} runs on old, {} on new, {} due time(s) skipped inside \
-         freezes, every run's row and file on the serving side",
-        total.runs_old, total.runs_new, total.skipped_in_freeze
+         freezes, {}",
+        total.runs_old,
+        total.runs_new,
+        total.skipped_in_freeze,
+        if findings == 0 {
+            "every run once, on its owner, its row and file on the serving side".to_string()
+        } else {
+            format!("{findings} finding(s)")
+        }
     ));
 }
 

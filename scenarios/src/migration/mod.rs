@@ -483,9 +483,30 @@ pub fn run(
     let t0 = Instant::now();
     let res = match sec.kind {
         Kind::Wave | Kind::WaveBundles | Kind::WaveArtifacts => kinds::wave_once(m, sec, &mut r),
-        Kind::Rollback | Kind::RollbackArtifacts => {
+        Kind::Rollback => {
             kinds::wave_once(m, sec, &mut r).and_then(|_| kinds::rollback(m, sec, &mut r))
         }
+        Kind::RollbackArtifacts => kinds::wave_once(m, sec, &mut r).and_then(|_| {
+            // The rollback starts while a run of the site's job is in progress on new-dc:
+            // its freeze must let it end (it writes the database the rollback pauses).
+            std::thread::sleep(std::time::Duration::from_secs_f64(sec.rollback_after_secs));
+            let site = sec.rollback_site.as_deref().unwrap_or_default();
+            match cron_check::wait_for_run(m, site, std::time::Duration::from_secs(15)) {
+                Some(run) => r.events.push(format!(
+                    "rollback of {site} started with its slot {} running on the {} side",
+                    run.slot,
+                    run.side.as_str()
+                )),
+                None => r.violations.push(format!(
+                    "cron: no run of {site} seen in progress within 15 s before its rollback"
+                )),
+            }
+            let now = MigrationSection {
+                rollback_after_secs: 0.0,
+                ..sec.clone()
+            };
+            kinds::rollback(m, &now, &mut r)
+        }),
         Kind::CrashResume => kinds::crash_resume(m, sec, &mut r),
         Kind::TunnelFlap => kinds::tunnel_flap(st, m, sec, &mut r, &mut faults),
         Kind::ProxyRestart => kinds::proxy_restart(st, m, sec, &mut r, &mut faults),
