@@ -410,3 +410,100 @@ fn injected_haproxy_maintenance_is_seen_as_failures_of_that_site_only() {
     assert_eq!(report.faults.len(), 2, "{:?}", report.faults);
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// `lab up --artifacts` (issue 20): a cron daemon per DC, old-dc's site crontabs active, and a
+/// run through the real `migrator cron-run` once the env file names a journal and a spec: its
+/// row (through the old DB hostname) and its file are on old-dc. `lab down` stops both daemons.
+#[test]
+fn artifacts_lab_runs_each_sites_job_on_old_dc_and_down_leaves_nothing() {
+    if !is_root() {
+        eprintln!("skipped: the lab needs root (namespaces, mounts, daemons); CI runs as root");
+        return;
+    }
+    scenarios::tools::find_or_build("migrator").expect("migrator binary");
+    let root = state_root();
+    let mut cfg = LabConfig::new("art", &root, 2);
+    cfg.spec = small_spec();
+    cfg.tunnel = false;
+    cfg.artifacts = true;
+    let guard = LabGuard::up(&cfg).expect("lab up");
+    let st = guard.state.clone();
+    let a = st.artifacts.clone().expect("the state names the artifacts");
+    let lines = status::status(&st);
+    let line = |s: &str| lines.iter().find(|l| l.service == s).expect(s).clone();
+    let (old, new) = (line("old-dc/crond"), line("new-dc/crond"));
+    assert!(old.healthy && new.healthy, "{old:?} {new:?}");
+    assert!(
+        old.detail.starts_with("2 site crontab(s) active; waiting"),
+        "{old:?}"
+    );
+    assert!(
+        new.detail.starts_with("0 site crontab(s) active"),
+        "{new:?}"
+    );
+
+    // The migration's journal and spec, named in the env file: the daemons start running.
+    let dir = root.join("mig");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = st.sql_proxy.as_ref().unwrap();
+    let spec = migrator::lab_spec::specs_from_lab(
+        &LabState::path(&st.state_dir),
+        &migrator::lab_spec::LabOptions {
+            proxy_admin: p.admin,
+            proxy_token_file: p.token_file.clone(),
+            tunnel: None,
+            secrets_dir: dir.join("secrets"),
+            budget: Default::default(),
+        },
+    )
+    .expect("specs from the lab");
+    assert_eq!(spec.sites[0].artifacts.cron.len(), 1);
+    let (journal, sites) = (dir.join("journal.sqlite"), dir.join("sites.json"));
+    std::fs::write(&sites, serde_json::to_string(&spec).unwrap()).unwrap();
+    migrator::journal::SqliteJournal::open(&journal).unwrap();
+    scenarios::cron_lab::write_env(&a, &journal, &sites).unwrap();
+    let login = st.sites[0].login.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let run = loop {
+        let j = migrator::journal::SqliteJournal::open(&journal).unwrap();
+        let runs = migrator::artifacts::fence::runs(&j, &login).unwrap();
+        if let Some(r) = runs.into_iter().find(|r| r.ended_ms.is_some()) {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no run of {login} in 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(run.side, migrator::artifacts::fence::Side::Old);
+    assert_eq!(run.exit, Some(0), "{run:?}");
+    let file = scenarios::cron_lab::out_dir_on(&st, &a, scenarios::state::Side::Old, &login)
+        .join(scenarios::php_app::cron_file(&a.job, run.slot));
+    let text = std::fs::read_to_string(&file).expect("the run's file");
+    assert!(text.starts_with("old "), "{text}");
+    let token = scenarios::php_app::cron_token(&login, &a.job, run.slot);
+    let rows = scenarios::dc_services::mariadb_exec(
+        &st.old,
+        &format!(
+            "SELECT COUNT(*) FROM `{}`.events WHERE token = '{token}';",
+            st.sites[0].database
+        ),
+    )
+    .unwrap();
+    assert_eq!(rows.trim(), "1");
+
+    let daemons: Vec<_> = st
+        .processes
+        .iter()
+        .filter(|p| p.service.ends_with("/crond"))
+        .cloned()
+        .collect();
+    assert_eq!(daemons.len(), 2);
+    drop(guard);
+    for d in &daemons {
+        assert!(!scenarios::process::alive(d), "{d:?} still runs");
+    }
+    assert_nothing_left(&st);
+    std::fs::remove_dir_all(&root).unwrap();
+}
