@@ -16,6 +16,7 @@ pub mod activate;
 pub mod cron;
 pub mod fence;
 pub mod install;
+pub mod inventory;
 pub mod liveness;
 pub mod php;
 pub mod tls;
