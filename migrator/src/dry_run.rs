@@ -466,6 +466,11 @@ impl DataMover for Recorder {
                 self.act("data.prepare_artifacts", "web-host", Dc::New, line)?;
             }
         }
+        if let Some(t) = &spec.new_lb.tls {
+            for line in crate::artifacts::lb_tls::describe(t, &spec.artifacts) {
+                self.act("data.prepare_lb_tls", "haproxy", Dc::New, line)?;
+            }
+        }
         Ok(())
     }
     fn activate_artifacts(

@@ -8,9 +8,10 @@
 //! The new side is prepared over SSH on new-dc's sshd (host key from the lab's known_hosts),
 //! which runs in new-dc's mount namespace: the compat path and nginx map entry land there.
 
+use crate::artifacts::{Artifacts, TlsSpec};
 use crate::site_spec::{
-    check_map_entry, check_site_name, Budget, FingerprintSpec, HomeSpec, LbSpec, ProxySpec,
-    SiteSpec, SpecError, SpecFile, TunnelSpec, WebHostSpec,
+    check_map_entry, check_site_name, Budget, FingerprintSpec, HomeSpec, LbSpec, LbTlsSpec,
+    ProxySpec, SiteSpec, SpecError, SpecFile, TunnelSpec, WebHostSpec,
 };
 use drivers::dns::rfc2136::Rfc2136Config;
 use drivers::dns::DnsConfig;
@@ -29,6 +30,26 @@ struct Lab {
     sites: Vec<LabSite>,
     #[serde(default)]
     tunnel: Option<LabTunnel>,
+    /// HTTPS of the sites (`lab up --artifacts`).
+    #[serde(default)]
+    tls: Option<LabTls>,
+}
+
+#[derive(Deserialize)]
+struct LabTls {
+    ca: PathBuf,
+    sites: Vec<LabSiteCert>,
+    port: u16,
+    new_crt_list: PathBuf,
+    new_cert_dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct LabSiteCert {
+    login: String,
+    domain: String,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +158,20 @@ fn write_secret(path: &Path, text: &str) -> Result<(), SpecError> {
     f.write_all(text.as_bytes()).map_err(io)
 }
 
+/// The lab certificate of site `login` (none in a lab without `--artifacts`).
+fn site_tls(tls: Option<&LabTls>, login: &str) -> Vec<TlsSpec> {
+    tls.into_iter()
+        .flat_map(|t| t.sites.iter().map(move |c| (t, c)))
+        .filter(|(_, c)| c.login == login)
+        .map(|(t, c)| TlsSpec {
+            domain: c.domain.clone(),
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+            ca: Some(t.ca.clone()),
+        })
+        .collect()
+}
+
 /// Reads the lab state and returns a spec for every site.
 pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecError> {
     let text = std::fs::read_to_string(state).map_err(|source| SpecError::Io {
@@ -208,11 +243,18 @@ pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecE
                 socket: lab.old.haproxy_admin_socket.clone(),
                 backend: format!("be_{}", s.login),
                 server: "web".into(),
+                tls: None,
             },
             new_lb: LbSpec {
                 socket: lab.new.haproxy_admin_socket.clone(),
                 backend: format!("be_{}", s.login),
                 server: "web".into(),
+                // The site's certificate goes into new-dc's crt-list at prepare.
+                tls: lab.tls.as_ref().map(|t| LbTlsSpec {
+                    crt_list: t.new_crt_list.clone(),
+                    cert_dir: Some(t.new_cert_dir.clone()),
+                    port: t.port,
+                }),
             },
             old_web: SocketAddr::from((lab.old.web_addr, 80)),
             new_web: SocketAddr::from((lab.new.web_addr, 80)),
@@ -257,7 +299,10 @@ pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecE
                 path: "/?op=about".into(),
             }),
             budget: opts.budget.clone(),
-            artifacts: Default::default(),
+            artifacts: Artifacts {
+                tls: site_tls(lab.tls.as_ref(), &s.login),
+                ..Default::default()
+            },
         })
         .collect();
     let file = SpecFile { sites };
@@ -373,6 +418,42 @@ mod tests {
                 "{value:?}: files written before refusing"
             );
         }
+        // A lab without `--artifacts` has no certificate; one with them gives each site its
+        // own, loaded into new-dc's crt-list at prepare.
+        assert!(s.artifacts.tls.is_empty() && s.new_lb.tls.is_none());
+        let mut with_tls = state.clone();
+        with_tls["tls"] = serde_json::json!({
+            "ca": "/lab/tls/ca.pem",
+            "ca_key": "/lab/tls/private/ca.key",
+            "default_cert": "/lab/tls/sites/default.pem",
+            "sites": [
+                {"login": "site0002", "domain": "site0002.lab.test",
+                 "cert": "/lab/tls/sites/site0002.lab.test.pem", "key": "/lab/k2"},
+                {"login": "site0001", "domain": "site0001.lab.test",
+                 "cert": "/lab/tls/sites/site0001.lab.test.pem", "key": "/lab/k1"}
+            ],
+            "port": 443,
+            "old_crt_list": "/lab/old-dc/tls/crt-list",
+            "new_crt_list": "/lab/new-dc/tls/crt-list",
+            "new_cert_dir": "/lab/new-dc/tls/certs"
+        });
+        std::fs::write(&sp, with_tls.to_string()).unwrap();
+        let f = specs_from_lab(&sp, &opts).unwrap();
+        let s = &f.sites[0];
+        assert_eq!(
+            s.artifacts.tls,
+            vec![crate::artifacts::TlsSpec {
+                domain: "site0001.lab.test".into(),
+                cert: "/lab/tls/sites/site0001.lab.test.pem".into(),
+                key: "/lab/k1".into(),
+                ca: Some("/lab/tls/ca.pem".into()),
+            }]
+        );
+        let t = s.new_lb.tls.as_ref().unwrap();
+        assert_eq!(t.crt_list, Path::new("/lab/new-dc/tls/crt-list"));
+        assert_eq!(t.cert_dir(), Path::new("/lab/new-dc/tls/certs"));
+        assert_eq!(t.port, 443);
+        assert!(s.old_lb.tls.is_none());
         // A missing field is named.
         std::fs::write(&sp, r#"{"zone":"lab.test","state_dir":"/lab"}"#).unwrap();
         let e = specs_from_lab(&sp, &opts).unwrap_err().to_string();

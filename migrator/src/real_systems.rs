@@ -192,6 +192,13 @@ impl DataMover for LocalData {
             crate::artifacts::install::stage_locally(&spec.site, a.stage(), a)
                 .map_err(|m| SystemError::new("web-host", Dc::New, m))?;
         }
+        if let (Some(t), false) = (&spec.new_lb.tls, spec.artifacts.tls.is_empty()) {
+            let done = crate::artifacts::lb_tls::install(&spec.new_lb.socket, t, &spec.artifacts)
+                .map_err(|m| SystemError::new("haproxy", Dc::New, m))?;
+            for line in done {
+                tracing::info!("{}: certificate {line}", spec.site);
+            }
+        }
         if !spec.databases.is_empty() {
             if let Some(note) = self
                 .db
@@ -262,6 +269,15 @@ impl DataMover for LocalData {
         }
         if !dbs.is_empty() {
             diffs.extend(self.db.verify(LocalData::urls(spec)?, dbs)?);
+        }
+        if let Some(t) = &spec.new_lb.tls {
+            // The new VIP serves the site's certificates before anything is switched.
+            let vip = std::net::SocketAddr::new(spec.new_vip, t.port);
+            diffs.extend(crate::artifacts::lb_tls::verify_served(
+                vip,
+                &spec.artifacts,
+                Duration::from_secs(10),
+            ));
         }
         if spec.new_web_host.is_none() && !spec.artifacts.is_empty() {
             let a = &spec.artifacts;

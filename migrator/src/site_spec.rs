@@ -51,6 +51,42 @@ pub struct LbSpec {
     pub socket: PathBuf,
     pub backend: String,
     pub server: String,
+    /// The site's certificates on this balancer (new side only): prepare loads them through
+    /// the runtime API and writes them where a restart finds them
+    /// ([`crate::artifacts::lb_tls`]). Absent: prepare does nothing on the balancer for TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<LbTlsSpec>,
+}
+
+/// Where a balancer terminating TLS (`bind VIP:443 ssl crt-list FILE`) keeps its certificates.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LbTlsSpec {
+    /// The crt-list file its TLS bind reads (as HAProxy names it: absolute path).
+    pub crt_list: PathBuf,
+    /// Where each domain's PEM (chain then key, 0600) is written as `DOMAIN.pem`; default:
+    /// the crt-list's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_dir: Option<PathBuf>,
+    /// The port the TLS bind listens on at the VIP (verify connects there); default 443.
+    #[serde(default = "default_tls_port")]
+    pub port: u16,
+}
+
+fn default_tls_port() -> u16 {
+    443
+}
+
+impl LbTlsSpec {
+    /// The directory of the PEM files.
+    pub fn cert_dir(&self) -> PathBuf {
+        self.cert_dir.clone().unwrap_or_else(|| {
+            self.crt_list
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("/"))
+        })
+    }
 }
 
 /// One home directory: where it is on each side and how the old absolute path keeps resolving.
@@ -395,11 +431,13 @@ pub fn sample(site: &str) -> SiteSpec {
             socket: "/tmp/old.sock".into(),
             backend: format!("be_{site}"),
             server: "web".into(),
+            tls: None,
         },
         new_lb: LbSpec {
             socket: "/tmp/new.sock".into(),
             backend: format!("be_{site}"),
             server: "web".into(),
+            tls: None,
         },
         old_web: "10.1.0.10:80".parse().unwrap(),
         new_web: "10.2.0.10:80".parse().unwrap(),

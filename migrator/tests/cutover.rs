@@ -60,11 +60,13 @@ fn spec(
             socket: old_hp.socket().to_path_buf(),
             backend: "be_shop".into(),
             server: "srv".into(),
+            tls: None,
         },
         new_lb: LbSpec {
             socket: new_hp.socket().to_path_buf(),
             backend: "be_shop".into(),
             server: "srv".into(),
+            tls: None,
         },
         old_web: old.addr,
         new_web: new.addr,

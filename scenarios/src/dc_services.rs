@@ -236,7 +236,14 @@ http {{\n    access_log off;\n    client_body_temp_path {tmp}/body;\n    fastcgi
 }
 
 /// HAProxy on the VIP: `Host` → `be_<login>` via a map file; runtime API on an admin socket.
-pub fn haproxy_start(dc: &DcState, dirs: &DcDirs, backends: &str) -> Result<ProcRecord> {
+/// With `crt_list`, the same frontend also terminates TLS on the VIP's port 443 with the
+/// certificates it lists ([`crate::lab_tls`]).
+pub fn haproxy_start(
+    dc: &DcState,
+    dirs: &DcDirs,
+    backends: &str,
+    crt_list: Option<&Path>,
+) -> Result<ProcRecord> {
     if !dc.haproxy_map.exists() {
         write(&dc.haproxy_map, "")?;
     }
@@ -248,11 +255,19 @@ pub fn haproxy_start(dc: &DcState, dirs: &DcDirs, backends: &str) -> Result<Proc
 defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n    retries 2\n    \
 # A site frozen for cutover (server in maint) answers 503 with Retry-After.\n    \
 http-error status 503 content-type text/plain string \"site under maintenance, retry shortly\\n\" hdr Retry-After 2\n\n\
-frontend vip\n    bind {vip}:80\n    use_backend %[req.hdr(host),lower,word(1,:),map({map},be_unknown)]\n\n\
+frontend vip\n    bind {vip}:80\n{tls}    use_backend %[req.hdr(host),lower,word(1,:),map({map},be_unknown)]\n\n\
 backend be_unknown\n    http-request return status 404 content-type text/plain string \"unknown site\\n\"\n\n{backends}",
             sock = dc.haproxy_admin_socket.display(),
             vip = dc.vip,
             map = dc.haproxy_map.display(),
+            tls = crt_list
+                .map(|l| format!(
+                    "    bind {}:{} ssl crt-list {}\n",
+                    dc.vip,
+                    crate::lab_tls::PORT,
+                    l.display()
+                ))
+                .unwrap_or_default(),
         ),
     )?;
     spawn(

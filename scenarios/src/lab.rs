@@ -34,6 +34,9 @@ pub struct LabConfig {
     /// The fleet topology: a 3-node Galera control store and a second proxy instance
     /// (`src/galera.rs`, `src/sql_proxy.rs`).
     pub fleet: bool,
+    /// Sites get their artifacts (issue 20): a lab CA and a certificate per site, HTTPS on
+    /// both VIPs ([`crate::lab_tls`]). Off: the lab is exactly as before (no port 443).
+    pub artifacts: bool,
 }
 
 impl LabConfig {
@@ -46,6 +49,7 @@ impl LabConfig {
             tunnel: true,
             tmpfs: true,
             fleet: false,
+            artifacts: false,
         }
     }
     pub fn state_dir(&self) -> PathBuf {
@@ -148,6 +152,7 @@ fn skeleton(cfg: &LabConfig, run: &str, old_filer: u32, new_filer: u32) -> LabSt
         inventory_dir: None,
         sql_proxy: None,
         fleet: cfg.fleet.then(|| crate::galera::skeleton(run, &dir)),
+        tls: None,
     }
 }
 
@@ -158,7 +163,9 @@ pub fn up(cfg: &LabConfig) -> Result<LabState> {
     if LabState::path(&dir).exists() {
         let old = LabState::load(&dir)?;
         let healthy = crate::status::status(&old).iter().all(|s| s.healthy);
-        let same = old.sites.len() == cfg.sites && old.fleet.is_some() == cfg.fleet;
+        let same = old.sites.len() == cfg.sites
+            && old.fleet.is_some() == cfg.fleet
+            && old.tls.is_some() == cfg.artifacts;
         if old.phase == Phase::Up && same && healthy {
             return Ok(old);
         }
@@ -450,6 +457,12 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
         crate::sql_proxy::start(st)
     })?;
 
+    if cfg.artifacts {
+        st.tls = Some(steps.time("tls: lab CA and site certificates", || {
+            crate::lab_tls::make(st)
+        })?);
+        st.save()?;
+    }
     let t_web = Instant::now();
     // Web tier of both DCs.
     for side in [Side::Old, Side::New] {
@@ -471,8 +484,16 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
         st.save()?;
         st.processes.push(svc::nginx_start(&dc, &dirs)?);
         st.save()?;
-        st.processes
-            .push(svc::haproxy_start(&dc, &dirs, &backends)?);
+        let crt_list = st.tls.as_ref().map(|t| match side {
+            Side::Old => t.old_crt_list.clone(),
+            Side::New => t.new_crt_list.clone(),
+        });
+        st.processes.push(svc::haproxy_start(
+            &dc,
+            &dirs,
+            &backends,
+            crt_list.as_deref(),
+        )?);
         st.save()?;
         st.processes
             .push(svc::sshd_start(&dc, &dirs, host_key, &authorized)?);
@@ -488,6 +509,9 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
         }
         wait_tcp(dc, "nginx", SocketAddr::from((dc.web_addr, 80)))?;
         wait_tcp(dc, "haproxy", SocketAddr::from((dc.vip, 80)))?;
+        if let Some(t) = &st.tls {
+            wait_tcp(dc, "haproxy (TLS)", SocketAddr::from((dc.vip, t.port)))?;
+        }
         wait_tcp(dc, "sshd", SocketAddr::from((dc.ssh_addr, dc.ssh_port)))?;
     }
     steps.0.lock().expect("steps lock").push((

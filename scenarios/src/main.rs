@@ -114,6 +114,10 @@ enum LabCmd {
         /// sql-proxy on old-dc's second DB endpoint (`sql2.old.lab.test`), both in one fleet.
         #[arg(long)]
         fleet: bool,
+        /// Sites get their artifacts (issue 20): HTTPS on both VIPs with per-site certificates
+        /// from a lab CA (old-dc serves them; new-dc only a default one until prepare).
+        #[arg(long)]
+        artifacts: bool,
         #[arg(long)]
         small_files: Option<usize>,
         #[arg(long)]
@@ -150,6 +154,7 @@ fn main() -> anyhow::Result<()> {
                 no_tunnel,
                 on_disk,
                 fleet,
+                artifacts,
                 small_files,
                 large_files,
                 large_file_kib,
@@ -161,6 +166,7 @@ fn main() -> anyhow::Result<()> {
                 cfg.tunnel = !no_tunnel;
                 cfg.tmpfs = !on_disk;
                 cfg.fleet = fleet;
+                cfg.artifacts = artifacts;
                 cfg.spec = SiteSpec {
                     small_files: small_files.unwrap_or(d.small_files),
                     large_files: large_files.unwrap_or(d.large_files),

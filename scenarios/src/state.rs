@@ -80,6 +80,38 @@ pub struct LabState {
     /// The fleet topology (`lab up --fleet`): a Galera control store and a second proxy.
     #[serde(default)]
     pub fleet: Option<FleetState>,
+    /// HTTPS of the sites (`lab up --artifacts`, [`crate::lab_tls`]); absent: no port 443.
+    #[serde(default)]
+    pub tls: Option<LabTls>,
+}
+
+/// The lab's certificates and where each HAProxy reads them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabTls {
+    /// The lab CA (PEM) every site certificate chains to.
+    pub ca: PathBuf,
+    /// Its private key (0600, in a 0700 directory).
+    pub ca_key: PathBuf,
+    /// What both VIPs serve for a name they have no certificate for.
+    pub default_cert: PathBuf,
+    pub sites: Vec<SiteCert>,
+    /// The port HAProxy terminates TLS on at each VIP.
+    pub port: u16,
+    /// old-dc's crt-list: the default and every site's certificate.
+    pub old_crt_list: PathBuf,
+    /// new-dc's crt-list: the default certificate only, until a site's prepare.
+    pub new_crt_list: PathBuf,
+    /// Where new-dc's certificate bundles live (the migrator writes a site's there).
+    pub new_cert_dir: PathBuf,
+}
+
+/// One site's certificate (PEM) and key (0600).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteCert {
+    pub login: String,
+    pub domain: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `lab up --fleet` (issue 17): a 3-node Galera cluster as the shared control store (the

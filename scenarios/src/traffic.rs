@@ -40,6 +40,9 @@ pub struct TrafficSpec {
     pub http_verify: u32,
     pub sql_read: u32,
     pub sql_write: u32,
+    /// `GET https://<domain>/?op=read` (lab with `--artifacts`): the chain verified against
+    /// the lab CA and the name against the site's; a wrong certificate is a failed request.
+    pub https_read: u32,
     pub seed: u64,
     /// Stop (like the deadline) once this file exists: a scenario keeps the traffic running
     /// for as long as its migration takes.
@@ -63,6 +66,7 @@ impl Default for TrafficSpec {
             http_verify: 15,
             sql_read: 15,
             sql_write: 10,
+            https_read: 0,
             seed: 1,
             stop_file: None,
             hot_sites: 0,
@@ -80,6 +84,7 @@ pub enum Op {
     HttpVerify,
     SqlRead,
     SqlWrite,
+    HttpsRead,
 }
 
 impl Op {
@@ -130,6 +135,16 @@ fn site_client(domain: &str) -> Result<HttpClient> {
     Ok(HttpClient::new(&format!("http://{domain}"), REQUEST_TIMEOUT)?.without_keep_alive())
 }
 
+/// The HTTPS client of one site (like [`site_client`]): the server's chain must lead to the
+/// lab CA `ca` and name `domain` (rustls), else the request fails with rustls' reason.
+fn site_https_client(domain: &str, ca: &Path) -> Result<HttpClient> {
+    Ok(
+        HttpClient::new(&format!("https://{domain}"), REQUEST_TIMEOUT)?
+            .with_ca_file(ca)?
+            .without_keep_alive(),
+    )
+}
+
 /// One request to a site's PHP app (through DNS → VIP → HAProxy → nginx/php); the status and
 /// the JSON object it answers with, whatever the status. The blocking exchange runs on
 /// tokio's blocking pool.
@@ -170,6 +185,8 @@ struct Site {
     login: String,
     /// `http://{domain}`, a new connection per request.
     http: HttpClient,
+    /// `https://{domain}` trusting the lab CA only (a lab with `--artifacts`).
+    https: Option<HttpClient>,
     db: String,
     user: String,
     pass: String,
@@ -208,6 +225,11 @@ pub async fn run(state: &LabState, spec: &TrafficSpec, log_path: &Path) -> Resul
             Ok(Site {
                 login: s.login.clone(),
                 http: site_client(&s.domain)?,
+                https: state
+                    .tls
+                    .as_ref()
+                    .map(|t| site_https_client(&s.domain, &t.ca))
+                    .transpose()?,
                 db: s.database.clone(),
                 user: s.db_user.clone(),
                 pass: passwords.get(&s.db_user).cloned().unwrap_or_default(),
@@ -267,6 +289,7 @@ fn pick_op(spec: &TrafficSpec, rng: &mut XorShift) -> Op {
         (Op::HttpVerify, spec.http_verify),
         (Op::SqlRead, spec.sql_read),
         (Op::SqlWrite, spec.sql_write),
+        (Op::HttpsRead, spec.https_read),
     ];
     let total: u64 = weights.iter().map(|w| w.1 as u64).sum();
     let mut x = rng.below(total.max(1));
@@ -412,6 +435,22 @@ type ReqResult = std::result::Result<(Option<u16>, Option<String>), (Option<u16>
 async fn request(sh: &Shared, idx: usize, op: Op, token: Option<&str>) -> ReqResult {
     let site = &sh.sites[idx];
     match op {
+        Op::HttpsRead => {
+            let Some(client) = &site.https else {
+                return Err((None, "no HTTPS in this lab (lab up --artifacts)".into()));
+            };
+            let (status, json) = http(client, Method::Get, "/?op=read", "")
+                .await
+                .map_err(|e| (None, e.to_string()))?;
+            let server = json["server"].as_str().map(str::to_string);
+            if status != 200 || json["ok"] != serde_json::Value::Bool(true) {
+                return Err((Some(status), format!("HTTPS {status}: {json}")));
+            }
+            if json["site"].as_str() != Some(site.login.as_str()) {
+                return Err((Some(status), format!("wrong site answered: {json}")));
+            }
+            Ok((Some(status), server))
+        }
         Op::HttpRead | Op::HttpWrite | Op::HttpVerify => {
             let (method, path, body) = match op {
                 Op::HttpRead => (Method::Get, "/?op=read".to_string(), String::new()),
@@ -488,6 +527,44 @@ mod tests {
         };
         let mut rng = XorShift::new(3);
         assert!((0..100).all(|_| pick_op(&spec, &mut rng) == Op::SqlWrite));
+    }
+
+    #[test]
+    fn https_reads_only_when_weighted() {
+        // Default weight 0: the mix of an existing scenario is unchanged, draw for draw.
+        let spec = TrafficSpec::default();
+        let old_mix = |rng: &mut XorShift| {
+            let w = [40u64, 20, 15, 15, 10];
+            let ops = [
+                Op::HttpRead,
+                Op::HttpWrite,
+                Op::HttpVerify,
+                Op::SqlRead,
+                Op::SqlWrite,
+            ];
+            let mut x = rng.below(w.iter().sum());
+            for (op, w) in ops.into_iter().zip(w) {
+                if x < w {
+                    return op;
+                }
+                x -= w;
+            }
+            unreachable!()
+        };
+        let (mut a, mut b) = (XorShift::new(9), XorShift::new(9));
+        assert!((0..500).all(|_| pick_op(&spec, &mut a) == old_mix(&mut b)));
+        let only = TrafficSpec {
+            http_read: 0,
+            http_write: 0,
+            http_verify: 0,
+            sql_read: 0,
+            sql_write: 0,
+            https_read: 3,
+            ..TrafficSpec::default()
+        };
+        assert!((0..100).all(|_| pick_op(&only, &mut a) == Op::HttpsRead));
+        let t: TrafficSpec = toml::from_str("https_read = 5").unwrap();
+        assert_eq!((t.https_read, t.http_read), (5, 40));
     }
 }
 

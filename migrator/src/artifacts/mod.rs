@@ -7,6 +7,8 @@
 //!   (errors name `sites[N].artifacts.<field>`);
 //! - [`cron`]: schedules, parsed and stepped (`last_due`, `next_due`);
 //! - [`tls`]: a certificate and key checked from their files (mode, match, chain, expiry);
+//! - [`lb_tls`]: the certificates loaded into the new side's HAProxy at prepare, and the
+//!   served certificate compared at verify;
 //! - [`php`]: known versions, pool settings, the pool file;
 //! - [`web_rules`]: redirects and headers, and their nginx lines;
 //! - [`fence`]: the owner token of a site's jobs (flipped with the switch and the rollback)
@@ -17,6 +19,7 @@ pub mod cron;
 pub mod fence;
 pub mod install;
 pub mod inventory;
+pub mod lb_tls;
 pub mod liveness;
 pub mod php;
 pub mod tls;
@@ -348,3 +351,5 @@ pub(crate) mod test_pki;
 mod tests;
 #[cfg(test)]
 mod tests_activate;
+#[cfg(test)]
+mod tests_lb_tls;
