@@ -34,6 +34,9 @@ pub struct LabConfig {
     /// The fleet topology: a 3-node Galera control store and a second proxy instance
     /// (`src/galera.rs`, `src/sql_proxy.rs`).
     pub fleet: bool,
+    /// Sites get their artifacts (issue 20): web rules and a PHP pool each on both DCs
+    /// (`src/web_artifacts.rs`). Off: the lab is as it was.
+    pub artifacts: bool,
 }
 
 impl LabConfig {
@@ -46,6 +49,7 @@ impl LabConfig {
             tunnel: true,
             tmpfs: true,
             fleet: false,
+            artifacts: false,
         }
     }
     pub fn state_dir(&self) -> PathBuf {
@@ -69,7 +73,7 @@ pub(crate) fn require_root() -> Result<()> {
     }
 }
 
-fn dc_skeleton(side: Side, run: &str, dir: &Path, filer: u32) -> DcState {
+pub(crate) fn dc_skeleton(side: Side, run: &str, dir: &Path, filer: u32) -> DcState {
     let (n, tag) = match side {
         Side::Old => (1u8, "old"),
         Side::New => (2u8, "new"),
@@ -100,6 +104,10 @@ fn dc_skeleton(side: Side, run: &str, dir: &Path, filer: u32) -> DcState {
         nginx_sites_map: root.join("nginx-sites.map"),
         nginx_pid_file: Some(root.join("nginx.pid")),
         php_fpm_socket: root.join("php-fpm.sock"),
+        artifacts_dir: None,
+        php_pool_dir: None,
+        nginx_reload: None,
+        php_reload: None,
         filer: FilerState {
             number: filer,
             path: PathBuf::from(format!("/homez.{filer}")),
@@ -158,7 +166,9 @@ pub fn up(cfg: &LabConfig) -> Result<LabState> {
     if LabState::path(&dir).exists() {
         let old = LabState::load(&dir)?;
         let healthy = crate::status::status(&old).iter().all(|s| s.healthy);
-        let same = old.sites.len() == cfg.sites && old.fleet.is_some() == cfg.fleet;
+        let same = old.sites.len() == cfg.sites
+            && old.fleet.is_some() == cfg.fleet
+            && old.old.artifacts_dir.is_some() == cfg.artifacts;
         if old.phase == Phase::Up && same && healthy {
             return Ok(old);
         }
@@ -451,6 +461,10 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
     })?;
 
     let t_web = Instant::now();
+    if cfg.artifacts {
+        crate::web_artifacts::setup(st)?;
+        st.save()?;
+    }
     // Web tier of both DCs.
     for side in [Side::Old, Side::New] {
         let dc = st.dc(side).clone();
@@ -469,7 +483,8 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
         let host_key = &host_keys[dc.side.label()];
         st.processes.push(svc::php_fpm_start(&dc, &dirs)?);
         st.save()?;
-        st.processes.push(svc::nginx_start(&dc, &dirs)?);
+        st.processes
+            .push(svc::nginx_start(&dc, &dirs, &st.sites.clone())?);
         st.save()?;
         st.processes
             .push(svc::haproxy_start(&dc, &dirs, &backends)?);

@@ -114,6 +114,10 @@ enum LabCmd {
         /// sql-proxy on old-dc's second DB endpoint (`sql2.old.lab.test`), both in one fleet.
         #[arg(long)]
         fleet: bool,
+        /// Sites get their artifacts (issue 20): web rules and their own PHP pool on both
+        /// DCs, old-dc's enabled.
+        #[arg(long)]
+        artifacts: bool,
         #[arg(long)]
         small_files: Option<usize>,
         #[arg(long)]
@@ -150,6 +154,7 @@ fn main() -> anyhow::Result<()> {
                 no_tunnel,
                 on_disk,
                 fleet,
+                artifacts,
                 small_files,
                 large_files,
                 large_file_kib,
@@ -161,6 +166,7 @@ fn main() -> anyhow::Result<()> {
                 cfg.tunnel = !no_tunnel;
                 cfg.tmpfs = !on_disk;
                 cfg.fleet = fleet;
+                cfg.artifacts = artifacts;
                 cfg.spec = SiteSpec {
                     small_files: small_files.unwrap_or(d.small_files),
                     large_files: large_files.unwrap_or(d.large_files),
@@ -171,13 +177,14 @@ fn main() -> anyhow::Result<()> {
                 if dry_run {
                     println!(
                         "would build lab `{name}` in {}: namespaces old-dc, new-dc, dns, client, internet; \
-{sites} sites ({} small + {} large files of {} KiB, {} rows each) on old-dc; tunnel: {}",
+{sites} sites ({} small + {} large files of {} KiB, {} rows each) on old-dc; tunnel: {}; artifacts: {}",
                         cfg.state_dir().display(),
                         cfg.spec.small_files,
                         cfg.spec.large_files,
                         cfg.spec.large_file_kib,
                         cfg.spec.rows,
-                        cfg.tunnel
+                        cfg.tunnel,
+                        cfg.artifacts
                     );
                     return Ok(());
                 }

@@ -40,6 +40,9 @@ pub struct LabSection {
     /// The fleet topology (`lab up --fleet`): Galera control store, two proxies.
     #[serde(default)]
     pub fleet: bool,
+    /// Sites get their artifacts (`lab up --artifacts`, issue 20).
+    #[serde(default)]
+    pub artifacts: bool,
     #[serde(default)]
     pub site: SiteSpec,
 }
@@ -127,6 +130,7 @@ pub fn run_with(
     cfg.spec = sc.lab.site.clone();
     cfg.tunnel = sc.lab.tunnel;
     cfg.fleet = sc.lab.fleet;
+    cfg.artifacts = sc.lab.artifacts;
     let t0 = Instant::now();
     let mut guard = LabGuard::up(&cfg)?;
     let lab_up_secs = t0.elapsed().as_secs_f64();
