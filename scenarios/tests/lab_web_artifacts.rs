@@ -28,6 +28,41 @@ fn pool_listens(dc: &DcState, site: &SiteState) -> bool {
     std::os::unix::net::UnixStream::connect(sock).is_ok()
 }
 
+/// The traffic generator's `web_rules` op alone for a moment (the `scenarios` binary in the
+/// client namespace, every site through its DNS name): its records, every one checked.
+fn web_rules_traffic(st: &LabState, log: &Path) -> Vec<scenarios::traffic::LogRecord> {
+    let spec = serde_json::json!({
+        "duration_secs": 2, "max_requests": 30, "concurrency": 2, "http_read": 0,
+        "http_write": 0, "http_verify": 0, "sql_read": 0, "sql_write": 0, "web_rules": 1
+    });
+    let exe = env!("CARGO_BIN_EXE_scenarios");
+    let out = scenarios::process::in_ns(None, &st.client.netns, exe)
+        .arg("traffic")
+        .arg("--state-dir")
+        .arg(&st.state_dir)
+        .arg("--out")
+        .arg(log)
+        .arg("--spec")
+        .arg(spec.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "traffic: {out:?}");
+    let records = scenarios::check::read_log(log).unwrap();
+    assert!(!records.is_empty());
+    assert!(records
+        .iter()
+        .all(|r| r.op == scenarios::traffic::Op::WebRules));
+    records
+}
+
+fn failures(records: &[scenarios::traffic::LogRecord]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| format!("{}: {:?}", r.site, r.error))
+        .collect()
+}
+
 fn log_of(m: &Migrator) -> String {
     std::fs::read_to_string(&m.log).unwrap_or_default()
 }
@@ -65,6 +100,8 @@ fn web_rules_and_php_pools_move_with_the_switch_and_come_back_with_the_rollback(
         assert!(pool_listens(&st.old, s), "{}: no pool on old-dc", s.login);
         assert!(!pool_listens(&st.new, s), "{}: a pool on new-dc", s.login);
     }
+    let r = web_rules_traffic(&st, &root.join("traffic-before.jsonl"));
+    assert_eq!(failures(&r), Vec::<String>::new());
     // The check sees a mix-up: site0001 answered with site0002's settings and header.
     let mut mixed = st.sites[0].clone();
     mixed.php = st.sites[1].php.clone();
@@ -125,6 +162,9 @@ fn web_rules_and_php_pools_move_with_the_switch_and_come_back_with_the_rollback(
     // The other site is where it was, as it was.
     assert_eq!(served(&st, old_vip, &stayed), Vec::<String>::new());
     assert!(pool_listens(&st.old, &stayed) && !pool_listens(&st.new, &stayed));
+    // The traffic (through DNS, now at new-dc's VIP for the moved site) sees it all.
+    let r = web_rules_traffic(&st, &root.join("traffic-after.jsonl"));
+    assert_eq!(failures(&r), Vec::<String>::new());
 
     // The rollback: old-dc serves the site again with its rules and pool; new-dc's is gone.
     let exe = scenarios::tools::find("migrator").unwrap();
@@ -146,6 +186,8 @@ fn web_rules_and_php_pools_move_with_the_switch_and_come_back_with_the_rollback(
         "its pool still listens on new-dc"
     );
     assert_eq!(served(&st, old_vip, &stayed), Vec::<String>::new());
+    let r = web_rules_traffic(&st, &root.join("traffic-rolled-back.jsonl"));
+    assert_eq!(failures(&r), Vec::<String>::new());
 
     // The switch's post-check ran (the spec has `verify_served`: a difference in what
     // new-dc served would have rolled the site back, and it was live).
