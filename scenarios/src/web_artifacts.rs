@@ -160,34 +160,54 @@ pub fn setup(st: &mut LabState) -> Result<()> {
 /// the old workers: no new one). Not `nginx -t` first: it binds the listen addresses, which
 /// exist only in the DC's namespace, and the old side's reload runs in the migrator's.
 fn nginx_reload_script(root: &Path) -> String {
-    format!(
-        "#!/bin/sh\n# hostmove lab: reload this DC's nginx and wait for it (lab up --artifacts)\nset -eu\n\
-         pid=$(cat '{pid}')\n{wait}",
-        pid = root.join("nginx.pid").display(),
-        wait = wait_new_children("nginx", "HUP", 100),
-    )
+    reload_script(root, "nginx", "HUP", "nginx.pid", "")
 }
 
 /// `reload-php-fpm.sh`: `php-fpm -t` first (a bad pool file would otherwise stop the master),
 /// then SIGUSR2 (graceful: workers finish their request), then wait for a new worker.
 fn php_reload_script(root: &Path, php_fpm: &str) -> String {
+    let test = format!(
+        "if ! out=$('{php_fpm}' -t --fpm-config '{}' 2>&1); then echo \"$out\" >&2; exit 1; fi\n",
+        root.join("php-fpm.conf").display()
+    );
+    reload_script(root, "php-fpm", "USR2", "php-fpm.pid", &test)
+}
+
+/// One reload at a time per server (the wave moves several sites at once): under a lock, and
+/// skipped when a reload signalled after this one was asked for has completed meanwhile (it
+/// loaded this change too): `<what>-reload.done` holds the signal time of the last one done.
+fn reload_script(root: &Path, what: &str, signal: &str, pid: &str, test: &str) -> String {
+    let done = root.join(format!("{what}-reload.done"));
     format!(
-        "#!/bin/sh\n# hostmove lab: reload this DC's php-fpm and wait for it (lab up --artifacts)\nset -eu\n\
-         if ! out=$('{php_fpm}' -t --fpm-config '{conf}' 2>&1); then echo \"$out\" >&2; exit 1; fi\n\
-         pid=$(cat '{pid}')\n{wait}",
-        conf = root.join("php-fpm.conf").display(),
-        pid = root.join("php-fpm.pid").display(),
-        wait = wait_new_children("php-fpm", "USR2", 100),
+        "#!/bin/sh\n# hostmove lab: reload this DC's {what} and wait for it (lab up --artifacts)\nset -eu\n\
+         asked=$(date +%s%N)\nexec 9>'{lock}'\nflock 9\n\
+         last=$(cat '{done}' 2>/dev/null || echo 0)\nif [ \"$last\" -gt \"$asked\" ]; then exit 0; fi\n\
+         {test}pid=$(cat '{pid}')\nsignalled=$(date +%s%N)\n{wait}",
+        lock = root.join(format!("{what}-reload.lock")).display(),
+        done = done.display(),
+        pid = root.join(pid).display(),
+        wait = wait_new_children(
+            what,
+            signal,
+            100,
+            &format!("echo \"$signalled\" > '{0}.tmp'; mv '{0}.tmp' '{0}'", done.display())
+        ),
     )
 }
 
 /// Shell lines: signal `$pid`, then wait (`tenths` of a second at most) until it has a child
-/// it did not have before (a reloaded nginx or php-fpm master starts new workers).
-fn wait_new_children(what: &str, signal: &str, tenths: u32) -> String {
+/// it did not have before (a reloaded nginx or php-fpm master starts new workers); then run
+/// `on_success` and exit 0, else exit 1 naming `what`.
+fn wait_new_children(what: &str, signal: &str, tenths: u32, on_success: &str) -> String {
+    let on_success = if on_success.is_empty() {
+        String::new()
+    } else {
+        format!("{on_success}; ")
+    };
     format!(
         "kids() {{ ps -o pid= --ppid \"$pid\" | tr -s ' \\n' '  '; }}\nbefore=\" $(kids) \"\n\
          kill -{signal} \"$pid\"\ni=0\nwhile [ $i -lt {tenths} ]; do\n  sleep 0.1\n  \
-         for k in $(kids); do\n    case \"$before\" in *\" $k \"*) ;; *) exit 0 ;; esac\n  done\n  \
+         for k in $(kids); do\n    case \"$before\" in *\" $k \"*) ;; *) {on_success}exit 0 ;; esac\n  done\n  \
          i=$((i + 1))\ndone\necho \"{what} (pid $pid) started no new worker within {} s of SIG{signal}\" >&2\nexit 1\n",
         tenths / 10
     )
@@ -400,7 +420,7 @@ mod tests {
                 .arg(format!(
                     "set -eu\npid={}\n{}",
                     master.id(),
-                    wait_new_children("test", "USR2", 10)
+                    wait_new_children("test", "USR2", 10, "")
                 ))
                 .output()
                 .unwrap();
@@ -417,5 +437,51 @@ mod tests {
             err.contains("test (pid ") && err.contains("no new worker within 1 s"),
             "{err}"
         );
+    }
+
+    /// The reload script proper: with no reload done since it was asked for, it signals the
+    /// master and records the time; a reload done after it was asked for (the done file's time
+    /// later than the ask) makes it a no-op, no signal sent.
+    #[test]
+    fn a_reload_covered_by_a_later_one_is_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        let mark = d.path().join("signalled");
+        let mut master = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "trap 'echo x >> {}; sleep 4 &' USR2; sleep 4 & wait; wait; wait",
+                mark.display()
+            ))
+            .spawn()
+            .unwrap();
+        std::fs::write(d.path().join("m.pid"), master.id().to_string()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let script = reload_script(d.path(), "test", "USR2", "m.pid", "");
+        let run = || {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .unwrap()
+        };
+        let done = d.path().join("test-reload.done");
+        // A reload done "later" than any ask: skipped.
+        std::fs::write(&done, "9000000000000000000\n").unwrap();
+        let out = run();
+        assert!(out.status.success(), "{out:?}");
+        assert!(!mark.exists(), "signalled although covered");
+        // None done since: signalled, and its time recorded.
+        std::fs::write(&done, "0\n").unwrap();
+        let out = run();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(std::fs::read_to_string(&mark).unwrap(), "x\n");
+        let t: u64 = std::fs::read_to_string(&done)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(t > 0);
+        master.kill().unwrap();
+        let _ = master.wait();
     }
 }
