@@ -71,6 +71,16 @@ struct Dc {
     nginx_sites_map: PathBuf,
     #[serde(default)]
     nginx_pid_file: Option<PathBuf>,
+    /// `lab up --artifacts`: the DC's artifacts (`DIR/<login>/active/`), its sites' pool
+    /// sockets, and its reload commands.
+    #[serde(default)]
+    artifacts_dir: Option<PathBuf>,
+    #[serde(default)]
+    php_pool_dir: Option<PathBuf>,
+    #[serde(default)]
+    nginx_reload: Option<String>,
+    #[serde(default)]
+    php_reload: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +101,11 @@ struct LabSite {
     login: String,
     domain: String,
     database: String,
+    /// `lab up --artifacts`: the site's PHP settings and web rules.
+    #[serde(default)]
+    php: Option<crate::artifacts::PhpSpec>,
+    #[serde(default)]
+    web_rules: Vec<crate::artifacts::WebRule>,
 }
 
 /// What the lab does not know yet and the operator passes.
@@ -172,6 +187,36 @@ fn site_tls(tls: Option<&LabTls>, login: &str) -> Vec<TlsSpec> {
         .collect()
 }
 
+/// A site's artifacts in a lab brought up with them (`lab up --artifacts`; else none): its
+/// PHP pool (run as www-data, on new-dc's socket for it) and web rules, new-dc's stage and
+/// old-dc's enabled set, and old-dc's reload commands (new-dc's are the web host's).
+fn lab_artifacts(lab: &Lab, s: &LabSite) -> crate::artifacts::Artifacts {
+    let (Some(old_dir), Some(new_dir)) = (&lab.old.artifacts_dir, &lab.new.artifacts_dir) else {
+        return Default::default();
+    };
+    let php = s.php.clone().map(|mut p| {
+        p.user = Some("www-data".into());
+        // The lab app's fingerprint of its PHP settings.
+        p.probe = Some("/?op=phpinfo".into());
+        p.listen = lab
+            .new
+            .php_pool_dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.sock", s.login)).display().to_string());
+        p
+    });
+    crate::artifacts::Artifacts {
+        php,
+        web_rules: s.web_rules.clone(),
+        stage_dir: Some(new_dir.display().to_string()),
+        old_stage_dir: Some(old_dir.display().to_string()),
+        old_nginx_reload: lab.old.nginx_reload.clone(),
+        old_php_reload: lab.old.php_reload.clone(),
+        verify_served: true,
+        ..Default::default()
+    }
+}
+
 /// Reads the lab state and returns a spec for every site.
 pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecError> {
     let text = std::fs::read_to_string(state).map_err(|source| SpecError::Io {
@@ -200,6 +245,7 @@ pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecE
             identity: PathBuf::new(),
             nginx_map: PathBuf::new(),
             nginx_reload: String::new(),
+            php_reload: None,
             server_name: s.domain.clone(),
             document_root: PathBuf::from("/"),
         };
@@ -224,6 +270,13 @@ pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecE
         .unwrap_or_else(|| lab.state_dir.join("new-dc").join("nginx.pid"));
     let old_home =
         |login: &str| PathBuf::from(format!("/homez.{}", lab.old.filer.number)).join(login);
+    // With artifacts, new-dc's nginx reload is the lab's script (configuration tested, the
+    // reload waited for) rather than a bare signal.
+    let new_nginx_reload = lab
+        .new
+        .nginx_reload
+        .clone()
+        .unwrap_or_else(|| format!("kill -HUP \"$(cat '{}')\"", nginx_pid.display()));
     let sites = lab
         .sites
         .iter()
@@ -277,7 +330,8 @@ pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecE
                 known_hosts: lab.new.known_hosts.clone(),
                 identity: lab.new.ssh_client_key.clone(),
                 nginx_map: lab.new.nginx_sites_map.clone(),
-                nginx_reload: format!("kill -HUP \"$(cat '{}')\"", nginx_pid.display()),
+                nginx_reload: new_nginx_reload.clone(),
+                php_reload: lab.new.php_reload.clone(),
                 server_name: s.domain.clone(),
                 document_root: old_home(&s.login).join("www"),
             }),
@@ -301,7 +355,7 @@ pub fn specs_from_lab(state: &Path, opts: &LabOptions) -> Result<SpecFile, SpecE
             budget: opts.budget.clone(),
             artifacts: Artifacts {
                 tls: site_tls(lab.tls.as_ref(), &s.login),
-                ..Default::default()
+                ..lab_artifacts(&lab, s)
             },
         })
         .collect();
@@ -382,6 +436,8 @@ mod tests {
             w.nginx_reload,
             "kill -HUP \"$(cat '/lab/new-dc/nginx.pid')\""
         );
+        // A lab without artifacts: none in the spec, nor a php-fpm reload.
+        assert!(s.artifacts.is_empty() && w.php_reload.is_none());
         let md = std::fs::metadata(&s.old_db_url_file).unwrap();
         assert_eq!(md.permissions().mode() & 0o777, 0o600);
         assert_eq!(
@@ -458,5 +514,88 @@ mod tests {
         std::fs::write(&sp, r#"{"zone":"lab.test","state_dir":"/lab"}"#).unwrap();
         let e = specs_from_lab(&sp, &opts).unwrap_err().to_string();
         assert!(e.contains("state.json") && e.contains("old"), "{e}");
+    }
+
+    /// A lab brought up with artifacts: each site's pool (as www-data, on new-dc's socket
+    /// for it) and rules, both sides' stage dirs and every reload command land in its spec;
+    /// without them nothing does (the test above).
+    #[test]
+    fn lab_artifacts_fill_the_specs() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for side in ["old", "new"] {
+            std::fs::write(
+                d.join(format!("{side}.cnf")),
+                "[client]\nuser=labadmin\npassword=Pw1\nhost=10.1.0.20\nport=3306\n",
+            )
+            .unwrap();
+        }
+        let dc = |side: &str, n: u32, net: u8| {
+            serde_json::json!({
+                "vip": format!("172.31.0.{}", 10 * net),
+                "web_addr": format!("10.{net}.0.10"),
+                "db_admin_credentials": d.join(format!("{side}.cnf")),
+                "haproxy_admin_socket": format!("/run/{side}.sock"),
+                "filer": {"number": n, "backing_dir": format!("/lab/filers/homez.{n}")},
+                "ssh_addr": format!("10.{net}.0.22"),
+                "ssh_port": 22,
+                "known_hosts": "/lab/known_hosts",
+                "ssh_client_key": "/lab/private/migrator_ed25519",
+                "nginx_sites_map": format!("/lab/{side}-dc/nginx-sites.map"),
+                "artifacts_dir": format!("/lab/{side}-dc/artifacts"),
+                "php_pool_dir": format!("/lab/{side}-dc/php-pools"),
+                "nginx_reload": format!("sh '/lab/{side}-dc/reload-nginx.sh'"),
+                "php_reload": format!("sh '/lab/{side}-dc/reload-php-fpm.sh'"),
+            })
+        };
+        let php = crate::artifacts::sample("site0001").php.unwrap();
+        let rules = crate::artifacts::sample("site0001").web_rules;
+        let state = serde_json::json!({
+            "zone": "lab.test",
+            "state_dir": "/lab",
+            "old": dc("old", 3, 1),
+            "new": dc("new", 4, 2),
+            "dns": {"addr": "172.31.0.53", "port": 53, "tsig_key_file": "/lab/tsig.key"},
+            "sites": [{"login": "site0001", "domain": "site0001.lab.test", "database": "db_site0001",
+                       "php": php, "web_rules": rules}]
+        });
+        let sp = d.join("state.json");
+        std::fs::write(&sp, state.to_string()).unwrap();
+        let opts = LabOptions {
+            proxy_admin: "10.1.0.21:9000".parse().unwrap(),
+            proxy_token_file: d.join("token"),
+            tunnel: None,
+            secrets_dir: d.join("secrets"),
+            budget: Budget::default(),
+        };
+        let f = specs_from_lab(&sp, &opts).unwrap();
+        let s = &f.sites[0];
+        let a = &s.artifacts;
+        assert_eq!(a.stage_dir.as_deref(), Some("/lab/new-dc/artifacts"));
+        assert_eq!(a.old_stage_dir.as_deref(), Some("/lab/old-dc/artifacts"));
+        assert_eq!(
+            a.old_nginx_reload.as_deref(),
+            Some("sh '/lab/old-dc/reload-nginx.sh'")
+        );
+        assert_eq!(
+            a.old_php_reload.as_deref(),
+            Some("sh '/lab/old-dc/reload-php-fpm.sh'")
+        );
+        let p = a.php.as_ref().unwrap();
+        assert_eq!(p.pool, php.pool);
+        assert_eq!(p.user.as_deref(), Some("www-data"));
+        assert_eq!(
+            p.listen.as_deref(),
+            Some("/lab/new-dc/php-pools/site0001.sock")
+        );
+        assert_eq!(a.web_rules, rules);
+        assert!(a.verify_served);
+        assert_eq!(p.probe.as_deref(), Some("/?op=phpinfo"));
+        let w = s.new_web_host.as_ref().unwrap();
+        assert_eq!(w.nginx_reload, "sh '/lab/new-dc/reload-nginx.sh'");
+        assert_eq!(
+            w.php_reload.as_deref(),
+            Some("sh '/lab/new-dc/reload-php-fpm.sh'")
+        );
     }
 }

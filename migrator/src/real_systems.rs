@@ -301,9 +301,16 @@ impl DataMover for LocalData {
         }
         let new = owner == Side::New;
         let old_side = |enable: bool| -> SysResult<()> {
+            let reloads = activate::reloads(
+                a,
+                a.old_nginx_reload.as_deref(),
+                a.old_php_reload.as_deref(),
+            );
             match &a.old_stage_dir {
-                Some(stage) => activate::apply_locally(&spec.site, stage, enable)
-                    .map_err(|m| SystemError::new("web-host", Dc::Old, m)),
+                Some(stage) => {
+                    activate::apply_locally_with_reloads(&spec.site, stage, enable, &reloads)
+                        .map_err(|m| SystemError::new("web-host", Dc::Old, m))
+                }
                 None => Ok(()),
             }
         };
@@ -345,6 +352,25 @@ impl DataMover for LocalData {
         Ok(diffs)
     }
 
+    fn served_artifacts(&self, spec: &SiteSpec) -> SysResult<Vec<String>> {
+        let (host, page) = served_host_page(spec)?;
+        let client = HttpClient::for_addr(spec.new_web, Duration::from_secs(10))
+            .map_err(|e| SystemError::new("http", Dc::New, e.to_string()))?
+            .without_keep_alive();
+        let ask = |path: &str| {
+            client
+                .request(Method::Get, path)
+                .header("Host", &host)
+                .send()
+                .map_err(|e| e.to_string())
+        };
+        let diffs = crate::artifacts::served_diffs(&spec.artifacts, &host, &page, &ask);
+        Ok(diffs
+            .into_iter()
+            .map(|d| format!("served by {} ({host}): {d}", spec.new_web))
+            .collect())
+    }
+
     fn fingerprint(&self, spec: &SiteSpec) -> SysResult<Option<String>> {
         let Some(f) = &spec.fingerprint else {
             return Ok(None);
@@ -364,6 +390,33 @@ impl DataMover for LocalData {
             blake3::hash(&answer.body).to_hex()
         )))
     }
+}
+
+/// The host name the served artifacts are asked for (the web host's `server_name`, else the
+/// fingerprint's host) and the page whose headers are checked (the fingerprint's path, else `/`).
+pub(crate) fn served_host_page(spec: &SiteSpec) -> SysResult<(String, String)> {
+    let host = spec
+        .new_web_host
+        .as_ref()
+        .map(|w| w.server_name.clone())
+        .or_else(|| spec.fingerprint.as_ref().map(|f| f.host.clone()))
+        .ok_or_else(|| {
+            SystemError::new(
+                "http",
+                Dc::New,
+                format!(
+                    "{}: artifacts.verify_served needs new_web_host.server_name or \
+                     fingerprint.host (the name to ask for)",
+                    spec.site
+                ),
+            )
+        })?;
+    let page = spec
+        .fingerprint
+        .as_ref()
+        .map(|f| f.path.clone())
+        .unwrap_or_else(|| "/".into());
+    Ok((host, page))
 }
 
 #[cfg(test)]

@@ -140,6 +140,10 @@ pub struct WebHostSpec {
     pub nginx_map: PathBuf,
     /// Shell command (run there) that reloads nginx, e.g. `nginx -s reload`.
     pub nginx_reload: String,
+    /// Shell command (run there) that reloads php-fpm after the site's pool file was enabled
+    /// or disabled at a commit point, e.g. `systemctl reload php8.2-fpm`; absent: not reloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub php_reload: Option<String>,
     /// The site's host name in the map.
     pub server_name: String,
     /// The document root the map names: the customer's OLD absolute path (it resolves through
@@ -588,6 +592,7 @@ mod tests {
                 identity: "/lab/id".into(),
                 nginx_map: "/etc/nginx/sites.map".into(),
                 nginx_reload: "nginx -s reload".into(),
+                php_reload: None,
                 server_name: "a.lab.test".into(),
                 document_root: "/homez.1/a/www".into(),
             };

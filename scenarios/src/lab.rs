@@ -35,7 +35,8 @@ pub struct LabConfig {
     /// (`src/galera.rs`, `src/sql_proxy.rs`).
     pub fleet: bool,
     /// Sites get their artifacts (issue 20): a lab CA and a certificate per site, HTTPS on
-    /// both VIPs ([`crate::lab_tls`]). Off: the lab is exactly as before (no port 443).
+    /// both VIPs ([`crate::lab_tls`]); web rules and a PHP pool each on both DCs
+    /// (`src/web_artifacts.rs`). Off: the lab is exactly as before (no port 443).
     pub artifacts: bool,
 }
 
@@ -73,7 +74,7 @@ pub(crate) fn require_root() -> Result<()> {
     }
 }
 
-fn dc_skeleton(side: Side, run: &str, dir: &Path, filer: u32) -> DcState {
+pub(crate) fn dc_skeleton(side: Side, run: &str, dir: &Path, filer: u32) -> DcState {
     let (n, tag) = match side {
         Side::Old => (1u8, "old"),
         Side::New => (2u8, "new"),
@@ -104,6 +105,10 @@ fn dc_skeleton(side: Side, run: &str, dir: &Path, filer: u32) -> DcState {
         nginx_sites_map: root.join("nginx-sites.map"),
         nginx_pid_file: Some(root.join("nginx.pid")),
         php_fpm_socket: root.join("php-fpm.sock"),
+        artifacts_dir: None,
+        php_pool_dir: None,
+        nginx_reload: None,
+        php_reload: None,
         filer: FilerState {
             number: filer,
             path: PathBuf::from(format!("/homez.{filer}")),
@@ -165,7 +170,8 @@ pub fn up(cfg: &LabConfig) -> Result<LabState> {
         let healthy = crate::status::status(&old).iter().all(|s| s.healthy);
         let same = old.sites.len() == cfg.sites
             && old.fleet.is_some() == cfg.fleet
-            && old.tls.is_some() == cfg.artifacts;
+            && old.tls.is_some() == cfg.artifacts
+            && old.old.artifacts_dir.is_some() == cfg.artifacts;
         if old.phase == Phase::Up && same && healthy {
             return Ok(old);
         }
@@ -464,6 +470,10 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
         st.save()?;
     }
     let t_web = Instant::now();
+    if cfg.artifacts {
+        crate::web_artifacts::setup(st)?;
+        st.save()?;
+    }
     // Web tier of both DCs.
     for side in [Side::Old, Side::New] {
         let dc = st.dc(side).clone();
@@ -482,7 +492,8 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
         let host_key = &host_keys[dc.side.label()];
         st.processes.push(svc::php_fpm_start(&dc, &dirs)?);
         st.save()?;
-        st.processes.push(svc::nginx_start(&dc, &dirs)?);
+        st.processes
+            .push(svc::nginx_start(&dc, &dirs, &st.sites.clone())?);
         st.save()?;
         let crt_list = st.tls.as_ref().map(|t| match side {
             Side::Old => t.old_crt_list.clone(),

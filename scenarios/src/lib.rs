@@ -53,6 +53,7 @@ pub mod topology;
 pub mod traffic;
 pub mod tunnel_link;
 pub mod units;
+pub mod web_artifacts;
 
 pub use error::{LabError, Result};
 pub use lab::{LabConfig, LabGuard};

@@ -115,7 +115,8 @@ enum LabCmd {
         #[arg(long)]
         fleet: bool,
         /// Sites get their artifacts (issue 20): HTTPS on both VIPs with per-site certificates
-        /// from a lab CA (old-dc serves them; new-dc only a default one until prepare).
+        /// from a lab CA (old-dc serves them; new-dc only a default one until prepare), web
+        /// rules and their own PHP pool on both DCs, old-dc's enabled.
         #[arg(long)]
         artifacts: bool,
         #[arg(long)]
@@ -177,13 +178,14 @@ fn main() -> anyhow::Result<()> {
                 if dry_run {
                     println!(
                         "would build lab `{name}` in {}: namespaces old-dc, new-dc, dns, client, internet; \
-{sites} sites ({} small + {} large files of {} KiB, {} rows each) on old-dc; tunnel: {}",
+{sites} sites ({} small + {} large files of {} KiB, {} rows each) on old-dc; tunnel: {}; artifacts: {}",
                         cfg.state_dir().display(),
                         cfg.spec.small_files,
                         cfg.spec.large_files,
                         cfg.spec.large_file_kib,
                         cfg.spec.rows,
-                        cfg.tunnel
+                        cfg.tunnel,
+                        cfg.artifacts
                     );
                     return Ok(());
                 }

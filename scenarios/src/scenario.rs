@@ -40,7 +40,8 @@ pub struct LabSection {
     /// The fleet topology (`lab up --fleet`): Galera control store, two proxies.
     #[serde(default)]
     pub fleet: bool,
-    /// Sites get their artifacts (issue 20; `lab up --artifacts`): HTTPS with a lab CA, …
+    /// Sites get their artifacts (issue 20; `lab up --artifacts`): HTTPS with a lab CA, web
+    /// rules, PHP pools.
     #[serde(default)]
     pub artifacts: bool,
     #[serde(default)]

@@ -247,6 +247,20 @@ pub struct DcState {
     pub nginx_pid_file: Option<PathBuf>,
     pub php_fpm_socket: PathBuf,
     pub filer: FilerState,
+    /// `lab up --artifacts`: the DC's site artifacts, `DIR/<login>/active/` being what its
+    /// nginx (`nginx-rules.conf`, per site's server block) and php-fpm (`php-pool.conf`)
+    /// include (old-dc: written at `up`, the sites' owner; new-dc: staged by `prepare`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts_dir: Option<PathBuf>,
+    /// `lab up --artifacts`: the sites' own php-fpm pool sockets (`DIR/<login>.sock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub php_pool_dir: Option<PathBuf>,
+    /// `lab up --artifacts`: shell commands reloading the DC's nginx / php-fpm and waiting
+    /// until the new configuration serves (failing when it does not load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nginx_reload: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub php_reload: Option<String>,
 }
 
 impl DcState {
@@ -343,6 +357,12 @@ pub struct SiteState {
     /// fleet lab half the sites use old-dc's second endpoint, served by the second proxy.
     #[serde(default)]
     pub sql_host: Option<String>,
+    /// `lab up --artifacts`: the site's PHP pool settings (its own pool on each DC) and web
+    /// rules, as the migrator's spec holds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub php: Option<migrator::artifacts::PhpSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub web_rules: Vec<migrator::artifacts::WebRule>,
 }
 
 impl LabState {

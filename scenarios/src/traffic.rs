@@ -52,6 +52,10 @@ pub struct TrafficSpec {
     /// customers whose databases must move while written.
     pub hot_sites: usize,
     pub hot_writes_per_sec: u64,
+    /// Weight of `web_rules` checks (a lab with artifacts): the site's redirect (status and
+    /// `Location`), its header on `/?op=read`, and its `/?op=phpinfo` fingerprint equal to its
+    /// pool settings. 0 by default: a scenario without it runs as before.
+    pub web_rules: u32,
 }
 
 impl Default for TrafficSpec {
@@ -71,6 +75,7 @@ impl Default for TrafficSpec {
             stop_file: None,
             hot_sites: 0,
             hot_writes_per_sec: 0,
+            web_rules: 0,
         }
     }
 }
@@ -85,6 +90,8 @@ pub enum Op {
     SqlRead,
     SqlWrite,
     HttpsRead,
+    /// The site's web rules and PHP fingerprint, as served now ([`crate::web_artifacts`]).
+    WebRules,
 }
 
 impl Op {
@@ -183,6 +190,8 @@ async fn http(
 
 struct Site {
     login: String,
+    /// Its lab state when it has web rules or PHP settings (a lab with artifacts).
+    state: Option<crate::state::SiteState>,
     /// `http://{domain}`, a new connection per request.
     http: HttpClient,
     /// `https://{domain}` trusting the lab CA only (a lab with `--artifacts`).
@@ -224,6 +233,7 @@ pub async fn run(state: &LabState, spec: &TrafficSpec, log_path: &Path) -> Resul
         .map(|s| {
             Ok(Site {
                 login: s.login.clone(),
+                state: (s.php.is_some() || !s.web_rules.is_empty()).then(|| s.clone()),
                 http: site_client(&s.domain)?,
                 https: state
                     .tls
@@ -290,6 +300,7 @@ fn pick_op(spec: &TrafficSpec, rng: &mut XorShift) -> Op {
         (Op::SqlRead, spec.sql_read),
         (Op::SqlWrite, spec.sql_write),
         (Op::HttpsRead, spec.https_read),
+        (Op::WebRules, spec.web_rules),
     ];
     let total: u64 = weights.iter().map(|w| w.1 as u64).sum();
     let mut x = rng.below(total.max(1));
@@ -483,6 +494,10 @@ async fn request(sh: &Shared, idx: usize, op: Op, token: Option<&str>) -> ReqRes
             }
             Ok((Some(status), server))
         }
+        Op::WebRules => web_rules_check(site)
+            .await
+            .map(|server| (Some(200), server))
+            .map_err(|e| (None, e)),
         Op::SqlRead | Op::SqlWrite => {
             let opts = mysql_async::OptsBuilder::default()
                 .ip_or_hostname(site.sql_host.clone())
@@ -511,6 +526,29 @@ async fn request(sh: &Shared, idx: usize, op: Op, token: Option<&str>) -> ReqRes
     }
 }
 
+/// A site's web rules and PHP fingerprint as served now, through its DNS name
+/// ([`crate::web_artifacts::served_by`]): the answering server, or every difference in one
+/// message.
+async fn web_rules_check(site: &Site) -> std::result::Result<Option<String>, String> {
+    let Some(state) = site.state.clone() else {
+        return Err(format!(
+            "{}: no web rules or PHP settings in the lab state (lab up without --artifacts)",
+            site.login
+        ));
+    };
+    let client = site.http.clone();
+    let diffs = tokio::task::spawn_blocking(move || {
+        crate::web_artifacts::served_by(&client, &state, false)
+    })
+    .await
+    .map_err(|e| format!("web rules check task: {e}"))?;
+    if diffs.is_empty() {
+        Ok(None)
+    } else {
+        Err(format!("{}: {}", site.login, diffs.join("; ")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,6 +565,21 @@ mod tests {
         };
         let mut rng = XorShift::new(3);
         assert!((0..100).all(|_| pick_op(&spec, &mut rng) == Op::SqlWrite));
+        // `web_rules` is off unless weighted, and only it when it alone is.
+        let mut rng = XorShift::new(5);
+        let d = TrafficSpec::default();
+        assert_eq!(d.web_rules, 0);
+        assert!((0..1000).all(|_| pick_op(&d, &mut rng) != Op::WebRules));
+        let only = TrafficSpec {
+            http_read: 0,
+            http_write: 0,
+            http_verify: 0,
+            sql_read: 0,
+            sql_write: 0,
+            web_rules: 1,
+            ..TrafficSpec::default()
+        };
+        assert!((0..100).all(|_| pick_op(&only, &mut rng) == Op::WebRules));
     }
 
     #[test]

@@ -179,6 +179,10 @@ pub fn generate(
                 version: version.into(),
                 map_to: (version == "5.6").then(|| "7.4".into()),
                 fpm_root: None,
+                user: None,
+                listen: None,
+                listen_owner: None,
+                probe: None,
                 pool: PoolSettings {
                     memory_limit: Some(format!("{}M", 64 << rng.range(0, 3))),
                     max_execution_time: Some(30),
