@@ -141,11 +141,21 @@ impl fmt::Debug for Header {
 pub struct Answer {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The answer's headers (names lower-case, values as sent; one entry per line).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Answer {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -453,13 +463,25 @@ impl RequestBuilder {
         };
         let mut resp = self.client.agent.run(req).map_err(transport)?;
         let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (n.as_str().to_string(), v)
+            })
+            .collect();
         let body = resp
             .body_mut()
             .with_config()
             .limit(64 << 20)
             .read_to_vec()
             .map_err(transport)?;
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            body,
+            headers,
+        })
     }
 
     /// Sends the request; a status outside 2xx is an [`HttpError::Status`] carrying the start
@@ -665,6 +687,23 @@ mod tests {
             seen[2]
         );
         assert!(seen[2].ends_with("{\"side\":\"new\"}"), "{}", seen[2]);
+    }
+
+    /// A redirect is answered as it is (never followed), its headers readable by name.
+    #[test]
+    fn a_redirect_is_not_followed_and_its_headers_are_read() {
+        let (addr, server) = one_shot_server(&[
+            "HTTP/1.1 301 Moved Permanently\r\nLocation: /?op=about\r\nX-Site: site0001\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        ]);
+        let c = HttpClient::for_addr(addr, Duration::from_secs(5))
+            .unwrap()
+            .without_keep_alive();
+        let a = c.request(Method::Get, "/old-page").send().unwrap();
+        assert_eq!(a.status, 301);
+        assert_eq!(a.header("location"), Some("/?op=about"));
+        assert_eq!(a.header("X-SITE"), Some("site0001"));
+        assert_eq!(a.header("x-missing"), None);
+        assert_eq!(server.join().unwrap().len(), 1);
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //!   JSON or any body, per-request headers (`Host`), secret headers never shown, typed errors
 //!   with status and body, refused connections told apart.
 //! - [`secret`]: secret files (keys, tokens): mode 0600, never shown.
+//! - [`tls_probe`]: the certificate chain a TLS server presents for a name (SNI), captured
+//!   for the caller to judge (the new VIP's certificate at verify, the lab's checks).
 //!
 //! How each driver is tested against the real thing, and how to add one: `drivers/README.md`.
 
@@ -29,6 +31,7 @@ pub mod http;
 pub mod lb;
 pub mod proxy;
 pub mod secret;
+pub mod tls_probe;
 
 /// What went wrong talking to the load balancer. `Rejected` carries the system's own answer;
 /// `NotApplied` means the system accepted the change but reading it back disagrees.

@@ -466,6 +466,11 @@ impl DataMover for Recorder {
                 self.act("data.prepare_artifacts", "web-host", Dc::New, line)?;
             }
         }
+        if let Some(t) = &spec.new_lb.tls {
+            for line in crate::artifacts::lb_tls::describe(t, &spec.artifacts) {
+                self.act("data.prepare_lb_tls", "haproxy", Dc::New, line)?;
+            }
+        }
         Ok(())
     }
     fn activate_artifacts(
@@ -473,7 +478,7 @@ impl DataMover for Recorder {
         spec: &SiteSpec,
         owner: crate::artifacts::fence::Side,
     ) -> SysResult<()> {
-        use crate::artifacts::{activate::describe, fence::Side};
+        use crate::artifacts::{activate, fence::Side};
         let a = &spec.artifacts;
         if a.is_empty() {
             return Ok(());
@@ -481,9 +486,20 @@ impl DataMover for Recorder {
         let new = owner == Side::New;
         let mut lines = Vec::new();
         if let Some(stage) = &a.old_stage_dir {
-            lines.push((Dc::Old, describe(&spec.site, stage, !new)));
+            let r = activate::reloads(
+                a,
+                a.old_nginx_reload.as_deref(),
+                a.old_php_reload.as_deref(),
+            );
+            let line = activate::describe_with_reloads(&spec.site, stage, !new, &r);
+            lines.push((Dc::Old, line));
         }
-        lines.push((Dc::New, describe(&spec.site, a.stage(), new)));
+        let r = match &spec.new_web_host {
+            Some(w) => activate::reloads(a, Some(&w.nginx_reload), w.php_reload.as_deref()),
+            None => Vec::new(),
+        };
+        let line = activate::describe_with_reloads(&spec.site, a.stage(), new, &r);
+        lines.push((Dc::New, line));
         // The side losing the site first, as the real move does.
         if !new {
             lines.reverse();
@@ -545,6 +561,36 @@ impl DataMover for Recorder {
             format!("manifests and table checksums of {dbs:?}"),
         )?;
         Ok(self.with(|w| w.verify_diffs.clone()))
+    }
+    fn served_artifacts(&self, spec: &SiteSpec) -> SysResult<Vec<String>> {
+        let (host, page) = crate::real_systems::served_host_page(spec)?;
+        let a = &spec.artifacts;
+        let mut what: Vec<String> = a
+            .web_rules
+            .iter()
+            .map(|r| match r {
+                crate::artifacts::WebRule::Redirect(x) => {
+                    format!("GET {} -> {} {}", x.from, x.status, x.to)
+                }
+                crate::artifacts::WebRule::Header(x) => {
+                    format!("GET {page}: {}: {}", x.name, x.value)
+                }
+            })
+            .collect();
+        if let Some(probe) = a.php.as_ref().and_then(|p| p.probe.as_deref()) {
+            what.push(format!("GET {probe}: the PHP settings"));
+        }
+        self.act(
+            "http.served_artifacts",
+            "http",
+            Dc::New,
+            format!(
+                "compare with the spec what {} serves for {host}: {}",
+                spec.new_web,
+                what.join("; ")
+            ),
+        )?;
+        Ok(Vec::new())
     }
     fn fingerprint(&self, spec: &SiteSpec) -> SysResult<Option<String>> {
         match &spec.fingerprint {

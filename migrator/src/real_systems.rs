@@ -192,6 +192,13 @@ impl DataMover for LocalData {
             crate::artifacts::install::stage_locally(&spec.site, a.stage(), a)
                 .map_err(|m| SystemError::new("web-host", Dc::New, m))?;
         }
+        if let (Some(t), false) = (&spec.new_lb.tls, spec.artifacts.tls.is_empty()) {
+            let done = crate::artifacts::lb_tls::install(&spec.new_lb.socket, t, &spec.artifacts)
+                .map_err(|m| SystemError::new("haproxy", Dc::New, m))?;
+            for line in done {
+                tracing::info!("{}: certificate {line}", spec.site);
+            }
+        }
         if !spec.databases.is_empty() {
             if let Some(note) = self
                 .db
@@ -263,6 +270,15 @@ impl DataMover for LocalData {
         if !dbs.is_empty() {
             diffs.extend(self.db.verify(LocalData::urls(spec)?, dbs)?);
         }
+        if let Some(t) = &spec.new_lb.tls {
+            // The new VIP serves the site's certificates before anything is switched.
+            let vip = std::net::SocketAddr::new(spec.new_vip, t.port);
+            diffs.extend(crate::artifacts::lb_tls::verify_served(
+                vip,
+                &spec.artifacts,
+                Duration::from_secs(10),
+            ));
+        }
         if spec.new_web_host.is_none() && !spec.artifacts.is_empty() {
             let a = &spec.artifacts;
             diffs.extend(
@@ -285,9 +301,16 @@ impl DataMover for LocalData {
         }
         let new = owner == Side::New;
         let old_side = |enable: bool| -> SysResult<()> {
+            let reloads = activate::reloads(
+                a,
+                a.old_nginx_reload.as_deref(),
+                a.old_php_reload.as_deref(),
+            );
             match &a.old_stage_dir {
-                Some(stage) => activate::apply_locally(&spec.site, stage, enable)
-                    .map_err(|m| SystemError::new("web-host", Dc::Old, m)),
+                Some(stage) => {
+                    activate::apply_locally_with_reloads(&spec.site, stage, enable, &reloads)
+                        .map_err(|m| SystemError::new("web-host", Dc::Old, m))
+                }
                 None => Ok(()),
             }
         };
@@ -329,6 +352,25 @@ impl DataMover for LocalData {
         Ok(diffs)
     }
 
+    fn served_artifacts(&self, spec: &SiteSpec) -> SysResult<Vec<String>> {
+        let (host, page) = served_host_page(spec)?;
+        let client = HttpClient::for_addr(spec.new_web, Duration::from_secs(10))
+            .map_err(|e| SystemError::new("http", Dc::New, e.to_string()))?
+            .without_keep_alive();
+        let ask = |path: &str| {
+            client
+                .request(Method::Get, path)
+                .header("Host", &host)
+                .send()
+                .map_err(|e| e.to_string())
+        };
+        let diffs = crate::artifacts::served_diffs(&spec.artifacts, &host, &page, &ask);
+        Ok(diffs
+            .into_iter()
+            .map(|d| format!("served by {} ({host}): {d}", spec.new_web))
+            .collect())
+    }
+
     fn fingerprint(&self, spec: &SiteSpec) -> SysResult<Option<String>> {
         let Some(f) = &spec.fingerprint else {
             return Ok(None);
@@ -348,6 +390,33 @@ impl DataMover for LocalData {
             blake3::hash(&answer.body).to_hex()
         )))
     }
+}
+
+/// The host name the served artifacts are asked for (the web host's `server_name`, else the
+/// fingerprint's host) and the page whose headers are checked (the fingerprint's path, else `/`).
+pub(crate) fn served_host_page(spec: &SiteSpec) -> SysResult<(String, String)> {
+    let host = spec
+        .new_web_host
+        .as_ref()
+        .map(|w| w.server_name.clone())
+        .or_else(|| spec.fingerprint.as_ref().map(|f| f.host.clone()))
+        .ok_or_else(|| {
+            SystemError::new(
+                "http",
+                Dc::New,
+                format!(
+                    "{}: artifacts.verify_served needs new_web_host.server_name or \
+                     fingerprint.host (the name to ask for)",
+                    spec.site
+                ),
+            )
+        })?;
+    let page = spec
+        .fingerprint
+        .as_ref()
+        .map(|f| f.path.clone())
+        .unwrap_or_else(|| "/".into());
+    Ok((host, page))
 }
 
 #[cfg(test)]

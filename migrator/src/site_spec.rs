@@ -51,6 +51,42 @@ pub struct LbSpec {
     pub socket: PathBuf,
     pub backend: String,
     pub server: String,
+    /// The site's certificates on this balancer (new side only): prepare loads them through
+    /// the runtime API and writes them where a restart finds them
+    /// ([`crate::artifacts::lb_tls`]). Absent: prepare does nothing on the balancer for TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<LbTlsSpec>,
+}
+
+/// Where a balancer terminating TLS (`bind VIP:443 ssl crt-list FILE`) keeps its certificates.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LbTlsSpec {
+    /// The crt-list file its TLS bind reads (as HAProxy names it: absolute path).
+    pub crt_list: PathBuf,
+    /// Where each domain's PEM (chain then key, 0600) is written as `DOMAIN.pem`; default:
+    /// the crt-list's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_dir: Option<PathBuf>,
+    /// The port the TLS bind listens on at the VIP (verify connects there); default 443.
+    #[serde(default = "default_tls_port")]
+    pub port: u16,
+}
+
+fn default_tls_port() -> u16 {
+    443
+}
+
+impl LbTlsSpec {
+    /// The directory of the PEM files.
+    pub fn cert_dir(&self) -> PathBuf {
+        self.cert_dir.clone().unwrap_or_else(|| {
+            self.crt_list
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("/"))
+        })
+    }
 }
 
 /// One home directory: where it is on each side and how the old absolute path keeps resolving.
@@ -104,6 +140,10 @@ pub struct WebHostSpec {
     pub nginx_map: PathBuf,
     /// Shell command (run there) that reloads nginx, e.g. `nginx -s reload`.
     pub nginx_reload: String,
+    /// Shell command (run there) that reloads php-fpm after the site's pool file was enabled
+    /// or disabled at a commit point, e.g. `systemctl reload php8.2-fpm`; absent: not reloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub php_reload: Option<String>,
     /// The site's host name in the map.
     pub server_name: String,
     /// The document root the map names: the customer's OLD absolute path (it resolves through
@@ -395,11 +435,13 @@ pub fn sample(site: &str) -> SiteSpec {
             socket: "/tmp/old.sock".into(),
             backend: format!("be_{site}"),
             server: "web".into(),
+            tls: None,
         },
         new_lb: LbSpec {
             socket: "/tmp/new.sock".into(),
             backend: format!("be_{site}"),
             server: "web".into(),
+            tls: None,
         },
         old_web: "10.1.0.10:80".parse().unwrap(),
         new_web: "10.2.0.10:80".parse().unwrap(),
@@ -550,6 +592,7 @@ mod tests {
                 identity: "/lab/id".into(),
                 nginx_map: "/etc/nginx/sites.map".into(),
                 nginx_reload: "nginx -s reload".into(),
+                php_reload: None,
                 server_name: "a.lab.test".into(),
                 document_root: "/homez.1/a/www".into(),
             };

@@ -195,6 +195,12 @@ pub trait DataMover: Send + Sync {
     ) -> SysResult<()> {
         Ok(())
     }
+    /// With `artifacts.verify_served`, after the switch: how the new web server's answers
+    /// differ from the site's rules and PHP settings ([`crate::artifacts::served_diffs`]),
+    /// one line each. By default nothing to compare.
+    fn served_artifacts(&self, _spec: &SiteSpec) -> SysResult<Vec<String>> {
+        Ok(Vec::new())
+    }
     /// A fingerprint of the site's HTTP answer (status and body digest).
     fn fingerprint(&self, spec: &SiteSpec) -> SysResult<Option<String>>;
 }

@@ -137,10 +137,13 @@ pub fn prepare(spec: &SiteSpec, w: &WebHostSpec) -> SysResult<()> {
 }
 
 /// Enables (or disables) the site's staged artifacts on the web server
-/// ([`crate::artifacts::activate`]). Idempotent.
+/// ([`crate::artifacts::activate`]), then reloads its nginx and php-fpm (`nginx_reload`,
+/// `php_reload`) in the same script. Idempotent; a failed reload fails it.
 pub fn activate_artifacts(spec: &SiteSpec, w: &WebHostSpec, enable: bool) -> SysResult<()> {
+    use crate::artifacts::activate;
     let a = &spec.artifacts;
-    let text = crate::artifacts::activate::script(&spec.site, a.stage(), enable);
+    let reloads = activate::reloads(a, Some(&w.nginx_reload), w.php_reload.as_deref());
+    let text = activate::script_with_reloads(&spec.site, a.stage(), enable, &reloads);
     let what = if enable { "enabling" } else { "disabling" };
     run_remote(w, &text, &format!("{what} the artifacts of {}", spec.site))
 }
@@ -190,6 +193,7 @@ mod tests {
             identity: "/lab/id".into(),
             nginx_map: dir.join("map"),
             nginx_reload: format!("echo reloaded >> '{}'", dir.join("reloads").display()),
+            php_reload: None,
             server_name: "site0001.lab.test".into(),
             document_root: "/homez.1/site0001/www".into(),
         });

@@ -25,6 +25,7 @@ fn artifacts_are_enabled_and_disabled_over_ssh() {
         identity: sshd.client_key(),
         nginx_map: d.join("map.conf"),
         nginx_reload: "true".into(),
+        php_reload: None,
         server_name: "shop.lab.test".into(),
         document_root: d.join("www"),
     };

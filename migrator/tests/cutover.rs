@@ -60,11 +60,13 @@ fn spec(
             socket: old_hp.socket().to_path_buf(),
             backend: "be_shop".into(),
             server: "srv".into(),
+            tls: None,
         },
         new_lb: LbSpec {
             socket: new_hp.socket().to_path_buf(),
             backend: "be_shop".into(),
             server: "srv".into(),
+            tls: None,
         },
         old_web: old.addr,
         new_web: new.addr,
@@ -568,4 +570,54 @@ fn the_switch_enables_the_staged_artifacts_and_the_rollback_reverses_it() {
             .as_deref(),
         Some("\"old\"")
     );
+}
+
+/// Issue 20, `verify_served`: after the switch the new web server's answers are compared with
+/// the site's rules and PHP settings; one that serves none of them (a web server not pointed
+/// at the site's enabled artifacts) rolls the site back, the error naming each difference.
+#[test]
+fn a_new_side_serving_without_the_sites_rules_and_pool_is_rolled_back_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (old, new, old_hp, new_hp) = two_dcs("shop front page");
+    let mut spec = spec(d, &old_hp, &new_hp, &old, &new);
+    std::fs::create_dir_all(spec.homes[0].old.join("www")).unwrap();
+    std::fs::write(spec.homes[0].old.join("www/index.php"), "<?php echo 1;").unwrap();
+    let mut a = migrator::artifacts::sample("shop");
+    a.cron.clear();
+    std::fs::create_dir_all(d.join("php/8.2/fpm")).unwrap();
+    let p = a.php.as_mut().unwrap();
+    p.fpm_root = Some(d.join("php").display().to_string());
+    p.probe = Some("/?op=phpinfo".into());
+    a.stage_dir = Some(d.join("new-stage").display().to_string());
+    a.verify_served = true;
+    spec.artifacts = a;
+
+    let jp = d.join("journal.sqlite");
+    let sys = file_systems(&spec, &old_hp, &new_hp, &jp);
+    let mut j = SqliteJournal::open(&jp).unwrap();
+    let e = Engine::new(&spec, &sys, &mut j, &EngineOptions::default())
+        .migrate()
+        .unwrap_err()
+        .to_string();
+    for what in [
+        "redirect /old: HTTP 200",
+        "header X-Site: None, expected \"shop\"",
+        "php probe /?op=phpinfo: HTTP 200, not the JSON of the settings",
+    ] {
+        assert!(e.contains(what), "{what}: {e}");
+    }
+    assert!(
+        e.contains(&format!("served by {} (be_shop)", new.addr)),
+        "{e}"
+    );
+    assert_eq!(
+        j.site_state("shop").unwrap(),
+        Some(SiteState::RolledBack),
+        "{e}"
+    );
+    // The old side serves again.
+    let lb = Haproxy::new(old_hp.socket());
+    let s = lb.server_state("be_shop", "srv").unwrap();
+    assert_eq!(s.addr, old.addr, "{s:?}");
 }

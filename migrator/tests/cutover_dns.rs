@@ -63,11 +63,13 @@ fn migrate_and_roll_back(dns: DnsConfig) {
             socket: old_hp.socket().to_path_buf(),
             backend: "be_shop".into(),
             server: "srv".into(),
+            tls: None,
         },
         new_lb: LbSpec {
             socket: new_hp.socket().to_path_buf(),
             backend: "be_shop".into(),
             server: "srv".into(),
+            tls: None,
         },
         old_web: old.addr,
         new_web: new.addr,

@@ -197,3 +197,46 @@ fn wave_pause_dry_run_records_nothing() {
     run(&["wave", "pause"]);
     assert!(paused(), "the real pause was not recorded");
 }
+
+#[test]
+fn status_lists_at_most_limit_sites_failed_and_in_flight_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("j.sqlite");
+    let mut j = SqliteJournal::open(&journal).unwrap();
+    for i in 0..120 {
+        let st = match i {
+            100 => SiteState::Failed,
+            110 => SiteState::Frozen,
+            _ => SiteState::Planned,
+        };
+        j.set_site_state(&format!("site{i:04}"), st).unwrap();
+    }
+    drop(j);
+    let status = |extra: &[&str]| {
+        let out = Command::new(bin())
+            .args(["status", "--journal", journal.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let site_lines = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("  site"))
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect()
+    };
+    let text = status(&[]);
+    assert!(text.contains("120 sites:"), "{text}");
+    let listed = site_lines(&text);
+    assert_eq!(listed.len(), 50, "{text}");
+    assert_eq!(listed[..2], ["site0100", "site0110"], "{text}");
+    assert!(text.contains("... 70 more site(s) not listed"), "{text}");
+    let text = status(&["--limit", "3"]);
+    assert_eq!(site_lines(&text), ["site0100", "site0110", "site0000"]);
+    assert!(text.contains("... 117 more"), "{text}");
+    let text = status(&["--all"]);
+    assert_eq!(site_lines(&text).len(), 120);
+    assert!(!text.contains("more site(s)"), "{text}");
+}

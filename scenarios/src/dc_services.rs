@@ -153,19 +153,21 @@ pub fn mariadb_admin_url(dc: &DcState) -> Result<String> {
     }
 }
 
-/// php-fpm: one pool as www-data on a unix socket.
+/// php-fpm: one pool as www-data on a unix socket (with artifacts, also the sites' enabled
+/// pools: [`crate::web_artifacts::php_fpm_global`]).
 pub fn php_fpm_start(dc: &DcState, dirs: &DcDirs) -> Result<ProcRecord> {
     let conf = dirs.root.join("php-fpm.conf");
     write(
         &conf,
         &format!(
-            "[global]\npid = {root}/php-fpm.pid\nerror_log = {logs}/php-fpm-error.log\ndaemonize = no\n\n\
+            "[global]\npid = {root}/php-fpm.pid\nerror_log = {logs}/php-fpm-error.log\ndaemonize = no\n{global}\n\
 [www]\nuser = www-data\ngroup = www-data\nlisten = {sock}\nlisten.owner = www-data\nlisten.group = www-data\n\
 listen.mode = 0660\npm = static\npm.max_children = 8\ncatch_workers_output = yes\n\
 php_admin_value[error_log] = {logs}/php-errors.log\nphp_admin_flag[log_errors] = on\n",
             root = dirs.root.display(),
             logs = dirs.logs.display(),
-            sock = dc.php_fpm_socket.display()
+            sock = dc.php_fpm_socket.display(),
+            global = crate::web_artifacts::php_fpm_global(dc),
         ),
     )?;
     let php_fpm = find_php_fpm()?;
@@ -178,7 +180,7 @@ php_admin_value[error_log] = {logs}/php-errors.log\nphp_admin_flag[log_errors] =
     )
 }
 
-fn find_php_fpm() -> Result<String> {
+pub(crate) fn find_php_fpm() -> Result<String> {
     let dir = Path::new("/usr/sbin");
     let mut found: Vec<String> = std::fs::read_dir(dir)
         .map_err(LabError::io("listing /usr/sbin", dir))?
@@ -197,8 +199,14 @@ fn find_php_fpm() -> Result<String> {
         })
 }
 
-/// nginx on the DC's web address; `map $host $site_root` selects the site's absolute home.
-pub fn nginx_start(dc: &DcState, dirs: &DcDirs) -> Result<ProcRecord> {
+/// nginx on the DC's web address; `map $host $site_root` selects the site's absolute home
+/// (with artifacts, each of `sites` has its own server block:
+/// [`crate::web_artifacts::nginx_site_servers`]).
+pub fn nginx_start(
+    dc: &DcState,
+    dirs: &DcDirs,
+    sites: &[crate::state::SiteState],
+) -> Result<ProcRecord> {
     let tmp = dirs.root.join("nginx-tmp");
     std::fs::create_dir_all(&tmp).map_err(LabError::io("creating nginx tmp", &tmp))?;
     if !dc.nginx_sites_map.exists() {
@@ -217,13 +225,14 @@ http {{\n    access_log off;\n    client_body_temp_path {tmp}/body;\n    fastcgi
     server {{\n        listen {addr}:80 default_server;\n        location = /healthz {{ return 200 \"ok\\n\"; }}\n\
         location / {{\n            if ($site_root = \"\") {{ return 404; }}\n            root $site_root;\n\
             include /etc/nginx/fastcgi_params;\n            fastcgi_param SCRIPT_FILENAME $site_root/index.php;\n\
-            fastcgi_pass unix:{sock};\n        }}\n    }}\n}}\n",
+            fastcgi_pass unix:{sock};\n        }}\n    }}\n{site_servers}}}\n",
             root = dirs.root.display(),
             logs = dirs.logs.display(),
             tmp = tmp.display(),
             map = dc.nginx_sites_map.display(),
             addr = dc.web_addr,
-            sock = dc.php_fpm_socket.display()
+            sock = dc.php_fpm_socket.display(),
+            site_servers = crate::web_artifacts::nginx_site_servers(dc, sites),
         ),
     )?;
     spawn(
@@ -236,7 +245,14 @@ http {{\n    access_log off;\n    client_body_temp_path {tmp}/body;\n    fastcgi
 }
 
 /// HAProxy on the VIP: `Host` → `be_<login>` via a map file; runtime API on an admin socket.
-pub fn haproxy_start(dc: &DcState, dirs: &DcDirs, backends: &str) -> Result<ProcRecord> {
+/// With `crt_list`, the same frontend also terminates TLS on the VIP's port 443 with the
+/// certificates it lists ([`crate::lab_tls`]).
+pub fn haproxy_start(
+    dc: &DcState,
+    dirs: &DcDirs,
+    backends: &str,
+    crt_list: Option<&Path>,
+) -> Result<ProcRecord> {
     if !dc.haproxy_map.exists() {
         write(&dc.haproxy_map, "")?;
     }
@@ -248,11 +264,19 @@ pub fn haproxy_start(dc: &DcState, dirs: &DcDirs, backends: &str) -> Result<Proc
 defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n    retries 2\n    \
 # A site frozen for cutover (server in maint) answers 503 with Retry-After.\n    \
 http-error status 503 content-type text/plain string \"site under maintenance, retry shortly\\n\" hdr Retry-After 2\n\n\
-frontend vip\n    bind {vip}:80\n    use_backend %[req.hdr(host),lower,word(1,:),map({map},be_unknown)]\n\n\
+frontend vip\n    bind {vip}:80\n{tls}    use_backend %[req.hdr(host),lower,word(1,:),map({map},be_unknown)]\n\n\
 backend be_unknown\n    http-request return status 404 content-type text/plain string \"unknown site\\n\"\n\n{backends}",
             sock = dc.haproxy_admin_socket.display(),
             vip = dc.vip,
             map = dc.haproxy_map.display(),
+            tls = crt_list
+                .map(|l| format!(
+                    "    bind {}:{} ssl crt-list {}\n",
+                    dc.vip,
+                    crate::lab_tls::PORT,
+                    l.display()
+                ))
+                .unwrap_or_default(),
         ),
     )?;
     spawn(

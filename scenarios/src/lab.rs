@@ -34,8 +34,10 @@ pub struct LabConfig {
     /// The fleet topology: a 3-node Galera control store and a second proxy instance
     /// (`src/galera.rs`, `src/sql_proxy.rs`).
     pub fleet: bool,
-    /// Issue 20: each site gets a cron job and each DC a cron daemon ([`crate::cron_lab`]).
-    /// Off: the lab is built exactly as before.
+    /// Sites get their artifacts (issue 20): a lab CA and a certificate per site, HTTPS on
+    /// both VIPs ([`crate::lab_tls`]); web rules and a PHP pool each on both DCs
+    /// (`src/web_artifacts.rs`); a cron job each and a cron daemon per DC
+    /// ([`crate::cron_lab`]). Off: the lab is exactly as before (no port 443).
     pub artifacts: bool,
 }
 
@@ -73,7 +75,7 @@ pub(crate) fn require_root() -> Result<()> {
     }
 }
 
-fn dc_skeleton(side: Side, run: &str, dir: &Path, filer: u32) -> DcState {
+pub(crate) fn dc_skeleton(side: Side, run: &str, dir: &Path, filer: u32) -> DcState {
     let (n, tag) = match side {
         Side::Old => (1u8, "old"),
         Side::New => (2u8, "new"),
@@ -104,6 +106,10 @@ fn dc_skeleton(side: Side, run: &str, dir: &Path, filer: u32) -> DcState {
         nginx_sites_map: root.join("nginx-sites.map"),
         nginx_pid_file: Some(root.join("nginx.pid")),
         php_fpm_socket: root.join("php-fpm.sock"),
+        artifacts_dir: None,
+        php_pool_dir: None,
+        nginx_reload: None,
+        php_reload: None,
         filer: FilerState {
             number: filer,
             path: PathBuf::from(format!("/homez.{filer}")),
@@ -153,6 +159,7 @@ fn skeleton(cfg: &LabConfig, run: &str, old_filer: u32, new_filer: u32) -> LabSt
         sql_proxy: None,
         fleet: cfg.fleet.then(|| crate::galera::skeleton(run, &dir)),
         artifacts: cfg.artifacts.then(|| crate::cron_lab::skeleton(&dir)),
+        tls: None,
     }
 }
 
@@ -165,6 +172,8 @@ pub fn up(cfg: &LabConfig) -> Result<LabState> {
         let healthy = crate::status::status(&old).iter().all(|s| s.healthy);
         let same = old.sites.len() == cfg.sites
             && old.fleet.is_some() == cfg.fleet
+            && old.tls.is_some() == cfg.artifacts
+            && old.old.artifacts_dir.is_some() == cfg.artifacts
             && old.artifacts.is_some() == cfg.artifacts;
         if old.phase == Phase::Up && same && healthy {
             return Ok(old);
@@ -457,7 +466,17 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
         crate::sql_proxy::start(st)
     })?;
 
+    if cfg.artifacts {
+        st.tls = Some(steps.time("tls: lab CA and site certificates", || {
+            crate::lab_tls::make(st)
+        })?);
+        st.save()?;
+    }
     let t_web = Instant::now();
+    if cfg.artifacts {
+        crate::web_artifacts::setup(st)?;
+        st.save()?;
+    }
     // Web tier of both DCs.
     for side in [Side::Old, Side::New] {
         let dc = st.dc(side).clone();
@@ -476,10 +495,19 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
         let host_key = &host_keys[dc.side.label()];
         st.processes.push(svc::php_fpm_start(&dc, &dirs)?);
         st.save()?;
-        st.processes.push(svc::nginx_start(&dc, &dirs)?);
-        st.save()?;
         st.processes
-            .push(svc::haproxy_start(&dc, &dirs, &backends)?);
+            .push(svc::nginx_start(&dc, &dirs, &st.sites.clone())?);
+        st.save()?;
+        let crt_list = st.tls.as_ref().map(|t| match side {
+            Side::Old => t.old_crt_list.clone(),
+            Side::New => t.new_crt_list.clone(),
+        });
+        st.processes.push(svc::haproxy_start(
+            &dc,
+            &dirs,
+            &backends,
+            crt_list.as_deref(),
+        )?);
         st.save()?;
         st.processes
             .push(svc::sshd_start(&dc, &dirs, host_key, &authorized)?);
@@ -495,6 +523,9 @@ fn build_steps(st: &mut LabState, cfg: &LabConfig, steps: &Steps) -> Result<()> 
         }
         wait_tcp(dc, "nginx", SocketAddr::from((dc.web_addr, 80)))?;
         wait_tcp(dc, "haproxy", SocketAddr::from((dc.vip, 80)))?;
+        if let Some(t) = &st.tls {
+            wait_tcp(dc, "haproxy (TLS)", SocketAddr::from((dc.vip, t.port)))?;
+        }
         wait_tcp(dc, "sshd", SocketAddr::from((dc.ssh_addr, dc.ssh_port)))?;
     }
     steps.0.lock().expect("steps lock").push((

@@ -11,6 +11,7 @@
 //! - [`tunnel_link`]: the WireGuard link old-dc ↔ new-dc through the `tunnel` crate.
 //! - [`sites`] and [`php_app`]: synthetic customer sites (files, databases, PHP code).
 //! - [`secrets`]: passwords, TSIG and SSH keys (0600 files).
+//! - [`lab_tls`]: `lab up --artifacts`: the lab CA, site certificates, HAProxy's crt-lists.
 //! - [`state`]: the JSON state file the migrator reads; [`process`]: daemons by PID.
 //! - [`supervise`]: `scenarios supervise`, which keeps `sql-proxy` running (restart on exit,
 //!   backoff, start limit, child PID in a status file), like systemd in production.
@@ -38,6 +39,7 @@ pub mod faults;
 pub mod galera;
 pub mod inventory;
 pub mod lab;
+pub mod lab_tls;
 pub mod migration;
 pub mod php_app;
 pub mod process;
@@ -55,6 +57,7 @@ pub mod topology;
 pub mod traffic;
 pub mod tunnel_link;
 pub mod units;
+pub mod web_artifacts;
 
 pub use error::{LabError, Result};
 pub use lab::{LabConfig, LabGuard};

@@ -127,8 +127,10 @@ enum LabCmd {
         /// sql-proxy on old-dc's second DB endpoint (`sql2.old.lab.test`), both in one fleet.
         #[arg(long)]
         fleet: bool,
-        /// Issue 20: every site gets a cron job (every 10 s, a row and a file per run), each
-        /// DC a cron daemon (`scenarios crond`) over its artifacts stage.
+        /// Sites get their artifacts (issue 20): HTTPS on both VIPs with per-site certificates
+        /// from a lab CA (old-dc serves them; new-dc only a default one until prepare), web
+        /// rules and their own PHP pool on both DCs, old-dc's enabled; a cron job per site
+        /// (every 10 s, a row and a file per run) and a cron daemon per DC (`scenarios crond`).
         #[arg(long)]
         artifacts: bool,
         #[arg(long)]
@@ -190,18 +192,14 @@ fn main() -> anyhow::Result<()> {
                 if dry_run {
                     println!(
                         "would build lab `{name}` in {}: namespaces old-dc, new-dc, dns, client, internet; \
-{sites} sites ({} small + {} large files of {} KiB, {} rows each) on old-dc; tunnel: {}{}",
+{sites} sites ({} small + {} large files of {} KiB, {} rows each) on old-dc; tunnel: {}; artifacts: {}",
                         cfg.state_dir().display(),
                         cfg.spec.small_files,
                         cfg.spec.large_files,
                         cfg.spec.large_file_kib,
                         cfg.spec.rows,
                         cfg.tunnel,
-                        if cfg.artifacts {
-                            "; artifacts: a cron job per site, crond in old-dc and new-dc"
-                        } else {
-                            ""
-                        }
+                        cfg.artifacts
                     );
                     return Ok(());
                 }

@@ -8,6 +8,8 @@
 //! - `GET  /?op=get&token=T`       tells whether the row and the upload file exist
 //! - `GET  /?op=about`             site, name and article count: an answer that changes neither
 //!   with traffic nor with the serving side (the migrator's post-cutover fingerprint)
+//! - `GET  /?op=phpinfo`           `PHP_VERSION` and the effective (`ini_get`) values of the
+//!   pool settings a site's spec holds (the PHP fingerprint, issue 20); no database needed
 
 /// `config.php` for one site: the customer's DB hostname, user, password and absolute paths.
 pub fn config_php(
@@ -39,6 +41,15 @@ mysqli_report(MYSQLI_REPORT_ERROR | MYSQLI_REPORT_STRICT);
 function out($code, $data) { http_response_code($code); echo json_encode($data), "\n"; exit; }
 $op = $_GET['op'] ?? 'read';
 $token = $_GET['token'] ?? '';
+if ($op === 'phpinfo') {
+    $ini = [];
+    foreach (['memory_limit', 'max_execution_time', 'upload_max_filesize', 'post_max_size',
+              'disable_functions'] as $k) {
+        $ini[$k] = (string)ini_get($k);
+    }
+    out(200, ['ok' => true, 'site' => SITE_LOGIN, 'php_version' => PHP_VERSION, 'ini' => $ini,
+              'server' => $_SERVER['SERVER_ADDR'] ?? '']);
+}
 if ($op !== 'read' && $op !== 'about' && !preg_match('/^[A-Za-z0-9_-]{1,64}$/', $token)) {
     out(400, ['ok' => false, 'error' => 'bad token']);
 }

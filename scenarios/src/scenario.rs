@@ -40,7 +40,8 @@ pub struct LabSection {
     /// The fleet topology (`lab up --fleet`): Galera control store, two proxies.
     #[serde(default)]
     pub fleet: bool,
-    /// Issue 20: a cron job per site and a cron daemon per DC (`lab up --artifacts`).
+    /// Sites get their artifacts (issue 20; `lab up --artifacts`): HTTPS with a lab CA, web
+    /// rules, PHP pools, a cron job per site and a cron daemon per DC.
     #[serde(default)]
     pub artifacts: bool,
     #[serde(default)]

@@ -83,6 +83,8 @@ pub fn plan_sites(count: usize, zone: &str, filer: u32) -> Vec<SiteState> {
                 serving: Side::Old,
                 db_serving: None,
                 sql_host: None,
+                php: None,
+                web_rules: Vec::new(),
             }
         })
         .collect()

@@ -83,6 +83,9 @@ pub struct LabState {
     /// `lab up --artifacts` (issue 20): each site's cron job and the DCs' cron daemons.
     #[serde(default)]
     pub artifacts: Option<ArtifactsState>,
+    /// HTTPS of the sites (`lab up --artifacts`, [`crate::lab_tls`]); absent: no port 443.
+    #[serde(default)]
+    pub tls: Option<LabTls>,
 }
 
 /// `lab up --artifacts`: every site has one cron job (`job`, `schedule`, run as `user`:
@@ -103,6 +106,35 @@ pub struct ArtifactsState {
     pub script: String,
     /// Relative to the site's home: where each run writes its file (`www/cron`).
     pub out_dir: String,
+}
+
+/// The lab's certificates and where each HAProxy reads them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabTls {
+    /// The lab CA (PEM) every site certificate chains to.
+    pub ca: PathBuf,
+    /// Its private key (0600, in a 0700 directory).
+    pub ca_key: PathBuf,
+    /// What both VIPs serve for a name they have no certificate for.
+    pub default_cert: PathBuf,
+    pub sites: Vec<SiteCert>,
+    /// The port HAProxy terminates TLS on at each VIP.
+    pub port: u16,
+    /// old-dc's crt-list: the default and every site's certificate.
+    pub old_crt_list: PathBuf,
+    /// new-dc's crt-list: the default certificate only, until a site's prepare.
+    pub new_crt_list: PathBuf,
+    /// Where new-dc's certificate bundles live (the migrator writes a site's there).
+    pub new_cert_dir: PathBuf,
+}
+
+/// One site's certificate (PEM) and key (0600).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteCert {
+    pub login: String,
+    pub domain: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `lab up --fleet` (issue 17): a 3-node Galera cluster as the shared control store (the
@@ -238,6 +270,20 @@ pub struct DcState {
     pub nginx_pid_file: Option<PathBuf>,
     pub php_fpm_socket: PathBuf,
     pub filer: FilerState,
+    /// `lab up --artifacts`: the DC's site artifacts, `DIR/<login>/active/` being what its
+    /// nginx (`nginx-rules.conf`, per site's server block) and php-fpm (`php-pool.conf`)
+    /// include (old-dc: written at `up`, the sites' owner; new-dc: staged by `prepare`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts_dir: Option<PathBuf>,
+    /// `lab up --artifacts`: the sites' own php-fpm pool sockets (`DIR/<login>.sock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub php_pool_dir: Option<PathBuf>,
+    /// `lab up --artifacts`: shell commands reloading the DC's nginx / php-fpm and waiting
+    /// until the new configuration serves (failing when it does not load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nginx_reload: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub php_reload: Option<String>,
 }
 
 impl DcState {
@@ -334,6 +380,12 @@ pub struct SiteState {
     /// fleet lab half the sites use old-dc's second endpoint, served by the second proxy.
     #[serde(default)]
     pub sql_host: Option<String>,
+    /// `lab up --artifacts`: the site's PHP pool settings (its own pool on each DC) and web
+    /// rules, as the migrator's spec holds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub php: Option<migrator::artifacts::PhpSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub web_rules: Vec<migrator::artifacts::WebRule>,
 }
 
 impl LabState {

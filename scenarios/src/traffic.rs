@@ -40,6 +40,9 @@ pub struct TrafficSpec {
     pub http_verify: u32,
     pub sql_read: u32,
     pub sql_write: u32,
+    /// `GET https://<domain>/?op=read` (lab with `--artifacts`): the chain verified against
+    /// the lab CA and the name against the site's; a wrong certificate is a failed request.
+    pub https_read: u32,
     pub seed: u64,
     /// Stop (like the deadline) once this file exists: a scenario keeps the traffic running
     /// for as long as its migration takes.
@@ -49,6 +52,10 @@ pub struct TrafficSpec {
     /// customers whose databases must move while written.
     pub hot_sites: usize,
     pub hot_writes_per_sec: u64,
+    /// Weight of `web_rules` checks (a lab with artifacts): the site's redirect (status and
+    /// `Location`), its header on `/?op=read`, and its `/?op=phpinfo` fingerprint equal to its
+    /// pool settings. 0 by default: a scenario without it runs as before.
+    pub web_rules: u32,
 }
 
 impl Default for TrafficSpec {
@@ -63,10 +70,12 @@ impl Default for TrafficSpec {
             http_verify: 15,
             sql_read: 15,
             sql_write: 10,
+            https_read: 0,
             seed: 1,
             stop_file: None,
             hot_sites: 0,
             hot_writes_per_sec: 0,
+            web_rules: 0,
         }
     }
 }
@@ -80,6 +89,9 @@ pub enum Op {
     HttpVerify,
     SqlRead,
     SqlWrite,
+    HttpsRead,
+    /// The site's web rules and PHP fingerprint, as served now ([`crate::web_artifacts`]).
+    WebRules,
 }
 
 impl Op {
@@ -130,6 +142,16 @@ fn site_client(domain: &str) -> Result<HttpClient> {
     Ok(HttpClient::new(&format!("http://{domain}"), REQUEST_TIMEOUT)?.without_keep_alive())
 }
 
+/// The HTTPS client of one site (like [`site_client`]): the server's chain must lead to the
+/// lab CA `ca` and name `domain` (rustls), else the request fails with rustls' reason.
+fn site_https_client(domain: &str, ca: &Path) -> Result<HttpClient> {
+    Ok(
+        HttpClient::new(&format!("https://{domain}"), REQUEST_TIMEOUT)?
+            .with_ca_file(ca)?
+            .without_keep_alive(),
+    )
+}
+
 /// One request to a site's PHP app (through DNS → VIP → HAProxy → nginx/php); the status and
 /// the JSON object it answers with, whatever the status. The blocking exchange runs on
 /// tokio's blocking pool.
@@ -168,8 +190,12 @@ async fn http(
 
 struct Site {
     login: String,
+    /// Its lab state when it has web rules or PHP settings (a lab with artifacts).
+    state: Option<crate::state::SiteState>,
     /// `http://{domain}`, a new connection per request.
     http: HttpClient,
+    /// `https://{domain}` trusting the lab CA only (a lab with `--artifacts`).
+    https: Option<HttpClient>,
     db: String,
     user: String,
     pass: String,
@@ -207,7 +233,13 @@ pub async fn run(state: &LabState, spec: &TrafficSpec, log_path: &Path) -> Resul
         .map(|s| {
             Ok(Site {
                 login: s.login.clone(),
+                state: (s.php.is_some() || !s.web_rules.is_empty()).then(|| s.clone()),
                 http: site_client(&s.domain)?,
+                https: state
+                    .tls
+                    .as_ref()
+                    .map(|t| site_https_client(&s.domain, &t.ca))
+                    .transpose()?,
                 db: s.database.clone(),
                 user: s.db_user.clone(),
                 pass: passwords.get(&s.db_user).cloned().unwrap_or_default(),
@@ -267,6 +299,8 @@ fn pick_op(spec: &TrafficSpec, rng: &mut XorShift) -> Op {
         (Op::HttpVerify, spec.http_verify),
         (Op::SqlRead, spec.sql_read),
         (Op::SqlWrite, spec.sql_write),
+        (Op::HttpsRead, spec.https_read),
+        (Op::WebRules, spec.web_rules),
     ];
     let total: u64 = weights.iter().map(|w| w.1 as u64).sum();
     let mut x = rng.below(total.max(1));
@@ -412,6 +446,22 @@ type ReqResult = std::result::Result<(Option<u16>, Option<String>), (Option<u16>
 async fn request(sh: &Shared, idx: usize, op: Op, token: Option<&str>) -> ReqResult {
     let site = &sh.sites[idx];
     match op {
+        Op::HttpsRead => {
+            let Some(client) = &site.https else {
+                return Err((None, "no HTTPS in this lab (lab up --artifacts)".into()));
+            };
+            let (status, json) = http(client, Method::Get, "/?op=read", "")
+                .await
+                .map_err(|e| (None, e.to_string()))?;
+            let server = json["server"].as_str().map(str::to_string);
+            if status != 200 || json["ok"] != serde_json::Value::Bool(true) {
+                return Err((Some(status), format!("HTTPS {status}: {json}")));
+            }
+            if json["site"].as_str() != Some(site.login.as_str()) {
+                return Err((Some(status), format!("wrong site answered: {json}")));
+            }
+            Ok((Some(status), server))
+        }
         Op::HttpRead | Op::HttpWrite | Op::HttpVerify => {
             let (method, path, body) = match op {
                 Op::HttpRead => (Method::Get, "/?op=read".to_string(), String::new()),
@@ -444,6 +494,10 @@ async fn request(sh: &Shared, idx: usize, op: Op, token: Option<&str>) -> ReqRes
             }
             Ok((Some(status), server))
         }
+        Op::WebRules => web_rules_check(site)
+            .await
+            .map(|server| (Some(200), server))
+            .map_err(|e| (None, e)),
         Op::SqlRead | Op::SqlWrite => {
             let opts = mysql_async::OptsBuilder::default()
                 .ip_or_hostname(site.sql_host.clone())
@@ -472,6 +526,29 @@ async fn request(sh: &Shared, idx: usize, op: Op, token: Option<&str>) -> ReqRes
     }
 }
 
+/// A site's web rules and PHP fingerprint as served now, through its DNS name
+/// ([`crate::web_artifacts::served_by`]): the answering server, or every difference in one
+/// message.
+async fn web_rules_check(site: &Site) -> std::result::Result<Option<String>, String> {
+    let Some(state) = site.state.clone() else {
+        return Err(format!(
+            "{}: no web rules or PHP settings in the lab state (lab up without --artifacts)",
+            site.login
+        ));
+    };
+    let client = site.http.clone();
+    let diffs = tokio::task::spawn_blocking(move || {
+        crate::web_artifacts::served_by(&client, &state, false)
+    })
+    .await
+    .map_err(|e| format!("web rules check task: {e}"))?;
+    if diffs.is_empty() {
+        Ok(None)
+    } else {
+        Err(format!("{}: {}", site.login, diffs.join("; ")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,6 +565,59 @@ mod tests {
         };
         let mut rng = XorShift::new(3);
         assert!((0..100).all(|_| pick_op(&spec, &mut rng) == Op::SqlWrite));
+        // `web_rules` is off unless weighted, and only it when it alone is.
+        let mut rng = XorShift::new(5);
+        let d = TrafficSpec::default();
+        assert_eq!(d.web_rules, 0);
+        assert!((0..1000).all(|_| pick_op(&d, &mut rng) != Op::WebRules));
+        let only = TrafficSpec {
+            http_read: 0,
+            http_write: 0,
+            http_verify: 0,
+            sql_read: 0,
+            sql_write: 0,
+            web_rules: 1,
+            ..TrafficSpec::default()
+        };
+        assert!((0..100).all(|_| pick_op(&only, &mut rng) == Op::WebRules));
+    }
+
+    #[test]
+    fn https_reads_only_when_weighted() {
+        // Default weight 0: the mix of an existing scenario is unchanged, draw for draw.
+        let spec = TrafficSpec::default();
+        let old_mix = |rng: &mut XorShift| {
+            let w = [40u64, 20, 15, 15, 10];
+            let ops = [
+                Op::HttpRead,
+                Op::HttpWrite,
+                Op::HttpVerify,
+                Op::SqlRead,
+                Op::SqlWrite,
+            ];
+            let mut x = rng.below(w.iter().sum());
+            for (op, w) in ops.into_iter().zip(w) {
+                if x < w {
+                    return op;
+                }
+                x -= w;
+            }
+            unreachable!()
+        };
+        let (mut a, mut b) = (XorShift::new(9), XorShift::new(9));
+        assert!((0..500).all(|_| pick_op(&spec, &mut a) == old_mix(&mut b)));
+        let only = TrafficSpec {
+            http_read: 0,
+            http_write: 0,
+            http_verify: 0,
+            sql_read: 0,
+            sql_write: 0,
+            https_read: 3,
+            ..TrafficSpec::default()
+        };
+        assert!((0..100).all(|_| pick_op(&only, &mut a) == Op::HttpsRead));
+        let t: TrafficSpec = toml::from_str("https_read = 5").unwrap();
+        assert_eq!((t.https_read, t.http_read), (5, 40));
     }
 }
 

@@ -12,6 +12,8 @@ use crate::{err, find_program, free_port, wait_until, Result};
 pub struct Haproxy {
     process: ChildGuard,
     port: u16,
+    /// The TLS frontend's port, when started with a crt-list.
+    tls_port: Option<u16>,
     socket: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -27,6 +29,16 @@ impl Haproxy {
     /// Starts haproxy with one HTTP frontend routing by the `Host` header to each backend
     /// (`<name>` host → backend `<name>`), the first backend as default.
     pub fn start(backends: &[Backend]) -> Result<Self> {
+        Self::start_with(backends, None)
+    }
+
+    /// Like [`Haproxy::start`], with the same frontend also on a second port terminating TLS
+    /// with the certificates of `crt_list` (`bind ... ssl crt-list FILE`; [`Haproxy::tls_port`]).
+    pub fn start_tls(backends: &[Backend], crt_list: &Path) -> Result<Self> {
+        Self::start_with(backends, Some(crt_list))
+    }
+
+    fn start_with(backends: &[Backend], crt_list: Option<&Path>) -> Result<Self> {
         if backends.is_empty() {
             return Err(err("haproxy needs at least one backend"));
         }
@@ -40,6 +52,10 @@ impl Haproxy {
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port()?;
+            let tls_port = match crt_list {
+                Some(_) => Some(free_port()?),
+                None => None,
+            };
             let mut cfg = format!(
                 "global\n  stats socket {sock} level admin\n  maxconn 4000\n\
                  defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  \
@@ -47,6 +63,12 @@ impl Haproxy {
                  frontend web\n  bind 127.0.0.1:{port}\n",
                 sock = socket.display()
             );
+            if let (Some(p), Some(list)) = (tls_port, crt_list) {
+                cfg.push_str(&format!(
+                    "  bind 127.0.0.1:{p} ssl crt-list {}\n",
+                    list.display()
+                ));
+            }
             for b in backends {
                 cfg.push_str(&format!(
                     "  use_backend {n} if {{ hdr(host) -i {n} }}\n",
@@ -81,6 +103,7 @@ impl Haproxy {
                 return Ok(Self {
                     process,
                     port,
+                    tls_port,
                     socket,
                     dir,
                 });
@@ -96,6 +119,11 @@ impl Haproxy {
     /// The HTTP frontend port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The TLS frontend port on 127.0.0.1 ([`Haproxy::start_tls`]).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
     }
 
     /// The runtime API socket (admin level).

@@ -91,6 +91,68 @@ impl TlsFiles {
         })
     }
 
+    /// Another server certificate signed by the same CA, for the DNS name `dns`:
+    /// `NAME.pem` and `NAME.key` (0600) beside the CA. Returns (certificate, key).
+    pub fn leaf(&self, name: &str, dns: &str) -> Result<(PathBuf, PathBuf)> {
+        let dir = self
+            .ca
+            .parent()
+            .ok_or_else(|| err("CA file has no directory"))?;
+        let openssl = find_program("openssl")?;
+        let run = |args: &[&str]| -> Result<()> {
+            let out = Command::new(&openssl)
+                .args(args)
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| err(format!("openssl: {e}")))?;
+            if !out.status.success() {
+                return Err(err(format!(
+                    "openssl {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                )));
+            }
+            Ok(())
+        };
+        let (key, csr, crt, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(
+            dir.join(&ext),
+            format!("basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:{dns}\n"),
+        )
+        .map_err(|e| err(format!("{}: {e}", dir.join(&ext).display())))?;
+        let subj = format!("/CN={dns}");
+        run(&[
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subj, "-keyout", &key, "-out", &csr,
+        ])?;
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &crt,
+        ])?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join(&key), std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| err(format!("{}: {e}", dir.join(&key).display())))?;
+        Ok((dir.join(crt), dir.join(key)))
+    }
+
     /// MariaDB options serving TLS with these files (`MariaDbOptions::extra_args`).
     pub fn mariadb_args(&self) -> Vec<String> {
         vec![

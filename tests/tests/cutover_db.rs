@@ -241,11 +241,13 @@ fn run(way: Way) {
             socket: d.join("old.sock"),
             backend: "be_shop".into(),
             server: "web".into(),
+            tls: None,
         },
         new_lb: LbSpec {
             socket: d.join("new.sock"),
             backend: "be_shop".into(),
             server: "web".into(),
+            tls: None,
         },
         old_web: "127.0.0.1:8001".parse().unwrap(),
         new_web: "127.0.0.1:8002".parse().unwrap(),

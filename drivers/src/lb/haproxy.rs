@@ -108,6 +108,205 @@ impl Haproxy {
     }
 }
 
+/// What [`Haproxy::install_ssl_cert`] had to do (all `false`: it was there already).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SslCertChange {
+    /// The certificate store was created (`new ssl cert`).
+    pub created: bool,
+    /// Its contents were replaced (`set ssl cert` + `commit ssl cert`).
+    pub updated: bool,
+    /// The crt-list gained its line (`add ssl crt-list`).
+    pub listed: bool,
+}
+
+impl Haproxy {
+    /// Sends one command with a payload (`CMD <<`, the payload's lines, an empty line) and
+    /// returns HAProxy's answer. The payload never appears in an error (it may hold a key).
+    fn command_with_payload(&self, cmd: &str, payload: &str) -> Result<String> {
+        if cmd.contains(['\n', ';']) {
+            return Err(DriverError::InvalidInput(format!(
+                "runtime API command must be one command on one line: {cmd:?}"
+            )));
+        }
+        // An empty line ends the payload: blank lines (and CRs) are dropped, PEM allows it.
+        let body: String = payload
+            .lines()
+            .map(|l| l.trim_end_matches('\r'))
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let io = |e: std::io::Error| DriverError::Io {
+            what: format!("HAProxy runtime API {} ({cmd})", self.socket.display()),
+            source: e,
+        };
+        let mut s = UnixStream::connect(&self.socket).map_err(io)?;
+        s.set_read_timeout(Some(self.timeout)).map_err(io)?;
+        s.set_write_timeout(Some(self.timeout)).map_err(io)?;
+        s.write_all(format!("{cmd} <<\n{body}\n").as_bytes())
+            .map_err(io)?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).map_err(io)?;
+        Ok(out)
+    }
+
+    /// `cmd`'s answer when it contains `ok` (HAProxy's success wording), else a refusal
+    /// carrying HAProxy's text.
+    fn expect(&self, cmd: &str, answer: String, ok: &[&str]) -> Result<String> {
+        if ok.iter().any(|w| answer.contains(w)) {
+            Ok(answer)
+        } else {
+            Err(DriverError::Rejected {
+                system: "haproxy",
+                command: cmd.to_string(),
+                answer: answer.trim().to_string(),
+            })
+        }
+    }
+
+    /// The SHA-1 fingerprint (upper-case hex) of the certificate HAProxy serves from `file`,
+    /// `None` when it has no such certificate (`show ssl cert FILE`).
+    pub fn ssl_cert_fingerprint(&self, file: &str) -> Result<Option<String>> {
+        check_path("certificate file", file)?;
+        let answer = self.command(&format!("show ssl cert {file}"))?;
+        if answer.contains("Can't display the certificate") || answer.contains("Not found") {
+            return Ok(None);
+        }
+        answer
+            .lines()
+            .find_map(|l| l.strip_prefix("SHA1 FingerPrint:"))
+            .map(|f| Some(f.trim().to_ascii_uppercase()))
+            .ok_or_else(|| {
+                DriverError::Protocol(format!(
+                    "show ssl cert {file}: no fingerprint in {:?}",
+                    answer.trim()
+                ))
+            })
+    }
+
+    /// The certificate files of `crt_list` (`show ssl crt-list LIST`), options and filters
+    /// left out.
+    pub fn crt_list_files(&self, crt_list: &str) -> Result<Vec<String>> {
+        check_path("crt-list", crt_list)?;
+        let cmd = format!("show ssl crt-list {crt_list}");
+        let answer = self.command(&cmd)?;
+        let mut lines = answer.lines().filter(|l| !l.trim().is_empty());
+        match lines.next() {
+            Some(h) if h.trim() == format!("# {crt_list}") => {}
+            _ => {
+                return Err(DriverError::Rejected {
+                    system: "haproxy",
+                    command: cmd,
+                    answer: answer.trim().to_string(),
+                })
+            }
+        }
+        Ok(lines
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Makes HAProxy serve `pem` (the chain, leaf first, then its private key) as `file`
+    /// from `crt_list`, at once and without a reload: creates the certificate store when it is
+    /// missing, replaces its contents when its fingerprint is not the leaf's, adds the
+    /// crt-list line when the list lacks it, then reads the fingerprint back. Idempotent: a
+    /// second call with the same certificate changes nothing. HAProxy keeps this in memory
+    /// only; the caller writes `file` and the crt-list line so a restart keeps it. The key
+    /// travels on the admin socket only and is never part of an error.
+    pub fn install_ssl_cert(&self, crt_list: &str, file: &str, pem: &str) -> Result<SslCertChange> {
+        check_path("crt-list", crt_list)?;
+        check_path("certificate file", file)?;
+        let want = pem_fingerprint(pem)?;
+        if !pem.contains("PRIVATE KEY-----") {
+            return Err(DriverError::InvalidInput(format!(
+                "certificate for {file}: no private key after the chain"
+            )));
+        }
+        let mut change = SslCertChange::default();
+        let have = self.ssl_cert_fingerprint(file)?;
+        if have.is_none() {
+            let cmd = format!("new ssl cert {file}");
+            let a = self.command(&cmd)?;
+            self.expect(&cmd, a, &["New empty certificate store", "already exists"])?;
+            change.created = true;
+        }
+        if have.as_deref() != Some(want.as_str()) {
+            let cmd = format!("set ssl cert {file}");
+            let a = self.command_with_payload(&cmd, pem)?;
+            let set = self.expect(&cmd, a, &["Transaction created", "Transaction updated"]);
+            if let Err(e) = set {
+                // Leave no half-made transaction behind (it would block the next one).
+                let _ = self.command(&format!("abort ssl cert {file}"));
+                return Err(e);
+            }
+            let cmd = format!("commit ssl cert {file}");
+            let a = self.command(&cmd)?;
+            if let Err(e) = self.expect(&cmd, a, &["Success!"]) {
+                let _ = self.command(&format!("abort ssl cert {file}"));
+                return Err(e);
+            }
+            change.updated = true;
+        }
+        if !self.crt_list_files(crt_list)?.iter().any(|f| f == file) {
+            let cmd = format!("add ssl crt-list {crt_list} {file}");
+            let a = self.command(&cmd)?;
+            self.expect(&cmd, a, &["Success!"])?;
+            change.listed = true;
+        }
+        match self.ssl_cert_fingerprint(file)? {
+            Some(f) if f == want => {}
+            other => {
+                return Err(DriverError::NotApplied(format!(
+                    "haproxy certificate {file}: asked for SHA-1 {want}, reads back {other:?}"
+                )))
+            }
+        }
+        if !self.crt_list_files(crt_list)?.iter().any(|f| f == file) {
+            return Err(DriverError::NotApplied(format!(
+                "haproxy crt-list {crt_list}: {file} not listed after adding it"
+            )));
+        }
+        Ok(change)
+    }
+}
+
+/// The SHA-1 fingerprint (upper-case hex, HAProxy's `show ssl cert` form) of the first
+/// certificate in `pem`.
+pub fn pem_fingerprint(pem: &str) -> Result<String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let leaf = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .ok_or_else(|| DriverError::InvalidInput("no PEM certificate".into()))?
+        .map_err(|e| DriverError::InvalidInput(format!("PEM certificate: {e}")))?;
+    Ok(der_fingerprint(leaf.as_ref()))
+}
+
+/// The SHA-1 fingerprint (upper-case hex) of a DER certificate.
+pub fn der_fingerprint(der: &[u8]) -> String {
+    use sha1::Digest;
+    sha1::Sha1::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect()
+}
+
+/// An absolute file path HAProxy names on one line: letters, digits, `/`, `.`, `_`, `-`.
+fn check_path(field: &str, path: &str) -> Result<()> {
+    let ok = path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.'))
+        && !path.split('/').any(|p| p == "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(DriverError::InvalidInput(format!(
+            "{field} {path:?}: an absolute path of letters, digits, '/', '_', '-', '.'"
+        )))
+    }
+}
+
 fn check_name(field: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name
@@ -268,60 +467,5 @@ impl LoadBalancer for Haproxy {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SAMPLE: &str = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n3 site1 1 srv 127.0.0.1 2 0 1 1 12 1 0 0 0 0 0 0 - 8081 - 0 0 - - 0\n3 site1 2 spare 10.0.0.5 0 1 7 1 12 1 0 0 0 0 0 0 - 80 - 0 0 - - 0\n";
-
-    #[test]
-    fn parses_servers_state() {
-        let s = parse_servers_state(SAMPLE).unwrap();
-        assert_eq!(s.len(), 2);
-        assert_eq!(s[0].server, "srv");
-        assert_eq!(s[0].addr, "127.0.0.1:8081".parse().unwrap());
-        assert_eq!(s[0].admin, AdminState::Ready);
-        assert_eq!(s[0].op_state, 2);
-        assert_eq!(s[1].admin, AdminState::Maint);
-        assert_eq!(s[1].weight, 7);
-    }
-
-    #[test]
-    fn rejects_garbage_answers_without_panicking() {
-        for bad in [
-            "",
-            "Unknown command\n",
-            "1\n",
-            "1\n# be_name\nx\n",
-            "2\n# a b\n",
-        ] {
-            assert!(parse_servers_state(bad).is_err(), "{bad:?} accepted");
-        }
-        let short = "1\n# be_name srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_port\nb s\n";
-        assert!(matches!(
-            parse_servers_state(short),
-            Err(DriverError::Protocol(_))
-        ));
-    }
-
-    #[test]
-    fn in_flight_reads_current_and_queued_sessions() {
-        let csv = "# pxname,svname,qcur,qmax,scur,smax\nbe_a,web,1,0,2,5\nbe_a,BACKEND,0,0,3,5\nbe_b,web,0,0,0,1\n";
-        assert_eq!(parse_in_flight(csv, "be_a", "web"), 3);
-        assert_eq!(parse_in_flight(csv, "be_b", "web"), 0);
-        assert_eq!(parse_in_flight(csv, "be_c", "web"), 0);
-        assert_eq!(parse_in_flight("garbage", "be_a", "web"), 0);
-    }
-
-    #[test]
-    fn refuses_command_injection() {
-        let h = Haproxy::new("/nonexistent");
-        assert!(matches!(
-            h.command("show info\nshutdown frontend web"),
-            Err(DriverError::InvalidInput(_))
-        ));
-        assert!(matches!(
-            h.set_server_addr("b;x", "s", "127.0.0.1:1".parse().unwrap()),
-            Err(DriverError::InvalidInput(_))
-        ));
-    }
-}
+#[path = "haproxy_tests.rs"]
+mod tests;

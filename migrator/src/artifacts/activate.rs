@@ -10,6 +10,11 @@
 //!   directory and renamed into place (the crontab's job lines uncommented).
 //! - **disable**: `active/` renamed to `active.disabled/` (kept, for a rollback).
 //!
+//! - **reload**: after either, that side's nginx and php-fpm reload (the commands of the spec:
+//!   `new_web_host.nginx_reload` / `php_reload` for the new side, `artifacts.old_nginx_reload`
+//!   / `old_php_reload` for the old one), on every run, so a reload that failed is done by the
+//!   retry; a reload failing fails the script (exit 5, the command named).
+//!
 //! Every step is a rename, checked first, under a lock per site: the script is idempotent, and
 //! a kill at any point leaves either the old or the new state of each side, which the next run
 //! completes (after a killed run's script still going, if any). Jobs
@@ -52,6 +57,41 @@ pub fn script(site: &str, stage: &str, enable: bool) -> String {
     )
 }
 
+/// The reloads that follow a side's move: what (`nginx`, `php-fpm`) and the shell command.
+pub type Reloads<'a> = Vec<(&'static str, &'a str)>;
+
+/// The reloads a side needs after the move of `a`: nginx when the site has rules, a pool or
+/// certificates (what nginx reads), php-fpm when it has a pool; each only with a command.
+pub fn reloads<'a>(
+    a: &super::Artifacts,
+    nginx: Option<&'a str>,
+    php: Option<&'a str>,
+) -> Reloads<'a> {
+    let mut out = Vec::new();
+    if let (true, Some(c)) = (a.needs_nginx_reload(), nginx) {
+        out.push(("nginx", c));
+    }
+    if let (true, Some(c)) = (a.php.is_some(), php) {
+        out.push(("php-fpm", c));
+    }
+    out
+}
+
+/// [`script`] in its own subshell (its early `exit 0` when already done ends only that), then
+/// every reload, on every run; a reload failing exits 5 naming the command.
+pub fn script_with_reloads(site: &str, stage: &str, enable: bool, reloads: &Reloads) -> String {
+    let mut s = format!("set -eu\n(\n{})\n", script(site, stage, enable));
+    for (what, cmd) in reloads {
+        let msg = format!("reloading {what} failed: `{cmd}`");
+        s.push_str(&format!(
+            "if ! sh -c {}; then printf '%s\\n' {} >&2; exit 5; fi\n",
+            q(cmd),
+            q(&msg)
+        ));
+    }
+    s
+}
+
 /// What [`script`] does, in one line (dry run, report).
 pub fn describe(site: &str, stage: &str, enable: bool) -> String {
     if enable {
@@ -61,11 +101,30 @@ pub fn describe(site: &str, stage: &str, enable: bool) -> String {
     }
 }
 
+/// [`describe`] followed by the reloads.
+pub fn describe_with_reloads(site: &str, stage: &str, enable: bool, reloads: &Reloads) -> String {
+    let mut s = describe(site, stage, enable);
+    for (what, cmd) in reloads {
+        s.push_str(&format!(", then reload {what}: `{cmd}`"));
+    }
+    s
+}
+
 /// Runs [`script`] with the local shell (the stage is on the migrator's host, or a test).
 pub fn apply_locally(site: &str, stage: &str, enable: bool) -> Result<(), String> {
+    apply_locally_with_reloads(site, stage, enable, &Vec::new())
+}
+
+/// [`script_with_reloads`] with the local shell (the old side, on the migrator's host).
+pub fn apply_locally_with_reloads(
+    site: &str,
+    stage: &str,
+    enable: bool,
+    reloads: &Reloads,
+) -> Result<(), String> {
     let out = std::process::Command::new("sh")
         .arg("-c")
-        .arg(script(site, stage, enable))
+        .arg(script_with_reloads(site, stage, enable, reloads))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .output()

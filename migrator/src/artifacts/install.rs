@@ -67,11 +67,10 @@ fn files(site: &str, a: &Artifacts) -> Result<Vec<StagedFile>, (String, String)>
         });
     }
     if let Some(p) = &a.php {
-        let listen = format!("/run/php/{site}.sock");
         out.push(StagedFile {
             name: "php-pool.conf".into(),
             mode: 0o644,
-            text: php::render_pool(site, site, &listen, p),
+            text: php::render_pool(site, p.user_for(site), &p.listen_for(site), p),
         });
     }
     out.push(StagedFile {

@@ -7,6 +7,8 @@
 //!   (errors name `sites[N].artifacts.<field>`);
 //! - [`cron`]: schedules, parsed and stepped (`last_due`, `next_due`);
 //! - [`tls`]: a certificate and key checked from their files (mode, match, chain, expiry);
+//! - [`lb_tls`]: the certificates loaded into the new side's HAProxy at prepare, and the
+//!   served certificate compared at verify;
 //! - [`php`]: known versions, pool settings, the pool file;
 //! - [`web_rules`]: redirects and headers, and their nginx lines;
 //! - [`fence`]: the owner token of a site's jobs (flipped with the switch and the rollback)
@@ -16,6 +18,8 @@ pub mod activate;
 pub mod cron;
 pub mod fence;
 pub mod install;
+pub mod inventory;
+pub mod lb_tls;
 pub mod liveness;
 pub mod php;
 pub mod tls;
@@ -50,6 +54,19 @@ pub struct Artifacts {
     /// side's jobs are fenced by the owner token only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_stage_dir: Option<String>,
+    /// Shell command (run on the migrator's host) that reloads the old side's nginx after its
+    /// artifacts were enabled or disabled at a commit point (its `nginx-rules.conf` comes or
+    /// goes); absent: nothing is reloaded there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_nginx_reload: Option<String>,
+    /// The same for the old side's php-fpm (its pool file comes or goes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_php_reload: Option<String>,
+    /// After the switch, compare what the new web server serves with this section: each
+    /// redirect (status, `Location`), each header, and with `php.probe` the PHP settings; a
+    /// difference rolls the site back ([`served_diffs`]). Off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify_served: bool,
 }
 
 fn default_cron_wait_s() -> u64 {
@@ -66,6 +83,9 @@ impl Default for Artifacts {
             cron_wait_s: default_cron_wait_s(),
             stage_dir: None,
             old_stage_dir: None,
+            old_nginx_reload: None,
+            old_php_reload: None,
+            verify_served: false,
         }
     }
 }
@@ -79,6 +99,15 @@ impl Artifacts {
             && self.cron_wait_s == default_cron_wait_s()
             && self.stage_dir.is_none()
             && self.old_stage_dir.is_none()
+            && self.old_nginx_reload.is_none()
+            && self.old_php_reload.is_none()
+            && !self.verify_served
+    }
+
+    /// Whether a commit point changes what nginx reads (rules, the pool its PHP goes to,
+    /// certificates): its reload follows the move then.
+    pub fn needs_nginx_reload(&self) -> bool {
+        !self.web_rules.is_empty() || self.php.is_some() || !self.tls.is_empty()
     }
 
     /// Where prepare stages the artifacts on the new web server.
@@ -137,12 +166,39 @@ pub struct PhpSpec {
     pub fpm_root: Option<String>,
     #[serde(default)]
     pub pool: PoolSettings,
+    /// The user (and group) the site's pool runs as; default the site's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The pool's unix socket on the new web server (what its nginx sends the site's PHP
+    /// to); default `/run/php/SITE.sock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// The socket's owner and group: the web server's user; default `www-data` (Debian).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_owner: Option<String>,
+    /// A path of the site answering, in JSON, `php_version` and `ini` (each pool setting's
+    /// `ini_get` value), e.g. the lab app's `/?op=phpinfo`: with `verify_served`, compared
+    /// with `version` and `pool` after the switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
 }
 
 impl PhpSpec {
     /// The version the new side must have.
     pub fn target(&self) -> &str {
         self.map_to.as_deref().unwrap_or(&self.version)
+    }
+
+    /// The pool's user on the new side.
+    pub fn user_for<'a>(&'a self, site: &'a str) -> &'a str {
+        self.user.as_deref().unwrap_or(site)
+    }
+
+    /// The pool's socket on the new side.
+    pub fn listen_for(&self, site: &str) -> String {
+        self.listen
+            .clone()
+            .unwrap_or_else(|| format!("/run/php/{site}.sock"))
     }
 }
 
@@ -282,6 +338,16 @@ pub fn validate(a: &Artifacts) -> Result<(), (String, String)> {
             ));
         }
     }
+    for (field, cmd) in [
+        ("old_nginx_reload", &a.old_nginx_reload),
+        ("old_php_reload", &a.old_php_reload),
+    ] {
+        if let Some(c) = cmd {
+            if c.trim().is_empty() || c.contains(['\n', '\r', '\0']) {
+                return Err((field.into(), "empty, or more than one line".into()));
+            }
+        }
+    }
     if let Some(p) = &a.php {
         php::validate(p).map_err(|(f, m)| (format!("php.{f}"), m))?;
     }
@@ -323,6 +389,10 @@ pub fn sample(site: &str) -> Artifacts {
                 disable_functions: vec!["exec".into(), "shell_exec".into()],
                 max_children: None,
             },
+            user: None,
+            listen: None,
+            listen_owner: None,
+            probe: None,
         }),
         web_rules: vec![
             WebRule::Redirect(Redirect {
@@ -338,7 +408,66 @@ pub fn sample(site: &str) -> Artifacts {
         cron_wait_s: default_cron_wait_s(),
         stage_dir: None,
         old_stage_dir: None,
+        old_nginx_reload: None,
+        old_php_reload: None,
+        verify_served: false,
     }
+}
+
+/// What `answer_of(path)` (the new web server's answer, any status, redirects not followed)
+/// shows of `a`'s rules and PHP settings, against the spec; `host` is the site's name (a
+/// relative redirect comes back absolute with it), `page` the path whose answer carries the
+/// headers. One line per difference, an unanswered request included; empty: as specified.
+pub fn served_diffs(
+    a: &Artifacts,
+    host: &str,
+    page: &str,
+    answer_of: &dyn Fn(&str) -> Result<drivers::http::Answer, String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut headers = Vec::new();
+    for r in &a.web_rules {
+        match r {
+            WebRule::Redirect(x) => match answer_of(&x.from) {
+                Ok(ans) => out.extend(web_rules::served_diffs(
+                    std::slice::from_ref(r),
+                    host,
+                    Some(&ans),
+                    &ans,
+                )),
+                Err(e) => out.push(format!("redirect {}: {e}", x.from)),
+            },
+            WebRule::Header(_) => headers.push(r.clone()),
+        }
+    }
+    if !headers.is_empty() {
+        match answer_of(page) {
+            Ok(p) => out.extend(web_rules::served_diffs(&headers, host, None, &p)),
+            Err(e) => out.push(format!("{page}: {e}")),
+        }
+    }
+    if let Some((p, probe)) = a.php.as_ref().and_then(|p| Some((p, p.probe.as_deref()?))) {
+        match answer_of(probe) {
+            Ok(x) => {
+                let json: serde_json::Value =
+                    serde_json::from_slice(&x.body).unwrap_or(serde_json::Value::Null);
+                if x.status != 200 || !json["ini"].is_object() {
+                    out.push(format!(
+                        "php probe {probe}: HTTP {}, not the JSON of the settings",
+                        x.status
+                    ));
+                } else {
+                    out.extend(
+                        php::probe_diffs(p, &json)
+                            .into_iter()
+                            .map(|d| format!("php: {d}")),
+                    );
+                }
+            }
+            Err(e) => out.push(format!("php probe {probe}: {e}")),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -347,3 +476,5 @@ pub(crate) mod test_pki;
 mod tests;
 #[cfg(test)]
 mod tests_activate;
+#[cfg(test)]
+mod tests_lb_tls;

@@ -43,6 +43,30 @@ pub fn validate(p: &PhpSpec) -> Result<(), (String, String)> {
             return Err(("fpm_root".into(), format!("{r:?}: not an absolute path")));
         }
     }
+    for (name, v) in [("user", &p.user), ("listen_owner", &p.listen_owner)] {
+        if let Some(u) = v {
+            if !super::user_ok(u) {
+                return Err((name.into(), format!("{u:?}: not a user name")));
+            }
+        }
+    }
+    if let Some(l) = &p.listen {
+        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-');
+        if !l.starts_with('/') || !l.chars().all(ok) || l.split('/').any(|x| x == "..") {
+            return Err((
+                "listen".into(),
+                format!("{l:?}: an absolute path of letters, digits, `/`, `.`, `_`, `-`"),
+            ));
+        }
+    }
+    if let Some(probe) = &p.probe {
+        if !super::web_rules::target_ok(probe) || probe.starts_with("//") {
+            return Err((
+                "probe".into(),
+                format!("{probe:?}: not an absolute path (with an optional query)"),
+            ));
+        }
+    }
     let sizes = [
         ("memory_limit", &p.pool.memory_limit),
         ("upload_max_filesize", &p.pool.upload_max_filesize),
@@ -91,12 +115,15 @@ pub fn require_script(p: &PhpSpec) -> String {
     )
 }
 
-/// The php-fpm pool file of a site (`[site]` running as `user`, listening on `listen`), its
-/// settings as `php_admin_value`s so a script cannot change them.
+/// The php-fpm pool file of a site (`[site]` running as `user`, listening on `listen`, the
+/// socket the web server's user's: `p.listen_owner`, default `www-data`), its settings as
+/// `php_admin_value`s so a script cannot change them.
 pub fn render_pool(site: &str, user: &str, listen: &str, p: &PhpSpec) -> String {
+    let owner = p.listen_owner.as_deref().unwrap_or("www-data");
     let mut out = format!(
         "; written by migrator for site {site} (PHP {})\n[{site}]\nuser = {user}\ngroup = {user}\n\
-         listen = {listen}\npm = ondemand\npm.max_children = {}\n",
+         listen = {listen}\nlisten.owner = {owner}\nlisten.group = {owner}\nlisten.mode = 0660\n\
+         pm = ondemand\npm.max_children = {}\n",
         p.target(),
         p.pool.max_children.unwrap_or(5)
     );
@@ -115,6 +142,41 @@ pub fn render_pool(site: &str, user: &str, listen: &str, p: &PhpSpec) -> String 
     }
     if !p.pool.disable_functions.is_empty() {
         value("disable_functions", &p.pool.disable_functions.join(","));
+    }
+    out
+}
+
+/// What a PHP probe answered (`php_version`, `ini.<setting>`), against `p`: the version's
+/// `major.minor` and each pool setting the spec sets. One line per difference.
+pub fn probe_diffs(p: &PhpSpec, answer: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let version = answer["php_version"].as_str().unwrap_or("");
+    if !version.starts_with(&format!("{}.", p.target())) {
+        out.push(format!(
+            "PHP_VERSION {version:?}, expected {}.x",
+            p.target()
+        ));
+    }
+    let pool = &p.pool;
+    let want = [
+        ("memory_limit", pool.memory_limit.clone()),
+        (
+            "max_execution_time",
+            pool.max_execution_time.map(|v| v.to_string()),
+        ),
+        ("upload_max_filesize", pool.upload_max_filesize.clone()),
+        ("post_max_size", pool.post_max_size.clone()),
+        (
+            "disable_functions",
+            (!pool.disable_functions.is_empty()).then(|| pool.disable_functions.join(",")),
+        ),
+    ];
+    for (k, v) in want {
+        let Some(v) = v else { continue };
+        let have = answer["ini"][k].as_str().unwrap_or("<absent>");
+        if have != v {
+            out.push(format!("{k} = {have:?}, expected {v:?}"));
+        }
     }
     out
 }

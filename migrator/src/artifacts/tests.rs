@@ -80,6 +80,26 @@ fn bad_artifacts_are_refused_naming_file_and_field() {
             Box::new(|a| a["php"]["pool"]["disable_functions"][1] = json!("exec;rm")),
         ),
         (
+            "artifacts.php.user",
+            "not a user name",
+            Box::new(|a| a["php"]["user"] = json!("www data")),
+        ),
+        (
+            "artifacts.php.listen",
+            "an absolute path",
+            Box::new(|a| a["php"]["listen"] = json!("/run/php/a.sock;\nlisten = /x")),
+        ),
+        (
+            "artifacts.php.listen_owner",
+            "not a user name",
+            Box::new(|a| a["php"]["listen_owner"] = json!("Www")),
+        ),
+        (
+            "artifacts.old_php_reload",
+            "more than one line",
+            Box::new(|a| a["old_php_reload"] = json!("kill -USR2 1\nrm -rf /")),
+        ),
+        (
             "artifacts.web_rules[0].status",
             "301, 302, 307 or 308",
             Box::new(|a| a["web_rules"][0]["status"] = json!(200)),
@@ -132,8 +152,40 @@ fn pool_file_and_nginx_lines_carry_the_settings() {
         "php_admin_value[max_execution_time] = 30",
         "php_admin_value[upload_max_filesize] = 16M",
         "php_admin_value[disable_functions] = exec,shell_exec",
+        "listen.owner = www-data",
+        "listen.group = www-data",
+        "listen.mode = 0660",
     ] {
         assert!(pool.lines().any(|l| l == line), "{line}: {pool}");
+    }
+    // The staged pool: the spec's user, socket and socket owner, else the defaults.
+    let d = tempfile::tempdir().unwrap();
+    let stage = d.path().display().to_string();
+    let mut a = sample("a");
+    let p = a.php.as_mut().unwrap();
+    p.fpm_root = Some(php_root(d.path(), &["8.2"]));
+    install::stage_locally("a", &stage, &a).unwrap();
+    let staged = std::fs::read_to_string(d.path().join("a/php-pool.conf")).unwrap();
+    for line in [
+        "user = a",
+        "listen = /run/php/a.sock",
+        "listen.owner = www-data",
+    ] {
+        assert!(staged.lines().any(|l| l == line), "{line}: {staged}");
+    }
+    let p = a.php.as_mut().unwrap();
+    p.user = Some("www-data".into());
+    p.listen = Some("/srv/php/a.sock".into());
+    p.listen_owner = Some("nginx".into());
+    install::stage_locally("a", &stage, &a).unwrap();
+    let staged = std::fs::read_to_string(d.path().join("a/php-pool.conf")).unwrap();
+    for line in [
+        "user = www-data",
+        "group = www-data",
+        "listen = /srv/php/a.sock",
+        "listen.owner = nginx",
+    ] {
+        assert!(staged.lines().any(|l| l == line), "{line}: {staged}");
     }
     let nginx = web_rules::render_nginx(&a.web_rules);
     assert_eq!(
@@ -510,4 +562,28 @@ fn a_php_version_the_new_side_lacks_is_refused_with_the_mapping_to_use() {
     // A mapping to no PHP version at all is refused when the spec loads.
     let e = parse_with(|a| a["php"]["map_to"] = serde_json::json!("8")).unwrap_err();
     assert!(e.contains("sites[0].artifacts.php.map_to"), "{e}");
+}
+
+/// A redirect may target a query (`/?op=about`, what the lab's app answers on); a query that
+/// would break the nginx token is refused.
+#[test]
+fn a_redirect_target_may_carry_a_query() {
+    let rule = |to: &str| {
+        WebRule::Redirect(Redirect {
+            from: "/old-page".into(),
+            to: to.into(),
+            status: 301,
+        })
+    };
+    for good in ["/?op=about", "https://a.lab.test/shop?x=1&y=2", "/new"] {
+        web_rules::validate(&rule(good)).unwrap_or_else(|e| panic!("{good}: {e:?}"));
+    }
+    for bad in ["/?op=a;b", "/?a?b", "/?a b", "/?a{b}", "?op=about"] {
+        let (f, _) = web_rules::validate(&rule(bad)).unwrap_err();
+        assert_eq!(f, "to", "{bad}");
+    }
+    assert_eq!(
+        web_rules::render_nginx(&[rule("/?op=about")]),
+        "location = /old-page { return 301 /?op=about; }\n"
+    );
 }

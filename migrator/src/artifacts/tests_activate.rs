@@ -163,3 +163,80 @@ fn enabling_a_side_with_nothing_staged_is_refused_naming_it() {
     // Disabling what is not there is a no-op.
     activate::apply_locally("a", &stage, false).unwrap();
 }
+
+/// A side's nginx and php-fpm reload after every move of its artifacts (enable, disable, and
+/// a repeat that finds the move done: the retry of a failed reload), in that order.
+#[test]
+fn every_move_reloads_the_sides_nginx_and_php_fpm_even_when_already_done() {
+    let s = sides();
+    let log = Path::new(&s.new).join("reloads.log");
+    let (nginx, php) = (
+        format!("echo nginx >> '{}'", log.display()),
+        format!("echo php >> '{}'", log.display()),
+    );
+    let r = activate::reloads(&s.a, Some(&nginx), Some(&php));
+    assert_eq!(
+        r.iter().map(|x| x.0).collect::<Vec<_>>(),
+        ["nginx", "php-fpm"]
+    );
+    activate::apply_locally_with_reloads("a", &s.new, true, &r).unwrap();
+    assert!(read(&s.new, "active/php-pool.conf").is_some());
+    // Already enabled: the move is a no-op, the reloads still run.
+    activate::apply_locally_with_reloads("a", &s.new, true, &r).unwrap();
+    activate::apply_locally_with_reloads("a", &s.new, false, &r).unwrap();
+    assert_eq!(read(&s.new, "active/php-pool.conf"), None);
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "nginx\nphp\nnginx\nphp\nnginx\nphp\n"
+    );
+    let d = activate::describe_with_reloads("a", &s.new, true, &r);
+    assert!(
+        d.contains(&format!("then reload nginx: `{nginx}`"))
+            && d.contains(&format!("then reload php-fpm: `{php}`")),
+        "{d}"
+    );
+}
+
+/// A reload that fails fails the move, naming what and the command; the move itself is done
+/// and the next run (the engine's retry) reloads again.
+#[test]
+fn a_failing_reload_fails_the_move_naming_the_command_and_the_retry_reloads() {
+    let s = sides();
+    let mark = Path::new(&s.new).join("php-reloaded");
+    let ok = format!("touch '{}'", mark.display());
+    let r = activate::reloads(&s.a, Some("true"), Some("kill -USR2 999999999"));
+    let e = activate::apply_locally_with_reloads("a", &s.new, true, &r).unwrap_err();
+    assert!(
+        e.contains("reloading php-fpm failed: `kill -USR2 999999999`") && e.contains("exit"),
+        "{e}"
+    );
+    assert!(read(&s.new, "active/php-pool.conf").is_some());
+    let r = activate::reloads(&s.a, Some("true"), Some(&ok));
+    activate::apply_locally_with_reloads("a", &s.new, true, &r).unwrap();
+    assert!(mark.exists(), "the retry did not reload php-fpm");
+}
+
+/// Which reloads a site needs: nginx for rules, a pool or certificates; php-fpm for a pool;
+/// none without a command, or for jobs only.
+#[test]
+fn reloads_follow_what_the_site_has() {
+    let full = sample("a");
+    let names = |a: &Artifacts, n: Option<&str>, p: Option<&str>| -> Vec<&'static str> {
+        activate::reloads(a, n, p)
+            .into_iter()
+            .map(|x| x.0)
+            .collect()
+    };
+    assert_eq!(names(&full, Some("n"), Some("p")), ["nginx", "php-fpm"]);
+    assert_eq!(names(&full, Some("n"), None), ["nginx"]);
+    let jobs_only = Artifacts {
+        cron: full.cron.clone(),
+        ..Default::default()
+    };
+    assert!(names(&jobs_only, Some("n"), Some("p")).is_empty());
+    let rules_only = Artifacts {
+        web_rules: full.web_rules.clone(),
+        ..Default::default()
+    };
+    assert_eq!(names(&rules_only, Some("n"), Some("p")), ["nginx"]);
+}

@@ -17,7 +17,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-fn certs(path: &Path, field: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsFault> {
+pub(crate) fn certs(
+    path: &Path,
+    field: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsFault> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
         .map_err(|e| (field, format!("{}: {e}", path.display())))?
         .collect::<Result<_, _>>()
@@ -68,6 +71,19 @@ pub fn check(t: &TlsSpec, now: UnixTime) -> Result<(), TlsFault> {
             format!("{} {why} ({})", t.key.display(), t.cert.display()),
         )
     })?;
+    verify_chain(&chain, t, now)
+}
+
+/// Checks that `chain` (leaf first) verifies for `t.domain` at `now`, issued by `t.ca` (or
+/// the public roots when it names none); the fault is the field and why.
+pub fn verify_chain(
+    chain: &[CertificateDer<'static>],
+    t: &TlsSpec,
+    now: UnixTime,
+) -> Result<(), TlsFault> {
+    let Some((leaf, rest)) = chain.split_first() else {
+        return Err(("cert", "no certificate".into()));
+    };
     let mut roots = rustls::RootCertStore::empty();
     match &t.ca {
         Some(ca) => {
@@ -87,7 +103,7 @@ pub fn check(t: &TlsSpec, now: UnixTime) -> Result<(), TlsFault> {
         .map_err(|e| ("domain", format!("{:?}: {e}", t.domain)))?;
     use rustls::client::danger::ServerCertVerifier;
     verifier
-        .verify_server_cert(&chain[0], &chain[1..], &name, &[], now)
+        .verify_server_cert(leaf, rest, &name, &[], now)
         .map_err(|e| {
             let why = match e {
                 rustls::Error::InvalidCertificate(rustls::CertificateError::Expired) => {

@@ -17,6 +17,15 @@ fn path_ok(p: &str) -> bool {
         })
 }
 
+/// A redirect's target may also carry a query (`/?op=about`): `?` is one more plain
+/// character of the nginx token.
+pub(crate) fn target_ok(p: &str) -> bool {
+    match p.split_once('?') {
+        Some((path, query)) => path_ok(path) && (query.is_empty() || path_ok(&format!("/{query}"))),
+        None => path_ok(p),
+    }
+}
+
 /// Checks one rule; the error names the field (below `web_rules[N].`) and why.
 pub fn validate(r: &WebRule) -> Result<(), (&'static str, String)> {
     match r {
@@ -32,7 +41,7 @@ pub fn validate(r: &WebRule) -> Result<(), (&'static str, String)> {
                 .or_else(|| to.strip_prefix("http://"))
                 .map(|rest| format!("/{rest}"))
                 .unwrap_or_else(|| to.clone());
-            if !path_ok(&target) || (target != *to && target.len() < 2) {
+            if !target_ok(&target) || (target != *to && target.len() < 2) {
                 return Err(("to", format!("{to:?}: not an http(s) URL or absolute path")));
             }
             if !REDIRECT_STATUS.contains(status) {
@@ -71,6 +80,50 @@ pub fn render_nginx(rules: &[WebRule]) -> String {
             }
             WebRule::Header(Header { name, value }) => {
                 out.push_str(&format!("add_header {name} \"{value}\" always;\n"))
+            }
+        }
+    }
+    out
+}
+
+/// Whether an answer's `Location` is the redirect's target `to` (as written, or a relative
+/// target made absolute by the web server with the site's `host`).
+pub fn location_matches(location: Option<&str>, to: &str, host: &str) -> bool {
+    let Some(l) = location else { return false };
+    l == to
+        || (to.starts_with('/')
+            && (l == format!("http://{host}{to}") || l == format!("https://{host}{to}")))
+}
+
+/// The rules checked against the server's answers: `redirect` its answer to the redirect's
+/// `from`, `page` any page's (the headers). One line per difference.
+pub fn served_diffs(
+    rules: &[WebRule],
+    host: &str,
+    redirect: Option<&drivers::http::Answer>,
+    page: &drivers::http::Answer,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in rules {
+        match r {
+            WebRule::Redirect(Redirect { from, to, status }) => {
+                let Some(a) = redirect else {
+                    out.push(format!("redirect {from}: not requested"));
+                    continue;
+                };
+                let loc = a.header("location");
+                if a.status != *status || !location_matches(loc, to, host) {
+                    out.push(format!(
+                        "redirect {from}: HTTP {} Location {loc:?}, expected {status} {to}",
+                        a.status
+                    ));
+                }
+            }
+            WebRule::Header(Header { name, value }) => {
+                let have = page.header(name);
+                if have != Some(value.as_str()) {
+                    out.push(format!("header {name}: {have:?}, expected {value:?}"));
+                }
             }
         }
     }

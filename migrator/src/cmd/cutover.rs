@@ -198,6 +198,13 @@ pub enum CutoverCommand {
         /// state, freeze and bundle; with --sites the route check too); exit codes unchanged.
         #[arg(long)]
         json: bool,
+        /// Sites listed one per line at most (the counts always cover all): failed, aborted and
+        /// in-flight sites (frozen to switched) first, then the rest in journal order.
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: usize,
+        /// List every site (at 3 million sites, prefer --json or the dashboard).
+        #[arg(long, conflicts_with = "limit")]
+        all: bool,
     },
 }
 
@@ -410,7 +417,14 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             journal,
             sites,
             json,
-        } => status(&journal, sites.as_deref(), json),
+            limit,
+            all,
+        } => status(
+            &journal,
+            sites.as_deref(),
+            json,
+            if all { usize::MAX } else { limit },
+        ),
     }
 }
 
@@ -509,7 +523,23 @@ Exit codes:
   4  with --sites: a proxy did not answer, its routes are not confirmed
   2  the command failed (journal, spec file)";
 
-fn status(journal: &Path, sites_file: Option<&Path>, json: bool) -> anyhow::Result<i32> {
+/// Where a site comes in `status`'s list: failed and aborted first, then those in the
+/// middle of their cutover, then the rest.
+fn attention(st: migrator::journal::SiteState) -> u8 {
+    use migrator::journal::SiteState as S;
+    match st {
+        S::Failed | S::Aborted => 0,
+        S::Frozen | S::FinalSynced | S::Verified | S::Switched => 1,
+        _ => 2,
+    }
+}
+
+fn status(
+    journal: &Path,
+    sites_file: Option<&Path>,
+    json: bool,
+    limit: usize,
+) -> anyhow::Result<i32> {
     if json {
         return status_json(journal, sites_file);
     }
@@ -543,7 +573,11 @@ fn status(journal: &Path, sites_file: Option<&Path>, json: bool) -> anyhow::Resu
     }
     let bundles: std::collections::BTreeMap<String, migrator::bundle::state::BundleState> =
         migrator::bundle::state::all(&j)?.into_iter().collect();
-    for (site, st) in &sites {
+    let mut listed: Vec<&(String, migrator::journal::SiteState)> = sites.iter().collect();
+    listed.sort_by_key(|(_, st)| attention(*st));
+    let hidden = listed.len().saturating_sub(limit);
+    listed.truncate(limit);
+    for (site, st) in listed {
         // The bundle column matters once a site switched: finalize waits for `verified`.
         let bundle = match bundles.get(site) {
             Some(b) => format!(
@@ -565,6 +599,11 @@ fn status(journal: &Path, sites_file: Option<&Path>, json: bool) -> anyhow::Resu
             None => String::new(),
         };
         println!("  {site:<30} {:<12} {bundle}", st.as_str());
+    }
+    if hidden > 0 {
+        println!(
+            "  ... {hidden} more site(s) not listed (--limit N, --all, or --json for every one)"
+        );
     }
     let Some(spec_path) = sites_file else {
         return Ok(0);

@@ -168,11 +168,19 @@ pub enum InventoryCmd {
         /// Format of the sites file.
         #[arg(long, value_enum, default_value_t = Format::Jsonl)]
         sites_format: Format,
+        /// Also write artifacts.jsonl: cron jobs, PHP pools, web rules and certificates for a
+        /// share of the sites (the shares are in `migrator::artifacts::inventory::generate`).
+        #[arg(long)]
+        artifacts: bool,
         /// Print JSON counts.
         #[arg(long)]
         json: bool,
     },
     /// Load and validate an inventory; list problems with file, line and field.
+    ///
+    /// Checks artifacts.jsonl too when the directory has one (each line
+    /// `{"site": ID, "artifacts": {...}}`, the site spec's artifacts section; its certificate
+    /// files are read at prepare, not here).
     Check {
         #[arg(long, value_name = "DIR")]
         inventory: PathBuf,
@@ -259,6 +267,7 @@ pub fn run(command: PlanningCommand) -> anyhow::Result<i32> {
             seed,
             out,
             sites_format,
+            artifacts,
             json,
         }) => {
             let t = Instant::now();
@@ -275,8 +284,17 @@ pub fn run(command: PlanningCommand) -> anyhow::Result<i32> {
                 },
             )
             .with_context(|| format!("writing inventory to {}", out.display()))?;
+            let arts = if artifacts {
+                Some(generate_artifacts(&out, seed)?)
+            } else {
+                None
+            };
             if json {
-                println!("{}", serde_json::to_string(&g)?);
+                let mut v = serde_json::to_value(&g)?;
+                if let Some(c) = arts {
+                    v["artifacts"] = serde_json::to_value(c)?;
+                }
+                println!("{v}");
             } else {
                 println!(
                     "wrote {} in {:.1}s: {} sites ({:.1} TB), {} databases ({:.1} TB), {} source \
@@ -295,6 +313,13 @@ pub fn run(command: PlanningCommand) -> anyhow::Result<i32> {
                     g.destination_clusters,
                     g.destination_sql_servers
                 );
+                if let Some(c) = arts {
+                    println!(
+                        "{}: {}",
+                        migrator::artifacts::inventory::FILE,
+                        counts_line(&c)
+                    );
+                }
             }
             Ok(0)
         }
@@ -304,11 +329,33 @@ pub fn run(command: PlanningCommand) -> anyhow::Result<i32> {
             json,
         }) => match planner::load(&inventory, &LoadOptions { max_errors }) {
             Ok(inv) => {
+                let ids: std::collections::HashSet<&str> =
+                    (0..inv.site_count()).map(|i| inv.site_id(i)).collect();
+                let arts = match migrator::artifacts::inventory::load(
+                    &inventory,
+                    |s| ids.contains(s),
+                    max_errors,
+                ) {
+                    Ok(a) => a.map(|a| a.counts()),
+                    Err((errors, truncated)) => {
+                        if json {
+                            println!(
+                                "{}",
+                                serde_json::json!({"valid": false, "errors": errors,
+                                    "truncated": truncated})
+                            );
+                        } else {
+                            eprintln!("{}", planner::InventoryError::Invalid { errors, truncated });
+                        }
+                        return Ok(1);
+                    }
+                };
                 if json {
                     println!(
                         "{}",
                         serde_json::json!({"valid": true, "sites": inv.site_count(),
-                            "databases": inv.database_count(), "checksum": inv.checksum})
+                            "databases": inv.database_count(), "checksum": inv.checksum,
+                            "artifacts": arts})
                     );
                 } else {
                     println!(
@@ -318,6 +365,13 @@ pub fn run(command: PlanningCommand) -> anyhow::Result<i32> {
                         inv.database_count(),
                         inv.checksum.blake3
                     );
+                    if let Some(c) = arts {
+                        println!(
+                            "{}: valid, {} (not in the checksum: plans do not depend on it)",
+                            migrator::artifacts::inventory::FILE,
+                            counts_line(&c)
+                        );
+                    }
                 }
                 Ok(0)
             }
@@ -334,6 +388,34 @@ pub fn run(command: PlanningCommand) -> anyhow::Result<i32> {
             }
         },
     }
+}
+
+/// Writes artifacts.jsonl for the inventory just generated in `dir`.
+fn generate_artifacts(
+    dir: &Path,
+    seed: u64,
+) -> anyhow::Result<migrator::artifacts::inventory::Counts> {
+    let inv = planner::load(dir, &LoadOptions { max_errors: 1 })
+        .with_context(|| format!("reading back {}", dir.display()))?;
+    let sites: Vec<(String, String, Vec<String>)> = (0..inv.site_count())
+        .map(|i| {
+            let s = inv.site(i);
+            (s.id, s.login, s.domains)
+        })
+        .collect();
+    migrator::artifacts::inventory::generate(dir, seed, &sites).with_context(|| {
+        format!(
+            "writing {}",
+            dir.join(migrator::artifacts::inventory::FILE).display()
+        )
+    })
+}
+
+fn counts_line(c: &migrator::artifacts::inventory::Counts) -> String {
+    format!(
+        "{} sites with artifacts: {} cron jobs, {} certificates, {} PHP pools, {} web rules",
+        c.sites, c.cron_jobs, c.certificates, c.php_pools, c.web_rules
+    )
 }
 
 fn read_list(path: &Path) -> anyhow::Result<Vec<String>> {

@@ -199,22 +199,37 @@ impl Engine<'_> {
         let before: Option<String> =
             checkpoints::get(self.journal, &spec.site, Checkpoint::Fingerprint)?
                 .and_then(|s| serde_json::from_str(&s).ok());
-        let Some(before) = before else { return Ok(()) };
+        let served = spec.artifacts.verify_served;
+        if before.is_none() && !served {
+            return Ok(());
+        }
         let res = self.phase(Phase::PostCheck, |e| {
-            let after = e
-                .sys
-                .data
-                .fingerprint(spec)
-                .map_err(CutoverError::system(Phase::PostCheck))?
-                .unwrap_or_default();
-            if after == before {
-                Ok(((), 0))
-            } else {
-                Err(CutoverError::PostCheck {
-                    before: before.clone(),
-                    after,
-                })
+            if let Some(before) = &before {
+                let after = e
+                    .sys
+                    .data
+                    .fingerprint(spec)
+                    .map_err(CutoverError::system(Phase::PostCheck))?
+                    .unwrap_or_default();
+                if after != *before {
+                    return Err(CutoverError::PostCheck {
+                        before: before.clone(),
+                        after,
+                    });
+                }
             }
+            if served {
+                // The site's rules and PHP settings as the new side serves them (issue 20).
+                let diffs = e
+                    .sys
+                    .data
+                    .served_artifacts(spec)
+                    .map_err(CutoverError::system(Phase::PostCheck))?;
+                if !diffs.is_empty() {
+                    return Err(CutoverError::VerifyAfterSwitch(diffs));
+                }
+            }
+            Ok(((), 0))
         });
         if let Err(cause) = res {
             // Live but wrong: put it back on the old side now rather than leave it broken.

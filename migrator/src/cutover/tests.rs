@@ -520,3 +520,8 @@ mod leases;
 /// abort and a rollback (issue 20).
 #[path = "tests_cron.rs"]
 mod cron;
+
+/// The reloads that follow each commit point's move of the artifacts, and the check of what
+/// the new side serves (issue 20), as `--dry-run` prints them.
+#[path = "tests_web_php.rs"]
+mod web_php;

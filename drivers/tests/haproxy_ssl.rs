@@ -1,0 +1,101 @@
+//! Certificates loaded into a real HAProxy through its runtime API (`new/set/commit ssl
+//! cert`, `add ssl crt-list`): served at once for their name over TLS, the default one for
+//! any other name, idempotent, and replaced in place when the certificate changes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use drivers::lb::haproxy::{pem_fingerprint, SslCertChange};
+use drivers::lb::Haproxy;
+use drivers::tls_probe::presented_chain;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use testkit::{Backend, Haproxy as HaproxyServer, TinyHttp, TlsFiles};
+
+fn leaf_der(cert: &std::path::Path) -> Vec<u8> {
+    CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
+fn served(port: u16, name: &str) -> Vec<u8> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    presented_chain(addr, name, Duration::from_secs(5)).unwrap()[0]
+        .as_ref()
+        .to_vec()
+}
+
+#[test]
+fn a_certificate_loaded_at_runtime_is_served_for_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TlsFiles::create(dir.path()).unwrap();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    // The default certificate (localhost) is the only one HAProxy starts with.
+    let default_pem = dir.path().join("default-bundle.pem");
+    std::fs::write(&default_pem, read(&pki.cert) + &read(&pki.key)).unwrap();
+    let crt_list = dir.path().join("crt-list");
+    std::fs::write(&crt_list, format!("{}\n", default_pem.display())).unwrap();
+    let web = TinyHttp::start("served").unwrap();
+    let hp = HaproxyServer::start_tls(
+        &[Backend {
+            name: "a.lab.test".into(),
+            addr: web.addr.to_string(),
+        }],
+        &crt_list,
+    )
+    .unwrap();
+    let port = hp.tls_port().unwrap();
+    let lb = Haproxy::new(hp.socket());
+    let list = crt_list.to_str().unwrap();
+
+    let (cert, key) = pki.leaf("site-a", "a.lab.test").unwrap();
+    assert_eq!(served(port, "a.lab.test"), leaf_der(&pki.cert));
+
+    let file = dir.path().join("certs").join("a.lab.test.pem");
+    let file = file.to_str().unwrap();
+    let pem = read(&cert) + &read(&key);
+    let change = lb.install_ssl_cert(list, file, &pem).unwrap();
+    assert_eq!(
+        change,
+        SslCertChange {
+            created: true,
+            updated: true,
+            listed: true
+        }
+    );
+    assert_eq!(served(port, "a.lab.test"), leaf_der(&cert));
+    assert_eq!(served(port, "other.lab.test"), leaf_der(&pki.cert));
+    assert_eq!(
+        lb.ssl_cert_fingerprint(file).unwrap(),
+        Some(pem_fingerprint(&pem).unwrap())
+    );
+
+    // Again (prepare after a crash): nothing to do, one crt-list line.
+    assert_eq!(
+        lb.install_ssl_cert(list, file, &pem).unwrap(),
+        SslCertChange::default()
+    );
+    let files = lb.crt_list_files(list).unwrap();
+    assert_eq!(files.iter().filter(|f| *f == file).count(), 1, "{files:?}");
+
+    // A renewed certificate replaces the served one in place.
+    let (cert2, key2) = pki.leaf("site-a2", "a.lab.test").unwrap();
+    let pem2 = read(&cert2) + &read(&key2);
+    let change = lb.install_ssl_cert(list, file, &pem2).unwrap();
+    assert!(
+        change.updated && !change.created && !change.listed,
+        "{change:?}"
+    );
+    assert_eq!(served(port, "a.lab.test"), leaf_der(&cert2));
+
+    // A key that is not the certificate's is refused by HAProxy; what was served stays.
+    let mismatched = read(&cert) + &read(&key2);
+    let e = lb.install_ssl_cert(list, file, &mismatched).unwrap_err();
+    assert!(matches!(e, drivers::DriverError::Rejected { .. }), "{e}");
+    assert!(!e.to_string().contains("PRIVATE KEY"), "{e}");
+    assert_eq!(served(port, "a.lab.test"), leaf_der(&cert2));
+}
