@@ -213,7 +213,31 @@ impl Haproxy {
     /// second call with the same certificate changes nothing. HAProxy keeps this in memory
     /// only; the caller writes `file` and the crt-list line so a restart keeps it. The key
     /// travels on the admin socket only and is never part of an error.
+    ///
+    /// HAProxy runs one certificate operation at a time (its certificate lock, and one open
+    /// transaction): an answer saying another one is in progress (`currently locked`, an
+    /// ongoing transaction about another file) is retried, with a short growing pause, for up
+    /// to [`SSL_BUSY_RETRY`]; several migrators preparing sites at once take turns.
     pub fn install_ssl_cert(&self, crt_list: &str, file: &str, pem: &str) -> Result<SslCertChange> {
+        let start = std::time::Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match self.install_ssl_cert_once(crt_list, file, pem) {
+                Err(e) if ssl_busy(&e) && start.elapsed() < SSL_BUSY_RETRY => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn install_ssl_cert_once(
+        &self,
+        crt_list: &str,
+        file: &str,
+        pem: &str,
+    ) -> Result<SslCertChange> {
         check_path("crt-list", crt_list)?;
         check_path("certificate file", file)?;
         let want = pem_fingerprint(pem)?;
@@ -268,6 +292,16 @@ impl Haproxy {
         }
         Ok(change)
     }
+}
+
+/// How long [`Haproxy::install_ssl_cert`] keeps retrying while another certificate operation
+/// holds HAProxy's certificate lock or transaction.
+pub const SSL_BUSY_RETRY: Duration = Duration::from_secs(20);
+
+/// Whether HAProxy refused a certificate command only because another one was in progress.
+fn ssl_busy(e: &DriverError) -> bool {
+    let m = e.to_string();
+    m.contains("currently locked") || m.contains("ongoing transaction")
 }
 
 /// The SHA-1 fingerprint (upper-case hex, HAProxy's `show ssl cert` form) of the first

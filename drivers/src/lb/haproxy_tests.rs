@@ -168,6 +168,36 @@ fn a_second_install_changes_nothing() {
     assert!(h.join().unwrap().iter().all(|c| c.starts_with("show ")));
 }
 
+/// HAProxy does one certificate operation at a time: a `currently locked` answer (another
+/// migrator's install in progress, seen in the lab's wave-artifacts with 3 sites at once) is
+/// retried, not a failed prepare.
+#[test]
+fn a_locked_certificate_store_is_retried() {
+    let (_d, pem, fp) = site_pem();
+    let (_s, sock, h) = fake_socket(vec![
+        "Can't display the certificate: Not found or the certificate is a bundle!\n".into(),
+        "Can't create a new certificate store!\nOperations on certificates are currently locked!\n"
+            .into(),
+        "Can't display the certificate: Not found or the certificate is a bundle!\n".into(),
+        format!("New empty certificate store '{FILE}'!\n"),
+        format!("Transaction created for certificate {FILE}!\n"),
+        format!("Committing {FILE}\nSuccess!\n"),
+        format!("# {LIST}\n"),
+        "Can't add an entry to the crt-list!\nOperations on certificates are currently locked!\n"
+            .into(),
+        show_cert(&fp),
+        format!("# {LIST}\n"),
+        format!("Inserting certificate '{FILE}' in crt-list '{LIST}'.\nSuccess!\n"),
+        show_cert(&fp),
+        format!("# {LIST}\n{FILE}\n"),
+    ]);
+    let change = Haproxy::new(&sock)
+        .install_ssl_cert(LIST, FILE, &pem)
+        .unwrap();
+    assert!(change.listed, "{change:?}");
+    assert_eq!(h.join().unwrap().len(), 13);
+}
+
 #[test]
 fn a_refused_certificate_is_aborted_and_the_key_never_quoted() {
     let (_d, pem, _) = site_pem();
