@@ -478,34 +478,28 @@ impl DataMover for Recorder {
         spec: &SiteSpec,
         owner: crate::artifacts::fence::Side,
     ) -> SysResult<()> {
-        use crate::artifacts::{activate, fence::Side};
-        let a = &spec.artifacts;
-        if a.is_empty() {
+        use crate::artifacts::fence::Side;
+        if spec.artifacts.is_empty() {
             return Ok(());
         }
-        let new = owner == Side::New;
-        let mut lines = Vec::new();
-        if let Some(stage) = &a.old_stage_dir {
-            let r = activate::reloads(
-                a,
-                a.old_nginx_reload.as_deref(),
-                a.old_php_reload.as_deref(),
-            );
-            let line = activate::describe_with_reloads(&spec.site, stage, !new, &r);
-            lines.push((Dc::Old, line));
-        }
-        let r = match &spec.new_web_host {
-            Some(w) => activate::reloads(a, Some(&w.nginx_reload), w.php_reload.as_deref()),
-            None => Vec::new(),
-        };
-        let line = activate::describe_with_reloads(&spec.site, a.stage(), new, &r);
-        lines.push((Dc::New, line));
         // The side losing the site first, as the real move does.
-        if !new {
-            lines.reverse();
+        let (lose, gain) = match owner {
+            Side::New => (Side::Old, Side::New),
+            Side::Old => (Side::New, Side::Old),
+        };
+        for (side, enable) in [(lose, false), (gain, true)] {
+            if let Some((dc, line)) = artifacts_line(spec, side, enable) {
+                self.act("data.activate_artifacts", "web-host", dc, line)?;
+            }
         }
-        for (dc, line) in lines {
-            self.act("data.activate_artifacts", "web-host", dc, line)?;
+        Ok(())
+    }
+    fn arm_artifacts(&self, spec: &SiteSpec, side: crate::artifacts::fence::Side) -> SysResult<()> {
+        if spec.artifacts.is_empty() {
+            return Ok(());
+        }
+        if let Some((dc, line)) = artifacts_line(spec, side, true) {
+            self.act("data.arm_artifacts", "web-host", dc, line)?;
         }
         Ok(())
     }
@@ -604,6 +598,41 @@ impl DataMover for Recorder {
                 )?;
                 Ok(Some("200:fixed".into()))
             }
+        }
+    }
+}
+
+/// What enabling (or disabling) the site's artifacts on one side does, in one line (none for
+/// an old side without `artifacts.old_stage_dir`).
+fn artifacts_line(
+    spec: &SiteSpec,
+    side: crate::artifacts::fence::Side,
+    enable: bool,
+) -> Option<(Dc, String)> {
+    use crate::artifacts::{activate, fence::Side};
+    let a = &spec.artifacts;
+    match side {
+        Side::Old => {
+            let stage = a.old_stage_dir.as_ref()?;
+            let r = activate::reloads(
+                a,
+                a.old_nginx_reload.as_deref(),
+                a.old_php_reload.as_deref(),
+            );
+            Some((
+                Dc::Old,
+                activate::describe_with_reloads(&spec.site, stage, enable, &r),
+            ))
+        }
+        Side::New => {
+            let r = match &spec.new_web_host {
+                Some(w) => activate::reloads(a, Some(&w.nginx_reload), w.php_reload.as_deref()),
+                None => Vec::new(),
+            };
+            Some((
+                Dc::New,
+                activate::describe_with_reloads(&spec.site, a.stage(), enable, &r),
+            ))
         }
     }
 }

@@ -294,41 +294,24 @@ impl DataMover for LocalData {
         spec: &SiteSpec,
         owner: crate::artifacts::fence::Side,
     ) -> SysResult<()> {
-        use crate::artifacts::{activate, fence::Side};
-        let a = &spec.artifacts;
-        if a.is_empty() {
+        use crate::artifacts::fence::Side;
+        if spec.artifacts.is_empty() {
             return Ok(());
         }
-        let new = owner == Side::New;
-        let old_side = |enable: bool| -> SysResult<()> {
-            let reloads = activate::reloads(
-                a,
-                a.old_nginx_reload.as_deref(),
-                a.old_php_reload.as_deref(),
-            );
-            match &a.old_stage_dir {
-                Some(stage) => {
-                    activate::apply_locally_with_reloads(&spec.site, stage, enable, &reloads)
-                        .map_err(|m| SystemError::new("web-host", Dc::Old, m))
-                }
-                None => Ok(()),
-            }
+        // The side losing the site first: never both enabled past the commit point.
+        let (lose, gain) = match owner {
+            Side::New => (Side::Old, Side::New),
+            Side::Old => (Side::New, Side::Old),
         };
-        let new_side = |enable: bool| -> SysResult<()> {
-            match &spec.new_web_host {
-                Some(w) => crate::web_host::activate_artifacts(spec, w, enable),
-                None => activate::apply_locally(&spec.site, a.stage(), enable)
-                    .map_err(|m| SystemError::new("web-host", Dc::New, m)),
-            }
-        };
-        // The side losing the site first: never both enabled at once.
-        if new {
-            old_side(false)?;
-            new_side(true)
-        } else {
-            new_side(false)?;
-            old_side(true)
+        artifacts_side(spec, lose, false)?;
+        artifacts_side(spec, gain, true)
+    }
+
+    fn arm_artifacts(&self, spec: &SiteSpec, side: crate::artifacts::fence::Side) -> SysResult<()> {
+        if spec.artifacts.is_empty() {
+            return Ok(());
         }
+        artifacts_side(spec, side, true)
     }
 
     fn verifies_after_switch(&self, _spec: &SiteSpec) -> bool {
@@ -417,6 +400,39 @@ pub(crate) fn served_host_page(spec: &SiteSpec) -> SysResult<(String, String)> {
         .map(|f| f.path.clone())
         .unwrap_or_else(|| "/".into());
     Ok((host, page))
+}
+
+/// Enables (or disables) the site's artifacts on one side, with that side's reloads: the old
+/// side's locally at `artifacts.old_stage_dir` (none: nothing to do), the new side's over SSH
+/// on its web host (or locally at the stage without one).
+fn artifacts_side(
+    spec: &SiteSpec,
+    side: crate::artifacts::fence::Side,
+    enable: bool,
+) -> SysResult<()> {
+    use crate::artifacts::{activate, fence::Side};
+    let a = &spec.artifacts;
+    match side {
+        Side::Old => {
+            let reloads = activate::reloads(
+                a,
+                a.old_nginx_reload.as_deref(),
+                a.old_php_reload.as_deref(),
+            );
+            match &a.old_stage_dir {
+                Some(stage) => {
+                    activate::apply_locally_with_reloads(&spec.site, stage, enable, &reloads)
+                        .map_err(|m| SystemError::new("web-host", Dc::Old, m))
+                }
+                None => Ok(()),
+            }
+        }
+        Side::New => match &spec.new_web_host {
+            Some(w) => crate::web_host::activate_artifacts(spec, w, enable),
+            None => activate::apply_locally(&spec.site, a.stage(), enable)
+                .map_err(|m| SystemError::new("web-host", Dc::New, m)),
+        },
+    }
 }
 
 #[cfg(test)]

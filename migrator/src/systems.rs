@@ -195,6 +195,20 @@ pub trait DataMover: Send + Sync {
     ) -> SysResult<()> {
         Ok(())
     }
+    /// Before a freeze of a site with cron jobs: the side about to gain the site enabled
+    /// ([`crate::artifacts::activate`], with its reloads), the other left as it is. Its cron then
+    /// starts the jobs' runs at every due time too, each refused by the owner token until the
+    /// commit point gives it the site, so a slot due during the freeze is started on both
+    /// sides, waits for the unfreeze and runs once on the owner (enabled only at the commit
+    /// point, a slot due between the freeze and that point was started by the losing side
+    /// alone, which then refused it: the run was lost). Idempotent; by default nothing.
+    fn arm_artifacts(
+        &self,
+        _spec: &SiteSpec,
+        _side: crate::artifacts::fence::Side,
+    ) -> SysResult<()> {
+        Ok(())
+    }
     /// With `artifacts.verify_served`, after the switch: how the new web server's answers
     /// differ from the site's rules and PHP settings ([`crate::artifacts::served_diffs`]),
     /// one line each. By default nothing to compare.

@@ -30,6 +30,21 @@ impl Engine<'_> {
             return Ok(());
         }
         let site = self.spec.site.clone();
+        // The side about to gain the site gets its jobs first (refused by the token until the
+        // commit point), so a slot due during the freeze is started on both sides and runs once
+        // after the unfreeze, on the owner ([`crate::systems::DataMover::arm_artifacts`]).
+        let gaining = match fence::token(self.journal, &site)?.1.owner {
+            Side::Old => Side::New,
+            Side::New => Side::Old,
+        };
+        let phase = match gaining {
+            Side::New => Phase::Freeze,
+            Side::Old => Phase::RollbackFreeze,
+        };
+        self.sys
+            .data
+            .arm_artifacts(self.spec, gaining)
+            .map_err(CutoverError::system(phase))?;
         fence::freeze(self.journal, &site)?;
         let wait = Duration::from_secs(self.spec.artifacts.cron_wait_s);
         let settled = fence::settle(self.journal, &site, wait)?;

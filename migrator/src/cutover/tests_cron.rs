@@ -365,3 +365,36 @@ fn the_rollback_waits_for_a_run_in_progress_before_pausing_the_databases() {
     );
     assert_eq!(token(&jp), unfrozen(Side::Old));
 }
+
+/// Issue 20: the side about to gain the site gets its artifacts (its cron lines) before the
+/// jobs freeze, so its cron starts the runs of slots due during the freeze too: they wait for
+/// the unfreeze and run once on the owner. Before, the new side was enabled only at the commit
+/// point and a slot due in between was started by the old side alone, which then refused it.
+#[test]
+fn the_gaining_side_is_armed_before_the_freeze_forward_and_back() {
+    let (_dir, jp, mut spec, rec) = cron_shop();
+    spec.artifacts.old_stage_dir = Some("/srv/old-artifacts".into());
+    assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
+    let log = rec.log();
+    let arm = at(&log, "data.arm_artifacts", 0);
+    assert!(
+        log[arm].contains("enable /var/lib/hostmove/artifacts/shop/active"),
+        "{log:?}"
+    );
+    assert!(arm < at(&log, "proxy.pause", 0), "{log:?}");
+    assert!(arm < at(&log, "data.activate_artifacts", 0), "{log:?}");
+    // The old side keeps its jobs until the commit point.
+    assert!(!log[..at(&log, "data.activate_artifacts", 0)]
+        .iter()
+        .any(|l| l.contains("disable /srv/old-artifacts")));
+
+    let n = log.len();
+    assert_eq!(rollback(&spec, &rec, &jp).unwrap(), SiteState::RolledBack);
+    let log = rec.log();
+    let arm = at(&log, "data.arm_artifacts", n);
+    assert!(
+        log[arm].contains("enable /srv/old-artifacts/shop/active"),
+        "{log:?}"
+    );
+    assert!(arm < at(&log, "proxy.pause", n), "{log:?}");
+}
