@@ -63,7 +63,14 @@ impl Haproxy {
 
     /// Sends one command and returns HAProxy's whole answer.
     pub fn command(&self, cmd: &str) -> Result<String> {
-        if cmd.contains('\n') || cmd.contains(';') {
+        self.exchange(cmd, &format!("{cmd}\n"))
+    }
+
+    /// Sends `text` (`cmd`, with its payload if any) on a new connection to the admin socket
+    /// and reads the answer to the end. `cmd` (checked to be one command on one line) names
+    /// the exchange in errors; `text` never appears in one (a payload may hold a key).
+    fn exchange(&self, cmd: &str, text: &str) -> Result<String> {
+        if cmd.contains(['\n', ';']) {
             return Err(DriverError::InvalidInput(format!(
                 "runtime API command must be one command on one line: {cmd:?}"
             )));
@@ -75,8 +82,7 @@ impl Haproxy {
         let mut s = UnixStream::connect(&self.socket).map_err(io)?;
         s.set_read_timeout(Some(self.timeout)).map_err(io)?;
         s.set_write_timeout(Some(self.timeout)).map_err(io)?;
-        s.write_all(cmd.as_bytes()).map_err(io)?;
-        s.write_all(b"\n").map_err(io)?;
+        s.write_all(text.as_bytes()).map_err(io)?;
         let mut out = String::new();
         s.read_to_string(&mut out).map_err(io)?;
         Ok(out)
@@ -123,11 +129,6 @@ impl Haproxy {
     /// Sends one command with a payload (`CMD <<`, the payload's lines, an empty line) and
     /// returns HAProxy's answer. The payload never appears in an error (it may hold a key).
     fn command_with_payload(&self, cmd: &str, payload: &str) -> Result<String> {
-        if cmd.contains(['\n', ';']) {
-            return Err(DriverError::InvalidInput(format!(
-                "runtime API command must be one command on one line: {cmd:?}"
-            )));
-        }
         // An empty line ends the payload: blank lines (and CRs) are dropped, PEM allows it.
         let body: String = payload
             .lines()
@@ -135,18 +136,7 @@ impl Haproxy {
             .filter(|l| !l.trim().is_empty())
             .map(|l| format!("{l}\n"))
             .collect();
-        let io = |e: std::io::Error| DriverError::Io {
-            what: format!("HAProxy runtime API {} ({cmd})", self.socket.display()),
-            source: e,
-        };
-        let mut s = UnixStream::connect(&self.socket).map_err(io)?;
-        s.set_read_timeout(Some(self.timeout)).map_err(io)?;
-        s.set_write_timeout(Some(self.timeout)).map_err(io)?;
-        s.write_all(format!("{cmd} <<\n{body}\n").as_bytes())
-            .map_err(io)?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).map_err(io)?;
-        Ok(out)
+        self.exchange(cmd, &format!("{cmd} <<\n{body}\n"))
     }
 
     /// `cmd`'s answer when it contains `ok` (HAProxy's success wording), else a refusal
