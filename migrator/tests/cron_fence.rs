@@ -347,3 +347,45 @@ fn an_overrun_on_this_host_is_stopped_before_the_switch() {
     assert!(runs[0].lost.is_some(), "{runs:?}");
     assert_eq!(fence::token(&j, "shop").unwrap().1.owner, Side::New);
 }
+
+/// The real `cron-run` beats while its job runs (a second journal connection, every
+/// `fence::HEARTBEAT` after a first beat at 1 s), so a migrator on another host can tell a
+/// live run from a dead one; the run's entry leaves the token when the job ends.
+#[test]
+fn cron_run_beats_while_its_job_runs() {
+    let (lab, _) = slow_lab("slow", 30);
+    let mut child = lab.slow_run("slow", 8);
+    let r = lab.registered("slow");
+    assert_eq!(r.heartbeat_ms, None, "no beat before the first second");
+    let beat = |after: i64| {
+        let t0 = Instant::now();
+        loop {
+            let (_, t) = fence::token(&lab.journal(), "shop").unwrap();
+            if let Some(h) = t.running.first().and_then(|r| r.heartbeat_ms) {
+                if h > after {
+                    return h;
+                }
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(8),
+                "no beat after {after}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let first = beat(r.started_ms);
+    let second = beat(first);
+    let gap = second - first;
+    assert!(
+        (4_000..7_000).contains(&gap),
+        "beats {gap} ms apart, not about {:?}",
+        fence::HEARTBEAT
+    );
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{st}");
+    assert!(fence::token(&lab.journal(), "shop")
+        .unwrap()
+        .1
+        .running
+        .is_empty());
+}

@@ -77,7 +77,18 @@ pub struct Running {
     /// of waited for. Absent (an in-process run): waited for until the deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcId>,
+    /// The last beat of `cron-run` while the job runs ([`beat`], every [`HEARTBEAT`]): a run
+    /// on another host (its process not checkable from here) whose beats stopped for
+    /// [`STALE_AFTER`] is taken for dead and reaped, instead of holding the freeze to its
+    /// deadline and refusing the switch. Absent (no beat yet, an older `cron-run`): waited for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<i64>,
 }
+
+/// How often `cron-run` beats while its job runs ([`beat`]).
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// A run not known alive (another host) whose last beat is older than this is dead.
+pub const STALE_AFTER: Duration = Duration::from_secs(20);
 
 /// One run of a job, by slot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,10 +237,50 @@ pub fn settle(
     }
 }
 
-/// Takes the runs whose process is dead ([`super::liveness`]: same host and boot only) out of the
-/// token and ends their run records as `lost`; returns them.
+/// Records a beat (now) on the site's runs in progress registered by `process` (the calling
+/// `cron-run`); returns whether it found one. Called every [`HEARTBEAT`] while the job runs.
+pub fn beat(j: &mut dyn JournalStore, site: &str, process: &ProcId) -> Result<bool, JournalError> {
+    let now = now_ms();
+    let mut found = false;
+    update(j, site, |t| {
+        found = false;
+        for r in t.running.iter_mut() {
+            if r.process.as_ref() == Some(process) {
+                r.heartbeat_ms = Some(now);
+                found = true;
+            }
+        }
+        found
+    })?;
+    Ok(found)
+}
+
+/// Why a registered run is taken for dead, if it is: its process died (same host and boot,
+/// [`super::liveness`]), or, not known alive from here, its beats stopped ([`STALE_AFTER`]).
+fn death(r: &Running, now: i64) -> Option<String> {
+    let pid = r.process.as_ref().map_or(0, |p| p.pid);
+    match r.process.as_ref().map(ProcId::liveness) {
+        Some(Liveness::Dead) => {
+            return Some(format!("its process (pid {pid}) died before it ended"))
+        }
+        Some(Liveness::Alive) => return None,
+        _ => {}
+    }
+    let h = r.heartbeat_ms?;
+    let silent = now - h;
+    (silent > STALE_AFTER.as_millis() as i64).then(|| {
+        format!(
+            "no heartbeat from its process (pid {pid}, another host) for {} s",
+            silent / 1000
+        )
+    })
+}
+
+/// Takes the runs taken for dead ([`death`]) out of the token and ends their run records as
+/// `lost`, saying why; returns them.
 pub fn reap(j: &mut dyn JournalStore, site: &str) -> Result<Vec<Running>, JournalError> {
-    let is_dead = |r: &Running| r.process.as_ref().map(ProcId::liveness) == Some(Liveness::Dead);
+    let now = now_ms();
+    let is_dead = |r: &Running| death(r, now).is_some();
     let mut dead = Vec::new();
     update(j, site, |t| {
         dead = t.running.iter().filter(|r| is_dead(r)).cloned().collect();
@@ -246,9 +297,8 @@ pub fn reap(j: &mut dyn JournalStore, site: &str) -> Result<Vec<Running>, Journa
         if rec.ended_ms.is_some() || rec.side != r.side || rec.started_ms != r.started_ms {
             continue;
         }
-        let pid = r.process.as_ref().map_or(0, |p| p.pid);
         rec.ended_ms = Some(now_ms());
-        rec.lost = Some(format!("its process (pid {pid}) died before it ended"));
+        rec.lost = death(r, now);
         let json = serde_json::to_string(&rec).map_err(|e| bad(j, "cron run record", e))?;
         j.swap_checkpoint_raw(&runs_scope(site), &key, Some(&raw), &json)?;
     }
@@ -379,6 +429,7 @@ impl Invocation<'_> {
                 slot,
                 started_ms: started,
                 process: self.process.clone(),
+                heartbeat_ms: None,
             };
             update(j, self.site, |t| {
                 ok = !t.frozen && t.owner == self.side;

@@ -587,3 +587,85 @@ fn a_redirect_target_may_carry_a_query() {
         "location = /old-page { return 301 /?op=about; }\n"
     );
 }
+
+/// A run registered from another host cannot be checked by pid: its `cron-run` beats, and one
+/// whose beats stopped for longer than `STALE_AFTER` is reaped (its record ends `lost`, saying
+/// why) instead of holding the freeze to its deadline; one beating, or one that never beat (an
+/// older `cron-run`), is waited for.
+#[test]
+fn a_run_on_another_host_is_reaped_once_its_heartbeats_stop() {
+    use crate::journal::JournalStore;
+    let d = tempfile::tempdir().unwrap();
+    let mut j = journal(d.path());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let remote = |pid: u32| super::liveness::ProcId {
+        pid,
+        boot_id: "another-host-boot-id".into(),
+        start: 1,
+        group: true,
+        pid_ns: None,
+    };
+    let stale = now - fence::STALE_AFTER.as_millis() as i64 - 5_000;
+    let runs = [
+        ("a", 101, Some(stale)),
+        ("b", 102, Some(now)),
+        ("c", 103, None),
+    ];
+    let mut t = fence::Token::default();
+    for (job, pid, beat) in runs {
+        t.running.push(fence::Running {
+            job: job.into(),
+            side: Side::Old,
+            slot: 1_700_000_000,
+            started_ms: now - 60_000,
+            process: Some(remote(pid)),
+            heartbeat_ms: beat,
+        });
+        let rec = fence::RunRecord {
+            job: job.into(),
+            slot: 1_700_000_000,
+            side: Side::Old,
+            started_ms: now - 60_000,
+            ended_ms: None,
+            exit: None,
+            lost: None,
+        };
+        j.put_checkpoint_raw(
+            "cron-runs/a",
+            &format!("{job}@1700000000"),
+            &serde_json::to_string(&rec).unwrap(),
+        )
+        .unwrap();
+    }
+    j.put_checkpoint_raw("cron-fence", "a", &serde_json::to_string(&t).unwrap())
+        .unwrap();
+    let dead = fence::reap(&mut j, "a").unwrap();
+    assert_eq!(
+        dead.iter().map(|r| r.job.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
+    let left: Vec<String> = fence::token(&j, "a")
+        .unwrap()
+        .1
+        .running
+        .iter()
+        .map(|r| r.job.clone())
+        .collect();
+    assert_eq!(left, ["b", "c"]);
+    let lost: Vec<(String, Option<String>)> = fence::runs(&j, "a")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.job, r.lost))
+        .collect();
+    assert!(
+        lost[0].1.as_deref().unwrap().contains("no heartbeat"),
+        "{lost:?}"
+    );
+    assert!(lost[1].1.is_none() && lost[2].1.is_none(), "{lost:?}");
+    // A beat from the process that registered "b" keeps it; one from nobody changes nothing.
+    assert!(fence::beat(&mut j, "a", &remote(102)).unwrap());
+    assert!(!fence::beat(&mut j, "a", &remote(999)).unwrap());
+}

@@ -168,15 +168,40 @@ fn cron_run(a: CronRunArgs) -> anyhow::Result<i32> {
     // The slot `run` claims (the same due time, from the same instant), for the job to name
     // what it writes by.
     let slot = schedule.last_due(now);
-    let outcome = inv.run(journal.as_mut(), now, || {
-        let mut cmd = std::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .env("HOSTMOVE_CRON_SIDE", a.side.as_str());
-        if let Some(s) = slot {
-            cmd.env("HOSTMOVE_CRON_SLOT", s.to_string());
+    // Beats on a connection of its own while the job runs, so a run on this host stays known
+    // alive to a migrator on another one (fence::beat; a failed beat is tried again next time).
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let beats = |me: &migrator::artifacts::liveness::ProcId| -> anyhow::Result<()> {
+        let mut j = super::open_existing(&a.journal)?;
+        let mut next = std::time::Instant::now() + Duration::from_secs(1);
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            if std::time::Instant::now() >= next {
+                if let Err(e) = fence::beat(j.as_mut(), &a.site, me) {
+                    tracing::warn!("cron-run {} {}: heartbeat: {e}", a.site, a.job);
+                }
+                next = std::time::Instant::now() + fence::HEARTBEAT;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        let status = cmd.status()?;
-        Ok(status.code().unwrap_or(128))
+        Ok(())
+    };
+    let outcome = std::thread::scope(|sc| {
+        let beating = inv.process.as_ref().map(|me| sc.spawn(move || beats(me)));
+        let outcome = inv.run(journal.as_mut(), now, || {
+            let mut cmd = std::process::Command::new(&argv[0]);
+            cmd.args(&argv[1..])
+                .env("HOSTMOVE_CRON_SIDE", a.side.as_str());
+            if let Some(s) = slot {
+                cmd.env("HOSTMOVE_CRON_SLOT", s.to_string());
+            }
+            let status = cmd.status()?;
+            Ok(status.code().unwrap_or(128))
+        });
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(Ok(Err(e))) = beating.map(|h| h.join()) {
+            tracing::warn!("cron-run {} {}: no heartbeat: {e:#}", a.site, a.job);
+        }
+        outcome
     })?;
     let outcome = outcome.with_context(|| format!("job {}: starting {:?}", a.job, argv[0]))?;
     match outcome {
