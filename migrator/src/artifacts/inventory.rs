@@ -43,15 +43,21 @@ pub struct Counts {
     pub web_rules: u64,
 }
 
+impl Counts {
+    fn add(&mut self, a: &Artifacts) {
+        self.sites += 1;
+        self.cron_jobs += a.cron.len() as u64;
+        self.certificates += a.tls.len() as u64;
+        self.php_pools += u64::from(a.php.is_some());
+        self.web_rules += a.web_rules.len() as u64;
+    }
+}
+
 impl Loaded {
     pub fn counts(&self) -> Counts {
         let mut c = Counts::default();
         for a in self.sites.values() {
-            c.sites += 1;
-            c.cron_jobs += a.cron.len() as u64;
-            c.certificates += a.tls.len() as u64;
-            c.php_pools += u64::from(a.php.is_some());
-            c.web_rules += a.web_rules.len() as u64;
+            c.add(a);
         }
         c
     }
@@ -66,14 +72,39 @@ pub fn load(
     known: impl Fn(&str) -> bool,
     max_errors: usize,
 ) -> Result<Option<Loaded>, (Vec<RowError>, bool)> {
+    let mut out = Loaded::default();
+    let found = scan(dir, known, max_errors, |site, a| {
+        out.sites.insert(site, a);
+    })?;
+    Ok(found.then_some(out))
+}
+
+/// [`load`]'s checks without keeping the sections (what `inventory check` needs at 3M sites:
+/// the counts), `Ok(None)` when there is no file.
+pub fn check(
+    dir: &Path,
+    known: impl Fn(&str) -> bool,
+    max_errors: usize,
+) -> Result<Option<Counts>, (Vec<RowError>, bool)> {
+    let mut c = Counts::default();
+    let found = scan(dir, known, max_errors, |_, a| c.add(&a))?;
+    Ok(found.then_some(c))
+}
+
+/// Reads and checks every line, handing each good one to `each`; `Ok(false)`: no file.
+fn scan(
+    dir: &Path,
+    known: impl Fn(&str) -> bool,
+    max_errors: usize,
+    mut each: impl FnMut(String, Artifacts),
+) -> Result<bool, (Vec<RowError>, bool)> {
     let path = dir.join(FILE);
     let file = match std::fs::File::open(&path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err((vec![row(0, None, format!("cannot read: {e}"))], false)),
     };
     let max_errors = max_errors.max(1);
-    let mut out = Loaded::default();
     let mut first_line: HashMap<String, u64> = HashMap::new();
     let mut errs = Vec::new();
     for (i, text) in std::io::BufReader::new(file).lines().enumerate() {
@@ -108,13 +139,13 @@ pub fn load(
                     ));
                 } else {
                     first_line.insert(l.site.clone(), n);
-                    out.sites.insert(l.site, l.artifacts);
+                    each(l.site, l.artifacts);
                 }
             }
         }
     }
     if errs.is_empty() {
-        Ok(Some(out))
+        Ok(true)
     } else {
         let truncated = errs.len() > max_errors;
         errs.truncate(max_errors);
@@ -217,11 +248,7 @@ pub fn generate(
         if a.is_empty() {
             continue;
         }
-        c.sites += 1;
-        c.cron_jobs += a.cron.len() as u64;
-        c.certificates += a.tls.len() as u64;
-        c.php_pools += u64::from(a.php.is_some());
-        c.web_rules += a.web_rules.len() as u64;
+        c.add(&a);
         serde_json::to_writer(
             &mut w,
             &Line {
@@ -339,6 +366,7 @@ mod tests {
         assert_eq!(std::fs::read(d.path().join(FILE)).unwrap(), first);
         let l = load(d.path(), known, 10).unwrap().unwrap();
         assert_eq!(l.counts(), c);
+        assert_eq!(check(d.path(), known, 10).unwrap(), Some(c));
         // The shares are near the documented ones.
         let share = |n: u64| n as f64 / sites.len() as f64;
         assert!((0.75..0.85).contains(&share(c.php_pools)), "{c:?}");

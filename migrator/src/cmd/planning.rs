@@ -331,12 +331,12 @@ pub fn run(command: PlanningCommand) -> anyhow::Result<i32> {
             Ok(inv) => {
                 let ids: std::collections::HashSet<&str> =
                     (0..inv.site_count()).map(|i| inv.site_id(i)).collect();
-                let arts = match migrator::artifacts::inventory::load(
+                let arts = match migrator::artifacts::inventory::check(
                     &inventory,
                     |s| ids.contains(s),
                     max_errors,
                 ) {
-                    Ok(a) => a.map(|a| a.counts()),
+                    Ok(c) => c,
                     Err((errors, truncated)) => {
                         if json {
                             println!(
