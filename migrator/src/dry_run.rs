@@ -478,15 +478,11 @@ impl DataMover for Recorder {
         spec: &SiteSpec,
         owner: crate::artifacts::fence::Side,
     ) -> SysResult<()> {
-        use crate::artifacts::fence::Side;
         if spec.artifacts.is_empty() {
             return Ok(());
         }
         // The side losing the site first, as the real move does.
-        let (lose, gain) = match owner {
-            Side::New => (Side::Old, Side::New),
-            Side::Old => (Side::New, Side::Old),
-        };
+        let (lose, gain) = (owner.other(), owner);
         for (side, enable) in [(lose, false), (gain, true)] {
             if let Some((dc, line)) = artifacts_line(spec, side, enable) {
                 self.act("data.activate_artifacts", "web-host", dc, line)?;

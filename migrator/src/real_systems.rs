@@ -294,15 +294,11 @@ impl DataMover for LocalData {
         spec: &SiteSpec,
         owner: crate::artifacts::fence::Side,
     ) -> SysResult<()> {
-        use crate::artifacts::fence::Side;
         if spec.artifacts.is_empty() {
             return Ok(());
         }
         // The side losing the site first: never both enabled past the commit point.
-        let (lose, gain) = match owner {
-            Side::New => (Side::Old, Side::New),
-            Side::Old => (Side::New, Side::Old),
-        };
+        let (lose, gain) = (owner.other(), owner);
         artifacts_side(spec, lose, false)?;
         artifacts_side(spec, gain, true)
     }

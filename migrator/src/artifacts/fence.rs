@@ -43,6 +43,14 @@ impl Side {
             Side::New => "new",
         }
     }
+
+    /// The other side.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Old => Side::New,
+            Side::New => Side::Old,
+        }
+    }
 }
 
 impl std::str::FromStr for Side {

@@ -33,10 +33,7 @@ impl Engine<'_> {
         // The side about to gain the site gets its jobs first (refused by the token until the
         // commit point), so a slot due during the freeze is started on both sides and runs once
         // after the unfreeze, on the owner ([`crate::systems::DataMover::arm_artifacts`]).
-        let gaining = match fence::token(self.journal, &site)?.1.owner {
-            Side::Old => Side::New,
-            Side::New => Side::Old,
-        };
+        let gaining = fence::token(self.journal, &site)?.1.owner.other();
         let phase = match gaining {
             Side::New => Phase::Freeze,
             Side::Old => Phase::RollbackFreeze,

@@ -86,13 +86,6 @@ pub struct Counted {
     pub skipped_in_freeze: usize,
 }
 
-fn other(s: Side) -> Side {
-    match s {
-        Side::Old => Side::New,
-        Side::New => Side::Old,
-    }
-}
-
 impl SiteCron {
     fn marks(&self, s: Side) -> &Marks {
         match s {
@@ -201,7 +194,7 @@ impl SiteCron {
             .collect();
         unjournaled(extra_files, "file", fin, &mut v);
         // The other side: its own runs, or copies of runs from before it took the site over.
-        let o = other(fin);
+        let o = fin.other();
         let allowed = |slot: i64| {
             by_slot.get(&slot).is_some_and(|r| {
                 r.side == o
