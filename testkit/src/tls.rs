@@ -18,22 +18,7 @@ impl TlsFiles {
     pub fn create(dir: &Path) -> Result<TlsFiles> {
         let openssl = find_program("openssl")?;
         let f = |name: &str| dir.join(name);
-        let run = |args: &[&str]| -> Result<()> {
-            let out = Command::new(&openssl)
-                .args(args)
-                .current_dir(dir)
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| err(format!("openssl: {e}")))?;
-            if !out.status.success() {
-                return Err(err(format!(
-                    "openssl {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr)
-                )));
-            }
-            Ok(())
-        };
+        let run = |args: &[&str]| openssl_in(&openssl, dir, args);
         run(&[
             "req",
             "-x509",
@@ -99,22 +84,7 @@ impl TlsFiles {
             .parent()
             .ok_or_else(|| err("CA file has no directory"))?;
         let openssl = find_program("openssl")?;
-        let run = |args: &[&str]| -> Result<()> {
-            let out = Command::new(&openssl)
-                .args(args)
-                .current_dir(dir)
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| err(format!("openssl: {e}")))?;
-            if !out.status.success() {
-                return Err(err(format!(
-                    "openssl {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr)
-                )));
-            }
-            Ok(())
-        };
+        let run = |args: &[&str]| openssl_in(&openssl, dir, args);
         let (key, csr, crt, ext) = (
             format!("{name}.key"),
             format!("{name}.csr"),
@@ -161,4 +131,22 @@ impl TlsFiles {
             format!("--ssl-key={}", self.key.display()),
         ]
     }
+}
+
+/// Runs `openssl ARGS` in `dir`; its stderr is the error when it fails.
+fn openssl_in(openssl: &Path, dir: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new(openssl)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| err(format!("openssl: {e}")))?;
+    if !out.status.success() {
+        return Err(err(format!(
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
 }
