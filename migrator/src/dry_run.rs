@@ -25,6 +25,9 @@ pub enum Trap {
     FailTimes(u32),
     /// Take this long before acting, then act (a long pass).
     Delay(std::time::Duration),
+    /// Let the next `n` runs of the action act, then fail every later one (a system that
+    /// breaks part-way through a run).
+    FailAfter(u32),
 }
 
 #[derive(Default)]
@@ -186,6 +189,15 @@ impl Recorder {
                 }
                 trap = Some(Trap::Fail);
             }
+            if let Some(Trap::FailAfter(n)) = trap {
+                if n > 0 {
+                    w.traps.insert(action.to_string(), Trap::FailAfter(n - 1));
+                    trap = None;
+                } else {
+                    w.traps.insert(action.to_string(), Trap::FailAfter(0));
+                    trap = Some(Trap::Fail);
+                }
+            }
             if matches!(trap, None | Some(Trap::Delay(_))) {
                 w.log.push(format!("{action}: {line}"));
             }
@@ -207,7 +219,7 @@ impl Recorder {
                 format!("injected failure: {line}"),
             )),
             Some(Trap::Crash) => panic!("injected crash at {action}"),
-            Some(Trap::FailTimes(_)) => unreachable!("turned into Fail above"),
+            Some(Trap::FailTimes(_) | Trap::FailAfter(_)) => unreachable!("turned into Fail above"),
         }
     }
 

@@ -347,6 +347,29 @@ impl SpecFile {
         Ok(())
     }
 
+    /// `name`'s move group: the site first, then every other site sharing a database with it,
+    /// directly or through another (in file order). A database serves from one side only, so
+    /// these sites switch, and roll back, together.
+    pub fn move_group(&self, name: &str) -> Result<Vec<&SiteSpec>, SpecError> {
+        let first = self.site(name)?;
+        let mut dbs: std::collections::HashSet<&str> =
+            first.databases.iter().map(String::as_str).collect();
+        let mut group = vec![first];
+        loop {
+            let before = group.len();
+            for s in &self.sites {
+                let shares = s.databases.iter().any(|d| dbs.contains(d.as_str()));
+                if shares && !group.iter().any(|g| g.site == s.site) {
+                    dbs.extend(s.databases.iter().map(String::as_str));
+                    group.push(s);
+                }
+            }
+            if group.len() == before {
+                return Ok(group);
+            }
+        }
+    }
+
     pub fn site(&self, name: &str) -> Result<&SiteSpec, SpecError> {
         self.sites
             .iter()

@@ -240,3 +240,50 @@ fn status_lists_at_most_limit_sites_failed_and_in_flight_first() {
     assert_eq!(site_lines(&text).len(), 120);
     assert!(!text.contains("more site(s)"), "{text}");
 }
+
+/// Two sites sharing a database: `migrator rollback` of one is refused, naming the other and
+/// the flag (rolled back alone, the shared database would go back to the old side under the
+/// other site, still served by the new web); with --with-group both roll back together.
+#[test]
+fn rollback_of_a_site_sharing_a_database_needs_with_group_and_then_takes_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut specs = migrator::site_spec::SpecFile::default();
+    for name in ["ga", "gb", "other"] {
+        let mut s = migrator::site_spec::sample(name);
+        if name != "other" {
+            s.databases = vec!["db_shared".into()];
+        }
+        specs.sites.push(s);
+    }
+    let sites = dir.path().join("sites.json");
+    std::fs::write(&sites, serde_json::to_string(&specs).unwrap()).unwrap();
+    let journal = dir.path().join("j.sqlite");
+    let rollback = |extra: &[&str]| {
+        Command::new(bin())
+            .args(["rollback", "gb", "--dry-run", "--sites"])
+            .arg(&sites)
+            .arg("--journal")
+            .arg(&journal)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = rollback(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("site gb shares a database with ga") && err.contains("--with-group"),
+        "{err}"
+    );
+    assert!(!err.contains("other"), "{err}");
+    let out = rollback(&["--with-group"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for site in ["gb: rolled_back", "ga: rolled_back"] {
+        assert!(text.contains(site), "{site}: {text}");
+    }
+}

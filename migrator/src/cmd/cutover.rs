@@ -8,7 +8,7 @@
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use migrator::cutover::checkpoints::{self, Checkpoint};
-use migrator::cutover::rollback::rollback_site;
+use migrator::cutover::rollback::rollback_sites;
 use migrator::cutover::{Engine, EngineOptions, SiteReport};
 use migrator::dry_run::Recorder;
 use migrator::journal::{
@@ -179,8 +179,16 @@ pub enum CutoverCommand {
         dry_run: bool,
     },
     /// Roll a switched or live site back to the old side, carrying its new writes back.
+    ///
+    /// A site sharing a database with other sites (its move group) is refused unless
+    /// --with-group is given: a database serves from one side only, so those sites roll back
+    /// together, in one freeze.
     Rollback {
         site: String,
+        /// Roll back every site of SITE's move group (the sites sharing a database with it,
+        /// named in the refusal) together.
+        #[arg(long)]
+        with_group: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -302,24 +310,56 @@ pub fn run(command: CutoverCommand) -> anyhow::Result<i32> {
             print_report(&r, common.json)?;
             Ok(0)
         }
-        CutoverCommand::Rollback { site, common } => {
+        CutoverCommand::Rollback {
+            site,
+            with_group,
+            common,
+        } => {
             let specs = SpecFile::load(&common.sites)?;
-            let spec = specs.site(&site)?;
+            let group = specs.move_group(&site)?;
+            let names: Vec<&str> = group.iter().map(|s| s.site.as_str()).collect();
+            if group.len() > 1 && !with_group {
+                anyhow::bail!(
+                    "site {site} shares a database with {}: a database serves from one side \
+                     only, so these sites roll back together; run again with --with-group to \
+                     roll back {}",
+                    names[1..].join(", "),
+                    names.join(", ")
+                );
+            }
             let scratch = tempfile::tempdir()?;
             let jp = journal_for(&common, &scratch)?;
             if common.dry_run {
                 // The dry-run world starts with the site on the old side; show it switched.
                 let mut j = SqliteJournal::open(&jp)?;
-                if j.site_state(&site)?.is_none() {
-                    j.set_site_state(&site, migrator::journal::SiteState::Live)?;
+                for s in &names {
+                    if j.site_state(s)?.is_none() {
+                        j.set_site_state(s, migrator::journal::SiteState::Live)?;
+                    }
                 }
             }
-            let sys = systems_for(spec, &common, &jp)?;
-            let mut j = open_journal_at(&jp)?;
+            let mut syss = Vec::new();
+            let mut journals = Vec::new();
+            for spec in &group {
+                syss.push(systems_for(spec, &common, &jp)?);
+                journals.push(open_journal_at(&jp)?);
+            }
             let o = engine_options(&common, &jp);
-            let r = rollback_site(Engine::new(spec, &sys, &mut *j, &o))
-                .with_context(|| format!("rollback of site {site}"))?;
-            print_report(&r, common.json)?;
+            let engines = group
+                .iter()
+                .zip(&syss)
+                .zip(journals.iter_mut())
+                .map(|((spec, sys), j)| Engine::new(spec, sys, &mut **j, &o))
+                .collect();
+            let reports = rollback_sites(engines)
+                .with_context(|| format!("rollback of site(s) {}", names.join(", ")))?;
+            if common.json && reports.len() > 1 {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else {
+                for r in &reports {
+                    print_report(r, common.json)?;
+                }
+            }
             Ok(0)
         }
         CutoverCommand::Wave(c) => wave::run(c),

@@ -186,6 +186,19 @@ impl Ctx<'_> {
             let r = self.sys.proxy.route(db).map_err(err())?;
             if r.paused() {
                 self.sys.proxy.resume(db, Some(side)).map_err(err())?;
+            } else if r.side != side {
+                // Open on the other side: something moved it since this site's freeze paused
+                // it (another site sharing it, an operator). Declaring the switch done would
+                // leave the site's web on one side and its writes on the other.
+                return Err(err()(crate::systems::SystemError::new(
+                    "sql-proxy",
+                    crate::systems::Dc::Old,
+                    format!(
+                        "database {db} is open on side {:?}, not paused: the switch to {side:?} \
+                         cannot take it (it was moved since the freeze paused it)",
+                        r.side
+                    ),
+                )));
             }
         }
         Ok(())

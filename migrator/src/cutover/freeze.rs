@@ -7,7 +7,6 @@ use crate::cutover::checkpoints::{self, Checkpoint, PostVerify};
 use crate::cutover::engine::{Ctx, Engine};
 use crate::cutover::lease;
 use crate::cutover::phase::{CutoverError, Phase};
-use crate::cutover::rollback;
 use crate::journal::now_ms;
 use drivers::lb::AdminState;
 
@@ -184,10 +183,9 @@ impl Engine<'_> {
                 Err(CutoverError::VerifyAfterSwitch(diffs))
             }
         });
-        if let Err(cause @ CutoverError::VerifyAfterSwitch(_)) = res {
+        if let Err(CutoverError::VerifyAfterSwitch(_)) = &res {
+            // Rolled back by the caller with its move group ([`CutoverError::rolls_back`]).
             mark(self.journal, PostVerify::Failed)?;
-            rollback::run(self)?;
-            return Err(cause);
         }
         res?;
         mark(self.journal, PostVerify::Done)?;
@@ -231,12 +229,9 @@ impl Engine<'_> {
             }
             Ok(((), 0))
         });
-        if let Err(cause) = res {
-            // Live but wrong: put it back on the old side now rather than leave it broken.
-            rollback::run(self)?;
-            return Err(cause);
-        }
-        Ok(())
+        // Live but wrong: the caller puts it back on the old side now, with every member of its
+        // move group ([`CutoverError::rolls_back`]), rather than leave it broken.
+        res
     }
 
     /// Puts every system back on the old side from what it reports, in the order that never

@@ -10,7 +10,7 @@
 
 use crate::cutover::engine::{Engine, EngineOptions, SiteReport};
 use crate::cutover::phase::CutoverError;
-use crate::cutover::throttle;
+use crate::cutover::{rollback, throttle};
 use crate::journal::{open_journal_at, SiteState};
 use crate::site_spec::SiteSpec;
 use crate::systems::{SysResult, Systems};
@@ -100,12 +100,33 @@ pub(crate) fn run(engines: &mut [Engine<'_>]) -> Result<(), CutoverError> {
     res.and(released)
 }
 
+/// A member found live but wrong after the switch ([`CutoverError::rolls_back`]): every member
+/// past its switch goes back to the old side together (they share a database, which serves
+/// from one side only). Returns `cause`, or the rollback's error when that failed.
+fn roll_back_switched(engines: &mut [Engine<'_>], cause: CutoverError) -> CutoverError {
+    let mut members = Vec::new();
+    for (i, e) in engines.iter().enumerate() {
+        match e.state() {
+            Ok(SiteState::Switched | SiteState::Live) => members.push(i),
+            Ok(_) => {}
+            Err(x) => return x,
+        }
+    }
+    match rollback::run_members(engines, &members) {
+        Ok(()) => cause,
+        Err(x) => x,
+    }
+}
+
 fn run_members(engines: &mut [Engine<'_>]) -> Result<(), CutoverError> {
     // Each member up to `synced` (or completed, when past the commit point after a crash).
     let mut pending = Vec::new();
-    for (i, e) in engines.iter_mut().enumerate() {
-        if e.advance()? == SiteState::Synced {
-            pending.push(i);
+    for i in 0..engines.len() {
+        match engines[i].advance() {
+            Ok(SiteState::Synced) => pending.push(i),
+            Ok(_) => {}
+            Err(cause) if cause.rolls_back() => return Err(roll_back_switched(engines, cause)),
+            Err(e) => return Err(e),
         }
     }
     if pending.is_empty() {
@@ -163,8 +184,16 @@ fn run_members(engines: &mut [Engine<'_>]) -> Result<(), CutoverError> {
             }
             res.and(unfreeze)?;
             for &i in &pending {
-                engines[i].post_verify()?;
-                engines[i].post_check()?;
+                let checked = engines[i]
+                    .post_verify()
+                    .and_then(|()| engines[i].post_check());
+                match checked {
+                    Ok(()) => {}
+                    Err(cause) if cause.rolls_back() => {
+                        return Err(roll_back_switched(engines, cause))
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             return Ok(());
         }

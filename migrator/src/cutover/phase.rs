@@ -177,6 +177,17 @@ pub enum CutoverError {
 }
 
 impl CutoverError {
+    /// Whether the site was found live but wrong after its switch (differences after the
+    /// switch, a failed post-check): it goes back to the old side at once, with every member
+    /// of its move group ([`crate::cutover::rollback::run_group`]).
+    pub fn rolls_back(&self) -> bool {
+        match self {
+            CutoverError::VerifyAfterSwitch(_) | CutoverError::PostCheck { .. } => true,
+            CutoverError::System { phase, .. } => *phase == Phase::PostCheck.name(),
+            _ => false,
+        }
+    }
+
     pub fn system(phase: Phase) -> impl FnOnce(SystemError) -> CutoverError {
         move |source| CutoverError::System {
             phase: phase.name(),

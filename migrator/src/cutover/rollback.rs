@@ -41,162 +41,310 @@ pub fn in_progress(journal: &dyn JournalStore, site: &str) -> Result<bool, Cutov
 }
 
 /// `migrator rollback <site>`: only a switched or live site (or an unfinished rollback).
-pub fn rollback_site(mut engine: Engine<'_>) -> Result<SiteReport, CutoverError> {
-    let state = engine.state()?;
-    let pending = in_progress(engine.journal, &engine.spec.site)?;
-    if state == SiteState::Finalized {
-        return Err(CutoverError::Finalized(engine.spec.site.clone()));
+pub fn rollback_site(engine: Engine<'_>) -> Result<SiteReport, CutoverError> {
+    let mut reports = rollback_sites(vec![engine])?;
+    Ok(reports.remove(0))
+}
+
+/// `migrator rollback <site> --with-group`: the sites of one move group (sharing a database)
+/// rolled back together ([`run_group`]); each must be switched or live (or have an unfinished
+/// rollback). Nothing is frozen when one is refused.
+pub fn rollback_sites(mut engines: Vec<Engine<'_>>) -> Result<Vec<SiteReport>, CutoverError> {
+    for engine in &engines {
+        let state = engine.state()?;
+        let pending = in_progress(engine.journal, &engine.spec.site)?;
+        if state == SiteState::Finalized {
+            return Err(CutoverError::Finalized(engine.spec.site.clone()));
+        }
+        // Another live migrator working on the site (a wave, the dashboard): touch nothing.
+        crate::cutover::lease::ensure_free(engine.journal, &engine.spec.site)?;
+        // Refused before anything is frozen: a copy back the transport cannot do.
+        crate::files::transport::check_direction(&engine.spec.homes, Direction::Back)
+            .map_err(CutoverError::system(Phase::RollbackCopy))?;
+        if !pending && !matches!(state, SiteState::Switched | SiteState::Live) {
+            return Err(CutoverError::WrongState {
+                state,
+                action: "roll back (only a switched or live site can be rolled back)",
+            });
+        }
     }
-    // Another live migrator working on the site (a wave, the dashboard): touch nothing.
-    crate::cutover::lease::ensure_free(engine.journal, &engine.spec.site)?;
-    // Refused before anything is frozen: a copy back the transport cannot do.
-    crate::files::transport::check_direction(&engine.spec.homes, Direction::Back)
-        .map_err(CutoverError::system(Phase::RollbackCopy))?;
-    if !pending && !matches!(state, SiteState::Switched | SiteState::Live) {
-        return Err(CutoverError::WrongState {
-            state,
-            action: "roll back (only a switched or live site can be rolled back)",
-        });
+    run_group(&mut engines)?;
+    let mut reports = Vec::new();
+    for mut engine in engines {
+        engine.report.state = engine.state()?;
+        reports.push(engine.report);
     }
-    run(&mut engine)?;
-    engine.report.state = engine.state()?;
-    Ok(engine.report)
+    Ok(reports)
 }
 
 fn drv(dc: Dc) -> impl Fn(drivers::DriverError) -> SystemError {
     move |x| SystemError::from_driver("haproxy", dc, x)
 }
 
-/// The rollback itself.
+/// The rollback of one site (a move group of one: [`run_group`]).
 pub(crate) fn run(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
-    let site = engine.spec.site.clone();
-    let spec = engine.spec;
-    if engine.state()? == SiteState::RolledBack {
-        // Killed after the rollback's last step: the old side serves and takes writes since;
-        // a copy back now would put stale new-side files over them. Only the cleanup is left
-        // (the jobs' token too: owned by the old side, running).
-        engine.fence_reset(Side::Old)?;
-        clear(engine, &site)?;
-        return engine.release_lease();
+    run_group(std::slice::from_mut(engine))
+}
+
+/// The rollback of every site in `engines` at once: the members of a move group (sites that
+/// share a database). A database serves from one side only, so a member rolled back alone
+/// would take the shared database back to the old side under the others, still served by the
+/// new web (split). As in the forward freeze ([`crate::cutover::group`]) they are frozen
+/// together (every member's web held and drained, then the databases paused), each copied back
+/// and verified (a shared database once), switched back in order (the first database resumed
+/// on the old side is the commit point of them all) and unfrozen. Before that commit point any
+/// failure puts every member back on the new side; after it, a member that still fails is
+/// handed over (the watchdog or the next run finishes its rollback, forward only).
+pub(crate) fn run_group(engines: &mut [Engine<'_>]) -> Result<(), CutoverError> {
+    let all: Vec<usize> = (0..engines.len()).collect();
+    run_members(engines, &all)
+}
+
+/// [`run_group`] over the members `which` of `engines`.
+pub(crate) fn run_members(engines: &mut [Engine<'_>], which: &[usize]) -> Result<(), CutoverError> {
+    let mut members = Vec::new();
+    for &i in which {
+        let engine = &mut engines[i];
+        if engine.state()? == SiteState::RolledBack {
+            // Killed after the rollback's last step: the old side serves and takes writes
+            // since; a copy back now would put stale new-side files over them. Only the cleanup
+            // is left (the jobs' token too: owned by the old side, running).
+            let site = engine.spec.site.clone();
+            engine.fence_reset(Side::Old)?;
+            clear(engine, &site)?;
+            engine.release_lease()?;
+        } else {
+            members.push(i);
+        }
     }
-    // The lease first: refused (nothing recorded) when another migrator holds the site.
-    engine.take_lease()?;
-    checkpoints::stamp(engine.journal, &site, Checkpoint::Rollback)?;
-    checkpoints::stamp(engine.journal, &site, Checkpoint::FreezeStartedMs)?;
+    if members.is_empty() {
+        return Ok(());
+    }
+    // The leases first, all or none: refused (nothing recorded) when another migrator holds
+    // a member.
+    for (n, &i) in members.iter().enumerate() {
+        if let Err(x) = engines[i].take_lease() {
+            for &j in &members[..n] {
+                let _ = engines[j].release_lease();
+            }
+            return Err(x);
+        }
+    }
+    for &i in &members {
+        let site = engines[i].spec.site.clone();
+        checkpoints::stamp(engines[i].journal, &site, Checkpoint::Rollback)?;
+        checkpoints::stamp(engines[i].journal, &site, Checkpoint::FreezeStartedMs)?;
+    }
+    // One member: its databases pause inside its freeze phase, as they always did. Several:
+    // only once every member's web is held (a member still serving would wait on a paused
+    // shared database while its drain waits on it).
+    let one = members.len() == 1;
+    let mut frozen = Ok(());
+    for &i in &members {
+        frozen = freeze_member(&mut engines[i], one);
+        if frozen.is_err() {
+            break;
+        }
+    }
+    if frozen.is_ok() && !one {
+        for &i in &members {
+            let spec = engines[i].spec;
+            frozen = engines[i].phase(Phase::RollbackFreeze, |e| {
+                pause_on_new(e, spec)?;
+                Ok(((), 0))
+            });
+            if frozen.is_err() {
+                break;
+            }
+        }
+    }
+    if let Err(cause) = frozen {
+        // Never left half frozen: the new side serves again.
+        return Err(give_up_all(engines, &members, cause));
+    }
+    let mut copied_dbs: Vec<String> = Vec::new();
+    let mut checked = Ok(());
+    for &i in &members {
+        checked = copy_back_member(&mut engines[i], &mut copied_dbs);
+        if checked.is_err() {
+            break;
+        }
+    }
+    if let Err(cause) = checked {
+        // The copy back failed or is not exact: the new side keeps the data and serves again.
+        return Err(give_up_all(engines, &members, cause));
+    }
+    // Set once every copy back verified and the rollback's switch begins.
+    for &i in &members {
+        let site = engines[i].spec.site.clone();
+        checkpoints::stamp(engines[i].journal, &site, Checkpoint::RollbackSwitch)?;
+    }
+    let mut first_err = None;
+    for &i in &members {
+        let engine = &mut engines[i];
+        let spec = engine.spec;
+        // Both steps are idempotent: a failure is retried (bounded) rather than left frozen.
+        let mut switched =
+            retried(|| engine.phase(Phase::RollbackSwitch, |e| switch_back(e, spec)))
+                .and_then(|()| engine.fence_owner(Side::Old));
+        if switched.is_ok() {
+            switched = retried(|| {
+                engine.phase(Phase::RollbackUnfreeze, |e| {
+                    e.sys
+                        .lb_old
+                        .set_server_admin(
+                            &spec.old_lb.backend,
+                            &spec.old_lb.server,
+                            AdminState::Ready,
+                        )
+                        .map_err(drv(Dc::Old))
+                        .map_err(CutoverError::system(Phase::RollbackUnfreeze))?;
+                    Ok(((), 0))
+                })
+            });
+        }
+        if let Err(cause) = switched {
+            let committed = members.iter().any(|&j| {
+                let e = &engines[j];
+                any_open_on(e, e.spec, &e.spec.proxy.old_side)
+            });
+            if !committed {
+                // Nothing serves on the old side yet: every member goes back to the new side.
+                return Err(give_up_all(engines, &members, cause));
+            }
+            // Past the rollback's commit point: the lease is handed over, the watchdog (or
+            // the next run) finishes it; the other members still go forward.
+            let handed = engines[i].hand_over(cause);
+            first_err.get_or_insert(handed);
+            continue;
+        }
+        let site = spec.site.clone();
+        let cleaned = engine
+            .fence_unfreeze()
+            .and_then(|()| {
+                engine.report.freeze_ms = engine.freeze_elapsed()?;
+                clear(engine, &site)
+            })
+            .and_then(|()| engine.release_lease());
+        if let Err(e) = cleaned {
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        None => Ok(()),
+        Some(e) => Err(e),
+    }
+}
+
+/// Freezes one member: its cron jobs, then both VIPs' servers in maintenance and drained
+/// (requests admitted before finish on both VIPs, which both reach the new web); with `pause`,
+/// its databases paused too.
+fn freeze_member(engine: &mut Engine<'_>, pause: bool) -> Result<(), CutoverError> {
+    let spec = engine.spec;
     // The site's cron jobs first, as in the forward freeze: a run in progress ends before the
     // databases pause (a job writing its database would otherwise wait on the pause while the
     // freeze waits on it, until the wait runs out and the run is stopped).
-    let frozen = engine.fence_freeze();
-    let frozen = frozen.and_then(|()| {
-        engine.phase(Phase::RollbackFreeze, |e| {
-            let err = || CutoverError::system(Phase::RollbackFreeze);
-            e.sys
-                .lb_old
-                .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Maint)
-                .map_err(drv(Dc::Old))
-                .map_err(err())?;
-            e.sys
-                .lb_new
-                .set_server_admin(&spec.new_lb.backend, &spec.new_lb.server, AdminState::Maint)
-                .map_err(drv(Dc::New))
-                .map_err(err())?;
-            // As in the forward freeze: requests admitted before the maintenance finish (on
-            // both VIPs, which both reach the new web) before the databases pause and copy back.
-            e.drain(spec, Dc::Old, Phase::RollbackFreeze)?;
-            e.drain(spec, Dc::New, Phase::RollbackFreeze)?;
-            for db in &spec.databases {
-                let r = e.sys.proxy.route(db).map_err(err())?;
-                if r.side == spec.proxy.new_side && !r.paused() {
-                    e.sys.proxy.pause(db).map_err(err())?;
-                }
-            }
-            Ok(((), 0))
-        })
-    });
-    if let Err(cause) = frozen {
-        // Never left half frozen: the new side serves again.
-        return Err(give_up(engine, cause));
-    }
-    let back: Vec<String> = {
-        let mut v = Vec::new();
-        for db in &spec.databases {
-            let r = engine
-                .sys
-                .proxy
-                .route(db)
-                .map_err(CutoverError::system(Phase::RollbackCopy))?;
-            if r.side == spec.proxy.new_side && r.paused() {
-                v.push(db.clone());
-            }
+    engine.fence_freeze()?;
+    engine.phase(Phase::RollbackFreeze, |e| {
+        let err = || CutoverError::system(Phase::RollbackFreeze);
+        e.sys
+            .lb_old
+            .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Maint)
+            .map_err(drv(Dc::Old))
+            .map_err(err())?;
+        e.sys
+            .lb_new
+            .set_server_admin(&spec.new_lb.backend, &spec.new_lb.server, AdminState::Maint)
+            .map_err(drv(Dc::New))
+            .map_err(err())?;
+        e.drain(spec, Dc::Old, Phase::RollbackFreeze)?;
+        e.drain(spec, Dc::New, Phase::RollbackFreeze)?;
+        if pause {
+            pause_on_new(e, spec)?;
         }
-        v
-    };
+        Ok(((), 0))
+    })
+}
+
+/// Pauses each database of `spec` open on the new side (one already paused is left).
+fn pause_on_new(e: &Ctx<'_>, spec: &SiteSpec) -> Result<(), CutoverError> {
+    for db in &spec.databases {
+        let r = e
+            .sys
+            .proxy
+            .route(db)
+            .map_err(CutoverError::system(Phase::RollbackFreeze))?;
+        if r.side == spec.proxy.new_side && !r.paused() {
+            e.sys
+                .proxy
+                .pause(db)
+                .map_err(CutoverError::system(Phase::RollbackFreeze))?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies one frozen member back (its files, and its databases paused on the new side that
+/// no member before it copied: `copied` grows) and verifies the copy.
+fn copy_back_member(engine: &mut Engine<'_>, copied: &mut Vec<String>) -> Result<(), CutoverError> {
+    let spec = engine.spec;
+    let site = spec.site.clone();
+    let mut back = Vec::new();
+    for db in &spec.databases {
+        let r = engine
+            .sys
+            .proxy
+            .route(db)
+            .map_err(CutoverError::system(Phase::RollbackCopy))?;
+        if r.side == spec.proxy.new_side && r.paused() && !copied.contains(db) {
+            back.push(db.clone());
+        }
+    }
     // A killed run verified the copy and began the switch, and a database already serves on
     // the old side (its commit point): the rollback only goes forward now. The site stayed
     // frozen since, so the verified copy still holds; copying again would go over that
     // database, and undoing would split the site.
     let switch_begun = checkpoints::is_set(engine.journal, &site, Checkpoint::RollbackSwitch)?
         && any_open_on(engine, spec, &spec.proxy.old_side);
-    let copied = if switch_begun {
-        Ok(())
-    } else {
-        engine.phase(Phase::RollbackCopy, |e| {
-            let moved = e.copy_pass(spec, &back, Direction::Back, true, Phase::RollbackCopy)?;
-            Ok(((), moved))
-        })
-    };
-    // A copy back that fails is handled like one that does not verify: never left frozen.
-    let verified = copied.and_then(|()| {
-        if switch_begun {
-            return Ok(());
+    if switch_begun {
+        return Ok(());
+    }
+    engine.phase(Phase::RollbackCopy, |e| {
+        let moved = e.copy_pass(spec, &back, Direction::Back, true, Phase::RollbackCopy)?;
+        Ok(((), moved))
+    })?;
+    engine.phase(Phase::RollbackVerify, |e| {
+        let diffs = e
+            .sys
+            .data
+            .verify(spec, &back)
+            .map_err(CutoverError::system(Phase::RollbackVerify))?;
+        if diffs.is_empty() {
+            Ok(((), 0))
+        } else {
+            Err(CutoverError::VerifyFailed(diffs))
         }
-        engine.phase(Phase::RollbackVerify, |e| {
-            let diffs = e
-                .sys
-                .data
-                .verify(spec, &back)
-                .map_err(CutoverError::system(Phase::RollbackVerify))?;
-            if diffs.is_empty() {
-                Ok(((), 0))
-            } else {
-                Err(CutoverError::VerifyFailed(diffs))
-            }
-        })
-    });
-    if let Err(cause) = verified {
-        // The copy back failed or is not exact: the new side keeps the data and serves again.
-        return Err(give_up(engine, cause));
-    }
-    // Set once the copy back verified and the rollback's switch begins.
-    checkpoints::stamp(engine.journal, &site, Checkpoint::RollbackSwitch)?;
-    // Both steps are idempotent: a failure is retried (bounded) rather than left frozen.
-    let mut switched = retried(|| engine.phase(Phase::RollbackSwitch, |e| switch_back(e, spec)))
-        .and_then(|()| engine.fence_owner(Side::Old));
-    if switched.is_ok() {
-        switched = retried(|| {
-            engine.phase(Phase::RollbackUnfreeze, |e| {
-                e.sys
-                    .lb_old
-                    .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Ready)
-                    .map_err(drv(Dc::Old))
-                    .map_err(CutoverError::system(Phase::RollbackUnfreeze))?;
-                Ok(((), 0))
-            })
-        });
-    }
-    if let Err(cause) = switched {
-        if any_open_on(engine, spec, &spec.proxy.old_side) {
-            // Past the rollback's commit point: the lease is handed over, the watchdog (or the
-            // next run) finishes it.
-            return Err(engine.hand_over(cause));
-        }
-        return Err(give_up(engine, cause));
-    }
-    engine.fence_unfreeze()?;
-    engine.report.freeze_ms = engine.freeze_elapsed()?;
-    clear(engine, &site)?;
-    engine.release_lease()?;
+    })?;
+    copied.extend(back);
     Ok(())
+}
+
+/// Gives the rollback of every member up after `cause` ([`give_up`]): each serves from the new
+/// side again; when undoing fails for one, both errors are returned (the first failure).
+fn give_up_all(engines: &mut [Engine<'_>], members: &[usize], cause: CutoverError) -> CutoverError {
+    let mut failed = None;
+    for &i in members {
+        if let Err(undo) = undo_member(&mut engines[i]) {
+            failed.get_or_insert(undo);
+        }
+    }
+    match failed {
+        None => cause,
+        Some(undo) => CutoverError::AbortFailed {
+            cause: Box::new(cause),
+            abort: Box::new(undo),
+        },
+    }
 }
 
 /// The rollback's switch: old VIP at the old web, DNS at the old VIP, then the databases
@@ -225,21 +373,14 @@ fn retried(mut f: impl FnMut() -> Result<(), CutoverError>) -> Result<(), Cutove
     }
 }
 
-/// Gives the rollback up after `cause`: the new side serves again, the checkpoint is cleared
-/// and the lease released. When undoing fails too, the rollback stays pending (finished by the
-/// next run or the watchdog) and both errors are returned.
-fn give_up(engine: &mut Engine<'_>, cause: CutoverError) -> CutoverError {
+/// Undoes one member's rollback: the new side serves again, the checkpoint is cleared and the
+/// lease released. When undoing fails, the rollback stays pending (finished by the next run or
+/// the watchdog).
+fn undo_member(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
     let site = engine.spec.site.clone();
-    let undone = undo_freeze(engine)
+    undo_freeze(engine)
         .and_then(|()| clear(engine, &site))
-        .and_then(|()| engine.release_lease());
-    match undone {
-        Ok(()) => cause,
-        Err(undo) => CutoverError::AbortFailed {
-            cause: Box::new(cause),
-            abort: Box::new(undo),
-        },
-    }
+        .and_then(|()| engine.release_lease())
 }
 
 /// Serves from the new side again after a rollback that could not verify. A killed earlier

@@ -434,3 +434,73 @@ fn abort_unfreezes_the_old_load_balancer_before_restoring_dns() {
         "DNS restored before the old VIP was ready: {log:?}"
     );
 }
+
+/// Two sites sharing a database, moved as one group. The CI's proxy-restart scenario: the
+/// second member's post-check failed (the pre-switch fingerprint was taken while the proxy was
+/// restarting) and it was rolled back alone, taking the shared database back to the old side
+/// while the first member stayed live on the new web: split. A member found wrong after the
+/// switch now rolls back its whole group.
+#[test]
+fn a_group_member_failing_its_post_check_rolls_back_the_whole_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let jp = dir.path().join("j");
+    let mut specs = [sample("ga"), sample("gb")];
+    for s in &mut specs {
+        s.databases = vec!["db_shared".into()];
+        s.fingerprint = Some(FingerprintSpec {
+            addr: "172.31.0.10:80".parse().unwrap(),
+            host: format!("{}.lab.test", s.site),
+            path: "/?op=read".into(),
+        });
+    }
+    let members: Vec<&SiteSpec> = specs.iter().collect();
+    let rec = Recorder::for_site(&specs[0], false);
+    rec.add_site(&specs[1]);
+    // Fingerprints: both prepares and ga's post-check answer; gb's post-check fails.
+    rec.set_trap("http.fingerprint", Trap::FailAfter(3));
+    let out = crate::cutover::group::migrate_group(&jp, &members, &|s| Ok(rec.systems(s)), &opts());
+    assert!(out.iter().all(|o| o.error.is_some()), "{out:?}");
+    let j = SqliteJournal::open(&jp).unwrap();
+    for s in &specs {
+        assert_eq!(serving(s, &rec), Ok(Dc::Old), "{}", s.site);
+        assert_eq!(
+            j.site_state(&s.site).unwrap(),
+            Some(SiteState::RolledBack),
+            "{}",
+            s.site
+        );
+        assert!(crate::cutover::lease::get(&j, &s.site).unwrap().is_none());
+    }
+    // The shared database was copied back once, while both members were frozen.
+    let log = rec.log();
+    let copies = log
+        .iter()
+        .filter(|l| l.contains("[\"db_shared\"] to old-dc"))
+        .count();
+    assert_eq!(copies, 1, "{log:?}");
+}
+
+/// A switch finding its database open on the other side (moved since its freeze paused it:
+/// by an operator, or another site's rollback) refuses to declare the site switched; before,
+/// it skipped the database (not paused) and the site went live with its writes on the old
+/// side. It aborts to the old side instead.
+#[test]
+fn a_switch_finding_its_database_open_on_the_old_side_aborts_instead_of_going_live() {
+    let (_dir, jp, spec, rec) = shop();
+    rec.set_trap("proxy.resume", Trap::Crash);
+    crash(|| migrate(&spec, &rec, &jp));
+    {
+        let j = SqliteJournal::open(&jp).unwrap();
+        assert_eq!(j.site_state("shop").unwrap(), Some(SiteState::Verified));
+    }
+    // Someone resumed the database where it was (the old side) while the migrator was gone.
+    rec.systems(&spec)
+        .proxy
+        .resume(&spec.databases[0], None)
+        .unwrap();
+    let err = migrate(&spec, &rec, &jp).unwrap_err();
+    assert!(err.to_string().contains("open on side"), "{err}");
+    assert_eq!(serving(&spec, &rec), Ok(Dc::Old));
+    let j = SqliteJournal::open(&jp).unwrap();
+    assert_ne!(j.site_state("shop").unwrap(), Some(SiteState::Live));
+}

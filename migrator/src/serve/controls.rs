@@ -167,6 +167,18 @@ impl ControlDesk {
             .site(site)
             .map_err(|e| ControlFailure::NotFound(e.to_string()))?
             .clone();
+        let group = runner
+            .specs
+            .move_group(site)
+            .map_err(|e| ControlFailure::NotFound(e.to_string()))?;
+        if group.len() > 1 {
+            let others: Vec<&str> = group[1..].iter().map(|s| s.site.as_str()).collect();
+            return Err(ControlFailure::Refused(format!(
+                "site {site} shares a database with {}: a database serves from one side only, \
+                 so these sites roll back together; run `migrator rollback {site} --with-group`",
+                others.join(", ")
+            )));
+        }
         let state = open_journal_at(&self.journal)
             .and_then(|j| j.site_state(site))
             .map_err(|e| ControlFailure::Journal(e.to_string()))?;
