@@ -43,6 +43,8 @@ struct World {
     /// Bytes the next sync passes report, front first; then 0.
     deltas: Vec<u64>,
     verify_diffs: Vec<String>,
+    /// The next fingerprints the site answers, in order (then `200:fixed`).
+    fingerprints: std::collections::VecDeque<String>,
     /// Key of the action → trap, consumed when it fires.
     traps: HashMap<String, Trap>,
     log: Vec<String>,
@@ -148,6 +150,10 @@ impl Recorder {
     }
     pub fn set_deltas(&self, deltas: Vec<u64>) {
         self.world.lock().expect("recorder").deltas = deltas;
+    }
+    pub fn set_fingerprints(&self, answers: &[&str]) {
+        self.world.lock().expect("recorder").fingerprints =
+            answers.iter().map(|a| a.to_string()).collect();
     }
     pub fn set_verify_diffs(&self, diffs: Vec<String>) {
         self.world.lock().expect("recorder").verify_diffs = diffs;
@@ -604,7 +610,8 @@ impl DataMover for Recorder {
                     Dc::Old,
                     format!("GET http://{}{} Host: {}", f.addr, f.path, f.host),
                 )?;
-                Ok(Some("200:fixed".into()))
+                let next = self.with(|w| w.fingerprints.pop_front());
+                Ok(Some(next.unwrap_or_else(|| "200:fixed".into())))
             }
         }
     }

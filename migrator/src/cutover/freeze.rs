@@ -6,6 +6,7 @@
 use crate::cutover::checkpoints::{self, Checkpoint, PostVerify};
 use crate::cutover::engine::{Ctx, Engine};
 use crate::cutover::lease;
+use crate::cutover::machine::server_error;
 use crate::cutover::phase::{CutoverError, Phase};
 use crate::journal::now_ms;
 use drivers::lb::AdminState;
@@ -198,11 +199,20 @@ impl Engine<'_> {
             checkpoints::get(self.journal, &spec.site, Checkpoint::Fingerprint)?
                 .and_then(|s| serde_json::from_str(&s).ok());
         let served = spec.artifacts.verify_served;
+        if let Some(b) = before.as_deref().filter(|b| server_error(b)) {
+            // The site was failing before it moved: what it answers now cannot be judged
+            // against that (rolling a site back for answering 200 where it answered 500 fixes
+            // nothing).
+            tracing::warn!(
+                "{}: post-check skipped: the site answered {b:?} before the move",
+                spec.site
+            );
+        }
         if before.is_none() && !served {
             return Ok(());
         }
         let res = self.phase(Phase::PostCheck, |e| {
-            if let Some(before) = &before {
+            if let Some(before) = before.as_ref().filter(|b| !server_error(b)) {
                 let after = e
                     .sys
                     .data

@@ -12,6 +12,19 @@ use crate::systems::Direction;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+/// Attempts at the reference fingerprint while the site answers a server error, and the pause
+/// between them.
+const FINGERPRINT_TRIES: u32 = 4;
+const FINGERPRINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(750);
+
+/// Whether a fingerprint (`status:digest`) is a server error (5xx).
+pub(crate) fn server_error(fp: &str) -> bool {
+    fp.split(':')
+        .next()
+        .and_then(|s| s.parse::<u16>().ok())
+        .is_some_and(|s| (500..600).contains(&s))
+}
+
 impl Engine<'_> {
     /// Puts a site left mid-freeze by a dead migrator back on one side, going no further:
     /// an unfinished rollback is finished; before the commit point the site is aborted to the
@@ -186,12 +199,23 @@ impl Engine<'_> {
                     .map_err(dns_err)
                     .map_err(CutoverError::system(Phase::Prepare))?;
             }
-            // The fingerprint the post-check compares against, taken while the site is healthy.
-            let fp = e
-                .sys
-                .data
-                .fingerprint(spec)
-                .map_err(CutoverError::system(Phase::Prepare))?;
+            // The fingerprint the post-check compares against, taken while the site is healthy:
+            // a server error (the site, or something it depends on, failing for a moment) is
+            // asked again before it becomes the reference.
+            let mut fp = None;
+            for attempt in 0..FINGERPRINT_TRIES {
+                if attempt > 0 {
+                    std::thread::sleep(FINGERPRINT_PAUSE);
+                }
+                fp = e
+                    .sys
+                    .data
+                    .fingerprint(spec)
+                    .map_err(CutoverError::system(Phase::Prepare))?;
+                if !fp.as_deref().is_some_and(server_error) {
+                    break;
+                }
+            }
             Ok((fp, 0))
         })
         .and_then(|fp| {

@@ -525,3 +525,47 @@ mod cron;
 /// the new side serves (issue 20), as `--dry-run` prints them.
 #[path = "tests_web_php.rs"]
 mod web_php;
+
+/// The CI's proxy-restart run: the reference fingerprint was taken while the SQL proxy was
+/// restarting (the site answered 500), the post-check found 200 after the switch and rolled a
+/// working site back. A server error is asked again before it becomes the reference, and a
+/// site failing before its move is not rolled back for answering after it.
+#[test]
+fn a_server_error_is_never_the_post_checks_reference() {
+    for (answers, reference) in [
+        (
+            &["500:down", "502:down", "200:ok", "200:ok"][..],
+            Some("200:ok"),
+        ),
+        (&["500:a", "500:b", "500:c", "500:d", "200:fine"][..], None),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let jp = dir.path().join("j");
+        let mut spec = sample("shop");
+        spec.fingerprint = Some(FingerprintSpec {
+            addr: "172.31.0.10:80".parse().unwrap(),
+            host: "shop.lab.test".into(),
+            path: "/?op=read".into(),
+        });
+        let rec = Recorder::for_site(&spec, false);
+        rec.set_fingerprints(answers);
+        assert_eq!(
+            migrate(&spec, &rec, &jp).unwrap(),
+            SiteState::Live,
+            "{answers:?}"
+        );
+        assert_eq!(serving(&spec, &rec), Ok(Dc::New));
+        let j = SqliteJournal::open(&jp).unwrap();
+        let stored = crate::cutover::checkpoints::get(
+            &j,
+            "shop",
+            crate::cutover::checkpoints::Checkpoint::Fingerprint,
+        )
+        .unwrap()
+        .and_then(|s| serde_json::from_str::<String>(&s).ok());
+        match reference {
+            Some(r) => assert_eq!(stored.as_deref(), Some(r)),
+            None => assert!(stored.is_some_and(|s| s.starts_with("500:"))),
+        }
+    }
+}
