@@ -329,8 +329,8 @@ fn copy_back_member(engine: &mut Engine<'_>, copied: &mut Vec<String>) -> Result
     Ok(())
 }
 
-/// Gives the rollback of every member up after `cause` ([`give_up`]): each serves from the new
-/// side again; when undoing fails for one, both errors are returned (the first failure).
+/// Gives the rollback of every member up after `cause` ([`undo_member`]): each serves from
+/// the new side again; when undoing fails for one, both errors are returned (the first one).
 fn give_up_all(engines: &mut [Engine<'_>], members: &[usize], cause: CutoverError) -> CutoverError {
     let mut failed = None;
     for &i in members {
