@@ -591,11 +591,14 @@ fn wait_tcp(dc: &DcState, service: &str, addr: SocketAddr) -> Result<()> {
 }
 
 fn wait_socket(dc: &DcState, path: &Path) -> Result<()> {
+    // Connected to, not only present: the file exists from the server's bind(), a moment
+    // before its listen(), and a client in between is refused (ECONNREFUSED: seen on a
+    // loaded machine, MariaDB's socket right after its TCP port answered).
     process::wait_until(READY, || {
-        if path.exists() {
-            Ok(())
-        } else {
-            Err("socket not created yet".to_string())
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => Ok(()),
+            Err(e) if path.exists() => Err(format!("socket present but not accepting: {e}")),
+            Err(_) => Err("socket not created yet".to_string()),
         }
     })
     .map_err(|detail| LabError::NotReady {
