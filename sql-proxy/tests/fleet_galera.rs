@@ -13,8 +13,9 @@ use drivers::proxy::SqlProxy;
 
 /// The store on a real 3-node Galera cluster, each instance on its own node: a switch through
 /// A (node 1) is acknowledged by B (node 2) and moves both; then B's node is SIGKILLed: B
-/// fences (it cannot confirm its routes), the cluster carries on with two nodes, and the next
-/// switch through A waits at most B's lease, with no write reaching the old side.
+/// fences (it cannot confirm its routes), the cluster carries on with two nodes, and once A
+/// confirmed its own lease again (its store calls stalled until the eviction) the next switch
+/// through A waits at most B's lease, with no write reaching the old side.
 #[test]
 fn a_fleet_on_a_galera_store_switches_across_nodes_and_survives_node_loss() {
     let (a, b) = sides();
@@ -22,6 +23,7 @@ fn a_fleet_on_a_galera_store_switches_across_nodes_and_survives_node_loss() {
     let node = |i: usize| format!("127.0.0.1:{}", g.port(i));
     let sa = instance_with(&a, &b, pw.path(), &node(0), "proxy-a", LEASE_MS);
     let sb = instance_with(&a, &b, pw.path(), &node(1), "proxy-b", LEASE_MS);
+    let _logs = LogsOnFailure::of(&[&sa, &sb]);
     let (_da, _db) = start_two(&sa, &sb);
     write(&sb, "shop", "before").unwrap();
     assert_eq!(count(&a, "shop.t", "before"), 1);
@@ -54,6 +56,24 @@ fn a_fleet_on_a_galera_store_switches_across_nodes_and_survives_node_loss() {
             "the cluster never evicted node 2"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+    // A's store calls stalled too, usually for longer than half its lease: A fenced itself
+    // and refuses route changes (503, fenced) until a round renews its lease and reads the
+    // table again, which can come a store timeout (a quarter lease) plus a poll after the
+    // eviction. The wait bounded below is the one for B, so the switch starts once A has
+    // confirmed its lease again.
+    let recovered = Instant::now();
+    loop {
+        let (code, v) = sa.admin(Method::Get, "/fleet", "");
+        assert_eq!(code, 200, "{v}");
+        if v["fenced"] == false && v["lease_age_ms"].as_u64().unwrap() < LEASE_MS / 4 {
+            break;
+        }
+        assert!(
+            recovered.elapsed() < Duration::from_millis(LEASE_MS),
+            "A did not confirm its lease within {LEASE_MS} ms of the eviction: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
     let t = Instant::now();
     pa.pause("shop").unwrap();
@@ -99,6 +119,7 @@ fn an_instance_given_every_node_keeps_its_lease_and_serves_through_the_loss_of_i
     let (mut g, pw) = galera_store(3);
     let all: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", g.port(i))).collect();
     let sa = instance_with(&a, &b, pw.path(), &all.join(","), "proxy-a", LONG_LEASE_MS);
+    let _logs = LogsOnFailure::of(&[&sa]);
     sa.init();
     let _da = sa.start();
     write(&sa, "shop", "before").unwrap();

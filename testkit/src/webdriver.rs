@@ -158,10 +158,7 @@ pub struct Chromedriver {
 impl Chromedriver {
     /// Starts `driver` and waits (up to 20 s) until it listens.
     pub fn start(driver: &str) -> Chromedriver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
+        let port = crate::free_port().expect("a free loopback port");
         let child = std::process::Command::new(driver)
             .arg(format!("--port={port}"))
             .stdout(std::process::Stdio::null())

@@ -79,6 +79,28 @@ pub fn proxy_client(s: &Setup) -> HttpProxy {
     HttpProxy::new(s.admin, &s.dir.path().join("token")).unwrap()
 }
 
+/// Prints the instances' logs when the test fails (dropped while panicking): a failure on CI
+/// then shows what each instance did (fenced, refused, followed) and when. Declare it after
+/// the daemons' [`Setup`]s, so it is dropped before their directories are removed.
+pub struct LogsOnFailure(pub Vec<std::path::PathBuf>);
+
+impl LogsOnFailure {
+    pub fn of(setups: &[&Setup]) -> LogsOnFailure {
+        LogsOnFailure(setups.iter().map(|s| s.log.clone()).collect())
+    }
+}
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for log in &self.0 {
+                let text = std::fs::read_to_string(log).unwrap_or_else(|e| format!("({e})"));
+                eprintln!("==== {}\n{text}", log.display());
+            }
+        }
+    }
+}
+
 /// Both instances up and registered; the route table created once through `a`.
 pub fn start_two(sa: &Setup, sb: &Setup) -> (Daemon, Daemon) {
     sa.init();
