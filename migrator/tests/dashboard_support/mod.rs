@@ -17,11 +17,9 @@ impl Drop for Child {
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // testkit's: never the same port twice in one process (two dashboards started before
+    // either binds could otherwise be given one port).
+    testkit::free_port().unwrap()
 }
 
 /// Writes a plan file with `waves` (number, sites), in the planner's format (only the fields
