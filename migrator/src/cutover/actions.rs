@@ -5,10 +5,28 @@
 use crate::cutover::engine::{Ctx, DRAIN_WAIT};
 use crate::cutover::phase::{CutoverError, Phase};
 use crate::site_spec::SiteSpec;
-use crate::systems::Direction;
+use crate::systems::{Dc, Direction};
 use std::time::{Duration, Instant};
 
 impl Ctx<'_> {
+    /// Sets the site's server on `dc`'s load balancer to `state` (read back); an error names
+    /// the DC and `phase`.
+    pub(crate) fn set_admin(
+        &self,
+        spec: &SiteSpec,
+        dc: Dc,
+        state: drivers::lb::AdminState,
+        phase: Phase,
+    ) -> Result<(), CutoverError> {
+        let (lb, s) = match dc {
+            Dc::Old => (&self.sys.lb_old, &spec.old_lb),
+            Dc::New => (&self.sys.lb_new, &spec.new_lb),
+        };
+        lb.set_server_admin(&s.backend, &s.server, state)
+            .map_err(|x| crate::systems::SystemError::from_driver("haproxy", dc, x))
+            .map_err(CutoverError::system(phase))
+    }
+
     /// One copy pass of the site in `dir`: its files, then `dbs` (only changed tables when
     /// `delta`). Returns the bytes moved. Sync, final sync and rollback share it.
     pub(crate) fn copy_pass(

@@ -9,6 +9,7 @@ use crate::cutover::lease;
 use crate::cutover::machine::server_error;
 use crate::cutover::phase::{CutoverError, Phase};
 use crate::journal::now_ms;
+use crate::systems::Dc;
 use drivers::lb::AdminState;
 
 impl Engine<'_> {
@@ -107,21 +108,8 @@ impl Engine<'_> {
         // Again (idempotent): a run killed right after the switch's phase never got to it.
         self.ensure_owner(crate::artifacts::fence::Side::New)?;
         self.phase(Phase::Unfreeze, |e| {
-            let err = || CutoverError::system(Phase::Unfreeze);
-            e.sys
-                .lb_new
-                .set_server_admin(&spec.new_lb.backend, &spec.new_lb.server, AdminState::Ready)
-                .map_err(|x| {
-                    crate::systems::SystemError::from_driver("haproxy", crate::systems::Dc::New, x)
-                })
-                .map_err(err())?;
-            e.sys
-                .lb_old
-                .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Ready)
-                .map_err(|x| {
-                    crate::systems::SystemError::from_driver("haproxy", crate::systems::Dc::Old, x)
-                })
-                .map_err(err())?;
+            e.set_admin(spec, Dc::New, AdminState::Ready, Phase::Unfreeze)?;
+            e.set_admin(spec, Dc::Old, AdminState::Ready, Phase::Unfreeze)?;
             Ok(((), 0))
         })?;
         self.fence_unfreeze()?;
@@ -252,8 +240,6 @@ impl Engine<'_> {
         let spec = self.spec;
         self.phase(Phase::Abort, |e| {
             let err = || CutoverError::system(Phase::Abort);
-            let old = crate::systems::Dc::Old;
-            let drv = move |x| crate::systems::SystemError::from_driver("haproxy", old, x);
             for db in &spec.databases {
                 let r = e.sys.proxy.route(db).map_err(err())?;
                 if r.paused() && r.side == spec.proxy.old_side {
@@ -263,11 +249,7 @@ impl Engine<'_> {
             e.point_old_vip_at(spec, spec.old_web, Phase::Abort)?;
             // The old VIP serves again before DNS sends anyone back to it: restoring DNS first
             // would send clients to a side still in maintenance (503) for the whole TTL.
-            e.sys
-                .lb_old
-                .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Ready)
-                .map_err(drv)
-                .map_err(err())?;
+            e.set_admin(spec, Dc::Old, AdminState::Ready, Phase::Abort)?;
             e.point_dns_at(spec, spec.old_vip, Phase::Abort)?;
             Ok(((), 0))
         })?;

@@ -13,7 +13,7 @@ use crate::cutover::engine::{Ctx, Engine, SiteReport, RETRY_PAUSE, SWITCH_TRIES}
 use crate::cutover::phase::{CutoverError, Phase};
 use crate::journal::{JournalStore, SiteState};
 use crate::site_spec::SiteSpec;
-use crate::systems::{Dc, Direction, SystemError};
+use crate::systems::{Dc, Direction};
 use drivers::lb::AdminState;
 
 /// Whether a database of the site is open on `side` (unknown counts as yes: never undone).
@@ -75,10 +75,6 @@ pub fn rollback_sites(mut engines: Vec<Engine<'_>>) -> Result<Vec<SiteReport>, C
         reports.push(engine.report);
     }
     Ok(reports)
-}
-
-fn drv(dc: Dc) -> impl Fn(drivers::DriverError) -> SystemError {
-    move |x| SystemError::from_driver("haproxy", dc, x)
 }
 
 /// The rollback of one site (a move group of one: [`run_group`]).
@@ -190,15 +186,7 @@ pub(crate) fn run_members(engines: &mut [Engine<'_>], which: &[usize]) -> Result
         if switched.is_ok() {
             switched = retried(|| {
                 engine.phase(Phase::RollbackUnfreeze, |e| {
-                    e.sys
-                        .lb_old
-                        .set_server_admin(
-                            &spec.old_lb.backend,
-                            &spec.old_lb.server,
-                            AdminState::Ready,
-                        )
-                        .map_err(drv(Dc::Old))
-                        .map_err(CutoverError::system(Phase::RollbackUnfreeze))?;
+                    e.set_admin(spec, Dc::Old, AdminState::Ready, Phase::RollbackUnfreeze)?;
                     Ok(((), 0))
                 })
             });
@@ -246,17 +234,8 @@ fn freeze_member(engine: &mut Engine<'_>, pause: bool) -> Result<(), CutoverErro
     // freeze waits on it, until the wait runs out and the run is stopped).
     engine.fence_freeze()?;
     engine.phase(Phase::RollbackFreeze, |e| {
-        let err = || CutoverError::system(Phase::RollbackFreeze);
-        e.sys
-            .lb_old
-            .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Maint)
-            .map_err(drv(Dc::Old))
-            .map_err(err())?;
-        e.sys
-            .lb_new
-            .set_server_admin(&spec.new_lb.backend, &spec.new_lb.server, AdminState::Maint)
-            .map_err(drv(Dc::New))
-            .map_err(err())?;
+        e.set_admin(spec, Dc::Old, AdminState::Maint, Phase::RollbackFreeze)?;
+        e.set_admin(spec, Dc::New, AdminState::Maint, Phase::RollbackFreeze)?;
         e.drain(spec, Dc::Old, Phase::RollbackFreeze)?;
         e.drain(spec, Dc::New, Phase::RollbackFreeze)?;
         if pause {
@@ -402,16 +381,8 @@ fn undo_freeze(engine: &mut Engine<'_>) -> Result<(), CutoverError> {
                     .map_err(err())?;
             }
         }
-        e.sys
-            .lb_new
-            .set_server_admin(&spec.new_lb.backend, &spec.new_lb.server, AdminState::Ready)
-            .map_err(drv(Dc::New))
-            .map_err(err())?;
-        e.sys
-            .lb_old
-            .set_server_admin(&spec.old_lb.backend, &spec.old_lb.server, AdminState::Ready)
-            .map_err(drv(Dc::Old))
-            .map_err(err())?;
+        e.set_admin(spec, Dc::New, AdminState::Ready, Phase::Unfreeze)?;
+        e.set_admin(spec, Dc::Old, AdminState::Ready, Phase::Unfreeze)?;
         Ok(((), 0))
     })?;
     engine.fence_reset(Side::New)

@@ -121,6 +121,17 @@ fn world(specs: &[SiteSpec]) -> Recorder {
     rec
 }
 
+/// `sample(site)` whose post-check compares the site's HTTP answer (fingerprint).
+fn fingerprinted(site: &str) -> SiteSpec {
+    let mut spec = sample(site);
+    spec.fingerprint = Some(FingerprintSpec {
+        addr: "172.31.0.10:80".parse().unwrap(),
+        host: format!("{site}.lab.test"),
+        path: "/?op=read".into(),
+    });
+    spec
+}
+
 fn phases(path: &Path, site: &str) -> Vec<String> {
     let j = SqliteJournal::open(path).unwrap();
     j.steps(site)
@@ -134,12 +145,7 @@ fn phases(path: &Path, site: &str) -> Vec<String> {
 fn site_goes_live_with_every_phase_journaled() {
     let dir = tempfile::tempdir().unwrap();
     let jp = dir.path().join("j");
-    let mut spec = sample("shop");
-    spec.fingerprint = Some(FingerprintSpec {
-        addr: "172.31.0.10:80".parse().unwrap(),
-        host: "shop.lab.test".into(),
-        path: "/?op=read".into(),
-    });
+    let spec = fingerprinted("shop");
     let rec = Recorder::for_site(&spec, false);
     rec.set_deltas(vec![5_000_000, 10, 0]);
     assert_eq!(migrate(&spec, &rec, &jp).unwrap(), SiteState::Live);
@@ -541,12 +547,7 @@ fn a_server_error_is_never_the_post_checks_reference() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let jp = dir.path().join("j");
-        let mut spec = sample("shop");
-        spec.fingerprint = Some(FingerprintSpec {
-            addr: "172.31.0.10:80".parse().unwrap(),
-            host: "shop.lab.test".into(),
-            path: "/?op=read".into(),
-        });
+        let spec = fingerprinted("shop");
         let rec = Recorder::for_site(&spec, false);
         rec.set_fingerprints(answers);
         assert_eq!(

@@ -444,14 +444,9 @@ fn abort_unfreezes_the_old_load_balancer_before_restoring_dns() {
 fn a_group_member_failing_its_post_check_rolls_back_the_whole_group() {
     let dir = tempfile::tempdir().unwrap();
     let jp = dir.path().join("j");
-    let mut specs = [sample("ga"), sample("gb")];
+    let mut specs = [fingerprinted("ga"), fingerprinted("gb")];
     for s in &mut specs {
         s.databases = vec!["db_shared".into()];
-        s.fingerprint = Some(FingerprintSpec {
-            addr: "172.31.0.10:80".parse().unwrap(),
-            host: format!("{}.lab.test", s.site),
-            path: "/?op=read".into(),
-        });
     }
     let members: Vec<&SiteSpec> = specs.iter().collect();
     let rec = Recorder::for_site(&specs[0], false);
