@@ -1,5 +1,5 @@
 //! The cutover scenarios against the real lab with the real `migrator` and `sql-proxy`
-//! binaries, traffic running throughout: `wave-basic`, `rollback`, `crash-resume`, `wave-bigdb`,
+//! binaries, traffic running throughout: `wave-basic`, `rollback`, `rollback-group`, `crash-resume`, `wave-bigdb`,
 //! `tunnel-flap`, `proxy-restart`, `wave-bundles`, `wave-artifacts`, `rollback-artifacts`. They
 //! run one at a time (a lab each) and with 10 sites instead of the scenario files' sizes where
 //! those are larger (`wave-basic` is 50 in its file), to keep the suite within a few minutes in
@@ -52,6 +52,26 @@ fn rollback_serves_from_old_dc_with_every_write() {
     assert_eq!(m.states.get("rolled_back"), Some(&1), "{:?}", m.states);
     assert_eq!(m.states.get("live"), Some(&9), "{:?}", m.states);
     assert!(r.check.lost_writes.is_empty());
+}
+
+#[test]
+fn rollback_group_takes_both_sites_sharing_a_database_back_with_every_write() {
+    let Some(r) = run("rollback-group", 10) else {
+        return;
+    };
+    let m = r.migration.expect("migration report");
+    assert!(
+        m.events
+            .iter()
+            .any(|e| e.starts_with("rollback site0010 --with-group: exit 0")),
+        "{:?}",
+        m.events
+    );
+    // site0010 and site0009 (its database's owner) are back on old-dc, the others live.
+    assert_eq!(m.states.get("rolled_back"), Some(&2), "{:?}", m.states);
+    assert_eq!(m.states.get("live"), Some(&8), "{:?}", m.states);
+    assert!(r.check.lost_writes.is_empty());
+    assert_eq!(r.check.failed, 0);
 }
 
 #[test]

@@ -45,11 +45,19 @@ pub(super) fn rollback(
         "--journal",
         &m.journal.to_string_lossy(),
     ]);
+    if sec.rollback_with_group {
+        cmd.arg("--with-group");
+    }
     m.log_to(&mut cmd);
     let t = Instant::now();
     let code = m.status(cmd)?;
     r.events.push(format!(
-        "rollback {site}: exit {code} after {:.1} s",
+        "rollback {site}{}: exit {code} after {:.1} s",
+        if sec.rollback_with_group {
+            " --with-group"
+        } else {
+            ""
+        },
         t.elapsed().as_secs_f64()
     ));
     if code != 0 {

@@ -94,6 +94,10 @@ pub struct MigrationSection {
     pub rollback_site: Option<String>,
     #[serde(default = "default_warmup")]
     pub rollback_after_secs: f64,
+    /// `rollback`: roll back `rollback_site` with every site sharing its database
+    /// (`migrator rollback --with-group`); all of them must end on old-dc.
+    #[serde(default)]
+    pub rollback_with_group: bool,
     /// `crash_resume`: the phases (journal names) at which the migrator is killed, in turn.
     #[serde(default)]
     pub kill_phases: Vec<String>,
@@ -668,11 +672,12 @@ pub fn finish(
         .take(wave_sites)
         .map(|s| s.login.as_str())
         .collect();
+    let rolled = rolled_back_sites(st, sec);
     for s in sides {
         let placed = s.consistent(st);
         let state = states.get(&s.site).copied().unwrap_or_default();
         let in_wave = wave.contains(&s.site.as_str());
-        let rolled = sec.rollback_site.as_deref() == Some(s.site.as_str());
+        let rolled = rolled.iter().any(|r| r == &s.site);
         let want = match (in_wave, rolled && sec.kind.rolls_back()) {
             (_, true) => Some(Side::Old),
             (true, false) => Some(Side::New),
@@ -701,13 +706,35 @@ pub fn finish(
             let in_wave = wave.contains(&site);
             match (
                 in_wave,
-                sec.rollback_site.as_deref() == Some(site) && sec.kind.rolls_back(),
+                rolled.iter().any(|r| r == site) && sec.kind.rolls_back(),
             ) {
                 (true, false) => Side::New,
                 _ => Side::Old,
             }
         };
         cron_check::check(st, m, &final_side, r);
+    }
+}
+
+/// The sites the scenario rolls back: `rollback_site`, and with `rollback_with_group` every
+/// site sharing its database (its move group).
+fn rolled_back_sites(st: &LabState, sec: &MigrationSection) -> Vec<String> {
+    let Some(site) = sec.rollback_site.as_deref() else {
+        return Vec::new();
+    };
+    let db = st
+        .sites
+        .iter()
+        .find(|s| s.login == site)
+        .map(|s| &s.database);
+    match db {
+        Some(db) if sec.rollback_with_group => st
+            .sites
+            .iter()
+            .filter(|s| &s.database == db)
+            .map(|s| s.login.clone())
+            .collect(),
+        _ => vec![site.to_string()],
     }
 }
 
