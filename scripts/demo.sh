@@ -6,7 +6,7 @@
 #      a WireGuard tunnel), run traffic, move one wave of 50 sites with the real `migrator`,
 #      check that every acknowledged write is on the serving side, tear the lab down.
 # DEMO_SITES (default 100000) sizes the planning inventory; DEMO_DIR (default out/demo) holds it.
-# DEMO_SCENARIO (default wave-basic) picks the lab scenario: rollback, crash-resume, tunnel-flap,
+# DEMO_SCENARIO (default wave-basic) picks the lab scenario: rollback, rollback-group, crash-resume, tunnel-flap,
 # proxy-restart, wave-bigdb (databases up to 1 GiB written 10/s, followed by change capture),
 # wave-artifacts / rollback-artifacts (sites with cron jobs, HTTPS, web rules and PHP pools).
 set -euo pipefail
