@@ -6,7 +6,9 @@
 //! databases paused once), final-synced, verified, checked against the tunnel, switched and
 //! unfrozen, in that order. A failure of any member before the commit point aborts every
 //! member back to the old side; a member already `live` (or past the commit point after a
-//! crash) is completed on its own, since the shared database follows the first switch.
+//! crash) is completed on its own, since the shared database follows the first switch. A
+//! member found wrong after the switch (post-verify, post-check) rolls back with every member
+//! past its switch, in one freeze ([`crate::cutover::rollback::run_group`]): never alone.
 
 use crate::cutover::engine::{Engine, EngineOptions, SiteReport};
 use crate::cutover::phase::CutoverError;
