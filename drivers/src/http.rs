@@ -592,12 +592,9 @@ mod tests {
 
     #[test]
     fn a_refused_connection_is_a_retryable_transport_error() {
-        // Bind then drop: nothing listens there a moment later.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // Nothing listens there: `free_port` binds then drops, and never hands the port to
+        // another test of this process (whose server would then answer).
+        let port = testkit::free_port().unwrap();
         let c = HttpClient::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2))
             .unwrap()
             .with_secret_header("X-API-Key", "hunter2-secret");

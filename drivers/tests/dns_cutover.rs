@@ -243,12 +243,10 @@ fn powerdns_refuses_bad_keys_and_unknown_zones_clearly() {
     let server: SocketAddr = ([127, 0, 0, 1], pdns.dns_port()).into();
     everywhere(&[server], www, RecordType::A, &["192.0.2.10"]);
 
-    // An API nobody answers on: no answer, worth retrying.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // An API nobody answers on: no answer, worth retrying. A port from `free_port`, which no
+    // other test of this process is handed afterwards (a port bound to 0 and dropped here
+    // could be, and a server started on it would answer).
+    let port = testkit::free_port().unwrap();
     let dns = DnsConfig::Powerdns(PowerDnsConfig {
         api: format!("http://127.0.0.1:{port}"),
         ..pdns_config(&pdns)

@@ -69,9 +69,26 @@ fn a_capture_makes_no_progress_while_a_freeze_lease_is_held_and_resumes_after() 
         std::thread::sleep(Duration::from_millis(20));
     }
     lease::take(&mut j, "other", Duration::from_secs(120)).unwrap();
-    // What was already read when the freeze began is written out, then nothing more.
-    std::thread::sleep(Duration::from_millis(500));
-    let at_pause = stored(d);
+    // What was already read when the freeze began is written out, then nothing more. Written
+    // out: no change for 500 ms (a fixed 500 ms after the freeze could still see it written
+    // on a loaded machine); a capture that keeps writing never gets there.
+    let at_pause = {
+        let start = Instant::now();
+        let (mut last, mut since) = (stored(d), Instant::now());
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = stored(d);
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() >= Duration::from_millis(500) {
+                break last;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the capture kept writing after a site was frozen"
+            );
+        }
+    };
     std::thread::sleep(Duration::from_millis(1500));
     still_running(&mut child);
     assert_eq!(

@@ -354,7 +354,9 @@ fn a_watched_home_moves_through_its_feed_and_is_compared_after_the_switch() {
         .unwrap();
     let _watch = Watch(child);
     let t = std::time::Instant::now();
-    while !socket.exists() {
+    // Ready once it accepts a connection (its socket file exists from bind(), a moment before
+    // listen()); the watcher drops a connection that sends nothing.
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
         assert!(
             t.elapsed() < std::time::Duration::from_secs(30),
             "watcher not ready"

@@ -42,9 +42,11 @@ impl Watch {
             child,
             socket: socket.to_path_buf(),
         };
-        // The socket appears once every directory is watched.
+        // The socket is bound once every directory is watched. Waited for by connecting, not
+        // by its file: the file exists from bind(), a moment before listen() (a client
+        // connecting then is refused). The watcher drops a connection that sends nothing.
         let t = Instant::now();
-        while !w.socket.exists() {
+        while std::os::unix::net::UnixStream::connect(&w.socket).is_err() {
             assert!(t.elapsed() < Duration::from_secs(30), "watcher not ready");
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -110,18 +110,26 @@ fn pause_throttle_and_resume_steer_a_running_wave() {
         o,
         engine_opts(Duration::from_secs(30)),
     );
+    // The wave's thread reads its controls when it starts, and its control thread publishes
+    // the status in the journal (what the dashboard reads): waited for, not slept for.
+    wait_for("the wave to see the pause", Duration::from_secs(20), || {
+        sock_cmd(&sock, "status", None)
+            .status
+            .unwrap()
+            .control
+            .paused
+    });
+    let status = || Controls::open(&jp).unwrap().status(Some(9)).unwrap();
+    wait_for("the status in the journal", Duration::from_secs(20), || {
+        status().is_some()
+    });
+    assert_eq!(status().unwrap().total, 6);
+    // Paused for a while: nothing runs.
     std::thread::sleep(Duration::from_millis(400));
     let st = sock_cmd(&sock, "status", None).status.unwrap();
     assert!(st.control.paused, "{st:?}");
     assert!(st.running.is_empty() && st.ended == 0, "{st:?}");
     assert!(rec.log().is_empty(), "nothing ran while paused");
-    // The status is published in the journal too (what the dashboard reads).
-    let published = Controls::open(&jp)
-        .unwrap()
-        .status(Some(9))
-        .unwrap()
-        .unwrap();
-    assert_eq!(published.total, 6);
 
     // One site at a time, then resume through the socket.
     assert!(sock_cmd(&sock, "throttle", Some(1)).ok);

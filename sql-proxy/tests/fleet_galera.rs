@@ -137,7 +137,9 @@ fn an_instance_given_every_node_keeps_its_lease_and_serves_through_the_loss_of_i
     g.kill(0).unwrap();
     let killed = Instant::now();
     let (mut writes, mut samples) = (0, 0);
-    while killed.elapsed() < Duration::from_secs(10) {
+    // 10 s after the kill (past the cluster's stall until it evicts the node), and at least
+    // 20 samples however slow each one is on a loaded machine.
+    while killed.elapsed() < Duration::from_secs(10) || samples < 20 {
         let (code, v) = sa.admin(Method::Get, "/fleet", "");
         assert_eq!(code, 200, "{v}");
         assert_eq!(
@@ -153,7 +155,6 @@ fn an_instance_given_every_node_keeps_its_lease_and_serves_through_the_loss_of_i
         writes += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(samples >= 20, "{samples}");
     assert_eq!(count(&a, "shop.t", "during-%"), writes);
     // Its lease lives on another node now, renewed after the kill.
     assert_eq!(g.cluster_size(1).unwrap(), 2);

@@ -229,6 +229,8 @@ fn a_client_without_database_is_held_when_it_selects_a_paused_one() {
         let (code, v) = s.admin(Method::Post, "/routes/shop/pause", "{}");
         assert_eq!(code, 200, "{v}");
         let s_admin = s.admin;
+        // Taken before the resumer starts its 600 ms: the resume cannot come sooner after it.
+        let t = Instant::now();
         let resumer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(600));
             common::daemon::admin_call(
@@ -238,7 +240,6 @@ fn a_client_without_database_is_held_when_it_selects_a_paused_one() {
                 r#"{"side":"new"}"#,
             )
         });
-        let t = Instant::now();
         command(&mut r, b"\x02shop").await.unwrap();
         let held = t.elapsed();
         let (code, v) = resumer.join().unwrap();

@@ -86,13 +86,14 @@ async fn paused_queries_wait_then_fail_clearly_after_the_deadline() {
     )
     .await
     .unwrap();
-    // Resumed in time: the query waits and succeeds.
+    // Resumed in time: the query waits and succeeds. `t` is taken before the resumer starts
+    // its 100 ms (on another worker thread it may start before this task goes on).
     let s2 = shared.clone();
+    let t = Instant::now();
     let resumer = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
         switch::resume(&s2, "shop", None).await.unwrap()
     });
-    let t = Instant::now();
     let v: Option<i64> = conn.query_first("SELECT 7").await.unwrap();
     assert_eq!(v, Some(7));
     assert!(

@@ -94,10 +94,14 @@ impl Haproxy {
                 .stdout(Stdio::null())
                 .stderr(logf);
             let mut process = ChildGuard::spawn(format!("haproxy on 127.0.0.1:{port}"), &mut cmd)?;
+            // Ready once every listener accepts a connection: the runtime API socket's file
+            // exists a moment before it listens, and a test's first command comes at once.
             let up = wait_until(Duration::from_secs(10), || {
                 process.has_exited()
-                    || (socket.exists()
-                        && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+                    || (std::os::unix::net::UnixStream::connect(&socket).is_ok()
+                        && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                        && tls_port
+                            .is_none_or(|p| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok()))
             });
             if up && !process.has_exited() {
                 return Ok(Self {

@@ -110,8 +110,12 @@ impl MariaDb {
             }
             cmd.args(&opts.extra_args);
             let mut process = ChildGuard::spawn(format!("mariadbd on 127.0.0.1:{port}"), &mut cmd)?;
+            // Up once both listeners accept: the admin account is made over the unix socket
+            // right after, and tests use either (the socket listens a moment after the port).
             let up = wait_until(Duration::from_secs(30), || {
-                process.has_exited() || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                process.has_exited()
+                    || (std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                        && std::os::unix::net::UnixStream::connect(&socket).is_ok())
             });
             if up && !process.has_exited() {
                 let db = Self {

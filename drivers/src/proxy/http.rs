@@ -285,10 +285,9 @@ mod tests {
     fn waits_for_a_restarting_proxy_and_gives_up_on_a_dead_one() {
         let dir = tempfile::tempdir().unwrap();
         let tok = token_file(&dir);
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        // Nothing listens there: a port `free_port` never hands to another test of this
+        // process (whose server would then answer).
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], testkit::free_port().unwrap()));
         // Down for good: refused, reported after the wait.
         let p = HttpProxy::new(addr, &tok)
             .unwrap()

@@ -41,6 +41,13 @@ impl Daemon {
 /// `sql-proxy run --config cfg` with one extra environment variable, stderr to `log`, once it
 /// listens on `port` (the log in the failure message otherwise).
 pub fn start(cfg: &Path, log: &Path, env: (&str, &str), port: u16) -> Daemon {
+    start_listening_on(cfg, log, env, &[port])
+}
+
+/// As [`start`], once it listens on every one of `ports`. The daemon binds its client ports
+/// first and its admin API after them, so a test that calls the admin API right after the
+/// client port answered could be refused: wait for both.
+pub fn start_listening_on(cfg: &Path, log: &Path, env: (&str, &str), ports: &[u16]) -> Daemon {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -64,7 +71,9 @@ pub fn start(cfg: &Path, log: &Path, env: (&str, &str), port: u16) -> Daemon {
                 std::fs::read_to_string(log).unwrap()
             );
         }
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        ports
+            .iter()
+            .all(|&port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
     });
     assert!(
         up,
@@ -184,7 +193,12 @@ impl Setup {
     }
 
     pub fn start(&self) -> Daemon {
-        start(&self.cfg, &self.log, ("RUST_LOG", "info"), self.port)
+        start_listening_on(
+            &self.cfg,
+            &self.log,
+            ("RUST_LOG", "info"),
+            &[self.port, self.admin.port()],
+        )
     }
 
     pub fn addr(&self) -> SocketAddr {
