@@ -161,6 +161,11 @@ impl Haproxy {
         if answer.contains("Can't display the certificate") || answer.contains("Not found") {
             return Ok(None);
         }
+        // A store created (`new ssl cert`) whose first commit never happened (an install
+        // interrupted or refused in between) holds no certificate: the next install fills it.
+        if answer.lines().any(|l| l.trim() == "Status: Empty") {
+            return Ok(None);
+        }
         answer
             .lines()
             .find_map(|l| l.strip_prefix("SHA1 FingerPrint:"))
@@ -209,6 +214,12 @@ impl Haproxy {
     /// ongoing transaction about another file) is retried, with a short growing pause, for up
     /// to [`SSL_BUSY_RETRY`]; several migrators preparing sites at once take turns.
     pub fn install_ssl_cert(&self, crt_list: &str, file: &str, pem: &str) -> Result<SslCertChange> {
+        // One install at a time in this process: HAProxy's certificate commands are not
+        // isolated per file (the CI saw two concurrent prepares of one wave read back each
+        // other's fingerprint, and a store left empty). Other processes are taken turns with
+        // by the retries below.
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let start = std::time::Instant::now();
         let mut pause = Duration::from_millis(20);
         loop {

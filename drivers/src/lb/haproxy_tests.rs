@@ -240,3 +240,29 @@ fn refuses_bad_paths_and_a_pem_without_key() {
         Err(DriverError::InvalidInput(_))
     ));
 }
+
+/// The CI's wave-artifacts run: a store left empty (created, never committed) answered
+/// "Status: Empty" without a fingerprint, and every later install of that site failed on it
+/// ("no fingerprint"). An empty store is filled by the next install.
+#[test]
+fn an_empty_store_left_by_an_interrupted_install_is_filled() {
+    let (_d, pem, fp) = site_pem();
+    let (_s, sock, h) = fake_socket(vec![
+        format!("Filename: {FILE}\nStatus: Empty\nOCSP Response Key:\n\n"),
+        format!("Certificate store '{FILE}' already exists!\n"),
+        format!("Transaction created for certificate {FILE}!\n"),
+        format!("Committing {FILE}\nSuccess!\n"),
+        format!("# {LIST}\n/etc/haproxy/default.pem\n{FILE}\n"),
+        show_cert(&fp),
+        format!("# {LIST}\n/etc/haproxy/default.pem\n{FILE}\n"),
+    ]);
+    let change = Haproxy::new(&sock)
+        .install_ssl_cert(LIST, FILE, &pem)
+        .unwrap();
+    assert!(change.updated && !change.listed, "{change:?}");
+    let seen = h.join().unwrap();
+    assert_eq!(
+        seen[3].lines().next().unwrap(),
+        format!("commit ssl cert {FILE}")
+    );
+}
