@@ -99,3 +99,78 @@ fn a_certificate_loaded_at_runtime_is_served_for_its_name() {
     assert!(!e.to_string().contains("PRIVATE KEY"), "{e}");
     assert_eq!(served(port, "a.lab.test"), leaf_der(&cert2));
 }
+
+/// The CI's wave-artifacts run: prepares of one wave install their sites' certificates from
+/// several threads at once; one read back another's fingerprint and one left an empty store
+/// that failed every later install. Six threads install six certificates into one real
+/// HAProxy at once: each is served for its name and reads back as itself. Then a store created
+/// and never committed (an interrupted install) is filled by the next install.
+#[test]
+fn concurrent_installs_each_serve_their_own_certificate_and_an_empty_store_is_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TlsFiles::create(dir.path()).unwrap();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    let default_pem = dir.path().join("default-bundle.pem");
+    std::fs::write(&default_pem, read(&pki.cert) + &read(&pki.key)).unwrap();
+    let crt_list = dir.path().join("crt-list");
+    std::fs::write(&crt_list, format!("{}\n", default_pem.display())).unwrap();
+    let web = TinyHttp::start("served").unwrap();
+    let hp = HaproxyServer::start_tls(
+        &[Backend {
+            name: "s0.lab.test".into(),
+            addr: web.addr.to_string(),
+        }],
+        &crt_list,
+    )
+    .unwrap();
+    let port = hp.tls_port().unwrap();
+    let list = crt_list.to_str().unwrap().to_string();
+    let sites: Vec<(String, String, Vec<u8>)> = (0..6)
+        .map(|i| {
+            let name = format!("s{i}.lab.test");
+            let (cert, key) = pki.leaf(&format!("site-{i}"), &name).unwrap();
+            let file = dir.path().join("certs").join(format!("{name}.pem"));
+            let pem = read(&cert) + &read(&key);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            (file.to_str().unwrap().to_string(), pem, leaf_der(&cert))
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for (file, pem, _) in &sites {
+            let (sock, list) = (hp.socket(), &list);
+            s.spawn(move || {
+                Haproxy::new(sock)
+                    .install_ssl_cert(list, file, pem)
+                    .unwrap()
+            });
+        }
+    });
+    let lb = Haproxy::new(hp.socket());
+    for (i, (file, pem, der)) in sites.iter().enumerate() {
+        assert_eq!(
+            lb.ssl_cert_fingerprint(file).unwrap(),
+            Some(pem_fingerprint(pem).unwrap()),
+            "{file}"
+        );
+        assert_eq!(&served(port, &format!("s{i}.lab.test")), der, "{file}");
+    }
+    // An empty store (created, never committed), then the install.
+    let (cert, key) = pki.leaf("site-e", "e.lab.test").unwrap();
+    let file = dir.path().join("certs").join("e.lab.test.pem");
+    let file = file.to_str().unwrap();
+    let pem = read(&cert) + &read(&key);
+    let sock = hp.socket();
+    let ask = |cmd: &str| {
+        use std::io::{Read, Write};
+        let mut c = std::os::unix::net::UnixStream::connect(sock).unwrap();
+        c.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(ask(&format!("new ssl cert {file}")).contains("New empty certificate store"));
+    assert_eq!(lb.ssl_cert_fingerprint(file).unwrap(), None);
+    let change = lb.install_ssl_cert(&list, file, &pem).unwrap();
+    assert!(change.updated && change.listed, "{change:?}");
+    assert_eq!(served(port, "e.lab.test"), leaf_der(&cert));
+}

@@ -222,11 +222,18 @@ impl Haproxy {
         let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let start = std::time::Instant::now();
         let mut pause = Duration::from_millis(20);
+        let mut mismatches = 0;
         loop {
             match self.install_ssl_cert_once(crt_list, file, pem) {
                 Err(e) if ssl_busy(&e) && start.elapsed() < SSL_BUSY_RETRY => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                // Read back as another certificate: an install from another process crossed
+                // ours. Installing again is idempotent; a few times, then the error stands.
+                Err(DriverError::NotApplied(_)) if mismatches < 3 => {
+                    mismatches += 1;
+                    std::thread::sleep(pause);
                 }
                 r => return r,
             }
