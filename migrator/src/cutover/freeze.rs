@@ -58,7 +58,7 @@ impl Engine<'_> {
         let spec = self.spec;
         let dbs: Vec<String> = self.spec.databases.clone();
         self.phase(Phase::FinalSync, |e| {
-            let dbs = paused_dbs(e, &dbs, &spec.proxy.old_side)?;
+            let dbs = paused_dbs(e, &dbs, &spec.proxy.old_side, Phase::FinalSync)?;
             let moved = e.tail_pass(spec, &dbs)?;
             Ok(((), moved))
         })
@@ -67,17 +67,13 @@ impl Engine<'_> {
     pub(crate) fn verify(&mut self) -> Result<(), CutoverError> {
         let spec = self.spec;
         self.phase(Phase::Verify, |e| {
-            let dbs = paused_dbs(e, &spec.databases, &spec.proxy.old_side)?;
+            let dbs = paused_dbs(e, &spec.databases, &spec.proxy.old_side, Phase::FinalSync)?;
             let diffs = e
                 .sys
                 .data
                 .verify(spec, &dbs)
                 .map_err(CutoverError::system(Phase::Verify))?;
-            if diffs.is_empty() {
-                Ok(((), 0))
-            } else {
-                Err(CutoverError::VerifyFailed(diffs))
-            }
+            no_diffs(diffs)
         })?;
         if self.sys.data.verifies_after_switch(spec) {
             let pending = PostVerify::Pending.json();
@@ -260,15 +256,26 @@ impl Engine<'_> {
     }
 }
 
-/// The databases of `all` that are paused on `side` (the ones this freeze holds).
-fn paused_dbs(e: &Ctx<'_>, all: &[String], side: &str) -> Result<Vec<String>, CutoverError> {
+/// A verification's outcome as a phase result: its differences are an error.
+pub(crate) fn no_diffs(diffs: Vec<String>) -> Result<((), u64), CutoverError> {
+    if diffs.is_empty() {
+        Ok(((), 0))
+    } else {
+        Err(CutoverError::VerifyFailed(diffs))
+    }
+}
+
+/// The databases of `all` that are paused on `side` (the ones this freeze holds); a proxy
+/// error is one of `phase`.
+pub(crate) fn paused_dbs(
+    e: &Ctx<'_>,
+    all: &[String],
+    side: &str,
+    phase: Phase,
+) -> Result<Vec<String>, CutoverError> {
     let mut out = Vec::new();
     for db in all {
-        let r = e
-            .sys
-            .proxy
-            .route(db)
-            .map_err(CutoverError::system(Phase::FinalSync))?;
+        let r = e.sys.proxy.route(db).map_err(CutoverError::system(phase))?;
         if r.paused() && r.side == side {
             out.push(db.clone());
         }

@@ -10,6 +10,7 @@
 use crate::artifacts::fence::Side;
 use crate::cutover::checkpoints::{self, Checkpoint};
 use crate::cutover::engine::{Ctx, Engine, SiteReport, RETRY_PAUSE, SWITCH_TRIES};
+use crate::cutover::freeze::{no_diffs, paused_dbs};
 use crate::cutover::phase::{CutoverError, Phase};
 use crate::journal::{JournalStore, SiteState};
 use crate::site_spec::SiteSpec;
@@ -268,17 +269,6 @@ fn pause_on_new(e: &Ctx<'_>, spec: &SiteSpec) -> Result<(), CutoverError> {
 fn copy_back_member(engine: &mut Engine<'_>, copied: &mut Vec<String>) -> Result<(), CutoverError> {
     let spec = engine.spec;
     let site = spec.site.clone();
-    let mut back = Vec::new();
-    for db in &spec.databases {
-        let r = engine
-            .sys
-            .proxy
-            .route(db)
-            .map_err(CutoverError::system(Phase::RollbackCopy))?;
-        if r.side == spec.proxy.new_side && r.paused() && !copied.contains(db) {
-            back.push(db.clone());
-        }
-    }
     // A killed run verified the copy and began the switch, and a database already serves on
     // the old side (its commit point): the rollback only goes forward now. The site stayed
     // frozen since, so the verified copy still holds; copying again would go over that
@@ -288,9 +278,16 @@ fn copy_back_member(engine: &mut Engine<'_>, copied: &mut Vec<String>) -> Result
     if switch_begun {
         return Ok(());
     }
-    engine.phase(Phase::RollbackCopy, |e| {
+    let back = engine.phase(Phase::RollbackCopy, |e| {
+        let mut back = paused_dbs(
+            e,
+            &spec.databases,
+            &spec.proxy.new_side,
+            Phase::RollbackCopy,
+        )?;
+        back.retain(|db| !copied.contains(db));
         let moved = e.copy_pass(spec, &back, Direction::Back, true, Phase::RollbackCopy)?;
-        Ok(((), moved))
+        Ok((back, moved))
     })?;
     engine.phase(Phase::RollbackVerify, |e| {
         let diffs = e
@@ -298,11 +295,7 @@ fn copy_back_member(engine: &mut Engine<'_>, copied: &mut Vec<String>) -> Result
             .data
             .verify(spec, &back)
             .map_err(CutoverError::system(Phase::RollbackVerify))?;
-        if diffs.is_empty() {
-            Ok(((), 0))
-        } else {
-            Err(CutoverError::VerifyFailed(diffs))
-        }
+        no_diffs(diffs)
     })?;
     copied.extend(back);
     Ok(())
