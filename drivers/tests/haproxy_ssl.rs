@@ -29,28 +29,56 @@ fn served(port: u16, name: &str) -> Vec<u8> {
         .to_vec()
 }
 
+fn read(p: &std::path::Path) -> String {
+    std::fs::read_to_string(p).unwrap()
+}
+
+/// A real HAProxy terminating TLS for `name` (one backend), started with only the default
+/// certificate (the lab CA's localhost leaf) in its crt-list.
+struct TlsLab {
+    dir: tempfile::TempDir,
+    pki: TlsFiles,
+    crt_list: std::path::PathBuf,
+    port: u16,
+    hp: HaproxyServer,
+    _web: TinyHttp,
+}
+
+impl TlsLab {
+    fn start(name: &str) -> TlsLab {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TlsFiles::create(dir.path()).unwrap();
+        let default_pem = dir.path().join("default-bundle.pem");
+        std::fs::write(&default_pem, read(&pki.cert) + &read(&pki.key)).unwrap();
+        let crt_list = dir.path().join("crt-list");
+        std::fs::write(&crt_list, format!("{}\n", default_pem.display())).unwrap();
+        let web = TinyHttp::start("served").unwrap();
+        let hp = HaproxyServer::start_tls(
+            &[Backend {
+                name: name.into(),
+                addr: web.addr.to_string(),
+            }],
+            &crt_list,
+        )
+        .unwrap();
+        let port = hp.tls_port().unwrap();
+        TlsLab {
+            dir,
+            pki,
+            crt_list,
+            port,
+            hp,
+            _web: web,
+        }
+    }
+}
+
 #[test]
 fn a_certificate_loaded_at_runtime_is_served_for_its_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TlsFiles::create(dir.path()).unwrap();
-    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
-    // The default certificate (localhost) is the only one HAProxy starts with.
-    let default_pem = dir.path().join("default-bundle.pem");
-    std::fs::write(&default_pem, read(&pki.cert) + &read(&pki.key)).unwrap();
-    let crt_list = dir.path().join("crt-list");
-    std::fs::write(&crt_list, format!("{}\n", default_pem.display())).unwrap();
-    let web = TinyHttp::start("served").unwrap();
-    let hp = HaproxyServer::start_tls(
-        &[Backend {
-            name: "a.lab.test".into(),
-            addr: web.addr.to_string(),
-        }],
-        &crt_list,
-    )
-    .unwrap();
-    let port = hp.tls_port().unwrap();
-    let lb = Haproxy::new(hp.socket());
-    let list = crt_list.to_str().unwrap();
+    let t = TlsLab::start("a.lab.test");
+    let (dir, pki, port) = (&t.dir, &t.pki, t.port);
+    let lb = Haproxy::new(t.hp.socket());
+    let list = t.crt_list.to_str().unwrap();
 
     let (cert, key) = pki.leaf("site-a", "a.lab.test").unwrap();
     assert_eq!(served(port, "a.lab.test"), leaf_der(&pki.cert));
@@ -107,24 +135,9 @@ fn a_certificate_loaded_at_runtime_is_served_for_its_name() {
 /// and never committed (an interrupted install) is filled by the next install.
 #[test]
 fn concurrent_installs_each_serve_their_own_certificate_and_an_empty_store_is_filled() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TlsFiles::create(dir.path()).unwrap();
-    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
-    let default_pem = dir.path().join("default-bundle.pem");
-    std::fs::write(&default_pem, read(&pki.cert) + &read(&pki.key)).unwrap();
-    let crt_list = dir.path().join("crt-list");
-    std::fs::write(&crt_list, format!("{}\n", default_pem.display())).unwrap();
-    let web = TinyHttp::start("served").unwrap();
-    let hp = HaproxyServer::start_tls(
-        &[Backend {
-            name: "s0.lab.test".into(),
-            addr: web.addr.to_string(),
-        }],
-        &crt_list,
-    )
-    .unwrap();
-    let port = hp.tls_port().unwrap();
-    let list = crt_list.to_str().unwrap().to_string();
+    let t = TlsLab::start("s0.lab.test");
+    let (dir, pki, port, hp) = (&t.dir, &t.pki, t.port, &t.hp);
+    let list = t.crt_list.to_str().unwrap().to_string();
     let sites: Vec<(String, String, Vec<u8>)> = (0..6)
         .map(|i| {
             let name = format!("s{i}.lab.test");
